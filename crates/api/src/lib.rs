@@ -1,0 +1,1 @@
+//! Wire types shared by the master, the agent and the CLI.

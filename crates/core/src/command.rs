@@ -1,0 +1,74 @@
+//! The Raft log entry (`Command`) and what applying it answers (`Outcome`).
+//!
+//! Every time and id a command needs is a field chosen by the leader before it proposes, so
+//! applying the same log always yields the same state on every master.
+
+use crate::app::AppSpec;
+use crate::types::{Agent, Resources, Task, TaskState};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// An agent (re-)registers; an existing id keeps its tasks.
+    RegisterAgent { agent: Agent },
+    /// Create (`create = true`, refused if the id exists) or replace an app definition.
+    PutApp {
+        app: AppSpec,
+        create: bool,
+        at_ms: u64,
+        deployment_id: String,
+    },
+    ScaleApp {
+        app_id: String,
+        instances: u32,
+        at_ms: u64,
+        deployment_id: String,
+    },
+    /// Forget the app; its tasks are marked for killing and expunged once they end.
+    RemoveApp { app_id: String, at_ms: u64 },
+    /// Record a task placed by a framework; refused if its agent lacks the resources.
+    LaunchTask { task: Task },
+    /// Ask for a task to be killed; its state changes when the agent reports the end.
+    KillTask { task_id: String, at_ms: u64 },
+    /// A status update from the agent running the task.
+    TaskStatus {
+        task_id: String,
+        state: TaskState,
+        at_ms: u64,
+        message: Option<String>,
+        exit_code: Option<i32>,
+    },
+    /// Drop the record of a terminal task.
+    ExpungeTask { task_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied,
+    Rejected(Reject),
+}
+
+/// Business refusals: replicated like any result, never errors of the log itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum Reject {
+    #[error("an app with id {app_id} already exists")]
+    AppExists { app_id: String },
+    #[error("app {app_id} does not exist")]
+    UnknownApp { app_id: String },
+    #[error("agent {agent_id} is not registered")]
+    UnknownAgent { agent_id: String },
+    #[error("agent {agent_id} does not accept tasks (it is {state})")]
+    AgentNotActive { agent_id: String, state: String },
+    #[error("task {task_id} does not exist")]
+    UnknownTask { task_id: String },
+    #[error("task {task_id} already exists")]
+    TaskExists { task_id: String },
+    #[error("agent {agent_id} has {free:?} free, the task needs {needed:?}")]
+    InsufficientResources {
+        agent_id: String,
+        needed: Resources,
+        free: Resources,
+    },
+    #[error("task {task_id} is still running")]
+    TaskNotTerminal { task_id: String },
+}

@@ -1,0 +1,356 @@
+//! The services framework's planner: (cluster state, now) -> actions that move every app
+//! towards its definition. Pure; the master's services loop performs the actions.
+//!
+//! Strategy: launch new-config tasks until `instances` of them exist, kill old-config tasks
+//! once enough new ones run (start-then-stop, Marathon's default upgrade), kill extras newest
+//! first, back off relaunches of crashing apps, and keep a short history of ended tasks.
+
+use crate::state::{AppRecord, ClusterState};
+use crate::types::{AgentState, Resources, Task, TaskState};
+use std::collections::BTreeMap;
+
+/// First relaunch delay after a failure; doubles per consecutive failure.
+pub const BACKOFF_BASE_MS: u64 = 1_000;
+pub const BACKOFF_MAX_MS: u64 = 60_000;
+/// Ended tasks kept per app for `task list` and the dashboard; older ones are expunged.
+pub const ENDED_TASKS_KEPT_PER_APP: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Launch { app_id: String, agent_id: String },
+    Kill { task_id: String },
+    Expunge { task_id: String },
+}
+
+pub fn backoff_ms(consecutive_failures: u32) -> u64 {
+    if consecutive_failures == 0 {
+        return 0;
+    }
+    let shift = (consecutive_failures - 1).min(16);
+    (BACKOFF_BASE_MS << shift).min(BACKOFF_MAX_MS)
+}
+
+pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
+    let mut actions = Vec::new();
+    // Free resources per active agent, reduced as this plan places tasks.
+    let mut free: BTreeMap<&str, Resources> = state
+        .agents
+        .values()
+        .filter(|a| a.state == AgentState::Active)
+        .map(|a| (a.id.as_str(), state.free_resources(&a.id)))
+        .collect();
+
+    let mut tasks_by_app: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks.values() {
+        tasks_by_app
+            .entry(task.app_id.as_str())
+            .or_default()
+            .push(task);
+    }
+
+    for (app_id, app) in &state.apps {
+        let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
+        plan_app(app, &tasks, now_ms, &mut free, &mut actions);
+    }
+    // Tasks whose app is gone.
+    for tasks in tasks_by_app.values() {
+        for task in tasks {
+            if task.state.is_terminal() {
+                actions.push(Action::Expunge {
+                    task_id: task.id.clone(),
+                });
+            } else if !task.kill_requested {
+                actions.push(Action::Kill {
+                    task_id: task.id.clone(),
+                });
+            }
+        }
+    }
+    actions
+}
+
+fn plan_app(
+    app: &AppRecord,
+    tasks: &[&Task],
+    now_ms: u64,
+    free: &mut BTreeMap<&str, Resources>,
+    actions: &mut Vec<Action>,
+) {
+    let instances = app.spec.instances as usize;
+    let active: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| !t.state.is_terminal() && !t.kill_requested)
+        .collect();
+    let (mut current, old): (Vec<&Task>, Vec<&Task>) = active
+        .iter()
+        .partition(|t| t.app_config_version_ms == app.config_version_ms);
+
+    if current.len() < instances {
+        let waiting = now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
+        if !waiting {
+            let needed = app.spec.resources();
+            for _ in current.len()..instances {
+                let Some(agent_id) = pick_agent(free, &needed) else {
+                    break;
+                };
+                actions.push(Action::Launch {
+                    app_id: app.spec.id.clone(),
+                    agent_id: agent_id.to_string(),
+                });
+            }
+        }
+    } else if current.len() > instances {
+        // Kill tasks that are not running yet first, then the newest.
+        current.sort_by_key(|t| {
+            (
+                t.state == TaskState::Running,
+                std::cmp::Reverse(t.staged_at_ms),
+                t.id.clone(),
+            )
+        });
+        for task in &current[..current.len() - instances] {
+            actions.push(Action::Kill {
+                task_id: task.id.clone(),
+            });
+        }
+    }
+
+    let running_current = current
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    if running_current >= instances {
+        for task in old {
+            actions.push(Action::Kill {
+                task_id: task.id.clone(),
+            });
+        }
+    }
+
+    let mut ended: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.state.is_terminal())
+        .collect();
+    ended.sort_by_key(|t| (std::cmp::Reverse(t.updated_at_ms), t.id.clone()));
+    for task in ended.iter().skip(ENDED_TASKS_KEPT_PER_APP) {
+        actions.push(Action::Expunge {
+            task_id: task.id.clone(),
+        });
+    }
+}
+
+/// The agent with the most free memory that fits `needed` (ties by id, so plans are stable);
+/// its free resources are reduced by what it takes.
+fn pick_agent<'a>(free: &mut BTreeMap<&'a str, Resources>, needed: &Resources) -> Option<&'a str> {
+    let agent_id = free
+        .iter()
+        .filter(|(_, f)| needed.fits_in(f))
+        .max_by(|a, b| a.1.mem_mib.cmp(&b.1.mem_mib).then(b.0.cmp(a.0)))
+        .map(|(id, _)| *id)?;
+    let slot = free.get_mut(agent_id).expect("picked from the map");
+    *slot = slot.saturating_sub(needed);
+    Some(agent_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::state::tests::{agent, app, task};
+
+    fn cluster(agents: &[(&str, u64, u64)], apps: &[(&str, u32)]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, cpus, mem) in agents {
+            s.apply(&Command::RegisterAgent {
+                agent: agent(id, *cpus, *mem),
+            });
+        }
+        for (id, n) in apps {
+            s.apply(&Command::PutApp {
+                app: app(id, *n),
+                create: true,
+                at_ms: 1,
+                deployment_id: "d".into(),
+            });
+        }
+        s
+    }
+
+    fn set_state(s: &mut ClusterState, id: &str, state: TaskState, at_ms: u64) {
+        s.apply(&Command::TaskStatus {
+            task_id: id.into(),
+            state,
+            at_ms,
+            message: None,
+            exit_code: None,
+        });
+    }
+
+    #[test]
+    fn launches_missing_instances_on_the_freest_agent() {
+        let s = cluster(&[("a1", 4000, 256), ("a2", 4000, 512)], &[("/web", 3)]);
+        assert_eq!(
+            plan(&s, 100),
+            vec![
+                Action::Launch {
+                    app_id: "/web".into(),
+                    agent_id: "a2".into()
+                },
+                Action::Launch {
+                    app_id: "/web".into(),
+                    agent_id: "a2".into()
+                },
+                Action::Launch {
+                    app_id: "/web".into(),
+                    agent_id: "a2".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stops_launching_when_nothing_fits() {
+        let s = cluster(&[("a1", 1000, 128)], &[("/web", 5)]);
+        assert_eq!(plan(&s, 100).len(), 2, "0.5 cpu x 2 fills the agent");
+    }
+
+    #[test]
+    fn converged_app_plans_nothing() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        set_state(&mut s, "t1", TaskState::Running, 5);
+        assert_eq!(plan(&s, 100), vec![]);
+    }
+
+    #[test]
+    fn scale_down_kills_staging_then_newest() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 3)]);
+        for (id, staged) in [("t1", 10), ("t2", 20), ("t3", 30)] {
+            let mut t = task(id, "/web", "a1", 1);
+            t.staged_at_ms = staged;
+            s.apply(&Command::LaunchTask { task: t });
+        }
+        set_state(&mut s, "t1", TaskState::Running, 40);
+        set_state(&mut s, "t3", TaskState::Running, 40);
+        s.apply(&Command::ScaleApp {
+            app_id: "/web".into(),
+            instances: 1,
+            at_ms: 50,
+            deployment_id: "e".into(),
+        });
+        assert_eq!(
+            plan(&s, 100),
+            vec![
+                Action::Kill {
+                    task_id: "t2".into()
+                },
+                Action::Kill {
+                    task_id: "t3".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_app_backs_off_before_relaunch() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        set_state(&mut s, "t1", TaskState::Failed, 1000);
+        assert_eq!(plan(&s, 1500), vec![]);
+        assert_eq!(plan(&s, 2000).len(), 1);
+        assert_eq!(backoff_ms(3), 4000);
+        assert_eq!(backoff_ms(40), BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn config_change_replaces_old_tasks_after_new_ones_run() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("old", "/web", "a1", 1),
+        });
+        set_state(&mut s, "old", TaskState::Running, 5);
+        let mut changed = app("/web", 1);
+        changed.cmd = Some("sleep 7".into());
+        s.apply(&Command::PutApp {
+            app: changed,
+            create: false,
+            at_ms: 10,
+            deployment_id: "e".into(),
+        });
+        assert_eq!(
+            plan(&s, 20),
+            vec![Action::Launch {
+                app_id: "/web".into(),
+                agent_id: "a1".into()
+            }]
+        );
+        s.apply(&Command::LaunchTask {
+            task: task("new", "/web", "a1", 10),
+        });
+        assert_eq!(
+            plan(&s, 20),
+            vec![],
+            "old keeps running until the new one runs"
+        );
+        set_state(&mut s, "new", TaskState::Running, 25);
+        assert_eq!(
+            plan(&s, 30),
+            vec![Action::Kill {
+                task_id: "old".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn tasks_of_removed_apps_are_killed_then_expunged() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        s.apply(&Command::RemoveApp {
+            app_id: "/web".into(),
+            at_ms: 5,
+        });
+        assert_eq!(plan(&s, 10), vec![], "kill already requested by RemoveApp");
+        set_state(&mut s, "t1", TaskState::Killed, 11);
+        assert_eq!(
+            plan(&s, 12),
+            vec![Action::Expunge {
+                task_id: "t1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn ended_history_is_bounded() {
+        let mut s = cluster(&[("a1", 40000, 10240)], &[("/web", 0)]);
+        for i in 0..8 {
+            let id = format!("t{i}");
+            s.apply(&Command::LaunchTask {
+                task: task(&id, "/web", "a1", 1),
+            });
+            set_state(&mut s, &id, TaskState::Finished, 100 + i);
+        }
+        let expunged: Vec<_> = plan(&s, 200);
+        assert_eq!(
+            expunged,
+            vec![
+                Action::Expunge {
+                    task_id: "t2".into()
+                },
+                Action::Expunge {
+                    task_id: "t1".into()
+                },
+                Action::Expunge {
+                    task_id: "t0".into()
+                },
+            ]
+        );
+    }
+}

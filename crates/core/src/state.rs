@@ -1,0 +1,544 @@
+//! `ClusterState`: everything that must survive a master failure, changed only by `apply`.
+//!
+//! `apply` is pure and deterministic: no clock, no randomness, maps iterate in key order.
+//! It checks its invariants (no agent over-committed) after every change.
+
+use crate::app::AppSpec;
+use crate::command::{Command, Outcome, Reject};
+use crate::types::{Agent, AgentState, Resources, Task, TaskState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub spec: AppSpec,
+    /// Changes on every write to the app (Marathon's `version`).
+    pub version_ms: u64,
+    /// Changes only when the definition changes in more than `instances`; tasks launched from
+    /// an older config are replaced.
+    pub config_version_ms: u64,
+    /// The last change that started a deployment; shown while the app converges.
+    pub deployment_id: String,
+    /// Failures since the last task reached RUNNING; drives the relaunch backoff.
+    pub consecutive_failures: u32,
+    pub last_failure_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub agents: BTreeMap<String, Agent>,
+    pub apps: BTreeMap<String, AppRecord>,
+    pub tasks: BTreeMap<String, Task>,
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        let outcome = match self.apply_inner(command) {
+            Ok(()) => Outcome::Applied,
+            Err(reject) => Outcome::Rejected(reject),
+        };
+        self.check_invariants();
+        outcome
+    }
+
+    fn apply_inner(&mut self, command: &Command) -> Result<(), Reject> {
+        match command {
+            Command::RegisterAgent { agent } => {
+                self.agents.insert(agent.id.clone(), agent.clone());
+            }
+            Command::PutApp {
+                app,
+                create,
+                at_ms,
+                deployment_id,
+            } => match self.apps.get_mut(&app.id) {
+                Some(_) if *create => {
+                    return Err(Reject::AppExists {
+                        app_id: app.id.clone(),
+                    })
+                }
+                Some(record) => {
+                    if record.spec.config_differs(app) {
+                        record.config_version_ms = *at_ms;
+                        record.consecutive_failures = 0;
+                    }
+                    record.spec = app.clone();
+                    record.version_ms = *at_ms;
+                    record.deployment_id = deployment_id.clone();
+                }
+                None => {
+                    self.apps.insert(
+                        app.id.clone(),
+                        AppRecord {
+                            spec: app.clone(),
+                            version_ms: *at_ms,
+                            config_version_ms: *at_ms,
+                            deployment_id: deployment_id.clone(),
+                            consecutive_failures: 0,
+                            last_failure_at_ms: 0,
+                        },
+                    );
+                }
+            },
+            Command::ScaleApp {
+                app_id,
+                instances,
+                at_ms,
+                deployment_id,
+            } => {
+                let record = self
+                    .apps
+                    .get_mut(app_id)
+                    .ok_or_else(|| Reject::UnknownApp {
+                        app_id: app_id.clone(),
+                    })?;
+                record.spec.instances = *instances;
+                record.version_ms = *at_ms;
+                record.deployment_id = deployment_id.clone();
+            }
+            Command::RemoveApp { app_id, at_ms } => {
+                if self.apps.remove(app_id).is_none() {
+                    return Err(Reject::UnknownApp {
+                        app_id: app_id.clone(),
+                    });
+                }
+                for task in self.tasks.values_mut() {
+                    if &task.app_id == app_id && !task.state.is_terminal() {
+                        task.kill_requested = true;
+                        task.updated_at_ms = *at_ms;
+                    }
+                }
+            }
+            Command::LaunchTask { task } => {
+                if self.tasks.contains_key(&task.id) {
+                    return Err(Reject::TaskExists {
+                        task_id: task.id.clone(),
+                    });
+                }
+                if !self.apps.contains_key(&task.app_id) {
+                    return Err(Reject::UnknownApp {
+                        app_id: task.app_id.clone(),
+                    });
+                }
+                let agent =
+                    self.agents
+                        .get(&task.agent_id)
+                        .ok_or_else(|| Reject::UnknownAgent {
+                            agent_id: task.agent_id.clone(),
+                        })?;
+                if agent.state != AgentState::Active {
+                    return Err(Reject::AgentNotActive {
+                        agent_id: agent.id.clone(),
+                        state: agent.state.as_str().to_string(),
+                    });
+                }
+                let free = self.free_resources(&agent.id);
+                if !task.resources.fits_in(&free) {
+                    return Err(Reject::InsufficientResources {
+                        agent_id: agent.id.clone(),
+                        needed: task.resources,
+                        free,
+                    });
+                }
+                self.tasks.insert(task.id.clone(), task.clone());
+            }
+            Command::KillTask { task_id, at_ms } => {
+                let task = self.task_mut(task_id)?;
+                if !task.state.is_terminal() {
+                    task.kill_requested = true;
+                    task.updated_at_ms = *at_ms;
+                }
+            }
+            Command::TaskStatus {
+                task_id,
+                state,
+                at_ms,
+                message,
+                exit_code,
+            } => {
+                let task = self.task_mut(task_id)?;
+                // A terminal state is final: late or duplicated updates change nothing.
+                if task.state.is_terminal() {
+                    return Ok(());
+                }
+                task.state = *state;
+                task.updated_at_ms = *at_ms;
+                if message.is_some() {
+                    task.message = message.clone();
+                }
+                if exit_code.is_some() {
+                    task.exit_code = *exit_code;
+                }
+                if *state == TaskState::Running && task.started_at_ms.is_none() {
+                    task.started_at_ms = Some(*at_ms);
+                }
+                let app_id = task.app_id.clone();
+                let failed = matches!(
+                    state,
+                    TaskState::Failed | TaskState::Lost | TaskState::Error
+                ) && !task.kill_requested;
+                if let Some(app) = self.apps.get_mut(&app_id) {
+                    if *state == TaskState::Running {
+                        app.consecutive_failures = 0;
+                    } else if failed {
+                        app.consecutive_failures = app.consecutive_failures.saturating_add(1);
+                        app.last_failure_at_ms = *at_ms;
+                    }
+                }
+            }
+            Command::ExpungeTask { task_id } => {
+                let task = self.task_mut(task_id)?;
+                if !task.state.is_terminal() {
+                    return Err(Reject::TaskNotTerminal {
+                        task_id: task_id.clone(),
+                    });
+                }
+                self.tasks.remove(task_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn task_mut(&mut self, task_id: &str) -> Result<&mut Task, Reject> {
+        self.tasks
+            .get_mut(task_id)
+            .ok_or_else(|| Reject::UnknownTask {
+                task_id: task_id.to_string(),
+            })
+    }
+
+    /// Resources held by tasks on an agent that have not ended.
+    pub fn used_resources(&self, agent_id: &str) -> Resources {
+        self.tasks
+            .values()
+            .filter(|t| t.agent_id == agent_id && t.holds_resources())
+            .fold(Resources::default(), |sum, t| sum.add(&t.resources))
+    }
+
+    pub fn free_resources(&self, agent_id: &str) -> Resources {
+        match self.agents.get(agent_id) {
+            Some(agent) => agent
+                .resources
+                .saturating_sub(&self.used_resources(agent_id)),
+            None => Resources::default(),
+        }
+    }
+
+    pub fn tasks_of_app<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| t.app_id == app_id)
+    }
+
+    /// Invariants that hold after every apply and after every snapshot restore.
+    pub fn check_invariants(&self) {
+        for agent in self.agents.values() {
+            let used = self.used_resources(&agent.id);
+            assert!(
+                used.fits_in(&agent.resources),
+                "agent {} over-committed: {used:?} used of {:?}",
+                agent.id,
+                agent.resources
+            );
+        }
+        for task in self.tasks.values() {
+            assert!(
+                !task.holds_resources() || self.agents.contains_key(&task.agent_id),
+                "task {} holds resources on unknown agent {}",
+                task.id,
+                task.agent_id
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::types::LaunchSpec;
+
+    pub fn agent(id: &str, cpus_milli: u64, mem_mib: u64) -> Agent {
+        Agent {
+            id: id.into(),
+            hostname: "h".into(),
+            url: "http://127.0.0.1:5051".into(),
+            resources: Resources {
+                cpus_milli,
+                mem_mib,
+                disk_mib: 1000,
+            },
+            state: AgentState::Active,
+            registered_at_ms: 1,
+        }
+    }
+
+    pub fn app(id: &str, instances: u32) -> AppSpec {
+        let mut spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "cmd": "sleep 100", "cpus": 0.5, "mem": 64, "instances": instances
+        }))
+        .unwrap();
+        spec.normalize_and_validate().unwrap();
+        spec
+    }
+
+    pub fn task(id: &str, app_id: &str, agent_id: &str, config_version_ms: u64) -> Task {
+        Task {
+            id: id.into(),
+            app_id: app_id.into(),
+            agent_id: agent_id.into(),
+            resources: Resources {
+                cpus_milli: 500,
+                mem_mib: 64,
+                disk_mib: 0,
+            },
+            launch: LaunchSpec {
+                cmd: Some("sleep 100".into()),
+                args: None,
+                env: Default::default(),
+                image: None,
+                user: None,
+                kill_grace_period_ms: 3000,
+            },
+            app_config_version_ms: config_version_ms,
+            state: TaskState::Staging,
+            kill_requested: false,
+            staged_at_ms: 10,
+            started_at_ms: None,
+            updated_at_ms: 10,
+            message: None,
+            exit_code: None,
+        }
+    }
+
+    fn status(task_id: &str, state: TaskState, at_ms: u64) -> Command {
+        Command::TaskStatus {
+            task_id: task_id.into(),
+            state,
+            at_ms,
+            message: None,
+            exit_code: None,
+        }
+    }
+
+    /// A log touching every command kind, used by the determinism and snapshot tests.
+    pub fn sample_log() -> Vec<Command> {
+        vec![
+            Command::RegisterAgent {
+                agent: agent("a1", 2000, 1024),
+            },
+            Command::PutApp {
+                app: app("/web", 2),
+                create: true,
+                at_ms: 5,
+                deployment_id: "d1".into(),
+            },
+            Command::PutApp {
+                app: app("/web", 2),
+                create: true,
+                at_ms: 6,
+                deployment_id: "d2".into(),
+            },
+            Command::LaunchTask {
+                task: task("t1", "/web", "a1", 5),
+            },
+            Command::LaunchTask {
+                task: task("t2", "/web", "a1", 5),
+            },
+            status("t1", TaskState::Running, 20),
+            status("t2", TaskState::Failed, 21),
+            Command::ScaleApp {
+                app_id: "/web".into(),
+                instances: 1,
+                at_ms: 30,
+                deployment_id: "d3".into(),
+            },
+            Command::ExpungeTask {
+                task_id: "t2".into(),
+            },
+            Command::KillTask {
+                task_id: "t1".into(),
+                at_ms: 40,
+            },
+            status("t1", TaskState::Killed, 41),
+            status("t1", TaskState::Running, 42),
+            Command::RemoveApp {
+                app_id: "/web".into(),
+                at_ms: 50,
+            },
+            Command::ScaleApp {
+                app_id: "/nope".into(),
+                instances: 1,
+                at_ms: 51,
+                deployment_id: "d4".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let mut a = ClusterState::default();
+        let mut b = ClusterState::default();
+        let outcomes_a: Vec<_> = sample_log().iter().map(|c| a.apply(c)).collect();
+        let outcomes_b: Vec<_> = sample_log().iter().map(|c| b.apply(c)).collect();
+        assert_eq!(a, b);
+        assert_eq!(outcomes_a, outcomes_b);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+    }
+
+    #[test]
+    fn snapshot_round_trip_then_replay_matches() {
+        let log = sample_log();
+        for split in 0..=log.len() {
+            let mut full = ClusterState::default();
+            for c in &log {
+                full.apply(c);
+            }
+            let mut first = ClusterState::default();
+            for c in &log[..split] {
+                first.apply(c);
+            }
+            let bytes = serde_json::to_vec(&first).unwrap();
+            let mut restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
+            restored.check_invariants();
+            for c in &log[split..] {
+                restored.apply(c);
+            }
+            assert_eq!(restored, full, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn duplicate_app_is_rejected_and_changes_nothing() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutApp {
+            app: app("/web", 1),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let before = s.clone();
+        let outcome = s.apply(&Command::PutApp {
+            app: app("/web", 3),
+            create: true,
+            at_ms: 2,
+            deployment_id: "e".into(),
+        });
+        assert_eq!(
+            outcome,
+            Outcome::Rejected(Reject::AppExists {
+                app_id: "/web".into()
+            })
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn launch_beyond_agent_resources_is_rejected() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 1000, 100),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 3),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        assert_eq!(
+            s.apply(&Command::LaunchTask {
+                task: task("t1", "/web", "a1", 1)
+            }),
+            Outcome::Applied
+        );
+        let outcome = s.apply(&Command::LaunchTask {
+            task: task("t2", "/web", "a1", 1),
+        });
+        assert!(matches!(
+            outcome,
+            Outcome::Rejected(Reject::InsufficientResources { .. })
+        ));
+        assert_eq!(s.tasks.len(), 1);
+    }
+
+    #[test]
+    fn terminal_state_is_final_and_frees_resources() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 1000, 100),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 1),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        s.apply(&status("t1", TaskState::Running, 5));
+        assert_eq!(s.tasks["t1"].started_at_ms, Some(5));
+        s.apply(&status("t1", TaskState::Failed, 6));
+        s.apply(&status("t1", TaskState::Running, 7));
+        assert_eq!(s.tasks["t1"].state, TaskState::Failed);
+        assert_eq!(s.free_resources("a1").mem_mib, 100);
+        assert_eq!(s.apps["/web"].consecutive_failures, 1);
+    }
+
+    #[test]
+    fn removing_an_app_marks_its_tasks_for_killing() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 1000, 100),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 1),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        s.apply(&Command::RemoveApp {
+            app_id: "/web".into(),
+            at_ms: 3,
+        });
+        assert!(s.tasks["t1"].kill_requested);
+        assert!(s.apps.is_empty());
+        assert!(matches!(
+            s.apply(&Command::ExpungeTask {
+                task_id: "t1".into()
+            }),
+            Outcome::Rejected(Reject::TaskNotTerminal { .. })
+        ));
+    }
+
+    #[test]
+    fn scale_keeps_config_version_and_change_bumps_it() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutApp {
+            app: app("/web", 1),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        s.apply(&Command::ScaleApp {
+            app_id: "/web".into(),
+            instances: 4,
+            at_ms: 2,
+            deployment_id: "e".into(),
+        });
+        assert_eq!(s.apps["/web"].config_version_ms, 1);
+        assert_eq!(s.apps["/web"].version_ms, 2);
+        let mut changed = app("/web", 4);
+        changed.cmd = Some("sleep 5".into());
+        s.apply(&Command::PutApp {
+            app: changed,
+            create: false,
+            at_ms: 3,
+            deployment_id: "f".into(),
+        });
+        assert_eq!(s.apps["/web"].config_version_ms, 3);
+    }
+}

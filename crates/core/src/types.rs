@@ -1,0 +1,178 @@
+//! Shared vocabulary: resources, agents, tasks and their states.
+//!
+//! Plain data with serde; no behaviour beyond small predicates.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Resources in integer units so that sums never drift: milli-cpus and MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus_milli: u64,
+    pub mem_mib: u64,
+    pub disk_mib: u64,
+}
+
+impl Resources {
+    pub fn fits_in(&self, free: &Resources) -> bool {
+        self.cpus_milli <= free.cpus_milli
+            && self.mem_mib <= free.mem_mib
+            && self.disk_mib <= free.disk_mib
+    }
+
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            cpus_milli: self.cpus_milli.saturating_sub(other.cpus_milli),
+            mem_mib: self.mem_mib.saturating_sub(other.mem_mib),
+            disk_mib: self.disk_mib.saturating_sub(other.disk_mib),
+        }
+    }
+
+    pub fn add(&self, other: &Resources) -> Resources {
+        Resources {
+            cpus_milli: self.cpus_milli + other.cpus_milli,
+            mem_mib: self.mem_mib + other.mem_mib,
+            disk_mib: self.disk_mib + other.disk_mib,
+        }
+    }
+
+    pub fn cpus(&self) -> f64 {
+        self.cpus_milli as f64 / 1000.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    Active,
+    Draining,
+    Unreachable,
+    Gone,
+}
+
+impl AgentState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentState::Active => "active",
+            AgentState::Draining => "draining",
+            AgentState::Unreachable => "unreachable",
+            AgentState::Gone => "gone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Stable across agent restarts: kept in the agent's work dir.
+    pub id: String,
+    pub hostname: String,
+    /// Base URL of the agent's own HTTP API (logs, images).
+    pub url: String,
+    /// Total resources offered by the agent (already minus its own reservation).
+    pub resources: Resources,
+    pub state: AgentState,
+    pub registered_at_ms: u64,
+}
+
+/// Mesos task states, serialized with Mesos's names (`TASK_RUNNING`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    #[serde(rename = "TASK_STAGING")]
+    Staging,
+    #[serde(rename = "TASK_STARTING")]
+    Starting,
+    #[serde(rename = "TASK_RUNNING")]
+    Running,
+    #[serde(rename = "TASK_KILLING")]
+    Killing,
+    #[serde(rename = "TASK_FINISHED")]
+    Finished,
+    #[serde(rename = "TASK_FAILED")]
+    Failed,
+    #[serde(rename = "TASK_KILLED")]
+    Killed,
+    #[serde(rename = "TASK_LOST")]
+    Lost,
+    #[serde(rename = "TASK_ERROR")]
+    Error,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 9] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+        TaskState::Error,
+    ];
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Lost
+                | TaskState::Error
+        )
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Error => "TASK_ERROR",
+        }
+    }
+}
+
+/// Everything an agent needs to run a task, copied from the app at launch time so a later
+/// app change never alters a running task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Shell command (`sh -c`), as Marathon's `cmd`.
+    pub cmd: Option<String>,
+    /// Argument vector, as Marathon's `args`; replaces the image's Cmd.
+    pub args: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    /// Local image reference; `None` runs a plain process in cgroups on the host filesystem.
+    pub image: Option<String>,
+    pub user: Option<String>,
+    pub kill_grace_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub app_id: String,
+    pub agent_id: String,
+    pub resources: Resources,
+    pub launch: LaunchSpec,
+    /// The app's config version this task was launched from.
+    pub app_config_version_ms: u64,
+    pub state: TaskState,
+    /// Set when the framework asked for the task to be killed; the agent reports the end.
+    pub kill_requested: bool,
+    pub staged_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub updated_at_ms: u64,
+    pub message: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+impl Task {
+    /// Counts against its agent's resources until the agent reports a terminal state.
+    pub fn holds_resources(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}

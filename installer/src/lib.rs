@@ -1,0 +1,1 @@
+//! Installer: inventory, preflight checks, install plan and SSH executor. Empty until the installer issue lands.
