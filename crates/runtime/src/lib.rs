@@ -1,1 +1,7 @@
-//! runtime
+//! The agent's OCI runtime: image store, OCI bundles, containers through youki's
+//! libcontainer, cgroup limits, and the task supervisor (`shim`) that owns one task.
+//!
+//! Deliberately absent: async code. Everything here is synchronous so that the shim can run
+//! it in a single-threaded process (libcontainer clones the calling process).
+
+pub mod image;

@@ -1,0 +1,1 @@
+//! Image store (placeholder while it is written).
