@@ -1,0 +1,249 @@
+//! From an app's launch request and an image config to what the shim runs: the argv, env
+//! and working directory (Marathon/Mesos rules), and the OCI runtime `config.json`.
+//!
+//! Pure functions over data; writing the file is the caller's job.
+
+use crate::image::ImageConfig;
+use crate::task_dir::ShimSpec;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities the OCI runtime spec's default config keeps (as `runc spec`).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+}
+
+/// Marathon's rules: `cmd` runs under `/bin/sh -c` and replaces the image's entrypoint;
+/// `args` replace the image's Cmd and follow its Entrypoint; with neither, the image's
+/// Entrypoint + Cmd run. App env overrides image env; `extra_env` (MESOS_TASK_ID, ...) wins.
+pub fn resolve_process(
+    image: Option<&ImageConfig>,
+    cmd: Option<&str>,
+    args: Option<&[String]>,
+    app_env: &BTreeMap<String, String>,
+    extra_env: &BTreeMap<String, String>,
+    default_cwd: &str,
+) -> Result<ResolvedProcess, String> {
+    let empty = ImageConfig::default();
+    let config = image.unwrap_or(&empty);
+    let argv: Vec<String> = match (cmd, args) {
+        (Some(cmd), _) => vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        (None, Some(args)) => config.entrypoint.iter().chain(args.iter()).cloned().collect(),
+        (None, None) => config.entrypoint.iter().chain(config.cmd.iter()).cloned().collect(),
+    };
+    if argv.is_empty() {
+        return Err("nothing to run: no cmd, no args and the image has no Entrypoint or Cmd".into());
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if image.is_some() {
+        env.insert("PATH".into(), DEFAULT_PATH["PATH=".len()..].into());
+    } else if let Ok(path) = std::env::var("PATH") {
+        env.insert("PATH".into(), path);
+    }
+    for entry in &config.env {
+        if let Some((k, v)) = entry.split_once('=') {
+            env.insert(k.into(), v.into());
+        }
+    }
+    env.extend(app_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let cwd = match &config.working_dir {
+        Some(dir) if !dir.is_empty() => dir.clone(),
+        _ => default_cwd.to_string(),
+    };
+    Ok(ResolvedProcess {
+        args: argv,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd,
+    })
+}
+
+/// Resolves `user` (`uid`, `uid:gid`, or a name in the image's /etc/passwd) to ids.
+pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u32), String> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok((0, 0));
+    };
+    let (name, group) = match user.split_once(':') {
+        Some((n, g)) => (n, Some(g)),
+        None => (user, None),
+    };
+    let passwd = rootfs
+        .map(|r| std::fs::read_to_string(r.join("etc/passwd")).unwrap_or_default())
+        .unwrap_or_else(|| std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+    let (uid, mut gid) = match name.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[0] == name)
+            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .ok_or_else(|| format!("user '{name}' is not in the image's /etc/passwd"))?,
+    };
+    if let Some(group) = group {
+        gid = group
+            .parse()
+            .map_err(|_| format!("group '{group}' must be numeric"))?;
+    }
+    Ok((uid, gid))
+}
+
+/// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces (the host's
+/// network), the runtime spec's default capabilities, masked and read-only paths, and
+/// cgroup limits from the task's resources.
+pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let resources = serde_json::to_value(crate::cgroups::linux_resources(spec)?)
+        .map_err(|e| format!("serializing cgroup resources: {e}"))?;
+    Ok(json!({        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": spec.uid, "gid": spec.gid },
+            "args": spec.args,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps
+            },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 65536u64, "soft": 65536u64 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": spec.hostname,
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+              "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] },
+            { "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
+              "options": ["rbind", "ro"] },
+            { "destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
+              "options": ["rbind", "ro"] }
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
+            ],
+            "cgroupsPath": spec.cgroup_path,
+            "resources": resources,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into(), "--port=1".into()],
+            env: vec!["A=image".into(), "B=image".into()],
+            working_dir: Some("/app".into()),
+            ..Default::default()
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn marathon_process_rules() {
+        let img = image();
+        let none = BTreeMap::new();
+        let cases: Vec<(Option<&str>, Option<Vec<String>>, Vec<&str>)> = vec![
+            (Some("echo hi"), None, vec!["/bin/sh", "-c", "echo hi"]),
+            (None, Some(vec!["x".into()]), vec!["/entry", "x"]),
+            (None, None, vec!["/entry", "serve", "--port=1"]),
+        ];
+        for (cmd, args, expected) in cases {
+            let p = resolve_process(Some(&img), cmd, args.as_deref(), &none, &none, "/").unwrap();
+            assert_eq!(p.args, expected);
+            assert_eq!(p.cwd, "/app");
+        }
+    }
+
+    #[test]
+    fn env_precedence_image_then_app_then_extra() {
+        let p = resolve_process(
+            Some(&image()),
+            Some("true"),
+            None,
+            &env(&[("B", "app"), ("C", "app")]),
+            &env(&[("C", "extra")]),
+            "/",
+        )
+        .unwrap();
+        assert!(p.env.contains(&"A=image".to_string()));
+        assert!(p.env.contains(&"B=app".to_string()));
+        assert!(p.env.contains(&"C=extra".to_string()));
+        assert!(p.env.iter().any(|e| e.starts_with("PATH=")));
+    }
+
+    #[test]
+    fn nothing_to_run_is_an_error() {
+        let none = BTreeMap::new();
+        assert!(resolve_process(Some(&ImageConfig::default()), None, None, &none, &none, "/").is_err());
+    }
+
+    #[test]
+    fn numeric_users() {
+        assert_eq!(resolve_user(None, None).unwrap(), (0, 0));
+        assert_eq!(resolve_user(Some("1000"), None).unwrap(), (1000, 1000));
+        assert_eq!(resolve_user(Some("1000:5"), None).unwrap(), (1000, 5));
+        assert!(resolve_user(Some("no-such-user-here"), None).is_err());
+    }
+}

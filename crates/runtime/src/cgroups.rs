@@ -1,0 +1,124 @@
+//! Cgroups for plain-process tasks (container tasks get theirs from libcontainer) and the
+//! OOM counter for both, on cgroup v1, v2 and hybrid hosts.
+//!
+//! Limits are the same ones a container gets: memory, cpu shares + quota, pids.
+
+use crate::task_dir::ShimSpec;
+use libcgroups::common::{
+    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager,
+    CgroupSetup, ControllerOpt,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+use std::path::PathBuf;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+pub struct TaskCgroup {
+    manager: AnyCgroupManager,
+    resources: LinuxResources,
+}
+
+/// The cgroup resources for a task, shared with the OCI config's `linux.resources`.
+pub fn linux_resources(spec: &ShimSpec) -> Result<LinuxResources, String> {
+    let period: u64 = 100_000;
+    serde_json::from_value(serde_json::json!({
+        "memory": { "limit": spec.mem_limit_bytes },
+        "cpu": {
+            "shares": (spec.cpus_milli * 1024 / 1000).max(2),
+            "quota": (spec.cpus_milli * period / 1000).max(1000),
+            "period": period
+        },
+        "pids": { "limit": spec.pids_limit }
+    }))
+    .map_err(|e| format!("building cgroup resources: {e}"))
+}
+
+impl TaskCgroup {
+    pub fn create(spec: &ShimSpec) -> Result<Self, String> {
+        let manager = create_cgroup_manager(CgroupConfig {
+            cgroup_path: PathBuf::from(&spec.cgroup_path),
+            systemd_cgroup: false,
+            container_name: spec.task_id.clone(),
+        })
+        .map_err(|e| format!("cgroup manager for {}: {e}", spec.cgroup_path))?;
+        Ok(TaskCgroup {
+            manager,
+            resources: linux_resources(spec)?,
+        })
+    }
+
+    /// Puts `pid` into the cgroup and applies the limits.
+    pub fn add(&self, pid: Pid) -> Result<(), String> {
+        self.manager
+            .add_task(pid)
+            .map_err(|e| format!("adding pid {pid} to cgroup: {e}"))?;
+        self.manager
+            .apply(&ControllerOpt {
+                resources: &self.resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| format!("applying cgroup limits: {e}"))
+    }
+
+    pub fn kill_all(&self) {
+        if let Ok(pids) = self.manager.get_all_pids() {
+            for pid in pids {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.manager.get_all_pids().map(|p| p.is_empty()).unwrap_or(true)
+    }
+
+    pub fn remove(&self) {
+        if let Err(e) = self.manager.remove() {
+            eprintln!("shim: removing cgroup: {e}");
+        }
+    }
+}
+
+/// How many times the kernel's OOM killer fired in the cgroup at `cgroup_path` (v1
+/// `memory.oom_control`, v2 `memory.events`); 0 when unknown.
+pub fn oom_kill_count(cgroup_path: &str) -> u64 {
+    let relative = cgroup_path.trim_start_matches('/');
+    let candidates = match get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => vec![(
+            PathBuf::from(CGROUP_ROOT).join(relative).join("memory.events"),
+            "oom_kill",
+        )],
+        _ => vec![
+            (
+                PathBuf::from(CGROUP_ROOT).join("memory").join(relative).join("memory.oom_control"),
+                "oom_kill",
+            ),
+            (
+                PathBuf::from(CGROUP_ROOT).join("unified").join(relative).join("memory.events"),
+                "oom_kill",
+            ),
+        ],
+    };
+    candidates
+        .iter()
+        .filter_map(|(path, key)| {
+            let text = std::fs::read_to_string(path).ok()?;
+            text.lines().find_map(|line| {
+                let (k, v) = line.split_once(' ')?;
+                (k == *key).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+        })
+        .sum()
+}
+
+/// Which cgroup layout this host has, for logs and the agent's info.
+pub fn setup_name() -> String {
+    match get_cgroup_setup() {
+        Ok(setup) => setup.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}

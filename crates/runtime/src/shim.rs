@@ -1,0 +1,367 @@
+//! `dcos-rs __shim <task-dir>`: the supervisor of one task.
+//!
+//! It runs in its own single-threaded process (started by the agent, dispatched in `main`
+//! before any tokio runtime exists, in its own session so it outlives the agent), creates the
+//! container through libcontainer (or a plain process in cgroups when the task has no image),
+//! sends the task's stdout/stderr to files in the sandbox, forwards a kill request (SIGTERM
+//! to the shim) as SIGTERM then SIGKILL after the grace period, and writes `exit.json` once
+//! the task is gone. It deliberately does no networking and never talks to the agent other
+//! than through the task directory.
+
+use crate::bundle::oci_config;
+use crate::cgroups;
+use crate::task_dir::{write_atomic, write_json_atomic, ShimSpec, TaskDir, TaskExit};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Runs the shim for the task in `dir`; returns the shim's own exit code.
+pub fn run(dir: &Path) -> i32 {
+    let dir = TaskDir::new(dir);
+    if let Err(e) = write_atomic(&dir.shim_pid(), std::process::id().to_string().as_bytes()) {
+        eprintln!("shim: writing {}: {e}", dir.shim_pid().display());
+        return 1;
+    }
+    let spec = match dir.read_spec() {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("shim: reading task spec: {e}");
+            return finish(&dir, start_failure(0, format!("reading task spec: {e}")));
+        }
+    };
+    // Orphaned grandchildren of plain tasks come to us to be reaped.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let exit = match supervise(&dir, &spec) {
+        Ok(exit) => exit,
+        Err(error) => {
+            eprintln!("shim: task {} failed to start: {error}", spec.task_id);
+            start_failure(spec.mem_limit_bytes, error)
+        }
+    };
+    finish(&dir, exit)
+}
+
+fn finish(dir: &TaskDir, exit: TaskExit) -> i32 {
+    match write_json_atomic(&dir.exit(), &exit) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shim: writing {}: {e}", dir.exit().display());
+            1
+        }
+    }
+}
+
+fn start_failure(mem_limit_bytes: u64, error: String) -> TaskExit {
+    TaskExit {
+        exit_code: None,
+        signal: None,
+        oom_killed: false,
+        kill_requested: false,
+        mem_limit_bytes,
+        start_error: Some(error),
+        finished_at_ms: now_ms(),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the wait loop needs to know about the running task.
+enum Running {
+    Container { container: Box<Container>, pid: Pid },
+    Process { cgroup: cgroups::TaskCgroup, pid: Pid },
+}
+
+impl Running {
+    fn pid(&self) -> Pid {
+        match self {
+            Running::Container { pid, .. } | Running::Process { pid, .. } => *pid,
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        match self {
+            // Killing a pid namespace's init ends every process in it.
+            Running::Container { pid, .. } => {
+                let _ = kill(*pid, signal);
+            }
+            Running::Process { pid, cgroup } => {
+                let _ = kill(Pid::from_raw(-pid.as_raw()), signal);
+                if signal == Signal::SIGKILL {
+                    cgroup.kill_all();
+                }
+            }
+        }
+    }
+}
+
+fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
+    let stdout = open_log(&dir.stdout())?;
+    let stderr = open_log(&dir.stderr())?;
+    let running = match &spec.image_rootfs {
+        Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
+        None => start_process(dir, spec, stdout, stderr)?,
+    };
+    write_atomic(&dir.task_pid(), running.pid().as_raw().to_string().as_bytes())
+        .map_err(|e| format!("writing task pid: {e}"))?;
+    let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms);
+    let cgroup_path = spec.cgroup_path.clone();
+    let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, code) => (Some(code), None),
+        WaitStatus::Signaled(_, signal, _) => (Some(128 + signal as i32), Some(signal as i32)),
+        _ => (None, None),
+    };
+    cleanup(dir, running);
+    Ok(TaskExit {
+        exit_code,
+        signal,
+        oom_killed,
+        kill_requested,
+        mem_limit_bytes: spec.mem_limit_bytes,
+        start_error: None,
+        finished_at_ms: now_ms(),
+    })
+}
+
+fn open_log(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
+}
+
+/// The task's writable root: an overlay over the image's read-only tree, mounted in a
+/// private mount namespace of the shim so it vanishes with the shim and the container
+/// (no mount leaks on the host); a copy of the tree where overlayfs is unavailable.
+fn prepare_rootfs(dir: &TaskDir, lower: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let rootfs = dir.rootfs();
+    for d in [rootfs.clone(), dir.overlay_upper(), dir.overlay_work()] {
+        std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("making / private: {e}"))?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        dir.overlay_upper().display(),
+        dir.overlay_work().display()
+    );
+    match mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(options.as_str())) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!("shim: overlay mount failed ({e}), copying the image instead");
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", lower.display()))
+                .arg(&rootfs)
+                .status()
+                .map_err(|e| format!("running cp: {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("copying image tree failed: {status}"))
+            }
+        }
+    }
+}
+
+fn start_container(
+    dir: &TaskDir,
+    spec: &ShimSpec,
+    lower: &Path,
+    stdout: File,
+    stderr: File,
+) -> Result<Running, String> {
+    prepare_rootfs(dir, lower)?;
+    let config = oci_config(spec)?;
+    write_atomic(
+        &dir.bundle().join("config.json"),
+        &serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("writing config.json: {e}"))?;
+    std::fs::create_dir_all(&spec.container_state_root)
+        .map_err(|e| format!("creating {}: {e}", spec.container_state_root.display()))?;
+    let devnull = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    let mut container = ContainerBuilder::new(spec.task_id.clone(), SyscallType::Linux)
+        .with_executor(DefaultExecutor {})
+        .with_root_path(&spec.container_state_root)
+        .map_err(|e| format!("container state root: {e}"))?
+        .with_stdin(devnull)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .validate_id()
+        .map_err(|e| format!("container id: {e}"))?
+        .as_init(dir.bundle())
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating container: {e}"))?;
+    // The init exists now with our (unblocked) signal mask; from here on signals are
+    // received synchronously by the wait loop.
+    block_signals();
+    let pid = container
+        .pid()
+        .ok_or_else(|| "container has no init pid".to_string())?;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return Err(format!("starting container: {e}"));
+    }
+    Ok(Running::Container {
+        container: Box::new(container),
+        pid,
+    })
+}
+
+fn start_process(
+    dir: &TaskDir,
+    spec: &ShimSpec,
+    stdout: File,
+    stderr: File,
+) -> Result<Running, String> {
+    let cgroup = cgroups::TaskCgroup::create(spec)?;
+    block_signals();
+    // The child waits on this pipe until it is in the task's cgroup, so not one instruction
+    // of the task runs outside its limits.
+    let (gate_read, gate_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let gate_read_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_read);
+    let mut command = std::process::Command::new(&spec.args[0]);
+    command
+        .args(&spec.args[1..])
+        .env_clear()
+        .envs(spec.env.iter().filter_map(|e| e.split_once('=')))
+        .current_dir(&spec.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .uid(spec.uid)
+        .gid(spec.gid)
+        .process_group(0);
+    // SAFETY: the closure only calls async-signal-safe functions (read, close).
+    unsafe {
+        command.pre_exec(move || {
+            let mut byte = [0u8; 1];
+            libc::read(gate_read_fd, byte.as_mut_ptr().cast(), 1);
+            libc::close(gate_read_fd);
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| {
+        cgroup.remove();
+        format!("spawning {}: {e}", spec.args[0])
+    })?;
+    drop(gate_read);
+    let pid = Pid::from_raw(child.id() as i32);
+    if let Err(e) = cgroup.add(pid) {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        cgroup.remove();
+        return Err(e);
+    }
+    nix::unistd::write(&gate_write, &[1]).map_err(|e| format!("releasing task: {e}"))?;
+    drop(gate_write);
+    // `child` is dropped without waiting: the wait loop reaps it by pid.
+    drop(child);
+    Ok(Running::Process { cgroup, pid })
+}
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+fn block_signals() {
+    let _ = signal_set().thread_block();
+}
+
+/// Waits for the task's main process. SIGTERM/SIGINT to the shim is a kill request: the
+/// task gets SIGTERM, and SIGKILL once `kill_grace_ms` has passed.
+fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
+    let main_pid = running.pid();
+    let mut kill_deadline: Option<Instant> = None;
+    let mut kill_requested = false;
+    let set = signal_set();
+    loop {
+        // Reap everything that ended; remember the main process's status.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    if status.pid() == Some(main_pid) {
+                        return (status, kill_requested);
+                    }
+                }
+            }
+        }
+        let timeout = match kill_deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(1),
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: sigtimedwait reads the set and the timespec; a null info pointer is allowed.
+        let received = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+        if received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP {
+            if !kill_requested {
+                kill_requested = true;
+                running.signal(Signal::SIGTERM);
+                kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
+            }
+        }
+        if let Some(deadline) = kill_deadline {
+            if Instant::now() >= deadline {
+                running.signal(Signal::SIGKILL);
+                // Keep escalating each second until the process is reaped.
+                kill_deadline = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn cleanup(dir: &TaskDir, running: Running) {
+    match running {
+        Running::Container { mut container, .. } => {
+            if let Err(e) = container.delete(true) {
+                eprintln!("shim: deleting container: {e}");
+            }
+            let _ = nix::mount::umount2(&dir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        Running::Process { cgroup, .. } => {
+            // Mesos semantics: when the main process ends, the rest of its cgroup goes too.
+            cgroup.kill_all();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !cgroup.is_empty() && Instant::now() < deadline {
+                while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    if status == WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            cgroup.remove();
+        }
+    }
+}

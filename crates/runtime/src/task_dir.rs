@@ -1,0 +1,223 @@
+//! The on-disk contract between the agent and one task's shim: the files in a task's
+//! sandbox directory, the spec the agent writes and the exit record the shim writes.
+//!
+//! The agent and the shim talk only through these files and signals, so a task outlives
+//! the agent that started it. Nothing here starts processes.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the shim must run: everything resolved by the agent (argv, env, limits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShimSpec {
+    pub task_id: String,
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Read-only image root to put under the task's writable layer; `None` runs a plain
+    /// process on the host filesystem (Mesos's command task).
+    pub image_rootfs: Option<PathBuf>,
+    pub hostname: String,
+    /// Cgroup path relative to every hierarchy's root, e.g. `/dcos-rs/<task-id>`.
+    pub cgroup_path: String,
+    pub mem_limit_bytes: u64,
+    pub cpus_milli: u64,
+    pub pids_limit: i64,
+    pub kill_grace_ms: u64,
+    /// libcontainer's state directory (one per agent).
+    pub container_state_root: PathBuf,
+}
+
+/// How a task ended, written once by its shim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskExit {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of the task's cgroup.
+    pub oom_killed: bool,
+    /// The agent asked for the kill (SIGTERM to the shim).
+    pub kill_requested: bool,
+    /// Memory limit in force, for the OOM message.
+    pub mem_limit_bytes: u64,
+    /// Set when the task could not be started at all.
+    pub start_error: Option<String>,
+    pub finished_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl TaskExit {
+    pub fn kind(&self) -> ExitKind {
+        if self.start_error.is_some() || self.oom_killed {
+            ExitKind::Failed
+        } else if self.kill_requested {
+            ExitKind::Killed
+        } else if self.exit_code == Some(0) {
+            ExitKind::Finished
+        } else {
+            ExitKind::Failed
+        }
+    }
+
+    /// A one-line reason for users, e.g. `OOM-killed: memory limit of 64 MiB exceeded`.
+    pub fn describe(&self) -> String {
+        if let Some(error) = &self.start_error {
+            return format!("failed to start: {error}");
+        }
+        if self.oom_killed {
+            return format!(
+                "OOM-killed: memory limit of {} MiB exceeded",
+                self.mem_limit_bytes / (1024 * 1024)
+            );
+        }
+        let how = match (self.exit_code, self.signal) {
+            (_, Some(signal)) => format!("killed by signal {signal} ({})", signal_name(signal)),
+            (Some(code), None) => format!("exited with code {code}"),
+            (None, None) => "ended".to_string(),
+        };
+        if self.kill_requested {
+            format!("killed on request, {how}")
+        } else {
+            how
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "other",
+    }
+}
+
+/// Paths inside one task's sandbox directory.
+#[derive(Debug, Clone)]
+pub struct TaskDir {
+    pub path: PathBuf,
+}
+
+impl TaskDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        TaskDir { path: path.into() }
+    }
+    pub fn spec(&self) -> PathBuf {
+        self.path.join("task.json")
+    }
+    /// The shim's pid: the agent signals it to kill the task.
+    pub fn shim_pid(&self) -> PathBuf {
+        self.path.join("shim.pid")
+    }
+    /// The task's main process, as seen from the host.
+    pub fn task_pid(&self) -> PathBuf {
+        self.path.join("task.pid")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.path.join("exit.json")
+    }
+    pub fn stdout(&self) -> PathBuf {
+        self.path.join("stdout")
+    }
+    pub fn stderr(&self) -> PathBuf {
+        self.path.join("stderr")
+    }
+    pub fn shim_log(&self) -> PathBuf {
+        self.path.join("shim.log")
+    }
+    /// OCI bundle: config.json + rootfs/ live in the sandbox itself.
+    pub fn bundle(&self) -> PathBuf {
+        self.path.clone()
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.path.join("rootfs")
+    }
+    pub fn overlay_upper(&self) -> PathBuf {
+        self.path.join("overlay/upper")
+    }
+    pub fn overlay_work(&self) -> PathBuf {
+        self.path.join("overlay/work")
+    }
+
+    pub fn read_spec(&self) -> std::io::Result<ShimSpec> {
+        read_json(&self.spec())
+    }
+    pub fn read_exit(&self) -> std::io::Result<Option<TaskExit>> {
+        match read_json(&self.exit()) {
+            Ok(exit) => Ok(Some(exit)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    pub fn read_pid(path: &Path) -> Option<i32> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, so readers see the
+/// old content or the new, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, signal: Option<i32>, oom: bool, kill: bool) -> TaskExit {
+        TaskExit {
+            exit_code: code,
+            signal,
+            oom_killed: oom,
+            kill_requested: kill,
+            mem_limit_bytes: 64 << 20,
+            start_error: None,
+            finished_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn exit_kinds_and_reasons() {
+        let cases = [
+            (exit(Some(0), None, false, false), ExitKind::Finished, "exited with code 0"),
+            (exit(Some(3), None, false, false), ExitKind::Failed, "exited with code 3"),
+            (exit(None, Some(9), true, false), ExitKind::Failed, "OOM-killed: memory limit of 64 MiB exceeded"),
+            (exit(None, Some(15), false, true), ExitKind::Killed, "killed on request, killed by signal 15 (SIGTERM)"),
+        ];
+        for (exit, kind, reason) in cases {
+            assert_eq!(exit.kind(), kind);
+            assert_eq!(exit.describe(), reason);
+        }
+    }
+}
