@@ -1,1 +1,77 @@
-fn main() {}
+//! The `dcos-rs` binary: dispatches the hidden `__shim` mode before any thread exists
+//! (libcontainer clones the calling process), then runs the CLI on a tokio runtime.
+
+use clap::Parser;
+use dcos_rs::cli::{Cli, Commands, UpArgs};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "__shim") {
+        let Some(dir) = args.get(2) else {
+            eprintln!("usage: dcos-rs __shim <task-dir>");
+            return ExitCode::from(2);
+        };
+        return ExitCode::from(dcos_runtime::shim::run(std::path::Path::new(dir)) as u8);
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DCOS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Commands::Up(args) => up(args).await,
+            _ => dcos_rs::cli::run_client(cli).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            dcos_rs::cli::report_error(&error, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another dcos-rs running? use --listen)", args.listen))?;
+    let agent_listener = tokio::net::TcpListener::bind(&args.agent_listen)
+        .await
+        .with_context(|| format!("listening on {} (use --agent-listen)", args.agent_listen))?;
+    if !listener.local_addr()?.ip().is_loopback() {
+        eprintln!("warning: the API on {} has no authentication yet; anyone who can reach it controls the cluster", args.listen);
+    }
+    let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
+    let opts = dcos_rs::up::UpOptions {
+        data_dir: args.data_dir,
+        shim_exe,
+        keep_tasks: args.keep_tasks,
+        cpus: args.cpus,
+        mem_mib: args.mem,
+        cgroup_parent: args.cgroup_parent,
+        announce: true,
+    };
+    let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!();
+    handle.stop(true).await
+}

@@ -1,0 +1,210 @@
+//! The agent's HTTP API (default port 5051): task logs (`/files/...`), the image store
+//! (`/images`) and local containers. Read by the CLI and the master; it changes no
+//! cluster state.
+
+use super::Agent;
+use crate::http_util::{api_error, json_ok};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use dcos_api::{ApiError, ImageView, ImagesEnvelope};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Largest image tarball accepted by `POST /images`.
+pub const IMAGE_UPLOAD_MAX_BYTES: usize = 8 << 30;
+/// Largest chunk of log sent in one piece.
+const LOG_CHUNK_MAX_BYTES: usize = 64 * 1024;
+const LOG_POLL_MS: u64 = 200;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/files/tasks/{task_id}/{stream}", get(task_log))
+        .route("/images", get(list_images).post(import_image))
+        .route("/images/{*reference}", delete(remove_image))
+        .route("/containers", get(containers))
+        .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
+        .with_state(agent)
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /files/tasks/{id}/{stdout|stderr}?offset=N&follow=true`: the log from `offset`; with
+/// `follow`, a chunked stream that ends once the task has ended and everything was sent.
+async fn task_log(
+    State(agent): State<Arc<Agent>>,
+    Path((task_id, stream)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let Some(dir) = agent.sandbox(&task_id) else {
+        return api_error(ApiError::bad_request(format!("task id {task_id:?} is not valid")));
+    };
+    let path = match stream.as_str() {
+        "stdout" => dir.stdout(),
+        "stderr" => dir.stderr(),
+        _ => {
+            return api_error(ApiError::bad_request(format!(
+                "stream must be stdout or stderr, not {stream:?}"
+            )))
+        }
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) if dir.spec().exists() => {
+            // Launched but not started yet: nothing logged so far.
+            if !query.follow {
+                return (StatusCode::OK, "").into_response();
+            }
+            match wait_for_file(&path).await {
+                Some(f) => f,
+                None => return (StatusCode::OK, "").into_response(),
+            }
+        }
+        Err(_) => return api_error(ApiError::not_found(format!("no sandbox for task {task_id} on this agent"))),
+    };
+    if file.seek(std::io::SeekFrom::Start(query.offset)).await.is_err() {
+        return api_error(ApiError::bad_request("offset is beyond the end of the log"));
+    }
+    if !query.follow {
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes).await {
+            return api_error(ApiError::internal(format!("reading {}: {e}", path.display())));
+        }
+        return (StatusCode::OK, bytes).into_response();
+    }
+    let exit_file = dir.exit();
+    let stream = futures_util::stream::unfold((file, exit_file, false), |(mut file, exit_file, done)| async move {
+        if done {
+            return None;
+        }
+        let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
+        loop {
+            // Check for the end before reading so the last bytes are never missed.
+            let ended = exit_file.exists();
+            match file.read(&mut buf).await {
+                Ok(0) if ended => return None,
+                Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, exit_file, false)));
+                }
+                Err(e) => return Some((Err(e), (file, exit_file, true))),
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn wait_for_file(path: &std::path::Path) -> Option<tokio::fs::File> {
+    for _ in 0..300 {
+        if let Ok(f) = tokio::fs::File::open(path).await {
+            return Some(f);
+        }
+        tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await;
+    }
+    None
+}
+
+async fn list_images(State(agent): State<Arc<Agent>>) -> Response {
+    let store = agent.clone();
+    match tokio::task::spawn_blocking(move || store.images.list()).await {
+        Ok(Ok(images)) => json_ok(&ImagesEnvelope {
+            images: images.into_iter().map(image_view).collect(),
+        }),
+        Ok(Err(e)) => api_error(ApiError::internal(format!("listing images: {e}"))),
+        Err(e) => api_error(ApiError::internal(e.to_string())),
+    }
+}
+
+fn image_view(s: dcos_runtime::image::ImageSummary) -> ImageView {
+    ImageView {
+        reference: s.reference,
+        digest: s.digest,
+        size_bytes: s.size_bytes,
+        layers: s.layers,
+    }
+}
+
+/// `POST /images` with a `docker save` or OCI layout tarball as the body.
+async fn import_image(State(agent): State<Arc<Agent>>, request: Request) -> Response {
+    let upload_dir = agent.config.work_dir.join("uploads");
+    if let Err(e) = tokio::fs::create_dir_all(&upload_dir).await {
+        return api_error(ApiError::internal(format!("creating {}: {e}", upload_dir.display())));
+    }
+    let path = upload_dir.join(format!("{}.tar", crate::link::random_id()));
+    let result = receive_and_import(&agent, request, &path).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    match result {
+        Ok(images) => (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn receive_and_import(
+    agent: &Arc<Agent>,
+    request: Request,
+    path: &std::path::Path,
+) -> Result<Vec<ImageView>, ApiError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+    let mut body = request.into_body().into_data_stream();
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading upload: {e}")))?;
+        received += chunk.len();
+        if received > IMAGE_UPLOAD_MAX_BYTES {
+            return Err(ApiError::new(413, "too_large", format!("image tarball is larger than {IMAGE_UPLOAD_MAX_BYTES} bytes")));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(format!("writing upload: {e}")))?;
+    }
+    file.flush().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    if received == 0 {
+        return Err(ApiError::bad_request("empty upload: send the image tarball as the body"));
+    }
+    let store = agent.clone();
+    let path = path.to_path_buf();
+    let imported = tokio::task::spawn_blocking(move || store.images.import(&path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::new(422, "invalid_image", format!("importing image: {e}")))?;
+    Ok(imported.into_iter().map(image_view).collect())
+}
+
+async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<String>) -> Response {
+    let store = agent.clone();
+    let r = reference.clone();
+    match tokio::task::spawn_blocking(move || store.images.remove(&r)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(dcos_runtime::image::ImageError::NotFound { .. })) => {
+            api_error(ApiError::not_found(format!("image {reference} is not on this agent")))
+        }
+        Ok(Err(e)) => api_error(ApiError::internal(format!("removing image {reference}: {e}"))),
+        Err(e) => api_error(ApiError::internal(e.to_string())),
+    }
+}
+
+async fn containers(State(agent): State<Arc<Agent>>) -> Response {
+    json_ok(&serde_json::json!({
+        "agentId": agent.id,
+        "runningTasks": agent.running_task_count(),
+    }))
+}

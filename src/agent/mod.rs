@@ -1,0 +1,545 @@
+//! The agent: runs tasks under `dcos-rs __shim`, watches them through their sandbox
+//! directories, reports their states to the master, and recovers them after a restart.
+//!
+//! It never calls libcontainer itself (this is a multi-threaded tokio process); each task's
+//! shim does. Tasks outlive the agent: nothing here kills a task unless asked to.
+
+pub mod http;
+
+use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster, LINK_QUEUE_MAX};
+use anyhow::Context;
+use dcos_core::{Agent as AgentInfo, AgentState, Resources, Task, TaskState};
+use dcos_runtime::bundle::{resolve_process, resolve_user};
+use dcos_runtime::image::ImageStore;
+use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often task directories are checked for a started task or an exit record.
+const MONITOR_INTERVAL_MS: u64 = 200;
+/// Processes one task may hold (cgroup pids limit).
+const TASK_PIDS_MAX: i64 = 4096;
+/// How long a shim may take to record its task's pid before the launch counts as failed.
+const SHIM_START_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub work_dir: PathBuf,
+    /// The `dcos-rs` binary to re-exec as `__shim` (normally this very binary).
+    pub shim_exe: PathBuf,
+    /// URL the master and CLI use to reach this agent's API (logs, images).
+    pub url: String,
+    pub hostname: String,
+    /// Overrides of detected resources.
+    pub cpus: Option<f64>,
+    pub mem_mib: Option<u64>,
+    pub disk_mib: Option<u64>,
+    /// Cgroup directory under which every task gets `<parent>/<task-id>`.
+    pub cgroup_parent: String,
+}
+
+impl AgentConfig {
+    pub fn new(work_dir: PathBuf, url: String) -> Self {
+        AgentConfig {
+            work_dir,
+            shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            url,
+            hostname: hostname(),
+            cpus: None,
+            mem_mib: None,
+            disk_mib: None,
+            cgroup_parent: "dcos-rs".to_string(),
+        }
+    }
+}
+
+/// What the agent knows of one task in its work dir.
+struct LocalTask {
+    dir: TaskDir,
+    /// The shim we spawned (this run) or found (after recovery).
+    shim_pid: Option<i32>,
+    started_at_ms: u64,
+    running_reported: bool,
+    terminal_reported: bool,
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    pub id: String,
+    pub images: ImageStore,
+    pub resources: Resources,
+    tasks: Mutex<BTreeMap<String, LocalTask>>,
+    to_master: mpsc::Sender<ToMaster>,
+}
+
+impl Agent {
+    /// Opens the work dir (creating the agent id on first start) and the image store.
+    pub fn open(config: AgentConfig, to_master: mpsc::Sender<ToMaster>) -> anyhow::Result<Arc<Agent>> {
+        std::fs::create_dir_all(config.work_dir.join("tasks"))
+            .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
+        let id_file = config.work_dir.join("agent_id");
+        let id = match std::fs::read_to_string(&id_file) {
+            Ok(id) => id.trim().to_string(),
+            Err(_) => {
+                let id = random_id();
+                dcos_runtime::task_dir::write_atomic(&id_file, id.as_bytes())
+                    .with_context(|| format!("writing {}", id_file.display()))?;
+                id
+            }
+        };
+        let images = ImageStore::open(&config.work_dir.join("images"))
+            .with_context(|| "opening the image store")?;
+        let resources = detect_resources(&config);
+        Ok(Arc::new(Agent {
+            config,
+            id,
+            images,
+            resources,
+            tasks: Mutex::new(BTreeMap::new()),
+            to_master,
+        }))
+    }
+
+    pub fn info(&self) -> AgentInfo {
+        AgentInfo {
+            id: self.id.clone(),
+            hostname: self.config.hostname.clone(),
+            url: self.config.url.clone(),
+            resources: self.resources,
+            state: AgentState::Active,
+            registered_at_ms: now_ms(),
+        }
+    }
+
+    fn task_dir(&self, task_id: &str) -> TaskDir {
+        TaskDir::new(self.config.work_dir.join("tasks").join(task_id))
+    }
+
+    pub fn sandbox(&self, task_id: &str) -> Option<TaskDir> {
+        valid_task_id(task_id).then(|| self.task_dir(task_id))
+    }
+
+    /// Finds the tasks of earlier runs: still running (their shim is alive), ended while we
+    /// were away (their exit record), or lost (shim gone without a record).
+    pub fn recover(&self) -> Vec<TaskReport> {
+        let mut reports = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.config.work_dir.join("tasks")) else {
+            return reports;
+        };
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        for entry in entries.flatten() {
+            let task_id = entry.file_name().to_string_lossy().to_string();
+            let dir = TaskDir::new(entry.path());
+            if !dir.spec().exists() {
+                continue;
+            }
+            let shim_pid = TaskDir::read_pid(&dir.shim_pid()).filter(|pid| shim_alive(*pid));
+            let report = match dir.read_exit() {
+                Ok(Some(exit)) => exit_report(&task_id, &exit),
+                _ if shim_pid.is_some() => TaskReport {
+                    task_id: task_id.clone(),
+                    state: TaskState::Running,
+                    message: None,
+                    exit_code: None,
+                    at_ms: now_ms(),
+                },
+                _ => lost_report(&task_id),
+            };
+            let terminal = report.state.is_terminal();
+            tasks.insert(
+                task_id,
+                LocalTask {
+                    dir,
+                    shim_pid,
+                    started_at_ms: now_ms(),
+                    running_reported: true,
+                    terminal_reported: terminal,
+                },
+            );
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// Registers with the master, then serves its commands and watches tasks until
+    /// `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let (link, mut commands) = mpsc::channel(LINK_QUEUE_MAX);
+        let reports = self.recover();
+        tracing::info!(agent = %self.id, tasks = reports.len(), "registering with the master");
+        let _ = self
+            .to_master
+            .send(ToMaster::Register { agent: self.info(), tasks: reports, link })
+            .await;
+        let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.monitor().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, command: ToAgent) {
+        match command {
+            ToAgent::Launch(task) => {
+                let agent = self.clone();
+                let task_id = task.id.clone();
+                let result = tokio::task::spawn_blocking(move || agent.launch(&task))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("launch panicked: {e}"))
+                    .and_then(|r| r);
+                match result {
+                    Ok(()) => self.report(TaskReport {
+                        task_id,
+                        state: TaskState::Starting,
+                        message: None,
+                        exit_code: None,
+                        at_ms: now_ms(),
+                    }),
+                    Err(error) => {
+                        tracing::warn!(task = %task_id, "launch failed: {error:#}");
+                        self.report(TaskReport {
+                            task_id,
+                            state: TaskState::Failed,
+                            message: Some(format!("launch failed: {error:#}")),
+                            exit_code: None,
+                            at_ms: now_ms(),
+                        })
+                    }
+                }
+                .await
+            }
+            ToAgent::Kill { task_id } => self.kill(&task_id).await,
+            ToAgent::HasImage { reference, reply } => {
+                let _ = reply.send(self.images.resolve(&reference).is_ok());
+            }
+        }
+    }
+
+    async fn report(&self, report: TaskReport) {
+        tracing::debug!(task = %report.task_id, state = report.state.as_str(), "status");
+        let _ = self.to_master.send(ToMaster::Status(report)).await;
+    }
+
+    /// Prepares the sandbox and spec, then starts the shim. Blocking (file I/O).
+    fn launch(&self, task: &Task) -> anyhow::Result<()> {
+        anyhow::ensure!(valid_task_id(&task.id), "invalid task id {}", task.id);
+        let dir = self.task_dir(&task.id);
+        anyhow::ensure!(!dir.path.exists(), "task {} already has a sandbox", task.id);
+        std::fs::create_dir_all(&dir.path)
+            .with_context(|| format!("creating sandbox {}", dir.path.display()))?;
+        let result = self.write_spec_and_spawn(task, &dir);
+        if result.is_err() {
+            // Nothing half-created stays behind.
+            let _ = std::fs::remove_dir_all(&dir.path);
+        }
+        result
+    }
+
+    fn write_spec_and_spawn(&self, task: &Task, dir: &TaskDir) -> anyhow::Result<()> {
+        let launch = &task.launch;
+        let image = match &launch.image {
+            Some(reference) => Some(
+                self.images
+                    .resolve(reference)
+                    .with_context(|| format!("image {reference}"))?,
+            ),
+            None => None,
+        };
+        let sandbox = dir.path.to_string_lossy().to_string();
+        let mut extra_env = BTreeMap::new();
+        extra_env.insert("MESOS_TASK_ID".to_string(), task.id.clone());
+        extra_env.insert("MARATHON_APP_ID".to_string(), task.app_id.clone());
+        extra_env.insert("HOST".to_string(), self.config.hostname.clone());
+        if image.is_none() {
+            extra_env.insert("MESOS_SANDBOX".to_string(), sandbox.clone());
+        }
+        let process = resolve_process(
+            image.as_ref().map(|i| &i.config),
+            launch.cmd.as_deref(),
+            launch.args.as_deref(),
+            &launch.env,
+            &extra_env,
+            if image.is_some() { "/" } else { &sandbox },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let user = launch
+            .user
+            .as_deref()
+            .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
+        let (uid, gid) =
+            resolve_user(user, image.as_ref().map(|i| i.rootfs.as_path())).map_err(anyhow::Error::msg)?;
+        let spec = ShimSpec {
+            task_id: task.id.clone(),
+            args: process.args,
+            env: process.env,
+            cwd: process.cwd,
+            uid,
+            gid,
+            image_rootfs: image.as_ref().map(|i| i.rootfs.clone()),
+            hostname: short_hostname(&task.id),
+            cgroup_path: format!("/{}/{}", self.config.cgroup_parent, task.id),
+            mem_limit_bytes: task.resources.mem_mib * 1024 * 1024,
+            cpus_milli: task.resources.cpus_milli,
+            pids_limit: TASK_PIDS_MAX,
+            kill_grace_ms: launch.kill_grace_period_ms,
+            container_state_root: self.config.work_dir.join("containers"),
+        };
+        write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
+        let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
+        self.tasks.lock().expect("tasks lock").insert(
+            task.id.clone(),
+            LocalTask {
+                dir: dir.clone(),
+                shim_pid: Some(shim_pid),
+                started_at_ms: now_ms(),
+                running_reported: false,
+                terminal_reported: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Asks the task's shim to stop it (SIGTERM, then SIGKILL after the grace period).
+    pub async fn kill(&self, task_id: &str) {
+        let shim_pid = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            match tasks.get(task_id) {
+                Some(task) if !task.terminal_reported => task.shim_pid,
+                Some(_) => return,
+                None => {
+                    drop(tasks);
+                    // Never launched here (or long gone): report it killed so the master
+                    // does not wait forever.
+                    self.report(TaskReport {
+                        task_id: task_id.to_string(),
+                        state: TaskState::Killed,
+                        message: Some("the agent does not run this task".into()),
+                        exit_code: None,
+                        at_ms: now_ms(),
+                    })
+                    .await;
+                    return;
+                }
+            }
+        };
+        if let Some(pid) = shim_pid.filter(|p| shim_alive(*p)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
+    /// Checks every unfinished task's directory and reports what changed.
+    async fn monitor(&self) {
+        let mut reports = Vec::new();
+        {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            for (task_id, task) in tasks.iter_mut().filter(|(_, t)| !t.terminal_reported) {
+                if let Ok(Some(exit)) = task.dir.read_exit() {
+                    task.terminal_reported = true;
+                    reports.push(exit_report(task_id, &exit));
+                    continue;
+                }
+                if !task.running_reported && task.dir.task_pid().exists() {
+                    task.running_reported = true;
+                    reports.push(TaskReport {
+                        task_id: task_id.clone(),
+                        state: TaskState::Running,
+                        message: None,
+                        exit_code: None,
+                        at_ms: now_ms(),
+                    });
+                    continue;
+                }
+                let shim_gone = !task.shim_pid.is_some_and(shim_alive);
+                let start_overdue =
+                    !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
+                if shim_gone || start_overdue {
+                    // The shim may have written its record just now.
+                    if let Ok(Some(exit)) = task.dir.read_exit() {
+                        reports.push(exit_report(task_id, &exit));
+                    } else {
+                        reports.push(lost_report(task_id));
+                    }
+                    task.terminal_reported = true;
+                }
+            }
+            // Ended tasks are forgotten in memory; their sandboxes stay on disk for logs.
+            tasks.retain(|_, t| !t.terminal_reported);
+        }
+        for report in reports {
+            self.report(report).await;
+        }
+    }
+
+    /// Kills every task and waits (bounded by the longest grace period + 5 s) until each
+    /// has an exit record; used by `dcos-rs up` on Ctrl-C without `--keep-tasks`.
+    pub async fn kill_all_and_wait(&self) {
+        let ids: Vec<(String, u64)> = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            tasks
+                .iter()
+                .filter(|(_, t)| !t.terminal_reported)
+                .map(|(id, t)| {
+                    let grace = t.dir.read_spec().map(|s| s.kill_grace_ms).unwrap_or(3000);
+                    (id.clone(), grace)
+                })
+                .collect()
+        };
+        let max_grace_ms = ids.iter().map(|(_, g)| *g).max().unwrap_or(0);
+        for (id, _) in &ids {
+            self.kill(id).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_grace_ms + 5000);
+        while tokio::time::Instant::now() < deadline {
+            self.monitor().await;
+            if self.tasks.lock().expect("tasks lock").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn running_task_count(&self) -> usize {
+        self.tasks.lock().expect("tasks lock").len()
+    }
+}
+
+fn exit_report(task_id: &str, exit: &TaskExit) -> TaskReport {
+    TaskReport {
+        task_id: task_id.to_string(),
+        state: match exit.kind() {
+            ExitKind::Finished => TaskState::Finished,
+            ExitKind::Failed => TaskState::Failed,
+            ExitKind::Killed => TaskState::Killed,
+        },
+        message: Some(exit.describe()),
+        exit_code: exit.exit_code,
+        at_ms: exit.finished_at_ms,
+    }
+}
+
+fn lost_report(task_id: &str) -> TaskReport {
+    TaskReport {
+        task_id: task_id.to_string(),
+        state: TaskState::Lost,
+        message: Some("the task's supervisor ended without recording how the task ended".into()),
+        exit_code: None,
+        at_ms: now_ms(),
+    }
+}
+
+/// Task ids name sandbox directories and cgroups: a strict charset keeps paths inside.
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+}
+
+fn short_hostname(task_id: &str) -> String {
+    task_id.chars().take(63).collect()
+}
+
+/// Starts `dcos-rs __shim <dir>` in its own session (so Ctrl-C in a terminal and the
+/// agent's death do not reach it), with its diagnostics in `shim.log`.
+fn spawn_shim(exe: &std::path::Path, dir: &TaskDir) -> anyhow::Result<i32> {
+    let log = std::fs::File::create(dir.shim_log()).context("creating shim.log")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("__shim")
+        .arg(&dir.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("cloning shim.log handle")?)
+        .stderr(log)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting shim {}", exe.display()))?;
+    let pid = child.id().context("shim has no pid")? as i32;
+    // Reap the shim when it exits (it is our child until we exit).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+/// True if `pid` is a live `dcos-rs __shim` (not a recycled pid of something else).
+fn shim_alive(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == b"__shim")
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Detected resources minus a reservation for the agent and the system (0.5 cpu, 512 MiB
+/// or 10 %), unless overridden.
+fn detect_resources(config: &AgentConfig) -> Resources {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let mem_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024);
+    let disk_mib = nix::sys::statvfs::statvfs(&config.work_dir)
+        .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
+        .unwrap_or(0);
+    let cpus_milli = match config.cpus {
+        Some(c) => (c * 1000.0) as u64,
+        None => (cpus * 1000).saturating_sub(500).max(100),
+    };
+    let mem_mib = config
+        .mem_mib
+        .unwrap_or_else(|| mem_mib.saturating_sub((mem_mib / 10).max(512)).max(64));
+    Resources {
+        cpus_milli,
+        mem_mib,
+        disk_mib: config.disk_mib.unwrap_or(disk_mib),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_cannot_escape_the_sandbox_root() {
+        for bad in ["", "..", ".hidden", "a/b", "a\0b", "../x"] {
+            assert!(!valid_task_id(bad), "{bad:?}");
+        }
+        assert!(valid_task_id("group_web.0f3c-11"));
+    }
+}

@@ -1,0 +1,424 @@
+//! Command line: `dcos-rs up` and the client commands (`app`, `task`, `image`, `node`).
+//!
+//! Client commands talk to the master's API (and to agents for logs and images) and print
+//! tables for people or, with `--json`, the API's JSON for scripts.
+
+use crate::client::{Client, ClientError};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use dcos_api::{AppEnvelope, AppView, AppsEnvelope, DeploymentResult, ImagesEnvelope, NodesView, TaskView, TasksEnvelope};
+use hyper::Method;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dcos-rs",
+    version,
+    about = "A datacenter operating system in one binary: masters, agents, services and jobs",
+    long_about = "A datacenter operating system in one binary.\n\n\
+        Start a single-node cluster with `dcos-rs up`, then deploy apps with\n\
+        `dcos-rs app deploy app.json` and watch them with `dcos-rs task list`.\n\
+        Client commands reach the master at --url (default http://127.0.0.1:5050)."
+)]
+pub struct Cli {
+    /// Master API URL for client commands.
+    #[arg(long, global = true, env = "DCOS_URL", default_value = "http://127.0.0.1:5050")]
+    pub url: String,
+    /// Print JSON (the API's shapes) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Run a master and an agent in this process: a single-node cluster.
+    Up(UpArgs),
+    /// Deploy and manage long-running apps (Marathon-style definitions).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// List tasks and read their logs.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Manage container images on the agents (no registry needed).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Show the cluster's masters and agents.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where all state lives (Raft log, agent work dir, images, task sandboxes).
+    #[arg(long, default_value = "./.dcos-rs")]
+    pub data_dir: PathBuf,
+    /// Address of the API and dashboard. Without authentication (it lands later), keep it on loopback.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: String,
+    /// Address of the agent's API (task logs, images).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub agent_listen: String,
+    /// On stop, leave tasks running; the next `up` adopts them.
+    #[arg(long)]
+    pub keep_tasks: bool,
+    /// CPUs the agent offers (default: all but half a core).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory the agent offers in MiB (default: total minus 10 % or 512 MiB).
+    #[arg(long)]
+    pub mem: Option<u64>,
+    /// Cgroup under which tasks get their own cgroups.
+    #[arg(long, default_value = "dcos-rs")]
+    pub cgroup_parent: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create an app from a JSON definition file (`-` reads stdin).
+    ///
+    /// Fields: id, cmd or args, cpus, mem, disk, instances, env, user,
+    /// container.docker.image, taskKillGracePeriodSeconds. Example: examples/web.json.
+    Deploy { file: PathBuf },
+    /// List apps with their instance counts.
+    List,
+    /// Show one app's definition and status.
+    Show { id: String },
+    /// Change the number of instances.
+    Scale { id: String, instances: u32 },
+    /// Remove an app and kill its tasks.
+    Remove { id: String },
+    /// List an app's tasks.
+    Tasks { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// List tasks (running and recently ended).
+    List {
+        /// Only tasks of this app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Show one task.
+    Show { id: String },
+    /// Print a task's stdout (or stderr); --follow streams until the task ends.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        /// Show stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import a `docker save` tarball or an OCI image layout tarball into every agent.
+    Import { file: PathBuf },
+    /// List images on the agents.
+    List,
+    /// Remove an image from every agent.
+    Remove { reference: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List masters and agents with their state and resources.
+    List,
+}
+
+pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.url);
+    let json = cli.json;
+    match cli.command {
+        Commands::Up(_) => unreachable!("handled by main"),
+        Commands::App(command) => app(&client, json, command).await,
+        Commands::Task(command) => task(&client, json, command).await,
+        Commands::Image(command) => image(&client, json, command).await,
+        Commands::Node(NodeCommand::List) => {
+            let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+            if json {
+                return print_json(&nodes);
+            }
+            let mut rows = vec![row(&["ROLE", "ID", "ADDRESS", "STATE", "CPUS (USED/TOTAL)", "MEM MiB (USED/TOTAL)", "TASKS"])];
+            for m in &nodes.masters {
+                rows.push(vec![
+                    "master".into(),
+                    m.id.to_string(),
+                    m.url.clone(),
+                    m.role.clone(),
+                    String::new(),
+                    String::new(),
+                    format!("term {} commit {}", m.term, m.commit_index),
+                ]);
+            }
+            for a in &nodes.agents {
+                rows.push(vec![
+                    "agent".into(),
+                    a.id.clone(),
+                    format!("{} {}", a.hostname, a.url),
+                    a.state.clone(),
+                    format!("{:.2}/{:.2}", a.used_cpus, a.cpus),
+                    format!("{}/{}", a.used_mem, a.mem),
+                    a.tasks.to_string(),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+    }
+}
+
+fn app_path(id: &str) -> String {
+    format!("/v2/apps{}", dcos_core::app::normalize_app_id(id))
+}
+
+async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Deploy { file } => {
+            let body = if file.as_os_str() == "-" {
+                let mut s = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+                s
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let app: AppView = client.send_json(Method::POST, "/v2/apps", &body).await?;
+            if json {
+                return print_json(&app);
+            }
+            println!(
+                "deployed {} ({} instance(s)); follow it with `dcos-rs app show {}` or `dcos-rs task list`",
+                app.spec.id, app.spec.instances, app.spec.id
+            );
+            Ok(())
+        }
+        AppCommand::List => {
+            let apps: AppsEnvelope = client.get("/v2/apps").await?;
+            if json {
+                return print_json(&apps);
+            }
+            let mut rows = vec![row(&["ID", "INSTANCES", "RUNNING", "STAGED", "CPUS", "MEM", "STATUS", "COMMAND/IMAGE"])];
+            for a in &apps.apps {
+                rows.push(vec![
+                    a.spec.id.clone(),
+                    a.spec.instances.to_string(),
+                    a.tasks_running.to_string(),
+                    a.tasks_staged.to_string(),
+                    a.spec.cpus.to_string(),
+                    a.spec.mem.to_string(),
+                    if a.deployments.is_empty() { "running".into() } else { "deploying".into() },
+                    what_runs(a),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        AppCommand::Show { id } => {
+            let app: AppEnvelope = client.get(&app_path(&id)).await?;
+            print_json(&app)
+        }
+        AppCommand::Scale { id, instances } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))?;
+            let result: DeploymentResult = client.send_json(Method::PUT, &app_path(&id), &body).await?;
+            if json {
+                return print_json(&result);
+            }
+            println!("scaling {} to {instances} instance(s) (deployment {})", dcos_core::app::normalize_app_id(&id), result.deployment_id);
+            Ok(())
+        }
+        AppCommand::Remove { id } => {
+            let result: DeploymentResult = client.send_json(Method::DELETE, &app_path(&id), b"").await?;
+            if json {
+                return print_json(&result);
+            }
+            println!("removed {}; its tasks are being killed", dcos_core::app::normalize_app_id(&id));
+            Ok(())
+        }
+        AppCommand::Tasks { id } => {
+            let tasks: TasksEnvelope = client.get(&format!("{}/tasks", app_path(&id))).await?;
+            print_tasks(json, &tasks)
+        }
+    }
+}
+
+fn what_runs(app: &AppView) -> String {
+    match (app.spec.image(), &app.spec.cmd, &app.spec.args) {
+        (Some(image), Some(cmd), _) => format!("{image}: {cmd}"),
+        (Some(image), None, _) => image.to_string(),
+        (None, Some(cmd), _) => cmd.clone(),
+        (None, None, Some(args)) => args.join(" "),
+        _ => String::new(),
+    }
+}
+
+fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<()> {
+    if json {
+        return print_json(tasks);
+    }
+    let mut rows = vec![row(&["ID", "APP", "HOST", "STATE", "CPUS", "MEM", "STARTED", "MESSAGE"])];
+    for t in &tasks.tasks {
+        rows.push(vec![
+            t.id.clone(),
+            t.app_id.clone(),
+            t.host.clone(),
+            t.state.as_str().to_string(),
+            t.cpus.to_string(),
+            t.mem.to_string(),
+            t.started_at.clone().unwrap_or_else(|| "-".into()),
+            t.message.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
+    let tasks: TasksEnvelope = client.get("/v2/tasks").await?;
+    let matches: Vec<TaskView> = tasks.tasks.into_iter().filter(|t| t.id == id || t.id.starts_with(id)).collect();
+    match matches.len() {
+        0 => anyhow::bail!("no task {id} (see `dcos-rs task list`)"),
+        1 => Ok(matches.into_iter().next().expect("one")),
+        n => match matches.iter().find(|t| t.id == id) {
+            Some(exact) => Ok(exact.clone()),
+            None => anyhow::bail!("{n} tasks start with {id}; give more of the id"),
+        },
+    }
+}
+
+async fn task(client: &Client, json: bool, command: TaskCommand) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::List { app } => {
+            let mut tasks: TasksEnvelope = client.get("/v2/tasks").await?;
+            if let Some(app) = app {
+                let app = dcos_core::app::normalize_app_id(&app);
+                tasks.tasks.retain(|t| t.app_id == app);
+            }
+            print_tasks(json, &tasks)
+        }
+        TaskCommand::Show { id } => print_json(&find_task(client, &id).await?),
+        TaskCommand::Logs { id, follow, stderr } => {
+            let task = find_task(client, &id).await?;
+            anyhow::ensure!(!task.agent_url.is_empty(), "task {} has no agent address", task.id);
+            let stream = if stderr { "stderr" } else { "stdout" };
+            let url = format!("{}/files/tasks/{}/{stream}?follow={follow}", task.agent_url, task.id);
+            let mut out = tokio::io::stdout();
+            client.stream_to(&url, &mut out).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn agent_urls(client: &Client) -> anyhow::Result<Vec<String>> {
+    let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+    let urls: Vec<String> = nodes
+        .agents
+        .into_iter()
+        .filter(|a| a.state == "active")
+        .map(|a| a.url)
+        .collect();
+    anyhow::ensure!(!urls.is_empty(), "no active agent is registered");
+    Ok(urls)
+}
+
+async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Result<()> {
+    match command {
+        ImageCommand::Import { file } => {
+            anyhow::ensure!(file.is_file(), "{} is not a file", file.display());
+            let mut all = Vec::new();
+            for url in agent_urls(client).await? {
+                if !json {
+                    eprintln!("importing {} into agent {url}…", file.display());
+                }
+                let imported: ImagesEnvelope = client.upload(&format!("{url}/images"), &file).await?;
+                all.extend(imported.images);
+            }
+            if json {
+                return print_json(&ImagesEnvelope { images: all });
+            }
+            for image in &all {
+                println!("imported {} ({}, {} layer(s), {} bytes)", image.reference, image.digest, image.layers, image.size_bytes);
+            }
+            Ok(())
+        }
+        ImageCommand::List => {
+            let mut rows = vec![row(&["AGENT", "REFERENCE", "DIGEST", "LAYERS", "SIZE"])];
+            let mut all = Vec::new();
+            for url in agent_urls(client).await? {
+                let images: ImagesEnvelope = client.get(&format!("{url}/images")).await?;
+                for i in &images.images {
+                    rows.push(vec![url.clone(), i.reference.clone(), i.digest.clone(), i.layers.to_string(), i.size_bytes.to_string()]);
+                }
+                all.extend(images.images);
+            }
+            if json {
+                return print_json(&ImagesEnvelope { images: all });
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        ImageCommand::Remove { reference } => {
+            for url in agent_urls(client).await? {
+                match client.status_of(Method::DELETE, &format!("{url}/images/{reference}")).await? {
+                    s if s.is_success() => println!("removed {reference} from {url}"),
+                    s if s.as_u16() == 404 => println!("{reference} is not on {url}"),
+                    s => anyhow::bail!("removing {reference} from {url}: HTTP {s}"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|s| s.to_string()).collect()
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints an error for people (message, field details, cause chain) or as JSON.
+pub fn report_error(error: &anyhow::Error, json: bool) {
+    if let Some(ClientError::Api(api)) = error.downcast_ref::<ClientError>() {
+        if json {
+            println!("{}", serde_json::to_string_pretty(api).unwrap_or_default());
+            return;
+        }
+        eprintln!("error: {} (HTTP {}, {})", api.message, api.status, api.code);
+        if let Some(errors) = api.details.get("errors").and_then(|e| e.as_array()) {
+            for e in errors {
+                eprintln!(
+                    "  {}: {}",
+                    e.get("field").and_then(|f| f.as_str()).unwrap_or("?"),
+                    e.get("reason").and_then(|f| f.as_str()).unwrap_or("?")
+                );
+            }
+        }
+        return;
+    }
+    if json {
+        println!("{}", serde_json::json!({ "code": "client_error", "message": format!("{error:#}") }));
+    } else {
+        eprintln!("error: {error:#}");
+    }
+}

@@ -1,0 +1,364 @@
+//! The master's HTTP API: Marathon's `/v2` services API, this system's `/cluster/v1`,
+//! Prometheus `/metrics`, health endpoints and the embedded dashboard at `/`.
+//!
+//! Handlers validate input and turn it into `Command`s; every refusal is a JSON `ApiError`
+//! naming the field and the reason. Nothing here changes state except through Raft.
+
+use super::Master;
+use crate::http_util::{api_error, json_ok};
+use crate::link::{now_ms, random_id};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dcos_api::{
+    agent_view, app_converged, app_view, iso8601, task_view, ApiError, AppEnvelope, AppsEnvelope,
+    DeploymentResult, MasterView, NodesView, TasksEnvelope,
+};
+use dcos_core::{AgentState, AppSpec, Command, FieldError, Outcome, Reject};
+use dcos_raft::RaftError;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest request body the API accepts (app definitions are small).
+pub const API_BODY_MAX_BYTES: usize = 1 << 20;
+
+const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
+
+pub fn router(master: Arc<Master>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v2/apps", get(list_apps).post(create_app))
+        .route(
+            "/v2/apps/{*id}",
+            get(get_app_or_tasks).put(put_app).delete(delete_app),
+        )
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/deployments", get(list_deployments))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/cluster/v1/nodes", get(nodes))
+        .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) })
+        .layer(middleware::from_fn_with_state(master.clone(), observe))
+        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
+        .with_state(master)
+}
+
+async fn observe(State(master): State<Arc<Master>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    master.metrics.observe_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD_HTML)
+}
+
+async fn ready(State(master): State<Arc<Master>>) -> Response {
+    if master.raft.is_leader() || master.raft.status().leader_id.is_some() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        api_error(ApiError::unavailable("no Raft leader yet"))
+    }
+}
+
+async fn metrics(State(master): State<Arc<Master>>) -> Response {
+    let status = master.raft.status();
+    let body = master.read(|s| master.metrics.render(s, &status));
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn list_apps(State(master): State<Arc<Master>>) -> Json<AppsEnvelope> {
+    Json(master.read(|s| AppsEnvelope {
+        apps: s.apps.values().map(|a| app_view(s, a)).collect(),
+    }))
+}
+
+fn raft_error(error: RaftError) -> ApiError {
+    match error {
+        RaftError::NotLeader { .. } => ApiError::unavailable(format!("this master cannot accept writes: {error}")),
+        other => ApiError::unavailable(format!("the cluster state could not be written: {other}")),
+    }
+}
+
+fn reject_error(reject: Reject) -> ApiError {
+    match &reject {
+        Reject::AppExists { .. } | Reject::TaskExists { .. } | Reject::TaskNotTerminal { .. } => {
+            ApiError::conflict(reject.to_string())
+        }
+        Reject::UnknownApp { .. } | Reject::UnknownTask { .. } | Reject::UnknownAgent { .. } => {
+            ApiError::not_found(reject.to_string())
+        }
+        _ => ApiError::new(422, "rejected", reject.to_string()),
+    }
+}
+
+/// Parses an app definition, naming the field of any type error and every invalid field.
+pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("an app definition must be a JSON object"));
+    }
+    let mut spec: AppSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "(root)".to_string() } else { field };
+        ApiError::invalid(&[FieldError::new(field, e.inner().to_string())])
+    })?;
+    spec.normalize_and_validate().map_err(|errors| ApiError::invalid(&errors))?;
+    Ok(spec)
+}
+
+fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status().as_u16();
+        let code = if status == 413 { "too_large" } else { "bad_request" };
+        ApiError::new(status, code, format!("request body: {}", rejection.body_text()))
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// Checks that need the cluster: some agent is big enough, and the image exists.
+async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
+    let needed = spec.resources();
+    let largest = master.read(|s| {
+        s.agents
+            .values()
+            .filter(|a| a.state == AgentState::Active)
+            .map(|a| a.resources)
+            .fold(None, |best: Option<dcos_core::Resources>, r| match best {
+                Some(b) => Some(dcos_core::Resources {
+                    cpus_milli: b.cpus_milli.max(r.cpus_milli),
+                    mem_mib: b.mem_mib.max(r.mem_mib),
+                    disk_mib: b.disk_mib.max(r.disk_mib),
+                }),
+                None => Some(r),
+            })
+    });
+    if let Some(largest) = largest {
+        let mut errors = Vec::new();
+        if needed.cpus_milli > largest.cpus_milli {
+            errors.push(FieldError::new(
+                "cpus",
+                format!("{} cpus is more than any agent offers (largest: {})", spec.cpus, largest.cpus()),
+            ));
+        }
+        if needed.mem_mib > largest.mem_mib {
+            errors.push(FieldError::new(
+                "mem",
+                format!("{} MiB is more than any agent offers (largest: {} MiB)", spec.mem, largest.mem_mib),
+            ));
+        }
+        if needed.disk_mib > largest.disk_mib {
+            errors.push(FieldError::new(
+                "disk",
+                format!("{} MiB is more than any agent offers (largest: {} MiB)", spec.disk, largest.disk_mib),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&errors));
+        }
+    }
+    if let Some(image) = spec.image() {
+        if !master.image_available(image).await {
+            return Err(ApiError::invalid(&[FieldError::new(
+                "container.docker.image",
+                format!("image {image} is not on any agent (import it with `dcos-rs image import <tarball>`)"),
+            )]));
+        }
+    }
+    Ok(())
+}
+
+async fn create_app(State(master): State<Arc<Master>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = async {
+        let spec = parse_app(parse_json(body)?)?;
+        check_against_cluster(&master, &spec).await?;
+        let at_ms = now_ms();
+        let command = Command::PutApp {
+            app: spec.clone(),
+            create: true,
+            at_ms,
+            deployment_id: random_id(),
+        };
+        match master.write(command).await.map_err(raft_error)? {
+            Outcome::Applied => Ok(master.read(|s| s.apps.get(&spec.id).map(|a| app_view(s, a)))),
+            Outcome::Rejected(reject) => Err(reject_error(reject)),
+        }
+    }
+    .await;
+    match result {
+        Ok(Some(view)) => (StatusCode::CREATED, Json(view)).into_response(),
+        Ok(None) => api_error(ApiError::conflict("the app was removed right after it was created")),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn get_app_or_tasks(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
+    let (id, tasks) = match rest.strip_suffix("/tasks") {
+        Some(id) => (dcos_core::app::normalize_app_id(id), true),
+        None => (dcos_core::app::normalize_app_id(&rest), false),
+    };
+    master.read(|s| match s.apps.get(&id) {
+        None => api_error(ApiError::not_found(format!("app {id} does not exist"))),
+        Some(app) if tasks => json_ok(&TasksEnvelope {
+            tasks: s.tasks_of_app(&app.spec.id).map(|t| task_view(s, t)).collect(),
+        }),
+        Some(app) => json_ok(&AppEnvelope { app: app_view(s, app) }),
+    })
+}
+
+/// Marathon's PUT: fields given replace the current ones (a partial update); an app that
+/// does not exist is created. A change of `instances` alone is a scale.
+async fn put_app(
+    State(master): State<Arc<Master>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = dcos_core::app::normalize_app_id(&id);
+    let result = async {
+        let patch = parse_json(body)?;
+        let Some(patch_fields) = patch.as_object() else {
+            return Err(ApiError::bad_request("an app definition must be a JSON object"));
+        };
+        if let Some(body_id) = patch_fields.get("id").and_then(|v| v.as_str()) {
+            if dcos_core::app::normalize_app_id(body_id) != id {
+                return Err(ApiError::invalid(&[FieldError::new(
+                    "id",
+                    format!("does not match the app in the URL ({id})"),
+                )]));
+            }
+        }
+        let current = master.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
+        let mut merged = match &current {
+            Some(spec) => serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?,
+            None => serde_json::json!({}),
+        };
+        let merged_fields = merged.as_object_mut().expect("an app serializes to an object");
+        for (k, v) in patch_fields {
+            merged_fields.insert(k.clone(), v.clone());
+        }
+        merged_fields.insert("id".into(), serde_json::Value::String(id.clone()));
+        let spec = parse_app(merged)?;
+        let at_ms = now_ms();
+        let deployment_id = random_id();
+        let command = match &current {
+            Some(old) if !old.config_differs(&spec) => Command::ScaleApp {
+                app_id: id.clone(),
+                instances: spec.instances,
+                at_ms,
+                deployment_id: deployment_id.clone(),
+            },
+            _ => {
+                check_against_cluster(&master, &spec).await?;
+                Command::PutApp { app: spec, create: false, at_ms, deployment_id: deployment_id.clone() }
+            }
+        };
+        match master.write(command).await.map_err(raft_error)? {
+            Outcome::Applied => Ok(DeploymentResult { version: iso8601(at_ms), deployment_id }),
+            Outcome::Rejected(reject) => Err(reject_error(reject)),
+        }
+    }
+    .await;
+    match result {
+        Ok(result) => json_ok(&result),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn delete_app(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
+    let id = dcos_core::app::normalize_app_id(&id);
+    let at_ms = now_ms();
+    match master.write(Command::RemoveApp { app_id: id, at_ms }).await {
+        Ok(Outcome::Applied) => json_ok(&DeploymentResult {
+            version: iso8601(at_ms),
+            deployment_id: random_id(),
+        }),
+        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
+        Err(e) => api_error(raft_error(e)),
+    }
+}
+
+async fn list_tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
+    Json(master.read(|s| TasksEnvelope {
+        tasks: s.tasks.values().map(|t| task_view(s, t)).collect(),
+    }))
+}
+
+/// Deployments in progress: one per app that has not converged on its definition.
+async fn list_deployments(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
+    Json(master.read(|s| {
+        let deployments: Vec<serde_json::Value> = s
+            .apps
+            .values()
+            .filter(|app| {
+                let tasks: Vec<_> = s.tasks_of_app(&app.spec.id).collect();
+                !app_converged(app, &tasks)
+            })
+            .map(|app| {
+                serde_json::json!({
+                    "id": app.deployment_id,
+                    "version": iso8601(app.version_ms),
+                    "affectedApps": [app.spec.id],
+                })
+            })
+            .collect();
+        serde_json::Value::Array(deployments)
+    }))
+}
+
+async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
+    let status = master.raft.status();
+    Json(serde_json::json!({
+        "name": "dcos-rs",
+        "version": env!("CARGO_PKG_VERSION"),
+        "leader": master.url,
+        "elected": status.role == "leader",
+        "frameworkId": "dcos-rs-services",
+        "raft": status,
+    }))
+}
+
+async fn leader(State(master): State<Arc<Master>>) -> Response {
+    if master.raft.is_leader() {
+        json_ok(&serde_json::json!({ "leader": master.url }))
+    } else {
+        api_error(ApiError::not_found("this master is not the leader"))
+    }
+}
+
+async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
+    let status = master.raft.status();
+    Json(master.read(|s| NodesView {
+        masters: vec![MasterView {
+            id: status.node_id,
+            url: master.url.clone(),
+            role: status.role.clone(),
+            term: status.term,
+            last_log_index: status.last_log_index,
+            commit_index: status.commit_index,
+        }],
+        agents: s.agents.values().map(|a| agent_view(s, a)).collect(),
+    }))
+}

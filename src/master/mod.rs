@@ -1,0 +1,289 @@
+//! The master: the replicated state (through `dcos-raft`), the links to its agents, and the
+//! built-in services framework that turns app definitions into tasks.
+//!
+//! The services loop is a thin shell around `dcos_core::plan`: it performs the planned
+//! actions (propose a command, then tell the agent) and feeds agent reports back into the log.
+//! Leader-only memory (agent links, kills in flight) is rebuilt when agents register.
+
+pub mod http;
+pub mod metrics;
+
+use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster};
+use dcos_core::{plan, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState};
+use dcos_raft::{RaftError, ReplicatedState};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The services loop re-plans at least this often (backoff timers expire without a write).
+const PLAN_INTERVAL_MS: u64 = 1_000;
+/// A kill not answered by a terminal status is sent again after this long.
+const KILL_RESEND_MS: u64 = 15_000;
+/// How long an image check may wait for an agent's answer.
+const IMAGE_CHECK_TIMEOUT_MS: u64 = 5_000;
+
+pub struct Master {
+    pub raft: ReplicatedState,
+    /// This master's own API URL, as shown by `node list`.
+    pub url: String,
+    /// Command channels of connected agents, by agent id (leader memory only).
+    links: Mutex<BTreeMap<String, mpsc::Sender<ToAgent>>>,
+    /// Kills sent and when, so a kill is repeated only after `KILL_RESEND_MS`.
+    kills_sent: Mutex<HashMap<String, Instant>>,
+    pub metrics: metrics::Metrics,
+}
+
+impl Master {
+    pub fn new(raft: ReplicatedState, url: String) -> Arc<Master> {
+        Arc::new(Master {
+            raft,
+            url,
+            links: Mutex::new(BTreeMap::new()),
+            kills_sent: Mutex::new(HashMap::new()),
+            metrics: metrics::Metrics::new(),
+        })
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        self.raft.read(f)
+    }
+
+    pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
+        self.raft.write(command).await
+    }
+
+    fn link(&self, agent_id: &str) -> Option<mpsc::Sender<ToAgent>> {
+        self.links.lock().expect("links lock").get(agent_id).cloned()
+    }
+
+    /// True if at least one connected agent's image store resolves `reference`.
+    pub async fn image_available(&self, reference: &str) -> bool {
+        let links: Vec<_> = self.links.lock().expect("links lock").values().cloned().collect();
+        for link in links {
+            let (reply, answer) = oneshot::channel();
+            let sent = link
+                .send(ToAgent::HasImage { reference: reference.to_string(), reply })
+                .await;
+            if sent.is_err() {
+                continue;
+            }
+            if let Ok(Ok(true)) =
+                tokio::time::timeout(Duration::from_millis(IMAGE_CHECK_TIMEOUT_MS), answer).await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs the services framework and handles agent messages until `shutdown` flips.
+    pub async fn run(
+        self: Arc<Self>,
+        mut from_agents: mpsc::Receiver<ToMaster>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut applied = self.raft.subscribe();
+        let mut tick = tokio::time::interval(Duration::from_millis(PLAN_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                message = from_agents.recv() => match message {
+                    Some(message) => self.handle_agent_message(message).await,
+                    None => break,
+                },
+                changed = applied.changed() => {
+                    if changed.is_err() { break; }
+                    self.plan_and_act().await;
+                }
+                _ = tick.tick() => self.plan_and_act().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    async fn handle_agent_message(&self, message: ToMaster) {
+        match message {
+            ToMaster::Register { agent, tasks, link } => {
+                let agent_id = agent.id.clone();
+                tracing::info!(agent = %agent_id, url = %agent.url, tasks = tasks.len(), "agent registered");
+                if let Err(e) = self.write(Command::RegisterAgent { agent }).await {
+                    tracing::error!("recording agent {agent_id}: {e}");
+                    return;
+                }
+                self.links.lock().expect("links lock").insert(agent_id.clone(), link);
+                self.reconcile_agent(&agent_id, tasks).await;
+            }
+            ToMaster::Status(report) => self.record_status(report).await,
+        }
+    }
+
+    /// After a (re-)registration: adopt what the agent runs, mark lost what it does not know,
+    /// and kill what should not run any more.
+    async fn reconcile_agent(&self, agent_id: &str, reports: Vec<TaskReport>) {
+        let reported: BTreeMap<String, TaskReport> =
+            reports.into_iter().map(|r| (r.task_id.clone(), r)).collect();
+        let (known, unknown_to_agent): (Vec<Task>, Vec<String>) = self.read(|s| {
+            let on_agent: Vec<&Task> = s.tasks.values().filter(|t| t.agent_id == agent_id).collect();
+            (
+                on_agent.iter().map(|t| (*t).clone()).collect(),
+                on_agent
+                    .iter()
+                    .filter(|t| !t.state.is_terminal() && !reported.contains_key(&t.id))
+                    .map(|t| t.id.clone())
+                    .collect(),
+            )
+        });
+        for task_id in unknown_to_agent {
+            self.record_status(TaskReport {
+                task_id,
+                state: TaskState::Lost,
+                message: Some("the agent has no record of this task".into()),
+                exit_code: None,
+                at_ms: now_ms(),
+            })
+            .await;
+        }
+        let known: BTreeMap<String, Task> = known.into_iter().map(|t| (t.id.clone(), t)).collect();
+        for (task_id, report) in reported {
+            match known.get(&task_id) {
+                Some(task) if !task.state.is_terminal() => {
+                    let kill = task.kill_requested && !report.state.is_terminal();
+                    self.record_status(report).await;
+                    if kill {
+                        self.send_kill(agent_id, &task_id).await;
+                    }
+                }
+                // Ended or forgotten here but still alive there: it must not run.
+                _ if !report.state.is_terminal() => self.send_kill(agent_id, &task_id).await,
+                _ => {}
+            }
+        }
+    }
+
+    async fn record_status(&self, report: TaskReport) {
+        let command = Command::TaskStatus {
+            task_id: report.task_id.clone(),
+            state: report.state,
+            at_ms: report.at_ms,
+            message: report.message,
+            exit_code: report.exit_code,
+        };
+        match self.write(command).await {
+            Ok(Outcome::Applied) => {
+                if report.state.is_terminal() {
+                    self.kills_sent.lock().expect("kills lock").remove(&report.task_id);
+                }
+            }
+            Ok(Outcome::Rejected(reject)) => {
+                tracing::debug!(task = %report.task_id, "status not recorded: {reject}")
+            }
+            Err(e) => tracing::warn!(task = %report.task_id, "status not recorded: {e}"),
+        }
+    }
+
+    async fn send_kill(&self, agent_id: &str, task_id: &str) {
+        if let Some(link) = self.link(agent_id) {
+            self.kills_sent
+                .lock()
+                .expect("kills lock")
+                .insert(task_id.to_string(), Instant::now());
+            let _ = link.send(ToAgent::Kill { task_id: task_id.to_string() }).await;
+        }
+    }
+
+    /// One round of the services framework.
+    async fn plan_and_act(&self) {
+        if !self.raft.is_leader() {
+            return;
+        }
+        let now = now_ms();
+        let connected: Vec<String> = self.links.lock().expect("links lock").keys().cloned().collect();
+        let (actions, pending_kills) = self.read(|state| {
+            // Place only on agents that are connected now.
+            let mut view = state.clone();
+            for agent in view.agents.values_mut() {
+                if !connected.contains(&agent.id) && agent.state == AgentState::Active {
+                    agent.state = AgentState::Unreachable;
+                }
+            }
+            let pending: Vec<(String, String)> = state
+                .tasks
+                .values()
+                .filter(|t| t.kill_requested && !t.state.is_terminal())
+                .map(|t| (t.agent_id.clone(), t.id.clone()))
+                .collect();
+            (plan(&view, now), pending)
+        });
+        for action in actions {
+            match action {
+                Action::Launch { app_id, agent_id } => self.launch(&app_id, &agent_id, now).await,
+                Action::Kill { task_id } => {
+                    let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
+                    let written = self.write(Command::KillTask { task_id: task_id.clone(), at_ms: now }).await;
+                    if let (Ok(Outcome::Applied), Some(agent_id)) = (written, agent_id) {
+                        self.send_kill(&agent_id, &task_id).await;
+                    }
+                }
+                Action::Expunge { task_id } => {
+                    let _ = self.write(Command::ExpungeTask { task_id }).await;
+                }
+            }
+        }
+        for (agent_id, task_id) in pending_kills {
+            let due = self
+                .kills_sent
+                .lock()
+                .expect("kills lock")
+                .get(&task_id)
+                .is_none_or(|sent| sent.elapsed() >= Duration::from_millis(KILL_RESEND_MS));
+            if due {
+                self.send_kill(&agent_id, &task_id).await;
+            }
+        }
+    }
+
+    async fn launch(&self, app_id: &str, agent_id: &str, now: u64) {
+        let Some(task) = self.read(|s| {
+            let app = s.apps.get(app_id)?;
+            Some(Task {
+                id: format!("{}.{}", app_id.trim_start_matches('/').replace('/', "_"), random_id()),
+                app_id: app_id.to_string(),
+                agent_id: agent_id.to_string(),
+                resources: app.spec.resources(),
+                launch: app.spec.launch_spec(),
+                app_config_version_ms: app.config_version_ms,
+                state: TaskState::Staging,
+                kill_requested: false,
+                staged_at_ms: now,
+                started_at_ms: None,
+                updated_at_ms: now,
+                message: None,
+                exit_code: None,
+            })
+        }) else {
+            return;
+        };
+        match self.write(Command::LaunchTask { task: task.clone() }).await {
+            Ok(Outcome::Applied) => {
+                tracing::info!(task = %task.id, agent = %agent_id, "launching");
+                match self.link(agent_id) {
+                    Some(link) => {
+                        let _ = link.send(ToAgent::Launch(Box::new(task))).await;
+                    }
+                    None => {
+                        self.record_status(TaskReport {
+                            task_id: task.id,
+                            state: TaskState::Lost,
+                            message: Some("agent disconnected before the launch".into()),
+                            exit_code: None,
+                            at_ms: now_ms(),
+                        })
+                        .await
+                    }
+                }
+            }
+            Ok(Outcome::Rejected(reject)) => tracing::debug!(app = app_id, "launch refused: {reject}"),
+            Err(e) => tracing::warn!(app = app_id, "launch not recorded: {e}"),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `dcos-rs up`: one master and one agent in one process, state under one data dir.
+//!
+//! `start` takes its listeners from the caller (tests bind port 0) and returns a handle;
+//! stopping it kills the tasks (SIGTERM, then SIGKILL after their grace period) unless
+//! `keep_tasks` is set, in which case they keep running and the next start adopts them.
+
+use crate::agent::{Agent, AgentConfig};
+use crate::link::LINK_QUEUE_MAX;
+use crate::master::Master;
+use anyhow::Context;
+use dcos_raft::{RaftOptions, ReplicatedState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub data_dir: PathBuf,
+    /// The `dcos-rs` binary to run as each task's shim.
+    pub shim_exe: PathBuf,
+    pub keep_tasks: bool,
+    pub cpus: Option<f64>,
+    pub mem_mib: Option<u64>,
+    /// Cgroup parent of the tasks (`<parent>/<task-id>` in every hierarchy).
+    pub cgroup_parent: String,
+    /// Print "ready" lines for humans (off in tests).
+    pub announce: bool,
+}
+
+pub struct UpHandle {
+    pub master_url: String,
+    pub agent_url: String,
+    pub master: Arc<Master>,
+    pub agent: Arc<Agent>,
+    keep_tasks: bool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn say(announce: bool, line: &str) {
+    if announce {
+        println!("{line}");
+    }
+}
+
+pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener: TcpListener) -> anyhow::Result<UpHandle> {
+    let master_addr = master_listener.local_addr()?;
+    let agent_addr = agent_listener.local_addr()?;
+    let master_url = format!("http://{master_addr}");
+    let agent_url = format!("http://{agent_addr}");
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+
+    let raft = ReplicatedState::open_single(RaftOptions::single(opts.data_dir.join("master"), master_url.clone()))
+        .await
+        .context("starting the replicated state (Raft)")?;
+    let status = raft.status();
+    let (apps, tasks) = raft.read(|s| (s.apps.len(), s.tasks.len()));
+    say(
+        opts.announce,
+        &format!(
+            "master: ready (Raft leader, term {}, log index {}; {apps} apps, {tasks} tasks recovered)",
+            status.term, status.last_log_index
+        ),
+    );
+    let master = Master::new(raft, master_url.clone());
+
+    let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
+    let mut agent_config = AgentConfig::new(opts.data_dir.join("agent"), agent_url.clone());
+    agent_config.shim_exe = opts.shim_exe.clone();
+    agent_config.cpus = opts.cpus;
+    agent_config.mem_mib = opts.mem_mib;
+    agent_config.cgroup_parent = opts.cgroup_parent.clone();
+    let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    handles.push(tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())));
+    handles.push(tokio::spawn(agent.clone().run(shutdown_rx.clone())));
+    handles.push(serve(master_listener, crate::master::http::router(master.clone()), shutdown_rx.clone()));
+    handles.push(serve(agent_listener, crate::agent::http::router(agent.clone()), shutdown_rx.clone()));
+
+    // Ready once the agent is registered in the replicated state.
+    let agent_id = agent.id.clone();
+    for _ in 0..200 {
+        if master.read(|s| s.agents.contains_key(&agent_id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    say(
+        opts.announce,
+        &format!(
+            "agent:  ready (id {}, {:.1} cpus, {} MiB, API {agent_url}, cgroups {})",
+            agent.id,
+            agent.resources.cpus(),
+            agent.resources.mem_mib,
+            dcos_runtime::cgroups::setup_name()
+        ),
+    );
+    say(opts.announce, &format!("dcos-rs is up: dashboard and API at {master_url}/  (Ctrl-C to stop)"));
+    Ok(UpHandle {
+        master_url,
+        agent_url,
+        master,
+        agent,
+        keep_tasks: opts.keep_tasks,
+        shutdown,
+        tasks: handles,
+    })
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let graceful = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+            tracing::error!("HTTP server: {e}");
+        }
+    })
+}
+
+impl UpHandle {
+    /// Stops everything. Without `keep_tasks`, tasks are killed first and their ends recorded.
+    pub async fn stop(self, announce: bool) -> anyhow::Result<()> {
+        if !self.keep_tasks {
+            let n = self.agent.running_task_count();
+            if n > 0 {
+                say(announce, &format!("stopping {n} task(s) (SIGTERM, then SIGKILL after their grace period)…"));
+            }
+            self.agent.kill_all_and_wait().await;
+            // Let the master record the final statuses before it stops.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        } else {
+            say(announce, "leaving tasks running (--keep-tasks); the next start adopts them");
+        }
+        let _ = self.shutdown.send(true);
+        for handle in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        self.master.raft.shutdown().await.context("stopping Raft")?;
+        say(announce, "stopped");
+        Ok(())
+    }
+}

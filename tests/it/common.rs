@@ -1,0 +1,137 @@
+//! Test harness: start an in-process single-node cluster on ephemeral ports with its own
+//! data dir and cgroup parent, and poll for conditions with a deadline.
+
+use dcos_api::{TaskView, TasksEnvelope};
+use dcos_rs::client::Client;
+use dcos_rs::up::{start, UpHandle, UpOptions};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dcos-rs");
+
+pub struct TestCluster {
+    pub handle: Option<UpHandle>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "these tests create containers and cgroups: run them as root (CI does)"
+    );
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &dcos_rs::link::random_id()[..8])
+}
+
+impl TestCluster {
+    pub async fn start() -> TestCluster {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut UpOptions)) -> TestCluster {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cgroup_parent = unique("dcos-rs-test");
+        let mut opts = UpOptions {
+            data_dir: dir.path().join("data"),
+            shim_exe: PathBuf::from(BIN),
+            keep_tasks: false,
+            cpus: Some(2.0),
+            mem_mib: Some(2048),
+            cgroup_parent: cgroup_parent.clone(),
+            announce: false,
+        };
+        tweak(&mut opts);
+        let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = start(opts, master, agent).await.expect("cluster starts");
+        let client = Client::new(&handle.master_url);
+        TestCluster { handle: Some(handle), client, dir, cgroup_parent }
+    }
+
+    pub fn handle(&self) -> &UpHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    pub async fn deploy(&self, app: serde_json::Value) -> Result<dcos_api::AppView, dcos_rs::client::ClientError> {
+        self.client
+            .send_json(hyper::Method::POST, "/v2/apps", &serde_json::to_vec(&app).unwrap())
+            .await
+    }
+
+    pub async fn tasks(&self, app_id: &str) -> Vec<TaskView> {
+        let tasks: TasksEnvelope = self.client.get("/v2/tasks").await.expect("task list");
+        tasks.tasks.into_iter().filter(|t| t.app_id == app_id).collect()
+    }
+
+    pub async fn running(&self, app_id: &str) -> Vec<TaskView> {
+        self.tasks(app_id)
+            .await
+            .into_iter()
+            .filter(|t| t.state == dcos_core::TaskState::Running)
+            .collect()
+    }
+
+    pub async fn wait_running(&self, app_id: &str, n: usize) -> Vec<TaskView> {
+        wait_for(&format!("{n} running task(s) of {app_id}"), Duration::from_secs(30), || async {
+            let running = self.running(app_id).await;
+            let alive = self.tasks(app_id).await.into_iter().filter(|t| !t.state.is_terminal()).count();
+            (running.len() == n && alive == n).then_some(running)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop(false).await.expect("clean stop");
+        }
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+/// Removes the test's cgroup parent from every hierarchy (tasks' own cgroups are gone by now).
+pub fn remove_cgroup_parent(parent: &str) {
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_dir(entry.path().join(parent));
+        }
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent));
+}
+
+/// Polls `check` until it yields a value or `timeout` passes (then panics naming `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A busybox image tarball built from Debian's busybox-static (no registry needed).
+pub fn busybox_image(dir: &Path, reference: &str, format: dcos_runtime::testimage::TestImageFormat) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "/bin/busybox is missing: apt-get install busybox-static (.ci/run does)");
+    let out = dir.join("busybox-image.tar");
+    dcos_runtime::testimage::build_busybox_image(busybox, &out, reference, format).expect("build test image");
+    out
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+}

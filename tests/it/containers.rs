@@ -1,0 +1,99 @@
+//! Container tasks through the shim and libcontainer: image import, namespaces, cgroup
+//! limits, logs, and the OOM killer reported as such.
+
+use crate::common::{busybox_image, wait_for, TestCluster};
+use dcos_api::ImagesEnvelope;
+use dcos_runtime::testimage::TestImageFormat;
+use serde_json::json;
+use std::time::Duration;
+
+async fn import(cluster: &TestCluster, format: TestImageFormat, reference: &str) {
+    let tarball = busybox_image(cluster.dir.path(), reference, format);
+    let url = format!("{}/images", cluster.handle().agent_url);
+    let imported: ImagesEnvelope = cluster.client.upload(&url, &tarball).await.expect("import");
+    assert_eq!(imported.images.len(), 1, "{imported:?}");
+}
+
+fn cgroup_file(parent: &str, task_id: &str, controller: &str, file: &str) -> std::path::PathBuf {
+    std::path::Path::new("/sys/fs/cgroup").join(controller).join(parent).join(task_id).join(file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_task_runs_isolated_with_limits_and_logs() {
+    let cluster = TestCluster::start().await;
+    import(&cluster, TestImageFormat::DockerSave, "busybox:test").await;
+    cluster
+        .deploy(json!({
+            "id": "boxed", "cmd": "echo from-container $(hostname); echo to-stderr >&2; sleep 1000",
+            "cpus": 0.5, "mem": 64,
+            "container": {"type": "MESOS", "docker": {"image": "busybox:test"}}
+        }))
+        .await
+        .expect("deploy");
+    let task = cluster.wait_running("/boxed", 1).await.remove(0);
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
+    let pid: i32 = std::fs::read_to_string(sandbox.join("task.pid")).unwrap().trim().parse().unwrap();
+    for ns in ["pid", "mnt", "uts", "ipc"] {
+        let inside = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let outside = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(inside, outside, "the task has its own {ns} namespace");
+    }
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_ne!(root, std::path::PathBuf::from("/"), "the task sees its image's root");
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        let limit = std::fs::read_to_string(cgroup_file(&cluster.cgroup_parent, &task.id, "memory", "memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (64u64 << 20).to_string());
+        let quota = std::fs::read_to_string(cgroup_file(&cluster.cgroup_parent, &task.id, "cpu", "cpu.cfs_quota_us")).unwrap();
+        assert_eq!(quota.trim(), "50000");
+    } else {
+        let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/{}/{}/memory.max", cluster.cgroup_parent, task.id)).unwrap();
+        assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    }
+    let stdout_url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
+    let stderr_url = format!("{}/files/tasks/{}/stderr", task.agent_url, task.id);
+    let out = wait_for("container stdout", Duration::from_secs(10), || async {
+        let text = cluster.client.get_text(&stdout_url).await.ok()?;
+        text.contains("from-container").then_some(text)
+    })
+    .await;
+    assert!(out.contains(&task.id[..20]), "hostname is the task id: {out}");
+    assert!(cluster.client.get_text(&stderr_url).await.unwrap().contains("to-stderr"));
+    let parent = cluster.cgroup_parent.clone();
+    cluster.stop().await;
+    assert!(!crate::common::pid_alive(pid), "stopping `up` stops its tasks");
+    assert!(
+        !cgroup_file(&parent, &task.id, "memory", "").exists(),
+        "the task's cgroup is removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_over_its_memory_limit_is_oom_killed_and_reported_failed() {
+    let cluster = TestCluster::start().await;
+    import(&cluster, TestImageFormat::OciLayout, "busybox:oom").await;
+    cluster
+        .deploy(json!({
+            "id": "hog", "cmd": "echo allocating; exec dd if=/dev/zero of=/dev/null bs=256M count=1",
+            "cpus": 0.1, "mem": 64,
+            "container": {"docker": {"image": "busybox:oom"}}
+        }))
+        .await
+        .expect("deploy");
+    let failed = wait_for("the OOM-killed task", Duration::from_secs(30), || async {
+        cluster
+            .tasks("/hog")
+            .await
+            .into_iter()
+            .find(|t| t.state == dcos_core::TaskState::Failed)
+    })
+    .await;
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(message.contains("OOM-killed") && message.contains("64 MiB"), "reason says OOM: {message}");
+    let out = cluster
+        .client
+        .get_text(&format!("{}/files/tasks/{}/stdout", failed.agent_url, failed.id))
+        .await
+        .unwrap();
+    assert!(out.contains("allocating"), "{out}");
+    cluster.stop().await;
+}

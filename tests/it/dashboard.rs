@@ -1,0 +1,54 @@
+//! The dashboard in a real browser: headless Debian chromium loads `/`, runs its script
+//! against the API, and the rendered page lists the node, the app and its running task.
+
+use crate::common::TestCluster;
+use serde_json::json;
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_lists_node_app_and_running_task_in_chromium() {
+    let cluster = TestCluster::start().await;
+    cluster
+        .deploy(json!({"id": "shown", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}))
+        .await
+        .unwrap();
+    let task = cluster.wait_running("/shown", 1).await.remove(0);
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is missing: apt-get install chromium (.ci/run does)");
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("{}/", cluster.handle().master_url);
+    let output = tokio::task::spawn_blocking({
+        let profile = profile.path().to_path_buf();
+        move || {
+            Command::new(chromium)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(url)
+                .output()
+                .expect("run chromium")
+        }
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(dom.contains("/shown"), "the app is listed:\n{dom}");
+    assert!(dom.contains(&task.id), "the task is listed:\n{dom}");
+    assert!(dom.contains("TASK_RUNNING"), "its state is shown:\n{dom}");
+    assert!(dom.contains(&cluster.handle().agent.id), "the agent node is listed:\n{dom}");
+    assert!(!dom.contains("cannot reach the API"), "{dom}");
+    cluster.stop().await;
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: in-process `dcos-rs up` clusters on loopback driven
+//! through the real HTTP API, real shims and containers (as root), and the real binary
+//! for the restart and signal tests.
+
+mod common;
+mod api;
+mod containers;
+mod dashboard;
+mod process;

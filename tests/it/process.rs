@@ -1,0 +1,161 @@
+//! The real `dcos-rs up` process: state survives SIGKILL right after an acknowledged
+//! deploy, Ctrl-C stops tasks, and `--keep-tasks` leaves them for the next start to adopt.
+
+use crate::common::{pid_alive, remove_cgroup_parent, require_root, unique, wait_for, BIN};
+use dcos_api::{AppEnvelope, TaskView, TasksEnvelope};
+use dcos_rs::client::Client;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct UpProcess {
+    child: Child,
+    client: Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn_up(data_dir: &Path, cgroup_parent: &str, extra: &[&str]) -> UpProcess {
+    let (port, agent_port) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--cgroup-parent", cgroup_parent, "--cpus", "1", "--mem", "1024"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dcos-rs up");
+    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    wait_for("dcos-rs up to answer", Duration::from_secs(30), || async {
+        let nodes: dcos_api::NodesView = client.get("/cluster/v1/nodes").await.ok()?;
+        nodes.agents.iter().any(|a| a.state == "active").then_some(())
+    })
+    .await;
+    UpProcess { child, client }
+}
+
+impl UpProcess {
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "dcos-rs up did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn running(&self, app: &str) -> Vec<TaskView> {
+        let tasks: TasksEnvelope = match self.client.get("/v2/tasks").await {
+            Ok(t) => t,
+            Err(_) => return vec![],
+        };
+        tasks
+            .tasks
+            .into_iter()
+            .filter(|t| t.app_id == app && t.state == dcos_core::TaskState::Running)
+            .collect()
+    }
+}
+
+fn task_pid(data_dir: &Path, task_id: &str) -> i32 {
+    std::fs::read_to_string(data_dir.join("agent/tasks").join(task_id).join("task.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cgroup_parent = unique("dcos-rs-test");
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let body = serde_json::to_vec(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16})).unwrap();
+    let _: serde_json::Value = up.client.send_json(hyper::Method::POST, "/v2/apps", &body).await.unwrap();
+    // Kill right after the acknowledgement: the app must be on disk already.
+    up.signal(nix::sys::signal::Signal::SIGKILL);
+    up.wait_exit(Duration::from_secs(5));
+
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let app: AppEnvelope = up.client.get("/v2/apps/durable").await.expect("the app survived SIGKILL");
+    assert_eq!(app.app.spec.cmd.as_deref(), Some("sleep 1000"));
+    let first = wait_for("the task to run", Duration::from_secs(30), || async {
+        let r = up.running("/durable").await;
+        (r.len() == 1).then(|| r[0].clone())
+    })
+    .await;
+    let pid = task_pid(&data, &first.id);
+
+    // SIGKILL with a running task: the task keeps running and the restart adopts it.
+    up.signal(nix::sys::signal::Signal::SIGKILL);
+    up.wait_exit(Duration::from_secs(5));
+    assert!(pid_alive(pid), "a crash of `up` leaves tasks running");
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let adopted = wait_for("the adopted task", Duration::from_secs(30), || async {
+        let r = up.running("/durable").await;
+        (r.len() == 1).then(|| r[0].clone())
+    })
+    .await;
+    assert_eq!(adopted.id, first.id, "the same task, not a replacement");
+    assert_eq!(task_pid(&data, &adopted.id), pid);
+
+    // Ctrl-C (SIGINT) stops the tasks: SIGTERM, then SIGKILL after the grace period.
+    up.signal(nix::sys::signal::Signal::SIGINT);
+    let status = up.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
+    assert!(!pid_alive(pid), "Ctrl-C stops the tasks");
+    remove_cgroup_parent(&cgroup_parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cgroup_parent = unique("dcos-rs-test");
+    let mut up = spawn_up(&data, &cgroup_parent, &["--keep-tasks"]).await;
+    let body = serde_json::to_vec(&json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2})).unwrap();
+    let _: serde_json::Value = up.client.send_json(hyper::Method::POST, "/v2/apps", &body).await.unwrap();
+    let before = wait_for("two running tasks", Duration::from_secs(30), || async {
+        let r = up.running("/kept").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    up.signal(nix::sys::signal::Signal::SIGINT);
+    assert!(up.wait_exit(Duration::from_secs(30)).success());
+    for t in &before {
+        assert!(pid_alive(task_pid(&data, &t.id)), "--keep-tasks leaves {} running", t.id);
+    }
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let after = wait_for("the adopted tasks", Duration::from_secs(30), || async {
+        let r = up.running("/kept").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let mut ids_before: Vec<_> = before.iter().map(|t| t.id.clone()).collect();
+    let mut ids_after: Vec<_> = after.iter().map(|t| t.id.clone()).collect();
+    ids_before.sort();
+    ids_after.sort();
+    assert_eq!(ids_before, ids_after);
+    up.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(up.wait_exit(Duration::from_secs(30)).success());
+    for t in &before {
+        assert!(!pid_alive(task_pid(&data, &t.id)));
+    }
+    remove_cgroup_parent(&cgroup_parent);
+}
