@@ -1,1 +1,40 @@
-//! raft
+//! openraft glue for dcos-rs: the Raft type config, a redb log store and state machine with
+//! durable snapshots, the peer network seam, and `ReplicatedState`, the master's handle on the
+//! replicated `dcos_core::ClusterState`.
+//!
+//! Architecture invariants:
+//! - This is the only crate that links openraft; its types do not leak through the public API
+//!   (`ReplicatedState`, `RaftOptions`, `RaftStatus`, `RaftError`).
+//! - Nothing is acknowledged before it is durable: log writes are fsync'd redb commits before
+//!   openraft hears they are flushed, and snapshots are fsync'd before logs they cover are purged.
+//! - The business rules are not here: applying a command is `ClusterState::apply` (crates/core).
+//! - No peer networking yet (`network.rs` is the seam): only single-master clusters run.
+
+mod db;
+mod error;
+mod log_store;
+pub mod network;
+mod replicated;
+mod state_machine;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::RaftError;
+pub use replicated::{
+    RaftOptions, RaftStatus, ReplicatedState, DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
+    DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
+};
+
+openraft::declare_raft_types!(
+    /// Raft types of dcos-rs: log entries carry `dcos_core::Command`, applying one answers an
+    /// `Outcome`, nodes are numbered `u64` with an address.
+    pub TypeConfig:
+        D = dcos_core::Command,
+        R = dcos_core::Outcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);

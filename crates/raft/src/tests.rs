@@ -1,0 +1,373 @@
+//! Tests of the redb store and of `ReplicatedState` on a real data dir (tempfile): openraft's
+//! storage suite, restart equality, snapshot-bounded logs, and durability of acknowledged
+//! writes across a drop without shutdown and across `kill -9` of a child process.
+//!
+//! Not covered here: power loss (fsync itself) and multi-master behaviour.
+
+use crate::db::{self, LOG_TABLE, SNAPSHOT_META, SNAPSHOT_TABLE};
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+use crate::{RaftError, RaftOptions, ReplicatedState, TypeConfig};
+use dcos_core::{Agent, AgentState, AppSpec, ClusterState, Command, Outcome, Reject, Resources};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+use redb::{ReadableDatabase, ReadableTableMetadata};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::Instant;
+use tempfile::TempDir;
+
+fn agent(id: &str) -> Agent {
+    Agent {
+        id: id.to_string(),
+        hostname: format!("{id}.example"),
+        url: format!("http://{id}.example:5051"),
+        resources: Resources {
+            cpus_milli: 4_000,
+            mem_mib: 8_192,
+            disk_mib: 100_000,
+        },
+        state: AgentState::Active,
+        registered_at_ms: 1,
+    }
+}
+
+fn app(id: &str, instances: u32) -> AppSpec {
+    let mut spec: AppSpec = serde_json::from_value(serde_json::json!({
+        "id": id, "cmd": "sleep 100", "cpus": 0.5, "mem": 64, "instances": instances
+    }))
+    .expect("valid app json");
+    spec.normalize_and_validate().expect("valid app");
+    spec
+}
+
+/// A deterministic mix of commands: agents, app creations and app updates.
+fn command(i: u64) -> Command {
+    match i % 3 {
+        0 => Command::RegisterAgent {
+            agent: agent(&format!("agent-{i}")),
+        },
+        1 => Command::PutApp {
+            app: app(&format!("/app-{i}"), 1),
+            create: true,
+            at_ms: 1_000 + i,
+            deployment_id: format!("d-{i}"),
+        },
+        _ => Command::PutApp {
+            app: app(&format!("/app-{}", i - 1), 3),
+            create: false,
+            at_ms: 1_000 + i,
+            deployment_id: format!("d-{i}"),
+        },
+    }
+}
+
+fn opts(dir: &Path) -> RaftOptions {
+    RaftOptions::single(dir, "127.0.0.1:5050")
+}
+
+async fn write_commands(state: &ReplicatedState, range: std::ops::Range<u64>) {
+    for i in range {
+        let outcome = state.write(command(i)).await.expect("write");
+        assert_eq!(outcome, Outcome::Applied, "command {i}");
+    }
+}
+
+fn snapshot_of(state: &ReplicatedState) -> ClusterState {
+    state.read(|s| s.clone())
+}
+
+fn log_entries_on_disk(dir: &Path) -> u64 {
+    let db = db::open(dir).expect("open db");
+    let txn = db.begin_read().expect("read txn");
+    let table = txn.open_table(LOG_TABLE).expect("log table");
+    table.len().expect("len")
+}
+
+struct RedbStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+        let dir = TempDir::new().expect("temp dir");
+        let db = db::open(dir.path()).expect("open db");
+        let state_machine = StateMachineStore::open(db.clone()).expect("open state machine");
+        Ok((dir, LogStore::new(db), state_machine))
+    }
+}
+
+#[test]
+fn storage_suite_passes_against_redb_store() {
+    // The suite builds its own tokio runtimes, so this is a plain test.
+    Suite::test_all(RedbStoreBuilder).expect("openraft storage suite");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_shutdown_and_reopen() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    assert!(state.is_leader());
+    write_commands(&state, 0..30).await;
+
+    // A business refusal is a replicated outcome, not an error.
+    let duplicate = state
+        .write(Command::PutApp {
+            app: app("/app-1", 1),
+            create: true,
+            at_ms: 9_999,
+            deployment_id: "dup".to_string(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        duplicate,
+        Outcome::Rejected(Reject::AppExists {
+            app_id: "/app-1".to_string()
+        })
+    );
+
+    let before = snapshot_of(&state);
+    let status_before = state.status();
+    assert_eq!(before.agents.len(), 10);
+    assert_eq!(before.apps.len(), 10);
+    state.shutdown().await.unwrap();
+    assert!(matches!(
+        state.write(command(100)).await,
+        Err(RaftError::Fatal(_))
+    ));
+
+    let reopened = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(snapshot_of(&reopened), before);
+    let status_after = reopened.status();
+    assert_eq!(status_after.role, "leader");
+    assert_eq!(status_after.leader_id, Some(1));
+    assert!(status_after.last_log_index >= status_before.last_log_index);
+    assert_eq!(status_after.commit_index, status_after.last_log_index);
+    reopened.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_restore_the_state() {
+    let dir = TempDir::new().unwrap();
+    let small_policy = RaftOptions {
+        snapshot_logs_since_last: 10,
+        max_in_snapshot_log_to_keep: 5,
+        ..opts(dir.path())
+    };
+    let state = ReplicatedState::open_single(small_policy.clone())
+        .await
+        .unwrap();
+    write_commands(&state, 0..100).await;
+    let before = snapshot_of(&state);
+    state.shutdown().await.unwrap();
+
+    let entries = log_entries_on_disk(dir.path());
+    eprintln!("log entries on disk after 100 writes (snapshot every 10, keep 5): {entries}");
+    assert!(
+        entries < 30,
+        "the log should be purged behind snapshots, found {entries} entries"
+    );
+    {
+        let db = db::open(dir.path()).unwrap();
+        let snapshot: Option<openraft::SnapshotMeta<u64, openraft::BasicNode>> =
+            db::read_json(&db, SNAPSHOT_TABLE, SNAPSHOT_META).unwrap();
+        let snapshot = snapshot.expect("a snapshot was stored");
+        assert!(snapshot.last_log_id.expect("snapshot has a log id").index >= 90);
+    }
+
+    let reopened = ReplicatedState::open_single(small_policy).await.unwrap();
+    assert_eq!(snapshot_of(&reopened), before);
+    // And it keeps working after a restore.
+    write_commands(&reopened, 100..130).await;
+    let expected = {
+        let mut expected = before;
+        for i in 100..130 {
+            expected.apply(&command(i));
+        }
+        expected
+    };
+    assert_eq!(snapshot_of(&reopened), expected);
+    reopened.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_drop_without_shutdown() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    write_commands(&state, 0..20).await;
+    let before = snapshot_of(&state);
+    drop(state);
+
+    // `open_single` waits while the dropped node's tasks still hold the file.
+    let reopened = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(snapshot_of(&reopened), before);
+    reopened.shutdown().await.unwrap();
+}
+
+const CRASH_DIR_ENV: &str = "DCOS_RAFT_TEST_CRASH_DIR";
+const CRASH_CHILD_TEST: &str = "tests::crash_child_writes_until_killed";
+const CRASH_CHILD_MAX_WRITES: u64 = 10_000;
+
+/// Runs only as the child of `acknowledged_writes_survive_kill_9`: writes agents and prints
+/// `acked <n>` after each acknowledged write, until the parent kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of acknowledged_writes_survive_kill_9"]
+async fn crash_child_writes_until_killed() {
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
+    let state = ReplicatedState::open_single(opts(Path::new(&dir)))
+        .await
+        .unwrap();
+    for i in 0..CRASH_CHILD_MAX_WRITES {
+        let outcome = state
+            .write(Command::RegisterAgent {
+                agent: agent(&format!("agent-{i}")),
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Applied);
+        println!("acked {}", i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = TempDir::new().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([CRASH_CHILD_TEST, "--exact", "--ignored", "--nocapture"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = 0u64;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("acked ") {
+                acked = n.parse().unwrap();
+                if acked >= 50 {
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap(); // SIGKILL mid-stream: no shutdown, no destructors.
+    child.wait().unwrap();
+    assert!(acked >= 50, "the child acknowledged only {acked} writes");
+
+    let reopened = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let agents = reopened.read(|s| s.agents.len() as u64);
+    eprintln!("child acknowledged {acked} writes before SIGKILL; {agents} agents after reopen");
+    for i in 0..acked {
+        let id = format!("agent-{i}");
+        assert!(
+            reopened.read(|s| s.agents.contains_key(&id)),
+            "acknowledged write {id} was lost"
+        );
+    }
+    reopened.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_the_applied_index() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let mut applied = state.subscribe();
+    let start = *applied.borrow_and_update();
+    write_commands(&state, 0..3).await;
+    assert!(applied.has_changed().unwrap());
+    assert_eq!(*applied.borrow_and_update(), start + 3);
+    assert_eq!(state.status().commit_index, start + 3);
+    state.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_another_node_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    state.shutdown().await.unwrap();
+    let other_node = RaftOptions {
+        node_id: 2,
+        ..opts(dir.path())
+    };
+    let error = ReplicatedState::open_single(other_node)
+        .await
+        .err()
+        .expect("node 2 must not take over node 1's data dir");
+    assert!(matches!(error, RaftError::Config(_)), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_write_latency_is_reported() {
+    // Reports numbers; only fails if writes fail.
+    const WRITES: u64 = 300;
+    let dir = TempDir::new().unwrap();
+    let opened = Instant::now();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let open_ms = opened.elapsed().as_secs_f64() * 1e3;
+
+    let mut latencies_ms = Vec::with_capacity(WRITES as usize);
+    for i in 0..WRITES {
+        let started = Instant::now();
+        state.write(command(i)).await.unwrap();
+        latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    let mean = latencies_ms.iter().sum::<f64>() / WRITES as f64;
+    let p50 = latencies_ms[latencies_ms.len() / 2];
+    let p99 = latencies_ms[latencies_ms.len() * 99 / 100];
+
+    // 16 concurrent writers: openraft batches appends, so one fsync covers several writes.
+    let concurrent = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..16u64 {
+        let state = state.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25u64 {
+                state.write(command(10_000 + w * 100 + i)).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let concurrent_ms = concurrent.elapsed().as_secs_f64() * 1e3;
+    state.shutdown().await.unwrap();
+
+    let reopened = Instant::now();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let reopen_ms = reopened.elapsed().as_secs_f64() * 1e3;
+    state.shutdown().await.unwrap();
+
+    eprintln!(
+        "bench raft_write_sequential n={WRITES} mean_ms={mean:.3} p50_ms={p50:.3} p99_ms={p99:.3}"
+    );
+    eprintln!(
+        "bench raft_write_concurrent writers=16 n=400 total_ms={concurrent_ms:.1} per_write_ms={:.3}",
+        concurrent_ms / 400.0
+    );
+    eprintln!("bench raft_open first_ms={open_ms:.1} reopen_ms={reopen_ms:.1}");
+}
