@@ -1,1 +1,658 @@
-//! Image store (placeholder while it is written).
+//! The agent's image store: imports `docker save` and OCI image-layout tarballs, keeps their
+//! blobs content-addressed, unpacks each image once into a shared read-only root filesystem,
+//! and resolves references (`busybox`, `docker.io/library/busybox:latest`, `sha256:...`).
+//!
+//! Layout under the store root:
+//! - `blobs/sha256/<hex>`: configs, manifests and layers as imported, named by digest.
+//! - `rootfs/<config-hex>/`: the image's layers unpacked bottom to top (mode 0700 on `rootfs/`
+//!   so host users cannot reach setuid binaries inside images).
+//! - `refs.json`: `reference -> config digest` plus one record per image. It is the commit
+//!   point: written to a temporary file, fsynced, renamed. A blob or tree it does not name is
+//!   garbage, removed when the store opens and after a failed import or a removal.
+//! - `tmp/`: private (0700) staging for imports; emptied when the store opens.
+//! - `.lock`: `flock`ed by imports, removals and `open`, so two of them (threads or
+//!   processes) never interleave. Reads take no lock: they see one committed `refs.json`.
+//!
+//! Deliberately absent: registry pulls, layer sharing between images (each image has its own
+//! unpacked tree; overlayfs sharing can come later behind the same `rootfs` path), knowing
+//! which tasks use an image (`remove` trusts its caller), and mutating a rootfs after import.
+
+mod archive;
+mod blob;
+mod reference;
+mod unpack;
+
+use archive::PlannedImage;
+use blob::Digest;
+use reference::Reference;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use archive::MAX_JSON_BYTES;
+
+const INDEX_FILE: &str = "refs.json";
+const INDEX_TEMP_FILE: &str = "refs.json.tmp";
+const LOCK_FILE: &str = ".lock";
+const BLOBS_DIR: &str = "blobs/sha256";
+const ROOTFS_DIR: &str = "rootfs";
+const TMP_DIR: &str = "tmp";
+/// Version of `refs.json`; a store written by a newer format is refused, not misread.
+const INDEX_VERSION: u32 = 1;
+/// Largest `refs.json` read (about 1 KiB per image; this is tens of thousands of images).
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Tells temporary directories of one process apart.
+static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image {reference} not found")]
+    NotFound { reference: String },
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("invalid image archive: {0}")]
+    InvalidArchive(String),
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("layer entry {path:?} escapes the image root")]
+    PathEscape { path: String },
+    #[error("{what} is larger than {limit_bytes} bytes")]
+    TooLarge { what: String, limit_bytes: u64 },
+    #[error("image store is corrupt: {0}")]
+    StoreCorrupt(String),
+    /// The message includes the OS error as well, because callers often format only `{e}`.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One tag of an imported image (an untagged image is listed under its digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    /// Normalized `domain/path:tag`, e.g. `docker.io/library/busybox:latest`; the digest for an
+    /// untagged image.
+    pub reference: String,
+    /// Config digest (docker's image id), `sha256:...`.
+    pub digest: String,
+    /// Bytes of the image's blobs as stored (config and layers, compressed if they were).
+    pub size_bytes: u64,
+    pub layers: usize,
+    /// When this image (not this tag) was first imported.
+    pub imported_at_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The reference normalized: `domain/path:tag`, `domain/path@sha256:...` or `sha256:...`.
+    pub reference: String,
+    /// Config digest, `sha256:...`.
+    pub digest: String,
+    /// The unpacked root, shared by every task of this image: mount it read-only (or as an
+    /// overlay lower layer), never write to it.
+    pub rootfs: PathBuf,
+    pub config: ImageConfig,
+}
+
+/// What a task needs from the image config (`config` section of the OCI image config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=value` strings.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, as written in the image.
+    pub user: Option<String>,
+    /// e.g. `SIGTERM`.
+    pub stop_signal: Option<String>,
+}
+
+/// Normalizes a reference the way the store keys it: `busybox` ->
+/// `docker.io/library/busybox:latest`; digests stay digests.
+pub fn normalize_reference(reference: &str) -> Result<String, ImageError> {
+    reference::parse(reference).map(|r| r.to_string())
+}
+
+/// The contents of `refs.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Index {
+    version: u32,
+    /// Normalized `name:tag` -> config digest.
+    refs: BTreeMap<String, Digest>,
+    /// Config digest -> image. An image stays until it is removed, even with no tag left
+    /// after a re-tag (a running task may still use its rootfs).
+    images: BTreeMap<Digest, ImageRecord>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            version: INDEX_VERSION,
+            refs: BTreeMap::new(),
+            images: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ImageRecord {
+    /// Manifest digest (OCI layouts only), so `name@sha256:<manifest>` resolves too.
+    manifest_digest: Option<Digest>,
+    config_size_bytes: u64,
+    layers: Vec<LayerRecord>,
+    imported_at_ms: u64,
+    config: ImageConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LayerRecord {
+    /// Digest of the blob as stored.
+    digest: Digest,
+    /// Digest of the uncompressed tar.
+    diff_id: Digest,
+    size_bytes: u64,
+}
+
+impl ImageRecord {
+    fn size_bytes(&self) -> u64 {
+        self.config_size_bytes + self.layers.iter().map(|l| l.size_bytes).sum::<u64>()
+    }
+
+    fn blobs<'a>(&'a self, config_digest: &'a Digest) -> impl Iterator<Item = &'a Digest> {
+        std::iter::once(config_digest)
+            .chain(self.manifest_digest.as_ref())
+            .chain(self.layers.iter().map(|l| &l.digest))
+    }
+}
+
+impl Index {
+    /// The image whose config or manifest digest is `digest`.
+    fn find_by_digest(&self, digest: &Digest) -> Option<&Digest> {
+        if let Some((config_digest, _)) = self.images.get_key_value(digest) {
+            return Some(config_digest);
+        }
+        self.images
+            .iter()
+            .find(|(_, record)| record.manifest_digest.as_ref() == Some(digest))
+            .map(|(config_digest, _)| config_digest)
+    }
+
+    fn check(&self) -> Result<(), ImageError> {
+        if self.version != INDEX_VERSION {
+            return Err(ImageError::StoreCorrupt(format!(
+                "{INDEX_FILE} has version {}, this build reads version {INDEX_VERSION}",
+                self.version
+            )));
+        }
+        for (reference, digest) in &self.refs {
+            if !self.images.contains_key(digest) {
+                return Err(ImageError::StoreCorrupt(format!(
+                    "{reference} points to {digest}, which has no record"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self, reference: String, digest: &Digest) -> ImageSummary {
+        let record = &self.images[digest];
+        ImageSummary {
+            reference,
+            digest: digest.to_string(),
+            size_bytes: record.size_bytes(),
+            layers: record.layers.len(),
+            imported_at_ms: record.imported_at_ms,
+        }
+    }
+}
+
+/// Holds the store's `flock` until dropped.
+struct StoreLock {
+    _file: File,
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
+    let context = context.into();
+    move |source| ImageError::Io { context, source }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store at `root`, discards what interrupted imports left
+    /// in `tmp/`, and removes blobs and trees that `refs.json` does not name.
+    pub fn open(root: &Path) -> Result<Self, ImageError> {
+        let store = ImageStore {
+            root: root.to_path_buf(),
+        };
+        fs::create_dir_all(root.join(BLOBS_DIR)).map_err(io_error(format!(
+            "creating {}",
+            root.join(BLOBS_DIR).display()
+        )))?;
+        for private in [ROOTFS_DIR, TMP_DIR] {
+            let path = root.join(private);
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(io_error(format!("creating {}", path.display())))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .map_err(io_error(format!("setting mode of {}", path.display())))?;
+        }
+        let _lock = store.lock()?;
+        let index = store.load_index()?;
+        store.empty_tmp()?;
+        store.collect_garbage(&index)?;
+        Ok(store)
+    }
+
+    /// Imports a `docker save` tarball or an OCI image-layout tarball (the whole tarball and
+    /// each layer may be gzip'd). Every blob is checked against its digest and every layer
+    /// against its diff_id. Returns one summary per tag (per image if untagged). All or
+    /// nothing: on error no reference, record, blob or tree of this import remains.
+    /// Re-importing an image already in the store only updates its tags.
+    pub fn import(&self, tarball: &Path) -> Result<Vec<ImageSummary>, ImageError> {
+        let _lock = self.lock()?;
+        let staging = self.create_temp_dir("import")?;
+        let result = self.import_locked(tarball, &staging);
+        if result.is_err() {
+            // Whatever this import moved into place is not in the committed index, so it is
+            // garbage now. If the index did get committed, nothing is removed.
+            match self.load_index() {
+                Ok(index) => {
+                    if let Err(e) = self.collect_garbage(&index) {
+                        tracing::warn!(error = %e, "cleaning up after a failed import");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cleaning up after a failed import"),
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&staging) {
+            tracing::warn!(error = %e, path = %staging.display(), "removing import staging directory");
+        }
+        result
+    }
+
+    fn import_locked(
+        &self,
+        tarball: &Path,
+        staging: &Path,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
+        let members_dir = staging.join("members");
+        fs::create_dir(&members_dir)
+            .map_err(io_error(format!("creating {}", members_dir.display())))?;
+        let staged = archive::stage(tarball, &members_dir)?;
+        let plans = archive::plan(&staged)?;
+        let mut index = self.load_index()?;
+
+        // Unpack what is new, inside the staging directory, before touching the store.
+        let mut new_trees = Vec::new();
+        for plan in &plans {
+            let digest = plan.digest();
+            if index.images.contains_key(digest) && self.rootfs_path(digest).is_dir() {
+                continue;
+            }
+            let tree = staging.join(format!("rootfs-{}", digest.hex()));
+            DirBuilder::new()
+                .mode(0o755)
+                .create(&tree)
+                .and_then(|()| fs::set_permissions(&tree, fs::Permissions::from_mode(0o755)))
+                .map_err(io_error(format!("creating {}", tree.display())))?;
+            let layers: Vec<unpack::LayerToUnpack<'_>> = plan
+                .layers
+                .iter()
+                .map(|layer| unpack::LayerToUnpack {
+                    path: &layer.blob.path,
+                    diff_id: &layer.diff_id,
+                    label: layer.blob.digest.to_string(),
+                })
+                .collect();
+            unpack::unpack_layers(&layers, &tree)?;
+            new_trees.push((digest.clone(), tree));
+        }
+
+        // Commit: blobs and trees into place, everything onto disk, then the index.
+        for plan in &plans {
+            let blobs = std::iter::once(&plan.config_blob)
+                .chain(plan.manifest_blob.as_ref())
+                .chain(plan.layers.iter().map(|l| &l.blob));
+            for blob in blobs {
+                self.store_blob(blob)?;
+            }
+        }
+        for (digest, tree) in &new_trees {
+            let destination = self.rootfs_path(digest);
+            if destination.exists() {
+                // A tree no record names (the store was changed by hand): replace it.
+                self.discard_tree(&destination)?;
+            }
+            fs::rename(tree, &destination).map_err(io_error(format!(
+                "moving unpacked image into {}",
+                destination.display()
+            )))?;
+        }
+        self.sync_filesystem()?;
+        let now = now_ms();
+        let mut summaries = Vec::new();
+        for plan in &plans {
+            let digest = plan.digest().clone();
+            if !index.images.contains_key(&digest) {
+                index.images.insert(digest.clone(), record_of(plan, now));
+            }
+            for name in &plan.names {
+                if let Some(previous) = index.refs.insert(name.clone(), digest.clone()) {
+                    if previous != digest {
+                        tracing::info!(reference = %name, from = %previous, to = %digest, "re-tagged image");
+                    }
+                }
+            }
+        }
+        self.write_index(&index)?;
+        for plan in &plans {
+            let digest = plan.digest();
+            if plan.names.is_empty() {
+                summaries.push(index.summary(digest.to_string(), digest));
+            }
+            for name in &plan.names {
+                summaries.push(index.summary(name.clone(), digest));
+            }
+            tracing::info!(image = %digest, names = ?plan.names, layers = plan.layers.len(), "imported image");
+        }
+        Ok(summaries)
+    }
+
+    /// Every tag of every image, sorted by reference, then untagged images by digest.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        let index = self.load_index()?;
+        let mut summaries: Vec<ImageSummary> = index
+            .refs
+            .iter()
+            .map(|(reference, digest)| index.summary(reference.clone(), digest))
+            .collect();
+        let tagged: BTreeSet<&Digest> = index.refs.values().collect();
+        for digest in index.images.keys().filter(|d| !tagged.contains(d)) {
+            summaries.push(index.summary(digest.to_string(), digest));
+        }
+        Ok(summaries)
+    }
+
+    /// Resolves `busybox`, `busybox:latest`, `docker.io/library/busybox:latest`,
+    /// `name@sha256:<config or manifest digest>` or a bare `sha256:...` to an image.
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        let parsed = reference::parse(reference)?;
+        let index = self.load_index()?;
+        let digest = lookup(&index, &parsed).ok_or_else(|| ImageError::NotFound {
+            reference: reference.to_string(),
+        })?;
+        let record = &index.images[&digest];
+        let rootfs = self.rootfs_path(&digest);
+        if !rootfs.is_dir() {
+            return Err(ImageError::StoreCorrupt(format!(
+                "the unpacked root of {digest} is missing at {}",
+                rootfs.display()
+            )));
+        }
+        Ok(ResolvedImage {
+            reference: parsed.to_string(),
+            digest: digest.to_string(),
+            rootfs,
+            config: record.config.clone(),
+        })
+    }
+
+    /// Removes a reference. A tag (`busybox:1`) is untagged, and the image goes when it has no
+    /// tag left (as `docker rmi`); a digest (`sha256:...`, `name@sha256:...`) removes the image
+    /// with all its tags. Its blobs and rootfs are deleted: the caller must make sure no task
+    /// still runs from the rootfs.
+    pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
+        let parsed = reference::parse(reference)?;
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let not_found = || ImageError::NotFound {
+            reference: reference.to_string(),
+        };
+        let digest = lookup(&index, &parsed).ok_or_else(not_found)?;
+        let remove_image = match &parsed {
+            Reference::Tagged { .. } => {
+                index.refs.remove(&parsed.to_string());
+                !index.refs.values().any(|d| *d == digest)
+            }
+            Reference::Pinned { .. } | Reference::Digest(_) => true,
+        };
+        if remove_image {
+            index.refs.retain(|_, d| *d != digest);
+            index.images.remove(&digest);
+        }
+        self.write_index(&index)?;
+        tracing::info!(reference, image = %digest, image_removed = remove_image, "removed image reference");
+        self.collect_garbage(&index)
+    }
+
+    fn lock(&self) -> Result<StoreLock, ImageError> {
+        let path = self.root.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(StoreLock { _file: file });
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(io_error(format!("locking {}", path.display()))(error));
+            }
+        }
+    }
+
+    fn load_index(&self) -> Result<Index, ImageError> {
+        let path = self.root.join(INDEX_FILE);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
+            Err(e) => return Err(io_error(format!("opening {}", path.display()))(e)),
+        };
+        let size_bytes = file
+            .metadata()
+            .map_err(io_error(format!("inspecting {}", path.display())))?
+            .len();
+        if size_bytes > MAX_INDEX_BYTES {
+            return Err(ImageError::TooLarge {
+                what: path.display().to_string(),
+                limit_bytes: MAX_INDEX_BYTES,
+            });
+        }
+        let index: Index = serde_json::from_reader(io::BufReader::new(file))
+            .map_err(|e| ImageError::StoreCorrupt(format!("parsing {}: {e}", path.display())))?;
+        index.check()?;
+        Ok(index)
+    }
+
+    /// Atomically replaces `refs.json`: temporary file, fsync, rename, fsync of the directory.
+    /// Callers hold the lock, so one temporary name is enough.
+    fn write_index(&self, index: &Index) -> Result<(), ImageError> {
+        index.check()?;
+        let temp = self.root.join(INDEX_TEMP_FILE);
+        let path = self.root.join(INDEX_FILE);
+        let mut bytes = serde_json::to_vec_pretty(index).expect("the index serializes");
+        bytes.push(b'\n');
+        let mut file =
+            File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(format!("writing {}", temp.display())))?;
+        drop(file);
+        fs::rename(&temp, &path).map_err(io_error(format!("replacing {}", path.display())))?;
+        File::open(&self.root)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error(format!("syncing {}", self.root.display())))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(BLOBS_DIR).join(digest.hex())
+    }
+
+    fn rootfs_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(ROOTFS_DIR).join(digest.hex())
+    }
+
+    /// Moves a staged, verified blob to its content address (unless it is already there).
+    fn store_blob(&self, staged: &archive::StagedFile) -> Result<(), ImageError> {
+        let destination = self.blob_path(&staged.digest);
+        if destination.exists() {
+            return Ok(());
+        }
+        fs::rename(&staged.path, &destination).map_err(io_error(format!(
+            "moving blob {} into {}",
+            staged.digest,
+            destination.display()
+        )))
+    }
+
+    /// One `syncfs` makes every blob and tree written by this import durable before the index
+    /// names them (cheaper than an fsync per file of an unpacked image).
+    fn sync_filesystem(&self) -> Result<(), ImageError> {
+        let root =
+            File::open(&self.root).map_err(io_error(format!("opening {}", self.root.display())))?;
+        // SAFETY: syncfs on a descriptor we own; no memory is involved.
+        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+            return Err(io_error(format!(
+                "syncing the filesystem of {}",
+                self.root.display()
+            ))(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn create_temp_dir(&self, purpose: &str) -> Result<PathBuf, ImageError> {
+        let id = NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{purpose}-{}-{id}", std::process::id()));
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Removes a tree: first renamed into `tmp/` (so it disappears from `rootfs/` at once,
+    /// never half-deleted), then deleted.
+    fn discard_tree(&self, tree: &Path) -> Result<(), ImageError> {
+        let trash = self.create_temp_dir("trash")?;
+        let moved = trash.join("tree");
+        fs::rename(tree, &moved).map_err(io_error(format!("moving {} away", tree.display())))?;
+        fs::remove_dir_all(&trash).map_err(io_error(format!("removing {}", trash.display())))
+    }
+
+    fn empty_tmp(&self) -> Result<(), ImageError> {
+        let tmp = self.root.join(TMP_DIR);
+        for entry in fs::read_dir(&tmp).map_err(io_error(format!("listing {}", tmp.display())))? {
+            let path = entry
+                .map_err(io_error(format!("listing {}", tmp.display())))?
+                .path();
+            tracing::info!(path = %path.display(), "removing leftovers of an interrupted import");
+            let removed = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(io_error(format!("removing {}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes blobs and trees that `index` does not name. Callers hold the lock.
+    fn collect_garbage(&self, index: &Index) -> Result<(), ImageError> {
+        let live_blobs: BTreeSet<&Digest> = index
+            .images
+            .iter()
+            .flat_map(|(digest, record)| record.blobs(digest))
+            .collect();
+        let blobs_dir = self.root.join(BLOBS_DIR);
+        for entry in fs::read_dir(&blobs_dir)
+            .map_err(io_error(format!("listing {}", blobs_dir.display())))?
+        {
+            let entry = entry.map_err(io_error(format!("listing {}", blobs_dir.display())))?;
+            let name = entry.file_name();
+            let live = name
+                .to_str()
+                .and_then(Digest::from_hex)
+                .is_some_and(|digest| live_blobs.contains(&digest));
+            if !live {
+                tracing::debug!(blob = ?name, "removing unreferenced blob");
+                fs::remove_file(entry.path())
+                    .map_err(io_error(format!("removing {}", entry.path().display())))?;
+            }
+        }
+        let rootfs_dir = self.root.join(ROOTFS_DIR);
+        for entry in fs::read_dir(&rootfs_dir)
+            .map_err(io_error(format!("listing {}", rootfs_dir.display())))?
+        {
+            let entry = entry.map_err(io_error(format!("listing {}", rootfs_dir.display())))?;
+            let name = entry.file_name();
+            let live = name
+                .to_str()
+                .and_then(Digest::from_hex)
+                .is_some_and(|digest| index.images.contains_key(&digest));
+            if !live {
+                tracing::debug!(rootfs = ?name, "removing unreferenced rootfs");
+                self.discard_tree(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lookup(index: &Index, reference: &Reference) -> Option<Digest> {
+    match reference {
+        Reference::Tagged { .. } => index.refs.get(&reference.to_string()).cloned(),
+        Reference::Pinned { digest, .. } | Reference::Digest(digest) => {
+            index.find_by_digest(digest).cloned()
+        }
+    }
+}
+
+fn record_of(plan: &PlannedImage, imported_at_ms: u64) -> ImageRecord {
+    ImageRecord {
+        manifest_digest: plan.manifest_blob.as_ref().map(|m| m.digest.clone()),
+        config_size_bytes: plan.config_blob.size_bytes,
+        layers: plan
+            .layers
+            .iter()
+            .map(|layer| LayerRecord {
+                digest: layer.blob.digest.clone(),
+                diff_id: layer.diff_id.clone(),
+                size_bytes: layer.blob.size_bytes,
+            })
+            .collect(),
+        imported_at_ms,
+        config: plan.config.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

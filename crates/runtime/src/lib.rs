@@ -5,3 +5,4 @@
 //! it in a single-threaded process (libcontainer clones the calling process).
 
 pub mod image;
+pub mod testimage;

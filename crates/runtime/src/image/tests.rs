@@ -1,0 +1,751 @@
+//! Tests of the image store through its public API, with archives built by `testimage`
+//! (busybox for the happy paths, hand-made layers for whiteouts and hostile entries).
+
+use super::*;
+use crate::testimage::{build_busybox_image, write_image_archive, LayerTar, TestImageFormat};
+use std::os::unix::fs::MetadataExt;
+use tempfile::TempDir;
+
+const BUSYBOX: &str = "/bin/busybox";
+const LAYERS_IMAGE: &str = "test/layers:1";
+
+struct Fixture {
+    /// Keeps the temporary directory alive.
+    _dir: TempDir,
+    work: PathBuf,
+    store_root: PathBuf,
+    store: ImageStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let store_root = dir.path().join("store");
+    let store = ImageStore::open(&store_root).unwrap();
+    Fixture {
+        work,
+        store_root,
+        store,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn busybox_archive(&self, reference: &str, format: TestImageFormat) -> PathBuf {
+        let out = self.work.join(format!("busybox-{format:?}.tar"));
+        build_busybox_image(Path::new(BUSYBOX), &out, reference, format)
+            .expect("building the busybox test image (apt-get install busybox-static)");
+        out
+    }
+
+    fn layers_archive(&self, layers: Vec<Vec<u8>>, format: TestImageFormat) -> PathBuf {
+        let out = self.work.join(format!("layers-{format:?}.tar"));
+        write_image_archive(&out, LAYERS_IMAGE, &layers, &ImageConfig::default(), format).unwrap();
+        out
+    }
+
+    fn import_layers(&self, layers: Vec<Vec<u8>>) -> Result<Vec<ImageSummary>, ImageError> {
+        self.store
+            .import(&self.layers_archive(layers, TestImageFormat::DockerSave))
+    }
+
+    fn dir_entries(&self, relative: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.store_root.join(relative))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Nothing of any import is in the store: no reference, record, blob, tree or staging.
+    fn assert_store_empty(&self) {
+        assert!(self.store.list().unwrap().is_empty());
+        assert!(
+            self.dir_entries(BLOBS_DIR).is_empty(),
+            "blobs left: {:?}",
+            self.dir_entries(BLOBS_DIR)
+        );
+        assert!(
+            self.dir_entries(ROOTFS_DIR).is_empty(),
+            "trees left: {:?}",
+            self.dir_entries(ROOTFS_DIR)
+        );
+        assert!(
+            self.dir_entries(TMP_DIR).is_empty(),
+            "staging left: {:?}",
+            self.dir_entries(TMP_DIR)
+        );
+    }
+}
+
+fn layer(build: impl FnOnce(&mut LayerTar) -> io::Result<()>) -> Vec<u8> {
+    let mut tar = LayerTar::new();
+    build(&mut tar).unwrap();
+    tar.finish().unwrap()
+}
+
+/// Copies the archive at `path` in place, letting `edit` change each member's contents.
+fn rewrite_archive(path: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
+    let mut members = Vec::new();
+    {
+        let mut archive = tar::Archive::new(File::open(path).unwrap());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let header = entry.header().clone();
+            let mut contents = Vec::new();
+            io::Read::read_to_end(&mut entry, &mut contents).unwrap();
+            edit(&name, &mut contents);
+            members.push((name, header, contents));
+        }
+    }
+    let mut builder = tar::Builder::new(File::create(path).unwrap());
+    for (name, mut header, contents) in members {
+        header.set_size(contents.len() as u64);
+        builder
+            .append_data(&mut header, &name, contents.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap();
+}
+
+fn flip_first(haystack: &mut [u8], needle: &[u8]) {
+    let at = haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present");
+    haystack[at] ^= 0x20;
+}
+
+#[test]
+fn docker_save_imports_and_resolves_by_short_full_and_digest_references() {
+    let f = fixture();
+    let imported = f
+        .store
+        .import(&f.busybox_archive("busybox:test", TestImageFormat::DockerSave))
+        .unwrap();
+    assert_eq!(imported.len(), 1);
+    let summary = &imported[0];
+    assert_eq!(summary.reference, "docker.io/library/busybox:test");
+    assert_eq!(summary.layers, 1);
+    assert!(
+        summary.size_bytes > 1_000_000,
+        "busybox is in the layer: {summary:?}"
+    );
+    assert_eq!(f.store.list().unwrap(), imported);
+
+    for reference in [
+        "busybox:test",
+        "docker.io/library/busybox:test",
+        "library/busybox:test",
+    ] {
+        let resolved = f.store.resolve(reference).unwrap();
+        assert_eq!(resolved.digest, summary.digest, "{reference}");
+        assert_eq!(resolved.reference, "docker.io/library/busybox:test");
+        assert_eq!(resolved.config.cmd, ["sh"]);
+        assert_eq!(
+            resolved.config.env,
+            ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        );
+        assert!(resolved.rootfs.join("bin/busybox").is_file());
+    }
+    let by_digest = f.store.resolve(&summary.digest).unwrap();
+    assert_eq!(by_digest.reference, summary.digest);
+    let pinned = f
+        .store
+        .resolve(&format!("busybox@{}", summary.digest))
+        .unwrap();
+    assert_eq!(
+        pinned.reference,
+        format!("docker.io/library/busybox@{}", summary.digest)
+    );
+    assert_eq!(pinned.rootfs, by_digest.rootfs);
+    assert!(matches!(
+        f.store.resolve("busybox"),
+        Err(ImageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        f.store.resolve("other:test"),
+        Err(ImageError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn oci_layout_with_gzip_layer_imports_and_resolves_by_manifest_digest() {
+    let f = fixture();
+    let archive = f.busybox_archive("busybox", TestImageFormat::OciLayout);
+    let imported = f.store.import(&archive).unwrap();
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].reference, "docker.io/library/busybox:latest");
+    let resolved = f.store.resolve("busybox").unwrap();
+    assert_eq!(resolved.digest, imported[0].digest);
+    assert!(resolved.rootfs.join("bin/busybox").is_file());
+
+    let index: Index =
+        serde_json::from_slice(&fs::read(f.store_root.join(INDEX_FILE)).unwrap()).unwrap();
+    let manifest = index
+        .images
+        .values()
+        .next()
+        .unwrap()
+        .manifest_digest
+        .clone()
+        .unwrap();
+    assert_eq!(
+        f.store.resolve(&manifest.to_string()).unwrap().digest,
+        imported[0].digest
+    );
+    // The layer blob is stored compressed, under the digest of the compressed bytes.
+    let layer = &index.images.values().next().unwrap().layers[0];
+    assert_ne!(layer.digest, layer.diff_id);
+    assert!(f
+        .store_root
+        .join(BLOBS_DIR)
+        .join(layer.digest.hex())
+        .is_file());
+}
+
+#[test]
+fn both_formats_of_the_same_image_give_the_same_config_digest() {
+    let f = fixture();
+    let docker = f
+        .store
+        .import(&f.busybox_archive("busybox:a", TestImageFormat::DockerSave))
+        .unwrap();
+    let oci = f
+        .store
+        .import(&f.busybox_archive("busybox:b", TestImageFormat::OciLayout))
+        .unwrap();
+    assert_eq!(docker[0].digest, oci[0].digest);
+    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1, "one tree for one image");
+}
+
+#[test]
+fn rootfs_keeps_busybox_executable_with_modes_links_and_mtimes() {
+    let f = fixture();
+    f.store
+        .import(&f.busybox_archive("busybox:test", TestImageFormat::DockerSave))
+        .unwrap();
+    let rootfs = f.store.resolve("busybox:test").unwrap().rootfs;
+    let busybox = fs::metadata(rootfs.join("bin/busybox")).unwrap();
+    assert_eq!(busybox.mode() & 0o7777, 0o755);
+    assert_eq!(busybox.len(), fs::metadata(BUSYBOX).unwrap().len());
+    assert_eq!(busybox.mtime(), crate::testimage::TEST_IMAGE_MTIME as i64);
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert_eq!(
+        fs::metadata(rootfs.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+    assert_eq!(
+        fs::metadata(rootfs.join("root")).unwrap().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(rootfs.join("bin")).unwrap().mtime(),
+        crate::testimage::TEST_IMAGE_MTIME as i64
+    );
+    assert!(fs::read_to_string(rootfs.join("etc/passwd"))
+        .unwrap()
+        .starts_with("root:x:0:0:"));
+    let output = std::process::Command::new(rootfs.join("bin/busybox"))
+        .args(["echo", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(output.stdout, b"hello\n");
+}
+
+#[test]
+fn owners_and_special_mode_bits_are_kept() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: giving files away needs root");
+        return;
+    }
+    let f = fixture();
+    f.import_layers(vec![layer(|l| {
+        l.file_owned("usr/bin/su", 0o4755, 0, 0, b"x")?;
+        l.file_owned("home/app/data", 0o640, 1000, 2000, b"y")?;
+        Ok(())
+    })])
+    .unwrap();
+    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    assert_eq!(
+        fs::metadata(rootfs.join("usr/bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    let data = fs::metadata(rootfs.join("home/app/data")).unwrap();
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o7777),
+        (1000, 2000, 0o640)
+    );
+    // Directories the layer implies without listing them get docker's default.
+    assert_eq!(
+        fs::metadata(rootfs.join("home/app")).unwrap().mode() & 0o7777,
+        0o755
+    );
+}
+
+#[test]
+fn whiteouts_hide_lower_files_and_opaque_directories_hide_only_lower_contents() {
+    let f = fixture();
+    // Hostile targets always point into the test's own directory: if the code under test
+    // regresses, the damage stays there.
+    let victim_dir = f.work.join("victim");
+    fs::create_dir(&victim_dir).unwrap();
+    fs::write(victim_dir.join("passwd"), b"victim").unwrap();
+    let lower = layer(|l| {
+        l.file("a/keep", 0o644, b"keep")?;
+        l.file("a/gone", 0o644, b"gone")?;
+        l.file("b/old1", 0o644, b"old")?;
+        l.file("b/sub/old2", 0o644, b"old")?;
+        l.file("c/dir/deep", 0o644, b"deep")?;
+        l.symlink("d", victim_dir.to_str().unwrap())?;
+        Ok(())
+    });
+    let upper = layer(|l| {
+        l.file("a/.wh.gone", 0o644, b"")?;
+        // The opaque marker comes after this layer's own file: it must survive anyway.
+        l.file("b/new", 0o644, b"new")?;
+        l.file("b/.wh..wh..opq", 0o644, b"")?;
+        // A whiteout below a symlink hides nothing, and must not follow it.
+        l.file("d/.wh.passwd", 0o644, b"")?;
+        l.file(".wh.c", 0o644, b"")?;
+        l.file(".wh.d", 0o644, b"")?;
+        l.file("a/.wh.never-existed", 0o644, b"")?;
+        Ok(())
+    });
+    f.import_layers(vec![lower, upper]).unwrap();
+    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let exists = |p: &str| rootfs.join(p).symlink_metadata().is_ok();
+    assert!(exists("a/keep"));
+    assert!(!exists("a/gone"));
+    assert!(!exists("a/.wh.gone"), "whiteouts are not written");
+    assert!(exists("b/new"));
+    assert!(!exists("b/old1"));
+    assert!(!exists("b/sub"));
+    assert!(!exists("b/.wh..wh..opq"));
+    assert!(!exists("c"));
+    assert!(!exists("d"));
+    assert!(
+        victim_dir.join("passwd").exists(),
+        "the whiteout did not follow the symlink"
+    );
+}
+
+#[test]
+fn a_directory_replaces_a_lower_symlink_and_a_file_replaces_a_lower_directory() {
+    let f = fixture();
+    let outside = f.work.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let lower = layer(|l| {
+        l.symlink("lib", outside.to_str().unwrap())?;
+        l.file("x/y", 0o644, b"y")?;
+        Ok(())
+    });
+    let upper = layer(|l| {
+        l.dir("lib", 0o755)?;
+        l.file("lib/libc.so", 0o644, b"libc")?;
+        l.file("x", 0o644, b"now a file")?;
+        Ok(())
+    });
+    f.import_layers(vec![lower, upper]).unwrap();
+    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    assert!(rootfs.join("lib").symlink_metadata().unwrap().is_dir());
+    assert_eq!(fs::read(rootfs.join("lib/libc.so")).unwrap(), b"libc");
+    assert_eq!(fs::read(rootfs.join("x")).unwrap(), b"now a file");
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+}
+
+#[test]
+fn parent_directory_entry_is_refused_and_nothing_is_left() {
+    let f = fixture();
+    let hostile = layer(|l| {
+        l.file("ok", 0o644, b"ok")?;
+        l.raw(tar::EntryType::Regular, b"a/../../escaped", b"", b"x")?;
+        Ok(())
+    });
+    let error = f.import_layers(vec![hostile]).unwrap_err();
+    assert!(
+        matches!(&error, ImageError::PathEscape { path } if path == "a/../../escaped"),
+        "{error}"
+    );
+    f.assert_store_empty();
+}
+
+#[test]
+fn absolute_entry_is_refused_and_nothing_is_left() {
+    let f = fixture();
+    let target = f.work.join("absolute-target");
+    let hostile = layer(|l| {
+        l.raw(
+            tar::EntryType::Regular,
+            target.to_str().unwrap().as_bytes(),
+            b"",
+            b"x",
+        )?;
+        Ok(())
+    });
+    let error = f.import_layers(vec![hostile]).unwrap_err();
+    assert!(matches!(error, ImageError::PathEscape { .. }), "{error}");
+    assert!(!target.exists());
+    f.assert_store_empty();
+}
+
+#[test]
+fn writing_through_a_symlink_is_refused_within_and_across_layers() {
+    let f = fixture();
+    let outside = f.work.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let outside_str = outside.to_str().unwrap().to_string();
+
+    let same_layer = layer(|l| {
+        l.symlink("evil", &outside_str)?;
+        l.file("evil/owned", 0o644, b"x")?;
+        Ok(())
+    });
+    let error = f.import_layers(vec![same_layer]).unwrap_err();
+    assert!(
+        matches!(&error, ImageError::PathEscape { path } if path == "evil/owned"),
+        "{error}"
+    );
+
+    let lower = layer(|l| l.symlink("evil", &outside_str).map(drop));
+    let upper = layer(|l| l.dir("evil/sub", 0o755).map(drop));
+    let error = f.import_layers(vec![lower, upper]).unwrap_err();
+    assert!(matches!(error, ImageError::PathEscape { .. }), "{error}");
+
+    // A relative symlink climbing out of the tree is no different. The tree is unpacked in
+    // <tempdir>/store/tmp/import-*/rootfs-*, so four levels up is <tempdir>.
+    let relative = layer(|l| {
+        l.symlink("up", "../../../../work/outside")?;
+        l.file("up/owned", 0o644, b"x")?;
+        Ok(())
+    });
+    let error = f.import_layers(vec![relative]).unwrap_err();
+    assert!(matches!(error, ImageError::PathEscape { .. }), "{error}");
+
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    f.assert_store_empty();
+}
+
+#[test]
+fn a_file_entry_replaces_a_symlink_instead_of_writing_through_it() {
+    let f = fixture();
+    let victim = f.work.join("victim");
+    fs::write(&victim, b"original").unwrap();
+    let lower = layer(|l| l.symlink("etc/shadow", victim.to_str().unwrap()).map(drop));
+    let upper = layer(|l| l.file("etc/shadow", 0o600, b"image's own").map(drop));
+    f.import_layers(vec![lower, upper]).unwrap();
+    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    assert_eq!(fs::read(&victim).unwrap(), b"original");
+    assert_eq!(fs::read(rootfs.join("etc/shadow")).unwrap(), b"image's own");
+}
+
+#[test]
+fn hard_links_must_stay_inside_the_tree() {
+    let f = fixture();
+    let good = layer(|l| {
+        l.file("bin/tool", 0o755, b"tool")?;
+        l.hardlink("bin/alias", "bin/tool")?;
+        Ok(())
+    });
+    f.import_layers(vec![good]).unwrap();
+    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    assert_eq!(
+        fs::metadata(rootfs.join("bin/tool")).unwrap().ino(),
+        fs::metadata(rootfs.join("bin/alias")).unwrap().ino()
+    );
+    f.store.remove(LAYERS_IMAGE).unwrap();
+
+    let outside = f.work.join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), b"secret").unwrap();
+    let absolute_secret = outside.join("secret");
+    let hostile_layers = [
+        layer(|l| {
+            l.raw(
+                tar::EntryType::Link,
+                b"stolen",
+                b"../../../../work/outside/secret",
+                b"",
+            )
+            .map(drop)
+        }),
+        layer(|l| {
+            l.raw(
+                tar::EntryType::Link,
+                b"stolen",
+                absolute_secret.to_str().unwrap().as_bytes(),
+                b"",
+            )
+            .map(drop)
+        }),
+        layer(|l| {
+            l.symlink("out", outside.to_str().unwrap())?;
+            l.hardlink("stolen", "out/secret")?;
+            Ok(())
+        }),
+    ];
+    for hostile in hostile_layers {
+        let error = f.import_layers(vec![hostile]).unwrap_err();
+        assert!(matches!(error, ImageError::PathEscape { .. }), "{error}");
+    }
+    f.assert_store_empty();
+}
+
+#[test]
+fn corrupted_oci_blob_is_a_digest_mismatch_and_leaves_the_store_as_it_was() {
+    let f = fixture();
+    f.store
+        .import(&f.busybox_archive("busybox:good", TestImageFormat::DockerSave))
+        .unwrap();
+    let blobs_before = f.dir_entries(BLOBS_DIR);
+    let trees_before = f.dir_entries(ROOTFS_DIR);
+
+    let archive = f.layers_archive(
+        vec![layer(|l| l.file("data", 0o644, &[7u8; 4096]).map(drop))],
+        TestImageFormat::OciLayout,
+    );
+    // The layer blob is the largest member; change its last byte.
+    rewrite_archive(&archive, |name, contents| {
+        if name.starts_with("blobs/sha256/")
+            && contents.len() > 100
+            && contents.starts_with(&[0x1f, 0x8b])
+        {
+            *contents.last_mut().unwrap() ^= 1;
+        }
+    });
+    let error = f.store.import(&archive).unwrap_err();
+    assert!(
+        matches!(error, ImageError::DigestMismatch { .. }),
+        "{error}"
+    );
+    assert_eq!(f.dir_entries(BLOBS_DIR), blobs_before);
+    assert_eq!(f.dir_entries(ROOTFS_DIR), trees_before);
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+    assert_eq!(f.store.list().unwrap().len(), 1);
+    assert!(matches!(
+        f.store.resolve(LAYERS_IMAGE),
+        Err(ImageError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn corrupted_docker_save_layer_fails_its_diff_id_and_nothing_is_left() {
+    let f = fixture();
+    let archive = f.busybox_archive("busybox:test", TestImageFormat::DockerSave);
+    rewrite_archive(&archive, |name, contents| {
+        if name.ends_with("/layer.tar") {
+            flip_first(contents, b"nogroup");
+        }
+    });
+    let error = f.store.import(&archive).unwrap_err();
+    assert!(
+        matches!(&error, ImageError::DigestMismatch { expected, .. } if expected.starts_with("sha256:")),
+        "{error}"
+    );
+    f.assert_store_empty();
+}
+
+#[test]
+fn remove_untags_and_deletes_the_image_with_its_last_tag() {
+    let f = fixture();
+    let archive = f.busybox_archive("busybox:one", TestImageFormat::DockerSave);
+    f.store.import(&archive).unwrap();
+    let oci = f.busybox_archive("busybox:two", TestImageFormat::OciLayout);
+    f.store.import(&oci).unwrap();
+    let rootfs = f.store.resolve("busybox:one").unwrap().rootfs;
+
+    f.store.remove("busybox:one").unwrap();
+    assert!(matches!(
+        f.store.resolve("busybox:one"),
+        Err(ImageError::NotFound { .. })
+    ));
+    assert!(rootfs.is_dir(), "still tagged busybox:two");
+    assert_eq!(f.store.list().unwrap().len(), 1);
+
+    f.store.remove("docker.io/library/busybox:two").unwrap();
+    assert!(!rootfs.exists());
+    assert!(matches!(
+        f.store.remove("busybox:two"),
+        Err(ImageError::NotFound { .. })
+    ));
+    f.assert_store_empty();
+}
+
+#[test]
+fn remove_by_digest_removes_every_tag() {
+    let f = fixture();
+    let imported = f
+        .store
+        .import(&f.busybox_archive("busybox:one", TestImageFormat::DockerSave))
+        .unwrap();
+    f.store
+        .import(&f.busybox_archive("busybox:two", TestImageFormat::OciLayout))
+        .unwrap();
+    f.store.remove(&imported[0].digest).unwrap();
+    f.assert_store_empty();
+}
+
+#[test]
+fn reimport_is_idempotent_and_does_not_unpack_again() {
+    let f = fixture();
+    let archive = f.busybox_archive("busybox:test", TestImageFormat::DockerSave);
+    let first = f.store.import(&archive).unwrap();
+    let rootfs = f.store.resolve("busybox:test").unwrap().rootfs;
+    let marker = rootfs.join("unpacked-once");
+    fs::write(&marker, b"").unwrap();
+    let blobs = f.dir_entries(BLOBS_DIR);
+
+    let second = f.store.import(&archive).unwrap();
+    assert_eq!(first, second, "same summaries, same import time");
+    assert!(marker.exists(), "the tree was reused");
+    assert_eq!(f.store.list().unwrap(), first);
+    assert_eq!(f.dir_entries(BLOBS_DIR), blobs);
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+}
+
+#[test]
+fn retagging_keeps_the_previous_image_untagged_until_removed() {
+    let f = fixture();
+    let old = f
+        .store
+        .import(&f.busybox_archive("app:1", TestImageFormat::DockerSave))
+        .unwrap();
+    let layers = vec![layer(|l| l.file("v2", 0o644, b"2").map(drop))];
+    let out = f.work.join("app2.tar");
+    write_image_archive(
+        &out,
+        "app:1",
+        &layers,
+        &ImageConfig::default(),
+        TestImageFormat::DockerSave,
+    )
+    .unwrap();
+    let new = f.store.import(&out).unwrap();
+    assert_ne!(old[0].digest, new[0].digest);
+    assert_eq!(f.store.resolve("app:1").unwrap().digest, new[0].digest);
+    let listed: Vec<String> = f
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.reference)
+        .collect();
+    assert_eq!(
+        listed,
+        ["docker.io/library/app:1".to_string(), old[0].digest.clone()]
+    );
+    assert!(f.store.resolve(&old[0].digest).unwrap().rootfs.is_dir());
+    f.store.remove(&old[0].digest).unwrap();
+    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1);
+}
+
+#[test]
+fn gzipped_archive_imports() {
+    let f = fixture();
+    let plain = f.busybox_archive("busybox:gz", TestImageFormat::DockerSave);
+    let gzipped = f.work.join("busybox.tar.gz");
+    let mut encoder =
+        flate2::write::GzEncoder::new(File::create(&gzipped).unwrap(), flate2::Compression::fast());
+    io::copy(&mut File::open(&plain).unwrap(), &mut encoder).unwrap();
+    encoder.finish().unwrap();
+    let imported = f.store.import(&gzipped).unwrap();
+    assert_eq!(imported[0].reference, "docker.io/library/busybox:gz");
+}
+
+#[test]
+fn reopening_keeps_images_and_drops_leftovers() {
+    let f = fixture();
+    let imported = f
+        .store
+        .import(&f.busybox_archive("busybox:test", TestImageFormat::OciLayout))
+        .unwrap();
+    // What a crash between steps could leave: staging, an unnamed blob, an unnamed tree.
+    fs::create_dir_all(f.store_root.join(TMP_DIR).join("import-1-1/members")).unwrap();
+    fs::write(
+        f.store_root.join(BLOBS_DIR).join("ab".repeat(32)),
+        b"orphan",
+    )
+    .unwrap();
+    fs::create_dir_all(
+        f.store_root
+            .join(ROOTFS_DIR)
+            .join("cd".repeat(32))
+            .join("bin"),
+    )
+    .unwrap();
+
+    let reopened = ImageStore::open(&f.store_root).unwrap();
+    assert_eq!(reopened.list().unwrap(), imported);
+    assert!(reopened
+        .resolve("busybox:test")
+        .unwrap()
+        .rootfs
+        .join("bin/busybox")
+        .is_file());
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+    assert!(!f.dir_entries(BLOBS_DIR).contains(&"ab".repeat(32)));
+    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1);
+    assert_eq!(
+        fs::metadata(f.store_root.join(ROOTFS_DIR)).unwrap().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn archives_without_an_image_are_invalid() {
+    let f = fixture();
+    let empty = f.work.join("empty.tar");
+    let mut builder = tar::Builder::new(File::create(&empty).unwrap());
+    builder.finish().unwrap();
+    drop(builder);
+    assert!(matches!(
+        f.store.import(&empty),
+        Err(ImageError::InvalidArchive(_))
+    ));
+    let garbage = f.work.join("garbage.tar");
+    fs::write(&garbage, vec![0xffu8; 2048]).unwrap();
+    assert!(matches!(
+        f.store.import(&garbage),
+        Err(ImageError::InvalidArchive(_))
+    ));
+    f.assert_store_empty();
+}
+
+#[test]
+fn error_messages_are_lowercase_without_final_period() {
+    let errors = [
+        ImageError::NotFound {
+            reference: "busybox".into(),
+        },
+        ImageError::InvalidArchive("x".into()),
+        ImageError::DigestMismatch {
+            expected: "sha256:a".into(),
+            actual: "sha256:b".into(),
+        },
+        ImageError::PathEscape {
+            path: "../x".into(),
+        },
+        ImageError::TooLarge {
+            what: "manifest.json".into(),
+            limit_bytes: 1,
+        },
+        ImageError::StoreCorrupt("x".into()),
+    ];
+    for error in errors {
+        let message = error.to_string();
+        assert!(message.starts_with(|c: char| c.is_lowercase()), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
+    }
+}
