@@ -282,10 +282,17 @@ async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
     match matches.len() {
         0 => anyhow::bail!("no task {id} (see `dcos-rs task list`)"),
         1 => Ok(matches.into_iter().next().expect("one")),
-        n => match matches.iter().find(|t| t.id == id) {
-            Some(exact) => Ok(exact.clone()),
-            None => anyhow::bail!("{n} tasks start with {id}; give more of the id"),
-        },
+        n => {
+            if let Some(exact) = matches.iter().find(|t| t.id == id) {
+                return Ok(exact.clone());
+            }
+            // `hello` names the app's one live task even when ended ones are listed too.
+            let alive: Vec<&TaskView> = matches.iter().filter(|t| !t.state.is_terminal()).collect();
+            match alive.as_slice() {
+                [one] => Ok((*one).clone()),
+                _ => anyhow::bail!("{n} tasks start with {id}; give more of the id"),
+            }
+        }
     }
 }
 

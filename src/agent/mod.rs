@@ -310,32 +310,38 @@ impl Agent {
 
     /// Asks the task's shim to stop it (SIGTERM, then SIGKILL after the grace period).
     pub async fn kill(&self, task_id: &str) {
-        let shim_pid = {
-            let tasks = self.tasks.lock().expect("tasks lock");
-            match tasks.get(task_id) {
-                Some(task) if !task.terminal_reported => task.shim_pid,
-                Some(_) => return,
-                None => {
-                    drop(tasks);
-                    // Never launched here (or long gone): report it killed so the master
-                    // does not wait forever.
-                    self.report(TaskReport {
-                        task_id: task_id.to_string(),
-                        state: TaskState::Killed,
-                        message: Some("the agent does not run this task".into()),
-                        exit_code: None,
-                        at_ms: now_ms(),
-                    })
-                    .await;
-                    return;
+        enum Known {
+            Running(Option<i32>),
+            Ended,
+            Unknown,
+        }
+        let known = match self.tasks.lock().expect("tasks lock").get(task_id) {
+            Some(task) if !task.terminal_reported => Known::Running(task.shim_pid),
+            Some(_) => Known::Ended,
+            None => Known::Unknown,
+        };
+        match known {
+            Known::Running(shim_pid) => {
+                if let Some(pid) = shim_pid.filter(|p| shim_alive(*p)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 }
             }
-        };
-        if let Some(pid) = shim_pid.filter(|p| shim_alive(*p)) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            Known::Ended => {}
+            // Never launched here (or long gone): report it killed so the master does not
+            // wait forever.
+            Known::Unknown => {
+                self.report(TaskReport {
+                    task_id: task_id.to_string(),
+                    state: TaskState::Killed,
+                    message: Some("the agent does not run this task".into()),
+                    exit_code: None,
+                    at_ms: now_ms(),
+                })
+                .await
+            }
         }
     }
 

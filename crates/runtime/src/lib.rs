@@ -4,5 +4,9 @@
 //! Deliberately absent: async code. Everything here is synchronous so that the shim can run
 //! it in a single-threaded process (libcontainer clones the calling process).
 
+pub mod bundle;
+pub mod cgroups;
 pub mod image;
+pub mod shim;
+pub mod task_dir;
 pub mod testimage;

@@ -113,7 +113,7 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
     let stderr = open_log(&dir.stderr())?;
     let running = match &spec.image_rootfs {
         Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
-        None => start_process(dir, spec, stdout, stderr)?,
+        None => start_process(spec, stdout, stderr)?,
     };
     write_atomic(&dir.task_pid(), running.pid().as_raw().to_string().as_bytes())
         .map_err(|e| format!("writing task pid: {e}"))?;
@@ -231,7 +231,6 @@ fn start_container(
 }
 
 fn start_process(
-    dir: &TaskDir,
     spec: &ShimSpec,
     stdout: File,
     stderr: File,

@@ -1,0 +1,40 @@
+# dcos-rs: the two commands a new machine needs are `make run` and `make test`.
+CARGO ?= cargo
+MUSL_TARGET := x86_64-unknown-linux-musl
+DATA_DIR ?= ./.dcos-rs
+
+.PHONY: run build test test-core static fmt lint clean-state
+
+## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
+run:
+	$(CARGO) build --release --bin dcos-rs
+	./target/release/dcos-rs up --data-dir $(DATA_DIR)
+
+build:
+	$(CARGO) build --release --bin dcos-rs
+
+## test: every test (unit, in-process clusters, containers: needs root, busybox-static, chromium)
+test:
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+## test-core: the pure core alone, in seconds
+test-core:
+	$(CARGO) test -p dcos-core
+
+## static: a fully static binary (musl, ring as the TLS provider)
+static:
+	rustup target add $(MUSL_TARGET)
+	$(CARGO) build --release --target $(MUSL_TARGET) --bin dcos-rs
+	@file target/$(MUSL_TARGET)/release/dcos-rs
+	@ls -l target/$(MUSL_TARGET)/release/dcos-rs
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## clean-state: forget the embedded cluster's state (apps, tasks, images)
+clean-state:
+	rm -rf $(DATA_DIR)
