@@ -6,7 +6,10 @@
 use crate::client::{Client, ClientError};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use dcos_api::{AppEnvelope, AppView, AppsEnvelope, DeploymentResult, ImagesEnvelope, NodesView, TaskView, TasksEnvelope};
+use dcos_api::{
+    AppEnvelope, AppView, AppsEnvelope, DeploymentResult, ImagesEnvelope, NodesView, TaskView,
+    TasksEnvelope,
+};
 use hyper::Method;
 use std::path::PathBuf;
 
@@ -22,7 +25,12 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Master API URL for client commands.
-    #[arg(long, global = true, env = "DCOS_URL", default_value = "http://127.0.0.1:5050")]
+    #[arg(
+        long,
+        global = true,
+        env = "DCOS_URL",
+        default_value = "http://127.0.0.1:5050"
+    )]
     pub url: String,
     /// Print JSON (the API's shapes) instead of tables.
     #[arg(long, global = true)]
@@ -143,7 +151,15 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             if json {
                 return print_json(&nodes);
             }
-            let mut rows = vec![row(&["ROLE", "ID", "ADDRESS", "STATE", "CPUS (USED/TOTAL)", "MEM MiB (USED/TOTAL)", "TASKS"])];
+            let mut rows = vec![row(&[
+                "ROLE",
+                "ID",
+                "ADDRESS",
+                "STATE",
+                "CPUS (USED/TOTAL)",
+                "MEM MiB (USED/TOTAL)",
+                "TASKS",
+            ])];
             for m in &nodes.masters {
                 rows.push(vec![
                     "master".into(),
@@ -181,7 +197,8 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
         AppCommand::Deploy { file } => {
             let body = if file.as_os_str() == "-" {
                 let mut s = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)
+                    .context("reading stdin")?;
                 s
             } else {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
@@ -201,7 +218,16 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
             if json {
                 return print_json(&apps);
             }
-            let mut rows = vec![row(&["ID", "INSTANCES", "RUNNING", "STAGED", "CPUS", "MEM", "STATUS", "COMMAND/IMAGE"])];
+            let mut rows = vec![row(&[
+                "ID",
+                "INSTANCES",
+                "RUNNING",
+                "STAGED",
+                "CPUS",
+                "MEM",
+                "STATUS",
+                "COMMAND/IMAGE",
+            ])];
             for a in &apps.apps {
                 rows.push(vec![
                     a.spec.id.clone(),
@@ -210,7 +236,11 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
                     a.tasks_staged.to_string(),
                     a.spec.cpus.to_string(),
                     a.spec.mem.to_string(),
-                    if a.deployments.is_empty() { "running".into() } else { "deploying".into() },
+                    if a.deployments.is_empty() {
+                        "running".into()
+                    } else {
+                        "deploying".into()
+                    },
                     what_runs(a),
                 ]);
             }
@@ -223,19 +253,29 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
         }
         AppCommand::Scale { id, instances } => {
             let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))?;
-            let result: DeploymentResult = client.send_json(Method::PUT, &app_path(&id), &body).await?;
+            let result: DeploymentResult =
+                client.send_json(Method::PUT, &app_path(&id), &body).await?;
             if json {
                 return print_json(&result);
             }
-            println!("scaling {} to {instances} instance(s) (deployment {})", dcos_core::app::normalize_app_id(&id), result.deployment_id);
+            println!(
+                "scaling {} to {instances} instance(s) (deployment {})",
+                dcos_core::app::normalize_app_id(&id),
+                result.deployment_id
+            );
             Ok(())
         }
         AppCommand::Remove { id } => {
-            let result: DeploymentResult = client.send_json(Method::DELETE, &app_path(&id), b"").await?;
+            let result: DeploymentResult = client
+                .send_json(Method::DELETE, &app_path(&id), b"")
+                .await?;
             if json {
                 return print_json(&result);
             }
-            println!("removed {}; its tasks are being killed", dcos_core::app::normalize_app_id(&id));
+            println!(
+                "removed {}; its tasks are being killed",
+                dcos_core::app::normalize_app_id(&id)
+            );
             Ok(())
         }
         AppCommand::Tasks { id } => {
@@ -259,7 +299,9 @@ fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<()> {
     if json {
         return print_json(tasks);
     }
-    let mut rows = vec![row(&["ID", "APP", "HOST", "STATE", "CPUS", "MEM", "STARTED", "MESSAGE"])];
+    let mut rows = vec![row(&[
+        "ID", "APP", "HOST", "STATE", "CPUS", "MEM", "STARTED", "MESSAGE",
+    ])];
     for t in &tasks.tasks {
         rows.push(vec![
             t.id.clone(),
@@ -278,7 +320,11 @@ fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<()> {
 
 async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
     let tasks: TasksEnvelope = client.get("/v2/tasks").await?;
-    let matches: Vec<TaskView> = tasks.tasks.into_iter().filter(|t| t.id == id || t.id.starts_with(id)).collect();
+    let matches: Vec<TaskView> = tasks
+        .tasks
+        .into_iter()
+        .filter(|t| t.id == id || t.id.starts_with(id))
+        .collect();
     match matches.len() {
         0 => anyhow::bail!("no task {id} (see `dcos-rs task list`)"),
         1 => Ok(matches.into_iter().next().expect("one")),
@@ -309,9 +355,16 @@ async fn task(client: &Client, json: bool, command: TaskCommand) -> anyhow::Resu
         TaskCommand::Show { id } => print_json(&find_task(client, &id).await?),
         TaskCommand::Logs { id, follow, stderr } => {
             let task = find_task(client, &id).await?;
-            anyhow::ensure!(!task.agent_url.is_empty(), "task {} has no agent address", task.id);
+            anyhow::ensure!(
+                !task.agent_url.is_empty(),
+                "task {} has no agent address",
+                task.id
+            );
             let stream = if stderr { "stderr" } else { "stdout" };
-            let url = format!("{}/files/tasks/{}/{stream}?follow={follow}", task.agent_url, task.id);
+            let url = format!(
+                "{}/files/tasks/{}/{stream}?follow={follow}",
+                task.agent_url, task.id
+            );
             let mut out = tokio::io::stdout();
             client.stream_to(&url, &mut out).await?;
             Ok(())
@@ -340,14 +393,18 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
                 if !json {
                     eprintln!("importing {} into agent {url}…", file.display());
                 }
-                let imported: ImagesEnvelope = client.upload(&format!("{url}/images"), &file).await?;
+                let imported: ImagesEnvelope =
+                    client.upload(&format!("{url}/images"), &file).await?;
                 all.extend(imported.images);
             }
             if json {
                 return print_json(&ImagesEnvelope { images: all });
             }
             for image in &all {
-                println!("imported {} ({}, {} layer(s), {} bytes)", image.reference, image.digest, image.layers, image.size_bytes);
+                println!(
+                    "imported {} ({}, {} layer(s), {} bytes)",
+                    image.reference, image.digest, image.layers, image.size_bytes
+                );
             }
             Ok(())
         }
@@ -357,7 +414,13 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
             for url in agent_urls(client).await? {
                 let images: ImagesEnvelope = client.get(&format!("{url}/images")).await?;
                 for i in &images.images {
-                    rows.push(vec![url.clone(), i.reference.clone(), i.digest.clone(), i.layers.to_string(), i.size_bytes.to_string()]);
+                    rows.push(vec![
+                        url.clone(),
+                        i.reference.clone(),
+                        i.digest.clone(),
+                        i.layers.to_string(),
+                        i.size_bytes.to_string(),
+                    ]);
                 }
                 all.extend(images.images);
             }
@@ -369,7 +432,10 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
         }
         ImageCommand::Remove { reference } => {
             for url in agent_urls(client).await? {
-                match client.status_of(Method::DELETE, &format!("{url}/images/{reference}")).await? {
+                match client
+                    .status_of(Method::DELETE, &format!("{url}/images/{reference}"))
+                    .await?
+                {
                     s if s.is_success() => println!("removed {reference} from {url}"),
                     s if s.as_u16() == 404 => println!("{reference} is not on {url}"),
                     s => anyhow::bail!("removing {reference} from {url}: HTTP {s}"),
@@ -387,7 +453,12 @@ fn row(cells: &[&str]) -> Vec<String> {
 fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let line: Vec<String> = r
@@ -424,7 +495,10 @@ pub fn report_error(error: &anyhow::Error, json: bool) {
         return;
     }
     if json {
-        println!("{}", serde_json::json!({ "code": "client_error", "message": format!("{error:#}") }));
+        println!(
+            "{}",
+            serde_json::json!({ "code": "client_error", "message": format!("{error:#}") })
+        );
     } else {
         eprintln!("error: {error:#}");
     }

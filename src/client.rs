@@ -45,11 +45,15 @@ pub struct Client {
 }
 
 fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn full(bytes: Vec<u8>) -> Body {
-    Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 impl Client {
@@ -89,10 +93,14 @@ impl Client {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        let response = self.http.request(request).await.map_err(|e| ClientError::Connect {
-            url: url.clone(),
-            reason: error_chain(&e),
-        })?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -127,9 +135,15 @@ impl Client {
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Decode { url: url.clone(), reason: e.to_string() })?
+            .map_err(|e| ClientError::Decode {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
             .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, reason: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            reason: e.to_string(),
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -142,25 +156,35 @@ impl Client {
         path: &str,
         body: &[u8],
     ) -> Result<T, ClientError> {
-        self.json(method, path, full(body.to_vec()), Some("application/json")).await
+        self.json(method, path, full(body.to_vec()), Some("application/json"))
+            .await
     }
 
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let response = self.send(Method::GET, path, empty(), None).await?;
-        let bytes = response.into_body().collect().await.map_err(|e| ClientError::Decode {
-            url: self.url(path),
-            reason: e.to_string(),
-        })?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Decode {
+                url: self.url(path),
+                reason: e.to_string(),
+            })?;
         Ok(String::from_utf8_lossy(&bytes.to_bytes()).into_owned())
     }
 
     /// Streams a file as the request body (no full copy in memory).
-    pub async fn upload<T: DeserializeOwned>(&self, path: &str, file: &Path) -> Result<T, ClientError> {
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: &Path,
+    ) -> Result<T, ClientError> {
         use futures_util::StreamExt;
         let handle = tokio::fs::File::open(file).await?;
         let stream = tokio_util::io::ReaderStream::new(handle).map(|chunk| chunk.map(Frame::data));
         let body: Body = BodyExt::boxed(StreamBody::new(stream));
-        self.json(Method::POST, path, body, Some("application/x-tar")).await
+        self.json(Method::POST, path, body, Some("application/x-tar"))
+            .await
     }
 
     /// Copies a (possibly endless) response body to `out` as it arrives.
@@ -169,10 +193,16 @@ impl Client {
         path: &str,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, ClientError> {
-        let mut body = self.send(Method::GET, path, empty(), None).await?.into_body();
+        let mut body = self
+            .send(Method::GET, path, empty(), None)
+            .await?
+            .into_body();
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Decode { url: self.url(path), reason: e.to_string() })?;
+            let frame = frame.map_err(|e| ClientError::Decode {
+                url: self.url(path),
+                reason: e.to_string(),
+            })?;
             if let Some(data) = frame.data_ref() {
                 out.write_all(data).await?;
                 out.flush().await?;
@@ -185,7 +215,9 @@ impl Client {
     pub async fn status_of(&self, method: Method, path: &str) -> Result<StatusCode, ClientError> {
         match self.send(method, path, empty(), None).await {
             Ok(r) => Ok(r.status()),
-            Err(ClientError::Api(e)) => Ok(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
+            Err(ClientError::Api(e)) => {
+                Ok(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            }
             Err(e) => Err(e),
         }
     }

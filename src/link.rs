@@ -13,7 +13,9 @@ pub const LINK_QUEUE_MAX: usize = 1024;
 #[derive(Debug)]
 pub enum ToAgent {
     Launch(Box<Task>),
-    Kill { task_id: String },
+    Kill {
+        task_id: String,
+    },
     /// Does the agent's image store resolve this reference? (checked before an app is accepted)
     HasImage {
         reference: String,

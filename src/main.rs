@@ -12,17 +12,26 @@ fn main() -> ExitCode {
             eprintln!("usage: dcos-rs __shim <task-dir>");
             return ExitCode::from(2);
         };
+        // The shim's stderr is the task's shim.log: libcontainer's diagnostics land there.
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter("warn,libcgroups=error"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
         return ExitCode::from(dcos_runtime::shim::run(std::path::Path::new(dir)) as u8);
+    }
+    if args.get(1).is_some_and(|a| a == "__exec") {
+        return ExitCode::from(dcos_runtime::shim::exec_after_gate(&args[2..]) as u8);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DCOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter("warn"))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -49,7 +58,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("listening on {} (is another dcos-rs running? use --listen)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "listening on {} (is another dcos-rs running? use --listen)",
+                args.listen
+            )
+        })?;
     let agent_listener = tokio::net::TcpListener::bind(&args.agent_listen)
         .await
         .with_context(|| format!("listening on {} (use --agent-listen)", args.agent_listen))?;
@@ -74,4 +88,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
     handle.stop(true).await
+}
+
+/// Log filter from `DCOS_LOG` (e.g. `info`, `dcos_rs=debug`), else `default`.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("DCOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
 }

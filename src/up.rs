@@ -46,7 +46,11 @@ fn say(announce: bool, line: &str) {
     }
 }
 
-pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener: TcpListener) -> anyhow::Result<UpHandle> {
+pub async fn start(
+    opts: UpOptions,
+    master_listener: TcpListener,
+    agent_listener: TcpListener,
+) -> anyhow::Result<UpHandle> {
     let master_addr = master_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
     let master_url = format!("http://{master_addr}");
@@ -54,9 +58,12 @@ pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
 
-    let raft = ReplicatedState::open_single(RaftOptions::single(opts.data_dir.join("master"), master_url.clone()))
-        .await
-        .context("starting the replicated state (Raft)")?;
+    let raft = ReplicatedState::open_single(RaftOptions::single(
+        opts.data_dir.join("master"),
+        master_url.clone(),
+    ))
+    .await
+    .context("starting the replicated state (Raft)")?;
     let status = raft.status();
     let (apps, tasks) = raft.read(|s| (s.apps.len(), s.tasks.len()));
     say(
@@ -78,10 +85,20 @@ pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut handles = Vec::new();
-    handles.push(tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())));
+    handles.push(tokio::spawn(
+        master.clone().run(from_agents, shutdown_rx.clone()),
+    ));
     handles.push(tokio::spawn(agent.clone().run(shutdown_rx.clone())));
-    handles.push(serve(master_listener, crate::master::http::router(master.clone()), shutdown_rx.clone()));
-    handles.push(serve(agent_listener, crate::agent::http::router(agent.clone()), shutdown_rx.clone()));
+    handles.push(serve(
+        master_listener,
+        crate::master::http::router(master.clone()),
+        shutdown_rx.clone(),
+    ));
+    handles.push(serve(
+        agent_listener,
+        crate::agent::http::router(agent.clone()),
+        shutdown_rx.clone(),
+    ));
 
     // Ready once the agent is registered in the replicated state.
     let agent_id = agent.id.clone();
@@ -101,7 +118,10 @@ pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener
             dcos_runtime::cgroups::setup_name()
         ),
     );
-    say(opts.announce, &format!("dcos-rs is up: dashboard and API at {master_url}/  (Ctrl-C to stop)"));
+    say(
+        opts.announce,
+        &format!("dcos-rs is up: dashboard and API at {master_url}/  (Ctrl-C to stop)"),
+    );
     Ok(UpHandle {
         master_url,
         agent_url,
@@ -113,12 +133,19 @@ pub async fn start(opts: UpOptions, master_listener: TcpListener, agent_listener
     })
 }
 
-fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let graceful = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
             tracing::error!("HTTP server: {e}");
         }
     })
@@ -127,16 +154,25 @@ fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Recei
 impl UpHandle {
     /// Stops everything. Without `keep_tasks`, tasks are killed first and their ends recorded.
     pub async fn stop(self, announce: bool) -> anyhow::Result<()> {
+        self.master.stop_scheduling();
         if !self.keep_tasks {
             let n = self.agent.running_task_count();
             if n > 0 {
-                say(announce, &format!("stopping {n} task(s) (SIGTERM, then SIGKILL after their grace period)…"));
+                say(
+                    announce,
+                    &format!(
+                        "stopping {n} task(s) (SIGTERM, then SIGKILL after their grace period)…"
+                    ),
+                );
             }
             self.agent.kill_all_and_wait().await;
             // Let the master record the final statuses before it stops.
             tokio::time::sleep(Duration::from_millis(300)).await;
         } else {
-            say(announce, "leaving tasks running (--keep-tasks); the next start adopts them");
+            say(
+                announce,
+                "leaving tasks running (--keep-tasks); the next start adopts them",
+            );
         }
         let _ = self.shutdown.send(true);
         for handle in self.tasks {

@@ -50,7 +50,9 @@ async fn task_log(
     Query(query): Query<LogQuery>,
 ) -> Response {
     let Some(dir) = agent.sandbox(&task_id) else {
-        return api_error(ApiError::bad_request(format!("task id {task_id:?} is not valid")));
+        return api_error(ApiError::bad_request(format!(
+            "task id {task_id:?} is not valid"
+        )));
     };
     let path = match stream.as_str() {
         "stdout" => dir.stdout(),
@@ -73,38 +75,55 @@ async fn task_log(
                 None => return (StatusCode::OK, "").into_response(),
             }
         }
-        Err(_) => return api_error(ApiError::not_found(format!("no sandbox for task {task_id} on this agent"))),
+        Err(_) => {
+            return api_error(ApiError::not_found(format!(
+                "no sandbox for task {task_id} on this agent"
+            )))
+        }
     };
-    if file.seek(std::io::SeekFrom::Start(query.offset)).await.is_err() {
+    if file
+        .seek(std::io::SeekFrom::Start(query.offset))
+        .await
+        .is_err()
+    {
         return api_error(ApiError::bad_request("offset is beyond the end of the log"));
     }
     if !query.follow {
         let mut bytes = Vec::new();
         if let Err(e) = file.read_to_end(&mut bytes).await {
-            return api_error(ApiError::internal(format!("reading {}: {e}", path.display())));
+            return api_error(ApiError::internal(format!(
+                "reading {}: {e}",
+                path.display()
+            )));
         }
         return (StatusCode::OK, bytes).into_response();
     }
     let exit_file = dir.exit();
-    let stream = futures_util::stream::unfold((file, exit_file, false), |(mut file, exit_file, done)| async move {
-        if done {
-            return None;
-        }
-        let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
-        loop {
-            // Check for the end before reading so the last bytes are never missed.
-            let ended = exit_file.exists();
-            match file.read(&mut buf).await {
-                Ok(0) if ended => return None,
-                Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, exit_file, false)));
-                }
-                Err(e) => return Some((Err(e), (file, exit_file, true))),
+    let stream = futures_util::stream::unfold(
+        (file, exit_file, false),
+        |(mut file, exit_file, done)| async move {
+            if done {
+                return None;
             }
-        }
-    });
+            let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
+            loop {
+                // Check for the end before reading so the last bytes are never missed.
+                let ended = exit_file.exists();
+                match file.read(&mut buf).await {
+                    Ok(0) if ended => return None,
+                    Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Some((
+                            Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                            (file, exit_file, false),
+                        ));
+                    }
+                    Err(e) => return Some((Err(e), (file, exit_file, true))),
+                }
+            }
+        },
+    );
     Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
@@ -145,7 +164,10 @@ fn image_view(s: dcos_runtime::image::ImageSummary) -> ImageView {
 async fn import_image(State(agent): State<Arc<Agent>>, request: Request) -> Response {
     let upload_dir = agent.config.work_dir.join("uploads");
     if let Err(e) = tokio::fs::create_dir_all(&upload_dir).await {
-        return api_error(ApiError::internal(format!("creating {}: {e}", upload_dir.display())));
+        return api_error(ApiError::internal(format!(
+            "creating {}: {e}",
+            upload_dir.display()
+        )));
     }
     let path = upload_dir.join(format!("{}.tar", crate::link::random_id()));
     let result = receive_and_import(&agent, request, &path).await;
@@ -170,15 +192,23 @@ async fn receive_and_import(
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading upload: {e}")))?;
         received += chunk.len();
         if received > IMAGE_UPLOAD_MAX_BYTES {
-            return Err(ApiError::new(413, "too_large", format!("image tarball is larger than {IMAGE_UPLOAD_MAX_BYTES} bytes")));
+            return Err(ApiError::new(
+                413,
+                "too_large",
+                format!("image tarball is larger than {IMAGE_UPLOAD_MAX_BYTES} bytes"),
+            ));
         }
         file.write_all(&chunk)
             .await
             .map_err(|e| ApiError::internal(format!("writing upload: {e}")))?;
     }
-    file.flush().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    file.flush()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     if received == 0 {
-        return Err(ApiError::bad_request("empty upload: send the image tarball as the body"));
+        return Err(ApiError::bad_request(
+            "empty upload: send the image tarball as the body",
+        ));
     }
     let store = agent.clone();
     let path = path.to_path_buf();
@@ -194,10 +224,12 @@ async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<Str
     let r = reference.clone();
     match tokio::task::spawn_blocking(move || store.images.remove(&r)).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(dcos_runtime::image::ImageError::NotFound { .. })) => {
-            api_error(ApiError::not_found(format!("image {reference} is not on this agent")))
-        }
-        Ok(Err(e)) => api_error(ApiError::internal(format!("removing image {reference}: {e}"))),
+        Ok(Err(dcos_runtime::image::ImageError::NotFound { .. })) => api_error(
+            ApiError::not_found(format!("image {reference} is not on this agent")),
+        ),
+        Ok(Err(e)) => api_error(ApiError::internal(format!(
+            "removing image {reference}: {e}"
+        ))),
         Err(e) => api_error(ApiError::internal(e.to_string())),
     }
 }

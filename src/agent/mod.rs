@@ -77,7 +77,10 @@ pub struct Agent {
 
 impl Agent {
     /// Opens the work dir (creating the agent id on first start) and the image store.
-    pub fn open(config: AgentConfig, to_master: mpsc::Sender<ToMaster>) -> anyhow::Result<Arc<Agent>> {
+    pub fn open(
+        config: AgentConfig,
+        to_master: mpsc::Sender<ToMaster>,
+    ) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(config.work_dir.join("tasks"))
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
         let id_file = config.work_dir.join("agent_id");
@@ -172,7 +175,11 @@ impl Agent {
         tracing::info!(agent = %self.id, tasks = reports.len(), "registering with the master");
         let _ = self
             .to_master
-            .send(ToMaster::Register { agent: self.info(), tasks: reports, link })
+            .send(ToMaster::Register {
+                agent: self.info(),
+                tasks: reports,
+                link,
+            })
             .await;
         let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
         loop {
@@ -275,8 +282,8 @@ impl Agent {
             .user
             .as_deref()
             .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
-        let (uid, gid) =
-            resolve_user(user, image.as_ref().map(|i| i.rootfs.as_path())).map_err(anyhow::Error::msg)?;
+        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.rootfs.as_path()))
+            .map_err(anyhow::Error::msg)?;
         let spec = ShimSpec {
             task_id: task.id.clone(),
             args: process.args,
@@ -495,7 +502,11 @@ fn shim_alive(pid: i32) -> bool {
         return false;
     };
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false);
     !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == b"__shim")
 }
@@ -509,7 +520,9 @@ pub fn hostname() -> String {
 /// Detected resources minus a reservation for the agent and the system (0.5 cpu, 512 MiB
 /// or 10 %), unless overridden.
 fn detect_resources(config: &AgentConfig) -> Resources {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
     let mem_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

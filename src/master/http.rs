@@ -85,7 +85,10 @@ async fn metrics(State(master): State<Arc<Master>>) -> Response {
     let status = master.raft.status();
     let body = master.read(|s| master.metrics.render(s, &status));
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -99,7 +102,9 @@ async fn list_apps(State(master): State<Arc<Master>>) -> Json<AppsEnvelope> {
 
 fn raft_error(error: RaftError) -> ApiError {
     match error {
-        RaftError::NotLeader { .. } => ApiError::unavailable(format!("this master cannot accept writes: {error}")),
+        RaftError::NotLeader { .. } => {
+            ApiError::unavailable(format!("this master cannot accept writes: {error}"))
+        }
         other => ApiError::unavailable(format!("the cluster state could not be written: {other}")),
     }
 }
@@ -119,22 +124,37 @@ fn reject_error(reject: Reject) -> ApiError {
 /// Parses an app definition, naming the field of any type error and every invalid field.
 pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
     if !value.is_object() {
-        return Err(ApiError::bad_request("an app definition must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "an app definition must be a JSON object",
+        ));
     }
     let mut spec: AppSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." { "(root)".to_string() } else { field };
+        let field = if field == "." {
+            "(root)".to_string()
+        } else {
+            field
+        };
         ApiError::invalid(&[FieldError::new(field, e.inner().to_string())])
     })?;
-    spec.normalize_and_validate().map_err(|errors| ApiError::invalid(&errors))?;
+    spec.normalize_and_validate()
+        .map_err(|errors| ApiError::invalid(&errors))?;
     Ok(spec)
 }
 
 fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status().as_u16();
-        let code = if status == 413 { "too_large" } else { "bad_request" };
-        ApiError::new(status, code, format!("request body: {}", rejection.body_text()))
+        let code = if status == 413 {
+            "too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(
+            status,
+            code,
+            format!("request body: {}", rejection.body_text()),
+        )
     })?;
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
@@ -161,19 +181,29 @@ async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), Ap
         if needed.cpus_milli > largest.cpus_milli {
             errors.push(FieldError::new(
                 "cpus",
-                format!("{} cpus is more than any agent offers (largest: {})", spec.cpus, largest.cpus()),
+                format!(
+                    "{} cpus is more than any agent offers (largest: {})",
+                    spec.cpus,
+                    largest.cpus()
+                ),
             ));
         }
         if needed.mem_mib > largest.mem_mib {
             errors.push(FieldError::new(
                 "mem",
-                format!("{} MiB is more than any agent offers (largest: {} MiB)", spec.mem, largest.mem_mib),
+                format!(
+                    "{} MiB is more than any agent offers (largest: {} MiB)",
+                    spec.mem, largest.mem_mib
+                ),
             ));
         }
         if needed.disk_mib > largest.disk_mib {
             errors.push(FieldError::new(
                 "disk",
-                format!("{} MiB is more than any agent offers (largest: {} MiB)", spec.disk, largest.disk_mib),
+                format!(
+                    "{} MiB is more than any agent offers (largest: {} MiB)",
+                    spec.disk, largest.disk_mib
+                ),
             ));
         }
         if !errors.is_empty() {
@@ -191,7 +221,10 @@ async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), Ap
     Ok(())
 }
 
-async fn create_app(State(master): State<Arc<Master>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn create_app(
+    State(master): State<Arc<Master>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let spec = parse_app(parse_json(body)?)?;
         check_against_cluster(&master, &spec).await?;
@@ -210,7 +243,9 @@ async fn create_app(State(master): State<Arc<Master>>, body: Result<Bytes, Bytes
     .await;
     match result {
         Ok(Some(view)) => (StatusCode::CREATED, Json(view)).into_response(),
-        Ok(None) => api_error(ApiError::conflict("the app was removed right after it was created")),
+        Ok(None) => api_error(ApiError::conflict(
+            "the app was removed right after it was created",
+        )),
         Err(e) => api_error(e),
     }
 }
@@ -223,9 +258,14 @@ async fn get_app_or_tasks(State(master): State<Arc<Master>>, Path(rest): Path<St
     master.read(|s| match s.apps.get(&id) {
         None => api_error(ApiError::not_found(format!("app {id} does not exist"))),
         Some(app) if tasks => json_ok(&TasksEnvelope {
-            tasks: s.tasks_of_app(&app.spec.id).map(|t| task_view(s, t)).collect(),
+            tasks: s
+                .tasks_of_app(&app.spec.id)
+                .map(|t| task_view(s, t))
+                .collect(),
         }),
-        Some(app) => json_ok(&AppEnvelope { app: app_view(s, app) }),
+        Some(app) => json_ok(&AppEnvelope {
+            app: app_view(s, app),
+        }),
     })
 }
 
@@ -240,7 +280,9 @@ async fn put_app(
     let result = async {
         let patch = parse_json(body)?;
         let Some(patch_fields) = patch.as_object() else {
-            return Err(ApiError::bad_request("an app definition must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "an app definition must be a JSON object",
+            ));
         };
         if let Some(body_id) = patch_fields.get("id").and_then(|v| v.as_str()) {
             if dcos_core::app::normalize_app_id(body_id) != id {
@@ -252,10 +294,14 @@ async fn put_app(
         }
         let current = master.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
         let mut merged = match &current {
-            Some(spec) => serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?,
+            Some(spec) => {
+                serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?
+            }
             None => serde_json::json!({}),
         };
-        let merged_fields = merged.as_object_mut().expect("an app serializes to an object");
+        let merged_fields = merged
+            .as_object_mut()
+            .expect("an app serializes to an object");
         for (k, v) in patch_fields {
             merged_fields.insert(k.clone(), v.clone());
         }
@@ -272,11 +318,19 @@ async fn put_app(
             },
             _ => {
                 check_against_cluster(&master, &spec).await?;
-                Command::PutApp { app: spec, create: false, at_ms, deployment_id: deployment_id.clone() }
+                Command::PutApp {
+                    app: spec,
+                    create: false,
+                    at_ms,
+                    deployment_id: deployment_id.clone(),
+                }
             }
         };
         match master.write(command).await.map_err(raft_error)? {
-            Outcome::Applied => Ok(DeploymentResult { version: iso8601(at_ms), deployment_id }),
+            Outcome::Applied => Ok(DeploymentResult {
+                version: iso8601(at_ms),
+                deployment_id,
+            }),
             Outcome::Rejected(reject) => Err(reject_error(reject)),
         }
     }

@@ -46,15 +46,35 @@ impl Metrics {
         let raft_commit_index = Gauge::default();
         let raft_last_log_index = Gauge::default();
         let raft_is_leader = Gauge::default();
-        registry.register("api_requests", "API requests by route, method and status", requests.clone());
-        registry.register("api_request_duration_seconds", "API request latency by route", latency.clone());
+        registry.register(
+            "api_requests",
+            "API requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "API request latency by route",
+            latency.clone(),
+        );
         registry.register("tasks", "Tasks by state", tasks.clone());
         registry.register("agents", "Agents by state", agents.clone());
         registry.register("apps", "Apps defined", apps.clone());
         registry.register("raft_term", "Current Raft term", raft_term.clone());
-        registry.register("raft_commit_index", "Last applied (committed) Raft log index", raft_commit_index.clone());
-        registry.register("raft_last_log_index", "Last Raft log index", raft_last_log_index.clone());
-        registry.register("raft_is_leader", "1 if this master is the Raft leader", raft_is_leader.clone());
+        registry.register(
+            "raft_commit_index",
+            "Last applied (committed) Raft log index",
+            raft_commit_index.clone(),
+        );
+        registry.register(
+            "raft_last_log_index",
+            "Last Raft log index",
+            raft_last_log_index.clone(),
+        );
+        registry.register(
+            "raft_is_leader",
+            "1 if this master is the Raft leader",
+            raft_is_leader.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -89,8 +109,17 @@ impl Metrics {
                 .get_or_create(&vec![("state".into(), task_state.as_str().into())])
                 .set(count as i64);
         }
-        for agent_state in [AgentState::Active, AgentState::Draining, AgentState::Unreachable, AgentState::Gone] {
-            let count = state.agents.values().filter(|a| a.state == agent_state).count();
+        for agent_state in [
+            AgentState::Active,
+            AgentState::Draining,
+            AgentState::Unreachable,
+            AgentState::Gone,
+        ] {
+            let count = state
+                .agents
+                .values()
+                .filter(|a| a.state == agent_state)
+                .count();
             self.agents
                 .get_or_create(&vec![("state".into(), agent_state.as_str().into())])
                 .set(count as i64);

@@ -12,6 +12,7 @@ use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster};
 use dcos_core::{plan, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState};
 use dcos_raft::{RaftError, ReplicatedState};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,6 +33,9 @@ pub struct Master {
     /// Kills sent and when, so a kill is repeated only after `KILL_RESEND_MS`.
     kills_sent: Mutex<HashMap<String, Instant>>,
     pub metrics: metrics::Metrics,
+    /// Cleared when the master is stopping: task ends are still recorded, but the services
+    /// framework no longer launches replacements.
+    scheduling: AtomicBool,
 }
 
 impl Master {
@@ -42,6 +46,7 @@ impl Master {
             links: Mutex::new(BTreeMap::new()),
             kills_sent: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
+            scheduling: AtomicBool::new(true),
         })
     }
 
@@ -53,17 +58,35 @@ impl Master {
         self.raft.write(command).await
     }
 
+    /// Stops launching and replacing tasks (used before a shutdown that kills tasks).
+    pub fn stop_scheduling(&self) {
+        self.scheduling.store(false, Ordering::SeqCst);
+    }
+
     fn link(&self, agent_id: &str) -> Option<mpsc::Sender<ToAgent>> {
-        self.links.lock().expect("links lock").get(agent_id).cloned()
+        self.links
+            .lock()
+            .expect("links lock")
+            .get(agent_id)
+            .cloned()
     }
 
     /// True if at least one connected agent's image store resolves `reference`.
     pub async fn image_available(&self, reference: &str) -> bool {
-        let links: Vec<_> = self.links.lock().expect("links lock").values().cloned().collect();
+        let links: Vec<_> = self
+            .links
+            .lock()
+            .expect("links lock")
+            .values()
+            .cloned()
+            .collect();
         for link in links {
             let (reply, answer) = oneshot::channel();
             let sent = link
-                .send(ToAgent::HasImage { reference: reference.to_string(), reply })
+                .send(ToAgent::HasImage {
+                    reference: reference.to_string(),
+                    reply,
+                })
                 .await;
             if sent.is_err() {
                 continue;
@@ -110,7 +133,10 @@ impl Master {
                     tracing::error!("recording agent {agent_id}: {e}");
                     return;
                 }
-                self.links.lock().expect("links lock").insert(agent_id.clone(), link);
+                self.links
+                    .lock()
+                    .expect("links lock")
+                    .insert(agent_id.clone(), link);
                 self.reconcile_agent(&agent_id, tasks).await;
             }
             ToMaster::Status(report) => self.record_status(report).await,
@@ -120,10 +146,16 @@ impl Master {
     /// After a (re-)registration: adopt what the agent runs, mark lost what it does not know,
     /// and kill what should not run any more.
     async fn reconcile_agent(&self, agent_id: &str, reports: Vec<TaskReport>) {
-        let reported: BTreeMap<String, TaskReport> =
-            reports.into_iter().map(|r| (r.task_id.clone(), r)).collect();
+        let reported: BTreeMap<String, TaskReport> = reports
+            .into_iter()
+            .map(|r| (r.task_id.clone(), r))
+            .collect();
         let (known, unknown_to_agent): (Vec<Task>, Vec<String>) = self.read(|s| {
-            let on_agent: Vec<&Task> = s.tasks.values().filter(|t| t.agent_id == agent_id).collect();
+            let on_agent: Vec<&Task> = s
+                .tasks
+                .values()
+                .filter(|t| t.agent_id == agent_id)
+                .collect();
             (
                 on_agent.iter().map(|t| (*t).clone()).collect(),
                 on_agent
@@ -171,7 +203,10 @@ impl Master {
         match self.write(command).await {
             Ok(Outcome::Applied) => {
                 if report.state.is_terminal() {
-                    self.kills_sent.lock().expect("kills lock").remove(&report.task_id);
+                    self.kills_sent
+                        .lock()
+                        .expect("kills lock")
+                        .remove(&report.task_id);
                 }
             }
             Ok(Outcome::Rejected(reject)) => {
@@ -187,17 +222,27 @@ impl Master {
                 .lock()
                 .expect("kills lock")
                 .insert(task_id.to_string(), Instant::now());
-            let _ = link.send(ToAgent::Kill { task_id: task_id.to_string() }).await;
+            let _ = link
+                .send(ToAgent::Kill {
+                    task_id: task_id.to_string(),
+                })
+                .await;
         }
     }
 
     /// One round of the services framework.
     async fn plan_and_act(&self) {
-        if !self.raft.is_leader() {
+        if !self.raft.is_leader() || !self.scheduling.load(Ordering::SeqCst) {
             return;
         }
         let now = now_ms();
-        let connected: Vec<String> = self.links.lock().expect("links lock").keys().cloned().collect();
+        let connected: Vec<String> = self
+            .links
+            .lock()
+            .expect("links lock")
+            .keys()
+            .cloned()
+            .collect();
         let (actions, pending_kills) = self.read(|state| {
             // Place only on agents that are connected now.
             let mut view = state.clone();
@@ -219,7 +264,12 @@ impl Master {
                 Action::Launch { app_id, agent_id } => self.launch(&app_id, &agent_id, now).await,
                 Action::Kill { task_id } => {
                     let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
-                    let written = self.write(Command::KillTask { task_id: task_id.clone(), at_ms: now }).await;
+                    let written = self
+                        .write(Command::KillTask {
+                            task_id: task_id.clone(),
+                            at_ms: now,
+                        })
+                        .await;
                     if let (Ok(Outcome::Applied), Some(agent_id)) = (written, agent_id) {
                         self.send_kill(&agent_id, &task_id).await;
                     }
@@ -246,7 +296,11 @@ impl Master {
         let Some(task) = self.read(|s| {
             let app = s.apps.get(app_id)?;
             Some(Task {
-                id: format!("{}.{}", app_id.trim_start_matches('/').replace('/', "_"), random_id()),
+                id: format!(
+                    "{}.{}",
+                    app_id.trim_start_matches('/').replace('/', "_"),
+                    random_id()
+                ),
                 app_id: app_id.to_string(),
                 agent_id: agent_id.to_string(),
                 resources: app.spec.resources(),
@@ -282,7 +336,9 @@ impl Master {
                     }
                 }
             }
-            Ok(Outcome::Rejected(reject)) => tracing::debug!(app = app_id, "launch refused: {reject}"),
+            Ok(Outcome::Rejected(reject)) => {
+                tracing::debug!(app = app_id, "launch refused: {reject}")
+            }
             Err(e) => tracing::warn!(app = app_id, "launch not recorded: {e}"),
         }
     }

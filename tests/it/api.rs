@@ -24,13 +24,34 @@ async fn deployed_app_runs_and_answers_in_marathon_shapes() {
 
     let raw: Value = cluster.client.get("/v2/apps/web").await.unwrap();
     let app = &raw["app"];
-    for field in ["id", "cmd", "cpus", "mem", "instances", "env", "tasksRunning", "tasksStaged", "tasksHealthy", "tasksUnhealthy", "deployments", "version"] {
+    for field in [
+        "id",
+        "cmd",
+        "cpus",
+        "mem",
+        "instances",
+        "env",
+        "tasksRunning",
+        "tasksStaged",
+        "tasksHealthy",
+        "tasksUnhealthy",
+        "deployments",
+        "version",
+    ] {
         assert!(app.get(field).is_some(), "app JSON lacks {field}: {app}");
     }
     assert_eq!(app["tasksRunning"], 1);
     let raw_tasks: Value = cluster.client.get("/v2/apps/web/tasks").await.unwrap();
     let t = &raw_tasks["tasks"][0];
-    for field in ["id", "appId", "host", "state", "startedAt", "stagedAt", "slaveId"] {
+    for field in [
+        "id",
+        "appId",
+        "host",
+        "state",
+        "startedAt",
+        "stagedAt",
+        "slaveId",
+    ] {
         assert!(t.get(field).is_some(), "task JSON lacks {field}: {t}");
     }
     assert_eq!(t["state"], "TASK_RUNNING");
@@ -52,7 +73,10 @@ async fn deployed_app_runs_and_answers_in_marathon_shapes() {
         "dcos_api_requests_total{route=\"/v2/apps/{*id}\",method=\"GET\",status=\"200\"}",
         "dcos_api_request_duration_seconds_bucket",
     ] {
-        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
     }
     cluster.stop().await;
 }
@@ -61,15 +85,25 @@ async fn deployed_app_runs_and_answers_in_marathon_shapes() {
 async fn scaling_up_and_down_and_removing() {
     let cluster = TestCluster::start().await;
     cluster
-        .deploy(json!({"id": "/scaled", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1}))
+        .deploy(
+            json!({"id": "/scaled", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1}),
+        )
         .await
         .unwrap();
     cluster.wait_running("/scaled", 1).await;
     let body = serde_json::to_vec(&json!({"instances": 3})).unwrap();
-    let _: Value = cluster.client.send_json(Method::PUT, "/v2/apps/scaled", &body).await.unwrap();
+    let _: Value = cluster
+        .client
+        .send_json(Method::PUT, "/v2/apps/scaled", &body)
+        .await
+        .unwrap();
     cluster.wait_running("/scaled", 3).await;
     let body = serde_json::to_vec(&json!({"instances": 1})).unwrap();
-    let _: Value = cluster.client.send_json(Method::PUT, "/v2/apps/scaled", &body).await.unwrap();
+    let _: Value = cluster
+        .client
+        .send_json(Method::PUT, "/v2/apps/scaled", &body)
+        .await
+        .unwrap();
     let survivors = cluster.wait_running("/scaled", 1).await;
     let killed = cluster
         .tasks("/scaled")
@@ -82,13 +116,26 @@ async fn scaling_up_and_down_and_removing() {
     assert_eq!(app.app.spec.instances, 1);
     assert_eq!(app.app.tasks_running, 1);
 
-    let _: Value = cluster.client.send_json(Method::DELETE, "/v2/apps/scaled", b"").await.unwrap();
-    wait_for("the removed app's tasks to end", Duration::from_secs(20), || async {
-        cluster.running("/scaled").await.is_empty().then_some(())
-    })
+    let _: Value = cluster
+        .client
+        .send_json(Method::DELETE, "/v2/apps/scaled", b"")
+        .await
+        .unwrap();
+    wait_for(
+        "the removed app's tasks to end",
+        Duration::from_secs(20),
+        || async { cluster.running("/scaled").await.is_empty().then_some(()) },
+    )
     .await;
-    let pid_file = cluster.dir.path().join(format!("data/agent/tasks/{}/task.pid", survivors[0].id));
-    let pid: i32 = std::fs::read_to_string(pid_file).unwrap().trim().parse().unwrap();
+    let pid_file = cluster
+        .dir
+        .path()
+        .join(format!("data/agent/tasks/{}/task.pid", survivors[0].id));
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!crate::common::pid_alive(pid), "the task's process is gone");
     let apps: AppsEnvelope = cluster.client.get("/v2/apps").await.unwrap();
     assert!(apps.apps.is_empty());
@@ -105,7 +152,11 @@ fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> dcos_api::Api
 fn field_errors(e: &dcos_api::ApiError) -> Vec<String> {
     e.details["errors"]
         .as_array()
-        .map(|a| a.iter().map(|x| x["field"].as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x["field"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -114,7 +165,11 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
     let cluster = TestCluster::start().await;
     let post = |body: &'static [u8]| {
         let client = cluster.client.clone();
-        async move { client.send_json::<Value>(Method::POST, "/v2/apps", body).await }
+        async move {
+            client
+                .send_json::<Value>(Method::POST, "/v2/apps", body)
+                .await
+        }
     };
 
     let e = api_error(post(b"{\"id\": \"web\", \"cmd\": ").await);
@@ -131,14 +186,24 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
 
     let e = api_error(post(br#"{"id": "Bad_Id", "cmd": "true", "mem": 1}"#).await);
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["id", "mem"], "every invalid field is named");
+    assert_eq!(
+        field_errors(&e),
+        vec!["id", "mem"],
+        "every invalid field is named"
+    );
 
     let e = api_error(post(br#"{"id": "big", "cmd": "true", "mem": 4096000}"#).await);
     assert_eq!(e.status, 422);
     assert_eq!(field_errors(&e), vec!["mem"]);
-    assert!(e.message.contains("more than any agent offers"), "{}", e.message);
+    assert!(
+        e.message.contains("more than any agent offers"),
+        "{}",
+        e.message
+    );
 
-    let e = api_error(post(br#"{"id": "img", "container": {"docker": {"image": "no-such-image:1"}}}"#).await);
+    let e = api_error(
+        post(br#"{"id": "img", "container": {"docker": {"image": "no-such-image:1"}}}"#).await,
+    );
     assert_eq!(e.status, 422);
     assert_eq!(field_errors(&e), vec!["container.docker.image"]);
 
@@ -150,17 +215,32 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
     let tasks: TasksEnvelope = cluster.client.get("/v2/tasks").await.unwrap();
     assert!(tasks.tasks.is_empty());
 
-    post(br#"{"id": "dup", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}"#).await.unwrap();
+    post(br#"{"id": "dup", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}"#)
+        .await
+        .unwrap();
     let e = api_error(post(br#"{"id": "dup", "cmd": "sleep 5", "cpus": 0.1, "mem": 16}"#).await);
     assert_eq!((e.status, e.code.as_str()), (409, "conflict"));
     let app: AppEnvelope = cluster.client.get("/v2/apps/dup").await.unwrap();
-    assert_eq!(app.app.spec.cmd.as_deref(), Some("sleep 1000"), "the duplicate changed nothing");
+    assert_eq!(
+        app.app.spec.cmd.as_deref(),
+        Some("sleep 1000"),
+        "the duplicate changed nothing"
+    );
 
     let e = api_error(cluster.client.get::<Value>("/v2/apps/missing").await);
     assert_eq!(e.status, 404);
     let huge = vec![b' '; 2 << 20];
-    let e = api_error(cluster.client.send_json::<Value>(Method::POST, "/v2/apps", &huge).await);
-    assert_eq!((e.status, e.code.as_str()), (413, "too_large"), "bodies over the limit are refused as JSON");
+    let e = api_error(
+        cluster
+            .client
+            .send_json::<Value>(Method::POST, "/v2/apps", &huge)
+            .await,
+    );
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (413, "too_large"),
+        "bodies over the limit are refused as JSON"
+    );
     cluster.stop().await;
 }
 
@@ -185,6 +265,9 @@ async fn crashing_task_fails_with_exit_code_and_is_relaunched_with_backoff() {
     assert_eq!(failed[0].message.as_deref(), Some("exited with code 3"));
     let app: AppEnvelope = cluster.client.get("/v2/apps/crash").await.unwrap();
     assert!(app.app.consecutive_failures >= 2);
-    assert!(!app.app.deployments.is_empty(), "a crash-looping app is still deploying");
+    assert!(
+        !app.app.deployments.is_empty(),
+        "a crash-looping app is still deploying"
+    );
     cluster.stop().await;
 }

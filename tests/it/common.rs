@@ -51,22 +51,38 @@ impl TestCluster {
         let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = start(opts, master, agent).await.expect("cluster starts");
         let client = Client::new(&handle.master_url);
-        TestCluster { handle: Some(handle), client, dir, cgroup_parent }
+        TestCluster {
+            handle: Some(handle),
+            client,
+            dir,
+            cgroup_parent,
+        }
     }
 
     pub fn handle(&self) -> &UpHandle {
         self.handle.as_ref().expect("running")
     }
 
-    pub async fn deploy(&self, app: serde_json::Value) -> Result<dcos_api::AppView, dcos_rs::client::ClientError> {
+    pub async fn deploy(
+        &self,
+        app: serde_json::Value,
+    ) -> Result<dcos_api::AppView, dcos_rs::client::ClientError> {
         self.client
-            .send_json(hyper::Method::POST, "/v2/apps", &serde_json::to_vec(&app).unwrap())
+            .send_json(
+                hyper::Method::POST,
+                "/v2/apps",
+                &serde_json::to_vec(&app).unwrap(),
+            )
             .await
     }
 
     pub async fn tasks(&self, app_id: &str) -> Vec<TaskView> {
         let tasks: TasksEnvelope = self.client.get("/v2/tasks").await.expect("task list");
-        tasks.tasks.into_iter().filter(|t| t.app_id == app_id).collect()
+        tasks
+            .tasks
+            .into_iter()
+            .filter(|t| t.app_id == app_id)
+            .collect()
     }
 
     pub async fn running(&self, app_id: &str) -> Vec<TaskView> {
@@ -78,12 +94,29 @@ impl TestCluster {
     }
 
     pub async fn wait_running(&self, app_id: &str, n: usize) -> Vec<TaskView> {
-        wait_for(&format!("{n} running task(s) of {app_id}"), Duration::from_secs(30), || async {
-            let running = self.running(app_id).await;
-            let alive = self.tasks(app_id).await.into_iter().filter(|t| !t.state.is_terminal()).count();
-            (running.len() == n && alive == n).then_some(running)
-        })
-        .await
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tasks = self.tasks(app_id).await;
+            let running: Vec<TaskView> = tasks
+                .iter()
+                .filter(|t| t.state == dcos_core::TaskState::Running)
+                .cloned()
+                .collect();
+            let alive = tasks.iter().filter(|t| !t.state.is_terminal()).count();
+            if running.len() == n && alive == n {
+                return running;
+            }
+            if Instant::now() > deadline {
+                let summary: Vec<String> = tasks
+                    .iter()
+                    .map(|t| format!("{} {:?} {:?}", t.id, t.state, t.message))
+                    .collect();
+                panic!(
+                    "timed out waiting for {n} running task(s) of {app_id}; tasks: {summary:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn stop(mut self) {
@@ -91,6 +124,46 @@ impl TestCluster {
             handle.stop(false).await.expect("clean stop");
         }
         remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+impl Drop for TestCluster {
+    /// A test that panicked never called `stop`: end its tasks so nothing outlives the run.
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            kill_tasks_under(&self.dir.path().join("data/agent/tasks"));
+            remove_cgroup_parent(&self.cgroup_parent);
+        }
+    }
+}
+
+/// SIGKILLs every task under a sandbox root and waits (bounded) for their shims to finish.
+pub fn kill_tasks_under(tasks_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(tasks_dir) else {
+        return;
+    };
+    let mut shims = Vec::new();
+    for entry in entries.flatten() {
+        let read = |name: &str| -> Option<i32> {
+            std::fs::read_to_string(entry.path().join(name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        if let Some(pid) = read("task.pid").filter(|p| pid_alive(*p)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(shim) = read("shim.pid") {
+            shims.push(shim);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shims.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -115,23 +188,38 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// A busybox image tarball built from Debian's busybox-static (no registry needed).
-pub fn busybox_image(dir: &Path, reference: &str, format: dcos_runtime::testimage::TestImageFormat) -> PathBuf {
+pub fn busybox_image(
+    dir: &Path,
+    reference: &str,
+    format: dcos_runtime::testimage::TestImageFormat,
+) -> PathBuf {
     let busybox = Path::new("/bin/busybox");
-    assert!(busybox.exists(), "/bin/busybox is missing: apt-get install busybox-static (.ci/run does)");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static (.ci/run does)"
+    );
     let out = dir.join("busybox-image.tar");
-    dcos_runtime::testimage::build_busybox_image(busybox, &out, reference, format).expect("build test image");
+    dcos_runtime::testimage::build_busybox_image(busybox, &out, reference, format)
+        .expect("build test image");
     out
 }
 
 pub fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true)
 }

@@ -15,7 +15,11 @@ async fn import(cluster: &TestCluster, format: TestImageFormat, reference: &str)
 }
 
 fn cgroup_file(parent: &str, task_id: &str, controller: &str, file: &str) -> std::path::PathBuf {
-    std::path::Path::new("/sys/fs/cgroup").join(controller).join(parent).join(task_id).join(file)
+    std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(parent)
+        .join(task_id)
+        .join(file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,21 +36,46 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         .expect("deploy");
     let task = cluster.wait_running("/boxed", 1).await.remove(0);
     let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
-    let pid: i32 = std::fs::read_to_string(sandbox.join("task.pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(sandbox.join("task.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     for ns in ["pid", "mnt", "uts", "ipc"] {
         let inside = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
         let outside = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert_ne!(inside, outside, "the task has its own {ns} namespace");
     }
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
-    assert_ne!(root, std::path::PathBuf::from("/"), "the task sees its image's root");
+    let passwd = std::fs::read_to_string(format!("/proc/{pid}/root/etc/passwd")).unwrap();
+    assert_eq!(
+        passwd.lines().count(),
+        2,
+        "the task sees its image's root, not the host's: {passwd}"
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
     if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-        let limit = std::fs::read_to_string(cgroup_file(&cluster.cgroup_parent, &task.id, "memory", "memory.limit_in_bytes")).unwrap();
+        let limit = std::fs::read_to_string(cgroup_file(
+            &cluster.cgroup_parent,
+            &task.id,
+            "memory",
+            "memory.limit_in_bytes",
+        ))
+        .unwrap();
         assert_eq!(limit.trim(), (64u64 << 20).to_string());
-        let quota = std::fs::read_to_string(cgroup_file(&cluster.cgroup_parent, &task.id, "cpu", "cpu.cfs_quota_us")).unwrap();
+        let quota = std::fs::read_to_string(cgroup_file(
+            &cluster.cgroup_parent,
+            &task.id,
+            "cpu",
+            "cpu.cfs_quota_us",
+        ))
+        .unwrap();
         assert_eq!(quota.trim(), "50000");
     } else {
-        let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/{}/{}/memory.max", cluster.cgroup_parent, task.id)).unwrap();
+        let limit = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{}/{}/memory.max",
+            cluster.cgroup_parent, task.id
+        ))
+        .unwrap();
         assert_eq!(limit.trim(), (64u64 << 20).to_string());
     }
     let stdout_url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
@@ -56,11 +85,22 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         text.contains("from-container").then_some(text)
     })
     .await;
-    assert!(out.contains(&task.id[..20]), "hostname is the task id: {out}");
-    assert!(cluster.client.get_text(&stderr_url).await.unwrap().contains("to-stderr"));
+    assert!(
+        out.contains(&task.id[..20]),
+        "hostname is the task id: {out}"
+    );
+    assert!(cluster
+        .client
+        .get_text(&stderr_url)
+        .await
+        .unwrap()
+        .contains("to-stderr"));
     let parent = cluster.cgroup_parent.clone();
     cluster.stop().await;
-    assert!(!crate::common::pid_alive(pid), "stopping `up` stops its tasks");
+    assert!(
+        !crate::common::pid_alive(pid),
+        "stopping `up` stops its tasks"
+    );
     assert!(
         !cgroup_file(&parent, &task.id, "memory", "").exists(),
         "the task's cgroup is removed"
@@ -88,10 +128,16 @@ async fn task_over_its_memory_limit_is_oom_killed_and_reported_failed() {
     })
     .await;
     let message = failed.message.clone().unwrap_or_default();
-    assert!(message.contains("OOM-killed") && message.contains("64 MiB"), "reason says OOM: {message}");
+    assert!(
+        message.contains("OOM-killed") && message.contains("64 MiB"),
+        "reason says OOM: {message}"
+    );
     let out = cluster
         .client
-        .get_text(&format!("{}/files/tasks/{}/stdout", failed.agent_url, failed.id))
+        .get_text(&format!(
+            "{}/files/tasks/{}/stdout",
+            failed.agent_url, failed.id
+        ))
         .await
         .unwrap();
     assert!(out.contains("allocating"), "{out}");

@@ -2,8 +2,8 @@
 //! through the real HTTP API, real shims and containers (as root), and the real binary
 //! for the restart and signal tests.
 
-mod common;
 mod api;
+mod common;
 mod containers;
 mod dashboard;
 mod process;

@@ -15,7 +15,11 @@ struct UpProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn spawn_up(data_dir: &Path, cgroup_parent: &str, extra: &[&str]) -> UpProcess {
@@ -26,7 +30,14 @@ async fn spawn_up(data_dir: &Path, cgroup_parent: &str, extra: &[&str]) -> UpPro
         .arg(data_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
-        .args(["--cgroup-parent", cgroup_parent, "--cpus", "1", "--mem", "1024"])
+        .args([
+            "--cgroup-parent",
+            cgroup_parent,
+            "--cpus",
+            "1",
+            "--mem",
+            "1024",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -35,7 +46,11 @@ async fn spawn_up(data_dir: &Path, cgroup_parent: &str, extra: &[&str]) -> UpPro
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
     wait_for("dcos-rs up to answer", Duration::from_secs(30), || async {
         let nodes: dcos_api::NodesView = client.get("/cluster/v1/nodes").await.ok()?;
-        nodes.agents.iter().any(|a| a.state == "active").then_some(())
+        nodes
+            .agents
+            .iter()
+            .any(|a| a.state == "active")
+            .then_some(())
     })
     .await;
     UpProcess { child, client }
@@ -52,7 +67,10 @@ impl UpProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "dcos-rs up did not exit within {timeout:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dcos-rs up did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -85,14 +103,24 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
-    let body = serde_json::to_vec(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16})).unwrap();
-    let _: serde_json::Value = up.client.send_json(hyper::Method::POST, "/v2/apps", &body).await.unwrap();
+    let body =
+        serde_json::to_vec(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}))
+            .unwrap();
+    let _: serde_json::Value = up
+        .client
+        .send_json(hyper::Method::POST, "/v2/apps", &body)
+        .await
+        .unwrap();
     // Kill right after the acknowledgement: the app must be on disk already.
     up.signal(nix::sys::signal::Signal::SIGKILL);
     up.wait_exit(Duration::from_secs(5));
 
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
-    let app: AppEnvelope = up.client.get("/v2/apps/durable").await.expect("the app survived SIGKILL");
+    let app: AppEnvelope = up
+        .client
+        .get("/v2/apps/durable")
+        .await
+        .expect("the app survived SIGKILL");
     assert_eq!(app.app.spec.cmd.as_deref(), Some("sleep 1000"));
     let first = wait_for("the task to run", Duration::from_secs(30), || async {
         let r = up.running("/durable").await;
@@ -129,8 +157,15 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
     let mut up = spawn_up(&data, &cgroup_parent, &["--keep-tasks"]).await;
-    let body = serde_json::to_vec(&json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2})).unwrap();
-    let _: serde_json::Value = up.client.send_json(hyper::Method::POST, "/v2/apps", &body).await.unwrap();
+    let body = serde_json::to_vec(
+        &json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2}),
+    )
+    .unwrap();
+    let _: serde_json::Value = up
+        .client
+        .send_json(hyper::Method::POST, "/v2/apps", &body)
+        .await
+        .unwrap();
     let before = wait_for("two running tasks", Duration::from_secs(30), || async {
         let r = up.running("/kept").await;
         (r.len() == 2).then_some(r)
@@ -139,7 +174,11 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
     up.signal(nix::sys::signal::Signal::SIGINT);
     assert!(up.wait_exit(Duration::from_secs(30)).success());
     for t in &before {
-        assert!(pid_alive(task_pid(&data, &t.id)), "--keep-tasks leaves {} running", t.id);
+        assert!(
+            pid_alive(task_pid(&data, &t.id)),
+            "--keep-tasks leaves {} running",
+            t.id
+        );
     }
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
     let after = wait_for("the adopted tasks", Duration::from_secs(30), || async {

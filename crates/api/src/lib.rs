@@ -215,7 +215,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
     let tasks: Vec<&Task> = state.tasks_of_app(&record.spec.id).collect();
-    let running = tasks.iter().filter(|t| t.state == TaskState::Running).count();
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
     let staged = tasks
         .iter()
         .filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting))
@@ -318,6 +321,9 @@ mod tests {
     fn api_error_serializes_without_status() {
         let e = ApiError::conflict("app /web exists");
         let json = serde_json::to_value(&e).unwrap();
-        assert_eq!(json, serde_json::json!({"code": "conflict", "message": "app /web exists"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"code": "conflict", "message": "app /web exists"})
+        );
     }
 }

@@ -72,11 +72,23 @@ pub fn resolve_process(
     let config = image.unwrap_or(&empty);
     let argv: Vec<String> = match (cmd, args) {
         (Some(cmd), _) => vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-        (None, Some(args)) => config.entrypoint.iter().chain(args.iter()).cloned().collect(),
-        (None, None) => config.entrypoint.iter().chain(config.cmd.iter()).cloned().collect(),
+        (None, Some(args)) => config
+            .entrypoint
+            .iter()
+            .chain(args.iter())
+            .cloned()
+            .collect(),
+        (None, None) => config
+            .entrypoint
+            .iter()
+            .chain(config.cmd.iter())
+            .cloned()
+            .collect(),
     };
     if argv.is_empty() {
-        return Err("nothing to run: no cmd, no args and the image has no Entrypoint or Cmd".into());
+        return Err(
+            "nothing to run: no cmd, no args and the image has no Entrypoint or Cmd".into(),
+        );
     }
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     if image.is_some() {
@@ -148,7 +160,7 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 65536u64, "soft": 65536u64 }],
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64 }],
             "noNewPrivileges": true
         },
         "root": { "path": "rootfs", "readonly": false },
@@ -197,7 +209,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -236,7 +251,9 @@ mod tests {
     #[test]
     fn nothing_to_run_is_an_error() {
         let none = BTreeMap::new();
-        assert!(resolve_process(Some(&ImageConfig::default()), None, None, &none, &none, "/").is_err());
+        assert!(
+            resolve_process(Some(&ImageConfig::default()), None, None, &none, &none, "/").is_err()
+        );
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl TaskCgroup {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.manager.get_all_pids().map(|p| p.is_empty()).unwrap_or(true)
+        self.manager
+            .get_all_pids()
+            .map(|p| p.is_empty())
+            .unwrap_or(true)
     }
 
     pub fn remove(&self) {
@@ -89,16 +92,24 @@ pub fn oom_kill_count(cgroup_path: &str) -> u64 {
     let relative = cgroup_path.trim_start_matches('/');
     let candidates = match get_cgroup_setup() {
         Ok(CgroupSetup::Unified) => vec![(
-            PathBuf::from(CGROUP_ROOT).join(relative).join("memory.events"),
+            PathBuf::from(CGROUP_ROOT)
+                .join(relative)
+                .join("memory.events"),
             "oom_kill",
         )],
         _ => vec![
             (
-                PathBuf::from(CGROUP_ROOT).join("memory").join(relative).join("memory.oom_control"),
+                PathBuf::from(CGROUP_ROOT)
+                    .join("memory")
+                    .join(relative)
+                    .join("memory.oom_control"),
                 "oom_kill",
             ),
             (
-                PathBuf::from(CGROUP_ROOT).join("unified").join(relative).join("memory.events"),
+                PathBuf::from(CGROUP_ROOT)
+                    .join("unified")
+                    .join(relative)
+                    .join("memory.events"),
                 "oom_kill",
             ),
         ],

@@ -81,8 +81,14 @@ pub fn now_ms() -> u64 {
 
 /// What the wait loop needs to know about the running task.
 enum Running {
-    Container { container: Box<Container>, pid: Pid },
-    Process { cgroup: cgroups::TaskCgroup, pid: Pid },
+    Container {
+        container: Box<Container>,
+        pid: Pid,
+    },
+    Process {
+        cgroup: cgroups::TaskCgroup,
+        pid: Pid,
+    },
 }
 
 impl Running {
@@ -115,8 +121,11 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
         None => start_process(spec, stdout, stderr)?,
     };
-    write_atomic(&dir.task_pid(), running.pid().as_raw().to_string().as_bytes())
-        .map_err(|e| format!("writing task pid: {e}"))?;
+    write_atomic(
+        &dir.task_pid(),
+        running.pid().as_raw().to_string().as_bytes(),
+    )
+    .map_err(|e| format!("writing task pid: {e}"))?;
     let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms);
     let cgroup_path = spec.cgroup_path.clone();
     let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
@@ -156,15 +165,27 @@ fn prepare_rootfs(dir: &TaskDir, lower: &Path) -> Result<(), String> {
         std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("making / private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
         dir.overlay_upper().display(),
         dir.overlay_work().display()
     );
-    match mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(options.as_str())) {
+    match mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    ) {
         Ok(()) => Ok(()),
         Err(e) => {
             eprintln!("shim: overlay mount failed ({e}), copying the image instead");
@@ -230,35 +251,37 @@ fn start_container(
     })
 }
 
-fn start_process(
-    spec: &ShimSpec,
-    stdout: File,
-    stderr: File,
-) -> Result<Running, String> {
+fn start_process(spec: &ShimSpec, stdout: File, stderr: File) -> Result<Running, String> {
     let cgroup = cgroups::TaskCgroup::create(spec)?;
     block_signals();
-    // The child waits on this pipe until it is in the task's cgroup, so not one instruction
-    // of the task runs outside its limits.
-    let (gate_read, gate_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // The task starts as `dcos-rs __exec`, which waits on this pipe until it is in the task's
+    // cgroup and only then drops privileges and execs the workload: not one instruction of
+    // the task runs outside its limits. (A wait inside `pre_exec` would deadlock: `spawn`
+    // returns only once the child has exec'd.)
+    let (gate_read, gate_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let gate_read_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_read);
-    let mut command = std::process::Command::new(&spec.args[0]);
+    let mut command = std::process::Command::new("/proc/self/exe");
     command
-        .args(&spec.args[1..])
+        .arg("__exec")
+        .arg(gate_read_fd.to_string())
+        .arg(spec.uid.to_string())
+        .arg(spec.gid.to_string())
+        .arg("--")
+        .args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().filter_map(|e| e.split_once('=')))
         .current_dir(&spec.cwd)
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .uid(spec.uid)
-        .gid(spec.gid)
         .process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions (read, close).
+    // SAFETY: fcntl is async-signal-safe; it keeps the gate's read end open across exec.
     unsafe {
         command.pre_exec(move || {
-            let mut byte = [0u8; 1];
-            libc::read(gate_read_fd, byte.as_mut_ptr().cast(), 1);
-            libc::close(gate_read_fd);
+            if libc::fcntl(gate_read_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -362,5 +385,57 @@ fn cleanup(dir: &TaskDir, running: Running) {
             }
             cgroup.remove();
         }
+    }
+}
+
+/// `dcos-rs __exec <gate-fd> <uid> <gid> -- <argv...>`: the first process of a plain task.
+/// Waits until the shim has put it into the task's cgroup (a byte on the gate), drops to
+/// the task's user and execs the workload. Returns only on error (the exit code to use).
+pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let parse = |i: usize| {
+        args.get(i)
+            .and_then(|a| a.to_str())
+            .and_then(|a| a.parse::<u32>().ok())
+    };
+    let (Some(fd), Some(uid), Some(gid)) = (parse(0), parse(1), parse(2)) else {
+        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> -- <argv...>");
+        return 127;
+    };
+    let argv: Vec<CString> = args
+        .iter()
+        .skip(4)
+        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .collect();
+    if argv.is_empty() {
+        eprintln!("dcos-rs: nothing to run");
+        return 127;
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer from an inherited descriptor.
+    let n = unsafe { libc::read(fd as i32, byte.as_mut_ptr().cast(), 1) };
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(fd as i32) };
+    if n != 1 {
+        eprintln!("dcos-rs: the task's supervisor went away before starting it");
+        return 127;
+    }
+    if uid != 0 || gid != 0 {
+        let gid = nix::unistd::Gid::from_raw(gid);
+        if let Err(e) = nix::unistd::setgroups(&[gid])
+            .and_then(|_| nix::unistd::setgid(gid))
+            .and_then(|_| nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)))
+        {
+            eprintln!("dcos-rs: switching to uid {uid}: {e}");
+            return 126;
+        }
+    }
+    let error = nix::unistd::execvp(&argv[0], &argv).unwrap_err();
+    eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
+    if error == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
     }
 }

@@ -168,8 +168,12 @@ impl TaskDir {
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
     let bytes = std::fs::read(path)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, so readers see the
@@ -210,10 +214,26 @@ mod tests {
     #[test]
     fn exit_kinds_and_reasons() {
         let cases = [
-            (exit(Some(0), None, false, false), ExitKind::Finished, "exited with code 0"),
-            (exit(Some(3), None, false, false), ExitKind::Failed, "exited with code 3"),
-            (exit(None, Some(9), true, false), ExitKind::Failed, "OOM-killed: memory limit of 64 MiB exceeded"),
-            (exit(None, Some(15), false, true), ExitKind::Killed, "killed on request, killed by signal 15 (SIGTERM)"),
+            (
+                exit(Some(0), None, false, false),
+                ExitKind::Finished,
+                "exited with code 0",
+            ),
+            (
+                exit(Some(3), None, false, false),
+                ExitKind::Failed,
+                "exited with code 3",
+            ),
+            (
+                exit(None, Some(9), true, false),
+                ExitKind::Failed,
+                "OOM-killed: memory limit of 64 MiB exceeded",
+            ),
+            (
+                exit(None, Some(15), false, true),
+                ExitKind::Killed,
+                "killed on request, killed by signal 15 (SIGTERM)",
+            ),
         ];
         for (exit, kind, reason) in cases {
             assert_eq!(exit.kind(), kind);
