@@ -103,6 +103,21 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    // A stream of acknowledged writes, then SIGKILL right after the last acknowledgement:
+    // every one of them must be on disk already.
+    for i in 0..20 {
+        let app =
+            json!({"id": format!("burst/app-{i}"), "cmd": "sleep 1", "mem": 16, "instances": 0});
+        let _: serde_json::Value = up
+            .client
+            .send_json(
+                hyper::Method::POST,
+                "/v2/apps",
+                &serde_json::to_vec(&app).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     let body =
         serde_json::to_vec(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}))
             .unwrap();
@@ -111,7 +126,6 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
         .send_json(hyper::Method::POST, "/v2/apps", &body)
         .await
         .unwrap();
-    // Kill right after the acknowledgement: the app must be on disk already.
     up.signal(nix::sys::signal::Signal::SIGKILL);
     up.wait_exit(Duration::from_secs(5));
 
@@ -121,6 +135,12 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
         .get("/v2/apps/durable")
         .await
         .expect("the app survived SIGKILL");
+    let apps: dcos_api::AppsEnvelope = up.client.get("/v2/apps").await.unwrap();
+    assert_eq!(
+        apps.apps.len(),
+        21,
+        "every acknowledged deploy survived SIGKILL"
+    );
     assert_eq!(app.app.spec.cmd.as_deref(), Some("sleep 1000"));
     let first = wait_for("the task to run", Duration::from_secs(30), || async {
         let r = up.running("/durable").await;
