@@ -340,12 +340,9 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(1),
         };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
+        let ts = nix::sys::time::TimeSpec::from(timeout);
         // SAFETY: sigtimedwait reads the set and the timespec; a null info pointer is allowed.
-        let received = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+        let received = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
         if received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP {
             if !kill_requested {
                 kill_requested = true;
