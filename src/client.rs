@@ -17,6 +17,9 @@ use tokio::io::AsyncWriteExt;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// Longest wait for a whole request/response (uploads and log streams excepted).
+pub const REQUEST_TIMEOUT_MS: u64 = 60_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{0}")]
@@ -27,6 +30,8 @@ pub enum ClientError {
     Decode { url: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{url} did not answer within {REQUEST_TIMEOUT_MS} ms")]
+    Timeout { url: String },
 }
 
 impl ClientError {
@@ -146,8 +151,24 @@ impl Client {
         })
     }
 
+    async fn bounded<T>(
+        &self,
+        path: &str,
+        request: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(REQUEST_TIMEOUT_MS),
+            request,
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            url: self.url(path),
+        })?
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.json(Method::GET, path, empty(), None).await
+        self.bounded(path, self.json(Method::GET, path, empty(), None))
+            .await
     }
 
     pub async fn send_json<T: DeserializeOwned>(

@@ -67,8 +67,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let agent_listener = tokio::net::TcpListener::bind(&args.agent_listen)
         .await
         .with_context(|| format!("listening on {} (use --agent-listen)", args.agent_listen))?;
-    if !listener.local_addr()?.ip().is_loopback() {
-        eprintln!("warning: the API on {} has no authentication yet; anyone who can reach it controls the cluster", args.listen);
+    for (what, address) in [
+        ("API", listener.local_addr()?),
+        ("agent API", agent_listener.local_addr()?),
+    ] {
+        if !address.ip().is_loopback() {
+            eprintln!("warning: the {what} on {address} has no authentication yet; anyone who can reach it controls the cluster");
+        }
     }
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
     let opts = dcos_rs::up::UpOptions {

@@ -166,8 +166,19 @@ impl UpHandle {
                 );
             }
             self.agent.kill_all_and_wait().await;
-            // Let the master record the final statuses before it stops.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Let the master record the final statuses before it stops (bounded).
+            let agent_id = self.agent.id.clone();
+            for _ in 0..100 {
+                let live = self.master.read(|s| {
+                    s.tasks
+                        .values()
+                        .any(|t| t.agent_id == agent_id && !t.state.is_terminal())
+                });
+                if !live {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         } else {
             say(
                 announce,

@@ -22,6 +22,10 @@ pub const IMAGE_UPLOAD_MAX_BYTES: usize = 8 << 30;
 /// Largest chunk of log sent in one piece.
 const LOG_CHUNK_MAX_BYTES: usize = 64 * 1024;
 const LOG_POLL_MS: u64 = 200;
+/// Image imports that may run at once (each streams to disk, then unpacks).
+const IMPORTS_CONCURRENT_MAX: usize = 2;
+static IMPORT_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(IMPORTS_CONCURRENT_MAX);
 
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -99,27 +103,28 @@ async fn task_log(
         return (StatusCode::OK, bytes).into_response();
     }
     let exit_file = dir.exit();
+    let state = (file, exit_file, false, agent, task_id);
     let stream = futures_util::stream::unfold(
-        (file, exit_file, false),
-        |(mut file, exit_file, done)| async move {
+        state,
+        |(mut file, exit_file, done, agent, task_id)| async move {
             if done {
                 return None;
             }
             let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
             loop {
-                // Check for the end before reading so the last bytes are never missed.
-                let ended = exit_file.exists();
+                // Check for the end before reading so the last bytes are never missed. A
+                // task the agent no longer tracks without an exit record (lost) ends the
+                // stream too.
+                let ended = exit_file.exists() || !agent.is_tracking(&task_id);
                 match file.read(&mut buf).await {
                     Ok(0) if ended => return None,
                     Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
                     Ok(n) => {
                         buf.truncate(n);
-                        return Some((
-                            Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                            (file, exit_file, false),
-                        ));
+                        let chunk = Ok::<_, std::io::Error>(bytes::Bytes::from(buf));
+                        return Some((chunk, (file, exit_file, false, agent, task_id)));
                     }
-                    Err(e) => return Some((Err(e), (file, exit_file, true))),
+                    Err(e) => return Some((Err(e), (file, exit_file, true, agent, task_id))),
                 }
             }
         },
@@ -162,6 +167,13 @@ fn image_view(s: dcos_runtime::image::ImageSummary) -> ImageView {
 
 /// `POST /images` with a `docker save` or OCI layout tarball as the body.
 async fn import_image(State(agent): State<Arc<Agent>>, request: Request) -> Response {
+    let Ok(_slot) = IMPORT_SLOTS.try_acquire() else {
+        return api_error(ApiError::new(
+            429,
+            "busy",
+            format!("{IMPORTS_CONCURRENT_MAX} image imports are already running; try again when one ends"),
+        ));
+    };
     let upload_dir = agent.config.work_dir.join("uploads");
     if let Err(e) = tokio::fs::create_dir_all(&upload_dir).await {
         return api_error(ApiError::internal(format!(
@@ -220,6 +232,13 @@ async fn receive_and_import(
 }
 
 async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<String>) -> Response {
+    if let Ok(image) = agent.images.resolve(&reference) {
+        if agent.images_in_use().contains(&image.rootfs) {
+            return api_error(ApiError::conflict(format!(
+                "image {reference} is used by running tasks; remove their apps first"
+            )));
+        }
+    }
     let store = agent.clone();
     let r = reference.clone();
     match tokio::task::spawn_blocking(move || store.images.remove(&r)).await {

@@ -14,6 +14,7 @@ use dcos_runtime::image::ImageStore;
 use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -73,6 +74,10 @@ pub struct Agent {
     pub resources: Resources,
     tasks: Mutex<BTreeMap<String, LocalTask>>,
     to_master: mpsc::Sender<ToMaster>,
+    /// Set while stopping with task kills: new launches are refused.
+    draining: AtomicBool,
+    /// Launches between "accepted" and "in the task map"; a drain waits for them.
+    launches_in_flight: AtomicUsize,
 }
 
 impl Agent {
@@ -103,6 +108,8 @@ impl Agent {
             resources,
             tasks: Mutex::new(BTreeMap::new()),
             to_master,
+            draining: AtomicBool::new(false),
+            launches_in_flight: AtomicUsize::new(0),
         }))
     }
 
@@ -139,7 +146,7 @@ impl Agent {
             if !dir.spec().exists() {
                 continue;
             }
-            let shim_pid = TaskDir::read_pid(&dir.shim_pid()).filter(|pid| shim_alive(*pid));
+            let shim_pid = TaskDir::read_pid(&dir.shim_pid()).filter(|pid| shim_alive(*pid, &dir));
             let report = match dir.read_exit() {
                 Ok(Some(exit)) => exit_report(&task_id, &exit),
                 _ if shim_pid.is_some() => TaskReport {
@@ -149,7 +156,10 @@ impl Agent {
                     exit_code: None,
                     at_ms: now_ms(),
                 },
-                _ => lost_report(&task_id),
+                _ => {
+                    dcos_runtime::shim::force_cleanup(&dir, None);
+                    lost_report(&task_id)
+                }
             };
             let terminal = report.state.is_terminal();
             tasks.insert(
@@ -196,13 +206,25 @@ impl Agent {
 
     async fn handle(self: &Arc<Self>, command: ToAgent) {
         match command {
+            ToAgent::Launch(task) if self.draining.load(Ordering::SeqCst) => {
+                self.report(TaskReport {
+                    task_id: task.id.clone(),
+                    state: TaskState::Killed,
+                    message: Some("not started: the agent is shutting down".into()),
+                    exit_code: None,
+                    at_ms: now_ms(),
+                })
+                .await
+            }
             ToAgent::Launch(task) => {
                 let agent = self.clone();
                 let task_id = task.id.clone();
+                self.launches_in_flight.fetch_add(1, Ordering::SeqCst);
                 let result = tokio::task::spawn_blocking(move || agent.launch(&task))
                     .await
                     .map_err(|e| anyhow::anyhow!("launch panicked: {e}"))
                     .and_then(|r| r);
+                self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
                 match result {
                     Ok(()) => self.report(TaskReport {
                         task_id,
@@ -302,6 +324,10 @@ impl Agent {
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
+        // Recorded by us too (the shim writes the same): a crash of the agent right now
+        // must not leave a shim nobody can find.
+        dcos_runtime::task_dir::write_atomic(&dir.shim_pid(), shim_pid.to_string().as_bytes())
+            .context("writing shim.pid")?;
         self.tasks.lock().expect("tasks lock").insert(
             task.id.clone(),
             LocalTask {
@@ -329,7 +355,8 @@ impl Agent {
         };
         match known {
             Known::Running(shim_pid) => {
-                if let Some(pid) = shim_pid.filter(|p| shim_alive(*p)) {
+                let dir = self.task_dir(task_id);
+                if let Some(pid) = shim_pid.filter(|p| shim_alive(*p, &dir)) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGTERM,
@@ -374,7 +401,7 @@ impl Agent {
                     });
                     continue;
                 }
-                let shim_gone = !task.shim_pid.is_some_and(shim_alive);
+                let shim_gone = !task.shim_pid.is_some_and(|pid| shim_alive(pid, &task.dir));
                 let start_overdue =
                     !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
                 if shim_gone || start_overdue {
@@ -382,6 +409,8 @@ impl Agent {
                     if let Ok(Some(exit)) = task.dir.read_exit() {
                         reports.push(exit_report(task_id, &exit));
                     } else {
+                        // Nothing of it may keep running once it is reported lost.
+                        dcos_runtime::shim::force_cleanup(&task.dir, task.shim_pid);
                         reports.push(lost_report(task_id));
                     }
                     task.terminal_reported = true;
@@ -398,6 +427,25 @@ impl Agent {
     /// Kills every task and waits (bounded by the longest grace period + 5 s) until each
     /// has an exit record; used by `dcos-rs up` on Ctrl-C without `--keep-tasks`.
     pub async fn kill_all_and_wait(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        // A launch already accepted finishes first, so its task is killed below too.
+        for _ in 0..200 {
+            if self.launches_in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Launches already in flight may add tasks after the first pass: kill again until
+        // none is left (bounded).
+        for _ in 0..3 {
+            self.kill_all_once().await;
+            if self.tasks.lock().expect("tasks lock").is_empty() {
+                break;
+            }
+        }
+    }
+
+    async fn kill_all_once(&self) {
         let ids: Vec<(String, u64)> = {
             let tasks = self.tasks.lock().expect("tasks lock");
             tasks
@@ -421,6 +469,19 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn is_tracking(&self, task_id: &str) -> bool {
+        self.tasks.lock().expect("tasks lock").contains_key(task_id)
+    }
+
+    /// Image rootfs trees used by tasks that have not ended (they must not be removed).
+    pub fn images_in_use(&self) -> Vec<PathBuf> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks
+            .values()
+            .filter_map(|t| t.dir.read_spec().ok().and_then(|s| s.image_rootfs))
+            .collect()
     }
 
     pub fn running_task_count(&self) -> usize {
@@ -496,11 +557,15 @@ fn spawn_shim(exe: &std::path::Path, dir: &TaskDir) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
-/// True if `pid` is a live `dcos-rs __shim` (not a recycled pid of something else).
-fn shim_alive(pid: i32) -> bool {
+/// True if `pid` is the live `dcos-rs __shim` of the task in `dir` (not a recycled pid).
+fn shim_alive(pid: i32, dir: &TaskDir) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let same_task = args
+        .get(2)
+        .is_some_and(|a| *a == dir.path.as_os_str().as_encoded_bytes());
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')
@@ -508,7 +573,7 @@ fn shim_alive(pid: i32) -> bool {
                 .is_some_and(|rest| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false);
-    !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == b"__shim")
+    !zombie && args.get(1).is_some_and(|a| *a == b"__shim") && same_task
 }
 
 pub fn hostname() -> String {

@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 const PLAN_INTERVAL_MS: u64 = 1_000;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
+/// Launches performed per planning round: keeps a round short (one fsync each) and the
+/// agent links far from full; the next round continues.
+const LAUNCHES_PER_ROUND_MAX: usize = 64;
 /// How long an image check may wait for an agent's answer.
 const IMAGE_CHECK_TIMEOUT_MS: u64 = 5_000;
 
@@ -259,9 +262,14 @@ impl Master {
                 .collect();
             (plan(&view, now), pending)
         });
+        let mut launches = 0;
         for action in actions {
             match action {
-                Action::Launch { app_id, agent_id } => self.launch(&app_id, &agent_id, now).await,
+                Action::Launch { .. } if launches >= LAUNCHES_PER_ROUND_MAX => {}
+                Action::Launch { app_id, agent_id } => {
+                    launches += 1;
+                    self.launch(&app_id, &agent_id, now).await
+                }
                 Action::Kill { task_id } => {
                     let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
                     let written = self
@@ -320,11 +328,16 @@ impl Master {
         match self.write(Command::LaunchTask { task: task.clone() }).await {
             Ok(Outcome::Applied) => {
                 tracing::info!(task = %task.id, agent = %agent_id, "launching");
-                match self.link(agent_id) {
-                    Some(link) => {
-                        let _ = link.send(ToAgent::Launch(Box::new(task))).await;
-                    }
-                    None => {
+                let sent = match self.link(agent_id) {
+                    Some(link) => link
+                        .send(ToAgent::Launch(Box::new(task.clone())))
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                match sent {
+                    true => {}
+                    false => {
                         self.record_status(TaskReport {
                             task_id: task.id,
                             state: TaskState::Lost,

@@ -138,6 +138,24 @@ impl AppSpec {
                 format!("must be at most {KILL_GRACE_PERIOD_MAX_S}"),
             ));
         }
+        let has_nul = |s: &str| s.contains('\0');
+        if self.cmd.as_deref().is_some_and(has_nul) {
+            errors.push(FieldError::new("cmd", "must not contain NUL"));
+        }
+        if let Some(i) = self.args.iter().flatten().position(|a| has_nul(a)) {
+            errors.push(FieldError::new(
+                format!("args[{i}]"),
+                "must not contain NUL",
+            ));
+        }
+        for (name, value) in &self.env {
+            if has_nul(value) {
+                errors.push(FieldError::new(
+                    format!("env.{name}"),
+                    "values must not contain NUL",
+                ));
+            }
+        }
         for name in self.env.keys() {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 errors.push(FieldError::new(

@@ -135,6 +135,8 @@ fn decode_snapshot(meta: &Meta, data: &[u8]) -> Result<AppliedState, StoreError>
             meta.last_membership
         )));
     }
+    // The same invariants `apply` keeps hold for every restored state.
+    applied.state.check_invariants();
     Ok(applied)
 }
 

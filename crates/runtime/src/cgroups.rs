@@ -23,8 +23,15 @@ pub struct TaskCgroup {
 /// The cgroup resources for a task, shared with the OCI config's `linux.resources`.
 pub fn linux_resources(spec: &ShimSpec) -> Result<LinuxResources, String> {
     let period: u64 = 100_000;
+    // No swap: a task over its memory limit is OOM-killed rather than swapped (where the
+    // host can account swap per cgroup at all).
+    let memory = if swap_accounting() {
+        serde_json::json!({ "limit": spec.mem_limit_bytes, "swap": spec.mem_limit_bytes })
+    } else {
+        serde_json::json!({ "limit": spec.mem_limit_bytes })
+    };
     serde_json::from_value(serde_json::json!({
-        "memory": { "limit": spec.mem_limit_bytes },
+        "memory": memory,
         "cpu": {
             "shares": (spec.cpus_milli * 1024 / 1000).max(2),
             "quota": (spec.cpus_milli * period / 1000).max(1000),
@@ -83,6 +90,18 @@ impl TaskCgroup {
         if let Err(e) = self.manager.remove() {
             eprintln!("shim: removing cgroup: {e}");
         }
+    }
+}
+
+/// True if swap can be limited per cgroup: v1 `memsw` files, or v2 with swap in use.
+fn swap_accounting() -> bool {
+    match get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => std::fs::read_to_string("/proc/swaps")
+            .map(|s| s.lines().count() > 1)
+            .unwrap_or(false),
+        _ => std::path::Path::new(CGROUP_ROOT)
+            .join("memory/memory.memsw.limit_in_bytes")
+            .exists(),
     }
 }
 

@@ -15,16 +15,40 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs the shim for the task in `dir`; returns the shim's own exit code.
+/// Set by a kill request (SIGTERM/SIGINT/SIGHUP) that arrives before the wait loop takes
+/// over signal handling, so a kill during start-up is never lost.
+static EARLY_KILL_REQUEST: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_kill_request(_signal: libc::c_int) {
+    EARLY_KILL_REQUEST.store(true, AtomicOrdering::SeqCst);
+}
+
+/// Catches kill requests from the first instruction on. A caught signal's handler is reset
+/// by exec, so the workload still starts with default dispositions.
+fn catch_early_kill_requests() {
+    let action = SigAction::new(
+        SigHandler::Handler(note_kill_request),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
 pub fn run(dir: &Path) -> i32 {
+    catch_early_kill_requests();
     let dir = TaskDir::new(dir);
     if let Err(e) = write_atomic(&dir.shim_pid(), std::process::id().to_string().as_bytes()) {
         eprintln!("shim: writing {}: {e}", dir.shim_pid().display());
@@ -121,11 +145,17 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
         None => start_process(spec, stdout, stderr)?,
     };
-    write_atomic(
+    if let Err(e) = write_atomic(
         &dir.task_pid(),
         running.pid().as_raw().to_string().as_bytes(),
-    )
-    .map_err(|e| format!("writing task pid: {e}"))?;
+    ) {
+        // Without its pid on record the agent cannot adopt the task later: end it now
+        // rather than leave a task nobody manages.
+        running.signal(Signal::SIGKILL);
+        let _ = wait_for_exit(&running, 0);
+        cleanup(dir, running);
+        return Err(format!("writing task pid: {e}"));
+    }
     let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms);
     let cgroup_path = spec.cgroup_path.clone();
     let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
@@ -325,6 +355,11 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
     let mut kill_requested = false;
     let set = signal_set();
     loop {
+        if !kill_requested && EARLY_KILL_REQUEST.load(AtomicOrdering::SeqCst) {
+            kill_requested = true;
+            running.signal(Signal::SIGTERM);
+            kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
+        }
         // Reap everything that ended; remember the main process's status.
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -342,7 +377,8 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
         };
         let ts = nix::sys::time::TimeSpec::from(timeout);
         // SAFETY: sigtimedwait reads the set and the timespec; a null info pointer is allowed.
-        let received = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
+        let received =
+            unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
         if received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP {
             if !kill_requested {
                 kill_requested = true;
@@ -370,9 +406,10 @@ fn cleanup(dir: &TaskDir, running: Running) {
         }
         Running::Process { cgroup, .. } => {
             // Mesos semantics: when the main process ends, the rest of its cgroup goes too.
-            cgroup.kill_all();
             let deadline = Instant::now() + Duration::from_secs(5);
             while !cgroup.is_empty() && Instant::now() < deadline {
+                // Again each round: a process may have forked since the last kill.
+                cgroup.kill_all();
                 while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                     if status == WaitStatus::StillAlive {
                         break;
@@ -434,5 +471,38 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
         127
     } else {
         126
+    }
+}
+
+/// Ends whatever is left of a task whose shim is gone without an exit record (or stuck in
+/// start-up): kills its processes, removes its cgroup and libcontainer state. Best effort;
+/// called by the agent before it reports such a task lost, so a replacement never runs
+/// beside a forgotten copy.
+pub fn force_cleanup(dir: &TaskDir, shim_pid: Option<i32>) {
+    if let Some(pid) = shim_pid {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if let Some(pid) = TaskDir::read_pid(&dir.task_pid()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let Ok(spec) = dir.read_spec() else { return };
+    if let Ok(cgroup) = cgroups::TaskCgroup::create(&spec) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !cgroup.is_empty() && Instant::now() < deadline {
+            cgroup.kill_all();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cgroup.remove();
+    }
+    let _ = std::fs::remove_dir_all(spec.container_state_root.join(&spec.task_id));
+    // Record the end so later agent starts do not treat the task as unaccounted for.
+    if !dir.exit().exists() {
+        let _ = write_json_atomic(
+            &dir.exit(),
+            &start_failure(
+                spec.mem_limit_bytes,
+                "the task's supervisor ended without recording how the task ended".into(),
+            ),
+        );
     }
 }

@@ -1,0 +1,125 @@
+//! The `dcos-rs` command line against a running cluster, as a user types it: deploy from
+//! the README's example files, list, logs, scale, remove, image import, and errors that
+//! name the field and exit non-zero (also as JSON).
+
+use crate::common::{busybox_image, wait_for, TestCluster, BIN};
+use dcos_runtime::testimage::TestImageFormat;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn cli(cluster: &TestCluster, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--url")
+        .arg(&cluster.handle().master_url)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run dcos-rs")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tour_deploy_logs_scale_remove_and_errors() {
+    let cluster = TestCluster::start().await;
+    let out = ok(&cli(&cluster, &["app", "deploy", "examples/hello.json"]));
+    assert!(out.contains("deployed /hello"), "{out}");
+    let task = cluster.wait_running("/hello", 1).await.remove(0);
+
+    let list = ok(&cli(&cluster, &["task", "list"]));
+    assert!(
+        list.contains(&task.id) && list.contains("TASK_RUNNING"),
+        "{list}"
+    );
+    let logs = wait_for(
+        "hello's log through the CLI",
+        Duration::from_secs(10),
+        || async {
+            let out = ok(&cli(&cluster, &["task", "logs", "hello"]));
+            out.contains("hello from").then_some(out)
+        },
+    )
+    .await;
+    assert!(logs.contains("hello from"), "{logs}");
+
+    // A plain-process task gets the same cgroup limits as a container.
+    let limit = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(&cluster.cgroup_parent)
+        .join(&task.id)
+        .join("memory.limit_in_bytes");
+    if limit.parent().unwrap().parent().unwrap().exists() {
+        assert_eq!(
+            std::fs::read_to_string(&limit).unwrap().trim(),
+            (16u64 << 20).to_string()
+        );
+    }
+
+    ok(&cli(&cluster, &["app", "scale", "/hello", "2"]));
+    cluster.wait_running("/hello", 2).await;
+    let apps: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&cluster, &["app", "list", "--json"]))).unwrap();
+    assert_eq!(apps["apps"][0]["instances"], 2);
+    assert_eq!(apps["apps"][0]["tasksRunning"], 2);
+
+    let bad = cluster.dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"id": "bad", "cmd": "true", "cpus": "many"}"#).unwrap();
+    let out = cli(&cluster, &["app", "deploy", bad.to_str().unwrap()]);
+    assert!(!out.status.success(), "a refused deploy exits non-zero");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("cpus"),
+        "{stderr}"
+    );
+    let out = cli(
+        &cluster,
+        &["--json", "app", "deploy", bad.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert_eq!(error["code"], "invalid");
+    assert_eq!(error["details"]["errors"][0]["field"], "cpus");
+
+    let out = cli(&cluster, &["app", "show", "/nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    let tarball = busybox_image(
+        cluster.dir.path(),
+        "busybox:cli",
+        TestImageFormat::OciLayout,
+    );
+    let out = ok(&cli(
+        &cluster,
+        &["image", "import", tarball.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("imported docker.io/library/busybox:cli"),
+        "{out}"
+    );
+    let out = ok(&cli(&cluster, &["image", "list"]));
+    assert!(out.contains("busybox:cli"), "{out}");
+
+    ok(&cli(&cluster, &["app", "remove", "/hello"]));
+    wait_for("hello's tasks to end", Duration::from_secs(20), || async {
+        cluster.running("/hello").await.is_empty().then_some(())
+    })
+    .await;
+    let out = Command::new(BIN)
+        .args(["--url", "http://127.0.0.1:9", "app", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "unreachable master is explained"
+    );
+    cluster.stop().await;
+}
