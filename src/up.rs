@@ -84,21 +84,20 @@ pub async fn start(
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut handles = Vec::new();
-    handles.push(tokio::spawn(
-        master.clone().run(from_agents, shutdown_rx.clone()),
-    ));
-    handles.push(tokio::spawn(agent.clone().run(shutdown_rx.clone())));
-    handles.push(serve(
-        master_listener,
-        crate::master::http::router(master.clone()),
-        shutdown_rx.clone(),
-    ));
-    handles.push(serve(
-        agent_listener,
-        crate::agent::http::router(agent.clone()),
-        shutdown_rx.clone(),
-    ));
+    let handles = vec![
+        tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),
+        tokio::spawn(agent.clone().run(shutdown_rx.clone())),
+        serve(
+            master_listener,
+            crate::master::http::router(master.clone()),
+            shutdown_rx.clone(),
+        ),
+        serve(
+            agent_listener,
+            crate::agent::http::router(agent.clone()),
+            shutdown_rx.clone(),
+        ),
+    ];
 
     // Ready once the agent is registered in the replicated state.
     let agent_id = agent.id.clone();

@@ -12,7 +12,6 @@ use dcos_core::{Agent, AgentState, AppSpec, ClusterState, Command, Outcome, Reje
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use redb::{ReadableDatabase, ReadableTableMetadata};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
 use tempfile::TempDir;

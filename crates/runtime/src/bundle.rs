@@ -219,7 +219,8 @@ mod tests {
     fn marathon_process_rules() {
         let img = image();
         let none = BTreeMap::new();
-        let cases: Vec<(Option<&str>, Option<Vec<String>>, Vec<&str>)> = vec![
+        type Case<'a> = (Option<&'a str>, Option<Vec<String>>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (Some("echo hi"), None, vec!["/bin/sh", "-c", "echo hi"]),
             (None, Some(vec!["x".into()]), vec!["/entry", "x"]),
             (None, None, vec!["/entry", "serve", "--port=1"]),

@@ -110,7 +110,7 @@ enum Running {
         pid: Pid,
     },
     Process {
-        cgroup: cgroups::TaskCgroup,
+        cgroup: Box<cgroups::TaskCgroup>,
         pid: Pid,
     },
 }
@@ -331,7 +331,10 @@ fn start_process(spec: &ShimSpec, stdout: File, stderr: File) -> Result<Running,
     drop(gate_write);
     // `child` is dropped without waiting: the wait loop reaps it by pid.
     drop(child);
-    Ok(Running::Process { cgroup, pid })
+    Ok(Running::Process {
+        cgroup: Box::new(cgroup),
+        pid,
+    })
 }
 
 fn signal_set() -> SigSet {
@@ -379,8 +382,10 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
         // SAFETY: sigtimedwait reads the set and the timespec; a null info pointer is allowed.
         let received =
             unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
-        if received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP {
-            if !kill_requested {
+        let kill_signal =
+            received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP;
+        if kill_signal && !kill_requested {
+            {
                 kill_requested = true;
                 running.signal(Signal::SIGTERM);
                 kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
