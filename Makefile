@@ -2,13 +2,14 @@
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 DATA_DIR ?= ./.dcos-rs
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: run build test test-core static fmt lint clean-state
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
 	$(CARGO) build --release --bin dcos-rs
-	./target/release/dcos-rs up --data-dir $(DATA_DIR)
+	$(TARGET_DIR)/release/dcos-rs up --data-dir $(DATA_DIR)
 
 build:
 	$(CARGO) build --release --bin dcos-rs
@@ -25,8 +26,8 @@ test-core:
 static:
 	rustup target add $(MUSL_TARGET)
 	$(CARGO) build --release --target $(MUSL_TARGET) --bin dcos-rs
-	@file target/$(MUSL_TARGET)/release/dcos-rs
-	@ls -l target/$(MUSL_TARGET)/release/dcos-rs
+	@file $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs
+	@ls -l $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs
 
 fmt:
 	$(CARGO) fmt --all
