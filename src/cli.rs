@@ -483,13 +483,16 @@ pub fn report_error(error: &anyhow::Error, json: bool) {
             return;
         }
         eprintln!("error: {} (HTTP {}, {})", api.message, api.status, api.code);
+        // One line per invalid field, unless the message already is that single line.
         if let Some(errors) = api.details.get("errors").and_then(|e| e.as_array()) {
-            for e in errors {
-                eprintln!(
-                    "  {}: {}",
-                    e.get("field").and_then(|f| f.as_str()).unwrap_or("?"),
-                    e.get("reason").and_then(|f| f.as_str()).unwrap_or("?")
-                );
+            if errors.len() > 1 {
+                for e in errors {
+                    eprintln!(
+                        "  {}: {}",
+                        e.get("field").and_then(|f| f.as_str()).unwrap_or("?"),
+                        e.get("reason").and_then(|f| f.as_str()).unwrap_or("?")
+                    );
+                }
             }
         }
         return;
