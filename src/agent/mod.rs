@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 const MONITOR_INTERVAL_MS: u64 = 200;
 /// Processes one task may hold (cgroup pids limit).
 const TASK_PIDS_MAX: i64 = 4096;
+/// Sandboxes of ended tasks kept for their logs; older ones are removed (bounded disk).
+pub const ENDED_SANDBOXES_KEPT_MAX: usize = 100;
+/// How often ended sandboxes are garbage-collected.
+const SANDBOX_GC_INTERVAL_MS: u64 = 60_000;
 /// How long a shim may take to record its task's pid before the launch counts as failed.
 const SHIM_START_TIMEOUT_MS: u64 = 60_000;
 
@@ -192,8 +196,13 @@ impl Agent {
             })
             .await;
         let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
+        let mut gc_tick = tokio::time::interval(Duration::from_millis(SANDBOX_GC_INTERVAL_MS));
         loop {
             tokio::select! {
+                _ = gc_tick.tick() => {
+                    let agent = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || agent.gc_sandboxes(ENDED_SANDBOXES_KEPT_MAX)).await;
+                }
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => break,
@@ -471,6 +480,32 @@ impl Agent {
         }
     }
 
+    /// Removes the sandboxes of ended tasks beyond the newest `keep` (by end time); tasks
+    /// still tracked are never touched. Returns how many were removed.
+    pub fn gc_sandboxes(&self, keep: usize) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.config.work_dir.join("tasks")) else {
+            return 0;
+        };
+        let mut ended: Vec<(u64, TaskDir)> = entries
+            .flatten()
+            .filter(|e| !self.is_tracking(&e.file_name().to_string_lossy()))
+            .filter_map(|e| {
+                let dir = TaskDir::new(e.path());
+                let exit = dir.read_exit().ok().flatten()?;
+                Some((exit.finished_at_ms, dir))
+            })
+            .collect();
+        ended.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.path.cmp(&b.1.path)));
+        let mut removed = 0;
+        for (_, dir) in ended.into_iter().skip(keep) {
+            match std::fs::remove_dir_all(&dir.path) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("removing sandbox {}: {e}", dir.path.display()),
+            }
+        }
+        removed
+    }
+
     pub fn is_tracking(&self, task_id: &str) -> bool {
         self.tasks.lock().expect("tasks lock").contains_key(task_id)
     }
@@ -618,6 +653,40 @@ fn detect_resources(config: &AgentConfig) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_sandboxes_beyond_the_limit_are_removed_oldest_first() {
+        let work = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let agent = Agent::open(
+            AgentConfig::new(work.path().to_path_buf(), "http://x".into()),
+            tx,
+        )
+        .unwrap();
+        for i in 0..7u64 {
+            let dir = agent.task_dir(&format!("t{i}"));
+            std::fs::create_dir_all(&dir.path).unwrap();
+            let exit = TaskExit {
+                exit_code: Some(0),
+                signal: None,
+                oom_killed: false,
+                kill_requested: false,
+                mem_limit_bytes: 0,
+                start_error: None,
+                finished_at_ms: 1000 + i,
+            };
+            write_json_atomic(&dir.exit(), &exit).unwrap();
+        }
+        // A sandbox without an exit record (a live or unknown task) is never collected.
+        std::fs::create_dir_all(agent.task_dir("live").path).unwrap();
+        assert_eq!(agent.gc_sandboxes(3), 4);
+        let mut left: Vec<String> = std::fs::read_dir(work.path().join("tasks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["live", "t4", "t5", "t6"]);
+    }
 
     #[test]
     fn task_ids_cannot_escape_the_sandbox_root() {
