@@ -123,9 +123,24 @@ pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u
         Some((n, g)) => (n, Some(g)),
         None => (user, None),
     };
-    let passwd = rootfs
-        .map(|r| std::fs::read_to_string(r.join("etc/passwd")).unwrap_or_default())
-        .unwrap_or_else(|| std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+    let passwd = match rootfs {
+        // The image is untrusted: a symlinked /etc or /etc/passwd would make us read a file
+        // of the host's.
+        Some(root) => {
+            let symlinked = ["etc", "etc/passwd"].iter().any(|p| {
+                std::fs::symlink_metadata(root.join(p))
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false)
+            });
+            if symlinked {
+                return Err(format!(
+                    "the image's /etc/passwd is a symlink; give user '{name}' as a numeric uid"
+                ));
+            }
+            std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default()
+        }
+        None => std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+    };
     let (uid, mut gid) = match name.parse::<u32>() {
         Ok(uid) => (uid, uid),
         Err(_) => passwd
@@ -255,6 +270,25 @@ mod tests {
         assert!(
             resolve_process(Some(&ImageConfig::default()), None, None, &none, &none, "/").is_err()
         );
+    }
+
+    #[test]
+    fn names_resolve_in_the_image_but_never_through_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "app:x:1001:1002::/:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_user(Some("app"), Some(root.path())).unwrap(),
+            (1001, 1002)
+        );
+        let evil = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(root.path().join("etc"), evil.path().join("etc")).unwrap();
+        let error = resolve_user(Some("app"), Some(evil.path())).unwrap_err();
+        assert!(error.contains("symlink"), "{error}");
     }
 
     #[test]
