@@ -107,6 +107,35 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     let out = ok(&cli(&cluster, &["image", "list"]));
     assert!(out.contains("busybox:cli"), "{out}");
 
+    // `task logs --follow` streams while the task runs and returns once it has ended.
+    let short = cluster.dir.path().join("short.json");
+    std::fs::write(
+        &short,
+        r#"{"id": "short", "cmd": "echo first; sleep 2; echo last", "cpus": 0.1, "mem": 16}"#,
+    )
+    .unwrap();
+    ok(&cli(&cluster, &["app", "deploy", short.to_str().unwrap()]));
+    let short_task = wait_for(
+        "the short task to start",
+        Duration::from_secs(20),
+        || async { cluster.tasks("/short").await.into_iter().next() },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let followed = ok(&cli(
+        &cluster,
+        &["task", "logs", &short_task.id, "--follow"],
+    ));
+    assert!(
+        followed.contains("first") && followed.contains("last"),
+        "{followed}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "--follow ends with the task"
+    );
+    ok(&cli(&cluster, &["app", "remove", "/short"]));
+
     ok(&cli(&cluster, &["app", "remove", "/hello"]));
     wait_for("hello's tasks to end", Duration::from_secs(20), || async {
         cluster.running("/hello").await.is_empty().then_some(())
