@@ -330,6 +330,12 @@ impl Agent {
             pids_limit: TASK_PIDS_MAX,
             kill_grace_ms: launch.kill_grace_period_ms,
             container_state_root: self.config.work_dir.join("containers"),
+            mounts: resolve_volumes(&launch.volumes, dir)?,
+            stop_signal: image
+                .as_ref()
+                .and_then(|i| i.config.stop_signal.as_deref())
+                .and_then(dcos_runtime::task_dir::parse_signal)
+                .unwrap_or(libc::SIGTERM),
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
@@ -522,6 +528,43 @@ impl Agent {
     pub fn running_task_count(&self) -> usize {
         self.tasks.lock().expect("tasks lock").len()
     }
+}
+
+/// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is
+/// a directory created in the task's sandbox; `tmpfs` needs no source.
+fn resolve_volumes(
+    volumes: &[dcos_core::VolumeSpec],
+    dir: &TaskDir,
+) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
+    volumes
+        .iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            let source = match &volume.host_path {
+                Some(host) if host.starts_with('/') => {
+                    let path = PathBuf::from(host);
+                    anyhow::ensure!(
+                        path.exists(),
+                        "container.volumes[{i}].hostPath {host} does not exist on this agent"
+                    );
+                    Some(path)
+                }
+                Some(relative) => {
+                    let path = dir.path.join("volumes").join(relative);
+                    std::fs::create_dir_all(&path)
+                        .with_context(|| format!("creating sandbox volume {}", path.display()))?;
+                    Some(path)
+                }
+                None => None,
+            };
+            Ok(dcos_runtime::task_dir::MountSpec {
+                destination: volume.container_path.clone(),
+                source,
+                read_only: volume.read_only(),
+                tmpfs_size_mib: volume.tmpfs.as_ref().map(|t| t.size_mib),
+            })
+        })
+        .collect()
 }
 
 fn exit_report(task_id: &str, exit: &TaskExit) -> TaskReport {

@@ -143,3 +143,98 @@ async fn task_over_its_memory_limit_is_oom_killed_and_reported_failed() {
     assert!(out.contains("allocating"), "{out}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
+    use dcos_runtime::image::ImageConfig;
+    use dcos_runtime::testimage::{busybox_layer, write_image_archive};
+    let cluster = TestCluster::start().await;
+    let tarball = cluster.dir.path().join("stop-image.tar");
+    let config = ImageConfig {
+        cmd: vec!["sh".into()],
+        env: vec![dcos_runtime::bundle::DEFAULT_PATH.into()],
+        stop_signal: Some("SIGUSR1".into()),
+        ..ImageConfig::default()
+    };
+    let layer = busybox_layer(std::path::Path::new("/bin/busybox")).unwrap();
+    write_image_archive(
+        &tarball,
+        "busybox:stop",
+        &[layer],
+        &config,
+        TestImageFormat::DockerSave,
+    )
+    .unwrap();
+    let url = format!("{}/images", cluster.handle().agent_url);
+    let _: ImagesEnvelope = cluster.client.upload(&url, &tarball).await.expect("import");
+
+    let host_dir = cluster.dir.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("hello.txt"), "from-host\n").unwrap();
+    let script = "trap 'echo got-usr1; exit 0' USR1; cat /data/hello.txt; \
+                  echo written > /scratch/out.txt; \
+                  busybox touch /data/nope 2>/dev/null || echo ro-refused; \
+                  busybox mount | grep ' /cache '; \
+                  while true; do sleep 0.2; done";
+    cluster
+        .deploy(json!({
+            "id": "volumes", "cmd": script, "cpus": 0.1, "mem": 64,
+            "taskKillGracePeriodSeconds": 60,
+            "container": {
+                "docker": {"image": "busybox:stop"},
+                "volumes": [
+                    {"containerPath": "/data", "hostPath": host_dir, "mode": "RO"},
+                    {"containerPath": "/scratch", "hostPath": "scratch", "mode": "RW"},
+                    {"containerPath": "/cache", "tmpfs": {"sizeMiB": 8}}
+                ]
+            }
+        }))
+        .await
+        .expect("deploy");
+    let task = cluster.wait_running("/volumes", 1).await.remove(0);
+    let stdout_url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
+    let out = wait_for("the volume checks", Duration::from_secs(10), || async {
+        let text = cluster.client.get_text(&stdout_url).await.ok()?;
+        text.contains("tmpfs").then_some(text)
+    })
+    .await;
+    assert!(out.contains("from-host"), "the host path is mounted: {out}");
+    assert!(
+        out.contains("ro-refused"),
+        "RO volumes refuse writes: {out}"
+    );
+    assert!(!host_dir.join("nope").exists());
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("volumes/scratch/out.txt")).unwrap(),
+        "written\n"
+    );
+
+    // The kill uses the image's StopSignal (SIGUSR1), which the task handles at once; with
+    // SIGTERM (ignored by a shell as pid 1) it would take the 60 s grace period.
+    let started = std::time::Instant::now();
+    // Scale to 0 (not remove): ended tasks of a removed app are forgotten at once.
+    let body = serde_json::to_vec(&json!({"instances": 0})).unwrap();
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(hyper::Method::PUT, "/v2/apps/volumes", &body)
+        .await
+        .unwrap();
+    let ended = wait_for("the killed task", Duration::from_secs(20), || async {
+        cluster
+            .tasks("/volumes")
+            .await
+            .into_iter()
+            .find(|t| t.state.is_terminal())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(ended.state, dcos_core::TaskState::Killed);
+    assert_eq!(
+        ended.message.as_deref(),
+        Some("killed on request, exited with code 0")
+    );
+    let out = cluster.client.get_text(&stdout_url).await.unwrap();
+    assert!(out.contains("got-usr1"), "{out}");
+    cluster.stop().await;
+}

@@ -66,6 +66,114 @@ pub struct ContainerSpec {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;
+/// relative: a directory in the task's sandbox (created, removed with the sandbox). `tmpfs`
+/// instead of `hostPath`: a memory-backed filesystem of that size (counted in `mem`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    pub container_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// `RO` or `RW`.
+    #[serde(default = "default_volume_mode")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSpec {
+    #[serde(rename = "sizeMiB")]
+    pub size_mib: u64,
+}
+
+impl VolumeSpec {
+    pub fn read_only(&self) -> bool {
+        self.mode == "RO"
+    }
+}
+
+fn default_volume_mode() -> String {
+    "RW".to_string()
+}
+
+/// Most volumes one app may declare.
+pub const VOLUMES_MAX: usize = 32;
+
+/// A path made only of normal segments (no `.`, `..` or empty ones).
+fn clean_segments(path: &str) -> bool {
+    path.trim_start_matches('/')
+        .split('/')
+        .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+fn validate_volumes(
+    volumes: &[VolumeSpec],
+    mem_mib: f64,
+    has_image: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    if volumes.is_empty() {
+        return;
+    }
+    if !has_image {
+        errors.push(FieldError::new(
+            "container.volumes",
+            "volumes need container.docker.image (a task without an image runs in the host's filesystem)",
+        ));
+    }
+    if volumes.len() > VOLUMES_MAX {
+        errors.push(FieldError::new(
+            "container.volumes",
+            format!("at most {VOLUMES_MAX} volumes"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let field = |name: &str| format!("container.volumes[{i}].{name}");
+        let path = volume.container_path.trim_end_matches('/');
+        if !path.starts_with('/') || !clean_segments(path) || path.contains('\0') {
+            errors.push(FieldError::new(
+                field("containerPath"),
+                "must be an absolute path below / without '.' or '..' segments",
+            ));
+        } else if !seen.insert(path.to_string()) {
+            errors.push(FieldError::new(
+                field("containerPath"),
+                format!("{path} is mounted twice"),
+            ));
+        }
+        if volume.mode != "RO" && volume.mode != "RW" {
+            errors.push(FieldError::new(field("mode"), "must be RO or RW"));
+        }
+        match (&volume.host_path, &volume.tmpfs) {
+            (Some(_), Some(_)) | (None, None) => errors.push(FieldError::new(
+                field("hostPath"),
+                "give either hostPath or tmpfs",
+            )),
+            (Some(host), None) => {
+                if host.is_empty() || !clean_segments(host) || host.contains('\0') {
+                    errors.push(FieldError::new(
+                        field("hostPath"),
+                        "must be an absolute host path or a path relative to the sandbox, without '.' or '..' segments",
+                    ));
+                }
+            }
+            (None, Some(tmpfs)) => {
+                if tmpfs.size_mib == 0 || tmpfs.size_mib as f64 > mem_mib {
+                    errors.push(FieldError::new(
+                        field("tmpfs.sizeMiB"),
+                        "must be at least 1 and at most the app's mem (tmpfs pages count against it)",
+                    ));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +284,12 @@ impl AppSpec {
                     ));
                 }
             }
+            validate_volumes(
+                &container.volumes,
+                self.mem,
+                self.image().is_some(),
+                &mut errors,
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -208,6 +322,11 @@ impl AppSpec {
             image: self.image().map(str::to_string),
             user: self.user.clone(),
             kill_grace_period_ms: self.task_kill_grace_period_seconds * 1000,
+            volumes: self
+                .container
+                .as_ref()
+                .map(|c| c.volumes.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -317,6 +436,75 @@ mod tests {
                 "{json}: expected an error on {field}, got {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn volumes_are_checked_field_by_field() {
+        let base = |volumes: &str| {
+            format!(
+                r#"{{"id":"v","mem":64,"container":{{"docker":{{"image":"busybox"}},"volumes":{volumes}}}}}"#
+            )
+        };
+        let ok = base(
+            r#"[{"containerPath":"/data","hostPath":"/srv/data","mode":"RO"},
+                {"containerPath":"/scratch","hostPath":"scratch"},
+                {"containerPath":"/cache","tmpfs":{"sizeMiB":16}}]"#,
+        );
+        let mut spec = app(&ok);
+        spec.normalize_and_validate().unwrap();
+        assert_eq!(spec.launch_spec().volumes.len(), 3);
+        assert!(spec.launch_spec().volumes[0].read_only());
+        let cases = [
+            (
+                r#"[{"containerPath":"data","hostPath":"/x"}]"#,
+                "container.volumes[0].containerPath",
+            ),
+            (
+                r#"[{"containerPath":"/a/../etc","hostPath":"/x"}]"#,
+                "container.volumes[0].containerPath",
+            ),
+            (
+                r#"[{"containerPath":"/","hostPath":"/x"}]"#,
+                "container.volumes[0].containerPath",
+            ),
+            (
+                r#"[{"containerPath":"/a","hostPath":"/x"},{"containerPath":"/a/","hostPath":"/y"}]"#,
+                "container.volumes[1].containerPath",
+            ),
+            (
+                r#"[{"containerPath":"/a","hostPath":"../up"}]"#,
+                "container.volumes[0].hostPath",
+            ),
+            (
+                r#"[{"containerPath":"/a","hostPath":"/"}]"#,
+                "container.volumes[0].hostPath",
+            ),
+            (
+                r#"[{"containerPath":"/a"}]"#,
+                "container.volumes[0].hostPath",
+            ),
+            (
+                r#"[{"containerPath":"/a","hostPath":"/x","mode":"rw"}]"#,
+                "container.volumes[0].mode",
+            ),
+            (
+                r#"[{"containerPath":"/a","tmpfs":{"sizeMiB":65}}]"#,
+                "container.volumes[0].tmpfs.sizeMiB",
+            ),
+        ];
+        for (volumes, field) in cases {
+            let errors = app(&base(volumes)).normalize_and_validate().unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{volumes}: expected {field}, got {errors:?}"
+            );
+        }
+        let plain = r#"{"id":"p","cmd":"true","container":{"volumes":[{"containerPath":"/a","hostPath":"/x"}]}}"#;
+        let errors = app(plain).normalize_and_validate().unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.field == "container.volumes"),
+            "{errors:?}"
+        );
     }
 
     #[test]

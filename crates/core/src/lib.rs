@@ -11,7 +11,7 @@ pub mod planner;
 pub mod state;
 pub mod types;
 
-pub use app::{AppId, AppSpec, ContainerSpec, DockerSpec, FieldError};
+pub use app::{AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, TmpfsSpec, VolumeSpec};
 pub use command::{Command, Outcome, Reject};
 pub use planner::{plan, Action, BACKOFF_MAX_MS};
 pub use state::{AppRecord, ClusterState};

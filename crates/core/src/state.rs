@@ -291,6 +291,7 @@ pub(crate) mod tests {
                 image: None,
                 user: None,
                 kill_grace_period_ms: 3000,
+                volumes: vec![],
             },
             app_config_version_ms: config_version_ms,
             state: TaskState::Staging,

@@ -149,6 +149,9 @@ pub struct LaunchSpec {
     pub image: Option<String>,
     pub user: Option<String>,
     pub kill_grace_period_ms: u64,
+    /// Default (empty) when reading log entries written before volumes existed.
+    #[serde(default)]
+    pub volumes: Vec<crate::app::VolumeSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -165,6 +165,36 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
     let resources = serde_json::to_value(crate::cgroups::linux_resources(spec)?)
         .map_err(|e| format!("serializing cgroup resources: {e}"))?;
+    let mut mounts = vec![
+        json!({ "destination": "/proc", "type": "proc", "source": "proc" }),
+        json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
+        json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] }),
+        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
+        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                "options": ["nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"] }),
+        json!({ "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
+                "options": ["rbind", "ro"] }),
+        json!({ "destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
+                "options": ["rbind", "ro"] }),
+    ];
+    for volume in &spec.mounts {
+        mounts.push(match (&volume.source, volume.tmpfs_size_mib) {
+            (Some(source), _) => json!({
+                "destination": volume.destination, "type": "bind", "source": source,
+                "options": ["rbind", if volume.read_only { "ro" } else { "rw" }, "nosuid", "nodev"]
+            }),
+            (None, size) => json!({
+                "destination": volume.destination, "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777", format!("size={}m", size.unwrap_or(64)),
+                            if volume.read_only { "ro" } else { "rw" }]
+            }),
+        });
+    }
     Ok(json!({        "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -180,23 +210,7 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
         },
         "root": { "path": "rootfs", "readonly": false },
         "hostname": spec.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
-              "options": ["rbind", "ro"] },
-            { "destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
-              "options": ["rbind", "ro"] }
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }

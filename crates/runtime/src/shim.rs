@@ -152,11 +152,12 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         // Without its pid on record the agent cannot adopt the task later: end it now
         // rather than leave a task nobody manages.
         running.signal(Signal::SIGKILL);
-        let _ = wait_for_exit(&running, 0);
+        let _ = wait_for_exit(&running, 0, Signal::SIGKILL);
         cleanup(dir, running);
         return Err(format!("writing task pid: {e}"));
     }
-    let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms);
+    let stop_signal = Signal::try_from(spec.stop_signal).unwrap_or(Signal::SIGTERM);
+    let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms, stop_signal);
     let cgroup_path = spec.cgroup_path.clone();
     let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
     let (exit_code, signal) = match status {
@@ -351,8 +352,8 @@ fn block_signals() {
 }
 
 /// Waits for the task's main process. SIGTERM/SIGINT to the shim is a kill request: the
-/// task gets SIGTERM, and SIGKILL once `kill_grace_ms` has passed.
-fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
+/// task gets `stop_signal` (the image's StopSignal, else SIGTERM), and SIGKILL once `kill_grace_ms` has passed.
+fn wait_for_exit(running: &Running, kill_grace_ms: u64, stop_signal: Signal) -> (WaitStatus, bool) {
     let main_pid = running.pid();
     let mut kill_deadline: Option<Instant> = None;
     let mut kill_requested = false;
@@ -360,7 +361,7 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
     loop {
         if !kill_requested && EARLY_KILL_REQUEST.load(AtomicOrdering::SeqCst) {
             kill_requested = true;
-            running.signal(Signal::SIGTERM);
+            running.signal(stop_signal);
             kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
         }
         // Reap everything that ended; remember the main process's status.
@@ -387,7 +388,7 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64) -> (WaitStatus, bool) {
         if kill_signal && !kill_requested {
             {
                 kill_requested = true;
-                running.signal(Signal::SIGTERM);
+                running.signal(stop_signal);
                 kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
             }
         }

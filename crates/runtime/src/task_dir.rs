@@ -30,6 +30,45 @@ pub struct ShimSpec {
     pub kill_grace_ms: u64,
     /// libcontainer's state directory (one per agent).
     pub container_state_root: PathBuf,
+    /// Volumes, resolved by the agent to host paths.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// First signal of a kill (the image's StopSignal, else SIGTERM).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: i32,
+}
+
+fn default_stop_signal() -> i32 {
+    libc::SIGTERM
+}
+
+/// One volume of a container task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub destination: String,
+    /// Host directory to bind; `None` for a tmpfs.
+    pub source: Option<PathBuf>,
+    pub read_only: bool,
+    pub tmpfs_size_mib: Option<u64>,
+}
+
+/// Parses a StopSignal as images give it: `SIGQUIT`, `QUIT` or `3`.
+pub fn parse_signal(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(number)
+            .ok()
+            .map(|s| s as i32);
+    }
+    let name = text.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 /// How a task ended, written once by its shim.
@@ -214,6 +253,15 @@ mod tests {
             start_error: None,
             finished_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn stop_signals_parse_in_every_spelling() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("15"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("999"), None);
     }
 
     #[test]
