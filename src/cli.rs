@@ -80,6 +80,12 @@ pub struct UpArgs {
     /// Cgroup under which tasks get their own cgroups.
     #[arg(long, default_value = "dcos-rs")]
     pub cgroup_parent: String,
+    /// Rotate a task's stdout/stderr file when it reaches this size (MiB).
+    #[arg(long, default_value_t = 10)]
+    pub task_log_max_mib: u64,
+    /// Rotated log files kept per task stream (stdout.1 .. stdout.N).
+    #[arg(long, default_value_t = 5)]
+    pub task_log_files: u32,
 }
 
 #[derive(Subcommand, Debug)]

@@ -84,6 +84,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         mem_mib: args.mem,
         cgroup_parent: args.cgroup_parent,
         announce: true,
+        task_log_max_bytes: args.task_log_max_mib.max(1) << 20,
+        task_log_files_max: args.task_log_files,
     };
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -28,6 +28,9 @@ pub struct UpOptions {
     pub cgroup_parent: String,
     /// Print "ready" lines for humans (off in tests).
     pub announce: bool,
+    /// Task log rotation: size per file and rotated files kept per stream.
+    pub task_log_max_bytes: u64,
+    pub task_log_files_max: u32,
 }
 
 pub struct UpHandle {
@@ -81,6 +84,8 @@ pub async fn start(
     agent_config.cpus = opts.cpus;
     agent_config.mem_mib = opts.mem_mib;
     agent_config.cgroup_parent = opts.cgroup_parent.clone();
+    agent_config.task_log_max_bytes = opts.task_log_max_bytes;
+    agent_config.task_log_files_max = opts.task_log_files_max;
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -102,37 +102,91 @@ async fn task_log(
         }
         return (StatusCode::OK, bytes).into_response();
     }
-    let exit_file = dir.exit();
-    let state = (file, exit_file, false, agent, task_id);
-    let stream = futures_util::stream::unfold(
-        state,
-        |(mut file, exit_file, done, agent, task_id)| async move {
-            if done {
-                return None;
-            }
-            let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
-            loop {
-                // Check for the end before reading so the last bytes are never missed. A
-                // task the agent no longer tracks without an exit record (lost) ends the
-                // stream too.
-                let ended = exit_file.exists() || !agent.is_tracking(&task_id);
-                match file.read(&mut buf).await {
-                    Ok(0) if ended => return None,
-                    Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        let chunk = Ok::<_, std::io::Error>(bytes::Bytes::from(buf));
-                        return Some((chunk, (file, exit_file, false, agent, task_id)));
-                    }
-                    Err(e) => return Some((Err(e), (file, exit_file, true, agent, task_id))),
-                }
-            }
-        },
-    );
+    let follower = LogFollower {
+        file,
+        path,
+        exit_file: dir.exit(),
+        agent,
+        task_id,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+        let chunk = follower.next_chunk().await?;
+        Some((chunk, follower))
+    });
     Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Follows one log stream of a task across rotations until the task has ended.
+struct LogFollower {
+    file: tokio::fs::File,
+    path: std::path::PathBuf,
+    exit_file: std::path::PathBuf,
+    agent: Arc<Agent>,
+    task_id: String,
+    done: bool,
+}
+
+impl LogFollower {
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
+        loop {
+            // Check for the end before reading so the last bytes are never missed. A task
+            // the agent no longer tracks without an exit record (lost) ends the stream too.
+            let ended = self.exit_file.exists() || !self.agent.is_tracking(&self.task_id);
+            match self.file.read(&mut buf).await {
+                Ok(0) if self.rotated().await => {
+                    // The shim writes nothing more to the old file once it has rotated it:
+                    // one more read finds its last bytes, then the new file takes over.
+                    match self.file.read(&mut buf).await {
+                        Ok(0) => match tokio::fs::File::open(&self.path).await {
+                            Ok(new) => self.file = new,
+                            Err(e) => {
+                                self.done = true;
+                                return Some(Err(e));
+                            }
+                        },
+                        Ok(n) => {
+                            buf.truncate(n);
+                            return Some(Ok(bytes::Bytes::from(buf)));
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                Ok(0) if ended => return None,
+                Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Some(Ok(bytes::Bytes::from(buf)));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// True when the path now names another file than the one being read.
+    async fn rotated(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(current), Ok(ours)) = (
+            tokio::fs::metadata(&self.path).await,
+            self.file.metadata().await,
+        ) else {
+            return false;
+        };
+        current.ino() != ours.ino() || current.dev() != ours.dev()
+    }
 }
 
 async fn wait_for_file(path: &std::path::Path) -> Option<tokio::fs::File> {

@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub disk_mib: Option<u64>,
     /// Cgroup directory under which every task gets `<parent>/<task-id>`.
     pub cgroup_parent: String,
+    /// Size at which a task's stdout/stderr file is rotated.
+    pub task_log_max_bytes: u64,
+    /// Rotated files kept per task stream.
+    pub task_log_files_max: u32,
 }
 
 impl AgentConfig {
@@ -57,6 +61,8 @@ impl AgentConfig {
             mem_mib: None,
             disk_mib: None,
             cgroup_parent: "dcos-rs".to_string(),
+            task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
+            task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
         }
     }
 }
@@ -331,6 +337,8 @@ impl Agent {
             kill_grace_ms: launch.kill_grace_period_ms,
             container_state_root: self.config.work_dir.join("containers"),
             mounts: resolve_volumes(&launch.volumes, dir)?,
+            log_max_bytes: self.config.task_log_max_bytes,
+            log_files_max: self.config.task_log_files_max,
             stop_signal: image
                 .as_ref()
                 .and_then(|i| i.config.stop_signal.as_deref())

@@ -45,6 +45,8 @@ impl TestCluster {
             mem_mib: Some(2048),
             cgroup_parent: cgroup_parent.clone(),
             announce: false,
+            task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
+            task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
         };
         tweak(&mut opts);
         let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,4 +7,5 @@ mod cli;
 mod common;
 mod containers;
 mod dashboard;
+mod logs;
 mod process;

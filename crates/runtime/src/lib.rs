@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod image;
+pub mod logs;
 pub mod shim;
 pub mod task_dir;
 pub mod testimage;

@@ -10,6 +10,7 @@
 
 use crate::bundle::oci_config;
 use crate::cgroups;
+use crate::logs::{RotatingFile, Stream};
 use crate::task_dir::{write_atomic, write_json_atomic, ShimSpec, TaskDir, TaskExit};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -18,7 +19,8 @@ use libcontainer::workload::default::DefaultExecutor;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -139,8 +141,7 @@ impl Running {
 }
 
 fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
-    let stdout = open_log(&dir.stdout())?;
-    let stderr = open_log(&dir.stderr())?;
+    let (mut streams, stdout, stderr) = output_pipes(dir, spec)?;
     let running = match &spec.image_rootfs {
         Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
         None => start_process(spec, stdout, stderr)?,
@@ -152,12 +153,13 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         // Without its pid on record the agent cannot adopt the task later: end it now
         // rather than leave a task nobody manages.
         running.signal(Signal::SIGKILL);
-        let _ = wait_for_exit(&running, 0, Signal::SIGKILL);
+        let _ = wait_for_exit(&running, 0, Signal::SIGKILL, &mut streams);
         cleanup(dir, running);
         return Err(format!("writing task pid: {e}"));
     }
     let stop_signal = Signal::try_from(spec.stop_signal).unwrap_or(Signal::SIGTERM);
-    let (status, kill_requested) = wait_for_exit(&running, spec.kill_grace_ms, stop_signal);
+    let (status, kill_requested) =
+        wait_for_exit(&running, spec.kill_grace_ms, stop_signal, &mut streams);
     let cgroup_path = spec.cgroup_path.clone();
     let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
     let (exit_code, signal) = match status {
@@ -166,6 +168,10 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         _ => (None, None),
     };
     cleanup(dir, running);
+    // Every writer is gone now: what is left in the pipes is the end of the log.
+    for stream in &mut streams {
+        stream.pump();
+    }
     Ok(TaskExit {
         exit_code,
         signal,
@@ -177,12 +183,22 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
     })
 }
 
-fn open_log(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))
+/// Pipes for the task's stdout and stderr: the write ends go to the task, the read ends
+/// are pumped by the shim into rotating files in the sandbox.
+fn output_pipes(dir: &TaskDir, spec: &ShimSpec) -> Result<(Vec<Stream>, OwnedFd, OwnedFd), String> {
+    let mut streams = Vec::new();
+    let mut write_ends = Vec::new();
+    for path in [dir.stdout(), dir.stderr()] {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("creating output pipe: {e}"))?;
+        let file = RotatingFile::open(&path, spec.log_max_bytes, spec.log_files_max)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        streams.push(Stream::new(read_end, file).map_err(|e| format!("output pipe: {e}"))?);
+        write_ends.push(write_end);
+    }
+    let stderr = write_ends.pop().expect("two pipes");
+    let stdout = write_ends.pop().expect("two pipes");
+    Ok((streams, stdout, stderr))
 }
 
 /// The task's writable root: an overlay over the image's read-only tree, mounted in a
@@ -239,8 +255,8 @@ fn start_container(
     dir: &TaskDir,
     spec: &ShimSpec,
     lower: &Path,
-    stdout: File,
-    stderr: File,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
 ) -> Result<Running, String> {
     prepare_rootfs(dir, lower)?;
     let config = oci_config(spec)?;
@@ -282,7 +298,7 @@ fn start_container(
     })
 }
 
-fn start_process(spec: &ShimSpec, stdout: File, stderr: File) -> Result<Running, String> {
+fn start_process(spec: &ShimSpec, stdout: OwnedFd, stderr: OwnedFd) -> Result<Running, String> {
     let cgroup = cgroups::TaskCgroup::create(spec)?;
     block_signals();
     // The task starts as `dcos-rs __exec`, which waits on this pipe until it is in the task's
@@ -351,13 +367,32 @@ fn block_signals() {
     let _ = signal_set().thread_block();
 }
 
-/// Waits for the task's main process. SIGTERM/SIGINT to the shim is a kill request: the
+/// Waits for the task's main process while copying its output into the log files.
+/// SIGTERM/SIGINT to the shim is a kill request: the
 /// task gets `stop_signal` (the image's StopSignal, else SIGTERM), and SIGKILL once `kill_grace_ms` has passed.
-fn wait_for_exit(running: &Running, kill_grace_ms: u64, stop_signal: Signal) -> (WaitStatus, bool) {
+fn wait_for_exit(
+    running: &Running,
+    kill_grace_ms: u64,
+    stop_signal: Signal,
+    streams: &mut [Stream],
+) -> (WaitStatus, bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
     let main_pid = running.pid();
     let mut kill_deadline: Option<Instant> = None;
     let mut kill_requested = false;
-    let set = signal_set();
+    // The signals are blocked (block_signals); they arrive here as readable events, next
+    // to the task's output pipes, so one poll waits for both.
+    let signals = match SignalFd::with_flags(
+        &signal_set(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    ) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("shim: signalfd: {e}; polling once a second instead");
+            None
+        }
+    };
     loop {
         if !kill_requested && EARLY_KILL_REQUEST.load(AtomicOrdering::SeqCst) {
             kill_requested = true;
@@ -379,18 +414,34 @@ fn wait_for_exit(running: &Running, kill_grace_ms: u64, stop_signal: Signal) -> 
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(1),
         };
-        let ts = nix::sys::time::TimeSpec::from(timeout);
-        // SAFETY: sigtimedwait reads the set and the timespec; a null info pointer is allowed.
-        let received =
-            unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
-        let kill_signal =
-            received == libc::SIGTERM || received == libc::SIGINT || received == libc::SIGHUP;
-        if kill_signal && !kill_requested {
-            {
-                kill_requested = true;
-                running.signal(stop_signal);
-                kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
+        {
+            let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+            if let Some(signals) = &signals {
+                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
             }
+            for stream in streams.iter() {
+                if let Some(fd) = stream.fd() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
+            }
+            let timeout_ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
+        }
+        for stream in streams.iter_mut() {
+            stream.pump();
+        }
+        let mut kill_signal = false;
+        if let Some(signals) = &signals {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let number = info.ssi_signo as i32;
+                kill_signal |=
+                    number == libc::SIGTERM || number == libc::SIGINT || number == libc::SIGHUP;
+            }
+        }
+        if kill_signal && !kill_requested {
+            kill_requested = true;
+            running.signal(stop_signal);
+            kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
         }
         if let Some(deadline) = kill_deadline {
             if Instant::now() >= deadline {

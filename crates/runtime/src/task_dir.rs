@@ -36,6 +36,20 @@ pub struct ShimSpec {
     /// First signal of a kill (the image's StopSignal, else SIGTERM).
     #[serde(default = "default_stop_signal")]
     pub stop_signal: i32,
+    /// Size at which `stdout`/`stderr` are rotated.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated files kept per stream (`stdout.1` .. `stdout.N`).
+    #[serde(default = "default_log_files_max")]
+    pub log_files_max: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    crate::logs::LOG_MAX_BYTES_DEFAULT
+}
+
+fn default_log_files_max() -> u32 {
+    crate::logs::LOG_FILES_MAX_DEFAULT
 }
 
 fn default_stop_signal() -> i32 {

@@ -1,0 +1,187 @@
+//! Task log capture in the shim: the task's stdout and stderr are pipes that the shim copies
+//! into files in the sandbox, rotating each file when it reaches a size limit
+//! (`stdout` -> `stdout.1` -> ... -> `stdout.<files_max>`, the oldest dropped).
+//!
+//! Synchronous and single-threaded (it runs inside the shim's wait loop); it never blocks:
+//! the read ends are non-blocking and only read after `poll` says they are ready.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Default size at which a log file is rotated.
+pub const LOG_MAX_BYTES_DEFAULT: u64 = 10 << 20;
+/// Default number of rotated files kept per stream.
+pub const LOG_FILES_MAX_DEFAULT: u32 = 5;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// One log file with size-based rotation.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max_bytes: u64,
+    files_max: u32,
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+impl RotatingFile {
+    pub fn open(path: &Path, max_bytes: u64, files_max: u32) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            file,
+            written,
+            max_bytes: max_bytes.max(1),
+            files_max,
+        })
+    }
+
+    pub fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            if self.written >= self.max_bytes {
+                self.rotate()?;
+            }
+            let room = (self.max_bytes - self.written) as usize;
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.file.write_all(now)?;
+            self.written += now.len() as u64;
+            bytes = later;
+        }
+        Ok(())
+    }
+
+    /// Shifts `path.N` to `path.N+1` (dropping the oldest), `path` to `path.1`, and starts a
+    /// new `path`. Readers that follow the file notice the new inode and switch over.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.files_max == 0 {
+            // No history kept: start over in place.
+            self.file.set_len(0)?;
+            self.written = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(rotated(&self.path, self.files_max));
+        for n in (1..self.files_max).rev() {
+            let from = rotated(&self.path, n);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&self.path, n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+/// The read end of one output pipe and where its bytes go.
+pub struct Stream {
+    pipe: File,
+    out: RotatingFile,
+    open: bool,
+}
+
+impl Stream {
+    pub fn new(read_end: OwnedFd, out: RotatingFile) -> std::io::Result<Self> {
+        set_nonblocking(&read_end)?;
+        Ok(Stream {
+            pipe: File::from(read_end),
+            out,
+            open: true,
+        })
+    }
+
+    /// The pipe to poll, while the task may still write to it.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.open.then(|| self.pipe.as_fd())
+    }
+
+    /// Copies everything available now. Returns false once the writers are all gone.
+    pub fn pump(&mut self) -> bool {
+        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        while self.open {
+            match self.pipe.read(&mut buf) {
+                Ok(0) => self.open = false,
+                Ok(n) => {
+                    if let Err(e) = self.out.write(&buf[..n]) {
+                        eprintln!("shim: writing {}: {e}", self.out.path.display());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("shim: reading task output: {e}");
+                    self.open = false;
+                }
+            }
+        }
+        self.open
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(std::os::fd::AsRawFd::as_raw_fd(fd), FcntlArg::F_GETFL)
+        .map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        FcntlArg::F_SETFL(flags),
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    #[test]
+    fn rotates_at_the_limit_and_keeps_files_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        let mut log = RotatingFile::open(&path, 10, 2).unwrap();
+        log.write(b"0123456789abcdefghij").unwrap();
+        assert_eq!(read(&path), "abcdefghij");
+        assert_eq!(read(&rotated(&path, 1)), "0123456789");
+        log.write(b"KLMNOPQRSTuv").unwrap();
+        assert_eq!(read(&path), "uv");
+        assert_eq!(read(&rotated(&path, 1)), "KLMNOPQRST");
+        assert_eq!(read(&rotated(&path, 2)), "abcdefghij");
+        assert!(
+            !rotated(&path, 3).exists(),
+            "only files_max rotated files are kept"
+        );
+    }
+
+    #[test]
+    fn pumps_a_pipe_until_its_writers_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let mut stream =
+            Stream::new(read_end, RotatingFile::open(&path, 1 << 20, 1).unwrap()).unwrap();
+        let mut writer = File::from(write_end);
+        writer.write_all(b"hello ").unwrap();
+        assert!(stream.pump());
+        writer.write_all(b"world").unwrap();
+        drop(writer);
+        assert!(!stream.pump());
+        assert!(stream.fd().is_none());
+        assert_eq!(read(&path), "hello world");
+    }
+}
