@@ -34,6 +34,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/images", get(list_images).post(import_image))
         .route("/images/{*reference}", delete(remove_image))
         .route("/containers", get(containers))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
         .with_state(agent)
 }
@@ -307,9 +308,78 @@ async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<Str
     }
 }
 
+/// `GET /containers`: every task that has not ended, with its cgroup usage.
 async fn containers(State(agent): State<Arc<Agent>>) -> Response {
-    json_ok(&serde_json::json!({
-        "agentId": agent.id,
-        "runningTasks": agent.running_task_count(),
-    }))
+    let stats = {
+        let agent = agent.clone();
+        tokio::task::spawn_blocking(move || agent.container_stats())
+            .await
+            .unwrap_or_default()
+    };
+    json_ok(&serde_json::json!({ "agentId": agent.id, "containers": stats }))
+}
+
+/// `GET /metrics`: per-task cpu time, memory, memory limit and OOM kills, Prometheus text.
+async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    type Labels = Vec<(String, String)>;
+    let stats = {
+        let agent = agent.clone();
+        tokio::task::spawn_blocking(move || agent.container_stats())
+            .await
+            .unwrap_or_default()
+    };
+    // A fresh registry per scrape: ended tasks disappear from the output.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("dcos");
+    let cpu = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let memory = Family::<Labels, Gauge>::default();
+    let limit = Family::<Labels, Gauge>::default();
+    let ooms = Family::<Labels, Gauge>::default();
+    let running = Gauge::<i64>::default();
+    registry.register("task_cpu_seconds", "CPU time used by the task", cpu.clone());
+    registry.register(
+        "task_memory_bytes",
+        "Memory used by the task",
+        memory.clone(),
+    );
+    registry.register(
+        "task_memory_limit_bytes",
+        "Memory limit of the task",
+        limit.clone(),
+    );
+    registry.register(
+        "task_oom_kills",
+        "OOM kills in the task's cgroup",
+        ooms.clone(),
+    );
+    registry.register(
+        "agent_tasks_running",
+        "Tasks this agent runs",
+        running.clone(),
+    );
+    running.set(stats.len() as i64);
+    for c in &stats {
+        let labels = vec![("task".to_string(), c.task_id.clone())];
+        cpu.get_or_create(&labels).set(c.stats.cpu_seconds);
+        memory
+            .get_or_create(&labels)
+            .set(c.stats.memory_bytes as i64);
+        limit
+            .get_or_create(&labels)
+            .set(c.stats.memory_limit_bytes as i64);
+        ooms.get_or_create(&labels).set(c.stats.oom_kills as i64);
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        return api_error(ApiError::internal(format!("encoding metrics: {e}")));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }

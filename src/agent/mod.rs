@@ -533,9 +533,43 @@ impl Agent {
             .collect()
     }
 
+    /// Resource usage of every task that has not ended, read from its cgroup.
+    pub fn container_stats(&self) -> Vec<ContainerStats> {
+        let dirs: Vec<(String, TaskDir)> = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            tasks
+                .iter()
+                .map(|(id, t)| (id.clone(), t.dir.clone()))
+                .collect()
+        };
+        dirs.into_iter()
+            .filter_map(|(task_id, dir)| {
+                let spec = dir.read_spec().ok()?;
+                let stats = dcos_runtime::cgroups::task_stats(&spec.cgroup_path)?;
+                Some(ContainerStats {
+                    task_id,
+                    pid: TaskDir::read_pid(&dir.task_pid()),
+                    image: spec.image_rootfs.is_some(),
+                    stats,
+                })
+            })
+            .collect()
+    }
+
     pub fn running_task_count(&self) -> usize {
         self.tasks.lock().expect("tasks lock").len()
     }
+}
+
+/// One running task's resource usage, as `/containers` and `/metrics` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStats {
+    pub task_id: String,
+    pub pid: Option<i32>,
+    /// Runs in a container image (else a plain process in cgroups).
+    pub image: bool,
+    pub stats: dcos_runtime::cgroups::TaskStats,
 }
 
 /// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is

@@ -78,6 +78,30 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         .unwrap();
         assert_eq!(limit.trim(), (64u64 << 20).to_string());
     }
+    let containers: serde_json::Value = cluster
+        .client
+        .get(&format!("{}/containers", task.agent_url))
+        .await
+        .unwrap();
+    let listed = &containers["containers"][0];
+    assert_eq!(listed["taskId"], task.id.as_str());
+    assert_eq!(listed["stats"]["memoryLimitBytes"], 64u64 << 20);
+    assert!(
+        listed["stats"]["memoryBytes"].as_u64().unwrap() > 0,
+        "{containers}"
+    );
+    let metrics = cluster
+        .client
+        .get_text(&format!("{}/metrics", task.agent_url))
+        .await
+        .unwrap();
+    let limit_line = format!(
+        "dcos_task_memory_limit_bytes{{task=\"{}\"}} {}",
+        task.id,
+        64u64 << 20
+    );
+    assert!(metrics.contains(&limit_line), "{metrics}");
+    assert!(metrics.contains("dcos_task_cpu_seconds{"), "{metrics}");
     let stdout_url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
     let stderr_url = format!("{}/files/tasks/{}/stderr", task.agent_url, task.id);
     let out = wait_for("container stdout", Duration::from_secs(10), || async {

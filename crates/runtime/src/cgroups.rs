@@ -152,3 +152,118 @@ pub fn setup_name() -> String {
         Err(e) => format!("unknown ({e})"),
     }
 }
+
+/// Resource usage of one task's cgroup, read from the cgroup filesystem.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStats {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub oom_kills: u64,
+}
+
+/// Stats of the cgroup at `cgroup_path` on this host (v1, v2 or hybrid); `None` if it is gone.
+pub fn task_stats(cgroup_path: &str) -> Option<TaskStats> {
+    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
+    stats_under(std::path::Path::new(CGROUP_ROOT), unified, cgroup_path)
+}
+
+fn read_u64(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn keyed_u64(path: &std::path::Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+}
+
+/// Reads v2 files (`cpu.stat`, `memory.current`, `memory.max`, `memory.events`) when
+/// `unified`, else v1 ones (`cpuacct.usage`, `memory.usage_in_bytes`, ...), under `root`.
+fn stats_under(root: &std::path::Path, unified: bool, cgroup_path: &str) -> Option<TaskStats> {
+    let relative = cgroup_path.trim_start_matches('/');
+    if unified {
+        let dir = root.join(relative);
+        let memory_limit_bytes = match std::fs::read_to_string(dir.join("memory.max")).ok()?.trim()
+        {
+            "max" => 0,
+            value => value.parse().ok()?,
+        };
+        Some(TaskStats {
+            cpu_seconds: keyed_u64(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0) as f64 / 1e6,
+            memory_bytes: read_u64(&dir.join("memory.current")).unwrap_or(0),
+            memory_limit_bytes,
+            oom_kills: keyed_u64(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
+        })
+    } else {
+        let memory = root.join("memory").join(relative);
+        let cpuacct = root.join("cpuacct").join(relative);
+        Some(TaskStats {
+            cpu_seconds: read_u64(&cpuacct.join("cpuacct.usage")).unwrap_or(0) as f64 / 1e9,
+            memory_bytes: read_u64(&memory.join("memory.usage_in_bytes"))?,
+            memory_limit_bytes: read_u64(&memory.join("memory.limit_in_bytes")).unwrap_or(0),
+            oom_kills: keyed_u64(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &std::path::Path, file: &str, text: &str) {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn stats_from_v1_and_v2_files() {
+        let v1 = tempfile::tempdir().unwrap();
+        write(v1.path(), "cpuacct/p/t/cpuacct.usage", "2500000000\n");
+        write(v1.path(), "memory/p/t/memory.usage_in_bytes", "1048576\n");
+        write(v1.path(), "memory/p/t/memory.limit_in_bytes", "67108864\n");
+        write(
+            v1.path(),
+            "memory/p/t/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        assert_eq!(
+            stats_under(v1.path(), false, "/p/t"),
+            Some(TaskStats {
+                cpu_seconds: 2.5,
+                memory_bytes: 1 << 20,
+                memory_limit_bytes: 64 << 20,
+                oom_kills: 2
+            })
+        );
+        let v2 = tempfile::tempdir().unwrap();
+        write(
+            v2.path(),
+            "p/t/cpu.stat",
+            "usage_usec 1500000\nuser_usec 1000000\n",
+        );
+        write(v2.path(), "p/t/memory.current", "4096\n");
+        write(v2.path(), "p/t/memory.max", "max\n");
+        write(
+            v2.path(),
+            "p/t/memory.events",
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        );
+        assert_eq!(
+            stats_under(v2.path(), true, "/p/t"),
+            Some(TaskStats {
+                cpu_seconds: 1.5,
+                memory_bytes: 4096,
+                memory_limit_bytes: 0,
+                oom_kills: 1
+            })
+        );
+        assert_eq!(stats_under(v1.path(), false, "/p/gone"), None);
+    }
+}
