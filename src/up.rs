@@ -115,11 +115,13 @@ pub async fn start(
     say(
         opts.announce,
         &format!(
-            "agent:  ready (id {}, {:.1} cpus, {} MiB, API {agent_url}, cgroups {})",
+            "agent:  ready (id {}, {:.1} cpus, {} MiB, API {agent_url}, cgroups {}; {} task(s) recovered in {:.1} ms)",
             agent.id,
             agent.resources.cpus(),
             agent.resources.mem_mib,
-            dcos_runtime::cgroups::setup_name()
+            dcos_runtime::cgroups::setup_name(),
+            agent.last_recovery().0,
+            agent.last_recovery().1 as f64 / 1000.0
         ),
     );
     say(

@@ -358,6 +358,13 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         "Tasks this agent runs",
         running.clone(),
     );
+    let launched = prometheus_client::metrics::counter::Counter::<u64>::default();
+    launched.inc_by(agent.launched_total());
+    registry.register(
+        "agent_tasks_launched",
+        "Tasks launched since the agent started",
+        launched,
+    );
     running.set(stats.len() as i64);
     for c in &stats {
         let labels = vec![("task".to_string(), c.task_id.clone())];

@@ -14,7 +14,7 @@ use dcos_runtime::image::ImageStore;
 use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -88,6 +88,10 @@ pub struct Agent {
     draining: AtomicBool,
     /// Launches between "accepted" and "in the task map"; a drain waits for them.
     launches_in_flight: AtomicUsize,
+    /// Shims started since this agent started (for metrics and the leak test).
+    launched_total: AtomicU64,
+    /// What the last recovery found and how long it took: (tasks, microseconds).
+    last_recovery: Mutex<(usize, u64)>,
 }
 
 impl Agent {
@@ -120,6 +124,8 @@ impl Agent {
             to_master,
             draining: AtomicBool::new(false),
             launches_in_flight: AtomicUsize::new(0),
+            launched_total: AtomicU64::new(0),
+            last_recovery: Mutex::new((0, 0)),
         }))
     }
 
@@ -145,6 +151,28 @@ impl Agent {
     /// Finds the tasks of earlier runs: still running (their shim is alive), ended while we
     /// were away (their exit record), or lost (shim gone without a record).
     pub fn recover(&self) -> Vec<TaskReport> {
+        let started = std::time::Instant::now();
+        let reports = self.recover_tasks();
+        let micros = started.elapsed().as_micros() as u64;
+        *self.last_recovery.lock().expect("recovery lock") = (reports.len(), micros);
+        tracing::info!(
+            tasks = reports.len(),
+            micros,
+            "recovered tasks from the work dir"
+        );
+        reports
+    }
+
+    /// (tasks found, microseconds taken) by the last `recover`.
+    pub fn last_recovery(&self) -> (usize, u64) {
+        *self.last_recovery.lock().expect("recovery lock")
+    }
+
+    pub fn launched_total(&self) -> u64 {
+        self.launched_total.load(Ordering::SeqCst)
+    }
+
+    fn recover_tasks(&self) -> Vec<TaskReport> {
         let mut reports = Vec::new();
         let Ok(entries) = std::fs::read_dir(self.config.work_dir.join("tasks")) else {
             return reports;
@@ -347,6 +375,7 @@ impl Agent {
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
+        self.launched_total.fetch_add(1, Ordering::SeqCst);
         // Recorded by us too (the shim writes the same): a crash of the agent right now
         // must not leave a shim nobody can find.
         dcos_runtime::task_dir::write_atomic(&dir.shim_pid(), shim_pid.to_string().as_bytes())

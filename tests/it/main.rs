@@ -7,5 +7,6 @@ mod cli;
 mod common;
 mod containers;
 mod dashboard;
+mod lifecycle;
 mod logs;
 mod process;

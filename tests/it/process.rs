@@ -218,3 +218,56 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
     }
     remove_cgroup_parent(&cgroup_parent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tasks_survive_an_agent_crash_with_the_same_pids() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cgroup_parent = unique("dcos-rs-test");
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let app = json!({"id": "twenty", "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 20});
+    let _: serde_json::Value = up
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v2/apps",
+            &serde_json::to_vec(&app).unwrap(),
+        )
+        .await
+        .unwrap();
+    let before = wait_for("20 running tasks", Duration::from_secs(60), || async {
+        let r = up.running("/twenty").await;
+        (r.len() == 20).then_some(r)
+    })
+    .await;
+    let pids: Vec<(String, i32)> = before
+        .iter()
+        .map(|t| (t.id.clone(), task_pid(&data, &t.id)))
+        .collect();
+    up.signal(nix::sys::signal::Signal::SIGKILL);
+    up.wait_exit(Duration::from_secs(5));
+    for (id, pid) in &pids {
+        assert!(pid_alive(*pid), "{id} survives the crash");
+    }
+    let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
+    let after = wait_for("the 20 adopted tasks", Duration::from_secs(30), || async {
+        let r = up.running("/twenty").await;
+        (r.len() == 20).then_some(r)
+    })
+    .await;
+    for (id, pid) in &pids {
+        assert!(
+            after.iter().any(|t| &t.id == id),
+            "{id} is adopted, not replaced"
+        );
+        assert_eq!(task_pid(&data, id), *pid);
+        assert!(pid_alive(*pid));
+    }
+    up.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(up.wait_exit(Duration::from_secs(60)).success());
+    for (id, pid) in &pids {
+        assert!(!pid_alive(*pid), "{id} is stopped with `up`");
+    }
+    remove_cgroup_parent(&cgroup_parent);
+}
