@@ -88,10 +88,15 @@ pub async fn start(
     agent_config.task_log_files_max = opts.task_log_files_max;
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
 
+    // Find the tasks of earlier runs before anything else happens.
+    let recovered = {
+        let agent = agent.clone();
+        tokio::task::spawn_blocking(move || agent.recover()).await?
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let handles = vec![
         tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),
-        tokio::spawn(agent.clone().run(shutdown_rx.clone())),
+        tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone())),
         serve(
             master_listener,
             crate::master::http::router(master.clone()),
@@ -104,10 +109,10 @@ pub async fn start(
         ),
     ];
 
-    // Ready once the agent is registered in the replicated state.
+    // Ready once the agent has registered with the master (and reported what it recovered).
     let agent_id = agent.id.clone();
     for _ in 0..200 {
-        if master.read(|s| s.agents.contains_key(&agent_id)) {
+        if master.is_connected(&agent_id) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

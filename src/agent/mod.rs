@@ -217,9 +217,13 @@ impl Agent {
 
     /// Registers with the master, then serves its commands and watches tasks until
     /// `shutdown` resolves.
-    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// `reports` are what `recover` found (called before, so start-up can report it).
+    pub async fn run(
+        self: Arc<Self>,
+        reports: Vec<TaskReport>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let (link, mut commands) = mpsc::channel(LINK_QUEUE_MAX);
-        let reports = self.recover();
         tracing::info!(agent = %self.id, tasks = reports.len(), "registering with the master");
         let _ = self
             .to_master

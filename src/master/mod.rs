@@ -66,6 +66,14 @@ impl Master {
         self.scheduling.store(false, Ordering::SeqCst);
     }
 
+    /// True once the agent has registered in this master's term (its link is up).
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.links
+            .lock()
+            .expect("links lock")
+            .contains_key(agent_id)
+    }
+
     fn link(&self, agent_id: &str) -> Option<mpsc::Sender<ToAgent>> {
         self.links
             .lock()
