@@ -86,6 +86,36 @@ pub struct UpArgs {
     /// Rotated log files kept per task stream (stdout.1 .. stdout.N).
     #[arg(long, default_value_t = 5)]
     pub task_log_files: u32,
+    /// Host ports the agent may give tasks, e.g. `31000-32000` or `8000-8099,9000-9000`.
+    #[arg(long, default_value = "31000-32000", value_parser = parse_port_ranges)]
+    pub ports: PortRanges,
+}
+
+/// A list of inclusive port ranges, parsed from `a-b,c-d`.
+#[derive(Debug, Clone)]
+pub struct PortRanges(pub Vec<dcos_core::PortRange>);
+
+fn parse_port_ranges(text: &str) -> Result<PortRanges, String> {
+    let mut ranges = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (begin, end) = part.split_once('-').unwrap_or((part, part));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("'{p}' is not a port (1-65535)"))
+        };
+        let (begin, end) = (parse(begin)?, parse(end)?);
+        if begin == 0 || begin > end {
+            return Err(format!(
+                "'{part}': a range is low-high with 1 <= low <= high"
+            ));
+        }
+        ranges.push(dcos_core::PortRange { begin, end });
+    }
+    if ranges.is_empty() {
+        return Err("give at least one range, e.g. 31000-32000".into());
+    }
+    Ok(PortRanges(ranges))
 }
 
 #[derive(Subcommand, Debug)]

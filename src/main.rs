@@ -86,6 +86,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         announce: true,
         task_log_max_bytes: args.task_log_max_mib.max(1) << 20,
         task_log_files_max: args.task_log_files,
+        ports: args.ports.0,
     };
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

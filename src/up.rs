@@ -31,6 +31,8 @@ pub struct UpOptions {
     /// Task log rotation: size per file and rotated files kept per stream.
     pub task_log_max_bytes: u64,
     pub task_log_files_max: u32,
+    /// Host ports the agent gives tasks.
+    pub ports: Vec<dcos_core::PortRange>,
 }
 
 pub struct UpHandle {
@@ -86,6 +88,7 @@ pub async fn start(
     agent_config.cgroup_parent = opts.cgroup_parent.clone();
     agent_config.task_log_max_bytes = opts.task_log_max_bytes;
     agent_config.task_log_files_max = opts.task_log_files_max;
+    agent_config.ports = opts.ports.clone();
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
 
     // Find the tasks of earlier runs before anything else happens.

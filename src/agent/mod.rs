@@ -48,7 +48,15 @@ pub struct AgentConfig {
     pub task_log_max_bytes: u64,
     /// Rotated files kept per task stream.
     pub task_log_files_max: u32,
+    /// Host ports tasks may be given.
+    pub ports: Vec<dcos_core::PortRange>,
 }
+
+/// Mesos's default port range for tasks.
+pub const DEFAULT_TASK_PORTS: dcos_core::PortRange = dcos_core::PortRange {
+    begin: 31000,
+    end: 32000,
+};
 
 impl AgentConfig {
     pub fn new(work_dir: PathBuf, url: String) -> Self {
@@ -63,6 +71,7 @@ impl AgentConfig {
             cgroup_parent: "dcos-rs".to_string(),
             task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
             task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
+            ports: vec![DEFAULT_TASK_PORTS],
         }
     }
 }
@@ -137,6 +146,7 @@ impl Agent {
             resources: self.resources,
             state: AgentState::Active,
             registered_at_ms: now_ms(),
+            ports: self.config.ports.clone(),
         }
     }
 
@@ -337,6 +347,15 @@ impl Agent {
         extra_env.insert("HOST".to_string(), self.config.hostname.clone());
         if image.is_none() {
             extra_env.insert("MESOS_SANDBOX".to_string(), sandbox.clone());
+        }
+        // Marathon's port variables: PORT0..N, PORT (the first) and PORTS (all, commas).
+        for (i, port) in task.ports.iter().enumerate() {
+            extra_env.insert(format!("PORT{i}"), port.to_string());
+        }
+        if let Some(first) = task.ports.first() {
+            extra_env.insert("PORT".to_string(), first.to_string());
+            let all: Vec<String> = task.ports.iter().map(|p| p.to_string()).collect();
+            extra_env.insert("PORTS".to_string(), all.join(","));
         }
         let process = resolve_process(
             image.as_ref().map(|i| &i.config),

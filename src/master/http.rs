@@ -210,6 +210,33 @@ async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), Ap
             return Err(ApiError::invalid(&errors));
         }
     }
+    let ranges: Vec<dcos_core::PortRange> = master.read(|s| {
+        s.agents
+            .values()
+            .filter(|a| a.state == AgentState::Active)
+            .flat_map(|a| a.ports.iter().copied())
+            .collect()
+    });
+    if !ranges.is_empty() {
+        let errors: Vec<FieldError> = spec
+            .port_definitions
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.port != 0 && !ranges.iter().any(|r| r.contains(d.port)))
+            .map(|(i, d)| {
+                FieldError::new(
+                    format!("portDefinitions[{i}].port"),
+                    format!(
+                        "port {} is outside every agent's port range ({ranges:?}); use 0 for any",
+                        d.port
+                    ),
+                )
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&errors));
+        }
+    }
     if let Some(image) = spec.image() {
         if !master.image_available(image).await {
             return Err(ApiError::invalid(&[FieldError::new(

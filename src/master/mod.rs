@@ -274,9 +274,13 @@ impl Master {
         for action in actions {
             match action {
                 Action::Launch { .. } if launches >= LAUNCHES_PER_ROUND_MAX => {}
-                Action::Launch { app_id, agent_id } => {
+                Action::Launch {
+                    app_id,
+                    agent_id,
+                    ports,
+                } => {
                     launches += 1;
-                    self.launch(&app_id, &agent_id, now).await
+                    self.launch(&app_id, &agent_id, ports, now).await
                 }
                 Action::Kill { task_id } => {
                     let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
@@ -308,7 +312,7 @@ impl Master {
         }
     }
 
-    async fn launch(&self, app_id: &str, agent_id: &str, now: u64) {
+    async fn launch(&self, app_id: &str, agent_id: &str, ports: Vec<u16>, now: u64) {
         let Some(task) = self.read(|s| {
             let app = s.apps.get(app_id)?;
             Some(Task {
@@ -329,6 +333,7 @@ impl Master {
                 updated_at_ms: now,
                 message: None,
                 exit_code: None,
+                ports,
             })
         }) else {
             return;

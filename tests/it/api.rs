@@ -271,3 +271,71 @@ async fn crashing_task_fails_with_exit_code_and_is_relaunched_with_backoff() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_get_distinct_host_ports_in_their_environment() {
+    let cluster = TestCluster::start().await;
+    cluster
+        .deploy(json!({
+            "id": "ported", "cmd": "echo \"ports=$PORTS p0=$PORT0 p1=$PORT1 p=$PORT\"; sleep 1000",
+            "cpus": 0.1, "mem": 16, "instances": 2,
+            "portDefinitions": [{"port": 0, "name": "http"}, {"port": 0}]
+        }))
+        .await
+        .unwrap();
+    let tasks = cluster.wait_running("/ported", 2).await;
+    let mut all: Vec<u16> = tasks.iter().flat_map(|t| t.ports.clone()).collect();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![31000, 31001, 31002, 31003],
+        "four distinct ports from the agent's range"
+    );
+    for task in &tasks {
+        let url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
+        let expected = format!(
+            "ports={},{} p0={} p1={} p={}",
+            task.ports[0], task.ports[1], task.ports[0], task.ports[1], task.ports[0]
+        );
+        wait_for("the port variables", Duration::from_secs(10), || async {
+            let text = cluster.client.get_text(&url).await.ok()?;
+            text.contains(&expected).then_some(())
+        })
+        .await;
+    }
+
+    // A fixed port exists once per agent: the second instance waits.
+    cluster
+        .deploy(
+            json!({"id": "fixed", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2,
+                       "portDefinitions": [{"port": 31009}]}),
+        )
+        .await
+        .unwrap();
+    wait_for("one fixed-port task", Duration::from_secs(20), || async {
+        (cluster.running("/fixed").await.len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        cluster.tasks("/fixed").await.len(),
+        1,
+        "no second task on the same port"
+    );
+    let app: AppEnvelope = cluster.client.get("/v2/apps/fixed").await.unwrap();
+    assert!(!app.app.deployments.is_empty(), "the app waits for room");
+
+    let e = api_error(
+        cluster
+            .client
+            .send_json::<Value>(
+                Method::POST,
+                "/v2/apps",
+                br#"{"id": "low", "cmd": "true", "portDefinitions": [{"port": 80}]}"#,
+            )
+            .await,
+    );
+    assert_eq!(e.status, 422);
+    assert_eq!(field_errors(&e), vec!["portDefinitions[0].port"]);
+    cluster.stop().await;
+}

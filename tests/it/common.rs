@@ -47,6 +47,10 @@ impl TestCluster {
             announce: false,
             task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
             task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
+            ports: vec![dcos_core::PortRange {
+                begin: 31000,
+                end: 31009,
+            }],
         };
         tweak(&mut opts);
         let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

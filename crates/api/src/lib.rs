@@ -269,7 +269,7 @@ pub fn task_view(state: &ClusterState, task: &Task) -> TaskView {
         version: iso8601(task.app_config_version_ms),
         cpus: task.resources.cpus(),
         mem: task.resources.mem_mib,
-        ports: vec![],
+        ports: task.ports.clone(),
         message: task.message.clone(),
         exit_code: task.exit_code,
         kill_requested: task.kill_requested,

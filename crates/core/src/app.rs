@@ -57,7 +57,28 @@ pub struct AppSpec {
     pub user: Option<String>,
     #[serde(default = "default_grace")]
     pub task_kill_grace_period_seconds: u64,
+    /// Host ports each task gets (host networking): `port: 0` is any free port of the
+    /// agent's range, another value that exact port. Given to the task as $PORT0.., $PORTS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_definitions: Vec<PortDefinition>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortDefinition {
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "tcp".to_string()
+}
+
+/// Most host ports one task may ask for.
+pub const PORTS_PER_TASK_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -272,6 +293,27 @@ impl AppSpec {
                 ));
             }
         }
+        if self.port_definitions.len() > PORTS_PER_TASK_MAX {
+            errors.push(FieldError::new(
+                "portDefinitions",
+                format!("at most {PORTS_PER_TASK_MAX} ports per task"),
+            ));
+        }
+        let mut fixed = std::collections::BTreeSet::new();
+        for (i, def) in self.port_definitions.iter().enumerate() {
+            if def.port != 0 && !fixed.insert(def.port) {
+                errors.push(FieldError::new(
+                    format!("portDefinitions[{i}].port"),
+                    format!("port {} is asked for twice", def.port),
+                ));
+            }
+            if !matches!(def.protocol.as_str(), "tcp" | "udp" | "tcp,udp" | "udp,tcp") {
+                errors.push(FieldError::new(
+                    format!("portDefinitions[{i}].protocol"),
+                    "must be tcp, udp or tcp,udp",
+                ));
+            }
+        }
         if let Some(container) = &self.container {
             if container.kind != "MESOS" && container.kind != "DOCKER" {
                 errors.push(FieldError::new("container.type", "must be MESOS or DOCKER"));
@@ -296,6 +338,11 @@ impl AppSpec {
         } else {
             Err(errors)
         }
+    }
+
+    /// Host ports each task asks for, 0 meaning "any".
+    pub fn requested_ports(&self) -> Vec<u16> {
+        self.port_definitions.iter().map(|d| d.port).collect()
     }
 
     pub fn image(&self) -> Option<&str> {
@@ -505,6 +552,24 @@ mod tests {
             errors.iter().any(|e| e.field == "container.volumes"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn port_definitions_are_checked() {
+        let mut ok = app(
+            r#"{"id":"p","cmd":"x","portDefinitions":[{"port":0},{"port":8080,"name":"http"}]}"#,
+        );
+        ok.normalize_and_validate().unwrap();
+        assert_eq!(ok.requested_ports(), vec![0, 8080]);
+        let errors = app(r#"{"id":"p","cmd":"x","portDefinitions":[{"port":80},{"port":80}]}"#)
+            .normalize_and_validate()
+            .unwrap_err();
+        assert_eq!(errors[0].field, "portDefinitions[1].port");
+        let errors =
+            app(r#"{"id":"p","cmd":"x","portDefinitions":[{"port":0,"protocol":"sctp"}]}"#)
+                .normalize_and_validate()
+                .unwrap_err();
+        assert_eq!(errors[0].field, "portDefinitions[0].protocol");
     }
 
     #[test]

@@ -71,4 +71,6 @@ pub enum Reject {
     },
     #[error("task {task_id} is still running")]
     TaskNotTerminal { task_id: String },
+    #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
+    PortsUnavailable { agent_id: String, ports: Vec<u16> },
 }

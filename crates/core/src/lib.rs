@@ -11,8 +11,12 @@ pub mod planner;
 pub mod state;
 pub mod types;
 
-pub use app::{AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, TmpfsSpec, VolumeSpec};
+pub use app::{
+    AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, PortDefinition, TmpfsSpec, VolumeSpec,
+};
 pub use command::{Command, Outcome, Reject};
 pub use planner::{plan, Action, BACKOFF_MAX_MS};
 pub use state::{AppRecord, ClusterState};
-pub use types::{Agent, AgentState, LaunchSpec, Resources, Task, TaskState};
+pub use types::{
+    allocate_ports, Agent, AgentState, LaunchSpec, PortRange, Resources, Task, TaskState,
+};

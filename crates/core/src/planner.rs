@@ -6,8 +6,8 @@
 //! first, back off relaunches of crashing apps, and keep a short history of ended tasks.
 
 use crate::state::{AppRecord, ClusterState};
-use crate::types::{AgentState, Resources, Task, TaskState};
-use std::collections::BTreeMap;
+use crate::types::{allocate_ports, AgentState, PortRange, Resources, Task, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// First relaunch delay after a failure; doubles per consecutive failure.
 pub const BACKOFF_BASE_MS: u64 = 1_000;
@@ -17,9 +17,18 @@ pub const ENDED_TASKS_KEPT_PER_APP: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Launch { app_id: String, agent_id: String },
-    Kill { task_id: String },
-    Expunge { task_id: String },
+    /// `ports` are the host ports chosen for the task (one per port definition).
+    Launch {
+        app_id: String,
+        agent_id: String,
+        ports: Vec<u16>,
+    },
+    Kill {
+        task_id: String,
+    },
+    Expunge {
+        task_id: String,
+    },
 }
 
 pub fn backoff_ms(consecutive_failures: u32) -> u64 {
@@ -33,11 +42,18 @@ pub fn backoff_ms(consecutive_failures: u32) -> u64 {
 pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
     let mut actions = Vec::new();
     // Free resources per active agent, reduced as this plan places tasks.
-    let mut free: BTreeMap<&str, Resources> = state
+    let mut free: BTreeMap<&str, Slot> = state
         .agents
         .values()
         .filter(|a| a.state == AgentState::Active)
-        .map(|a| (a.id.as_str(), state.free_resources(&a.id)))
+        .map(|a| {
+            let slot = Slot {
+                resources: state.free_resources(&a.id),
+                ranges: &a.ports,
+                used_ports: state.used_ports(&a.id),
+            };
+            (a.id.as_str(), slot)
+        })
         .collect();
 
     let mut tasks_by_app: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
@@ -73,7 +89,7 @@ fn plan_app(
     app: &AppRecord,
     tasks: &[&Task],
     now_ms: u64,
-    free: &mut BTreeMap<&str, Resources>,
+    free: &mut BTreeMap<&str, Slot>,
     actions: &mut Vec<Action>,
 ) {
     let instances = app.spec.instances as usize;
@@ -90,13 +106,15 @@ fn plan_app(
         let waiting = now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
         if !waiting {
             let needed = app.spec.resources();
+            let wanted = app.spec.requested_ports();
             for _ in current.len()..instances {
-                let Some(agent_id) = pick_agent(free, &needed) else {
+                let Some((agent_id, ports)) = pick_agent(free, &needed, &wanted) else {
                     break;
                 };
                 actions.push(Action::Launch {
                     app_id: app.spec.id.clone(),
                     agent_id: agent_id.to_string(),
+                    ports,
                 });
             }
         }
@@ -141,17 +159,33 @@ fn plan_app(
     }
 }
 
-/// The agent with the most free memory that fits `needed` (ties by id, so plans are stable);
-/// its free resources are reduced by what it takes.
-fn pick_agent<'a>(free: &mut BTreeMap<&'a str, Resources>, needed: &Resources) -> Option<&'a str> {
-    let agent_id = free
+/// What an agent still has to give during one plan.
+struct Slot<'a> {
+    resources: Resources,
+    ranges: &'a [PortRange],
+    used_ports: BTreeSet<u16>,
+}
+
+/// The agent with the most free memory that fits `needed` and can give the `wanted` ports
+/// (ties by id, so plans are stable); what it gives is taken from its slot.
+fn pick_agent<'a>(
+    free: &mut BTreeMap<&'a str, Slot>,
+    needed: &Resources,
+    wanted: &[u16],
+) -> Option<(&'a str, Vec<u16>)> {
+    let (agent_id, ports) = free
         .iter()
-        .filter(|(_, f)| needed.fits_in(f))
-        .max_by(|a, b| a.1.mem_mib.cmp(&b.1.mem_mib).then(b.0.cmp(a.0)))
-        .map(|(id, _)| *id)?;
+        .filter(|(_, slot)| needed.fits_in(&slot.resources))
+        .filter_map(|(id, slot)| {
+            let ports = allocate_ports(slot.ranges, &slot.used_ports, wanted)?;
+            Some((*id, slot.resources.mem_mib, ports))
+        })
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(id, _, ports)| (id, ports))?;
     let slot = free.get_mut(agent_id).expect("picked from the map");
-    *slot = slot.saturating_sub(needed);
-    Some(agent_id)
+    slot.resources = slot.resources.saturating_sub(needed);
+    slot.used_ports.extend(ports.iter().copied());
+    Some((agent_id, ports))
 }
 
 #[cfg(test)]
@@ -196,15 +230,18 @@ mod tests {
             vec![
                 Action::Launch {
                     app_id: "/web".into(),
-                    agent_id: "a2".into()
+                    agent_id: "a2".into(),
+                    ports: vec![],
                 },
                 Action::Launch {
                     app_id: "/web".into(),
-                    agent_id: "a2".into()
+                    agent_id: "a2".into(),
+                    ports: vec![],
                 },
                 Action::Launch {
                     app_id: "/web".into(),
-                    agent_id: "a2".into()
+                    agent_id: "a2".into(),
+                    ports: vec![],
                 },
             ]
         );
@@ -214,6 +251,40 @@ mod tests {
     fn stops_launching_when_nothing_fits() {
         let s = cluster(&[("a1", 1000, 128)], &[("/web", 5)]);
         assert_eq!(plan(&s, 100).len(), 2, "0.5 cpu x 2 fills the agent");
+    }
+
+    #[test]
+    fn ports_are_chosen_per_agent_and_never_twice() {
+        let mut s = cluster(&[("a1", 40000, 10240)], &[]);
+        let mut spec = app("/web", 4);
+        spec.port_definitions = vec![
+            crate::app::PortDefinition {
+                port: 0,
+                name: None,
+                protocol: "tcp".into(),
+            },
+            crate::app::PortDefinition {
+                port: 31005,
+                name: None,
+                protocol: "tcp".into(),
+            },
+        ];
+        s.apply(&Command::PutApp {
+            app: spec,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let launches = plan(&s, 10);
+        // The fixed port 31005 exists once on the agent: one instance only.
+        assert_eq!(
+            launches,
+            vec![Action::Launch {
+                app_id: "/web".into(),
+                agent_id: "a1".into(),
+                ports: vec![31000, 31005]
+            }]
+        );
     }
 
     #[test]
@@ -287,7 +358,8 @@ mod tests {
             plan(&s, 20),
             vec![Action::Launch {
                 app_id: "/web".into(),
-                agent_id: "a1".into()
+                agent_id: "a1".into(),
+                ports: vec![],
             }]
         );
         s.apply(&Command::LaunchTask {

@@ -140,6 +140,24 @@ impl ClusterState {
                         free,
                     });
                 }
+                let used = self.used_ports(&agent.id);
+                let ports_ok = task
+                    .ports
+                    .iter()
+                    .all(|p| agent.ports.iter().any(|r| r.contains(*p)))
+                    && task
+                        .ports
+                        .iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                        == task.ports.len()
+                    && task.ports.iter().all(|p| !used.contains(p));
+                if !ports_ok {
+                    return Err(Reject::PortsUnavailable {
+                        agent_id: agent.id.clone(),
+                        ports: task.ports.clone(),
+                    });
+                }
                 self.tasks.insert(task.id.clone(), task.clone());
             }
             Command::KillTask { task_id, at_ms } => {
@@ -217,6 +235,15 @@ impl ClusterState {
             .fold(Resources::default(), |sum, t| sum.add(&t.resources))
     }
 
+    /// Host ports held by tasks on an agent that have not ended.
+    pub fn used_ports(&self, agent_id: &str) -> std::collections::BTreeSet<u16> {
+        self.tasks
+            .values()
+            .filter(|t| t.agent_id == agent_id && t.holds_resources())
+            .flat_map(|t| t.ports.iter().copied())
+            .collect()
+    }
+
     pub fn free_resources(&self, agent_id: &str) -> Resources {
         match self.agents.get(agent_id) {
             Some(agent) => agent
@@ -262,6 +289,10 @@ pub(crate) mod tests {
             },
             state: AgentState::Active,
             registered_at_ms: 1,
+            ports: vec![crate::types::PortRange {
+                begin: 31000,
+                end: 31009,
+            }],
         }
     }
 
@@ -301,6 +332,7 @@ pub(crate) mod tests {
             updated_at_ms: 10,
             message: None,
             exit_code: None,
+            ports: vec![],
         }
     }
 
@@ -513,6 +545,44 @@ pub(crate) mod tests {
         s.apply(&status("t1", TaskState::Running, 5));
         s.apply(&status("t1", TaskState::Starting, 6));
         assert_eq!(s.tasks["t1"].state, TaskState::Running);
+    }
+
+    #[test]
+    fn a_host_port_is_held_by_one_live_task_per_agent() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 4000, 1000),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 2),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let mut t1 = task("t1", "/web", "a1", 1);
+        t1.ports = vec![31000];
+        assert_eq!(s.apply(&Command::LaunchTask { task: t1 }), Outcome::Applied);
+        let mut t2 = task("t2", "/web", "a1", 1);
+        t2.ports = vec![31000];
+        assert!(matches!(
+            s.apply(&Command::LaunchTask { task: t2.clone() }),
+            Outcome::Rejected(Reject::PortsUnavailable { .. })
+        ));
+        t2.ports = vec![40000];
+        assert!(
+            matches!(
+                s.apply(&Command::LaunchTask { task: t2.clone() }),
+                Outcome::Rejected(Reject::PortsUnavailable { .. })
+            ),
+            "outside the agent's range"
+        );
+        s.apply(&status("t1", TaskState::Finished, 5));
+        t2.ports = vec![31000];
+        assert_eq!(
+            s.apply(&Command::LaunchTask { task: t2 }),
+            Outcome::Applied,
+            "freed when t1 ended"
+        );
     }
 
     #[test]

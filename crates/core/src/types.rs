@@ -72,6 +72,48 @@ pub struct Agent {
     pub resources: Resources,
     pub state: AgentState,
     pub registered_at_ms: u64,
+    /// Host ports tasks may use (Mesos's `ports` resource).
+    #[serde(default)]
+    pub ports: Vec<PortRange>,
+}
+
+/// An inclusive range of host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub begin: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.begin <= port && port <= self.end
+    }
+}
+
+/// Chooses host ports for a task: each `wanted` entry is a fixed port (must be in `ranges`
+/// and unused) or 0 (the lowest free port). `None` if they cannot all be had.
+pub fn allocate_ports(
+    ranges: &[PortRange],
+    used: &std::collections::BTreeSet<u16>,
+    wanted: &[u16],
+) -> Option<Vec<u16>> {
+    let mut taken = used.clone();
+    let mut chosen = vec![0u16; wanted.len()];
+    for (i, port) in wanted.iter().enumerate().filter(|(_, p)| **p != 0) {
+        if !ranges.iter().any(|r| r.contains(*port)) || !taken.insert(*port) {
+            return None;
+        }
+        chosen[i] = *port;
+    }
+    for (i, _) in wanted.iter().enumerate().filter(|(_, p)| **p == 0) {
+        let port = ranges
+            .iter()
+            .flat_map(|r| r.begin..=r.end)
+            .find(|p| !taken.contains(p))?;
+        taken.insert(port);
+        chosen[i] = port;
+    }
+    Some(chosen)
 }
 
 /// Mesos task states, serialized with Mesos's names (`TASK_RUNNING`, ...).
@@ -171,11 +213,68 @@ pub struct Task {
     pub updated_at_ms: u64,
     pub message: Option<String>,
     pub exit_code: Option<i32>,
+    /// Host ports given to the task, in the order of the app's `portDefinitions`.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 impl Task {
     /// Counts against its agent's resources until the agent reports a terminal state.
     pub fn holds_resources(&self) -> bool {
         !self.state.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ports_are_allocated_lowest_first_around_fixed_and_used_ones() {
+        let ranges = [
+            PortRange {
+                begin: 100,
+                end: 103,
+            },
+            PortRange {
+                begin: 200,
+                end: 200,
+            },
+        ];
+        let used: BTreeSet<u16> = [100].into();
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[0, 0]),
+            Some(vec![101, 102])
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[0, 101]),
+            Some(vec![102, 101])
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[200, 0, 0, 0]),
+            Some(vec![200, 101, 102, 103])
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[0, 0, 0, 0, 0]),
+            None,
+            "only 4 free"
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[100]),
+            None,
+            "fixed port in use"
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[150]),
+            None,
+            "fixed port outside the ranges"
+        );
+        assert_eq!(
+            allocate_ports(&ranges, &used, &[101, 101]),
+            None,
+            "the same port twice"
+        );
+        assert_eq!(allocate_ports(&ranges, &used, &[]), Some(vec![]));
     }
 }
