@@ -28,6 +28,7 @@ fn agent(id: &str) -> Agent {
         },
         state: AgentState::Active,
         registered_at_ms: 1,
+        ports: vec![],
     }
 }
 
