@@ -4,7 +4,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 DATA_DIR ?= ./.dcos-rs
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: run build test test-core static fmt lint clean-state
+.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -21,6 +21,14 @@ test:
 ## test-core: the pure core alone, in seconds
 test-core:
 	$(CARGO) test -p dcos-core
+
+## bench: every benchmark (numbers only, never pass/fail; format in DESIGN.md §10)
+bench: bench-runtime
+
+## bench-runtime: start /bin/true through the shim, runc and crun (root; apt-get install -y runc crun busybox-static)
+bench-runtime:
+	$(CARGO) build --release --bin dcos-rs
+	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/release/dcos-rs) $(CARGO) bench --bench runtime
 
 ## static: a fully static binary (musl, ring as the TLS provider)
 static:
