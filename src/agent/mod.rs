@@ -116,7 +116,7 @@ impl Agent {
             Ok(id) => id.trim().to_string(),
             Err(_) => {
                 let id = random_id();
-                dcos_runtime::task_dir::write_atomic(&id_file, id.as_bytes())
+                dcos_runtime::task_dir::write_durable(&id_file, id.as_bytes())
                     .with_context(|| format!("writing {}", id_file.display()))?;
                 id
             }
