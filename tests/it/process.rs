@@ -5,6 +5,7 @@ use crate::common::{pid_alive, remove_cgroup_parent, require_root, unique, wait_
 use dcos_api::{AppEnvelope, TaskView, TasksEnvelope};
 use dcos_rs::client::Client;
 use serde_json::json;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,8 +24,17 @@ fn free_port() -> u16 {
 }
 
 async fn spawn_up(data_dir: &Path, cgroup_parent: &str, extra: &[&str]) -> UpProcess {
+    spawn_up_from(Path::new(BIN), data_dir, cgroup_parent, extra).await
+}
+
+async fn spawn_up_from(
+    binary: &Path,
+    data_dir: &Path,
+    cgroup_parent: &str,
+    extra: &[&str],
+) -> UpProcess {
     let (port, agent_port) = (free_port(), free_port());
-    let child = Command::new(BIN)
+    let child = Command::new(binary)
         .arg("up")
         .arg("--data-dir")
         .arg(data_dir)
@@ -269,5 +279,89 @@ async fn twenty_tasks_survive_an_agent_crash_with_the_same_pids() {
     for (id, pid) in &pids {
         assert!(!pid_alive(*pid), "{id} is stopped with `up`");
     }
+    remove_cgroup_parent(&cgroup_parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_their_logs_survive_an_upgrade_of_the_binary() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cgroup_parent = unique("dcos-rs-test");
+    let installed = dir.path().join("bin/dcos-rs");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(BIN, &installed).unwrap();
+    let mut up = spawn_up_from(&installed, &data, &cgroup_parent, &["--keep-tasks"]).await;
+    let app = json!({"id": "ticker", "cmd": "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+                     "cpus": 0.1, "mem": 16});
+    let _: serde_json::Value = up
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v2/apps",
+            &serde_json::to_vec(&app).unwrap(),
+        )
+        .await
+        .unwrap();
+    let task = wait_for("the ticker", Duration::from_secs(30), || async {
+        let r = up.running("/ticker").await;
+        (r.len() == 1).then(|| r[0].clone())
+    })
+    .await;
+    let pid = task_pid(&data, &task.id);
+    up.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(up.wait_exit(Duration::from_secs(30)).success());
+
+    // "Upgrade": a different binary file takes the old one's place (new inode, new bytes),
+    // as a package manager would do it, while the task's shim still runs the old one.
+    let staged = dir.path().join("bin/dcos-rs.new");
+    std::fs::copy(BIN, &staged).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap()
+        .write_all(b"upgrade")
+        .unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    let stdout = data.join("agent/tasks").join(&task.id).join("stdout");
+    let ticks_before = std::fs::read_to_string(&stdout).unwrap().lines().count();
+
+    let mut up = spawn_up_from(&installed, &data, &cgroup_parent, &[]).await;
+    let adopted = wait_for("the adopted ticker", Duration::from_secs(30), || async {
+        let r = up.running("/ticker").await;
+        (r.len() == 1).then(|| r[0].clone())
+    })
+    .await;
+    assert_eq!(adopted.id, task.id);
+    assert_eq!(
+        task_pid(&data, &task.id),
+        pid,
+        "the task's pid is unchanged"
+    );
+    wait_for(
+        "the log to go on after the upgrade",
+        Duration::from_secs(10),
+        || async {
+            let lines: Vec<String> = std::fs::read_to_string(&stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            let in_order = lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| *l == format!("tick-{i}"));
+            assert!(
+                in_order,
+                "no line lost or repeated: {:?}",
+                &lines[..lines.len().min(50)]
+            );
+            (lines.len() > ticks_before + 10).then_some(())
+        },
+    )
+    .await;
+    up.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(up.wait_exit(Duration::from_secs(30)).success());
+    assert!(!pid_alive(pid));
     remove_cgroup_parent(&cgroup_parent);
 }
