@@ -22,6 +22,9 @@ pub const IMAGE_UPLOAD_MAX_BYTES: usize = 8 << 30;
 /// Largest chunk of log sent in one piece.
 const LOG_CHUNK_MAX_BYTES: usize = 64 * 1024;
 const LOG_POLL_MS: u64 = 200;
+/// Rotated log files looked at when a follower moves on (`--task-log-files` larger than this
+/// only loses the ability to catch up across more rotations than this at once).
+const ROTATED_FILES_SCAN_MAX: u32 = 64;
 /// Image imports that may run at once (each streams to disk, then unpacks).
 const IMPORTS_CONCURRENT_MAX: usize = 2;
 static IMPORT_SLOTS: tokio::sync::Semaphore =
@@ -146,7 +149,7 @@ impl LogFollower {
                     // The shim writes nothing more to the old file once it has rotated it:
                     // one more read finds its last bytes, then the new file takes over.
                     match self.file.read(&mut buf).await {
-                        Ok(0) => match tokio::fs::File::open(&self.path).await {
+                        Ok(0) => match tokio::fs::File::open(self.successor().await).await {
                             Ok(new) => self.file = new,
                             Err(e) => {
                                 self.done = true;
@@ -164,7 +167,16 @@ impl LogFollower {
                     }
                 }
                 Ok(0) if ended => return None,
-                Ok(0) => tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await,
+                Ok(0) => {
+                    // Rotation without history (`--task-log-files 0`) truncates in place.
+                    let position = self.file.stream_position().await.unwrap_or(0);
+                    let length = self.file.metadata().await.map(|m| m.len()).unwrap_or(0);
+                    if length < position {
+                        let _ = self.file.seek(std::io::SeekFrom::Start(0)).await;
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await
+                }
                 Ok(n) => {
                     buf.truncate(n);
                     return Some(Ok(bytes::Bytes::from(buf)));
@@ -175,6 +187,34 @@ impl LogFollower {
                 }
             }
         }
+    }
+
+    /// The file written after the one being read: the shim shifts `stdout` to `stdout.1`,
+    /// `stdout.1` to `stdout.2`, ...; if ours is now `stdout.N`, `stdout.N-1` (or `stdout`)
+    /// came next. If ours was dropped already, the oldest rotated file left is next.
+    async fn successor(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let rotated = |n: u32| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            std::path::PathBuf::from(name)
+        };
+        let ours = self.file.metadata().await.map(|m| m.ino()).ok();
+        let mut oldest = None;
+        for n in 1..=ROTATED_FILES_SCAN_MAX {
+            match tokio::fs::metadata(rotated(n)).await {
+                Ok(meta) if Some(meta.ino()) == ours => {
+                    return if n == 1 {
+                        self.path.clone()
+                    } else {
+                        rotated(n - 1)
+                    };
+                }
+                Ok(_) => oldest = Some(n),
+                Err(_) => break,
+            }
+        }
+        oldest.map(rotated).unwrap_or_else(|| self.path.clone())
     }
 
     /// True when the path now names another file than the one being read.
@@ -365,7 +405,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         "Tasks launched since the agent started",
         launched,
     );
-    running.set(stats.len() as i64);
+    running.set(agent.running_task_count() as i64);
     for c in &stats {
         let labels = vec![("task".to_string(), c.task_id.clone())];
         cpu.get_or_create(&labels).set(c.stats.cpu_seconds);

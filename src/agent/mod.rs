@@ -485,7 +485,8 @@ impl Agent {
                         reports.push(exit_report(task_id, &exit));
                     } else {
                         // Nothing of it may keep running once it is reported lost.
-                        dcos_runtime::shim::force_cleanup(&task.dir, task.shim_pid);
+                        let live_shim = task.shim_pid.filter(|pid| shim_alive(*pid, &task.dir));
+                        dcos_runtime::shim::force_cleanup(&task.dir, live_shim);
                         reports.push(lost_report(task_id));
                     }
                     task.terminal_reported = true;

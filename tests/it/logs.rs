@@ -57,5 +57,35 @@ async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
         !sandbox.join("stdout.4").exists(),
         "only 3 rotated files are kept"
     );
+
+    // A burst: three rotations between two polls of the follower, which must still read
+    // stdout.2 and stdout.1 before stdout.
+    let burst = "sleep 1; i=0; while [ $i -lt 300 ]; do echo \"line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; \
+                 i=$((i+1)); done; sleep 1; exit 0";
+    cluster
+        .deploy(json!({"id": "bursty", "cmd": burst, "cpus": 0.1, "mem": 16, "instances": 1}))
+        .await
+        .unwrap();
+    let task = wait_for(
+        "the burst task to be placed",
+        Duration::from_secs(20),
+        || async { cluster.tasks("/bursty").await.into_iter().next() },
+    )
+    .await;
+    let url = format!(
+        "{}/files/tasks/{}/stdout?follow=true",
+        task.agent_url, task.id
+    );
+    let mut followed: Vec<u8> = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        cluster.client.stream_to(&url, &mut followed),
+    )
+    .await
+    .expect("the follow ends when the task ends")
+    .unwrap();
+    let text = String::from_utf8(followed).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, expected, "a burst of rotations loses nothing");
     cluster.stop().await;
 }

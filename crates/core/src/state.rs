@@ -261,6 +261,16 @@ impl ClusterState {
     /// may hold more than it now offers: it can re-register smaller while its tasks run.
     /// Launches never over-commit; that is asserted where they are applied.)
     pub fn check_invariants(&self) {
+        let mut ports_in_use = std::collections::BTreeSet::new();
+        for task in self.tasks.values().filter(|t| t.holds_resources()) {
+            for port in &task.ports {
+                assert!(
+                    ports_in_use.insert((task.agent_id.as_str(), *port)),
+                    "port {port} given twice on agent {}",
+                    task.agent_id
+                );
+            }
+        }
         for task in self.tasks.values() {
             assert!(
                 !task.holds_resources() || self.agents.contains_key(&task.agent_id),

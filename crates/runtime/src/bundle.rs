@@ -186,7 +186,7 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
         mounts.push(match (&volume.source, volume.tmpfs_size_mib) {
             (Some(source), _) => json!({
                 "destination": volume.destination, "type": "bind", "source": source,
-                "options": ["rbind", if volume.read_only { "ro" } else { "rw" }, "nosuid", "nodev"]
+                "options": ["rbind", if volume.read_only { "rro" } else { "rw" }, "nosuid", "nodev"]
             }),
             (None, size) => json!({
                 "destination": volume.destination, "type": "tmpfs", "source": "tmpfs",

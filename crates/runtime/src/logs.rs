@@ -3,7 +3,8 @@
 //! (`stdout` -> `stdout.1` -> ... -> `stdout.<files_max>`, the oldest dropped).
 //!
 //! Synchronous and single-threaded (it runs inside the shim's wait loop); it never blocks:
-//! the read ends are non-blocking and only read after `poll` says they are ready.
+//! the read ends are non-blocking, and one `pump` copies at most `PUMP_MAX_BYTES` so a task
+//! that writes without pause cannot keep the shim from its other duties (kills, reaping).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -15,6 +16,8 @@ pub const LOG_MAX_BYTES_DEFAULT: u64 = 10 << 20;
 /// Default number of rotated files kept per stream.
 pub const LOG_FILES_MAX_DEFAULT: u32 = 5;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most bytes one `pump` copies; the wait loop comes back for the rest.
+pub const PUMP_MAX_BYTES: usize = 1 << 20;
 
 /// One log file with size-based rotation.
 pub struct RotatingFile {
@@ -89,6 +92,10 @@ pub struct Stream {
     pipe: File,
     out: RotatingFile,
     open: bool,
+    buf: Vec<u8>,
+    /// A write to the log file failed (e.g. disk full) and was reported; reported again only
+    /// after a write succeeds.
+    write_failing: bool,
 }
 
 impl Stream {
@@ -98,6 +105,8 @@ impl Stream {
             pipe: File::from(read_end),
             out,
             open: true,
+            buf: vec![0u8; READ_CHUNK_BYTES],
+            write_failing: false,
         })
     }
 
@@ -106,26 +115,49 @@ impl Stream {
         self.open.then(|| self.pipe.as_fd())
     }
 
-    /// Copies everything available now. Returns false once the writers are all gone.
+    /// Copies what is available now, at most `PUMP_MAX_BYTES`. Returns false once the
+    /// writers are all gone.
     pub fn pump(&mut self) -> bool {
-        let mut buf = vec![0u8; READ_CHUNK_BYTES];
-        while self.open {
-            match self.pipe.read(&mut buf) {
+        let mut copied = 0;
+        while self.open && copied < PUMP_MAX_BYTES {
+            match self.pipe.read(&mut self.buf) {
                 Ok(0) => self.open = false,
                 Ok(n) => {
-                    if let Err(e) = self.out.write(&buf[..n]) {
-                        eprintln!("shim: writing {}: {e}", self.out.path.display());
+                    copied += n;
+                    match self.out.write(&self.buf[..n]) {
+                        Ok(()) => self.write_failing = false,
+                        // Output is dropped rather than the task blocked; said once (stderr
+                        // may be on the same full disk, so its own failure is ignored).
+                        Err(e) if !self.write_failing => {
+                            self.write_failing = true;
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "shim: writing {}: {e}; dropping output until writes succeed",
+                                self.out.path.display()
+                            );
+                        }
+                        Err(_) => {}
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("shim: reading task output: {e}");
+                    let _ = writeln!(std::io::stderr(), "shim: reading task output: {e}");
                     self.open = false;
                 }
             }
         }
         self.open
+    }
+
+    /// Copies until the pipe is empty or closed (bounded by `rounds` pumps), for the end.
+    pub fn drain(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            let before = self.out.written;
+            if !self.pump() || self.out.written == before {
+                break;
+            }
+        }
     }
 }
 

@@ -3,9 +3,9 @@
 //! It runs in its own single-threaded process (started by the agent, dispatched in `main`
 //! before any tokio runtime exists, in its own session so it outlives the agent), creates the
 //! container through libcontainer (or a plain process in cgroups when the task has no image),
-//! sends the task's stdout/stderr to files in the sandbox, forwards a kill request (SIGTERM
-//! to the shim) as SIGTERM then SIGKILL after the grace period, and writes `exit.json` once
-//! the task is gone. It deliberately does no networking and never talks to the agent other
+//! copies the task's stdout/stderr into rotated files in the sandbox, forwards a kill request
+//! (SIGTERM to the shim) as the image's StopSignal (default SIGTERM), then SIGKILL after the
+//! grace period, and writes `exit.json` once the task is gone. It deliberately does no networking and never talks to the agent other
 //! than through the task directory.
 
 use crate::bundle::oci_config;
@@ -168,9 +168,10 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         _ => (None, None),
     };
     cleanup(running);
-    // Every writer is gone now: what is left in the pipes is the end of the log.
+    // Every writer is gone now: what is left in the pipes is the end of the log (bounded,
+    // in case a stray writer survived).
     for stream in &mut streams {
-        stream.pump();
+        stream.drain(64);
     }
     Ok(TaskExit {
         exit_code,
@@ -368,7 +369,7 @@ fn block_signals() {
 }
 
 /// Waits for the task's main process while copying its output into the log files.
-/// SIGTERM/SIGINT to the shim is a kill request: the
+/// SIGTERM/SIGINT/SIGHUP to the shim is a kill request: the
 /// task gets `stop_signal` (the image's StopSignal, else SIGTERM), and SIGKILL once `kill_grace_ms` has passed.
 fn wait_for_exit(
     running: &Running,
@@ -389,7 +390,7 @@ fn wait_for_exit(
     ) {
         Ok(fd) => Some(fd),
         Err(e) => {
-            eprintln!("shim: signalfd: {e}; polling once a second instead");
+            eprintln!("shim: signalfd: {e}; checking for signals every 100 ms instead");
             None
         }
     };
@@ -424,19 +425,36 @@ fn wait_for_exit(
                     fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 }
             }
+            let timeout = if signals.is_some() {
+                timeout
+            } else {
+                timeout.min(Duration::from_millis(100))
+            };
             let timeout_ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
             let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
         }
         for stream in streams.iter_mut() {
             stream.pump();
         }
+        let is_kill = |n: i32| n == libc::SIGTERM || n == libc::SIGINT || n == libc::SIGHUP;
         let mut kill_signal = false;
-        if let Some(signals) = &signals {
-            while let Ok(Some(info)) = signals.read_signal() {
-                let number = info.ssi_signo as i32;
-                kill_signal |=
-                    number == libc::SIGTERM || number == libc::SIGINT || number == libc::SIGHUP;
+        match &signals {
+            Some(signals) => {
+                while let Ok(Some(info)) = signals.read_signal() {
+                    kill_signal |= is_kill(info.ssi_signo as i32);
+                }
             }
+            None => loop {
+                let zero = nix::sys::time::TimeSpec::from(Duration::ZERO);
+                // SAFETY: sigtimedwait reads the set and the timespec; a null info is allowed.
+                let received = unsafe {
+                    libc::sigtimedwait(signal_set().as_ref(), std::ptr::null_mut(), zero.as_ref())
+                };
+                if received <= 0 {
+                    break;
+                }
+                kill_signal |= is_kill(received);
+            },
         }
         if kill_signal && !kill_requested {
             kill_requested = true;
@@ -534,17 +552,25 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
 }
 
 /// Ends whatever is left of a task whose shim is gone without an exit record (or stuck in
-/// start-up): kills its processes, removes its cgroup and libcontainer state. Best effort;
+/// start-up): kills its processes, removes its cgroup and libcontainer state. `shim_pid`
+/// must be a verified live shim of this task (or `None`). Best effort;
 /// called by the agent before it reports such a task lost, so a replacement never runs
 /// beside a forgotten copy.
 pub fn force_cleanup(dir: &TaskDir, shim_pid: Option<i32>) {
     if let Some(pid) = shim_pid {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    if let Some(pid) = TaskDir::read_pid(&dir.task_pid()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
     let Ok(spec) = dir.read_spec() else { return };
+    // The recorded pid may be stale (a reboot, a reused pid): kill it only if it still sits
+    // in the task's cgroup. The cgroup kill below reaches the rest.
+    if let Some(pid) = TaskDir::read_pid(&dir.task_pid()) {
+        let in_task_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|c| c.lines().any(|l| l.ends_with(&spec.cgroup_path)))
+            .unwrap_or(false);
+        if in_task_cgroup {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
     if let Ok(cgroup) = cgroups::TaskCgroup::create(&spec) {
         let deadline = Instant::now() + Duration::from_secs(2);
         while !cgroup.is_empty() && Instant::now() < deadline {
