@@ -89,3 +89,47 @@ async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
     assert_eq!(lines, expected, "a burst of rotations loses nothing");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_writes_without_pause_is_still_killed_promptly() {
+    let cluster = TestCluster::start_with(|opts| {
+        opts.task_log_max_bytes = 1 << 20;
+        opts.task_log_files_max = 1;
+    })
+    .await;
+    cluster
+        .deploy(json!({"id": "yes", "cmd": "exec yes", "cpus": 0.5, "mem": 16}))
+        .await
+        .unwrap();
+    let task = cluster.wait_running("/yes", 1).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let body = serde_json::to_vec(&json!({"instances": 0})).unwrap();
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(hyper::Method::PUT, "/v2/apps/yes", &body)
+        .await
+        .unwrap();
+    let ended = wait_for(
+        "the chatty task to end",
+        Duration::from_secs(20),
+        || async {
+            cluster
+                .tasks("/yes")
+                .await
+                .into_iter()
+                .find(|t| t.id == task.id && t.state.is_terminal())
+        },
+    )
+    .await;
+    assert_eq!(ended.state, dcos_core::TaskState::Killed);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
+    let size = std::fs::metadata(sandbox.join("stdout")).unwrap().len();
+    assert!(size <= 1 << 20, "rotation bounds the log: {size}");
+    cluster.stop().await;
+}
