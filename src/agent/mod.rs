@@ -249,7 +249,11 @@ impl Agent {
             tokio::select! {
                 _ = gc_tick.tick() => {
                     let agent = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || agent.gc_sandboxes(ENDED_SANDBOXES_KEPT_MAX)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        agent.gc_sandboxes(ENDED_SANDBOXES_KEPT_MAX);
+                        agent.gc_images();
+                    })
+                    .await;
                 }
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
@@ -568,6 +572,29 @@ impl Agent {
             match std::fs::remove_dir_all(&dir.path) {
                 Ok(()) => removed += 1,
                 Err(e) => tracing::warn!("removing sandbox {}: {e}", dir.path.display()),
+            }
+        }
+        removed
+    }
+
+    /// Removes images that lost their last tag (a re-import moved it) and that no task still
+    /// runs from. Tagged images stay until removed. Returns how many were removed.
+    pub fn gc_images(&self) -> usize {
+        let Ok(images) = self.images.list() else {
+            return 0;
+        };
+        let in_use = self.images_in_use();
+        let mut removed = 0;
+        for image in images.iter().filter(|i| i.reference == i.digest) {
+            let Ok(resolved) = self.images.resolve(&image.digest) else {
+                continue;
+            };
+            if in_use.contains(&resolved.rootfs) {
+                continue;
+            }
+            match self.images.remove(&image.digest) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("removing unused image {}: {e}", image.digest),
             }
         }
         removed

@@ -262,3 +262,90 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
     assert!(out.contains("got-usr1"), "{out}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_lost_its_tag_is_collected_once_no_task_uses_it() {
+    use dcos_runtime::image::ImageConfig;
+    use dcos_runtime::testimage::{busybox_layer, write_image_archive};
+    let cluster = TestCluster::start().await;
+    let agent = cluster.handle().agent.clone();
+    let import = |env: &str| {
+        let tarball = cluster.dir.path().join(format!("gc-{env}.tar"));
+        let config = ImageConfig {
+            cmd: vec!["sh".into()],
+            env: vec![
+                dcos_runtime::bundle::DEFAULT_PATH.into(),
+                format!("VARIANT={env}"),
+            ],
+            ..ImageConfig::default()
+        };
+        let layer = busybox_layer(std::path::Path::new("/bin/busybox")).unwrap();
+        write_image_archive(
+            &tarball,
+            "busybox:gc",
+            &[layer],
+            &config,
+            TestImageFormat::OciLayout,
+        )
+        .unwrap();
+        let url = format!("{}/images", cluster.handle().agent_url);
+        let client = cluster.client.clone();
+        async move {
+            let imported: ImagesEnvelope = client.upload(&url, &tarball).await.expect("import");
+            imported.images[0].digest.clone()
+        }
+    };
+    let first = import("one").await;
+    cluster
+        .deploy(
+            json!({"id": "gc", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
+                       "container": {"docker": {"image": "busybox:gc"}}}),
+        )
+        .await
+        .unwrap();
+    cluster.wait_running("/gc", 1).await;
+    let second = import("two").await;
+    assert_ne!(first, second);
+    let untagged = |images: &ImagesEnvelope| {
+        images
+            .images
+            .iter()
+            .filter(|i| i.reference == i.digest)
+            .count()
+    };
+    let images: ImagesEnvelope = cluster
+        .client
+        .get(&format!("{}/images", cluster.handle().agent_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        untagged(&images),
+        1,
+        "the first image lost its tag: {images:?}"
+    );
+    assert_eq!(
+        agent.gc_images(),
+        0,
+        "a running task still uses the untagged image"
+    );
+
+    let body = serde_json::to_vec(&json!({"instances": 0})).unwrap();
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(hyper::Method::PUT, "/v2/apps/gc", &body)
+        .await
+        .unwrap();
+    wait_for("the task to end", Duration::from_secs(20), || async {
+        (agent.running_task_count() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(agent.gc_images(), 1, "now nothing uses it");
+    let images: ImagesEnvelope = cluster
+        .client
+        .get(&format!("{}/images", cluster.handle().agent_url))
+        .await
+        .unwrap();
+    assert_eq!(untagged(&images), 0);
+    assert_eq!(images.images.len(), 1, "the tagged image stays: {images:?}");
+    cluster.stop().await;
+}
