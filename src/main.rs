@@ -88,10 +88,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         task_log_files_max: args.task_log_files,
         ports: args.ports.0,
     };
+    // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
+    // cleanly (it is acted on once start-up is done) instead of killing the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     println!();
