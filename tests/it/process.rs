@@ -66,6 +66,39 @@ async fn spawn_up_from(
     UpProcess { child, client }
 }
 
+impl Drop for UpProcess {
+    /// A failed test must not leave `up` running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Ends every task of a test's data dir and removes its cgroup parent when the test ends,
+/// also when it fails half-way.
+struct TasksGuard {
+    tasks_dir: std::path::PathBuf,
+    cgroup_parent: String,
+}
+
+impl TasksGuard {
+    fn new(data: &Path, cgroup_parent: &str) -> Self {
+        TasksGuard {
+            tasks_dir: data.join("agent/tasks"),
+            cgroup_parent: cgroup_parent.to_string(),
+        }
+    }
+}
+
+impl Drop for TasksGuard {
+    fn drop(&mut self) {
+        crate::common::kill_tasks_under(&self.tasks_dir);
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
 impl UpProcess {
     fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
@@ -112,6 +145,7 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
+    let _guard = TasksGuard::new(&data, &cgroup_parent);
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
     // A stream of acknowledged writes, then SIGKILL right after the last acknowledgement:
     // every one of them must be on disk already.
@@ -186,6 +220,7 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
+    let _guard = TasksGuard::new(&data, &cgroup_parent);
     let mut up = spawn_up(&data, &cgroup_parent, &["--keep-tasks"]).await;
     let body = serde_json::to_vec(
         &json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2}),
@@ -235,6 +270,7 @@ async fn twenty_tasks_survive_an_agent_crash_with_the_same_pids() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
+    let _guard = TasksGuard::new(&data, &cgroup_parent);
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
     let app = json!({"id": "twenty", "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 20});
     let _: serde_json::Value = up
@@ -288,6 +324,7 @@ async fn tasks_and_their_logs_survive_an_upgrade_of_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cgroup_parent = unique("dcos-rs-test");
+    let _guard = TasksGuard::new(&data, &cgroup_parent);
     let installed = dir.path().join("bin/dcos-rs");
     std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
     std::fs::copy(BIN, &installed).unwrap();
