@@ -139,53 +139,46 @@ impl LogFollower {
         if self.done {
             return None;
         }
+        match self.read_next().await {
+            Ok(chunk) => chunk.map(Ok),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// The next bytes of the log, waiting for more while the task runs; `None` at the end.
+    async fn read_next(&mut self) -> std::io::Result<Option<bytes::Bytes>> {
         let mut buf = vec![0u8; LOG_CHUNK_MAX_BYTES];
         loop {
             // Check for the end before reading so the last bytes are never missed. A task
             // the agent no longer tracks without an exit record (lost) ends the stream too.
             let ended = self.exit_file.exists() || !self.agent.is_tracking(&self.task_id);
-            match self.file.read(&mut buf).await {
-                Ok(0) if self.rotated().await => {
-                    // The shim writes nothing more to the old file once it has rotated it:
-                    // one more read finds its last bytes, then the new file takes over.
-                    match self.file.read(&mut buf).await {
-                        Ok(0) => match tokio::fs::File::open(self.successor().await).await {
-                            Ok(new) => self.file = new,
-                            Err(e) => {
-                                self.done = true;
-                                return Some(Err(e));
-                            }
-                        },
-                        Ok(n) => {
-                            buf.truncate(n);
-                            return Some(Ok(bytes::Bytes::from(buf)));
-                        }
-                        Err(e) => {
-                            self.done = true;
-                            return Some(Err(e));
-                        }
-                    }
-                }
-                Ok(0) if ended => return None,
-                Ok(0) => {
-                    // Rotation without history (`--task-log-files 0`) truncates in place.
-                    let position = self.file.stream_position().await.unwrap_or(0);
-                    let length = self.file.metadata().await.map(|m| m.len()).unwrap_or(0);
-                    if length < position {
-                        let _ = self.file.seek(std::io::SeekFrom::Start(0)).await;
-                        continue;
-                    }
-                    tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some(Ok(bytes::Bytes::from(buf)));
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
+            let mut n = self.file.read(&mut buf).await?;
+            if n == 0 && self.rotated().await {
+                // The shim writes nothing more to the old file once it has rotated it:
+                // one more read finds its last bytes, then the next file takes over.
+                n = self.file.read(&mut buf).await?;
+                if n == 0 {
+                    self.file = tokio::fs::File::open(self.successor().await).await?;
+                    continue;
                 }
             }
+            if n > 0 {
+                buf.truncate(n);
+                return Ok(Some(bytes::Bytes::from(buf)));
+            }
+            if ended {
+                return Ok(None);
+            }
+            // Rotation without history (`--task-log-files 0`) truncates in place.
+            let position = self.file.stream_position().await?;
+            if self.file.metadata().await?.len() < position {
+                self.file.seek(std::io::SeekFrom::Start(0)).await?;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await;
         }
     }
 
@@ -194,11 +187,7 @@ impl LogFollower {
     /// came next. If ours was dropped already, the oldest rotated file left is next.
     async fn successor(&self) -> std::path::PathBuf {
         use std::os::unix::fs::MetadataExt;
-        let rotated = |n: u32| {
-            let mut name = self.path.as_os_str().to_owned();
-            name.push(format!(".{n}"));
-            std::path::PathBuf::from(name)
-        };
+        let rotated = |n: u32| dcos_runtime::logs::rotated_path(&self.path, n);
         let ours = self.file.metadata().await.map(|m| m.ino()).ok();
         let mut oldest = None;
         for n in 1..=ROTATED_FILES_SCAN_MAX {

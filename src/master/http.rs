@@ -177,35 +177,41 @@ async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), Ap
             })
     });
     if let Some(largest) = largest {
-        let mut errors = Vec::new();
-        if needed.cpus_milli > largest.cpus_milli {
-            errors.push(FieldError::new(
+        let checks = [
+            (
                 "cpus",
-                format!(
-                    "{} cpus is more than any agent offers (largest: {})",
-                    spec.cpus,
-                    largest.cpus()
-                ),
-            ));
-        }
-        if needed.mem_mib > largest.mem_mib {
-            errors.push(FieldError::new(
+                needed.cpus_milli > largest.cpus_milli,
+                spec.cpus,
+                largest.cpus(),
+                "cpus",
+            ),
+            (
                 "mem",
-                format!(
-                    "{} MiB is more than any agent offers (largest: {} MiB)",
-                    spec.mem, largest.mem_mib
-                ),
-            ));
-        }
-        if needed.disk_mib > largest.disk_mib {
-            errors.push(FieldError::new(
+                needed.mem_mib > largest.mem_mib,
+                spec.mem,
+                largest.mem_mib as f64,
+                "MiB",
+            ),
+            (
                 "disk",
-                format!(
-                    "{} MiB is more than any agent offers (largest: {} MiB)",
-                    spec.disk, largest.disk_mib
-                ),
-            ));
-        }
+                needed.disk_mib > largest.disk_mib,
+                spec.disk,
+                largest.disk_mib as f64,
+                "MiB",
+            ),
+        ];
+        let errors: Vec<FieldError> = checks
+            .iter()
+            .filter(|(_, too_big, ..)| *too_big)
+            .map(|(field, _, asked, offered, unit)| {
+                FieldError::new(
+                    *field,
+                    format!(
+                        "{asked} {unit} is more than any agent offers (largest: {offered} {unit})"
+                    ),
+                )
+            })
+            .collect();
         if !errors.is_empty() {
             return Err(ApiError::invalid(&errors));
         }

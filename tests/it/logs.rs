@@ -5,6 +5,27 @@ use crate::common::{wait_for, TestCluster};
 use serde_json::json;
 use std::time::Duration;
 
+/// Follows the stdout of the app's first task from its start until the task ends.
+async fn follow_first_task(cluster: &TestCluster, app_id: &str) -> (dcos_api::TaskView, String) {
+    let task = wait_for("the task to be placed", Duration::from_secs(20), || async {
+        cluster.tasks(app_id).await.into_iter().next()
+    })
+    .await;
+    let url = format!(
+        "{}/files/tasks/{}/stdout?follow=true",
+        task.agent_url, task.id
+    );
+    let mut followed: Vec<u8> = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        cluster.client.stream_to(&url, &mut followed),
+    )
+    .await
+    .expect("the follow ends when the task ends")
+    .unwrap();
+    (task, String::from_utf8(followed).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
     let cluster = TestCluster::start_with(|opts| {
@@ -20,23 +41,7 @@ async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
         .deploy(json!({"id": "chatty", "cmd": script, "cpus": 0.1, "mem": 16, "instances": 1}))
         .await
         .unwrap();
-    let task = wait_for("the task to be placed", Duration::from_secs(20), || async {
-        cluster.tasks("/chatty").await.into_iter().next()
-    })
-    .await;
-    let url = format!(
-        "{}/files/tasks/{}/stdout?follow=true",
-        task.agent_url, task.id
-    );
-    let mut followed: Vec<u8> = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        cluster.client.stream_to(&url, &mut followed),
-    )
-    .await
-    .expect("the follow ends when the task ends")
-    .unwrap();
-    let text = String::from_utf8(followed).unwrap();
+    let (task, text) = follow_first_task(&cluster, "/chatty").await;
     let lines: Vec<&str> = text.lines().collect();
     let expected: Vec<String> = (0..300)
         .map(|i| format!("line-{i}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"))
@@ -66,25 +71,7 @@ async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
         .deploy(json!({"id": "bursty", "cmd": burst, "cpus": 0.1, "mem": 16, "instances": 1}))
         .await
         .unwrap();
-    let task = wait_for(
-        "the burst task to be placed",
-        Duration::from_secs(20),
-        || async { cluster.tasks("/bursty").await.into_iter().next() },
-    )
-    .await;
-    let url = format!(
-        "{}/files/tasks/{}/stdout?follow=true",
-        task.agent_url, task.id
-    );
-    let mut followed: Vec<u8> = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        cluster.client.stream_to(&url, &mut followed),
-    )
-    .await
-    .expect("the follow ends when the task ends")
-    .unwrap();
-    let text = String::from_utf8(followed).unwrap();
+    let (_, text) = follow_first_task(&cluster, "/bursty").await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines, expected, "a burst of rotations loses nothing");
     cluster.stop().await;

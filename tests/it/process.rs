@@ -118,6 +118,28 @@ impl UpProcess {
         }
     }
 
+    async fn deploy(&self, app: &serde_json::Value) {
+        let body = serde_json::to_vec(app).unwrap();
+        let _: serde_json::Value = self
+            .client
+            .send_json(hyper::Method::POST, "/v2/apps", &body)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until exactly `n` tasks of `app` run.
+    async fn wait_running(&self, app: &str, n: usize, timeout: Duration) -> Vec<TaskView> {
+        wait_for(
+            &format!("{n} running task(s) of {app}"),
+            timeout,
+            || async {
+                let running = self.running(app).await;
+                (running.len() == n).then_some(running)
+            },
+        )
+        .await
+    }
+
     async fn running(&self, app: &str) -> Vec<TaskView> {
         let tasks: TasksEnvelope = match self.client.get("/v2/tasks").await {
             Ok(t) => t,
@@ -152,24 +174,10 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
     for i in 0..20 {
         let app =
             json!({"id": format!("burst/app-{i}"), "cmd": "sleep 1", "mem": 16, "instances": 0});
-        let _: serde_json::Value = up
-            .client
-            .send_json(
-                hyper::Method::POST,
-                "/v2/apps",
-                &serde_json::to_vec(&app).unwrap(),
-            )
-            .await
-            .unwrap();
+        up.deploy(&app).await;
     }
-    let body =
-        serde_json::to_vec(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}))
-            .unwrap();
-    let _: serde_json::Value = up
-        .client
-        .send_json(hyper::Method::POST, "/v2/apps", &body)
-        .await
-        .unwrap();
+    up.deploy(&json!({"id": "durable", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}))
+        .await;
     up.signal(nix::sys::signal::Signal::SIGKILL);
     up.wait_exit(Duration::from_secs(5));
 
@@ -186,11 +194,10 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
         "every acknowledged deploy survived SIGKILL"
     );
     assert_eq!(app.app.spec.cmd.as_deref(), Some("sleep 1000"));
-    let first = wait_for("the task to run", Duration::from_secs(30), || async {
-        let r = up.running("/durable").await;
-        (r.len() == 1).then(|| r[0].clone())
-    })
-    .await;
+    let first = up
+        .wait_running("/durable", 1, Duration::from_secs(30))
+        .await
+        .remove(0);
     let pid = task_pid(&data, &first.id);
 
     // SIGKILL with a running task: the task keeps running and the restart adopts it.
@@ -198,11 +205,10 @@ async fn acknowledged_deploy_survives_sigkill_and_restart_adopts_the_task() {
     up.wait_exit(Duration::from_secs(5));
     assert!(pid_alive(pid), "a crash of `up` leaves tasks running");
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
-    let adopted = wait_for("the adopted task", Duration::from_secs(30), || async {
-        let r = up.running("/durable").await;
-        (r.len() == 1).then(|| r[0].clone())
-    })
-    .await;
+    let adopted = up
+        .wait_running("/durable", 1, Duration::from_secs(30))
+        .await
+        .remove(0);
     assert_eq!(adopted.id, first.id, "the same task, not a replacement");
     assert_eq!(task_pid(&data, &adopted.id), pid);
 
@@ -222,20 +228,9 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
     let cgroup_parent = unique("dcos-rs-test");
     let _guard = TasksGuard::new(&data, &cgroup_parent);
     let mut up = spawn_up(&data, &cgroup_parent, &["--keep-tasks"]).await;
-    let body = serde_json::to_vec(
-        &json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2}),
-    )
-    .unwrap();
-    let _: serde_json::Value = up
-        .client
-        .send_json(hyper::Method::POST, "/v2/apps", &body)
-        .await
-        .unwrap();
-    let before = wait_for("two running tasks", Duration::from_secs(30), || async {
-        let r = up.running("/kept").await;
-        (r.len() == 2).then_some(r)
-    })
-    .await;
+    up.deploy(&json!({"id": "kept", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2}))
+        .await;
+    let before = up.wait_running("/kept", 2, Duration::from_secs(30)).await;
     up.signal(nix::sys::signal::Signal::SIGINT);
     assert!(up.wait_exit(Duration::from_secs(30)).success());
     for t in &before {
@@ -246,11 +241,7 @@ async fn keep_tasks_leaves_tasks_running_for_the_next_start() {
         );
     }
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
-    let after = wait_for("the adopted tasks", Duration::from_secs(30), || async {
-        let r = up.running("/kept").await;
-        (r.len() == 2).then_some(r)
-    })
-    .await;
+    let after = up.wait_running("/kept", 2, Duration::from_secs(30)).await;
     let mut ids_before: Vec<_> = before.iter().map(|t| t.id.clone()).collect();
     let mut ids_after: Vec<_> = after.iter().map(|t| t.id.clone()).collect();
     ids_before.sort();
@@ -273,20 +264,10 @@ async fn twenty_tasks_survive_an_agent_crash_with_the_same_pids() {
     let _guard = TasksGuard::new(&data, &cgroup_parent);
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
     let app = json!({"id": "twenty", "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 20});
-    let _: serde_json::Value = up
-        .client
-        .send_json(
-            hyper::Method::POST,
-            "/v2/apps",
-            &serde_json::to_vec(&app).unwrap(),
-        )
-        .await
-        .unwrap();
-    let before = wait_for("20 running tasks", Duration::from_secs(60), || async {
-        let r = up.running("/twenty").await;
-        (r.len() == 20).then_some(r)
-    })
-    .await;
+    up.deploy(&app).await;
+    let before = up
+        .wait_running("/twenty", 20, Duration::from_secs(60))
+        .await;
     let pids: Vec<(String, i32)> = before
         .iter()
         .map(|t| (t.id.clone(), task_pid(&data, &t.id)))
@@ -297,11 +278,9 @@ async fn twenty_tasks_survive_an_agent_crash_with_the_same_pids() {
         assert!(pid_alive(*pid), "{id} survives the crash");
     }
     let mut up = spawn_up(&data, &cgroup_parent, &[]).await;
-    let after = wait_for("the 20 adopted tasks", Duration::from_secs(30), || async {
-        let r = up.running("/twenty").await;
-        (r.len() == 20).then_some(r)
-    })
-    .await;
+    let after = up
+        .wait_running("/twenty", 20, Duration::from_secs(30))
+        .await;
     for (id, pid) in &pids {
         assert!(
             after.iter().any(|t| &t.id == id),
@@ -331,20 +310,11 @@ async fn tasks_and_their_logs_survive_an_upgrade_of_the_binary() {
     let mut up = spawn_up_from(&installed, &data, &cgroup_parent, &["--keep-tasks"]).await;
     let app = json!({"id": "ticker", "cmd": "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
                      "cpus": 0.1, "mem": 16});
-    let _: serde_json::Value = up
-        .client
-        .send_json(
-            hyper::Method::POST,
-            "/v2/apps",
-            &serde_json::to_vec(&app).unwrap(),
-        )
+    up.deploy(&app).await;
+    let task = up
+        .wait_running("/ticker", 1, Duration::from_secs(30))
         .await
-        .unwrap();
-    let task = wait_for("the ticker", Duration::from_secs(30), || async {
-        let r = up.running("/ticker").await;
-        (r.len() == 1).then(|| r[0].clone())
-    })
-    .await;
+        .remove(0);
     let pid = task_pid(&data, &task.id);
     up.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(up.wait_exit(Duration::from_secs(30)).success());
@@ -364,11 +334,10 @@ async fn tasks_and_their_logs_survive_an_upgrade_of_the_binary() {
     let ticks_before = std::fs::read_to_string(&stdout).unwrap().lines().count();
 
     let mut up = spawn_up_from(&installed, &data, &cgroup_parent, &[]).await;
-    let adopted = wait_for("the adopted ticker", Duration::from_secs(30), || async {
-        let r = up.running("/ticker").await;
-        (r.len() == 1).then(|| r[0].clone())
-    })
-    .await;
+    let adopted = up
+        .wait_running("/ticker", 1, Duration::from_secs(30))
+        .await
+        .remove(0);
     assert_eq!(adopted.id, task.id);
     assert_eq!(
         task_pid(&data, &task.id),

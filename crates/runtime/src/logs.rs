@@ -28,7 +28,8 @@ pub struct RotatingFile {
     files_max: u32,
 }
 
-fn rotated(path: &Path, n: u32) -> PathBuf {
+/// The name of the `n`th rotated file of `path` (`stdout` -> `stdout.n`).
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
@@ -70,14 +71,14 @@ impl RotatingFile {
             self.written = 0;
             return Ok(());
         }
-        let _ = std::fs::remove_file(rotated(&self.path, self.files_max));
+        let _ = std::fs::remove_file(rotated_path(&self.path, self.files_max));
         for n in (1..self.files_max).rev() {
-            let from = rotated(&self.path, n);
+            let from = rotated_path(&self.path, n);
             if from.exists() {
-                std::fs::rename(&from, rotated(&self.path, n + 1))?;
+                std::fs::rename(&from, rotated_path(&self.path, n + 1))?;
             }
         }
-        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,13 +190,13 @@ mod tests {
         let mut log = RotatingFile::open(&path, 10, 2).unwrap();
         log.write(b"0123456789abcdefghij").unwrap();
         assert_eq!(read(&path), "abcdefghij");
-        assert_eq!(read(&rotated(&path, 1)), "0123456789");
+        assert_eq!(read(&rotated_path(&path, 1)), "0123456789");
         log.write(b"KLMNOPQRSTuv").unwrap();
         assert_eq!(read(&path), "uv");
-        assert_eq!(read(&rotated(&path, 1)), "KLMNOPQRST");
-        assert_eq!(read(&rotated(&path, 2)), "abcdefghij");
+        assert_eq!(read(&rotated_path(&path, 1)), "KLMNOPQRST");
+        assert_eq!(read(&rotated_path(&path, 2)), "abcdefghij");
         assert!(
-            !rotated(&path, 3).exists(),
+            !rotated_path(&path, 3).exists(),
             "only files_max rotated files are kept"
         );
     }

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs the shim for the task in `dir`; returns the shim's own exit code.
-/// Set by a kill request (SIGTERM/SIGINT/SIGHUP) that arrives before the wait loop takes
-/// over signal handling, so a kill during start-up is never lost.
-static EARLY_KILL_REQUEST: AtomicBool = AtomicBool::new(false);
+/// Set by a kill request (SIGTERM/SIGINT/SIGHUP): by a signal handler during start-up, so a
+/// kill then is never lost, and by the wait loop afterwards; the wait loop acts on it.
+static KILL_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn note_kill_request(_signal: libc::c_int) {
-    EARLY_KILL_REQUEST.store(true, AtomicOrdering::SeqCst);
+    KILL_REQUESTED.store(true, AtomicOrdering::SeqCst);
 }
 
 /// Catches kill requests from the first instruction on. A caught signal's handler is reset
@@ -395,7 +395,7 @@ fn wait_for_exit(
         }
     };
     loop {
-        if !kill_requested && EARLY_KILL_REQUEST.load(AtomicOrdering::SeqCst) {
+        if !kill_requested && KILL_REQUESTED.load(AtomicOrdering::SeqCst) {
             kill_requested = true;
             running.signal(stop_signal);
             kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
@@ -456,10 +456,9 @@ fn wait_for_exit(
                 kill_signal |= is_kill(received);
             },
         }
-        if kill_signal && !kill_requested {
-            kill_requested = true;
-            running.signal(stop_signal);
-            kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
+        if kill_signal {
+            // Acted on at the top of the next round.
+            KILL_REQUESTED.store(true, AtomicOrdering::SeqCst);
         }
         if let Some(deadline) = kill_deadline {
             if Instant::now() >= deadline {
