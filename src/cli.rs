@@ -89,6 +89,13 @@ pub struct UpArgs {
     /// Host ports the agent may give tasks, e.g. `31000-32000` or `8000-8099,9000-9000`.
     #[arg(long, default_value = "31000-32000", value_parser = parse_port_ranges)]
     pub ports: PortRanges,
+    /// Bridge of `container/bridge` tasks (created on the first such task).
+    #[arg(long, default_value = dcos_runtime::network::DEFAULT_BRIDGE)]
+    pub bridge: String,
+    /// Subnet of `container/bridge` tasks: the bridge takes the first address, each task
+    /// one of the others; egress is masqueraded.
+    #[arg(long, default_value = "172.30.0.0/16")]
+    pub bridge_subnet: String,
 }
 
 /// A list of inclusive port ranges, parsed from `a-b,c-d`.

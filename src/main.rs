@@ -75,6 +75,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             eprintln!("warning: the {what} on {address} has no authentication yet; anyone who can reach it controls the cluster");
         }
     }
+    let bridge = dcos_runtime::network::BridgeConfig::new(&args.bridge, &args.bridge_subnet)
+        .map_err(|e| anyhow::anyhow!("--bridge/--bridge-subnet: {e}"))?;
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
     let opts = dcos_rs::up::UpOptions {
         data_dir: args.data_dir,
@@ -87,6 +89,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         task_log_max_bytes: args.task_log_max_mib.max(1) << 20,
         task_log_files_max: args.task_log_files,
         ports: args.ports.0,
+        bridge,
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.

@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub task_log_files_max: u32,
     /// Host ports the agent gives tasks.
     pub ports: Vec<dcos_core::PortRange>,
+    /// Bridge and subnet of `container/bridge` tasks.
+    pub bridge: dcos_runtime::network::BridgeConfig,
 }
 
 pub struct UpHandle {
@@ -89,6 +91,7 @@ pub async fn start(
     agent_config.task_log_max_bytes = opts.task_log_max_bytes;
     agent_config.task_log_files_max = opts.task_log_files_max;
     agent_config.ports = opts.ports.clone();
+    agent_config.bridge = opts.bridge.clone();
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
 
     // Find the tasks of earlier runs before anything else happens.

@@ -8,11 +8,13 @@ pub mod http;
 
 use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster, LINK_QUEUE_MAX};
 use anyhow::Context;
-use dcos_core::{Agent as AgentInfo, AgentState, Resources, Task, TaskState};
+use dcos_core::{Agent as AgentInfo, AgentState, Resources, Task, TaskNetworkMode, TaskState};
 use dcos_runtime::bundle::{resolve_process, resolve_user};
 use dcos_runtime::image::ImageStore;
+use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwork};
 use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,8 @@ pub struct AgentConfig {
     pub task_log_files_max: u32,
     /// Host ports tasks may be given.
     pub ports: Vec<dcos_core::PortRange>,
+    /// The bridge and subnet of `container/bridge` tasks (set up on the first such task).
+    pub bridge: BridgeConfig,
 }
 
 /// Mesos's default port range for tasks.
@@ -72,6 +76,7 @@ impl AgentConfig {
             task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
             task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
             ports: vec![DEFAULT_TASK_PORTS],
+            bridge: BridgeConfig::default_config(),
         }
     }
 }
@@ -84,6 +89,8 @@ struct LocalTask {
     started_at_ms: u64,
     running_reported: bool,
     terminal_reported: bool,
+    /// The task's address on the bridge (held until the task is forgotten).
+    address: Option<Ipv4Addr>,
 }
 
 pub struct Agent {
@@ -101,6 +108,8 @@ pub struct Agent {
     launched_total: AtomicU64,
     /// What the last recovery found and how long it took: (tasks, microseconds).
     last_recovery: Mutex<(usize, u64)>,
+    /// Set once the bridge and its nftables table are known to exist.
+    bridge_ready: AtomicBool,
 }
 
 impl Agent {
@@ -135,6 +144,7 @@ impl Agent {
             launches_in_flight: AtomicUsize::new(0),
             launched_total: AtomicU64::new(0),
             last_recovery: Mutex::new((0, 0)),
+            bridge_ready: AtomicBool::new(false),
         }))
     }
 
@@ -163,6 +173,7 @@ impl Agent {
     pub fn recover(&self) -> Vec<TaskReport> {
         let started = std::time::Instant::now();
         let reports = self.recover_tasks();
+        self.sweep_networks();
         let micros = started.elapsed().as_micros() as u64;
         *self.last_recovery.lock().expect("recovery lock") = (reports.len(), micros);
         tracing::info!(
@@ -210,6 +221,14 @@ impl Agent {
                 }
             };
             let terminal = report.state.is_terminal();
+            let address = match terminal {
+                true => None,
+                false => dir
+                    .read_spec()
+                    .ok()
+                    .and_then(|s| s.network)
+                    .map(|n| n.address),
+            };
             tasks.insert(
                 task_id,
                 LocalTask {
@@ -218,11 +237,84 @@ impl Agent {
                     started_at_ms: now_ms(),
                     running_reported: true,
                     terminal_reported: terminal,
+                    address,
                 },
             );
             reports.push(report);
         }
         reports
+    }
+
+    /// Removes the namespaces and port mappings that tasks which are gone left on this
+    /// agent's bridge (a shim killed with SIGKILL, a host crash).
+    fn sweep_networks(&self) {
+        let bridge = &self.config.bridge;
+        let live: Vec<TaskNetwork> = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .filter(|t| !t.terminal_reported && t.address.is_some())
+            .filter_map(|t| t.dir.read_spec().ok().and_then(|s| s.network))
+            .collect();
+        let removed = network::sweep(bridge, &live);
+        if removed > 0 {
+            tracing::info!(removed, bridge = %bridge.bridge, "removed leftovers of ended tasks from the bridge");
+        }
+    }
+
+    /// Chooses the task's address on the bridge (making sure the bridge exists) and its
+    /// port forwards: the n-th mapping gets the n-th host port the master gave the task.
+    fn bridge_network(
+        &self,
+        task: &Task,
+        mappings: &[dcos_core::PortMapping],
+    ) -> anyhow::Result<TaskNetwork> {
+        let bridge = &self.config.bridge;
+        let exists = std::path::Path::new("/sys/class/net")
+            .join(&bridge.bridge)
+            .exists();
+        if !self.bridge_ready.load(Ordering::SeqCst) || !exists {
+            network::setup_host(bridge)
+                .map_err(|e| anyhow::anyhow!("setting up bridge {}: {e}", bridge.bridge))?;
+            self.bridge_ready.store(true, Ordering::SeqCst);
+        }
+        anyhow::ensure!(
+            task.ports.len() == mappings.len(),
+            "the task has {} host ports for {} port mappings",
+            task.ports.len(),
+            mappings.len()
+        );
+        let mut forwards = Vec::new();
+        for (mapping, host_port) in mappings.iter().zip(&task.ports) {
+            for protocol in mapping.protocol.split(',') {
+                forwards.push(PortForward {
+                    host_port: *host_port,
+                    container_port: mapping.container_port,
+                    protocol: match protocol {
+                        "udp" => Protocol::Udp,
+                        _ => Protocol::Tcp,
+                    },
+                });
+            }
+        }
+        // Launches are handled one at a time, so the task map is the whole truth here.
+        let used: std::collections::BTreeSet<Ipv4Addr> = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .filter_map(|t| t.address)
+            .collect();
+        let address = bridge.allocate(&used).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no free address left in {}/{} on bridge {}",
+                bridge.subnet,
+                bridge.prefix_len,
+                bridge.bridge
+            )
+        })?;
+        Ok(bridge.task_network(&task.id, address, forwards))
     }
 
     /// Registers with the master, then serves its commands and watches tasks until
@@ -361,6 +453,17 @@ impl Agent {
             let all: Vec<String> = task.ports.iter().map(|p| p.to_string()).collect();
             extra_env.insert("PORTS".to_string(), all.join(","));
         }
+        let network = match &launch.network {
+            TaskNetworkMode::Host => None,
+            TaskNetworkMode::Bridge { port_mappings } => {
+                // Marathon's PORT_<containerPort>: the host port that reaches it.
+                for (mapping, port) in port_mappings.iter().zip(&task.ports) {
+                    extra_env.insert(format!("PORT_{}", mapping.container_port), port.to_string());
+                }
+                Some(self.bridge_network(task, port_mappings)?)
+            }
+        };
+        let address = network.as_ref().map(|n| n.address);
         let process = resolve_process(
             image.as_ref().map(|i| &i.config),
             launch.cmd.as_deref(),
@@ -399,6 +502,7 @@ impl Agent {
                 .and_then(|i| i.config.stop_signal.as_deref())
                 .and_then(dcos_runtime::task_dir::parse_signal)
                 .unwrap_or(libc::SIGTERM),
+            network,
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
@@ -415,6 +519,7 @@ impl Agent {
                 started_at_ms: now_ms(),
                 running_reported: false,
                 terminal_reported: false,
+                address,
             },
         );
         Ok(())

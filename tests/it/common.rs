@@ -15,6 +15,8 @@ pub struct TestCluster {
     pub client: Client,
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
+    /// This cluster's own bridge (removed with the cluster if a test used it).
+    pub bridge: dcos_runtime::network::BridgeConfig,
 }
 
 pub fn require_root() {
@@ -51,8 +53,12 @@ impl TestCluster {
                 begin: 31000,
                 end: 31009,
             }],
+            // Its own bridge name, so its sweep never touches another test's tasks.
+            bridge: dcos_runtime::network::BridgeConfig::new(&unique("dt")[..10], "172.30.0.0/24")
+                .expect("test bridge"),
         };
         tweak(&mut opts);
+        let bridge = opts.bridge.clone();
         let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = start(opts, master, agent).await.expect("cluster starts");
@@ -62,6 +68,7 @@ impl TestCluster {
             client,
             dir,
             cgroup_parent,
+            bridge,
         }
     }
 
@@ -139,6 +146,11 @@ impl Drop for TestCluster {
         if self.handle.is_some() {
             kill_tasks_under(&self.dir.path().join("data/agent/tasks"));
             remove_cgroup_parent(&self.cgroup_parent);
+        }
+        let bridge = &self.bridge;
+        if Path::new("/sys/class/net").join(&bridge.bridge).exists() {
+            dcos_runtime::network::sweep(bridge, &[]);
+            dcos_runtime::network::teardown_host(bridge);
         }
     }
 }

@@ -9,4 +9,5 @@ mod containers;
 mod dashboard;
 mod lifecycle;
 mod logs;
+mod network;
 mod process;

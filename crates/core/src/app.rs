@@ -3,7 +3,7 @@
 //! Validation is pure: it checks the definition on its own. Checks that need the cluster
 //! (does any agent have room, does the image exist) live with their callers.
 
-use crate::types::{LaunchSpec, Resources};
+use crate::types::{LaunchSpec, Resources, TaskNetworkMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -61,6 +61,37 @@ pub struct AppSpec {
     /// agent's range, another value that exact port. Given to the task as $PORT0.., $PORTS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_definitions: Vec<PortDefinition>,
+    /// Marathon's `networks`: none or `[{"mode": "host"}]` shares the agent's network;
+    /// `[{"mode": "container/bridge"}]` gives each task its own address on the agent's
+    /// bridge, reachable through `container.portMappings`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    #[serde(default = "default_network_mode")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn default_network_mode() -> String {
+    "host".to_string()
+}
+
+/// Bridge networking: traffic to the agent's `hostPort` (0 = any port of the agent's range)
+/// reaches the task's `containerPort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: u16,
+    #[serde(default)]
+    pub host_port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,10 +108,15 @@ fn default_protocol() -> String {
     "tcp".to_string()
 }
 
+fn valid_protocol(protocol: &str) -> bool {
+    matches!(protocol, "tcp" | "udp" | "tcp,udp" | "udp,tcp")
+}
+
 /// Most host ports one task may ask for.
 pub const PORTS_PER_TASK_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerSpec {
     /// `MESOS` or `DOCKER`; both run in dcos-rs's own runtime.
     #[serde(rename = "type", default = "default_container_type")]
@@ -89,6 +125,8 @@ pub struct ContainerSpec {
     pub docker: Option<DockerSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;
@@ -307,13 +345,14 @@ impl AppSpec {
                     format!("port {} is asked for twice", def.port),
                 ));
             }
-            if !matches!(def.protocol.as_str(), "tcp" | "udp" | "tcp,udp" | "udp,tcp") {
+            if !valid_protocol(&def.protocol) {
                 errors.push(FieldError::new(
                     format!("portDefinitions[{i}].protocol"),
                     "must be tcp, udp or tcp,udp",
                 ));
             }
         }
+        self.validate_networks(&mut errors);
         if let Some(container) = &self.container {
             if container.kind != "MESOS" && container.kind != "DOCKER" {
                 errors.push(FieldError::new("container.type", "must be MESOS or DOCKER"));
@@ -340,9 +379,89 @@ impl AppSpec {
         }
     }
 
-    /// Host ports each task asks for, 0 meaning "any".
+    fn validate_networks(&self, errors: &mut Vec<FieldError>) {
+        if self.networks.len() > 1 {
+            errors.push(FieldError::new(
+                "networks",
+                "at most one network (host or container/bridge)",
+            ));
+        }
+        if let Some(network) = self.networks.first() {
+            if network.mode != "host" && network.mode != "container/bridge" {
+                errors.push(FieldError::new(
+                    "networks[0].mode",
+                    "must be host or container/bridge",
+                ));
+            }
+            if network.mode == "container/bridge" && self.image().is_none() {
+                errors.push(FieldError::new(
+                    "networks[0].mode",
+                    "container/bridge needs container.docker.image (a task without an image uses the host's network)",
+                ));
+            }
+        }
+        let mappings = self.port_mappings();
+        if !self.bridged() && !mappings.is_empty() {
+            errors.push(FieldError::new(
+                "container.portMappings",
+                "port mappings need networks [{\"mode\": \"container/bridge\"}]; with the host's network use portDefinitions",
+            ));
+        }
+        if self.bridged() && !self.port_definitions.is_empty() {
+            errors.push(FieldError::new(
+                "portDefinitions",
+                "a container/bridge app gets host ports from container.portMappings",
+            ));
+        }
+        if mappings.len() > PORTS_PER_TASK_MAX {
+            errors.push(FieldError::new(
+                "container.portMappings",
+                format!("at most {PORTS_PER_TASK_MAX} ports per task"),
+            ));
+        }
+        let mut fixed = std::collections::BTreeSet::new();
+        for (i, mapping) in mappings.iter().enumerate() {
+            let field = |name: &str| format!("container.portMappings[{i}].{name}");
+            if mapping.container_port == 0 {
+                errors.push(FieldError::new(field("containerPort"), "must be 1-65535"));
+            }
+            if mapping.host_port != 0 && !fixed.insert(mapping.host_port) {
+                errors.push(FieldError::new(
+                    field("hostPort"),
+                    format!("port {} is asked for twice", mapping.host_port),
+                ));
+            }
+            if !valid_protocol(&mapping.protocol) {
+                errors.push(FieldError::new(
+                    field("protocol"),
+                    "must be tcp, udp or tcp,udp",
+                ));
+            }
+        }
+    }
+
+    /// True when tasks get their own address on the agent's bridge.
+    pub fn bridged(&self) -> bool {
+        self.networks
+            .first()
+            .is_some_and(|n| n.mode == "container/bridge")
+    }
+
+    fn port_mappings(&self) -> &[PortMapping] {
+        self.container
+            .as_ref()
+            .map(|c| c.port_mappings.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Host ports each task asks for, 0 meaning "any": the port mappings' host ports on a
+    /// bridge, else the port definitions.
     pub fn requested_ports(&self) -> Vec<u16> {
-        self.port_definitions.iter().map(|d| d.port).collect()
+        if self.bridged() {
+            self.port_mappings().iter().map(|m| m.host_port).collect()
+        } else {
+            self.port_definitions.iter().map(|d| d.port).collect()
+        }
     }
 
     pub fn image(&self) -> Option<&str> {
@@ -374,6 +493,13 @@ impl AppSpec {
                 .as_ref()
                 .map(|c| c.volumes.clone())
                 .unwrap_or_default(),
+            network: if self.bridged() {
+                TaskNetworkMode::Bridge {
+                    port_mappings: self.port_mappings().to_vec(),
+                }
+            } else {
+                TaskNetworkMode::Host
+            },
         }
     }
 
@@ -570,6 +696,66 @@ mod tests {
                 .normalize_and_validate()
                 .unwrap_err();
         assert_eq!(errors[0].field, "portDefinitions[0].protocol");
+    }
+
+    #[test]
+    fn bridge_networks_and_port_mappings_are_checked() {
+        let mut ok = app(r#"{"id":"b","container":{"docker":{"image":"busybox"},
+            "portMappings":[{"containerPort":80},{"containerPort":53,"hostPort":31053,"protocol":"udp"}]},
+            "networks":[{"mode":"container/bridge"}]}"#);
+        ok.normalize_and_validate().unwrap();
+        assert!(ok.bridged());
+        assert_eq!(ok.requested_ports(), vec![0, 31053]);
+        match ok.launch_spec().network {
+            TaskNetworkMode::Bridge { port_mappings } => {
+                assert_eq!(port_mappings[1].container_port, 53);
+                assert_eq!(port_mappings[1].protocol, "udp");
+            }
+            other => panic!("expected a bridge, got {other:?}"),
+        }
+        let host = app(r#"{"id":"h","cmd":"x","networks":[{"mode":"host"}]}"#);
+        assert_eq!(host.launch_spec().network, TaskNetworkMode::Host);
+
+        let errors_of = |json: &str| {
+            app(json)
+                .normalize_and_validate()
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            errors_of(r#"{"id":"b","cmd":"x","networks":[{"mode":"container/bridge"}]}"#),
+            vec!["networks[0].mode"],
+            "bridge without an image"
+        );
+        assert_eq!(
+            errors_of(r#"{"id":"b","cmd":"x","networks":[{"mode":"overlay"}]}"#),
+            vec!["networks[0].mode"]
+        );
+        assert_eq!(
+            errors_of(
+                r#"{"id":"b","container":{"docker":{"image":"i"},"portMappings":[{"containerPort":80}]}}"#
+            ),
+            vec!["container.portMappings"],
+            "mappings on the host network"
+        );
+        let mut fields = errors_of(
+            r#"{"id":"b","container":{"docker":{"image":"i"},"portMappings":[
+                {"containerPort":0},{"containerPort":1,"hostPort":31000},
+                {"containerPort":2,"hostPort":31000,"protocol":"sctp"}]},
+                "networks":[{"mode":"container/bridge"}],"portDefinitions":[{"port":0}]}"#,
+        );
+        fields.sort();
+        assert_eq!(
+            fields,
+            vec![
+                "container.portMappings[0].containerPort",
+                "container.portMappings[2].hostPort",
+                "container.portMappings[2].protocol",
+                "portDefinitions",
+            ]
+        );
     }
 
     #[test]

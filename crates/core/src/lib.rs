@@ -12,11 +12,13 @@ pub mod state;
 pub mod types;
 
 pub use app::{
-    AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, PortDefinition, TmpfsSpec, VolumeSpec,
+    AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, NetworkSpec, PortDefinition,
+    PortMapping, TmpfsSpec, VolumeSpec,
 };
 pub use command::{Command, Outcome, Reject};
 pub use planner::{plan, Action, BACKOFF_MAX_MS};
 pub use state::{AppRecord, ClusterState};
 pub use types::{
-    allocate_ports, Agent, AgentState, LaunchSpec, PortRange, Resources, Task, TaskState,
+    allocate_ports, Agent, AgentState, LaunchSpec, PortRange, Resources, Task, TaskNetworkMode,
+    TaskState,
 };

@@ -333,6 +333,7 @@ pub(crate) mod tests {
                 user: None,
                 kill_grace_period_ms: 3000,
                 volumes: vec![],
+                network: Default::default(),
             },
             app_config_version_ms: config_version_ms,
             state: TaskState::Staging,

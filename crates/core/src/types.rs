@@ -194,6 +194,20 @@ pub struct LaunchSpec {
     /// Default (empty) when reading log entries written before volumes existed.
     #[serde(default)]
     pub volumes: Vec<crate::app::VolumeSpec>,
+    /// The host's network (default, also for entries written before bridging existed) or
+    /// the agent's bridge with these port mappings (host ports are the task's `ports`).
+    #[serde(default)]
+    pub network: TaskNetworkMode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum TaskNetworkMode {
+    #[default]
+    Host,
+    Bridge {
+        port_mappings: Vec<crate::app::PortMapping>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -158,8 +158,8 @@ pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u
     Ok((uid, gid))
 }
 
-/// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces (the host's
-/// network), the runtime spec's default capabilities, masked and read-only paths, and
+/// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces, the task's
+/// network namespace on the bridge (else the host's network), the runtime spec's default capabilities, masked and read-only paths, and
 /// cgroup limits from the task's resources.
 pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
@@ -195,7 +195,17 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
             }),
         });
     }
-    Ok(json!({        "ociVersion": "1.0.2",
+    let mut namespaces = vec![
+        json!({ "type": "pid" }),
+        json!({ "type": "ipc" }),
+        json!({ "type": "uts" }),
+        json!({ "type": "mount" }),
+    ];
+    if let Some(network) = &spec.network {
+        namespaces.push(json!({ "type": "network", "path": network.netns_path() }));
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": { "uid": spec.uid, "gid": spec.gid },
@@ -212,9 +222,7 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": spec.cgroup_path,
             "resources": resources,
             "maskedPaths": MASKED_PATHS,

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod shim;
 pub mod task_dir;
 pub mod testimage;

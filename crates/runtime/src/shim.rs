@@ -5,12 +5,14 @@
 //! container through libcontainer (or a plain process in cgroups when the task has no image),
 //! copies the task's stdout/stderr into rotated files in the sandbox, forwards a kill request
 //! (SIGTERM to the shim) as the image's StopSignal (default SIGTERM), then SIGKILL after the
-//! grace period, and writes `exit.json` once the task is gone. It deliberately does no networking and never talks to the agent other
-//! than through the task directory.
+//! grace period, and writes `exit.json` once the task is gone. A bridged task's network
+//! namespace, veth and port mappings are set up before its container and removed after it.
+//! The shim never talks to the agent other than through the task directory.
 
 use crate::bundle::oci_config;
 use crate::cgroups;
 use crate::logs::{RotatingFile, Stream};
+use crate::network;
 use crate::task_dir::{write_atomic, write_json_atomic, ShimSpec, TaskDir, TaskExit};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -140,7 +142,21 @@ impl Running {
     }
 }
 
+/// Runs the task on the bridge when it has a network of its own: attached before its
+/// container exists (in the host's mount namespace, where the agent's sweep sees it),
+/// detached once the task is gone, also when it failed to start.
 fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
+    if let Some(network) = &spec.network {
+        network::attach(network)?;
+    }
+    let result = supervise_task(dir, spec);
+    if let Some(network) = &spec.network {
+        network::detach(network);
+    }
+    result
+}
+
+fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
     let (mut streams, stdout, stderr) = output_pipes(dir, spec)?;
     let running = match &spec.image_rootfs {
         Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
@@ -579,6 +595,9 @@ pub fn force_cleanup(dir: &TaskDir, shim_pid: Option<i32>) {
         cgroup.remove();
     }
     let _ = std::fs::remove_dir_all(spec.container_state_root.join(&spec.task_id));
+    if let Some(network) = &spec.network {
+        network::detach(network);
+    }
     // Record the end so later agent starts do not treat the task as unaccounted for.
     if !dir.exit().exists() {
         let _ = write_json_atomic(

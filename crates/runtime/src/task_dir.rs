@@ -42,6 +42,9 @@ pub struct ShimSpec {
     /// Rotated files kept per stream (`stdout.1` .. `stdout.N`).
     #[serde(default = "default_log_files_max")]
     pub log_files_max: u32,
+    /// The task's place on the agent's bridge; `None` shares the host's network.
+    #[serde(default)]
+    pub network: Option<crate::network::TaskNetwork>,
 }
 
 fn default_log_max_bytes() -> u64 {
