@@ -28,7 +28,9 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
     import(&cluster, TestImageFormat::DockerSave, "busybox:test").await;
     cluster
         .deploy(json!({
-            "id": "boxed", "cmd": "echo from-container $(hostname); echo to-stderr >&2; sleep 1000",
+            "id": "boxed",
+            "cmd": "unshare -U true 2>/dev/null || echo unshare-refused; \
+                    echo from-container $(hostname); echo to-stderr >&2; sleep 1000",
             "cpus": 0.5, "mem": 64,
             "container": {"type": "MESOS", "docker": {"image": "busybox:test"}}
         }))
@@ -113,6 +115,11 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         out.contains(&task.id[..20]),
         "hostname is the task id: {out}"
     );
+    // The default seccomp profile: the workload runs filtered, and a user namespace (which
+    // root outside may create) is refused inside.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(out.contains("unshare-refused"), "unshare is denied: {out}");
     assert!(cluster
         .client
         .get_text(&stderr_url)

@@ -9,6 +9,7 @@ pub mod cgroups;
 pub mod image;
 pub mod logs;
 pub mod network;
+pub mod seccomp;
 pub mod shim;
 pub mod task_dir;
 pub mod testimage;

@@ -18,6 +18,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -286,7 +287,9 @@ fn start_container(
         .map_err(|e| format!("creating {}: {e}", spec.container_state_root.display()))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     let mut container = ContainerBuilder::new(spec.task_id.clone(), SyscallType::Linux)
-        .with_executor(DefaultExecutor {})
+        .with_executor(SeccompExecutor {
+            programs: crate::seccomp::default_profile()?,
+        })
         .with_root_path(&spec.container_state_root)
         .map_err(|e| format!("container state root: {e}"))?
         .with_stdin(devnull)
@@ -313,6 +316,25 @@ fn start_container(
         container: Box::new(container),
         pid,
     })
+}
+
+/// libcontainer's default executor behind the default seccomp profile, installed in the
+/// container's init as the last step before exec (no_new_privs is already set). If the
+/// filter cannot be installed the task does not start: never run unfiltered.
+#[derive(Clone)]
+struct SeccompExecutor {
+    programs: Vec<seccompiler::BpfProgram>,
+}
+
+impl Executor for SeccompExecutor {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        crate::seccomp::install(&self.programs).map_err(ExecutorError::Other)?;
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
 }
 
 fn start_process(spec: &ShimSpec, stdout: OwnedFd, stderr: OwnedFd) -> Result<Running, String> {
