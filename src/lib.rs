@@ -8,4 +8,5 @@ pub mod client;
 pub mod http_util;
 pub mod link;
 pub mod master;
+pub mod registry;
 pub mod up;

@@ -90,6 +90,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         task_log_files_max: args.task_log_files,
         ports: args.ports.0,
         bridge,
+        registry_ca: args.registry_ca,
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.

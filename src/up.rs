@@ -35,6 +35,8 @@ pub struct UpOptions {
     pub ports: Vec<dcos_core::PortRange>,
     /// Bridge and subnet of `container/bridge` tasks.
     pub bridge: dcos_runtime::network::BridgeConfig,
+    /// PEM file of CAs the agent trusts for registry pulls besides the system's.
+    pub registry_ca: Option<PathBuf>,
 }
 
 pub struct UpHandle {
@@ -93,6 +95,10 @@ pub async fn start(
     agent_config.ports = opts.ports.clone();
     agent_config.bridge = opts.bridge.clone();
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
+    let registry = Arc::new(
+        crate::registry::RegistryClient::new(opts.registry_ca.as_deref())
+            .context("setting up registry pulls (--registry-ca)")?,
+    );
 
     // Find the tasks of earlier runs before anything else happens.
     let recovered = {
@@ -110,7 +116,7 @@ pub async fn start(
         ),
         serve(
             agent_listener,
-            crate::agent::http::router(agent.clone()),
+            crate::agent::http::router(agent.clone(), registry),
             shutdown_rx.clone(),
         ),
     ];

@@ -1,15 +1,16 @@
 //! The agent's HTTP API (default port 5051): task logs (`/files/...`), the image store
-//! (`/images`) and local containers. Read by the CLI and the master; it changes no
-//! cluster state.
+//! (`/images`, including pulls from registries) and local containers. Read by the CLI and
+//! the master; it changes no cluster state.
 
 use super::Agent;
 use crate::http_util::{api_error, json_ok};
+use crate::registry::{Credentials, PullError, RegistryClient};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
 use dcos_api::{ApiError, ImageView, ImagesEnvelope};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -27,18 +28,24 @@ const LOG_POLL_MS: u64 = 200;
 const ROTATED_FILES_SCAN_MAX: u32 = 64;
 /// Image imports that may run at once (each streams to disk, then unpacks).
 const IMPORTS_CONCURRENT_MAX: usize = 2;
+/// Imports and pulls share these slots: both end in an unpack.
 static IMPORT_SLOTS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(IMPORTS_CONCURRENT_MAX);
+/// Largest `POST /images/pull` body (a reference and credentials).
+const PULL_REQUEST_MAX_BYTES: usize = 64 * 1024;
 
-pub fn router(agent: Arc<Agent>) -> Router {
+/// The agent's API. `registry` makes the pulls (its trust roots come from `--registry-ca`).
+pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/files/tasks/{task_id}/{stream}", get(task_log))
         .route("/images", get(list_images).post(import_image))
+        .route("/images/pull", post(pull_image))
         .route("/images/{*reference}", delete(remove_image))
         .route("/containers", get(containers))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
+        .layer(Extension(registry))
         .with_state(agent)
 }
 
@@ -313,6 +320,157 @@ async fn receive_and_import(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::new(422, "invalid_image", format!("importing image: {e}")))?;
     Ok(imported.into_iter().map(image_view).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequest {
+    /// `busybox`, `registry.example.com:5000/team/app:v1`, `name@sha256:...`.
+    reference: String,
+    #[serde(default)]
+    auth: Option<PullAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullAuth {
+    username: String,
+    password: String,
+}
+
+/// An invalid field of a pull request: 400 naming it.
+fn invalid_pull_field(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("invalid pull request: {field}: {reason}")).with_details(
+        serde_json::json!({ "errors": [{ "field": field, "reason": reason.to_string() }] }),
+    )
+}
+
+fn parse_pull_request(
+    bytes: &[u8],
+) -> Result<
+    (
+        dcos_runtime::image::registry::PullTarget,
+        Option<Credentials>,
+    ),
+    ApiError,
+> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let request: PullRequest =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = match e.path().to_string() {
+                path if path == "." => "(root)".to_string(),
+                path => path,
+            };
+            invalid_pull_field(&field, e.inner())
+        })?;
+    let target = dcos_runtime::image::registry::PullTarget::parse(&request.reference)
+        .map_err(|e| invalid_pull_field("reference", e))?;
+    let credentials = match request.auth {
+        Some(auth) if auth.username.is_empty() => {
+            return Err(invalid_pull_field("auth.username", "must not be empty"))
+        }
+        Some(auth) => Some(Credentials {
+            username: auth.username,
+            password: auth.password,
+        }),
+        None => None,
+    };
+    Ok((target, credentials))
+}
+
+/// Registry failures are the upstream's (502), except what says the image cannot be used
+/// here at all (422) and the agent's own disk (500).
+fn pull_error(error: PullError) -> ApiError {
+    let (status, code) = match &error {
+        PullError::CredentialsRequired { .. } | PullError::Unauthorized { .. } => {
+            (502, "registry_unauthorized")
+        }
+        PullError::NotFound { .. } => (502, "image_not_found"),
+        PullError::Unreachable { .. } => (502, "registry_unreachable"),
+        PullError::Tls { .. } => (502, "registry_tls"),
+        PullError::Timeout { .. } => (502, "registry_timeout"),
+        PullError::Status { .. } | PullError::Protocol { .. } => (502, "registry_error"),
+        PullError::DigestMismatch { .. } => (502, "digest_mismatch"),
+        PullError::TooLarge { .. } => (502, "too_large"),
+        PullError::NoPlatform { .. } => (422, "no_platform"),
+        PullError::Trust(_) | PullError::Io { .. } => (500, "internal"),
+    };
+    ApiError::new(status, code, format!("pulling image: {error}"))
+}
+
+/// `POST /images/pull` with `{"reference": "...", "auth": {"username": "...", "password":
+/// "..."}}` (auth optional): downloads the image into a staging directory of the store, then
+/// imports it. 201 with the imported images, as `POST /images`.
+async fn pull_image(
+    State(agent): State<Arc<Agent>>,
+    Extension(registry): Extension<Arc<RegistryClient>>,
+    request: Request,
+) -> Response {
+    let bytes = match axum::body::to_bytes(request.into_body(), PULL_REQUEST_MAX_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return api_error(ApiError::new(
+                413,
+                "too_large",
+                format!("a pull request is at most {PULL_REQUEST_MAX_BYTES} bytes of JSON"),
+            ))
+        }
+    };
+    let (target, credentials) = match parse_pull_request(&bytes) {
+        Ok(parsed) => parsed,
+        Err(e) => return api_error(e),
+    };
+    let Ok(_slot) = IMPORT_SLOTS.try_acquire() else {
+        return api_error(ApiError::new(
+            429,
+            "busy",
+            format!("{IMPORTS_CONCURRENT_MAX} image imports or pulls are already running; try again when one ends"),
+        ));
+    };
+    // Dropped on every way out (error, or the client going away mid-pull): no partial
+    // download stays behind.
+    let staging = match agent.images.staging_dir("pull") {
+        Ok(staging) => staging,
+        Err(e) => return api_error(ApiError::internal(format!("preparing a pull: {e}"))),
+    };
+    let report = match registry
+        .pull(&target, credentials.as_ref(), staging.path())
+        .await
+    {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!(image = %target, error = %e, "pull failed");
+            return api_error(pull_error(e));
+        }
+    };
+    let store = agent.clone();
+    let imported = tokio::task::spawn_blocking(move || store.images.import_staged_layout(staging))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))
+        .and_then(|result| {
+            result.map_err(|e| {
+                ApiError::new(
+                    422,
+                    "invalid_image",
+                    format!("importing pulled image {target}: {e}"),
+                )
+            })
+        });
+    match imported {
+        Ok(images) => {
+            tracing::info!(
+                image = %target,
+                manifest = %report.manifest_digest,
+                layers = report.layers,
+                blob_bytes = report.blob_bytes,
+                elapsed_ms = report.elapsed_ms,
+                "pulled image"
+            );
+            let images = images.into_iter().map(image_view).collect();
+            (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response()
+        }
+        Err(e) => api_error(e),
+    }
 }
 
 async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<String>) -> Response {

@@ -56,6 +56,7 @@ impl TestCluster {
             // Its own bridge name, so its sweep never touches another test's tasks.
             bridge: dcos_runtime::network::BridgeConfig::new(&unique("dt")[..10], "172.30.0.0/24")
                 .expect("test bridge"),
+            registry_ca: None,
         };
         tweak(&mut opts);
         let bridge = opts.bridge.clone();

@@ -11,3 +11,4 @@ mod lifecycle;
 mod logs;
 mod network;
 mod process;
+mod registry;

@@ -1,6 +1,7 @@
-//! The agent's image store: imports `docker save` and OCI image-layout tarballs, keeps their
-//! blobs content-addressed, unpacks each image once into a shared read-only root filesystem,
-//! and resolves references (`busybox`, `docker.io/library/busybox:latest`, `sha256:...`).
+//! The agent's image store: imports `docker save` tarballs and OCI image layouts (tarball or
+//! directory, which is also what a registry pull writes), keeps their blobs
+//! content-addressed, unpacks each image once into a shared read-only root filesystem, and
+//! resolves references (`busybox`, `docker.io/library/busybox:latest`, `sha256:...`).
 //!
 //! Layout under the store root:
 //! - `blobs/sha256/<hex>`: configs, manifests and layers as imported, named by digest.
@@ -13,17 +14,21 @@
 //! - `.lock`: `flock`ed by imports, removals and `open`, so two of them (threads or
 //!   processes) never interleave. Reads take no lock: they see one committed `refs.json`.
 //!
-//! Deliberately absent: registry pulls, layer sharing between images (each image has its own
-//! unpacked tree; overlayfs sharing can come later behind the same `rootfs` path), knowing
-//! which tasks use an image (`remove` trusts its caller), and mutating a rootfs after import.
+//! Deliberately absent: network access (the agent's pull client downloads into a staging
+//! directory of this store, with `registry` deciding what to fetch, then imports it as an
+//! OCI layout: one import path for every source), layer sharing between images (each image
+//! has its own unpacked tree; overlayfs sharing can come later behind the same `rootfs`
+//! path), knowing which tasks use an image (`remove` trusts its caller), and mutating a
+//! rootfs after import.
 
 mod archive;
 mod blob;
 mod reference;
+pub mod registry;
 mod unpack;
 
-use archive::PlannedImage;
-use blob::Digest;
+use archive::{PlannedImage, Transfer};
+pub use blob::{BlobVerifier, Digest};
 use reference::Reference;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +66,14 @@ pub enum ImageError {
     InvalidArchive(String),
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
+    #[error("blob {digest} is {actual_bytes} bytes, its descriptor says {expected_bytes}")]
+    SizeMismatch {
+        digest: String,
+        expected_bytes: u64,
+        actual_bytes: u64,
+    },
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
     #[error("layer entry {path:?} escapes the image root")]
     PathEscape { path: String },
     #[error("{what} is larger than {limit_bytes} bytes")]
@@ -148,6 +161,10 @@ impl Default for Index {
 struct ImageRecord {
     /// Manifest digest (OCI layouts only), so `name@sha256:<manifest>` resolves too.
     manifest_digest: Option<Digest>,
+    /// Digests of the multi-platform indexes that led to the manifest (not kept as blobs), so
+    /// `name@sha256:<index>`, as pulled by digest, resolves too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    index_digests: Vec<Digest>,
     config_size_bytes: u64,
     layers: Vec<LayerRecord>,
     imported_at_ms: u64,
@@ -183,7 +200,10 @@ impl Index {
         }
         self.images
             .iter()
-            .find(|(_, record)| record.manifest_digest.as_ref() == Some(digest))
+            .find(|(_, record)| {
+                record.manifest_digest.as_ref() == Some(digest)
+                    || record.index_digests.contains(digest)
+            })
             .map(|(config_digest, _)| config_digest)
     }
 
@@ -212,6 +232,36 @@ impl Index {
             size_bytes: record.size_bytes(),
             layers: record.layers.len(),
             imported_at_ms: record.imported_at_ms,
+        }
+    }
+}
+
+/// Where an import reads from.
+#[derive(Clone, Copy)]
+enum ImportSource<'a> {
+    Tarball(&'a Path),
+    LayoutDir(&'a Path, Transfer),
+}
+
+/// A private directory under the store's `tmp/` (for a registry pull to write an OCI layout
+/// into), removed when dropped, and by the next `open` if the process dies first.
+#[derive(Debug)]
+pub struct StagingDir {
+    path: PathBuf,
+}
+
+impl StagingDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, path = %self.path.display(), "removing staging directory");
+            }
         }
     }
 }
@@ -271,9 +321,36 @@ impl ImageStore {
     /// nothing: on error no reference, record, blob or tree of this import remains.
     /// Re-importing an image already in the store only updates its tags.
     pub fn import(&self, tarball: &Path) -> Result<Vec<ImageSummary>, ImageError> {
+        self.import_from(ImportSource::Tarball(tarball))
+    }
+
+    /// Imports an OCI image-layout directory (left as it was: its blobs are copied), with the
+    /// same checks and all-or-nothing rule as `import`.
+    pub fn import_layout_dir(&self, layout: &Path) -> Result<Vec<ImageSummary>, ImageError> {
+        self.import_from(ImportSource::LayoutDir(layout, Transfer::Copy))
+    }
+
+    /// Imports the OCI image layout written into `staging` (from `staging_dir`; a registry
+    /// pull) by moving its blobs, then removes the directory, imported or not.
+    pub fn import_staged_layout(
+        &self,
+        staging: StagingDir,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
+        self.import_from(ImportSource::LayoutDir(staging.path(), Transfer::Move))
+    }
+
+    /// A new private directory inside the store (same filesystem, so its files can be moved
+    /// into place), e.g. for a registry pull to write an OCI layout into.
+    pub fn staging_dir(&self, purpose: &str) -> Result<StagingDir, ImageError> {
+        Ok(StagingDir {
+            path: self.create_temp_dir(purpose)?,
+        })
+    }
+
+    fn import_from(&self, source: ImportSource<'_>) -> Result<Vec<ImageSummary>, ImageError> {
         let _lock = self.lock()?;
         let staging = self.create_temp_dir("import")?;
-        let result = self.import_locked(tarball, &staging);
+        let result = self.import_locked(source, &staging);
         if result.is_err() {
             // Whatever this import moved into place is not in the committed index, so it is
             // garbage now. If the index did get committed, nothing is removed.
@@ -294,13 +371,18 @@ impl ImageStore {
 
     fn import_locked(
         &self,
-        tarball: &Path,
+        source: ImportSource<'_>,
         staging: &Path,
     ) -> Result<Vec<ImageSummary>, ImageError> {
         let members_dir = staging.join("members");
         fs::create_dir(&members_dir)
             .map_err(io_error(format!("creating {}", members_dir.display())))?;
-        let staged = archive::stage(tarball, &members_dir)?;
+        let staged = match source {
+            ImportSource::Tarball(tarball) => archive::stage(tarball, &members_dir)?,
+            ImportSource::LayoutDir(layout, transfer) => {
+                archive::stage_dir(layout, &members_dir, transfer)?
+            }
+        };
         let plans = archive::plan(&staged)?;
         let mut index = self.load_index()?;
 
@@ -355,8 +437,23 @@ impl ImageStore {
         let mut summaries = Vec::new();
         for plan in &plans {
             let digest = plan.digest().clone();
-            if !index.images.contains_key(&digest) {
-                index.images.insert(digest.clone(), record_of(plan, now));
+            match index.images.get_mut(&digest) {
+                // Known image reached another way (another index, or a manifest where a
+                // `docker save` had none): it answers to those digests too from now on.
+                Some(record) => {
+                    if record.manifest_digest.is_none() {
+                        record.manifest_digest =
+                            plan.manifest_blob.as_ref().map(|m| m.digest.clone());
+                    }
+                    for index_digest in &plan.index_digests {
+                        if !record.index_digests.contains(index_digest) {
+                            record.index_digests.push(index_digest.clone());
+                        }
+                    }
+                }
+                None => {
+                    index.images.insert(digest.clone(), record_of(plan, now));
+                }
             }
             for name in &plan.names {
                 if let Some(previous) = index.refs.insert(name.clone(), digest.clone()) {
@@ -639,6 +736,7 @@ fn lookup(index: &Index, reference: &Reference) -> Option<Digest> {
 fn record_of(plan: &PlannedImage, imported_at_ms: u64) -> ImageRecord {
     ImageRecord {
         manifest_digest: plan.manifest_blob.as_ref().map(|m| m.digest.clone()),
+        index_digests: plan.index_digests.clone(),
         config_size_bytes: plan.config_blob.size_bytes,
         layers: plan
             .layers

@@ -11,16 +11,22 @@
 //! it is a digest. Layer contents are checked against the config's `diff_ids` later, while they
 //! are unpacked (`unpack`), because that needs decompression.
 //!
-//! Deliberately absent: writing to the store (the caller commits), registry pulls, foreign
-//! (non-distributable) layers, platforms other than linux on the host's architecture.
+//! An OCI layout may also be a directory (`stage_dir`): a user's directory is copied, a
+//! layout written by a registry pull into the store's own staging area is moved.
+//!
+//! Deliberately absent: writing to the store (the caller commits), network access (a pull
+//! writes an OCI layout, `registry`), foreign (non-distributable) layers, platforms other than
+//! linux on the host's architecture.
 
-use super::blob::{copy_hashing, open_decompressed, CopyError, Digest};
+use super::blob::{
+    copy_hashing, open_decompressed, CopyError, Digest, HashingReader, STREAM_BUFFER_BYTES,
+};
 use super::reference::{self, Reference};
 use super::{ImageConfig, ImageError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Read;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -42,12 +48,13 @@ const MAX_MEMBER_NAME_BYTES: usize = 4_096;
 /// Members kept in memory rather than staged on disk. Each is bounded by `MAX_JSON_BYTES`.
 const METADATA_MEMBERS: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Full image name as written by containerd and docker >= 25 (`docker.io/library/x:tag`).
-const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
+pub(crate) const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
 /// OCI's ref name: a tag (`latest`) or, from some tools, a whole reference (`busybox:1`).
 const OCI_REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -79,6 +86,9 @@ pub(crate) struct PlannedImage {
     pub(crate) config: ImageConfig,
     /// The manifest blob (OCI layouts only; `docker save` has no manifest blob).
     pub(crate) manifest_blob: Option<StagedFile>,
+    /// Digests of the image indexes (manifest lists) that led to the manifest, outermost
+    /// first, so `name@sha256:<index>` (what a multi-platform pull by digest names) resolves.
+    pub(crate) index_digests: Vec<Digest>,
     pub(crate) layers: Vec<PlannedLayer>,
 }
 
@@ -162,6 +172,116 @@ pub(crate) fn stage(tarball: &Path, staging_dir: &Path) -> Result<StagedArchive,
             // Directories carry nothing we need; other kinds have no place in an image archive.
             tracing::debug!(archive = %label, member = %name, "skipping archive member of kind {kind:?}");
         }
+    }
+    Ok(staged)
+}
+
+/// How `stage_dir` takes the blobs of a layout directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transfer {
+    /// The directory belongs to someone else and stays as it was: blobs are copied.
+    Copy,
+    /// The directory is the store's own staging area (written by a registry pull): blobs are
+    /// moved, which costs no second copy of a large image.
+    Move,
+}
+
+/// Reads an OCI image-layout directory: `oci-layout` and `index.json` into memory (bounded),
+/// every regular file in `blobs/sha256/` into `staging_dir` with its digest. Symlinks and
+/// other entries are skipped, so nothing outside the layout is ever read.
+pub(crate) fn stage_dir(
+    layout: &Path,
+    staging_dir: &Path,
+    transfer: Transfer,
+) -> Result<StagedArchive, ImageError> {
+    let label = format!("image layout {}", layout.display());
+    let io_error = |context: String| move |source| ImageError::Io { context, source };
+    let mut staged = StagedArchive {
+        label: label.clone(),
+        files: BTreeMap::new(),
+        links: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+    };
+    for name in ["oci-layout", "index.json"] {
+        let path = layout.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                let mut file =
+                    File::open(&path).map_err(io_error(format!("opening {}", path.display())))?;
+                let bytes = read_bounded(&mut file, name, &label)?;
+                staged.metadata.insert(name.to_string(), bytes);
+            }
+            Ok(_) => {
+                return Err(ImageError::InvalidArchive(format!(
+                    "{label}: {name} is not a regular file"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(format!("inspecting {}", path.display()))(e)),
+        }
+    }
+    if !staged.metadata.contains_key("index.json") {
+        return Err(ImageError::InvalidArchive(format!(
+            "{label} has no index.json: it is not an OCI image layout"
+        )));
+    }
+    let blobs_dir = layout.join("blobs/sha256");
+    let entries = match fs::read_dir(&blobs_dir) {
+        Ok(entries) => entries,
+        // Planning names the first blob the index needs and does not find.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(staged),
+        Err(e) => return Err(io_error(format!("listing {}", blobs_dir.display()))(e)),
+    };
+    for (staged_id, entry) in entries.enumerate() {
+        let entry = entry.map_err(io_error(format!("listing {}", blobs_dir.display())))?;
+        if staged.files.len() >= MAX_ARCHIVE_MEMBERS {
+            return Err(ImageError::InvalidArchive(format!(
+                "{label} has more than {MAX_ARCHIVE_MEMBERS} blobs"
+            )));
+        }
+        let source = entry.path();
+        // `DirEntry::metadata` does not follow symlinks.
+        let kind = entry
+            .metadata()
+            .map_err(io_error(format!("inspecting {}", source.display())))?;
+        let Some(hex) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !kind.is_file() {
+            tracing::debug!(layout = %label, blob = %hex, "skipping a blob that is not a regular file");
+            continue;
+        }
+        let name = format!("blobs/sha256/{hex}");
+        let destination = staging_dir.join(staged_id.to_string());
+        let file = match transfer {
+            Transfer::Copy => {
+                let mut reader = BufReader::with_capacity(
+                    STREAM_BUFFER_BYTES,
+                    File::open(&source)
+                        .map_err(io_error(format!("opening {}", source.display())))?,
+                );
+                stage_member(&mut reader, &destination, &name, &label)?
+            }
+            Transfer::Move => {
+                fs::rename(&source, &destination).map_err(io_error(format!(
+                    "moving {} into {}",
+                    source.display(),
+                    destination.display()
+                )))?;
+                let file = File::open(&destination)
+                    .map_err(io_error(format!("opening {}", destination.display())))?;
+                let reader = BufReader::with_capacity(STREAM_BUFFER_BYTES, file);
+                let (digest, size_bytes) = HashingReader::new(reader)
+                    .finish()
+                    .map_err(io_error(format!("reading {}", destination.display())))?;
+                StagedFile {
+                    path: destination,
+                    digest,
+                    size_bytes,
+                }
+            }
+        };
+        staged.files.insert(name, file);
     }
     Ok(staged)
 }
@@ -365,6 +485,11 @@ pub(crate) fn plan(staged: &StagedArchive) -> Result<Vec<PlannedImage>, ImageErr
                         existing.names.push(name);
                     }
                 }
+                for digest in image.index_digests {
+                    if !existing.index_digests.contains(&digest) {
+                        existing.index_digests.push(digest);
+                    }
+                }
             }
             None => merged.push(image),
         }
@@ -439,6 +564,7 @@ fn plan_docker(staged: &StagedArchive, manifest: &[u8]) -> Result<Vec<PlannedIma
             config_blob: config_blob.clone(),
             config: parsed.config,
             manifest_blob: None,
+            index_digests: Vec::new(),
             layers,
         });
     }
@@ -465,37 +591,39 @@ fn tagged_name(text: &str, staged: &StagedArchive) -> Result<String, ImageError>
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
+    pub(crate) media_type: Option<String>,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
 }
 
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
+#[derive(Debug, Deserialize)]
+pub(crate) struct Platform {
+    pub(crate) architecture: String,
+    pub(crate) os: String,
 }
 
-#[derive(Deserialize)]
+/// An OCI image index or a docker manifest list (the same shape).
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OciIndex {
+pub(crate) struct OciIndex {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
-#[derive(Deserialize)]
-struct OciManifest {
-    config: Descriptor,
+/// An OCI image manifest or a docker schema 2 manifest (the same shape).
+#[derive(Debug, Deserialize)]
+pub(crate) struct OciManifest {
+    pub(crate) config: Descriptor,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 fn plan_oci(staged: &StagedArchive, index: &[u8]) -> Result<Vec<PlannedImage>, ImageError> {
@@ -525,6 +653,22 @@ fn platform_matches(descriptor: &Descriptor) -> bool {
         .platform
         .as_ref()
         .is_none_or(|p| p.os == "linux" && p.architecture == host_architecture())
+}
+
+/// The entry of a multi-platform index to use for `os`/`architecture`: the first one whose
+/// platform is exactly that (entries without a platform, such as attestations, never are).
+/// Registry pulls choose with the same rule, so a pulled layout plans to the manifest that
+/// was downloaded.
+pub(crate) fn pick_platform<'a>(
+    manifests: &'a [Descriptor],
+    os: &str,
+    architecture: &str,
+) -> Option<&'a Descriptor> {
+    manifests.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == os && p.architecture == architecture)
+    })
 }
 
 /// Follows a descriptor from an index down to an image manifest. `None` for descriptors that
@@ -557,10 +701,12 @@ fn plan_oci_descriptor(
                 &format!("index {digest}"),
             )?;
             // A multi-platform index: take the first manifest for this platform.
-            for child in index.manifests.iter().filter(|d| d.platform.is_some()) {
-                if platform_matches(child) {
-                    return plan_oci_descriptor(staged, child, depth + 1);
-                }
+            if let Some(child) = pick_platform(&index.manifests, "linux", host_architecture()) {
+                let planned = plan_oci_descriptor(staged, child, depth + 1)?;
+                return Ok(planned.map(|mut image| {
+                    image.index_digests.insert(0, digest);
+                    image
+                }));
             }
             tracing::debug!(archive = %staged.label, index = %digest, "no manifest for linux/{}", host_architecture());
             Ok(None)
@@ -608,6 +754,7 @@ fn plan_oci_manifest(
         config_blob: config_blob.clone(),
         config: parsed.config,
         manifest_blob: Some(manifest_blob.clone()),
+        index_digests: Vec::new(),
         layers,
     })
 }

@@ -1,5 +1,6 @@
-//! Content digests (`sha256:<64 lowercase hex>`), hashing while streaming, and opening a
-//! possibly gzip'd blob as a plain byte stream.
+//! Content digests (`sha256:<64 lowercase hex>`), hashing while streaming (also for blobs
+//! arriving from a registry, `BlobVerifier`), and opening a possibly gzip'd blob as a plain
+//! byte stream.
 //!
 //! Only sha256 is supported: it is what `docker save` and OCI layouts use. Compression is
 //! recognised by magic bytes, never by media type or file name; zstd is recognised only to be
@@ -24,13 +25,13 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// A validated sha256 content digest. Serialized as `sha256:<hex>`, so a damaged store index
 /// can never smuggle a path (such as `../x`) into a blob or rootfs path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Digest {
+pub struct Digest {
     hex: String,
 }
 
 impl Digest {
     /// Parses `sha256:<64 lowercase hex>`; anything else is `None`.
-    pub(crate) fn parse(text: &str) -> Option<Digest> {
+    pub fn parse(text: &str) -> Option<Digest> {
         text.strip_prefix(SHA256_PREFIX).and_then(Digest::from_hex)
     }
 
@@ -54,8 +55,13 @@ impl Digest {
         })
     }
 
-    pub(crate) fn hex(&self) -> &str {
+    pub fn hex(&self) -> &str {
         &self.hex
+    }
+
+    /// The digest of `bytes` (a manifest or index held in memory).
+    pub fn of_bytes(bytes: &[u8]) -> Digest {
+        Digest::finish(Sha256::new_with_prefix(bytes))
     }
 
     fn finish(hasher: Sha256) -> Digest {
@@ -115,6 +121,66 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         self.bytes_read += n as u64;
         Ok(n)
+    }
+}
+
+/// Checks a blob against its descriptor while it streams past (from a registry, in chunks):
+/// more bytes than the descriptor's size fail at once, so a lying server cannot fill the disk;
+/// the digest is compared at the end.
+pub struct BlobVerifier {
+    expected: Digest,
+    expected_size_bytes: u64,
+    hasher: Sha256,
+    seen_bytes: u64,
+}
+
+impl BlobVerifier {
+    pub fn new(expected: Digest, expected_size_bytes: u64) -> Self {
+        BlobVerifier {
+            expected,
+            expected_size_bytes,
+            hasher: Sha256::new(),
+            seen_bytes: 0,
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
+        self.seen_bytes += chunk.len() as u64;
+        if self.seen_bytes > self.expected_size_bytes {
+            return Err(ImageError::TooLarge {
+                what: format!(
+                    "blob {} (its descriptor says {} bytes)",
+                    self.expected, self.expected_size_bytes
+                ),
+                limit_bytes: self.expected_size_bytes,
+            });
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Bytes seen so far.
+    pub fn seen_bytes(&self) -> u64 {
+        self.seen_bytes
+    }
+
+    /// Succeeds only if exactly the descriptor's size arrived and it hashes to its digest.
+    pub fn finish(self) -> Result<(), ImageError> {
+        if self.seen_bytes != self.expected_size_bytes {
+            return Err(ImageError::SizeMismatch {
+                digest: self.expected.to_string(),
+                expected_bytes: self.expected_size_bytes,
+                actual_bytes: self.seen_bytes,
+            });
+        }
+        let actual = Digest::finish(self.hasher);
+        if actual != self.expected {
+            return Err(ImageError::DigestMismatch {
+                expected: self.expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +258,26 @@ mod tests {
         assert!(Digest::parse(&format!("sha512:{hex}")).is_none());
         assert!(Digest::parse(&format!("sha256:{}", "a".repeat(63))).is_none());
         assert!(Digest::parse("sha256:../../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn blob_verifier_refuses_wrong_bytes_and_sizes() {
+        let good = Digest::of_bytes(b"layer");
+        let mut verifier = BlobVerifier::new(good.clone(), 5);
+        verifier.update(b"lay").unwrap();
+        verifier.update(b"er").unwrap();
+        verifier.finish().unwrap();
+
+        let mut verifier = BlobVerifier::new(good.clone(), 5);
+        verifier.update(b"LAYER").unwrap();
+        let error = verifier.finish().unwrap_err().to_string();
+        assert!(error.contains(&good.to_string()), "{error}");
+
+        let mut verifier = BlobVerifier::new(good.clone(), 5);
+        assert!(verifier.update(b"layer!").is_err(), "more than announced");
+        let mut verifier = BlobVerifier::new(good, 5);
+        verifier.update(b"lay").unwrap();
+        assert!(verifier.finish().is_err(), "less than announced");
     }
 
     #[test]

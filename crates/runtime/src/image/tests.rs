@@ -742,10 +742,178 @@ fn error_messages_are_lowercase_without_final_period() {
             limit_bytes: 1,
         },
         ImageError::StoreCorrupt("x".into()),
+        ImageError::SizeMismatch {
+            digest: "sha256:a".into(),
+            expected_bytes: 1,
+            actual_bytes: 2,
+        },
+        ImageError::InvalidManifest("x".into()),
     ];
     for error in errors {
         let message = error.to_string();
         assert!(message.starts_with(|c: char| c.is_lowercase()), "{message}");
         assert!(!message.ends_with('.'), "{message}");
     }
+}
+
+/// Unpacks an OCI layout tarball into a directory, as `skopeo copy oci:dir` leaves one.
+fn unpack_layout(archive: &Path, dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    tar::Archive::new(File::open(archive).unwrap())
+        .unpack(dir)
+        .unwrap();
+}
+
+fn layout_blobs(dir: &Path) -> Vec<PathBuf> {
+    let mut blobs: Vec<PathBuf> = fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort();
+    blobs
+}
+
+#[test]
+fn oci_layout_directory_imports_and_is_left_as_it_was() {
+    let f = fixture();
+    let layout = f.work.join("layout");
+    unpack_layout(
+        &f.busybox_archive("busybox:dir", TestImageFormat::OciLayout),
+        &layout,
+    );
+    let before = layout_blobs(&layout);
+    let imported = f.store.import_layout_dir(&layout).unwrap();
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].reference, "docker.io/library/busybox:dir");
+    assert!(f
+        .store
+        .resolve("busybox:dir")
+        .unwrap()
+        .rootfs
+        .join("bin/busybox")
+        .is_file());
+    assert_eq!(
+        layout_blobs(&layout),
+        before,
+        "the source directory is copied, not moved"
+    );
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+}
+
+#[test]
+fn corrupted_blob_in_a_layout_directory_is_refused_and_nothing_is_left() {
+    let f = fixture();
+    let layout = f.work.join("layout");
+    unpack_layout(
+        &f.busybox_archive("busybox:dir", TestImageFormat::OciLayout),
+        &layout,
+    );
+    // The largest blob is the gzip'd layer.
+    let layer = layout_blobs(&layout)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&layer).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&layer, bytes).unwrap();
+    let error = f.store.import_layout_dir(&layout).unwrap_err();
+    let hex = layer.file_name().unwrap().to_str().unwrap();
+    assert!(
+        matches!(&error, ImageError::DigestMismatch { expected, .. } if expected.ends_with(hex)),
+        "{error}"
+    );
+    f.assert_store_empty();
+    let missing = f.work.join("not-a-layout");
+    fs::create_dir(&missing).unwrap();
+    assert!(matches!(
+        f.store.import_layout_dir(&missing),
+        Err(ImageError::InvalidArchive(_))
+    ));
+}
+
+/// What a registry pull of a multi-platform tag writes: an index (with an entry for another
+/// architecture that was never downloaded) above the manifest, in a store staging directory.
+#[test]
+fn staged_layout_behind_an_index_is_moved_in_and_resolves_by_index_digest() {
+    let f = fixture();
+    let unpacked = f.work.join("unpacked");
+    unpack_layout(
+        &f.busybox_archive("busybox", TestImageFormat::OciLayout),
+        &unpacked,
+    );
+    let top: serde_json::Value =
+        serde_json::from_slice(&fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let manifest = &top["manifests"][0];
+    let staging = f.store.staging_dir("pull").unwrap();
+    let staging_path = staging.path().to_path_buf();
+    registry::prepare_layout(&staging_path).unwrap();
+    for blob in layout_blobs(&unpacked) {
+        fs::copy(
+            &blob,
+            staging_path
+                .join("blobs/sha256")
+                .join(blob.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": format!("sha256:{}", "0".repeat(64)), "size": 7,
+             "platform": {"os": "linux", "architecture": "not-this-host"}},
+            {"mediaType": manifest["mediaType"], "digest": manifest["digest"], "size": manifest["size"],
+             "platform": {"os": "linux", "architecture": registry::host_architecture()}},
+        ],
+    }))
+    .unwrap();
+    let index_digest = Digest::of_bytes(&index);
+    fs::write(
+        registry::layout_blob_path(&staging_path, &index_digest),
+        &index,
+    )
+    .unwrap();
+    let top = registry::BlobDescriptor {
+        media_type: Some("application/vnd.oci.image.index.v1+json".into()),
+        digest: index_digest.clone(),
+        size_bytes: index.len() as u64,
+    };
+    registry::write_layout_index(&staging_path, &top, Some("registry.test/team/box:v1")).unwrap();
+
+    let imported = f.store.import_staged_layout(staging).unwrap();
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].reference, "registry.test/team/box:v1");
+    assert!(!staging_path.exists(), "the staging directory is gone");
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+    for reference in [
+        "registry.test/team/box:v1".to_string(),
+        format!("registry.test/team/box@{index_digest}"),
+        format!(
+            "registry.test/team/box@{}",
+            manifest["digest"].as_str().unwrap()
+        ),
+    ] {
+        assert_eq!(
+            f.store.resolve(&reference).unwrap().digest,
+            imported[0].digest,
+            "{reference}"
+        );
+    }
+    // The index is an alias, not a blob kept in the store.
+    assert!(!f
+        .store_root
+        .join(BLOBS_DIR)
+        .join(index_digest.hex())
+        .exists());
+}
+
+#[test]
+fn a_dropped_staging_directory_is_removed() {
+    let f = fixture();
+    let staging = f.store.staging_dir("pull").unwrap();
+    fs::write(staging.path().join("partial"), b"half a layer").unwrap();
+    drop(staging);
+    assert!(f.dir_entries(TMP_DIR).is_empty());
 }
