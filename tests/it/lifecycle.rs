@@ -1,5 +1,6 @@
-//! Nothing leaks: after 200 container start/stop cycles no cgroup, mount, libcontainer
-//! state or process of a task is left behind.
+//! Nothing leaks: after 200 container start/stop cycles (half of them on the bridge) no
+//! cgroup, mount, libcontainer state, process, network namespace, veth or port mapping of a
+//! task is left behind.
 
 use crate::common::{busybox_image, wait_for, TestCluster};
 use dcos_api::ImagesEnvelope;
@@ -11,7 +12,17 @@ const CYCLES: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leaks_after_200_container_start_stop_cycles() {
-    let cluster = TestCluster::start().await;
+    let cluster = TestCluster::start_with(|opts| {
+        opts.bridge =
+            dcos_runtime::network::BridgeConfig::new(&opts.bridge.bridge, "172.30.78.0/24")
+                .unwrap();
+        // Ports no other test's cluster uses: the DNAT rules catch every local address.
+        opts.ports = vec![dcos_core::PortRange {
+            begin: 31800,
+            end: 31809,
+        }];
+    })
+    .await;
     let tarball = busybox_image(
         cluster.dir.path(),
         "busybox:cycle",
@@ -22,11 +33,23 @@ async fn no_leaks_after_200_container_start_stop_cycles() {
         .upload(&format!("{}/images", cluster.handle().agent_url), &tarball)
         .await
         .unwrap();
-    // Ten instances of a task that ends at once: each end is followed by a new launch.
+    // Ten instances of tasks that end at once: each end is followed by a new launch. Five
+    // share the host's network, five are bridged with a port mapping.
     cluster
         .deploy(json!({
-            "id": "cycle", "cmd": "echo cycle", "cpus": 0.01, "mem": 8, "instances": 10,
+            "id": "cycle", "cmd": "echo cycle", "cpus": 0.01, "mem": 8, "instances": 5,
             "container": {"docker": {"image": "busybox:cycle"}}
+        }))
+        .await
+        .unwrap();
+    cluster
+        .deploy(json!({
+            "id": "cycle-net", "cmd": "echo cycle", "cpus": 0.01, "mem": 8, "instances": 5,
+            "container": {
+                "docker": {"image": "busybox:cycle"},
+                "portMappings": [{"containerPort": 80}]
+            },
+            "networks": [{"mode": "container/bridge"}]
         }))
         .await
         .unwrap();
@@ -36,18 +59,23 @@ async fn no_leaks_after_200_container_start_stop_cycles() {
     })
     .await;
     let body = serde_json::to_vec(&json!({"instances": 0})).unwrap();
-    let _: serde_json::Value = cluster
-        .client
-        .send_json(hyper::Method::PUT, "/v2/apps/cycle", &body)
-        .await
-        .unwrap();
-    wait_for("every task to end", Duration::from_secs(30), || async {
-        let live = cluster
-            .tasks("/cycle")
+    for app in ["/v2/apps/cycle", "/v2/apps/cycle-net"] {
+        let _: serde_json::Value = cluster
+            .client
+            .send_json(hyper::Method::PUT, app, &body)
             .await
-            .into_iter()
-            .filter(|t| !t.state.is_terminal())
-            .count();
+            .unwrap();
+    }
+    wait_for("every task to end", Duration::from_secs(30), || async {
+        let mut live = 0;
+        for app in ["/cycle", "/cycle-net"] {
+            live += cluster
+                .tasks(app)
+                .await
+                .into_iter()
+                .filter(|t| !t.state.is_terminal())
+                .count();
+        }
         (live == 0 && agent.running_task_count() == 0).then_some(())
     })
     .await;
@@ -92,6 +120,32 @@ async fn no_leaks_after_200_container_start_stop_cycles() {
     assert!(
         processes.is_empty(),
         "no shim or task process is left: {processes:?}"
+    );
+    let bridge = &cluster.bridge;
+    let netns: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&bridge.netns_prefix()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "no network namespace is left: {netns:?}");
+    let on_bridge: Vec<String> =
+        std::fs::read_dir(format!("/sys/class/net/{}/brif", bridge.bridge))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+    assert!(on_bridge.is_empty(), "no veth is left: {on_bridge:?}");
+    let map = std::process::Command::new("nft")
+        .args(["list", "map", "ip", &bridge.table(), "ports_tcp"])
+        .output()
+        .unwrap();
+    let map = String::from_utf8_lossy(&map.stdout);
+    assert!(
+        map.contains("ports_tcp") && !map.contains("elements"),
+        "no port mapping is left: {map}"
     );
     eprintln!("{launched} container tasks started and stopped without leaks");
     cluster.stop().await;
