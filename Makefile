@@ -3,6 +3,9 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 DATA_DIR ?= ./.dcos-rs
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# C compiler for ring's few C/asm files in the musl build: musl-gcc (apt-get install
+# musl-tools) if present, else the system gcc (those files use no libc headers).
+MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 
 .PHONY: run build test test-core static fmt lint clean-state bench bench-runtime
 
@@ -33,7 +36,7 @@ bench-runtime:
 ## static: a fully static binary (musl, ring as the TLS provider)
 static:
 	rustup target add $(MUSL_TARGET)
-	$(CARGO) build --release --target $(MUSL_TARGET) --bin dcos-rs
+	CC_x86_64_unknown_linux_musl=$(MUSL_CC) $(CARGO) build --release --target $(MUSL_TARGET) --bin dcos-rs
 	@file $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs
 	@ls -l $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs
 
