@@ -89,8 +89,8 @@ struct LocalTask {
     started_at_ms: u64,
     running_reported: bool,
     terminal_reported: bool,
-    /// The task's address on the bridge (held until the task is forgotten).
-    address: Option<Ipv4Addr>,
+    /// The task's place on the bridge (its address is held until the task is forgotten).
+    network: Option<TaskNetwork>,
 }
 
 pub struct Agent {
@@ -221,13 +221,9 @@ impl Agent {
                 }
             };
             let terminal = report.state.is_terminal();
-            let address = match terminal {
+            let network = match terminal {
                 true => None,
-                false => dir
-                    .read_spec()
-                    .ok()
-                    .and_then(|s| s.network)
-                    .map(|n| n.address),
+                false => dir.read_spec().ok().and_then(|s| s.network),
             };
             tasks.insert(
                 task_id,
@@ -237,7 +233,7 @@ impl Agent {
                     started_at_ms: now_ms(),
                     running_reported: true,
                     terminal_reported: terminal,
-                    address,
+                    network,
                 },
             );
             reports.push(report);
@@ -254,8 +250,8 @@ impl Agent {
             .lock()
             .expect("tasks lock")
             .values()
-            .filter(|t| !t.terminal_reported && t.address.is_some())
-            .filter_map(|t| t.dir.read_spec().ok().and_then(|s| s.network))
+            .filter(|t| !t.terminal_reported)
+            .filter_map(|t| t.network.clone())
             .collect();
         let removed = network::sweep(bridge, &live);
         if removed > 0 {
@@ -304,7 +300,7 @@ impl Agent {
             .lock()
             .expect("tasks lock")
             .values()
-            .filter_map(|t| t.address)
+            .filter_map(|t| t.network.as_ref().map(|n| n.address))
             .collect();
         let address = bridge.allocate(&used).ok_or_else(|| {
             anyhow::anyhow!(
@@ -463,7 +459,6 @@ impl Agent {
                 Some(self.bridge_network(task, port_mappings)?)
             }
         };
-        let address = network.as_ref().map(|n| n.address);
         let process = resolve_process(
             image.as_ref().map(|i| &i.config),
             launch.cmd.as_deref(),
@@ -519,7 +514,7 @@ impl Agent {
                 started_at_ms: now_ms(),
                 running_reported: false,
                 terminal_reported: false,
-                address,
+                network: spec.network.clone(),
             },
         );
         Ok(())
