@@ -10,9 +10,16 @@ use openraft::BasicNode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
-    /// This node cannot accept writes; `leader_id` is the leader it knows of, if any.
+    /// This node cannot accept writes; `leader_id`/`leader_addr` name the leader it knows of.
     #[error("this master is not the leader (leader: {})", leader_label(*.leader_id))]
-    NotLeader { leader_id: Option<u64> },
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// A membership change was refused (another change in progress, unknown node, it would
+    /// leave no voter); the message says which.
+    #[error("membership change refused: {0}")]
+    Membership(String),
     /// The log store or state machine failed (disk, encoding, a broken database file).
     #[error("raft storage: {0}")]
     Storage(String),
@@ -50,11 +57,11 @@ impl From<openraft::error::RaftError<u64, ClientWriteError<u64, BasicNode>>> for
             openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
                 RaftError::NotLeader {
                     leader_id: forward.leader_id,
+                    leader_addr: forward.leader_node.map(|node| node.addr),
                 }
             }
-            // Only membership-change entries produce this; `write` never proposes one.
             openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                RaftError::Fatal(format!("unexpected membership error on a write: {e}"))
+                RaftError::Membership(e.to_string())
             }
             openraft::error::RaftError::Fatal(fatal) => fatal.into(),
         }

@@ -8,7 +8,8 @@
 //! - Nothing is acknowledged before it is durable: log writes are fsync'd redb commits before
 //!   openraft hears they are flushed, and snapshots are fsync'd before logs they cover are purged.
 //! - The business rules are not here: applying a command is `ClusterState::apply` (crates/core).
-//! - No peer networking yet (`network.rs` is the seam): only single-master clusters run.
+//! - The peer network is a seam (`network::Transport`): this crate serializes RPCs, the master
+//!   binary carries them over HTTPS with mutual TLS, tests carry them in process.
 
 mod db;
 mod error;
@@ -18,11 +19,15 @@ mod replicated;
 mod state_machine;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::RaftError;
+pub use network::{ServeError, Transport, TransportError, TransportFuture};
 pub use replicated::{
-    RaftOptions, RaftStatus, ReplicatedState, DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
+    MemberStatus, RaftOptions, RaftStatus, ReplicatedState, DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+    DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
     DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
 };
 

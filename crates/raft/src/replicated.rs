@@ -1,18 +1,19 @@
 //! `ReplicatedState`: the master's handle on the replicated `ClusterState`. It opens the redb
 //! store, runs openraft, proposes commands and lets readers look at the applied state.
 //!
-//! Single-master only for now: `open_single` makes this node the one voter. Adding masters,
-//! redirects to a leader over HTTP and the peer transport are later work; callers already get
-//! `RaftError::NotLeader` where a redirect will be needed.
+//! `open_single` runs the only master of a cluster (`dcos-rs up`); `open` runs one of several
+//! masters that reach each other through a `Transport`. Membership changes (add a learner,
+//! promote it, remove a master) go through the leader; a follower answers writes with
+//! `RaftError::NotLeader` naming the leader's address so the HTTP layer can redirect.
 
 use crate::db;
 use crate::error::RaftError;
 use crate::log_store::LogStore;
-use crate::network::Network;
+use crate::network::{self, Network, NoPeers, ServeError, Transport};
 use crate::state_machine::{AppliedState, StateMachineStore};
 use crate::TypeConfig;
 use dcos_core::{ClusterState, Command, Outcome};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use redb::Database;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -30,6 +31,16 @@ const RELEASE_POLL_MS: u64 = 10;
 pub const DEFAULT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 1_000;
 /// Default number of already-snapshotted entries kept for followers that lag a little.
 pub const DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP: u64 = 1_000;
+/// Default leader heartbeat. With the election timeouts below a dead leader is replaced in
+/// about 1-2 s, and a loaded 2-core host does not start needless elections.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
+/// How long a write may wait to be committed. A leader cut off from its quorum cannot commit;
+/// the caller then gets `RaftError::Timeout` instead of waiting forever.
+pub const WRITE_TIMEOUT_MS: u64 = 10_000;
+/// How long adding a learner waits for it to catch up before it is promoted.
+const CATCH_UP_WAIT_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
 pub struct RaftOptions {
@@ -43,17 +54,29 @@ pub struct RaftOptions {
     pub snapshot_logs_since_last: u64,
     /// Entries already in a snapshot that are kept anyway; the rest are purged (bounds disk).
     pub max_in_snapshot_log_to_keep: u64,
+    /// The voters (id → address) a brand-new cluster starts with. Used only on a first start
+    /// (empty log); every initial master must be given the same map. Empty: this master
+    /// starts empty and waits to be added to a running cluster as a learner.
+    pub initial_members: BTreeMap<u64, String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
 }
 
 impl RaftOptions {
     /// Options for the only master of a cluster: node id 1 and the default snapshot policy.
     pub fn single(data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> Self {
+        let advertise_addr = advertise_addr.into();
         Self {
             node_id: 1,
             data_dir: data_dir.into(),
-            advertise_addr: advertise_addr.into(),
+            initial_members: BTreeMap::from([(1, advertise_addr.clone())]),
+            advertise_addr,
             snapshot_logs_since_last: DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
             max_in_snapshot_log_to_keep: DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
         }
     }
 
@@ -63,10 +86,27 @@ impl RaftOptions {
                 "snapshot_logs_since_last must be at least 1".to_string(),
             ));
         }
+        if self.heartbeat_ms == 0 || self.election_timeout_min_ms <= self.heartbeat_ms {
+            return Err(RaftError::Config(format!(
+                "election_timeout_min_ms ({}) must be larger than heartbeat_ms ({}), which must be at least 1",
+                self.election_timeout_min_ms, self.heartbeat_ms
+            )));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(RaftError::Config(format!(
+                "election_timeout_max_ms ({}) must be larger than election_timeout_min_ms ({})",
+                self.election_timeout_max_ms, self.election_timeout_min_ms
+            )));
+        }
         Config {
             cluster_name: "dcos-rs".to_string(),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            max_payload_entries: network::MAX_PAYLOAD_ENTRIES,
+            snapshot_max_chunk_size: network::SNAPSHOT_CHUNK_BYTES,
             ..Config::default()
         }
         .validate()
@@ -84,8 +124,30 @@ pub struct RaftStatus {
     /// trail the commit index by the entries being applied).
     pub commit_index: u64,
     pub leader_id: Option<u64>,
+    /// Last entry covered by this node's newest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last entry removed from this node's log (covered by a snapshot): a master that needs
+    /// older entries catches up by snapshot.
+    pub purged_index: Option<u64>,
+    /// The leader's address (its API URL) from the membership, if a leader is known.
+    pub leader_addr: Option<String>,
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     pub role: String,
+    /// Every master in the effective membership, as this node sees it.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One master of the membership. Replication progress is known only on the leader.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub addr: String,
+    /// "leader", "follower" (a voter) or "learner".
+    pub role: String,
+    /// Highest log index known to be on that master (leader only).
+    pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's log (leader only).
+    pub lag: Option<u64>,
 }
 
 /// Cheap to clone: all clones share one Raft node.
@@ -109,6 +171,59 @@ impl ReplicatedState {
     /// Opens (or creates) the store, starts openraft, initializes a 1-voter membership on first
     /// start, and waits (bounded, 10 s) until this node is leader and has applied its log.
     pub async fn open_single(opts: RaftOptions) -> Result<Self, RaftError> {
+        let state = Self::start(&opts, Arc::new(NoPeers)).await?;
+        match state.initialize_single(&opts).await {
+            Ok(()) => {
+                tracing::info!(node_id = opts.node_id, status = ?state.status(), "raft ready: this master leads");
+                Ok(state)
+            }
+            Err(e) => Err(state.release_after(e).await),
+        }
+    }
+
+    /// Opens (or creates) the store and starts openraft as one of several masters reaching
+    /// the others through `transport`. On a first start with `initial_members` set, this
+    /// master proposes that membership (every initial master does the same; openraft makes
+    /// that safe). Returns at once: leadership is elected in the background.
+    pub async fn open(opts: RaftOptions, transport: Arc<dyn Transport>) -> Result<Self, RaftError> {
+        if !opts.initial_members.is_empty() && !opts.initial_members.contains_key(&opts.node_id) {
+            return Err(RaftError::Config(format!(
+                "initial members {:?} do not include this master's node id {}",
+                opts.initial_members.keys().collect::<Vec<_>>(),
+                opts.node_id
+            )));
+        }
+        let state = Self::start(&opts, transport).await?;
+        let initialized = state.inner.raft.is_initialized().await;
+        match initialized {
+            Ok(false) if !opts.initial_members.is_empty() => {
+                let members: BTreeMap<u64, BasicNode> = opts
+                    .initial_members
+                    .iter()
+                    .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                    .collect();
+                match state.inner.raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(node_id = opts.node_id, members = ?opts.initial_members, "initialized the cluster membership")
+                    }
+                    // Another initial master's membership reached us first: the same cluster.
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::InitializeError::NotAllowed(_),
+                    )) => {}
+                    Err(e) => return Err(state.release_after(e.into()).await),
+                }
+            }
+            Ok(false) => tracing::info!(
+                node_id = opts.node_id,
+                "empty store and no initial members: waiting to be added to a cluster as a learner"
+            ),
+            Ok(true) => {}
+            Err(fatal) => return Err(state.release_after(fatal.into()).await),
+        }
+        Ok(state)
+    }
+
+    async fn start(opts: &RaftOptions, transport: Arc<dyn Transport>) -> Result<Self, RaftError> {
         let config = Arc::new(opts.raft_config()?);
         let started = Instant::now();
 
@@ -128,10 +243,22 @@ impl ReplicatedState {
         let db_weak = Arc::downgrade(&db);
         drop(db);
 
-        let raft = Raft::new(opts.node_id, config, Network, log_store, state_machine)
-            .await
-            .map_err(RaftError::from)?;
-        let state = Self {
+        let raft = Raft::new(
+            opts.node_id,
+            config,
+            Network::new(transport),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(RaftError::from)?;
+        tracing::debug!(
+            node_id = opts.node_id,
+            data_dir = %opts.data_dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "raft store opened"
+        );
+        Ok(Self {
             inner: Arc::new(Inner {
                 node_id: opts.node_id,
                 raft,
@@ -139,30 +266,18 @@ impl ReplicatedState {
                 applied_index,
                 db: db_weak,
             }),
-        };
-
-        match state.start_single(&opts).await {
-            Ok(()) => {
-                tracing::info!(
-                    node_id = opts.node_id,
-                    data_dir = %opts.data_dir.display(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    status = ?state.status(),
-                    "raft ready: this master leads"
-                );
-                Ok(state)
-            }
-            Err(e) => {
-                // Release the file so the caller can retry or report without a lingering node.
-                if let Err(shutdown_error) = state.shutdown().await {
-                    tracing::warn!(error = %shutdown_error, "raft shutdown after a failed open also failed");
-                }
-                Err(e)
-            }
-        }
+        })
     }
 
-    async fn start_single(&self, opts: &RaftOptions) -> Result<(), RaftError> {
+    /// Shuts a node down after a failed open (so the file is released) and returns `error`.
+    async fn release_after(&self, error: RaftError) -> RaftError {
+        if let Err(shutdown_error) = self.shutdown().await {
+            tracing::warn!(error = %shutdown_error, "raft shutdown after a failed open also failed");
+        }
+        error
+    }
+
+    async fn initialize_single(&self, opts: &RaftOptions) -> Result<(), RaftError> {
         let raft = &self.inner.raft;
         if !raft.is_initialized().await? {
             let members =
@@ -226,9 +341,15 @@ impl ReplicatedState {
 
     /// Proposes a command; returns after it is committed (fsync'd) and applied. A refusal by
     /// the business rules is `Ok(Outcome::Rejected(..))`, replicated like any outcome.
+    /// Bounded by `WRITE_TIMEOUT_MS`: a timed-out write may still commit later.
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
-        let response = self.inner.raft.client_write(command).await?;
-        Ok(response.data)
+        let write = self.inner.raft.client_write(command);
+        match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {
+            Ok(response) => Ok(response?.data),
+            Err(_) => Err(RaftError::Timeout(format!(
+                "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
+            ))),
+        }
     }
 
     /// Reads the applied state under a read lock. Keep `f` short: applying waits for it.
@@ -258,16 +379,168 @@ impl ReplicatedState {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
+        // openraft's metrics trail the state machine a little; never report a log shorter
+        // than what is applied.
+        let last_log_index = m.last_log_index.unwrap_or(0).max(applied_index);
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched_index = m
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id))
+                    .map(|matched| matched.map_or(0, |log_id| log_id.index));
+                let role = if Some(*id) == m.current_leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                MemberStatus {
+                    node_id: *id,
+                    addr: node.addr.clone(),
+                    role: role.to_string(),
+                    matched_index,
+                    lag: matched_index.map(|matched| last_log_index.saturating_sub(matched)),
+                }
+            })
+            .collect();
+        let leader_addr = m
+            .current_leader
+            .and_then(|leader| membership.get_node(&leader))
+            .map(|node| node.addr.clone());
         RaftStatus {
             node_id: self.inner.node_id,
             term: m.current_term,
-            // openraft's metrics trail the state machine a little; never report a log shorter
-            // than what is applied.
-            last_log_index: m.last_log_index.unwrap_or(0).max(applied_index),
+            last_log_index,
             commit_index: applied_index,
             leader_id: m.current_leader,
+            snapshot_index: m.snapshot.map(|log_id| log_id.index),
+            purged_index: m.purged.map(|log_id| log_id.index),
+            leader_addr,
             role: role.to_string(),
+            members,
         }
+    }
+
+    /// The leader this node knows of, with its address, if any.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let status = self.status();
+        Some((status.leader_id?, status.leader_addr?))
+    }
+
+    /// Waits (bounded) until some master leads, as far as this node knows; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, RaftError> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if let Err(fatal) = &m.running_state {
+                        return Err(RaftError::from(fatal.clone()));
+                    }
+                    if let Some(leader) = m.current_leader {
+                        return Ok(leader);
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(RaftError::Fatal(
+                        "raft stopped while waiting for a leader".to_string(),
+                    ));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            RaftError::Timeout(format!(
+                "no leader known to node {} within {} ms",
+                self.inner.node_id,
+                timeout.as_millis()
+            ))
+        })?
+    }
+
+    /// Hands an RPC from another master (`rpc` = append, vote or snapshot; `body` its JSON)
+    /// to this node and returns the JSON answer.
+    pub async fn serve_rpc(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, ServeError> {
+        network::serve_rpc(&self.inner.raft, rpc, body).await
+    }
+
+    /// Adds a master as a learner and waits (bounded, 60 s) until it has caught up with the
+    /// leader's log. Leader only. Adding a member that exists with the same address is a
+    /// no-op; with another address it is refused (remove it first).
+    pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<(), RaftError> {
+        if let Some(existing) = self
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.node_id == node_id)
+        {
+            if existing.addr == addr {
+                return Ok(());
+            }
+            return Err(RaftError::Membership(format!(
+                "master {node_id} is already a member at {}; remove it before adding it at {addr}",
+                existing.addr
+            )));
+        }
+        let add = self
+            .inner
+            .raft
+            .add_learner(node_id, BasicNode::new(addr), true);
+        match tokio::time::timeout(Duration::from_millis(CATCH_UP_WAIT_MS), add).await {
+            Ok(result) => result.map(|_| ()).map_err(RaftError::from),
+            Err(_) => Err(RaftError::Timeout(format!(
+                "master {node_id} at {addr} was added as a learner but did not catch up within {CATCH_UP_WAIT_MS} ms; is it running and reachable?"
+            ))),
+        }
+    }
+
+    /// Makes a learner a voter. Leader only.
+    pub async fn promote(&self, node_id: u64) -> Result<(), RaftError> {
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));
+        self.inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(RaftError::from)
+    }
+
+    /// Removes a master from the membership: a voter is demoted first (through joint
+    /// consensus), then forgotten. Refuses to remove the last voter. Leader only.
+    pub async fn remove_member(&self, node_id: u64) -> Result<(), RaftError> {
+        let status = self.status();
+        let Some(member) = status.members.iter().find(|m| m.node_id == node_id) else {
+            return Err(RaftError::Membership(format!(
+                "master {node_id} is not a member"
+            )));
+        };
+        if member.role != "learner" {
+            let voters = status
+                .members
+                .iter()
+                .filter(|m| m.role != "learner")
+                .count();
+            if voters <= 1 {
+                return Err(RaftError::Membership(format!(
+                    "master {node_id} is the last voter; a cluster cannot remove its last master"
+                )));
+            }
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), true)
+                .await
+                .map_err(RaftError::from)?;
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+            .await
+            .map(|_| ())
+            .map_err(RaftError::from)
     }
 
     pub fn is_leader(&self) -> bool {
