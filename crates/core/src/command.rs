@@ -40,6 +40,10 @@ pub enum Command {
     },
     /// Drop the record of a terminal task.
     ExpungeTask { task_id: String },
+    /// The leader heard nothing from the agent for the unreachable timeout: the agent gets no
+    /// new tasks and its live tasks become TASK_UNREACHABLE (frameworks may replace them).
+    /// Re-registering makes it active again.
+    MarkAgentUnreachable { agent_id: String, at_ms: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,10 +93,14 @@ fn plan_app(
     actions: &mut Vec<Action>,
 ) {
     let instances = app.spec.instances as usize;
+    // Unreachable tasks neither count (they are replaced) nor get killed (no agent to tell);
+    // `returning_tasks` decides their fate when their agent is back.
     let active: Vec<&Task> = tasks
         .iter()
         .copied()
-        .filter(|t| !t.state.is_terminal() && !t.kill_requested)
+        .filter(|t| {
+            !t.state.is_terminal() && !t.kill_requested && t.state != TaskState::Unreachable
+        })
         .collect();
     let (mut current, old): (Vec<&Task>, Vec<&Task>) = active
         .iter()
@@ -159,6 +163,50 @@ fn plan_app(
     }
 }
 
+/// An unreachable agent is back: which of its TASK_UNREACHABLE tasks keep their place and
+/// which were replaced meanwhile and must be killed, so an instance never runs twice.
+/// Per app, the live tasks elsewhere count first; the returning tasks fill what is left,
+/// oldest first. Tasks of removed apps and tasks asked to die are killed. Returns
+/// `(keep, kill)`, each sorted by task id.
+pub fn returning_tasks(state: &ClusterState, agent_id: &str) -> (Vec<String>, Vec<String>) {
+    let mut returning: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|t| t.agent_id == agent_id && t.state == TaskState::Unreachable)
+        .collect();
+    returning.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
+    let mut places: BTreeMap<&str, usize> = BTreeMap::new();
+    for (app_id, app) in &state.apps {
+        let elsewhere = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.app_id == *app_id
+                    && !t.state.is_terminal()
+                    && t.state != TaskState::Unreachable
+                    && !t.kill_requested
+            })
+            .count();
+        places.insert(
+            app_id.as_str(),
+            (app.spec.instances as usize).saturating_sub(elsewhere),
+        );
+    }
+    let (mut keep, mut kill) = (Vec::new(), Vec::new());
+    for task in returning {
+        match places.get_mut(task.app_id.as_str()) {
+            Some(left) if *left > 0 && !task.kill_requested => {
+                *left -= 1;
+                keep.push(task.id.clone());
+            }
+            _ => kill.push(task.id.clone()),
+        }
+    }
+    keep.sort();
+    kill.sort();
+    (keep, kill)
+}
+
 /// What an agent still has to give during one plan.
 struct Slot<'a> {
     resources: Resources,
@@ -191,7 +239,7 @@ fn pick_agent<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Command;
+    use crate::command::{Command, Outcome, Reject};
     use crate::state::tests::{agent, app, task};
 
     fn cluster(agents: &[(&str, u64, u64)], apps: &[(&str, u32)]) -> ClusterState {
@@ -424,5 +472,83 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn unreachable_tasks_are_replaced_elsewhere_and_sorted_out_when_their_agent_returns() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 512)], &[("/web", 2)]);
+        for id in ["t1", "t2"] {
+            s.apply(&Command::LaunchTask {
+                task: task(id, "/web", "a1", 1),
+            });
+            set_state(&mut s, id, TaskState::Running, 10);
+        }
+        assert_eq!(plan(&s, 20), vec![]);
+
+        let outcome = s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 30,
+        });
+        assert_eq!(outcome, Outcome::Applied);
+        assert_eq!(s.agents["a1"].state, AgentState::Unreachable);
+        assert!(s.tasks.values().all(|t| t.state == TaskState::Unreachable));
+        // A status update cannot make a task unreachable; only the agent's mark does.
+        // Both instances are replaced on a2, and nothing is killed on the silent agent.
+        let actions = plan(&s, 40);
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(actions
+            .iter()
+            .all(|a| matches!(a, Action::Launch { agent_id, .. } if agent_id == "a2")));
+
+        // One replacement made it before a1 returned: t1 (oldest) keeps its place, t2 goes.
+        s.apply(&Command::LaunchTask {
+            task: task("t3", "/web", "a2", 1),
+        });
+        set_state(&mut s, "t3", TaskState::Running, 50);
+        assert_eq!(
+            returning_tasks(&s, "a1"),
+            (vec!["t1".to_string()], vec!["t2".to_string()])
+        );
+        // Its report brings t1 back to RUNNING.
+        set_state(&mut s, "t1", TaskState::Running, 60);
+        assert_eq!(s.tasks["t1"].state, TaskState::Running);
+
+        // A removed app's returning tasks are all killed.
+        let mut gone = s.clone();
+        gone.apply(&Command::RemoveApp {
+            app_id: "/web".into(),
+            at_ms: 70,
+        });
+        assert_eq!(returning_tasks(&gone, "a1").0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn status_updates_never_set_unreachable_and_terminal_stays_final() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        set_state(&mut s, "t1", TaskState::Running, 10);
+        set_state(&mut s, "t1", TaskState::Unreachable, 11);
+        assert_eq!(s.tasks["t1"].state, TaskState::Running);
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 12,
+        });
+        set_state(&mut s, "t1", TaskState::Failed, 13);
+        assert_eq!(s.tasks["t1"].state, TaskState::Failed);
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 14,
+        });
+        assert_eq!(s.tasks["t1"].state, TaskState::Failed, "terminal is final");
+        let unknown = s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "nobody".into(),
+            at_ms: 15,
+        });
+        assert!(matches!(
+            unknown,
+            Outcome::Rejected(Reject::UnknownAgent { .. })
+        ));
     }
 }

@@ -177,8 +177,13 @@ impl ClusterState {
                 let task = self.task_mut(task_id)?;
                 // A terminal state is final, and live states only move forward
                 // (STAGING < STARTING < RUNNING < KILLING): late or duplicated updates
-                // change nothing.
-                if task.state.is_terminal() || (!state.is_terminal() && *state < task.state) {
+                // change nothing. TASK_UNREACHABLE is left by whatever its agent reports
+                // once it is back, and never entered through a status update.
+                let from_unreachable = task.state == TaskState::Unreachable;
+                if *state == TaskState::Unreachable
+                    || task.state.is_terminal()
+                    || (!from_unreachable && !state.is_terminal() && *state < task.state)
+                {
                     return Ok(());
                 }
                 task.state = *state;
@@ -214,6 +219,24 @@ impl ClusterState {
                     });
                 }
                 self.tasks.remove(task_id);
+            }
+            Command::MarkAgentUnreachable { agent_id, at_ms } => {
+                let agent = self
+                    .agents
+                    .get_mut(agent_id)
+                    .ok_or_else(|| Reject::UnknownAgent {
+                        agent_id: agent_id.clone(),
+                    })?;
+                agent.state = AgentState::Unreachable;
+                for task in self
+                    .tasks
+                    .values_mut()
+                    .filter(|t| t.agent_id == *agent_id && !t.state.is_terminal())
+                {
+                    task.state = TaskState::Unreachable;
+                    task.updated_at_ms = *at_ms;
+                    task.message = Some("its agent stopped answering".to_string());
+                }
             }
         }
         Ok(())
@@ -408,6 +431,14 @@ pub(crate) mod tests {
                 at_ms: 51,
                 deployment_id: "d4".into(),
             },
+            Command::LaunchTask {
+                task: task("t3", "/api", "a1", 5),
+            },
+            Command::MarkAgentUnreachable {
+                agent_id: "a1".into(),
+                at_ms: 52,
+            },
+            status("t3", TaskState::Running, 53),
         ]
     }
 

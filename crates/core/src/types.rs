@@ -137,10 +137,15 @@ pub enum TaskState {
     Lost,
     #[serde(rename = "TASK_ERROR")]
     Error,
+    /// Its agent stopped answering; not terminal: the task may still run and come back.
+    /// Last in the order on purpose: only `MarkAgentUnreachable` sets it, and any report
+    /// from the returning agent replaces it (see `ClusterState::apply`).
+    #[serde(rename = "TASK_UNREACHABLE")]
+    Unreachable,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Staging,
         TaskState::Starting,
         TaskState::Running,
@@ -150,6 +155,7 @@ impl TaskState {
         TaskState::Killed,
         TaskState::Lost,
         TaskState::Error,
+        TaskState::Unreachable,
     ];
 
     pub fn is_terminal(&self) -> bool {
@@ -174,6 +180,7 @@ impl TaskState {
             TaskState::Killed => "TASK_KILLED",
             TaskState::Lost => "TASK_LOST",
             TaskState::Error => "TASK_ERROR",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
         }
     }
 }
