@@ -1,4 +1,5 @@
-//! Command line: `dcos-rs up` and the client commands (`app`, `task`, `image`, `node`).
+//! Command line: `dcos-rs up`, the client commands (`app`, `task`, `image`, `node`) and the
+//! local `cluster` commands (certificates, in `crate::cluster`).
 //!
 //! Client commands talk to the master's API (and to agents for logs and images) and print
 //! tables for people or, with `--json`, the API's JSON for scripts.
@@ -43,6 +44,30 @@ pub struct Cli {
 pub enum Commands {
     /// Run a master and an agent in this process: a single-node cluster.
     Up(UpArgs),
+    /// Run one master of a multi-master cluster (HTTPS, mutual TLS between masters).
+    #[command(long_about = "Run one master of a multi-master cluster.\n\n\
+        Masters agree on the cluster state through Raft over HTTPS with mutual TLS; every\n\
+        master serves reads, and writes sent to a follower are redirected (307) to the leader.\n\
+        The config file names this master's id, its URL, its certificates and, for a new\n\
+        cluster, the initial masters (the same list on each). See config/master.toml.\n\n\
+        Example (3 masters, run on each with its own file):\n  \
+        dcos-rs cluster init-ca --dir ca\n  \
+        dcos-rs cluster issue-cert --role master --name m1 --san 10.77.0.11 --ca-dir ca --out m1\n  \
+        dcos-rs master --config m1/master.toml")]
+    Master(MasterArgs),
+    /// Run an agent that registers with remote masters (HTTPS, mutual TLS).
+    #[command(
+        long_about = "Run an agent on this host for a multi-master cluster.\n\n\
+        The agent finds the leading master among `masters` (following redirects), registers\n\
+        with what it runs, takes launch and kill commands on a stream, sends heartbeats, and\n\
+        delivers task statuses until the leader has committed each one. Tasks keep running\n\
+        when the agent stops or loses the masters; the next start adopts them.\n\
+        See config/agent.toml for every key.\n\n\
+        Example:\n  \
+        dcos-rs cluster issue-cert --role agent --name a1 --san 10.77.0.21 --ca-dir ca --out a1\n  \
+        dcos-rs agent --config a1/agent.toml"
+    )]
+    Agent(AgentArgs),
     /// Deploy and manage long-running apps (Marathon-style definitions).
     #[command(subcommand)]
     App(AppCommand),
@@ -55,6 +80,23 @@ pub enum Commands {
     /// Show the cluster's masters and agents.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Prepare the cluster's certificates: a CA and a certificate per node (local files).
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The agent's config file (TOML; keys documented in config/agent.toml).
+    #[arg(long, default_value = "/etc/dcos-rs/agent.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// The master's config file (TOML; keys documented in config/master.toml).
+    #[arg(long, default_value = "/etc/dcos-rs/master.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -212,11 +254,27 @@ pub enum NodeCommand {
     List,
 }
 
+/// "term 3, log 120, lag 0" with whatever the answering master knows of that master.
+fn master_progress(m: &dcos_api::MasterView) -> String {
+    let mut parts = vec![format!("term {}", m.term)];
+    if let Some(index) = m.last_log_index {
+        parts.push(format!("log {index}"));
+    }
+    if let Some(lag) = m.lag {
+        parts.push(format!("lag {lag}"));
+    }
+    parts.join(", ")
+}
+
 pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.url);
     let json = cli.json;
     match cli.command {
-        Commands::Up(_) => unreachable!("handled by main"),
+        Commands::Up(_) | Commands::Master(_) | Commands::Agent(_) => {
+            unreachable!("handled by main")
+        }
+        // Local files only: the master at --url is not contacted.
+        Commands::Cluster(command) => crate::cluster::run(command, json),
         Commands::App(command) => app(&client, json, command).await,
         Commands::Task(command) => task(&client, json, command).await,
         Commands::Image(command) => image(&client, json, command).await,
@@ -242,7 +300,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     m.role.clone(),
                     String::new(),
                     String::new(),
-                    format!("term {} commit {}", m.term, m.commit_index),
+                    master_progress(m),
                 ]);
             }
             for a in &nodes.agents {

@@ -5,8 +5,10 @@
 pub mod agent;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod http_util;
 pub mod link;
 pub mod master;
 pub mod registry;
+pub mod tls;
 pub mod up;

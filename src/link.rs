@@ -23,7 +23,8 @@ pub enum ToAgent {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskReport {
     pub task_id: String,
     pub state: TaskState,
@@ -41,7 +42,70 @@ pub enum ToMaster {
         link: mpsc::Sender<ToAgent>,
     },
     Status(TaskReport),
+    /// A status from a remote agent: `ack` hears whether it was committed (then the agent
+    /// drops it from its outbox) or must be sent again.
+    StatusAcked {
+        report: TaskReport,
+        ack: oneshot::Sender<bool>,
+    },
 }
+
+/// Paths of the agent protocol on the master's port (mutual TLS, agent certificates).
+pub const AGENT_CONNECT_PATH: &str = "/internal/agent/v1/connect";
+pub const AGENT_STATUS_PATH: &str = "/internal/agent/v1/status";
+pub const AGENT_HEARTBEAT_PATH: &str = "/internal/agent/v1/heartbeat";
+pub const AGENT_REPLY_PATH: &str = "/internal/agent/v1/reply";
+
+/// What an agent sends to (re)connect: itself and what it runs now.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ConnectRequest {
+    pub agent: Agent,
+    pub tasks: Vec<TaskReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRequest {
+    pub agent_id: String,
+    pub report: TaskReport,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    pub agent_id: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyRequest {
+    pub request_id: u64,
+    pub found: bool,
+}
+
+/// One line of the connect stream (newline-delimited JSON), master to agent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum StreamMessage {
+    Launch {
+        task: Box<Task>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Kill {
+        task_id: String,
+    },
+    /// Answer with `ReplyRequest` on `AGENT_REPLY_PATH`.
+    #[serde(rename_all = "camelCase")]
+    HasImage {
+        request_id: u64,
+        reference: String,
+    },
+    /// Sent every few seconds so both ends notice a dead connection.
+    Ping,
+}
+
+/// Longest line of the connect stream an agent accepts (a launch carries the whole task).
+pub const STREAM_LINE_MAX_BYTES: usize = 4 << 20;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

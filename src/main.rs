@@ -2,7 +2,7 @@
 //! (libcontainer clones the calling process), then runs the CLI on a tokio runtime.
 
 use clap::Parser;
-use dcos_rs::cli::{Cli, Commands, UpArgs};
+use dcos_rs::cli::{AgentArgs, Cli, Commands, MasterArgs, UpArgs};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -42,6 +42,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Commands::Up(args) => up(args).await,
+            Commands::Master(args) => master(args).await,
+            Commands::Agent(args) => agent(args).await,
             _ => dcos_rs::cli::run_client(cli).await,
         }
     });
@@ -104,6 +106,64 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
     handle.stop(true).await
+}
+
+async fn master(args: MasterArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = dcos_rs::master::config::MasterConfig::load(&args.config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (the `listen` key of {})",
+                config.listen,
+                args.config.display()
+            )
+        })?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let process = dcos_rs::master::serve::start(config, listener, true).await?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("stopping master…");
+    process.stop().await?;
+    println!("stopped");
+    Ok(())
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = dcos_rs::agent::config::AgentFileConfig::load(&args.config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (the `listen` key of {})",
+                config.listen,
+                args.config.display()
+            )
+        })?;
+    let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let masters = config.masters.join(", ");
+    let process = dcos_rs::agent::config::start(config, listener, shim_exe).await?;
+    println!(
+        "agent {}: started ({} task(s) recovered); registering with {masters}",
+        process.agent.id,
+        process.agent.last_recovery().0
+    );
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("stopping the agent; its tasks keep running");
+    process.stop().await;
+    Ok(())
 }
 
 /// Log filter from `DCOS_LOG` (e.g. `info`, `dcos_rs=debug`), else `default`.

@@ -4,7 +4,9 @@
 //! It never calls libcontainer itself (this is a multi-threaded tokio process); each task's
 //! shim does. Tasks outlive the agent: nothing here kills a task unless asked to.
 
+pub mod config;
 pub mod http;
+pub mod remote;
 
 use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster, LINK_QUEUE_MAX};
 use anyhow::Context;
@@ -182,6 +184,29 @@ impl Agent {
             "recovered tasks from the work dir"
         );
         reports
+    }
+
+    /// What every task this agent knows of is doing now, for a (re-)registration: the exit
+    /// status of ended ones, RUNNING or STARTING for live ones.
+    pub fn current_reports(&self) -> Vec<TaskReport> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks
+            .iter()
+            .map(|(task_id, task)| match task.dir.read_exit() {
+                Ok(Some(exit)) => exit_report(task_id, &exit),
+                _ => TaskReport {
+                    task_id: task_id.clone(),
+                    state: if task.running_reported {
+                        TaskState::Running
+                    } else {
+                        TaskState::Starting
+                    },
+                    message: None,
+                    exit_code: None,
+                    at_ms: now_ms(),
+                },
+            })
+            .collect()
     }
 
     /// (tasks found, microseconds taken) by the last `recover`.

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dcos_api::{
     agent_view, app_converged, app_view, iso8601, task_view, ApiError, AppEnvelope, AppsEnvelope,
@@ -30,7 +30,14 @@ pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
 
 pub fn router(master: Arc<Master>) -> Router {
-    Router::new()
+    // Raft between masters: bigger bodies, never redirected, masters' certificates only.
+    let internal = Router::new()
+        .route("/internal/raft/{rpc}", post(raft_rpc))
+        .layer(DefaultBodyLimit::max(
+            dcos_raft::network::RPC_BODY_MAX_BYTES,
+        ))
+        .with_state(master.clone());
+    let api = Router::new()
         .route("/", get(dashboard))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -45,10 +52,180 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
         .route("/cluster/v1/nodes", get(nodes))
+        .route("/cluster/v1/masters", get(masters).post(add_master))
+        .route("/cluster/v1/masters/{id}", delete(remove_master))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) })
+        .layer(middleware::from_fn_with_state(
+            master.clone(),
+            writes_to_leader,
+        ))
+        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES));
+    internal
+        .merge(api)
         .layer(middleware::from_fn_with_state(master.clone(), observe))
-        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
         .with_state(master)
+}
+
+/// Writes go to the leader: a follower answers them with 307 to the same path on the leader
+/// (`Location` and `X-Dcos-Leader`), or 503 while no leader is known. Reads are served here.
+async fn writes_to_leader(
+    State(master): State<Arc<Master>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let read_only = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if read_only || master.raft.is_leader() {
+        return next.run(request).await;
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    not_leader_response(&master, path)
+}
+
+/// 307 to the leader (if known) for `path`, else 503.
+pub(crate) fn not_leader_response(master: &Master, path: &str) -> Response {
+    match master.raft.leader() {
+        Some((leader_id, leader_url)) if leader_id != master.raft.status().node_id => {
+            let location = format!("{leader_url}{path}");
+            let error = ApiError::new(
+                307,
+                "not_leader",
+                format!("this master is not the leader; send writes to master {leader_id} at {leader_url}"),
+            )
+            .with_details(serde_json::json!({ "leader": leader_url, "leaderId": leader_id }));
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [
+                    (header::LOCATION, location),
+                    (header::HeaderName::from_static(LEADER_HEADER), leader_url),
+                ],
+                Json(error),
+            )
+                .into_response()
+        }
+        _ => api_error(
+            ApiError::new(503, "no_leader", "no master leads right now (an election is under way or a majority of masters is unreachable); retry shortly"),
+        ),
+    }
+}
+
+/// The header naming the leader's URL on redirects (DESIGN.md §3).
+pub const LEADER_HEADER: &str = "x-dcos-leader";
+
+async fn raft_rpc(
+    State(master): State<Arc<Master>>,
+    Path(rpc): Path<String>,
+    crate::tls::Peer(peer): crate::tls::Peer,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match peer {
+        Some(peer) if peer.role == crate::tls::Role::Master => {}
+        _ => {
+            return api_error(ApiError::new(
+                403,
+                "forbidden",
+                "raft RPCs are accepted only from masters presenting a cluster certificate with the master role",
+            ))
+        }
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return api_error(ApiError::new(
+                rejection.status().as_u16(),
+                "bad_request",
+                format!("raft rpc body: {}", rejection.body_text()),
+            ))
+        }
+    };
+    match master.raft.serve_rpc(&rpc, &body).await {
+        Ok(answer) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            answer,
+        )
+            .into_response(),
+        Err(e) => api_error(ApiError::bad_request(e.to_string())),
+    }
+}
+
+async fn masters(State(master): State<Arc<Master>>) -> Json<dcos_raft::RaftStatus> {
+    Json(master.raft.status())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMaster {
+    id: u64,
+    url: String,
+}
+
+/// Adds a master: as a learner first, promoted to voter once it has caught up.
+async fn add_master(
+    State(master): State<Arc<Master>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let value = match parse_json(body) {
+        Ok(value) => value,
+        Err(error) => return api_error(error),
+    };
+    let add: AddMaster = match serde_path_to_error::deserialize(value) {
+        Ok(add) => add,
+        Err(e) => {
+            return api_error(ApiError::invalid(&[FieldError::new(
+                e.path().to_string(),
+                e.inner().to_string(),
+            )]))
+        }
+    };
+    if add.id == 0 {
+        return api_error(ApiError::invalid(&[FieldError::new(
+            "id",
+            "must be at least 1",
+        )]));
+    }
+    if let Err(message) = super::config::check_url("url", &add.url) {
+        let reason = message.trim_start_matches("url: ").to_string();
+        return api_error(ApiError::invalid(&[FieldError::new("url", reason)]));
+    }
+    let url = add.url.trim_end_matches('/');
+    if let Err(e) = master.raft.add_learner(add.id, url).await {
+        return api_error(membership_error(e));
+    }
+    if let Err(e) = master.raft.promote(add.id).await {
+        return api_error(membership_error(e));
+    }
+    tracing::info!(node_id = add.id, url, "master added and promoted to voter");
+    json_ok(&master.raft.status())
+}
+
+async fn remove_master(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return api_error(ApiError::invalid(&[FieldError::new(
+            "id",
+            format!("{id:?} is not a master id (a number)"),
+        )]));
+    };
+    match master.raft.remove_member(id).await {
+        Ok(()) => {
+            tracing::info!(node_id = id, "master removed from the membership");
+            json_ok(&master.raft.status())
+        }
+        Err(e) => api_error(membership_error(e)),
+    }
+}
+
+fn membership_error(error: RaftError) -> ApiError {
+    match error {
+        RaftError::Membership(message) => ApiError::conflict(message),
+        other => raft_error(other),
+    }
 }
 
 async fn observe(State(master): State<Arc<Master>>, request: Request, next: Next) -> Response {
@@ -102,8 +279,12 @@ async fn list_apps(State(master): State<Arc<Master>>) -> Json<AppsEnvelope> {
 
 fn raft_error(error: RaftError) -> ApiError {
     match error {
-        RaftError::NotLeader { .. } => {
-            ApiError::unavailable(format!("this master cannot accept writes: {error}"))
+        RaftError::NotLeader {
+            ref leader_addr, ..
+        } => {
+            let details = serde_json::json!({ "leader": leader_addr });
+            ApiError::new(503, "not_leader", format!("this master lost its leadership during the request ({error}); retry against the leader"))
+                .with_details(details)
         }
         other => ApiError::unavailable(format!("the cluster state could not be written: {other}")),
     }
@@ -420,32 +601,63 @@ async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": "dcos-rs",
         "version": env!("CARGO_PKG_VERSION"),
-        "leader": master.url,
+        "leader": status.leader_addr,
         "elected": status.role == "leader",
         "frameworkId": "dcos-rs-services",
         "raft": status,
     }))
 }
 
+/// Marathon's `/v2/leader`: the leader as any master knows it.
 async fn leader(State(master): State<Arc<Master>>) -> Response {
-    if master.raft.is_leader() {
-        json_ok(&serde_json::json!({ "leader": master.url }))
-    } else {
-        api_error(ApiError::not_found("this master is not the leader"))
+    match master.raft.leader() {
+        Some((leader_id, url)) => {
+            json_ok(&serde_json::json!({ "leader": url, "leaderId": leader_id }))
+        }
+        None => api_error(ApiError::not_found("no master leads right now")),
     }
 }
 
 async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
     let status = master.raft.status();
-    Json(master.read(|s| NodesView {
-        masters: vec![MasterView {
+    let mut masters: Vec<MasterView> = status
+        .members
+        .iter()
+        .map(|m| {
+            let me = m.node_id == status.node_id;
+            MasterView {
+                id: m.node_id,
+                url: m.addr.clone(),
+                role: if me {
+                    status.role.clone()
+                } else {
+                    m.role.clone()
+                },
+                term: status.term,
+                last_log_index: if me {
+                    Some(status.last_log_index)
+                } else {
+                    m.matched_index
+                },
+                commit_index: me.then_some(status.commit_index),
+                lag: m.lag,
+            }
+        })
+        .collect();
+    if !masters.iter().any(|m| m.id == status.node_id) {
+        // A master that is not (yet) in the membership it knows of still shows itself.
+        masters.push(MasterView {
             id: status.node_id,
             url: master.url.clone(),
             role: status.role.clone(),
             term: status.term,
-            last_log_index: status.last_log_index,
-            commit_index: status.commit_index,
-        }],
+            last_log_index: Some(status.last_log_index),
+            commit_index: Some(status.commit_index),
+            lag: None,
+        });
+    }
+    Json(master.read(|s| NodesView {
+        masters,
         agents: s.agents.values().map(|a| agent_view(s, a)).collect(),
     }))
 }

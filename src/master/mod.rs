@@ -5,11 +5,16 @@
 //! actions (propose a command, then tell the agent) and feeds agent reports back into the log.
 //! Leader-only memory (agent links, kills in flight) is rebuilt when agents register.
 
+pub mod agents;
+pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod serve;
 
 use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster};
-use dcos_core::{plan, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState};
+use dcos_core::{
+    plan, returning_tasks, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState,
+};
 use dcos_raft::{RaftError, ReplicatedState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,10 +44,26 @@ pub struct Master {
     /// Cleared when the master is stopping: task ends are still recorded, but the services
     /// framework no longer launches replacements.
     scheduling: AtomicBool,
+    /// Remote agents: silence longer than this marks an agent unreachable. `None` for the
+    /// in-process agent of `dcos-rs up`, whose link cannot go silent.
+    unreachable_timeout: Option<Duration>,
+    /// When each remote agent was last heard from (leader memory only).
+    agent_seen: Mutex<HashMap<String, Instant>>,
+    /// Since when this master leads (None while it follows): agents get the unreachable
+    /// timeout as a grace period from there to reconnect after a failover.
+    leading_since: Mutex<Option<Instant>>,
 }
 
 impl Master {
     pub fn new(raft: ReplicatedState, url: String) -> Arc<Master> {
+        Self::with_unreachable_timeout(raft, url, None)
+    }
+
+    pub fn with_unreachable_timeout(
+        raft: ReplicatedState,
+        url: String,
+        unreachable_timeout: Option<Duration>,
+    ) -> Arc<Master> {
         Arc::new(Master {
             raft,
             url,
@@ -50,7 +71,78 @@ impl Master {
             kills_sent: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
             scheduling: AtomicBool::new(true),
+            unreachable_timeout,
+            agent_seen: Mutex::new(HashMap::new()),
+            leading_since: Mutex::new(None),
         })
+    }
+
+    /// A remote agent was heard from. False if it has no link to this master (it must
+    /// connect again, e.g. after a failover).
+    pub fn heartbeat(&self, agent_id: &str) -> bool {
+        let connected = self.is_connected(agent_id);
+        if connected {
+            self.agent_seen
+                .lock()
+                .expect("seen lock")
+                .insert(agent_id.to_string(), Instant::now());
+        }
+        connected
+    }
+
+    /// Leadership changes and silent agents; runs on every tick.
+    async fn check_agents(&self) {
+        let leading = self.raft.is_leader();
+        let since = {
+            let mut since = self.leading_since.lock().expect("leading lock");
+            match (leading, *since) {
+                (true, None) => *since = Some(Instant::now()),
+                (false, Some(_)) => {
+                    *since = None;
+                    // Agents must follow the new leader: closing the links ends their streams.
+                    self.links.lock().expect("links lock").clear();
+                    self.agent_seen.lock().expect("seen lock").clear();
+                }
+                _ => {}
+            }
+            *since
+        };
+        let (Some(since), Some(timeout)) = (since, self.unreachable_timeout) else {
+            return;
+        };
+        let now = Instant::now();
+        let active: Vec<String> = self.read(|s| {
+            s.agents
+                .values()
+                .filter(|a| a.state == AgentState::Active)
+                .map(|a| a.id.clone())
+                .collect()
+        });
+        for agent_id in active {
+            let seen = self
+                .agent_seen
+                .lock()
+                .expect("seen lock")
+                .get(&agent_id)
+                .copied()
+                .unwrap_or(since)
+                .max(since);
+            if now.duration_since(seen) < timeout {
+                continue;
+            }
+            tracing::warn!(agent = %agent_id, silent_ms = now.duration_since(seen).as_millis() as u64, "agent unreachable");
+            self.links.lock().expect("links lock").remove(&agent_id);
+            self.agent_seen.lock().expect("seen lock").remove(&agent_id);
+            if let Err(e) = self
+                .write(Command::MarkAgentUnreachable {
+                    agent_id: agent_id.clone(),
+                    at_ms: now_ms(),
+                })
+                .await
+            {
+                tracing::warn!(agent = %agent_id, "marking unreachable not recorded: {e}");
+            }
+        }
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
@@ -129,7 +221,10 @@ impl Master {
                     if changed.is_err() { break; }
                     self.plan_and_act().await;
                 }
-                _ = tick.tick() => self.plan_and_act().await,
+                _ = tick.tick() => {
+                    self.check_agents().await;
+                    self.plan_and_act().await
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -148,9 +243,19 @@ impl Master {
                     .lock()
                     .expect("links lock")
                     .insert(agent_id.clone(), link);
+                self.agent_seen
+                    .lock()
+                    .expect("seen lock")
+                    .insert(agent_id.clone(), Instant::now());
                 self.reconcile_agent(&agent_id, tasks).await;
             }
-            ToMaster::Status(report) => self.record_status(report).await,
+            ToMaster::Status(report) => {
+                self.record_status(report).await;
+            }
+            ToMaster::StatusAcked { report, ack } => {
+                let committed = self.record_status(report).await;
+                let _ = ack.send(committed);
+            }
         }
     }
 
@@ -161,6 +266,18 @@ impl Master {
             .into_iter()
             .map(|r| (r.task_id.clone(), r))
             .collect();
+        // Back from unreachable: tasks replaced meanwhile are killed before anything else,
+        // so an instance never runs twice; the others take their place again.
+        let (_, replaced) = self.read(|s| returning_tasks(s, agent_id));
+        for task_id in replaced {
+            tracing::info!(task = %task_id, agent = %agent_id, "replaced while its agent was unreachable: killing");
+            let _ = self
+                .write(Command::KillTask {
+                    task_id: task_id.clone(),
+                    at_ms: now_ms(),
+                })
+                .await;
+        }
         let (known, unknown_to_agent): (Vec<Task>, Vec<String>) = self.read(|s| {
             let on_agent: Vec<&Task> = s
                 .tasks
@@ -203,7 +320,8 @@ impl Master {
         }
     }
 
-    async fn record_status(&self, report: TaskReport) {
+    /// Records a status; true once it is committed (applied or refused as stale).
+    async fn record_status(&self, report: TaskReport) -> bool {
         let command = Command::TaskStatus {
             task_id: report.task_id.clone(),
             state: report.state,
@@ -219,11 +337,16 @@ impl Master {
                         .expect("kills lock")
                         .remove(&report.task_id);
                 }
+                true
             }
             Ok(Outcome::Rejected(reject)) => {
-                tracing::debug!(task = %report.task_id, "status not recorded: {reject}")
+                tracing::debug!(task = %report.task_id, "status not recorded: {reject}");
+                true
             }
-            Err(e) => tracing::warn!(task = %report.task_id, "status not recorded: {e}"),
+            Err(e) => {
+                tracing::warn!(task = %report.task_id, "status not recorded: {e}");
+                false
+            }
         }
     }
 
@@ -358,7 +481,7 @@ impl Master {
                             exit_code: None,
                             at_ms: now_ms(),
                         })
-                        .await
+                        .await;
                     }
                 }
             }

@@ -157,10 +157,19 @@ pub struct AgentView {
 pub struct MasterView {
     pub id: u64,
     pub url: String,
+    /// "leader", "follower", "candidate" or "learner".
     pub role: String,
+    /// The term as the answering master knows it.
     pub term: u64,
-    pub last_log_index: u64,
-    pub commit_index: u64,
+    /// Last log index: the answering master's own, or (on the leader) what each master has.
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    /// Known for the answering master only.
+    #[serde(default)]
+    pub commit_index: Option<u64>,
+    /// Entries behind the leader's log (known on the leader only).
+    #[serde(default)]
+    pub lag: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,403 @@
+//! The agent's side of a remote master: finds the leader (following 307s and trying each
+//! master in turn), holds the command stream, sends heartbeats, and delivers task statuses
+//! from a durable outbox until the leader acknowledges each one after committing it.
+//!
+//! With no master reachable the agent keeps its tasks running and keeps trying; statuses
+//! wait in the outbox (`status-outbox.json` in the work dir), in order, across restarts.
+
+use super::Agent;
+use crate::link::{
+    ConnectRequest, HeartbeatRequest, ReplyRequest, StatusRequest, StreamMessage, TaskReport,
+    ToAgent, ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_REPLY_PATH,
+    AGENT_STATUS_PATH, STREAM_LINE_MAX_BYTES,
+};
+use crate::master::agents::PING_INTERVAL_MS;
+use crate::tls::NodeClient;
+use anyhow::Context;
+use http_body_util::BodyExt;
+use hyper::{HeaderMap, Method, StatusCode};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// Default heartbeat interval: well inside the masters' 15 s unreachable timeout.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
+/// A stream with no line (not even a ping) for this long is dead: reconnect.
+const STREAM_SILENCE_MAX_MS: u64 = 3 * PING_INTERVAL_MS;
+/// Per-call timeout of statuses, heartbeats and replies.
+const CALL_TIMEOUT_MS: u64 = 10_000;
+/// Waits between attempts when no master answers, doubling up to the maximum.
+const RETRY_MIN_MS: u64 = 200;
+const RETRY_MAX_MS: u64 = 5_000;
+/// Statuses kept while no master acknowledges them; beyond this the oldest RUNNING-type
+/// updates would be dropped first (terminal ones are never dropped).
+pub const OUTBOX_MAX: usize = 10_000;
+const ANSWER_MAX_BYTES: usize = 1 << 20;
+
+/// Statuses not yet acknowledged, in order, persisted before they are sent.
+pub struct Outbox {
+    path: PathBuf,
+    queue: Mutex<VecDeque<TaskReport>>,
+    changed: Notify,
+}
+
+impl Outbox {
+    pub fn open(path: PathBuf) -> anyhow::Result<Outbox> {
+        let queue = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading the status outbox {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Outbox {
+            path,
+            queue: Mutex::new(queue),
+            changed: Notify::new(),
+        })
+    }
+
+    fn persist(&self, queue: &VecDeque<TaskReport>) {
+        let bytes = serde_json::to_vec(queue).expect("reports serialize");
+        if let Err(e) = dcos_runtime::task_dir::write_durable(&self.path, &bytes) {
+            tracing::error!(path = %self.path.display(), "status outbox not saved: {e}");
+        }
+    }
+
+    pub fn push(&self, report: TaskReport) {
+        let mut queue = self.queue.lock().expect("outbox lock");
+        if queue.len() >= OUTBOX_MAX {
+            // Keep every terminal status; a newer report of the same task supersedes an older
+            // non-terminal one.
+            if let Some(i) = queue.iter().position(|r| !r.state.is_terminal()) {
+                queue.remove(i);
+            }
+        }
+        queue.push_back(report);
+        self.persist(&queue);
+        drop(queue);
+        self.changed.notify_one();
+    }
+
+    fn front(&self) -> Option<TaskReport> {
+        self.queue.lock().expect("outbox lock").front().cloned()
+    }
+
+    fn pop_if_front(&self, report: &TaskReport) {
+        let mut queue = self.queue.lock().expect("outbox lock");
+        if queue.front() == Some(report) {
+            queue.pop_front();
+            self.persist(&queue);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().expect("outbox lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where the leader is believed to be, and the list to fall back on.
+struct Masters {
+    all: Vec<String>,
+    current: Mutex<(String, usize)>,
+}
+
+impl Masters {
+    fn new(all: Vec<String>) -> Masters {
+        let first = all[0].clone();
+        Masters {
+            all,
+            current: Mutex::new((first, 0)),
+        }
+    }
+
+    fn leader(&self) -> String {
+        self.current.lock().expect("masters lock").0.clone()
+    }
+
+    /// Follow a redirect: the answer named the leader.
+    fn redirected(&self, headers: &HeaderMap) -> bool {
+        let leader = headers
+            .get(crate::master::http::LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_end_matches('/').to_string());
+        match leader {
+            Some(leader) => {
+                self.current.lock().expect("masters lock").0 = leader;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The current one failed: try the next in the list.
+    fn next(&self) {
+        let mut current = self.current.lock().expect("masters lock");
+        current.1 = (current.1 + 1) % self.all.len();
+        current.0 = self.all[current.1].clone();
+    }
+}
+
+pub struct RemoteLink {
+    agent: Arc<Agent>,
+    client: NodeClient,
+    masters: Masters,
+    outbox: Arc<Outbox>,
+    heartbeat: Duration,
+}
+
+impl RemoteLink {
+    pub fn new(
+        agent: Arc<Agent>,
+        client: NodeClient,
+        masters: Vec<String>,
+        heartbeat: Duration,
+    ) -> anyhow::Result<RemoteLink> {
+        anyhow::ensure!(!masters.is_empty(), "no master URL given");
+        let outbox = Arc::new(Outbox::open(
+            agent.config.work_dir.join("status-outbox.json"),
+        )?);
+        Ok(RemoteLink {
+            agent,
+            client,
+            masters: Masters::new(masters),
+            outbox,
+            heartbeat,
+        })
+    }
+
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Arc::clone(&self.outbox)
+    }
+
+    /// Runs until `shutdown`: takes the agent's messages, keeps a stream to the leader and
+    /// delivers the outbox.
+    pub async fn run(
+        self: Arc<Self>,
+        mut from_agent: mpsc::Receiver<ToMaster>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // The agent's first message carries the channel its commands go to.
+        let link = loop {
+            match from_agent.recv().await {
+                Some(ToMaster::Register { link, .. }) => break link,
+                Some(ToMaster::Status(report)) => self.outbox.push(report),
+                Some(ToMaster::StatusAcked { report, ack }) => {
+                    self.outbox.push(report);
+                    let _ = ack.send(true);
+                }
+                None => return,
+            }
+        };
+        let statuses = tokio::spawn(Arc::clone(&self).deliver_statuses());
+        let inbox = {
+            let outbox = Arc::clone(&self.outbox);
+            tokio::spawn(async move {
+                while let Some(message) = from_agent.recv().await {
+                    match message {
+                        ToMaster::Status(report) => outbox.push(report),
+                        ToMaster::StatusAcked { report, ack } => {
+                            outbox.push(report);
+                            let _ = ack.send(true);
+                        }
+                        // Registration is per connection, done by `connect_once`.
+                        ToMaster::Register { .. } => {}
+                    }
+                }
+            })
+        };
+        let mut retry_ms = RETRY_MIN_MS;
+        loop {
+            let session = self.connect_once(&link);
+            tokio::select! {
+                result = session => match result {
+                    Ok(()) => retry_ms = RETRY_MIN_MS,
+                    Err(e) => {
+                        tracing::warn!(master = %self.masters.leader(), "master link: {e:#}");
+                        self.masters.next();
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(retry_ms)) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        statuses.abort();
+        inbox.abort();
+    }
+
+    /// One connection: register, then forward stream lines and send heartbeats until the
+    /// stream ends. `Ok` after a redirect or a normal end (reconnect at once).
+    async fn connect_once(&self, link: &mpsc::Sender<ToAgent>) -> anyhow::Result<()> {
+        let master = self.masters.leader();
+        let request = ConnectRequest {
+            agent: self.agent.info(),
+            tasks: self.agent.current_reports(),
+        };
+        let body = serde_json::to_vec(&request)?;
+        let (status, headers, mut stream) = self
+            .client
+            .open_stream(
+                Method::POST,
+                &format!("{master}{AGENT_CONNECT_PATH}"),
+                body,
+                json_headers(),
+                Duration::from_millis(CALL_TIMEOUT_MS),
+            )
+            .await?;
+        if status == StatusCode::TEMPORARY_REDIRECT && self.masters.redirected(&headers) {
+            return Ok(());
+        }
+        anyhow::ensure!(status == StatusCode::OK, "connect answered {status}");
+        tracing::info!(%master, tasks = request.tasks.len(), "connected to the leading master");
+
+        let mut pending = Vec::new();
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        loop {
+            tokio::select! {
+                frame = tokio::time::timeout(Duration::from_millis(STREAM_SILENCE_MAX_MS), stream.frame()) => {
+                    let frame = match frame {
+                        Err(_) => anyhow::bail!("no ping from {master} for {STREAM_SILENCE_MAX_MS} ms"),
+                        Ok(None) => return Ok(()),
+                        Ok(Some(frame)) => frame.context("reading the command stream")?,
+                    };
+                    let Ok(data) = frame.into_data() else { continue };
+                    let data: bytes::Bytes = data;
+                    pending.extend_from_slice(&data);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        self.handle_line(&master, &line[..line.len() - 1], link).await?;
+                    }
+                    anyhow::ensure!(
+                        pending.len() <= STREAM_LINE_MAX_BYTES,
+                        "a command line over {STREAM_LINE_MAX_BYTES} bytes"
+                    );
+                }
+                _ = heartbeat.tick() => {
+                    let body = serde_json::to_vec(&HeartbeatRequest { agent_id: self.agent.id.clone() })?;
+                    let (status, _, _) = self.call(&master, AGENT_HEARTBEAT_PATH, body).await?;
+                    match status {
+                        StatusCode::OK => {}
+                        // The leader changed or forgot us: register again.
+                        _ => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_line(
+        &self,
+        master: &str,
+        line: &[u8],
+        link: &mpsc::Sender<ToAgent>,
+    ) -> anyhow::Result<()> {
+        let message: StreamMessage =
+            serde_json::from_slice(line).context("an unreadable command line")?;
+        let command = match message {
+            StreamMessage::Ping => return Ok(()),
+            StreamMessage::Launch { task } => ToAgent::Launch(task),
+            StreamMessage::Kill { task_id } => ToAgent::Kill { task_id },
+            StreamMessage::HasImage {
+                request_id,
+                reference,
+            } => {
+                let (reply, answer) = oneshot::channel();
+                let client = self.client.clone();
+                let url = format!("{master}{AGENT_REPLY_PATH}");
+                tokio::spawn(async move {
+                    let found = answer.await.unwrap_or(false);
+                    let body = serde_json::to_vec(&ReplyRequest { request_id, found })
+                        .expect("replies serialize");
+                    let _ = client
+                        .request(
+                            Method::POST,
+                            &url,
+                            body,
+                            json_headers(),
+                            Duration::from_millis(CALL_TIMEOUT_MS),
+                            ANSWER_MAX_BYTES,
+                        )
+                        .await;
+                });
+                ToAgent::HasImage { reference, reply }
+            }
+        };
+        link.send(command)
+            .await
+            .map_err(|_| anyhow::anyhow!("the agent stopped"))
+    }
+
+    async fn call(
+        &self,
+        master: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, HeaderMap, bytes::Bytes)> {
+        Ok(self
+            .client
+            .request(
+                Method::POST,
+                &format!("{master}{path}"),
+                body,
+                json_headers(),
+                Duration::from_millis(CALL_TIMEOUT_MS),
+                ANSWER_MAX_BYTES,
+            )
+            .await?)
+    }
+
+    /// Sends the outbox's oldest status until it is acknowledged, then the next, forever.
+    async fn deliver_statuses(self: Arc<Self>) {
+        let mut retry_ms = RETRY_MIN_MS;
+        loop {
+            let Some(report) = self.outbox.front() else {
+                self.outbox.changed.notified().await;
+                continue;
+            };
+            let master = self.masters.leader();
+            let body = serde_json::to_vec(&StatusRequest {
+                agent_id: self.agent.id.clone(),
+                report: report.clone(),
+            })
+            .expect("statuses serialize");
+            match self.call(&master, AGENT_STATUS_PATH, body).await {
+                Ok((StatusCode::OK, _, _)) => {
+                    self.outbox.pop_if_front(&report);
+                    retry_ms = RETRY_MIN_MS;
+                    continue;
+                }
+                Ok((StatusCode::TEMPORARY_REDIRECT, headers, _))
+                    if self.masters.redirected(&headers) =>
+                {
+                    continue
+                }
+                Ok((status, _, body)) => tracing::debug!(
+                    task = %report.task_id,
+                    "status not acknowledged ({status}): {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+                Err(e) => tracing::debug!(task = %report.task_id, "status not delivered: {e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+            retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
+        }
+    }
+}
+
+fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers
+}

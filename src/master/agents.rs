@@ -1,0 +1,253 @@
+//! The leader's side of remote agents: HTTPS endpoints (mutual TLS, agent certificates) that
+//! turn the agent protocol into the same `ToMaster`/`ToAgent` messages the in-process agent of
+//! `dcos-rs up` uses.
+//!
+//! - `connect`: the agent registers with what it runs and gets a long-lived response that
+//!   streams commands as JSON lines (plus a ping every `PING_INTERVAL_MS`).
+//! - `status`: one task status, answered only after it is committed (the agent retries
+//!   until then, in order).
+//! - `heartbeat`: liveness, leader memory only (no Raft write).
+//! - `reply`: answers to questions asked on the stream (does your store have image X?).
+//!
+//! A follower answers every call with 307 to the leader; a master that loses leadership
+//! drops its links, which ends the streams, and the agents reconnect to the new leader.
+
+use super::http::not_leader_response;
+use super::Master;
+use crate::http_util::api_error;
+use crate::link::{
+    ConnectRequest, HeartbeatRequest, ReplyRequest, StatusRequest, StreamMessage, ToAgent,
+    ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_REPLY_PATH, AGENT_STATUS_PATH,
+    LINK_QUEUE_MAX,
+};
+use crate::tls::{Peer, Role};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use dcos_api::ApiError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A ping on every stream this often: a dead connection is noticed by the write failing.
+pub const PING_INTERVAL_MS: u64 = 5_000;
+/// How long a status call waits for its commit before the agent is told to retry.
+const STATUS_COMMIT_WAIT_MS: u64 = 15_000;
+/// Questions awaiting an agent's reply, at most (older ones are answered "no" by timeout).
+const PENDING_REPLIES_MAX: usize = 1_024;
+/// Largest body of an agent call (a connect lists every task the agent runs).
+const AGENT_BODY_MAX_BYTES: usize = 16 << 20;
+
+pub struct Gateway {
+    master: Arc<Master>,
+    inbox: mpsc::Sender<ToMaster>,
+    replies: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
+    next_request: AtomicU64,
+}
+
+pub fn router(master: Arc<Master>, inbox: mpsc::Sender<ToMaster>) -> Router {
+    let gateway = Arc::new(Gateway {
+        master,
+        inbox,
+        replies: Mutex::new(HashMap::new()),
+        next_request: AtomicU64::new(1),
+    });
+    Router::new()
+        .route(AGENT_CONNECT_PATH, post(connect))
+        .route(AGENT_STATUS_PATH, post(status))
+        .route(AGENT_HEARTBEAT_PATH, post(heartbeat))
+        .route(AGENT_REPLY_PATH, post(reply))
+        .layer(axum::extract::DefaultBodyLimit::max(AGENT_BODY_MAX_BYTES))
+        .with_state(gateway)
+}
+
+/// Agents only, and only the leader: the common gate of every agent call.
+fn gate<T: serde::de::DeserializeOwned>(
+    gateway: &Gateway,
+    peer: &Peer,
+    uri: &Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    match &peer.0 {
+        Some(identity) if identity.role == Role::Agent => {}
+        _ => {
+            return Err(api_error(ApiError::new(
+                403,
+                "forbidden",
+                "agent calls are accepted only from agents presenting a cluster certificate with the agent role",
+            )))
+        }
+    }
+    if !gateway.master.raft.is_leader() {
+        return Err(not_leader_response(&gateway.master, uri.path()));
+    }
+    let body = body.map_err(|rejection| {
+        api_error(ApiError::new(
+            rejection.status().as_u16(),
+            "bad_request",
+            format!("request body: {}", rejection.body_text()),
+        ))
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        api_error(ApiError::bad_request(format!(
+            "malformed {}: {e}",
+            uri.path()
+        )))
+    })
+}
+
+async fn connect(
+    State(gateway): State<Arc<Gateway>>,
+    peer: Peer,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: ConnectRequest = match gate(&gateway, &peer, &uri, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let agent_id = request.agent.id.clone();
+    let (link, commands) = mpsc::channel(LINK_QUEUE_MAX);
+    let registered = gateway
+        .inbox
+        .send(ToMaster::Register {
+            agent: request.agent,
+            tasks: request.tasks,
+            link,
+        })
+        .await;
+    if registered.is_err() {
+        return api_error(ApiError::unavailable("this master is stopping"));
+    }
+    tracing::info!(agent = %agent_id, "agent connected; streaming commands");
+    let stream = futures_util::stream::unfold(
+        (
+            commands,
+            Arc::clone(&gateway),
+            tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS)),
+        ),
+        |(mut commands, gateway, mut ping)| async move {
+            let message = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => gateway.encode(command),
+                    // The master dropped the link (lost leadership, agent marked unreachable).
+                    None => return None,
+                },
+                _ = ping.tick() => StreamMessage::Ping,
+            };
+            let mut line = serde_json::to_vec(&message).expect("stream messages serialize");
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                (commands, gateway, ping),
+            ))
+        },
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+impl Gateway {
+    /// A command as a stream line; questions get a request id and wait for the reply.
+    fn encode(&self, command: ToAgent) -> StreamMessage {
+        match command {
+            ToAgent::Launch(task) => StreamMessage::Launch { task },
+            ToAgent::Kill { task_id } => StreamMessage::Kill { task_id },
+            ToAgent::HasImage { reference, reply } => {
+                let request_id = self.next_request.fetch_add(1, Ordering::SeqCst);
+                let mut replies = self.replies.lock().expect("replies lock");
+                if replies.len() >= PENDING_REPLIES_MAX {
+                    // The askers have timed out long ago; forget their questions.
+                    replies.clear();
+                }
+                replies.insert(request_id, reply);
+                StreamMessage::HasImage {
+                    request_id,
+                    reference,
+                }
+            }
+        }
+    }
+}
+
+async fn status(
+    State(gateway): State<Arc<Gateway>>,
+    peer: Peer,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: StatusRequest = match gate(&gateway, &peer, &uri, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    gateway.master.heartbeat(&request.agent_id);
+    let (ack, committed) = oneshot::channel();
+    let sent = gateway
+        .inbox
+        .send(ToMaster::StatusAcked {
+            report: request.report,
+            ack,
+        })
+        .await;
+    if sent.is_err() {
+        return api_error(ApiError::unavailable("this master is stopping"));
+    }
+    match tokio::time::timeout(Duration::from_millis(STATUS_COMMIT_WAIT_MS), committed).await {
+        Ok(Ok(true)) => (StatusCode::OK, "{}").into_response(),
+        _ => api_error(ApiError::unavailable(
+            "the status was not committed (yet); send it again",
+        )),
+    }
+}
+
+async fn heartbeat(
+    State(gateway): State<Arc<Gateway>>,
+    peer: Peer,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: HeartbeatRequest = match gate(&gateway, &peer, &uri, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if gateway.master.heartbeat(&request.agent_id) {
+        (StatusCode::OK, "{}").into_response()
+    } else {
+        api_error(ApiError::new(
+            409,
+            "not_connected",
+            "this leader has no stream to the agent; connect again",
+        ))
+    }
+}
+
+async fn reply(
+    State(gateway): State<Arc<Gateway>>,
+    peer: Peer,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: ReplyRequest = match gate(&gateway, &peer, &uri, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let waiting = gateway
+        .replies
+        .lock()
+        .expect("replies lock")
+        .remove(&request.request_id);
+    if let Some(waiting) = waiting {
+        let _ = waiting.send(request.found);
+    }
+    (StatusCode::OK, "{}").into_response()
+}

@@ -1,0 +1,356 @@
+//! `master.toml`: what one master of a multi-master cluster needs to start.
+//!
+//! Every key is documented in `config/master.toml`. Unknown keys are refused (a typo must not
+//! silently fall back to a default), and every check names the key it is about.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest config file read (a config is a few hundred bytes; this only stops mistakes).
+const CONFIG_MAX_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// This master's Raft id: unique in the cluster, never reused, never changed.
+    pub node_id: u64,
+    /// Address the API (and Raft between masters) listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// URL the other masters, agents and clients use to reach this master.
+    pub advertise_url: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The voters of a brand-new cluster, the same list on each of them. Leave it out on a
+    /// master that joins a running cluster (`dcos-rs node add --role master`).
+    #[serde(default)]
+    pub initial_masters: Vec<Peer>,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub agents: AgentsSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: u64,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM): the only CA trusted for peers.
+    pub ca: PathBuf,
+    /// This master's certificate and key (`dcos-rs cluster issue-cert --role master`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_ms: dcos_raft::DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: dcos_raft::DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: dcos_raft::DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            snapshot_logs_since_last: dcos_raft::DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
+            max_in_snapshot_log_to_keep: dcos_raft::DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// An agent silent for this long is marked unreachable and its tasks TASK_UNREACHABLE.
+    pub unreachable_timeout_ms: u64,
+}
+
+/// DESIGN.md §4: `agent_unreachable_timeout`, default 15 s.
+pub const DEFAULT_AGENT_UNREACHABLE_TIMEOUT_MS: u64 = 15_000;
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        AgentsSection {
+            unreachable_timeout_ms: DEFAULT_AGENT_UNREACHABLE_TIMEOUT_MS,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 5050))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/dcos-rs/master")
+}
+
+/// A config error: the file, the key and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl MasterConfig {
+    pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
+        let error = |message: String| ConfigError {
+            file: path.display().to_string(),
+            message,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|e| error(format!("cannot read: {e}")))?
+            .len();
+        if size > CONFIG_MAX_BYTES {
+            return Err(error(format!(
+                "{size} bytes is over the {CONFIG_MAX_BYTES}-byte limit for a config file"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let config = Self::parse(&text).map_err(error)?;
+        Ok(config.relative_to(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// Parses and checks a config text; the error names the key.
+    pub fn parse(text: &str) -> Result<MasterConfig, String> {
+        let config: MasterConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Relative paths in a config file are relative to the file, not to the working dir.
+    fn relative_to(mut self, base: &Path) -> Self {
+        for path in [
+            &mut self.data_dir,
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+        ] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        self
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id: must be at least 1".to_string());
+        }
+        check_url("advertise_url", &self.advertise_url)?;
+        let mut ids = BTreeSet::new();
+        let mut urls = BTreeSet::new();
+        for (i, peer) in self.initial_masters.iter().enumerate() {
+            if peer.id == 0 {
+                return Err(format!("initial_masters[{i}].id: must be at least 1"));
+            }
+            check_url(&format!("initial_masters[{i}].url"), &peer.url)?;
+            if !ids.insert(peer.id) {
+                return Err(format!(
+                    "initial_masters[{i}].id: {} is listed twice",
+                    peer.id
+                ));
+            }
+            if !urls.insert(peer.url.trim_end_matches('/')) {
+                return Err(format!(
+                    "initial_masters[{i}].url: {} is listed twice",
+                    peer.url
+                ));
+            }
+        }
+        if !self.initial_masters.is_empty() {
+            match self.initial_masters.iter().find(|p| p.id == self.node_id) {
+                None => {
+                    return Err(format!(
+                        "initial_masters: must include this master (node_id {})",
+                        self.node_id
+                    ))
+                }
+                Some(me) if me.url.trim_end_matches('/') != self.advertise_url() => {
+                    return Err(format!(
+                        "initial_masters: node {} has url {} but advertise_url is {}",
+                        self.node_id, me.url, self.advertise_url
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_ms == 0 || raft.election_timeout_min_ms <= raft.heartbeat_ms {
+            return Err(format!(
+                "raft.election_timeout_min_ms: {} must be larger than raft.heartbeat_ms ({}, at least 1)",
+                raft.election_timeout_min_ms, raft.heartbeat_ms
+            ));
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err(format!(
+                "raft.election_timeout_max_ms: {} must be larger than raft.election_timeout_min_ms ({})",
+                raft.election_timeout_max_ms, raft.election_timeout_min_ms
+            ));
+        }
+        if raft.snapshot_logs_since_last == 0 {
+            return Err("raft.snapshot_logs_since_last: must be at least 1".to_string());
+        }
+        if self.agents.unreachable_timeout_ms < 1_000 {
+            return Err(format!(
+                "agents.unreachable_timeout_ms: {} is under the 1000 ms minimum",
+                self.agents.unreachable_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The advertised URL without a trailing slash (as recorded in the membership).
+    pub fn advertise_url(&self) -> &str {
+        self.advertise_url.trim_end_matches('/')
+    }
+
+    pub fn raft_options(&self) -> dcos_raft::RaftOptions {
+        dcos_raft::RaftOptions {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            advertise_addr: self.advertise_url().to_string(),
+            snapshot_logs_since_last: self.raft.snapshot_logs_since_last,
+            max_in_snapshot_log_to_keep: self.raft.max_in_snapshot_log_to_keep,
+            initial_members: self
+                .initial_masters
+                .iter()
+                .map(|p| (p.id, p.url.trim_end_matches('/').to_string()))
+                .collect(),
+            heartbeat_ms: self.raft.heartbeat_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+        }
+    }
+}
+
+/// Masters talk HTTPS only: an `https://host:port` URL without a path.
+pub fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(format!(
+            "{key}: {url:?} must start with https:// (masters only speak HTTPS)"
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('?') {
+        return Err(format!(
+            "{key}: {url:?} must be https://host:port without a path"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 2
+listen = "10.77.0.12:5050"
+advertise_url = "https://10.77.0.12:5050"
+data_dir = "/var/lib/dcos-rs/master"
+initial_masters = [
+  { id = 1, url = "https://10.77.0.11:5050" },
+  { id = 2, url = "https://10.77.0.12:5050" },
+  { id = 3, url = "https://10.77.0.13:5050" },
+]
+[tls]
+ca = "ca.crt"
+cert = "/etc/dcos-rs/m2.crt"
+key = "/etc/dcos-rs/m2.key"
+[raft]
+heartbeat_ms = 100
+"#;
+
+    #[test]
+    fn a_full_config_parses_with_defaults_filled_in() {
+        let config = MasterConfig::parse(GOOD).unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.raft.heartbeat_ms, 100);
+        assert_eq!(
+            config.raft.election_timeout_min_ms,
+            dcos_raft::DEFAULT_ELECTION_TIMEOUT_MIN_MS
+        );
+        assert_eq!(config.agents.unreachable_timeout_ms, 15_000);
+        let options = config.raft_options();
+        assert_eq!(options.initial_members.len(), 3);
+        assert_eq!(options.initial_members[&1], "https://10.77.0.11:5050");
+        let config = config.relative_to(Path::new("/etc/dcos-rs"));
+        assert_eq!(config.tls.ca, PathBuf::from("/etc/dcos-rs/ca.crt"));
+        assert_eq!(config.tls.cert, PathBuf::from("/etc/dcos-rs/m2.crt"));
+    }
+
+    fn error_of(text: &str) -> String {
+        MasterConfig::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn every_refusal_names_its_key() {
+        let cases = [
+            (GOOD.replace("node_id = 2", "node_id = 0"), "node_id"),
+            (
+                GOOD.replace("node_id = 2", "node_id = 4"),
+                "initial_masters",
+            ),
+            (
+                GOOD.replace(
+                    "advertise_url = \"https://10.77.0.12:5050\"",
+                    "advertise_url = \"http://10.77.0.12:5050\"",
+                ),
+                "advertise_url",
+            ),
+            (
+                GOOD.replace("{ id = 3, url", "{ id = 2, url"),
+                "initial_masters[2].id",
+            ),
+            (
+                GOOD.replace("https://10.77.0.13:5050", "https://10.77.0.11:5050"),
+                "initial_masters[2].url",
+            ),
+            (
+                GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 700"),
+                "raft.election_timeout_min_ms",
+            ),
+            (
+                GOOD.replace(
+                    "heartbeat_ms = 100",
+                    "heartbeat_ms = 100\nelection_timeout_max_ms = 300",
+                ),
+                "raft.election_timeout_max_ms",
+            ),
+            (GOOD.replace("[raft]", "[raft]\nheartbeat = 1"), "heartbeat"),
+            (GOOD.replace("node_id = 2", "node_id = \"two\""), "node_id"),
+            (
+                format!("{GOOD}[agents]\nunreachable_timeout_ms = 10\n"),
+                "agents.unreachable_timeout_ms",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = error_of(&text);
+            assert!(error.contains(key), "expected {key:?} in: {error}");
+        }
+    }
+
+    #[test]
+    fn a_joining_master_needs_no_initial_members() {
+        let text = GOOD.split("initial_masters").next().unwrap().to_string()
+            + "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config = MasterConfig::parse(&text).unwrap();
+        assert!(config.raft_options().initial_members.is_empty());
+    }
+}

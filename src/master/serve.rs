@@ -1,0 +1,143 @@
+//! `dcos-rs master`: one master of a multi-master cluster, serving its API and Raft over
+//! HTTPS with the cluster's certificates.
+//!
+//! `start` takes its listener from the caller (tests bind port 0) and returns a handle; the
+//! same `Master` and router as `dcos-rs up` run behind TLS, and Raft RPCs to the other masters
+//! leave through `HttpsTransport` with this master's certificate (mutual TLS).
+
+use super::config::MasterConfig;
+use super::Master;
+use crate::link::LINK_QUEUE_MAX;
+use crate::tls::{self, NodeClient, NodeClientError, TlsFiles};
+use anyhow::Context;
+use dcos_raft::network::RPC_PATH_PREFIX;
+use dcos_raft::{ReplicatedState, Transport, TransportError, TransportFuture};
+use hyper::{HeaderMap, Method, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Raft RPCs to the other masters, as HTTPS POSTs with this master's client certificate.
+pub struct HttpsTransport {
+    client: NodeClient,
+}
+
+impl Transport for HttpsTransport {
+    fn post<'a>(
+        &'a self,
+        addr: &'a str,
+        rpc: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> TransportFuture<'a> {
+        Box::pin(async move {
+            let url = format!("{addr}{RPC_PATH_PREFIX}{rpc}");
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            let answer = self
+                .client
+                .request(
+                    Method::POST,
+                    &url,
+                    body,
+                    headers,
+                    timeout,
+                    dcos_raft::network::RPC_BODY_MAX_BYTES,
+                )
+                .await;
+            match answer {
+                Ok((StatusCode::OK, _, body)) => Ok(body.to_vec()),
+                Ok((status, _, body)) => Err(TransportError::Failed(format!(
+                    "{url} answered {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ))),
+                Err(e @ NodeClientError::Unreachable { .. }) => {
+                    Err(TransportError::Unreachable(e.to_string()))
+                }
+                Err(e) => Err(TransportError::Failed(e.to_string())),
+            }
+        })
+    }
+}
+
+pub struct MasterProcess {
+    pub url: String,
+    pub master: Arc<Master>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Keeps the agents' inbox open while the master runs.
+    _inbox: mpsc::Sender<crate::link::ToMaster>,
+}
+
+pub async fn start(
+    config: MasterConfig,
+    listener: TcpListener,
+    announce: bool,
+) -> anyhow::Result<MasterProcess> {
+    let files = TlsFiles {
+        ca: config.tls.ca.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let server_config = tls::server_config(&files).context("loading the master's TLS files")?;
+    let client_config = tls::client_config(&files).context("loading the master's TLS files")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let transport = Arc::new(HttpsTransport {
+        client: NodeClient::new(client_config),
+    });
+    let raft = ReplicatedState::open(config.raft_options(), transport)
+        .await
+        .context("starting the replicated state (Raft)")?;
+    let url = config.advertise_url().to_string();
+    let status = raft.status();
+    if announce {
+        let membership = if status.members.is_empty() {
+            "not a member yet: add it with `dcos-rs node add --role master` on the cluster"
+                .to_string()
+        } else {
+            format!("{} master(s) in the membership", status.members.len())
+        };
+        println!(
+            "master {}: ready at {url} (term {}, log index {}; {membership})",
+            config.node_id, status.term, status.last_log_index
+        );
+    }
+    let master = Master::with_unreachable_timeout(
+        raft,
+        url.clone(),
+        Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
+    );
+    let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
+    let router = super::http::router(master.clone())
+        .merge(super::agents::router(master.clone(), inbox.clone()));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),
+        tokio::spawn(tls::serve_tls(listener, server_config, router, shutdown_rx)),
+    ];
+    Ok(MasterProcess {
+        url,
+        master,
+        shutdown,
+        tasks,
+        _inbox: inbox,
+    })
+}
+
+impl MasterProcess {
+    /// Stops serving and stops Raft (the data dir can be opened again at once).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.master.stop_scheduling();
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        self.master.raft.shutdown().await.context("stopping Raft")
+    }
+}

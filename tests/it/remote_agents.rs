@@ -1,0 +1,226 @@
+//! Agents that reach their master over HTTPS with mutual TLS, in this process: registration,
+//! launches over the command stream, statuses acknowledged after commit (the outbox empties),
+//! an agent that goes silent is marked unreachable and its task replaced on the other agent,
+//! and when it returns the replaced copy is killed so no instance runs twice.
+
+use crate::common::{remove_cgroup_parent, unique, BIN};
+use crate::masters::Masters;
+use dcos_rs::agent::config::{self, AgentFileConfig, AgentProcess};
+use dcos_rs::tls::{self, Role};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+struct RemoteAgent {
+    config: AgentFileConfig,
+    process: Option<AgentProcess>,
+}
+
+impl RemoteAgent {
+    async fn new(masters: &Masters, name: &str) -> RemoteAgent {
+        let dir = masters.dir.path().join(name);
+        tls::issue_cert(
+            &masters.ca_dir,
+            Role::Agent,
+            name,
+            &["127.0.0.1".to_string()],
+            &dir,
+            30,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let masters_list: Vec<String> = masters.urls.values().map(|u| format!("\"{u}\"")).collect();
+        let text = format!(
+            r#"
+listen = "127.0.0.1:{port}"
+advertise_url = "https://127.0.0.1:{port}"
+work_dir = "{work}"
+masters = [{masters}]
+heartbeat_ms = 300
+cpus = 2.0
+mem_mib = 1024
+cgroup_parent = "{cgroup}"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+"#,
+            work = dir.join("work").display(),
+            masters = masters_list.join(", "),
+            cgroup = unique("dcos-rs-test"),
+            ca = masters.ca_dir.join("ca.crt").display(),
+            cert = dir.join(format!("{name}.crt")).display(),
+            key = dir.join(format!("{name}.key")).display(),
+        );
+        let mut agent = RemoteAgent {
+            config: AgentFileConfig::parse(&text).unwrap(),
+            process: None,
+        };
+        agent.start().await;
+        agent
+    }
+
+    async fn start(&mut self) {
+        let listener = TcpListener::bind(self.config.listen).await.unwrap();
+        let process = config::start(self.config.clone(), listener, PathBuf::from(BIN))
+            .await
+            .unwrap();
+        self.process = Some(process);
+    }
+
+    /// Stops the agent process; its tasks keep running.
+    async fn stop(&mut self) {
+        self.process.take().unwrap().stop().await;
+    }
+
+    fn process(&self) -> &AgentProcess {
+        self.process.as_ref().unwrap()
+    }
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn tasks(masters: &Masters) -> Vec<Value> {
+    let answer = masters.call(1, Method::GET, "/v2/tasks", None).await;
+    answer.body["tasks"].as_array().cloned().unwrap_or_default()
+}
+
+fn on_agent<'a>(tasks: &'a [Value], agent_id: &str, state: &str) -> Vec<&'a Value> {
+    tasks
+        .iter()
+        .filter(|t| t["slaveId"] == agent_id && t["state"] == state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_agents_run_tasks_and_an_unreachable_agents_replaced_task_is_killed_on_return() {
+    let mut masters = Masters::prepare(1).await;
+    masters.start(1, &[1]).await;
+    masters.leader(Duration::from_secs(10)).await;
+    let mut a = RemoteAgent::new(&masters, "a1").await;
+    let b = RemoteAgent::new(&masters, "a2").await;
+    let (a_id, b_id) = (a.process().agent.id.clone(), b.process().agent.id.clone());
+
+    wait_for(
+        "both agents registered",
+        Duration::from_secs(10),
+        async || {
+            let nodes = masters
+                .call(1, Method::GET, "/cluster/v1/nodes", None)
+                .await;
+            nodes.body["agents"]
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|a| a["state"] == "active").count() == 2)
+        },
+    )
+    .await;
+
+    let app =
+        json!({ "id": "/sleepy", "cmd": "sleep 1000", "cpus": 0.5, "mem": 300, "instances": 2 });
+    let created = masters.call(1, Method::POST, "/v2/apps", Some(app)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    wait_for(
+        "one task running on each agent",
+        Duration::from_secs(20),
+        async || {
+            let all = tasks(&masters).await;
+            on_agent(&all, &a_id, "TASK_RUNNING").len() == 1
+                && on_agent(&all, &b_id, "TASK_RUNNING").len() == 1
+        },
+    )
+    .await;
+    wait_for(
+        "every status acknowledged",
+        Duration::from_secs(10),
+        async || a.process().outbox.is_empty() && b.process().outbox.is_empty(),
+    )
+    .await;
+
+    // Agent a1 goes silent (its task keeps running): unreachable, its task replaced on a2.
+    let old_task = on_agent(&tasks(&masters).await, &a_id, "TASK_RUNNING")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.stop().await;
+    let silent = Instant::now();
+    wait_for("a1 unreachable", Duration::from_secs(15), async || {
+        let all = tasks(&masters).await;
+        all.iter()
+            .any(|t| t["id"] == old_task.as_str() && t["state"] == "TASK_UNREACHABLE")
+    })
+    .await;
+    eprintln!(
+        "agent marked unreachable {:?} after it went silent (timeout 2 s)",
+        silent.elapsed()
+    );
+    wait_for(
+        "the replacement running on a2",
+        Duration::from_secs(20),
+        async || on_agent(&tasks(&masters).await, &b_id, "TASK_RUNNING").len() == 2,
+    )
+    .await;
+
+    // a1 returns with its task still running: that copy was replaced, so it is killed.
+    a.start().await;
+    wait_for(
+        "the replaced copy killed",
+        Duration::from_secs(20),
+        async || {
+            let all = tasks(&masters).await;
+            let old = all.iter().find(|t| t["id"] == old_task.as_str());
+            old.is_none_or(|t| t["state"] == "TASK_KILLED")
+                && a.process().agent.running_task_count() == 0
+        },
+    )
+    .await;
+    let all = tasks(&masters).await;
+    let running: Vec<&Value> = all
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .collect();
+    assert_eq!(running.len(), 2, "{all:#?}");
+    assert!(running.iter().all(|t| t["slaveId"] == b_id.as_str()));
+    let nodes = masters
+        .call(1, Method::GET, "/cluster/v1/nodes", None)
+        .await;
+    assert!(
+        nodes.body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "active"),
+        "{}",
+        nodes.body
+    );
+
+    // Clean up: remove the app, wait for its tasks to end, stop everything.
+    let removed = masters
+        .call(1, Method::DELETE, "/v2/apps/sleepy", None)
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    wait_for("tasks ended", Duration::from_secs(30), async || {
+        a.process().agent.running_task_count() == 0 && b.process().agent.running_task_count() == 0
+    })
+    .await;
+    let parents = [
+        a.config.cgroup_parent.clone(),
+        b.config.cgroup_parent.clone(),
+    ];
+    let mut b = b;
+    a.stop().await;
+    b.stop().await;
+    masters.shutdown().await;
+    for parent in parents {
+        remove_cgroup_parent(&parent);
+    }
+}
