@@ -73,32 +73,32 @@ fn gate<T: serde::de::DeserializeOwned>(
     peer: &Peer,
     uri: &Uri,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     match &peer.0 {
         Some(identity) if identity.role == Role::Agent => {}
         _ => {
-            return Err(api_error(ApiError::new(
+            return Err(Box::new(api_error(ApiError::new(
                 403,
                 "forbidden",
                 "agent calls are accepted only from agents presenting a cluster certificate with the agent role",
-            )))
+            ))))
         }
     }
     if !gateway.master.raft.is_leader() {
-        return Err(not_leader_response(&gateway.master, uri.path()));
+        return Err(Box::new(not_leader_response(&gateway.master, uri.path())));
     }
     let body = body.map_err(|rejection| {
-        api_error(ApiError::new(
+        Box::new(api_error(ApiError::new(
             rejection.status().as_u16(),
             "bad_request",
             format!("request body: {}", rejection.body_text()),
-        ))
+        )))
     })?;
     serde_json::from_slice(&body).map_err(|e| {
-        api_error(ApiError::bad_request(format!(
+        Box::new(api_error(ApiError::bad_request(format!(
             "malformed {}: {e}",
             uri.path()
-        )))
+        ))))
     })
 }
 
@@ -110,7 +110,7 @@ async fn connect(
 ) -> Response {
     let request: ConnectRequest = match gate(&gateway, &peer, &uri, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let agent_id = request.agent.id.clone();
     let (link, commands) = mpsc::channel(LINK_QUEUE_MAX);
@@ -188,7 +188,7 @@ async fn status(
 ) -> Response {
     let request: StatusRequest = match gate(&gateway, &peer, &uri, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     gateway.master.heartbeat(&request.agent_id);
     let (ack, committed) = oneshot::channel();
@@ -218,7 +218,7 @@ async fn heartbeat(
 ) -> Response {
     let request: HeartbeatRequest = match gate(&gateway, &peer, &uri, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if gateway.master.heartbeat(&request.agent_id) {
         (StatusCode::OK, "{}").into_response()
@@ -239,7 +239,7 @@ async fn reply(
 ) -> Response {
     let request: ReplyRequest = match gate(&gateway, &peer, &uri, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let waiting = gateway
         .replies

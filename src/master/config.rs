@@ -347,6 +347,16 @@ heartbeat_ms = 100
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let config = MasterConfig::parse(include_str!("../../config/master.toml")).unwrap();
+        assert_eq!(config.initial_masters.len(), 3);
+        let agent =
+            crate::agent::config::AgentFileConfig::parse(include_str!("../../config/agent.toml"))
+                .unwrap();
+        assert_eq!(agent.masters.len(), 3);
+    }
+
+    #[test]
     fn a_joining_master_needs_no_initial_members() {
         let text = GOOD.split("initial_masters").next().unwrap().to_string()
             + "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";

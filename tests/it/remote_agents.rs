@@ -3,7 +3,7 @@
 //! an agent that goes silent is marked unreachable and its task replaced on the other agent,
 //! and when it returns the replaced copy is killed so no instance runs twice.
 
-use crate::common::{remove_cgroup_parent, unique, BIN};
+use crate::common::{kill_tasks_under, remove_cgroup_parent, unique, BIN};
 use crate::masters::Masters;
 use dcos_rs::agent::config::{self, AgentFileConfig, AgentProcess};
 use dcos_rs::tls::{self, Role};
@@ -79,6 +79,14 @@ key = "{key}"
 
     fn process(&self) -> &AgentProcess {
         self.process.as_ref().unwrap()
+    }
+}
+
+impl Drop for RemoteAgent {
+    /// A test that panicked leaves tasks behind: end them so nothing outlives the run.
+    fn drop(&mut self) {
+        kill_tasks_under(&self.config.work_dir.join("tasks"));
+        remove_cgroup_parent(&self.config.cgroup_parent);
     }
 }
 
@@ -212,15 +220,9 @@ async fn remote_agents_run_tasks_and_an_unreachable_agents_replaced_task_is_kill
         a.process().agent.running_task_count() == 0 && b.process().agent.running_task_count() == 0
     })
     .await;
-    let parents = [
-        a.config.cgroup_parent.clone(),
-        b.config.cgroup_parent.clone(),
-    ];
     let mut b = b;
     a.stop().await;
     b.stop().await;
     masters.shutdown().await;
-    for parent in parents {
-        remove_cgroup_parent(&parent);
-    }
+    // Dropping the agents removes their cgroup parents.
 }
