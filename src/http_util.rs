@@ -13,3 +13,13 @@ pub fn api_error(error: ApiError) -> Response {
 pub fn json_ok<T: serde::Serialize>(value: &T) -> Response {
     (StatusCode::OK, Json(value)).into_response()
 }
+
+/// Headers of a JSON request body (node-to-node calls).
+pub fn json_headers() -> hyper::HeaderMap {
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers
+}

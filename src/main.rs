@@ -96,14 +96,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let stop = StopSignals::install()?;
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    stop.wait().await;
     println!();
     handle.stop(true).await
 }
@@ -120,14 +115,9 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
                 args.config.display()
             )
         })?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let stop = StopSignals::install()?;
     let process = dcos_rs::master::serve::start(config, listener, true).await?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    stop.wait().await;
     println!("stopping master…");
     process.stop().await?;
     println!("stopped");
@@ -147,9 +137,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             )
         })?;
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let stop = StopSignals::install()?;
     let masters = config.masters.join(", ");
     let process = dcos_rs::agent::config::start(config, listener, shim_exe).await?;
     println!(
@@ -157,13 +145,34 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         process.agent.id,
         process.agent.last_recovery().0
     );
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    stop.wait().await;
     println!("stopping the agent; its tasks keep running");
     process.stop().await;
     Ok(())
+}
+
+/// Ctrl-C and SIGTERM, installed before start-up so a signal during start-up still stops
+/// cleanly (it is acted on once start-up is done) instead of killing the process.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 /// Log filter from `DCOS_LOG` (e.g. `info`, `dcos_rs=debug`), else `default`.

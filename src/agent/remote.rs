@@ -6,6 +6,7 @@
 //! wait in the outbox (`status-outbox.json` in the work dir), in order, across restarts.
 
 use super::Agent;
+use crate::http_util::json_headers;
 use crate::link::{
     ConnectRequest, HeartbeatRequest, ReplyRequest, StatusRequest, StreamMessage, TaskReport,
     ToAgent, ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_REPLY_PATH,
@@ -391,13 +392,4 @@ impl RemoteLink {
             retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
         }
     }
-}
-
-fn json_headers() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    headers
 }

@@ -12,7 +12,7 @@ use crate::tls::{self, NodeClient, NodeClientError, TlsFiles};
 use anyhow::Context;
 use dcos_raft::network::RPC_PATH_PREFIX;
 use dcos_raft::{ReplicatedState, Transport, TransportError, TransportFuture};
-use hyper::{HeaderMap, Method, StatusCode};
+use hyper::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,18 +34,13 @@ impl Transport for HttpsTransport {
     ) -> TransportFuture<'a> {
         Box::pin(async move {
             let url = format!("{addr}{RPC_PATH_PREFIX}{rpc}");
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
             let answer = self
                 .client
                 .request(
                     Method::POST,
                     &url,
                     body,
-                    headers,
+                    crate::http_util::json_headers(),
                     timeout,
                     dcos_raft::network::RPC_BODY_MAX_BYTES,
                 )
