@@ -136,6 +136,10 @@ pub struct RaftStatus {
     pub role: String,
     /// Every master in the effective membership, as this node sees it.
     pub members: Vec<MemberStatus>,
+    /// On the leader: how long ago a majority last acknowledged it (ms). Past the lease (the
+    /// longest election timeout) the majority may have elected another leader, so this node
+    /// stops acting as leader (`is_leader` is false) although openraft still calls it one.
+    pub quorum_ack_age_ms: Option<u64>,
 }
 
 /// One master of the membership. Replication progress is known only on the leader.
@@ -166,6 +170,9 @@ struct Inner {
     /// Lets `shutdown` wait until every openraft task has let go of the file, so the data dir
     /// can be reopened right away. Weak: this handle alone must not keep the file open.
     db: Weak<Database>,
+    /// The leader lease: a leader no majority has acknowledged for longer (the longest
+    /// election timeout, after which followers may have elected another) stops leading.
+    lease_ms: u64,
 }
 
 impl ReplicatedState {
@@ -266,6 +273,7 @@ impl ReplicatedState {
                 applied,
                 applied_index,
                 db: db_weak,
+                lease_ms: opts.election_timeout_max_ms,
             }),
         })
     }
@@ -344,6 +352,14 @@ impl ReplicatedState {
     /// the business rules is `Ok(Outcome::Rejected(..))`, replicated like any outcome.
     /// Bounded by `WRITE_TIMEOUT_MS`: a timed-out write may still commit later.
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
+        // A leader past its lease answers at once instead of waiting for a commit that the
+        // majority, which may have moved on, will never acknowledge.
+        if self.leadership() == Some(false) {
+            return Err(RaftError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            });
+        }
         let write = self.inner.raft.client_write(command);
         match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {
             Ok(response) => Ok(response?.data),
@@ -424,6 +440,7 @@ impl ReplicatedState {
             leader_addr,
             role: role.to_string(),
             members,
+            quorum_ack_age_ms: m.millis_since_quorum_ack,
         }
     }
 
@@ -544,10 +561,28 @@ impl ReplicatedState {
             .map_err(RaftError::from)
     }
 
+    /// This node leads and holds the lease: a majority acknowledged it within the longest
+    /// election timeout (a sole voter needs no one). A leader cut off from the majority stops
+    /// leading after the lease, so it neither hands out work nor keeps agents attached while
+    /// the majority elects another; openraft itself only steps down when it hears a newer term.
     pub fn is_leader(&self) -> bool {
+        self.leadership() == Some(true)
+    }
+
+    /// `None` if openraft does not call this node the leader, else whether it holds the lease.
+    fn leadership(&self) -> Option<bool> {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.inner.node_id)
+        if m.state != ServerState::Leader || m.current_leader != Some(self.inner.node_id) {
+            return None;
+        }
+        let sole_voter = m.membership_config.membership().voter_ids().count() == 1;
+        Some(
+            sole_voter
+                || m
+                    .millis_since_quorum_ack
+                    .is_some_and(|age| age <= self.inner.lease_ms),
+        )
     }
 
     /// Stops Raft and waits (bounded) until the database file is closed, so the same data dir
