@@ -257,7 +257,23 @@ impl RemoteLink {
         if status == StatusCode::TEMPORARY_REDIRECT && self.masters.redirected(&headers) {
             return Ok(());
         }
-        anyhow::ensure!(status == StatusCode::OK, "connect answered {status}");
+        if status != StatusCode::OK {
+            // Say why (e.g. this agent was removed): the first bytes of the master's answer.
+            let body = tokio::time::timeout(
+                Duration::from_millis(CALL_TIMEOUT_MS),
+                http_body_util::Limited::new(stream, 4096).collect(),
+            )
+            .await
+            .ok()
+            .and_then(|collected| collected.ok())
+            .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+            .unwrap_or_default();
+            let reason = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            anyhow::bail!("connect answered {status}: {reason}");
+        }
         tracing::info!(%master, tasks = request.tasks.len(), "connected to the leading master");
 
         let mut pending = Vec::new();

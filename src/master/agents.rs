@@ -113,6 +113,16 @@ async fn connect(
         Err(response) => return *response,
     };
     let agent_id = request.agent.id.clone();
+    if gateway
+        .master
+        .read(|s| s.removed_agents.contains(&agent_id))
+    {
+        return api_error(ApiError::new(
+            403,
+            "agent_removed",
+            format!("agent {agent_id} was removed from the cluster (dcos-rs node remove); delete the agent_id file in its work_dir to join as a new agent"),
+        ));
+    }
     let (link, commands) = mpsc::channel(LINK_QUEUE_MAX);
     let registered = gateway
         .inbox

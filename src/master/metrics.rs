@@ -2,7 +2,7 @@
 //! gauges read from the replicated state at scrape time (tasks by state, agents by state,
 //! Raft term and indexes).
 
-use dcos_core::{AgentState, ClusterState};
+use dcos_core::ClusterState;
 use dcos_raft::RaftStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -109,19 +109,14 @@ impl Metrics {
                 .get_or_create(&vec![("state".into(), task_state.as_str().into())])
                 .set(count as i64);
         }
-        for agent_state in [
-            AgentState::Active,
-            AgentState::Draining,
-            AgentState::Unreachable,
-            AgentState::Gone,
-        ] {
+        for label in ["active", "draining", "unreachable", "gone"] {
             let count = state
                 .agents
-                .values()
-                .filter(|a| a.state == agent_state)
+                .keys()
+                .filter(|id| state.agent_state_label(id) == label)
                 .count();
             self.agents
-                .get_or_create(&vec![("state".into(), agent_state.as_str().into())])
+                .get_or_create(&vec![("state".into(), label.into())])
                 .set(count as i64);
         }
         self.apps.set(state.apps.len() as i64);

@@ -235,9 +235,17 @@ impl Master {
             ToMaster::Register { agent, tasks, link } => {
                 let agent_id = agent.id.clone();
                 tracing::info!(agent = %agent_id, url = %agent.url, tasks = tasks.len(), "agent registered");
-                if let Err(e) = self.write(Command::RegisterAgent { agent }).await {
-                    tracing::error!("recording agent {agent_id}: {e}");
-                    return;
+                match self.write(Command::RegisterAgent { agent }).await {
+                    Ok(Outcome::Applied) => {}
+                    // Dropping the link ends its command stream: the agent tries again.
+                    Ok(Outcome::Rejected(reject)) => {
+                        tracing::warn!("agent {agent_id} refused: {reject}");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!("recording agent {agent_id}: {e}");
+                        return;
+                    }
                 }
                 self.links
                     .lock()

@@ -291,7 +291,7 @@ pub fn agent_view(state: &ClusterState, agent: &Agent) -> AgentView {
         id: agent.id.clone(),
         hostname: agent.hostname.clone(),
         url: agent.url.clone(),
-        state: agent.state.as_str().to_string(),
+        state: state.agent_state_label(&agent.id).to_string(),
         cpus: agent.resources.cpus(),
         mem: agent.resources.mem_mib,
         disk: agent.resources.disk_mib,

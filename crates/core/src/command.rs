@@ -44,6 +44,12 @@ pub enum Command {
     /// new tasks and its live tasks become TASK_UNREACHABLE (frameworks may replace them).
     /// Re-registering makes it active again.
     MarkAgentUnreachable { agent_id: String, at_ms: u64 },
+    /// An operator drains the agent: it gets no new tasks and frameworks move its tasks to
+    /// other agents (start-then-stop, with each task's kill grace). Survives re-registration.
+    DrainAgent { agent_id: String },
+    /// An operator forgets the agent: allowed once it is drained (no live tasks) or when it
+    /// is unreachable, whose remaining tasks become TASK_LOST. The id may not register again.
+    RemoveAgent { agent_id: String, at_ms: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +67,10 @@ pub enum Reject {
     UnknownApp { app_id: String },
     #[error("agent {agent_id} is not registered")]
     UnknownAgent { agent_id: String },
+    #[error("agent {agent_id} was removed from the cluster; delete its work dir's agent_id file to join as a new agent")]
+    AgentRemoved { agent_id: String },
+    #[error("agent {agent_id} still runs {live_tasks} task(s) and is reachable: drain it first (dcos-rs node drain)")]
+    AgentInUse { agent_id: String, live_tasks: usize },
     #[error("agent {agent_id} does not accept tasks (it is {state})")]
     AgentNotActive { agent_id: String, state: String },
     #[error("task {task_id} does not exist")]

@@ -45,7 +45,7 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
     let mut free: BTreeMap<&str, Slot> = state
         .agents
         .values()
-        .filter(|a| a.state == AgentState::Active)
+        .filter(|a| a.state == AgentState::Active && !state.draining.contains(&a.id))
         .map(|a| {
             let slot = Slot {
                 resources: state.free_resources(&a.id),
@@ -66,7 +66,7 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
 
     for (app_id, app) in &state.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
-        plan_app(app, &tasks, now_ms, &mut free, &mut actions);
+        plan_app(app, &tasks, &state.draining, now_ms, &mut free, &mut actions);
     }
     // Tasks whose app is gone.
     for tasks in tasks_by_app.values() {
@@ -88,6 +88,7 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
 fn plan_app(
     app: &AppRecord,
     tasks: &[&Task],
+    draining: &BTreeSet<String>,
     now_ms: u64,
     free: &mut BTreeMap<&str, Slot>,
     actions: &mut Vec<Action>,
@@ -102,9 +103,11 @@ fn plan_app(
             !t.state.is_terminal() && !t.kill_requested && t.state != TaskState::Unreachable
         })
         .collect();
-    let (mut current, old): (Vec<&Task>, Vec<&Task>) = active
-        .iter()
-        .partition(|t| t.app_config_version_ms == app.config_version_ms);
+    // Tasks of an older config and tasks on draining agents are replaced alike: new ones
+    // start elsewhere first, the old ones are killed once enough of the new ones run.
+    let (mut current, old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
+        t.app_config_version_ms == app.config_version_ms && !draining.contains(&t.agent_id)
+    });
 
     if current.len() < instances {
         let waiting = now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
@@ -548,6 +551,102 @@ mod tests {
         });
         assert!(matches!(
             unknown,
+            Outcome::Rejected(Reject::UnknownAgent { .. })
+        ));
+    }
+
+    #[test]
+    fn a_draining_agents_tasks_are_replaced_elsewhere_before_they_are_killed() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        set_state(&mut s, "t1", TaskState::Running, 2);
+        assert_eq!(
+            s.apply(&Command::DrainAgent {
+                agent_id: "a1".into()
+            }),
+            Outcome::Applied
+        );
+        assert_eq!(s.agent_state_label("a1"), "draining");
+        // Start first: a replacement on a2, t1 untouched while it is not running.
+        assert_eq!(
+            plan(&s, 10),
+            vec![Action::Launch {
+                app_id: "/web".into(),
+                agent_id: "a2".into(),
+                ports: vec![],
+            }]
+        );
+        s.apply(&Command::LaunchTask {
+            task: task("t2", "/web", "a2", 1),
+        });
+        assert!(plan(&s, 11).is_empty(), "t1 stays until t2 runs");
+        // Then stop: once t2 runs, t1 is killed.
+        set_state(&mut s, "t2", TaskState::Running, 12);
+        assert_eq!(
+            plan(&s, 13),
+            vec![Action::Kill {
+                task_id: "t1".into()
+            }]
+        );
+        // A draining agent takes no new task, also after it registers again.
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 4000, 1024),
+        });
+        assert_eq!(s.agent_state_label("a1"), "draining");
+        assert!(matches!(
+            s.apply(&Command::LaunchTask {
+                task: task("t3", "/web", "a1", 1)
+            }),
+            Outcome::Rejected(Reject::AgentNotActive { .. })
+        ));
+    }
+
+    #[test]
+    fn an_agent_is_removed_only_when_drained_or_unreachable_and_may_not_come_back() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 1024)], &[("/web", 2)]);
+        for (id, agent) in [("t1", "a1"), ("t2", "a2")] {
+            s.apply(&Command::LaunchTask {
+                task: task(id, "/web", agent, 1),
+            });
+            set_state(&mut s, id, TaskState::Running, 2);
+        }
+        let remove = |agent_id: &str| Command::RemoveAgent {
+            agent_id: agent_id.into(),
+            at_ms: 20,
+        };
+        // Reachable with a live task: refused, also while draining.
+        assert!(matches!(
+            s.apply(&remove("a1")),
+            Outcome::Rejected(Reject::AgentInUse { live_tasks: 1, .. })
+        ));
+        s.apply(&Command::DrainAgent {
+            agent_id: "a1".into(),
+        });
+        assert!(matches!(
+            s.apply(&remove("a1")),
+            Outcome::Rejected(Reject::AgentInUse { .. })
+        ));
+        // Drained (its task ended): removed.
+        set_state(&mut s, "t1", TaskState::Killed, 21);
+        assert_eq!(s.apply(&remove("a1")), Outcome::Applied);
+        assert!(!s.agents.contains_key("a1") && !s.draining.contains("a1"));
+        assert!(matches!(
+            s.apply(&Command::RegisterAgent {
+                agent: agent("a1", 4000, 1024)
+            }),
+            Outcome::Rejected(Reject::AgentRemoved { .. })
+        ));
+        // Unreachable: removed with its task, which is lost.
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a2".into(),
+            at_ms: 30,
+        });
+        assert_eq!(s.apply(&remove("a2")), Outcome::Applied);
+        assert_eq!(s.tasks["t2"].state, TaskState::Lost);
+        assert!(matches!(
+            s.apply(&remove("nope")),
             Outcome::Rejected(Reject::UnknownAgent { .. })
         ));
     }

@@ -7,7 +7,7 @@ use crate::app::AppSpec;
 use crate::command::{Command, Outcome, Reject};
 use crate::types::{Agent, AgentState, Resources, Task, TaskState};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -29,6 +29,13 @@ pub struct ClusterState {
     pub agents: BTreeMap<String, Agent>,
     pub apps: BTreeMap<String, AppRecord>,
     pub tasks: BTreeMap<String, Task>,
+    /// Agents an operator is draining: no new tasks, and frameworks move theirs elsewhere.
+    /// Kept across the agent's restarts and unreachable spells until it is removed.
+    #[serde(default)]
+    pub draining: BTreeSet<String>,
+    /// Agents an operator removed: they may not register again under the same id.
+    #[serde(default)]
+    pub removed_agents: BTreeSet<String>,
 }
 
 impl ClusterState {
@@ -44,6 +51,11 @@ impl ClusterState {
     fn apply_inner(&mut self, command: &Command) -> Result<(), Reject> {
         match command {
             Command::RegisterAgent { agent } => {
+                if self.removed_agents.contains(&agent.id) {
+                    return Err(Reject::AgentRemoved {
+                        agent_id: agent.id.clone(),
+                    });
+                }
                 self.agents.insert(agent.id.clone(), agent.clone());
             }
             Command::PutApp {
@@ -126,10 +138,10 @@ impl ClusterState {
                         .ok_or_else(|| Reject::UnknownAgent {
                             agent_id: task.agent_id.clone(),
                         })?;
-                if agent.state != AgentState::Active {
+                if agent.state != AgentState::Active || self.draining.contains(&agent.id) {
                     return Err(Reject::AgentNotActive {
                         agent_id: agent.id.clone(),
-                        state: agent.state.as_str().to_string(),
+                        state: self.agent_state_label(&agent.id).to_string(),
                     });
                 }
                 let free = self.free_resources(&agent.id);
@@ -238,8 +250,58 @@ impl ClusterState {
                     task.message = Some("its agent stopped answering".to_string());
                 }
             }
+            Command::DrainAgent { agent_id } => {
+                if !self.agents.contains_key(agent_id) {
+                    return Err(Reject::UnknownAgent {
+                        agent_id: agent_id.clone(),
+                    });
+                }
+                self.draining.insert(agent_id.clone());
+            }
+            Command::RemoveAgent { agent_id, at_ms } => {
+                let agent = self
+                    .agents
+                    .get(agent_id)
+                    .ok_or_else(|| Reject::UnknownAgent {
+                        agent_id: agent_id.clone(),
+                    })?;
+                let live = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.agent_id == *agent_id && !t.state.is_terminal())
+                    .count();
+                let drained = self.draining.contains(agent_id) && live == 0;
+                if agent.state == AgentState::Active && !drained {
+                    return Err(Reject::AgentInUse {
+                        agent_id: agent_id.clone(),
+                        live_tasks: live,
+                    });
+                }
+                // What an unreachable agent ran is gone with it; frameworks replaced it already.
+                for task in self
+                    .tasks
+                    .values_mut()
+                    .filter(|t| t.agent_id == *agent_id && !t.state.is_terminal())
+                {
+                    task.state = TaskState::Lost;
+                    task.updated_at_ms = *at_ms;
+                    task.message = Some("its agent was removed by an operator".to_string());
+                }
+                self.agents.remove(agent_id);
+                self.draining.remove(agent_id);
+                self.removed_agents.insert(agent_id.clone());
+            }
         }
         Ok(())
+    }
+
+    /// "active", "draining", "unreachable" or "gone": liveness, with draining shown on top.
+    pub fn agent_state_label(&self, agent_id: &str) -> &'static str {
+        match self.agents.get(agent_id).map(|a| &a.state) {
+            None => "gone",
+            Some(AgentState::Active) if self.draining.contains(agent_id) => "draining",
+            Some(state) => state.as_str(),
+        }
     }
 
     fn task_mut(&mut self, task_id: &str) -> Result<&mut Task, Reject> {

@@ -45,7 +45,6 @@ impl Resources {
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
     Active,
-    Draining,
     Unreachable,
     Gone,
 }
@@ -54,7 +53,6 @@ impl AgentState {
     pub fn as_str(&self) -> &'static str {
         match self {
             AgentState::Active => "active",
-            AgentState::Draining => "draining",
             AgentState::Unreachable => "unreachable",
             AgentState::Gone => "gone",
         }

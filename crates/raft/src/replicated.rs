@@ -445,7 +445,11 @@ impl ReplicatedState {
     }
 
     /// The leader this node knows of, with its address, if any.
+    /// A leader past its lease knows of none: the majority may have elected another.
     pub fn leader(&self) -> Option<(u64, String)> {
+        if self.leadership() == Some(false) {
+            return None;
+        }
         let status = self.status();
         Some((status.leader_id?, status.leader_addr?))
     }
