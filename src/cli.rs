@@ -4,7 +4,7 @@
 //! Client commands talk to the master's API (and to agents for logs and images) and print
 //! tables for people or, with `--json`, the API's JSON for scripts.
 
-use crate::client::{Client, ClientError};
+use crate::client::{CliConfig, Client, ClientError, ClientSettings};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dcos_api::{
@@ -21,18 +21,19 @@ use std::path::PathBuf;
     about = "A datacenter operating system in one binary: masters, agents, services and jobs",
     long_about = "A datacenter operating system in one binary.\n\n\
         Start a single-node cluster with `dcos-rs up`, then deploy apps with\n\
-        `dcos-rs app deploy app.json` and watch them with `dcos-rs task list`.\n\
-        Client commands reach the master at --url (default http://127.0.0.1:5050)."
+        `dcos-rs app deploy app.json` and watch them with `dcos-rs task list`.\n\n\
+        Client commands reach the master at --url (or DCOS_URL), else at `url` in cli.toml,\n\
+        else at http://127.0.0.1:5050. Outside `dcos-rs up` on loopback every API call needs\n\
+        a bearer token: `dcos-rs cluster setup` makes one and writes cli.toml (url, ca,\n\
+        token) at $DCOS_CONFIG, else $XDG_CONFIG_HOME/dcos-rs/cli.toml, else\n\
+        ~/.config/dcos-rs/cli.toml. DCOS_TOKEN and DCOS_CA (the cluster's ca.crt, trusted\n\
+        for HTTPS) override the file's token and ca."
 )]
 pub struct Cli {
-    /// Master API URL for client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "DCOS_URL",
-        default_value = "http://127.0.0.1:5050"
-    )]
-    pub url: String,
+    /// Master API URL for client commands, and the URL `cluster setup` writes to cli.toml
+    /// [default: `url` in cli.toml, else http://127.0.0.1:5050].
+    #[arg(long, global = true, env = "DCOS_URL")]
+    pub url: Option<String>,
     /// Print JSON (the API's shapes) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -48,10 +49,11 @@ pub enum Commands {
     #[command(long_about = "Run one master of a multi-master cluster.\n\n\
         Masters agree on the cluster state through Raft over HTTPS with mutual TLS; every\n\
         master serves reads, and writes sent to a follower are redirected (307) to the leader.\n\
-        The config file names this master's id, its URL, its certificates and, for a new\n\
-        cluster, the initial masters (the same list on each). See config/master.toml.\n\n\
+        The config file names this master's id, its URL, its certificates, the tokens file\n\
+        of API callers ([auth] tokens_file) and, for a new cluster, the initial masters (the\n\
+        same list on each). See config/master.toml.\n\n\
         Example (3 masters, run on each with its own file):\n  \
-        dcos-rs cluster init-ca --dir ca\n  \
+        dcos-rs cluster setup --ca-dir ca --url https://10.77.0.11:5050\n  \
         dcos-rs cluster issue-cert --role master --name m1 --san 10.77.0.11 --ca-dir ca --out m1\n  \
         dcos-rs master --config m1/master.toml")]
     Master(MasterArgs),
@@ -61,8 +63,9 @@ pub enum Commands {
         The agent finds the leading master among `masters` (following redirects), registers\n\
         with what it runs, takes launch and kill commands on a stream, sends heartbeats, and\n\
         delivers task statuses until the leader has committed each one. Tasks keep running\n\
-        when the agent stops or loses the masters; the next start adopts them.\n\
-        See config/agent.toml for every key.\n\n\
+        when the agent stops or loses the masters; the next start adopts them. Its own API\n\
+        (task logs, images) asks callers for a bearer token from [auth] tokens_file, or a\n\
+        master certificate. See config/agent.toml for every key.\n\n\
         Example:\n  \
         dcos-rs cluster issue-cert --role agent --name a1 --san 10.77.0.21 --ca-dir ca --out a1\n  \
         dcos-rs agent --config a1/agent.toml"
@@ -80,7 +83,7 @@ pub enum Commands {
     /// Show the cluster's masters and agents.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// Prepare the cluster's certificates: a CA and a certificate per node (local files).
+    /// Prepare the cluster: CA, node certificates, API tokens and this CLI's cli.toml (local files).
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCommand),
 }
@@ -104,12 +107,17 @@ pub struct UpArgs {
     /// Where all state lives (Raft log, agent work dir, images, task sandboxes).
     #[arg(long, default_value = "./.dcos-rs")]
     pub data_dir: PathBuf,
-    /// Address of the API and dashboard. Without authentication (it lands later), keep it on loopback.
+    /// Address of the API and dashboard. Any address but loopback needs --tokens-file.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: String,
-    /// Address of the agent's API (task logs, images).
+    /// Address of the agent's API (task logs, images). Any address but loopback needs --tokens-file.
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub agent_listen: String,
+    /// Require a bearer token on both APIs, from this file of `sha256:<hex> <name>` lines
+    /// (`dcos-rs cluster setup` makes one: <ca-dir>/tokens). Required with a non-loopback
+    /// --listen or --agent-listen; on loopback without it, the APIs are open.
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// On stop, leave tasks running; the next `up` adopts them.
     #[arg(long)]
     pub keep_tasks: bool,
@@ -266,15 +274,35 @@ fn master_progress(m: &dcos_api::MasterView) -> String {
     parts.join(", ")
 }
 
+/// The client for the master at `url_flag` (or cli.toml's), with the token and CA from the
+/// environment or cli.toml.
+fn client_from_settings(url_flag: Option<String>) -> anyhow::Result<Client> {
+    let env = |name: &str| std::env::var(name).ok();
+    let path = CliConfig::default_path(env);
+    let config = match &path {
+        Some(path) => CliConfig::load(path)?,
+        None => None,
+    };
+    let settings = ClientSettings::resolve(url_flag, path.as_deref().zip(config.as_ref()), env);
+    tracing::debug!(url = %settings.url, token = ?settings.token_source, ca = ?settings.ca, "client settings");
+    Ok(settings.client()?)
+}
+
 pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url);
     let json = cli.json;
-    match cli.command {
+    let command = match cli.command {
         Commands::Up(_) | Commands::Master(_) | Commands::Agent(_) => {
             unreachable!("handled by main")
         }
         // Local files only: the master at --url is not contacted.
-        Commands::Cluster(command) => crate::cluster::run(command, json),
+        Commands::Cluster(command) => return crate::cluster::run(command, cli.url, json),
+        command => command,
+    };
+    let client = client_from_settings(cli.url)?;
+    match command {
+        Commands::Up(_) | Commands::Master(_) | Commands::Agent(_) | Commands::Cluster(_) => {
+            unreachable!("handled above")
+        }
         Commands::App(command) => app(&client, json, command).await,
         Commands::Task(command) => task(&client, json, command).await,
         Commands::Image(command) => image(&client, json, command).await,
@@ -677,6 +705,25 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How to get past a 401: where the token was looked for and how to make one.
+fn unauthorized_hint() -> String {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if env("DCOS_TOKEN").is_some() {
+        return "the token in DCOS_TOKEN was refused: set DCOS_TOKEN to a token whose sha256 is in the cluster's tokens file, or unset it to use cli.toml's (`dcos-rs cluster setup` makes one)".to_string();
+    }
+    match CliConfig::default_path(env) {
+        Some(path) if path.exists() => format!(
+            "the token in {} was refused or is missing: run `dcos-rs cluster setup --url <master URL> --force` for a new one (then copy the tokens file to every master and agent), or set DCOS_TOKEN",
+            path.display()
+        ),
+        Some(path) => format!(
+            "no token: run `dcos-rs cluster setup --url <master URL>` (it writes {}), or set DCOS_TOKEN",
+            path.display()
+        ),
+        None => "no token: run `dcos-rs cluster setup --url <master URL>`, or set DCOS_TOKEN".to_string(),
+    }
+}
+
 /// Prints an error for people (message, field details, cause chain) or as JSON.
 pub fn report_error(error: &anyhow::Error, json: bool) {
     if let Some(ClientError::Api(api)) = error.downcast_ref::<ClientError>() {
@@ -685,6 +732,9 @@ pub fn report_error(error: &anyhow::Error, json: bool) {
             return;
         }
         eprintln!("error: {} (HTTP {}, {})", api.message, api.status, api.code);
+        if api.status == 401 {
+            eprintln!("hint: {}", unauthorized_hint());
+        }
         // One line per invalid field, unless the message already is that single line.
         if let Some(errors) = api.details.get("errors").and_then(|e| e.as_array()) {
             if errors.len() > 1 {

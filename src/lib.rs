@@ -3,6 +3,7 @@
 //! integration tests drive the same code.
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -69,14 +69,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let agent_listener = tokio::net::TcpListener::bind(&args.agent_listen)
         .await
         .with_context(|| format!("listening on {} (use --agent-listen)", args.agent_listen))?;
-    for (what, address) in [
-        ("API", listener.local_addr()?),
-        ("agent API", agent_listener.local_addr()?),
-    ] {
-        if !address.ip().is_loopback() {
-            eprintln!("warning: the {what} on {address} has no authentication yet; anyone who can reach it controls the cluster");
-        }
-    }
     let bridge = dcos_runtime::network::BridgeConfig::new(&args.bridge, &args.bridge_subnet)
         .map_err(|e| anyhow::anyhow!("--bridge/--bridge-subnet: {e}"))?;
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
@@ -93,6 +85,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ports: args.ports.0,
         bridge,
         registry_ca: args.registry_ca,
+        // Required by `up::start` when either address is not loopback.
+        tokens_file: args.tokens_file,
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.

@@ -646,7 +646,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes `contents` to `path` with `mode` so that readers see the old file or the whole new
 /// one, never a part: a temporary file beside it, fsync, rename, fsync of the directory.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -3,13 +3,17 @@
 //! `start` takes its listeners from the caller (tests bind port 0) and returns a handle;
 //! stopping it kills the tasks (SIGTERM, then SIGKILL after their grace period) unless
 //! `keep_tasks` is set, in which case they keep running and the next start adopts them.
+//! On loopback the APIs are open (one user's machine); listening anywhere else requires a
+//! tokens file, and then both APIs ask for a bearer token.
 
 use crate::agent::{Agent, AgentConfig};
+use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
 use crate::master::Master;
 use anyhow::Context;
 use dcos_raft::{RaftOptions, ReplicatedState};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -37,6 +41,9 @@ pub struct UpOptions {
     pub bridge: dcos_runtime::network::BridgeConfig,
     /// PEM file of CAs the agent trusts for registry pulls besides the system's.
     pub registry_ca: Option<PathBuf>,
+    /// Tokens file (`sha256:<hex> <name>` lines): when given, both APIs require a bearer
+    /// token from it. Required when either listener is not on a loopback address.
+    pub tokens_file: Option<PathBuf>,
 }
 
 pub struct UpHandle {
@@ -64,6 +71,7 @@ pub async fn start(
     let agent_addr = agent_listener.local_addr()?;
     let master_url = format!("http://{master_addr}");
     let agent_url = format!("http://{agent_addr}");
+    let auth = api_auth(opts.tokens_file.as_deref(), master_addr, agent_addr)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
 
@@ -111,12 +119,12 @@ pub async fn start(
         tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone())),
         serve(
             master_listener,
-            crate::master::http::router(master.clone()),
+            crate::master::http::router(master.clone(), auth.clone()),
             shutdown_rx.clone(),
         ),
         serve(
             agent_listener,
-            crate::agent::http::router(agent.clone(), registry),
+            crate::agent::http::router(agent.clone(), registry, auth),
             shutdown_rx.clone(),
         ),
     ];
@@ -154,6 +162,28 @@ pub async fn start(
         shutdown,
         tasks: handles,
     })
+}
+
+/// What `up`'s APIs ask of callers: nothing on loopback without a tokens file, a token from
+/// the file when one is given, and a refusal to start when an API listens beyond loopback
+/// without one (anyone who reaches an open API controls the host's tasks).
+fn api_auth(
+    tokens_file: Option<&Path>,
+    master_addr: SocketAddr,
+    agent_addr: SocketAddr,
+) -> anyhow::Result<Option<ApiAuth>> {
+    let Some(tokens_file) = tokens_file else {
+        for (flag, address) in [("--listen", master_addr), ("--agent-listen", agent_addr)] {
+            if !address.ip().is_loopback() {
+                anyhow::bail!(
+                    "{flag} {address} is not a loopback address: an API reachable from other hosts needs authentication; give --tokens-file FILE (lines `sha256:<hex> <name>`, made by `dcos-rs cluster setup`), or listen on 127.0.0.1"
+                );
+            }
+        }
+        return Ok(None);
+    };
+    let tokens = crate::auth::TokenSet::load(tokens_file).context("--tokens-file")?;
+    Ok(Some(ApiAuth::tokens(Arc::new(tokens))))
 }
 
 fn serve(

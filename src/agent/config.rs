@@ -6,6 +6,7 @@
 
 use super::remote::{Outbox, RemoteLink, DEFAULT_HEARTBEAT_MS};
 use super::{Agent, AgentConfig};
+use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
 use crate::master::config::check_url;
 use crate::tls::{self, NodeClient, TlsFiles};
@@ -43,6 +44,10 @@ pub struct AgentFileConfig {
     /// Cgroup parent of tasks (`<parent>/<task-id>` in every hierarchy).
     #[serde(default = "default_cgroup_parent")]
     pub cgroup_parent: String,
+    /// Required: callers of the agent's API need a bearer token from this file (masters may
+    /// use their certificate instead).
+    #[serde(default)]
+    pub auth: crate::master::config::AuthSection,
 }
 
 fn default_listen() -> SocketAddr {
@@ -83,12 +88,19 @@ impl AgentFileConfig {
                 *path = base.join(&*path);
             }
         }
+        config.auth.relative_to(base);
+        // Read now, so a bad tokens file stops the start with the config's name on it.
+        config
+            .auth
+            .load_tokens()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<AgentFileConfig, String> {
         let config: AgentFileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         check_url("advertise_url", &config.advertise_url)?;
+        config.auth.tokens_file()?;
         if config.masters.is_empty() {
             return Err("masters: give at least one master URL".to_string());
         }
@@ -130,6 +142,11 @@ pub async fn start(
         key: config.tls.key.clone(),
     };
     let server_config = tls::server_config(&files).context("loading the agent's TLS files")?;
+    let auth = ApiAuth {
+        tokens: Arc::new(config.auth.load_tokens().map_err(anyhow::Error::msg)?),
+        // The masters call the agent with their certificates, not with tokens.
+        certificate_role: Some(tls::Role::Master),
+    };
     let client =
         NodeClient::new(tls::client_config(&files).context("loading the agent's TLS files")?);
     let mut agent_config = AgentConfig::new(
@@ -166,7 +183,7 @@ pub async fn start(
         tokio::spawn(tls::serve_tls(
             listener,
             server_config,
-            super::http::router(agent.clone(), registry),
+            super::http::router(agent.clone(), registry, Some(auth)),
             shutdown_rx,
         )),
     ];

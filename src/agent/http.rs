@@ -1,8 +1,10 @@
 //! The agent's HTTP API (default port 5051): task logs (`/files/...`), the image store
 //! (`/images`, including pulls from registries) and local containers. Read by the CLI and
-//! the master; it changes no cluster state.
+//! the master; it changes no cluster state. Bearer tokens (and master certificates) are
+//! checked by `crate::auth` before any handler.
 
 use super::Agent;
+use crate::auth::ApiAuth;
 use crate::http_util::{api_error, json_ok};
 use crate::registry::{Credentials, PullError, RegistryClient};
 use axum::body::Body;
@@ -35,15 +37,25 @@ static IMPORT_SLOTS: tokio::sync::Semaphore =
 const PULL_REQUEST_MAX_BYTES: usize = 64 * 1024;
 
 /// The agent's API. `registry` makes the pulls (its trust roots come from `--registry-ca`).
-pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>) -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
+/// With `auth`, everything but `/health` needs a bearer token (or what else `auth` accepts).
+pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>, auth: Option<ApiAuth>) -> Router {
+    let mut api = Router::new()
         .route("/files/tasks/{task_id}/{stream}", get(task_log))
         .route("/images", get(list_images).post(import_image))
         .route("/images/pull", post(pull_image))
         .route("/images/{*reference}", delete(remove_image))
         .route("/containers", get(containers))
         .route("/metrics", get(metrics))
+        .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) });
+    if let Some(auth) = auth {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::require_token,
+        ));
+    }
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(api)
         .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
         .layer(Extension(registry))
         .with_state(agent)

@@ -32,6 +32,9 @@ pub struct MasterConfig {
     pub raft: RaftSection,
     #[serde(default)]
     pub agents: AgentsSection,
+    /// Required: API callers need a bearer token from the tokens file.
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -49,6 +52,41 @@ pub struct TlsSection {
     /// This master's certificate and key (`dcos-rs cluster issue-cert --role master`).
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// `[auth]` of master.toml and agent.toml. Parsed as optional so that its absence is
+/// reported with the key's full name (`auth.tokens_file`) instead of serde's "missing field".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The tokens file: `sha256:<hex> <name>` per line (`dcos-rs cluster setup` appends to
+    /// `<ca-dir>/tokens`). Every API call but `/health` (and `/`, `/ready` on masters) needs
+    /// a bearer token whose sha256 is listed.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl AuthSection {
+    /// `auth.tokens_file`, or why it is missing.
+    pub fn tokens_file(&self) -> Result<&Path, String> {
+        self.tokens_file.as_deref().ok_or_else(|| {
+            "auth.tokens_file: required: add `[auth]` with `tokens_file = \"tokens\"`, the file of API token hashes that `dcos-rs cluster setup` writes next to ca.crt".to_string()
+        })
+    }
+
+    /// Reads the tokens file; errors start with `auth.tokens_file`.
+    pub fn load_tokens(&self) -> Result<crate::auth::TokenSet, String> {
+        crate::auth::TokenSet::load(self.tokens_file()?)
+            .map_err(|e| format!("auth.tokens_file: {e}"))
+    }
+
+    /// Makes a relative tokens file relative to `base` (the config file's directory).
+    pub fn relative_to(&mut self, base: &Path) {
+        if let Some(path) = &mut self.tokens_file {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,7 +161,10 @@ impl MasterConfig {
         }
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         let config = Self::parse(&text).map_err(error)?;
-        Ok(config.relative_to(path.parent().unwrap_or(Path::new("."))))
+        let config = config.relative_to(path.parent().unwrap_or(Path::new(".")));
+        // Read now, so a bad tokens file stops the start with the config's name on it.
+        config.auth.load_tokens().map_err(error)?;
+        Ok(config)
     }
 
     /// Parses and checks a config text; the error names the key.
@@ -145,6 +186,7 @@ impl MasterConfig {
                 *path = base.join(&*path);
             }
         }
+        self.auth.relative_to(base);
         self
     }
 
@@ -152,6 +194,7 @@ impl MasterConfig {
         if self.node_id == 0 {
             return Err("node_id: must be at least 1".to_string());
         }
+        self.auth.tokens_file()?;
         check_url("advertise_url", &self.advertise_url)?;
         let mut ids = BTreeSet::new();
         let mut urls = BTreeSet::new();
@@ -275,6 +318,8 @@ cert = "/etc/dcos-rs/m2.crt"
 key = "/etc/dcos-rs/m2.key"
 [raft]
 heartbeat_ms = 100
+[auth]
+tokens_file = "tokens"
 "#;
 
     #[test]
@@ -293,6 +338,10 @@ heartbeat_ms = 100
         let config = config.relative_to(Path::new("/etc/dcos-rs"));
         assert_eq!(config.tls.ca, PathBuf::from("/etc/dcos-rs/ca.crt"));
         assert_eq!(config.tls.cert, PathBuf::from("/etc/dcos-rs/m2.crt"));
+        assert_eq!(
+            config.auth.tokens_file().unwrap(),
+            Path::new("/etc/dcos-rs/tokens")
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -339,6 +388,18 @@ heartbeat_ms = 100
                 format!("{GOOD}[agents]\nunreachable_timeout_ms = 10\n"),
                 "agents.unreachable_timeout_ms",
             ),
+            (
+                GOOD.replace("[auth]\ntokens_file = \"tokens\"\n", ""),
+                "auth.tokens_file",
+            ),
+            (
+                GOOD.replace("tokens_file = \"tokens\"", ""),
+                "auth.tokens_file",
+            ),
+            (
+                GOOD.replace("tokens_file = \"tokens\"", "tokens = \"x\""),
+                "tokens",
+            ),
         ];
         for (text, key) in cases {
             let error = error_of(&text);
@@ -357,9 +418,32 @@ heartbeat_ms = 100
     }
 
     #[test]
+    fn a_bad_tokens_file_is_a_config_error_naming_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("master.toml");
+        std::fs::write(&config, GOOD).unwrap();
+        let error = MasterConfig::load(&config).unwrap_err().to_string();
+        assert!(
+            error.contains("auth.tokens_file")
+                && error.contains("tokens")
+                && error.contains("cannot read"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("tokens"), "# ok\nnot a line\n").unwrap();
+        let error = MasterConfig::load(&config).unwrap_err().to_string();
+        assert!(
+            error.contains("auth.tokens_file") && error.contains("tokens:2: "),
+            "{error}"
+        );
+        let line = crate::auth::token_line(&crate::auth::generate_token().unwrap(), "admin");
+        std::fs::write(dir.path().join("tokens"), line).unwrap();
+        MasterConfig::load(&config).unwrap();
+    }
+
+    #[test]
     fn a_joining_master_needs_no_initial_members() {
         let text = GOOD.split("initial_masters").next().unwrap().to_string()
-            + "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+            + "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[auth]\ntokens_file = \"t\"\n";
         let config = MasterConfig::parse(&text).unwrap();
         assert!(config.raft_options().initial_members.is_empty());
     }

@@ -2,9 +2,11 @@
 //! Prometheus `/metrics`, health endpoints and the embedded dashboard at `/`.
 //!
 //! Handlers validate input and turn it into `Command`s; every refusal is a JSON `ApiError`
-//! naming the field and the reason. Nothing here changes state except through Raft.
+//! naming the field and the reason. Nothing here changes state except through Raft. Bearer
+//! tokens are checked by `crate::auth` before any handler or redirect.
 
 use super::Master;
+use crate::auth::{require_token, ApiAuth};
 use crate::http_util::{api_error, json_ok};
 use crate::link::{now_ms, random_id};
 use axum::body::Bytes;
@@ -29,7 +31,11 @@ pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 
 const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
 
-pub fn router(master: Arc<Master>) -> Router {
+/// The master's router. With `auth`, every route but `/`, `/health` and `/ready` needs a
+/// bearer token, checked before the follower redirect (a follower names its leader only to
+/// callers it has authenticated). `/internal/raft/*` never takes tokens: it is for master
+/// certificates only.
+pub fn router(master: Arc<Master>, auth: Option<ApiAuth>) -> Router {
     // Raft between masters: bigger bodies, never redirected, masters' certificates only.
     let internal = Router::new()
         .route("/internal/raft/{rpc}", post(raft_rpc))
@@ -37,10 +43,14 @@ pub fn router(master: Arc<Master>) -> Router {
             dcos_raft::network::RPC_BODY_MAX_BYTES,
         ))
         .with_state(master.clone());
-    let api = Router::new()
+    // Open to anyone: load balancers probe these, and the page holds no data (it asks for a
+    // token when the API answers 401).
+    let open = Router::new()
         .route("/", get(dashboard))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .with_state(master.clone());
+    let mut api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v2/apps", get(list_apps).post(create_app))
         .route(
@@ -58,9 +68,14 @@ pub fn router(master: Arc<Master>) -> Router {
         .layer(middleware::from_fn_with_state(
             master.clone(),
             writes_to_leader,
-        ))
-        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES));
+        ));
+    // Added after `writes_to_leader`, so it runs before it.
+    if let Some(auth) = auth {
+        api = api.layer(middleware::from_fn_with_state(auth, require_token));
+    }
+    let api = api.layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES));
     internal
+        .merge(open)
         .merge(api)
         .layer(middleware::from_fn_with_state(master.clone(), observe))
         .with_state(master)

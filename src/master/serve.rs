@@ -2,11 +2,13 @@
 //! HTTPS with the cluster's certificates.
 //!
 //! `start` takes its listener from the caller (tests bind port 0) and returns a handle; the
-//! same `Master` and router as `dcos-rs up` run behind TLS, and Raft RPCs to the other masters
+//! same `Master` and router as `dcos-rs up` run behind TLS with bearer tokens required
+//! (`[auth] tokens_file`), and Raft RPCs to the other masters
 //! leave through `HttpsTransport` with this master's certificate (mutual TLS).
 
 use super::config::MasterConfig;
 use super::Master;
+use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
 use crate::tls::{self, NodeClient, NodeClientError, TlsFiles};
 use anyhow::Context;
@@ -81,6 +83,7 @@ pub async fn start(
     };
     let server_config = tls::server_config(&files).context("loading the master's TLS files")?;
     let client_config = tls::client_config(&files).context("loading the master's TLS files")?;
+    let tokens = config.auth.load_tokens().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let transport = Arc::new(HttpsTransport {
@@ -109,7 +112,7 @@ pub async fn start(
         Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
     );
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
-    let router = super::http::router(master.clone())
+    let router = super::http::router(master.clone(), Some(ApiAuth::tokens(Arc::new(tokens))))
         .merge(super::agents::router(master.clone(), inbox.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let tasks = vec![

@@ -57,6 +57,7 @@ impl TestCluster {
             bridge: dcos_runtime::network::BridgeConfig::new(&unique("dt")[..10], "172.30.0.0/24")
                 .expect("test bridge"),
             registry_ca: None,
+            tokens_file: None,
         };
         tweak(&mut opts);
         let bridge = opts.bridge.clone();

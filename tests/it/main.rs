@@ -3,6 +3,7 @@
 //! for the restart and signal tests.
 
 mod api;
+mod auth;
 mod cli;
 mod common;
 mod containers;

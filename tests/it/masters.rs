@@ -1,7 +1,8 @@
 //! Several `dcos-rs master`s in this process, on 127.0.0.1 ports, talking Raft to each other
 //! over real HTTPS with mutual TLS: election, redirects from followers, replication of API
 //! writes, failover after a leader stops, adding and removing masters at runtime, and the
-//! Raft endpoint refusing callers without a master certificate.
+//! Raft endpoint refusing callers without a master certificate. API calls carry the bearer
+//! token of the masters' tokens file (`Masters::token`).
 //!
 //! Process kills, pauses and network partitions between hosts are e2e/'s (real processes in
 //! network namespaces); here the masters stop cleanly.
@@ -26,6 +27,10 @@ pub struct Masters {
     listeners: BTreeMap<u64, TcpListener>,
     pub running: BTreeMap<u64, MasterProcess>,
     pub admin: NodeClient,
+    /// A token in `tokens_file`, sent by `call`.
+    pub token: String,
+    /// `<ca_dir>/tokens`, the `[auth] tokens_file` of every master (and remote agent).
+    pub tokens_file: PathBuf,
 }
 
 impl Masters {
@@ -58,6 +63,13 @@ impl Masters {
             .unwrap();
         }
         let admin = client(&ca_dir, dir.path(), Role::Admin, "admin");
+        let token = dcos_rs::auth::generate_token().unwrap();
+        let tokens_file = ca_dir.join("tokens");
+        std::fs::write(
+            &tokens_file,
+            format!("{}\n", dcos_rs::auth::token_line(&token, "test")),
+        )
+        .unwrap();
         Masters {
             dir,
             ca_dir,
@@ -65,6 +77,8 @@ impl Masters {
             listeners,
             running: BTreeMap::new(),
             admin,
+            token,
+            tokens_file,
         }
     }
 
@@ -91,6 +105,8 @@ election_timeout_min_ms = 300
 election_timeout_max_ms = 600
 [agents]
 unreachable_timeout_ms = 2000
+[auth]
+tokens_file = "{tokens}"
 "#,
             url = self.urls[&id],
             data = self.dir.path().join(format!("data-m{id}")).display(),
@@ -98,6 +114,7 @@ unreachable_timeout_ms = 2000
             ca = self.ca_dir.join("ca.crt").display(),
             cert = certs.join(format!("m{id}.crt")).display(),
             key = certs.join(format!("m{id}.key")).display(),
+            tokens = self.tokens_file.display(),
         );
         MasterConfig::parse(&text).unwrap()
     }
@@ -115,8 +132,24 @@ unreachable_timeout_ms = 2000
         process.stop().await.unwrap();
     }
 
+    /// A call to master `id` with the test token.
     pub async fn call(&self, id: u64, method: Method, path: &str, body: Option<Value>) -> Answer {
-        call(&self.admin, &self.urls[&id], method, path, body).await
+        let authorization = format!("Bearer {}", self.token);
+        self.call_as(id, Some(&authorization), method, path, body)
+            .await
+    }
+
+    /// A call to master `id` with this `Authorization` header (or none).
+    pub async fn call_as(
+        &self,
+        id: u64,
+        authorization: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let url = format!("{}{path}", self.urls[&id]);
+        call(&self.admin, &url, authorization, method, body).await
     }
 
     /// Waits until every running master names the same leader; returns its id.
@@ -149,7 +182,7 @@ unreachable_timeout_ms = 2000
     }
 }
 
-fn client(ca_dir: &Path, dir: &Path, role: Role, name: &str) -> NodeClient {
+pub fn client(ca_dir: &Path, dir: &Path, role: Role, name: &str) -> NodeClient {
     let out = dir.join(format!("client-{name}"));
     let (cert, key) = tls::issue_cert(ca_dir, role, name, &[], &out, 30).unwrap();
     let files = TlsFiles {
@@ -166,11 +199,13 @@ pub struct Answer {
     pub body: Value,
 }
 
-async fn call(
+/// One HTTPS request through `client` (its certificate, if any), with `authorization` as the
+/// `Authorization` header when given.
+pub async fn call(
     client: &NodeClient,
-    base: &str,
+    url: &str,
+    authorization: Option<&str>,
     method: Method,
-    path: &str,
     body: Option<Value>,
 ) -> Answer {
     let mut headers = HeaderMap::new();
@@ -178,18 +213,21 @@ async fn call(
         hyper::header::CONTENT_TYPE,
         "application/json".parse().unwrap(),
     );
+    if let Some(value) = authorization {
+        headers.insert(hyper::header::AUTHORIZATION, value.parse().unwrap());
+    }
     let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let (status, headers, bytes) = client
         .request(
             method,
-            &format!("{base}{path}"),
+            url,
             body,
             headers,
             Duration::from_secs(70),
             BODY_MAX,
         )
         .await
-        .unwrap_or_else(|e| panic!("{base}{path}: {e}"));
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Answer {
         status,

@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-struct RemoteAgent {
-    config: AgentFileConfig,
+pub struct RemoteAgent {
+    pub config: AgentFileConfig,
     process: Option<AgentProcess>,
 }
 
 impl RemoteAgent {
-    async fn new(masters: &Masters, name: &str) -> RemoteAgent {
+    pub async fn new(masters: &Masters, name: &str) -> RemoteAgent {
         let dir = masters.dir.path().join(name);
         tls::issue_cert(
             &masters.ca_dir,
@@ -48,6 +48,8 @@ cgroup_parent = "{cgroup}"
 ca = "{ca}"
 cert = "{cert}"
 key = "{key}"
+[auth]
+tokens_file = "{tokens}"
 "#,
             work = dir.join("work").display(),
             masters = masters_list.join(", "),
@@ -55,6 +57,7 @@ key = "{key}"
             ca = masters.ca_dir.join("ca.crt").display(),
             cert = dir.join(format!("{name}.crt")).display(),
             key = dir.join(format!("{name}.key")).display(),
+            tokens = masters.tokens_file.display(),
         );
         let mut agent = RemoteAgent {
             config: AgentFileConfig::parse(&text).unwrap(),
@@ -73,11 +76,11 @@ key = "{key}"
     }
 
     /// Stops the agent process; its tasks keep running.
-    async fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         self.process.take().unwrap().stop().await;
     }
 
-    fn process(&self) -> &AgentProcess {
+    pub fn process(&self) -> &AgentProcess {
         self.process.as_ref().unwrap()
     }
 }

@@ -1,0 +1,326 @@
+//! Bearer tokens over real HTTPS on 127.0.0.1: masters and a remote agent refuse calls
+//! without a valid token (401 JSON with `WWW-Authenticate`) before anything else, a follower
+//! does not reveal its leader to anonymous callers, `dcos-rs up` refuses to listen beyond
+//! loopback without a tokens file, and the CLI, set up by `dcos-rs cluster setup`, talks to
+//! the masters over HTTPS with only cli.toml (following a follower's redirect).
+
+use crate::common::BIN;
+use crate::masters::{call, client, Answer, Masters};
+use crate::remote_agents::RemoteAgent;
+use dcos_rs::tls::Role;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn assert_unauthorized(answer: &Answer, message: &str) {
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(answer.body["code"], "unauthorized", "{}", answer.body);
+    let text = answer.body["message"].as_str().unwrap_or_default();
+    assert!(text.contains(message), "expected {message:?} in {text:?}");
+    assert_eq!(
+        answer.headers["www-authenticate"].to_str().unwrap(),
+        "Bearer realm=\"dcos-rs\""
+    );
+    assert!(!answer.headers.contains_key("location"));
+    assert!(!answer.headers.contains_key("x-dcos-leader"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_and_agents_refuse_calls_without_a_valid_bearer_token() {
+    let mut masters = Masters::prepare(2).await;
+    for id in 1..=2 {
+        masters.start(id, &[1, 2]).await;
+    }
+    let leader = masters.leader(Duration::from_secs(15)).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let token = format!("Bearer {}", masters.token);
+
+    // No header, a wrong token, a malformed header: 401 with the reason, nothing served.
+    let get = |authorization: Option<&'static str>| {
+        let masters = &masters;
+        async move {
+            masters
+                .call_as(leader, authorization, Method::GET, "/v2/apps", None)
+                .await
+        }
+    };
+    assert_unauthorized(&get(None).await, "missing `Authorization: Bearer <token>`");
+    assert_unauthorized(&get(Some("Bearer dcos_wrong")).await, "invalid token");
+    assert_unauthorized(
+        &get(Some("Basic YWRtaW46YWRtaW4=")).await,
+        "malformed `Authorization`",
+    );
+    let apps = masters
+        .call_as(leader, Some(&token), Method::GET, "/v2/apps", None)
+        .await;
+    assert_eq!(apps.status, StatusCode::OK, "{}", apps.body);
+    for path in ["/metrics", "/cluster/v1/nodes", "/no/such/endpoint"] {
+        let answer = masters.call_as(leader, None, Method::GET, path, None).await;
+        assert_unauthorized(&answer, "missing");
+    }
+    let metrics = masters.call(leader, Method::GET, "/metrics", None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+
+    // Probes and the dashboard page need no token.
+    for path in ["/health", "/ready", "/"] {
+        let answer = masters
+            .call_as(follower, None, Method::GET, path, None)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+    }
+
+    // A follower answers an anonymous write with 401, not with the leader's address.
+    let app = json!({ "id": "/web", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 0 });
+    let anonymous = masters
+        .call_as(follower, None, Method::POST, "/v2/apps", Some(app.clone()))
+        .await;
+    assert_unauthorized(&anonymous, "missing");
+    let redirected = masters
+        .call(follower, Method::POST, "/v2/apps", Some(app))
+        .await;
+    assert_eq!(redirected.status, StatusCode::TEMPORARY_REDIRECT);
+
+    // Raft stays certificate-only: a token does not open it.
+    let raft = masters
+        .call(
+            follower,
+            Method::POST,
+            "/internal/raft/vote",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(raft.status, StatusCode::FORBIDDEN, "{}", raft.body);
+
+    // A remote agent's API: a token, or a master's certificate; /health is open.
+    let agent = RemoteAgent::new(&masters, "a1").await;
+    let agent_url = agent.config.advertise_url.clone();
+    let images = format!("{agent_url}/images");
+    let answer = call(&masters.admin, &images, None, Method::GET, None).await;
+    assert_unauthorized(&answer, "missing");
+    let answer = call(
+        &masters.admin,
+        &images,
+        Some("Bearer nope"),
+        Method::GET,
+        None,
+    )
+    .await;
+    assert_unauthorized(&answer, "invalid token");
+    let answer = call(&masters.admin, &images, Some(&token), Method::GET, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let health = call(
+        &masters.admin,
+        &format!("{agent_url}/health"),
+        None,
+        Method::GET,
+        None,
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::OK);
+    let as_master = client(&masters.ca_dir, masters.dir.path(), Role::Master, "m9");
+    let answer = call(&as_master, &images, None, Method::GET, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+
+    let mut agent = agent;
+    agent.stop().await;
+    masters.shutdown().await;
+}
+
+#[test]
+fn up_refuses_to_listen_beyond_loopback_without_a_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "up",
+            "--listen",
+            "0.0.0.0:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen 0.0.0.0:") && stderr.contains("--tokens-file"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing started");
+}
+
+/// The CLI with nothing but `DCOS_CONFIG` (and what a test adds) from the environment.
+fn dcos(cli_config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("DCOS_CONFIG", cli_config)
+        .env_remove("DCOS_URL")
+        .env_remove("DCOS_TOKEN")
+        .env_remove("DCOS_CA");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run dcos-rs")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_setup_writes_cli_toml_and_the_cli_works_over_https_with_it_alone() {
+    let mut masters = Masters::prepare(2).await;
+    let cli_toml = masters.dir.path().join("home/cli.toml");
+    let ca_dir = masters.ca_dir.to_str().unwrap().to_string();
+
+    // setup: the CA exists (reused), a token is added to <ca-dir>/tokens, cli.toml written.
+    let made = stdout_json(&dcos(
+        &cli_toml,
+        &[
+            "--json",
+            "cluster",
+            "setup",
+            "--ca-dir",
+            &ca_dir,
+            "--url",
+            &masters.urls[&1],
+        ],
+        &[],
+    ));
+    assert_eq!(made["caCreated"], false);
+    assert_eq!(made["cliConfig"], json!(cli_toml));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cli_toml), 0o600);
+    let settings: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&cli_toml).unwrap()).unwrap();
+    assert_eq!(settings["url"].as_str(), Some(masters.urls[&1].as_str()));
+    assert!(settings["token"].as_str().unwrap().starts_with("dcos_"));
+    let tokens = std::fs::read_to_string(&masters.tokens_file).unwrap();
+    assert!(
+        tokens
+            .lines()
+            .any(|l| l.starts_with("sha256:") && l.ends_with(" admin")),
+        "{tokens}"
+    );
+    assert!(!tokens.contains(settings["token"].as_str().unwrap()));
+    let again = dcos(
+        &cli_toml,
+        &[
+            "cluster",
+            "setup",
+            "--ca-dir",
+            &ca_dir,
+            "--url",
+            "https://x:1",
+        ],
+        &[],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    // The masters start with the tokens file that now holds the admin token.
+    for id in 1..=2 {
+        masters.start(id, &[1, 2]).await;
+    }
+    let leader = masters.leader(Duration::from_secs(15)).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+
+    // A write through the follower: the CLI follows the 307 to the leader.
+    let app = masters.dir.path().join("app.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/via-follower", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 0}"#,
+    )
+    .unwrap();
+    let deployed = stdout_json(&dcos(
+        &cli_toml,
+        &[
+            "--json",
+            "--url",
+            &masters.urls[&follower],
+            "app",
+            "deploy",
+            app.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(deployed["id"], "/via-follower");
+
+    // Only cli.toml: its URL, CA and token.
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = stdout_json(&dcos(&cli_toml, &["--json", "app", "list"], &[]));
+        if listed["apps"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed["apps"][0]["id"], "/via-follower", "{listed}");
+
+    // A wrong token: 401, said so, non-zero exit (for people and for scripts).
+    let wrong = [("DCOS_TOKEN", "dcos_not-a-token")];
+    let out = dcos(&cli_toml, &["app", "list"], &wrong);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid token")
+            && stderr.contains("HTTP 401")
+            && stderr.contains("DCOS_TOKEN"),
+        "{stderr}"
+    );
+    let out = dcos(&cli_toml, &["--json", "app", "list"], &wrong);
+    assert!(!out.status.success());
+    let error: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert_eq!(error["code"], "unauthorized");
+
+    // Without the CA, HTTPS is refused before any request, with what to set.
+    let no_ca = masters.dir.path().join("no-ca.toml");
+    let token = settings["token"].as_str().unwrap();
+    let out = dcos(
+        &no_ca,
+        &["--url", &masters.urls[&1], "app", "list"],
+        &[("DCOS_TOKEN", token)],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DCOS_CA"));
+    masters.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_tokens_file_requires_a_token_on_both_apis() {
+    let tokens = tempfile::tempdir().unwrap();
+    let token = dcos_rs::auth::generate_token().unwrap();
+    let tokens_file = tokens.path().join("tokens");
+    std::fs::write(&tokens_file, dcos_rs::auth::token_line(&token, "admin")).unwrap();
+    let cluster = crate::common::TestCluster::start_with(|opts| {
+        opts.tokens_file = Some(tokens_file.clone());
+    })
+    .await;
+    let handle = cluster.handle();
+    let anonymous = dcos_rs::client::Client::new(&handle.master_url);
+    let with_token =
+        dcos_rs::client::Client::with_auth(&handle.master_url, Some(&token), None).unwrap();
+    for path in ["/v2/apps", &format!("{}/images", handle.agent_url)] {
+        let error = anonymous
+            .get::<Value>(path)
+            .await
+            .expect_err("no token, no answer");
+        assert_eq!(error.status(), Some(401), "{path}: {error}");
+        with_token.get::<Value>(path).await.expect(path);
+    }
+    assert!(anonymous.get_text("/health").await.is_ok());
+    let page = anonymous.get_text("/").await.unwrap();
+    assert!(page.contains("API token"), "the dashboard asks for a token");
+    cluster.stop().await;
+}
