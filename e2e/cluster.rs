@@ -474,6 +474,11 @@ tokens_file = "../ca/tokens"
         })
     }
 
+    /// Everything the process of `host` wrote so far (all its runs).
+    pub fn log(&self, host: u32) -> String {
+        std::fs::read_to_string(&self.nodes[&host].log).unwrap_or_default()
+    }
+
     fn print_logs(&self) {
         for (host, node) in &self.nodes {
             let text = std::fs::read_to_string(&node.log).unwrap_or_default();

@@ -478,17 +478,21 @@ async fn masters_4_and_5_join_at_runtime_and_one_is_removed_with_one_leader_and_
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     }
 
+    // Through the CLI, as an operator would.
     for host in [4, 5] {
         cluster.start_master(host, &[]).await;
-        let added = cluster
-            .write(
-                1,
-                Method::POST,
-                "/cluster/v1/masters",
-                &json!({ "id": host, "url": master_url(host) }),
-            )
-            .await;
-        assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+        let id = host.to_string();
+        let url = master_url(host);
+        cluster.cli(&[
+            "node",
+            "add",
+            "--role",
+            "master",
+            "--id",
+            &id,
+            "--advertise-url",
+            &url,
+        ]);
     }
     let all = [1, 2, 3, 4, 5];
     assert_eq!(cluster.leader(&all, Duration::from_secs(10)).await, leader);
@@ -512,15 +516,7 @@ async fn masters_4_and_5_join_at_runtime_and_one_is_removed_with_one_leader_and_
 
     // Remove a follower among the first three; it is stopped afterwards.
     let gone = MASTERS.into_iter().find(|h| *h != leader).unwrap();
-    let removed = cluster
-        .write(
-            leader,
-            Method::DELETE,
-            &format!("/cluster/v1/masters/{gone}"),
-            &Value::Null,
-        )
-        .await;
-    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    cluster.cli(&["node", "remove", "--master", &gone.to_string()]);
     cluster.stop(gone);
     let rest: Vec<u32> = all.into_iter().filter(|h| *h != gone).collect();
     assert_eq!(cluster.leader(&rest, Duration::from_secs(10)).await, leader);
@@ -543,5 +539,63 @@ async fn masters_4_and_5_join_at_runtime_and_one_is_removed_with_one_leader_and_
         !ids.contains(&(gone as u64)) && ids.len() == 4,
         "{}",
         members.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_agents_tasks_move_to_the_other_agent_and_a_removed_agent_cannot_return() {
+    let mut cluster = three_masters_two_agents().await;
+    let (a4, a5) = (cluster.agent_id(4), cluster.agent_id(5));
+    deploy(&cluster, sleeper("/web", 4)).await;
+    assert!(!cluster.agent_tasks(4).await.is_empty());
+
+    // `node drain` by address, waiting: every task moves to agent 5, start-then-stop.
+    let address = net::address(4);
+    cluster.cli(&["node", "drain", &address, "--wait", "--timeout", "60"]);
+    let running = running_of(&cluster.tasks(1).await, "/web");
+    assert_eq!(running.len(), 4, "{running:#?}");
+    assert!(running.iter().all(|t| t["slaveId"] == a5.as_str()));
+    assert!(cluster.agent_tasks(4).await.is_empty());
+
+    // Still draining after a restart: it takes no new work.
+    cluster.stop(4);
+    cluster.start(4).await;
+    let state = |agents: Vec<Value>| {
+        agents
+            .into_iter()
+            .find(|a| a["id"] == a4.as_str())
+            .map(|a| a["state"].as_str().unwrap().to_string())
+    };
+    wait_for(
+        "agent 4 back, draining",
+        Duration::from_secs(20),
+        async || (state(cluster.agents(1).await).as_deref() == Some("draining")).then_some(()),
+    )
+    .await;
+    let scaled = cluster
+        .write(1, Method::PUT, "/v2/apps/web", &json!({ "instances": 5 }))
+        .await;
+    assert_eq!(scaled.status, StatusCode::OK, "{}", scaled.body);
+    wait_for(
+        "5 tasks, all on agent 5",
+        Duration::from_secs(30),
+        async || {
+            let running = running_of(&cluster.tasks(1).await, "/web");
+            (running.len() == 5 && running.iter().all(|t| t["slaveId"] == a5.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Removed, it is forgotten and refused when it connects again.
+    cluster.cli(&["node", "remove", &a4]);
+    assert_eq!(state(cluster.agents(1).await), None);
+    cluster.stop(4);
+    cluster.start(4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(state(cluster.agents(1).await), None);
+    assert!(
+        cluster.log(4).contains("was removed from the cluster"),
+        "the agent says why it is refused"
     );
 }

@@ -64,6 +64,8 @@ pub fn router(master: Arc<Master>, auth: Option<ApiAuth>) -> Router {
         .route("/cluster/v1/nodes", get(nodes))
         .route("/cluster/v1/masters", get(masters).post(add_master))
         .route("/cluster/v1/masters/{id}", delete(remove_master))
+        .route("/cluster/v1/agents/{id}/drain", post(drain_agent))
+        .route("/cluster/v1/agents/{id}", delete(remove_agent))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) })
         .layer(middleware::from_fn_with_state(
             master.clone(),
@@ -307,9 +309,11 @@ fn raft_error(error: RaftError) -> ApiError {
 
 fn reject_error(reject: Reject) -> ApiError {
     match &reject {
-        Reject::AppExists { .. } | Reject::TaskExists { .. } | Reject::TaskNotTerminal { .. } => {
-            ApiError::conflict(reject.to_string())
-        }
+        Reject::AppExists { .. }
+        | Reject::TaskExists { .. }
+        | Reject::TaskNotTerminal { .. }
+        | Reject::AgentInUse { .. }
+        | Reject::AgentRemoved { .. } => ApiError::conflict(reject.to_string()),
         Reject::UnknownApp { .. } | Reject::UnknownTask { .. } | Reject::UnknownAgent { .. } => {
             ApiError::not_found(reject.to_string())
         }
@@ -578,6 +582,48 @@ async fn delete_app(State(master): State<Arc<Master>>, Path(id): Path<String>) -
             version: iso8601(at_ms),
             deployment_id: random_id(),
         }),
+        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
+        Err(e) => api_error(raft_error(e)),
+    }
+}
+
+/// `POST /cluster/v1/agents/{id}/drain`: no new tasks on the agent, and the services
+/// framework moves its tasks elsewhere (start-then-stop, each with its kill grace). Answers
+/// the agent as `/cluster/v1/nodes` shows it ("draining", with its remaining tasks).
+async fn drain_agent(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
+    match master
+        .write(Command::DrainAgent {
+            agent_id: id.clone(),
+        })
+        .await
+    {
+        Ok(Outcome::Applied) => {
+            tracing::info!(agent = %id, "agent draining");
+            match master.read(|s| s.agents.get(&id).map(|a| dcos_api::agent_view(s, a))) {
+                Some(view) => json_ok(&view),
+                None => api_error(ApiError::not_found(format!("agent {id} is gone"))),
+            }
+        }
+        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
+        Err(e) => api_error(raft_error(e)),
+    }
+}
+
+/// `DELETE /cluster/v1/agents/{id}`: forgets a drained agent (no tasks left) or an
+/// unreachable one (its tasks become TASK_LOST); the id may not register again.
+async fn remove_agent(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
+    let at_ms = now_ms();
+    match master
+        .write(Command::RemoveAgent {
+            agent_id: id.clone(),
+            at_ms,
+        })
+        .await
+    {
+        Ok(Outcome::Applied) => {
+            tracing::info!(agent = %id, "agent removed");
+            json_ok(&serde_json::json!({ "removed": id }))
+        }
         Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
         Err(e) => api_error(raft_error(e)),
     }

@@ -66,7 +66,14 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
 
     for (app_id, app) in &state.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
-        plan_app(app, &tasks, &state.draining, now_ms, &mut free, &mut actions);
+        plan_app(
+            app,
+            &tasks,
+            &state.draining,
+            now_ms,
+            &mut free,
+            &mut actions,
+        );
     }
     // Tasks whose app is gone.
     for tasks in tasks_by_app.values() {

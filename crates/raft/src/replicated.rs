@@ -583,8 +583,7 @@ impl ReplicatedState {
         let sole_voter = m.membership_config.membership().voter_ids().count() == 1;
         Some(
             sole_voter
-                || m
-                    .millis_since_quorum_ack
+                || m.millis_since_quorum_ack
                     .is_some_and(|age| age <= self.inner.lease_ms),
         )
     }
