@@ -37,6 +37,8 @@ enum Kind {
 struct Node {
     kind: Kind,
     config: PathBuf,
+    /// After `--config`: agents get their masters on the command line (`--masters`).
+    args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -157,7 +159,7 @@ tokens_file = "../ca/tokens"
             peers = peers.join(", "),
         );
         std::fs::write(home.join("master.toml"), config).unwrap();
-        self.add_node(host, Kind::Master, home.join("master.toml"))
+        self.add_node(host, Kind::Master, home.join("master.toml"), Vec::new())
             .await;
     }
 
@@ -165,15 +167,11 @@ tokens_file = "../ca/tokens"
     pub async fn start_agent(&mut self, host: u32, masters: &[u32]) {
         let name = format!("a{host}");
         let home = issue(self.dir.path(), "agent", &name, Some(host));
-        let urls: Vec<String> = masters
-            .iter()
-            .map(|m| format!("\"{}\"", master_url(*m)))
-            .collect();
+        let urls: Vec<String> = masters.iter().map(|m| master_url(*m)).collect();
         let config = format!(
             r#"listen = "{ip}:{AGENT_PORT}"
 advertise_url = "{url}"
 work_dir = "work"
-masters = [{urls}]
 heartbeat_ms = {AGENT_HEARTBEAT_MS}
 cpus = 2.0
 mem_mib = 1024
@@ -187,11 +185,11 @@ tokens_file = "../ca/tokens"
 "#,
             ip = net::address(host),
             url = agent_url(host),
-            urls = urls.join(", "),
             cgroup = self.cgroup_parent(host),
         );
         std::fs::write(home.join("agent.toml"), config).unwrap();
-        self.add_node(host, Kind::Agent, home.join("agent.toml"))
+        let args = vec!["--masters".to_string(), urls.join(",")];
+        self.add_node(host, Kind::Agent, home.join("agent.toml"), args)
             .await;
     }
 
@@ -199,7 +197,7 @@ tokens_file = "../ca/tokens"
         format!("dcos-e2e-{}-a{host}", self.cgroup_tag)
     }
 
-    async fn add_node(&mut self, host: u32, kind: Kind, config: PathBuf) {
+    async fn add_node(&mut self, host: u32, kind: Kind, config: PathBuf, args: Vec<String>) {
         let log = self.dir.path().join(format!(
             "{}{host}.log",
             if kind == Kind::Master { "m" } else { "a" }
@@ -209,6 +207,7 @@ tokens_file = "../ca/tokens"
             Node {
                 kind,
                 config,
+                args,
                 log,
                 child: None,
             },
@@ -256,6 +255,7 @@ tokens_file = "../ca/tokens"
             })
             .arg("--config")
             .arg(&node.config)
+            .args(&node.args)
             .env("DCOS_LOG", "warn,dcos_rs=info,openraft=error")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -144,15 +144,18 @@ fn teardown(hosts: impl Iterator<Item = u32>) {
         if !std::path::Path::new("/run/netns").join(&ns).exists() {
             continue;
         }
-        for signal in ["-TERM", "-KILL"] {
-            let pids = output("ip", &["netns", "pids", &ns]);
-            let pids: Vec<&str> = pids.split_whitespace().collect();
+        use nix::sys::signal::{kill, Signal};
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            let pids: Vec<i32> = output("ip", &["netns", "pids", &ns])
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
             if pids.is_empty() {
                 break;
             }
-            let mut args = vec![signal];
-            args.extend(pids);
-            let _ = Command::new("kill").args(&args).status();
+            for pid in pids {
+                let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+            }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();

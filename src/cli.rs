@@ -93,6 +93,10 @@ pub struct AgentArgs {
     /// The agent's config file (TOML; keys documented in config/agent.toml).
     #[arg(long, default_value = "/etc/dcos-rs/agent.toml")]
     pub config: PathBuf,
+    /// The masters' URLs, comma-separated (https://m1:5050,https://m2:5050); replaces the
+    /// config's `masters`.
+    #[arg(long)]
+    pub masters: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -120,7 +120,10 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let config = dcos_rs::agent::config::AgentFileConfig::load(&args.config)?;
+    let config = dcos_rs::agent::config::AgentFileConfig::load_with_masters(
+        &args.config,
+        args.masters.as_deref(),
+    )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {

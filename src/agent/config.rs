@@ -31,7 +31,8 @@ pub struct AgentFileConfig {
     pub advertise_url: String,
     #[serde(default = "default_work_dir")]
     pub work_dir: PathBuf,
-    /// Every master's URL; the agent finds the leader among them.
+    /// Every master's URL; the agent finds the leader among them. `--masters` replaces it.
+    #[serde(default)]
     pub masters: Vec<String>,
     pub tls: crate::master::config::TlsSection,
     #[serde(default = "default_heartbeat_ms")]
@@ -65,6 +66,15 @@ fn default_cgroup_parent() -> String {
 
 impl AgentFileConfig {
     pub fn load(path: &Path) -> anyhow::Result<AgentFileConfig> {
+        Self::load_with_masters(path, None)
+    }
+
+    /// `load`, with the masters given on the command line (comma-separated URLs) instead of
+    /// the file's `masters`.
+    pub fn load_with_masters(
+        path: &Path,
+        masters: Option<&str>,
+    ) -> anyhow::Result<AgentFileConfig> {
         let size = std::fs::metadata(path)
             .with_context(|| format!("{}: cannot read", path.display()))?
             .len();
@@ -75,8 +85,8 @@ impl AgentFileConfig {
         );
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        let mut config =
-            Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut config = Self::parse_with_masters(&text, masters)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for path in [
             &mut config.work_dir,
@@ -98,11 +108,31 @@ impl AgentFileConfig {
     }
 
     pub fn parse(text: &str) -> Result<AgentFileConfig, String> {
-        let config: AgentFileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::parse_with_masters(text, None)
+    }
+
+    fn parse_with_masters(text: &str, masters: Option<&str>) -> Result<AgentFileConfig, String> {
+        let mut config: AgentFileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         check_url("advertise_url", &config.advertise_url)?;
         config.auth.tokens_file()?;
+        if let Some(list) = masters {
+            config.masters = list
+                .split(',')
+                .map(|url| url.trim().to_string())
+                .filter(|url| !url.is_empty())
+                .collect();
+            if config.masters.is_empty() {
+                return Err("--masters: give at least one master URL".to_string());
+            }
+            for url in &config.masters {
+                check_url("--masters", url)?;
+            }
+        }
         if config.masters.is_empty() {
-            return Err("masters: give at least one master URL".to_string());
+            return Err(
+                "masters: give at least one master URL (or --masters on the command line)"
+                    .to_string(),
+            );
         }
         for (i, url) in config.masters.iter().enumerate() {
             check_url(&format!("masters[{i}]"), url)?;
