@@ -159,6 +159,7 @@ impl Agent {
             state: AgentState::Active,
             registered_at_ms: now_ms(),
             ports: self.config.ports.clone(),
+            certificate: None,
         }
     }
 

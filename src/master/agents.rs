@@ -112,7 +112,10 @@ async fn connect(
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let agent_id = request.agent.id.clone();
+    let mut agent = request.agent;
+    // The certificate names the agent (`gate` checked its role): an id stays with it.
+    agent.certificate = peer.0.as_ref().map(|identity| identity.name.clone());
+    let agent_id = agent.id.clone();
     if gateway
         .master
         .read(|s| s.removed_agents.contains(&agent_id))
@@ -123,11 +126,14 @@ async fn connect(
             format!("agent {agent_id} was removed from the cluster (dcos-rs node remove); delete the agent_id file in its work_dir to join as a new agent"),
         ));
     }
+    if let Err(response) = check_owner(&gateway, &peer, &agent_id) {
+        return *response;
+    }
     let (link, commands) = mpsc::channel(LINK_QUEUE_MAX);
     let registered = gateway
         .inbox
         .send(ToMaster::Register {
-            agent: request.agent,
+            agent,
             tasks: request.tasks,
             link,
         })
@@ -190,6 +196,24 @@ impl Gateway {
     }
 }
 
+/// An agent id registered with a certificate is spoken for by that certificate only.
+fn check_owner(gateway: &Gateway, peer: &Peer, agent_id: &str) -> Result<(), Box<Response>> {
+    let presented = peer.0.as_ref().map(|identity| identity.name.as_str());
+    let registered = gateway
+        .master
+        .read(|s| s.agents.get(agent_id).and_then(|a| a.certificate.clone()));
+    match registered {
+        Some(registered) if Some(registered.as_str()) != presented => {
+            Err(Box::new(api_error(ApiError::new(
+                403,
+                "forbidden",
+                format!("agent {agent_id} belongs to the certificate of {registered:?}; {presented:?} may not speak for it"),
+            ))))
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn status(
     State(gateway): State<Arc<Gateway>>,
     peer: Peer,
@@ -200,6 +224,24 @@ async fn status(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
+        return *response;
+    }
+    let task_agent = gateway.master.read(|s| {
+        s.tasks
+            .get(&request.report.task_id)
+            .map(|t| t.agent_id.clone())
+    });
+    if task_agent.is_some_and(|owner| owner != request.agent_id) {
+        return api_error(ApiError::new(
+            403,
+            "forbidden",
+            format!(
+                "task {} does not run on agent {}",
+                request.report.task_id, request.agent_id
+            ),
+        ));
+    }
     gateway.master.heartbeat(&request.agent_id);
     let (ack, committed) = oneshot::channel();
     let sent = gateway
@@ -230,6 +272,9 @@ async fn heartbeat(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
+        return *response;
+    }
     if gateway.master.heartbeat(&request.agent_id) {
         (StatusCode::OK, "{}").into_response()
     } else {

@@ -157,6 +157,41 @@ async fn remote_agents_run_tasks_and_an_unreachable_agents_replaced_task_is_kill
     )
     .await;
 
+    // Another agent certificate may not speak for a1: not its heartbeats, not its statuses.
+    let intruder =
+        crate::masters::client(&masters.ca_dir, masters.dir.path(), Role::Agent, "intruder");
+    let a_task = on_agent(&tasks(&masters).await, &a_id, "TASK_RUNNING")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = &masters.urls[&1];
+    let heartbeat = crate::masters::call(
+        &intruder,
+        &format!("{base}{}", dcos_rs::link::AGENT_HEARTBEAT_PATH),
+        None,
+        Method::POST,
+        Some(json!({ "agentId": a_id })),
+    )
+    .await;
+    assert_eq!(
+        heartbeat.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        heartbeat.body
+    );
+    let status = crate::masters::call(
+        &intruder,
+        &format!("{base}{}", dcos_rs::link::AGENT_STATUS_PATH),
+        None,
+        Method::POST,
+        Some(json!({
+            "agentId": a_id,
+            "report": { "taskId": a_task, "state": "TASK_FAILED", "atMs": 1 }
+        })),
+    )
+    .await;
+    assert_eq!(status.status, StatusCode::FORBIDDEN, "{}", status.body);
+
     // Agent a1 goes silent (its task keeps running): unreachable, its task replaced on a2.
     let old_task = on_agent(&tasks(&masters).await, &a_id, "TASK_RUNNING")[0]["id"]
         .as_str()

@@ -69,6 +69,12 @@ pub enum Reject {
     UnknownAgent { agent_id: String },
     #[error("agent {agent_id} was removed from the cluster; delete its work dir's agent_id file to join as a new agent")]
     AgentRemoved { agent_id: String },
+    #[error("agent {agent_id} registered with the certificate of {registered:?}; {presented:?} may not take it over")]
+    AgentCertificate {
+        agent_id: String,
+        registered: String,
+        presented: String,
+    },
     #[error("agent {agent_id} still runs {live_tasks} task(s) and is reachable: drain it first (dcos-rs node drain)")]
     AgentInUse { agent_id: String, live_tasks: usize },
     #[error("agent {agent_id} does not accept tasks (it is {state})")]

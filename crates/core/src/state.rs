@@ -56,6 +56,19 @@ impl ClusterState {
                         agent_id: agent.id.clone(),
                     });
                 }
+                if let Some(known) = self
+                    .agents
+                    .get(&agent.id)
+                    .and_then(|a| a.certificate.as_ref())
+                {
+                    if agent.certificate.as_ref() != Some(known) {
+                        return Err(Reject::AgentCertificate {
+                            agent_id: agent.id.clone(),
+                            registered: known.clone(),
+                            presented: agent.certificate.clone().unwrap_or_default(),
+                        });
+                    }
+                }
                 self.agents.insert(agent.id.clone(), agent.clone());
             }
             Command::PutApp {
@@ -388,6 +401,7 @@ pub(crate) mod tests {
                 begin: 31000,
                 end: 31009,
             }],
+            certificate: None,
         }
     }
 
@@ -768,5 +782,24 @@ pub(crate) mod tests {
             deployment_id: "f".into(),
         });
         assert_eq!(s.apps["/web"].config_version_ms, 3);
+    }
+
+    #[test]
+    fn an_agent_id_stays_with_the_certificate_it_registered_with() {
+        let mut s = ClusterState::default();
+        let with = |name: Option<&str>| {
+            let mut a = agent("a1", 1000, 100);
+            a.certificate = name.map(str::to_string);
+            Command::RegisterAgent { agent: a }
+        };
+        assert_eq!(s.apply(&with(Some("host-1"))), Outcome::Applied);
+        assert_eq!(s.apply(&with(Some("host-1"))), Outcome::Applied);
+        for intruder in [Some("host-2"), None] {
+            assert!(matches!(
+                s.apply(&with(intruder)),
+                Outcome::Rejected(Reject::AgentCertificate { .. })
+            ));
+        }
+        assert_eq!(s.agents["a1"].certificate.as_deref(), Some("host-1"));
     }
 }

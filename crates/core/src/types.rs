@@ -73,6 +73,10 @@ pub struct Agent {
     /// Host ports tasks may use (Mesos's `ports` resource).
     #[serde(default)]
     pub ports: Vec<PortRange>,
+    /// The name in the certificate the agent registered with (remote agents); another
+    /// certificate may not take over this agent id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// An inclusive range of host ports.

@@ -175,6 +175,7 @@ fn register(i: u64) -> Command {
             state: AgentState::Active,
             registered_at_ms: i,
             ports: vec![],
+            certificate: None,
         },
     }
 }

@@ -29,6 +29,7 @@ fn agent(id: &str) -> Agent {
         state: AgentState::Active,
         registered_at_ms: 1,
         ports: vec![],
+        certificate: None,
     }
 }
 
