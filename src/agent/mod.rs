@@ -500,6 +500,20 @@ impl Agent {
             .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
         let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.rootfs.as_path()))
             .map_err(anyhow::Error::msg)?;
+        // Validation allows it only with an image; a log entry from elsewhere is checked too.
+        let user_namespace = match (launch.user_namespace, &image) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!("a user namespace needs an image"),
+            (true, Some(_)) => {
+                let map = dcos_runtime::userns::IdMap::agent_default();
+                anyhow::ensure!(
+                    map.host_id(uid).is_some() && map.host_id(gid).is_some(),
+                    "user {uid}:{gid} is outside the user namespace's ids (0..{})",
+                    map.size
+                );
+                Some(map)
+            }
+        };
         let spec = ShimSpec {
             task_id: task.id.clone(),
             args: process.args,
@@ -515,7 +529,7 @@ impl Agent {
             pids_limit: TASK_PIDS_MAX,
             kill_grace_ms: launch.kill_grace_period_ms,
             container_state_root: self.config.work_dir.join("containers"),
-            mounts: resolve_volumes(&launch.volumes, dir)?,
+            mounts: resolve_volumes(&launch.volumes, dir, user_namespace)?,
             log_max_bytes: self.config.task_log_max_bytes,
             log_files_max: self.config.task_log_files_max,
             stop_signal: image
@@ -524,6 +538,7 @@ impl Agent {
                 .and_then(dcos_runtime::task_dir::parse_signal)
                 .unwrap_or(libc::SIGTERM),
             network,
+            user_namespace,
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
@@ -779,10 +794,12 @@ pub struct ContainerStats {
 }
 
 /// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is
-/// a directory created in the task's sandbox; `tmpfs` needs no source.
+/// a directory created in the task's sandbox (owned by the task's root when it runs in a
+/// user namespace, so it can write there); `tmpfs` needs no source.
 fn resolve_volumes(
     volumes: &[dcos_core::VolumeSpec],
     dir: &TaskDir,
+    user_namespace: Option<dcos_runtime::userns::IdMap>,
 ) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
     volumes
         .iter()
@@ -801,6 +818,10 @@ fn resolve_volumes(
                     let path = dir.path.join("volumes").join(relative);
                     std::fs::create_dir_all(&path)
                         .with_context(|| format!("creating sandbox volume {}", path.display()))?;
+                    if let Some(map) = user_namespace {
+                        std::os::unix::fs::chown(&path, Some(map.host_base), Some(map.host_base))
+                            .with_context(|| format!("chown {}", path.display()))?;
+                    }
                     Some(path)
                 }
                 None => None,

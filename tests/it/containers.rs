@@ -356,3 +356,155 @@ async fn an_image_that_lost_its_tag_is_collected_once_no_task_uses_it() {
     assert_eq!(images.images.len(), 1, "the tagged image stays: {images:?}");
     cluster.stop().await;
 }
+
+fn read_pid(cluster: &TestCluster, task_id: &str) -> i32 {
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(task_id);
+    std::fs::read_to_string(sandbox.join("task.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The `Uid:` line of a process: real, effective, saved, filesystem uid as the host sees them.
+fn host_uids(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespace_task_is_root_inside_and_an_unprivileged_id_outside() {
+    use dcos_runtime::userns::USERNS_HOST_ID_BASE;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cluster = TestCluster::start().await;
+    // The task's root is an unprivileged host id: it walks to its sandbox only through
+    // directories searchable by others, whatever the umask the tests run under.
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    import(&cluster, TestImageFormat::DockerSave, "busybox:userns").await;
+    let script = "echo uid=$(id -u) gid=$(id -g); cat /proc/self/uid_map; \
+                  echo x > /root/x && echo wrote-root; echo x > /tmp/x && echo wrote-tmp; \
+                  echo x > /scratch/x && echo wrote-volume; mkdir /new && echo made-dir; \
+                  echo done; sleep 1000";
+    cluster
+        .deploy(json!({
+            "id": "userns", "cmd": script, "cpus": 0.1, "mem": 48,
+            "container": {
+                "type": "MESOS", "docker": {"image": "busybox:userns"}, "userNamespace": true,
+                "volumes": [{"containerPath": "/scratch", "hostPath": "scratch", "mode": "RW"}]
+            }
+        }))
+        .await
+        .expect("deploy");
+    cluster
+        .deploy(json!({
+            "id": "plain", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
+            "container": {"type": "MESOS", "docker": {"image": "busybox:userns"}}
+        }))
+        .await
+        .expect("deploy");
+    let task = cluster.wait_running("/userns", 1).await.remove(0);
+    let stdout_url = format!("{}/files/tasks/{}/stdout", task.agent_url, task.id);
+    let stderr_url = format!("{}/files/tasks/{}/stderr", task.agent_url, task.id);
+    let out = wait_for(
+        "the user namespace checks",
+        Duration::from_secs(10),
+        || async {
+            let text = cluster.client.get_text(&stdout_url).await.ok()?;
+            text.contains("done").then_some(text)
+        },
+    )
+    .await;
+    let err = cluster.client.get_text(&stderr_url).await.unwrap();
+    assert!(out.contains("uid=0 gid=0"), "root inside: {out} {err}");
+    let map_line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("0"))
+        .unwrap_or_else(|| panic!("uid_map printed: {out}"));
+    assert_eq!(
+        map_line.split_whitespace().collect::<Vec<_>>(),
+        ["0", &USERNS_HOST_ID_BASE.to_string(), "65536"],
+        "{out}"
+    );
+    for wrote in ["wrote-root", "wrote-tmp", "wrote-volume", "made-dir"] {
+        assert!(out.contains(wrote), "{wrote}: {out} {err}");
+    }
+
+    let pid = read_pid(&cluster, &task.id);
+    let base = USERNS_HOST_ID_BASE.to_string();
+    assert_eq!(
+        host_uids(pid),
+        format!("Uid:\t{base}\t{base}\t{base}\t{base}"),
+        "the host sees the mapped id"
+    );
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap(),
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "the task has its own user namespace"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Seccomp:\t2"), "still filtered: {status}");
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
+    let written = std::fs::metadata(sandbox.join("volumes/scratch/x")).unwrap();
+    assert_eq!(
+        written.uid(),
+        USERNS_HOST_ID_BASE,
+        "volume files belong to the mapped root"
+    );
+    // The task sees its image's files as its own root's; the image store's tree stays as
+    // unpacked (the shifted view is an idmapped mount of the task's alone).
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{pid}/root/bin/busybox"))
+            .unwrap()
+            .uid(),
+        USERNS_HOST_ID_BASE
+    );
+    for tree in std::fs::read_dir(cluster.dir.path().join("data/agent/images/rootfs")).unwrap() {
+        let busybox = tree.unwrap().path().join("bin/busybox");
+        assert_eq!(
+            std::fs::metadata(&busybox).unwrap().uid(),
+            0,
+            "{}",
+            busybox.display()
+        );
+    }
+
+    // Still limited by the task's cgroup.
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        let procs = std::fs::read_to_string(cgroup_file(
+            &cluster.cgroup_parent,
+            &task.id,
+            "memory",
+            "cgroup.procs",
+        ))
+        .unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.to_string()),
+            "{pid} in {procs}"
+        );
+        let limit = std::fs::read_to_string(cgroup_file(
+            &cluster.cgroup_parent,
+            &task.id,
+            "memory",
+            "memory.limit_in_bytes",
+        ))
+        .unwrap();
+        assert_eq!(limit.trim(), (48u64 << 20).to_string());
+    } else {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(cgroup.contains(&task.id), "{cgroup}");
+    }
+
+    let plain = cluster.wait_running("/plain", 1).await.remove(0);
+    let plain_pid = read_pid(&cluster, &plain.id);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{plain_pid}/ns/user")).unwrap(),
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "without the option a task stays in the host's user namespace"
+    );
+    assert_eq!(host_uids(plain_pid), "Uid:\t0\t0\t0\t0");
+    cluster.stop().await;
+}

@@ -127,6 +127,10 @@ pub struct ContainerSpec {
     pub volumes: Vec<VolumeSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    /// Runs each task in a user namespace of its own: its root (and every id up to 65535)
+    /// is an unprivileged id range of the agent's host. Needs an image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_namespace: bool,
 }
 
 /// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;
@@ -371,6 +375,12 @@ impl AppSpec {
                 self.image().is_some(),
                 &mut errors,
             );
+            if container.user_namespace && self.image().is_none() {
+                errors.push(FieldError::new(
+                    "container.userNamespace",
+                    "a user namespace needs container.docker.image (a task without an image runs as a plain process on the host)",
+                ));
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -493,6 +503,7 @@ impl AppSpec {
                 .as_ref()
                 .map(|c| c.volumes.clone())
                 .unwrap_or_default(),
+            user_namespace: self.container.as_ref().is_some_and(|c| c.user_namespace),
             network: if self.bridged() {
                 TaskNetworkMode::Bridge {
                     port_mappings: self.port_mappings().to_vec(),
@@ -600,6 +611,10 @@ mod tests {
             (
                 r#"{"id":"w","container":{"docker":{"image":" "}}}"#,
                 "container.docker.image",
+            ),
+            (
+                r#"{"id":"w","cmd":"x","container":{"type":"MESOS","userNamespace":true}}"#,
+                "container.userNamespace",
             ),
         ];
         for (json, field) in cases {
@@ -786,5 +801,24 @@ mod tests {
         assert!(!a.config_differs(&b));
         b.cmd = Some("y".into());
         assert!(a.config_differs(&b));
+    }
+
+    #[test]
+    fn user_namespace_is_opt_in_and_reaches_the_launch() {
+        let mut on = app(
+            r#"{"id":"u","container":{"type":"MESOS","docker":{"image":"busybox"},"userNamespace":true}}"#,
+        );
+        on.normalize_and_validate().unwrap();
+        assert!(on.launch_spec().user_namespace);
+        assert!(serde_json::to_string(&on)
+            .unwrap()
+            .contains(r#""userNamespace":true"#));
+        let mut off = app(r#"{"id":"u","container":{"docker":{"image":"busybox"}}}"#);
+        off.normalize_and_validate().unwrap();
+        assert!(!off.launch_spec().user_namespace);
+        assert!(!serde_json::to_string(&off)
+            .unwrap()
+            .contains("userNamespace"));
+        assert!(on.config_differs(&off), "turning it on replaces the tasks");
     }
 }

@@ -433,6 +433,7 @@ pub(crate) mod tests {
                 kill_grace_period_ms: 3000,
                 volumes: vec![],
                 network: Default::default(),
+                user_namespace: false,
             },
             app_config_version_ms: config_version_ms,
             state: TaskState::Staging,

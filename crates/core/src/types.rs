@@ -207,6 +207,10 @@ pub struct LaunchSpec {
     /// the agent's bridge with these port mappings (host ports are the task's `ports`).
     #[serde(default)]
     pub network: TaskNetworkMode,
+    /// Run in a user namespace of its own (image tasks only); false for entries written
+    /// before user namespaces existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_namespace: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

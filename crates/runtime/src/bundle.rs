@@ -159,8 +159,9 @@ pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u
 }
 
 /// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces, the task's
-/// network namespace on the bridge (else the host's network), the runtime spec's default capabilities, masked and read-only paths, and
-/// cgroup limits from the task's resources.
+/// network namespace on the bridge (else the host's network), a user namespace with the
+/// task's id mapping when it asked for one, the runtime spec's default capabilities, masked
+/// and read-only paths, and cgroup limits from the task's resources.
 pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
     let resources = serde_json::to_value(crate::cgroups::linux_resources(spec)?)
@@ -175,8 +176,16 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
         json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                 "options": ["nosuid", "noexec", "nodev"] }),
-        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
-                "options": ["nosuid", "noexec", "nodev", "ro"] }),
+        // A user namespace may mount sysfs only with a network namespace it owns; the task's
+        // is the host's or one made by the agent, so it gets the host's /sys bound read-only
+        // instead (as runc does).
+        if spec.user_namespace.is_some() {
+            json!({ "destination": "/sys", "type": "bind", "source": "/sys",
+                    "options": ["rbind", "nosuid", "noexec", "nodev", "rro"] })
+        } else {
+            json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                    "options": ["nosuid", "noexec", "nodev", "ro"] })
+        },
         json!({ "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
                 "options": ["rbind", "ro"] }),
         json!({ "destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
@@ -204,6 +213,23 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
     if let Some(network) = &spec.network {
         namespaces.push(json!({ "type": "network", "path": network.netns_path() }));
     }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": spec.cgroup_path,
+        "resources": resources,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS
+    });
+    if let Some(map) = &spec.user_namespace {
+        // Created first by libcontainer, so the other new namespaces belong to it.
+        linux["namespaces"]
+            .as_array_mut()
+            .expect("namespaces is an array")
+            .push(json!({ "type": "user" }));
+        let mapping = json!([{ "containerID": 0, "hostID": map.host_base, "size": map.size }]);
+        linux["uidMappings"] = mapping.clone();
+        linux["gidMappings"] = mapping;
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -221,13 +247,7 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
         "root": { "path": "rootfs", "readonly": false },
         "hostname": spec.hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": spec.cgroup_path,
-            "resources": resources,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS
-        }
+        "linux": linux
     }))
 }
 
@@ -319,5 +339,72 @@ mod tests {
         assert_eq!(resolve_user(Some("1000"), None).unwrap(), (1000, 1000));
         assert_eq!(resolve_user(Some("1000:5"), None).unwrap(), (1000, 5));
         assert!(resolve_user(Some("no-such-user-here"), None).is_err());
+    }
+
+    fn shim_spec(user_namespace: Option<crate::userns::IdMap>) -> ShimSpec {
+        ShimSpec {
+            task_id: "t".into(),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            image_rootfs: Some("/images/x".into()),
+            hostname: "t".into(),
+            cgroup_path: "/dcos-rs/t".into(),
+            mem_limit_bytes: 64 << 20,
+            cpus_milli: 100,
+            pids_limit: 100,
+            kill_grace_ms: 1000,
+            container_state_root: "/state".into(),
+            mounts: vec![],
+            stop_signal: libc::SIGTERM,
+            log_max_bytes: 1 << 20,
+            log_files_max: 1,
+            network: None,
+            user_namespace,
+        }
+    }
+
+    fn sys_mount(config: &Value) -> Value {
+        config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_user_namespace_maps_ids_and_binds_sys_only_when_asked() {
+        let plain = oci_config(&shim_spec(None)).unwrap();
+        let types: Vec<&Value> = plain["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| &n["type"])
+            .collect();
+        assert!(!types.contains(&&json!("user")), "{types:?}");
+        assert!(plain["linux"].get("uidMappings").is_none());
+        assert_eq!(sys_mount(&plain)["type"], "sysfs");
+
+        let map = crate::userns::IdMap::agent_default();
+        let mapped = oci_config(&shim_spec(Some(map))).unwrap();
+        let namespaces = mapped["linux"]["namespaces"].as_array().unwrap();
+        assert!(
+            namespaces.contains(&json!({ "type": "user" })),
+            "{namespaces:?}"
+        );
+        let expected = json!([{ "containerID": 0, "hostID": map.host_base, "size": map.size }]);
+        assert_eq!(mapped["linux"]["uidMappings"], expected);
+        assert_eq!(mapped["linux"]["gidMappings"], expected);
+        let sys = sys_mount(&mapped);
+        assert_eq!(sys["type"], "bind");
+        assert!(sys["options"].as_array().unwrap().contains(&json!("rro")));
+        // What libcontainer parses: the config is a valid OCI spec either way.
+        for config in [plain, mapped] {
+            serde_json::from_value::<oci_spec::runtime::Spec>(config).unwrap();
+        }
     }
 }

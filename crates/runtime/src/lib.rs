@@ -13,3 +13,4 @@ pub mod seccomp;
 pub mod shim;
 pub mod task_dir;
 pub mod testimage;
+pub mod userns;

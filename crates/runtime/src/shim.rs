@@ -222,7 +222,11 @@ fn output_pipes(dir: &TaskDir, spec: &ShimSpec) -> Result<(Vec<Stream>, OwnedFd,
 /// The task's writable root: an overlay over the image's read-only tree, mounted in a
 /// private mount namespace of the shim so it vanishes with the shim and the container
 /// (no mount leaks on the host); a copy of the tree where overlayfs is unavailable.
-fn prepare_rootfs(dir: &TaskDir, lower: &Path) -> Result<(), String> {
+///
+/// With a user namespace the overlay's lower layer is the image's tree through an idmapped
+/// mount (the store's files stay as unpacked; the task sees them owned by its own root),
+/// and the upper layer's root, which is the task's `/`, belongs to the task's root.
+fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_tree: &Path) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     let rootfs = dir.rootfs();
@@ -238,6 +242,27 @@ fn prepare_rootfs(dir: &TaskDir, lower: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
+    let lower = match &spec.user_namespace {
+        None => image_tree.to_path_buf(),
+        Some(map) => {
+            // libcontainer's init walks these paths as the task's (unprivileged) root.
+            crate::userns::check_reachable(&rootfs)?;
+            for source in spec.mounts.iter().filter_map(|m| m.source.as_ref()) {
+                crate::userns::check_reachable(source)?;
+            }
+            let mapped = dir.overlay_lower();
+            std::fs::create_dir_all(&mapped)
+                .map_err(|e| format!("creating {}: {e}", mapped.display()))?;
+            crate::userns::idmapped_bind(image_tree, &mapped, *map)?;
+            let root = Some(nix::unistd::Uid::from_raw(map.host_base));
+            let root_group = Some(nix::unistd::Gid::from_raw(map.host_base));
+            for d in [&rootfs, &dir.overlay_upper()] {
+                nix::unistd::chown(d.as_path(), root, root_group)
+                    .map_err(|e| format!("chown {}: {e}", d.display()))?;
+            }
+            mapped
+        }
+    };
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
@@ -272,11 +297,11 @@ fn prepare_rootfs(dir: &TaskDir, lower: &Path) -> Result<(), String> {
 fn start_container(
     dir: &TaskDir,
     spec: &ShimSpec,
-    lower: &Path,
+    image_tree: &Path,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<Running, String> {
-    prepare_rootfs(dir, lower)?;
+    prepare_rootfs(dir, spec, image_tree)?;
     let config = oci_config(spec)?;
     write_atomic(
         &dir.bundle().join("config.json"),

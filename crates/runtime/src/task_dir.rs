@@ -45,6 +45,10 @@ pub struct ShimSpec {
     /// The task's place on the agent's bridge; `None` shares the host's network.
     #[serde(default)]
     pub network: Option<crate::network::TaskNetwork>,
+    /// The task's user namespace: its ids `0..size` are host ids from `host_base` (image
+    /// tasks only); `None` runs it in the host's user namespace, as before this existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<crate::userns::IdMap>,
 }
 
 fn default_log_max_bytes() -> u64 {
@@ -205,6 +209,11 @@ impl TaskDir {
     }
     pub fn overlay_work(&self) -> PathBuf {
         self.path.join("overlay/work")
+    }
+    /// Mount point of the image's tree seen through a user namespace's id mapping (an
+    /// idmapped mount in the shim's mount namespace), the overlay's lower layer then.
+    pub fn overlay_lower(&self) -> PathBuf {
+        self.path.join("overlay/lower")
     }
 
     pub fn read_spec(&self) -> std::io::Result<ShimSpec> {
