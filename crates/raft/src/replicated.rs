@@ -136,8 +136,8 @@ pub struct RaftStatus {
     pub role: String,
     /// Every master in the effective membership, as this node sees it.
     pub members: Vec<MemberStatus>,
-    /// On the leader: how long ago a majority last acknowledged it (ms). Past the lease (the
-    /// longest election timeout) the majority may have elected another leader, so this node
+    /// On the leader: how long ago a majority last acknowledged it (ms). Past the lease (twice
+    /// the longest election timeout) the majority may have elected another leader, so this node
     /// stops acting as leader (`is_leader` is false) although openraft still calls it one.
     pub quorum_ack_age_ms: Option<u64>,
 }
@@ -170,8 +170,9 @@ struct Inner {
     /// Lets `shutdown` wait until every openraft task has let go of the file, so the data dir
     /// can be reopened right away. Weak: this handle alone must not keep the file open.
     db: Weak<Database>,
-    /// The leader lease: a leader no majority has acknowledged for longer (the longest
-    /// election timeout, after which followers may have elected another) stops leading.
+    /// The leader lease: a leader no majority has acknowledged for longer stops leading.
+    /// Twice the longest election timeout: past one, followers may have elected another;
+    /// the margin keeps a leader on a loaded host from stepping down for a late answer.
     lease_ms: u64,
 }
 
@@ -273,7 +274,7 @@ impl ReplicatedState {
                 applied,
                 applied_index,
                 db: db_weak,
-                lease_ms: opts.election_timeout_max_ms,
+                lease_ms: 2 * opts.election_timeout_max_ms,
             }),
         })
     }
@@ -565,8 +566,8 @@ impl ReplicatedState {
             .map_err(RaftError::from)
     }
 
-    /// This node leads and holds the lease: a majority acknowledged it within the longest
-    /// election timeout (a sole voter needs no one). A leader cut off from the majority stops
+    /// This node leads and holds the lease: a majority acknowledged it within twice the
+    /// longest election timeout (a sole voter needs no one). A leader cut off from the majority stops
     /// leading after the lease, so it neither hands out work nor keeps agents attached while
     /// the majority elects another; openraft itself only steps down when it hears a newer term.
     pub fn is_leader(&self) -> bool {
@@ -581,10 +582,11 @@ impl ReplicatedState {
             return None;
         }
         let sole_voter = m.membership_config.membership().voter_ids().count() == 1;
+        // No acknowledgement yet: just elected, by a majority's votes.
         Some(
             sole_voter
                 || m.millis_since_quorum_ack
-                    .is_some_and(|age| age <= self.inner.lease_ms),
+                    .is_none_or(|age| age <= self.inner.lease_ms),
         )
     }
 
