@@ -622,6 +622,7 @@ async fn remove_agent(State(master): State<Arc<Master>>, Path(id): Path<String>)
     {
         Ok(Outcome::Applied) => {
             tracing::info!(agent = %id, "agent removed");
+            master.disconnect(&id);
             json_ok(&serde_json::json!({ "removed": id }))
         }
         Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),

@@ -166,6 +166,13 @@ impl Master {
             .contains_key(agent_id)
     }
 
+    /// Closes the agent's command stream (it was removed): when it connects again it is
+    /// told why it is refused.
+    pub fn disconnect(&self, agent_id: &str) {
+        self.links.lock().expect("links lock").remove(agent_id);
+        self.agent_seen.lock().expect("seen lock").remove(agent_id);
+    }
+
     fn link(&self, agent_id: &str) -> Option<mpsc::Sender<ToAgent>> {
         self.links
             .lock()
