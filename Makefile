@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # musl-tools) if present, else the system gcc (those files use no libc headers).
 MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 
-.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime
+.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime bench-raft bench-failover bench-detection
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -26,12 +26,26 @@ test-core:
 	$(CARGO) test -p dcos-core
 
 ## bench: every benchmark (numbers only, never pass/fail; format in DESIGN.md §10)
-bench: bench-runtime
+bench: bench-runtime bench-raft bench-failover bench-detection
 
 ## bench-runtime: start /bin/true through the shim, runc and crun (root; apt-get install -y runc crun busybox-static)
 bench-runtime:
 	$(CARGO) build --release --bin dcos-rs
 	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/release/dcos-rs) $(CARGO) bench --bench runtime
+
+## bench-raft: replicated writes, 1/100/1000 clients, 3 masters vs 3 etcd 3.4 members (root; installs etcd-server if missing)
+bench-raft:
+	@command -v etcd >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends etcd-server; } \
+		|| { echo "error: bench-raft needs etcd 3.4: apt-get install -y etcd-server" >&2; exit 1; }
+	$(CARGO) bench --bench raft
+
+## bench-failover: kill -9 of the leading master -> first acknowledged write, 20 trials (root)
+bench-failover:
+	$(CARGO) bench --bench failover
+
+## bench-detection: kill -9 of an agent -> marked unreachable; false positives at 10 % loss for DCOS_BENCH_LOSS_SECS (default 600) (root)
+bench-detection:
+	$(CARGO) bench --bench detection
 
 ## static: a fully static binary (musl, ring as the TLS provider)
 static:

@@ -1,0 +1,317 @@
+//! `make bench-detection`: how long the masters take to mark a dead agent unreachable, and
+//! whether a live agent on a lossy network is ever marked so (DESIGN.md §10), at the
+//! DEFAULT settings: agents unreachable after 15 s of silence, agent heartbeat 2 s.
+//!
+//! 3 real masters and one agent (e2e harness: network namespaces on one bridge, mutual
+//! TLS). The harness configures short test timeouts (`[agents] unreachable_timeout_ms` on
+//! the masters, `heartbeat_ms` on the agent); this benchmark removes those two settings
+//! from the config files the harness wrote and restarts the nodes before measuring, so the
+//! built-in defaults apply (checked: the keys are gone from the files).
+//!
+//! - Detection, `DCOS_BENCH_TRIALS` trials (default 10): SIGKILL to the agent, then the
+//!   leader's `GET /cluster/v1/nodes` every 100 ms until the agent's state is
+//!   `unreachable`; the agent is restarted and active again before the next trial. The kill
+//!   comes a different time after the agent is seen active in each trial (spread over one
+//!   heartbeat interval), so its phase against the heartbeat varies.
+//! - False positives: the healthy agent's host drops 10 % of its frames each way (nftables
+//!   `numgen random`, no netem here) for `DCOS_BENCH_LOSS_SECS` (default 600); the leader is
+//!   asked for the agent's state every second. A false positive is one marking as
+//!   unreachable: counted both as transitions seen by the polls and as the masters'
+//!   `agent unreachable` log lines over the run (which also catch a marking shorter than a
+//!   poll interval); the larger count is reported.
+//!
+//! Not measured: detection of a partitioned (rather than dead) agent, which waits for the
+//! same timeout; tasks' replacement after the marking.
+//!
+//! Needs root (namespaces, nftables).
+
+#[path = "../e2e/net.rs"]
+#[allow(dead_code)]
+mod net;
+
+#[path = "../e2e/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use cluster::{master_url, wait_for, Cluster};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MASTERS: [u32; 3] = [1, 2, 3];
+const AGENT: u32 = 4;
+/// The agent's default heartbeat (src/agent/remote.rs), over which kill times are spread.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2_000);
+const DETECTION_POLL: Duration = Duration::from_millis(100);
+/// A trial gives up (and the benchmark fails) when no marking comes within this.
+const DETECTION_MAX: Duration = Duration::from_secs(120);
+const LOSS_PERCENT: u32 = 10;
+const LOSS_POLL: Duration = Duration::from_secs(1);
+/// The line a master logs when it marks an agent unreachable (src/master/mod.rs).
+const UNREACHABLE_LOG_LINE: &str = "agent unreachable";
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    // A panic unwinds through `run` and drops (kills) the cluster.
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let trials = env_number("DCOS_BENCH_TRIALS", 10);
+    let loss_secs = env_number("DCOS_BENCH_LOSS_SECS", 600);
+    assert!(trials >= 1, "DCOS_BENCH_TRIALS must be at least 1");
+    let load_before = loadavg();
+    let mut cluster = Cluster::new(AGENT);
+    for host in MASTERS {
+        cluster.start_master(host, &MASTERS).await;
+    }
+    cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    cluster.start_agent(AGENT, &MASTERS).await;
+    let agent_id = cluster.agent_id(AGENT);
+
+    // Back to the defaults: the harness's short timeouts out of the files, nodes restarted.
+    let dir = cluster.dir.path().to_path_buf();
+    cluster.stop(AGENT);
+    for host in MASTERS {
+        cluster.stop(host);
+        drop_setting(
+            &dir.join(format!("m{host}/master.toml")),
+            "unreachable_timeout_ms",
+        );
+    }
+    drop_setting(&dir.join(format!("a{AGENT}/agent.toml")), "heartbeat_ms");
+    for host in MASTERS {
+        cluster.start(host).await;
+    }
+    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    cluster.start(AGENT).await;
+    wait_active(&cluster, leader, &agent_id).await;
+
+    let mut detections = Vec::new();
+    for n in 0..trials {
+        let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+        wait_active(&cluster, leader, &agent_id).await;
+        // Spread the kill over one heartbeat interval, trial by trial.
+        let phase = DEFAULT_HEARTBEAT.mul_f64(n as f64 / trials as f64);
+        tokio::time::sleep(Duration::from_secs(1) + phase).await;
+        cluster.kill(AGENT);
+        let killed = Instant::now();
+        let detected = loop {
+            if agent_state(&cluster, leader, &agent_id).await.as_deref() == Some("unreachable") {
+                break killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < DETECTION_MAX,
+                "the killed agent was not marked unreachable within {DETECTION_MAX:?}"
+            );
+            tokio::time::sleep(DETECTION_POLL).await;
+        };
+        eprintln!(
+            "bench-detection: trial {}/{trials}: marked unreachable {:.1} s after the kill",
+            n + 1,
+            detected.as_secs_f64()
+        );
+        detections.push(detected);
+        cluster.start(AGENT).await;
+    }
+
+    // False positives: a live agent behind 10 % loss each way.
+    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    wait_active(&cluster, leader, &agent_id).await;
+    let logged_before = unreachable_log_lines(&dir);
+    let registered_before = agent_field(&cluster, leader, &agent_id, "registeredAt").await;
+    cluster.net().packet_loss(AGENT, LOSS_PERCENT);
+    let started = Instant::now();
+    let (mut polls, mut failed_polls, mut transitions, mut registrations) = (0, 0, 0, 0);
+    let (mut last_state, mut last_registered) = (Some("active".to_string()), registered_before);
+    let mut next_poll = Instant::now();
+    while started.elapsed() < Duration::from_secs(loss_secs as u64) {
+        tokio::time::sleep_until(next_poll.into()).await;
+        next_poll += LOSS_POLL;
+        polls += 1;
+        let Some(agent) = agent_view(&cluster, leader, &agent_id).await else {
+            failed_polls += 1;
+            continue;
+        };
+        let state = agent["state"].as_str().map(str::to_string);
+        if state.as_deref() == Some("unreachable") && last_state.as_deref() != Some("unreachable") {
+            transitions += 1;
+            eprintln!(
+                "bench-detection: the live agent was marked unreachable {:.0} s into the loss",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let registered = agent["registeredAt"].as_str().map(str::to_string);
+        if registered != last_registered {
+            registrations += 1;
+        }
+        (last_state, last_registered) = (state, registered);
+    }
+    let lossy = started.elapsed();
+    cluster.net().heal();
+    let logged = unreachable_log_lines(&dir) - logged_before;
+    let false_positives = transitions.max(logged);
+    drop(cluster);
+    let load_after = loadavg();
+
+    let mut sorted = detections.clone();
+    sorted.sort();
+    println!(
+        "# bench-detection: 3 masters, 1 agent, DEFAULT settings (agent unreachable after 15000 ms \
+         of silence, heartbeat {} ms); kill -9 of the agent → the leader reports it unreachable \
+         (polled every {} ms)",
+        DEFAULT_HEARTBEAT.as_millis(),
+        DETECTION_POLL.as_millis()
+    );
+    println!(
+        "# {trials} trials: {} s",
+        detections
+            .iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "# p99 of {trials} samples by nearest rank{}",
+        if trials <= 100 {
+            " = the largest sample"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "# loss run: {LOSS_PERCENT} % of the agent host's frames dropped each way for {:.0} s; {polls} polls \
+         ({failed_polls} unanswered), {transitions} transitions to unreachable seen, {logged} \
+         `{UNREACHABLE_LOG_LINE}` log lines on the masters, {registrations} re-registrations of the agent",
+        lossy.as_secs_f64()
+    );
+    println!(
+        "# check of the log count: {logged_before} `{UNREACHABLE_LOG_LINE}` lines during the {trials} kill trials"
+    );
+    println!("# load average before: {load_before}; after: {load_after}");
+    println!("BENCH detection_p50 {:.0} ms", ms(rank(&sorted, 50.0)));
+    println!("BENCH detection_p99 {:.0} ms", ms(rank(&sorted, 99.0)));
+    println!(
+        "BENCH detection_false_positives {false_positives} count (over {:.0} s at {LOSS_PERCENT} % loss)",
+        lossy.as_secs_f64()
+    );
+}
+
+/// Removes every `key = ...` line (and a table header left empty by it) from a TOML file.
+fn drop_setting(path: &Path, key: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept: Vec<&str> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let setting = |l: &str| l.split('=').next().map(str::trim) == Some(key);
+        if setting(line) {
+            continue;
+        }
+        // `[agents]` followed only by the dropped key: drop the header too.
+        let is_header = line.trim_start().starts_with('[');
+        let next = lines.get(i + 1).copied();
+        let after_next = lines.get(i + 2).copied();
+        if is_header
+            && next.is_some_and(setting)
+            && after_next.is_none_or(|l| l.trim_start().starts_with('['))
+        {
+            continue;
+        }
+        kept.push(line);
+    }
+    let new = kept.join("\n") + "\n";
+    assert!(
+        !new.lines()
+            .any(|l| l.split('=').next().map(str::trim) == Some(key)),
+        "{key} still in {}",
+        path.display()
+    );
+    assert_ne!(new, text, "{key} was not in {}", path.display());
+    std::fs::write(path, new).unwrap();
+}
+
+async fn agent_view(cluster: &Cluster, master: u32, agent_id: &str) -> Option<Value> {
+    let answer = cluster
+        .try_call(
+            &master_url(master),
+            Method::GET,
+            "/cluster/v1/nodes",
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()
+        .filter(|a| a.status == StatusCode::OK)?;
+    answer.body["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["id"] == agent_id)
+        .cloned()
+}
+
+async fn agent_state(cluster: &Cluster, master: u32, agent_id: &str) -> Option<String> {
+    agent_field(cluster, master, agent_id, "state").await
+}
+
+async fn agent_field(
+    cluster: &Cluster,
+    master: u32,
+    agent_id: &str,
+    field: &str,
+) -> Option<String> {
+    let agent = agent_view(cluster, master, agent_id).await?;
+    agent[field].as_str().map(str::to_string)
+}
+
+async fn wait_active(cluster: &Cluster, leader: u32, agent_id: &str) {
+    wait_for("the agent active", Duration::from_secs(60), async || {
+        let state = agent_state(cluster, leader, agent_id).await;
+        (state.as_deref() == Some("active")).then_some(())
+    })
+    .await;
+}
+
+/// `agent unreachable` lines in all masters' logs so far.
+fn unreachable_log_lines(dir: &Path) -> usize {
+    MASTERS
+        .iter()
+        .map(|host| {
+            std::fs::read_to_string(dir.join(format!("m{host}.log")))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(UNREACHABLE_LOG_LINE))
+                .count()
+        })
+        .sum()
+}
+
+/// Nearest rank: the smallest sample with at least p% of the samples at or below it.
+fn rank(sorted: &[Duration], p: f64) -> Duration {
+    let k = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[k.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
