@@ -13,10 +13,10 @@ pub mod serve;
 
 use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster};
 use dcos_core::{
-    plan, returning_tasks, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState,
+    plan_on, returning_tasks, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState,
 };
 use dcos_raft::{RaftError, ReplicatedState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -385,7 +385,7 @@ impl Master {
             return;
         }
         let now = now_ms();
-        let connected: Vec<String> = self
+        let connected: BTreeSet<String> = self
             .links
             .lock()
             .expect("links lock")
@@ -393,20 +393,15 @@ impl Master {
             .cloned()
             .collect();
         let (actions, pending_kills) = self.read(|state| {
-            // Place only on agents that are connected now.
-            let mut view = state.clone();
-            for agent in view.agents.values_mut() {
-                if !connected.contains(&agent.id) && agent.state == AgentState::Active {
-                    agent.state = AgentState::Unreachable;
-                }
-            }
             let pending: Vec<(String, String)> = state
                 .tasks
                 .values()
                 .filter(|t| t.kill_requested && !t.state.is_terminal())
                 .map(|t| (t.agent_id.clone(), t.id.clone()))
                 .collect();
-            (plan(&view, now), pending)
+            // Place only on agents that are connected now.
+            let placeable = |agent: &dcos_core::Agent| connected.contains(&agent.id);
+            (plan_on(state, now, &placeable), pending)
         });
         let mut launches = 0;
         for action in actions {

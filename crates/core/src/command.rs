@@ -50,6 +50,10 @@ pub enum Command {
     /// An operator forgets the agent: allowed once it is drained (no live tasks) or when it
     /// is unreachable, whose remaining tasks become TASK_LOST. The id may not register again.
     RemoveAgent { agent_id: String, at_ms: u64 },
+    /// Several commands in one log entry (one fsync for all), applied in order as if each
+    /// were its own entry (`ClusterState::apply_entry`, one outcome each). Not nested: a
+    /// batch inside a batch, or given to `apply`, is refused with `Reject::NestedBatch`.
+    Batch(Vec<Command>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +81,8 @@ pub enum Reject {
     },
     #[error("agent {agent_id} still runs {live_tasks} task(s) and is reachable: drain it first (dcos-rs node drain)")]
     AgentInUse { agent_id: String, live_tasks: usize },
+    #[error("a batch of commands is applied as a log entry, and may not hold another batch")]
+    NestedBatch,
     #[error("agent {agent_id} does not accept tasks (it is {state})")]
     AgentNotActive { agent_id: String, state: String },
     #[error("task {task_id} does not exist")]

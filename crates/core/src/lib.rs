@@ -16,7 +16,7 @@ pub use app::{
     PortMapping, TmpfsSpec, VolumeSpec,
 };
 pub use command::{Command, Outcome, Reject};
-pub use planner::{plan, returning_tasks, Action, BACKOFF_MAX_MS};
+pub use planner::{plan, plan_on, returning_tasks, Action, BACKOFF_MAX_MS};
 pub use state::{AppRecord, ClusterState};
 pub use types::{
     allocate_ports, Agent, AgentState, LaunchSpec, PortRange, Resources, Task, TaskNetworkMode,

@@ -40,12 +40,24 @@ pub fn backoff_ms(consecutive_failures: u32) -> u64 {
 }
 
 pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
+    plan_on(state, now_ms, &|_| true)
+}
+
+/// `plan`, placing new tasks only on active agents for which `placeable` holds (the master
+/// passes "has a live link to this leader").
+pub fn plan_on(
+    state: &ClusterState,
+    now_ms: u64,
+    placeable: &dyn Fn(&crate::types::Agent) -> bool,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     // Free resources per active agent, reduced as this plan places tasks.
     let mut free: BTreeMap<&str, Slot> = state
         .agents
         .values()
-        .filter(|a| a.state == AgentState::Active && !state.draining.contains(&a.id))
+        .filter(|a| {
+            a.state == AgentState::Active && !state.draining.contains(&a.id) && placeable(a)
+        })
         .map(|a| {
             let slot = Slot {
                 resources: state.free_resources(&a.id),

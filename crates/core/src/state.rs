@@ -39,6 +39,15 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Applies one log entry: a command, or each command of a `Command::Batch` in order.
+    /// One outcome per command.
+    pub fn apply_entry(&mut self, command: &Command) -> Vec<Outcome> {
+        match command {
+            Command::Batch(commands) => commands.iter().map(|c| self.apply(c)).collect(),
+            command => vec![self.apply(command)],
+        }
+    }
+
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let outcome = match self.apply_inner(command) {
             Ok(()) => Outcome::Applied,
@@ -263,6 +272,7 @@ impl ClusterState {
                     task.message = Some("its agent stopped answering".to_string());
                 }
             }
+            Command::Batch(_) => return Err(Reject::NestedBatch),
             Command::DrainAgent { agent_id } => {
                 if !self.agents.contains_key(agent_id) {
                     return Err(Reject::UnknownAgent {
@@ -802,5 +812,38 @@ pub(crate) mod tests {
             ));
         }
         assert_eq!(s.agents["a1"].certificate.as_deref(), Some("host-1"));
+    }
+
+    #[test]
+    fn a_batch_applies_like_its_commands_one_by_one() {
+        let commands = vec![
+            Command::RegisterAgent {
+                agent: agent("a1", 1000, 100),
+            },
+            Command::PutApp {
+                app: app("/web", 1),
+                create: true,
+                at_ms: 1,
+                deployment_id: "d".into(),
+            },
+            Command::PutApp {
+                app: app("/web", 1),
+                create: true,
+                at_ms: 2,
+                deployment_id: "d".into(),
+            },
+            Command::Batch(vec![]),
+        ];
+        let mut one_by_one = ClusterState::default();
+        let mut outcomes: Vec<Outcome> =
+            commands[..3].iter().map(|c| one_by_one.apply(c)).collect();
+        outcomes.push(Outcome::Rejected(Reject::NestedBatch));
+        let mut batched = ClusterState::default();
+        assert_eq!(batched.apply_entry(&Command::Batch(commands)), outcomes);
+        assert_eq!(batched, one_by_one);
+        assert_eq!(
+            batched.apply(&Command::Batch(vec![])),
+            Outcome::Rejected(Reject::NestedBatch)
+        );
     }
 }

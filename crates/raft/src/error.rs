@@ -8,7 +8,7 @@
 use openraft::error::{ClientWriteError, Fatal, InitializeError};
 use openraft::BasicNode;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RaftError {
     /// This node cannot accept writes; `leader_id`/`leader_addr` name the leader it knows of.
     #[error("this master is not the leader (leader: {})", leader_label(*.leader_id))]

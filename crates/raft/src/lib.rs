@@ -11,6 +11,7 @@
 //! - The peer network is a seam (`network::Transport`): this crate serializes RPCs, the master
 //!   binary carries them over HTTPS with mutual TLS, tests carry them in process.
 
+mod batch;
 mod db;
 mod error;
 mod log_store;
@@ -32,11 +33,11 @@ pub use replicated::{
 };
 
 openraft::declare_raft_types!(
-    /// Raft types of dcos-rs: log entries carry `dcos_core::Command`, applying one answers an
-    /// `Outcome`, nodes are numbered `u64` with an address.
+    /// Raft types of dcos-rs: log entries carry `dcos_core::Command` (maybe a batch), applying
+    /// one answers an `Outcome` per command, nodes are numbered `u64` with an address.
     pub TypeConfig:
         D = dcos_core::Command,
-        R = dcos_core::Outcome,
+        R = Vec<dcos_core::Outcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -174,6 +174,8 @@ struct Inner {
     /// Twice the longest election timeout: past one, followers may have elected another;
     /// the margin keeps a leader on a loaded host from stepping down for a late answer.
     lease_ms: u64,
+    /// Group commit of concurrent writes (one log entry, one fsync per master).
+    batcher: crate::batch::Batcher,
 }
 
 impl ReplicatedState {
@@ -270,11 +272,12 @@ impl ReplicatedState {
         Ok(Self {
             inner: Arc::new(Inner {
                 node_id: opts.node_id,
-                raft,
                 applied,
                 applied_index,
                 db: db_weak,
                 lease_ms: 2 * opts.election_timeout_max_ms,
+                batcher: crate::batch::Batcher::start(raft.clone()),
+                raft,
             }),
         })
     }
@@ -351,6 +354,7 @@ impl ReplicatedState {
 
     /// Proposes a command; returns after it is committed (fsync'd) and applied. A refusal by
     /// the business rules is `Ok(Outcome::Rejected(..))`, replicated like any outcome.
+    /// Concurrent writes share log entries (`crate::batch`).
     /// Bounded by `WRITE_TIMEOUT_MS`: a timed-out write may still commit later.
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
         // A leader past its lease answers at once instead of waiting for a commit that the
@@ -361,9 +365,9 @@ impl ReplicatedState {
                 leader_addr: None,
             });
         }
-        let write = self.inner.raft.client_write(command);
+        let write = self.inner.batcher.submit(command);
         match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {
-            Ok(response) => Ok(response?.data),
+            Ok(outcome) => outcome,
             Err(_) => Err(RaftError::Timeout(format!(
                 "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
             ))),

@@ -184,7 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -199,12 +199,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let outcome = match entry.payload {
-                    EntryPayload::Blank => Outcome::Applied,
-                    EntryPayload::Normal(command) => applied.state.apply(&command),
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(command) => applied.state.apply_entry(&command),
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
-                        Outcome::Applied
+                        Vec::new()
                     }
                 };
                 outcomes.push(outcome);

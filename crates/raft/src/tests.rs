@@ -300,3 +300,63 @@ async fn durable_write_latency_is_reported() {
     );
     eprintln!("bench raft_open first_ms={open_ms:.1} reopen_ms={reopen_ms:.1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_each_gets_its_own_outcome() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let before = state.status().last_log_index;
+    // 300 writes at once: 200 distinct agents, and 100 creations of one app, of which exactly
+    // one may succeed.
+    let writes = (0..300).map(|i| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let command = if i < 200 {
+                Command::RegisterAgent {
+                    agent: agent(&format!("agent-{i}")),
+                }
+            } else {
+                Command::PutApp {
+                    app: app("/one", 1),
+                    create: true,
+                    at_ms: i,
+                    deployment_id: format!("d-{i}"),
+                }
+            };
+            (i, state.write(command).await.unwrap())
+        })
+    });
+    let outcomes = futures_join(writes).await;
+    for (i, outcome) in &outcomes {
+        if *i < 200 {
+            assert_eq!(*outcome, Outcome::Applied, "write {i}");
+        }
+    }
+    let created = outcomes
+        .iter()
+        .filter(|(i, o)| *i >= 200 && *o == Outcome::Applied)
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|(i, o)| *i >= 200 && matches!(o, Outcome::Rejected(Reject::AppExists { .. })))
+        .count();
+    assert_eq!((created, refused), (1, 99));
+    assert_eq!(state.read(|s| s.agents.len()), 200);
+    let entries = state.status().last_log_index - before;
+    assert!(
+        entries < 300,
+        "300 concurrent writes took {entries} log entries: no batching"
+    );
+    eprintln!("300 concurrent writes in {entries} log entries");
+    state.shutdown().await.unwrap();
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
