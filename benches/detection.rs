@@ -32,6 +32,8 @@ mod net;
 #[path = "../e2e/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[allow(dead_code)] // each benchmark uses part of it
+mod common;
 
 use cluster::{master_url, wait_for, Cluster};
 use hyper::{Method, StatusCode};
@@ -62,10 +64,10 @@ fn main() {
 }
 
 async fn run() {
-    let trials = env_number("DCOS_BENCH_TRIALS", 10);
-    let loss_secs = env_number("DCOS_BENCH_LOSS_SECS", 600);
+    let trials = common::env_number("DCOS_BENCH_TRIALS", 10);
+    let loss_secs = common::env_number("DCOS_BENCH_LOSS_SECS", 600);
     assert!(trials >= 1, "DCOS_BENCH_TRIALS must be at least 1");
-    let load_before = loadavg();
+    let load_before = common::loadavg();
     let mut cluster = Cluster::new(AGENT);
     for host in MASTERS {
         cluster.start_master(host, &MASTERS).await;
@@ -130,7 +132,7 @@ async fn run() {
     let (mut polls, mut failed_polls, mut transitions, mut registrations) = (0, 0, 0, 0);
     let (mut last_state, mut last_registered) = (Some("active".to_string()), registered_before);
     let mut next_poll = Instant::now();
-    while started.elapsed() < Duration::from_secs(loss_secs as u64) {
+    while started.elapsed() < Duration::from_secs(loss_secs) {
         tokio::time::sleep_until(next_poll.into()).await;
         next_poll += LOSS_POLL;
         polls += 1;
@@ -157,7 +159,7 @@ async fn run() {
     let logged = unreachable_log_lines(&dir) - logged_before;
     let false_positives = transitions.max(logged);
     drop(cluster);
-    let load_after = loadavg();
+    let load_after = common::loadavg();
 
     let mut sorted = detections.clone();
     sorted.sort();
@@ -194,8 +196,14 @@ async fn run() {
         "# check of the log count: {logged_before} `{UNREACHABLE_LOG_LINE}` lines during the {trials} kill trials"
     );
     println!("# load average before: {load_before}; after: {load_after}");
-    println!("BENCH detection_p50 {:.0} ms", ms(rank(&sorted, 50.0)));
-    println!("BENCH detection_p99 {:.0} ms", ms(rank(&sorted, 99.0)));
+    println!(
+        "BENCH detection_p50 {:.0} ms",
+        common::ms(common::rank(&sorted, 50.0))
+    );
+    println!(
+        "BENCH detection_p99 {:.0} ms",
+        common::ms(common::rank(&sorted, 99.0))
+    );
     println!(
         "BENCH detection_false_positives {false_positives} count (over {:.0} s at {LOSS_PERCENT} % loss)",
         lossy.as_secs_f64()
@@ -288,30 +296,4 @@ fn unreachable_log_lines(dir: &Path) -> usize {
                 .count()
         })
         .sum()
-}
-
-/// Nearest rank: the smallest sample with at least p% of the samples at or below it.
-fn rank(sorted: &[Duration], p: f64) -> Duration {
-    let k = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[k.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

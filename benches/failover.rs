@@ -21,6 +21,8 @@ mod net;
 #[path = "../e2e/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[allow(dead_code)] // each benchmark uses part of it
+mod common;
 
 use cluster::{master_url, Cluster};
 use hyper::{Method, StatusCode};
@@ -61,9 +63,9 @@ struct Trial {
 }
 
 async fn run() {
-    let trials = env_number("DCOS_BENCH_TRIALS", 20);
+    let trials = common::env_number("DCOS_BENCH_TRIALS", 20);
     assert!(trials >= 1, "DCOS_BENCH_TRIALS must be at least 1");
-    let load_before = loadavg();
+    let load_before = common::loadavg();
     let mut cluster = Cluster::new(3);
     for host in MASTERS {
         cluster.start_master(host, &MASTERS).await;
@@ -81,13 +83,13 @@ async fn run() {
             n + 1,
             trial.killed,
             trial.new_leader,
-            ms(trial.first_write),
-            ms(trial.elected)
+            common::ms(trial.first_write),
+            common::ms(trial.elected)
         );
         results.push(trial);
     }
     drop(cluster);
-    let load_after = loadavg();
+    let load_after = common::loadavg();
 
     let mut gaps: Vec<Duration> = results.iter().map(|t| t.first_write).collect();
     gaps.sort();
@@ -113,21 +115,27 @@ async fn run() {
             n + 1,
             t.killed,
             t.new_leader,
-            ms(t.first_write),
-            ms(t.elected),
+            common::ms(t.first_write),
+            common::ms(t.elected),
             t.failed_attempts
         );
     }
     println!(
         "# first write: min {:.0} ms, p50 {:.0} ms, max {:.0} ms; election: p50 {:.0} ms, max {:.0} ms",
-        ms(gaps[0]),
-        ms(rank(&gaps, 50.0)),
-        ms(gaps[gaps.len() - 1]),
-        ms(rank(&elections, 50.0)),
-        ms(elections[elections.len() - 1])
+        common::ms(gaps[0]),
+        common::ms(common::rank(&gaps, 50.0)),
+        common::ms(gaps[gaps.len() - 1]),
+        common::ms(common::rank(&elections, 50.0)),
+        common::ms(elections[elections.len() - 1])
     );
-    println!("BENCH failover_p50 {:.0} ms", ms(rank(&gaps, 50.0)));
-    println!("BENCH failover_p99 {:.0} ms", ms(rank(&gaps, 99.0)));
+    println!(
+        "BENCH failover_p50 {:.0} ms",
+        common::ms(common::rank(&gaps, 50.0))
+    );
+    println!(
+        "BENCH failover_p99 {:.0} ms",
+        common::ms(common::rank(&gaps, 99.0))
+    );
 }
 
 async fn trial(cluster: &mut Cluster) -> Trial {
@@ -223,30 +231,4 @@ async fn write_until_acknowledged_after_kill(
             );
         }
     }
-}
-
-/// Nearest rank: the smallest sample with at least p% of the samples at or below it.
-fn rank(sorted: &[Duration], p: f64) -> Duration {
-    let k = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[k.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

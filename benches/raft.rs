@@ -33,6 +33,8 @@ mod net;
 #[path = "../e2e/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[allow(dead_code)] // each benchmark uses part of it
+mod common;
 
 use cluster::{master_url, Cluster, BIN};
 use dcos_rs::tls::{client_config, NodeClient, TlsFiles};
@@ -129,10 +131,10 @@ impl Target {
 }
 
 async fn run() {
-    let warmup = Duration::from_secs(env_secs("DCOS_BENCH_WARMUP_SECS", 3));
-    let window = Duration::from_secs(env_secs("DCOS_BENCH_WINDOW_SECS", 10));
+    let warmup = Duration::from_secs(common::env_number("DCOS_BENCH_WARMUP_SECS", 3));
+    let window = Duration::from_secs(common::env_number("DCOS_BENCH_WINDOW_SECS", 10));
     let etcd_version = etcd_version();
-    let load_before = loadavg();
+    let load_before = common::loadavg();
 
     let mut cluster = Cluster::new(3);
     for host in MASTERS {
@@ -199,7 +201,7 @@ async fn run() {
     let etcd_leader_after = etcd.wait_leader(&admin_tls).await;
     drop(etcd);
     drop(cluster);
-    let load_after = loadavg();
+    let load_after = common::loadavg();
 
     println!(
         "# bench-raft: 3 members on hosts {} (network namespaces on one bridge), HTTPS with mutual TLS, \
@@ -317,8 +319,7 @@ async fn run_level(target: &Target, clients: usize, warmup: Duration, window: Du
         if latencies.is_empty() {
             return f64::NAN;
         }
-        let k = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
-        latencies[k.clamp(1, latencies.len()) - 1].as_secs_f64() * 1000.0
+        common::ms(common::rank(&latencies, p))
     };
     Level {
         clients,
@@ -633,20 +634,4 @@ fn raise_nofile_limit() {
         "RLIMIT_NOFILE is {}: 1000 connections need at least {NOFILE_MIN} (raise the hard limit)",
         limit.rlim_cur
     );
-}
-
-fn env_secs(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number of seconds")),
-        Err(_) => default,
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
