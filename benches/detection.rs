@@ -3,10 +3,7 @@
 //! DEFAULT settings: agents unreachable after 15 s of silence, agent heartbeat 2 s.
 //!
 //! 3 real masters and one agent (e2e harness: network namespaces on one bridge, mutual
-//! TLS). The harness configures short test timeouts (`[agents] unreachable_timeout_ms` on
-//! the masters, `heartbeat_ms` on the agent); this benchmark removes those two settings
-//! from the config files the harness wrote and restarts the nodes before measuring, so the
-//! built-in defaults apply (checked: the keys are gone from the files).
+//! TLS), started with `Cluster::with_default_timeouts`, so the built-in defaults apply.
 //!
 //! - Detection, `DCOS_BENCH_TRIALS` trials (default 10): SIGKILL to the agent, then the
 //!   leader's `GET /cluster/v1/nodes` every 100 ms until the agent's state is
@@ -38,7 +35,6 @@ mod common;
 use cluster::{master_url, wait_for, Cluster};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MASTERS: [u32; 3] = [1, 2, 3];
@@ -68,30 +64,13 @@ async fn run() {
     let loss_secs = common::env_number("DCOS_BENCH_LOSS_SECS", 600);
     assert!(trials >= 1, "DCOS_BENCH_TRIALS must be at least 1");
     let load_before = common::loadavg();
-    let mut cluster = Cluster::new(AGENT);
+    let mut cluster = Cluster::with_default_timeouts(AGENT);
     for host in MASTERS {
         cluster.start_master(host, &MASTERS).await;
     }
-    cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
     cluster.start_agent(AGENT, &MASTERS).await;
     let agent_id = cluster.agent_id(AGENT);
-
-    // Back to the defaults: the harness's short timeouts out of the files, nodes restarted.
-    let dir = cluster.dir.path().to_path_buf();
-    cluster.stop(AGENT);
-    for host in MASTERS {
-        cluster.stop(host);
-        drop_setting(
-            &dir.join(format!("m{host}/master.toml")),
-            "unreachable_timeout_ms",
-        );
-    }
-    drop_setting(&dir.join(format!("a{AGENT}/agent.toml")), "heartbeat_ms");
-    for host in MASTERS {
-        cluster.start(host).await;
-    }
-    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
-    cluster.start(AGENT).await;
     wait_active(&cluster, leader, &agent_id).await;
 
     let mut detections = Vec::new();
@@ -125,7 +104,7 @@ async fn run() {
     // False positives: a live agent behind 10 % loss each way.
     let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
     wait_active(&cluster, leader, &agent_id).await;
-    let logged_before = unreachable_log_lines(&dir);
+    let logged_before = unreachable_log_lines(&cluster);
     let registered_before = agent_field(&cluster, leader, &agent_id, "registeredAt").await;
     cluster.net().packet_loss(AGENT, LOSS_PERCENT);
     let started = Instant::now();
@@ -156,7 +135,7 @@ async fn run() {
     }
     let lossy = started.elapsed();
     cluster.net().heal();
-    let logged = unreachable_log_lines(&dir) - logged_before;
+    let logged = unreachable_log_lines(&cluster) - logged_before;
     let false_positives = transitions.max(logged);
     drop(cluster);
     let load_after = common::loadavg();
@@ -210,39 +189,6 @@ async fn run() {
     );
 }
 
-/// Removes every `key = ...` line (and a table header left empty by it) from a TOML file.
-fn drop_setting(path: &Path, key: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut kept: Vec<&str> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let setting = |l: &str| l.split('=').next().map(str::trim) == Some(key);
-        if setting(line) {
-            continue;
-        }
-        // `[agents]` followed only by the dropped key: drop the header too.
-        let is_header = line.trim_start().starts_with('[');
-        let next = lines.get(i + 1).copied();
-        let after_next = lines.get(i + 2).copied();
-        if is_header
-            && next.is_some_and(setting)
-            && after_next.is_none_or(|l| l.trim_start().starts_with('['))
-        {
-            continue;
-        }
-        kept.push(line);
-    }
-    let new = kept.join("\n") + "\n";
-    assert!(
-        !new.lines()
-            .any(|l| l.split('=').next().map(str::trim) == Some(key)),
-        "{key} still in {}",
-        path.display()
-    );
-    assert_ne!(new, text, "{key} was not in {}", path.display());
-    std::fs::write(path, new).unwrap();
-}
-
 async fn agent_view(cluster: &Cluster, master: u32, agent_id: &str) -> Option<Value> {
     let answer = cluster
         .try_call(
@@ -285,12 +231,12 @@ async fn wait_active(cluster: &Cluster, leader: u32, agent_id: &str) {
 }
 
 /// `agent unreachable` lines in all masters' logs so far.
-fn unreachable_log_lines(dir: &Path) -> usize {
+fn unreachable_log_lines(cluster: &Cluster) -> usize {
     MASTERS
         .iter()
         .map(|host| {
-            std::fs::read_to_string(dir.join(format!("m{host}.log")))
-                .unwrap_or_default()
+            cluster
+                .log(*host)
                 .lines()
                 .filter(|l| l.contains(UNREACHABLE_LOG_LINE))
                 .count()

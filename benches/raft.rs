@@ -142,11 +142,7 @@ async fn run() {
     }
     let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
     let dir = cluster.dir.path().to_path_buf();
-    let admin_tls = TlsFiles {
-        ca: dir.join("ca/ca.crt"),
-        cert: dir.join("admin/admin.crt"),
-        key: dir.join("admin/admin.key"),
-    };
+    let admin_tls = cluster.admin_tls();
     let mut headers = HeaderMap::new();
     headers.insert(
         hyper::header::CONTENT_TYPE,
@@ -155,7 +151,7 @@ async fn run() {
     let mut dcos_headers = headers.clone();
     dcos_headers.insert(
         hyper::header::AUTHORIZATION,
-        format!("Bearer {}", admin_token(&dir)).parse().unwrap(),
+        format!("Bearer {}", cluster.token()).parse().unwrap(),
     );
     let clients_max = *LEVELS.iter().max().unwrap();
     create_apps(&cluster, leader, clients_max).await;
@@ -567,13 +563,6 @@ impl Drop for EtcdMembers {
             let _ = child.wait();
         }
     }
-}
-
-/// The admin token `cluster setup` wrote into cli.toml.
-fn admin_token(dir: &Path) -> String {
-    let cli: toml::Table =
-        toml::from_str(&std::fs::read_to_string(dir.join("cli.toml")).unwrap()).unwrap();
-    cli["token"].as_str().unwrap().to_string()
 }
 
 fn etcd_version() -> String {

@@ -5,7 +5,8 @@
 //! partition hosts.
 //!
 //! Masters use the Raft defaults (the failover claim is about them); agents go unreachable
-//! after `UNREACHABLE_TIMEOUT_MS` instead of the default 15 s so the tests stay short.
+//! after `UNREACHABLE_TIMEOUT_MS` instead of the default 15 s so the tests stay short
+//! (`Cluster::with_default_timeouts` keeps the defaults).
 
 use crate::net::{self, Net};
 use dcos_rs::tls::{self, NodeClient, TlsFiles};
@@ -56,6 +57,9 @@ pub struct Cluster {
     admin: NodeClient,
     /// The admin token `cluster setup` made; every API call carries it.
     token: String,
+    /// Short test timeouts (`UNREACHABLE_TIMEOUT_MS`, `AGENT_HEARTBEAT_MS`) or the built-in
+    /// defaults (`Cluster::with_default_timeouts`, for the benchmarks).
+    test_timeouts: bool,
     cgroup_tag: String,
     _one_at_a_time: std::fs::File,
 }
@@ -69,8 +73,20 @@ pub fn agent_url(host: u32) -> String {
 }
 
 impl Cluster {
-    /// `hosts` empty hosts with a cluster CA and an admin certificate.
+    /// `hosts` empty hosts with a cluster CA and an admin certificate; nodes started later
+    /// use short test timeouts.
     pub fn new(hosts: u32) -> Cluster {
+        Self::create(hosts, true)
+    }
+
+    /// `new`, but nodes keep the built-in agent timeouts (unreachable after 15 s, heartbeat
+    /// every 2 s): for figures "at default settings".
+    #[allow(dead_code)] // for the benchmarks
+    pub fn with_default_timeouts(hosts: u32) -> Cluster {
+        Self::create(hosts, false)
+    }
+
+    fn create(hosts: u32, test_timeouts: bool) -> Cluster {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "the e2e tests create network namespaces: run them as root (CI does)"
@@ -122,7 +138,25 @@ impl Cluster {
             nodes: BTreeMap::new(),
             admin,
             token,
+            test_timeouts,
             _one_at_a_time: guard,
+        }
+    }
+
+    /// The admin token every API call carries (`Authorization: Bearer`).
+    #[allow(dead_code)] // for the benchmarks
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The cluster CA and the admin's certificate and key, for clients of one's own.
+    #[allow(dead_code)] // for the benchmarks
+    pub fn admin_tls(&self) -> TlsFiles {
+        let dir = self.dir.path();
+        TlsFiles {
+            ca: dir.join("ca/ca.crt"),
+            cert: dir.join("admin/admin.crt"),
+            key: dir.join("admin/admin.key"),
         }
     }
 
@@ -149,11 +183,14 @@ initial_masters = [{peers}]
 ca = "../ca/ca.crt"
 cert = "{name}.crt"
 key = "{name}.key"
-[agents]
-unreachable_timeout_ms = {UNREACHABLE_TIMEOUT_MS}
-[auth]
+{agents}[auth]
 tokens_file = "../ca/tokens"
 "#,
+            agents = if self.test_timeouts {
+                format!("[agents]\nunreachable_timeout_ms = {UNREACHABLE_TIMEOUT_MS}\n")
+            } else {
+                String::new()
+            },
             ip = net::address(host),
             url = master_url(host),
             peers = peers.join(", "),
@@ -172,8 +209,7 @@ tokens_file = "../ca/tokens"
             r#"listen = "{ip}:{AGENT_PORT}"
 advertise_url = "{url}"
 work_dir = "work"
-heartbeat_ms = {AGENT_HEARTBEAT_MS}
-cpus = 2.0
+{heartbeat}cpus = 2.0
 mem_mib = 1024
 cgroup_parent = "{cgroup}"
 [tls]
@@ -185,6 +221,11 @@ tokens_file = "../ca/tokens"
 "#,
             ip = net::address(host),
             url = agent_url(host),
+            heartbeat = if self.test_timeouts {
+                format!("heartbeat_ms = {AGENT_HEARTBEAT_MS}\n")
+            } else {
+                String::new()
+            },
             cgroup = self.cgroup_parent(host),
         );
         std::fs::write(home.join("agent.toml"), config).unwrap();
