@@ -330,22 +330,13 @@ tokens_file = "../ca/tokens"
     /// The real CLI against this cluster, configured only by the cli.toml of `cluster setup`;
     /// returns its stdout (it must succeed).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command
             .env("DCOS_CONFIG", self.dir.path().join("cli.toml"))
             .env_remove("DCOS_URL")
             .env_remove("DCOS_TOKEN")
-            .env_remove("DCOS_CA")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dcos-rs {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            .env_remove("DCOS_CA");
+        run_cli(command, args)
     }
 
     pub fn pause(&self, host: u32) {
@@ -561,11 +552,15 @@ impl Drop for Cluster {
 
 /// Runs the real CLI in `dir`; panics with its output when it fails.
 fn dcos(dir: &Path, args: &[&str]) {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    run_cli(command, args);
+}
+
+/// Runs `command` (the binary, prepared) with `args`; returns its stdout, or panics with
+/// its output when it fails.
+fn run_cli(mut command: Command, args: &[&str]) -> String {
+    let out = command.args(args).output().unwrap();
     assert!(
         out.status.success(),
         "dcos-rs {}: {}{}",
@@ -573,6 +568,7 @@ fn dcos(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `dcos-rs cluster issue-cert` into `<dir>/<name>/`, for `host`'s address if given.

@@ -98,17 +98,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn master(args: MasterArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
     let config = dcos_rs::master::config::MasterConfig::load(&args.config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "listening on {} (the `listen` key of {})",
-                config.listen,
-                args.config.display()
-            )
-        })?;
+    let listener = bind_listen(config.listen, &args.config).await?;
     let stop = StopSignals::install()?;
     let process = dcos_rs::master::serve::start(config, listener, true).await?;
     stop.wait().await;
@@ -124,15 +115,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         &args.config,
         args.masters.as_deref(),
     )?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "listening on {} (the `listen` key of {})",
-                config.listen,
-                args.config.display()
-            )
-        })?;
+    let listener = bind_listen(config.listen, &args.config).await?;
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
     let stop = StopSignals::install()?;
     let masters = config.masters.join(", ");
@@ -146,6 +129,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     println!("stopping the agent; its tasks keep running");
     process.stop().await;
     Ok(())
+}
+
+/// Binds the `listen` address of a config file, naming the key and the file on failure.
+async fn bind_listen(
+    address: std::net::SocketAddr,
+    config: &std::path::Path,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {address} (the `listen` key of {})",
+                config.display()
+            )
+        })
 }
 
 /// Ctrl-C and SIGTERM, installed before start-up so a signal during start-up still stops
