@@ -45,6 +45,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MASTERS: [u32; 3] = [1, 2, 3];
+/// Concurrent clients per level, unless `DCOS_BENCH_CLIENTS` (e.g. `1,100`) names others.
 const LEVELS: [usize; 3] = [1, 100, 1000];
 const ETCD_CLIENT_PORT: u16 = 2379;
 const ETCD_PEER_PORT: u16 = 2380;
@@ -133,6 +134,7 @@ impl Target {
 async fn run() {
     let warmup = Duration::from_secs(common::env_number("DCOS_BENCH_WARMUP_SECS", 3));
     let window = Duration::from_secs(common::env_number("DCOS_BENCH_WINDOW_SECS", 10));
+    let levels = levels();
     let etcd_version = etcd_version();
     let load_before = common::loadavg();
 
@@ -153,7 +155,7 @@ async fn run() {
         hyper::header::AUTHORIZATION,
         format!("Bearer {}", cluster.token()).parse().unwrap(),
     );
-    let clients_max = *LEVELS.iter().max().unwrap();
+    let clients_max = *levels.iter().max().unwrap();
     create_apps(&cluster, leader, clients_max).await;
     let still = cluster.leader(&MASTERS, Duration::from_secs(5)).await;
     assert_eq!(
@@ -169,7 +171,7 @@ async fn run() {
         pids: MASTERS.iter().map(|h| cluster.pid(*h)).collect(),
     };
     let mut ours = Vec::new();
-    for clients in LEVELS {
+    for &clients in &levels {
         ours.push(run_level(&dcos, clients, warmup, window).await);
         progress("dcos-rs", ours.last().unwrap());
     }
@@ -190,7 +192,7 @@ async fn run() {
         pids: etcd.children.iter().map(|c| c.id() as i32).collect(),
     };
     let mut theirs = Vec::new();
-    for clients in LEVELS {
+    for &clients in &levels {
         theirs.push(run_level(&etcd_target, clients, warmup, window).await);
         progress("etcd", theirs.last().unwrap());
     }
@@ -246,11 +248,29 @@ async fn run() {
     }
     let (ours_c1, theirs_c1) = (&ours[0], &theirs[0]);
     println!(
-        "BENCH raft_write_latency_c1_p50 {:.2} ms peer=etcd:{:.2} ratio={:.2}",
+        "BENCH raft_write_latency_c{}_p50 {:.2} ms peer=etcd:{:.2} ratio={:.2}",
+        ours_c1.clients,
         ours_c1.p50_ms,
         theirs_c1.p50_ms,
         ours_c1.p50_ms / theirs_c1.p50_ms
     );
+}
+
+/// The levels to run: `DCOS_BENCH_CLIENTS` as a comma-separated list, else `LEVELS`. The
+/// first level is the one the latency line reports.
+fn levels() -> Vec<usize> {
+    let Ok(list) = std::env::var("DCOS_BENCH_CLIENTS") else {
+        return LEVELS.to_vec();
+    };
+    let levels: Vec<usize> = list
+        .split(',')
+        .map(|n| match n.trim().parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("DCOS_BENCH_CLIENTS={list:?}: {n:?} is not a positive whole number"),
+        })
+        .collect();
+    assert!(!levels.is_empty(), "DCOS_BENCH_CLIENTS is empty");
+    levels
 }
 
 fn progress(system: &str, level: &Level) {

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 /// File name of the database inside the data dir.
 pub(crate) const DB_FILE_NAME: &str = "raft.redb";
 
-/// Raft log entries keyed by log index; values are serde_json of `openraft::Entry`.
+/// Where stores from before the WAL kept the log entries (index -> serde_json of
+/// `openraft::Entry`); opening moves them into the WAL (`log_store::move_redb_entries`).
 pub(crate) const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 
-/// Small records of the log store: `vote`, `committed`, `last_purged` (serde_json each).
+/// Small records of the log store: `vote`, `last_purged` (serde_json each).
 pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 /// The current snapshot: `meta` (serde_json `SnapshotMeta`) and `data` (the snapshot bytes).
@@ -25,7 +26,6 @@ pub(crate) const SNAPSHOT_TABLE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("raft_snapshot");
 
 pub(crate) const META_VOTE: &str = "vote";
-pub(crate) const META_COMMITTED: &str = "committed";
 pub(crate) const META_LAST_PURGED: &str = "last_purged";
 pub(crate) const SNAPSHOT_META: &str = "meta";
 pub(crate) const SNAPSHOT_DATA: &str = "data";
@@ -61,6 +61,8 @@ pub enum StoreError {
     Locked { path: PathBuf, waited_ms: u64 },
     #[error("raft database: {0}")]
     Db(#[from] redb::Error),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: &'static str,

@@ -1,12 +1,13 @@
-//! openraft glue for dcos-rs: the Raft type config, a redb log store and state machine with
-//! durable snapshots, the peer network seam, and `ReplicatedState`, the master's handle on the
-//! replicated `dcos_core::ClusterState`.
+//! openraft glue for dcos-rs: the Raft type config, a log store (entries in a write-ahead log,
+//! the vote in redb), a redb state machine with durable snapshots, the peer network seam, and
+//! `ReplicatedState`, the master's handle on the replicated `dcos_core::ClusterState`.
 //!
 //! Architecture invariants:
 //! - This is the only crate that links openraft; its types do not leak through the public API
 //!   (`ReplicatedState`, `RaftOptions`, `RaftStatus`, `RaftError`).
-//! - Nothing is acknowledged before it is durable: log writes are fsync'd redb commits before
-//!   openraft hears they are flushed, and snapshots are fsync'd before logs they cover are purged.
+//! - Nothing is acknowledged before it is durable: log entries are synced WAL records and the
+//!   vote an fsync'd redb commit before openraft hears they are flushed, and snapshots are
+//!   fsync'd before logs they cover are purged.
 //! - The business rules are not here: applying a command is `ClusterState::apply` (crates/core).
 //! - The peer network is a seam (`network::Transport`): this crate serializes RPCs, the master
 //!   binary carries them over HTTPS with mutual TLS, tests carry them in process.
@@ -18,6 +19,7 @@ mod log_store;
 pub mod network;
 mod replicated;
 mod state_machine;
+mod wal;
 
 #[cfg(test)]
 mod cluster_tests;

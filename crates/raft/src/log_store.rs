@@ -1,44 +1,76 @@
-//! The Raft log store on redb: vote, committed log id, entries keyed by index, last purged id.
+//! The Raft log store: entries in the write-ahead log (`wal.rs`), the vote and the purge
+//! point in redb, the committed log id in a small file of its own.
 //!
-//! Every write that Raft's safety rests on (append, vote, truncate, purge) is one redb
-//! transaction committed with immediate durability (fsync) before it returns, and `append`
-//! calls openraft's `LogFlushed` callback only after that commit: nothing is acknowledged
-//! before it is on disk. Writes are serialized because openraft awaits each call. The one
-//! write that is not fsync'd on its own is the committed log id (see `save_committed`).
+//! Every write that Raft's safety rests on is durable before it returns: appends are synced
+//! WAL records, and `append` calls openraft's `LogFlushed` callback only after that; the vote
+//! and the purge point are redb commits with immediate durability (fsync); truncation and
+//! purge are durable as `wal.rs` describes. Writes are serialized because openraft awaits each
+//! call. The one write that is not synced is the committed log id (see `save_committed`).
 //!
-//! Not here: the state machine and snapshots (`state_machine.rs`), which share the same file.
+//! Stores written before the WAL kept entries in redb's `raft_log` table; opening moves them
+//! into the WAL once.
+//!
+//! Not here: the state machine and snapshots (`state_machine.rs`), which share the redb file.
 
-use crate::db::{
-    self, StoreError, LOG_TABLE, META_COMMITTED, META_LAST_PURGED, META_TABLE, META_VOTE,
-};
+use crate::db::{self, StoreError, LOG_TABLE, META_LAST_PURGED, META_TABLE, META_VOTE};
+use crate::wal::{Wal, WalError};
 use crate::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-/// Handle to the log tables; cloning it is how openraft gets its log readers.
+/// Directory of the WAL segments and the committed file, inside the data dir.
+pub(crate) const LOG_DIR_NAME: &str = "raft-log";
+const COMMITTED_FILE_NAME: &str = "committed";
+/// More than an encoded committed log id ever takes.
+const COMMITTED_MAX_BYTES: usize = 4096;
+
+/// Handle to the log; cloning it is how openraft gets its log readers.
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<Database>,
+    wal: Arc<Mutex<Wal>>,
+    committed: Arc<File>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    /// Opens the log under `data_dir`, next to the redb file `db`. Blocking.
+    pub(crate) fn open(db: Arc<Database>, data_dir: &Path) -> Result<Self, StoreError> {
+        let purged: Option<LogId<u64>> = db::read_json(&db, META_TABLE, META_LAST_PURGED)?;
+        let dir = data_dir.join(LOG_DIR_NAME);
+        let mut wal = Wal::open(&dir, purged.map(|id| id.index))?;
+        move_redb_entries(&db, &mut wal)?;
+        let path = dir.join(COMMITTED_FILE_NAME);
+        let committed = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| WalError::Io { path, source })?;
+        Ok(Self {
+            db,
+            wal: Arc::new(Mutex::new(wal)),
+            committed: Arc::new(committed),
+        })
     }
 
-    fn last_log_id_in_table(&self) -> Result<Option<LogId<u64>>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
-        let Some((_, bytes)) = table.last().map_err(redb::Error::from)? else {
+    fn wal(&self) -> Result<std::sync::MutexGuard<'_, Wal>, StoreError> {
+        self.wal.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn last_log_id_in_wal(&self) -> Result<Option<LogId<u64>>, StoreError> {
+        let wal = self.wal()?;
+        let Some((_, last)) = wal.bounds() else {
             return Ok(None);
         };
-        let entry: Entry<TypeConfig> =
-            serde_json::from_slice(bytes.value()).map_err(StoreError::decode("log entry"))?;
-        Ok(Some(entry.log_id))
+        Ok(Some(decode(last, wal.read(last)?)?.log_id))
     }
 
     fn read_entries(
@@ -46,26 +78,25 @@ impl LogStore {
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
-        let mut entries = Vec::new();
-        for row in table
-            .range::<u64>((start, end))
-            .map_err(redb::Error::from)?
-        {
-            let (index, bytes) = row.map_err(redb::Error::from)?;
-            let entry: Entry<TypeConfig> =
-                serde_json::from_slice(bytes.value()).map_err(StoreError::decode("log entry"))?;
-            if entry.log_id.index != index.value() {
-                return Err(StoreError::Inconsistent(format!(
-                    "log entry stored at index {} carries index {}",
-                    index.value(),
-                    entry.log_id.index
-                )));
-            }
-            entries.push(entry);
+        let wal = self.wal()?;
+        let Some((first, last)) = wal.bounds() else {
+            return Ok(Vec::new());
+        };
+        let from = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => first,
         }
-        Ok(entries)
+        .max(first);
+        let to = match end {
+            Bound::Included(i) => i.min(last),
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(i) => (i - 1).min(last),
+            Bound::Unbounded => last,
+        };
+        (from..=to)
+            .map(|index| decode(index, wal.read(index)?))
+            .collect()
     }
 
     async fn put_meta(
@@ -83,6 +114,91 @@ impl LogStore {
         })
         .await
     }
+
+    /// Runs `f` on the WAL on a blocking thread.
+    async fn with_wal<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Wal) -> Result<T, WalError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let wal = Arc::clone(&self.wal);
+        tokio::task::spawn_blocking(move || {
+            let mut wal = wal.lock().map_err(|_| StoreError::Poisoned)?;
+            Ok(f(&mut wal)?)
+        })
+        .await?
+    }
+}
+
+/// One log entry from its WAL record.
+fn decode(index: u64, record: Option<Vec<u8>>) -> Result<Entry<TypeConfig>, StoreError> {
+    let record = record.ok_or_else(|| {
+        StoreError::Inconsistent(format!("log entry {index} is missing from the WAL"))
+    })?;
+    let entry: Entry<TypeConfig> =
+        serde_json::from_slice(&record).map_err(StoreError::decode("log entry"))?;
+    if entry.log_id.index != index {
+        return Err(StoreError::Inconsistent(format!(
+            "log entry stored at index {index} carries index {}",
+            entry.log_id.index
+        )));
+    }
+    Ok(entry)
+}
+
+/// Moves entries a store written before the WAL kept in redb into the WAL, then empties the
+/// table (durably). A crash in between leaves them in both: the WAL's copy wins next time.
+fn move_redb_entries(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
+    let rows = {
+        let txn = db.begin_read().map_err(redb::Error::from)?;
+        let table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
+        if table.len().map_err(redb::Error::from)? == 0 {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        for row in table.iter().map_err(redb::Error::from)? {
+            let (index, bytes) = row.map_err(redb::Error::from)?;
+            rows.push((index.value(), bytes.value().to_vec()));
+        }
+        rows
+    };
+    if wal.bounds().is_none() {
+        tracing::info!(
+            entries = rows.len(),
+            "moving raft log entries from redb into the WAL"
+        );
+        wal.append(&rows)?;
+    }
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    txn.open_table(LOG_TABLE)
+        .map_err(redb::Error::from)?
+        .retain(|_, _| false)
+        .map_err(redb::Error::from)?;
+    txn.commit().map_err(redb::Error::from)?;
+    Ok(())
+}
+
+/// The committed log id's file: payload length u32 LE, CRC-32 u32 LE, serde_json of the id.
+fn encode_committed(committed: &Option<LogId<u64>>) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(committed).map_err(StoreError::encode("committed log id"))?;
+    let mut bytes = Vec::with_capacity(8 + json.len());
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    Ok(bytes)
+}
+
+/// `None` for an empty, torn or unreadable file: the restarted node then simply waits for the
+/// leader to tell it what is committed.
+fn decode_committed(bytes: &[u8]) -> Option<LogId<u64>> {
+    let len = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let json = bytes.get(8..8 + len)?;
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    serde_json::from_slice::<Option<LogId<u64>>>(json)
+        .ok()
+        .flatten()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -102,13 +218,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId<u64>> =
             db::read_json(&self.db, META_TABLE, META_LAST_PURGED)
                 .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last_in_table = self
-            .last_log_id_in_table()
+        let last_in_wal = self
+            .last_log_id_in_wal()
             .map_err(|e| StorageIOError::read_logs(&e))?;
         Ok(LogState {
             last_purged_log_id,
             // With every entry purged, the last log id is the last purged one.
-            last_log_id: last_in_table.or(last_purged_log_id),
+            last_log_id: last_in_wal.or(last_purged_log_id),
         })
     }
 
@@ -131,27 +247,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
-    /// Saved so that a restart replays committed entries into the state machine before serving.
-    /// Not fsync'd on its own: losing the newest value in a crash only means the restarted
-    /// leader re-commits those entries itself (they are durable in the log), and the next
-    /// durable commit (the next append) persists it anyway. This halves fsyncs per write.
+    /// Saved so that a restart replays committed entries into the state machine before
+    /// serving. Written in place and never synced: a few microseconds into the page cache,
+    /// on the path of every write. Losing the newest value in a crash only means the restarted
+    /// node applies less until the leader tells it again (the entries are durable in the log).
     async fn save_committed(
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        let write = async {
-            let bytes =
-                serde_json::to_vec(&committed).map_err(StoreError::encode("committed log id"))?;
-            self.put_meta(META_COMMITTED, bytes, Durability::None).await
-        };
-        write.await.map_err(|e| StorageIOError::write(&e).into())
+        let bytes = encode_committed(&committed).map_err(|e| StorageIOError::write(&e))?;
+        self.committed
+            .write_all_at(&bytes, 0)
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        let committed: Option<Option<LogId<u64>>> =
-            db::read_json(&self.db, META_TABLE, META_COMMITTED)
-                .map_err(|e| StorageIOError::read(&e))?;
-        Ok(committed.flatten())
+        let mut bytes = vec![0u8; COMMITTED_MAX_BYTES];
+        let read = self
+            .committed
+            .read_at(&mut bytes, 0)
+            .map_err(|e| StorageIOError::read(&e))?;
+        Ok(decode_committed(&bytes[..read]))
     }
 
     async fn append<I>(
@@ -164,7 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let write = async {
-            let rows = entries
+            let records = entries
                 .into_iter()
                 .map(|entry| {
                     let bytes =
@@ -172,37 +288,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     Ok((entry.log_id.index, bytes))
                 })
                 .collect::<Result<Vec<(u64, Vec<u8>)>, StoreError>>()?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            db::commit(&self.db, Durability::Immediate, move |txn| {
-                let mut table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
-                for (index, bytes) in &rows {
-                    table
-                        .insert(*index, bytes.as_slice())
-                        .map_err(redb::Error::from)?;
-                }
-                Ok(())
-            })
-            .await
+            self.with_wal(move |wal| wal.append(&records)).await
         };
         write.await.map_err(|e| StorageIOError::write_logs(&e))?;
-        // Only now, after the fsync'd commit, may openraft count these entries as persisted.
+        // Only now, after the records are synced, may openraft count these entries as persisted.
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         tracing::debug!(since = %log_id, "truncating raft log");
-        db::commit(&self.db, Durability::Immediate, move |txn| {
-            let mut table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
-            table
-                .retain_in::<u64, _>(log_id.index.., |_, _| false)
-                .map_err(redb::Error::from)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(&e).into())
+        self.with_wal(move |wal| wal.truncate(log_id.index))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
@@ -210,21 +308,56 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = async {
             let purged =
                 serde_json::to_vec(&log_id).map_err(StoreError::encode("purged log id"))?;
-            // The purge marker and the deletion commit together, so the log never shows a hole.
-            db::commit(&self.db, Durability::Immediate, move |txn| {
-                let mut meta = txn.open_table(META_TABLE).map_err(redb::Error::from)?;
-                meta.insert(META_LAST_PURGED, purged.as_slice())
-                    .map_err(redb::Error::from)?;
-                let mut table = txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
-                table
-                    .retain_in::<u64, _>(..=log_id.index, |_, _| false)
-                    .map_err(redb::Error::from)?;
-                Ok(())
-            })
-            .await
+            // The purge point is durable before any segment goes, so the log never shows a
+            // hole above it after a crash.
+            self.put_meta(META_LAST_PURGED, purged, Durability::Immediate)
+                .await?;
+            self.with_wal(move |wal| wal.purge(log_id.index)).await
         };
         write
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
+}
+
+/// Entries on disk under `data_dir` (what a purge leaves), for tests.
+#[cfg(test)]
+pub(crate) fn entries_on_disk(data_dir: &Path) -> u64 {
+    let db = db::open(data_dir).expect("open db");
+    let store = LogStore::open(db, data_dir).expect("open log");
+    let wal = store.wal().expect("wal");
+    wal.bounds().map_or(0, |(first, last)| last - first + 1)
+}
+
+/// Turns the store under `data_dir` back into the layout from before the WAL (entries in
+/// redb's log table), for the test of moving them.
+#[cfg(test)]
+pub(crate) fn rewrite_as_redb_log(data_dir: &Path) {
+    let db = db::open(data_dir).expect("open db");
+    let rows: Vec<(u64, Vec<u8>)> = {
+        let store = LogStore::open(Arc::clone(&db), data_dir).expect("open log");
+        let wal = store.wal().expect("wal");
+        let (first, last) = wal.bounds().expect("entries");
+        (first..=last)
+            .map(|i| (i, wal.read(i).expect("read").expect("held")))
+            .collect()
+    };
+    let txn = db.begin_write().expect("write txn");
+    {
+        let mut table = txn.open_table(LOG_TABLE).expect("log table");
+        for (index, bytes) in &rows {
+            table.insert(*index, bytes.as_slice()).expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+    std::fs::remove_dir_all(data_dir.join(LOG_DIR_NAME)).expect("remove the WAL");
+}
+
+/// Rows left in redb's old log table, for tests.
+#[cfg(test)]
+pub(crate) fn redb_log_rows(data_dir: &Path) -> u64 {
+    let db = db::open(data_dir).expect("open db");
+    let txn = db.begin_read().expect("read txn");
+    let table = txn.open_table(LOG_TABLE).expect("log table");
+    table.len().expect("len")
 }

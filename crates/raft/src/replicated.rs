@@ -239,10 +239,11 @@ impl ReplicatedState {
         let started = Instant::now();
 
         let data_dir = opts.data_dir.clone();
-        let (db, state_machine) = tokio::task::spawn_blocking(move || {
+        let (db, state_machine, log_store) = tokio::task::spawn_blocking(move || {
             let db = db::open(&data_dir)?;
             let state_machine = StateMachineStore::open(Arc::clone(&db))?;
-            Ok::<_, db::StoreError>((db, state_machine))
+            let log_store = LogStore::open(Arc::clone(&db), &data_dir)?;
+            Ok::<_, db::StoreError>((db, state_machine, log_store))
         })
         .await
         .map_err(|e| RaftError::Storage(format!("opening the raft store: {e}")))?
@@ -250,7 +251,6 @@ impl ReplicatedState {
 
         let applied = state_machine.shared_state();
         let applied_index = state_machine.applied_index_sender();
-        let log_store = LogStore::new(Arc::clone(&db));
         let db_weak = Arc::downgrade(&db);
         drop(db);
 

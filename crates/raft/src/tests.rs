@@ -4,14 +4,13 @@
 //!
 //! Not covered here: power loss (fsync itself) and multi-master behaviour.
 
-use crate::db::{self, LOG_TABLE, SNAPSHOT_META, SNAPSHOT_TABLE};
+use crate::db::{self, SNAPSHOT_META, SNAPSHOT_TABLE};
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
 use crate::{RaftError, RaftOptions, ReplicatedState, TypeConfig};
 use dcos_core::{Agent, AgentState, AppSpec, ClusterState, Command, Outcome, Reject, Resources};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
-use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::path::Path;
 use std::time::Instant;
 use tempfile::TempDir;
@@ -79,27 +78,53 @@ fn snapshot_of(state: &ReplicatedState) -> ClusterState {
 }
 
 fn log_entries_on_disk(dir: &Path) -> u64 {
-    let db = db::open(dir).expect("open db");
-    let txn = db.begin_read().expect("read txn");
-    let table = txn.open_table(LOG_TABLE).expect("log table");
-    table.len().expect("len")
+    crate::log_store::entries_on_disk(dir)
 }
 
-struct RedbStoreBuilder;
+struct WalStoreBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbStoreBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for WalStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = TempDir::new().expect("temp dir");
         let db = db::open(dir.path()).expect("open db");
         let state_machine = StateMachineStore::open(db.clone()).expect("open state machine");
-        Ok((dir, LogStore::new(db), state_machine))
+        let log_store = LogStore::open(db, dir.path()).expect("open log");
+        Ok((dir, log_store, state_machine))
     }
 }
 
 #[test]
-fn storage_suite_passes_against_redb_store() {
+fn storage_suite_passes_against_the_wal_and_redb_store() {
     // The suite builds its own tokio runtimes, so this is a plain test.
-    Suite::test_all(RedbStoreBuilder).expect("openraft storage suite");
+    Suite::test_all(WalStoreBuilder).expect("openraft storage suite");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_kept_its_log_in_redb_is_moved_into_the_wal() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    write_commands(&state, 0..30).await;
+    let before = snapshot_of(&state);
+    state.shutdown().await.unwrap();
+    drop(state);
+    crate::log_store::rewrite_as_redb_log(dir.path());
+    assert!(crate::log_store::redb_log_rows(dir.path()) >= 30);
+
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot_of(&state),
+        before,
+        "every entry was replayed from the moved log"
+    );
+    write_commands(&state, 30..31).await;
+    state.shutdown().await.unwrap();
+    drop(state);
+    assert_eq!(crate::log_store::redb_log_rows(dir.path()), 0);
+    assert!(log_entries_on_disk(dir.path()) >= 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
