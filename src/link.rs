@@ -116,10 +116,12 @@ pub fn now_ms() -> u64 {
 
 /// A random 128-bit id in UUID v4 text form, from the kernel's CSPRNG.
 pub fn random_id() -> String {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
+    // One getrandom(2) call (the kernel's urandom pool, never blocking once it is seeded at
+    // boot) instead of opening /dev/urandom on every write that names a deployment.
+    // SAFETY: the kernel writes at most `bytes.len()` bytes into our buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
         // Never expected on Linux; fall back to time + pid so ids stay unique per process.
         let seed = (now_ms() as u128) << 32 | std::process::id() as u128;
         bytes = seed.to_le_bytes();

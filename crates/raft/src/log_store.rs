@@ -288,7 +288,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     Ok((entry.log_id.index, bytes))
                 })
                 .collect::<Result<Vec<(u64, Vec<u8>)>, StoreError>>()?;
-            self.with_wal(move |wal| wal.append(&records)).await
+            let wal = Arc::clone(&self.wal);
+            tokio::task::spawn_blocking(move || {
+                let unsynced = wal
+                    .lock()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .write(&records)?;
+                // The lock is released: readers of earlier entries do not wait for the disk.
+                Ok::<_, StoreError>(unsynced.sync()?)
+            })
+            .await?
         };
         write.await.map_err(|e| StorageIOError::write_logs(&e))?;
         // Only now, after the records are synced, may openraft count these entries as persisted.

@@ -27,6 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Space preallocated per segment file.
 pub(crate) const SEGMENT_BYTES: u64 = 16 << 20;
@@ -46,6 +47,24 @@ pub enum WalError {
     Corrupt { path: PathBuf, reason: String },
     #[error("raft log: {0}")]
     Order(String),
+    #[error("raft log: an earlier write failed ({0}); restart the master to recover the log")]
+    Broken(String),
+}
+
+/// Segments written by `write` that still need a sync (`sync`) before the records count.
+#[must_use = "the records are not durable until synced"]
+pub(crate) struct Unsynced {
+    files: Vec<(PathBuf, Arc<File>)>,
+}
+
+impl Unsynced {
+    /// Makes the written records durable. Blocking; needs no lock on the `Wal`.
+    pub(crate) fn sync(self) -> Result<(), WalError> {
+        for (path, file) in self.files {
+            file.sync_data().map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -57,7 +76,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
 
 struct Segment {
     path: PathBuf,
-    file: File,
+    /// Shared so a sync can run after the lock around the `Wal` is released.
+    file: Arc<File>,
     /// Index of the first record this segment was created for.
     first: u64,
     /// Offset and payload length of each record, in index order from `first`.
@@ -79,6 +99,9 @@ pub(crate) struct Wal {
     /// Records at or below this index are purged: no longer read, and their segments go
     /// once wholly below it.
     purged: Option<u64>,
+    /// Set by a failed write: what memory lists may then not be on disk, so every later
+    /// call fails (openraft stops on the first storage error anyway).
+    broken: Option<String>,
 }
 
 impl Wal {
@@ -102,6 +125,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             segments: Vec::new(),
             purged,
+            broken: None,
         };
         for first in firsts {
             let segment = wal.scan(first)?;
@@ -182,7 +206,7 @@ impl Wal {
         }
         Ok(Segment {
             path,
-            file,
+            file: Arc::new(file),
             first,
             records,
             end: offset,
@@ -204,49 +228,71 @@ impl Wal {
     /// Writes `records` (consecutive indexes following the last held one, or any start if the
     /// log holds nothing) and syncs them: durable when this returns.
     pub(crate) fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), WalError> {
+        self.write(records)?.sync()
+    }
+
+    /// Writes `records` like `append` but leaves the sync to the caller, so it can release
+    /// its lock first: readers of earlier records need not wait for the disk.
+    pub(crate) fn write(&mut self, records: &[(u64, Vec<u8>)]) -> Result<Unsynced, WalError> {
+        if let Some(reason) = &self.broken {
+            return Err(WalError::Broken(reason.clone()));
+        }
+        let mut unsynced = Unsynced { files: Vec::new() };
         let Some((start, _)) = records.first() else {
-            return Ok(());
+            return Ok(unsynced);
         };
+        if let Some((index, payload)) = records.iter().find(|(_, p)| p.len() > RECORD_MAX_BYTES) {
+            return Err(WalError::Order(format!(
+                "entry {index} is {} bytes, more than the {RECORD_MAX_BYTES} a record may hold",
+                payload.len()
+            )));
+        }
+        if let Some(pair) = records.windows(2).find(|pair| pair[1].0 != pair[0].0 + 1) {
+            return Err(WalError::Order(format!(
+                "append of index {} right after index {}",
+                pair[1].0, pair[0].0
+            )));
+        }
         let last_written = self.segments.iter().rev().find_map(Segment::last);
         let continues = match last_written {
             Some(last) => *start == last + 1,
             None => self.segments.last().is_some_and(|s| s.first == *start),
         };
-        if !continues {
-            if self.bounds().is_some() {
-                return Err(WalError::Order(format!(
-                    "append of index {start} after index {}",
-                    last_written.map_or("none".to_string(), |l| l.to_string())
-                )));
-            }
+        if !continues && self.bounds().is_some() {
+            return Err(WalError::Order(format!(
+                "append of index {start} after index {}",
+                last_written.map_or("none".to_string(), |l| l.to_string())
+            )));
+        }
+        let written = self.write_records(records, !continues, &mut unsynced);
+        if let Err(e) = &written {
+            self.broken = Some(e.to_string());
+        }
+        written.map(|()| unsynced)
+    }
+
+    fn write_records(
+        &mut self,
+        records: &[(u64, Vec<u8>)],
+        start_over: bool,
+        unsynced: &mut Unsynced,
+    ) -> Result<(), WalError> {
+        if start_over {
             // Nothing held above the purge point (a new log, or a snapshot moved the log
             // past it): start over where the records start.
             self.remove_segments(..self.segments.len())?;
-            self.new_segment(*start)?;
+            self.new_segment(records[0].0)?;
         }
-        let mut touched = Vec::new();
         let mut buffer = Vec::new();
         for (index, payload) in records {
-            if payload.len() > RECORD_MAX_BYTES {
-                return Err(WalError::Order(format!(
-                    "entry {index} is {} bytes, more than the {RECORD_MAX_BYTES} a record may hold",
-                    payload.len()
-                )));
-            }
             let segment = self.segments.last().expect("a segment exists");
             let full =
                 segment.end + (buffer.len() + HEADER_BYTES + payload.len()) as u64 > SEGMENT_BYTES;
             if full && (segment.end > 0 || !buffer.is_empty()) {
-                self.write_buffer(&mut buffer, &mut touched)?;
+                self.write_buffer(&mut buffer, unsynced)?;
                 self.new_segment(*index)?;
             }
             let segment = self.segments.last_mut().expect("a segment exists");
-            let expected = segment.first + segment.records.len() as u64;
-            if *index != expected {
-                return Err(WalError::Order(format!(
-                    "append of index {index} where index {expected} is next"
-                )));
-            }
             segment
                 .records
                 .push((segment.end + buffer.len() as u64, payload.len() as u32));
@@ -255,12 +301,7 @@ impl Wal {
             buffer.extend_from_slice(&index.to_le_bytes());
             buffer.extend_from_slice(payload);
         }
-        self.write_buffer(&mut buffer, &mut touched)?;
-        for i in touched {
-            let segment = &self.segments[i];
-            segment.file.sync_data().map_err(io_error(&segment.path))?;
-        }
-        Ok(())
+        self.write_buffer(&mut buffer, unsynced)
     }
 
     /// Writes `buffer` at the last segment's end (its records are already listed) and notes
@@ -268,21 +309,22 @@ impl Wal {
     fn write_buffer(
         &mut self,
         buffer: &mut Vec<u8>,
-        touched: &mut Vec<usize>,
+        unsynced: &mut Unsynced,
     ) -> Result<(), WalError> {
         if buffer.is_empty() {
             return Ok(());
         }
-        let i = self.segments.len() - 1;
-        let segment = &mut self.segments[i];
+        let segment = self.segments.last_mut().expect("a segment exists");
         segment
             .file
             .write_all_at(buffer, segment.end)
             .map_err(io_error(&segment.path))?;
         segment.end += buffer.len() as u64;
         buffer.clear();
-        if !touched.contains(&i) {
-            touched.push(i);
+        if !unsynced.files.iter().any(|(path, _)| *path == segment.path) {
+            unsynced
+                .files
+                .push((segment.path.clone(), Arc::clone(&segment.file)));
         }
         Ok(())
     }
@@ -301,7 +343,7 @@ impl Wal {
         self.sync_dir()?;
         self.segments.push(Segment {
             path,
-            file,
+            file: Arc::new(file),
             first,
             records: Vec::new(),
             end: 0,
@@ -331,6 +373,9 @@ impl Wal {
 
     /// Removes the records at `index` and above, durably.
     pub(crate) fn truncate(&mut self, index: u64) -> Result<(), WalError> {
+        if let Some(reason) = &self.broken {
+            return Err(WalError::Broken(reason.clone()));
+        }
         let keep = self.segments.partition_point(|s| s.first < index);
         // Later segments go first: a crash in between leaves a shorter prefix, never a
         // record that was removed behind one that was kept.
@@ -352,6 +397,9 @@ impl Wal {
     /// it (the caller has durably recorded the purge). The last segment stays: appends
     /// continue in it.
     pub(crate) fn purge(&mut self, index: u64) -> Result<(), WalError> {
+        if let Some(reason) = &self.broken {
+            return Err(WalError::Broken(reason.clone()));
+        }
         self.purged = self.purged.max(Some(index));
         let below = self
             .segments
@@ -483,7 +531,10 @@ mod tests {
             wal.append(&records(6..=6)),
             Err(WalError::Order(_))
         ));
+        let gap = vec![(7, payload(7)), (9, payload(9))];
+        assert!(matches!(wal.append(&gap), Err(WalError::Order(_))));
         assert_eq!(held(&wal), vec![5, 6]);
+        wal.append(&records(7..=7)).unwrap();
     }
 
     #[test]
@@ -604,6 +655,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             segments: Vec::new(),
             purged: None,
+            broken: None,
         };
         other.new_segment(10).unwrap();
         other.append(&records(10..=11)).unwrap();
