@@ -146,7 +146,9 @@ fn decode(index: u64, record: Option<Vec<u8>>) -> Result<Entry<TypeConfig>, Stor
 }
 
 /// Moves entries a store written before the WAL kept in redb into the WAL, then empties the
-/// table (durably). A crash in between leaves them in both: the WAL's copy wins next time.
+/// table (durably). While the table holds rows it is the only complete copy: the WAL is
+/// rebuilt from it each time (a crash or error halfway through the move leaves a WAL with a
+/// prefix only), and the table is emptied only once the WAL holds every row, synced.
 fn move_redb_entries(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
     let rows = {
         let txn = db.begin_read().map_err(redb::Error::from)?;
@@ -161,13 +163,12 @@ fn move_redb_entries(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
         }
         rows
     };
-    if wal.bounds().is_none() {
-        tracing::info!(
-            entries = rows.len(),
-            "moving raft log entries from redb into the WAL"
-        );
-        wal.append(&rows)?;
-    }
+    tracing::info!(
+        entries = rows.len(),
+        "moving raft log entries from redb into the WAL"
+    );
+    wal.reset()?;
+    wal.append(&rows)?;
     let txn = db.begin_write().map_err(redb::Error::from)?;
     txn.open_table(LOG_TABLE)
         .map_err(redb::Error::from)?
@@ -339,9 +340,10 @@ pub(crate) fn entries_on_disk(data_dir: &Path) -> u64 {
 }
 
 /// Turns the store under `data_dir` back into the layout from before the WAL (entries in
-/// redb's log table), for the test of moving them.
+/// redb's log table), for the test of moving them; the WAL keeps the first `keep_in_wal`
+/// entries, as a move interrupted halfway would leave it.
 #[cfg(test)]
-pub(crate) fn rewrite_as_redb_log(data_dir: &Path) {
+pub(crate) fn rewrite_as_redb_log(data_dir: &Path, keep_in_wal: usize) {
     let db = db::open(data_dir).expect("open db");
     let rows: Vec<(u64, Vec<u8>)> = {
         let store = LogStore::open(Arc::clone(&db), data_dir).expect("open log");
@@ -360,6 +362,10 @@ pub(crate) fn rewrite_as_redb_log(data_dir: &Path) {
     }
     txn.commit().expect("commit");
     std::fs::remove_dir_all(data_dir.join(LOG_DIR_NAME)).expect("remove the WAL");
+    if keep_in_wal > 0 {
+        let mut wal = Wal::open(&data_dir.join(LOG_DIR_NAME), None).expect("new WAL");
+        wal.append(&rows[..keep_in_wal]).expect("prefix");
+    }
 }
 
 /// Rows left in redb's old log table, for tests.

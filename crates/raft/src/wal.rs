@@ -12,13 +12,19 @@
 //! zeros, and a zero length ends a segment, so opening scans each segment up to its first
 //! zero, torn or out-of-order record.
 //!
-//! Rules that keep a restart from resurrecting removed records:
-//! - `truncate` unlinks the later segments (and syncs the directory) before it zeroes the
-//!   tail of the segment that keeps the earlier records, and syncs that too.
-//! - Opening zeroes any torn tail it finds, so the next append never leaves stale bytes
-//!   that parse as records behind it.
+//! Rules that keep a crash from losing synced records or bringing back removed ones:
+//! - A full segment is synced before the next one is created, so only the last segment can
+//!   end in a torn or unsynced write; a bad record in any other segment is reported as
+//!   corruption and the file is left untouched.
+//! - Opening clears everything after the last good record of the last segment (a torn
+//!   record, or records written but never synced whose header page was lost), so a later
+//!   append is never followed by stale records that would parse.
+//! - `truncate` unlinks the later segments, highest first, and syncs the directory before
+//!   it clears the kept segment's tail and syncs that.
 //! - The caller persists the purge point before `purge` unlinks segments, and passes it to
-//!   `open`: segments wholly at or below it are removed, and a gap is tolerated only there.
+//!   `open`: a gap between segments is tolerated only wholly at or below it.
+//! - Clearing uses `fallocate(FALLOC_FL_ZERO_RANGE)` (metadata only on ext4/xfs), else
+//!   writes zeros.
 //!
 //! Blocking I/O: callers run these from a blocking thread. Writes are not concurrent
 //! (openraft awaits each log call); reads may run meanwhile behind the caller's lock.
@@ -36,8 +42,10 @@ pub(crate) const SEGMENT_BYTES: u64 = 16 << 20;
 pub(crate) const RECORD_MAX_BYTES: usize = 256 << 20;
 const HEADER_BYTES: usize = 16;
 const SUFFIX: &str = ".wal";
-/// Zeroing of a torn tail at open stops after this many zero bytes in a row.
-const ZERO_RUN_BYTES: usize = 64 << 10;
+/// Digits of the first index in a segment's file name.
+const NAME_DIGITS: usize = 20;
+/// Chunk of zeros written where `FALLOC_FL_ZERO_RANGE` is unsupported.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -51,17 +59,26 @@ pub enum WalError {
     Broken(String),
 }
 
+/// Why the WAL refuses every call: set once by the first failed write or sync.
+type Broken = Arc<std::sync::OnceLock<String>>;
+
 /// Segments written by `write` that still need a sync (`sync`) before the records count.
 #[must_use = "the records are not durable until synced"]
 pub(crate) struct Unsynced {
     files: Vec<(PathBuf, Arc<File>)>,
+    broken: Broken,
 }
 
 impl Unsynced {
-    /// Makes the written records durable. Blocking; needs no lock on the `Wal`.
+    /// Makes the written records durable. Blocking; needs no lock on the `Wal`. A failure
+    /// breaks the WAL: the pages it held may be gone for good.
     pub(crate) fn sync(self) -> Result<(), WalError> {
-        for (path, file) in self.files {
-            file.sync_data().map_err(io_error(&path))?;
+        for (path, file) in &self.files {
+            if let Err(e) = file.sync_data() {
+                let error = io_error(path)(e);
+                let _ = self.broken.set(error.to_string());
+                return Err(error);
+            }
         }
         Ok(())
     }
@@ -99,24 +116,26 @@ pub(crate) struct Wal {
     /// Records at or below this index are purged: no longer read, and their segments go
     /// once wholly below it.
     purged: Option<u64>,
-    /// Set by a failed write: what memory lists may then not be on disk, so every later
-    /// call fails (openraft stops on the first storage error anyway).
-    broken: Option<String>,
+    /// Set by a failed write or sync: what memory lists may then not be on disk, so every
+    /// later call fails (openraft stops on the first storage error anyway).
+    broken: Broken,
 }
 
 impl Wal {
     /// Opens (creating `dir` if needed) and scans every segment. `purged`: the highest index
     /// the caller has durably purged; segments wholly at or below it are removed.
     pub(crate) fn open(dir: &Path, purged: Option<u64>) -> Result<Wal, WalError> {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            // The new directory's entry must be durable before records in it count.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let name = entry.map_err(io_error(dir))?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(first) = name
-                .strip_suffix(SUFFIX)
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            if let Some(first) = name.to_str().and_then(parse_segment_name) {
                 firsts.push(first);
             }
         }
@@ -125,20 +144,33 @@ impl Wal {
             dir: dir.to_path_buf(),
             segments: Vec::new(),
             purged,
-            broken: None,
+            broken: Broken::default(),
         };
-        for first in firsts {
-            let segment = wal.scan(first)?;
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let (segment, bad_record_at) = wal.scan(first)?;
+            if let (Some(offset), false) = (bad_record_at, i + 1 == count) {
+                return Err(WalError::Corrupt {
+                    path: segment.path,
+                    reason: format!(
+                        "a bad record at offset {offset} in a segment that is not the last (media corruption?); the file is left as it is"
+                    ),
+                });
+            }
             if let Some(previous) = wal.segments.last() {
                 let expected = previous.last().map_or(previous.first, |last| last + 1);
                 if segment.first != expected {
-                    // Only an already purged prefix may end in a gap.
-                    let below_purge = previous.last().is_none_or(|last| Some(last) <= purged);
-                    if !below_purge {
+                    // Only a purged prefix may end in a gap: everything before it at or below
+                    // the purge point, and this segment going on from there.
+                    let tolerated = purged.is_some_and(|purged| {
+                        previous.last().is_none_or(|last| last <= purged)
+                            && segment.first <= purged + 1
+                    });
+                    if !tolerated {
                         return Err(WalError::Corrupt {
                             path: segment.path,
                             reason: format!(
-                                "starts at index {} but the segment before ends before index {expected}",
+                                "starts at index {} but the segment before ends before index {expected} (purged up to {purged:?})",
                                 segment.first
                             ),
                         });
@@ -147,6 +179,10 @@ impl Wal {
                 }
             }
             wal.segments.push(segment);
+        }
+        if let Some(last) = wal.segments.last() {
+            clear_from(&last.file, last.end).map_err(io_error(&last.path))?;
+            last.file.sync_data().map_err(io_error(&last.path))?;
         }
         // Segments with nothing above the purge point are no longer needed, except the last,
         // which appends continue.
@@ -160,8 +196,10 @@ impl Wal {
         self.dir.join(format!("{first:020}{SUFFIX}"))
     }
 
-    /// Reads one segment's records; zeroes a torn tail so later appends leave no stale bytes.
-    fn scan(&self, first: u64) -> Result<Segment, WalError> {
+    /// Reads one segment's records up to the first zero header or bad record; returns the
+    /// bad record's offset too (what follows the records is cleared by `open`, and only in
+    /// the last segment).
+    fn scan(&self, first: u64) -> Result<(Segment, Option<u64>), WalError> {
         let path = self.segment_path(first);
         let file = OpenOptions::new()
             .read(true)
@@ -200,17 +238,16 @@ impl Wal {
             offset += (HEADER_BYTES + len as usize) as u64;
         };
         if torn {
-            tracing::warn!(path = %path.display(), offset, records = records.len(), "raft log segment ends in a torn record (a crash during a write); dropping it");
-            zero_from(&file, offset, size).map_err(io_error(&path))?;
-            file.sync_data().map_err(io_error(&path))?;
+            tracing::warn!(path = %path.display(), offset, records = records.len(), "raft log segment ends in a torn record (a crash during a write)");
         }
-        Ok(Segment {
+        let segment = Segment {
             path,
             file: Arc::new(file),
             first,
             records,
             end: offset,
-        })
+        };
+        Ok((segment, torn.then_some(offset)))
     }
 
     /// Lowest and highest index held above the purge point, if any.
@@ -219,6 +256,13 @@ impl Wal {
         let last = self.segments.iter().rev().find_map(Segment::last)?;
         let first = self.purged.map_or(first, |purged| first.max(purged + 1));
         (first <= last).then_some((first, last))
+    }
+
+    fn check_broken(&self) -> Result<(), WalError> {
+        match self.broken.get() {
+            Some(reason) => Err(WalError::Broken(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     fn is_purged(&self, index: u64) -> bool {
@@ -234,10 +278,11 @@ impl Wal {
     /// Writes `records` like `append` but leaves the sync to the caller, so it can release
     /// its lock first: readers of earlier records need not wait for the disk.
     pub(crate) fn write(&mut self, records: &[(u64, Vec<u8>)]) -> Result<Unsynced, WalError> {
-        if let Some(reason) = &self.broken {
-            return Err(WalError::Broken(reason.clone()));
-        }
-        let mut unsynced = Unsynced { files: Vec::new() };
+        self.check_broken()?;
+        let mut unsynced = Unsynced {
+            files: Vec::new(),
+            broken: Arc::clone(&self.broken),
+        };
         let Some((start, _)) = records.first() else {
             return Ok(unsynced);
         };
@@ -266,7 +311,7 @@ impl Wal {
         }
         let written = self.write_records(records, !continues, &mut unsynced);
         if let Err(e) = &written {
-            self.broken = Some(e.to_string());
+            let _ = self.broken.set(e.to_string());
         }
         written.map(|()| unsynced)
     }
@@ -290,6 +335,9 @@ impl Wal {
                 segment.end + (buffer.len() + HEADER_BYTES + payload.len()) as u64 > SEGMENT_BYTES;
             if full && (segment.end > 0 || !buffer.is_empty()) {
                 self.write_buffer(&mut buffer, unsynced)?;
+                // Synced before the next segment exists: only the last one may end short.
+                let full = self.segments.last().expect("a segment exists");
+                full.file.sync_data().map_err(io_error(&full.path))?;
                 self.new_segment(*index)?;
             }
             let segment = self.segments.last_mut().expect("a segment exists");
@@ -353,6 +401,7 @@ impl Wal {
 
     /// The payload of record `index`, if held.
     pub(crate) fn read(&self, index: u64) -> Result<Option<Vec<u8>>, WalError> {
+        self.check_broken()?;
         if self.is_purged(index) {
             return Ok(None);
         }
@@ -373,18 +422,16 @@ impl Wal {
 
     /// Removes the records at `index` and above, durably.
     pub(crate) fn truncate(&mut self, index: u64) -> Result<(), WalError> {
-        if let Some(reason) = &self.broken {
-            return Err(WalError::Broken(reason.clone()));
-        }
+        self.check_broken()?;
         let keep = self.segments.partition_point(|s| s.first < index);
-        // Later segments go first: a crash in between leaves a shorter prefix, never a
-        // record that was removed behind one that was kept.
+        // Later segments go first (highest first): a crash in between leaves a shorter
+        // prefix, never a record that was removed behind one that was kept.
         self.remove_segments(keep..self.segments.len())?;
         if let Some(segment) = self.segments.last_mut() {
             let from = (index - segment.first) as usize;
             if from < segment.records.len() {
                 let offset = segment.records[from].0;
-                zero_from(&segment.file, offset, segment.end).map_err(io_error(&segment.path))?;
+                clear_from(&segment.file, offset).map_err(io_error(&segment.path))?;
                 segment.file.sync_data().map_err(io_error(&segment.path))?;
                 segment.records.truncate(from);
                 segment.end = offset;
@@ -393,13 +440,17 @@ impl Wal {
         Ok(())
     }
 
+    /// Removes every segment (the caller is about to write the whole log again).
+    pub(crate) fn reset(&mut self) -> Result<(), WalError> {
+        self.check_broken()?;
+        self.remove_segments(..self.segments.len())
+    }
+
     /// Forgets records at or below `index` and drops whole segments that hold nothing above
     /// it (the caller has durably recorded the purge). The last segment stays: appends
     /// continue in it.
     pub(crate) fn purge(&mut self, index: u64) -> Result<(), WalError> {
-        if let Some(reason) = &self.broken {
-            return Err(WalError::Broken(reason.clone()));
-        }
+        self.check_broken()?;
         self.purged = self.purged.max(Some(index));
         let below = self
             .segments
@@ -418,17 +469,22 @@ impl Wal {
         if removed.is_empty() {
             return Ok(());
         }
-        for segment in &removed {
+        // Highest first, so a crash in between never leaves a gap above what remains.
+        for segment in removed.iter().rev() {
             std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
         }
         self.sync_dir()
     }
 
     fn sync_dir(&self) -> Result<(), WalError> {
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error(&self.dir))
+        sync_dir(&self.dir)
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(dir))
 }
 
 fn parse_header(header: &[u8; HEADER_BYTES]) -> (u32, u32, u64) {
@@ -445,21 +501,42 @@ fn checksum(index: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Zeroes `file` from `from` up to `end`, or, past `end`, until `ZERO_RUN_BYTES` of zeros in
-/// a row (what a torn or stale tail can cover; the rest is preallocated zeros).
-fn zero_from(file: &File, from: u64, end: u64) -> io::Result<()> {
+/// `name` is a segment's file name: the first index in `NAME_DIGITS` digits and `SUFFIX`.
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Makes `file` read as zeros from `from` to its end, without changing its size.
+fn clear_from(file: &File, from: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let size = file.metadata()?.len();
-    let zeros = vec![0u8; ZERO_RUN_BYTES];
+    if from >= size {
+        return Ok(());
+    }
+    // SAFETY: fallocate on an fd we own, with plain integer arguments.
+    let result = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_ZERO_RANGE,
+            from as libc::off_t,
+            (size - from) as libc::off_t,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(error);
+    }
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut offset = from;
-    let mut probe = vec![0u8; ZERO_RUN_BYTES];
     while offset < size {
-        let len = ZERO_RUN_BYTES.min((size - offset) as usize);
-        if offset >= end {
-            file.read_exact_at(&mut probe[..len], offset)?;
-            if probe[..len].iter().all(|b| *b == 0) {
-                break;
-            }
-        }
+        let len = ZERO_CHUNK_BYTES.min((size - offset) as usize);
         file.write_all_at(&zeros[..len], offset)?;
         offset += len as u64;
     }
@@ -585,6 +662,55 @@ mod tests {
     }
 
     #[test]
+    fn records_after_a_lost_header_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&records(1..=5)).unwrap();
+        let path = wal.segments[0].path.clone();
+        let (offset, _) = wal.segments[0].records[3];
+        drop(wal);
+        // Power cut: record 4's header never reached the disk, record 5 did.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0u8; HEADER_BYTES], offset).unwrap();
+        drop(file);
+        let mut wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(held(&wal), vec![1, 2, 3]);
+        // A new record 4 of the same length: the old 5 must not follow it.
+        wal.append(&records(4..=4)).unwrap();
+        drop(wal);
+        assert_eq!(
+            held(&Wal::open(dir.path(), None).unwrap()),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_bad_record_in_an_earlier_segment_is_corruption_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), None).unwrap();
+        let big = |i: u64| (i, vec![7u8; 6 << 20]);
+        wal.append(&[big(1), big(2)]).unwrap();
+        wal.append(&[big(3)]).unwrap();
+        assert_eq!(wal.segments.len(), 2);
+        let path = wal.segments[0].path.clone();
+        drop(wal);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"rot", (HEADER_BYTES + 100) as u64)
+            .unwrap();
+        drop(file);
+        assert!(matches!(
+            Wal::open(dir.path(), None),
+            Err(WalError::Corrupt { .. })
+        ));
+        let mut rot = [0u8; 3];
+        File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut rot, (HEADER_BYTES + 100) as u64)
+            .unwrap();
+        assert_eq!(&rot, b"rot", "the damaged file is not rewritten");
+    }
+
+    #[test]
     fn segments_roll_over_and_purge_removes_whole_old_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), None).unwrap();
@@ -655,7 +781,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             segments: Vec::new(),
             purged: None,
-            broken: None,
+            broken: Broken::default(),
         };
         other.new_segment(10).unwrap();
         other.append(&records(10..=11)).unwrap();
@@ -664,7 +790,12 @@ mod tests {
             Wal::open(dir.path(), None),
             Err(WalError::Corrupt { .. })
         ));
-        let wal = Wal::open(dir.path(), Some(3)).unwrap();
+        // A hole 4..9 above the purge point is corruption too; once purged up to 9 it is not.
+        assert!(matches!(
+            Wal::open(dir.path(), Some(3)),
+            Err(WalError::Corrupt { .. })
+        ));
+        let wal = Wal::open(dir.path(), Some(9)).unwrap();
         assert_eq!(held(&wal), vec![10, 11]);
     }
 }
