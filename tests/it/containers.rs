@@ -55,6 +55,18 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         "the task sees its image's root, not the host's: {passwd}"
     );
     assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
+    // Its root is the shim's overlay, marked volatile: the writable layer dies with the task,
+    // so its end does not sync the agent's filesystem.
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mounts
+        .lines()
+        .find(|line| line.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no root mount in {mounts}"));
+    assert!(
+        // `,volatile`, or `fsync=volatile` on newer kernels
+        root.contains(" - overlay ") && root.contains("volatile"),
+        "root mount: {root}"
+    );
     if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
         let limit = std::fs::read_to_string(cgroup_file(
             &cluster.cgroup_parent,

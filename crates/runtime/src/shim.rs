@@ -269,13 +269,25 @@ fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_tree: &Path) -> Result<(
         dir.overlay_upper().display(),
         dir.overlay_work().display()
     );
-    match mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    ) {
+    let mount_overlay = |options: &str| {
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options),
+        )
+    };
+    // `volatile` (Linux 5.10+): the upper layer is thrown away with the task, so overlayfs
+    // need not sync it. Without it, freeing the overlay when the shim exits syncs the whole
+    // upper filesystem (the agent's data dir's filesystem), once per task, however busy that
+    // filesystem is (`perf` showed `ovl_sync_fs` -> `sync_filesystem` and ext4 discards on
+    // every bench-runtime start). An older kernel refuses the option: mount without it.
+    let mounted = match mount_overlay(&format!("{options},volatile")) {
+        Err(nix::errno::Errno::EINVAL) => mount_overlay(&options),
+        other => other,
+    };
+    match mounted {
         Ok(()) => Ok(()),
         Err(e) => {
             eprintln!("shim: overlay mount failed ({e}), copying the image instead");
