@@ -27,7 +27,10 @@
 //!   writes zeros.
 //!
 //! Blocking I/O: callers run these from a blocking thread. Writes are not concurrent
-//! (openraft awaits each log call); reads may run meanwhile behind the caller's lock.
+//! (openraft awaits each log call); reads may run meanwhile behind the caller's lock. An
+//! append's sync can run after that lock is released (`write`, then `Unsynced::sync`); the
+//! rare slow steps (creating a segment once per `SEGMENT_BYTES`, truncating after a
+//! conflict, unlinking a purged segment) keep it, so a reader may wait for them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
