@@ -38,6 +38,8 @@ mod common;
 
 use cluster::{master_url, Cluster, BIN};
 use dcos_rs::tls::{client_config, NodeClient, TlsFiles};
+// The etcd gateway encodes bytes fields in standard base64.
+use dcos_runtime::image::registry::base64;
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -601,28 +603,6 @@ fn etcd_version() -> String {
         .replace("etcd Version: ", "etcd ")
         .trim()
         .to_string()
-}
-
-/// Standard base64 with padding (the etcd gateway's encoding of bytes fields).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * k)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (the masters and etcd, started from

@@ -262,8 +262,8 @@ pub fn basic_authorization(username: &str, password: &str) -> String {
     )
 }
 
-/// Standard base64 with padding (RFC 4648), for basic credentials.
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648), for basic credentials (and the etcd benchmark).
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
