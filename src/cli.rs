@@ -705,13 +705,46 @@ async fn task(client: &Client, json: bool, command: TaskCommand) -> anyhow::Resu
                 task.id
             );
             let stream = if stderr { "stderr" } else { "stdout" };
-            let url = format!(
-                "{}/files/tasks/{}/{stream}?follow={follow}",
-                task.agent_url, task.id
-            );
-            let mut out = tokio::io::stdout();
-            client.stream_to(&url, &mut out).await?;
-            Ok(())
+            stream_task_log(client, &task, stream, follow, &mut tokio::io::stdout()).await
+        }
+    }
+}
+
+/// Writes a task's `stream` (stdout or stderr) to `out`; with `follow`, until the task ends.
+///
+/// The master lists a task as soon as it is placed, before its agent has received the launch
+/// and made the sandbox; until then the agent answers 404. While the master still reports the
+/// task staging, the request is repeated every 200 ms (once more after it leaves staging, for
+/// the race between the two answers). Without `follow` a staging task has logged nothing.
+pub async fn stream_task_log(
+    client: &Client,
+    task: &TaskView,
+    stream: &str,
+    follow: bool,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/files/tasks/{}/{stream}?follow={follow}",
+        task.agent_url, task.id
+    );
+    let mut told = false;
+    let mut last_try = false;
+    loop {
+        match client.stream_to(&url, out).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Api(e)) if e.status == 404 && !last_try => {
+                let now = find_task(client, &task.id).await?;
+                if now.state != dcos_core::TaskState::Staging {
+                    last_try = true;
+                } else if !follow {
+                    return Ok(());
+                } else if !told {
+                    eprintln!("task {} is staging; waiting for it to reach its agent", task.id);
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

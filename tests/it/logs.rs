@@ -11,14 +11,10 @@ async fn follow_first_task(cluster: &TestCluster, app_id: &str) -> (dcos_api::Ta
         cluster.tasks(app_id).await.into_iter().next()
     })
     .await;
-    let url = format!(
-        "{}/files/tasks/{}/stdout?follow=true",
-        task.agent_url, task.id
-    );
     let mut followed: Vec<u8> = Vec::new();
     tokio::time::timeout(
         Duration::from_secs(30),
-        cluster.client.stream_to(&url, &mut followed),
+        dcos_rs::cli::stream_task_log(&cluster.client, &task, "stdout", true, &mut followed),
     )
     .await
     .expect("the follow ends when the task ends")
