@@ -77,7 +77,8 @@ impl Tool {
 struct Bench {
     work: PathBuf,
     shim_exe: PathBuf,
-    image_rootfs: PathBuf,
+    image_digest: String,
+    image_layers: Vec<PathBuf>,
     /// libcontainer's state root for our shim (the agent has one per agent).
     shim_state: PathBuf,
     /// The peers' bundle: config.json (rewritten per run) + rootfs (one read-only copy).
@@ -137,23 +138,15 @@ fn run() -> Result<(), String> {
     store
         .import(&tarball)
         .map_err(|e| format!("importing the busybox image: {e}"))?;
-    let image_rootfs = store
+    let image = store
         .resolve(IMAGE)
-        .map_err(|e| format!("resolving {IMAGE}: {e}"))?
-        .rootfs;
+        .map_err(|e| format!("resolving {IMAGE}: {e}"))?;
 
     // The peers' bundle: one copy of the image tree, mounted read-only by the runtimes.
     let bundle = work.join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).map_err(|e| format!("bundle: {e}"))?;
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", image_rootfs.display()))
-        .arg(bundle.join("rootfs"))
-        .status()
-        .map_err(|e| format!("running cp: {e}"))?;
-    if !copied.success() {
-        return Err(format!("copying the image tree into the bundle: {copied}"));
-    }
+    dcos_runtime::image::layers::flatten_layers(&image.layers, &bundle.join("rootfs"))
+        .map_err(|e| format!("copying the image into the bundle: {e}"))?;
 
     // crun's private mount namespace, held for the whole run.
     let host_hybrid = is_mountpoint(UNIFIED);
@@ -180,7 +173,8 @@ fn run() -> Result<(), String> {
         peer_log: work.join("peer.log"),
         work: work.clone(),
         shim_exe: shim_exe.clone(),
-        image_rootfs,
+        image_digest: image.digest,
+        image_layers: image.layers,
         bundle,
         crun_ns,
         run_tag: std::process::id(),
@@ -268,7 +262,8 @@ impl Bench {
             "cwd": "/",
             "uid": 0,
             "gid": 0,
-            "image_rootfs": self.image_rootfs,
+            "image_digest": self.image_digest,
+            "image_layers": self.image_layers,
             "hostname": id,
             "cgroup_path": format!("/{CGROUP_PARENT}/{id}"),
             "mem_limit_bytes": MEM_LIMIT_BYTES,

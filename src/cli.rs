@@ -739,7 +739,10 @@ pub async fn stream_task_log(
                 } else if !follow {
                     return Ok(());
                 } else if !told {
-                    eprintln!("task {} is staging; waiting for it to reach its agent", task.id);
+                    eprintln!(
+                        "task {} is staging; waiting for it to reach its agent",
+                        task.id
+                    );
                     told = true;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;

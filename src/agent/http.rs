@@ -487,7 +487,7 @@ async fn pull_image(
 
 async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<String>) -> Response {
     if let Ok(image) = agent.images.resolve(&reference) {
-        if agent.images_in_use().contains(&image.rootfs) {
+        if agent.images_in_use().contains(&image.digest) {
             return api_error(ApiError::conflict(format!(
                 "image {reference} is used by running tasks; remove their apps first"
             )));

@@ -15,7 +15,7 @@ use dcos_runtime::bundle::{resolve_process, resolve_user};
 use dcos_runtime::image::ImageStore;
 use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwork};
 use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -498,7 +498,7 @@ impl Agent {
             .user
             .as_deref()
             .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
-        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.rootfs.as_path()))
+        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.layers.as_slice()))
             .map_err(anyhow::Error::msg)?;
         // Validation allows it only with an image; a log entry from elsewhere is checked too.
         let user_namespace = match (launch.user_namespace, &image) {
@@ -521,7 +521,9 @@ impl Agent {
             cwd: process.cwd,
             uid,
             gid,
-            image_rootfs: image.as_ref().map(|i| i.rootfs.clone()),
+            image_digest: image.as_ref().map(|i| i.digest.clone()),
+            image_layers: image.as_ref().map(|i| i.layers.clone()).unwrap_or_default(),
+            image_rootfs: None,
             hostname: short_hostname(&task.id),
             cgroup_path: format!("/{}/{}", self.config.cgroup_parent, task.id),
             mem_limit_bytes: task.resources.mem_mib * 1024 * 1024,
@@ -719,18 +721,19 @@ impl Agent {
     }
 
     /// Removes images that lost their last tag (a re-import moved it) and that no task still
-    /// runs from. Tagged images stay until removed. Returns how many were removed.
+    /// runs from. Tagged images stay until removed. Returns how many were removed. Also
+    /// removes the whole-image trees of older builds that no recovered task runs from.
     pub fn gc_images(&self) -> usize {
         let Ok(images) = self.images.list() else {
             return 0;
         };
         let in_use = self.images_in_use();
+        if let Err(e) = self.images.remove_flat_trees(&in_use) {
+            tracing::warn!("removing whole-image trees of an older build: {e}");
+        }
         let mut removed = 0;
         for image in images.iter().filter(|i| i.reference == i.digest) {
-            let Ok(resolved) = self.images.resolve(&image.digest) else {
-                continue;
-            };
-            if in_use.contains(&resolved.rootfs) {
+            if in_use.contains(&image.digest) {
                 continue;
             }
             match self.images.remove(&image.digest) {
@@ -745,12 +748,13 @@ impl Agent {
         self.tasks.lock().expect("tasks lock").contains_key(task_id)
     }
 
-    /// Image rootfs trees used by tasks that have not ended (they must not be removed).
-    pub fn images_in_use(&self) -> Vec<PathBuf> {
+    /// Config digests (`sha256:...`) of the images of tasks that have not ended (they must
+    /// not be removed).
+    pub fn images_in_use(&self) -> BTreeSet<String> {
         let tasks = self.tasks.lock().expect("tasks lock");
         tasks
             .values()
-            .filter_map(|t| t.dir.read_spec().ok().and_then(|s| s.image_rootfs))
+            .filter_map(|t| t.dir.read_spec().ok().and_then(|s| s.image()))
             .collect()
     }
 
@@ -770,7 +774,7 @@ impl Agent {
                 Some(ContainerStats {
                     task_id,
                     pid: TaskDir::read_pid(&dir.task_pid()),
-                    image: spec.image_rootfs.is_some(),
+                    image: spec.image().is_some(),
                     stats,
                 })
             })

@@ -200,10 +200,15 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
         ..ImageConfig::default()
     };
     let layer = busybox_layer(std::path::Path::new("/bin/busybox")).unwrap();
+    // A second layer: the task's root is an overlay of both layer directories.
+    let mut top = dcos_runtime::testimage::LayerTar::new();
+    top.file("etc/motd", 0o644, b"from-layer-two\n").unwrap();
+    top.file("etc/.wh.group", 0o644, b"").unwrap();
+    let top = top.finish().unwrap();
     write_image_archive(
         &tarball,
         "busybox:stop",
-        &[layer],
+        &[layer, top],
         &config,
         TestImageFormat::DockerSave,
     )
@@ -214,7 +219,8 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
     let host_dir = cluster.dir.path().join("host-data");
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("hello.txt"), "from-host\n").unwrap();
-    let script = "trap 'echo got-usr1; exit 0' USR1; cat /data/hello.txt; \
+    let script = "trap 'echo got-usr1; exit 0' USR1; cat /data/hello.txt; cat /etc/motd; \
+                  test -e /etc/passwd && test ! -e /etc/group && echo group-hidden; \
                   echo written > /scratch/out.txt; \
                   busybox touch /data/nope 2>/dev/null || echo ro-refused; \
                   busybox mount | grep ' /cache '; \
@@ -242,6 +248,14 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
     })
     .await;
     assert!(out.contains("from-host"), "the host path is mounted: {out}");
+    assert!(
+        out.contains("from-layer-two"),
+        "the upper layer shows: {out}"
+    );
+    assert!(
+        out.contains("group-hidden"),
+        "its whiteout hides a lower file: {out}"
+    );
     assert!(
         out.contains("ro-refused"),
         "RO volumes refuse writes: {out}"
@@ -466,7 +480,7 @@ async fn user_namespace_task_is_root_inside_and_an_unprivileged_id_outside() {
         USERNS_HOST_ID_BASE,
         "volume files belong to the mapped root"
     );
-    // The task sees its image's files as its own root's; the image store's tree stays as
+    // The task sees its image's files as its own root's; the image store's layers stay as
     // unpacked (the shifted view is an idmapped mount of the task's alone).
     assert_eq!(
         std::fs::metadata(format!("/proc/{pid}/root/bin/busybox"))
@@ -474,7 +488,7 @@ async fn user_namespace_task_is_root_inside_and_an_unprivileged_id_outside() {
             .uid(),
         USERNS_HOST_ID_BASE
     );
-    for tree in std::fs::read_dir(cluster.dir.path().join("data/agent/images/rootfs")).unwrap() {
+    for tree in std::fs::read_dir(cluster.dir.path().join("data/agent/images/layers")).unwrap() {
         let busybox = tree.unwrap().path().join("bin/busybox");
         assert_eq!(
             std::fs::metadata(&busybox).unwrap().uid(),

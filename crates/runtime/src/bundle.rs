@@ -7,7 +7,7 @@ use crate::image::ImageConfig;
 use crate::task_dir::ShimSpec;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -115,7 +115,10 @@ pub fn resolve_process(
 }
 
 /// Resolves `user` (`uid`, `uid:gid`, or a name in the image's /etc/passwd) to ids.
-pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u32), String> {
+pub fn resolve_user(
+    user: Option<&str>,
+    image_layers: Option<&[PathBuf]>,
+) -> Result<(u32, u32), String> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
         return Ok((0, 0));
     };
@@ -123,27 +126,19 @@ pub fn resolve_user(user: Option<&str>, rootfs: Option<&Path>) -> Result<(u32, u
         Some((n, g)) => (n, Some(g)),
         None => (user, None),
     };
-    let passwd = match rootfs {
+    let passwd = || match image_layers {
         // The image is untrusted: a symlinked /etc or /etc/passwd would make us read a file
         // of the host's.
-        Some(root) => {
-            let symlinked = ["etc", "etc/passwd"].iter().any(|p| {
-                std::fs::symlink_metadata(root.join(p))
-                    .map(|m| m.file_type().is_symlink())
-                    .unwrap_or(false)
-            });
-            if symlinked {
-                return Err(format!(
-                    "the image's /etc/passwd is a symlink; give user '{name}' as a numeric uid"
-                ));
-            }
-            std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default()
-        }
-        None => std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        Some(layers) => match crate::image::layers::find_file(layers, "etc/passwd") {
+            Ok(Some(path)) => Ok(std::fs::read_to_string(path).unwrap_or_default()),
+            Ok(None) => Ok(String::new()),
+            Err(e) => Err(format!("{e}; give user '{name}' as a numeric uid")),
+        },
+        None => Ok(std::fs::read_to_string("/etc/passwd").unwrap_or_default()),
     };
     let (uid, mut gid) = match name.parse::<u32>() {
         Ok(uid) => (uid, uid),
-        Err(_) => passwd
+        Err(_) => passwd()?
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.len() >= 4 && f[0] == name)
@@ -324,12 +319,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            resolve_user(Some("app"), Some(root.path())).unwrap(),
+            resolve_user(Some("app"), Some(&[root.path().to_path_buf()])).unwrap(),
             (1001, 1002)
         );
         let evil = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(root.path().join("etc"), evil.path().join("etc")).unwrap();
-        let error = resolve_user(Some("app"), Some(evil.path())).unwrap_err();
+        let error = resolve_user(Some("app"), Some(&[evil.path().to_path_buf()])).unwrap_err();
         assert!(error.contains("symlink"), "{error}");
     }
 
@@ -349,7 +344,9 @@ mod tests {
             cwd: "/".into(),
             uid: 0,
             gid: 0,
-            image_rootfs: Some("/images/x".into()),
+            image_rootfs: None,
+            image_layers: vec!["/images/layers/a".into(), "/images/layers/b".into()],
+            image_digest: Some(format!("sha256:{}", "0".repeat(64))),
             hostname: "t".into(),
             cgroup_path: "/dcos-rs/t".into(),
             mem_limit_bytes: 64 << 20,

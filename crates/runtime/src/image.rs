@@ -1,28 +1,34 @@
 //! The agent's image store: imports `docker save` tarballs and OCI image layouts (tarball or
 //! directory, which is also what a registry pull writes), keeps their blobs
-//! content-addressed, unpacks each image once into a shared read-only root filesystem, and
+//! content-addressed, unpacks each layer once into a read-only directory shared by every
+//! image built on it (a task's root is an overlay of its image's layer directories), and
 //! resolves references (`busybox`, `docker.io/library/busybox:latest`, `sha256:...`).
 //!
 //! Layout under the store root:
 //! - `blobs/sha256/<hex>`: configs, manifests and layers as imported, named by digest.
-//! - `rootfs/<config-hex>/`: the image's layers unpacked bottom to top (mode 0700 on `rootfs/`
-//!   so host users cannot reach setuid binaries inside images).
+//! - `layers/<chain-id-hex>/`: one layer unpacked in overlayfs's format (see `unpack`), named
+//!   by its OCI chain id: the layer together with every layer below it, since how a layer is
+//!   unpacked depends on them. Two images from the same base share the base's directories.
+//!   Mode 0700 on `layers/` so host users cannot reach setuid binaries inside images.
+//! - `rootfs/<config-hex>/`: whole-image trees written by builds before layers were shared.
+//!   Opening such a store unpacks the missing layer directories from the kept blobs; a tree
+//!   stays until `remove_flat_trees` is told no task runs from it.
 //! - `refs.json`: `reference -> config digest` plus one record per image. It is the commit
-//!   point: written to a temporary file, fsynced, renamed. A blob or tree it does not name is
-//!   garbage, removed when the store opens and after a failed import or a removal.
+//!   point: written to a temporary file, fsynced, renamed. A blob or layer directory it does
+//!   not name is garbage, removed when the store opens and after a failed import or a
+//!   removal.
 //! - `tmp/`: private (0700) staging for imports; emptied when the store opens.
 //! - `.lock`: `flock`ed by imports, removals and `open`, so two of them (threads or
 //!   processes) never interleave. Reads take no lock: they see one committed `refs.json`.
 //!
 //! Deliberately absent: network access (the agent's pull client downloads into a staging
 //! directory of this store, with `registry` deciding what to fetch, then imports it as an
-//! OCI layout: one import path for every source), layer sharing between images (each image
-//! has its own unpacked tree; overlayfs sharing can come later behind the same `rootfs`
-//! path), knowing which tasks use an image (`remove` trusts its caller), and mutating a
-//! rootfs after import.
+//! OCI layout: one import path for every source), knowing which tasks use an image
+//! (`remove` trusts its caller), and mutating a layer directory after import.
 
 mod archive;
 mod blob;
+pub mod layers;
 mod reference;
 pub mod registry;
 mod unpack;
@@ -46,6 +52,8 @@ const INDEX_FILE: &str = "refs.json";
 const INDEX_TEMP_FILE: &str = "refs.json.tmp";
 const LOCK_FILE: &str = ".lock";
 const BLOBS_DIR: &str = "blobs/sha256";
+const LAYERS_DIR: &str = "layers";
+/// Whole-image trees of older builds (see the module comment).
 const ROOTFS_DIR: &str = "rootfs";
 const TMP_DIR: &str = "tmp";
 /// Version of `refs.json`; a store written by a newer format is refused, not misread.
@@ -110,9 +118,10 @@ pub struct ResolvedImage {
     pub reference: String,
     /// Config digest, `sha256:...`.
     pub digest: String,
-    /// The unpacked root, shared by every task of this image: mount it read-only (or as an
-    /// overlay lower layer), never write to it.
-    pub rootfs: PathBuf,
+    /// The unpacked layer directories, bottom first, in overlayfs's format: the lower layers
+    /// of a task's overlay (or `layers::flatten_layers` into a private copy). Shared by every
+    /// task and image that uses them: never write to them.
+    pub layers: Vec<PathBuf>,
     pub config: ImageConfig,
 }
 
@@ -180,7 +189,25 @@ struct LayerRecord {
     size_bytes: u64,
 }
 
+/// OCI chain ids of layers given bottom first by diff_id: the first layer's is its diff_id,
+/// each next one `sha256(<chain id below> + " " + <diff_id>)`.
+fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
+    let mut chain: Vec<Digest> = Vec::new();
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.clone(),
+            Some(below) => Digest::of_bytes(format!("{below} {diff_id}").as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
 impl ImageRecord {
+    fn chain_ids(&self) -> Vec<Digest> {
+        chain_ids(self.layers.iter().map(|l| &l.diff_id))
+    }
+
     fn size_bytes(&self) -> u64 {
         self.config_size_bytes + self.layers.iter().map(|l| l.size_bytes).sum::<u64>()
     }
@@ -298,7 +325,7 @@ impl ImageStore {
             "creating {}",
             root.join(BLOBS_DIR).display()
         )))?;
-        for private in [ROOTFS_DIR, TMP_DIR] {
+        for private in [LAYERS_DIR, TMP_DIR] {
             let path = root.join(private);
             DirBuilder::new()
                 .recursive(true)
@@ -312,7 +339,127 @@ impl ImageStore {
         let index = store.load_index()?;
         store.empty_tmp()?;
         store.collect_garbage(&index)?;
+        store.unpack_missing_layers(&index)?;
         Ok(store)
+    }
+
+    /// Unpacks, from the kept blobs, the layer directories that images of `index` lack: those
+    /// of a store written before layers were shared. Callers hold the lock.
+    fn unpack_missing_layers(&self, index: &Index) -> Result<(), ImageError> {
+        let lacking: Vec<(&Digest, &ImageRecord)> = index
+            .images
+            .iter()
+            .filter(|(_, record)| {
+                record
+                    .chain_ids()
+                    .iter()
+                    .any(|chain| !self.layer_path(chain).is_dir())
+            })
+            .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        let staging = self.create_temp_dir("layers")?;
+        let result = (|| {
+            let mut staged = BTreeMap::new();
+            for (digest, record) in &lacking {
+                tracing::info!(image = %digest, "unpacking the image's layers for sharing");
+                let paths: Vec<PathBuf> = record
+                    .layers
+                    .iter()
+                    .map(|l| self.blob_path(&l.digest))
+                    .collect();
+                let layers: Vec<unpack::LayerToUnpack<'_>> = record
+                    .layers
+                    .iter()
+                    .zip(&paths)
+                    .map(|(layer, path)| unpack::LayerToUnpack {
+                        path,
+                        diff_id: &layer.diff_id,
+                        label: layer.digest.to_string(),
+                    })
+                    .collect();
+                self.unpack_new_layers(&layers, &staging, &mut staged)?;
+            }
+            self.move_layers_into_place(&staged)?;
+            self.sync_filesystem()
+        })();
+        if let Err(e) = fs::remove_dir_all(&staging) {
+            tracing::warn!(error = %e, path = %staging.display(), "removing layer staging directory");
+        }
+        result
+    }
+
+    /// Unpacks the layers of one image (bottom first) that neither the store nor `staged` (what
+    /// this operation unpacked so far, chain id -> directory) has, each into `staging` over the
+    /// ones below it, and adds them to `staged`.
+    fn unpack_new_layers(
+        &self,
+        layers: &[unpack::LayerToUnpack<'_>],
+        staging: &Path,
+        staged: &mut BTreeMap<Digest, PathBuf>,
+    ) -> Result<(), ImageError> {
+        let chains = chain_ids(layers.iter().map(|l| l.diff_id));
+        let mut below: Vec<PathBuf> = Vec::new();
+        for (layer, chain) in layers.iter().zip(&chains) {
+            let stored = self.layer_path(chain);
+            let directory = match staged.get(chain) {
+                Some(directory) => directory.clone(),
+                None if stored.is_dir() => stored,
+                None => {
+                    let directory = staging.join(format!("layer-{}", chain.hex()));
+                    DirBuilder::new()
+                        .mode(0o755)
+                        .create(&directory)
+                        .and_then(|()| {
+                            fs::set_permissions(&directory, fs::Permissions::from_mode(0o755))
+                        })
+                        .map_err(io_error(format!("creating {}", directory.display())))?;
+                    let lowers: Vec<&Path> = below.iter().map(PathBuf::as_path).collect();
+                    unpack::unpack_layer(layer, &lowers, &directory)?;
+                    staged.insert(chain.clone(), directory.clone());
+                    directory
+                }
+            };
+            below.push(directory);
+        }
+        Ok(())
+    }
+
+    /// Renames unpacked layer directories from staging to their place in `layers/`.
+    fn move_layers_into_place(&self, staged: &BTreeMap<Digest, PathBuf>) -> Result<(), ImageError> {
+        for (chain, directory) in staged {
+            let destination = self.layer_path(chain);
+            fs::rename(directory, &destination).map_err(io_error(format!(
+                "moving unpacked layer into {}",
+                destination.display()
+            )))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the whole-image trees of older builds (see the module comment) except those of
+    /// `in_use` (config digests, `sha256:...`: images tasks still run from). Returns how many
+    /// were removed.
+    pub fn remove_flat_trees(&self, in_use: &BTreeSet<String>) -> Result<usize, ImageError> {
+        let _lock = self.lock()?;
+        let rootfs_dir = self.root.join(ROOTFS_DIR);
+        let entries = match fs::read_dir(&rootfs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(format!("listing {}", rootfs_dir.display()))(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(io_error(format!("listing {}", rootfs_dir.display())))?;
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if !in_use.contains(&digest) {
+                tracing::info!(tree = %entry.path().display(), "removing a whole-image tree no task uses");
+                self.discard_tree(&entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Imports a `docker save` tarball or an OCI image-layout tarball (the whole tarball and
@@ -386,19 +533,10 @@ impl ImageStore {
         let plans = archive::plan(&staged)?;
         let mut index = self.load_index()?;
 
-        // Unpack what is new, inside the staging directory, before touching the store.
-        let mut new_trees = Vec::new();
+        // Unpack the layers that are new, inside the staging directory, before touching the
+        // store.
+        let mut staged_layers = BTreeMap::new();
         for plan in &plans {
-            let digest = plan.digest();
-            if index.images.contains_key(digest) && self.rootfs_path(digest).is_dir() {
-                continue;
-            }
-            let tree = staging.join(format!("rootfs-{}", digest.hex()));
-            DirBuilder::new()
-                .mode(0o755)
-                .create(&tree)
-                .and_then(|()| fs::set_permissions(&tree, fs::Permissions::from_mode(0o755)))
-                .map_err(io_error(format!("creating {}", tree.display())))?;
             let layers: Vec<unpack::LayerToUnpack<'_>> = plan
                 .layers
                 .iter()
@@ -408,11 +546,10 @@ impl ImageStore {
                     label: layer.blob.digest.to_string(),
                 })
                 .collect();
-            unpack::unpack_layers(&layers, &tree)?;
-            new_trees.push((digest.clone(), tree));
+            self.unpack_new_layers(&layers, staging, &mut staged_layers)?;
         }
 
-        // Commit: blobs and trees into place, everything onto disk, then the index.
+        // Commit: blobs and layers into place, everything onto disk, then the index.
         for plan in &plans {
             let blobs = std::iter::once(&plan.config_blob)
                 .chain(plan.manifest_blob.as_ref())
@@ -421,17 +558,7 @@ impl ImageStore {
                 self.store_blob(blob)?;
             }
         }
-        for (digest, tree) in &new_trees {
-            let destination = self.rootfs_path(digest);
-            if destination.exists() {
-                // A tree no record names (the store was changed by hand): replace it.
-                self.discard_tree(&destination)?;
-            }
-            fs::rename(tree, &destination).map_err(io_error(format!(
-                "moving unpacked image into {}",
-                destination.display()
-            )))?;
-        }
+        self.move_layers_into_place(&staged_layers)?;
         self.sync_filesystem()?;
         let now = now_ms();
         let mut summaries = Vec::new();
@@ -501,25 +628,29 @@ impl ImageStore {
             reference: reference.to_string(),
         })?;
         let record = &index.images[&digest];
-        let rootfs = self.rootfs_path(&digest);
-        if !rootfs.is_dir() {
+        let layers: Vec<PathBuf> = record
+            .chain_ids()
+            .iter()
+            .map(|chain| self.layer_path(chain))
+            .collect();
+        if let Some(missing) = layers.iter().find(|layer| !layer.is_dir()) {
             return Err(ImageError::StoreCorrupt(format!(
-                "the unpacked root of {digest} is missing at {}",
-                rootfs.display()
+                "an unpacked layer of {digest} is missing at {}",
+                missing.display()
             )));
         }
         Ok(ResolvedImage {
             reference: parsed.to_string(),
             digest: digest.to_string(),
-            rootfs,
+            layers,
             config: record.config.clone(),
         })
     }
 
     /// Removes a reference. A tag (`busybox:1`) is untagged, and the image goes when it has no
     /// tag left (as `docker rmi`); a digest (`sha256:...`, `name@sha256:...`) removes the image
-    /// with all its tags. Its blobs and rootfs are deleted: the caller must make sure no task
-    /// still runs from the rootfs.
+    /// with all its tags. Its blobs and the layer directories no other image uses are deleted:
+    /// the caller must make sure no task still runs from the image.
     pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
         let parsed = reference::parse(reference)?;
         let _lock = self.lock()?;
@@ -611,8 +742,8 @@ impl ImageStore {
         self.root.join(BLOBS_DIR).join(digest.hex())
     }
 
-    fn rootfs_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join(ROOTFS_DIR).join(digest.hex())
+    fn layer_path(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join(LAYERS_DIR).join(chain_id.hex())
     }
 
     /// Moves a staged, verified blob to its content address (unless it is already there).
@@ -628,8 +759,8 @@ impl ImageStore {
         )))
     }
 
-    /// One `syncfs` makes every blob and tree written by this import durable before the index
-    /// names them (cheaper than an fsync per file of an unpacked image).
+    /// One `syncfs` makes every blob and layer written by this import durable before the index
+    /// names them (cheaper than an fsync per file of an unpacked layer).
     fn sync_filesystem(&self) -> Result<(), ImageError> {
         let root =
             File::open(&self.root).map_err(io_error(format!("opening {}", self.root.display())))?;
@@ -705,10 +836,35 @@ impl ImageStore {
                     .map_err(io_error(format!("removing {}", entry.path().display())))?;
             }
         }
-        let rootfs_dir = self.root.join(ROOTFS_DIR);
-        for entry in fs::read_dir(&rootfs_dir)
-            .map_err(io_error(format!("listing {}", rootfs_dir.display())))?
+        let live_layers: BTreeSet<Digest> = index
+            .images
+            .values()
+            .flat_map(ImageRecord::chain_ids)
+            .collect();
+        let layers_dir = self.root.join(LAYERS_DIR);
+        for entry in fs::read_dir(&layers_dir)
+            .map_err(io_error(format!("listing {}", layers_dir.display())))?
         {
+            let entry = entry.map_err(io_error(format!("listing {}", layers_dir.display())))?;
+            let name = entry.file_name();
+            let live = name
+                .to_str()
+                .and_then(Digest::from_hex)
+                .is_some_and(|chain| live_layers.contains(&chain));
+            if !live {
+                tracing::debug!(layer = ?name, "removing unreferenced layer");
+                self.discard_tree(&entry.path())?;
+            }
+        }
+        // Whole-image trees of older builds go with their image (and earlier, see
+        // `remove_flat_trees`).
+        let rootfs_dir = self.root.join(ROOTFS_DIR);
+        let trees = match fs::read_dir(&rootfs_dir) {
+            Ok(trees) => trees,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(format!("listing {}", rootfs_dir.display()))(e)),
+        };
+        for entry in trees {
             let entry = entry.map_err(io_error(format!("listing {}", rootfs_dir.display())))?;
             let name = entry.file_name();
             let live = name

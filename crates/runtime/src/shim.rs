@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -159,8 +159,8 @@ fn supervise(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
 
 fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
     let (mut streams, stdout, stderr) = output_pipes(dir, spec)?;
-    let running = match &spec.image_rootfs {
-        Some(lower) => start_container(dir, spec, lower, stdout, stderr)?,
+    let running = match spec.image() {
+        Some(_) => start_container(dir, spec, &spec.image_lowers(), stdout, stderr)?,
         None => start_process(spec, stdout, stderr)?,
     };
     if let Err(e) = write_atomic(
@@ -219,14 +219,15 @@ fn output_pipes(dir: &TaskDir, spec: &ShimSpec) -> Result<(Vec<Stream>, OwnedFd,
     Ok((streams, stdout, stderr))
 }
 
-/// The task's writable root: an overlay over the image's read-only tree, mounted in a
-/// private mount namespace of the shim so it vanishes with the shim and the container
-/// (no mount leaks on the host); a copy of the tree where overlayfs is unavailable.
+/// The task's writable root: an overlay over the image's read-only layer directories,
+/// mounted in a private mount namespace of the shim so it vanishes with the shim and the
+/// container (no mount leaks on the host); a merged copy of the layers where overlayfs is
+/// unavailable.
 ///
-/// With a user namespace the overlay's lower layer is the image's tree through an idmapped
-/// mount (the store's files stay as unpacked; the task sees them owned by its own root),
-/// and the upper layer's root, which is the task's `/`, belongs to the task's root.
-fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_tree: &Path) -> Result<(), String> {
+/// With a user namespace each lower layer is the store's directory through an idmapped mount
+/// (the store's files stay as unpacked; the task sees them owned by its own root), and the
+/// upper layer's root, which is the task's `/`, belongs to the task's root.
+fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_layers: &[PathBuf]) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     let rootfs = dir.rootfs();
@@ -242,30 +243,41 @@ fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_tree: &Path) -> Result<(
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
-    let lower = match &spec.user_namespace {
-        None => image_tree.to_path_buf(),
+    let mut lowers = match &spec.user_namespace {
+        None => image_layers.to_vec(),
         Some(map) => {
             // libcontainer's init walks these paths as the task's (unprivileged) root.
             crate::userns::check_reachable(&rootfs)?;
             for source in spec.mounts.iter().filter_map(|m| m.source.as_ref()) {
                 crate::userns::check_reachable(source)?;
             }
-            let mapped = dir.overlay_lower();
-            std::fs::create_dir_all(&mapped)
-                .map_err(|e| format!("creating {}: {e}", mapped.display()))?;
-            crate::userns::idmapped_bind(image_tree, &mapped, *map)?;
+            let mut mapped_layers = Vec::new();
+            for (i, layer) in image_layers.iter().enumerate() {
+                let mapped = dir.overlay_lower().join(i.to_string());
+                std::fs::create_dir_all(&mapped)
+                    .map_err(|e| format!("creating {}: {e}", mapped.display()))?;
+                crate::userns::idmapped_bind(layer, &mapped, *map)?;
+                mapped_layers.push(mapped);
+            }
             let root = Some(nix::unistd::Uid::from_raw(map.host_base));
             let root_group = Some(nix::unistd::Gid::from_raw(map.host_base));
             for d in [&rootfs, &dir.overlay_upper()] {
                 nix::unistd::chown(d.as_path(), root, root_group)
                     .map_err(|e| format!("chown {}: {e}", d.display()))?;
             }
-            mapped
+            mapped_layers
         }
     };
+    if lowers.is_empty() {
+        // An image without layers: overlayfs needs a lower layer all the same.
+        let empty = dir.path.join("overlay/empty");
+        std::fs::create_dir_all(&empty)
+            .map_err(|e| format!("creating {}: {e}", empty.display()))?;
+        lowers.push(empty);
+    }
+    let (lowerdir, relative_to) = overlay_lowerdir(&lowers);
     let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        "lowerdir={lowerdir},upperdir={},workdir={}",
         dir.overlay_upper().display(),
         dir.overlay_work().display()
     );
@@ -278,42 +290,77 @@ fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_tree: &Path) -> Result<(
             Some(options),
         )
     };
-    // `volatile` (Linux 5.10+): the upper layer is thrown away with the task, so overlayfs
-    // need not sync it. Without it, freeing the overlay when the shim exits syncs the whole
-    // upper filesystem (the agent's data dir's filesystem), once per task, however busy that
-    // filesystem is (`perf` showed `ovl_sync_fs` -> `sync_filesystem` and ext4 discards on
-    // every bench-runtime start). An older kernel refuses the option: mount without it.
-    let mounted = match mount_overlay(&format!("{options},volatile")) {
-        Err(nix::errno::Errno::EINVAL) => mount_overlay(&options),
-        other => other,
-    };
-    match mounted {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            eprintln!("shim: overlay mount failed ({e}), copying the image instead");
-            let status = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(format!("{}/.", lower.display()))
-                .arg(&rootfs)
-                .status()
-                .map_err(|e| format!("running cp: {e}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("copying image tree failed: {status}"))
-            }
+    let mounted = if options.len() + ",volatile".len() >= MOUNT_DATA_MAX_BYTES {
+        Err(format!(
+            "{} layers do not fit one overlay mount's options",
+            lowers.len()
+        ))
+    } else {
+        // Layer names are relative to their directory: the mount resolves them from here.
+        let previous = std::env::current_dir().map_err(|e| format!("working directory: {e}"))?;
+        if let Some(directory) = &relative_to {
+            std::env::set_current_dir(directory)
+                .map_err(|e| format!("entering {}: {e}", directory.display()))?;
         }
+        // `volatile` (Linux 5.10+): the upper layer is thrown away with the task, so
+        // overlayfs need not sync it. Without it, freeing the overlay when the shim exits
+        // syncs the whole upper filesystem (the agent's data dir's filesystem), once per
+        // task, however busy that filesystem is (`perf` showed `ovl_sync_fs` ->
+        // `sync_filesystem` and ext4 discards on every bench-runtime start). An older kernel
+        // refuses the option: mount without it.
+        let mounted = match mount_overlay(&format!("{options},volatile")) {
+            Err(nix::errno::Errno::EINVAL) => mount_overlay(&options),
+            other => other,
+        };
+        if relative_to.is_some() {
+            std::env::set_current_dir(&previous)
+                .map_err(|e| format!("returning to {}: {e}", previous.display()))?;
+        }
+        mounted.map_err(|e| e.to_string())
+    };
+    if let Err(e) = mounted {
+        eprintln!("shim: overlay mount failed ({e}), copying the image instead");
+        crate::image::layers::flatten_layers(&lowers, &rootfs)?;
     }
+    Ok(())
+}
+
+/// Largest options string a mount takes (one page).
+const MOUNT_DATA_MAX_BYTES: usize = 4096;
+
+/// overlayfs's `lowerdir` for `layers` (bottom first): top first, separated by colons. Layers
+/// in one directory (the image store's, or the idmapped mounts) are named relative to it, to
+/// fit the one page a mount's options may take, and the directory is returned.
+fn overlay_lowerdir(layers: &[PathBuf]) -> (String, Option<PathBuf>) {
+    let parent = layers[0].parent().map(Path::to_path_buf);
+    let shared = parent.as_ref().filter(|parent| {
+        layers
+            .iter()
+            .all(|layer| layer.parent() == Some(parent.as_path()) && layer.file_name().is_some())
+    });
+    let names: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|layer| match shared {
+            Some(_) => layer
+                .file_name()
+                .expect("checked")
+                .to_string_lossy()
+                .into_owned(),
+            None => layer.display().to_string(),
+        })
+        .collect();
+    (names.join(":"), shared.cloned())
 }
 
 fn start_container(
     dir: &TaskDir,
     spec: &ShimSpec,
-    image_tree: &Path,
+    image_layers: &[PathBuf],
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<Running, String> {
-    prepare_rootfs(dir, spec, image_tree)?;
+    prepare_rootfs(dir, spec, image_layers)?;
     let config = oci_config(spec)?;
     write_atomic(
         &dir.bundle().join("config.json"),
@@ -666,5 +713,24 @@ pub fn force_cleanup(dir: &TaskDir, shim_pid: Option<i32>) {
                 "the task's supervisor ended without recording how the task ended".into(),
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_lower_layers_are_listed_top_first_relative_to_their_directory() {
+        let layers = vec![
+            PathBuf::from("/store/layers/aa"),
+            PathBuf::from("/store/layers/bb"),
+        ];
+        assert_eq!(
+            overlay_lowerdir(&layers),
+            ("bb:aa".to_string(), Some(PathBuf::from("/store/layers")))
+        );
+        let apart = vec![PathBuf::from("/a/x"), PathBuf::from("/b/y")];
+        assert_eq!(overlay_lowerdir(&apart), ("/b/y:/a/x".to_string(), None));
     }
 }

@@ -18,8 +18,17 @@ pub struct ShimSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
-    /// Read-only image root to put under the task's writable layer; `None` runs a plain
-    /// process on the host filesystem (Mesos's command task).
+    /// Config digest (`sha256:...`) of the image the task runs in; `None` (with no
+    /// `image_rootfs`) runs a plain process on the host filesystem (Mesos's command task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// The image's read-only layer directories, bottom first (overlayfs's format): the
+    /// lower layers of the task's writable root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_layers: Vec<PathBuf>,
+    /// The whole-image tree (`<store>/rootfs/<config hex>`) that agents wrote before image
+    /// layers were shared; read so tasks they started are still known to use their image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_rootfs: Option<PathBuf>,
     pub hostname: String,
     /// Cgroup path relative to every hierarchy's root, e.g. `/dcos-rs/<task-id>`.
@@ -49,6 +58,25 @@ pub struct ShimSpec {
     /// tasks only); `None` runs it in the host's user namespace, as before this existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<crate::userns::IdMap>,
+}
+
+impl ShimSpec {
+    /// The config digest (`sha256:...`) of the task's image, `None` for a plain process.
+    pub fn image(&self) -> Option<String> {
+        self.image_digest.clone().or_else(|| {
+            let tree = self.image_rootfs.as_ref()?;
+            Some(format!("sha256:{}", tree.file_name()?.to_string_lossy()))
+        })
+    }
+
+    /// The lower layers of the task's root, bottom first; empty for a plain process.
+    pub fn image_lowers(&self) -> Vec<PathBuf> {
+        if self.image_digest.is_some() {
+            self.image_layers.clone()
+        } else {
+            self.image_rootfs.iter().cloned().collect()
+        }
+    }
 }
 
 fn default_log_max_bytes() -> u64 {

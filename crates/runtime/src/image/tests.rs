@@ -50,6 +50,19 @@ impl Fixture {
             .import(&self.layers_archive(layers, TestImageFormat::DockerSave))
     }
 
+    /// The merged view of an image's layers, copied out as a task without overlayfs gets it.
+    fn merged(&self, reference: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let layers = self.store.resolve(reference).unwrap().layers;
+        let dest = self.work.join(format!(
+            "merged-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        fs::create_dir(&dest).unwrap();
+        layers::flatten_layers(&layers, &dest).unwrap();
+        dest
+    }
+
     fn dir_entries(&self, relative: &str) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.store_root.join(relative))
             .unwrap()
@@ -68,9 +81,9 @@ impl Fixture {
             self.dir_entries(BLOBS_DIR)
         );
         assert!(
-            self.dir_entries(ROOTFS_DIR).is_empty(),
-            "trees left: {:?}",
-            self.dir_entries(ROOTFS_DIR)
+            self.dir_entries(LAYERS_DIR).is_empty(),
+            "layers left: {:?}",
+            self.dir_entries(LAYERS_DIR)
         );
         assert!(
             self.dir_entries(TMP_DIR).is_empty(),
@@ -149,7 +162,8 @@ fn docker_save_imports_and_resolves_by_short_full_and_digest_references() {
             resolved.config.env,
             ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         );
-        assert!(resolved.rootfs.join("bin/busybox").is_file());
+        assert_eq!(resolved.layers.len(), 1);
+        assert!(resolved.layers[0].join("bin/busybox").is_file());
     }
     let by_digest = f.store.resolve(&summary.digest).unwrap();
     assert_eq!(by_digest.reference, summary.digest);
@@ -161,7 +175,7 @@ fn docker_save_imports_and_resolves_by_short_full_and_digest_references() {
         pinned.reference,
         format!("docker.io/library/busybox@{}", summary.digest)
     );
-    assert_eq!(pinned.rootfs, by_digest.rootfs);
+    assert_eq!(pinned.layers, by_digest.layers);
     assert!(matches!(
         f.store.resolve("busybox"),
         Err(ImageError::NotFound { .. })
@@ -181,7 +195,7 @@ fn oci_layout_with_gzip_layer_imports_and_resolves_by_manifest_digest() {
     assert_eq!(imported[0].reference, "docker.io/library/busybox:latest");
     let resolved = f.store.resolve("busybox").unwrap();
     assert_eq!(resolved.digest, imported[0].digest);
-    assert!(resolved.rootfs.join("bin/busybox").is_file());
+    assert!(resolved.layers[0].join("bin/busybox").is_file());
 
     let index: Index =
         serde_json::from_slice(&fs::read(f.store_root.join(INDEX_FILE)).unwrap()).unwrap();
@@ -219,7 +233,11 @@ fn both_formats_of_the_same_image_give_the_same_config_digest() {
         .import(&f.busybox_archive("busybox:b", TestImageFormat::OciLayout))
         .unwrap();
     assert_eq!(docker[0].digest, oci[0].digest);
-    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1, "one tree for one image");
+    assert_eq!(
+        f.dir_entries(LAYERS_DIR).len(),
+        1,
+        "one layer for one image"
+    );
 }
 
 #[test]
@@ -228,7 +246,7 @@ fn rootfs_keeps_busybox_executable_with_modes_links_and_mtimes() {
     f.store
         .import(&f.busybox_archive("busybox:test", TestImageFormat::DockerSave))
         .unwrap();
-    let rootfs = f.store.resolve("busybox:test").unwrap().rootfs;
+    let rootfs = f.merged("busybox:test");
     let busybox = fs::metadata(rootfs.join("bin/busybox")).unwrap();
     assert_eq!(busybox.mode() & 0o7777, 0o755);
     assert_eq!(busybox.len(), fs::metadata(BUSYBOX).unwrap().len());
@@ -272,7 +290,7 @@ fn owners_and_special_mode_bits_are_kept() {
         Ok(())
     })])
     .unwrap();
-    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let rootfs = f.merged(LAYERS_IMAGE);
     assert_eq!(
         fs::metadata(rootfs.join("usr/bin/su")).unwrap().mode() & 0o7777,
         0o4755
@@ -319,7 +337,7 @@ fn whiteouts_hide_lower_files_and_opaque_directories_hide_only_lower_contents() 
         Ok(())
     });
     f.import_layers(vec![lower, upper]).unwrap();
-    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let rootfs = f.merged(LAYERS_IMAGE);
     let exists = |p: &str| rootfs.join(p).symlink_metadata().is_ok();
     assert!(exists("a/keep"));
     assert!(!exists("a/gone"));
@@ -353,7 +371,7 @@ fn a_directory_replaces_a_lower_symlink_and_a_file_replaces_a_lower_directory() 
         Ok(())
     });
     f.import_layers(vec![lower, upper]).unwrap();
-    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let rootfs = f.merged(LAYERS_IMAGE);
     assert!(rootfs.join("lib").symlink_metadata().unwrap().is_dir());
     assert_eq!(fs::read(rootfs.join("lib/libc.so")).unwrap(), b"libc");
     assert_eq!(fs::read(rootfs.join("x")).unwrap(), b"now a file");
@@ -416,13 +434,16 @@ fn writing_through_a_symlink_is_refused_within_and_across_layers() {
         "{error}"
     );
 
+    // A layer is unpacked into its own directory, so a lower layer's symlink is never on
+    // the way: the upper directory replaces it (as overlayfs shows it).
     let lower = layer(|l| l.symlink("evil", &outside_str).map(drop));
     let upper = layer(|l| l.dir("evil/sub", 0o755).map(drop));
-    let error = f.import_layers(vec![lower, upper]).unwrap_err();
-    assert!(matches!(error, ImageError::PathEscape { .. }), "{error}");
+    f.import_layers(vec![lower, upper]).unwrap();
+    assert!(f.merged(LAYERS_IMAGE).join("evil/sub").is_dir());
+    f.store.remove(LAYERS_IMAGE).unwrap();
 
-    // A relative symlink climbing out of the tree is no different. The tree is unpacked in
-    // <tempdir>/store/tmp/import-*/rootfs-*, so four levels up is <tempdir>.
+    // A relative symlink climbing out of the tree is no different. A layer is unpacked in
+    // <tempdir>/store/tmp/import-*/layer-*, so four levels up is <tempdir>.
     let relative = layer(|l| {
         l.symlink("up", "../../../../work/outside")?;
         l.file("up/owned", 0o644, b"x")?;
@@ -446,7 +467,7 @@ fn a_file_entry_replaces_a_symlink_instead_of_writing_through_it() {
     let lower = layer(|l| l.symlink("etc/shadow", victim.to_str().unwrap()).map(drop));
     let upper = layer(|l| l.file("etc/shadow", 0o600, b"image's own").map(drop));
     f.import_layers(vec![lower, upper]).unwrap();
-    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let rootfs = f.merged(LAYERS_IMAGE);
     assert_eq!(fs::read(&victim).unwrap(), b"original");
     assert_eq!(fs::read(rootfs.join("etc/shadow")).unwrap(), b"image's own");
 }
@@ -460,12 +481,18 @@ fn hard_links_must_stay_inside_the_tree() {
         Ok(())
     });
     f.import_layers(vec![good]).unwrap();
-    let rootfs = f.store.resolve(LAYERS_IMAGE).unwrap().rootfs;
+    let rootfs = f.merged(LAYERS_IMAGE);
     assert_eq!(
         fs::metadata(rootfs.join("bin/tool")).unwrap().ino(),
         fs::metadata(rootfs.join("bin/alias")).unwrap().ino()
     );
     f.store.remove(LAYERS_IMAGE).unwrap();
+
+    // As with docker's overlay2 driver, a link into a lower layer is refused.
+    let lower = layer(|l| l.file("bin/tool", 0o755, b"tool").map(drop));
+    let upper = layer(|l| l.hardlink("bin/alias", "bin/tool").map(drop));
+    let error = f.import_layers(vec![lower, upper]).unwrap_err();
+    assert!(error.to_string().contains("not in this layer"), "{error}");
 
     let outside = f.work.join("outside");
     fs::create_dir(&outside).unwrap();
@@ -510,7 +537,7 @@ fn corrupted_oci_blob_is_a_digest_mismatch_and_leaves_the_store_as_it_was() {
         .import(&f.busybox_archive("busybox:good", TestImageFormat::DockerSave))
         .unwrap();
     let blobs_before = f.dir_entries(BLOBS_DIR);
-    let trees_before = f.dir_entries(ROOTFS_DIR);
+    let layers_before = f.dir_entries(LAYERS_DIR);
 
     let archive = f.layers_archive(
         vec![layer(|l| l.file("data", 0o644, &[7u8; 4096]).map(drop))],
@@ -531,7 +558,7 @@ fn corrupted_oci_blob_is_a_digest_mismatch_and_leaves_the_store_as_it_was() {
         "{error}"
     );
     assert_eq!(f.dir_entries(BLOBS_DIR), blobs_before);
-    assert_eq!(f.dir_entries(ROOTFS_DIR), trees_before);
+    assert_eq!(f.dir_entries(LAYERS_DIR), layers_before);
     assert!(f.dir_entries(TMP_DIR).is_empty());
     assert_eq!(f.store.list().unwrap().len(), 1);
     assert!(matches!(
@@ -564,18 +591,18 @@ fn remove_untags_and_deletes_the_image_with_its_last_tag() {
     f.store.import(&archive).unwrap();
     let oci = f.busybox_archive("busybox:two", TestImageFormat::OciLayout);
     f.store.import(&oci).unwrap();
-    let rootfs = f.store.resolve("busybox:one").unwrap().rootfs;
+    let layer = f.store.resolve("busybox:one").unwrap().layers[0].clone();
 
     f.store.remove("busybox:one").unwrap();
     assert!(matches!(
         f.store.resolve("busybox:one"),
         Err(ImageError::NotFound { .. })
     ));
-    assert!(rootfs.is_dir(), "still tagged busybox:two");
+    assert!(layer.is_dir(), "still tagged busybox:two");
     assert_eq!(f.store.list().unwrap().len(), 1);
 
     f.store.remove("docker.io/library/busybox:two").unwrap();
-    assert!(!rootfs.exists());
+    assert!(!layer.exists());
     assert!(matches!(
         f.store.remove("busybox:two"),
         Err(ImageError::NotFound { .. })
@@ -602,14 +629,14 @@ fn reimport_is_idempotent_and_does_not_unpack_again() {
     let f = fixture();
     let archive = f.busybox_archive("busybox:test", TestImageFormat::DockerSave);
     let first = f.store.import(&archive).unwrap();
-    let rootfs = f.store.resolve("busybox:test").unwrap().rootfs;
-    let marker = rootfs.join("unpacked-once");
+    let layer = f.store.resolve("busybox:test").unwrap().layers[0].clone();
+    let marker = layer.join("unpacked-once");
     fs::write(&marker, b"").unwrap();
     let blobs = f.dir_entries(BLOBS_DIR);
 
     let second = f.store.import(&archive).unwrap();
     assert_eq!(first, second, "same summaries, same import time");
-    assert!(marker.exists(), "the tree was reused");
+    assert!(marker.exists(), "the layer was reused");
     assert_eq!(f.store.list().unwrap(), first);
     assert_eq!(f.dir_entries(BLOBS_DIR), blobs);
     assert!(f.dir_entries(TMP_DIR).is_empty());
@@ -646,9 +673,9 @@ fn retagging_keeps_the_previous_image_untagged_until_removed() {
         listed,
         ["docker.io/library/app:1".to_string(), old[0].digest.clone()]
     );
-    assert!(f.store.resolve(&old[0].digest).unwrap().rootfs.is_dir());
+    assert!(f.store.resolve(&old[0].digest).unwrap().layers[0].is_dir());
     f.store.remove(&old[0].digest).unwrap();
-    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1);
+    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 1);
 }
 
 #[test]
@@ -680,7 +707,7 @@ fn reopening_keeps_images_and_drops_leftovers() {
     .unwrap();
     fs::create_dir_all(
         f.store_root
-            .join(ROOTFS_DIR)
+            .join(LAYERS_DIR)
             .join("cd".repeat(32))
             .join("bin"),
     )
@@ -688,17 +715,14 @@ fn reopening_keeps_images_and_drops_leftovers() {
 
     let reopened = ImageStore::open(&f.store_root).unwrap();
     assert_eq!(reopened.list().unwrap(), imported);
-    assert!(reopened
-        .resolve("busybox:test")
-        .unwrap()
-        .rootfs
+    assert!(reopened.resolve("busybox:test").unwrap().layers[0]
         .join("bin/busybox")
         .is_file());
     assert!(f.dir_entries(TMP_DIR).is_empty());
     assert!(!f.dir_entries(BLOBS_DIR).contains(&"ab".repeat(32)));
-    assert_eq!(f.dir_entries(ROOTFS_DIR).len(), 1);
+    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 1);
     assert_eq!(
-        fs::metadata(f.store_root.join(ROOTFS_DIR)).unwrap().mode() & 0o777,
+        fs::metadata(f.store_root.join(LAYERS_DIR)).unwrap().mode() & 0o777,
         0o700
     );
 }
@@ -785,13 +809,7 @@ fn oci_layout_directory_imports_and_is_left_as_it_was() {
     let imported = f.store.import_layout_dir(&layout).unwrap();
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0].reference, "docker.io/library/busybox:dir");
-    assert!(f
-        .store
-        .resolve("busybox:dir")
-        .unwrap()
-        .rootfs
-        .join("bin/busybox")
-        .is_file());
+    assert!(f.merged("busybox:dir").join("bin/busybox").is_file());
     assert_eq!(
         layout_blobs(&layout),
         before,
@@ -916,4 +934,178 @@ fn a_dropped_staging_directory_is_removed() {
     fs::write(staging.path().join("partial"), b"half a layer").unwrap();
     drop(staging);
     assert!(f.dir_entries(TMP_DIR).is_empty());
+}
+
+/// `find`'s view of a tree: path, type, mode, owner, group and size of each entry, sorted.
+fn listing(dir: &Path) -> String {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -mindepth 1 -printf '%P %y %m %U %G %s %l\\n' | sort")
+        .arg("sh")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn images_on_the_same_base_share_its_layer_directories() {
+    let f = fixture();
+    let base = layer(|l| l.file("etc/os-release", 0o644, b"base").map(drop));
+    let one = layer(|l| l.file("app/one", 0o644, b"1").map(drop));
+    let two = layer(|l| l.file("app/two", 0o644, b"2").map(drop));
+    let import = |name: &str, layers: Vec<Vec<u8>>| {
+        let out = f.work.join(format!("{name}.tar"));
+        let reference = format!("test/{name}:1");
+        write_image_archive(
+            &out,
+            &reference,
+            &layers,
+            &ImageConfig::default(),
+            TestImageFormat::DockerSave,
+        )
+        .unwrap();
+        f.store.import(&out).unwrap();
+        f.store.resolve(&reference).unwrap()
+    };
+    let first = import("one", vec![base.clone(), one]);
+    let second = import("two", vec![base, two.clone()]);
+    assert_eq!(first.layers[0], second.layers[0], "the base is shared");
+    assert_ne!(first.layers[1], second.layers[1]);
+    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 3);
+    // The same layer on another base is another directory: it is unpacked over its base.
+    let alone = import("alone", vec![two]);
+    assert_ne!(alone.layers[0], second.layers[1]);
+    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 4);
+    assert_eq!(
+        fs::read(f.merged("test/two:1").join("etc/os-release")).unwrap(),
+        b"base"
+    );
+
+    f.store.remove("test/one:1").unwrap();
+    assert!(second.layers[0].is_dir(), "still used by test/two");
+    assert!(!first.layers[1].exists());
+    f.store.remove("test/two:1").unwrap();
+    f.store.remove("test/alone:1").unwrap();
+    f.assert_store_empty();
+}
+
+#[test]
+fn layers_are_in_overlayfs_format_and_a_mounted_overlay_shows_what_the_copy_shows() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: whiteouts and overlay mounts need root");
+        return;
+    }
+    let f = fixture();
+    let lower = layer(|l| {
+        l.dir("tmp", 0o1777)?;
+        l.file("a/keep", 0o644, b"keep")?;
+        l.file("a/gone", 0o644, b"gone")?;
+        l.file("b/old", 0o644, b"old")?;
+        l.file("c/deep/x", 0o644, b"x")?;
+        l.file("r/old", 0o644, b"old")?;
+        l.symlink("s", "a")?;
+        Ok(())
+    });
+    let upper = layer(|l| {
+        // `tmp` and `a` are implied, not listed: they keep their lower mode.
+        l.file("tmp/new", 0o600, b"new")?;
+        l.file("a/.wh.gone", 0o644, b"")?;
+        l.file("b/new", 0o644, b"new")?;
+        l.file("b/.wh..wh..opq", 0o644, b"")?;
+        l.file(".wh.c", 0o644, b"")?;
+        // Replaced by a directory of this layer: nothing of the lower one shows.
+        l.file(".wh.r", 0o644, b"")?;
+        l.file("r/new", 0o644, b"new")?;
+        l.file("s/through-symlink", 0o644, b"")?;
+        Ok(())
+    });
+    f.import_layers(vec![lower, upper]).unwrap();
+    let layers = f.store.resolve(LAYERS_IMAGE).unwrap().layers;
+
+    // What overlayfs itself would have written to an upper layer.
+    let top = &layers[1];
+    let gone = fs::symlink_metadata(top.join("a/gone")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&gone.file_type()) && gone.rdev() == 0,
+        "a whiteout is a 0/0 character device"
+    );
+    assert!(fs::symlink_metadata(top.join("c")).is_ok());
+    let opaque = |dir: &str| {
+        let fd = File::open(top.join(dir)).unwrap();
+        unpack::is_opaque(&std::os::fd::OwnedFd::from(fd))
+    };
+    assert!(opaque("b") && opaque("r") && !opaque("a"));
+    assert_eq!(
+        fs::metadata(top.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+
+    let copy = f.merged(LAYERS_IMAGE);
+    let expected = listing(&copy);
+    for line in [
+        "a/keep f 644",
+        "b/new f 644",
+        "r/new f 644",
+        "tmp d 1777",
+        "tmp/new f 600",
+    ] {
+        assert!(expected.contains(line), "{line} in {expected}");
+    }
+    for absent in ["a/gone", "b/old", "c/deep", "r/old"] {
+        assert!(!expected.contains(absent), "{absent} in {expected}");
+    }
+
+    // The same view through a real overlay mount, in a private mount namespace.
+    let mountpoint = f.work.join("overlay");
+    fs::create_dir(&mountpoint).unwrap();
+    let lowerdir = format!("{}:{}", layers[1].display(), layers[0].display());
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t overlay overlay -o \"lowerdir=$1\" \"$2\" && cd \"$2\" && \
+             find . -mindepth 1 -printf '%P %y %m %U %G %s %l\\n' | sort",
+        )
+        .args(["sh", &lowerdir, mountpoint.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+}
+
+#[test]
+fn a_store_of_whole_image_trees_gets_layer_directories_and_drops_the_unused_trees() {
+    let f = fixture();
+    let imported = f
+        .store
+        .import(&f.busybox_archive("busybox:old", TestImageFormat::DockerSave))
+        .unwrap();
+    let digest = imported[0].digest.clone();
+    // What an older build left: a whole-image tree, and no layer directories.
+    for entry in fs::read_dir(f.store_root.join(LAYERS_DIR)).unwrap() {
+        fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    let tree = f
+        .store_root
+        .join(ROOTFS_DIR)
+        .join(digest.strip_prefix("sha256:").unwrap());
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    assert!(matches!(
+        f.store.resolve("busybox:old"),
+        Err(ImageError::StoreCorrupt(_))
+    ));
+
+    let reopened = ImageStore::open(&f.store_root).unwrap();
+    assert_eq!(reopened.list().unwrap(), imported);
+    let resolved = reopened.resolve("busybox:old").unwrap();
+    assert!(resolved.layers[0].join("bin/busybox").is_file());
+    assert!(f.dir_entries(TMP_DIR).is_empty());
+
+    let in_use = BTreeSet::from([digest.clone()]);
+    assert_eq!(reopened.remove_flat_trees(&in_use).unwrap(), 0);
+    assert!(tree.is_dir(), "a task still runs from it");
+    assert_eq!(reopened.remove_flat_trees(&BTreeSet::new()).unwrap(), 1);
+    assert!(!tree.exists());
+    assert!(f.dir_entries(ROOTFS_DIR).is_empty());
 }

@@ -1,4 +1,15 @@
-//! Unpacks an image's layers, bottom to top, into one directory tree, applying OCI whiteouts.
+//! Unpacks one image layer into its own directory in overlayfs's format, so a task's root is
+//! an overlay of the image's layer directories and images built on the same base share them.
+//!
+//! - An OCI whiteout (`dir/.wh.name`) becomes a 0/0 character device at `dir/name`, an opaque
+//!   marker (`dir/.wh..wh..opq`) the xattr `trusted.overlay.opaque=y` on `dir`: what overlayfs
+//!   itself writes to an upper layer. Only what exists below is marked; a whiteout of a name
+//!   the layer itself has is dropped (the layer's entry hides the lower one anyway), or, for
+//!   a directory of the layer, makes it opaque.
+//! - A layer depends on the layers below it: a directory it implies but does not list (a
+//!   parent of one of its entries) takes the owner, mode and mtime the directory has below,
+//!   as overlayfs would show the lower directory. So the store keys a layer directory by its
+//!   chain id (the layer with everything below it), not by its diff_id.
 //!
 //! Layers are hostile input. The rules, and how they are kept:
 //! - An entry path (or hard-link target) that is absolute or has a `..` component is refused
@@ -7,16 +18,19 @@
 //!   `openat(O_NOFOLLOW | O_DIRECTORY)` from a descriptor of the tree's root, and the last
 //!   component is created with `O_EXCL | O_NOFOLLOW` (or `*at` calls that do not follow). An
 //!   entry below a symlink (`a/b` where `a` is a symlink) is refused with `PathEscape`.
-//! - A hard link must name an existing non-directory inside the tree, reached the same way.
-//! - Each layer is read twice: a first pass hashes the uncompressed stream against the
-//!   config's `diff_id` (before anything of it touches the tree), checks every path and
-//!   collects its whiteouts; the whiteouts are applied to the lower layers; the second pass
-//!   writes the entries. So whiteouts never hide files of their own layer, and memory grows
-//!   with the number of whiteouts and directories, never with file sizes.
+//! - A hard link must name an existing non-directory of the same layer, reached the same way
+//!   (as docker's overlay2 driver, a link into a lower layer is refused).
+//! - A layer is read twice: a first pass hashes the uncompressed stream against the config's
+//!   `diff_id` (before anything of it touches the tree), checks every path and collects its
+//!   whiteouts; the second pass writes the entries, then the whiteouts are marked. Memory
+//!   grows with the number of whiteouts and directories, never with file sizes.
+//! - Device nodes of the archive are never created (see below), nor are xattrs restored, so
+//!   a layer cannot forge a whiteout or an opaque marker of its own.
 //!
 //! Assumption: the tree is private to this process while it is built (the store's tmp
-//! directory, mode 0700). The few path-based operations (recursive removal, listing a
-//! directory for an opaque whiteout) rely on nobody else changing it underneath.
+//! directory, mode 0700). The one path-based operation (recursive removal of a directory an
+//! entry replaces) relies on nobody else changing it underneath. The lower layers are the
+//! store's own, read through descriptors without following symlinks.
 //!
 //! Deliberately not done: device nodes, FIFOs and sockets are skipped (the runtime provides
 //! /dev); extended attributes (file capabilities, ACLs, SELinux labels) are not restored;
@@ -60,15 +74,18 @@ pub(crate) struct LayerToUnpack<'a> {
     pub(crate) label: String,
 }
 
-/// Unpacks `layers` (bottom first) into `dest`, an existing empty directory.
-pub(crate) fn unpack_layers(layers: &[LayerToUnpack<'_>], dest: &Path) -> Result<(), ImageError> {
-    let mut tree = Tree::open(dest)?;
-    for layer in layers {
-        let whiteouts = scan_layer(layer)?;
-        for whiteout in &whiteouts {
-            tree.apply_whiteout(whiteout)?;
-        }
-        extract_layer(&mut tree, layer)?;
+/// Unpacks `layer` into `dest`, an existing empty directory, over `lowers`: the directories
+/// of the layers below it as this module wrote them, bottom first.
+pub(crate) fn unpack_layer(
+    layer: &LayerToUnpack<'_>,
+    lowers: &[&Path],
+    dest: &Path,
+) -> Result<(), ImageError> {
+    let whiteouts = scan_layer(layer)?;
+    let mut tree = Tree::open(dest, lowers)?;
+    extract_layer(&mut tree, layer)?;
+    for whiteout in &whiteouts {
+        tree.mark_whiteout(whiteout)?;
     }
     tree.finish_directories()
 }
@@ -343,10 +360,35 @@ struct Tree {
     root_path: PathBuf,
     /// Ownership can only be given away as root; unprivileged test runs keep their own ids.
     chown: bool,
-    /// Metadata of directories, applied once all layers are in: entries created later would
+    /// Metadata of directories, applied once the layer is in: entries created later would
     /// change a directory's mtime, and a read-only mode could block later writes.
     directories: BTreeMap<PathBuf, Metadata>,
+    /// Roots of the layers below, topmost first.
+    lowers: Vec<OwnedFd>,
 }
+
+/// What the layers below show at a path: overlayfs's merged view of them.
+#[derive(Debug, Clone, Copy)]
+enum Lower {
+    /// Nothing, a whiteout, or a path through a non-directory.
+    Missing,
+    /// A directory, with the metadata of its topmost copy (the one overlayfs shows).
+    Directory(Metadata),
+    /// A file, symlink or other non-directory.
+    Other,
+}
+
+/// What the layer being unpacked has at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Own {
+    Missing,
+    Directory,
+    /// A non-directory at the path or above it: it hides whatever is below.
+    NotDirectory,
+}
+
+/// Overlayfs's marker of a directory that hides the lower layers' contents.
+const OPAQUE_XATTR: &std::ffi::CStr = c"trusted.overlay.opaque";
 
 fn io_error(context: String) -> impl FnOnce(Errno) -> ImageError {
     move |errno| ImageError::Io {
@@ -363,25 +405,125 @@ fn is_symlink(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
 }
 
+/// Overlayfs's whiteout: a character device with device number 0/0.
+pub(crate) fn is_whiteout(stat: &FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && stat.st_rdev == 0
+}
+
+/// Whether the directory `fd` carries overlayfs's opaque marker.
+pub(crate) fn is_opaque(fd: &OwnedFd) -> bool {
+    let mut value = [0u8; 1];
+    // SAFETY: a descriptor we own, a NUL-terminated name and a buffer of the given length,
+    // all alive for the call.
+    let length = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            OPAQUE_XATTR.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    length == 1 && value[0] == b'y'
+}
+
+fn metadata_of(stat: &FileStat) -> Metadata {
+    Metadata {
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        mtime: TimeSpec::new(stat.st_mtime, stat.st_mtime_nsec),
+    }
+}
+
+/// Looks `components` up in the merged view of `lowers` (topmost first), as overlayfs does:
+/// the topmost entry wins; directories merge with the directories below them until one is
+/// opaque; a whiteout or non-directory hides everything below it.
+fn lower_entry(lowers: &[OwnedFd], components: &[OsString]) -> Result<Lower, ImageError> {
+    let raw = relative_path(components).into_os_string().into_vec();
+    let error = |errno| io_error(format!("looking up {} in the layers below", lossy(&raw)))(errno);
+    let directory_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let mut merged = Vec::new();
+    for lower in lowers {
+        let root =
+            Tree::open_at(lower.as_raw_fd(), OsStr::new("."), directory_flags).map_err(error)?;
+        let opaque = is_opaque(&root);
+        merged.push(root);
+        if opaque {
+            break;
+        }
+    }
+    let Some(top) = merged.first() else {
+        return Ok(Lower::Missing);
+    };
+    let mut metadata = metadata_of(&nix::sys::stat::fstat(top.as_raw_fd()).map_err(error)?);
+    for (depth, component) in components.iter().enumerate() {
+        let last = depth + 1 == components.len();
+        let mut next: Vec<OwnedFd> = Vec::new();
+        for dir in &merged {
+            let stat = match fstatat(
+                Some(dir.as_raw_fd()),
+                component.as_os_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(stat) => stat,
+                Err(Errno::ENOENT) => continue,
+                Err(errno) => return Err(error(errno)),
+            };
+            if !is_directory(&stat) {
+                if next.is_empty() {
+                    return Ok(if last && !is_whiteout(&stat) {
+                        Lower::Other
+                    } else {
+                        Lower::Missing
+                    });
+                }
+                break;
+            }
+            if next.is_empty() {
+                metadata = metadata_of(&stat);
+            }
+            let fd = Tree::open_at(dir.as_raw_fd(), component, directory_flags).map_err(error)?;
+            let opaque = is_opaque(&fd);
+            next.push(fd);
+            if opaque {
+                break;
+            }
+        }
+        if next.is_empty() {
+            return Ok(Lower::Missing);
+        }
+        merged = next;
+    }
+    Ok(Lower::Directory(metadata))
+}
+
 fn relative_path(components: &[OsString]) -> PathBuf {
     components.iter().collect()
 }
 
 impl Tree {
-    fn open(root_path: &Path) -> Result<Tree, ImageError> {
-        let root = openat(
-            None,
-            root_path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_error(format!("opening {}", root_path.display())))?;
-        Ok(Tree {
+    fn open(root_path: &Path, lowers: &[&Path]) -> Result<Tree, ImageError> {
+        let open_root = |path: &Path| {
+            let fd = openat(
+                None,
+                path,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_error(format!("opening {}", path.display())))?;
             // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-            root: unsafe { OwnedFd::from_raw_fd(root) },
+            Ok::<_, ImageError>(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        Ok(Tree {
+            root: open_root(root_path)?,
             root_path: root_path.to_path_buf(),
             chown: nix::unistd::geteuid().is_root(),
             directories: BTreeMap::new(),
+            lowers: lowers
+                .iter()
+                .rev()
+                .map(|lower| open_root(lower))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -397,8 +539,9 @@ impl Tree {
     }
 
     /// Opens the directory `components` (the root if empty) without following any symlink.
+    /// A directory created on the way takes the metadata it has in the layers below, if any.
     fn open_directory(
-        &self,
+        &mut self,
         components: &[OsString],
         walk: Walk,
         raw: &[u8],
@@ -426,6 +569,10 @@ impl Tree {
                         "setting mode of a directory for {}",
                         lossy(raw)
                     )))?;
+                    let implied = &components[..=depth];
+                    if let Lower::Directory(metadata) = lower_entry(&self.lowers, implied)? {
+                        self.track_directory(relative_path(implied), metadata)?;
+                    }
                     Ok(created)
                 }
                 other => other,
@@ -469,7 +616,7 @@ impl Tree {
 
     /// The parent directory of an entry (created as needed) and the entry's own name.
     fn open_parent<'c>(
-        &self,
+        &mut self,
         components: &'c [OsString],
         raw: &[u8],
     ) -> Result<(OwnedFd, &'c OsStr), ImageError> {
@@ -547,62 +694,87 @@ impl Tree {
         }
     }
 
-    fn apply_whiteout(&mut self, whiteout: &Whiteout) -> Result<(), ImageError> {
-        match whiteout {
-            Whiteout::Ignored => Ok(()),
-            Whiteout::Remove { dir, name } => {
-                let raw = relative_path(dir).join(name).into_os_string().into_vec();
-                // Nothing to hide unless the lower layers have `dir` as a real directory.
-                let Some(parent) = self.open_directory(dir, Walk::IfPresent, &raw)? else {
-                    return Ok(());
-                };
-                let mut components = dir.clone();
-                components.push(name.clone());
-                match Tree::stat_at(&parent, name, &raw)? {
-                    None => Ok(()),
-                    Some(stat) if is_directory(&stat) => {
-                        self.remove_directory_tree(&relative_path(&components), &raw)
-                    }
-                    Some(_) => unlinkat(
-                        Some(parent.as_raw_fd()),
-                        name.as_os_str(),
-                        UnlinkatFlags::NoRemoveDir,
-                    )
-                    .map_err(io_error(format!("applying whiteout for {}", lossy(&raw)))),
-                }
+    /// What this layer has at `components`, walked without following symlinks.
+    fn own_entry(&self, components: &[OsString], raw: &[u8]) -> Result<Own, ImageError> {
+        let directory_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let mut current = Tree::open_at(self.root.as_raw_fd(), OsStr::new("."), directory_flags)
+            .map_err(io_error(format!("opening {}", self.root_path.display())))?;
+        for component in components {
+            match Tree::stat_at(&current, component, raw)? {
+                None => return Ok(Own::Missing),
+                Some(stat) if !is_directory(&stat) => return Ok(Own::NotDirectory),
+                Some(_) => {}
             }
-            Whiteout::Opaque { dir } => {
-                let relative = relative_path(dir);
-                let raw = relative.clone().into_os_string().into_vec();
-                if self.open_directory(dir, Walk::IfPresent, &raw)?.is_none() {
-                    return Ok(());
-                }
-                let path = self.root_path.join(&relative);
-                let listing_error = |source| ImageError::Io {
-                    context: format!("listing {} for an opaque whiteout", path.display()),
-                    source,
-                };
-                for child in fs::read_dir(&path).map_err(listing_error)? {
-                    let child = child.map_err(listing_error)?;
-                    // `file_type` comes from the directory entry: a symlink is not followed.
-                    let child_is_directory = child.file_type().map_err(listing_error)?.is_dir();
-                    let removed = if child_is_directory {
-                        fs::remove_dir_all(child.path())
-                    } else {
-                        fs::remove_file(child.path())
-                    };
-                    removed.map_err(|source| ImageError::Io {
-                        context: format!(
-                            "removing {} for an opaque whiteout",
-                            child.path().display()
-                        ),
-                        source,
-                    })?;
-                }
-                self.forget_directories_under(&relative, false);
-                Ok(())
-            }
+            current = Tree::open_at(current.as_raw_fd(), component, directory_flags)
+                .map_err(io_error(format!("opening directory for {}", lossy(raw))))?;
         }
+        Ok(Own::Directory)
+    }
+
+    /// Writes a whiteout in overlayfs's format, once the layer's own entries are in.
+    fn mark_whiteout(&mut self, whiteout: &Whiteout) -> Result<(), ImageError> {
+        let (target, opaque) = match whiteout {
+            Whiteout::Ignored => return Ok(()),
+            Whiteout::Remove { dir, name } => {
+                let mut target = dir.clone();
+                target.push(name.clone());
+                (target, false)
+            }
+            Whiteout::Opaque { dir } => (dir.clone(), true),
+        };
+        let raw = relative_path(&target).into_os_string().into_vec();
+        match self.own_entry(&target, &raw)? {
+            // The layer's own non-directory hides whatever is below it.
+            Own::NotDirectory => Ok(()),
+            // The layer's own directory: it replaces the lower one (`.wh.name` next to a
+            // directory `name`) or hides its contents (`.wh..wh..opq`): both are opaque.
+            Own::Directory => self.set_opaque(&target, &raw),
+            Own::Missing => match (lower_entry(&self.lowers, &target)?, opaque) {
+                (Lower::Missing, _) | (Lower::Other, true) => Ok(()),
+                (Lower::Directory(_), true) => {
+                    self.open_directory(&target, Walk::Create, &raw)?;
+                    self.set_opaque(&target, &raw)
+                }
+                (_, false) => {
+                    let (parent, name) = self.open_parent(&target, &raw)?;
+                    nix::sys::stat::mknodat(
+                        Some(parent.as_raw_fd()),
+                        name,
+                        SFlag::S_IFCHR,
+                        Mode::empty(),
+                        0,
+                    )
+                    .map_err(io_error(format!(
+                        "creating the whiteout of {}",
+                        lossy(&raw)
+                    )))
+                }
+            },
+        }
+    }
+
+    fn set_opaque(&mut self, components: &[OsString], raw: &[u8]) -> Result<(), ImageError> {
+        let fd = self
+            .open_directory(components, Walk::Existing, raw)?
+            .expect("Walk::Existing opens or fails");
+        // SAFETY: a descriptor we own, a NUL-terminated name and a one-byte value, all alive
+        // for the call.
+        let result = unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                OPAQUE_XATTR.as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if result != 0 {
+            return Err(ImageError::Io {
+                context: format!("marking {} opaque", lossy(raw)),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     fn make_directory(
@@ -623,15 +795,19 @@ impl Tree {
                 .map_err(io_error(format!("creating directory {}", lossy(raw))))?;
             }
         }
-        let relative = relative_path(components);
+        // A later entry for the same directory wins.
+        self.track_directory(relative_path(components), metadata)
+    }
+
+    /// Records the metadata `finish_directories` gives the directory at `relative`.
+    fn track_directory(&mut self, relative: PathBuf, metadata: Metadata) -> Result<(), ImageError> {
         if !self.directories.contains_key(&relative)
             && self.directories.len() >= MAX_TRACKED_DIRECTORIES
         {
             return Err(ImageError::InvalidArchive(format!(
-                "image has more than {MAX_TRACKED_DIRECTORIES} directories"
+                "layer has more than {MAX_TRACKED_DIRECTORIES} directories"
             )));
         }
-        // A later layer's entry for the same directory wins.
         self.directories.insert(relative, metadata);
         Ok(())
     }
@@ -707,17 +883,24 @@ impl Tree {
         let (target_name, target_dir) = target_components.split_last().ok_or_else(|| {
             ImageError::InvalidArchive(format!("hard link {} has no target", lossy(raw)))
         })?;
-        let target_parent = self
-            .open_directory(target_dir, Walk::Existing, target)?
-            .expect("Walk::Existing opens or fails");
-        match Tree::stat_at(&target_parent, target_name, target)? {
-            None => {
-                return Err(ImageError::InvalidArchive(format!(
-                    "hard link {} -> {}: the target does not exist",
-                    lossy(raw),
-                    lossy(target)
-                )))
+        let not_in_layer = || {
+            ImageError::InvalidArchive(format!(
+                "hard link {} -> {}: the target is not in this layer",
+                lossy(raw),
+                lossy(target)
+            ))
+        };
+        let target_parent = match self.open_directory(target_dir, Walk::Existing, target) {
+            Ok(parent) => parent.expect("Walk::Existing opens or fails"),
+            Err(ImageError::InvalidArchive(_))
+                if self.own_entry(target_dir, target)? == Own::Missing =>
+            {
+                return Err(not_in_layer())
             }
+            Err(e) => return Err(e),
+        };
+        match Tree::stat_at(&target_parent, target_name, target)? {
+            None => return Err(not_in_layer()),
             Some(stat) if is_directory(&stat) => {
                 return Err(ImageError::InvalidArchive(format!(
                     "hard link {} -> {}: the target is a directory",
@@ -761,8 +944,9 @@ impl Tree {
 
     /// Applies the directories' own metadata, deepest first, to those that still exist as
     /// real directories.
-    fn finish_directories(self) -> Result<(), ImageError> {
-        for (relative, metadata) in self.directories.iter().rev() {
+    fn finish_directories(mut self) -> Result<(), ImageError> {
+        let directories = std::mem::take(&mut self.directories);
+        for (relative, metadata) in directories.iter().rev() {
             let components: Components = relative.iter().map(OsStr::to_os_string).collect();
             let raw = relative.as_os_str().as_bytes();
             if let Some(fd) = self.open_directory(&components, Walk::IfPresent, raw)? {

@@ -1,0 +1,307 @@
+//! Reads an image's layer directories (overlayfs's format, as `unpack` writes them) without
+//! mounting them: one file of the merged view (the image's `/etc/passwd`), or the whole view
+//! copied into a directory (a task's root where overlayfs cannot be mounted).
+//!
+//! The layers are the store's own trees, but their symlinks come from images: everything is
+//! reached through directory descriptors without following a symlink, so nothing outside the
+//! layers and the destination is ever read or written.
+
+use super::unpack::{is_opaque, is_whiteout};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+fn kind(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT
+}
+
+fn open_at(dir: RawFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let fd = openat(
+        Some(dir),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_directory_at(dir: RawFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    open_at(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+}
+
+fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<FileStat>, Errno> {
+    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(stat)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Where the merged view of `layers` (bottom first) has the file `relative` (e.g.
+/// `etc/passwd`): `Ok(None)` if it has none, an error if the path or the file is a symlink or
+/// not a regular file (an image must not make the agent read a host file).
+pub fn find_file(layers: &[PathBuf], relative: &str) -> Result<Option<PathBuf>, String> {
+    let components: Vec<&OsStr> = relative
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(OsStr::new)
+        .collect();
+    let refuse = |what: &str| Err(format!("the image's /{relative} is {what}"));
+    'layers: for layer in layers.iter().rev() {
+        let mut current = open_directory_at(libc::AT_FDCWD, layer.as_os_str())
+            .map_err(|e| format!("opening {}: {e}", layer.display()))?;
+        for (depth, component) in components.iter().enumerate() {
+            let last = depth + 1 == components.len();
+            let stat = stat_at(&current, component)
+                .map_err(|e| format!("looking up /{relative} in {}: {e}", layer.display()))?;
+            match stat {
+                // Not in this layer: an opaque directory on the way hides the ones below.
+                None if is_opaque(&current) => return Ok(None),
+                None => continue 'layers,
+                Some(stat) if is_whiteout(&stat) => return Ok(None),
+                Some(stat) if kind(&stat) == SFlag::S_IFLNK => return refuse("a symlink"),
+                Some(stat) if last => {
+                    return match kind(&stat) {
+                        SFlag::S_IFREG => Ok(Some(
+                            components.iter().fold(layer.clone(), |p, c| p.join(c)),
+                        )),
+                        _ => refuse("not a regular file"),
+                    }
+                }
+                Some(stat) if kind(&stat) != SFlag::S_IFDIR => return refuse("not a file"),
+                Some(_) => {
+                    current = open_directory_at(current.as_raw_fd(), component)
+                        .map_err(|e| format!("opening /{relative} in {}: {e}", layer.display()))?;
+                }
+            }
+        }
+        return refuse("a directory");
+    }
+    Ok(None)
+}
+
+/// Copies the merged view of `layers` (bottom first) into `dest`, an existing directory,
+/// layer by layer as overlayfs would show them: whiteouts remove, opaque directories hide
+/// what is below, owners, modes, mtimes and hard links within a layer are kept. Used where
+/// overlayfs cannot be mounted (`dest` is then a task's private copy of its image).
+pub fn flatten_layers(layers: &[PathBuf], dest: &Path) -> Result<(), String> {
+    let dest_root = open_directory_at(libc::AT_FDCWD, dest.as_os_str())
+        .map_err(|e| format!("opening {}: {e}", dest.display()))?;
+    for layer in layers {
+        let source = open_directory_at(libc::AT_FDCWD, layer.as_os_str())
+            .map_err(|e| format!("opening {}: {e}", layer.display()))?;
+        let mut copy = LayerCopy {
+            layer,
+            dest_root: &dest_root,
+            links: HashMap::new(),
+        };
+        copy.merge_directory(&source, &dest_root, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+/// One layer being copied onto the destination.
+struct LayerCopy<'a> {
+    layer: &'a Path,
+    dest_root: &'a OwnedFd,
+    /// Files of this layer with several links: (device, inode) -> where the first landed.
+    links: HashMap<(u64, u64), Vec<OsString>>,
+}
+
+impl LayerCopy<'_> {
+    fn error(&self, path: &[OsString], what: &str) -> impl Fn(Errno) -> String {
+        let path: PathBuf = path.iter().collect();
+        let message = format!(
+            "{what} {} of layer {}",
+            path.display(),
+            self.layer.display()
+        );
+        move |errno| format!("{message}: {errno}")
+    }
+
+    fn merge_directory(
+        &mut self,
+        source: &OwnedFd,
+        dest: &OwnedFd,
+        path: &mut Vec<OsString>,
+    ) -> Result<(), String> {
+        if is_opaque(source) {
+            let names = list(dest).map_err(self.error(path, "listing the copy of"))?;
+            for name in names {
+                remove_at(dest, &name).map_err(self.error(path, "emptying the copy of"))?;
+            }
+        }
+        for name in list(source).map_err(self.error(path, "listing"))? {
+            path.push(name.clone());
+            let result = self.merge_entry(source, dest, &name, path);
+            path.pop();
+            result?;
+        }
+        Ok(())
+    }
+
+    fn merge_entry(
+        &mut self,
+        source: &OwnedFd,
+        dest: &OwnedFd,
+        name: &OsStr,
+        path: &mut Vec<OsString>,
+    ) -> Result<(), String> {
+        let stat = stat_at(source, name)
+            .map_err(self.error(path, "inspecting"))?
+            .ok_or_else(|| format!("{} vanished from {}", lossy(path), self.layer.display()))?;
+        let existing = stat_at(dest, name).map_err(self.error(path, "inspecting the copy of"))?;
+        let keep_directory =
+            kind(&stat) == SFlag::S_IFDIR && existing.is_some_and(|e| kind(&e) == SFlag::S_IFDIR);
+        if existing.is_some() && !keep_directory {
+            remove_at(dest, name).map_err(self.error(path, "replacing"))?;
+        }
+        if is_whiteout(&stat) {
+            return Ok(());
+        }
+        let mtime = TimeSpec::new(stat.st_mtime, stat.st_mtime_nsec);
+        match kind(&stat) {
+            SFlag::S_IFDIR => {
+                if !keep_directory {
+                    mkdirat(
+                        Some(dest.as_raw_fd()),
+                        name,
+                        Mode::from_bits_truncate(0o700),
+                    )
+                    .map_err(self.error(path, "creating"))?;
+                }
+                let child_source = open_directory_at(source.as_raw_fd(), name)
+                    .map_err(self.error(path, "opening"))?;
+                let child_dest = open_directory_at(dest.as_raw_fd(), name)
+                    .map_err(self.error(path, "opening the copy of"))?;
+                self.merge_directory(&child_source, &child_dest, path)?;
+                set_metadata(child_dest.as_raw_fd(), &stat, &mtime)
+                    .map_err(self.error(path, "setting metadata of"))
+            }
+            SFlag::S_IFREG => {
+                let key = (stat.st_dev, stat.st_ino);
+                if stat.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        let (first_dir, first_name) = self.open_parent(first)?;
+                        return linkat(
+                            Some(first_dir.as_raw_fd()),
+                            first_name.as_os_str(),
+                            Some(dest.as_raw_fd()),
+                            name,
+                            AtFlags::empty(),
+                        )
+                        .map_err(self.error(path, "linking"));
+                    }
+                    self.links.insert(key, path.clone());
+                }
+                let from = open_at(source.as_raw_fd(), name, OFlag::O_RDONLY)
+                    .map_err(self.error(path, "opening"))?;
+                let to = open_at(
+                    dest.as_raw_fd(),
+                    name,
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+                )
+                .map_err(self.error(path, "creating"))?;
+                let (mut from, mut to) = (File::from(from), File::from(to));
+                std::io::copy(&mut from, &mut to)
+                    .map_err(|e| format!("copying {}: {e}", lossy(path)))?;
+                set_metadata(to.as_raw_fd(), &stat, &mtime)
+                    .map_err(self.error(path, "setting metadata of"))
+            }
+            SFlag::S_IFLNK => {
+                let target = readlinkat(Some(source.as_raw_fd()), name)
+                    .map_err(self.error(path, "reading"))?;
+                symlinkat(target.as_os_str(), Some(dest.as_raw_fd()), name)
+                    .map_err(self.error(path, "creating"))?;
+                fchownat(
+                    Some(dest.as_raw_fd()),
+                    name,
+                    Some(Uid::from_raw(stat.st_uid)),
+                    Some(Gid::from_raw(stat.st_gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(self.error(path, "setting the owner of"))?;
+                utimensat(
+                    Some(dest.as_raw_fd()),
+                    name,
+                    &mtime,
+                    &mtime,
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(self.error(path, "setting the mtime of"))
+            }
+            // `unpack` writes no other kind; a task gets its devices from the runtime.
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory holding the already copied `path`, and its name in it.
+    fn open_parent<'p>(&self, path: &'p [OsString]) -> Result<(OwnedFd, &'p OsString), String> {
+        let (name, parents) = path.split_last().expect("entries have a name");
+        let mut current = open_directory_at(self.dest_root.as_raw_fd(), OsStr::new("."))
+            .map_err(self.error(path, "opening the copy's root for"))?;
+        for parent in parents {
+            current = open_directory_at(current.as_raw_fd(), parent)
+                .map_err(self.error(path, "opening the directory of"))?;
+        }
+        Ok((current, name))
+    }
+}
+
+fn lossy(path: &[OsString]) -> String {
+    path.iter().collect::<PathBuf>().display().to_string()
+}
+
+/// Owner first: changing it clears setuid/setgid, which the mode then restores.
+fn set_metadata(fd: RawFd, stat: &FileStat, mtime: &TimeSpec) -> Result<(), Errno> {
+    fchown(
+        fd,
+        Some(Uid::from_raw(stat.st_uid)),
+        Some(Gid::from_raw(stat.st_gid)),
+    )?;
+    fchmod(fd, Mode::from_bits_truncate(stat.st_mode & 0o7777))?;
+    futimens(fd, mtime, mtime)
+}
+
+/// The names in a directory, without `.` and `..`.
+fn list(dir: &OwnedFd) -> Result<Vec<OsString>, Errno> {
+    let mut listing = Dir::openat(
+        Some(dir.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(&name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` from `dir`, a directory with everything in it, never following a symlink.
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    match unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EISDIR) => {
+            let child = open_directory_at(dir.as_raw_fd(), name)?;
+            for grandchild in list(&child)? {
+                remove_at(&child, &grandchild)?;
+            }
+            unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
+        }
+        Err(errno) => Err(errno),
+    }
+}
