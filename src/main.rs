@@ -13,8 +13,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         // The shim's stderr is the task's shim.log: libcontainer's diagnostics land there.
+        // Its container init logs to the task's own stderr, though, and warns on every start
+        // that it cannot install seccomp filters (it is built without libseccomp: the shim's
+        // executor installs them), so only its errors are let through.
         tracing_subscriber::fmt()
-            .with_env_filter(log_filter("warn,libcgroups=error"))
+            .with_env_filter(log_filter(
+                "warn,libcgroups=error,libcontainer::process::init=error",
+            ))
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .init();

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 use std::path::PathBuf;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub struct TaskCgroup {
     manager: AnyCgroupManager,
@@ -143,6 +143,53 @@ pub fn oom_kill_count(cgroup_path: &str) -> u64 {
             })
         })
         .sum()
+}
+
+/// Removes the cgroup at `cgroup_path` (relative to each hierarchy's root) from every
+/// hierarchy under `root` (`/sys/fs/cgroup`), killing whatever is still in it, until
+/// `deadline`. Works on the files alone: libcgroups's manager, which container deletion
+/// builds, reads /proc/self/mountinfo once per v1 controller (about 1.3 ms of every
+/// container's end). Every hierarchy is a directory under `root` (v1 and hybrid: one per
+/// controller mount, symlinked aliases skipped), or `root` itself (v2).
+pub fn remove_everywhere(
+    root: &std::path::Path,
+    cgroup_path: &str,
+    deadline: std::time::Instant,
+) -> Result<(), String> {
+    let relative = cgroup_path.trim_start_matches('/');
+    if relative.is_empty() || relative.split('/').any(|c| c == "..") {
+        return Err(format!("cgroup path {cgroup_path:?} is not a task's"));
+    }
+    let mut hierarchies = vec![root.to_path_buf()];
+    let listing = std::fs::read_dir(root).map_err(|e| format!("listing {}: {e}", root.display()))?;
+    for entry in listing.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            hierarchies.push(entry.path());
+        }
+    }
+    for hierarchy in hierarchies {
+        let cgroup = hierarchy.join(relative);
+        loop {
+            match std::fs::remove_dir(&cgroup) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(format!("removing {}: still busy", cgroup.display()));
+                    }
+                    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs"));
+                    for pid in procs.iter().flat_map(|p| p.lines()) {
+                        if let Ok(pid) = pid.trim().parse::<i32>() {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(format!("removing {}: {e}", cgroup.display())),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Which cgroup layout this host has, for logs and the agent's info.

@@ -171,7 +171,7 @@ fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         // rather than leave a task nobody manages.
         running.signal(Signal::SIGKILL);
         let _ = wait_for_exit(&running, 0, Signal::SIGKILL, &mut streams);
-        cleanup(running);
+        cleanup(running, spec);
         return Err(format!("writing task pid: {e}"));
     }
     let stop_signal = Signal::try_from(spec.stop_signal).unwrap_or(Signal::SIGTERM);
@@ -184,7 +184,7 @@ fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         WaitStatus::Signaled(_, signal, _) => (Some(128 + signal as i32), Some(signal as i32)),
         _ => (None, None),
     };
-    cleanup(running);
+    cleanup(running, spec);
     // Every writer is gone now: what is left in the pipes is the end of the log (bounded,
     // in case a stray writer survived).
     for stream in &mut streams {
@@ -592,11 +592,28 @@ fn wait_for_exit(
     }
 }
 
-fn cleanup(running: Running) {
+fn cleanup(running: Running, spec: &ShimSpec) {
     match running {
         Running::Container { mut container, .. } => {
-            if let Err(e) = container.delete(true) {
-                eprintln!("shim: deleting container: {e}");
+            // What `container.delete` does for an ended container without hooks (cgroups,
+            // state directory), without building libcgroups's manager; `delete` remains the
+            // fallback.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let removed = cgroups::remove_everywhere(
+                Path::new(cgroups::CGROUP_ROOT),
+                &spec.cgroup_path,
+                deadline,
+            )
+            .and_then(|()| {
+                let state = spec.container_state_root.join(&spec.task_id);
+                std::fs::remove_dir_all(&state)
+                    .map_err(|e| format!("removing {}: {e}", state.display()))
+            });
+            if let Err(reason) = removed {
+                eprintln!("shim: {reason}; deleting the container through libcontainer");
+                if let Err(e) = container.delete(true) {
+                    eprintln!("shim: deleting container: {e}");
+                }
             }
             // The overlay lives in this process's private mount namespace: it goes away with
             // the namespace when the shim exits, no unmount needed (measured: a lazy unmount
