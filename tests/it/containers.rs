@@ -256,6 +256,16 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
         out.contains("group-hidden"),
         "its whiteout hides a lower file: {out}"
     );
+    let pid = read_pid(&cluster, &task.id);
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
+    assert!(
+        root.contains(" - overlay "),
+        "the root is an overlay of the layers, not a copy: {root}"
+    );
     assert!(
         out.contains("ro-refused"),
         "RO volumes refuse writes: {out}"

@@ -161,7 +161,8 @@ pub fn remove_everywhere(
         return Err(format!("cgroup path {cgroup_path:?} is not a task's"));
     }
     let mut hierarchies = vec![root.to_path_buf()];
-    let listing = std::fs::read_dir(root).map_err(|e| format!("listing {}: {e}", root.display()))?;
+    let listing =
+        std::fs::read_dir(root).map_err(|e| format!("listing {}: {e}", root.display()))?;
     for entry in listing.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             hierarchies.push(entry.path());

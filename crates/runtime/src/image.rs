@@ -57,7 +57,8 @@ const LAYERS_DIR: &str = "layers";
 const ROOTFS_DIR: &str = "rootfs";
 const TMP_DIR: &str = "tmp";
 /// Version of `refs.json`; a store written by a newer format is refused, not misread.
-const INDEX_VERSION: u32 = 1;
+/// 2: layers in `layers/` (version 1 stores are read, and get them on open).
+const INDEX_VERSION: u32 = 2;
 /// Largest `refs.json` read (about 1 KiB per image; this is tens of thousands of images).
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -235,7 +236,7 @@ impl Index {
     }
 
     fn check(&self) -> Result<(), ImageError> {
-        if self.version != INDEX_VERSION {
+        if !(1..=INDEX_VERSION).contains(&self.version) {
             return Err(ImageError::StoreCorrupt(format!(
                 "{INDEX_FILE} has version {}, this build reads version {INDEX_VERSION}",
                 self.version
@@ -339,13 +340,19 @@ impl ImageStore {
         let index = store.load_index()?;
         store.empty_tmp()?;
         store.collect_garbage(&index)?;
-        store.unpack_missing_layers(&index)?;
+        store.unpack_missing_layers(&index);
+        if index.version < INDEX_VERSION {
+            // So an older build refuses the store rather than find its trees gone.
+            store.write_index(&index)?;
+        }
         Ok(store)
     }
 
     /// Unpacks, from the kept blobs, the layer directories that images of `index` lack: those
-    /// of a store written before layers were shared. Callers hold the lock.
-    fn unpack_missing_layers(&self, index: &Index) -> Result<(), ImageError> {
+    /// of a store written before layers were shared. Best effort, image by image: one that
+    /// fails (a layer this build refuses, a full disk) is logged and keeps running from its
+    /// whole-image tree. Callers hold the lock.
+    fn unpack_missing_layers(&self, index: &Index) {
         let lacking: Vec<(&Digest, &ImageRecord)> = index
             .images
             .iter()
@@ -356,31 +363,38 @@ impl ImageStore {
                     .any(|chain| !self.layer_path(chain).is_dir())
             })
             .collect();
-        if lacking.is_empty() {
-            return Ok(());
+        for (digest, record) in lacking {
+            tracing::info!(image = %digest, "unpacking the image's layers for sharing");
+            if let Err(e) = self.unpack_record_layers(record) {
+                tracing::warn!(image = %digest, error = %e, "could not unpack the image's layers; it keeps its whole-image tree");
+            }
         }
+    }
+
+    /// Unpacks the layers of one stored image that the store lacks, from its blobs.
+    fn unpack_record_layers(&self, record: &ImageRecord) -> Result<(), ImageError> {
         let staging = self.create_temp_dir("layers")?;
         let result = (|| {
+            let paths: Vec<PathBuf> = record
+                .layers
+                .iter()
+                .map(|l| self.blob_path(&l.digest))
+                .collect();
+            let layers: Vec<unpack::LayerToUnpack<'_>> = record
+                .layers
+                .iter()
+                .zip(&paths)
+                .map(|(layer, path)| unpack::LayerToUnpack {
+                    path,
+                    diff_id: &layer.diff_id,
+                    label: layer.digest.to_string(),
+                })
+                .collect();
             let mut staged = BTreeMap::new();
-            for (digest, record) in &lacking {
-                tracing::info!(image = %digest, "unpacking the image's layers for sharing");
-                let paths: Vec<PathBuf> = record
-                    .layers
-                    .iter()
-                    .map(|l| self.blob_path(&l.digest))
-                    .collect();
-                let layers: Vec<unpack::LayerToUnpack<'_>> = record
-                    .layers
-                    .iter()
-                    .zip(&paths)
-                    .map(|(layer, path)| unpack::LayerToUnpack {
-                        path,
-                        diff_id: &layer.diff_id,
-                        label: layer.digest.to_string(),
-                    })
-                    .collect();
-                self.unpack_new_layers(&layers, &staging, &mut staged)?;
-            }
+            self.unpack_new_layers(&layers, &staging, &mut staged)?;
+            // The index names these layers already: they must be on disk before they are
+            // in place, where their presence alone makes them trusted.
+            self.sync_filesystem()?;
             self.move_layers_into_place(&staged)?;
             self.sync_filesystem()
         })();
@@ -403,9 +417,17 @@ impl ImageStore {
         let mut below: Vec<PathBuf> = Vec::new();
         for (layer, chain) in layers.iter().zip(&chains) {
             let stored = self.layer_path(chain);
-            let directory = match staged.get(chain) {
-                Some(directory) => directory.clone(),
-                None if stored.is_dir() => stored,
+            let reused = staged
+                .get(chain)
+                .cloned()
+                .or(stored.is_dir().then_some(stored));
+            let directory = match reused {
+                // Unpacked already, from another blob: this one must still match its
+                // diff_id, or an image could claim another's layers with any blob at all.
+                Some(directory) => {
+                    unpack::verify_layer(layer)?;
+                    directory
+                }
                 None => {
                     let directory = staging.join(format!("layer-{}", chain.hex()));
                     DirBuilder::new()
@@ -442,23 +464,38 @@ impl ImageStore {
     /// `in_use` (config digests, `sha256:...`: images tasks still run from). Returns how many
     /// were removed.
     pub fn remove_flat_trees(&self, in_use: &BTreeSet<String>) -> Result<usize, ImageError> {
-        let _lock = self.lock()?;
         let rootfs_dir = self.root.join(ROOTFS_DIR);
+        if !rootfs_dir.is_dir() {
+            return Ok(0);
+        }
+        let _lock = self.lock()?;
         let entries = match fs::read_dir(&rootfs_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(io_error(format!("listing {}", rootfs_dir.display()))(e)),
         };
+        let index = self.load_index()?;
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(io_error(format!("listing {}", rootfs_dir.display())))?;
             let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
-            if !in_use.contains(&digest) {
+            // An image whose layers could not be unpacked still runs from its tree.
+            let lacks_layers = Digest::parse(&digest)
+                .and_then(|d| index.images.get(&d))
+                .is_some_and(|record| {
+                    record
+                        .chain_ids()
+                        .iter()
+                        .any(|chain| !self.layer_path(chain).is_dir())
+                });
+            if !in_use.contains(&digest) && !lacks_layers {
                 tracing::info!(tree = %entry.path().display(), "removing a whole-image tree no task uses");
                 self.discard_tree(&entry.path())?;
                 removed += 1;
             }
         }
+        // Gone once empty, so later calls return at once.
+        let _ = fs::remove_dir(&rootfs_dir);
         Ok(removed)
     }
 
@@ -633,12 +670,18 @@ impl ImageStore {
             .iter()
             .map(|chain| self.layer_path(chain))
             .collect();
-        if let Some(missing) = layers.iter().find(|layer| !layer.is_dir()) {
-            return Err(ImageError::StoreCorrupt(format!(
-                "an unpacked layer of {digest} is missing at {}",
-                missing.display()
-            )));
-        }
+        let layers = match layers.iter().find(|layer| !layer.is_dir()) {
+            None => layers,
+            // Not unpacked into layers (see `unpack_missing_layers`): its whole-image tree
+            // is a lower layer just as well.
+            Some(_) if self.flat_tree_path(&digest).is_dir() => vec![self.flat_tree_path(&digest)],
+            Some(missing) => {
+                return Err(ImageError::StoreCorrupt(format!(
+                    "an unpacked layer of {digest} is missing at {}",
+                    missing.display()
+                )))
+            }
+        };
         Ok(ResolvedImage {
             reference: parsed.to_string(),
             digest: digest.to_string(),
@@ -722,6 +765,10 @@ impl ImageStore {
     /// Callers hold the lock, so one temporary name is enough.
     fn write_index(&self, index: &Index) -> Result<(), ImageError> {
         index.check()?;
+        let index = &Index {
+            version: INDEX_VERSION,
+            ..index.clone()
+        };
         let temp = self.root.join(INDEX_TEMP_FILE);
         let path = self.root.join(INDEX_FILE);
         let mut bytes = serde_json::to_vec_pretty(index).expect("the index serializes");
@@ -740,6 +787,10 @@ impl ImageStore {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join(BLOBS_DIR).join(digest.hex())
+    }
+
+    fn flat_tree_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(ROOTFS_DIR).join(digest.hex())
     }
 
     fn layer_path(&self, chain_id: &Digest) -> PathBuf {

@@ -275,54 +275,79 @@ fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_layers: &[PathBuf]) -> R
             .map_err(|e| format!("creating {}: {e}", empty.display()))?;
         lowers.push(empty);
     }
+    // Absolute: the mount resolves them from the layers' directory (see `mount_overlay`).
+    let absolute = |path: PathBuf| {
+        std::path::absolute(&path).map_err(|e| format!("resolving {}: {e}", path.display()))
+    };
+    let (upper, work) = (
+        absolute(dir.overlay_upper())?,
+        absolute(dir.overlay_work())?,
+    );
     let (lowerdir, relative_to) = overlay_lowerdir(&lowers);
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
-        dir.overlay_upper().display(),
-        dir.overlay_work().display()
+        upper.display(),
+        work.display()
     );
-    let mount_overlay = |options: &str| {
+    let target = absolute(rootfs.clone())?;
+    if let Err(e) = mount_overlay(&target, &options, relative_to.as_deref())? {
+        eprintln!("shim: overlay mount failed ({e}), copying the image instead");
+        crate::image::layers::flatten_layers(&lowers, &rootfs)?;
+    }
+    Ok(())
+}
+
+/// Mounts an overlay at `target` with `options`, whose `lowerdir` names are relative to
+/// `directory` if one is given (the shim's working directory during the mount). The inner
+/// error is a mount that did not happen (copy the layers instead); the outer one a working
+/// directory that could not be restored.
+///
+/// `volatile` (Linux 5.10+): the upper layer is thrown away with the task, so overlayfs need
+/// not sync it. Without it, freeing the overlay when the shim exits syncs the whole upper
+/// filesystem (the agent's data dir's filesystem), once per task, however busy that
+/// filesystem is (`perf` showed `ovl_sync_fs` -> `sync_filesystem` and ext4 discards on every
+/// bench-runtime start). An older kernel refuses the option: mount without it.
+fn mount_overlay(
+    target: &Path,
+    options: &str,
+    directory: Option<&Path>,
+) -> Result<Result<(), String>, String> {
+    use nix::mount::{mount, MsFlags};
+    if options.len() >= MOUNT_DATA_MAX_BYTES {
+        return Ok(Err(format!(
+            "the layers do not fit one mount's {MOUNT_DATA_MAX_BYTES}-byte options"
+        )));
+    }
+    let previous = match directory {
+        Some(directory) => {
+            let entered = std::env::current_dir()
+                .and_then(|previous| std::env::set_current_dir(directory).map(|()| previous));
+            match entered {
+                Ok(previous) => Some(previous),
+                Err(e) => return Ok(Err(format!("entering {}: {e}", directory.display()))),
+            }
+        }
+        None => None,
+    };
+    let mount_with = |options: &str| {
         mount(
             Some("overlay"),
-            &rootfs,
+            target,
             Some("overlay"),
             MsFlags::empty(),
             Some(options),
         )
     };
-    let mounted = if options.len() + ",volatile".len() >= MOUNT_DATA_MAX_BYTES {
-        Err(format!(
-            "{} layers do not fit one overlay mount's options",
-            lowers.len()
-        ))
-    } else {
-        // Layer names are relative to their directory: the mount resolves them from here.
-        let previous = std::env::current_dir().map_err(|e| format!("working directory: {e}"))?;
-        if let Some(directory) = &relative_to {
-            std::env::set_current_dir(directory)
-                .map_err(|e| format!("entering {}: {e}", directory.display()))?;
-        }
-        // `volatile` (Linux 5.10+): the upper layer is thrown away with the task, so
-        // overlayfs need not sync it. Without it, freeing the overlay when the shim exits
-        // syncs the whole upper filesystem (the agent's data dir's filesystem), once per
-        // task, however busy that filesystem is (`perf` showed `ovl_sync_fs` ->
-        // `sync_filesystem` and ext4 discards on every bench-runtime start). An older kernel
-        // refuses the option: mount without it.
-        let mounted = match mount_overlay(&format!("{options},volatile")) {
-            Err(nix::errno::Errno::EINVAL) => mount_overlay(&options),
-            other => other,
-        };
-        if relative_to.is_some() {
-            std::env::set_current_dir(&previous)
-                .map_err(|e| format!("returning to {}: {e}", previous.display()))?;
-        }
-        mounted.map_err(|e| e.to_string())
+    let volatile = format!("{options},volatile");
+    let mounted = match (volatile.len() < MOUNT_DATA_MAX_BYTES).then(|| mount_with(&volatile)) {
+        None | Some(Err(nix::errno::Errno::EINVAL)) => mount_with(options),
+        Some(other) => other,
     };
-    if let Err(e) = mounted {
-        eprintln!("shim: overlay mount failed ({e}), copying the image instead");
-        crate::image::layers::flatten_layers(&lowers, &rootfs)?;
+    if let Some(previous) = previous {
+        std::env::set_current_dir(&previous)
+            .map_err(|e| format!("returning to {}: {e}", previous.display()))?;
     }
-    Ok(())
+    Ok(mounted.map_err(|e| e.to_string()))
 }
 
 /// Largest options string a mount takes (one page).

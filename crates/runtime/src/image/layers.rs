@@ -49,7 +49,9 @@ fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<FileStat>, Errno> {
 
 /// Where the merged view of `layers` (bottom first) has the file `relative` (e.g.
 /// `etc/passwd`): `Ok(None)` if it has none, an error if the path or the file is a symlink or
-/// not a regular file (an image must not make the agent read a host file).
+/// not a regular file (an image must not make the agent read a host file). The lookup is
+/// overlayfs's: the topmost entry wins, directories merge with those below them until one is
+/// opaque, a whiteout or non-directory hides everything below it.
 pub fn find_file(layers: &[PathBuf], relative: &str) -> Result<Option<PathBuf>, String> {
     let components: Vec<&OsStr> = relative
         .split('/')
@@ -57,37 +59,55 @@ pub fn find_file(layers: &[PathBuf], relative: &str) -> Result<Option<PathBuf>, 
         .map(OsStr::new)
         .collect();
     let refuse = |what: &str| Err(format!("the image's /{relative} is {what}"));
-    'layers: for layer in layers.iter().rev() {
-        let mut current = open_directory_at(libc::AT_FDCWD, layer.as_os_str())
+    let failed = |e: Errno| format!("looking up /{relative} in the image's layers: {e}");
+    // The directories that make up the path so far, topmost first, with their layer.
+    let mut merged: Vec<(&PathBuf, OwnedFd)> = Vec::new();
+    for layer in layers.iter().rev() {
+        let root = open_directory_at(libc::AT_FDCWD, layer.as_os_str())
             .map_err(|e| format!("opening {}: {e}", layer.display()))?;
-        for (depth, component) in components.iter().enumerate() {
-            let last = depth + 1 == components.len();
-            let stat = stat_at(&current, component)
-                .map_err(|e| format!("looking up /{relative} in {}: {e}", layer.display()))?;
-            match stat {
-                // Not in this layer: an opaque directory on the way hides the ones below.
-                None if is_opaque(&current) => return Ok(None),
-                None => continue 'layers,
-                Some(stat) if is_whiteout(&stat) => return Ok(None),
-                Some(stat) if kind(&stat) == SFlag::S_IFLNK => return refuse("a symlink"),
-                Some(stat) if last => {
-                    return match kind(&stat) {
-                        SFlag::S_IFREG => Ok(Some(
-                            components.iter().fold(layer.clone(), |p, c| p.join(c)),
-                        )),
-                        _ => refuse("not a regular file"),
-                    }
-                }
-                Some(stat) if kind(&stat) != SFlag::S_IFDIR => return refuse("not a file"),
-                Some(_) => {
-                    current = open_directory_at(current.as_raw_fd(), component)
-                        .map_err(|e| format!("opening /{relative} in {}: {e}", layer.display()))?;
-                }
-            }
-        }
-        return refuse("a directory");
+        merged.push((layer, root));
     }
-    Ok(None)
+    for (depth, component) in components.iter().enumerate() {
+        let last = depth + 1 == components.len();
+        let mut next: Vec<(&PathBuf, OwnedFd)> = Vec::new();
+        for (layer, dir) in &merged {
+            let Some(stat) = stat_at(dir, component).map_err(failed)? else {
+                continue;
+            };
+            if kind(&stat) == SFlag::S_IFDIR {
+                if last {
+                    return refuse("a directory");
+                }
+                let child = open_directory_at(dir.as_raw_fd(), component).map_err(failed)?;
+                let opaque = is_opaque(&child);
+                next.push((layer, child));
+                if opaque {
+                    break;
+                }
+                continue;
+            }
+            // A non-directory below a directory of a higher layer is hidden by it.
+            if !next.is_empty() || is_whiteout(&stat) {
+                break;
+            }
+            return match kind(&stat) {
+                SFlag::S_IFLNK => refuse("a symlink"),
+                // A file where a directory of the path should be: there is no such file.
+                _ if !last => Ok(None),
+                SFlag::S_IFREG => Ok(Some(
+                    components
+                        .iter()
+                        .fold(layer.to_path_buf(), |p, c| p.join(c)),
+                )),
+                _ => refuse("not a regular file"),
+            };
+        }
+        if next.is_empty() {
+            return Ok(None);
+        }
+        merged = next;
+    }
+    refuse("a directory")
 }
 
 /// Copies the merged view of `layers` (bottom first) into `dest`, an existing directory,
@@ -303,5 +323,80 @@ fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
             unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
         }
         Err(errno) => Err(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn opaque(dir: &Path) {
+        let value = b"y";
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer that outlive the call.
+        let result = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                value.as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    #[test]
+    fn files_are_found_as_overlayfs_would_show_them() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: opaque markers and whiteouts need root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (lower, upper) = (root.path().join("lower"), root.path().join("upper"));
+        fs::create_dir_all(lower.join("etc/sub")).unwrap();
+        fs::write(lower.join("etc/passwd"), "root").unwrap();
+        fs::write(lower.join("etc/group"), "root").unwrap();
+        fs::write(lower.join("etc/sub/x"), "x").unwrap();
+        fs::write(lower.join("var"), "a file").unwrap();
+        fs::create_dir_all(upper.join("etc/sub")).unwrap();
+        fs::create_dir_all(upper.join("var")).unwrap();
+        let layers = vec![lower.clone(), upper.clone()];
+        let find = |relative: &str| find_file(&layers, relative);
+
+        assert_eq!(find("etc/passwd").unwrap(), Some(lower.join("etc/passwd")));
+        assert_eq!(find("etc/sub/x").unwrap(), Some(lower.join("etc/sub/x")));
+        assert_eq!(find("etc/none").unwrap(), None);
+        assert_eq!(
+            find("var/x").unwrap(),
+            None,
+            "the upper directory hides the file"
+        );
+        assert!(find("etc").unwrap_err().contains("a directory"));
+
+        nix::sys::stat::mknod(&upper.join("etc/group"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+        assert_eq!(find("etc/group").unwrap(), None, "whited out");
+        opaque(&upper.join("etc"));
+        assert_eq!(
+            find("etc/passwd").unwrap(),
+            None,
+            "hidden by the opaque etc"
+        );
+        assert_eq!(
+            find("etc/sub/x").unwrap(),
+            None,
+            "hidden by the opaque etc above"
+        );
+
+        fs::write(upper.join("etc/passwd"), "mine").unwrap();
+        assert_eq!(find("etc/passwd").unwrap(), Some(upper.join("etc/passwd")));
+        let top = root.path().join("top");
+        fs::create_dir(&top).unwrap();
+        std::os::unix::fs::symlink("/etc", top.join("etc")).unwrap();
+        let with_symlink = vec![lower, upper, top];
+        assert!(find_file(&with_symlink, "etc/passwd")
+            .unwrap_err()
+            .contains("symlink"));
     }
 }

@@ -63,6 +63,32 @@ impl Fixture {
         dest
     }
 
+    /// `listing` of the overlay of `layers` (bottom first), mounted in a private mount
+    /// namespace as a task's root is.
+    fn overlay_listing(&self, layers: &[PathBuf]) -> String {
+        let mountpoint = tempfile::tempdir_in(&self.work).unwrap();
+        let lowerdir: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|l| l.display().to_string())
+            .collect();
+        let output = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount -t overlay overlay -o \"lowerdir=$1\" \"$2\" && cd \"$2\" && \
+                 find . -mindepth 1 -printf '%P %y %m %U %G %s %l\\n' | sort",
+            )
+            .args([
+                "sh",
+                &lowerdir.join(":"),
+                mountpoint.path().to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     fn dir_entries(&self, relative: &str) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.store_root.join(relative))
             .unwrap()
@@ -309,6 +335,10 @@ fn owners_and_special_mode_bits_are_kept() {
 
 #[test]
 fn whiteouts_hide_lower_files_and_opaque_directories_hide_only_lower_contents() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: whiteouts and opaque markers need root");
+        return;
+    }
     let f = fixture();
     // Hostile targets always point into the test's own directory: if the code under test
     // regresses, the damage stays there.
@@ -1057,21 +1087,56 @@ fn layers_are_in_overlayfs_format_and_a_mounted_overlay_shows_what_the_copy_show
         assert!(!expected.contains(absent), "{absent} in {expected}");
     }
 
-    // The same view through a real overlay mount, in a private mount namespace.
-    let mountpoint = f.work.join("overlay");
-    fs::create_dir(&mountpoint).unwrap();
-    let lowerdir = format!("{}:{}", layers[1].display(), layers[0].display());
-    let output = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount -t overlay overlay -o \"lowerdir=$1\" \"$2\" && cd \"$2\" && \
-             find . -mindepth 1 -printf '%P %y %m %U %G %s %l\\n' | sort",
-        )
-        .args(["sh", &lowerdir, mountpoint.to_str().unwrap()])
-        .output()
+    assert_eq!(f.overlay_listing(&layers), expected);
+}
+
+#[test]
+fn whiteouts_covering_each_other_and_a_top_level_opaque_marker_look_the_same_mounted() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: whiteouts and overlay mounts need root");
+        return;
+    }
+    let f = fixture();
+    let lower = layer(|l| {
+        l.file("a/b/c", 0o644, b"c")?;
+        l.dir("foo", 0o700)?;
+        l.file("foo/old", 0o644, b"old")?;
+        l.file("top/x", 0o644, b"x")?;
+        l.file("plain", 0o644, b"p")?;
+        Ok(())
+    });
+    let middle = layer(|l| {
+        // A whiteout below one of the same layer's comes first in the archive.
+        l.file("a/b/.wh.c", 0o644, b"")?;
+        l.file(".wh.a", 0o644, b"")?;
+        // Replaced by an implied directory: it must not take the removed one's mode.
+        l.file(".wh.foo", 0o644, b"")?;
+        l.file("foo/bar", 0o644, b"bar")?;
+        Ok(())
+    });
+    f.import_layers(vec![lower.clone(), middle.clone()])
         .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+    let layers = f.store.resolve(LAYERS_IMAGE).unwrap().layers;
+    let expected = listing(&f.merged(LAYERS_IMAGE));
+    assert!(
+        !expected.contains("a/b") && !expected.starts_with("a "),
+        "{expected}"
+    );
+    assert!(expected.contains("foo d 755 0 0"), "{expected}");
+    assert!(!expected.contains("foo/old"), "{expected}");
+    assert_eq!(f.overlay_listing(&layers), expected);
+    f.store.remove(LAYERS_IMAGE).unwrap();
+
+    let top = layer(|l| {
+        l.file(".wh..wh..opq", 0o644, b"")?;
+        l.file("top/y", 0o644, b"y")?;
+        Ok(())
+    });
+    f.import_layers(vec![lower, middle, top]).unwrap();
+    let layers = f.store.resolve(LAYERS_IMAGE).unwrap().layers;
+    let expected = listing(&f.merged(LAYERS_IMAGE));
+    assert_eq!(expected, "top d 755 0 0 4096 \ntop/y f 644 0 0 1 \n");
+    assert_eq!(f.overlay_listing(&layers), expected);
 }
 
 #[test]
@@ -1091,12 +1156,27 @@ fn a_store_of_whole_image_trees_gets_layer_directories_and_drops_the_unused_tree
         .join(ROOTFS_DIR)
         .join(digest.strip_prefix("sha256:").unwrap());
     fs::create_dir_all(tree.join("bin")).unwrap();
-    assert!(matches!(
-        f.store.resolve("busybox:old"),
-        Err(ImageError::StoreCorrupt(_))
-    ));
+    assert_eq!(
+        f.store.resolve("busybox:old").unwrap().layers,
+        vec![tree.clone()],
+        "until it has layers, the image runs from its tree"
+    );
+    let index_path = f.store_root.join(INDEX_FILE);
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(index.contains("\"version\": 2"), "{index}");
+    fs::write(
+        &index_path,
+        index.replace("\"version\": 2", "\"version\": 1"),
+    )
+    .unwrap();
 
     let reopened = ImageStore::open(&f.store_root).unwrap();
+    assert!(
+        fs::read_to_string(&index_path)
+            .unwrap()
+            .contains("\"version\": 2"),
+        "older builds now refuse the store"
+    );
     assert_eq!(reopened.list().unwrap(), imported);
     let resolved = reopened.resolve("busybox:old").unwrap();
     assert!(resolved.layers[0].join("bin/busybox").is_file());
@@ -1107,5 +1187,96 @@ fn a_store_of_whole_image_trees_gets_layer_directories_and_drops_the_unused_tree
     assert!(tree.is_dir(), "a task still runs from it");
     assert_eq!(reopened.remove_flat_trees(&BTreeSet::new()).unwrap(), 1);
     assert!(!tree.exists());
-    assert!(f.dir_entries(ROOTFS_DIR).is_empty());
+    assert!(!f.store_root.join(ROOTFS_DIR).exists());
+
+    // An image whose layers cannot be unpacked (here: a damaged blob) keeps running from its
+    // tree, and the store still opens.
+    let layer_dir = resolved.layers[0].clone();
+    fs::remove_dir_all(&layer_dir).unwrap();
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    let blobs = f.dir_entries(BLOBS_DIR);
+    for blob in &blobs {
+        let path = f.store_root.join(BLOBS_DIR).join(blob);
+        if fs::metadata(&path).unwrap().len() > 100_000 {
+            fs::write(&path, b"damaged").unwrap();
+        }
+    }
+    let reopened = ImageStore::open(&f.store_root).unwrap();
+    assert_eq!(
+        reopened.resolve("busybox:old").unwrap().layers,
+        vec![tree.clone()]
+    );
+    assert!(!layer_dir.exists());
+    assert_eq!(reopened.remove_flat_trees(&BTreeSet::new()).unwrap(), 0);
+    assert!(tree.is_dir(), "the image still runs from it");
+}
+
+#[test]
+fn a_layer_claiming_an_unpacked_layers_diff_id_is_still_checked_against_it() {
+    let f = fixture();
+    let private = layer(|l| l.file("secret", 0o600, b"private").map(drop));
+    let other = layer(|l| l.file("mine", 0o644, b"mine").map(drop));
+    let private_id = Digest::of_bytes(&private).to_string();
+    let other_id = Digest::of_bytes(&other).to_string();
+    f.import_layers(vec![private]).unwrap();
+
+    // An image whose config names the unpacked layer's diff_id, with a blob of its own.
+    let out = f.work.join("claim.tar");
+    write_image_archive(
+        &out,
+        "test/claim:1",
+        &[other],
+        &ImageConfig::default(),
+        TestImageFormat::DockerSave,
+    )
+    .unwrap();
+    // The config is named by its digest, and manifest.json names it: both follow the edit.
+    let mut members = Vec::new();
+    for entry in tar::Archive::new(File::open(&out).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut contents = Vec::new();
+        io::Read::read_to_end(&mut entry, &mut contents).unwrap();
+        members.push((name, contents));
+    }
+    let (config_name, config) = members
+        .iter_mut()
+        .find(|(name, _)| name.ends_with(".json") && name != "manifest.json")
+        .unwrap();
+    let old_config_name = config_name.clone();
+    *config = String::from_utf8(config.clone())
+        .unwrap()
+        .replace(&other_id, &private_id)
+        .into_bytes();
+    *config_name = format!("{}.json", Digest::of_bytes(config).hex());
+    let new_config_name = config_name.clone();
+    let mut builder = tar::Builder::new(File::create(&out).unwrap());
+    for (name, contents) in &mut members {
+        if name == "manifest.json" {
+            *contents = String::from_utf8(contents.clone())
+                .unwrap()
+                .replace(&old_config_name, &new_config_name)
+                .into_bytes();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name.as_str(), contents.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap();
+    let error = f.store.import(&out).unwrap_err();
+    assert!(
+        matches!(&error, ImageError::DigestMismatch { expected, actual }
+            if *expected == private_id && *actual == other_id),
+        "{error} (private {private_id}, other {other_id})"
+    );
+    assert!(matches!(
+        f.store.resolve("test/claim:1"),
+        Err(ImageError::NotFound { .. })
+    ));
 }

@@ -45,7 +45,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -83,11 +83,30 @@ pub(crate) fn unpack_layer(
 ) -> Result<(), ImageError> {
     let whiteouts = scan_layer(layer)?;
     let mut tree = Tree::open(dest, lowers)?;
+    for whiteout in &whiteouts {
+        match whiteout {
+            Whiteout::Remove { dir, name } => {
+                let mut target = dir.clone();
+                target.push(name.clone());
+                tree.removed.insert(target);
+            }
+            Whiteout::Opaque { dir } => {
+                tree.opaque.insert(dir.clone());
+            }
+            Whiteout::Ignored => {}
+        }
+    }
     extract_layer(&mut tree, layer)?;
     for whiteout in &whiteouts {
         tree.mark_whiteout(whiteout)?;
     }
     tree.finish_directories()
+}
+
+/// Checks `layer` against its diff_id and its paths, as unpacking it would, writing nothing:
+/// for a layer whose directory the store has already.
+pub(crate) fn verify_layer(layer: &LayerToUnpack<'_>) -> Result<(), ImageError> {
+    scan_layer(layer).map(drop)
 }
 
 /// An entry path split into checked components (never empty, `.` or `..`).
@@ -365,6 +384,10 @@ struct Tree {
     directories: BTreeMap<PathBuf, Metadata>,
     /// Roots of the layers below, topmost first.
     lowers: Vec<OwnedFd>,
+    /// Targets of this layer's `.wh.name` whiteouts: hidden with everything below them.
+    removed: BTreeSet<Components>,
+    /// Directories with this layer's `.wh..wh..opq`: everything below them is hidden.
+    opaque: BTreeSet<Components>,
 }
 
 /// What the layers below show at a path: overlayfs's merged view of them.
@@ -519,6 +542,8 @@ impl Tree {
             root_path: root_path.to_path_buf(),
             chown: nix::unistd::geteuid().is_root(),
             directories: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            opaque: BTreeSet::new(),
             lowers: lowers
                 .iter()
                 .rev()
@@ -569,9 +594,13 @@ impl Tree {
                         "setting mode of a directory for {}",
                         lossy(raw)
                     )))?;
+                    // Not if this layer's whiteouts hide the lower one: the flat view had
+                    // removed it before the layer made this one.
                     let implied = &components[..=depth];
-                    if let Lower::Directory(metadata) = lower_entry(&self.lowers, implied)? {
-                        self.track_directory(relative_path(implied), metadata)?;
+                    if !self.hidden_by_own_whiteout(implied, true) {
+                        if let Lower::Directory(metadata) = lower_entry(&self.lowers, implied)? {
+                            self.track_directory(relative_path(implied), metadata)?;
+                        }
                     }
                     Ok(created)
                 }
@@ -711,16 +740,37 @@ impl Tree {
         Ok(Own::Directory)
     }
 
-    /// Writes a whiteout in overlayfs's format, once the layer's own entries are in.
+    /// Whether this layer's whiteouts hide what the layers below have at `path`: a `.wh.`
+    /// of the path or of a directory above it (of the path itself only if `including_self`),
+    /// or an opaque marker of a directory above it.
+    fn hidden_by_own_whiteout(&self, path: &[OsString], including_self: bool) -> bool {
+        let removed_above = (1..path.len()).any(|n| self.removed.contains(&path[..n]));
+        let opaque_above = (0..path.len()).any(|n| self.opaque.contains(&path[..n]));
+        removed_above || opaque_above || (including_self && self.removed.contains(path))
+    }
+
+    /// Writes a whiteout in overlayfs's format, once the layer's own entries are in. One that
+    /// another whiteout of the layer covers is dropped: the flat view had nothing left there.
     fn mark_whiteout(&mut self, whiteout: &Whiteout) -> Result<(), ImageError> {
         let (target, opaque) = match whiteout {
             Whiteout::Ignored => return Ok(()),
             Whiteout::Remove { dir, name } => {
                 let mut target = dir.clone();
                 target.push(name.clone());
+                if self.hidden_by_own_whiteout(&target, false) {
+                    return Ok(());
+                }
                 (target, false)
             }
-            Whiteout::Opaque { dir } => (dir.clone(), true),
+            Whiteout::Opaque { dir } => {
+                if self.hidden_by_own_whiteout(dir, true) {
+                    return Ok(());
+                }
+                if dir.is_empty() {
+                    return self.mark_root_opaque();
+                }
+                (dir.clone(), true)
+            }
         };
         let raw = relative_path(&target).into_os_string().into_vec();
         match self.own_entry(&target, &raw)? {
@@ -751,6 +801,49 @@ impl Tree {
                 }
             },
         }
+    }
+
+    /// `.wh..wh..opq` at the top: overlayfs ignores an opaque marker on a layer's root, so
+    /// every top-level name below gets a whiteout and the layer's own top-level directories
+    /// the marker.
+    fn mark_root_opaque(&mut self) -> Result<(), ImageError> {
+        let mut below = BTreeSet::new();
+        for lower in &self.lowers {
+            let mut listing = nix::dir::Dir::openat(
+                Some(lower.as_raw_fd()),
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_error("listing a lower layer's root".to_string()))?;
+            for entry in listing.iter() {
+                let entry = entry.map_err(io_error("listing a lower layer's root".to_string()))?;
+                let name = entry.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    below.insert(OsStr::from_bytes(name).to_os_string());
+                }
+            }
+        }
+        for name in below {
+            let components = vec![name];
+            let raw = components[0].as_bytes().to_vec();
+            match self.own_entry(&components, &raw)? {
+                Own::NotDirectory => {}
+                Own::Directory => self.set_opaque(&components, &raw)?,
+                Own::Missing => nix::sys::stat::mknodat(
+                    Some(self.root.as_raw_fd()),
+                    components[0].as_os_str(),
+                    SFlag::S_IFCHR,
+                    Mode::empty(),
+                    0,
+                )
+                .map_err(io_error(format!(
+                    "creating the whiteout of {}",
+                    lossy(&raw)
+                )))?,
+            }
+        }
+        Ok(())
     }
 
     fn set_opaque(&mut self, components: &[OsString], raw: &[u8]) -> Result<(), ImageError> {
