@@ -266,6 +266,12 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
         root.contains(" - overlay "),
         "the root is an overlay of the layers, not a copy: {root}"
     );
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(&task.id);
+    let shim_log = std::fs::read_to_string(sandbox.join("shim.log")).unwrap();
+    assert!(
+        !shim_log.contains("shim:"),
+        "no fallback was needed (overlay, tmpfs for the state): {shim_log}"
+    );
     assert!(
         out.contains("ro-refused"),
         "RO volumes refuse writes: {out}"

@@ -394,6 +394,19 @@ fn start_container(
     .map_err(|e| format!("writing config.json: {e}"))?;
     std::fs::create_dir_all(&spec.container_state_root)
         .map_err(|e| format!("creating {}: {e}", spec.container_state_root.display()))?;
+    // libcontainer's state (state.json, the notify socket, ~20 files and directories per
+    // start) is needed only while this shim lives: a tmpfs in the shim's private mount
+    // namespace keeps it off the agent's disk, where each creation costs ~0.13 ms on ext4,
+    // and it goes with the shim. Where that mount fails, the directory itself serves.
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &spec.container_state_root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=0755,size=4m"),
+    ) {
+        eprintln!("shim: no tmpfs for the container's state ({e}), writing it to disk");
+    }
     let devnull = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     let mut container = ContainerBuilder::new(spec.task_id.clone(), SyscallType::Linux)
         .with_executor(SeccompExecutor {
