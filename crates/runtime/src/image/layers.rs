@@ -6,17 +6,17 @@
 //! reached through directory descriptors without following a symlink, so nothing outside the
 //! layers and the destination is ever read or written.
 
-use super::unpack::{is_opaque, is_whiteout};
+use super::unpack::{is_opaque, is_whiteout, open_nofollow};
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::fcntl::{readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -24,19 +24,8 @@ fn kind(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT
 }
 
-fn open_at(dir: RawFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
-    let fd = openat(
-        Some(dir),
-        name,
-        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn open_directory_at(dir: RawFd, name: &OsStr) -> Result<OwnedFd, Errno> {
-    open_at(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+    open_nofollow(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
 }
 
 fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<FileStat>, Errno> {
@@ -224,9 +213,9 @@ impl LayerCopy<'_> {
                     }
                     self.links.insert(key, path.clone());
                 }
-                let from = open_at(source.as_raw_fd(), name, OFlag::O_RDONLY)
+                let from = open_nofollow(source.as_raw_fd(), name, OFlag::O_RDONLY)
                     .map_err(self.error(path, "opening"))?;
-                let to = open_at(
+                let to = open_nofollow(
                     dest.as_raw_fd(),
                     name,
                     OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,

@@ -428,6 +428,18 @@ fn is_symlink(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
 }
 
+/// Opens `name` in the directory `dir` without following a symlink (close-on-exec).
+pub(crate) fn open_nofollow(dir: RawFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let fd = openat(
+        Some(dir),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Overlayfs's whiteout: a character device with device number 0/0.
 pub(crate) fn is_whiteout(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && stat.st_rdev == 0
@@ -553,14 +565,7 @@ impl Tree {
     }
 
     fn open_at(dir: RawFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
-        let fd = openat(
-            Some(dir),
-            name,
-            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        open_nofollow(dir, name, flags)
     }
 
     /// Opens the directory `components` (the root if empty) without following any symlink.
