@@ -57,11 +57,7 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
     assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
     // Its root is the shim's overlay, marked volatile: the writable layer dies with the task,
     // so its end does not sync the agent's filesystem.
-    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let root = mounts
-        .lines()
-        .find(|line| line.split(' ').nth(4) == Some("/"))
-        .unwrap_or_else(|| panic!("no root mount in {mounts}"));
+    let root = root_mount(pid);
     assert!(
         // `,volatile`, or `fsync=volatile` on newer kernels
         root.contains(" - overlay ") && root.contains("volatile"),
@@ -257,11 +253,7 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
         "its whiteout hides a lower file: {out}"
     );
     let pid = read_pid(&cluster, &task.id);
-    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let root = mounts
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some("/"))
-        .unwrap();
+    let root = root_mount(pid);
     assert!(
         root.contains(" - overlay "),
         "the root is an overlay of the layers, not a copy: {root}"
@@ -397,6 +389,16 @@ async fn an_image_that_lost_its_tag_is_collected_once_no_task_uses_it() {
     assert_eq!(untagged(&images), 0);
     assert_eq!(images.images.len(), 1, "the tagged image stays: {images:?}");
     cluster.stop().await;
+}
+
+/// The line of `/proc/<pid>/mountinfo` for the process's root.
+fn root_mount(pid: i32) -> String {
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    mounts
+        .lines()
+        .find(|line| line.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no root mount in {mounts}"))
+        .to_string()
 }
 
 fn read_pid(cluster: &TestCluster, task_id: &str) -> i32 {
