@@ -142,10 +142,12 @@ fn run() -> Result<(), String> {
         .resolve(IMAGE)
         .map_err(|e| format!("resolving {IMAGE}: {e}"))?;
 
-    // The peers' bundle: one copy of the image tree, mounted read-only by the runtimes.
+    // The lower layers of each task's root, as the agent gives them.
+    let image_layers = image.task_layers();
+    // The peers' bundle: one copy of the same tree, mounted read-only by the runtimes.
     let bundle = work.join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).map_err(|e| format!("bundle: {e}"))?;
-    dcos_runtime::image::layers::flatten_layers(&image.layers, &bundle.join("rootfs"))
+    dcos_runtime::image::layers::flatten_layers(&image_layers, &bundle.join("rootfs"))
         .map_err(|e| format!("copying the image into the bundle: {e}"))?;
 
     // crun's private mount namespace, held for the whole run.
@@ -174,7 +176,7 @@ fn run() -> Result<(), String> {
         work: work.clone(),
         shim_exe: shim_exe.clone(),
         image_digest: image.digest,
-        image_layers: image.layers,
+        image_layers,
         bundle,
         crun_ns,
         run_tag: std::process::id(),

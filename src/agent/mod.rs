@@ -522,7 +522,7 @@ impl Agent {
             uid,
             gid,
             image_digest: image.as_ref().map(|i| i.digest.clone()),
-            image_layers: image.as_ref().map(|i| i.layers.clone()).unwrap_or_default(),
+            image_layers: image.as_ref().map(|i| i.task_layers()).unwrap_or_default(),
             image_rootfs: None,
             hostname: short_hostname(&task.id),
             cgroup_path: format!("/{}/{}", self.config.cgroup_parent, task.id),

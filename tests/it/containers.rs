@@ -63,6 +63,14 @@ async fn container_task_runs_isolated_with_limits_and_logs() {
         root.contains(" - overlay ") && root.contains("volatile"),
         "root mount: {root}"
     );
+    // The mount points came from the image store's layer: the start wrote nothing of /etc
+    // into the writable layer, and the host's files are bound over them.
+    assert!(
+        !sandbox.join("overlay/upper/etc").exists(),
+        "/etc was copied up"
+    );
+    let hosts = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).unwrap();
+    assert_eq!(hosts, std::fs::read_to_string("/etc/hosts").unwrap());
     if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
         let limit = std::fs::read_to_string(cgroup_file(
             &cluster.cgroup_parent,
@@ -507,12 +515,17 @@ async fn user_namespace_task_is_root_inside_and_an_unprivileged_id_outside() {
         USERNS_HOST_ID_BASE
     );
     for tree in std::fs::read_dir(cluster.dir.path().join("data/agent/images/layers")).unwrap() {
-        let busybox = tree.unwrap().path().join("bin/busybox");
+        // The image's layer, and the store's mount points that go on top of it.
+        let tree = tree.unwrap().path();
+        let file = match tree.ends_with("mount-targets") {
+            true => tree.join("etc/hosts"),
+            false => tree.join("bin/busybox"),
+        };
         assert_eq!(
-            std::fs::metadata(&busybox).unwrap().uid(),
+            std::fs::metadata(&file).unwrap().uid(),
             0,
             "{}",
-            busybox.display()
+            file.display()
         );
     }
 

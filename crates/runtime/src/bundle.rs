@@ -153,6 +153,14 @@ pub fn resolve_user(
     Ok((uid, gid))
 }
 
+/// Top-level directories every container task mounts over (`/proc`, `/sys`, `/dev`).
+/// The image store provides them and `MOUNT_POINT_FILES` in one layer that goes on top of
+/// a task's image (`image::ResolvedImage::task_layers`).
+pub const MOUNT_POINT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
+
+/// Files every container task has the host's copy of bound onto, relative to its root.
+pub const MOUNT_POINT_FILES: [&str; 2] = ["etc/resolv.conf", "etc/hosts"];
+
 /// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces, the task's
 /// network namespace on the bridge (else the host's network), a user namespace with the
 /// task's id mapping when it asked for one, the runtime spec's default capabilities, masked
@@ -181,11 +189,12 @@ pub fn oci_config(spec: &ShimSpec) -> Result<Value, String> {
             json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
                     "options": ["nosuid", "noexec", "nodev", "ro"] })
         },
-        json!({ "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
-                "options": ["rbind", "ro"] }),
-        json!({ "destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
-                "options": ["rbind", "ro"] }),
     ];
+    // The host's name resolution, read-only.
+    for file in MOUNT_POINT_FILES {
+        mounts.push(json!({ "destination": format!("/{file}"), "type": "bind",
+                            "source": format!("/{file}"), "options": ["rbind", "ro"] }));
+    }
     for volume in &spec.mounts {
         mounts.push(match (&volume.source, volume.tmpfs_size_mib) {
             (Some(source), _) => json!({

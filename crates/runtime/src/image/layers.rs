@@ -99,6 +99,23 @@ pub fn find_file(layers: &[PathBuf], relative: &str) -> Result<Option<PathBuf>, 
     refuse("a directory")
 }
 
+/// What the merged view of `layers` (bottom first) has at the top-level `name` (`etc`): the
+/// topmost layer's entry, not followed if a symlink; `None` where no layer has one or the
+/// topmost is a whiteout.
+pub fn top_level_entry(layers: &[PathBuf], name: &str) -> Result<Option<FileStat>, String> {
+    for layer in layers.iter().rev() {
+        let root = open_directory_at(libc::AT_FDCWD, layer.as_os_str())
+            .map_err(|e| format!("opening {}: {e}", layer.display()))?;
+        match stat_at(&root, OsStr::new(name)) {
+            Ok(None) => continue,
+            Ok(Some(stat)) if is_whiteout(&stat) => return Ok(None),
+            Ok(Some(stat)) => return Ok(Some(stat)),
+            Err(e) => return Err(format!("looking up /{name} in {}: {e}", layer.display())),
+        }
+    }
+    Ok(None)
+}
+
 /// Copies the merged view of `layers` (bottom first) into `dest`, an existing directory,
 /// layer by layer as overlayfs would show them: whiteouts remove, opaque directories hide
 /// what is below, owners, modes, mtimes and hard links within a layer are kept. Used where

@@ -98,6 +98,13 @@ impl Fixture {
         names
     }
 
+    /// The unpacked layers (named by chain id) in `layers/`.
+    fn layer_dirs(&self) -> Vec<String> {
+        let mut names = self.dir_entries(LAYERS_DIR);
+        names.retain(|name| name != MOUNT_TARGETS_DIR);
+        names
+    }
+
     /// Nothing of any import is in the store: no reference, record, blob, tree or staging.
     fn assert_store_empty(&self) {
         assert!(self.store.list().unwrap().is_empty());
@@ -107,9 +114,9 @@ impl Fixture {
             self.dir_entries(BLOBS_DIR)
         );
         assert!(
-            self.dir_entries(LAYERS_DIR).is_empty(),
+            self.layer_dirs().is_empty(),
             "layers left: {:?}",
-            self.dir_entries(LAYERS_DIR)
+            self.layer_dirs()
         );
         assert!(
             self.dir_entries(TMP_DIR).is_empty(),
@@ -259,11 +266,7 @@ fn both_formats_of_the_same_image_give_the_same_config_digest() {
         .import(&f.busybox_archive("busybox:b", TestImageFormat::OciLayout))
         .unwrap();
     assert_eq!(docker[0].digest, oci[0].digest);
-    assert_eq!(
-        f.dir_entries(LAYERS_DIR).len(),
-        1,
-        "one layer for one image"
-    );
+    assert_eq!(f.layer_dirs().len(), 1, "one layer for one image");
 }
 
 #[test]
@@ -567,7 +570,7 @@ fn corrupted_oci_blob_is_a_digest_mismatch_and_leaves_the_store_as_it_was() {
         .import(&f.busybox_archive("busybox:good", TestImageFormat::DockerSave))
         .unwrap();
     let blobs_before = f.dir_entries(BLOBS_DIR);
-    let layers_before = f.dir_entries(LAYERS_DIR);
+    let layers_before = f.layer_dirs();
 
     let archive = f.layers_archive(
         vec![layer(|l| l.file("data", 0o644, &[7u8; 4096]).map(drop))],
@@ -588,7 +591,7 @@ fn corrupted_oci_blob_is_a_digest_mismatch_and_leaves_the_store_as_it_was() {
         "{error}"
     );
     assert_eq!(f.dir_entries(BLOBS_DIR), blobs_before);
-    assert_eq!(f.dir_entries(LAYERS_DIR), layers_before);
+    assert_eq!(f.layer_dirs(), layers_before);
     assert!(f.dir_entries(TMP_DIR).is_empty());
     assert_eq!(f.store.list().unwrap().len(), 1);
     assert!(matches!(
@@ -705,7 +708,7 @@ fn retagging_keeps_the_previous_image_untagged_until_removed() {
     );
     assert!(f.store.resolve(&old[0].digest).unwrap().layers[0].is_dir());
     f.store.remove(&old[0].digest).unwrap();
-    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 1);
+    assert_eq!(f.layer_dirs().len(), 1);
 }
 
 #[test]
@@ -750,7 +753,7 @@ fn reopening_keeps_images_and_drops_leftovers() {
         .is_file());
     assert!(f.dir_entries(TMP_DIR).is_empty());
     assert!(!f.dir_entries(BLOBS_DIR).contains(&"ab".repeat(32)));
-    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 1);
+    assert_eq!(f.layer_dirs().len(), 1);
     assert_eq!(
         fs::metadata(f.store_root.join(LAYERS_DIR)).unwrap().mode() & 0o777,
         0o700
@@ -1003,11 +1006,11 @@ fn images_on_the_same_base_share_its_layer_directories() {
     let second = import("two", vec![base, two.clone()]);
     assert_eq!(first.layers[0], second.layers[0], "the base is shared");
     assert_ne!(first.layers[1], second.layers[1]);
-    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 3);
+    assert_eq!(f.layer_dirs().len(), 3);
     // The same layer on another base is another directory: it is unpacked over its base.
     let alone = import("alone", vec![two]);
     assert_ne!(alone.layers[0], second.layers[1]);
-    assert_eq!(f.dir_entries(LAYERS_DIR).len(), 4);
+    assert_eq!(f.layer_dirs().len(), 4);
     assert_eq!(
         fs::read(f.merged("test/two:1").join("etc/os-release")).unwrap(),
         b"base"
@@ -1279,4 +1282,73 @@ fn a_layer_claiming_an_unpacked_layers_diff_id_is_still_checked_against_it() {
         f.store.resolve("test/claim:1"),
         Err(ImageError::NotFound { .. })
     ));
+}
+
+#[test]
+fn the_mount_point_layer_goes_on_top_of_images_with_a_plain_etc_and_outlives_them() {
+    let f = fixture();
+    let targets = f.store_root.join("layers/mount-targets");
+    let mode = |p: &Path| p.symlink_metadata().unwrap().mode();
+    for dir in ["etc", "proc", "sys", "dev"] {
+        assert_eq!(mode(&targets.join(dir)), libc::S_IFDIR | 0o755, "{dir}");
+    }
+    for file in ["etc/hosts", "etc/resolv.conf"] {
+        let meta = targets.join(file).symlink_metadata().unwrap();
+        assert_eq!(
+            (meta.mode(), meta.len()),
+            (libc::S_IFREG | 0o644, 0),
+            "{file}"
+        );
+    }
+
+    // busybox's /etc is root's, 0755: the layer goes on top, and /etc/passwd still comes
+    // from the image.
+    f.store
+        .import(&f.busybox_archive("busybox:1", TestImageFormat::DockerSave))
+        .unwrap();
+    let busybox = f.store.resolve("busybox:1").unwrap();
+    assert_eq!(busybox.mount_targets.as_deref(), Some(targets.as_path()));
+    let task_layers = busybox.task_layers();
+    assert_eq!(task_layers.len(), busybox.layers.len() + 1);
+    assert_eq!(task_layers.last(), Some(&targets));
+    let passwd = layers::find_file(&task_layers, "etc/passwd")
+        .unwrap()
+        .unwrap();
+    assert!(
+        passwd.starts_with(&busybox.layers[0]),
+        "{}",
+        passwd.display()
+    );
+
+    // Another mode or a symlink would be hidden by the layer's /etc: no layer then. An image
+    // without /etc (or with it whited out) gets it.
+    let fits = |build: &dyn Fn(&mut LayerTar) -> io::Result<()>| {
+        let archive = f.work.join("etc.tar");
+        let layers = vec![
+            layer(|l| l.file("bin/x", 0o755, b"x").map(drop)),
+            layer(build),
+        ];
+        write_image_archive(
+            &archive,
+            "test/etc:1",
+            &layers,
+            &ImageConfig::default(),
+            TestImageFormat::DockerSave,
+        )
+        .unwrap();
+        f.store.import(&archive).unwrap();
+        let resolved = f.store.resolve("test/etc:1").unwrap();
+        f.store.remove("test/etc:1").unwrap();
+        resolved.mount_targets.is_some()
+    };
+    assert!(!fits(&|l| l.dir("etc", 0o700).map(drop)));
+    assert!(!fits(&|l| l.symlink("etc", "usr/etc").map(drop)));
+    assert!(fits(&|l| l.dir("etc", 0o755).map(drop)));
+    assert!(fits(&|l| l.file("usr/x", 0o644, b"x").map(drop)));
+
+    // Not garbage: it stays through removals and reopening.
+    f.store.remove("busybox:1").unwrap();
+    let reopened = ImageStore::open(&f.store_root).unwrap();
+    drop(reopened);
+    assert!(targets.join("etc/hosts").is_file());
 }
