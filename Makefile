@@ -28,10 +28,9 @@ test-core:
 ## bench: every benchmark (numbers only, never pass/fail; format in DESIGN.md §10)
 bench: bench-runtime bench-raft bench-failover bench-detection
 
-## bench-runtime: start /bin/true through the shim, runc and crun (root; apt-get install -y runc crun busybox-static)
-bench-runtime:
-	$(CARGO) build --release --bin dcos-rs
-	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/release/dcos-rs) $(CARGO) bench --bench runtime
+## bench-runtime: start /bin/true through the static binary's shim, runc and crun (root; apt-get install -y runc crun busybox-static)
+bench-runtime: static
+	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs) $(CARGO) bench --bench runtime
 
 ## bench-raft: replicated writes, 1/100/1000 clients, 3 masters vs 3 etcd 3.4 members (root; installs etcd-server if missing)
 bench-raft:

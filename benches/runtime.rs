@@ -24,7 +24,12 @@
 //! the temporary work dir (image store, task dirs, runtime state) and the namespace holder
 //! are removed at the end, also on failure.
 //!
-//! Env: `DCOS_RS_BIN` (default `<target>/release/dcos-rs`), `BENCH_RUNS`, `BENCH_WARMUP`.
+//! The shim is the static binary that ships (`make static`); `DCOS_RS_BIN` names another, such
+//! as the glibc build `make run` uses, whose dynamic loading and relocations cost it about
+//! 1 ms per start here.
+//!
+//! Env: `DCOS_RS_BIN` (default `<target>/x86_64-unknown-linux-musl/release/dcos-rs`),
+//! `BENCH_RUNS`, `BENCH_WARMUP`.
 //! Needs root, /bin/busybox (busybox-static), runc and crun.
 
 use dcos_runtime::bundle::{oci_config, DEFAULT_PATH};
@@ -33,7 +38,7 @@ use dcos_runtime::task_dir::{write_json_atomic, ShimSpec, TaskDir};
 use dcos_runtime::testimage::{build_busybox_image, TestImageFormat};
 use serde_json::json;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,8 @@ const IMAGE: &str = "busybox:bench";
 const MEM_LIMIT_BYTES: u64 = 64 << 20;
 const CPUS_MILLI: u64 = 1000;
 const PIDS_LIMIT: i64 = 4096;
+/// `make static`'s output, under the target directory.
+const STATIC_BIN: &str = "x86_64-unknown-linux-musl/release/dcos-rs";
 
 fn main() {
     let result = run();
@@ -103,15 +110,19 @@ fn run() -> Result<(), String> {
         Some(path) => PathBuf::from(path),
         None => target_tmp
             .parent()
-            .map(|target| target.join("release/dcos-rs"))
-            .unwrap_or_else(|| PathBuf::from("target/release/dcos-rs")),
+            .unwrap_or(Path::new("target"))
+            .join(STATIC_BIN),
     };
     if !shim_exe.is_file() {
         return Err(format!(
-            "{} is missing: run `cargo build --release --bin dcos-rs` (make bench-runtime does)",
+            "{} is missing: run `make static` (make bench-runtime does)",
             shim_exe.display()
         ));
     }
+    let linkage = match has_interpreter(&shim_exe)? {
+        true => "dynamically linked",
+        false => "static",
+    };
     let runc_version = tool_version("runc")?;
     let crun_version = tool_version("crun")?;
     let busybox = Path::new("/bin/busybox");
@@ -206,7 +217,7 @@ fn run() -> Result<(), String> {
         "# bench-runtime: {runs} interleaved runs of /bin/true per tool (after {warmup} warm-up rounds), wall time from spawn to exit"
     );
     println!(
-        "# dcos-rs: {} __shim <fresh task dir>: overlay over the image tree per run, libcontainer create/start/wait/delete, exit.json checked",
+        "# dcos-rs: {} ({linkage}) __shim <fresh task dir>: overlay over the image tree per run, libcontainer create/start/wait/delete, exit.json checked",
         shim_exe.display()
     );
     println!(
@@ -518,6 +529,32 @@ fn bench_line(name: &str, ours: Duration, peer: &str, theirs: Duration) {
         ms(theirs),
         ms(ours) / ms(theirs)
     );
+}
+
+/// Whether the ELF executable at `path` names a program interpreter (`PT_INTERP`): a
+/// dynamically linked one does, a static one does not.
+fn has_interpreter(path: &Path) -> Result<bool, String> {
+    const PT_INTERP: u32 = 3;
+    // The program headers follow the ELF header, well within the first page.
+    let mut elf = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut elf))
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let not_elf = || format!("{} is not a 64-bit ELF executable", path.display());
+    let at = |offset: usize, len: usize| elf.get(offset..offset + len).ok_or_else(not_elf);
+    if at(0, 5)? != b"\x7fELF\x02" {
+        return Err(not_elf());
+    }
+    let phoff = u64::from_le_bytes(at(0x20, 8)?.try_into().expect("8 bytes")) as usize;
+    let phentsize = u16::from_le_bytes(at(0x36, 2)?.try_into().expect("2 bytes")) as usize;
+    let phnum = u16::from_le_bytes(at(0x38, 2)?.try_into().expect("2 bytes")) as usize;
+    for header in 0..phnum {
+        let p_type = at(phoff + header * phentsize, 4)?;
+        if u32::from_le_bytes(p_type.try_into().expect("4 bytes")) == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn env_number(name: &str, default: usize) -> Result<usize, String> {

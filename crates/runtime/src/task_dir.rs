@@ -225,7 +225,8 @@ impl TaskDir {
     pub fn shim_log(&self) -> PathBuf {
         self.path.join("shim.log")
     }
-    /// OCI bundle: config.json + rootfs/ live in the sandbox itself.
+    /// The OCI bundle in the sandbox: rootfs/, and config.json where the shim has no tmpfs
+    /// for the container's state (it keeps config.json there otherwise).
     pub fn bundle(&self) -> PathBuf {
         self.path.clone()
     }
