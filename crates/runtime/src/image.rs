@@ -14,7 +14,9 @@
 //!   `/dev`, and empty `/etc/hosts` and `/etc/resolv.conf`, see `bundle::MOUNT_POINT_DIRS`),
 //!   made when the store opens. The top lower layer of a task whose image has a plain `/etc`
 //!   (`ResolvedImage::task_layers`): without it each start creates them in the task's upper
-//!   layer, and overlayfs copies `/etc` up first (~0.4 ms per start here).
+//!   layer, and overlayfs copies `/etc` up first (~0.4 ms per start here). Entries are only
+//!   ever added to it. A build older than it removes it as garbage: tasks running on it keep
+//!   their mounts, and that build does not use it.
 //! - `rootfs/<config-hex>/`: whole-image trees written by builds before layers were shared.
 //!   Opening such a store unpacks the missing layer directories from the kept blobs; a tree
 //!   stays until `remove_flat_trees` is told no task runs from it.
@@ -362,7 +364,10 @@ impl ImageStore {
         let index = store.load_index()?;
         store.empty_tmp()?;
         store.collect_garbage(&index)?;
-        store.create_mount_targets()?;
+        if let Err(e) = store.create_mount_targets() {
+            // Tasks then create their mount points in their own upper layer, as before.
+            tracing::warn!(error = %e, "could not make the mount-point layer");
+        }
         store.unpack_missing_layers(&index);
         if index.version < INDEX_VERSION {
             // So an older build refuses the store rather than find its trees gone.
@@ -371,40 +376,18 @@ impl ImageStore {
         Ok(store)
     }
 
-    /// Makes `layers/mount-targets/` if it is not there: in `tmp/`, synced, then renamed into
-    /// place. Callers hold the lock.
+    /// Makes `layers/mount-targets/` if it is not there (in `tmp/`, synced, then renamed into
+    /// place), or adds what an existing one lacks (one made by a build with fewer mount
+    /// points): entries are only ever added, never changed, since running tasks have it as a
+    /// lower layer. Callers hold the lock.
     fn create_mount_targets(&self) -> Result<(), ImageError> {
         let destination = self.mount_targets_path();
         if destination.is_dir() {
-            return Ok(());
+            return fill_mount_targets(&destination);
         }
         let staging = self.create_temp_dir("mount-targets")?;
         let tree = staging.join("tree");
-        let directories = std::iter::once(tree.clone())
-            .chain(crate::bundle::MOUNT_POINT_DIRS.iter().map(|d| tree.join(d)))
-            .chain(
-                crate::bundle::MOUNT_POINT_FILES
-                    .iter()
-                    .filter_map(|f| Path::new(f).parent().map(|p| tree.join(p))),
-            );
-        for directory in directories {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&directory)
-                .and_then(|()| fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)))
-                .map_err(io_error(format!("creating {}", directory.display())))?;
-        }
-        for file in crate::bundle::MOUNT_POINT_FILES {
-            let path = tree.join(file);
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&path)
-                .and_then(|f| f.set_permissions(fs::Permissions::from_mode(0o644)))
-                .map_err(io_error(format!("creating {}", path.display())))?;
-        }
+        fill_mount_targets(&tree)?;
         self.sync_filesystem()?;
         fs::rename(&tree, &destination).map_err(io_error(format!(
             "moving mount points into {}",
@@ -1021,6 +1004,43 @@ impl ImageStore {
         }
         Ok(())
     }
+}
+
+/// Creates in `tree` what of the mount points (directories 0755, empty files 0644) it lacks.
+fn fill_mount_targets(tree: &Path) -> Result<(), ImageError> {
+    let directories = std::iter::once(tree.to_path_buf())
+        .chain(crate::bundle::MOUNT_POINT_DIRS.iter().map(|d| tree.join(d)))
+        .chain(
+            crate::bundle::MOUNT_POINT_FILES
+                .iter()
+                .filter_map(|f| Path::new(f).parent().map(|p| tree.join(p))),
+        );
+    for directory in directories {
+        if directory.is_dir() {
+            continue;
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&directory)
+            .and_then(|()| fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)))
+            .map_err(io_error(format!("creating {}", directory.display())))?;
+    }
+    for file in crate::bundle::MOUNT_POINT_FILES {
+        let path = tree.join(file);
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .and_then(|f| f.set_permissions(fs::Permissions::from_mode(0o644)));
+        match created {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(format!("creating {}", path.display()))(e)),
+        }
+    }
+    Ok(())
 }
 
 fn lookup(index: &Index, reference: &Reference) -> Option<Digest> {

@@ -109,12 +109,6 @@ pub fn default_profile() -> Result<Vec<BpfProgram>, String> {
             .push(SeccompRule::new(vec![condition]).map_err(|e| format!("seccomp rule: {e}"))?);
     }
     denied.insert(libc::SYS_clone, clone_rules);
-    // x32 calls carry the same architecture tag with high numbers: the denied ones, and
-    // both clones, are refused outright in the same program (one filter less to install
-    // at each start and to run at each of the task's system calls).
-    for nr in DENIED.iter().chain(&[libc::SYS_clone, libc::SYS_clone3]) {
-        denied.insert(nr | X32_SYSCALL_BIT, vec![]);
-    }
     let deny = SeccompFilter::new(
         denied,
         SeccompAction::Allow,
@@ -122,8 +116,8 @@ pub fn default_profile() -> Result<Vec<BpfProgram>, String> {
         TargetArch::x86_64,
     )
     .map_err(|e| format!("seccomp filter: {e}"))?;
-    // Another answer than the others: a filter of its own, run first, whose "allow" goes on
-    // into the other, so the kernel runs (and the container's init installs) one program.
+    // Another answer than the others: a filter of its own whose "allow" goes on into the
+    // next, so the kernel runs (and the container's init installs) one program.
     let clone3 = SeccompFilter::new(
         BTreeMap::from([(libc::SYS_clone3, vec![])]),
         SeccompAction::Allow,
@@ -134,18 +128,55 @@ pub fn default_profile() -> Result<Vec<BpfProgram>, String> {
     let compile = |f: SeccompFilter| {
         BpfProgram::try_from(f).map_err(|e| format!("compiling seccomp filter: {e}"))
     };
-    Ok(vec![continue_into(compile(clone3)?, compile(deny)?)?])
+    let program = continue_into(refuse_x32(), compile(clone3)?)?;
+    Ok(vec![continue_into(program, compile(deny)?)?])
 }
 
-/// `first`, whose every path that does not decide ends at its last instruction,
-/// `return ALLOW` (seccompiler's layout for a filter without argument rules), with that
-/// instruction replaced by `then`: where `first` would allow, `then` decides. Jumps in BPF
-/// are relative and only forward, so neither program's jumps change.
+// Classic BPF, as seccomp runs it (linux/filter.h, linux/seccomp.h).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JMP_JA: u16 = 0x05;
+const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JGE_K: u16 = 0x35;
+const BPF_RET_K: u16 = 0x06;
+/// Offsets in `struct seccomp_data`.
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_DATA_ARCH: u32 = 4;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
+}
+
+/// Refuses every x32 system call (the x86_64 architecture tag with `__X32_SYSCALL_BIT` set),
+/// not only the x32 numbers of the denied calls: several have x32 numbers of their own
+/// (ptrace is 521, process_vm_readv 539). Other architectures are killed, as seccompiler's
+/// filters do.
+fn refuse_x32() -> BpfProgram {
+    vec![
+        bpf(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+        bpf(BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        bpf(BPF_RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        bpf(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+        bpf(BPF_JMP_JGE_K, 0, 1, X32_SYSCALL_BIT as u32),
+        bpf(
+            BPF_RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        bpf(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// `first` followed by `then`, with every `return ALLOW` of `first` turned into a jump to the
+/// start of `then`: where `first` would allow, `then` decides. Jumps in classic BPF are
+/// relative and only forward, so no other jump changes.
 fn continue_into(mut first: BpfProgram, then: BpfProgram) -> Result<BpfProgram, String> {
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    match first.pop() {
-        Some(last) if last.code == RET_K && last.k == libc::SECCOMP_RET_ALLOW => {}
-        _ => return Err("seccomp filter does not end in `return ALLOW`".to_string()),
+    let length = first.len();
+    for (i, instruction) in first.iter_mut().enumerate() {
+        if instruction.code == BPF_RET_K && instruction.k == libc::SECCOMP_RET_ALLOW {
+            *instruction = bpf(BPF_JMP_JA, 0, 0, (length - i - 1) as u32);
+        }
     }
     first.extend(then);
     // The kernel's limit on a program's length (BPF_MAXINSNS).
@@ -188,7 +219,10 @@ mod tests {
                     unsafe { libc::_exit(10) };
                 }
                 let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                let unshare = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
+                // Flags the kernel itself refuses with EINVAL: only the filter answers EPERM
+                // (an unprivileged test could get EPERM from the kernel for a new user
+                // namespace).
+                let unshare = unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_PARENT) };
                 if unshare != -1 || errno() != libc::EPERM {
                     unsafe { libc::_exit(11) };
                 }
@@ -200,9 +234,7 @@ mod tests {
                 if keyctl != -1 || errno() != libc::EPERM {
                     unsafe { libc::_exit(13) };
                 }
-                // A fork into a new namespace (if the filter let it through, the child
-                // leaves at once and the parent fails the test).
-                let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long;
+                let flags = (libc::CLONE_NEWUSER | libc::CLONE_FS | libc::SIGCHLD) as libc::c_long;
                 let clone = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
                 if clone == 0 {
                     unsafe { libc::_exit(0) };
@@ -210,10 +242,13 @@ mod tests {
                 if clone != -1 || errno() != libc::EPERM {
                     unsafe { libc::_exit(16) };
                 }
-                // The filter answers before the kernel looks for an x32 call.
-                let x32 = unsafe { libc::syscall(libc::SYS_keyctl | X32_SYSCALL_BIT, 0, 0) };
-                if x32 != -1 || errno() != libc::EPERM {
-                    unsafe { libc::_exit(15) };
+                // The filter answers before the kernel looks for an x32 call: the x32
+                // number of a denied call, and ptrace's own x32 number (521).
+                for nr in [libc::SYS_keyctl | X32_SYSCALL_BIT, 521 | X32_SYSCALL_BIT] {
+                    let x32 = unsafe { libc::syscall(nr, 0, 0) };
+                    if x32 != -1 || errno() != libc::EPERM {
+                        unsafe { libc::_exit(15) };
+                    }
                 }
                 if unsafe { libc::getpid() } <= 0 {
                     unsafe { libc::_exit(14) };
