@@ -55,6 +55,15 @@ fn catch_early_kill_requests() {
 pub fn run(dir: &Path) -> i32 {
     catch_early_kill_requests();
     let dir = TaskDir::new(dir);
+    // The agent records our pid right after it spawns us; written here too unless it is
+    // there already, so an agent that died in between still finds us when it comes back.
+    let pid = std::process::id() as i32;
+    if TaskDir::read_pid(&dir.shim_pid()) != Some(pid) {
+        if let Err(e) = write_atomic(&dir.shim_pid(), pid.to_string().as_bytes()) {
+            eprintln!("shim: writing {}: {e}", dir.shim_pid().display());
+            return 1;
+        }
+    }
     let spec = match dir.read_spec() {
         Ok(spec) => spec,
         Err(e) => {
@@ -159,19 +168,15 @@ fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
         Some(_) => start_container(dir, spec, &spec.image_lowers(), stdout, stderr)?,
         None => start_process(spec, stdout, stderr)?,
     };
-    // What the start does not need is done while the task starts up (each file creation
-    // costs 0.1-0.15 ms on the agent's disk here): the log files (until they exist the
-    // output waits in the pipes), then our pid (the agent records it too, right after it
-    // spawns us) and the task's, which tells the agent the task runs.
+    // The log files are created while the task starts up (each file creation costs
+    // 0.1-0.15 ms on the agent's disk here; until they exist the output waits in the
+    // pipes), then the task's pid, which tells the agent the task runs.
     let recorded = log_streams(dir, spec, read_ends).and_then(|streams| {
-        let pids = [
-            (dir.shim_pid(), std::process::id() as i32),
-            (dir.task_pid(), running.pid().as_raw()),
-        ];
-        for (path, pid) in pids {
-            write_atomic(&path, pid.to_string().as_bytes())
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
+        write_atomic(
+            &dir.task_pid(),
+            running.pid().as_raw().to_string().as_bytes(),
+        )
+        .map_err(|e| format!("writing task pid: {e}"))?;
         Ok(streams)
     });
     let mut streams = match recorded {
