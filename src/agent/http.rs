@@ -97,7 +97,7 @@ async fn task_log(
             if !query.follow {
                 return (StatusCode::OK, "").into_response();
             }
-            match wait_for_file(&path).await {
+            match wait_for_file(&path, &dir.exit()).await {
                 Some(f) => f,
                 None => return (StatusCode::OK, "").into_response(),
             }
@@ -238,10 +238,19 @@ impl LogFollower {
     }
 }
 
-async fn wait_for_file(path: &std::path::Path) -> Option<tokio::fs::File> {
+/// The log file at `path` once the shim has created it (after the task started); `None` if
+/// the task ended without one (`exit_file` is there: its start failed) or after 300 polls.
+async fn wait_for_file(
+    path: &std::path::Path,
+    exit_file: &std::path::Path,
+) -> Option<tokio::fs::File> {
     for _ in 0..300 {
+        let ended = tokio::fs::try_exists(exit_file).await.unwrap_or(false);
         if let Ok(f) = tokio::fs::File::open(path).await {
             return Some(f);
+        }
+        if ended {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(LOG_POLL_MS)).await;
     }
@@ -588,4 +597,25 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task whose start failed has no log files, only its exit.json: a follower stops
+    /// waiting for them at once.
+    #[tokio::test]
+    async fn waiting_for_a_log_ends_with_the_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, exit) = (dir.path().join("stdout"), dir.path().join("exit.json"));
+        std::fs::write(&exit, b"{}").unwrap();
+        let started = std::time::Instant::now();
+        assert!(wait_for_file(&log, &exit).await.is_none());
+        assert!(started.elapsed() < Duration::from_millis(LOG_POLL_MS));
+
+        // A log that exists is returned even if the task has ended since.
+        std::fs::write(&log, b"out").unwrap();
+        assert!(wait_for_file(&log, &exit).await.is_some());
+    }
 }
