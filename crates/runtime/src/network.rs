@@ -361,11 +361,12 @@ pub fn detach(network: &TaskNetwork) {
         // One command per element: an already-deleted one must not keep the others.
         let _ = run("nft", &["-f", "-"], Some(line));
     }
-    let _ = run("ip", &["netns", "del", &network.netns], None);
-    // Normally gone with the namespace; a half-made attach may have left it.
+    // The veth pair before the namespace: a namespace is freed asynchronously, and its end
+    // of the pair with it, so once the namespace is gone nothing of the task's network is.
     if std::path::Path::new(&format!("/sys/class/net/{}", network.veth)).exists() {
         let _ = run("ip", &["link", "del", &network.veth], None);
     }
+    let _ = run("ip", &["netns", "del", &network.netns], None);
 }
 
 /// Removes what dead tasks left of `config`'s networking: namespaces of this bridge and
