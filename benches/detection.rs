@@ -1,5 +1,5 @@
 //! `make bench-detection`: how long the masters take to mark a dead agent unreachable, and
-//! whether a live agent on a lossy network is ever marked so (DESIGN.md §10), at the
+//! whether a live agent on a lossy network is ever marked so (format: ARCHITECTURE.md, Benchmarks), at the
 //! DEFAULT settings: agents unreachable after 15 s of silence, agent heartbeat 2 s.
 //!
 //! 3 real masters and one agent (e2e harness: network namespaces on one bridge, mutual

@@ -1,5 +1,5 @@
 //! `make bench-failover`: from a kill -9 of the leading master to the first acknowledged
-//! write sent after the kill, over `DCOS_BENCH_TRIALS` trials (default 20; DESIGN.md §10).
+//! write sent after the kill, over `DCOS_BENCH_TRIALS` trials (default 20; output format: ARCHITECTURE.md, Benchmarks).
 //!
 //! One cluster of 3 real masters (e2e harness: network namespaces on one bridge, Raft
 //! defaults, mutual TLS) serves every trial. In a trial one client writes without pause

@@ -1,5 +1,5 @@
 //! `make bench-raft`: replicated writes per second, 3 dcos-rs masters vs a 3-member etcd
-//! 3.4 cluster, with 1, 100 and 1000 concurrent clients (DESIGN.md §10).
+//! 3.4 cluster, with 1, 100 and 1000 concurrent clients (output format: ARCHITECTURE.md, Benchmarks).
 //!
 //! Both clusters run on the same three hosts of the e2e harness (network namespaces on one
 //! bridge, e2e/net.rs), one after the other, never at once: first the dcos-rs masters

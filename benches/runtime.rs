@@ -1,4 +1,4 @@
-//! `make bench-runtime`: container start, dcos-rs shim vs runc vs crun (DESIGN.md §10).
+//! `make bench-runtime`: container start, dcos-rs shim vs runc vs crun (output format: ARCHITECTURE.md, Benchmarks).
 //!
 //! Starts the same `/bin/true` busybox container `BENCH_RUNS` times (default 200) through
 //! each tool, interleaved (shim, runc, crun, shim, ...), after `BENCH_WARMUP` unrecorded

@@ -7,6 +7,7 @@
 use crate::client::{CliConfig, Client, ClientError, ClientSettings};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use dcos_api::routes::{agent as agent_routes, cluster, marathon};
 use dcos_api::{
     AppEnvelope, AppView, AppsEnvelope, DeploymentResult, ImagesEnvelope, NodesView, TaskView,
     TasksEnvelope,
@@ -367,7 +368,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Commands::Task(command) => task(&client, json, command).await,
         Commands::Image(command) => image(&client, json, command).await,
         Commands::Node(NodeCommand::List) => {
-            let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+            let nodes: NodesView = client.get(cluster::NODES).await?;
             if json {
                 return print_json(&nodes);
             }
@@ -429,7 +430,7 @@ async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Resu
             }
             let body = serde_json::to_vec(&serde_json::json!({ "id": id, "url": url }))?;
             let status: serde_json::Value = client
-                .send_json(Method::POST, "/cluster/v1/masters", &body)
+                .send_json(Method::POST, cluster::MASTERS, &body)
                 .await?;
             if json {
                 return print_json(&status);
@@ -444,7 +445,7 @@ async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Resu
         } => {
             let id = resolve_agent(client, &agent).await?;
             let view: dcos_api::AgentView = client
-                .send_json(Method::POST, &format!("/cluster/v1/agents/{id}/drain"), b"")
+                .send_json(Method::POST, &cluster::agent_drain(&id), b"")
                 .await?;
             if !wait {
                 if json {
@@ -459,7 +460,7 @@ async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Resu
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
             let mut last = usize::MAX;
             loop {
-                let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+                let nodes: NodesView = client.get(cluster::NODES).await?;
                 let view = nodes
                     .agents
                     .into_iter()
@@ -489,10 +490,10 @@ async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Resu
                 let id: u64 = node
                     .parse()
                     .with_context(|| format!("--master: {node:?} is not a master id (a number)"))?;
-                (format!("/cluster/v1/masters/{id}"), format!("master {id}"))
+                (cluster::master(id), format!("master {id}"))
             } else {
                 let id = resolve_agent(client, &node).await?;
-                (format!("/cluster/v1/agents/{id}"), format!("agent {id}"))
+                (cluster::agent(&id), format!("agent {id}"))
             };
             let answer: serde_json::Value = client.send_json(Method::DELETE, &path, b"").await?;
             if json {
@@ -506,7 +507,7 @@ async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Resu
 
 /// An agent id from an id, a hostname or an address of `node list` (one match only).
 async fn resolve_agent(client: &Client, name: &str) -> anyhow::Result<String> {
-    let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+    let nodes: NodesView = client.get(cluster::NODES).await?;
     if nodes.agents.iter().any(|a| a.id == name) {
         return Ok(name.to_string());
     }
@@ -533,7 +534,7 @@ async fn resolve_agent(client: &Client, name: &str) -> anyhow::Result<String> {
 }
 
 fn app_path(id: &str) -> String {
-    format!("/v2/apps{}", dcos_core::app::normalize_app_id(id))
+    marathon::app(&dcos_core::app::normalize_app_id(id))
 }
 
 async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result<()> {
@@ -547,7 +548,9 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
             } else {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
             };
-            let app: AppView = client.send_json(Method::POST, "/v2/apps", &body).await?;
+            let app: AppView = client
+                .send_json(Method::POST, marathon::APPS, &body)
+                .await?;
             if json {
                 return print_json(&app);
             }
@@ -558,7 +561,7 @@ async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result
             Ok(())
         }
         AppCommand::List => {
-            let apps: AppsEnvelope = client.get("/v2/apps").await?;
+            let apps: AppsEnvelope = client.get(marathon::APPS).await?;
             if json {
                 return print_json(&apps);
             }
@@ -663,7 +666,7 @@ fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<()> {
 }
 
 async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
-    let tasks: TasksEnvelope = client.get("/v2/tasks").await?;
+    let tasks: TasksEnvelope = client.get(marathon::TASKS).await?;
     let matches: Vec<TaskView> = tasks
         .tasks
         .into_iter()
@@ -689,7 +692,7 @@ async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
 async fn task(client: &Client, json: bool, command: TaskCommand) -> anyhow::Result<()> {
     match command {
         TaskCommand::List { app } => {
-            let mut tasks: TasksEnvelope = client.get("/v2/tasks").await?;
+            let mut tasks: TasksEnvelope = client.get(marathon::TASKS).await?;
             if let Some(app) = app {
                 let app = dcos_core::app::normalize_app_id(&app);
                 tasks.tasks.retain(|t| t.app_id == app);
@@ -724,8 +727,9 @@ pub async fn stream_task_log(
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> anyhow::Result<()> {
     let url = format!(
-        "{}/files/tasks/{}/{stream}?follow={follow}",
-        task.agent_url, task.id
+        "{}{}?follow={follow}",
+        task.agent_url,
+        agent_routes::task_log(&task.id, stream)
     );
     let mut told = false;
     let mut last_try = false;
@@ -753,7 +757,7 @@ pub async fn stream_task_log(
 }
 
 async fn agent_urls(client: &Client) -> anyhow::Result<Vec<String>> {
-    let nodes: NodesView = client.get("/cluster/v1/nodes").await?;
+    let nodes: NodesView = client.get(cluster::NODES).await?;
     let urls: Vec<String> = nodes
         .agents
         .into_iter()
@@ -807,7 +811,11 @@ async fn pull(
         }
         let started = std::time::Instant::now();
         let pulled: ImagesEnvelope = client
-            .send_json(Method::POST, &format!("{url}/images/pull"), &body)
+            .send_json(
+                Method::POST,
+                &format!("{url}{}", agent_routes::IMAGES_PULL),
+                &body,
+            )
             .await?;
         if !json {
             for image in &pulled.images {
@@ -843,8 +851,9 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
                 if !json {
                     eprintln!("importing {} into agent {url}…", file.display());
                 }
-                let imported: ImagesEnvelope =
-                    client.upload(&format!("{url}/images"), &file).await?;
+                let imported: ImagesEnvelope = client
+                    .upload(&format!("{url}{}", agent_routes::IMAGES), &file)
+                    .await?;
                 all.extend(imported.images);
             }
             if json {
@@ -862,7 +871,9 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
             let mut rows = vec![row(&["AGENT", "REFERENCE", "DIGEST", "LAYERS", "SIZE"])];
             let mut all = Vec::new();
             for url in agent_urls(client).await? {
-                let images: ImagesEnvelope = client.get(&format!("{url}/images")).await?;
+                let images: ImagesEnvelope = client
+                    .get(&format!("{url}{}", agent_routes::IMAGES))
+                    .await?;
                 for i in &images.images {
                     rows.push(vec![
                         url.clone(),
@@ -883,7 +894,10 @@ async fn image(client: &Client, json: bool, command: ImageCommand) -> anyhow::Re
         ImageCommand::Remove { reference } => {
             for url in agent_urls(client).await? {
                 match client
-                    .status_of(Method::DELETE, &format!("{url}/images/{reference}"))
+                    .status_of(
+                        Method::DELETE,
+                        &format!("{url}{}", agent_routes::image(&reference)),
+                    )
                     .await?
                 {
                     s if s.is_success() => println!("removed {reference} from {url}"),

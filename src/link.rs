@@ -5,6 +5,7 @@
 //! receiving side never trusts ordering across agents, only per agent.
 
 use dcos_core::{Agent, Task, TaskState};
+use std::collections::BTreeSet;
 use tokio::sync::{mpsc, oneshot};
 
 /// Bound of each link's queue: a slow peer applies back-pressure instead of growing memory.
@@ -13,14 +14,7 @@ pub const LINK_QUEUE_MAX: usize = 1024;
 #[derive(Debug)]
 pub enum ToAgent {
     Launch(Box<Task>),
-    Kill {
-        task_id: String,
-    },
-    /// Does the agent's image store resolve this reference? (checked before an app is accepted)
-    HasImage {
-        reference: String,
-        reply: oneshot::Sender<bool>,
-    },
+    Kill { task_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,13 +42,21 @@ pub enum ToMaster {
         report: TaskReport,
         ack: oneshot::Sender<bool>,
     },
+    /// The agent's image store changed: the presence keys of what it holds now (see
+    /// `dcos_core::Agent::images`). `ack` hears whether it was committed, so an import
+    /// answers only once placement can use the image.
+    Images {
+        agent_id: String,
+        images: BTreeSet<String>,
+        ack: oneshot::Sender<bool>,
+    },
 }
 
 /// Paths of the agent protocol on the master's port (mutual TLS, agent certificates).
-pub const AGENT_CONNECT_PATH: &str = "/internal/agent/v1/connect";
-pub const AGENT_STATUS_PATH: &str = "/internal/agent/v1/status";
-pub const AGENT_HEARTBEAT_PATH: &str = "/internal/agent/v1/heartbeat";
-pub const AGENT_REPLY_PATH: &str = "/internal/agent/v1/reply";
+pub use dcos_api::routes::internal::{
+    AGENT_CONNECT as AGENT_CONNECT_PATH, AGENT_HEARTBEAT as AGENT_HEARTBEAT_PATH,
+    AGENT_IMAGES as AGENT_IMAGES_PATH, AGENT_STATUS as AGENT_STATUS_PATH,
+};
 
 /// What an agent sends to (re)connect: itself and what it runs now.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -78,9 +80,9 @@ pub struct HeartbeatRequest {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplyRequest {
-    pub request_id: u64,
-    pub found: bool,
+pub struct ImagesRequest {
+    pub agent_id: String,
+    pub images: BTreeSet<String>,
 }
 
 /// One line of the connect stream (newline-delimited JSON), master to agent.
@@ -94,15 +96,17 @@ pub enum StreamMessage {
     Kill {
         task_id: String,
     },
-    /// Answer with `ReplyRequest` on `AGENT_REPLY_PATH`.
-    #[serde(rename_all = "camelCase")]
-    HasImage {
-        request_id: u64,
-        reference: String,
-    },
     /// Sent every few seconds so both ends notice a dead connection.
     Ping,
 }
+
+/// The leader pings every connect stream this often: a dead connection is noticed by the
+/// write failing on the master's side and by the silence on the agent's.
+pub const PING_INTERVAL_MS: u64 = 5_000;
+
+/// The header naming the leader's URL on a follower's redirect (and on `no_leader` answers
+/// where one is known).
+pub const LEADER_HEADER: &str = "x-dcos-leader";
 
 /// Longest line of the connect stream an agent accepts (a launch carries the whole task).
 pub const STREAM_LINE_MAX_BYTES: usize = 4 << 20;

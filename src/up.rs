@@ -82,7 +82,7 @@ pub async fn start(
     .await
     .context("starting the replicated state (Raft)")?;
     let status = raft.status();
-    let (apps, tasks) = raft.read(|s| (s.apps.len(), s.tasks.len()));
+    let (apps, tasks) = raft.read(|s| (s.services.apps.len(), s.tasks.len()));
     say(
         opts.announce,
         &format!(
@@ -90,7 +90,8 @@ pub async fn start(
             status.term, status.last_log_index
         ),
     );
-    let master = Master::new(raft, master_url.clone());
+    let (frameworks, framework_routes) = crate::frameworks::builtin();
+    let master = Master::new(raft, master_url.clone(), frameworks, None);
 
     let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let mut agent_config = AgentConfig::new(opts.data_dir.join("agent"), agent_url.clone());
@@ -104,7 +105,7 @@ pub async fn start(
     agent_config.bridge = opts.bridge.clone();
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
     let registry = Arc::new(
-        crate::registry::RegistryClient::new(opts.registry_ca.as_deref())
+        crate::agent::registry::RegistryClient::new(opts.registry_ca.as_deref())
             .context("setting up registry pulls (--registry-ca)")?,
     );
 
@@ -119,7 +120,7 @@ pub async fn start(
         tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone())),
         serve(
             master_listener,
-            crate::master::http::router(master.clone(), auth.clone()),
+            crate::master::http::router(master.clone(), auth.clone(), framework_routes),
             shutdown_rx.clone(),
         ),
         serve(

@@ -8,7 +8,7 @@ use super::remote::{Outbox, RemoteLink, DEFAULT_HEARTBEAT_MS};
 use super::{Agent, AgentConfig};
 use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
-use crate::master::config::check_url;
+use crate::node_config::check_url;
 use crate::tls::{self, NodeClient, TlsFiles};
 use anyhow::Context;
 use serde::Deserialize;
@@ -34,7 +34,7 @@ pub struct AgentFileConfig {
     /// Every master's URL; the agent finds the leader among them. `--masters` replaces it.
     #[serde(default)]
     pub masters: Vec<String>,
-    pub tls: crate::master::config::TlsSection,
+    pub tls: crate::node_config::TlsSection,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// Overrides of detected resources.
@@ -48,7 +48,7 @@ pub struct AgentFileConfig {
     /// Required: callers of the agent's API need a bearer token from this file (masters may
     /// use their certificate instead).
     #[serde(default)]
-    pub auth: crate::master::config::AuthSection,
+    pub auth: crate::node_config::AuthSection,
 }
 
 fn default_listen() -> SocketAddr {
@@ -189,8 +189,9 @@ pub async fn start(
     agent_config.cgroup_parent = config.cgroup_parent.clone();
     let (to_master, from_agent) = mpsc::channel(LINK_QUEUE_MAX);
     let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
-    let registry =
-        Arc::new(crate::registry::RegistryClient::new(None).context("setting up registry pulls")?);
+    let registry = Arc::new(
+        crate::agent::registry::RegistryClient::new(None).context("setting up registry pulls")?,
+    );
     let recovered = {
         let agent = agent.clone();
         tokio::task::spawn_blocking(move || agent.recover()).await?
@@ -232,5 +233,16 @@ impl AgentProcess {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let agent = AgentFileConfig::parse(include_str!("../../config/agent.toml")).unwrap();
+        assert_eq!(agent.masters.len(), 3);
     }
 }

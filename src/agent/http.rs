@@ -4,15 +4,16 @@
 //! checked by `crate::auth` before any handler.
 
 use super::Agent;
+use crate::agent::registry::{Credentials, PullError, RegistryClient};
 use crate::auth::ApiAuth;
 use crate::http_util::{api_error, json_ok};
-use crate::registry::{Credentials, PullError, RegistryClient};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
+use dcos_api::routes::agent as routes;
 use dcos_api::{ApiError, ImageView, ImagesEnvelope};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -40,12 +41,12 @@ const PULL_REQUEST_MAX_BYTES: usize = 64 * 1024;
 /// With `auth`, everything but `/health` needs a bearer token (or what else `auth` accepts).
 pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>, auth: Option<ApiAuth>) -> Router {
     let mut api = Router::new()
-        .route("/files/tasks/{task_id}/{stream}", get(task_log))
-        .route("/images", get(list_images).post(import_image))
-        .route("/images/pull", post(pull_image))
-        .route("/images/{*reference}", delete(remove_image))
-        .route("/containers", get(containers))
-        .route("/metrics", get(metrics))
+        .route(routes::TASK_LOG, get(task_log))
+        .route(routes::IMAGES, get(list_images).post(import_image))
+        .route(routes::IMAGES_PULL, post(pull_image))
+        .route(routes::IMAGE, delete(remove_image))
+        .route(routes::CONTAINERS, get(containers))
+        .route(routes::METRICS, get(metrics))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) });
     if let Some(auth) = auth {
         api = api.layer(axum::middleware::from_fn_with_state(
@@ -54,7 +55,7 @@ pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>, auth: Option<Api
         ));
     }
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route(routes::HEALTH, get(|| async { "ok" }))
         .merge(api)
         .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
         .layer(Extension(registry))
@@ -297,7 +298,10 @@ async fn import_image(State(agent): State<Arc<Agent>>, request: Request) -> Resp
     let result = receive_and_import(&agent, request, &path).await;
     let _ = tokio::fs::remove_file(&path).await;
     match result {
-        Ok(images) => (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response(),
+        Ok(images) => {
+            agent.report_images().await;
+            (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response()
+        }
         Err(e) => api_error(e),
     }
 }
@@ -487,6 +491,7 @@ async fn pull_image(
                 elapsed_ms = report.elapsed_ms,
                 "pulled image"
             );
+            agent.report_images().await;
             let images = images.into_iter().map(image_view).collect();
             (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response()
         }
@@ -505,7 +510,10 @@ async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<Str
     let store = agent.clone();
     let r = reference.clone();
     match tokio::task::spawn_blocking(move || store.images.remove(&r)).await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(())) => {
+            agent.report_images().await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(Err(dcos_runtime::image::ImageError::NotFound { .. })) => api_error(
             ApiError::not_found(format!("image {reference} is not on this agent")),
         ),

@@ -5,18 +5,20 @@
 //! shim does. Tasks outlive the agent: nothing here kills a task unless asked to.
 
 pub mod config;
+pub mod fake;
 pub mod http;
+pub mod registry;
 pub mod remote;
+pub mod runtime;
 
 use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster, LINK_QUEUE_MAX};
 use anyhow::Context;
-use dcos_core::{Agent as AgentInfo, AgentState, Resources, Task, TaskNetworkMode, TaskState};
-use dcos_runtime::bundle::{resolve_process, resolve_user};
+use dcos_core::{Agent as AgentInfo, AgentState, Resources, Task, TaskState};
 use dcos_runtime::image::ImageStore;
-use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwork};
-use dcos_runtime::task_dir::{write_json_atomic, ExitKind, ShimSpec, TaskDir, TaskExit};
+use dcos_runtime::network::{BridgeConfig, TaskNetwork};
+use dcos_runtime::task_dir::{ExitKind, TaskDir, TaskExit};
+use runtime::{LaunchContext, ShimRuntime, TaskRuntime};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,12 +27,12 @@ use tokio::sync::mpsc;
 
 /// How often task directories are checked for a started task or an exit record.
 const MONITOR_INTERVAL_MS: u64 = 200;
-/// Processes one task may hold (cgroup pids limit).
-const TASK_PIDS_MAX: i64 = 4096;
 /// Sandboxes of ended tasks kept for their logs; older ones are removed (bounded disk).
 pub const ENDED_SANDBOXES_KEPT_MAX: usize = 100;
 /// How often ended sandboxes are garbage-collected.
 const SANDBOX_GC_INTERVAL_MS: u64 = 60_000;
+/// How long an image import waits for the master to record the agent's new image list.
+const IMAGES_REPORT_WAIT_MS: u64 = 15_000;
 /// How long a shim may take to record its task's pid before the launch counts as failed.
 const SHIM_START_TIMEOUT_MS: u64 = 60_000;
 
@@ -110,15 +112,25 @@ pub struct Agent {
     launched_total: AtomicU64,
     /// What the last recovery found and how long it took: (tasks, microseconds).
     last_recovery: Mutex<(usize, u64)>,
-    /// Set once the bridge and its nftables table are known to exist.
-    bridge_ready: AtomicBool,
+    /// What runs the tasks: the shim, or a fake in tests and benchmarks.
+    runtime: Arc<dyn TaskRuntime>,
 }
 
 impl Agent {
-    /// Opens the work dir (creating the agent id on first start) and the image store.
+    /// Opens the work dir (creating the agent id on first start) and the image store; tasks
+    /// run under `dcos-rs __shim`.
     pub fn open(
         config: AgentConfig,
         to_master: mpsc::Sender<ToMaster>,
+    ) -> anyhow::Result<Arc<Agent>> {
+        Self::open_with_runtime(config, to_master, Arc::new(ShimRuntime::default()))
+    }
+
+    /// `open`, with tasks run by `runtime` (a `fake::FakeRuntime` in tests).
+    pub fn open_with_runtime(
+        config: AgentConfig,
+        to_master: mpsc::Sender<ToMaster>,
+        runtime: Arc<dyn TaskRuntime>,
     ) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(config.work_dir.join("tasks"))
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
@@ -146,7 +158,7 @@ impl Agent {
             launches_in_flight: AtomicUsize::new(0),
             launched_total: AtomicU64::new(0),
             last_recovery: Mutex::new((0, 0)),
-            bridge_ready: AtomicBool::new(false),
+            runtime,
         }))
     }
 
@@ -160,6 +172,51 @@ impl Agent {
             registered_at_ms: now_ms(),
             ports: self.config.ports.clone(),
             certificate: None,
+            images: self.image_keys(),
+        }
+    }
+
+    /// What the image store holds, as the master places tasks by (`Agent::images`). At
+    /// most `IMAGES_REPORTED_MAX` keys: a store beyond that is reported cut short (with a
+    /// warning), and placement misses what was cut.
+    fn image_keys(&self) -> BTreeSet<String> {
+        match self.images.presence_keys() {
+            Ok(keys) if keys.len() > dcos_core::IMAGES_PER_AGENT_MAX => {
+                tracing::warn!(
+                    images = keys.len(),
+                    max = dcos_core::IMAGES_PER_AGENT_MAX,
+                    "more image names than the master keeps per agent; reporting the first"
+                );
+                keys.into_iter()
+                    .take(dcos_core::IMAGES_PER_AGENT_MAX)
+                    .collect()
+            }
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("listing the image store for the master: {e}");
+                BTreeSet::new()
+            }
+        }
+    }
+
+    /// Tells the master what the image store holds now and waits (bounded) until it is
+    /// committed, so an import or pull answers only once tasks can be placed by it. A
+    /// failure is logged; the next registration reports the store again.
+    pub async fn report_images(&self) {
+        let (ack, committed) = tokio::sync::oneshot::channel();
+        let message = ToMaster::Images {
+            agent_id: self.id.clone(),
+            images: self.image_keys(),
+            ack,
+        };
+        if self.to_master.send(message).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_millis(IMAGES_REPORT_WAIT_MS), committed).await {
+            Ok(Ok(true)) => {}
+            _ => tracing::warn!(
+                "the master has not recorded this agent's images; it learns them when the agent registers again"
+            ),
         }
     }
 
@@ -231,7 +288,8 @@ impl Agent {
             if !dir.spec().exists() {
                 continue;
             }
-            let shim_pid = TaskDir::read_pid(&dir.shim_pid()).filter(|pid| shim_alive(*pid, &dir));
+            let shim_pid = TaskDir::read_pid(&dir.shim_pid())
+                .filter(|pid| self.runtime.supervisor_alive(*pid, &dir));
             let report = match dir.read_exit() {
                 Ok(Some(exit)) => exit_report(&task_id, &exit),
                 _ if shim_pid.is_some() => TaskReport {
@@ -242,7 +300,7 @@ impl Agent {
                     at_ms: now_ms(),
                 },
                 _ => {
-                    dcos_runtime::shim::force_cleanup(&dir, None);
+                    self.runtime.force_cleanup(&dir, None);
                     lost_report(&task_id)
                 }
             };
@@ -279,64 +337,10 @@ impl Agent {
             .filter(|t| !t.terminal_reported)
             .filter_map(|t| t.network.clone())
             .collect();
-        let removed = network::sweep(bridge, &live);
+        let removed = self.runtime.sweep_networks(bridge, &live);
         if removed > 0 {
             tracing::info!(removed, bridge = %bridge.bridge, "removed leftovers of ended tasks from the bridge");
         }
-    }
-
-    /// Chooses the task's address on the bridge (making sure the bridge exists) and its
-    /// port forwards: the n-th mapping gets the n-th host port the master gave the task.
-    fn bridge_network(
-        &self,
-        task: &Task,
-        mappings: &[dcos_core::PortMapping],
-    ) -> anyhow::Result<TaskNetwork> {
-        let bridge = &self.config.bridge;
-        let exists = std::path::Path::new("/sys/class/net")
-            .join(&bridge.bridge)
-            .exists();
-        if !self.bridge_ready.load(Ordering::SeqCst) || !exists {
-            network::setup_host(bridge)
-                .map_err(|e| anyhow::anyhow!("setting up bridge {}: {e}", bridge.bridge))?;
-            self.bridge_ready.store(true, Ordering::SeqCst);
-        }
-        anyhow::ensure!(
-            task.ports.len() == mappings.len(),
-            "the task has {} host ports for {} port mappings",
-            task.ports.len(),
-            mappings.len()
-        );
-        let mut forwards = Vec::new();
-        for (mapping, host_port) in mappings.iter().zip(&task.ports) {
-            for protocol in mapping.protocol.split(',') {
-                forwards.push(PortForward {
-                    host_port: *host_port,
-                    container_port: mapping.container_port,
-                    protocol: match protocol {
-                        "udp" => Protocol::Udp,
-                        _ => Protocol::Tcp,
-                    },
-                });
-            }
-        }
-        // Launches are handled one at a time, so the task map is the whole truth here.
-        let used: std::collections::BTreeSet<Ipv4Addr> = self
-            .tasks
-            .lock()
-            .expect("tasks lock")
-            .values()
-            .filter_map(|t| t.network.as_ref().map(|n| n.address))
-            .collect();
-        let address = bridge.allocate(&used).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no free address left in {}/{} on bridge {}",
-                bridge.subnet,
-                bridge.prefix_len,
-                bridge.bridge
-            )
-        })?;
-        Ok(bridge.task_network(&task.id, address, forwards))
     }
 
     /// Registers with the master, then serves its commands and watches tasks until
@@ -422,9 +426,6 @@ impl Agent {
                 .await
             }
             ToAgent::Kill { task_id } => self.kill(&task_id).await,
-            ToAgent::HasImage { reference, reply } => {
-                let _ = reply.send(self.images.resolve(&reference).is_ok());
-            }
         }
     }
 
@@ -440,7 +441,7 @@ impl Agent {
         anyhow::ensure!(!dir.path.exists(), "task {} already has a sandbox", task.id);
         std::fs::create_dir_all(&dir.path)
             .with_context(|| format!("creating sandbox {}", dir.path.display()))?;
-        let result = self.write_spec_and_spawn(task, &dir);
+        let result = self.start(task, &dir);
         if result.is_err() {
             // Nothing half-created stays behind.
             let _ = std::fs::remove_dir_all(&dir.path);
@@ -448,116 +449,32 @@ impl Agent {
         result
     }
 
-    fn write_spec_and_spawn(&self, task: &Task, dir: &TaskDir) -> anyhow::Result<()> {
-        let launch = &task.launch;
-        let image = match &launch.image {
-            Some(reference) => Some(
-                self.images
-                    .resolve(reference)
-                    .with_context(|| format!("image {reference}"))?,
-            ),
-            None => None,
+    /// Starts the task through the runtime and tracks it.
+    fn start(&self, task: &Task, dir: &TaskDir) -> anyhow::Result<()> {
+        // Launches are handled one at a time, so the task map is the whole truth here.
+        let used_addresses = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .filter_map(|t| t.network.as_ref().map(|n| n.address))
+            .collect();
+        let context = LaunchContext {
+            config: &self.config,
+            images: &self.images,
+            used_addresses,
         };
-        let sandbox = dir.path.to_string_lossy().to_string();
-        let mut extra_env = BTreeMap::new();
-        extra_env.insert("MESOS_TASK_ID".to_string(), task.id.clone());
-        extra_env.insert("MARATHON_APP_ID".to_string(), task.app_id.clone());
-        extra_env.insert("HOST".to_string(), self.config.hostname.clone());
-        if image.is_none() {
-            extra_env.insert("MESOS_SANDBOX".to_string(), sandbox.clone());
-        }
-        // Marathon's port variables: PORT0..N, PORT (the first) and PORTS (all, commas).
-        for (i, port) in task.ports.iter().enumerate() {
-            extra_env.insert(format!("PORT{i}"), port.to_string());
-        }
-        if let Some(first) = task.ports.first() {
-            extra_env.insert("PORT".to_string(), first.to_string());
-            let all: Vec<String> = task.ports.iter().map(|p| p.to_string()).collect();
-            extra_env.insert("PORTS".to_string(), all.join(","));
-        }
-        let network = match &launch.network {
-            TaskNetworkMode::Host => None,
-            TaskNetworkMode::Bridge { port_mappings } => {
-                // Marathon's PORT_<containerPort>: the host port that reaches it.
-                for (mapping, port) in port_mappings.iter().zip(&task.ports) {
-                    extra_env.insert(format!("PORT_{}", mapping.container_port), port.to_string());
-                }
-                Some(self.bridge_network(task, port_mappings)?)
-            }
-        };
-        let process = resolve_process(
-            image.as_ref().map(|i| &i.config),
-            launch.cmd.as_deref(),
-            launch.args.as_deref(),
-            &launch.env,
-            &extra_env,
-            if image.is_some() { "/" } else { &sandbox },
-        )
-        .map_err(anyhow::Error::msg)?;
-        let user = launch
-            .user
-            .as_deref()
-            .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
-        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.layers.as_slice()))
-            .map_err(anyhow::Error::msg)?;
-        // Validation allows it only with an image; a log entry from elsewhere is checked too.
-        let user_namespace = match (launch.user_namespace, &image) {
-            (false, _) => None,
-            (true, None) => anyhow::bail!("a user namespace needs an image"),
-            (true, Some(_)) => {
-                let map = dcos_runtime::userns::IdMap::agent_default();
-                anyhow::ensure!(
-                    map.host_id(uid).is_some() && map.host_id(gid).is_some(),
-                    "user {uid}:{gid} is outside the user namespace's ids (0..{})",
-                    map.size
-                );
-                Some(map)
-            }
-        };
-        let spec = ShimSpec {
-            task_id: task.id.clone(),
-            args: process.args,
-            env: process.env,
-            cwd: process.cwd,
-            uid,
-            gid,
-            image_digest: image.as_ref().map(|i| i.digest.clone()),
-            image_layers: image.as_ref().map(|i| i.task_layers()).unwrap_or_default(),
-            image_rootfs: None,
-            hostname: short_hostname(&task.id),
-            cgroup_path: format!("/{}/{}", self.config.cgroup_parent, task.id),
-            mem_limit_bytes: task.resources.mem_mib * 1024 * 1024,
-            cpus_milli: task.resources.cpus_milli,
-            pids_limit: TASK_PIDS_MAX,
-            kill_grace_ms: launch.kill_grace_period_ms,
-            container_state_root: self.config.work_dir.join("containers"),
-            mounts: resolve_volumes(&launch.volumes, dir, user_namespace)?,
-            log_max_bytes: self.config.task_log_max_bytes,
-            log_files_max: self.config.task_log_files_max,
-            stop_signal: image
-                .as_ref()
-                .and_then(|i| i.config.stop_signal.as_deref())
-                .and_then(dcos_runtime::task_dir::parse_signal)
-                .unwrap_or(libc::SIGTERM),
-            network,
-            user_namespace,
-        };
-        write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
-        let shim_pid = spawn_shim(&self.config.shim_exe, dir)?;
+        let started = self.runtime.start(task, dir, &context)?;
         self.launched_total.fetch_add(1, Ordering::SeqCst);
-        // Recorded by us too (the shim writes the same): a crash of the agent right now
-        // must not leave a shim nobody can find.
-        dcos_runtime::task_dir::write_atomic(&dir.shim_pid(), shim_pid.to_string().as_bytes())
-            .context("writing shim.pid")?;
         self.tasks.lock().expect("tasks lock").insert(
             task.id.clone(),
             LocalTask {
                 dir: dir.clone(),
-                shim_pid: Some(shim_pid),
+                shim_pid: Some(started.supervisor_pid),
                 started_at_ms: now_ms(),
                 running_reported: false,
                 terminal_reported: false,
-                network: spec.network.clone(),
+                network: started.network,
             },
         );
         Ok(())
@@ -578,11 +495,8 @@ impl Agent {
         match known {
             Known::Running(shim_pid) => {
                 let dir = self.task_dir(task_id);
-                if let Some(pid) = shim_pid.filter(|p| shim_alive(*p, &dir)) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
+                if let Some(pid) = shim_pid.filter(|p| self.runtime.supervisor_alive(*p, &dir)) {
+                    self.runtime.stop(pid, &dir);
                 }
             }
             Known::Ended => {}
@@ -623,7 +537,9 @@ impl Agent {
                     });
                     continue;
                 }
-                let shim_gone = !task.shim_pid.is_some_and(|pid| shim_alive(pid, &task.dir));
+                let shim_gone = !task
+                    .shim_pid
+                    .is_some_and(|pid| self.runtime.supervisor_alive(pid, &task.dir));
                 let start_overdue =
                     !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
                 if shim_gone || start_overdue {
@@ -632,8 +548,10 @@ impl Agent {
                         reports.push(exit_report(task_id, &exit));
                     } else {
                         // Nothing of it may keep running once it is reported lost.
-                        let live_shim = task.shim_pid.filter(|pid| shim_alive(*pid, &task.dir));
-                        dcos_runtime::shim::force_cleanup(&task.dir, live_shim);
+                        let live_shim = task
+                            .shim_pid
+                            .filter(|pid| self.runtime.supervisor_alive(*pid, &task.dir));
+                        self.runtime.force_cleanup(&task.dir, live_shim);
                         reports.push(lost_report(task_id));
                     }
                     task.terminal_reported = true;
@@ -770,7 +688,7 @@ impl Agent {
         dirs.into_iter()
             .filter_map(|(task_id, dir)| {
                 let spec = dir.read_spec().ok()?;
-                let stats = dcos_runtime::cgroups::task_stats(&spec.cgroup_path)?;
+                let stats = self.runtime.stats(&spec)?;
                 Some(ContainerStats {
                     task_id,
                     pid: TaskDir::read_pid(&dir.task_pid()),
@@ -795,49 +713,6 @@ pub struct ContainerStats {
     /// Runs in a container image (else a plain process in cgroups).
     pub image: bool,
     pub stats: dcos_runtime::cgroups::TaskStats,
-}
-
-/// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is
-/// a directory created in the task's sandbox (owned by the task's root when it runs in a
-/// user namespace, so it can write there); `tmpfs` needs no source.
-fn resolve_volumes(
-    volumes: &[dcos_core::VolumeSpec],
-    dir: &TaskDir,
-    user_namespace: Option<dcos_runtime::userns::IdMap>,
-) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
-    volumes
-        .iter()
-        .enumerate()
-        .map(|(i, volume)| {
-            let source = match &volume.host_path {
-                Some(host) if host.starts_with('/') => {
-                    let path = PathBuf::from(host);
-                    anyhow::ensure!(
-                        path.exists(),
-                        "container.volumes[{i}].hostPath {host} does not exist on this agent"
-                    );
-                    Some(path)
-                }
-                Some(relative) => {
-                    let path = dir.path.join("volumes").join(relative);
-                    std::fs::create_dir_all(&path)
-                        .with_context(|| format!("creating sandbox volume {}", path.display()))?;
-                    if let Some(map) = user_namespace {
-                        std::os::unix::fs::chown(&path, Some(map.host_base), Some(map.host_base))
-                            .with_context(|| format!("chown {}", path.display()))?;
-                    }
-                    Some(path)
-                }
-                None => None,
-            };
-            Ok(dcos_runtime::task_dir::MountSpec {
-                destination: volume.container_path.clone(),
-                source,
-                read_only: volume.read_only(),
-                tmpfs_size_mib: volume.tmpfs.as_ref().map(|t| t.size_mib),
-            })
-        })
-        .collect()
 }
 
 fn exit_report(task_id: &str, exit: &TaskExit) -> TaskReport {
@@ -872,59 +747,6 @@ pub fn valid_task_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-}
-
-fn short_hostname(task_id: &str) -> String {
-    task_id.chars().take(63).collect()
-}
-
-/// Starts `dcos-rs __shim <dir>` in its own session (so Ctrl-C in a terminal and the
-/// agent's death do not reach it), with its diagnostics in `shim.log`.
-fn spawn_shim(exe: &std::path::Path, dir: &TaskDir) -> anyhow::Result<i32> {
-    let log = std::fs::File::create(dir.shim_log()).context("creating shim.log")?;
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .arg("__shim")
-        .arg(&dir.path)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().context("cloning shim.log handle")?)
-        .stderr(log)
-        .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting shim {}", exe.display()))?;
-    let pid = child.id().context("shim has no pid")? as i32;
-    // Reap the shim when it exits (it is our child until we exit).
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    Ok(pid)
-}
-
-/// True if `pid` is the live `dcos-rs __shim` of the task in `dir` (not a recycled pid).
-fn shim_alive(pid: i32, dir: &TaskDir) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let same_task = args
-        .get(2)
-        .is_some_and(|a| *a == dir.path.as_os_str().as_encoded_bytes());
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    !zombie && args.get(1).is_some_and(|a| *a == b"__shim") && same_task
 }
 
 pub fn hostname() -> String {
@@ -991,7 +813,7 @@ mod tests {
                 start_error: None,
                 finished_at_ms: 1000 + i,
             };
-            write_json_atomic(&dir.exit(), &exit).unwrap();
+            dcos_runtime::task_dir::write_json_atomic(&dir.exit(), &exit).unwrap();
         }
         // A sandbox without an exit record (a live or unknown task) is never collected.
         std::fs::create_dir_all(agent.task_dir("live").path).unwrap();

@@ -8,26 +8,25 @@
 use super::Agent;
 use crate::http_util::json_headers;
 use crate::link::{
-    ConnectRequest, HeartbeatRequest, ReplyRequest, StatusRequest, StreamMessage, TaskReport,
-    ToAgent, ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_REPLY_PATH,
-    AGENT_STATUS_PATH, STREAM_LINE_MAX_BYTES,
+    ConnectRequest, HeartbeatRequest, ImagesRequest, StatusRequest, StreamMessage, TaskReport,
+    ToAgent, ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH,
+    AGENT_STATUS_PATH, PING_INTERVAL_MS, STREAM_LINE_MAX_BYTES,
 };
-use crate::master::agents::PING_INTERVAL_MS;
 use crate::tls::NodeClient;
 use anyhow::Context;
 use http_body_util::BodyExt;
 use hyper::{HeaderMap, Method, StatusCode};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Default heartbeat interval: well inside the masters' 15 s unreachable timeout.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
 /// A stream with no line (not even a ping) for this long is dead: reconnect.
 const STREAM_SILENCE_MAX_MS: u64 = 3 * PING_INTERVAL_MS;
-/// Per-call timeout of statuses, heartbeats and replies.
+/// Per-call timeout of statuses, heartbeats and image reports.
 const CALL_TIMEOUT_MS: u64 = 10_000;
 /// Waits between attempts when no master answers, doubling up to the maximum.
 const RETRY_MIN_MS: u64 = 200;
@@ -124,7 +123,7 @@ impl Masters {
     /// Follow a redirect: the answer named the leader.
     fn redirected(&self, headers: &HeaderMap) -> bool {
         let leader = headers
-            .get(crate::master::http::LEADER_HEADER)
+            .get(crate::link::LEADER_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim_end_matches('/').to_string());
         match leader {
@@ -183,32 +182,21 @@ impl RemoteLink {
         mut from_agent: mpsc::Receiver<ToMaster>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        // The agent's first message carries the channel its commands go to.
+        // The agent's first message carries the channel its commands go to; what it sends
+        // before (nothing, in practice) is handled like what it sends after.
         let link = loop {
             match from_agent.recv().await {
                 Some(ToMaster::Register { link, .. }) => break link,
-                Some(ToMaster::Status(report)) => self.outbox.push(report),
-                Some(ToMaster::StatusAcked { report, ack }) => {
-                    self.outbox.push(report);
-                    let _ = ack.send(true);
-                }
+                Some(message) => Arc::clone(&self).forward(message),
                 None => return,
             }
         };
         let statuses = tokio::spawn(Arc::clone(&self).deliver_statuses());
         let inbox = {
-            let outbox = Arc::clone(&self.outbox);
+            let this = Arc::clone(&self);
             tokio::spawn(async move {
                 while let Some(message) = from_agent.recv().await {
-                    match message {
-                        ToMaster::Status(report) => outbox.push(report),
-                        ToMaster::StatusAcked { report, ack } => {
-                            outbox.push(report);
-                            let _ = ack.send(true);
-                        }
-                        // Registration is per connection, done by `connect_once`.
-                        ToMaster::Register { .. } => {}
-                    }
+                    Arc::clone(&this).forward(message);
                 }
             })
         };
@@ -233,6 +221,55 @@ impl RemoteLink {
         }
         statuses.abort();
         inbox.abort();
+    }
+
+    /// Passes one of the agent's messages on: statuses through the outbox, image changes
+    /// straight to the leader (a reconnect sends the whole set again anyway).
+    fn forward(self: Arc<Self>, message: ToMaster) {
+        match message {
+            ToMaster::Status(report) => self.outbox.push(report),
+            ToMaster::StatusAcked { report, ack } => {
+                self.outbox.push(report);
+                let _ = ack.send(true);
+            }
+            ToMaster::Images { images, ack, .. } => {
+                tokio::spawn(async move {
+                    let _ = ack.send(self.send_images(images).await);
+                });
+            }
+            // Registration is per connection, done by `connect_once`.
+            ToMaster::Register { .. } => {}
+        }
+    }
+
+    /// Tells the leader what the image store holds now; true once it is committed.
+    async fn send_images(&self, images: BTreeSet<String>) -> bool {
+        let body = serde_json::to_vec(&ImagesRequest {
+            agent_id: self.agent.id.clone(),
+            images,
+        })
+        .expect("image lists serialize");
+        // One redirect to a new leader at most; a failure is repaired by the next connect.
+        for _ in 0..2 {
+            let master = self.masters.leader();
+            match self.call(&master, AGENT_IMAGES_PATH, body.clone()).await {
+                Ok((StatusCode::OK, _, _)) => return true,
+                Ok((StatusCode::TEMPORARY_REDIRECT, headers, _))
+                    if self.masters.redirected(&headers) => {}
+                Ok((status, _, answer)) => {
+                    tracing::warn!(
+                        "image list not recorded ({status}): {}",
+                        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!("image list not delivered: {e:#}");
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// One connection: register, then forward stream lines and send heartbeats until the
@@ -291,7 +328,7 @@ impl RemoteLink {
                     pending.extend_from_slice(&data);
                     while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        self.handle_line(&master, &line[..line.len() - 1], link).await?;
+                        self.handle_line(&line[..line.len() - 1], link).await?;
                     }
                     anyhow::ensure!(
                         pending.len() <= STREAM_LINE_MAX_BYTES,
@@ -311,42 +348,13 @@ impl RemoteLink {
         }
     }
 
-    async fn handle_line(
-        &self,
-        master: &str,
-        line: &[u8],
-        link: &mpsc::Sender<ToAgent>,
-    ) -> anyhow::Result<()> {
+    async fn handle_line(&self, line: &[u8], link: &mpsc::Sender<ToAgent>) -> anyhow::Result<()> {
         let message: StreamMessage =
             serde_json::from_slice(line).context("an unreadable command line")?;
         let command = match message {
             StreamMessage::Ping => return Ok(()),
             StreamMessage::Launch { task } => ToAgent::Launch(task),
             StreamMessage::Kill { task_id } => ToAgent::Kill { task_id },
-            StreamMessage::HasImage {
-                request_id,
-                reference,
-            } => {
-                let (reply, answer) = oneshot::channel();
-                let client = self.client.clone();
-                let url = format!("{master}{AGENT_REPLY_PATH}");
-                tokio::spawn(async move {
-                    let found = answer.await.unwrap_or(false);
-                    let body = serde_json::to_vec(&ReplyRequest { request_id, found })
-                        .expect("replies serialize");
-                    let _ = client
-                        .request(
-                            Method::POST,
-                            &url,
-                            body,
-                            json_headers(),
-                            Duration::from_millis(CALL_TIMEOUT_MS),
-                            ANSWER_MAX_BYTES,
-                        )
-                        .await;
-                });
-                ToAgent::HasImage { reference, reply }
-            }
         };
         link.send(command)
             .await

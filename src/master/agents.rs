@@ -7,7 +7,7 @@
 //! - `status`: one task status, answered only after it is committed (the agent retries
 //!   until then, in order).
 //! - `heartbeat`: liveness, leader memory only (no Raft write).
-//! - `reply`: answers to questions asked on the stream (does your store have image X?).
+//! - `images`: what the agent's image store holds now, answered after it is committed.
 //!
 //! A follower answers every call with 307 to the leader; a master that loses leadership
 //! drops its links, which ends the streams, and the agents reconnect to the new leader.
@@ -16,9 +16,9 @@ use super::http::not_leader_response;
 use super::Master;
 use crate::http_util::api_error;
 use crate::link::{
-    ConnectRequest, HeartbeatRequest, ReplyRequest, StatusRequest, StreamMessage, ToAgent,
-    ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_REPLY_PATH, AGENT_STATUS_PATH,
-    LINK_QUEUE_MAX,
+    ConnectRequest, HeartbeatRequest, ImagesRequest, StatusRequest, StreamMessage, ToAgent,
+    ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH, AGENT_STATUS_PATH,
+    LINK_QUEUE_MAX, PING_INTERVAL_MS,
 };
 use crate::tls::{Peer, Role};
 use axum::body::{Body, Bytes};
@@ -29,40 +29,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use dcos_api::ApiError;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// A ping on every stream this often: a dead connection is noticed by the write failing.
-pub const PING_INTERVAL_MS: u64 = 5_000;
-/// How long a status call waits for its commit before the agent is told to retry.
+/// How long a status or image call waits for its commit before the agent is told to retry.
 const STATUS_COMMIT_WAIT_MS: u64 = 15_000;
-/// Questions awaiting an agent's reply, at most (older ones are answered "no" by timeout).
-const PENDING_REPLIES_MAX: usize = 1_024;
 /// Largest body of an agent call (a connect lists every task the agent runs).
 const AGENT_BODY_MAX_BYTES: usize = 16 << 20;
 
 pub struct Gateway {
     master: Arc<Master>,
     inbox: mpsc::Sender<ToMaster>,
-    replies: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
-    next_request: AtomicU64,
 }
 
 pub fn router(master: Arc<Master>, inbox: mpsc::Sender<ToMaster>) -> Router {
-    let gateway = Arc::new(Gateway {
-        master,
-        inbox,
-        replies: Mutex::new(HashMap::new()),
-        next_request: AtomicU64::new(1),
-    });
+    let gateway = Arc::new(Gateway { master, inbox });
     Router::new()
         .route(AGENT_CONNECT_PATH, post(connect))
         .route(AGENT_STATUS_PATH, post(status))
         .route(AGENT_HEARTBEAT_PATH, post(heartbeat))
-        .route(AGENT_REPLY_PATH, post(reply))
+        .route(AGENT_IMAGES_PATH, post(images))
         .layer(axum::extract::DefaultBodyLimit::max(AGENT_BODY_MAX_BYTES))
         .with_state(gateway)
 }
@@ -145,13 +132,12 @@ async fn connect(
     let stream = futures_util::stream::unfold(
         (
             commands,
-            Arc::clone(&gateway),
             tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS)),
         ),
-        |(mut commands, gateway, mut ping)| async move {
+        |(mut commands, mut ping)| async move {
             let message = tokio::select! {
                 command = commands.recv() => match command {
-                    Some(command) => gateway.encode(command),
+                    Some(command) => encode(command),
                     // The master dropped the link (lost leadership, agent marked unreachable).
                     None => return None,
                 },
@@ -161,7 +147,7 @@ async fn connect(
             line.push(b'\n');
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(line)),
-                (commands, gateway, ping),
+                (commands, ping),
             ))
         },
     );
@@ -173,26 +159,11 @@ async fn connect(
         .into_response()
 }
 
-impl Gateway {
-    /// A command as a stream line; questions get a request id and wait for the reply.
-    fn encode(&self, command: ToAgent) -> StreamMessage {
-        match command {
-            ToAgent::Launch(task) => StreamMessage::Launch { task },
-            ToAgent::Kill { task_id } => StreamMessage::Kill { task_id },
-            ToAgent::HasImage { reference, reply } => {
-                let request_id = self.next_request.fetch_add(1, Ordering::SeqCst);
-                let mut replies = self.replies.lock().expect("replies lock");
-                if replies.len() >= PENDING_REPLIES_MAX {
-                    // The askers have timed out long ago; forget their questions.
-                    replies.clear();
-                }
-                replies.insert(request_id, reply);
-                StreamMessage::HasImage {
-                    request_id,
-                    reference,
-                }
-            }
-        }
+/// A command as a stream line.
+fn encode(command: ToAgent) -> StreamMessage {
+    match command {
+        ToAgent::Launch(task) => StreamMessage::Launch { task },
+        ToAgent::Kill { task_id } => StreamMessage::Kill { task_id },
     }
 }
 
@@ -286,23 +257,36 @@ async fn heartbeat(
     }
 }
 
-async fn reply(
+/// What the agent's image store holds now; answered once it is committed (or refused).
+async fn images(
     State(gateway): State<Arc<Gateway>>,
     peer: Peer,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: ReplyRequest = match gate(&gateway, &peer, &uri, body) {
+    let request: ImagesRequest = match gate(&gateway, &peer, &uri, body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let waiting = gateway
-        .replies
-        .lock()
-        .expect("replies lock")
-        .remove(&request.request_id);
-    if let Some(waiting) = waiting {
-        let _ = waiting.send(request.found);
+    if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
+        return *response;
     }
-    (StatusCode::OK, "{}").into_response()
+    let (ack, committed) = oneshot::channel();
+    let sent = gateway
+        .inbox
+        .send(ToMaster::Images {
+            agent_id: request.agent_id,
+            images: request.images,
+            ack,
+        })
+        .await;
+    if sent.is_err() {
+        return api_error(ApiError::unavailable("this master is stopping"));
+    }
+    match tokio::time::timeout(Duration::from_millis(STATUS_COMMIT_WAIT_MS), committed).await {
+        Ok(Ok(true)) => (StatusCode::OK, "{}").into_response(),
+        _ => api_error(ApiError::unavailable(
+            "the image list was not committed (yet); send it again",
+        )),
+    }
 }

@@ -3,6 +3,7 @@
 //! Every key is documented in `config/master.toml`. Unknown keys are refused (a typo must not
 //! silently fall back to a default), and every check names the key it is about.
 
+use crate::node_config::{check_url, AuthSection, TlsSection};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -45,51 +46,6 @@ pub struct Peer {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// The cluster CA certificate (PEM): the only CA trusted for peers.
-    pub ca: PathBuf,
-    /// This master's certificate and key (`dcos-rs cluster issue-cert --role master`).
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// `[auth]` of master.toml and agent.toml. Parsed as optional so that its absence is
-/// reported with the key's full name (`auth.tokens_file`) instead of serde's "missing field".
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSection {
-    /// The tokens file: `sha256:<hex> <name>` per line (`dcos-rs cluster setup` appends to
-    /// `<ca-dir>/tokens`). Every API call but `/health` (and `/`, `/ready` on masters) needs
-    /// a bearer token whose sha256 is listed.
-    pub tokens_file: Option<PathBuf>,
-}
-
-impl AuthSection {
-    /// `auth.tokens_file`, or why it is missing.
-    pub fn tokens_file(&self) -> Result<&Path, String> {
-        self.tokens_file.as_deref().ok_or_else(|| {
-            "auth.tokens_file: required: add `[auth]` with `tokens_file = \"tokens\"`, the file of API token hashes that `dcos-rs cluster setup` writes next to ca.crt".to_string()
-        })
-    }
-
-    /// Reads the tokens file; errors start with `auth.tokens_file`.
-    pub fn load_tokens(&self) -> Result<crate::auth::TokenSet, String> {
-        crate::auth::TokenSet::load(self.tokens_file()?)
-            .map_err(|e| format!("auth.tokens_file: {e}"))
-    }
-
-    /// Makes a relative tokens file relative to `base` (the config file's directory).
-    pub fn relative_to(&mut self, base: &Path) {
-        if let Some(path) = &mut self.tokens_file {
-            if path.is_relative() {
-                *path = base.join(&*path);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftSection {
     pub heartbeat_ms: u64,
@@ -118,7 +74,8 @@ pub struct AgentsSection {
     pub unreachable_timeout_ms: u64,
 }
 
-/// DESIGN.md §4: `agent_unreachable_timeout`, default 15 s.
+/// Default of `agents.unreachable_timeout_ms`: well above the agents' 2 s heartbeat, so a few
+/// lost heartbeats never mark a live agent unreachable.
 pub const DEFAULT_AGENT_UNREACHABLE_TIMEOUT_MS: u64 = 15_000;
 
 impl Default for AgentsSection {
@@ -282,22 +239,6 @@ impl MasterConfig {
     }
 }
 
-/// Masters talk HTTPS only: an `https://host:port` URL without a path.
-pub fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("https://") else {
-        return Err(format!(
-            "{key}: {url:?} must start with https:// (masters only speak HTTPS)"
-        ));
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') || authority.contains('?') {
-        return Err(format!(
-            "{key}: {url:?} must be https://host:port without a path"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,10 +352,6 @@ tokens_file = "tokens"
     fn the_documented_example_parses() {
         let config = MasterConfig::parse(include_str!("../../config/master.toml")).unwrap();
         assert_eq!(config.initial_masters.len(), 3);
-        let agent =
-            crate::agent::config::AgentFileConfig::parse(include_str!("../../config/agent.toml"))
-                .unwrap();
-        assert_eq!(agent.masters.len(), 3);
     }
 
     #[test]

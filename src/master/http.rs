@@ -1,5 +1,7 @@
-//! The master's HTTP API: Marathon's `/v2` services API, this system's `/cluster/v1`,
-//! Prometheus `/metrics`, health endpoints and the embedded dashboard at `/`.
+//! The master's HTTP API: this system's `/cluster/v1` (nodes, masters, drain and removal of
+//! agents), Prometheus `/metrics`, health endpoints, the embedded dashboard at `/`, the Raft
+//! RPCs between masters, and the routes of the built-in frameworks (`crate::frameworks`,
+//! merged in by the caller).
 //!
 //! Handlers validate input and turn it into `Command`s; every refusal is a JSON `ApiError`
 //! naming the field and the reason. Nothing here changes state except through Raft. Bearer
@@ -8,7 +10,7 @@
 use super::Master;
 use crate::auth::{require_token, ApiAuth};
 use crate::http_util::{api_error, json_ok};
-use crate::link::{now_ms, random_id};
+use crate::link::{now_ms, LEADER_HEADER};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
@@ -17,11 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use dcos_api::{
-    agent_view, app_converged, app_view, iso8601, task_view, ApiError, AppEnvelope, AppsEnvelope,
-    DeploymentResult, MasterView, NodesView, TasksEnvelope,
-};
-use dcos_core::{AgentState, AppSpec, Command, FieldError, Outcome, Reject};
+use dcos_api::routes::{cluster, internal};
+use dcos_api::{agent_view, ApiError, MasterView, NodesView};
+use dcos_core::{Command, FieldError, Outcome, Reject};
 use dcos_raft::RaftError;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,14 +31,18 @@ pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 
 const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
 
-/// The master's router. With `auth`, every route but `/`, `/health` and `/ready` needs a
+/// The master's router, with the built-in frameworks' `framework_routes`. With `auth`, every route but `/`, `/health` and `/ready` needs a
 /// bearer token, checked before the follower redirect (a follower names its leader only to
 /// callers it has authenticated). `/internal/raft/*` never takes tokens: it is for master
 /// certificates only.
-pub fn router(master: Arc<Master>, auth: Option<ApiAuth>) -> Router {
+pub fn router(
+    master: Arc<Master>,
+    auth: Option<ApiAuth>,
+    framework_routes: Router<Arc<Master>>,
+) -> Router {
     // Raft between masters: bigger bodies, never redirected, masters' certificates only.
     let internal = Router::new()
-        .route("/internal/raft/{rpc}", post(raft_rpc))
+        .route(internal::RAFT, post(raft_rpc))
         .layer(DefaultBodyLimit::max(
             dcos_raft::network::RPC_BODY_MAX_BYTES,
         ))
@@ -46,26 +50,18 @@ pub fn router(master: Arc<Master>, auth: Option<ApiAuth>) -> Router {
     // Open to anyone: load balancers probe these, and the page holds no data (it asks for a
     // token when the API answers 401).
     let open = Router::new()
-        .route("/", get(dashboard))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
+        .route(cluster::DASHBOARD, get(dashboard))
+        .route(cluster::HEALTH, get(|| async { "ok" }))
+        .route(cluster::READY, get(ready))
         .with_state(master.clone());
     let mut api = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v2/apps", get(list_apps).post(create_app))
-        .route(
-            "/v2/apps/{*id}",
-            get(get_app_or_tasks).put(put_app).delete(delete_app),
-        )
-        .route("/v2/tasks", get(list_tasks))
-        .route("/v2/deployments", get(list_deployments))
-        .route("/v2/info", get(info))
-        .route("/v2/leader", get(leader))
-        .route("/cluster/v1/nodes", get(nodes))
-        .route("/cluster/v1/masters", get(masters).post(add_master))
-        .route("/cluster/v1/masters/{id}", delete(remove_master))
-        .route("/cluster/v1/agents/{id}/drain", post(drain_agent))
-        .route("/cluster/v1/agents/{id}", delete(remove_agent))
+        .route(cluster::METRICS, get(metrics))
+        .merge(framework_routes)
+        .route(cluster::NODES, get(nodes))
+        .route(cluster::MASTERS, get(masters).post(add_master))
+        .route(cluster::MASTER, delete(remove_master))
+        .route(cluster::AGENT_DRAIN, post(drain_agent))
+        .route(cluster::AGENT, delete(remove_agent))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) })
         .layer(middleware::from_fn_with_state(
             master.clone(),
@@ -132,9 +128,6 @@ pub(crate) fn not_leader_response(master: &Master, path: &str) -> Response {
     }
 }
 
-/// The header naming the leader's URL on redirects (DESIGN.md §3).
-pub const LEADER_HEADER: &str = "x-dcos-leader";
-
 async fn raft_rpc(
     State(master): State<Arc<Master>>,
     Path(rpc): Path<String>,
@@ -195,21 +188,24 @@ async fn add_master(
     let add: AddMaster = match serde_path_to_error::deserialize(value) {
         Ok(add) => add,
         Err(e) => {
-            return api_error(ApiError::invalid(&[FieldError::new(
-                e.path().to_string(),
-                e.inner().to_string(),
-            )]))
+            return api_error(ApiError::invalid(
+                "master",
+                &[FieldError::new(e.path().to_string(), e.inner().to_string())],
+            ))
         }
     };
     if add.id == 0 {
-        return api_error(ApiError::invalid(&[FieldError::new(
-            "id",
-            "must be at least 1",
-        )]));
+        return api_error(ApiError::invalid(
+            "master",
+            &[FieldError::new("id", "must be at least 1")],
+        ));
     }
-    if let Err(message) = super::config::check_url("url", &add.url) {
+    if let Err(message) = crate::node_config::check_url("url", &add.url) {
         let reason = message.trim_start_matches("url: ").to_string();
-        return api_error(ApiError::invalid(&[FieldError::new("url", reason)]));
+        return api_error(ApiError::invalid(
+            "master",
+            &[FieldError::new("url", reason)],
+        ));
     }
     let url = add.url.trim_end_matches('/');
     if let Err(e) = master.raft.add_learner(add.id, url).await {
@@ -224,10 +220,13 @@ async fn add_master(
 
 async fn remove_master(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return api_error(ApiError::invalid(&[FieldError::new(
-            "id",
-            format!("{id:?} is not a master id (a number)"),
-        )]));
+        return api_error(ApiError::invalid(
+            "master",
+            &[FieldError::new(
+                "id",
+                format!("{id:?} is not a master id (a number)"),
+            )],
+        ));
     };
     match master.raft.remove_member(id).await {
         Ok(()) => {
@@ -288,13 +287,7 @@ async fn metrics(State(master): State<Arc<Master>>) -> Response {
         .into_response()
 }
 
-async fn list_apps(State(master): State<Arc<Master>>) -> Json<AppsEnvelope> {
-    Json(master.read(|s| AppsEnvelope {
-        apps: s.apps.values().map(|a| app_view(s, a)).collect(),
-    }))
-}
-
-fn raft_error(error: RaftError) -> ApiError {
+pub(crate) fn raft_error(error: RaftError) -> ApiError {
     match error {
         RaftError::NotLeader {
             ref leader_addr, ..
@@ -307,7 +300,7 @@ fn raft_error(error: RaftError) -> ApiError {
     }
 }
 
-fn reject_error(reject: Reject) -> ApiError {
+pub(crate) fn reject_error(reject: Reject) -> ApiError {
     match &reject {
         Reject::AppExists { .. }
         | Reject::TaskExists { .. }
@@ -321,28 +314,9 @@ fn reject_error(reject: Reject) -> ApiError {
     }
 }
 
-/// Parses an app definition, naming the field of any type error and every invalid field.
-pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "an app definition must be a JSON object",
-        ));
-    }
-    let mut spec: AppSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." {
-            "(root)".to_string()
-        } else {
-            field
-        };
-        ApiError::invalid(&[FieldError::new(field, e.inner().to_string())])
-    })?;
-    spec.normalize_and_validate()
-        .map_err(|errors| ApiError::invalid(&errors))?;
-    Ok(spec)
-}
-
-fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+pub(crate) fn parse_json(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Value, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status().as_u16();
         let code = if status == 413 {
@@ -357,234 +331,6 @@ fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, 
         )
     })?;
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
-}
-
-/// Checks that need the cluster: some agent is big enough, and the image exists.
-async fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
-    let needed = spec.resources();
-    let largest = master.read(|s| {
-        s.agents
-            .values()
-            .filter(|a| a.state == AgentState::Active)
-            .map(|a| a.resources)
-            .fold(None, |best: Option<dcos_core::Resources>, r| match best {
-                Some(b) => Some(dcos_core::Resources {
-                    cpus_milli: b.cpus_milli.max(r.cpus_milli),
-                    mem_mib: b.mem_mib.max(r.mem_mib),
-                    disk_mib: b.disk_mib.max(r.disk_mib),
-                }),
-                None => Some(r),
-            })
-    });
-    if let Some(largest) = largest {
-        let checks = [
-            (
-                "cpus",
-                needed.cpus_milli > largest.cpus_milli,
-                spec.cpus,
-                largest.cpus(),
-                "cpus",
-            ),
-            (
-                "mem",
-                needed.mem_mib > largest.mem_mib,
-                spec.mem,
-                largest.mem_mib as f64,
-                "MiB",
-            ),
-            (
-                "disk",
-                needed.disk_mib > largest.disk_mib,
-                spec.disk,
-                largest.disk_mib as f64,
-                "MiB",
-            ),
-        ];
-        let errors: Vec<FieldError> = checks
-            .iter()
-            .filter(|(_, too_big, ..)| *too_big)
-            .map(|(field, _, asked, offered, unit)| {
-                FieldError::new(
-                    *field,
-                    format!(
-                        "{asked} {unit} is more than any agent offers (largest: {offered} {unit})"
-                    ),
-                )
-            })
-            .collect();
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(&errors));
-        }
-    }
-    let ranges: Vec<dcos_core::PortRange> = master.read(|s| {
-        s.agents
-            .values()
-            .filter(|a| a.state == AgentState::Active)
-            .flat_map(|a| a.ports.iter().copied())
-            .collect()
-    });
-    if !ranges.is_empty() {
-        let errors: Vec<FieldError> = spec
-            .port_definitions
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.port != 0 && !ranges.iter().any(|r| r.contains(d.port)))
-            .map(|(i, d)| {
-                FieldError::new(
-                    format!("portDefinitions[{i}].port"),
-                    format!(
-                        "port {} is outside every agent's port range ({ranges:?}); use 0 for any",
-                        d.port
-                    ),
-                )
-            })
-            .collect();
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(&errors));
-        }
-    }
-    if let Some(image) = spec.image() {
-        if !master.image_available(image).await {
-            return Err(ApiError::invalid(&[FieldError::new(
-                "container.docker.image",
-                format!("image {image} is not on any agent (import it with `dcos-rs image import <tarball>`)"),
-            )]));
-        }
-    }
-    Ok(())
-}
-
-async fn create_app(
-    State(master): State<Arc<Master>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let spec = parse_app(parse_json(body)?)?;
-        check_against_cluster(&master, &spec).await?;
-        let at_ms = now_ms();
-        let command = Command::PutApp {
-            app: spec.clone(),
-            create: true,
-            at_ms,
-            deployment_id: random_id(),
-        };
-        match master.write(command).await.map_err(raft_error)? {
-            Outcome::Applied => Ok(master.read(|s| s.apps.get(&spec.id).map(|a| app_view(s, a)))),
-            Outcome::Rejected(reject) => Err(reject_error(reject)),
-        }
-    }
-    .await;
-    match result {
-        Ok(Some(view)) => (StatusCode::CREATED, Json(view)).into_response(),
-        Ok(None) => api_error(ApiError::conflict(
-            "the app was removed right after it was created",
-        )),
-        Err(e) => api_error(e),
-    }
-}
-
-async fn get_app_or_tasks(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
-    let (id, tasks) = match rest.strip_suffix("/tasks") {
-        Some(id) => (dcos_core::app::normalize_app_id(id), true),
-        None => (dcos_core::app::normalize_app_id(&rest), false),
-    };
-    master.read(|s| match s.apps.get(&id) {
-        None => api_error(ApiError::not_found(format!("app {id} does not exist"))),
-        Some(app) if tasks => json_ok(&TasksEnvelope {
-            tasks: s
-                .tasks_of_app(&app.spec.id)
-                .map(|t| task_view(s, t))
-                .collect(),
-        }),
-        Some(app) => json_ok(&AppEnvelope {
-            app: app_view(s, app),
-        }),
-    })
-}
-
-/// Marathon's PUT: fields given replace the current ones (a partial update); an app that
-/// does not exist is created. A change of `instances` alone is a scale.
-async fn put_app(
-    State(master): State<Arc<Master>>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = dcos_core::app::normalize_app_id(&id);
-    let result = async {
-        let patch = parse_json(body)?;
-        let Some(patch_fields) = patch.as_object() else {
-            return Err(ApiError::bad_request(
-                "an app definition must be a JSON object",
-            ));
-        };
-        if let Some(body_id) = patch_fields.get("id").and_then(|v| v.as_str()) {
-            if dcos_core::app::normalize_app_id(body_id) != id {
-                return Err(ApiError::invalid(&[FieldError::new(
-                    "id",
-                    format!("does not match the app in the URL ({id})"),
-                )]));
-            }
-        }
-        let current = master.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
-        let mut merged = match &current {
-            Some(spec) => {
-                serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?
-            }
-            None => serde_json::json!({}),
-        };
-        let merged_fields = merged
-            .as_object_mut()
-            .expect("an app serializes to an object");
-        for (k, v) in patch_fields {
-            merged_fields.insert(k.clone(), v.clone());
-        }
-        merged_fields.insert("id".into(), serde_json::Value::String(id.clone()));
-        let spec = parse_app(merged)?;
-        let at_ms = now_ms();
-        let deployment_id = random_id();
-        let command = match &current {
-            Some(old) if !old.config_differs(&spec) => Command::ScaleApp {
-                app_id: id.clone(),
-                instances: spec.instances,
-                at_ms,
-                deployment_id: deployment_id.clone(),
-            },
-            _ => {
-                check_against_cluster(&master, &spec).await?;
-                Command::PutApp {
-                    app: spec,
-                    create: false,
-                    at_ms,
-                    deployment_id: deployment_id.clone(),
-                }
-            }
-        };
-        match master.write(command).await.map_err(raft_error)? {
-            Outcome::Applied => Ok(DeploymentResult {
-                version: iso8601(at_ms),
-                deployment_id,
-            }),
-            Outcome::Rejected(reject) => Err(reject_error(reject)),
-        }
-    }
-    .await;
-    match result {
-        Ok(result) => json_ok(&result),
-        Err(e) => api_error(e),
-    }
-}
-
-async fn delete_app(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
-    let id = dcos_core::app::normalize_app_id(&id);
-    let at_ms = now_ms();
-    match master.write(Command::RemoveApp { app_id: id, at_ms }).await {
-        Ok(Outcome::Applied) => json_ok(&DeploymentResult {
-            version: iso8601(at_ms),
-            deployment_id: random_id(),
-        }),
-        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
-        Err(e) => api_error(raft_error(e)),
-    }
 }
 
 /// `POST /cluster/v1/agents/{id}/drain`: no new tasks on the agent, and the services
@@ -627,56 +373,6 @@ async fn remove_agent(State(master): State<Arc<Master>>, Path(id): Path<String>)
         }
         Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
         Err(e) => api_error(raft_error(e)),
-    }
-}
-
-async fn list_tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
-    Json(master.read(|s| TasksEnvelope {
-        tasks: s.tasks.values().map(|t| task_view(s, t)).collect(),
-    }))
-}
-
-/// Deployments in progress: one per app that has not converged on its definition.
-async fn list_deployments(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
-    Json(master.read(|s| {
-        let deployments: Vec<serde_json::Value> = s
-            .apps
-            .values()
-            .filter(|app| {
-                let tasks: Vec<_> = s.tasks_of_app(&app.spec.id).collect();
-                !app_converged(app, &tasks)
-            })
-            .map(|app| {
-                serde_json::json!({
-                    "id": app.deployment_id,
-                    "version": iso8601(app.version_ms),
-                    "affectedApps": [app.spec.id],
-                })
-            })
-            .collect();
-        serde_json::Value::Array(deployments)
-    }))
-}
-
-async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
-    let status = master.raft.status();
-    Json(serde_json::json!({
-        "name": "dcos-rs",
-        "version": env!("CARGO_PKG_VERSION"),
-        "leader": status.leader_addr,
-        "elected": status.role == "leader",
-        "frameworkId": "dcos-rs-services",
-        "raft": status,
-    }))
-}
-
-/// Marathon's `/v2/leader`: the leader as any master knows it.
-async fn leader(State(master): State<Arc<Master>>) -> Response {
-    match master.raft.leader() {
-        Some((leader_id, url)) => {
-            json_ok(&serde_json::json!({ "leader": url, "leaderId": leader_id }))
-        }
-        None => api_error(ApiError::not_found("no master leads right now")),
     }
 }
 

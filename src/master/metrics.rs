@@ -119,7 +119,7 @@ impl Metrics {
                 .get_or_create(&vec![("state".into(), label.into())])
                 .set(count as i64);
         }
-        self.apps.set(state.apps.len() as i64);
+        self.apps.set(state.services.apps.len() as i64);
         self.raft_term.set(raft.term as i64);
         self.raft_commit_index.set(raft.commit_index as i64);
         self.raft_last_log_index.set(raft.last_log_index as i64);

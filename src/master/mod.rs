@@ -1,36 +1,35 @@
-//! The master: the replicated state (through `dcos-raft`), the links to its agents, and the
-//! built-in services framework that turns app definitions into tasks.
+//! The master: the replicated state (through `dcos-raft`), leadership, the links to its
+//! agents, and the loop that runs the built-in frameworks (`Framework`) and performs what
+//! they propose (propose a command, then tell the agent), feeding agent reports back into
+//! the log. Nothing here knows of any one framework.
 //!
-//! The services loop is a thin shell around `dcos_core::plan`: it performs the planned
-//! actions (propose a command, then tell the agent) and feeds agent reports back into the log.
 //! Leader-only memory (agent links, kills in flight) is rebuilt when agents register.
 
 pub mod agents;
 pub mod config;
+mod framework;
 pub mod http;
 pub mod metrics;
 pub mod serve;
 
-use crate::link::{now_ms, random_id, TaskReport, ToAgent, ToMaster};
-use dcos_core::{
-    plan_on, returning_tasks, Action, AgentState, ClusterState, Command, Outcome, Task, TaskState,
-};
+pub use framework::{Framework, Proposal, Round};
+
+use crate::link::{now_ms, TaskReport, ToAgent, ToMaster};
+use dcos_core::{AgentState, ClusterState, Command, Outcome, Task, TaskState};
 use dcos_raft::{RaftError, ReplicatedState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-/// The services loop re-plans at least this often (backoff timers expire without a write).
+/// Frameworks re-plan at least this often (backoff timers expire without a write).
 const PLAN_INTERVAL_MS: u64 = 1_000;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
-/// Launches performed per planning round: keeps a round short (one fsync each) and the
-/// agent links far from full; the next round continues.
+/// Launches performed per planning round and framework: keeps a round short (one fsync
+/// each) and the agent links far from full; the next round continues.
 const LAUNCHES_PER_ROUND_MAX: usize = 64;
-/// How long an image check may wait for an agent's answer.
-const IMAGE_CHECK_TIMEOUT_MS: u64 = 5_000;
 
 pub struct Master {
     pub raft: ReplicatedState,
@@ -41,8 +40,10 @@ pub struct Master {
     /// Kills sent and when, so a kill is repeated only after `KILL_RESEND_MS`.
     kills_sent: Mutex<HashMap<String, Instant>>,
     pub metrics: metrics::Metrics,
-    /// Cleared when the master is stopping: task ends are still recorded, but the services
-    /// framework no longer launches replacements.
+    /// The built-in frameworks, planned in this order every round.
+    frameworks: Vec<Arc<dyn Framework>>,
+    /// Cleared when the master is stopping: task ends are still recorded, but frameworks no
+    /// longer launch replacements.
     scheduling: AtomicBool,
     /// Remote agents: silence longer than this marks an agent unreachable. `None` for the
     /// in-process agent of `dcos-rs up`, whose link cannot go silent.
@@ -55,13 +56,13 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn new(raft: ReplicatedState, url: String) -> Arc<Master> {
-        Self::with_unreachable_timeout(raft, url, None)
-    }
-
-    pub fn with_unreachable_timeout(
+    /// A master running `frameworks`. `unreachable_timeout`: silence after which a remote
+    /// agent is marked unreachable; `None` for the in-process agent of `dcos-rs up`, whose
+    /// link cannot go silent.
+    pub fn new(
         raft: ReplicatedState,
         url: String,
+        frameworks: Vec<Arc<dyn Framework>>,
         unreachable_timeout: Option<Duration>,
     ) -> Arc<Master> {
         Arc::new(Master {
@@ -70,6 +71,7 @@ impl Master {
             links: Mutex::new(BTreeMap::new()),
             kills_sent: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
+            frameworks,
             scheduling: AtomicBool::new(true),
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
@@ -181,36 +183,7 @@ impl Master {
             .cloned()
     }
 
-    /// True if at least one connected agent's image store resolves `reference`.
-    pub async fn image_available(&self, reference: &str) -> bool {
-        let links: Vec<_> = self
-            .links
-            .lock()
-            .expect("links lock")
-            .values()
-            .cloned()
-            .collect();
-        for link in links {
-            let (reply, answer) = oneshot::channel();
-            let sent = link
-                .send(ToAgent::HasImage {
-                    reference: reference.to_string(),
-                    reply,
-                })
-                .await;
-            if sent.is_err() {
-                continue;
-            }
-            if let Ok(Ok(true)) =
-                tokio::time::timeout(Duration::from_millis(IMAGE_CHECK_TIMEOUT_MS), answer).await
-            {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Runs the services framework and handles agent messages until `shutdown` flips.
+    /// Runs the frameworks and handles agent messages until `shutdown` flips.
     pub async fn run(
         self: Arc<Self>,
         mut from_agents: mpsc::Receiver<ToMaster>,
@@ -271,6 +244,32 @@ impl Master {
                 let committed = self.record_status(report).await;
                 let _ = ack.send(committed);
             }
+            ToMaster::Images {
+                agent_id,
+                images,
+                ack,
+            } => {
+                let count = images.len();
+                let written = self
+                    .write(Command::AgentImages {
+                        agent_id: agent_id.clone(),
+                        images,
+                    })
+                    .await;
+                let committed = match written {
+                    Ok(Outcome::Applied) => true,
+                    Ok(Outcome::Rejected(reject)) => {
+                        tracing::warn!(agent = %agent_id, "image list refused: {reject}");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %agent_id, "image list not recorded: {e}");
+                        false
+                    }
+                };
+                tracing::debug!(agent = %agent_id, images = count, committed, "agent images");
+                let _ = ack.send(committed);
+            }
         }
     }
 
@@ -283,7 +282,12 @@ impl Master {
             .collect();
         // Back from unreachable: tasks replaced meanwhile are killed before anything else,
         // so an instance never runs twice; the others take their place again.
-        let (_, replaced) = self.read(|s| returning_tasks(s, agent_id));
+        let replaced: Vec<String> = self.read(|s| {
+            self.frameworks
+                .iter()
+                .flat_map(|f| f.replaced_while_unreachable(s, agent_id))
+                .collect()
+        });
         for task_id in replaced {
             tracing::info!(task = %task_id, agent = %agent_id, "replaced while its agent was unreachable: killing");
             let _ = self
@@ -379,7 +383,8 @@ impl Master {
         }
     }
 
-    /// One round of the services framework.
+    /// One round: every framework plans on the applied state, then its proposals are
+    /// performed; kills not yet answered are sent again.
     async fn plan_and_act(&self) {
         if !self.raft.is_leader() || !self.scheduling.load(Ordering::SeqCst) {
             return;
@@ -392,46 +397,51 @@ impl Master {
             .keys()
             .cloned()
             .collect();
-        let (actions, pending_kills) = self.read(|state| {
-            let pending: Vec<(String, String)> = state
+        for framework in &self.frameworks {
+            let proposals = self.read(|state| {
+                // Place only on agents that are connected now.
+                let placeable = |agent: &dcos_core::Agent| connected.contains(&agent.id);
+                let round = Round {
+                    now_ms: now,
+                    connected: &placeable,
+                };
+                framework.plan(state, &round)
+            });
+            let mut launches = 0;
+            for proposal in proposals {
+                match proposal {
+                    Proposal::Launch(_) if launches >= LAUNCHES_PER_ROUND_MAX => {}
+                    Proposal::Launch(task) => {
+                        launches += 1;
+                        self.launch(*task, framework.name()).await
+                    }
+                    Proposal::Kill { task_id } => {
+                        let agent_id =
+                            self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
+                        let written = self
+                            .write(Command::KillTask {
+                                task_id: task_id.clone(),
+                                at_ms: now,
+                            })
+                            .await;
+                        if let (Ok(Outcome::Applied), Some(agent_id)) = (written, agent_id) {
+                            self.send_kill(&agent_id, &task_id).await;
+                        }
+                    }
+                    Proposal::Expunge { task_id } => {
+                        let _ = self.write(Command::ExpungeTask { task_id }).await;
+                    }
+                }
+            }
+        }
+        let pending_kills: Vec<(String, String)> = self.read(|state| {
+            state
                 .tasks
                 .values()
                 .filter(|t| t.kill_requested && !t.state.is_terminal())
                 .map(|t| (t.agent_id.clone(), t.id.clone()))
-                .collect();
-            // Place only on agents that are connected now.
-            let placeable = |agent: &dcos_core::Agent| connected.contains(&agent.id);
-            (plan_on(state, now, &placeable), pending)
+                .collect()
         });
-        let mut launches = 0;
-        for action in actions {
-            match action {
-                Action::Launch { .. } if launches >= LAUNCHES_PER_ROUND_MAX => {}
-                Action::Launch {
-                    app_id,
-                    agent_id,
-                    ports,
-                } => {
-                    launches += 1;
-                    self.launch(&app_id, &agent_id, ports, now).await
-                }
-                Action::Kill { task_id } => {
-                    let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
-                    let written = self
-                        .write(Command::KillTask {
-                            task_id: task_id.clone(),
-                            at_ms: now,
-                        })
-                        .await;
-                    if let (Ok(Outcome::Applied), Some(agent_id)) = (written, agent_id) {
-                        self.send_kill(&agent_id, &task_id).await;
-                    }
-                }
-                Action::Expunge { task_id } => {
-                    let _ = self.write(Command::ExpungeTask { task_id }).await;
-                }
-            }
-        }
         for (agent_id, task_id) in pending_kills {
             let due = self
                 .kills_sent
@@ -445,60 +455,33 @@ impl Master {
         }
     }
 
-    async fn launch(&self, app_id: &str, agent_id: &str, ports: Vec<u16>, now: u64) {
-        let Some(task) = self.read(|s| {
-            let app = s.apps.get(app_id)?;
-            Some(Task {
-                id: format!(
-                    "{}.{}",
-                    app_id.trim_start_matches('/').replace('/', "_"),
-                    random_id()
-                ),
-                app_id: app_id.to_string(),
-                agent_id: agent_id.to_string(),
-                resources: app.spec.resources(),
-                launch: app.spec.launch_spec(),
-                app_config_version_ms: app.config_version_ms,
-                state: TaskState::Staging,
-                kill_requested: false,
-                staged_at_ms: now,
-                started_at_ms: None,
-                updated_at_ms: now,
-                message: None,
-                exit_code: None,
-                ports,
-            })
-        }) else {
-            return;
-        };
+    /// Records a task a framework built, then sends it to its agent (or records it lost
+    /// if the agent's link is gone).
+    async fn launch(&self, task: Task, framework: &str) {
+        let agent_id = task.agent_id.clone();
         match self.write(Command::LaunchTask { task: task.clone() }).await {
             Ok(Outcome::Applied) => {
-                tracing::info!(task = %task.id, agent = %agent_id, "launching");
-                let sent = match self.link(agent_id) {
-                    Some(link) => link
-                        .send(ToAgent::Launch(Box::new(task.clone())))
-                        .await
-                        .is_ok(),
+                tracing::info!(task = %task.id, agent = %agent_id, framework, "launching");
+                let task_id = task.id.clone();
+                let sent = match self.link(&agent_id) {
+                    Some(link) => link.send(ToAgent::Launch(Box::new(task))).await.is_ok(),
                     None => false,
                 };
-                match sent {
-                    true => {}
-                    false => {
-                        self.record_status(TaskReport {
-                            task_id: task.id,
-                            state: TaskState::Lost,
-                            message: Some("agent disconnected before the launch".into()),
-                            exit_code: None,
-                            at_ms: now_ms(),
-                        })
-                        .await;
-                    }
+                if !sent {
+                    self.record_status(TaskReport {
+                        task_id,
+                        state: TaskState::Lost,
+                        message: Some("agent disconnected before the launch".into()),
+                        exit_code: None,
+                        at_ms: now_ms(),
+                    })
+                    .await;
                 }
             }
             Ok(Outcome::Rejected(reject)) => {
-                tracing::debug!(app = app_id, "launch refused: {reject}")
+                tracing::debug!(task = %task.id, framework, "launch refused: {reject}")
             }
-            Err(e) => tracing::warn!(app = app_id, "launch not recorded: {e}"),
+            Err(e) => tracing::warn!(task = %task.id, framework, "launch not recorded: {e}"),
         }
     }
 }

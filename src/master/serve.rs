@@ -106,14 +106,20 @@ pub async fn start(
             config.node_id, status.term, status.last_log_index
         );
     }
-    let master = Master::with_unreachable_timeout(
+    let (frameworks, framework_routes) = crate::frameworks::builtin();
+    let master = Master::new(
         raft,
         url.clone(),
+        frameworks,
         Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
     );
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
-    let router = super::http::router(master.clone(), Some(ApiAuth::tokens(Arc::new(tokens))))
-        .merge(super::agents::router(master.clone(), inbox.clone()));
+    let router = super::http::router(
+        master.clone(),
+        Some(ApiAuth::tokens(Arc::new(tokens))),
+        framework_routes,
+    )
+    .merge(super::agents::router(master.clone(), inbox.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),

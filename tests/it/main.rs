@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod containers;
 mod dashboard;
+mod fake_runtime;
 mod lifecycle;
 mod logs;
 mod masters;

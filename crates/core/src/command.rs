@@ -3,15 +3,24 @@
 //! Every time and id a command needs is a field chosen by the leader before it proposes, so
 //! applying the same log always yields the same state on every master.
 
-use crate::app::AppSpec;
+use crate::services::app::AppSpec;
 use crate::types::{Agent, Resources, Task, TaskState};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// An agent (re-)registers; an existing id keeps its tasks.
     RegisterAgent { agent: Agent },
-    /// Create (`create = true`, refused if the id exists) or replace an app definition.
+    /// The images an agent's store holds now (presence keys, see `Agent::images`): sent
+    /// when they change, so placement knows where each image is.
+    AgentImages {
+        agent_id: String,
+        images: BTreeSet<String>,
+    },
+    /// Services framework: create (`create = true`, refused if the id exists) or replace an
+    /// app definition. (The services commands stay flat in this enum so log entries written
+    /// before frameworks were split keep their names.)
     PutApp {
         app: AppSpec,
         create: bool,
@@ -26,7 +35,8 @@ pub enum Command {
     },
     /// Forget the app; its tasks are marked for killing and expunged once they end.
     RemoveApp { app_id: String, at_ms: u64 },
-    /// Record a task placed by a framework; refused if its agent lacks the resources.
+    /// Record a task placed by a framework; refused if its agent lacks the resources or
+    /// ports, and for a service's task, if its app is unknown.
     LaunchTask { task: Task },
     /// Ask for a task to be killed; its state changes when the agent reports the end.
     KillTask { task_id: String, at_ms: u64 },
@@ -81,6 +91,12 @@ pub enum Reject {
     },
     #[error("agent {agent_id} still runs {live_tasks} task(s) and is reachable: drain it first (dcos-rs node drain)")]
     AgentInUse { agent_id: String, live_tasks: usize },
+    #[error("agent {agent_id} reports {count} image names, more than the {max} kept per agent")]
+    TooManyImages {
+        agent_id: String,
+        count: usize,
+        max: usize,
+    },
     #[error("a batch of commands is applied as a log entry, and may not hold another batch")]
     NestedBatch,
     #[error("agent {agent_id} does not accept tasks (it is {state})")]

@@ -1,33 +1,26 @@
 //! `ClusterState`: everything that must survive a master failure, changed only by `apply`.
 //!
+//! The cluster's own facts (agents, tasks, draining and removed agents) are fields here; each
+//! built-in framework keeps its state in a field of its own (`services`), changed through that
+//! framework's functions, so the rules about a task's owner stay with the owner.
+//!
 //! `apply` is pure and deterministic: no clock, no randomness, maps iterate in key order.
-//! It checks its invariants (no agent over-committed) after every change.
+//! Every command checks, before it changes anything, what would break the invariants
+//! (`invariant_violations`), and is refused (`Reject`) instead: a bug must never make replay
+//! crash every master.
 
-use crate::app::AppSpec;
 use crate::command::{Command, Outcome, Reject};
-use crate::types::{Agent, AgentState, Resources, Task, TaskState};
+use crate::services::ServicesState;
+use crate::types::{Agent, AgentState, Resources, Task, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppRecord {
-    pub spec: AppSpec,
-    /// Changes on every write to the app (Marathon's `version`).
-    pub version_ms: u64,
-    /// Changes only when the definition changes in more than `instances`; tasks launched from
-    /// an older config are replaced.
-    pub config_version_ms: u64,
-    /// The last change that started a deployment; shown while the app converges.
-    pub deployment_id: String,
-    /// Failures since the last task reached RUNNING; drives the relaunch backoff.
-    pub consecutive_failures: u32,
-    pub last_failure_at_ms: u64,
-}
+pub use crate::services::AppRecord;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StateRecord")]
 pub struct ClusterState {
     pub agents: BTreeMap<String, Agent>,
-    pub apps: BTreeMap<String, AppRecord>,
     pub tasks: BTreeMap<String, Task>,
     /// Agents an operator is draining: no new tasks, and frameworks move theirs elsewhere.
     /// Kept across the agent's restarts and unreachable spells until it is removed.
@@ -36,6 +29,44 @@ pub struct ClusterState {
     /// Agents an operator removed: they may not register again under the same id.
     #[serde(default)]
     pub removed_agents: BTreeSet<String>,
+    /// The services framework's apps.
+    #[serde(default)]
+    pub services: ServicesState,
+}
+
+/// The state as any version wrote it: `apps` sat beside `agents` before frameworks had
+/// their own parts of the state.
+#[derive(Deserialize)]
+struct StateRecord {
+    #[serde(default)]
+    agents: BTreeMap<String, Agent>,
+    #[serde(default)]
+    tasks: BTreeMap<String, Task>,
+    #[serde(default)]
+    draining: BTreeSet<String>,
+    #[serde(default)]
+    removed_agents: BTreeSet<String>,
+    #[serde(default)]
+    services: Option<ServicesState>,
+    #[serde(default)]
+    apps: Option<BTreeMap<String, AppRecord>>,
+}
+
+impl From<StateRecord> for ClusterState {
+    fn from(record: StateRecord) -> ClusterState {
+        let services = match (record.services, record.apps) {
+            (Some(services), _) => services,
+            (None, Some(apps)) => ServicesState { apps },
+            (None, None) => ServicesState::default(),
+        };
+        ClusterState {
+            agents: record.agents,
+            tasks: record.tasks,
+            draining: record.draining,
+            removed_agents: record.removed_agents,
+            services,
+        }
+    }
 }
 
 impl ClusterState {
@@ -53,13 +84,16 @@ impl ClusterState {
             Ok(()) => Outcome::Applied,
             Err(reject) => Outcome::Rejected(reject),
         };
-        self.check_invariants();
+        // Every test of this crate checks the invariants after every command.
+        #[cfg(test)]
+        self.assert_invariants();
         outcome
     }
 
     fn apply_inner(&mut self, command: &Command) -> Result<(), Reject> {
         match command {
             Command::RegisterAgent { agent } => {
+                check_images(&agent.id, &agent.images)?;
                 if self.removed_agents.contains(&agent.id) {
                     return Err(Reject::AgentRemoved {
                         agent_id: agent.id.clone(),
@@ -85,63 +119,17 @@ impl ClusterState {
                 create,
                 at_ms,
                 deployment_id,
-            } => match self.apps.get_mut(&app.id) {
-                Some(_) if *create => {
-                    return Err(Reject::AppExists {
-                        app_id: app.id.clone(),
-                    })
-                }
-                Some(record) => {
-                    if record.spec.config_differs(app) {
-                        record.config_version_ms = *at_ms;
-                        record.consecutive_failures = 0;
-                    }
-                    record.spec = app.clone();
-                    record.version_ms = *at_ms;
-                    record.deployment_id = deployment_id.clone();
-                }
-                None => {
-                    self.apps.insert(
-                        app.id.clone(),
-                        AppRecord {
-                            spec: app.clone(),
-                            version_ms: *at_ms,
-                            config_version_ms: *at_ms,
-                            deployment_id: deployment_id.clone(),
-                            consecutive_failures: 0,
-                            last_failure_at_ms: 0,
-                        },
-                    );
-                }
-            },
+            } => self.services.put_app(app, *create, *at_ms, deployment_id)?,
             Command::ScaleApp {
                 app_id,
                 instances,
                 at_ms,
                 deployment_id,
-            } => {
-                let record = self
-                    .apps
-                    .get_mut(app_id)
-                    .ok_or_else(|| Reject::UnknownApp {
-                        app_id: app_id.clone(),
-                    })?;
-                record.spec.instances = *instances;
-                record.version_ms = *at_ms;
-                record.deployment_id = deployment_id.clone();
-            }
+            } => self
+                .services
+                .scale_app(app_id, *instances, *at_ms, deployment_id)?,
             Command::RemoveApp { app_id, at_ms } => {
-                if self.apps.remove(app_id).is_none() {
-                    return Err(Reject::UnknownApp {
-                        app_id: app_id.clone(),
-                    });
-                }
-                for task in self.tasks.values_mut() {
-                    if &task.app_id == app_id && !task.state.is_terminal() {
-                        task.kill_requested = true;
-                        task.updated_at_ms = *at_ms;
-                    }
-                }
+                self.services.remove_app(app_id, *at_ms, &mut self.tasks)?
             }
             Command::LaunchTask { task } => {
                 if self.tasks.contains_key(&task.id) {
@@ -149,10 +137,10 @@ impl ClusterState {
                         task_id: task.id.clone(),
                     });
                 }
-                if !self.apps.contains_key(&task.app_id) {
-                    return Err(Reject::UnknownApp {
-                        app_id: task.app_id.clone(),
-                    });
+                // The owner's framework says whether it may have this task; owners without
+                // state here yet (job runs, external frameworks) are the cluster's to place.
+                if let TaskOwner::Service { app_id, .. } = &task.owner {
+                    self.services.check_launch(app_id)?;
                 }
                 let agent =
                     self.agents
@@ -231,19 +219,7 @@ impl ClusterState {
                 if *state == TaskState::Running && task.started_at_ms.is_none() {
                     task.started_at_ms = Some(*at_ms);
                 }
-                let app_id = task.app_id.clone();
-                let failed = matches!(
-                    state,
-                    TaskState::Failed | TaskState::Lost | TaskState::Error
-                ) && !task.kill_requested;
-                if let Some(app) = self.apps.get_mut(&app_id) {
-                    if *state == TaskState::Running {
-                        app.consecutive_failures = 0;
-                    } else if failed {
-                        app.consecutive_failures = app.consecutive_failures.saturating_add(1);
-                        app.last_failure_at_ms = *at_ms;
-                    }
-                }
+                self.services.task_changed(&self.tasks[task_id], *at_ms);
             }
             Command::ExpungeTask { task_id } => {
                 let task = self.task_mut(task_id)?;
@@ -273,6 +249,16 @@ impl ClusterState {
                 }
             }
             Command::Batch(_) => return Err(Reject::NestedBatch),
+            Command::AgentImages { agent_id, images } => {
+                check_images(agent_id, images)?;
+                let agent = self
+                    .agents
+                    .get_mut(agent_id)
+                    .ok_or_else(|| Reject::UnknownAgent {
+                        agent_id: agent_id.clone(),
+                    })?;
+                agent.images = images.clone();
+            }
             Command::DrainAgent { agent_id } => {
                 if !self.agents.contains_key(agent_id) {
                     return Err(Reject::UnknownAgent {
@@ -361,38 +347,60 @@ impl ClusterState {
         }
     }
 
+    /// The tasks of a service app (any state), in id order.
     pub fn tasks_of_app<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| t.app_id == app_id)
+        ServicesState::tasks_of_app(&self.tasks, app_id)
     }
 
-    /// Invariants that hold after every apply and after every snapshot restore. (An agent
-    /// may hold more than it now offers: it can re-register smaller while its tasks run.
-    /// Launches never over-commit; that is asserted where they are applied.)
-    pub fn check_invariants(&self) {
-        let mut ports_in_use = std::collections::BTreeSet::new();
+    /// What breaks the invariants that hold after every apply and every snapshot restore
+    /// (empty when all hold). An agent may hold more than it now offers (it can re-register
+    /// smaller while its tasks run); launches never over-commit, `LaunchTask` refuses them.
+    /// Every command refuses what would add a violation, so production code only reports
+    /// these (on restore); tests assert them after every command.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut ports_in_use = BTreeSet::new();
         for task in self.tasks.values().filter(|t| t.holds_resources()) {
             for port in &task.ports {
-                assert!(
-                    ports_in_use.insert((task.agent_id.as_str(), *port)),
-                    "port {port} given twice on agent {}",
-                    task.agent_id
-                );
+                if !ports_in_use.insert((task.agent_id.as_str(), *port)) {
+                    violations.push(format!(
+                        "port {port} given twice on agent {}",
+                        task.agent_id
+                    ));
+                }
+            }
+            if !self.agents.contains_key(&task.agent_id) {
+                violations.push(format!(
+                    "task {} holds resources on unknown agent {}",
+                    task.id, task.agent_id
+                ));
             }
         }
-        for task in self.tasks.values() {
-            assert!(
-                !task.holds_resources() || self.agents.contains_key(&task.agent_id),
-                "task {} holds resources on unknown agent {}",
-                task.id,
-                task.agent_id
-            );
-        }
+        violations
+    }
+
+    /// Panics when an invariant is broken (tests call it after every command).
+    pub fn assert_invariants(&self) {
+        let violations = self.invariant_violations();
+        assert!(violations.is_empty(), "invariants broken: {violations:?}");
+    }
+}
+
+fn check_images(agent_id: &str, images: &BTreeSet<String>) -> Result<(), Reject> {
+    match images.len() > crate::types::IMAGES_PER_AGENT_MAX {
+        true => Err(Reject::TooManyImages {
+            agent_id: agent_id.to_string(),
+            count: images.len(),
+            max: crate::types::IMAGES_PER_AGENT_MAX,
+        }),
+        false => Ok(()),
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::services::app::AppSpec;
     use crate::types::LaunchSpec;
 
     pub fn agent(id: &str, cpus_milli: u64, mem_mib: u64) -> Agent {
@@ -412,6 +420,7 @@ pub(crate) mod tests {
                 end: 31009,
             }],
             certificate: None,
+            images: Default::default(),
         }
     }
 
@@ -427,7 +436,10 @@ pub(crate) mod tests {
     pub fn task(id: &str, app_id: &str, agent_id: &str, config_version_ms: u64) -> Task {
         Task {
             id: id.into(),
-            app_id: app_id.into(),
+            owner: TaskOwner::Service {
+                app_id: app_id.into(),
+                config_version_ms,
+            },
             agent_id: agent_id.into(),
             resources: Resources {
                 cpus_milli: 500,
@@ -445,7 +457,6 @@ pub(crate) mod tests {
                 network: Default::default(),
                 user_namespace: false,
             },
-            app_config_version_ms: config_version_ms,
             state: TaskState::Staging,
             kill_requested: false,
             staged_at_ms: 10,
@@ -557,7 +568,7 @@ pub(crate) mod tests {
             }
             let bytes = serde_json::to_vec(&first).unwrap();
             let mut restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
-            restored.check_invariants();
+            restored.assert_invariants();
             for c in &log[split..] {
                 restored.apply(c);
             }
@@ -735,7 +746,7 @@ pub(crate) mod tests {
         s.apply(&status("t1", TaskState::Running, 7));
         assert_eq!(s.tasks["t1"].state, TaskState::Failed);
         assert_eq!(s.free_resources("a1").mem_mib, 100);
-        assert_eq!(s.apps["/web"].consecutive_failures, 1);
+        assert_eq!(s.services.apps["/web"].consecutive_failures, 1);
     }
 
     #[test]
@@ -758,7 +769,7 @@ pub(crate) mod tests {
             at_ms: 3,
         });
         assert!(s.tasks["t1"].kill_requested);
-        assert!(s.apps.is_empty());
+        assert!(s.services.apps.is_empty());
         assert!(matches!(
             s.apply(&Command::ExpungeTask {
                 task_id: "t1".into()
@@ -782,8 +793,8 @@ pub(crate) mod tests {
             at_ms: 2,
             deployment_id: "e".into(),
         });
-        assert_eq!(s.apps["/web"].config_version_ms, 1);
-        assert_eq!(s.apps["/web"].version_ms, 2);
+        assert_eq!(s.services.apps["/web"].config_version_ms, 1);
+        assert_eq!(s.services.apps["/web"].version_ms, 2);
         let mut changed = app("/web", 4);
         changed.cmd = Some("sleep 5".into());
         s.apply(&Command::PutApp {
@@ -792,7 +803,7 @@ pub(crate) mod tests {
             at_ms: 3,
             deployment_id: "f".into(),
         });
-        assert_eq!(s.apps["/web"].config_version_ms, 3);
+        assert_eq!(s.services.apps["/web"].config_version_ms, 3);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Shared vocabulary: resources, agents, tasks and their states.
+//! The cluster's vocabulary: resources, agents, tasks, who owns a task, and task states.
 //!
-//! Plain data with serde; no behaviour beyond small predicates.
+//! Plain data with serde; no behaviour beyond small predicates. Framework-specific
+//! definitions (a service app, a job) live with their framework (`crate::services`), which
+//! turns them into `Task`s; nothing here knows of any one framework.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Resources in integer units so that sums never drift: milli-cpus and MiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +79,17 @@ pub struct Agent {
     /// certificate may not take over this agent id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The images the agent's store holds, as presence keys (`name:tag` normalized, and
+    /// `sha256:` digests): reported at registration and on every change, so placement knows
+    /// where a task's image is without asking. Empty for registrations written before agents
+    /// reported their images.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub images: BTreeSet<String>,
 }
+
+/// Most image names (`Agent::images`) the cluster state keeps per agent: an agent with
+/// more reports this many, and `RegisterAgent`/`AgentImages` refuse more.
+pub const IMAGES_PER_AGENT_MAX: usize = 10_000;
 
 /// An inclusive range of host ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,32 +102,6 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         self.begin <= port && port <= self.end
     }
-}
-
-/// Chooses host ports for a task: each `wanted` entry is a fixed port (must be in `ranges`
-/// and unused) or 0 (the lowest free port). `None` if they cannot all be had.
-pub fn allocate_ports(
-    ranges: &[PortRange],
-    used: &std::collections::BTreeSet<u16>,
-    wanted: &[u16],
-) -> Option<Vec<u16>> {
-    let mut taken = used.clone();
-    let mut chosen = vec![0u16; wanted.len()];
-    for (i, port) in wanted.iter().enumerate().filter(|(_, p)| **p != 0) {
-        if !ranges.iter().any(|r| r.contains(*port)) || !taken.insert(*port) {
-            return None;
-        }
-        chosen[i] = *port;
-    }
-    for (i, _) in wanted.iter().enumerate().filter(|(_, p)| **p == 0) {
-        let port = ranges
-            .iter()
-            .flat_map(|r| r.begin..=r.end)
-            .find(|p| !taken.contains(p))?;
-        taken.insert(port);
-        chosen[i] = port;
-    }
-    Some(chosen)
 }
 
 /// Mesos task states, serialized with Mesos's names (`TASK_RUNNING`, ...).
@@ -202,7 +188,7 @@ pub struct LaunchSpec {
     pub kill_grace_period_ms: u64,
     /// Default (empty) when reading log entries written before volumes existed.
     #[serde(default)]
-    pub volumes: Vec<crate::app::VolumeSpec>,
+    pub volumes: Vec<VolumeSpec>,
     /// The host's network (default, also for entries written before bridging existed) or
     /// the agent's bridge with these port mappings (host ports are the task's `ports`).
     #[serde(default)]
@@ -219,19 +205,98 @@ pub enum TaskNetworkMode {
     #[default]
     Host,
     Bridge {
-        port_mappings: Vec<crate::app::PortMapping>,
+        port_mappings: Vec<PortMapping>,
     },
 }
 
+/// Bridge networking: traffic to the agent's `hostPort` (0 = any port of the agent's range)
+/// reaches the task's `containerPort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: u16,
+    #[serde(default)]
+    pub host_port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;
+/// relative: a directory in the task's sandbox (created, removed with the sandbox). `tmpfs`
+/// instead of `hostPath`: a memory-backed filesystem of that size (counted in `mem`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    pub container_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// `RO` or `RW`.
+    #[serde(default = "default_volume_mode")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSpec {
+    #[serde(rename = "sizeMiB")]
+    pub size_mib: u64,
+}
+
+impl VolumeSpec {
+    pub fn read_only(&self) -> bool {
+        self.mode == "RO"
+    }
+}
+
+fn default_volume_mode() -> String {
+    "RW".to_string()
+}
+
+pub(crate) fn default_protocol() -> String {
+    "tcp".to_string()
+}
+
+/// Who a task belongs to. The owner's framework alone decides the task's life (relaunch,
+/// kill when its definition is gone, backoff); the core only keeps its resources and agent
+/// straight.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum TaskOwner {
+    /// An instance of a service app (the services framework, Marathon's `/v2`), launched
+    /// from the app's config of `config_version_ms`.
+    Service {
+        app_id: String,
+        config_version_ms: u64,
+    },
+    /// One run of a job (the jobs framework).
+    JobRun { job_id: String, run_id: String },
+    /// A task an external framework launched through the scheduler API.
+    Framework { framework_id: String },
+}
+
+impl TaskOwner {
+    /// The service app this task is an instance of, if it is one.
+    pub fn service_app(&self) -> Option<&str> {
+        match self {
+            TaskOwner::Service { app_id, .. } => Some(app_id),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TaskRecord")]
 pub struct Task {
     pub id: String,
-    pub app_id: String,
+    pub owner: TaskOwner,
     pub agent_id: String,
     pub resources: Resources,
+    /// Complete: the owning framework put every variable and port it wants into it; the agent
+    /// adds only what only it knows (the sandbox path, its hostname, the task id).
     pub launch: LaunchSpec,
-    /// The app's config version this task was launched from.
-    pub app_config_version_ms: u64,
     pub state: TaskState,
     /// Set when the framework asked for the task to be killed; the agent reports the end.
     pub kill_requested: bool,
@@ -240,9 +305,64 @@ pub struct Task {
     pub updated_at_ms: u64,
     pub message: Option<String>,
     pub exit_code: Option<i32>,
-    /// Host ports given to the task, in the order of the app's `portDefinitions`.
+    /// Host ports given to the task, in the order its owner asked for them.
     #[serde(default)]
     pub ports: Vec<u16>,
+}
+
+/// A task as stored by any version: `owner` now; `app_id` and `app_config_version_ms` in
+/// snapshots and log entries written before tasks had owners (every task was a service's).
+#[derive(Deserialize)]
+struct TaskRecord {
+    id: String,
+    #[serde(default)]
+    owner: Option<TaskOwner>,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    app_config_version_ms: Option<u64>,
+    agent_id: String,
+    resources: Resources,
+    launch: LaunchSpec,
+    state: TaskState,
+    kill_requested: bool,
+    staged_at_ms: u64,
+    started_at_ms: Option<u64>,
+    updated_at_ms: u64,
+    message: Option<String>,
+    exit_code: Option<i32>,
+    #[serde(default)]
+    ports: Vec<u16>,
+}
+
+impl TryFrom<TaskRecord> for Task {
+    type Error = String;
+
+    fn try_from(record: TaskRecord) -> Result<Task, String> {
+        let owner = match (record.owner, record.app_id) {
+            (Some(owner), _) => owner,
+            (None, Some(app_id)) => TaskOwner::Service {
+                app_id,
+                config_version_ms: record.app_config_version_ms.unwrap_or(0),
+            },
+            (None, None) => return Err(format!("task {} has no owner", record.id)),
+        };
+        Ok(Task {
+            id: record.id,
+            owner,
+            agent_id: record.agent_id,
+            resources: record.resources,
+            launch: record.launch,
+            state: record.state,
+            kill_requested: record.kill_requested,
+            staged_at_ms: record.staged_at_ms,
+            started_at_ms: record.started_at_ms,
+            updated_at_ms: record.updated_at_ms,
+            message: record.message,
+            exit_code: record.exit_code,
+            ports: record.ports,
+        })
+    }
 }
 
 impl Task {
@@ -255,53 +375,41 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
-    fn ports_are_allocated_lowest_first_around_fixed_and_used_ones() {
-        let ranges = [
-            PortRange {
-                begin: 100,
-                end: 103,
-            },
-            PortRange {
-                begin: 200,
-                end: 200,
-            },
-        ];
-        let used: BTreeSet<u16> = [100].into();
+    fn a_task_written_before_owners_existed_is_a_service_instance() {
+        let old = r#"{"id":"web.1","app_id":"/web","agent_id":"a1",
+            "resources":{"cpus_milli":100,"mem_mib":32,"disk_mib":0},
+            "launch":{"cmd":"sleep 1","args":null,"env":{},"image":null,"user":null,
+                      "kill_grace_period_ms":3000},
+            "app_config_version_ms":7,"state":"TASK_RUNNING","kill_requested":false,
+            "staged_at_ms":1,"started_at_ms":2,"updated_at_ms":2,"message":null,"exit_code":null}"#;
+        let task: Task = serde_json::from_str(old).unwrap();
         assert_eq!(
-            allocate_ports(&ranges, &used, &[0, 0]),
-            Some(vec![101, 102])
+            task.owner,
+            TaskOwner::Service {
+                app_id: "/web".into(),
+                config_version_ms: 7
+            }
         );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[0, 101]),
-            Some(vec![102, 101])
-        );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[200, 0, 0, 0]),
-            Some(vec![200, 101, 102, 103])
-        );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[0, 0, 0, 0, 0]),
-            None,
-            "only 4 free"
-        );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[100]),
-            None,
-            "fixed port in use"
-        );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[150]),
-            None,
-            "fixed port outside the ranges"
-        );
-        assert_eq!(
-            allocate_ports(&ranges, &used, &[101, 101]),
-            None,
-            "the same port twice"
-        );
-        assert_eq!(allocate_ports(&ranges, &used, &[]), Some(vec![]));
+        assert!(task.ports.is_empty());
+        // Written back in the new shape, it reads back the same.
+        let again: Task = serde_json::from_str(&serde_json::to_string(&task).unwrap()).unwrap();
+        assert_eq!(again, task);
+        let json = serde_json::to_value(&task).unwrap();
+        assert!(json.get("app_id").is_none(), "{json}");
+        assert_eq!(json["owner"]["kind"], "service");
+    }
+
+    #[test]
+    fn a_task_without_any_owner_is_refused() {
+        let orphan = r#"{"id":"x","agent_id":"a1",
+            "resources":{"cpus_milli":100,"mem_mib":32,"disk_mib":0},
+            "launch":{"cmd":"true","args":null,"env":{},"image":null,"user":null,
+                      "kill_grace_period_ms":0},
+            "state":"TASK_STAGING","kill_requested":false,"staged_at_ms":1,
+            "started_at_ms":null,"updated_at_ms":1,"message":null,"exit_code":null}"#;
+        let error = serde_json::from_str::<Task>(orphan).unwrap_err();
+        assert!(error.to_string().contains("no owner"), "{error}");
     }
 }

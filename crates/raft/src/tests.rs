@@ -12,7 +12,6 @@ use dcos_core::{Agent, AgentState, AppSpec, ClusterState, Command, Outcome, Reje
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use std::path::Path;
-use std::time::Instant;
 use tempfile::TempDir;
 
 fn agent(id: &str) -> Agent {
@@ -29,6 +28,7 @@ fn agent(id: &str) -> Agent {
         registered_at_ms: 1,
         ports: vec![],
         certificate: None,
+        images: Default::default(),
     }
 }
 
@@ -157,7 +157,7 @@ async fn state_survives_shutdown_and_reopen() {
     let before = snapshot_of(&state);
     let status_before = state.status();
     assert_eq!(before.agents.len(), 10);
-    assert_eq!(before.apps.len(), 10);
+    assert_eq!(before.services.apps.len(), 10);
     state.shutdown().await.unwrap();
     assert!(matches!(
         state.write(command(100)).await,
@@ -272,62 +272,6 @@ async fn a_data_dir_of_another_node_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_write_latency_is_reported() {
-    // Reports numbers; only fails if writes fail.
-    const WRITES: u64 = 300;
-    let dir = TempDir::new().unwrap();
-    let opened = Instant::now();
-    let state = ReplicatedState::open_single(opts(dir.path()))
-        .await
-        .unwrap();
-    let open_ms = opened.elapsed().as_secs_f64() * 1e3;
-
-    let mut latencies_ms = Vec::with_capacity(WRITES as usize);
-    for i in 0..WRITES {
-        let started = Instant::now();
-        state.write(command(i)).await.unwrap();
-        latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    latencies_ms.sort_by(f64::total_cmp);
-    let mean = latencies_ms.iter().sum::<f64>() / WRITES as f64;
-    let p50 = latencies_ms[latencies_ms.len() / 2];
-    let p99 = latencies_ms[latencies_ms.len() * 99 / 100];
-
-    // 16 concurrent writers: openraft batches appends, so one fsync covers several writes.
-    let concurrent = Instant::now();
-    let mut writers = Vec::new();
-    for w in 0..16u64 {
-        let state = state.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0..25u64 {
-                state.write(command(10_000 + w * 100 + i)).await.unwrap();
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    let concurrent_ms = concurrent.elapsed().as_secs_f64() * 1e3;
-    state.shutdown().await.unwrap();
-
-    let reopened = Instant::now();
-    let state = ReplicatedState::open_single(opts(dir.path()))
-        .await
-        .unwrap();
-    let reopen_ms = reopened.elapsed().as_secs_f64() * 1e3;
-    state.shutdown().await.unwrap();
-
-    eprintln!(
-        "bench raft_write_sequential n={WRITES} mean_ms={mean:.3} p50_ms={p50:.3} p99_ms={p99:.3}"
-    );
-    eprintln!(
-        "bench raft_write_concurrent writers=16 n=400 total_ms={concurrent_ms:.1} per_write_ms={:.3}",
-        concurrent_ms / 400.0
-    );
-    eprintln!("bench raft_open first_ms={open_ms:.1} reopen_ms={reopen_ms:.1}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_log_entries_and_each_gets_its_own_outcome() {
     let dir = TempDir::new().unwrap();
     let state = ReplicatedState::open_single(opts(dir.path()))
@@ -385,4 +329,62 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
         out.push(handle.await.unwrap());
     }
     out
+}
+
+/// A fixture of crates/core (see its tests/compat.rs): written by the previous format.
+fn core_fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../core/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_snapshot_of_the_previous_format_restores() {
+    use crate::state_machine::{decode_snapshot, AppliedState, Meta};
+    // The snapshot envelope is openraft's and unchanged; its state is the old format's.
+    let applied = AppliedState::default();
+    let meta = Meta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.last_membership.clone(),
+        snapshot_id: "v1".into(),
+    };
+    let mut data = serde_json::to_value(&applied).unwrap();
+    data["state"] = core_fixture("v1-state.json");
+    let restored = decode_snapshot(&meta, &serde_json::to_vec(&data).unwrap()).unwrap();
+    assert_eq!(
+        restored.state.services.apps.keys().collect::<Vec<_>>(),
+        vec!["/db"]
+    );
+    assert_eq!(
+        restored.state.tasks["t4"].owner.service_app(),
+        Some("/db"),
+        "old tasks are service instances"
+    );
+}
+
+#[test]
+fn log_entries_of_the_previous_format_decode_and_apply() {
+    let old_commands = core_fixture("v1-log.json");
+    let template = openraft::Entry::<TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+        payload: openraft::EntryPayload::Normal(Command::Batch(vec![])),
+    };
+    let mut state = ClusterState::default();
+    for (i, command) in old_commands.as_array().unwrap().iter().enumerate() {
+        // Each old command in the entry encoding the log store writes (serde_json).
+        let mut entry = serde_json::to_value(&template).unwrap();
+        entry["payload"]["Normal"] = command.clone();
+        let decoded: openraft::Entry<TypeConfig> =
+            serde_json::from_slice(&serde_json::to_vec(&entry).unwrap())
+                .unwrap_or_else(|e| panic!("entry {i}: {e}"));
+        let openraft::EntryPayload::Normal(command) = decoded.payload else {
+            panic!("entry {i} is not a normal entry");
+        };
+        state.apply_entry(&command);
+    }
+    let snapshot_then: ClusterState =
+        serde_json::from_value(core_fixture("v1-state.json")).unwrap();
+    assert_eq!(state, snapshot_then);
 }

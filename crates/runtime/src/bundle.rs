@@ -3,7 +3,7 @@
 //!
 //! Pure functions over data; writing the file is the caller's job.
 
-use crate::image::ImageConfig;
+use crate::image::{ImageConfig, MOUNT_POINT_FILES};
 use crate::task_dir::ShimSpec;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -152,14 +152,6 @@ pub fn resolve_user(
     }
     Ok((uid, gid))
 }
-
-/// Top-level directories every container task mounts over (`/proc`, `/sys`, `/dev`).
-/// The image store provides them and `MOUNT_POINT_FILES` in one layer that goes on top of
-/// a task's image (`image::ResolvedImage::task_layers`).
-pub const MOUNT_POINT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
-
-/// Files every container task has the host's copy of bound onto, relative to its root.
-pub const MOUNT_POINT_FILES: [&str; 2] = ["etc/resolv.conf", "etc/hosts"];
 
 /// The OCI runtime config for a container task: pid/mount/uts/ipc namespaces, the task's
 /// network namespace on the bridge (else the host's network), a user namespace with the

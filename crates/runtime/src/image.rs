@@ -11,7 +11,7 @@
 //!   unpacked depends on them. Two images from the same base share the base's directories.
 //!   Mode 0700 on `layers/` so host users cannot reach setuid binaries inside images.
 //! - `layers/mount-targets/`: the mount points every container task gets (`/proc`, `/sys`,
-//!   `/dev`, and empty `/etc/hosts` and `/etc/resolv.conf`, see `bundle::MOUNT_POINT_DIRS`),
+//!   `/dev`, and empty `/etc/hosts` and `/etc/resolv.conf`, see `MOUNT_POINT_DIRS`),
 //!   made when the store opens. The top lower layer of a task whose image has a plain `/etc`
 //!   (`ResolvedImage::task_layers`): without it each start creates them in the task's upper
 //!   layer, and overlayfs copies `/etc` up first (~0.4 ms per start here). Entries are only
@@ -729,6 +729,21 @@ impl ImageStore {
         Ok(summaries)
     }
 
+    /// What the store holds, as the presence keys the master places tasks by: every tag
+    /// (normalized, `docker.io/library/busybox:latest`) and every digest an image answers to
+    /// (config, manifest, index). `presence_key(r)` is in this set exactly when `resolve(r)`
+    /// finds an image.
+    pub fn presence_keys(&self) -> Result<BTreeSet<String>, ImageError> {
+        let index = self.load_index()?;
+        let mut keys: BTreeSet<String> = index.refs.keys().cloned().collect();
+        for (config_digest, record) in &index.images {
+            keys.insert(config_digest.to_string());
+            keys.extend(record.manifest_digest.iter().map(|d| d.to_string()));
+            keys.extend(record.index_digests.iter().map(|d| d.to_string()));
+        }
+        Ok(keys)
+    }
+
     /// Resolves `busybox`, `busybox:latest`, `docker.io/library/busybox:latest`,
     /// `name@sha256:<config or manifest digest>` or a bare `sha256:...` to an image.
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
@@ -1009,9 +1024,9 @@ impl ImageStore {
 /// Creates in `tree` what of the mount points (directories 0755, empty files 0644) it lacks.
 fn fill_mount_targets(tree: &Path) -> Result<(), ImageError> {
     let directories = std::iter::once(tree.to_path_buf())
-        .chain(crate::bundle::MOUNT_POINT_DIRS.iter().map(|d| tree.join(d)))
+        .chain(MOUNT_POINT_DIRS.iter().map(|d| tree.join(d)))
         .chain(
-            crate::bundle::MOUNT_POINT_FILES
+            MOUNT_POINT_FILES
                 .iter()
                 .filter_map(|f| Path::new(f).parent().map(|p| tree.join(p))),
         );
@@ -1026,7 +1041,7 @@ fn fill_mount_targets(tree: &Path) -> Result<(), ImageError> {
             .and_then(|()| fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)))
             .map_err(io_error(format!("creating {}", directory.display())))?;
     }
-    for file in crate::bundle::MOUNT_POINT_FILES {
+    for file in MOUNT_POINT_FILES {
         let path = tree.join(file);
         let created = OpenOptions::new()
             .write(true)
@@ -1042,6 +1057,23 @@ fn fill_mount_targets(tree: &Path) -> Result<(), ImageError> {
     }
     Ok(())
 }
+
+/// The key under which a store that holds `reference` lists it in `presence_keys`: the
+/// normalized `name:tag`, or the digest of a pinned or bare digest reference.
+pub fn presence_key(reference: &str) -> Result<String, ImageError> {
+    Ok(match reference::parse(reference)? {
+        tagged @ Reference::Tagged { .. } => tagged.to_string(),
+        Reference::Pinned { digest, .. } | Reference::Digest(digest) => digest.to_string(),
+    })
+}
+
+/// Top-level directories every container task mounts over (`/proc`, `/sys`, `/dev`).
+/// The image store provides them and `MOUNT_POINT_FILES` in one layer that goes on top of
+/// a task's image (`ResolvedImage::task_layers`); the bundle binds the host's files onto them.
+pub const MOUNT_POINT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
+
+/// Files every container task has the host's copy of bound onto, relative to its root.
+pub const MOUNT_POINT_FILES: [&str; 2] = ["etc/resolv.conf", "etc/hosts"];
 
 fn lookup(index: &Index, reference: &Reference) -> Option<Digest> {
     match reference {

@@ -12,5 +12,8 @@ pub mod network;
 pub mod seccomp;
 pub mod shim;
 pub mod task_dir;
+/// A busybox image built from the host's busybox-static, for tests and benchmarks only (the
+/// `testimage` feature; the shipped binary leaves it out).
+#[cfg(any(test, feature = "testimage"))]
 pub mod testimage;
 pub mod userns;

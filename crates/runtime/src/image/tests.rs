@@ -217,6 +217,25 @@ fn docker_save_imports_and_resolves_by_short_full_and_digest_references() {
         f.store.resolve("other:test"),
         Err(ImageError::NotFound { .. })
     ));
+    // What the master places by: a reference's presence key is among the store's keys
+    // exactly when the store resolves it.
+    let keys = f.store.presence_keys().unwrap();
+    let pinned_reference = format!("busybox@{}", summary.digest);
+    for reference in [
+        "busybox:test",
+        "library/busybox:test",
+        summary.digest.as_str(),
+        pinned_reference.as_str(),
+        "busybox",
+        "other:test",
+    ] {
+        let key = super::presence_key(reference).unwrap();
+        assert_eq!(
+            keys.contains(&key),
+            f.store.resolve(reference).is_ok(),
+            "{reference} as {key} in {keys:?}"
+        );
+    }
 }
 
 #[test]

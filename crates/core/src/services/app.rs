@@ -3,7 +3,9 @@
 //! Validation is pure: it checks the definition on its own. Checks that need the cluster
 //! (does any agent have room, does the image exist) live with their callers.
 
-use crate::types::{LaunchSpec, Resources, TaskNetworkMode};
+use crate::types::{
+    default_protocol, LaunchSpec, PortMapping, Resources, TaskNetworkMode, VolumeSpec,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -80,20 +82,6 @@ fn default_network_mode() -> String {
     "host".to_string()
 }
 
-/// Bridge networking: traffic to the agent's `hostPort` (0 = any port of the agent's range)
-/// reaches the task's `containerPort`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PortMapping {
-    pub container_port: u16,
-    #[serde(default)]
-    pub host_port: u16,
-    #[serde(default = "default_protocol")]
-    pub protocol: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortDefinition {
     #[serde(default)]
@@ -102,10 +90,6 @@ pub struct PortDefinition {
     pub name: Option<String>,
     #[serde(default = "default_protocol")]
     pub protocol: String,
-}
-
-fn default_protocol() -> String {
-    "tcp".to_string()
 }
 
 fn valid_protocol(protocol: &str) -> bool {
@@ -131,38 +115,6 @@ pub struct ContainerSpec {
     /// is an unprivileged id range of the agent's host. Needs an image.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_namespace: bool,
-}
-
-/// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;
-/// relative: a directory in the task's sandbox (created, removed with the sandbox). `tmpfs`
-/// instead of `hostPath`: a memory-backed filesystem of that size (counted in `mem`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeSpec {
-    pub container_path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_path: Option<String>,
-    /// `RO` or `RW`.
-    #[serde(default = "default_volume_mode")]
-    pub mode: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tmpfs: Option<TmpfsSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TmpfsSpec {
-    #[serde(rename = "sizeMiB")]
-    pub size_mib: u64,
-}
-
-impl VolumeSpec {
-    pub fn read_only(&self) -> bool {
-        self.mode == "RO"
-    }
-}
-
-fn default_volume_mode() -> String {
-    "RW".to_string()
 }
 
 /// Most volumes one app may declare.

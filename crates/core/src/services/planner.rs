@@ -1,12 +1,15 @@
 //! The services framework's planner: (cluster state, now) -> actions that move every app
-//! towards its definition. Pure; the master's services loop performs the actions.
+//! towards its definition. Pure; the services framework's loop performs the actions.
 //!
 //! Strategy: launch new-config tasks until `instances` of them exist, kill old-config tasks
 //! once enough new ones run (start-then-stop, Marathon's default upgrade), kill extras newest
 //! first, back off relaunches of crashing apps, and keep a short history of ended tasks.
+//! Only tasks the services framework owns are looked at; where they go is `placement`'s call.
 
-use crate::state::{AppRecord, ClusterState};
-use crate::types::{allocate_ports, AgentState, PortRange, Resources, Task, TaskState};
+use super::AppRecord;
+use crate::placement::{Ask, PassedOver, Pool};
+use crate::state::ClusterState;
+use crate::types::{Agent, Task, TaskOwner, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// First relaunch delay after a failure; doubles per consecutive failure.
@@ -31,6 +34,36 @@ pub enum Action {
     },
 }
 
+/// What one planning round decided, and why the instances it could not place wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Per app that is short of instances and could not place the next one: every agent
+    /// passed over and why.
+    pub unplaced: BTreeMap<String, Vec<PassedOver>>,
+}
+
+/// What the planner needs besides the state, from its shell.
+pub struct PlanInput<'a> {
+    pub now_ms: u64,
+    /// Agents a launch can reach now (the leader has a live link to them).
+    pub connected: &'a dyn Fn(&Agent) -> bool,
+    /// An app's image reference as the presence key agents report (`Agent::images`):
+    /// `busybox` becomes `docker.io/library/busybox:latest`.
+    pub image_key: &'a dyn Fn(&str) -> String,
+}
+
+impl PlanInput<'_> {
+    /// Every agent connected, image references taken as they are (tests).
+    pub fn at(now_ms: u64) -> PlanInput<'static> {
+        PlanInput {
+            now_ms,
+            connected: &|_| true,
+            image_key: &|image| image.to_string(),
+        }
+    }
+}
+
 pub fn backoff_ms(consecutive_failures: u32) -> u64 {
     if consecutive_failures == 0 {
         return 0;
@@ -39,78 +72,54 @@ pub fn backoff_ms(consecutive_failures: u32) -> u64 {
     (BACKOFF_BASE_MS << shift).min(BACKOFF_MAX_MS)
 }
 
-pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<Action> {
-    plan_on(state, now_ms, &|_| true)
-}
-
-/// `plan`, placing new tasks only on active agents for which `placeable` holds (the master
-/// passes "has a live link to this leader").
-pub fn plan_on(
-    state: &ClusterState,
-    now_ms: u64,
-    placeable: &dyn Fn(&crate::types::Agent) -> bool,
-) -> Vec<Action> {
-    let mut actions = Vec::new();
-    // Free resources per active agent, reduced as this plan places tasks.
-    let mut free: BTreeMap<&str, Slot> = state
-        .agents
-        .values()
-        .filter(|a| {
-            a.state == AgentState::Active && !state.draining.contains(&a.id) && placeable(a)
-        })
-        .map(|a| {
-            let slot = Slot {
-                resources: state.free_resources(&a.id),
-                ranges: &a.ports,
-                used_ports: state.used_ports(&a.id),
-            };
-            (a.id.as_str(), slot)
-        })
-        .collect();
+pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
+    let mut plan = Plan::default();
+    let mut pool = Pool::new(state, input.connected);
 
     let mut tasks_by_app: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for task in state.tasks.values() {
-        tasks_by_app
-            .entry(task.app_id.as_str())
-            .or_default()
-            .push(task);
+        if let Some(app_id) = task.owner.service_app() {
+            tasks_by_app.entry(app_id).or_default().push(task);
+        }
     }
 
-    for (app_id, app) in &state.apps {
+    for (app_id, app) in &state.services.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
-        plan_app(
-            app,
-            &tasks,
-            &state.draining,
-            now_ms,
-            &mut free,
-            &mut actions,
-        );
+        plan_app(app, &tasks, &state.draining, input, &mut pool, &mut plan);
     }
-    // Tasks whose app is gone.
+    // This framework's tasks whose app is gone.
     for tasks in tasks_by_app.values() {
         for task in tasks {
             if task.state.is_terminal() {
-                actions.push(Action::Expunge {
+                plan.actions.push(Action::Expunge {
                     task_id: task.id.clone(),
                 });
             } else if !task.kill_requested {
-                actions.push(Action::Kill {
+                plan.actions.push(Action::Kill {
                     task_id: task.id.clone(),
                 });
             }
         }
     }
-    actions
+    plan
+}
+
+fn config_version(task: &Task) -> u64 {
+    match task.owner {
+        TaskOwner::Service {
+            config_version_ms, ..
+        } => config_version_ms,
+        _ => 0,
+    }
 }
 
 fn plan_app(
     app: &AppRecord,
     tasks: &[&Task],
     draining: &BTreeSet<String>,
-    now_ms: u64,
-    free: &mut BTreeMap<&str, Slot>,
-    actions: &mut Vec<Action>,
+    input: &PlanInput,
+    pool: &mut Pool,
+    plan: &mut Plan,
 ) {
     let instances = app.spec.instances as usize;
     // Unreachable tasks neither count (they are replaced) nor get killed (no agent to tell);
@@ -125,23 +134,31 @@ fn plan_app(
     // Tasks of an older config and tasks on draining agents are replaced alike: new ones
     // start elsewhere first, the old ones are killed once enough of the new ones run.
     let (mut current, old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
-        t.app_config_version_ms == app.config_version_ms && !draining.contains(&t.agent_id)
+        config_version(t) == app.config_version_ms && !draining.contains(&t.agent_id)
     });
 
     if current.len() < instances {
-        let waiting = now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
+        let waiting = input.now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
         if !waiting {
-            let needed = app.spec.resources();
+            let image = app.spec.image().map(|i| (input.image_key)(i));
             let wanted = app.spec.requested_ports();
+            let ask = Ask {
+                resources: app.spec.resources(),
+                ports: &wanted,
+                image: image.as_deref(),
+            };
             for _ in current.len()..instances {
-                let Some((agent_id, ports)) = pick_agent(free, &needed, &wanted) else {
-                    break;
-                };
-                actions.push(Action::Launch {
-                    app_id: app.spec.id.clone(),
-                    agent_id: agent_id.to_string(),
-                    ports,
-                });
+                match pool.place(&ask) {
+                    Ok(placed) => plan.actions.push(Action::Launch {
+                        app_id: app.spec.id.clone(),
+                        agent_id: placed.agent_id,
+                        ports: placed.ports,
+                    }),
+                    Err(passed_over) => {
+                        plan.unplaced.insert(app.spec.id.clone(), passed_over);
+                        break;
+                    }
+                }
             }
         }
     } else if current.len() > instances {
@@ -154,7 +171,7 @@ fn plan_app(
             )
         });
         for task in &current[..current.len() - instances] {
-            actions.push(Action::Kill {
+            plan.actions.push(Action::Kill {
                 task_id: task.id.clone(),
             });
         }
@@ -166,7 +183,7 @@ fn plan_app(
         .count();
     if running_current >= instances {
         for task in old {
-            actions.push(Action::Kill {
+            plan.actions.push(Action::Kill {
                 task_id: task.id.clone(),
             });
         }
@@ -179,34 +196,32 @@ fn plan_app(
         .collect();
     ended.sort_by_key(|t| (std::cmp::Reverse(t.updated_at_ms), t.id.clone()));
     for task in ended.iter().skip(ENDED_TASKS_KEPT_PER_APP) {
-        actions.push(Action::Expunge {
+        plan.actions.push(Action::Expunge {
             task_id: task.id.clone(),
         });
     }
 }
 
-/// An unreachable agent is back: which of its TASK_UNREACHABLE tasks keep their place and
-/// which were replaced meanwhile and must be killed, so an instance never runs twice.
-/// Per app, the live tasks elsewhere count first; the returning tasks fill what is left,
-/// oldest first. Tasks of removed apps and tasks asked to die are killed. Returns
-/// `(keep, kill)`, each sorted by task id.
+/// An unreachable agent is back: which of its TASK_UNREACHABLE service tasks keep their
+/// place and which were replaced meanwhile and must be killed, so an instance never runs
+/// twice. Per app, the live tasks elsewhere count first; the returning tasks fill what is
+/// left, oldest first. Tasks of removed apps and tasks asked to die are killed. Tasks of
+/// other owners are neither: their frameworks decide. Returns `(keep, kill)`, each sorted
+/// by task id.
 pub fn returning_tasks(state: &ClusterState, agent_id: &str) -> (Vec<String>, Vec<String>) {
-    let mut returning: Vec<&Task> = state
+    let mut returning: Vec<(&str, &Task)> = state
         .tasks
         .values()
         .filter(|t| t.agent_id == agent_id && t.state == TaskState::Unreachable)
+        .filter_map(|t| Some((t.owner.service_app()?, t)))
         .collect();
-    returning.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
+    returning.sort_by_key(|(_, t)| (t.staged_at_ms, t.id.clone()));
     let mut places: BTreeMap<&str, usize> = BTreeMap::new();
-    for (app_id, app) in &state.apps {
+    for (app_id, app) in &state.services.apps {
         let elsewhere = state
-            .tasks
-            .values()
+            .tasks_of_app(app_id)
             .filter(|t| {
-                t.app_id == *app_id
-                    && !t.state.is_terminal()
-                    && t.state != TaskState::Unreachable
-                    && !t.kill_requested
+                !t.state.is_terminal() && t.state != TaskState::Unreachable && !t.kill_requested
             })
             .count();
         places.insert(
@@ -215,8 +230,8 @@ pub fn returning_tasks(state: &ClusterState, agent_id: &str) -> (Vec<String>, Ve
         );
     }
     let (mut keep, mut kill) = (Vec::new(), Vec::new());
-    for task in returning {
-        match places.get_mut(task.app_id.as_str()) {
+    for (app_id, task) in returning {
+        match places.get_mut(app_id) {
             Some(left) if *left > 0 && !task.kill_requested => {
                 *left -= 1;
                 keep.push(task.id.clone());
@@ -229,40 +244,12 @@ pub fn returning_tasks(state: &ClusterState, agent_id: &str) -> (Vec<String>, Ve
     (keep, kill)
 }
 
-/// What an agent still has to give during one plan.
-struct Slot<'a> {
-    resources: Resources,
-    ranges: &'a [PortRange],
-    used_ports: BTreeSet<u16>,
-}
-
-/// The agent with the most free memory that fits `needed` and can give the `wanted` ports
-/// (ties by id, so plans are stable); what it gives is taken from its slot.
-fn pick_agent<'a>(
-    free: &mut BTreeMap<&'a str, Slot>,
-    needed: &Resources,
-    wanted: &[u16],
-) -> Option<(&'a str, Vec<u16>)> {
-    let (agent_id, ports) = free
-        .iter()
-        .filter(|(_, slot)| needed.fits_in(&slot.resources))
-        .filter_map(|(id, slot)| {
-            let ports = allocate_ports(slot.ranges, &slot.used_ports, wanted)?;
-            Some((*id, slot.resources.mem_mib, ports))
-        })
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-        .map(|(id, _, ports)| (id, ports))?;
-    let slot = free.get_mut(agent_id).expect("picked from the map");
-    slot.resources = slot.resources.saturating_sub(needed);
-    slot.used_ports.extend(ports.iter().copied());
-    Some((agent_id, ports))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::command::{Command, Outcome, Reject};
     use crate::state::tests::{agent, app, task};
+    use crate::types::AgentState;
 
     fn cluster(agents: &[(&str, u64, u64)], apps: &[(&str, u32)]) -> ClusterState {
         let mut s = ClusterState::default();
@@ -296,7 +283,7 @@ mod tests {
     fn launches_missing_instances_on_the_freest_agent() {
         let s = cluster(&[("a1", 4000, 256), ("a2", 4000, 512)], &[("/web", 3)]);
         assert_eq!(
-            plan(&s, 100),
+            plan(&s, &PlanInput::at(100)).actions,
             vec![
                 Action::Launch {
                     app_id: "/web".into(),
@@ -320,7 +307,11 @@ mod tests {
     #[test]
     fn stops_launching_when_nothing_fits() {
         let s = cluster(&[("a1", 1000, 128)], &[("/web", 5)]);
-        assert_eq!(plan(&s, 100).len(), 2, "0.5 cpu x 2 fills the agent");
+        assert_eq!(
+            plan(&s, &PlanInput::at(100)).actions.len(),
+            2,
+            "0.5 cpu x 2 fills the agent"
+        );
     }
 
     #[test]
@@ -328,12 +319,12 @@ mod tests {
         let mut s = cluster(&[("a1", 40000, 10240)], &[]);
         let mut spec = app("/web", 4);
         spec.port_definitions = vec![
-            crate::app::PortDefinition {
+            crate::services::app::PortDefinition {
                 port: 0,
                 name: None,
                 protocol: "tcp".into(),
             },
-            crate::app::PortDefinition {
+            crate::services::app::PortDefinition {
                 port: 31005,
                 name: None,
                 protocol: "tcp".into(),
@@ -345,7 +336,7 @@ mod tests {
             at_ms: 1,
             deployment_id: "d".into(),
         });
-        let launches = plan(&s, 10);
+        let launches = plan(&s, &PlanInput::at(10)).actions;
         // The fixed port 31005 exists once on the agent: one instance only.
         assert_eq!(
             launches,
@@ -364,7 +355,7 @@ mod tests {
             task: task("t1", "/web", "a1", 1),
         });
         set_state(&mut s, "t1", TaskState::Running, 5);
-        assert_eq!(plan(&s, 100), vec![]);
+        assert_eq!(plan(&s, &PlanInput::at(100)).actions, vec![]);
     }
 
     #[test]
@@ -384,7 +375,7 @@ mod tests {
             deployment_id: "e".into(),
         });
         assert_eq!(
-            plan(&s, 100),
+            plan(&s, &PlanInput::at(100)).actions,
             vec![
                 Action::Kill {
                     task_id: "t2".into()
@@ -403,8 +394,8 @@ mod tests {
             task: task("t1", "/web", "a1", 1),
         });
         set_state(&mut s, "t1", TaskState::Failed, 1000);
-        assert_eq!(plan(&s, 1500), vec![]);
-        assert_eq!(plan(&s, 2000).len(), 1);
+        assert_eq!(plan(&s, &PlanInput::at(1500)).actions, vec![]);
+        assert_eq!(plan(&s, &PlanInput::at(2000)).actions.len(), 1);
         assert_eq!(backoff_ms(3), 4000);
         assert_eq!(backoff_ms(40), BACKOFF_MAX_MS);
     }
@@ -425,7 +416,7 @@ mod tests {
             deployment_id: "e".into(),
         });
         assert_eq!(
-            plan(&s, 20),
+            plan(&s, &PlanInput::at(20)).actions,
             vec![Action::Launch {
                 app_id: "/web".into(),
                 agent_id: "a1".into(),
@@ -436,13 +427,13 @@ mod tests {
             task: task("new", "/web", "a1", 10),
         });
         assert_eq!(
-            plan(&s, 20),
+            plan(&s, &PlanInput::at(20)).actions,
             vec![],
             "old keeps running until the new one runs"
         );
         set_state(&mut s, "new", TaskState::Running, 25);
         assert_eq!(
-            plan(&s, 30),
+            plan(&s, &PlanInput::at(30)).actions,
             vec![Action::Kill {
                 task_id: "old".into()
             }]
@@ -459,10 +450,14 @@ mod tests {
             app_id: "/web".into(),
             at_ms: 5,
         });
-        assert_eq!(plan(&s, 10), vec![], "kill already requested by RemoveApp");
+        assert_eq!(
+            plan(&s, &PlanInput::at(10)).actions,
+            vec![],
+            "kill already requested by RemoveApp"
+        );
         set_state(&mut s, "t1", TaskState::Killed, 11);
         assert_eq!(
-            plan(&s, 12),
+            plan(&s, &PlanInput::at(12)).actions,
             vec![Action::Expunge {
                 task_id: "t1".into()
             }]
@@ -479,7 +474,7 @@ mod tests {
             });
             set_state(&mut s, &id, TaskState::Finished, 100 + i);
         }
-        let expunged: Vec<_> = plan(&s, 200);
+        let expunged: Vec<_> = plan(&s, &PlanInput::at(200)).actions;
         assert_eq!(
             expunged,
             vec![
@@ -505,7 +500,7 @@ mod tests {
             });
             set_state(&mut s, id, TaskState::Running, 10);
         }
-        assert_eq!(plan(&s, 20), vec![]);
+        assert_eq!(plan(&s, &PlanInput::at(20)).actions, vec![]);
 
         let outcome = s.apply(&Command::MarkAgentUnreachable {
             agent_id: "a1".into(),
@@ -516,7 +511,7 @@ mod tests {
         assert!(s.tasks.values().all(|t| t.state == TaskState::Unreachable));
         // A status update cannot make a task unreachable; only the agent's mark does.
         // Both instances are replaced on a2, and nothing is killed on the silent agent.
-        let actions = plan(&s, 40);
+        let actions = plan(&s, &PlanInput::at(40)).actions;
         assert_eq!(actions.len(), 2, "{actions:?}");
         assert!(actions
             .iter()
@@ -590,7 +585,7 @@ mod tests {
         assert_eq!(s.agent_state_label("a1"), "draining");
         // Start first: a replacement on a2, t1 untouched while it is not running.
         assert_eq!(
-            plan(&s, 10),
+            plan(&s, &PlanInput::at(10)).actions,
             vec![Action::Launch {
                 app_id: "/web".into(),
                 agent_id: "a2".into(),
@@ -600,11 +595,14 @@ mod tests {
         s.apply(&Command::LaunchTask {
             task: task("t2", "/web", "a2", 1),
         });
-        assert!(plan(&s, 11).is_empty(), "t1 stays until t2 runs");
+        assert!(
+            plan(&s, &PlanInput::at(11)).actions.is_empty(),
+            "t1 stays until t2 runs"
+        );
         // Then stop: once t2 runs, t1 is killed.
         set_state(&mut s, "t2", TaskState::Running, 12);
         assert_eq!(
-            plan(&s, 13),
+            plan(&s, &PlanInput::at(13)).actions,
             vec![Action::Kill {
                 task_id: "t1".into()
             }]
@@ -667,6 +665,100 @@ mod tests {
         assert!(matches!(
             s.apply(&remove("nope")),
             Outcome::Rejected(Reject::UnknownAgent { .. })
+        ));
+    }
+
+    #[test]
+    fn tasks_of_other_owners_are_neither_refused_nor_killed_nor_counted() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        let owners = [
+            TaskOwner::JobRun {
+                job_id: "backup".into(),
+                run_id: "r1".into(),
+            },
+            TaskOwner::Framework {
+                framework_id: "spark".into(),
+            },
+        ];
+        for (i, owner) in owners.into_iter().enumerate() {
+            let mut t = task(&format!("other{i}"), "/web", "a1", 1);
+            t.owner = owner;
+            assert_eq!(s.apply(&Command::LaunchTask { task: t }), Outcome::Applied);
+        }
+        set_state(&mut s, "other0", TaskState::Running, 2);
+        // /web still needs its own instance; the others are not killed as orphans.
+        assert_eq!(
+            plan(&s, &PlanInput::at(10)).actions,
+            vec![Action::Launch {
+                app_id: "/web".into(),
+                agent_id: "a1".into(),
+                ports: vec![],
+            }]
+        );
+        // Ended, they are not expunged by this framework either.
+        set_state(&mut s, "other0", TaskState::Finished, 11);
+        assert!(plan(&s, &PlanInput::at(12))
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::Expunge { .. } | Action::Kill { .. })));
+        // Back from unreachable: not this framework's to keep or kill.
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 13,
+        });
+        assert_eq!(returning_tasks(&s, "a1"), (vec![], vec![]));
+        // Removing /web leaves them alone.
+        s.apply(&Command::RemoveApp {
+            app_id: "/web".into(),
+            at_ms: 14,
+        });
+        assert!(!s.tasks["other1"].kill_requested);
+    }
+
+    #[test]
+    fn an_image_app_goes_only_where_the_image_is_and_says_why_it_waits() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 2048)], &[]);
+        let mut with_image = agent("a1", 4000, 1024);
+        with_image
+            .images
+            .insert("docker.io/library/busybox:latest".into());
+        s.apply(&Command::RegisterAgent { agent: with_image });
+        let mut spec: crate::services::app::AppSpec = serde_json::from_value(serde_json::json!({
+            "id": "/web", "cpus": 1, "mem": 512, "instances": 3,
+            "container": {"docker": {"image": "busybox"}}
+        }))
+        .unwrap();
+        spec.normalize_and_validate().unwrap();
+        s.apply(&Command::PutApp {
+            app: spec,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let normalize = |image: &str| format!("docker.io/library/{image}:latest");
+        let input = PlanInput {
+            now_ms: 10,
+            connected: &|_| true,
+            image_key: &normalize,
+        };
+        let plan = plan(&s, &input);
+        // a2 is freer but has no busybox; a1 has room for two.
+        assert_eq!(plan.actions.len(), 2);
+        assert!(plan
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::Launch { agent_id, .. } if agent_id == "a1")));
+        let waiting = &plan.unplaced["/web"];
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(
+            waiting[1].reasons,
+            vec![crate::placement::WhyNot::ImageMissing {
+                image: "docker.io/library/busybox:latest".into()
+            }]
+        );
+        assert!(matches!(
+            waiting[0].reasons[0],
+            crate::placement::WhyNot::Insufficient { .. }
         ));
     }
 }

@@ -1,0 +1,150 @@
+//! Marathon's `/v2` shapes (apps, tasks, deployment answers) and how the services
+//! framework's state is shown in them. Field names and formats are what Marathon's clients
+//! parse (ISO 8601 versions, camelCase).
+
+use dcos_core::time::iso8601;
+use dcos_core::{Agent, AppRecord, AppSpec, ClusterState, Task, TaskOwner, TaskState};
+use serde::{Deserialize, Serialize};
+
+/// Marathon's app JSON: the definition plus counters and running deployments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    #[serde(flatten)]
+    pub spec: AppSpec,
+    /// ISO 8601, as Marathon's `version`.
+    pub version: String,
+    pub tasks_running: usize,
+    pub tasks_staged: usize,
+    pub tasks_healthy: usize,
+    pub tasks_unhealthy: usize,
+    pub deployments: Vec<DeploymentRef>,
+    /// Extra for the CLI and dashboard: failures since the last successful start.
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRef {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppEnvelope {
+    pub app: AppView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppsEnvelope {
+    pub apps: Vec<AppView>,
+}
+
+/// Marathon's answer to a change: `{"version": ..., "deploymentId": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentResult {
+    pub version: String,
+    pub deployment_id: String,
+}
+
+/// Marathon's task JSON plus the fields `dcos-rs task list` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub id: String,
+    pub app_id: String,
+    /// Hostname of the agent.
+    pub host: String,
+    pub slave_id: String,
+    pub agent_url: String,
+    pub state: TaskState,
+    pub staged_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    pub version: String,
+    pub cpus: f64,
+    pub mem: u64,
+    pub ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub kill_requested: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TasksEnvelope {
+    pub tasks: Vec<TaskView>,
+}
+
+pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
+    let tasks: Vec<&Task> = state.tasks_of_app(&record.spec.id).collect();
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    let staged = tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting))
+        .count();
+    let converged = app_converged(record, &tasks);
+    AppView {
+        spec: record.spec.clone(),
+        version: iso8601(record.version_ms),
+        tasks_running: running,
+        tasks_staged: staged,
+        // No health checks yet: a running task counts as healthy.
+        tasks_healthy: running,
+        tasks_unhealthy: 0,
+        deployments: if converged {
+            vec![]
+        } else {
+            vec![DeploymentRef {
+                id: record.deployment_id.clone(),
+            }]
+        },
+        consecutive_failures: record.consecutive_failures,
+    }
+}
+
+/// An app's deployment is over when exactly `instances` tasks of its current config run and
+/// nothing else of it is alive.
+pub fn app_converged(record: &AppRecord, tasks: &[&Task]) -> bool {
+    let alive: Vec<&&Task> = tasks.iter().filter(|t| !t.state.is_terminal()).collect();
+    alive.len() == record.spec.instances as usize
+        && alive.iter().all(|t| {
+            t.state == TaskState::Running
+                && !t.kill_requested
+                && matches!(t.owner, TaskOwner::Service { config_version_ms, .. }
+                    if config_version_ms == record.config_version_ms)
+        })
+}
+
+/// Marathon's view of a service's task; `None` for tasks other frameworks own (Marathon's
+/// `/v2/tasks` lists only its own).
+pub fn task_view(state: &ClusterState, task: &Task) -> Option<TaskView> {
+    let TaskOwner::Service {
+        app_id,
+        config_version_ms,
+    } = &task.owner
+    else {
+        return None;
+    };
+    let agent: Option<&Agent> = state.agents.get(&task.agent_id);
+    Some(TaskView {
+        id: task.id.clone(),
+        app_id: app_id.clone(),
+        host: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+        slave_id: task.agent_id.clone(),
+        agent_url: agent.map(|a| a.url.clone()).unwrap_or_default(),
+        state: task.state,
+        staged_at: iso8601(task.staged_at_ms),
+        started_at: task.started_at_ms.map(iso8601),
+        version: iso8601(*config_version_ms),
+        cpus: task.resources.cpus(),
+        mem: task.resources.mem_mib,
+        ports: task.ports.clone(),
+        message: task.message.clone(),
+        exit_code: task.exit_code,
+        kill_requested: task.kill_requested,
+    })
+}

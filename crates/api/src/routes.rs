@@ -1,0 +1,95 @@
+//! Every path of every API, by family: the constants servers route on (axum's `{param}`
+//! syntax where a path has parameters) and the functions clients build concrete paths with,
+//! so a path is written once.
+
+/// Marathon's `/v2`: the services framework.
+pub mod marathon {
+    pub const APPS: &str = "/v2/apps";
+    /// An app (its id may hold `/`), or `<id>/tasks` for its tasks.
+    pub const APP: &str = "/v2/apps/{*id}";
+    pub const TASKS: &str = "/v2/tasks";
+    pub const DEPLOYMENTS: &str = "/v2/deployments";
+    pub const INFO: &str = "/v2/info";
+    pub const LEADER: &str = "/v2/leader";
+
+    /// `/v2/apps/web` for `web` or `/web`.
+    pub fn app(id: &str) -> String {
+        format!("{APPS}/{}", id.trim_start_matches('/'))
+    }
+
+    /// `/v2/apps/web/tasks`.
+    pub fn app_tasks(id: &str) -> String {
+        format!("{}/tasks", app(id))
+    }
+}
+
+/// This system's `/cluster/v1` (and the health, metrics and dashboard routes of a master).
+pub mod cluster {
+    pub const DASHBOARD: &str = "/";
+    pub const HEALTH: &str = "/health";
+    pub const READY: &str = "/ready";
+    pub const METRICS: &str = "/metrics";
+    pub const NODES: &str = "/cluster/v1/nodes";
+    pub const MASTERS: &str = "/cluster/v1/masters";
+    pub const MASTER: &str = "/cluster/v1/masters/{id}";
+    pub const AGENT: &str = "/cluster/v1/agents/{id}";
+    pub const AGENT_DRAIN: &str = "/cluster/v1/agents/{id}/drain";
+
+    pub fn master(id: u64) -> String {
+        format!("{MASTERS}/{id}")
+    }
+
+    pub fn agent(id: &str) -> String {
+        format!("/cluster/v1/agents/{id}")
+    }
+
+    pub fn agent_drain(id: &str) -> String {
+        format!("{}/drain", agent(id))
+    }
+}
+
+/// An agent's own API (logs, images, containers), on the agent's port.
+pub mod agent {
+    pub const HEALTH: &str = "/health";
+    pub const METRICS: &str = "/metrics";
+    pub const TASK_LOG: &str = "/files/tasks/{task_id}/{stream}";
+    pub const IMAGES: &str = "/images";
+    pub const IMAGES_PULL: &str = "/images/pull";
+    pub const IMAGE: &str = "/images/{*reference}";
+    pub const CONTAINERS: &str = "/containers";
+
+    /// `/files/tasks/<id>/stdout`.
+    pub fn task_log(task_id: &str, stream: &str) -> String {
+        format!("/files/tasks/{task_id}/{stream}")
+    }
+
+    pub fn image(reference: &str) -> String {
+        format!("{IMAGES}/{reference}")
+    }
+}
+
+/// Between nodes (mutual TLS): the agent protocol on a master's port, and Raft's RPCs.
+pub mod internal {
+    pub const AGENT_CONNECT: &str = "/internal/agent/v1/connect";
+    pub const AGENT_STATUS: &str = "/internal/agent/v1/status";
+    pub const AGENT_HEARTBEAT: &str = "/internal/agent/v1/heartbeat";
+    pub const AGENT_IMAGES: &str = "/internal/agent/v1/images";
+    /// `append`, `vote` or `snapshot` (see `dcos_raft::network`).
+    pub const RAFT: &str = "/internal/raft/{rpc}";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_paths_match_their_routes() {
+        assert_eq!(marathon::app("/shop/web"), "/v2/apps/shop/web");
+        assert_eq!(marathon::app("web"), "/v2/apps/web");
+        assert_eq!(marathon::app_tasks("/web"), "/v2/apps/web/tasks");
+        assert_eq!(cluster::master(4), "/cluster/v1/masters/4");
+        assert_eq!(cluster::agent_drain("a1"), "/cluster/v1/agents/a1/drain");
+        assert_eq!(agent::task_log("t", "stderr"), "/files/tasks/t/stderr");
+        assert_eq!(agent::image("busybox:1"), "/images/busybox:1");
+    }
+}

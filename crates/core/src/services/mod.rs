@@ -1,0 +1,278 @@
+//! The services framework's pure half (Marathon's `/v2`): app definitions (`app`), its
+//! replicated state (`ServicesState`: apps, their versions, deployments, failure counters),
+//! how it changes, how an app's instance becomes a complete `Task` (`build_task`), and the
+//! planner that moves every app towards its definition (`planner`).
+//!
+//! The rules here act only on tasks this framework owns (`TaskOwner::Service`): a task of a
+//! job or of an external framework is never counted, relaunched or killed by them.
+
+pub mod app;
+pub mod planner;
+
+use crate::command::Reject;
+use crate::types::{Task, TaskNetworkMode, TaskOwner, TaskState};
+use app::AppSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub spec: AppSpec,
+    /// Changes on every write to the app (Marathon's `version`).
+    pub version_ms: u64,
+    /// Changes only when the definition changes in more than `instances`; tasks launched from
+    /// an older config are replaced.
+    pub config_version_ms: u64,
+    /// The last change that started a deployment; shown while the app converges.
+    pub deployment_id: String,
+    /// Failures since the last task reached RUNNING; drives the relaunch backoff.
+    pub consecutive_failures: u32,
+    pub last_failure_at_ms: u64,
+}
+
+/// What the services framework keeps in the replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServicesState {
+    pub apps: BTreeMap<String, AppRecord>,
+}
+
+impl ServicesState {
+    /// `PutApp`: create (`create`, refused if the id exists) or replace a definition.
+    pub(crate) fn put_app(
+        &mut self,
+        app: &AppSpec,
+        create: bool,
+        at_ms: u64,
+        deployment_id: &str,
+    ) -> Result<(), Reject> {
+        match self.apps.get_mut(&app.id) {
+            Some(_) if create => Err(Reject::AppExists {
+                app_id: app.id.clone(),
+            }),
+            Some(record) => {
+                if record.spec.config_differs(app) {
+                    record.config_version_ms = at_ms;
+                    record.consecutive_failures = 0;
+                }
+                record.spec = app.clone();
+                record.version_ms = at_ms;
+                record.deployment_id = deployment_id.to_string();
+                Ok(())
+            }
+            None => {
+                self.apps.insert(
+                    app.id.clone(),
+                    AppRecord {
+                        spec: app.clone(),
+                        version_ms: at_ms,
+                        config_version_ms: at_ms,
+                        deployment_id: deployment_id.to_string(),
+                        consecutive_failures: 0,
+                        last_failure_at_ms: 0,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// `ScaleApp`: a new instance count; the config (and so the tasks) stay.
+    pub(crate) fn scale_app(
+        &mut self,
+        app_id: &str,
+        instances: u32,
+        at_ms: u64,
+        deployment_id: &str,
+    ) -> Result<(), Reject> {
+        let record = self
+            .apps
+            .get_mut(app_id)
+            .ok_or_else(|| Reject::UnknownApp {
+                app_id: app_id.to_string(),
+            })?;
+        record.spec.instances = instances;
+        record.version_ms = at_ms;
+        record.deployment_id = deployment_id.to_string();
+        Ok(())
+    }
+
+    /// `RemoveApp`: forgets the app and asks for its live tasks to be killed.
+    pub(crate) fn remove_app(
+        &mut self,
+        app_id: &str,
+        at_ms: u64,
+        tasks: &mut BTreeMap<String, Task>,
+    ) -> Result<(), Reject> {
+        if self.apps.remove(app_id).is_none() {
+            return Err(Reject::UnknownApp {
+                app_id: app_id.to_string(),
+            });
+        }
+        for task in tasks.values_mut() {
+            if task.owner.service_app() == Some(app_id) && !task.state.is_terminal() {
+                task.kill_requested = true;
+                task.updated_at_ms = at_ms;
+            }
+        }
+        Ok(())
+    }
+
+    /// A task of this framework may be recorded only for an app that exists.
+    pub(crate) fn check_launch(&self, app_id: &str) -> Result<(), Reject> {
+        match self.apps.contains_key(app_id) {
+            true => Ok(()),
+            false => Err(Reject::UnknownApp {
+                app_id: app_id.to_string(),
+            }),
+        }
+    }
+
+    /// One of this framework's tasks changed state: RUNNING resets the app's failure count,
+    /// a failure not asked for raises it (the relaunch backoff).
+    pub(crate) fn task_changed(&mut self, task: &Task, at_ms: u64) {
+        let Some(app) = task
+            .owner
+            .service_app()
+            .and_then(|id| self.apps.get_mut(id))
+        else {
+            return;
+        };
+        let failed = matches!(
+            task.state,
+            TaskState::Failed | TaskState::Lost | TaskState::Error
+        ) && !task.kill_requested;
+        if task.state == TaskState::Running {
+            app.consecutive_failures = 0;
+        } else if failed {
+            app.consecutive_failures = app.consecutive_failures.saturating_add(1);
+            app.last_failure_at_ms = at_ms;
+        }
+    }
+
+    /// The tasks of one app (any state), in id order.
+    pub fn tasks_of_app<'a>(
+        tasks: &'a BTreeMap<String, Task>,
+        app_id: &'a str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        tasks
+            .values()
+            .filter(move |t| t.owner.service_app() == Some(app_id))
+    }
+}
+
+/// An instance of `app` as a complete task for `agent_id`, with the host `ports` placement
+/// chose and Marathon's variables: `MARATHON_APP_ID`, `MARATHON_APP_VERSION`, `PORT0..N`,
+/// `PORT` (the first), `PORTS` (all, commas) and, on a bridge, `PORT_<containerPort>`. They
+/// win over the app's own `env`, as in Marathon. `task_id` and `now_ms` come from the caller
+/// (ids and clocks are not this crate's).
+pub fn build_task(
+    app: &AppRecord,
+    agent_id: &str,
+    ports: Vec<u16>,
+    task_id: String,
+    now_ms: u64,
+) -> Task {
+    let mut launch = app.spec.launch_spec();
+    let env = &mut launch.env;
+    env.insert("MARATHON_APP_ID".into(), app.spec.id.clone());
+    env.insert(
+        "MARATHON_APP_VERSION".into(),
+        crate::time::iso8601(app.version_ms),
+    );
+    for (i, port) in ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), port.to_string());
+    }
+    if let Some(first) = ports.first() {
+        env.insert("PORT".into(), first.to_string());
+        let all: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        env.insert("PORTS".into(), all.join(","));
+    }
+    if let TaskNetworkMode::Bridge { port_mappings } = &launch.network {
+        for (mapping, port) in port_mappings.iter().zip(&ports) {
+            env.insert(format!("PORT_{}", mapping.container_port), port.to_string());
+        }
+    }
+    Task {
+        id: task_id,
+        owner: TaskOwner::Service {
+            app_id: app.spec.id.clone(),
+            config_version_ms: app.config_version_ms,
+        },
+        agent_id: agent_id.to_string(),
+        resources: app.spec.resources(),
+        launch,
+        state: TaskState::Staging,
+        kill_requested: false,
+        staged_at_ms: now_ms,
+        started_at_ms: None,
+        updated_at_ms: now_ms,
+        message: None,
+        exit_code: None,
+        ports,
+    }
+}
+
+/// A task id for an instance of `app_id`: the app's path with `_` for `/`, a dot, then
+/// `unique` (Marathon's shape: `group_web.<uuid>`).
+pub fn task_id(app_id: &str, unique: &str) -> String {
+    format!(
+        "{}.{unique}",
+        app_id.trim_start_matches('/').replace('/', "_")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::app;
+
+    fn record(spec: AppSpec) -> AppRecord {
+        AppRecord {
+            spec,
+            version_ms: 1_795_549_526_000,
+            config_version_ms: 1_795_549_526_000,
+            deployment_id: "d".into(),
+            consecutive_failures: 0,
+            last_failure_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_built_task_carries_marathons_variables_over_the_apps_own() {
+        let mut spec = app("/shop/web", 1);
+        spec.env.insert("PORT0".into(), "mine".into());
+        spec.env.insert("KEEP".into(), "yes".into());
+        let task = build_task(&record(spec), "a1", vec![31000, 31001], "t".into(), 5);
+        let env = &task.launch.env;
+        assert_eq!(env["MARATHON_APP_ID"], "/shop/web");
+        assert_eq!(env["MARATHON_APP_VERSION"], "2026-11-24T19:45:26.000Z");
+        assert_eq!(env["PORT0"], "31000", "the framework's value wins");
+        assert_eq!(env["PORT1"], "31001");
+        assert_eq!(env["PORT"], "31000");
+        assert_eq!(env["PORTS"], "31000,31001");
+        assert_eq!(env["KEEP"], "yes");
+        assert_eq!(
+            task.owner,
+            TaskOwner::Service {
+                app_id: "/shop/web".into(),
+                config_version_ms: 1_795_549_526_000
+            }
+        );
+        assert_eq!(task_id("/shop/web", "x1"), "shop_web.x1");
+    }
+
+    #[test]
+    fn a_bridged_task_gets_a_variable_per_container_port() {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "id": "/web", "cpus": 0.1, "mem": 32,
+            "container": {"docker": {"image": "busybox"},
+                          "portMappings": [{"containerPort": 80}, {"containerPort": 443}]},
+            "networks": [{"mode": "container/bridge"}]
+        }))
+        .unwrap();
+        let task = build_task(&record(spec), "a1", vec![31005, 31006], "t".into(), 5);
+        assert_eq!(task.launch.env["PORT_80"], "31005");
+        assert_eq!(task.launch.env["PORT_443"], "31006");
+        assert!(task.launch.env.get("PORTS").is_some());
+    }
+}

@@ -1,0 +1,338 @@
+//! The seam between the agent and what runs its tasks. The agent decides (launch, kill,
+//! report, recover, collect); a `TaskRuntime` acts on one task. Both sides share one
+//! contract, the task's sandbox (`dcos_runtime::task_dir::TaskDir`): `task.json` (the spec),
+//! `task.pid` once the task runs, `exit.json` once it has ended.
+//!
+//! `ShimRuntime` is the real one: a `dcos-rs __shim` supervisor per task, containers through
+//! libcontainer, plain processes in cgroups, bridge networking (root). `FakeRuntime`
+//! (`super::fake`) runs nothing and needs no root: master, agent and framework behaviour
+//! can be tested with it, and one process can emulate many agents.
+
+use super::AgentConfig;
+use anyhow::Context;
+use dcos_core::{Task, TaskNetworkMode};
+use dcos_runtime::bundle::{resolve_process, resolve_user};
+use dcos_runtime::cgroups::TaskStats;
+use dcos_runtime::image::ImageStore;
+use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwork};
+use dcos_runtime::task_dir::{write_json_atomic, ShimSpec, TaskDir};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Processes one task may hold (cgroup pids limit).
+const TASK_PIDS_MAX: i64 = 4096;
+
+/// What a start needs of its agent.
+pub struct LaunchContext<'a> {
+    pub config: &'a AgentConfig,
+    pub images: &'a ImageStore,
+    /// Bridge addresses held by the agent's other tasks (launches run one at a time, so
+    /// this is the whole truth).
+    pub used_addresses: BTreeSet<Ipv4Addr>,
+}
+
+/// A started task: its supervisor (the process the agent watches and signals) and its
+/// place on the bridge, if any.
+#[derive(Debug)]
+pub struct Started {
+    pub supervisor_pid: i32,
+    pub network: Option<TaskNetwork>,
+}
+
+/// Runs tasks for an agent. Blocking methods (file I/O, process spawns): the agent calls
+/// them off its async threads where they can take long (`start`).
+pub trait TaskRuntime: Send + Sync {
+    /// Starts `task` in its new, empty sandbox `dir`: writes its spec, starts its
+    /// supervisor. On error the agent removes the sandbox and reports the launch failed.
+    fn start(&self, task: &Task, dir: &TaskDir, ctx: &LaunchContext) -> anyhow::Result<Started>;
+
+    /// True while `pid` is the live supervisor of the task in `dir` (not a recycled pid).
+    fn supervisor_alive(&self, pid: i32, dir: &TaskDir) -> bool;
+
+    /// Asks the supervisor to stop its task (the stop signal, then SIGKILL after the
+    /// task's grace period); the end shows up as `exit.json`.
+    fn stop(&self, pid: i32, dir: &TaskDir);
+
+    /// Kills whatever is left of a task whose supervisor is gone or stuck (and the
+    /// supervisor itself when given), and frees what it held, so it can be reported lost.
+    fn force_cleanup(&self, dir: &TaskDir, live_supervisor: Option<i32>);
+
+    /// Removes what gone tasks left on the agent's bridge; returns how many were removed.
+    fn sweep_networks(&self, bridge: &BridgeConfig, live: &[TaskNetwork]) -> usize;
+
+    /// Resource usage of a running task (its cgroup), if known.
+    fn stats(&self, spec: &ShimSpec) -> Option<TaskStats>;
+}
+
+/// The real runtime: one `dcos-rs __shim` per task.
+#[derive(Default)]
+pub struct ShimRuntime {
+    /// Set once the bridge and its nftables table are known to exist.
+    bridge_ready: AtomicBool,
+}
+
+impl TaskRuntime for ShimRuntime {
+    fn start(&self, task: &Task, dir: &TaskDir, ctx: &LaunchContext) -> anyhow::Result<Started> {
+        let launch = &task.launch;
+        let image = match &launch.image {
+            Some(reference) => Some(
+                ctx.images
+                    .resolve(reference)
+                    .with_context(|| format!("image {reference}"))?,
+            ),
+            None => None,
+        };
+        let sandbox = dir.path.to_string_lossy().to_string();
+        // What only the agent knows, as a Mesos agent gives it; the framework put its own
+        // variables (Marathon's PORT0, ...) into the launch already.
+        let mut extra_env = BTreeMap::new();
+        extra_env.insert("MESOS_TASK_ID".to_string(), task.id.clone());
+        extra_env.insert("HOST".to_string(), ctx.config.hostname.clone());
+        if image.is_none() {
+            extra_env.insert("MESOS_SANDBOX".to_string(), sandbox.clone());
+        }
+        let network = match &launch.network {
+            TaskNetworkMode::Host => None,
+            TaskNetworkMode::Bridge { port_mappings } => {
+                Some(self.bridge_network(ctx, task, port_mappings)?)
+            }
+        };
+        let process = resolve_process(
+            image.as_ref().map(|i| &i.config),
+            launch.cmd.as_deref(),
+            launch.args.as_deref(),
+            &launch.env,
+            &extra_env,
+            if image.is_some() { "/" } else { &sandbox },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let user = launch
+            .user
+            .as_deref()
+            .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
+        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.layers.as_slice()))
+            .map_err(anyhow::Error::msg)?;
+        // Validation allows it only with an image; a log entry from elsewhere is checked too.
+        let user_namespace = match (launch.user_namespace, &image) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!("a user namespace needs an image"),
+            (true, Some(_)) => {
+                let map = dcos_runtime::userns::IdMap::agent_default();
+                anyhow::ensure!(
+                    map.host_id(uid).is_some() && map.host_id(gid).is_some(),
+                    "user {uid}:{gid} is outside the user namespace's ids (0..{})",
+                    map.size
+                );
+                Some(map)
+            }
+        };
+        let spec = ShimSpec {
+            task_id: task.id.clone(),
+            args: process.args,
+            env: process.env,
+            cwd: process.cwd,
+            uid,
+            gid,
+            image_digest: image.as_ref().map(|i| i.digest.clone()),
+            image_layers: image.as_ref().map(|i| i.task_layers()).unwrap_or_default(),
+            image_rootfs: None,
+            hostname: short_hostname(&task.id),
+            cgroup_path: format!("/{}/{}", ctx.config.cgroup_parent, task.id),
+            mem_limit_bytes: task.resources.mem_mib * 1024 * 1024,
+            cpus_milli: task.resources.cpus_milli,
+            pids_limit: TASK_PIDS_MAX,
+            kill_grace_ms: launch.kill_grace_period_ms,
+            container_state_root: ctx.config.work_dir.join("containers"),
+            mounts: resolve_volumes(&launch.volumes, dir, user_namespace)?,
+            log_max_bytes: ctx.config.task_log_max_bytes,
+            log_files_max: ctx.config.task_log_files_max,
+            stop_signal: image
+                .as_ref()
+                .and_then(|i| i.config.stop_signal.as_deref())
+                .and_then(dcos_runtime::task_dir::parse_signal)
+                .unwrap_or(libc::SIGTERM),
+            network,
+            user_namespace,
+        };
+        write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
+        let shim_pid = spawn_shim(&ctx.config.shim_exe, dir)?;
+        // Recorded by us too (the shim writes the same): a crash of the agent right now
+        // must not leave a shim nobody can find.
+        dcos_runtime::task_dir::write_atomic(&dir.shim_pid(), shim_pid.to_string().as_bytes())
+            .context("writing shim.pid")?;
+        Ok(Started {
+            supervisor_pid: shim_pid,
+            network: spec.network,
+        })
+    }
+
+    fn supervisor_alive(&self, pid: i32, dir: &TaskDir) -> bool {
+        shim_alive(pid, dir)
+    }
+
+    fn stop(&self, pid: i32, _dir: &TaskDir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    fn force_cleanup(&self, dir: &TaskDir, live_supervisor: Option<i32>) {
+        dcos_runtime::shim::force_cleanup(dir, live_supervisor);
+    }
+
+    fn sweep_networks(&self, bridge: &BridgeConfig, live: &[TaskNetwork]) -> usize {
+        network::sweep(bridge, live)
+    }
+
+    fn stats(&self, spec: &ShimSpec) -> Option<TaskStats> {
+        dcos_runtime::cgroups::task_stats(&spec.cgroup_path)
+    }
+}
+
+impl ShimRuntime {
+    /// Chooses the task's address on the bridge (making sure the bridge exists) and its
+    /// port forwards: the n-th mapping gets the n-th host port the master gave the task.
+    fn bridge_network(
+        &self,
+        ctx: &LaunchContext,
+        task: &Task,
+        mappings: &[dcos_core::PortMapping],
+    ) -> anyhow::Result<TaskNetwork> {
+        let bridge = &ctx.config.bridge;
+        let exists = std::path::Path::new("/sys/class/net")
+            .join(&bridge.bridge)
+            .exists();
+        if !self.bridge_ready.load(Ordering::SeqCst) || !exists {
+            network::setup_host(bridge)
+                .map_err(|e| anyhow::anyhow!("setting up bridge {}: {e}", bridge.bridge))?;
+            self.bridge_ready.store(true, Ordering::SeqCst);
+        }
+        anyhow::ensure!(
+            task.ports.len() == mappings.len(),
+            "the task has {} host ports for {} port mappings",
+            task.ports.len(),
+            mappings.len()
+        );
+        let mut forwards = Vec::new();
+        for (mapping, host_port) in mappings.iter().zip(&task.ports) {
+            for protocol in mapping.protocol.split(',') {
+                forwards.push(PortForward {
+                    host_port: *host_port,
+                    container_port: mapping.container_port,
+                    protocol: match protocol {
+                        "udp" => Protocol::Udp,
+                        _ => Protocol::Tcp,
+                    },
+                });
+            }
+        }
+        let address = bridge.allocate(&ctx.used_addresses).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no free address left in {}/{} on bridge {}",
+                bridge.subnet,
+                bridge.prefix_len,
+                bridge.bridge
+            )
+        })?;
+        Ok(bridge.task_network(&task.id, address, forwards))
+    }
+}
+
+/// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is
+/// a directory created in the task's sandbox (owned by the task's root when it runs in a
+/// user namespace, so it can write there); `tmpfs` needs no source.
+fn resolve_volumes(
+    volumes: &[dcos_core::VolumeSpec],
+    dir: &TaskDir,
+    user_namespace: Option<dcos_runtime::userns::IdMap>,
+) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
+    volumes
+        .iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            let source = match &volume.host_path {
+                Some(host) if host.starts_with('/') => {
+                    let path = PathBuf::from(host);
+                    anyhow::ensure!(
+                        path.exists(),
+                        "container.volumes[{i}].hostPath {host} does not exist on this agent"
+                    );
+                    Some(path)
+                }
+                Some(relative) => {
+                    let path = dir.path.join("volumes").join(relative);
+                    std::fs::create_dir_all(&path)
+                        .with_context(|| format!("creating sandbox volume {}", path.display()))?;
+                    if let Some(map) = user_namespace {
+                        std::os::unix::fs::chown(&path, Some(map.host_base), Some(map.host_base))
+                            .with_context(|| format!("chown {}", path.display()))?;
+                    }
+                    Some(path)
+                }
+                None => None,
+            };
+            Ok(dcos_runtime::task_dir::MountSpec {
+                destination: volume.container_path.clone(),
+                source,
+                read_only: volume.read_only(),
+                tmpfs_size_mib: volume.tmpfs.as_ref().map(|t| t.size_mib),
+            })
+        })
+        .collect()
+}
+
+fn short_hostname(task_id: &str) -> String {
+    task_id.chars().take(63).collect()
+}
+
+/// Starts `dcos-rs __shim <dir>` in its own session (so Ctrl-C in a terminal and the
+/// agent's death do not reach it), with its diagnostics in `shim.log`.
+fn spawn_shim(exe: &std::path::Path, dir: &TaskDir) -> anyhow::Result<i32> {
+    let log = std::fs::File::create(dir.shim_log()).context("creating shim.log")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("__shim")
+        .arg(&dir.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("cloning shim.log handle")?)
+        .stderr(log)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting shim {}", exe.display()))?;
+    let pid = child.id().context("shim has no pid")? as i32;
+    // Reap the shim when it exits (it is our child until we exit).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+/// True if `pid` is the live `dcos-rs __shim` of the task in `dir` (not a recycled pid).
+fn shim_alive(pid: i32, dir: &TaskDir) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let same_task = args
+        .get(2)
+        .is_some_and(|a| *a == dir.path.as_os_str().as_encoded_bytes());
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    !zombie && args.get(1).is_some_and(|a| *a == b"__shim") && same_task
+}

@@ -1,0 +1,22 @@
+//! The built-in frameworks the leading master runs, side by side, as Nomad runs its
+//! schedulers: each is fed the applied state and the time and proposes what to do
+//! (`crate::master::Framework`); the master performs the proposals (writes them through
+//! Raft, tells the agents). A framework
+//! owns its tasks (`dcos_core::TaskOwner`) and builds them completely, including its own
+//! environment variables, so agents know nothing of any framework.
+//!
+//! - `services/`: Marathon's `/v2` (apps, deployments), the only one so far.
+//! - `jobs/` (Chronos and Metronome) and `mesos/` (external frameworks through Mesos's v1
+//!   scheduler API) go beside it: a module with a `Framework` and its HTTP routes, listed in
+//!   `builtin`.
+
+pub mod services;
+
+use crate::master::{Framework, Master};
+use std::sync::Arc;
+
+/// The frameworks every master runs, and their HTTP routes.
+pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
+    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services::Services)];
+    (frameworks, services::http::routes())
+}

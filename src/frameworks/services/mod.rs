@@ -1,0 +1,72 @@
+//! The services framework (Marathon's `/v2`): keeps every app at its definition. Its
+//! decisions are `dcos_core::services` (the planner, and `build_task`, which gives each task
+//! Marathon's variables); this shell adds what is not pure (task ids, image reference
+//! normalization) and its HTTP API (`http`).
+
+pub mod http;
+
+use crate::link::random_id;
+use crate::master::{Framework, Proposal, Round};
+use dcos_core::services::planner::{self, Action, PlanInput};
+use dcos_core::services::{build_task, task_id};
+use dcos_core::ClusterState;
+
+pub struct Services;
+
+/// An app's image reference as agents report their images (`busybox` is
+/// `docker.io/library/busybox:latest`); an unparsable one stays as given and so matches
+/// no agent (validation refuses it at submission already).
+pub fn image_key(reference: &str) -> String {
+    dcos_runtime::image::presence_key(reference).unwrap_or_else(|_| reference.to_string())
+}
+
+impl Framework for Services {
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    fn plan(&self, state: &ClusterState, round: &Round) -> Vec<Proposal> {
+        let input = PlanInput {
+            now_ms: round.now_ms,
+            connected: round.connected,
+            image_key: &image_key,
+        };
+        let plan = planner::plan(state, &input);
+        for (app_id, passed_over) in &plan.unplaced {
+            tracing::debug!(app = %app_id, "waiting for room: {}", describe(passed_over));
+        }
+        plan.actions
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Launch {
+                    app_id,
+                    agent_id,
+                    ports,
+                } => {
+                    let app = state.services.apps.get(&app_id)?;
+                    let id = task_id(&app_id, &random_id());
+                    let task = build_task(app, &agent_id, ports, id, round.now_ms);
+                    Some(Proposal::Launch(Box::new(task)))
+                }
+                Action::Kill { task_id } => Some(Proposal::Kill { task_id }),
+                Action::Expunge { task_id } => Some(Proposal::Expunge { task_id }),
+            })
+            .collect()
+    }
+
+    fn replaced_while_unreachable(&self, state: &ClusterState, agent_id: &str) -> Vec<String> {
+        planner::returning_tasks(state, agent_id).1
+    }
+}
+
+/// `a1: insufficient mem: needs 512 MiB, 64 MiB free; a2: agent is draining`.
+pub fn describe(passed_over: &[dcos_core::PassedOver]) -> String {
+    passed_over
+        .iter()
+        .map(|p| {
+            let reasons: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
+            format!("{}: {}", p.agent_id, reasons.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,36 @@
+//! What the master runs: built-in frameworks (`crate::frameworks`) behind one trait, fed
+//! the applied state and the time, each proposing what to do. The master performs the
+//! proposals; frameworks never do I/O themselves.
+
+use dcos_core::{Agent, ClusterState, Task};
+
+/// What a framework sees of the world besides the state.
+pub struct Round<'a> {
+    pub now_ms: u64,
+    /// Agents a launch can reach now (the leader holds a live link to them).
+    pub connected: &'a dyn Fn(&Agent) -> bool,
+}
+
+/// What a framework asks the master to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proposal {
+    /// Record the task (`Command::LaunchTask`), then send it to its agent.
+    Launch(Box<Task>),
+    /// Record the kill (`Command::KillTask`), then tell the task's agent.
+    Kill { task_id: String },
+    /// Forget an ended task (`Command::ExpungeTask`).
+    Expunge { task_id: String },
+}
+
+/// A built-in framework: pure decisions over the applied state (the I/O is the master's).
+pub trait Framework: Send + Sync {
+    /// Short name for logs and metrics (`services`).
+    fn name(&self) -> &'static str;
+
+    /// One planning round.
+    fn plan(&self, state: &ClusterState, round: &Round) -> Vec<Proposal>;
+
+    /// An unreachable agent registered again: which of its tasks this framework replaced
+    /// meanwhile, to be killed before anything else so an instance never runs twice.
+    fn replaced_while_unreachable(&self, state: &ClusterState, agent_id: &str) -> Vec<String>;
+}
