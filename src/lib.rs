@@ -5,8 +5,6 @@
 pub mod agent;
 pub mod auth;
 pub mod cli;
-pub mod client;
-pub mod cluster;
 pub mod frameworks;
 pub mod http_util;
 pub mod link;

@@ -3,7 +3,7 @@
 
 use crate::common::{wait_for, TestCluster};
 use dcos_api::{AppEnvelope, AppsEnvelope, TasksEnvelope};
-use dcos_rs::client::ClientError;
+use dcos_rs::cli::client::ClientError;
 use hyper::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -308,9 +308,9 @@ async fn up_with_a_tokens_file_requires_a_token_on_both_apis() {
     })
     .await;
     let handle = cluster.handle();
-    let anonymous = dcos_rs::client::Client::new(&handle.master_url);
+    let anonymous = dcos_rs::cli::client::Client::new(&handle.master_url);
     let with_token =
-        dcos_rs::client::Client::with_auth(&handle.master_url, Some(&token), None).unwrap();
+        dcos_rs::cli::client::Client::with_auth(&handle.master_url, Some(&token), None).unwrap();
     for path in ["/v2/apps", &format!("{}/images", handle.agent_url)] {
         let error = anonymous
             .get::<Value>(path)

@@ -2,7 +2,7 @@
 //! data dir and cgroup parent, and poll for conditions with a deadline.
 
 use dcos_api::{TaskView, TasksEnvelope};
-use dcos_rs::client::Client;
+use dcos_rs::cli::client::Client;
 use dcos_rs::up::{start, UpHandle, UpOptions};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ impl TestCluster {
     pub async fn deploy(
         &self,
         app: serde_json::Value,
-    ) -> Result<dcos_api::AppView, dcos_rs::client::ClientError> {
+    ) -> Result<dcos_api::AppView, dcos_rs::cli::client::ClientError> {
         self.client
             .send_json(
                 hyper::Method::POST,

@@ -7,7 +7,7 @@ use dcos_core::{Command, Outcome, Resources, Task, TaskOwner, TaskState};
 use dcos_raft::{RaftOptions, ReplicatedState};
 use dcos_rs::agent::fake::FakeRuntime;
 use dcos_rs::agent::{Agent, AgentConfig};
-use dcos_rs::client::Client;
+use dcos_rs::cli::client::Client;
 use dcos_rs::link::LINK_QUEUE_MAX;
 use dcos_rs::master::Master;
 use hyper::Method;

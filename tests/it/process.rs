@@ -3,7 +3,7 @@
 
 use crate::common::{pid_alive, remove_cgroup_parent, require_root, unique, wait_for, BIN};
 use dcos_api::{AppEnvelope, TaskView, TasksEnvelope};
-use dcos_rs::client::Client;
+use dcos_rs::cli::client::Client;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use dcos_api::ImagesEnvelope;
 use dcos_rs::agent::registry::{Credentials, PullError, RegistryClient};
-use dcos_rs::client::ClientError;
+use dcos_rs::cli::client::ClientError;
 use dcos_runtime::image::registry::{host_architecture, PullTarget};
 use dcos_runtime::image::Digest;
 use dcos_runtime::testimage::TestImageFormat;

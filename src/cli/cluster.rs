@@ -8,7 +8,7 @@
 //! certificates or tokens, and keeping a register of what was issued.
 
 use crate::auth;
-use crate::client::CliConfig;
+use crate::cli::client::CliConfig;
 use crate::tls::{self, Role};
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};

@@ -1,0 +1,155 @@
+//! Watching tasks: what each task's sandbox says now (started, ended, supervisor gone) turned
+//! into status reports for the master; the kill-everything of a stopping `dcos-rs up`.
+
+use super::{Agent, SHIM_START_TIMEOUT_MS};
+use crate::link::{now_ms, TaskReport};
+use dcos_core::TaskState;
+use dcos_runtime::task_dir::{ExitKind, TaskExit};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Agent {
+    /// What every task this agent knows of is doing now, for a (re-)registration: the exit
+    /// status of ended ones, RUNNING or STARTING for live ones.
+    pub fn current_reports(&self) -> Vec<TaskReport> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks
+            .iter()
+            .map(|(task_id, task)| match task.dir.read_exit() {
+                Ok(Some(exit)) => exit_report(task_id, &exit),
+                _ => TaskReport {
+                    task_id: task_id.clone(),
+                    state: if task.running_reported {
+                        TaskState::Running
+                    } else {
+                        TaskState::Starting
+                    },
+                    message: None,
+                    exit_code: None,
+                    at_ms: now_ms(),
+                },
+            })
+            .collect()
+    }
+
+    /// Checks every unfinished task's directory and reports what changed.
+    pub(super) async fn monitor(&self) {
+        let mut reports = Vec::new();
+        {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            for (task_id, task) in tasks.iter_mut().filter(|(_, t)| !t.terminal_reported) {
+                if let Ok(Some(exit)) = task.dir.read_exit() {
+                    task.terminal_reported = true;
+                    reports.push(exit_report(task_id, &exit));
+                    continue;
+                }
+                if !task.running_reported && task.dir.task_pid().exists() {
+                    task.running_reported = true;
+                    reports.push(TaskReport {
+                        task_id: task_id.clone(),
+                        state: TaskState::Running,
+                        message: None,
+                        exit_code: None,
+                        at_ms: now_ms(),
+                    });
+                    continue;
+                }
+                let shim_gone = !task
+                    .shim_pid
+                    .is_some_and(|pid| self.runtime.supervisor_alive(pid, &task.dir));
+                let start_overdue =
+                    !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
+                if shim_gone || start_overdue {
+                    // The shim may have written its record just now.
+                    if let Ok(Some(exit)) = task.dir.read_exit() {
+                        reports.push(exit_report(task_id, &exit));
+                    } else {
+                        // Nothing of it may keep running once it is reported lost.
+                        let live_shim = task
+                            .shim_pid
+                            .filter(|pid| self.runtime.supervisor_alive(*pid, &task.dir));
+                        self.runtime.force_cleanup(&task.dir, live_shim);
+                        reports.push(lost_report(task_id));
+                    }
+                    task.terminal_reported = true;
+                }
+            }
+            // Ended tasks are forgotten in memory; their sandboxes stay on disk for logs.
+            tasks.retain(|_, t| !t.terminal_reported);
+        }
+        for report in reports {
+            self.report(report).await;
+        }
+    }
+
+    /// Kills every task and waits (bounded by the longest grace period + 5 s) until each
+    /// has an exit record; used by `dcos-rs up` on Ctrl-C without `--keep-tasks`.
+    pub async fn kill_all_and_wait(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        // A launch already accepted finishes first, so its task is killed below too.
+        for _ in 0..200 {
+            if self.launches_in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Launches already in flight may add tasks after the first pass: kill again until
+        // none is left (bounded).
+        for _ in 0..3 {
+            self.kill_all_once().await;
+            if self.tasks.lock().expect("tasks lock").is_empty() {
+                break;
+            }
+        }
+    }
+
+    pub(super) async fn kill_all_once(&self) {
+        let ids: Vec<(String, u64)> = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            tasks
+                .iter()
+                .filter(|(_, t)| !t.terminal_reported)
+                .map(|(id, t)| {
+                    let grace = t.dir.read_spec().map(|s| s.kill_grace_ms).unwrap_or(3000);
+                    (id.clone(), grace)
+                })
+                .collect()
+        };
+        let max_grace_ms = ids.iter().map(|(_, g)| *g).max().unwrap_or(0);
+        for (id, _) in &ids {
+            self.kill(id).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_grace_ms + 5000);
+        while tokio::time::Instant::now() < deadline {
+            self.monitor().await;
+            if self.tasks.lock().expect("tasks lock").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub(super) fn exit_report(task_id: &str, exit: &TaskExit) -> TaskReport {
+    TaskReport {
+        task_id: task_id.to_string(),
+        state: match exit.kind() {
+            ExitKind::Finished => TaskState::Finished,
+            ExitKind::Failed => TaskState::Failed,
+            ExitKind::Killed => TaskState::Killed,
+        },
+        message: Some(exit.describe()),
+        exit_code: exit.exit_code,
+        at_ms: exit.finished_at_ms,
+    }
+}
+
+pub(super) fn lost_report(task_id: &str) -> TaskReport {
+    TaskReport {
+        task_id: task_id.to_string(),
+        state: TaskState::Lost,
+        message: Some("the task's supervisor ended without recording how the task ended".into()),
+        exit_code: None,
+        at_ms: now_ms(),
+    }
+}

@@ -1,0 +1,206 @@
+//! `dcos-rs node`: list, drain, remove agents; add and remove masters (`/cluster/v1`).
+
+use super::print_json;
+use crate::cli::client::Client;
+use anyhow::Context;
+use clap::Subcommand;
+use dcos_api::routes::cluster as cluster_routes;
+use dcos_api::NodesView;
+use hyper::Method;
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List masters and agents with their state and resources.
+    List,
+    /// Add a master to a running cluster (as a learner, promoted once it has caught up).
+    #[command(long_about = "Add a master to a running cluster.\n\n\
+        Start the new master first (`dcos-rs master --config` with no initial_masters), then\n\
+        add it: it joins as a learner, receives the log (or a snapshot), and is promoted to a\n\
+        voter once it has caught up (this waits up to 60 s). Keep 3 or 5 voting masters.\n\n\
+        Example:\n  \
+        dcos-rs node add --role master --id 4 --advertise-url https://10.77.0.14:5050")]
+    Add {
+        /// Only `master`: agents join by starting `dcos-rs agent` with the masters' URLs.
+        #[arg(long, value_parser = ["master", "agent"])]
+        role: String,
+        /// The new master's node_id (its master.toml).
+        #[arg(long)]
+        id: Option<u64>,
+        /// The new master's advertise_url (https://host:port). (`--url` is the master the
+        /// CLI talks to.)
+        #[arg(long)]
+        advertise_url: Option<String>,
+    },
+    /// Drain an agent: no new tasks, and its tasks move to other agents.
+    #[command(
+        long_about = "Drain an agent: it takes no new tasks, and the services framework\n\
+        starts a replacement of each of its tasks on another agent and kills the old one once\n\
+        the replacement runs (with the app's kill grace). Tasks that fit nowhere else stay.\n\
+        The agent stays drained across restarts; `dcos-rs node remove` forgets it after.\n\n\
+        AGENT is an agent id or an agent's hostname/address as `node list` shows it.\n\n\
+        Example:\n  \
+        dcos-rs node drain 10.77.0.21 --wait && dcos-rs node remove 10.77.0.21"
+    )]
+    Drain {
+        agent: String,
+        /// Wait until no task is left on the agent, printing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait with --wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Forget a drained or unreachable agent, or (with --master) remove a master.
+    #[command(
+        long_about = "Forget an agent: allowed once it is drained (no tasks left) or\n\
+        while it is unreachable (its remaining tasks become TASK_LOST; they were replaced).\n\
+        A removed agent may not register again with the same id: delete the agent_id file in\n\
+        its work_dir to bring the machine back as a new agent.\n\n\
+        With --master, NODE is a master id: it leaves the Raft membership (stop its process\n\
+        afterwards). The last voter cannot be removed.\n\n\
+        Examples:\n  \
+        dcos-rs node remove 6f1c0d3e-...\n  \
+        dcos-rs node remove --master 3"
+    )]
+    Remove {
+        node: String,
+        /// NODE is a master id.
+        #[arg(long)]
+        master: bool,
+    },
+}
+
+/// "term 3, log 120, lag 0" with whatever the answering master knows of that master.
+pub(super) fn master_progress(m: &dcos_api::MasterView) -> String {
+    let mut parts = vec![format!("term {}", m.term)];
+    if let Some(index) = m.last_log_index {
+        parts.push(format!("log {index}"));
+    }
+    if let Some(lag) = m.lag {
+        parts.push(format!("lag {lag}"));
+    }
+    parts.join(", ")
+}
+
+pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::List => unreachable!("handled by the caller"),
+        NodeCommand::Add {
+            role,
+            id,
+            advertise_url: url,
+        } => {
+            anyhow::ensure!(
+                role == "master",
+                "--role agent: agents join by themselves: start `dcos-rs agent --config agent.toml` on the host, with the masters' URLs in `masters`"
+            );
+            let (Some(id), Some(url)) = (id, url) else {
+                anyhow::bail!("--role master needs --id (the new master's node_id) and --advertise-url (its advertise_url)");
+            };
+            if !json {
+                eprintln!("adding master {id} at {url}: learner first, promoted once caught up (up to 60 s)…");
+            }
+            let body = serde_json::to_vec(&serde_json::json!({ "id": id, "url": url }))?;
+            let status: serde_json::Value = client
+                .send_json(Method::POST, cluster_routes::MASTERS, &body)
+                .await?;
+            if json {
+                return print_json(&status);
+            }
+            println!("master {id} is a voting member; see `dcos-rs node list`");
+            Ok(())
+        }
+        NodeCommand::Drain {
+            agent,
+            wait,
+            timeout,
+        } => {
+            let id = resolve_agent(client, &agent).await?;
+            let view: dcos_api::AgentView = client
+                .send_json(Method::POST, &cluster_routes::agent_drain(&id), b"")
+                .await?;
+            if !wait {
+                if json {
+                    return print_json(&view);
+                }
+                println!(
+                    "agent {id} is draining: {} task(s) to move; `dcos-rs node list` shows progress",
+                    view.tasks
+                );
+                return Ok(());
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let mut last = usize::MAX;
+            loop {
+                let nodes: NodesView = client.get(cluster_routes::NODES).await?;
+                let view = nodes
+                    .agents
+                    .into_iter()
+                    .find(|a| a.id == id)
+                    .with_context(|| format!("agent {id} disappeared while draining"))?;
+                if view.tasks != last && !json {
+                    eprintln!("agent {id}: {} task(s) left", view.tasks);
+                    last = view.tasks;
+                }
+                if view.tasks == 0 {
+                    if json {
+                        return print_json(&view);
+                    }
+                    println!("agent {id} is drained; `dcos-rs node remove {id}` forgets it");
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "agent {id} still has {} task(s) after {timeout} s (do the other agents have room? see `dcos-rs task list`)",
+                    view.tasks
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        NodeCommand::Remove { node, master } => {
+            let (path, what) = if master {
+                let id: u64 = node
+                    .parse()
+                    .with_context(|| format!("--master: {node:?} is not a master id (a number)"))?;
+                (cluster_routes::master(id), format!("master {id}"))
+            } else {
+                let id = resolve_agent(client, &node).await?;
+                (cluster_routes::agent(&id), format!("agent {id}"))
+            };
+            let answer: serde_json::Value = client.send_json(Method::DELETE, &path, b"").await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!("{what} removed");
+            Ok(())
+        }
+    }
+}
+
+/// An agent id from an id, a hostname or an address of `node list` (one match only).
+async fn resolve_agent(client: &Client, name: &str) -> anyhow::Result<String> {
+    let nodes: NodesView = client.get(cluster_routes::NODES).await?;
+    if nodes.agents.iter().any(|a| a.id == name) {
+        return Ok(name.to_string());
+    }
+    let matches: Vec<&dcos_api::AgentView> = nodes
+        .agents
+        .iter()
+        .filter(|a| {
+            a.hostname == name
+                || a.url == name
+                || a.url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split(':').next())
+                    == Some(name)
+        })
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => anyhow::bail!(
+            "no agent {name:?}: give an agent id, hostname or address from `dcos-rs node list`"
+        ),
+        _ => anyhow::bail!("{name:?} names {} agents: give the agent id", matches.len()),
+    }
+}
