@@ -21,7 +21,7 @@ use dcos_runtime::image::{BlobVerifier, Digest, ImageError, MAX_JSON_BYTES};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -189,14 +189,7 @@ impl RegistryClient {
             .map_err(|e| PullError::Trust(format!("TLS configuration: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(Duration::from_millis(REGISTRY_CONNECT_TIMEOUT_MS)));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let https = crate::tls::https_connector(&tls, false, Some(REGISTRY_CONNECT_TIMEOUT_MS));
         Ok(RegistryClient {
             http: HttpClient::builder(TokioExecutor::new()).build(https),
         })

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -162,16 +162,7 @@ impl Client {
         authorization: Option<HeaderValue>,
         trusts_cluster_ca: bool,
     ) -> Client {
-        let mut tls = (*tls).clone();
-        // hyper-rustls sets ALPN itself and refuses a configuration that already has one.
-        tls.alpn_protocols.clear();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let connector = crate::tls::https_connector(&tls, true, None);
         Client {
             base: base.trim_end_matches('/').to_string(),
             http: HttpClient::builder(TokioExecutor::new()).build(connector),

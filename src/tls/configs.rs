@@ -1,0 +1,109 @@
+//! rustls configurations of a node: serve and dial with its certificate, trust only the
+//! cluster CA (or, for users, the CA alone).
+
+use anyhow::{anyhow, bail, Context};
+use dcos_pki::{check_issued_by, load_certs, load_key, load_roots, ring_provider};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------
+// rustls configurations
+
+/// The files a node presents and trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA certificate: the only issuer trusted for peers.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM; the first one is ours, any more form its chain).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The TLS configuration of a node's HTTPS server: presents `files.cert`, accepts client
+/// certificates issued by `files.ca` only, and also serves clients without one (users with
+/// a bearer token): handlers see `None` as their `PeerIdentity` then. HTTP/1.1 only.
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = ring_provider();
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let (chain, key) = load_own(files, &roots, &provider)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("building the client certificate verifier")?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| key_error(e, files))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS configuration of a node dialling another: trusts `files.ca` only and presents
+/// `files.cert` (mutual TLS).
+pub fn client_config(files: &TlsFiles) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = ring_provider();
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let (chain, key) = load_own(files, &roots, &provider)?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| key_error(e, files))?;
+    Ok(Arc::new(config))
+}
+
+/// The TLS configuration of a user without a certificate (a CLI with a bearer token): trusts
+/// the cluster CA in `ca` only and presents nothing.
+pub fn client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {
+    let config = ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(load_roots(ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Our certificate chain and key, after checking that the certificate was issued by the
+/// cluster CA and is valid now: a mixed-up or expired file fails at start, with its name,
+/// rather than as an unexplained handshake failure on every connection.
+fn load_own(
+    files: &TlsFiles,
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = load_certs(&files.cert, "certificate")?;
+    let key = load_key(&files.key)?;
+    let Some(own) = chain.first() else {
+        bail!("{} holds no certificate", files.cert.display());
+    };
+    check_issued_by(own, roots, provider).with_context(|| {
+        format!(
+            "{} is not a valid certificate of the cluster CA {}",
+            files.cert.display(),
+            files.ca.display()
+        )
+    })?;
+    Ok((chain, key))
+}
+
+fn key_error(error: rustls::Error, files: &TlsFiles) -> anyhow::Error {
+    match error {
+        rustls::Error::InconsistentKeys(_) => anyhow!(
+            "{} is not the key of the certificate in {}",
+            files.key.display(),
+            files.cert.display()
+        ),
+        other => anyhow!(
+            "using {} with {}: {other}",
+            files.cert.display(),
+            files.key.display()
+        ),
+    }
+}

@@ -1,0 +1,258 @@
+//! The HTTPS server of masters and agents: mutual TLS, bounded connections and handshakes,
+//! and the caller's identity (`Peer`) handed to every handler.
+
+use axum::extract::ConnectInfo;
+use dcos_pki::PeerIdentity;
+use hyper::body::Incoming;
+use hyper::http::Extensions;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Longest TLS handshake a server waits for; a client that stalls is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Most connections one `serve_tls` holds at once (handshaking or serving); more are closed
+/// as they arrive.
+pub const TLS_CONNECTIONS_MAX: usize = 4096;
+/// Longest wait for a request's headers, which is also how long an idle keep-alive
+/// connection stays open.
+pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Longest wait for in-flight connections to finish after shutdown; then they are dropped.
+pub const SHUTDOWN_DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// At most one warning about refused certificates per this interval and server.
+const HANDSHAKE_WARNING_INTERVAL_MS: u64 = 10_000;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
+/// The verified identity of the caller of a request served by `serve_tls`, or `None` (no
+/// client certificate, or a server not behind `serve_tls`). Handlers take
+/// `Extension<Option<PeerIdentity>>` or this extractor, which never rejects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer(pub Option<PeerIdentity>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut hyper::http::request::Parts,
+        _state: &S,
+    ) -> Result<Peer, Self::Rejection> {
+        Ok(Peer(peer_of(&parts.extensions).cloned()))
+    }
+}
+
+/// The verified identity `serve_tls` attached to a request, if any.
+pub fn peer_of(extensions: &Extensions) -> Option<&PeerIdentity> {
+    extensions
+        .get::<Option<PeerIdentity>>()
+        .and_then(Option::as_ref)
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown` turns true (or its sender is
+/// dropped). Every request carries the caller's `Option<PeerIdentity>` (and the
+/// `PeerIdentity` itself when there is one) and its `ConnectInfo<SocketAddr>` as extensions.
+///
+/// Bounds: `TLS_CONNECTIONS_MAX` connections at once (more are closed on arrival), a
+/// handshake within `TLS_HANDSHAKE_TIMEOUT_MS` (done in the connection's task, so a slow
+/// client never delays accepts), request headers within `HTTP_HEADER_READ_TIMEOUT_MS`.
+/// On shutdown it stops accepting, lets in-flight requests finish for up to
+/// `SHUTDOWN_DRAIN_TIMEOUT_MS`, then drops what is left.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let permits = Arc::new(Semaphore::new(TLS_CONNECTIONS_MAX));
+    let mut connections = JoinSet::new();
+    let warnings = Arc::new(WarnLimiter::new());
+    // Logged once per episode of saturation, not once per refused connection.
+    let mut saturated = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop_requested(&mut shutdown) => break,
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = ended {
+                    tracing::error!(error = %e, "an HTTPS connection task failed");
+                }
+                continue;
+            }
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Usually out of file descriptors: pause instead of spinning.
+                tracing::warn!(error = %e, "accepting a TLS connection failed");
+                tokio::select! {
+                    _ = stop_requested(&mut shutdown) => break,
+                    _ = tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)) => {}
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if !saturated {
+                tracing::warn!(
+                    limit = TLS_CONNECTIONS_MAX,
+                    "too many connections: closing new ones until some end"
+                );
+                saturated = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        saturated = false;
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let warnings = warnings.clone();
+        connections.spawn(async move {
+            serve_connection(acceptor, tcp, remote, router, shutdown, warnings).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "connections still open after the shutdown drain: dropping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Lets one warning through per `HANDSHAKE_WARNING_INTERVAL_MS`: a misconfigured peer that
+/// retries every few milliseconds must not flood the log (the rest go to debug).
+struct WarnLimiter {
+    started: std::time::Instant,
+    /// Milliseconds after `started` before which no warning is let through.
+    next_allowed_ms: std::sync::atomic::AtomicU64,
+}
+
+impl WarnLimiter {
+    fn new() -> WarnLimiter {
+        WarnLimiter {
+            started: std::time::Instant::now(),
+            next_allowed_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next_ms = self.next_allowed_ms.load(Ordering::Relaxed);
+        now_ms >= next_ms
+            && self
+                .next_allowed_ms
+                .compare_exchange(
+                    next_ms,
+                    now_ms.saturating_add(HANDSHAKE_WARNING_INTERVAL_MS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+/// Resolves once shutdown is asked for, or nobody can ask any more (sender dropped).
+async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// One connection: handshake (bounded), identity, HTTP/1.1 with keep-alive until the client
+/// leaves or shutdown asks it to finish its current request.
+async fn serve_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+    warnings: Arc<WarnLimiter>,
+) {
+    let handshake = tokio::time::timeout(
+        Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
+        acceptor.accept(tcp),
+    );
+    let stream = tokio::select! {
+        _ = stop_requested(&mut shutdown) => return,
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                // A certificate refused either way is a configuration problem worth a
+                // warning; anything else (scanners, clients leaving) is noise.
+                let certificate_refused = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| {
+                        matches!(
+                            e,
+                            rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
+                        )
+                    });
+                if certificate_refused && warnings.allow() {
+                    tracing::warn!(%remote, error = %e, "TLS handshake failed: certificate refused");
+                } else {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                }
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    // rustls verified any certificate the client presented against the cluster CA before
+    // the handshake completed; one it could not verify ended the handshake above.
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| match PeerIdentity::from_certificate(cert) {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "client certificate names no cluster identity: serving it as anonymous");
+                None
+            }
+        });
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // Both shapes, so handlers may take `Extension<Option<PeerIdentity>>`,
+        // `Option<Extension<PeerIdentity>>` or `Peer`.
+        if let Some(identity) = &identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        request.extensions_mut().insert(identity.clone());
+        request.extensions_mut().insert(ConnectInfo(remote));
+        hyper::service::Service::call(&service, request)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS))
+        .keep_alive(true);
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = stop_requested(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%remote, error = %e, "HTTPS connection ended with an error");
+    }
+}
