@@ -6,6 +6,7 @@
 //! On loopback the APIs are open (one user's machine); listening anywhere else requires a
 //! tokens file, and then both APIs ask for a bearer token.
 
+use crate::agent::runtime::ShimRuntime;
 use crate::agent::{Agent, AgentConfig};
 use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
@@ -103,32 +104,31 @@ pub async fn start(
     agent_config.task_log_files_max = opts.task_log_files_max;
     agent_config.ports = opts.ports.clone();
     agent_config.bridge = opts.bridge.clone();
-    let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
-    let registry = Arc::new(
-        crate::agent::registry::RegistryClient::new(opts.registry_ca.as_deref())
-            .context("setting up registry pulls (--registry-ca)")?,
-    );
+    agent_config.registry_ca = opts.registry_ca.clone();
 
-    // Find the tasks of earlier runs before anything else happens.
-    let recovered = {
-        let agent = agent.clone();
-        tokio::task::spawn_blocking(move || agent.recover()).await?
-    };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let handles = vec![
-        tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),
-        tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone())),
-        serve(
-            master_listener,
-            crate::master::http::router(master.clone(), auth.clone(), framework_routes),
-            shutdown_rx.clone(),
-        ),
-        serve(
-            agent_listener,
-            crate::agent::http::router(agent.clone(), registry, auth),
-            shutdown_rx.clone(),
-        ),
-    ];
+    // The same starts as `dcos-rs master` and `dcos-rs agent`, over plain HTTP on loopback
+    // and with the agent's reports on an in-process channel instead of HTTPS.
+    let mut handles = crate::master::start(
+        master.clone(),
+        from_agents,
+        master_listener,
+        None,
+        crate::master::http::router(master.clone(), auth.clone(), framework_routes),
+        shutdown_rx.clone(),
+    );
+    let started = crate::agent::start(
+        agent_config,
+        to_master,
+        Arc::new(ShimRuntime::default()),
+        agent_listener,
+        None,
+        auth,
+        shutdown_rx,
+    )
+    .await?;
+    let agent = started.agent;
+    handles.extend(started.handles);
 
     // Ready once the agent has registered with the master (and reported what it recovered).
     let agent_id = agent.id.clone();
@@ -185,24 +185,6 @@ fn api_auth(
     };
     let tokens = crate::auth::TokenSet::load(tokens_file).context("--tokens-file")?;
     Ok(Some(ApiAuth::tokens(Arc::new(tokens))))
-}
-
-fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let graceful = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("HTTP server: {e}");
-        }
-    })
 }
 
 impl UpHandle {

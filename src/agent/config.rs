@@ -5,12 +5,14 @@
 //! names its key.
 
 use super::remote::{Outbox, RemoteLink, DEFAULT_HEARTBEAT_MS};
+use super::runtime::ShimRuntime;
 use super::{Agent, AgentConfig};
 use crate::auth::ApiAuth;
 use crate::link::LINK_QUEUE_MAX;
 use crate::node_config::check_url;
 use crate::tls::{self, NodeClient, TlsFiles};
 use anyhow::Context;
+use dcos_runtime::network::BridgeConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,9 +44,28 @@ pub struct AgentFileConfig {
     pub cpus: Option<f64>,
     #[serde(default)]
     pub mem_mib: Option<u64>,
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
     /// Cgroup parent of tasks (`<parent>/<task-id>` in every hierarchy).
     #[serde(default = "default_cgroup_parent")]
     pub cgroup_parent: String,
+    /// Host ports tasks may be given: `a-b,c-d`.
+    #[serde(default = "default_ports")]
+    pub ports: String,
+    /// A task's stdout/stderr file is rotated at this size (MiB).
+    #[serde(default = "default_task_log_max_mib")]
+    pub task_log_max_mib: u64,
+    /// Rotated files kept per task stream.
+    #[serde(default = "default_task_log_files")]
+    pub task_log_files: u32,
+    /// Bridge of `container/bridge` tasks, and its subnet.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    #[serde(default = "default_bridge_subnet")]
+    pub bridge_subnet: String,
+    /// PEM file of CAs trusted for registry pulls besides the system's.
+    #[serde(default)]
+    pub registry_ca: Option<PathBuf>,
     /// Required: callers of the agent's API need a bearer token from this file (masters may
     /// use their certificate instead).
     #[serde(default)]
@@ -62,6 +83,46 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_cgroup_parent() -> String {
     "dcos-rs".to_string()
+}
+fn default_ports() -> String {
+    "31000-32000".to_string()
+}
+fn default_task_log_max_mib() -> u64 {
+    dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT >> 20
+}
+fn default_task_log_files() -> u32 {
+    dcos_runtime::logs::LOG_FILES_MAX_DEFAULT
+}
+fn default_bridge() -> String {
+    dcos_runtime::network::DEFAULT_BRIDGE.to_string()
+}
+fn default_bridge_subnet() -> String {
+    "172.30.0.0/16".to_string()
+}
+
+/// Inclusive port ranges from `a-b,c-d` (a single port is `a`), as `--ports` and the
+/// `ports` key give them.
+pub fn parse_port_ranges(text: &str) -> Result<Vec<dcos_core::PortRange>, String> {
+    let mut ranges = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (begin, end) = part.split_once('-').unwrap_or((part, part));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("'{p}' is not a port (1-65535)"))
+        };
+        let (begin, end) = (parse(begin)?, parse(end)?);
+        if begin == 0 || begin > end {
+            return Err(format!(
+                "'{part}': a range is low-high with 1 <= low <= high"
+            ));
+        }
+        ranges.push(dcos_core::PortRange { begin, end });
+    }
+    if ranges.is_empty() {
+        return Err("give at least one range, e.g. 31000-32000".into());
+    }
+    Ok(ranges)
 }
 
 impl AgentFileConfig {
@@ -93,7 +154,10 @@ impl AgentFileConfig {
             &mut config.tls.ca,
             &mut config.tls.cert,
             &mut config.tls.key,
-        ] {
+        ]
+        .into_iter()
+        .chain(config.registry_ca.as_mut())
+        {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
@@ -148,7 +212,42 @@ impl AgentFileConfig {
                 return Err(format!("cpus: {cpus} must be a positive number"));
             }
         }
+        parse_port_ranges(&config.ports).map_err(|e| format!("ports: {e}"))?;
+        if !(1..=1024).contains(&config.task_log_max_mib) {
+            return Err(format!(
+                "task_log_max_mib: {} is outside 1..=1024",
+                config.task_log_max_mib
+            ));
+        }
+        if !(1..=100).contains(&config.task_log_files) {
+            return Err(format!(
+                "task_log_files: {} is outside 1..=100",
+                config.task_log_files
+            ));
+        }
+        BridgeConfig::new(&config.bridge, &config.bridge_subnet)
+            .map_err(|e| format!("bridge/bridge_subnet: {e}"))?;
         Ok(config)
+    }
+
+    /// The agent's settings from this file (checked by `parse`); tasks' shims run `shim_exe`.
+    pub fn agent_config(&self, shim_exe: PathBuf) -> AgentConfig {
+        let mut agent = AgentConfig::new(
+            self.work_dir.clone(),
+            self.advertise_url.trim_end_matches('/').to_string(),
+        );
+        agent.shim_exe = shim_exe;
+        agent.cpus = self.cpus;
+        agent.mem_mib = self.mem_mib;
+        agent.disk_mib = self.disk_mib;
+        agent.cgroup_parent = self.cgroup_parent.clone();
+        agent.ports = parse_port_ranges(&self.ports).expect("checked by parse");
+        agent.task_log_max_bytes = self.task_log_max_mib << 20;
+        agent.task_log_files_max = self.task_log_files;
+        agent.bridge =
+            BridgeConfig::new(&self.bridge, &self.bridge_subnet).expect("checked by parse");
+        agent.registry_ca = self.registry_ca.clone();
+        agent
     }
 }
 
@@ -179,23 +278,19 @@ pub async fn start(
     };
     let client =
         NodeClient::new(tls::client_config(&files).context("loading the agent's TLS files")?);
-    let mut agent_config = AgentConfig::new(
-        config.work_dir.clone(),
-        config.advertise_url.trim_end_matches('/').to_string(),
-    );
-    agent_config.shim_exe = shim_exe;
-    agent_config.cpus = config.cpus;
-    agent_config.mem_mib = config.mem_mib;
-    agent_config.cgroup_parent = config.cgroup_parent.clone();
     let (to_master, from_agent) = mpsc::channel(LINK_QUEUE_MAX);
-    let agent = Agent::open(agent_config, to_master).context("starting the agent")?;
-    let registry = Arc::new(
-        crate::agent::registry::RegistryClient::new(None).context("setting up registry pulls")?,
-    );
-    let recovered = {
-        let agent = agent.clone();
-        tokio::task::spawn_blocking(move || agent.recover()).await?
-    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let started = super::start(
+        config.agent_config(shim_exe),
+        to_master,
+        Arc::new(ShimRuntime::default()),
+        listener,
+        Some(server_config),
+        Some(auth),
+        shutdown_rx.clone(),
+    )
+    .await?;
+    let agent = started.agent;
     let link = Arc::new(RemoteLink::new(
         agent.clone(),
         client,
@@ -207,17 +302,8 @@ pub async fn start(
         Duration::from_millis(config.heartbeat_ms),
     )?);
     let outbox = link.outbox();
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(link.run(from_agent, shutdown_rx.clone())),
-        tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone())),
-        tokio::spawn(tls::serve_tls(
-            listener,
-            server_config,
-            super::http::router(agent.clone(), registry, Some(auth)),
-            shutdown_rx,
-        )),
-    ];
+    let mut tasks = started.handles;
+    tasks.push(tokio::spawn(link.run(from_agent, shutdown_rx)));
     Ok(AgentProcess {
         agent,
         outbox,
@@ -240,9 +326,56 @@ impl AgentProcess {
 mod tests {
     use super::*;
 
+    const EXAMPLE: &str = include_str!("../../config/agent.toml");
+
     #[test]
-    fn the_documented_example_parses() {
-        let agent = AgentFileConfig::parse(include_str!("../../config/agent.toml")).unwrap();
-        assert_eq!(agent.masters.len(), 3);
+    fn the_documented_example_parses_into_the_agents_settings() {
+        let file = AgentFileConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(file.masters.len(), 3);
+        let agent = file.agent_config(PathBuf::from("/bin/dcos-rs"));
+        assert_eq!(
+            agent.ports,
+            vec![dcos_core::PortRange {
+                begin: 31000,
+                end: 32000
+            }]
+        );
+        assert_eq!(agent.task_log_max_bytes, 10 << 20);
+        assert_eq!(agent.task_log_files_max, 5);
+        assert_eq!(agent.bridge, BridgeConfig::default_config());
+        assert_eq!(agent.registry_ca, None);
+    }
+
+    #[test]
+    fn every_setting_of_up_is_a_checked_key_of_agent_toml() {
+        let cases = [
+            ("ports = \"31000-32000\"", "ports = \"9-x\"", "ports"),
+            (
+                "task_log_max_mib = 10",
+                "task_log_max_mib = 0",
+                "task_log_max_mib",
+            ),
+            (
+                "task_log_files = 5",
+                "task_log_files = 1000",
+                "task_log_files",
+            ),
+            (
+                "bridge_subnet = \"172.30.0.0/16\"",
+                "bridge_subnet = \"172.30.0.1/16\"",
+                "bridge",
+            ),
+        ];
+        for (good, bad, key) in cases {
+            assert!(EXAMPLE.contains(good), "{good}");
+            let error = AgentFileConfig::parse(&EXAMPLE.replace(good, bad)).unwrap_err();
+            assert!(error.starts_with(key), "{key}: {error}");
+        }
+        let with_ca = EXAMPLE.replace("# registry_ca = ", "registry_ca = ");
+        let file = AgentFileConfig::parse(&with_ca).unwrap();
+        assert_eq!(
+            file.agent_config(PathBuf::from("x")).registry_ca,
+            Some(PathBuf::from("registry-ca.crt"))
+        );
     }
 }

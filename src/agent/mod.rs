@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub ports: Vec<dcos_core::PortRange>,
     /// The bridge and subnet of `container/bridge` tasks (set up on the first such task).
     pub bridge: BridgeConfig,
+    /// PEM file of CAs trusted for registry pulls besides the system's.
+    pub registry_ca: Option<PathBuf>,
 }
 
 /// Mesos's default port range for tasks.
@@ -88,6 +90,7 @@ impl AgentConfig {
             task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
             ports: vec![DEFAULT_TASK_PORTS],
             bridge: BridgeConfig::default_config(),
+            registry_ca: None,
         }
     }
 }
@@ -310,6 +313,48 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// A started agent: the agent and its running parts (its loop and its API server).
+pub struct StartedAgent {
+    pub agent: Arc<Agent>,
+    pub handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts an agent, the same way for every mode: opens its work dir, recovers the tasks of
+/// earlier runs, then runs its loop (reports go to `to_master`: the in-process master of
+/// `dcos-rs up`, or a `remote::RemoteLink`) and serves its API on `listener` (HTTPS with
+/// `tls`, plain HTTP without), until `shutdown`.
+pub async fn start(
+    config: AgentConfig,
+    to_master: mpsc::Sender<ToMaster>,
+    runtime: Arc<dyn TaskRuntime>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<crate::auth::ApiAuth>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<StartedAgent> {
+    let registry = Arc::new(
+        registry::RegistryClient::new(config.registry_ca.as_deref())
+            .context("setting up registry pulls (registry_ca)")?,
+    );
+    let agent =
+        Agent::open_with_runtime(config, to_master, runtime).context("starting the agent")?;
+    // Find the tasks of earlier runs before anything else happens.
+    let recovered = {
+        let agent = agent.clone();
+        tokio::task::spawn_blocking(move || agent.recover()).await?
+    };
+    let handles = vec![
+        tokio::spawn(agent.clone().run(recovered, shutdown.clone())),
+        tokio::spawn(crate::tls::serve(
+            listener,
+            tls,
+            http::router(agent.clone(), registry, auth),
+            shutdown,
+        )),
+    ];
+    Ok(StartedAgent { agent, handles })
 }
 
 #[cfg(test)]

@@ -170,26 +170,7 @@ pub struct UpArgs {
 pub struct PortRanges(pub Vec<dcos_core::PortRange>);
 
 fn parse_port_ranges(text: &str) -> Result<PortRanges, String> {
-    let mut ranges = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (begin, end) = part.split_once('-').unwrap_or((part, part));
-        let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("'{p}' is not a port (1-65535)"))
-        };
-        let (begin, end) = (parse(begin)?, parse(end)?);
-        if begin == 0 || begin > end {
-            return Err(format!(
-                "'{part}': a range is low-high with 1 <= low <= high"
-            ));
-        }
-        ranges.push(dcos_core::PortRange { begin, end });
-    }
-    if ranges.is_empty() {
-        return Err("give at least one range, e.g. 31000-32000".into());
-    }
-    Ok(PortRanges(ranges))
+    crate::agent::config::parse_port_ranges(text).map(PortRanges)
 }
 
 /// The client for the master at `url_flag` (or cli.toml's), with the token and CA from the

@@ -485,3 +485,20 @@ impl Master {
         }
     }
 }
+
+/// Runs a master, the same way for every mode: its loop (frameworks, agent messages from
+/// `from_agents`) and its API server on `listener` (HTTPS with `tls`, plain HTTP without),
+/// until `shutdown`.
+pub fn start(
+    master: Arc<Master>,
+    from_agents: mpsc::Receiver<ToMaster>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(master.run(from_agents, shutdown.clone())),
+        tokio::spawn(crate::tls::serve(listener, tls, router, shutdown)),
+    ]
+}

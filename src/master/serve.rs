@@ -121,10 +121,14 @@ pub async fn start(
     )
     .merge(super::agents::router(master.clone(), inbox.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone())),
-        tokio::spawn(tls::serve_tls(listener, server_config, router, shutdown_rx)),
-    ];
+    let tasks = super::start(
+        master.clone(),
+        from_agents,
+        listener,
+        Some(server_config),
+        router,
+        shutdown_rx,
+    );
     Ok(MasterProcess {
         url,
         master,

@@ -1,5 +1,6 @@
-//! The HTTPS server of masters and agents: mutual TLS, bounded connections and handshakes,
-//! and the caller's identity (`Peer`) handed to every handler.
+//! The server of masters and agents: HTTPS with mutual TLS (or plain HTTP for `dcos-rs up` on
+//! loopback), bounded connections and handshakes, and the caller's identity (`Peer`) handed
+//! to every handler.
 
 use axum::extract::ConnectInfo;
 use dcos_pki::PeerIdentity;
@@ -67,9 +68,21 @@ pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve(listener, Some(config), router, shutdown).await
+}
+
+/// `serve_tls`, or plain HTTP when `tls` is `None` (`dcos-rs up` on loopback): the same
+/// connection cap, header timeout and shutdown drain either way; handlers see no
+/// `PeerIdentity` over plain HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(TLS_CONNECTIONS_MAX));
     let mut connections = JoinSet::new();
     let warnings = Arc::new(WarnLimiter::new());
@@ -174,13 +187,16 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
 /// One connection: handshake (bounded), identity, HTTP/1.1 with keep-alive until the client
 /// leaves or shutdown asks it to finish its current request.
 async fn serve_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
     warnings: Arc<WarnLimiter>,
 ) {
+    let Some(acceptor) = acceptor else {
+        return serve_http(tcp, None, remote, router, shutdown).await;
+    };
     let handshake = tokio::time::timeout(
         Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
         acceptor.accept(tcp),
@@ -228,6 +244,20 @@ async fn serve_connection(
                 None
             }
         });
+    serve_http(stream, identity, remote, router, shutdown).await
+}
+
+/// HTTP/1 on an accepted stream (TLS or not), with the caller's identity and address in
+/// every request's extensions.
+async fn serve_http<S>(
+    stream: S,
+    identity: Option<PeerIdentity>,
+    remote: SocketAddr,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper_util::service::TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // Both shapes, so handlers may take `Extension<Option<PeerIdentity>>`,
@@ -253,6 +283,6 @@ async fn serve_connection(
         }
     };
     if let Err(e) = served {
-        tracing::debug!(%remote, error = %e, "HTTPS connection ended with an error");
+        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
     }
 }
