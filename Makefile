@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # musl-tools) if present, else the system gcc (those files use no libc headers).
 MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 
-.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection
+.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -26,7 +26,7 @@ test-core:
 	$(CARGO) test -p dcos-core
 
 ## bench: every benchmark (numbers only, never pass/fail; format in ARCHITECTURE.md, Benchmarks)
-bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection
+bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement
 
 ## bench-runtime: start /bin/true through the static binary's shim, runc and crun (root; apt-get install -y runc crun busybox-static)
 bench-runtime: static
@@ -41,6 +41,10 @@ bench-raft:
 ## bench-raft-single: durable writes through one master on this disk (latency, group commit, open/reopen)
 bench-raft-single:
 	$(CARGO) bench -p dcos-raft --bench single_node
+
+## bench-placement: the pure services planner and placement, 10,000 instances on 1,000 agents
+bench-placement:
+	$(CARGO) bench -p dcos-core --bench placement
 
 ## bench-failover: kill -9 of the leading master -> first acknowledged write, 20 trials (root)
 bench-failover:

@@ -58,9 +58,20 @@ pub use dcos_api::routes::internal::{
     AGENT_IMAGES as AGENT_IMAGES_PATH, AGENT_STATUS as AGENT_STATUS_PATH,
 };
 
+/// The version of the agent protocol (the messages of this file and the `Task` they
+/// carry). Masters and agents of different versions refuse each other at connect, with a
+/// message saying which to upgrade: a task built by one version is not what the other runs.
+/// 2: tasks have owners and carry their framework's variables; agents report their images.
+pub const AGENT_PROTOCOL_VERSION: u32 = 2;
+/// The header in which a master answering a connect names its protocol version.
+pub const PROTOCOL_HEADER: &str = "x-dcos-agent-protocol";
+
 /// What an agent sends to (re)connect: itself and what it runs now.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectRequest {
+    /// `AGENT_PROTOCOL_VERSION` of the agent; absent (0) from agents before version 2.
+    #[serde(default)]
+    pub protocol: u32,
     pub agent: Agent,
     pub tasks: Vec<TaskReport>,
 }
@@ -98,6 +109,9 @@ pub enum StreamMessage {
     },
     /// Sent every few seconds so both ends notice a dead connection.
     Ping,
+    /// A message of a newer master that this agent does not know: ignored.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The leader pings every connect stream this often: a dead connection is noticed by the

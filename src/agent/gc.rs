@@ -53,6 +53,11 @@ impl Agent {
                 Err(e) => tracing::warn!("removing unused image {}: {e}", image.digest),
             }
         }
+        if removed > 0 {
+            // Its digests must leave the master's view too, or tasks pinned to them would
+            // still be placed here.
+            self.mark_images_changed();
+        }
         removed
     }
 

@@ -299,7 +299,7 @@ async fn import_image(State(agent): State<Arc<Agent>>, request: Request) -> Resp
     let _ = tokio::fs::remove_file(&path).await;
     match result {
         Ok(images) => {
-            agent.report_images().await;
+            agent.images_changed().await;
             (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response()
         }
         Err(e) => api_error(e),
@@ -491,7 +491,7 @@ async fn pull_image(
                 elapsed_ms = report.elapsed_ms,
                 "pulled image"
             );
-            agent.report_images().await;
+            agent.images_changed().await;
             let images = images.into_iter().map(image_view).collect();
             (StatusCode::CREATED, Json(ImagesEnvelope { images })).into_response()
         }
@@ -511,7 +511,7 @@ async fn remove_image(State(agent): State<Arc<Agent>>, Path(reference): Path<Str
     let r = reference.clone();
     match tokio::task::spawn_blocking(move || store.images.remove(&r)).await {
         Ok(Ok(())) => {
-            agent.report_images().await;
+            agent.images_changed().await;
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Err(dcos_runtime::image::ImageError::NotFound { .. })) => api_error(

@@ -124,6 +124,11 @@ pub struct Agent {
     last_recovery: Mutex<(usize, u64)>,
     /// What runs the tasks: the shim, or a fake in tests and benchmarks.
     runtime: Arc<dyn TaskRuntime>,
+    /// Changes of the image store so far, and the last change the master committed a
+    /// report of; the reporter (`resources.rs`) wakes on `image_report_wake`.
+    image_changes: AtomicU64,
+    images_reported: tokio::sync::watch::Sender<u64>,
+    image_report_wake: tokio::sync::Notify,
 }
 
 impl Agent {
@@ -169,6 +174,9 @@ impl Agent {
             launched_total: AtomicU64::new(0),
             last_recovery: Mutex::new((0, 0)),
             runtime,
+            image_changes: AtomicU64::new(0),
+            images_reported: tokio::sync::watch::channel(0).0,
+            image_report_wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -221,6 +229,7 @@ impl Agent {
                 link,
             })
             .await;
+        let reporter = tokio::spawn(self.clone().report_images());
         let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
         let mut gc_tick = tokio::time::interval(Duration::from_millis(SANDBOX_GC_INTERVAL_MS));
         loop {
@@ -241,6 +250,7 @@ impl Agent {
                 _ = shutdown.changed() => break,
             }
         }
+        reporter.abort();
     }
 
     async fn handle(self: &Arc<Self>, command: ToAgent) {
@@ -336,7 +346,7 @@ pub async fn start(
 ) -> anyhow::Result<StartedAgent> {
     let registry = Arc::new(
         registry::RegistryClient::new(config.registry_ca.as_deref())
-            .context("setting up registry pulls (registry_ca)")?,
+            .context("setting up registry pulls (registry_ca, --registry-ca)")?,
     );
     let agent =
         Agent::open_with_runtime(config, to_master, runtime).context("starting the agent")?;

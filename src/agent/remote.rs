@@ -10,7 +10,8 @@ use crate::http_util::json_headers;
 use crate::link::{
     ConnectRequest, HeartbeatRequest, ImagesRequest, StatusRequest, StreamMessage, TaskReport,
     ToAgent, ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH,
-    AGENT_STATUS_PATH, PING_INTERVAL_MS, STREAM_LINE_MAX_BYTES,
+    AGENT_PROTOCOL_VERSION, AGENT_STATUS_PATH, PING_INTERVAL_MS, PROTOCOL_HEADER,
+    STREAM_LINE_MAX_BYTES,
 };
 use crate::tls::NodeClient;
 use anyhow::Context;
@@ -277,6 +278,7 @@ impl RemoteLink {
     async fn connect_once(&self, link: &mpsc::Sender<ToAgent>) -> anyhow::Result<()> {
         let master = self.masters.leader();
         let request = ConnectRequest {
+            protocol: AGENT_PROTOCOL_VERSION,
             agent: self.agent.info(),
             tasks: self.agent.current_reports(),
         };
@@ -311,6 +313,15 @@ impl RemoteLink {
                 .unwrap_or(body);
             anyhow::bail!("connect answered {status}: {reason}");
         }
+        let master_protocol = headers
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        anyhow::ensure!(
+            master_protocol == AGENT_PROTOCOL_VERSION,
+            "{master} speaks agent protocol {master_protocol}, this agent {AGENT_PROTOCOL_VERSION}: run the same dcos-rs version on masters and agents (upgrade the masters first); the tasks keep running meanwhile"
+        );
         tracing::info!(%master, tasks = request.tasks.len(), "connected to the leading master");
 
         let mut pending = Vec::new();
@@ -352,7 +363,7 @@ impl RemoteLink {
         let message: StreamMessage =
             serde_json::from_slice(line).context("an unreadable command line")?;
         let command = match message {
-            StreamMessage::Ping => return Ok(()),
+            StreamMessage::Ping | StreamMessage::Unknown => return Ok(()),
             StreamMessage::Launch { task } => ToAgent::Launch(task),
             StreamMessage::Kill { task_id } => ToAgent::Kill { task_id },
         };

@@ -17,8 +17,8 @@ use super::Master;
 use crate::http_util::api_error;
 use crate::link::{
     ConnectRequest, HeartbeatRequest, ImagesRequest, StatusRequest, StreamMessage, ToAgent,
-    ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH, AGENT_STATUS_PATH,
-    LINK_QUEUE_MAX, PING_INTERVAL_MS,
+    ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH, AGENT_PROTOCOL_VERSION,
+    AGENT_STATUS_PATH, LINK_QUEUE_MAX, PING_INTERVAL_MS, PROTOCOL_HEADER,
 };
 use crate::tls::{Peer, Role};
 use axum::body::{Body, Bytes};
@@ -99,6 +99,16 @@ async fn connect(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if request.protocol != AGENT_PROTOCOL_VERSION {
+        return api_error(ApiError::new(
+            409,
+            "protocol_mismatch",
+            format!(
+                "this master speaks agent protocol {AGENT_PROTOCOL_VERSION}, the agent {}: run the same dcos-rs version on masters and agents (upgrade the masters first, then the agents); the agent's tasks keep running meanwhile",
+                request.protocol
+            ),
+        ));
+    }
     let mut agent = request.agent;
     // The certificate names the agent (`gate` checked its role): an id stays with it.
     agent.certificate = peer.0.as_ref().map(|identity| identity.name.clone());
@@ -153,7 +163,13 @@ async fn connect(
     );
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::HeaderName::from_static(PROTOCOL_HEADER),
+                AGENT_PROTOCOL_VERSION.to_string(),
+            ),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

@@ -93,7 +93,7 @@ pub async fn serve(
             _ = stop_requested(&mut shutdown) => break,
             Some(ended) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = ended {
-                    tracing::error!(error = %e, "an HTTPS connection task failed");
+                    tracing::error!(error = %e, "a connection task failed");
                 }
                 continue;
             }
@@ -103,7 +103,7 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Usually out of file descriptors: pause instead of spinning.
-                tracing::warn!(error = %e, "accepting a TLS connection failed");
+                tracing::warn!(error = %e, "accepting a connection failed");
                 tokio::select! {
                     _ = stop_requested(&mut shutdown) => break,
                     _ = tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)) => {}

@@ -39,9 +39,15 @@ impl FakeCluster {
         let master = Master::new(raft, url.clone(), frameworks, None);
         let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        tokio::spawn(master.clone().run(from_agents, shutdown_rx.clone()));
-        let router = dcos_rs::master::http::router(master.clone(), None, routes);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        // The same starts as `dcos-rs up`, with the fake runtime under the agents.
+        dcos_rs::master::start(
+            master.clone(),
+            from_agents,
+            listener,
+            None,
+            dcos_rs::master::http::router(master.clone(), None, routes),
+            shutdown_rx.clone(),
+        );
 
         let mut started = Vec::new();
         for i in 0..agents {
@@ -58,10 +64,19 @@ impl FakeCluster {
                 end: 31009,
             }];
             let runtime = Arc::new(FakeRuntime::default());
-            let agent = Agent::open_with_runtime(config, to_master.clone(), runtime.clone())
-                .expect("agent opens without root");
-            let recovered = agent.recover();
-            tokio::spawn(agent.clone().run(recovered, shutdown_rx.clone()));
+            let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let agent = dcos_rs::agent::start(
+                config,
+                to_master.clone(),
+                runtime.clone(),
+                agent_listener,
+                None,
+                None,
+                shutdown_rx.clone(),
+            )
+            .await
+            .expect("an agent starts without root")
+            .agent;
             started.push((agent, runtime));
         }
         for (agent, _) in &started {
@@ -252,6 +267,22 @@ async fn an_app_that_fits_no_agent_is_refused_with_the_largest_offer() {
         error
             .to_string()
             .contains("image busybox is not on any agent"),
+        "{error}"
+    );
+    let bad_reference = serde_json::json!({"id": "/bad", "cpus": 0.1, "mem": 16,
+        "container": {"docker": {"image": "Busy Box"}}});
+    let error = cluster
+        .client
+        .send_json::<AppView>(
+            Method::POST,
+            "/v2/apps",
+            &serde_json::to_vec(&bad_reference).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(422));
+    assert!(
+        error.to_string().contains("container.docker.image"),
         "{error}"
     );
     let _ = cluster.shutdown.send(true);

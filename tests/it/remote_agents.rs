@@ -192,6 +192,35 @@ async fn remote_agents_run_tasks_and_an_unreachable_agents_replaced_task_is_kill
     .await;
     assert_eq!(status.status, StatusCode::FORBIDDEN, "{}", status.body);
 
+    // An agent of the previous protocol (no `protocol` in its connect) is refused with the
+    // reason, before anything is registered.
+    let old_agent = json!({
+        "agent": {
+            "id": "old-agent", "hostname": "old", "url": "https://127.0.0.1:1",
+            "resources": { "cpus_milli": 1000, "mem_mib": 512, "disk_mib": 0 },
+            "state": "active", "registered_at_ms": 1, "ports": []
+        },
+        "tasks": []
+    });
+    let refused = crate::masters::call(
+        &intruder,
+        &format!("{base}{}", dcos_rs::link::AGENT_CONNECT_PATH),
+        None,
+        Method::POST,
+        Some(old_agent),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(
+        refused.body["code"], "protocol_mismatch",
+        "{}",
+        refused.body
+    );
+    assert!(refused.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("upgrade the masters first"));
+
     // Agent a1 goes silent (its task keeps running): unreachable, its task replaced on a2.
     let old_task = on_agent(&tasks(&masters).await, &a_id, "TASK_RUNNING")[0]["id"]
         .as_str()

@@ -192,37 +192,54 @@ impl<'a> Pool<'a> {
 
     /// Places the task on the agent with the most free memory that can take it (ties go to
     /// the smallest id, so plans are stable) and takes what it uses from the pool; or says,
-    /// for every agent, why not.
+    /// for every agent, why not. The cheap checks (open, resources, image) come first; host
+    /// ports are allocated for the best candidates only, and the reasons are gathered only
+    /// when no agent can take the task.
     pub fn place(&mut self, ask: &Ask) -> Result<Placed, Vec<PassedOver>> {
-        let mut best: Option<(&str, u64, Vec<u16>)> = None;
-        let mut passed_over = Vec::new();
-        for (id, slot) in &self.slots {
-            match slot_why_not(slot, ask) {
-                Ok(ports) => {
-                    if best
-                        .as_ref()
-                        .is_none_or(|(_, mem, _)| slot.free.mem_mib > *mem)
-                    {
-                        best = Some((id, slot.free.mem_mib, ports));
-                    }
-                }
-                Err(reasons) => passed_over.push(PassedOver {
-                    agent_id: id.to_string(),
-                    reasons,
-                }),
-            }
-        }
-        let Some((agent_id, _, ports)) = best else {
-            return Err(passed_over);
+        let mut candidates: Vec<(&str, u64)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| cheap_fit(slot, ask))
+            .map(|(id, slot)| (*id, slot.free.mem_mib))
+            .collect();
+        // Most free memory first, then the smallest id (the map iterates ids in order and
+        // the sort is stable).
+        candidates.sort_by_key(|(_, mem)| std::cmp::Reverse(*mem));
+        let chosen = candidates.iter().find_map(|(id, _)| {
+            let slot = &self.slots[id];
+            allocate_ports(&slot.agent.ports, &slot.used_ports, ask.ports).map(|p| (*id, p))
+        });
+        let Some((agent_id, ports)) = chosen else {
+            return Err(self
+                .slots
+                .iter()
+                .filter_map(|(id, slot)| {
+                    let reasons = slot_why_not(slot, ask).err()?;
+                    Some(PassedOver {
+                        agent_id: id.to_string(),
+                        reasons,
+                    })
+                })
+                .collect());
         };
-        let slot = self.slots.get_mut(agent_id).expect("chosen from the pool");
+        let agent_id = agent_id.to_string();
+        let slot = self
+            .slots
+            .get_mut(agent_id.as_str())
+            .expect("chosen from the pool");
         slot.free = slot.free.saturating_sub(&ask.resources);
         slot.used_ports.extend(ports.iter().copied());
-        Ok(Placed {
-            agent_id: agent_id.to_string(),
-            ports,
-        })
+        Ok(Placed { agent_id, ports })
     }
+}
+
+/// Whether the agent is open, has the resources and holds the image (everything but ports).
+fn cheap_fit(slot: &Slot, ask: &Ask) -> bool {
+    slot.closed.is_none()
+        && ask.resources.fits_in(&slot.free)
+        && ask
+            .image
+            .is_none_or(|image| slot.agent.images.contains(image))
 }
 
 /// The ports the agent would give, or every reason it cannot take the task.
@@ -558,6 +575,21 @@ mod tests {
         );
         // Without an image and ports, the freest open agent wins: a4 (connected here).
         assert_eq!(pool.place(&ask(100, 10, &[])).unwrap().agent_id, "a4");
+    }
+
+    #[test]
+    fn equal_free_memory_goes_to_the_smallest_id() {
+        let mut s = ClusterState::default();
+        for id in ["c", "a", "b"] {
+            s.apply(&Command::RegisterAgent {
+                agent: agent(id, 1000, 512),
+            });
+        }
+        let mut pool = Pool::new(&s, &|_| true);
+        let placed: Vec<String> = (0..4)
+            .map(|_| pool.place(&ask(100, 128, &[])).unwrap().agent_id)
+            .collect();
+        assert_eq!(placed, ["a", "b", "c", "a"]);
     }
 
     #[test]

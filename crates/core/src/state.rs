@@ -5,9 +5,9 @@
 //! framework's functions, so the rules about a task's owner stay with the owner.
 //!
 //! `apply` is pure and deterministic: no clock, no randomness, maps iterate in key order.
-//! Every command checks, before it changes anything, what would break the invariants
-//! (`invariant_violations`), and is refused (`Reject`) instead: a bug must never make replay
-//! crash every master.
+//! Each command that could break an invariant (see `invariant_violations`) checks, before it
+//! changes anything, what it would break, and is refused (`Reject`) instead: a bug must never
+//! make replay crash every master.
 
 use crate::command::{Command, Outcome, Reject};
 use crate::services::ServicesState;

@@ -14,8 +14,8 @@ use dcos_core::ClusterState;
 pub struct Services;
 
 /// An app's image reference as agents report their images (`busybox` is
-/// `docker.io/library/busybox:latest`); an unparsable one stays as given and so matches
-/// no agent (validation refuses it at submission already).
+/// `docker.io/library/busybox:latest`); an unparsable one (refused at submission, see
+/// `http::check_image_reference`) stays as given and so matches no agent.
 pub fn image_key(reference: &str) -> String {
     dcos_runtime::image::presence_key(reference).unwrap_or_else(|_| reference.to_string())
 }

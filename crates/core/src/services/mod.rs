@@ -175,9 +175,10 @@ pub fn build_task(
     let mut launch = app.spec.launch_spec();
     let env = &mut launch.env;
     env.insert("MARATHON_APP_ID".into(), app.spec.id.clone());
+    // The config the task runs, as `/v2/tasks` shows it in the task's `version`.
     env.insert(
         "MARATHON_APP_VERSION".into(),
-        crate::time::iso8601(app.version_ms),
+        crate::time::iso8601(app.config_version_ms),
     );
     for (i, port) in ports.iter().enumerate() {
         env.insert(format!("PORT{i}"), port.to_string());
