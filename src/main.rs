@@ -77,21 +77,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let bridge = dcos_runtime::network::BridgeConfig::new(&args.bridge, &args.bridge_subnet)
         .map_err(|e| anyhow::anyhow!("--bridge/--bridge-subnet: {e}"))?;
     let shim_exe = std::env::current_exe().context("finding the dcos-rs binary for task shims")?;
+    let mut agent = dcos_rs::agent::AgentConfig::new(args.data_dir.join("agent"), String::new());
+    agent.shim_exe = shim_exe;
+    agent.cpus = args.cpus;
+    agent.mem_mib = args.mem;
+    agent.cgroup_parent = args.cgroup_parent;
+    agent.task_log_max_bytes = args.task_log_max_mib.max(1) << 20;
+    agent.task_log_files_max = args.task_log_files;
+    agent.ports = args.ports.0;
+    agent.bridge = bridge;
+    agent.registry_ca = args.registry_ca;
     let opts = dcos_rs::up::UpOptions {
         data_dir: args.data_dir,
-        shim_exe,
         keep_tasks: args.keep_tasks,
-        cpus: args.cpus,
-        mem_mib: args.mem,
-        cgroup_parent: args.cgroup_parent,
         announce: true,
-        task_log_max_bytes: args.task_log_max_mib.max(1) << 20,
-        task_log_files_max: args.task_log_files,
-        ports: args.ports.0,
-        bridge,
-        registry_ca: args.registry_ca,
         // Required by `up::start` when either address is not loopback.
         tokens_file: args.tokens_file,
+        agent,
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.

@@ -24,27 +24,16 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub data_dir: PathBuf,
-    /// The `dcos-rs` binary to run as each task's shim.
-    pub shim_exe: PathBuf,
     pub keep_tasks: bool,
-    pub cpus: Option<f64>,
-    pub mem_mib: Option<u64>,
-    /// Cgroup parent of the tasks (`<parent>/<task-id>` in every hierarchy).
-    pub cgroup_parent: String,
     /// Print "ready" lines for humans (off in tests).
     pub announce: bool,
-    /// Task log rotation: size per file and rotated files kept per stream.
-    pub task_log_max_bytes: u64,
-    pub task_log_files_max: u32,
-    /// Host ports the agent gives tasks.
-    pub ports: Vec<dcos_core::PortRange>,
-    /// Bridge and subnet of `container/bridge` tasks.
-    pub bridge: dcos_runtime::network::BridgeConfig,
-    /// PEM file of CAs the agent trusts for registry pulls besides the system's.
-    pub registry_ca: Option<PathBuf>,
     /// Tokens file (`sha256:<hex> <name>` lines): when given, both APIs require a bearer
     /// token from it. Required when either listener is not on a loopback address.
     pub tokens_file: Option<PathBuf>,
+    /// The agent's settings: the same type `dcos-rs agent` starts from (its agent.toml),
+    /// except that `up` sets the work dir (`<data_dir>/agent`) and the URL (its agent
+    /// listener's) itself.
+    pub agent: AgentConfig,
 }
 
 pub struct UpHandle {
@@ -95,16 +84,11 @@ pub async fn start(
     let master = Master::new(raft, master_url.clone(), frameworks, None);
 
     let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
-    let mut agent_config = AgentConfig::new(opts.data_dir.join("agent"), agent_url.clone());
-    agent_config.shim_exe = opts.shim_exe.clone();
-    agent_config.cpus = opts.cpus;
-    agent_config.mem_mib = opts.mem_mib;
-    agent_config.cgroup_parent = opts.cgroup_parent.clone();
-    agent_config.task_log_max_bytes = opts.task_log_max_bytes;
-    agent_config.task_log_files_max = opts.task_log_files_max;
-    agent_config.ports = opts.ports.clone();
-    agent_config.bridge = opts.bridge.clone();
-    agent_config.registry_ca = opts.registry_ca.clone();
+    let agent_config = AgentConfig {
+        work_dir: opts.data_dir.join("agent"),
+        url: agent_url.clone(),
+        ..opts.agent.clone()
+    };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     // The same starts as `dcos-rs master` and `dcos-rs agent`, over plain HTTP on loopback

@@ -2,6 +2,7 @@
 //! data dir and cgroup parent, and poll for conditions with a deadline.
 
 use dcos_api::{TaskView, TasksEnvelope};
+use dcos_rs::agent::AgentConfig;
 use dcos_rs::cli::client::Client;
 use dcos_rs::up::{start, UpHandle, UpOptions};
 use std::future::Future;
@@ -39,28 +40,29 @@ impl TestCluster {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let cgroup_parent = unique("dcos-rs-test");
+        // `up` sets the agent's work dir and URL itself.
+        let mut agent = AgentConfig::new(PathBuf::new(), String::new());
+        agent.shim_exe = PathBuf::from(BIN);
+        agent.cpus = Some(2.0);
+        agent.mem_mib = Some(2048);
+        agent.cgroup_parent = cgroup_parent.clone();
+        agent.ports = vec![dcos_core::PortRange {
+            begin: 31000,
+            end: 31009,
+        }];
+        // Its own bridge name, so its sweep never touches another test's tasks.
+        agent.bridge =
+            dcos_runtime::network::BridgeConfig::new(&unique("dt")[..10], "172.30.0.0/24")
+                .expect("test bridge");
         let mut opts = UpOptions {
             data_dir: dir.path().join("data"),
-            shim_exe: PathBuf::from(BIN),
             keep_tasks: false,
-            cpus: Some(2.0),
-            mem_mib: Some(2048),
-            cgroup_parent: cgroup_parent.clone(),
             announce: false,
-            task_log_max_bytes: dcos_runtime::logs::LOG_MAX_BYTES_DEFAULT,
-            task_log_files_max: dcos_runtime::logs::LOG_FILES_MAX_DEFAULT,
-            ports: vec![dcos_core::PortRange {
-                begin: 31000,
-                end: 31009,
-            }],
-            // Its own bridge name, so its sweep never touches another test's tasks.
-            bridge: dcos_runtime::network::BridgeConfig::new(&unique("dt")[..10], "172.30.0.0/24")
-                .expect("test bridge"),
-            registry_ca: None,
             tokens_file: None,
+            agent,
         };
         tweak(&mut opts);
-        let bridge = opts.bridge.clone();
+        let bridge = opts.agent.bridge.clone();
         let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = start(opts, master, agent).await.expect("cluster starts");

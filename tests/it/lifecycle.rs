@@ -13,11 +13,11 @@ const CYCLES: u64 = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leaks_after_200_container_start_stop_cycles() {
     let cluster = TestCluster::start_with(|opts| {
-        opts.bridge =
-            dcos_runtime::network::BridgeConfig::new(&opts.bridge.bridge, "172.30.78.0/24")
+        opts.agent.bridge =
+            dcos_runtime::network::BridgeConfig::new(&opts.agent.bridge.bridge, "172.30.78.0/24")
                 .unwrap();
         // Ports no other test's cluster uses: the DNAT rules catch every local address.
-        opts.ports = vec![dcos_core::PortRange {
+        opts.agent.ports = vec![dcos_core::PortRange {
             begin: 31800,
             end: 31809,
         }];

@@ -25,8 +25,8 @@ async fn follow_first_task(cluster: &TestCluster, app_id: &str) -> (dcos_api::Ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
     let cluster = TestCluster::start_with(|opts| {
-        opts.task_log_max_bytes = 4096;
-        opts.task_log_files_max = 3;
+        opts.agent.task_log_max_bytes = 4096;
+        opts.agent.task_log_files_max = 3;
     })
     .await;
     // ~300 lines of 45 bytes, written over ~1.5 s: three rotations of 4 KiB files.
@@ -76,8 +76,8 @@ async fn logs_rotate_at_the_limit_and_follow_streams_across_rotations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_writes_without_pause_is_still_killed_promptly() {
     let cluster = TestCluster::start_with(|opts| {
-        opts.task_log_max_bytes = 1 << 20;
-        opts.task_log_files_max = 1;
+        opts.agent.task_log_max_bytes = 1 << 20;
+        opts.agent.task_log_files_max = 1;
     })
     .await;
     cluster

@@ -35,9 +35,9 @@ async fn bridged_tasks_get_own_addresses_and_port_mappings_and_leave_nothing_beh
     let bridge = BridgeConfig::new(&crate::common::unique("dtnet")[..12], "172.30.77.0/24")
         .expect("bridge config");
     let cluster = TestCluster::start_with(|opts| {
-        opts.bridge = bridge.clone();
+        opts.agent.bridge = bridge.clone();
         // Ports no other test's cluster uses: the DNAT rules catch every local address.
-        opts.ports = vec![dcos_core::PortRange {
+        opts.agent.ports = vec![dcos_core::PortRange {
             begin: 31700,
             end: 31709,
         }];

@@ -476,7 +476,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 async fn start_cluster(registry: &TestRegistry) -> TestCluster {
     let ca = registry.ca_file.clone();
-    TestCluster::start_with(move |opts| opts.registry_ca = Some(ca)).await
+    TestCluster::start_with(move |opts| opts.agent.registry_ca = Some(ca)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
