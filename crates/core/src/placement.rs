@@ -403,7 +403,8 @@ mod tests {
             },
         ];
         let used: BTreeSet<u16> = [100].into();
-        let cases: [(&[u16], Option<Vec<u16>>, &str); 8] = [
+        type Case<'a> = (&'a [u16], Option<Vec<u16>>, &'a str);
+        let cases: [Case; 8] = [
             (&[0, 0], Some(vec![101, 102]), "lowest free"),
             (&[0, 101], Some(vec![102, 101]), "fixed first"),
             (&[200, 0, 0, 0], Some(vec![200, 101, 102, 103]), "all"),

@@ -274,6 +274,6 @@ mod tests {
         let task = build_task(&record(spec), "a1", vec![31005, 31006], "t".into(), 5);
         assert_eq!(task.launch.env["PORT_80"], "31005");
         assert_eq!(task.launch.env["PORT_443"], "31006");
-        assert!(task.launch.env.get("PORTS").is_some());
+        assert!(task.launch.env.contains_key("PORTS"));
     }
 }
