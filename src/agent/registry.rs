@@ -615,7 +615,7 @@ fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> PullEr
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
     while let Some(e) = current {
-        tls |= is_rustls_error(e, 0);
+        tls |= crate::tls::client::is_rustls_error(e, 0);
         let text = e.to_string();
         if !text.is_empty() && !parts.contains(&text) {
             parts.push(text);
@@ -634,23 +634,6 @@ fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> PullEr
             reason,
         }
     }
-}
-
-/// True if `error` is a rustls error, possibly inside the io::Errors that tokio-rustls and
-/// hyper-rustls each put around it (an io::Error's `source` skips the error it wraps).
-fn is_rustls_error(error: &(dyn std::error::Error + 'static), depth: usize) -> bool {
-    const WRAPPERS_MAX: usize = 4;
-    if error.is::<rustls::Error>() {
-        return true;
-    }
-    if depth >= WRAPPERS_MAX {
-        return false;
-    }
-    let inner = error
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .map(|inner| inner as &(dyn std::error::Error + 'static));
-    inner.is_some_and(|inner| is_rustls_error(inner, depth + 1))
 }
 
 /// The next chunk of a body, waiting at most `REGISTRY_READ_IDLE_TIMEOUT_MS` for it.

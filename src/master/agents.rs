@@ -230,22 +230,30 @@ async fn status(
         ));
     }
     gateway.master.heartbeat(&request.agent_id);
+    let report = request.report;
+    until_committed(&gateway, "the status", |ack| ToMaster::StatusAcked {
+        report,
+        ack,
+    })
+    .await
+}
+
+/// Hands `message` (made with its ack) to the master and answers 200 once it is committed,
+/// or 503 asking the agent to send it again.
+async fn until_committed(
+    gateway: &Gateway,
+    what: &str,
+    message: impl FnOnce(oneshot::Sender<bool>) -> ToMaster,
+) -> Response {
     let (ack, committed) = oneshot::channel();
-    let sent = gateway
-        .inbox
-        .send(ToMaster::StatusAcked {
-            report: request.report,
-            ack,
-        })
-        .await;
-    if sent.is_err() {
+    if gateway.inbox.send(message(ack)).await.is_err() {
         return api_error(ApiError::unavailable("this master is stopping"));
     }
     match tokio::time::timeout(Duration::from_millis(STATUS_COMMIT_WAIT_MS), committed).await {
         Ok(Ok(true)) => (StatusCode::OK, "{}").into_response(),
-        _ => api_error(ApiError::unavailable(
-            "the status was not committed (yet); send it again",
-        )),
+        _ => api_error(ApiError::unavailable(format!(
+            "{what} was not committed (yet); send it again"
+        ))),
     }
 }
 
@@ -287,22 +295,11 @@ async fn images(
     if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
         return *response;
     }
-    let (ack, committed) = oneshot::channel();
-    let sent = gateway
-        .inbox
-        .send(ToMaster::Images {
-            agent_id: request.agent_id,
-            images: request.images,
-            ack,
-        })
-        .await;
-    if sent.is_err() {
-        return api_error(ApiError::unavailable("this master is stopping"));
-    }
-    match tokio::time::timeout(Duration::from_millis(STATUS_COMMIT_WAIT_MS), committed).await {
-        Ok(Ok(true)) => (StatusCode::OK, "{}").into_response(),
-        _ => api_error(ApiError::unavailable(
-            "the image list was not committed (yet); send it again",
-        )),
-    }
+    let (agent_id, images) = (request.agent_id, request.images);
+    until_committed(&gateway, "the image list", |ack| ToMaster::Images {
+        agent_id,
+        images,
+        ack,
+    })
+    .await
 }

@@ -278,7 +278,7 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> (String, bool, bool) {
 
 /// True if `error` is a rustls error, possibly inside the io::Errors that tokio-rustls and
 /// hyper-rustls put around it (an io::Error's `source` skips the error it wraps).
-fn is_rustls_error(error: &(dyn std::error::Error + 'static), depth: usize) -> bool {
+pub(crate) fn is_rustls_error(error: &(dyn std::error::Error + 'static), depth: usize) -> bool {
     const WRAPPERS_MAX: usize = 4;
     if error.is::<rustls::Error>() {
         return true;
