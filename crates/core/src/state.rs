@@ -231,12 +231,7 @@ impl ClusterState {
                 self.tasks.remove(task_id);
             }
             Command::MarkAgentUnreachable { agent_id, at_ms } => {
-                let agent = self
-                    .agents
-                    .get_mut(agent_id)
-                    .ok_or_else(|| Reject::UnknownAgent {
-                        agent_id: agent_id.clone(),
-                    })?;
+                let agent = self.agent_mut(agent_id)?;
                 agent.state = AgentState::Unreachable;
                 for task in self
                     .tasks
@@ -251,12 +246,7 @@ impl ClusterState {
             Command::Batch(_) => return Err(Reject::NestedBatch),
             Command::AgentImages { agent_id, images } => {
                 check_images(agent_id, images)?;
-                let agent = self
-                    .agents
-                    .get_mut(agent_id)
-                    .ok_or_else(|| Reject::UnknownAgent {
-                        agent_id: agent_id.clone(),
-                    })?;
+                let agent = self.agent_mut(agent_id)?;
                 agent.images = images.clone();
             }
             Command::DrainAgent { agent_id } => {
@@ -311,6 +301,14 @@ impl ClusterState {
             Some(AgentState::Active) if self.draining.contains(agent_id) => "draining",
             Some(state) => state.as_str(),
         }
+    }
+
+    fn agent_mut(&mut self, agent_id: &str) -> Result<&mut Agent, Reject> {
+        self.agents
+            .get_mut(agent_id)
+            .ok_or_else(|| Reject::UnknownAgent {
+                agent_id: agent_id.to_string(),
+            })
     }
 
     fn task_mut(&mut self, task_id: &str) -> Result<&mut Task, Reject> {
