@@ -9,6 +9,9 @@ pub struct Round<'a> {
     pub now_ms: u64,
     /// Agents a launch can reach now (the leader holds a live link to them).
     pub connected: &'a dyn Fn(&Agent) -> bool,
+    /// Most launches the master performs this round (the rest wait for the next round):
+    /// a framework need not build more tasks than this.
+    pub launches_max: usize,
 }
 
 /// What a framework asks the master to do.

@@ -404,6 +404,7 @@ impl Master {
                 let round = Round {
                     now_ms: now,
                     connected: &placeable,
+                    launches_max: LAUNCHES_PER_ROUND_MAX,
                 };
                 framework.plan(state, &round)
             });

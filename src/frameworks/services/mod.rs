@@ -35,14 +35,18 @@ impl Framework for Services {
         for (app_id, passed_over) in &plan.unplaced {
             tracing::debug!(app = %app_id, "waiting for room: {}", describe(passed_over));
         }
+        let mut launches = 0;
         plan.actions
             .into_iter()
             .filter_map(|action| match action {
+                // Tasks beyond what the master launches this round are built next round.
+                Action::Launch { .. } if launches >= round.launches_max => None,
                 Action::Launch {
                     app_id,
                     agent_id,
                     ports,
                 } => {
+                    launches += 1;
                     let app = state.services.apps.get(&app_id)?;
                     let id = task_id(&app_id, &random_id());
                     let task = build_task(app, &agent_id, ports, id, round.now_ms);
