@@ -1,6 +1,11 @@
-//! Bearer tokens of the HTTP APIs: making a token, the tokens file (`sha256:<hex> <name>` per
-//! line) that masters and agents read, checking the `Authorization: Bearer` header of a
-//! request against it, and the middleware that answers 401 before any handler runs.
+//! API tokens of the HTTP APIs: making a token, the tokens file (`sha256:<hex> <name>` per
+//! line) that masters and agents read, checking the token a request presents against it, and
+//! the middleware that answers 401 before any handler runs.
+//!
+//! A token is presented the way each client ecosystem does it: `Authorization: Bearer
+//! <token>` (RFC 6750), DC/OS's `Authorization: token=<token>` (the DC/OS CLI,
+//! marathon-python's `auth_token`), or HTTP Basic with the token as the password and any user
+//! (chronos-python, Mesos frameworks' principal/secret).
 //!
 //! Only the sha256 of a token is ever stored on a node, so a copied tokens file lets nobody
 //! in. Deliberately absent: scopes or roles per token (every valid token is an admin),
@@ -30,10 +35,15 @@ const TOKENS_FILE_MAX_BYTES: u64 = 1 << 20;
 pub const TOKENS_MAX: usize = 1000;
 /// Longest token name.
 pub const TOKEN_NAME_MAX_CHARS: usize = 64;
-/// `WWW-Authenticate` of every 401 (RFC 6750).
-pub const WWW_AUTHENTICATE_VALUE: &str = "Bearer realm=\"dcos-rs\"";
+/// The `WWW-Authenticate` challenges of every 401, each in a header of its own: Bearer (RFC
+/// 6750) and Basic, since clients built on httplib2 send Basic credentials only after a
+/// Basic challenge.
+pub const WWW_AUTHENTICATE_VALUES: [&str; 2] =
+    ["Bearer realm=\"dcos-rs\"", "Basic realm=\"dcos-rs\""];
 /// What a 401 for a request without the header says, and how to get a token.
-pub const MISSING_TOKEN_MESSAGE: &str = "missing `Authorization: Bearer <token>` header (dcos-rs cluster setup writes a token to cli.toml)";
+pub const MISSING_TOKEN_MESSAGE: &str = "missing `Authorization: Bearer <token>` header (or `token=<token>`, or Basic with the token as the password; dcos-rs cluster setup writes a token to cli.toml)";
+/// Longest `Authorization` value looked at (a token is 48 characters; Basic adds a user).
+const AUTHORIZATION_MAX_BYTES: usize = 1024;
 
 /// A new random token: `dcos_` and 43 characters of base64url (32 bytes from the system's
 /// secure random generator, through rustls' ring provider).
@@ -261,10 +271,10 @@ impl ApiAuth {
                 "malformed `Authorization` header: it is given more than once",
             ));
         }
-        let token = bearer_token(value).ok_or_else(|| {
-            unauthorized("malformed `Authorization` header: expected `Bearer <token>`")
+        let token = presented_token(value).ok_or_else(|| {
+            unauthorized("malformed `Authorization` header: expected `Bearer <token>`, `token=<token>` or Basic credentials with the token as the password")
         })?;
-        match self.tokens.verify(token) {
+        match self.tokens.verify(&token) {
             Some(name) => {
                 tracing::trace!(token = name, "authenticated");
                 Ok(())
@@ -276,15 +286,71 @@ impl ApiAuth {
     }
 }
 
-/// The token of `Bearer <token>` (scheme case-insensitive, RFC 7235), if the value is that.
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    let (scheme, token) = text.trim().split_once(' ')?;
-    let token = token.trim();
-    let valid = scheme.eq_ignore_ascii_case("bearer")
-        && !token.is_empty()
-        && !token.contains(char::is_whitespace);
-    valid.then_some(token)
+/// The token an `Authorization` value presents: `Bearer <token>`, `token=<token>`, or
+/// `Basic base64(<user>:<token>)` (schemes case-insensitive, RFC 7235). `None` when the
+/// value is none of these.
+fn presented_token(value: &HeaderValue) -> Option<String> {
+    if value.len() > AUTHORIZATION_MAX_BYTES {
+        return None;
+    }
+    let text = value.to_str().ok()?.trim();
+    let one_word = |token: &str| {
+        let token = token.trim();
+        (!token.is_empty() && !token.contains(char::is_whitespace)).then(|| token.to_string())
+    };
+    if let Some(token) = text
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("token="))
+        .map(|_| &text[6..])
+    {
+        return one_word(token);
+    }
+    let (scheme, rest) = text.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return one_word(rest);
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64_decode(rest.trim())?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_user, password) = credentials.split_once(':')?;
+        return one_word(password).filter(|p| p == password);
+    }
+    None
+}
+
+/// Standard padded base64 (RFC 4648 §4), as Basic credentials are written; `None` if `text`
+/// is not exactly that.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some((c - b'A') as u32),
+            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
+            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, quad) in bytes.chunks(4).enumerate() {
+        let last = i == bytes.len() / 4 - 1;
+        let padding = quad.iter().rev().take_while(|c| **c == b'=').count();
+        if padding > 2 || (padding > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for c in &quad[..4 - padding] {
+            n = (n << 6) | value(*c)?;
+        }
+        n <<= 6 * padding as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - padding]);
+    }
+    Some(out)
 }
 
 /// A 401 in the API's error shape.
@@ -292,17 +358,19 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(401, "unauthorized", message)
 }
 
-/// Middleware: the request goes on only with what `auth` asks for, else 401 with
-/// `WWW-Authenticate: Bearer realm="dcos-rs"`.
+/// Middleware: the request goes on only with what `auth` asks for, else 401 with the
+/// `WWW-Authenticate` challenges (`WWW_AUTHENTICATE_VALUES`).
 pub async fn require_token(State(auth): State<ApiAuth>, request: Request, next: Next) -> Response {
     match auth.check(&request) {
         Ok(()) => next.run(request).await,
         Err(error) => {
             let mut response = api_error(error);
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(WWW_AUTHENTICATE_VALUE),
-            );
+            for challenge in WWW_AUTHENTICATE_VALUES {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
             response
         }
     }
@@ -413,15 +481,40 @@ mod tests {
         let check = |values: &[&str]| auth.check(&request(values)).map_err(|e| e.message);
         assert_eq!(check(&[&format!("Bearer {token}")]), Ok(()));
         assert_eq!(check(&[&format!("bearer  {token} ")]), Ok(()));
+        // DC/OS's form, and Basic with the token as the password (any user).
+        assert_eq!(check(&[&format!("token={token}")]), Ok(()));
+        assert_eq!(check(&[&format!("Token={token}")]), Ok(()));
+        let basic = |credentials: &str| {
+            format!(
+                "Basic {}",
+                dcos_runtime::image::registry::base64(credentials.as_bytes())
+            )
+        };
+        assert_eq!(check(&[&basic(&format!("marathon:{token}"))]), Ok(()));
+        assert_eq!(check(&[&basic(&format!(":{token}"))]), Ok(()));
+        assert!(check(&[&basic("admin:admin")])
+            .unwrap_err()
+            .starts_with("invalid token"));
+        assert!(check(&["token=dcos_wrong"])
+            .unwrap_err()
+            .starts_with("invalid token"));
         assert!(check(&[])
             .unwrap_err()
             .starts_with("missing `Authorization"));
+        let long = format!("Bearer {}", "x".repeat(AUTHORIZATION_MAX_BYTES));
         for malformed in [
             &format!("Basic {token}")[..],
+            &basic(&token),
+            &basic(&format!("user:{token} x")),
+            "Basic !!!!",
+            "Basic YQ",
             "Bearer",
             "Bearer ",
+            "token=",
             &format!("Bearer {token} more"),
+            &format!("Digest {token}"),
             &token,
+            &long,
         ] {
             let message = check(&[malformed]).unwrap_err();
             assert!(
@@ -451,5 +544,29 @@ mod tests {
         assert!(agent_api.check(&with_peer(Role::Master)).is_ok());
         assert!(agent_api.check(&with_peer(Role::Agent)).is_err());
         assert!(auth.check(&with_peer(Role::Master)).is_err());
+    }
+
+    #[test]
+    fn base64_decodes_padded_standard_text_only() {
+        let cases: [(&str, Option<&[u8]>); 8] = [
+            ("YWRtaW46YWRtaW4=", Some(b"admin:admin")),
+            ("YQ==", Some(b"a")),
+            ("YWI=", Some(b"ab")),
+            ("YWJj", Some(b"abc")),
+            ("YQ", None),
+            ("Y===", None),
+            ("YQ==YQ==", None),
+            ("a-_b", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(base64_decode(text).as_deref(), expected, "{text}");
+        }
+        for bytes in [&b""[..], b"x", b"xy", b"xyz", b"token:dcos_abc-_"] {
+            if bytes.is_empty() {
+                continue;
+            }
+            let encoded = dcos_runtime::image::registry::base64(bytes);
+            assert_eq!(base64_decode(&encoded).as_deref(), Some(bytes), "{encoded}");
+        }
     }
 }

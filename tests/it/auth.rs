@@ -20,9 +20,15 @@ fn assert_unauthorized(answer: &Answer, message: &str) {
     assert_eq!(answer.body["code"], "unauthorized", "{}", answer.body);
     let text = answer.body["message"].as_str().unwrap_or_default();
     assert!(text.contains(message), "expected {message:?} in {text:?}");
+    let challenges: Vec<&str> = answer
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(
-        answer.headers["www-authenticate"].to_str().unwrap(),
-        "Bearer realm=\"dcos-rs\""
+        challenges,
+        ["Bearer realm=\"dcos-rs\"", "Basic realm=\"dcos-rs\""]
     );
     assert!(!answer.headers.contains_key("location"));
     assert!(!answer.headers.contains_key("x-dcos-leader"));
@@ -49,10 +55,26 @@ async fn masters_and_agents_refuse_calls_without_a_valid_bearer_token() {
     };
     assert_unauthorized(&get(None).await, "missing `Authorization: Bearer <token>`");
     assert_unauthorized(&get(Some("Bearer dcos_wrong")).await, "invalid token");
-    assert_unauthorized(
-        &get(Some("Basic YWRtaW46YWRtaW4=")).await,
-        "malformed `Authorization`",
-    );
+    assert_unauthorized(&get(Some("Basic YWRtaW46YWRtaW4=")).await, "invalid token");
+    assert_unauthorized(&get(Some("Digest abc")).await, "malformed `Authorization`");
+    // DC/OS's `token=` and Basic with the token as the password are accepted too.
+    for presented in [
+        format!("token={}", masters.token),
+        format!(
+            "Basic {}",
+            dcos_runtime::image::registry::base64(format!("chronos:{}", masters.token).as_bytes())
+        ),
+    ] {
+        let answer = masters
+            .call_as(leader, Some(&presented), Method::GET, "/v2/apps", None)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{presented}: {}",
+            answer.body
+        );
+    }
     let apps = masters
         .call_as(leader, Some(&token), Method::GET, "/v2/apps", None)
         .await;
