@@ -244,7 +244,24 @@ impl Agent {
                 }
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
-                    None => break,
+                    // The master dropped this link (it was full): register again, with
+                    // what runs now, on a new one.
+                    None => {
+                        let (link, new_commands) = mpsc::channel(LINK_QUEUE_MAX);
+                        commands = new_commands;
+                        tracing::warn!(agent = %self.id, "the master dropped the command link; registering again");
+                        let registered = self
+                            .to_master
+                            .send(ToMaster::Register {
+                                agent: self.info(),
+                                tasks: self.current_reports(),
+                                link,
+                            })
+                            .await;
+                        if registered.is_err() {
+                            break;
+                        }
+                    }
                 },
                 _ = tick.tick() => self.monitor().await,
                 _ = shutdown.changed() => break,

@@ -370,16 +370,42 @@ impl Master {
     }
 
     async fn send_kill(&self, agent_id: &str, task_id: &str) {
-        if let Some(link) = self.link(agent_id) {
-            self.kills_sent
-                .lock()
-                .expect("kills lock")
-                .insert(task_id.to_string(), Instant::now());
-            let _ = link
-                .send(ToAgent::Kill {
-                    task_id: task_id.to_string(),
-                })
-                .await;
+        self.kills_sent
+            .lock()
+            .expect("kills lock")
+            .insert(task_id.to_string(), Instant::now());
+        self.send_to_agent(
+            agent_id,
+            ToAgent::Kill {
+                task_id: task_id.to_string(),
+            },
+        );
+    }
+
+    /// Queues `message` on the agent's link without ever waiting: the master's loop serves
+    /// every agent, so one that does not read its link must not stall the others. A full
+    /// link is dropped: the agent registers again (a remote agent's stream ends and it
+    /// reconnects; the in-process agent of `up` sees its link close) and is reconciled. False
+    /// if the message was not queued.
+    fn send_to_agent(&self, agent_id: &str, message: ToAgent) -> bool {
+        let Some(link) = self.link(agent_id) else {
+            return false;
+        };
+        match link.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    agent = %agent_id,
+                    queued = crate::link::LINK_QUEUE_MAX,
+                    "the agent's link is full (it does not read its commands): dropping the link; it registers again"
+                );
+                self.disconnect(agent_id);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.disconnect(agent_id);
+                false
+            }
         }
     }
 
@@ -464,11 +490,7 @@ impl Master {
             Ok(Outcome::Applied) => {
                 tracing::info!(task = %task.id, agent = %agent_id, framework, "launching");
                 let task_id = task.id.clone();
-                let sent = match self.link(&agent_id) {
-                    Some(link) => link.send(ToAgent::Launch(Box::new(task))).await.is_ok(),
-                    None => false,
-                };
-                if !sent {
+                if !self.send_to_agent(&agent_id, ToAgent::Launch(Box::new(task))) {
                     self.record_status(TaskReport {
                         task_id,
                         state: TaskState::Lost,

@@ -21,6 +21,8 @@ struct FakeCluster {
     master: Arc<Master>,
     client: Client,
     agents: Vec<(Arc<Agent>, Arc<FakeRuntime>)>,
+    /// The master's inbox, as the agents have it.
+    to_master: mpsc::Sender<dcos_rs::link::ToMaster>,
     shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -92,6 +94,7 @@ impl FakeCluster {
             master,
             client: Client::new(&url),
             agents: started,
+            to_master,
             shutdown,
             _dir: dir,
         }
@@ -285,5 +288,74 @@ async fn an_app_that_fits_no_agent_is_refused_with_the_largest_offer() {
         error.to_string().contains("container.docker.image"),
         "{error}"
     );
+    let _ = cluster.shutdown.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_read_its_link_cannot_stall_the_master() {
+    let cluster = FakeCluster::start(0).await;
+    // An agent whose command link nobody reads.
+    let (link, stuck) = mpsc::channel(LINK_QUEUE_MAX);
+    let agent = dcos_core::Agent {
+        id: "stuck".into(),
+        hostname: "stuck".into(),
+        url: "http://127.0.0.1:1".into(),
+        resources: Resources {
+            cpus_milli: 1_000_000,
+            mem_mib: 1_000_000,
+            disk_mib: 0,
+        },
+        state: dcos_core::AgentState::Active,
+        registered_at_ms: 1,
+        ports: vec![],
+        certificate: None,
+        images: Default::default(),
+    };
+    cluster
+        .to_master
+        .send(dcos_rs::link::ToMaster::Register {
+            agent,
+            tasks: vec![],
+            link,
+        })
+        .await
+        .unwrap();
+    let master = cluster.master.clone();
+    wait_for("registration", Duration::from_secs(10), || {
+        let connected = master.is_connected("stuck");
+        async move { connected.then_some(()) }
+    })
+    .await;
+    let instances = LINK_QUEUE_MAX + 100;
+    let app = serde_json::json!({"id": "/many", "cmd": "x", "cpus": 0.01, "mem": 4,
+        "instances": instances});
+    let _: AppView = cluster
+        .client
+        .send_json(Method::POST, "/v2/apps", &serde_json::to_vec(&app).unwrap())
+        .await
+        .unwrap();
+    // The link fills up; the master drops it instead of waiting, and keeps serving.
+    let master = cluster.master.clone();
+    wait_for("the full link dropped", Duration::from_secs(120), || {
+        let connected = master.is_connected("stuck");
+        async move { (!connected).then_some(()) }
+    })
+    .await;
+    assert_eq!(stuck.len(), LINK_QUEUE_MAX);
+    let apps: dcos_api::AppsEnvelope = cluster.client.get("/v2/apps").await.unwrap();
+    assert_eq!(apps.apps.len(), 1);
+    // What could not be sent is recorded lost, not left staging.
+    wait_for(
+        "the unsent launch recorded lost",
+        Duration::from_secs(10),
+        || async {
+            let tasks = cluster.tasks().await;
+            tasks
+                .iter()
+                .any(|t| t.state == TaskState::Lost)
+                .then_some(())
+        },
+    )
+    .await;
     let _ = cluster.shutdown.send(true);
 }
