@@ -23,3 +23,36 @@ pub fn json_headers() -> hyper::HeaderMap {
     );
     headers
 }
+
+/// Longest wait for a request body that the handler reads itself (after checking who sent
+/// it): a caller that trickles its body is cut off.
+pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Reads a request body of at most `limit` bytes within `BODY_READ_TIMEOUT_MS`: 413 when it
+/// is larger, 408 when it does not arrive in time.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            408,
+            "timeout",
+            format!("the request body did not arrive within {BODY_READ_TIMEOUT_MS} ms"),
+        )
+    })?;
+    read.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+        match too_large {
+            true => ApiError::new(
+                413,
+                "too_large",
+                format!("the request body is over the {limit}-byte limit"),
+            ),
+            false => ApiError::bad_request(format!("reading the request body: {e}")),
+        }
+    })
+}

@@ -125,6 +125,23 @@ pub const LEADER_HEADER: &str = "x-dcos-leader";
 /// Longest line of the connect stream an agent accepts (a launch carries the whole task).
 pub const STREAM_LINE_MAX_BYTES: usize = 4 << 20;
 
+/// Longest task status message kept in the replicated state; longer ones (a launch error's
+/// whole chain, say) are cut, on a character boundary, with `…` at the end.
+pub const STATUS_MESSAGE_MAX_BYTES: usize = 4096;
+
+/// `message` cut to `STATUS_MESSAGE_MAX_BYTES`.
+pub fn bounded_status_message(message: String) -> String {
+    if message.len() <= STATUS_MESSAGE_MAX_BYTES {
+        return message;
+    }
+    let ellipsis = "…";
+    let mut end = STATUS_MESSAGE_MAX_BYTES - ellipsis.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &message[..end])
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -155,4 +172,21 @@ pub fn random_id() -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded_status_message("short".into()), "short");
+        let exact = "x".repeat(STATUS_MESSAGE_MAX_BYTES);
+        assert_eq!(bounded_status_message(exact.clone()), exact);
+        for long in ["y".repeat(10_000), "é".repeat(5_000)] {
+            let cut = bounded_status_message(long);
+            assert!(cut.len() <= STATUS_MESSAGE_MAX_BYTES, "{}", cut.len());
+            assert!(cut.ends_with('…'));
+        }
+    }
 }

@@ -151,12 +151,22 @@ impl Agent {
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
         let id_file = config.work_dir.join("agent_id");
         let id = match std::fs::read_to_string(&id_file) {
-            Ok(id) => id.trim().to_string(),
-            Err(_) => {
+            Ok(text) if valid_agent_id(text.trim()) => text.trim().to_string(),
+            // Damaged (a power loss while it was written, an edit): a new id would make
+            // the cluster see a new agent beside the old one, so say what to do instead.
+            Ok(text) => anyhow::bail!(
+                "{} holds no valid agent id ({:?}): restore the id this agent had (`dcos-rs node list` shows it), or remove that agent (`dcos-rs node remove`) and delete the file to join as a new agent",
+                id_file.display(),
+                text.chars().take(80).collect::<String>()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = random_id();
                 dcos_runtime::task_dir::write_durable(&id_file, id.as_bytes())
                     .with_context(|| format!("writing {}", id_file.display()))?;
                 id
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", id_file.display()));
             }
         };
         let images = ImageStore::open(&config.work_dir.join("images"))
@@ -326,6 +336,15 @@ impl Agent {
     }
 }
 
+/// An agent id as this agent writes them (a UUID), or any id of the same safe alphabet.
+fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
 /// Task ids name sandbox directories and cgroups: a strict charset keeps paths inside.
 pub fn valid_task_id(id: &str) -> bool {
     !id.is_empty()
@@ -394,5 +413,27 @@ mod tests {
             assert!(!valid_task_id(bad), "{bad:?}");
         }
         assert!(valid_task_id("group_web.0f3c-11"));
+    }
+
+    #[test]
+    fn a_damaged_agent_id_file_stops_the_start_and_says_what_to_do() {
+        let work = tempfile::tempdir().unwrap();
+        let open = || {
+            let (tx, _rx) = mpsc::channel(1);
+            Agent::open(
+                AgentConfig::new(work.path().to_path_buf(), "http://x".into()),
+                tx,
+            )
+        };
+        let first = open().unwrap().id.clone();
+        assert_eq!(open().unwrap().id, first, "the id is kept");
+        for damaged in ["", "  \n", "a/b", "\0\0\0"] {
+            std::fs::write(work.path().join("agent_id"), damaged).unwrap();
+            let error = format!("{:#}", open().err().expect("refused"));
+            assert!(
+                error.contains("agent_id") && error.contains("dcos-rs node remove"),
+                "{error}"
+            );
+        }
     }
 }

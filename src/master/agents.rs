@@ -14,7 +14,7 @@
 
 use super::http::not_leader_response;
 use super::Master;
-use crate::http_util::api_error;
+use crate::http_util::{api_error, read_body};
 use crate::link::{
     ConnectRequest, HeartbeatRequest, ImagesRequest, StatusRequest, StreamMessage, ToAgent,
     ToMaster, AGENT_CONNECT_PATH, AGENT_HEARTBEAT_PATH, AGENT_IMAGES_PATH, AGENT_PROTOCOL_VERSION,
@@ -22,9 +22,8 @@ use crate::link::{
 };
 use crate::tls::{Peer, Role};
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -50,17 +49,15 @@ pub fn router(master: Arc<Master>, inbox: mpsc::Sender<ToMaster>) -> Router {
         .route(AGENT_STATUS_PATH, post(status))
         .route(AGENT_HEARTBEAT_PATH, post(heartbeat))
         .route(AGENT_IMAGES_PATH, post(images))
-        .layer(axum::extract::DefaultBodyLimit::max(AGENT_BODY_MAX_BYTES))
         .with_state(gateway)
 }
 
 /// Agents only, and only the leader: the common gate of every agent call.
-fn gate<T: serde::de::DeserializeOwned>(
+async fn gate<T: serde::de::DeserializeOwned>(
     gateway: &Gateway,
-    peer: &Peer,
-    uri: &Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Box<Response>> {
+    request: Request,
+) -> Result<(T, Peer), Box<Response>> {
+    let peer = Peer(crate::tls::peer_of(request.extensions()).cloned());
     match &peer.0 {
         Some(identity) if identity.role == Role::Agent => {}
         _ => {
@@ -71,32 +68,25 @@ fn gate<T: serde::de::DeserializeOwned>(
             ))))
         }
     }
+    let path = request.uri().path().to_string();
     if !gateway.master.raft.is_leader() {
-        return Err(Box::new(not_leader_response(&gateway.master, uri.path())));
+        return Err(Box::new(not_leader_response(&gateway.master, &path)));
     }
-    let body = body.map_err(|rejection| {
-        Box::new(api_error(ApiError::new(
-            rejection.status().as_u16(),
-            "bad_request",
-            format!("request body: {}", rejection.body_text()),
-        )))
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    // Read only now: who may not call this never gets its body read.
+    let body = read_body(request.into_body(), AGENT_BODY_MAX_BYTES)
+        .await
+        .map_err(|e| Box::new(api_error(e)))?;
+    let value = serde_json::from_slice(&body).map_err(|e| {
         Box::new(api_error(ApiError::bad_request(format!(
-            "malformed {}: {e}",
-            uri.path()
+            "malformed {path}: {e}"
         ))))
-    })
+    })?;
+    Ok((value, peer))
 }
 
-async fn connect(
-    State(gateway): State<Arc<Gateway>>,
-    peer: Peer,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: ConnectRequest = match gate(&gateway, &peer, &uri, body) {
-        Ok(request) => request,
+async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (request, peer): (ConnectRequest, Peer) = match gate(&gateway, request).await {
+        Ok(gated) => gated,
         Err(response) => return *response,
     };
     if request.protocol != AGENT_PROTOCOL_VERSION {
@@ -201,14 +191,9 @@ fn check_owner(gateway: &Gateway, peer: &Peer, agent_id: &str) -> Result<(), Box
     }
 }
 
-async fn status(
-    State(gateway): State<Arc<Gateway>>,
-    peer: Peer,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: StatusRequest = match gate(&gateway, &peer, &uri, body) {
-        Ok(request) => request,
+async fn status(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (request, peer): (StatusRequest, Peer) = match gate(&gateway, request).await {
+        Ok(gated) => gated,
         Err(response) => return *response,
     };
     if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
@@ -257,14 +242,9 @@ async fn until_committed(
     }
 }
 
-async fn heartbeat(
-    State(gateway): State<Arc<Gateway>>,
-    peer: Peer,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: HeartbeatRequest = match gate(&gateway, &peer, &uri, body) {
-        Ok(request) => request,
+async fn heartbeat(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (request, peer): (HeartbeatRequest, Peer) = match gate(&gateway, request).await {
+        Ok(gated) => gated,
         Err(response) => return *response,
     };
     if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {
@@ -282,14 +262,9 @@ async fn heartbeat(
 }
 
 /// What the agent's image store holds now; answered once it is committed (or refused).
-async fn images(
-    State(gateway): State<Arc<Gateway>>,
-    peer: Peer,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: ImagesRequest = match gate(&gateway, &peer, &uri, body) {
-        Ok(request) => request,
+async fn images(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (request, peer): (ImagesRequest, Peer) = match gate(&gateway, request).await {
+        Ok(gated) => gated,
         Err(response) => return *response,
     };
     if let Err(response) = check_owner(&gateway, &peer, &request.agent_id) {

@@ -9,7 +9,7 @@
 
 use super::Master;
 use crate::auth::{require_token, ApiAuth};
-use crate::http_util::{api_error, json_ok};
+use crate::http_util::{api_error, json_ok, read_body};
 use crate::link::{now_ms, LEADER_HEADER};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -132,8 +132,9 @@ async fn raft_rpc(
     State(master): State<Arc<Master>>,
     Path(rpc): Path<String>,
     crate::tls::Peer(peer): crate::tls::Peer,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    // The extractors above read no body: it is read only for a master's certificate.
     match peer {
         Some(peer) if peer.role == crate::tls::Role::Master => {}
         _ => {
@@ -144,15 +145,9 @@ async fn raft_rpc(
             ))
         }
     }
-    let body = match body {
+    let body = match read_body(request.into_body(), dcos_raft::network::RPC_BODY_MAX_BYTES).await {
         Ok(body) => body,
-        Err(rejection) => {
-            return api_error(ApiError::new(
-                rejection.status().as_u16(),
-                "bad_request",
-                format!("raft rpc body: {}", rejection.body_text()),
-            ))
-        }
+        Err(error) => return api_error(error),
     };
     match master.raft.serve_rpc(&rpc, &body).await {
         Ok(answer) => (

@@ -345,7 +345,7 @@ impl Master {
             task_id: report.task_id.clone(),
             state: report.state,
             at_ms: report.at_ms,
-            message: report.message,
+            message: report.message.map(crate::link::bounded_status_message),
             exit_code: report.exit_code,
         };
         match self.write(command).await {
