@@ -31,6 +31,31 @@ async fn three_masters_two_agents() -> Cluster {
         (agents.iter().filter(|a| a["state"] == "active").count() == 2).then_some(())
     })
     .await;
+    // Settled: no agent registered again for a while. Right after the election a leader's
+    // lease can lapse once (five processes starting on two cores), which drops the agents'
+    // links; tasks placed during that moment would be lost and replaced on the other agent,
+    // and the tests that expect tasks on both agents would see none on one.
+    let registrations = async |cluster: &Cluster| -> Vec<Value> {
+        let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+        let mut agents = cluster.agents(leader).await;
+        agents.sort_by_key(|a| a["id"].to_string());
+        agents
+            .iter()
+            .map(|a| json!([a["id"], a["registeredAt"], a["state"]]))
+            .collect()
+    };
+    wait_for(
+        "the agents settled with the leader",
+        Duration::from_secs(20),
+        async || {
+            let before = registrations(&cluster).await;
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let settled =
+                before == registrations(&cluster).await && before.iter().all(|a| a[2] == "active");
+            settled.then_some(())
+        },
+    )
+    .await;
     cluster
 }
 
