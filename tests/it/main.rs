@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod cli;
+mod clients;
 mod common;
 mod containers;
 mod dashboard;

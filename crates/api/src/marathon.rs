@@ -19,8 +19,6 @@ pub struct AppView {
     pub tasks_healthy: usize,
     pub tasks_unhealthy: usize,
     pub deployments: Vec<DeploymentRef>,
-    /// Extra for the CLI and dashboard: failures since the last successful start.
-    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +100,6 @@ pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
                 id: record.deployment_id.clone(),
             }]
         },
-        consecutive_failures: record.consecutive_failures,
     }
 }
 

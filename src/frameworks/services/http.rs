@@ -321,6 +321,10 @@ async fn list_deployments(State(master): State<Arc<Master>>) -> Json<serde_json:
     }))
 }
 
+/// Marathon's `/v2/info`, with only keys Marathon's clients know (their models refuse any
+/// other): the Raft details are `/cluster/v1/masters`. marathon-python needs the three
+/// config objects present; only what is true here is filled in (no ZooKeeper, no
+/// Marathon-specific HTTP settings).
 async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
     let status = master.raft.status();
     Json(serde_json::json!({
@@ -328,7 +332,9 @@ async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "leader": status.leader_addr,
         "elected": status.role == "leader",
-        "raft": status,
+        "marathon_config": { "ha": status.members.len() > 1 },
+        "zookeeper_config": {},
+        "http_config": {},
     }))
 }
 
