@@ -4,7 +4,7 @@ use super::{print_json, print_table, row};
 use crate::cli::client::Client;
 use anyhow::Context;
 use clap::Subcommand;
-use dcos_api::routes::marathon;
+use dcos_api::routes::{cluster as cluster_routes, marathon};
 use dcos_api::{AppEnvelope, AppView, AppsEnvelope, DeploymentResult, TasksEnvelope};
 use hyper::Method;
 use std::path::PathBuf;
@@ -121,7 +121,9 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             Ok(())
         }
         AppCommand::Tasks { id } => {
-            let tasks: TasksEnvelope = client.get(&format!("{}/tasks", app_path(&id))).await?;
+            let app_id = dcos_core::app::normalize_app_id(&id);
+            let mut tasks: TasksEnvelope = client.get(cluster_routes::TASKS).await?;
+            tasks.tasks.retain(|t| t.app_id == app_id);
             super::task::print_tasks(json, &tasks)
         }
     }

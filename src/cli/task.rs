@@ -3,7 +3,7 @@
 use super::{print_json, print_table, row};
 use crate::cli::client::{Client, ClientError};
 use clap::Subcommand;
-use dcos_api::routes::{agent as agent_routes, marathon};
+use dcos_api::routes::{agent as agent_routes, cluster as cluster_routes};
 use dcos_api::{TaskView, TasksEnvelope};
 
 #[derive(Subcommand, Debug)]
@@ -51,7 +51,7 @@ pub(super) fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<(
 }
 
 async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
-    let tasks: TasksEnvelope = client.get(marathon::TASKS).await?;
+    let tasks: TasksEnvelope = client.get(cluster_routes::TASKS).await?;
     let matches: Vec<TaskView> = tasks
         .tasks
         .into_iter()
@@ -77,7 +77,7 @@ async fn find_task(client: &Client, id: &str) -> anyhow::Result<TaskView> {
 pub(super) async fn task(client: &Client, json: bool, command: TaskCommand) -> anyhow::Result<()> {
     match command {
         TaskCommand::List { app } => {
-            let mut tasks: TasksEnvelope = client.get(marathon::TASKS).await?;
+            let mut tasks: TasksEnvelope = client.get(cluster_routes::TASKS).await?;
             if let Some(app) = app {
                 let app = dcos_core::app::normalize_app_id(&app);
                 tasks.tasks.retain(|t| t.app_id == app);

@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dcos_api::routes::{cluster, internal};
-use dcos_api::{agent_view, ApiError, MasterView, NodesView};
+use dcos_api::{agent_view, ApiError, MasterView, NodesView, TasksEnvelope};
 use dcos_core::{Command, FieldError, Outcome, Reject};
 use dcos_raft::RaftError;
 use std::sync::Arc;
@@ -58,6 +58,7 @@ pub fn router(
         .route(cluster::METRICS, get(metrics))
         .merge(framework_routes)
         .route(cluster::NODES, get(nodes))
+        .route(cluster::TASKS, get(tasks))
         .route(cluster::MASTERS, get(masters).post(add_master))
         .route(cluster::MASTER, delete(remove_master))
         .route(cluster::AGENT_DRAIN, post(drain_agent))
@@ -369,6 +370,20 @@ async fn remove_agent(State(master): State<Arc<Master>>, Path(id): Path<String>)
         Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
         Err(e) => api_error(raft_error(e)),
     }
+}
+
+/// `GET /cluster/v1/tasks`: every task a framework shows (today the services framework's),
+/// with this system's fields (agent API, resources, message, exit code).
+async fn tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
+    Json(master.read(|s| {
+        TasksEnvelope {
+            tasks: s
+                .tasks
+                .values()
+                .filter_map(|t| dcos_api::task_view(s, t))
+                .collect(),
+        }
+    }))
 }
 
 async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {

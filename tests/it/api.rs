@@ -212,7 +212,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
 
     let apps: AppsEnvelope = cluster.client.get("/v2/apps").await.unwrap();
     assert!(apps.apps.is_empty(), "no refused app was created: {apps:?}");
-    let tasks: TasksEnvelope = cluster.client.get("/v2/tasks").await.unwrap();
+    let tasks: TasksEnvelope = cluster.client.get("/cluster/v1/tasks").await.unwrap();
     assert!(tasks.tasks.is_empty());
 
     post(br#"{"id": "dup", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}"#)

@@ -6,7 +6,7 @@ use crate::common::TestCluster;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marathon_python_parses_info_apps_scale_and_delete() {
+async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
     let cluster = TestCluster::start().await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

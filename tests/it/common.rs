@@ -94,7 +94,11 @@ impl TestCluster {
     }
 
     pub async fn tasks(&self, app_id: &str) -> Vec<TaskView> {
-        let tasks: TasksEnvelope = self.client.get("/v2/tasks").await.expect("task list");
+        let tasks: TasksEnvelope = self
+            .client
+            .get("/cluster/v1/tasks")
+            .await
+            .expect("task list");
         tasks
             .tasks
             .into_iter()

@@ -101,7 +101,7 @@ impl FakeCluster {
     }
 
     async fn tasks(&self) -> Vec<dcos_api::TaskView> {
-        let tasks: TasksEnvelope = self.client.get("/v2/tasks").await.unwrap();
+        let tasks: TasksEnvelope = self.client.get("/cluster/v1/tasks").await.unwrap();
         tasks.tasks
     }
 
@@ -213,8 +213,10 @@ async fn services_run_end_to_end_on_fake_agents_without_root() {
         !job.kill_requested,
         "the services framework must not kill a job's task"
     );
-    // Marathon's task list shows only the services framework's tasks.
-    assert!(cluster.tasks().await.iter().all(|t| t.app_id == "/web"));
+    // Marathon's task list shows only the services framework's tasks, in Marathon's shape.
+    let marathon: dcos_api::MarathonTasksEnvelope = cluster.client.get("/v2/tasks").await.unwrap();
+    assert_eq!(marathon.tasks.len(), cluster.tasks().await.len());
+    assert!(marathon.tasks.iter().all(|t| t.app_id == "/web"));
 
     // Scale down, then remove: the fake agents stop what the framework kills.
     cluster

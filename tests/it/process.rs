@@ -141,7 +141,7 @@ impl UpProcess {
     }
 
     async fn running(&self, app: &str) -> Vec<TaskView> {
-        let tasks: TasksEnvelope = match self.client.get("/v2/tasks").await {
+        let tasks: TasksEnvelope = match self.client.get("/cluster/v1/tasks").await {
             Ok(t) => t,
             Err(_) => return vec![],
         };

@@ -16,5 +16,5 @@ pub use dcos_core::time::iso8601;
 pub use error::ApiError;
 pub use marathon::{
     app_converged, app_view, task_view, AppEnvelope, AppView, AppsEnvelope, DeploymentRef,
-    DeploymentResult, TaskView, TasksEnvelope,
+    DeploymentResult, MarathonTask, MarathonTasksEnvelope, TaskView, TasksEnvelope,
 };

@@ -44,7 +44,9 @@ pub struct DeploymentResult {
     pub deployment_id: String,
 }
 
-/// Marathon's task JSON plus the fields `dcos-rs task list` shows.
+/// A task as this system shows it (`/cluster/v1/tasks`, the CLI, the dashboard): Marathon's
+/// task fields plus where its agent's API is, what it holds and how it ended. Marathon's
+/// own endpoints answer `MarathonTask`, these fields without the extras.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
@@ -72,6 +74,44 @@ pub struct TaskView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TasksEnvelope {
     pub tasks: Vec<TaskView>,
+}
+
+/// Marathon's task JSON (`/v2/tasks`, `/v2/apps/{id}/tasks`): only keys Marathon's clients
+/// know, since their models refuse any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarathonTask {
+    pub id: String,
+    pub app_id: String,
+    pub host: String,
+    pub slave_id: String,
+    pub state: TaskState,
+    pub staged_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    pub version: String,
+    pub ports: Vec<u16>,
+}
+
+impl From<TaskView> for MarathonTask {
+    fn from(task: TaskView) -> MarathonTask {
+        MarathonTask {
+            id: task.id,
+            app_id: task.app_id,
+            host: task.host,
+            slave_id: task.slave_id,
+            state: task.state,
+            staged_at: task.staged_at,
+            started_at: task.started_at,
+            version: task.version,
+            ports: task.ports,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarathonTasksEnvelope {
+    pub tasks: Vec<MarathonTask>,
 }
 
 pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {

@@ -30,6 +30,8 @@ pub mod cluster {
     pub const READY: &str = "/ready";
     pub const METRICS: &str = "/metrics";
     pub const NODES: &str = "/cluster/v1/nodes";
+    /// Every task with this system's fields (`TaskView`); Marathon's `/v2/tasks` has fewer.
+    pub const TASKS: &str = "/cluster/v1/tasks";
     pub const MASTERS: &str = "/cluster/v1/masters";
     pub const MASTER: &str = "/cluster/v1/masters/{id}";
     pub const AGENT: &str = "/cluster/v1/agents/{id}";

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use dcos_api::routes::marathon;
 use dcos_api::{
     app_converged, app_view, iso8601, task_view, ApiError, AppEnvelope, AppsEnvelope,
-    DeploymentResult, TasksEnvelope,
+    DeploymentResult, MarathonTasksEnvelope,
 };
 use dcos_core::placement::{self, Ask, Resource, Unfit};
 use dcos_core::{AppSpec, Command, FieldError, Outcome};
@@ -192,10 +192,10 @@ async fn get_app_or_tasks(State(master): State<Arc<Master>>, Path(rest): Path<St
     };
     master.read(|s| match s.services.apps.get(&id) {
         None => api_error(ApiError::not_found(format!("app {id} does not exist"))),
-        Some(app) if tasks => json_ok(&TasksEnvelope {
+        Some(app) if tasks => json_ok(&MarathonTasksEnvelope {
             tasks: s
                 .tasks_of_app(&app.spec.id)
-                .filter_map(|t| task_view(s, t))
+                .filter_map(|t| task_view(s, t).map(Into::into))
                 .collect(),
         }),
         Some(app) => json_ok(&AppEnvelope {
@@ -292,9 +292,15 @@ async fn delete_app(State(master): State<Arc<Master>>, Path(id): Path<String>) -
     }
 }
 
-async fn list_tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
-    Json(master.read(|s| TasksEnvelope {
-        tasks: s.tasks.values().filter_map(|t| task_view(s, t)).collect(),
+async fn list_tasks(State(master): State<Arc<Master>>) -> Json<MarathonTasksEnvelope> {
+    Json(master.read(|s| {
+        MarathonTasksEnvelope {
+            tasks: s
+                .tasks
+                .values()
+                .filter_map(|t| task_view(s, t).map(Into::into))
+                .collect(),
+        }
     }))
 }
 
