@@ -16,11 +16,6 @@ pub mod marathon {
     pub fn app(id: &str) -> String {
         format!("{APPS}/{}", id.trim_start_matches('/'))
     }
-
-    /// `/v2/apps/web/tasks`.
-    pub fn app_tasks(id: &str) -> String {
-        format!("{}/tasks", app(id))
-    }
 }
 
 /// This system's `/cluster/v1` (and the health, metrics and dashboard routes of a master).
@@ -88,7 +83,6 @@ mod tests {
     fn built_paths_match_their_routes() {
         assert_eq!(marathon::app("/shop/web"), "/v2/apps/shop/web");
         assert_eq!(marathon::app("web"), "/v2/apps/web");
-        assert_eq!(marathon::app_tasks("/web"), "/v2/apps/web/tasks");
         assert_eq!(cluster::master(4), "/cluster/v1/masters/4");
         assert_eq!(cluster::agent_drain("a1"), "/cluster/v1/agents/a1/drain");
         assert_eq!(agent::task_log("t", "stderr"), "/files/tasks/t/stderr");

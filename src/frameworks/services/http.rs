@@ -67,23 +67,21 @@ pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
     Ok(spec)
 }
 
-/// The image reference follows docker's rules (`name[:tag][@sha256:...]`).
-fn check_image_reference(spec: &AppSpec) -> Result<(), ApiError> {
-    match spec.image().map(dcos_runtime::image::presence_key) {
-        Some(Err(e)) => Err(ApiError::invalid(
-            APP,
-            &[FieldError::new("container.docker.image", e.to_string())],
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Checks that need the cluster, against what placement knows: some active agent is big
 /// enough for one instance, its fixed ports are in some agent's ranges, and some agent holds
 /// its image. (Whether there is room *now* is the planner's business: the app waits.)
 fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
-    check_image_reference(spec)?;
-    let image = spec.image().map(super::image_key);
+    // The reference follows docker's rules (`name[:tag][@sha256:...]`), or the app is refused.
+    let image = spec
+        .image()
+        .map(dcos_runtime::image::presence_key)
+        .transpose()
+        .map_err(|e| {
+            ApiError::invalid(
+                APP,
+                &[FieldError::new("container.docker.image", e.to_string())],
+            )
+        })?;
     let ports = spec.requested_ports();
     let ask = Ask {
         resources: spec.resources(),

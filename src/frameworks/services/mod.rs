@@ -15,7 +15,7 @@ pub struct Services;
 
 /// An app's image reference as agents report their images (`busybox` is
 /// `docker.io/library/busybox:latest`); an unparsable one (refused at submission, see
-/// `http::check_image_reference`) stays as given and so matches no agent.
+/// `http::check_against_cluster`) stays as given and so matches no agent.
 pub fn image_key(reference: &str) -> String {
     dcos_runtime::image::presence_key(reference).unwrap_or_else(|_| reference.to_string())
 }
