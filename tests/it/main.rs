@@ -10,6 +10,7 @@ mod common;
 mod containers;
 mod dashboard;
 mod fake_runtime;
+mod hostile;
 mod lifecycle;
 mod logs;
 mod masters;

@@ -18,6 +18,15 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub struct TaskCgroup {
     manager: AnyCgroupManager,
     resources: LinuxResources,
+    cgroup_path: String,
+}
+
+/// Enforces `devices::ALLOWED` on the task's cgroup, whatever this host's layout (see
+/// `devices`). Called once the cgroup exists and before the task's code runs.
+pub fn enforce_devices(cgroup_path: &str) -> Result<(), String> {
+    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
+    crate::devices::enforce(std::path::Path::new(CGROUP_ROOT), unified, cgroup_path)
+        .map_err(|e| format!("restricting the task's devices: {e}"))
 }
 
 /// The cgroup resources for a task, shared with the OCI config's `linux.resources`.
@@ -37,7 +46,8 @@ pub fn linux_resources(spec: &ShimSpec) -> Result<LinuxResources, String> {
             "quota": (spec.cpus_milli * period / 1000).max(1000),
             "period": period
         },
-        "pids": { "limit": spec.pids_limit }
+        "pids": { "limit": spec.pids_limit },
+        "devices": crate::devices::oci_rules()
     }))
     .map_err(|e| format!("building cgroup resources: {e}"))
 }
@@ -53,10 +63,11 @@ impl TaskCgroup {
         Ok(TaskCgroup {
             manager,
             resources: linux_resources(spec)?,
+            cgroup_path: spec.cgroup_path.clone(),
         })
     }
 
-    /// Puts `pid` into the cgroup and applies the limits.
+    /// Puts `pid` into the cgroup and applies the limits, devices included.
     pub fn add(&self, pid: Pid) -> Result<(), String> {
         self.manager
             .add_task(pid)
@@ -68,7 +79,8 @@ impl TaskCgroup {
                 oom_score_adj: None,
                 freezer_state: None,
             })
-            .map_err(|e| format!("applying cgroup limits: {e}"))
+            .map_err(|e| format!("applying cgroup limits: {e}"))?;
+        enforce_devices(&self.cgroup_path)
     }
 
     pub fn kill_all(&self) {

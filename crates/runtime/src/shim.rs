@@ -481,6 +481,12 @@ fn start_container(
     let pid = container
         .pid()
         .ok_or_else(|| "container has no init pid".to_string())?;
+    // The cgroup exists and the init waits for `start`: the device rules are complete
+    // before the workload's first instruction.
+    if let Err(e) = cgroups::enforce_devices(&spec.cgroup_path) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(format!("starting container: {e}"));

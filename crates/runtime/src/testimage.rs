@@ -19,9 +19,9 @@ use std::path::Path;
 pub const TEST_IMAGE_MTIME: u64 = 1_700_000_000;
 const TEST_IMAGE_CREATED: &str = "2023-11-14T22:13:20Z";
 /// The applets linked to /bin/busybox in the busybox image.
-pub const BUSYBOX_APPLETS: [&str; 20] = [
+pub const BUSYBOX_APPLETS: [&str; 21] = [
     "sh", "sleep", "cat", "echo", "head", "dd", "ls", "env", "true", "false", "yes", "id",
-    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq",
+    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq", "mknod",
 ];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PASSWD: &str =
@@ -434,5 +434,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("busybox-static"), "{error}");
+    }
+}
+
+/// A loop device over a file of known bytes, detached when dropped: a block device the
+/// tests may read (this machine refuses reads of its real disk to everyone, root included,
+/// so a test of device isolation needs a disk nobody else refuses).
+pub struct LoopDevice {
+    pub path: std::path::PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    backing: std::path::PathBuf,
+}
+
+impl LoopDevice {
+    /// Attaches `backing` (created with 64 KiB of 0x5a bytes) to a free loop device
+    /// (`losetup`, util-linux).
+    pub fn attach(backing: &Path) -> io::Result<LoopDevice> {
+        std::fs::write(backing, vec![0x5au8; 64 * 1024])?;
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing)
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "losetup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(&path)?;
+        if !meta.file_type().is_block_device() {
+            return Err(io::Error::other(format!(
+                "{} is not a block device",
+                path.display()
+            )));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let rdev = meta.rdev();
+        Ok(LoopDevice {
+            path,
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+            backing: backing.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_file(&self.backing);
     }
 }
