@@ -41,7 +41,9 @@ pub const TOKEN_NAME_MAX_CHARS: usize = 64;
 pub const WWW_AUTHENTICATE_VALUES: [&str; 2] =
     ["Bearer realm=\"dcos-rs\"", "Basic realm=\"dcos-rs\""];
 /// What a 401 for a request without the header says, and how to get a token.
-pub const MISSING_TOKEN_MESSAGE: &str = "missing `Authorization: Bearer <token>` header (or `token=<token>`, or Basic with the token as the password; dcos-rs cluster setup writes a token to cli.toml)";
+pub const MISSING_TOKEN_MESSAGE: &str = "missing `Authorization: Bearer <token>` header (or `token=<token>`, or Basic with the token as the password; `dcos-rs up` keeps its token in <data-dir>/admin.token, `dcos-rs cluster setup` writes one to cli.toml)";
+/// The file in `dcos-rs up`'s data dir that holds its admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Longest `Authorization` value looked at (a token is 48 characters; Basic adds a user).
 const AUTHORIZATION_MAX_BYTES: usize = 1024;
 
@@ -56,6 +58,70 @@ pub fn generate_token() -> anyhow::Result<String> {
     let token = format!("{TOKEN_PREFIX}{}", base64url(&bytes));
     debug_assert_eq!(token.len(), TOKEN_PREFIX.len() + TOKEN_BODY_CHARS);
     Ok(token)
+}
+
+/// Checks that `token` looks like one `generate_token` makes (a damaged file is caught
+/// before the API refuses every request).
+pub fn check_token_format(token: &str) -> Result<(), String> {
+    let body = token
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or_else(|| format!("a token starts with {TOKEN_PREFIX:?}"))?;
+    if body.len() != TOKEN_BODY_CHARS
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "a token is {TOKEN_PREFIX:?} and {TOKEN_BODY_CHARS} base64url characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The token in `path`, or a new one written there (mode 0600, created exclusively and
+/// synced with its directory) when the file does not exist; `true` when it was made now.
+/// An existing file readable by others is tightened to 0600; a damaged one is an error
+/// that says what to do.
+pub fn load_or_create_token(path: &Path) -> anyhow::Result<(String, bool)> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim();
+            check_token_format(token).map_err(|reason| {
+                anyhow::anyhow!(
+                    "{} is damaged ({reason}): delete it and start again to make a new token (clients holding the old one must be given the new one)",
+                    path.display()
+                )
+            })?;
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private (chmod 600)", path.display()))?;
+            }
+            Ok((token.to_string(), false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_token()?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .with_context(|| format!("syncing {}", dir.display()))?;
+            }
+            Ok((token, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Unpadded base64url (RFC 4648 §5).
@@ -208,6 +274,22 @@ impl TokenSet {
         Ok(TokenSet { entries })
     }
 
+    /// A set of one token (kept as its sha256 only), named `name`.
+    pub fn of_token(token: &str, name: &str) -> TokenSet {
+        TokenSet {
+            entries: vec![TokenEntry {
+                sha256_hex: Digest::of_bytes(token.as_bytes()).hex().to_string(),
+                name: name.to_string(),
+            }],
+        }
+    }
+
+    /// These tokens and those of `other`.
+    pub fn union(mut self, other: TokenSet) -> TokenSet {
+        self.entries.extend(other.entries);
+        self
+    }
+
     /// The name of the token if it is one of ours. Every stored hash is compared in full,
     /// whether or not an earlier one matched, so the time taken says nothing about which.
     pub fn verify(&self, token: &str) -> Option<&str> {
@@ -358,14 +440,26 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(401, "unauthorized", message)
 }
 
+/// True when a page's script sent the request (`X-Requested-With`, as the dashboard and
+/// the usual JavaScript libraries mark theirs).
+fn request_from_script(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key("x-requested-with")
+}
+
 /// Middleware: the request goes on only with what `auth` asks for, else 401 with the
-/// `WWW-Authenticate` challenges (`WWW_AUTHENTICATE_VALUES`).
+/// `WWW-Authenticate` challenges (`WWW_AUTHENTICATE_VALUES`; Bearer only for a script).
 pub async fn require_token(State(auth): State<ApiAuth>, request: Request, next: Next) -> Response {
     match auth.check(&request) {
         Ok(()) => next.run(request).await,
         Err(error) => {
+            // A script's request (the dashboard's) gets no Basic challenge: a browser would
+            // answer it with its own password dialog over the page.
+            let from_script = request_from_script(request.headers());
             let mut response = api_error(error);
-            for challenge in WWW_AUTHENTICATE_VALUES {
+            for challenge in WWW_AUTHENTICATE_VALUES
+                .iter()
+                .filter(|c| !(from_script && c.starts_with("Basic")))
+            {
                 response.headers_mut().append(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
@@ -381,6 +475,34 @@ mod tests {
     use super::*;
 
     const HASH_A: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn the_admin_token_is_made_once_private_and_then_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        let (token, made) = load_or_create_token(&path).unwrap();
+        assert!(made);
+        check_token_format(&token).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_create_token(&path).unwrap(), (token.clone(), false));
+        assert_eq!(
+            TokenSet::of_token(&token, "admin").verify(&token),
+            Some("admin")
+        );
+        // A file others could read is tightened; a damaged one says what to do.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        load_or_create_token(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "").unwrap();
+        let error = load_or_create_token(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("damaged") && error.contains("delete it"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn tokens_are_prefixed_base64url_of_32_random_bytes() {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod frameworks;
+pub mod http_guard;
 pub mod http_util;
 pub mod link;
 pub mod master;

@@ -93,15 +93,44 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         announce: true,
         // Required by `up::start` when either address is not loopback.
         tokens_file: args.tokens_file,
+        insecure_no_auth: args.insecure_no_auth,
         agent,
     };
     // Installed before anything starts: a Ctrl-C or SIGTERM during start-up must still stop
     // cleanly (it is acted on once start-up is done) instead of killing the process.
     let stop = StopSignals::install()?;
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
+    if let Some(admin) = &handle.admin_token {
+        remember_local_up(&handle.master_url, &admin.file);
+    }
     stop.wait().await;
     println!();
     handle.stop(true).await
+}
+
+/// Leaves up.toml beside cli.toml, so the CLI on this machine finds the token (see
+/// `LocalUp`); a failure only costs the user a `DCOS_TOKEN`.
+fn remember_local_up(url: &str, token_file: &std::path::Path) {
+    use dcos_rs::cli::client::{CliConfig, LocalUp};
+    let Some(cli_toml) = CliConfig::default_path(|name| std::env::var(name).ok()) else {
+        println!(
+            "(no HOME: give the CLI the token with DCOS_TOKEN=$(cat {}))",
+            token_file.display()
+        );
+        return;
+    };
+    let path = LocalUp::path(&cli_toml);
+    let local = LocalUp {
+        url: url.to_string(),
+        token_file: token_file.to_path_buf(),
+    };
+    if let Err(e) = local.write(&path) {
+        println!(
+            "(could not write {} ({e}): give the CLI the token with DCOS_TOKEN=$(cat {}))",
+            path.display(),
+            token_file.display()
+        );
+    }
 }
 
 async fn master(args: MasterArgs) -> anyhow::Result<()> {

@@ -3,18 +3,23 @@
 //! `start` takes its listeners from the caller (tests bind port 0) and returns a handle;
 //! stopping it kills the tasks (SIGTERM, then SIGKILL after their grace period) unless
 //! `keep_tasks` is set, in which case they keep running and the next start adopts them.
-//! On loopback the APIs are open (one user's machine); listening anywhere else requires a
-//! tokens file, and then both APIs ask for a bearer token.
+//! Both APIs always ask for a token: the admin token `up` makes at its first start
+//! (`<data-dir>/admin.token`, mode 0600) and, when given, those of a tokens file (required
+//! to listen beyond loopback). Every local process, each task included, can reach a
+//! loopback port: without the token, any of them could start a task as root on this host.
+//! `insecure_no_auth` (loopback only) opens them anyway, for those who accept that.
+//! Requests also pass `RequestGuard` (Host, Origin, Content-Type) against browsers.
 
 use crate::agent::runtime::ShimRuntime;
 use crate::agent::{Agent, AgentConfig};
 use crate::auth::ApiAuth;
+use crate::http_guard::{RequestGuard, UPLOAD_TYPES};
 use crate::link::LINK_QUEUE_MAX;
 use crate::master::Master;
 use anyhow::Context;
 use dcos_raft::{RaftOptions, ReplicatedState};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -30,15 +35,27 @@ pub struct UpOptions {
     /// Tokens file (`sha256:<hex> <name>` lines): when given, both APIs require a bearer
     /// token from it. Required when either listener is not on a loopback address.
     pub tokens_file: Option<PathBuf>,
+    /// No authentication at all (`--insecure-no-auth`): only with loopback listeners and no
+    /// tokens file.
+    pub insecure_no_auth: bool,
     /// The agent's settings: the same type `dcos-rs agent` starts from (its agent.toml),
     /// except that `up` sets the work dir (`<data_dir>/agent`) and the URL (its agent
     /// listener's) itself.
     pub agent: AgentConfig,
 }
 
+/// The token `up` requires, kept in `file` (`<data-dir>/admin.token`, absolute).
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub token: String,
+    pub file: PathBuf,
+}
+
 pub struct UpHandle {
     pub master_url: String,
     pub agent_url: String,
+    /// The admin token (`None` with `insecure_no_auth`).
+    pub admin_token: Option<AdminToken>,
     pub master: Arc<Master>,
     pub agent: Arc<Agent>,
     keep_tasks: bool,
@@ -61,9 +78,12 @@ pub async fn start(
     let agent_addr = agent_listener.local_addr()?;
     let master_url = format!("http://{master_addr}");
     let agent_url = format!("http://{agent_addr}");
-    let auth = api_auth(opts.tokens_file.as_deref(), master_addr, agent_addr)?;
+    // Before the data dir exists: a refused configuration leaves nothing behind.
+    let (auth, admin_token) = api_auth(&opts, master_addr, agent_addr)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let master_guard = RequestGuard::loopback(master_addr);
+    let agent_guard = RequestGuard::loopback(agent_addr).with_body_types(UPLOAD_TYPES);
 
     let raft = ReplicatedState::open_single(RaftOptions::single(
         opts.data_dir.join("master"),
@@ -98,16 +118,19 @@ pub async fn start(
         from_agents,
         master_listener,
         None,
-        crate::master::http::router(master.clone(), auth.clone(), framework_routes),
+        crate::master::http::router(master.clone(), auth.clone(), master_guard, framework_routes),
         shutdown_rx.clone(),
     );
     let started = crate::agent::start(
         agent_config,
         to_master,
         Arc::new(ShimRuntime::default()),
-        agent_listener,
-        None,
-        auth,
+        crate::agent::AgentApi {
+            listener: agent_listener,
+            tls: None,
+            auth,
+            guard: agent_guard,
+        },
         shutdown_rx,
     )
     .await?;
@@ -134,13 +157,31 @@ pub async fn start(
             agent.last_recovery().1 as f64 / 1000.0
         ),
     );
-    say(
-        opts.announce,
-        &format!("dcos-rs is up: dashboard and API at {master_url}/  (Ctrl-C to stop)"),
-    );
+    match &admin_token {
+        Some(AdminToken { token, file }) => {
+            say(
+                opts.announce,
+                &format!(
+                    "API token: {} (mode 0600); the dcos-rs CLI on this machine finds it, other clients send `Authorization: Bearer <token>`",
+                    file.display()
+                ),
+            );
+            say(
+                opts.announce,
+                &format!(
+                    "dcos-rs is up: dashboard at {master_url}/?token={token}  (Ctrl-C to stop)"
+                ),
+            );
+        }
+        None => say(
+            opts.announce,
+            &format!("dcos-rs is up: dashboard and API at {master_url}/  (Ctrl-C to stop)"),
+        ),
+    }
     Ok(UpHandle {
         master_url,
         agent_url,
+        admin_token,
         master,
         agent,
         keep_tasks: opts.keep_tasks,
@@ -149,26 +190,56 @@ pub async fn start(
     })
 }
 
-/// What `up`'s APIs ask of callers: nothing on loopback without a tokens file, a token from
-/// the file when one is given, and a refusal to start when an API listens beyond loopback
-/// without one (anyone who reaches an open API controls the host's tasks).
+/// What `up`'s APIs ask of callers: the admin token (made at the first start) or one of
+/// the tokens file's; nothing with `insecure_no_auth`, which only loopback listeners may
+/// have. Listening beyond loopback needs a tokens file (the operator's tokens for other
+/// hosts' clients). Returns the auth and the admin token with its file.
 fn api_auth(
-    tokens_file: Option<&Path>,
+    opts: &UpOptions,
     master_addr: SocketAddr,
     agent_addr: SocketAddr,
-) -> anyhow::Result<Option<ApiAuth>> {
-    let Some(tokens_file) = tokens_file else {
-        for (flag, address) in [("--listen", master_addr), ("--agent-listen", agent_addr)] {
-            if !address.ip().is_loopback() {
+) -> anyhow::Result<(Option<ApiAuth>, Option<AdminToken>)> {
+    let listeners = [("--listen", master_addr), ("--agent-listen", agent_addr)];
+    let beyond_loopback = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
+    if opts.insecure_no_auth {
+        if let Some((flag, address)) = beyond_loopback {
+            anyhow::bail!(
+                "--insecure-no-auth is for loopback listeners only, and {flag} is {address}: drop --insecure-no-auth (the APIs then ask for a token)"
+            );
+        }
+        anyhow::ensure!(
+            opts.tokens_file.is_none(),
+            "--insecure-no-auth and --tokens-file contradict each other: give one of them"
+        );
+        eprintln!(
+            "WARNING: --insecure-no-auth: the APIs on {master_addr} and {agent_addr} accept every request without a token. Every local user and process, each task included, can reach them and start a task as root on this host. Use it only on a machine nobody else uses, with tasks you trust."
+        );
+        return Ok((None, None));
+    }
+    let extra = match &opts.tokens_file {
+        Some(file) => Some(crate::auth::TokenSet::load(file).context("--tokens-file")?),
+        None => {
+            if let Some((flag, address)) = beyond_loopback {
                 anyhow::bail!(
-                    "{flag} {address} is not a loopback address: an API reachable from other hosts needs authentication; give --tokens-file FILE (lines `sha256:<hex> <name>`, made by `dcos-rs cluster setup`), or listen on 127.0.0.1"
+                    "{flag} {address} is not a loopback address: clients on other hosts need tokens of their own; give --tokens-file FILE (lines `sha256:<hex> <name>`, made by `dcos-rs cluster setup`), or listen on 127.0.0.1"
                 );
             }
+            None
         }
-        return Ok(None);
     };
-    let tokens = crate::auth::TokenSet::load(tokens_file).context("--tokens-file")?;
-    Ok(Some(ApiAuth::tokens(Arc::new(tokens))))
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let file = std::path::absolute(opts.data_dir.join(crate::auth::ADMIN_TOKEN_FILE))
+        .context("resolving the data dir")?;
+    let (token, _made) = crate::auth::load_or_create_token(&file)?;
+    let mut tokens = crate::auth::TokenSet::of_token(&token, "admin");
+    if let Some(extra) = extra {
+        tokens = tokens.union(extra);
+    }
+    Ok((
+        Some(ApiAuth::tokens(Arc::new(tokens))),
+        Some(AdminToken { token, file }),
+    ))
 }
 
 impl UpHandle {

@@ -284,9 +284,13 @@ pub async fn start(
         config.agent_config(shim_exe),
         to_master,
         Arc::new(ShimRuntime::default()),
-        listener,
-        Some(server_config),
-        Some(auth),
+        super::AgentApi {
+            listener,
+            tls: Some(server_config),
+            auth: Some(auth),
+            guard: crate::http_guard::RequestGuard::new()
+                .with_body_types(crate::http_guard::UPLOAD_TYPES),
+        },
         shutdown_rx.clone(),
     )
     .await?;

@@ -39,7 +39,13 @@ const PULL_REQUEST_MAX_BYTES: usize = 64 * 1024;
 
 /// The agent's API. `registry` makes the pulls (its trust roots come from `--registry-ca`).
 /// With `auth`, everything but `/health` needs a bearer token (or what else `auth` accepts).
-pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>, auth: Option<ApiAuth>) -> Router {
+/// The agent's router; every request first through `guard` (Host, Origin, Content-Type).
+pub fn router(
+    agent: Arc<Agent>,
+    registry: Arc<RegistryClient>,
+    auth: Option<ApiAuth>,
+    guard: crate::http_guard::RequestGuard,
+) -> Router {
     let mut api = Router::new()
         .route(routes::TASK_LOG, get(task_log))
         .route(routes::IMAGES, get(list_images).post(import_image))
@@ -58,6 +64,10 @@ pub fn router(agent: Arc<Agent>, registry: Arc<RegistryClient>, auth: Option<Api
         .route(routes::HEALTH, get(|| async { "ok" }))
         .merge(api)
         .layer(DefaultBodyLimit::max(IMAGE_UPLOAD_MAX_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::http_guard::guard_requests,
+        ))
         .layer(Extension(registry))
         .with_state(agent)
 }

@@ -371,13 +371,19 @@ pub struct StartedAgent {
 /// earlier runs, then runs its loop (reports go to `to_master`: the in-process master of
 /// `dcos-rs up`, or a `remote::RemoteLink`) and serves its API on `listener` (HTTPS with
 /// `tls`, plain HTTP without), until `shutdown`.
+/// How the agent's HTTP API is served: where, over TLS or not, and what it asks of callers.
+pub struct AgentApi {
+    pub listener: tokio::net::TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Option<crate::auth::ApiAuth>,
+    pub guard: crate::http_guard::RequestGuard,
+}
+
 pub async fn start(
     config: AgentConfig,
     to_master: mpsc::Sender<ToMaster>,
     runtime: Arc<dyn TaskRuntime>,
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    auth: Option<crate::auth::ApiAuth>,
+    api: AgentApi,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<StartedAgent> {
     let registry = Arc::new(
@@ -394,9 +400,9 @@ pub async fn start(
     let handles = vec![
         tokio::spawn(agent.clone().run(recovered, shutdown.clone())),
         tokio::spawn(crate::tls::serve(
-            listener,
-            tls,
-            http::router(agent.clone(), registry, auth),
+            api.listener,
+            api.tls,
+            http::router(agent.clone(), registry, api.auth, api.guard),
             shutdown,
         )),
     ];

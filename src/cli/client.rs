@@ -516,6 +516,74 @@ impl CliConfig {
     }
 }
 
+/// `up.toml`, next to cli.toml: where `dcos-rs up` on this machine keeps its admin token, so
+/// that the CLI finds it with no flag or variable. `up` writes it at every start (its own
+/// file: a cli.toml the user has is never touched); the CLI uses it only for `url`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUp {
+    /// The master URL of the local `up`.
+    pub url: String,
+    /// Its `admin.token` (absolute).
+    pub token_file: PathBuf,
+}
+
+impl LocalUp {
+    /// `up.toml` beside the cli.toml at `cli_toml`.
+    pub fn path(cli_toml: &Path) -> PathBuf {
+        cli_toml.with_file_name("up.toml")
+    }
+
+    /// Writes `path` (mode 0600, its directory made 0700 when missing), replacing it whole.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        // A JSON string is a TOML basic string (same escapes).
+        let quoted = |s: &str| serde_json::to_string(s).map_err(std::io::Error::other);
+        let text = format!(
+            "# Written by `dcos-rs up` at each start: where the CLI on this machine finds its token.\nurl = {}\ntoken_file = {}\n",
+            quoted(&self.url)?,
+            quoted(&self.token_file.to_string_lossy())?
+        );
+        let tmp = path.with_extension("toml.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The token of the local `up` when `url` is its URL: `Ok(None)` when there is no
+    /// up.toml or it is for another URL; an error when its token file cannot be read.
+    pub fn token_for(path: &Path, url: &str) -> Result<Option<(String, PathBuf)>, String> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(None);
+        };
+        let local: LocalUp =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if local.url.trim_end_matches('/') != url.trim_end_matches('/') {
+            return Ok(None);
+        }
+        let token = std::fs::read_to_string(&local.token_file).map_err(|e| {
+            format!(
+                "the token of the local `dcos-rs up` is in {} and cannot be read ({e}): run as the user who started it, or set DCOS_TOKEN",
+                local.token_file.display()
+            )
+        })?;
+        Ok(Some((token.trim().to_string(), local.token_file)))
+    }
+}
+
 /// Where one of the client's settings came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -523,6 +591,8 @@ pub enum Source {
     Given(&'static str),
     /// cli.toml at this path.
     CliConfig(PathBuf),
+    /// The local `dcos-rs up`'s admin token file (found through up.toml).
+    LocalUp(PathBuf),
     Default,
 }
 
@@ -530,7 +600,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Given(name) => f.write_str(name),
-            Source::CliConfig(path) => write!(f, "{}", path.display()),
+            Source::CliConfig(path) | Source::LocalUp(path) => write!(f, "{}", path.display()),
             Source::Default => f.write_str("the default"),
         }
     }
@@ -538,7 +608,8 @@ impl std::fmt::Display for Source {
 
 /// The client commands' settings once every source has had its say:
 /// URL: `--url`/`DCOS_URL` > cli.toml `url` > `DEFAULT_URL`;
-/// token: `DCOS_TOKEN` > cli.toml `token`; CA: `DCOS_CA` > cli.toml `ca`.
+/// token: `DCOS_TOKEN` > cli.toml `token` > the local `up`'s (when the URL is its);
+/// CA: `DCOS_CA` > cli.toml `ca`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     pub url: String,
@@ -550,11 +621,13 @@ pub struct ClientSettings {
 
 impl ClientSettings {
     /// `url_flag` is `--url` or `DCOS_URL` (clap reads both); `config` is cli.toml and its
-    /// path, if there is one; `env` reads the other variables.
+    /// path, if there is one; `env` reads the other variables; `local_up` gives the local
+    /// `up`'s token and its file for a URL (`LocalUp::token_for`).
     pub fn resolve(
         url_flag: Option<String>,
         config: Option<(&Path, &CliConfig)>,
         env: impl Fn(&str) -> Option<String>,
+        local_up: impl FnOnce(&str) -> Option<(String, PathBuf)>,
     ) -> ClientSettings {
         let set = |name: &str| env(name).filter(|v| !v.is_empty());
         let from_file = |pick: fn(&CliConfig) -> Option<&str>| {
@@ -568,7 +641,10 @@ impl ClientSettings {
             Some(token) => (Some(token), Some(Source::Given("DCOS_TOKEN"))),
             None => match from_file(|c| c.token.as_deref()) {
                 Some((token, path)) => (Some(token), Some(Source::CliConfig(path))),
-                None => (None, None),
+                None => match local_up(&url) {
+                    Some((token, file)) => (Some(token), Some(Source::LocalUp(file))),
+                    None => (None, None),
+                },
             },
         };
         let ca = set("DCOS_CA")
@@ -626,26 +702,66 @@ mod tests {
             ca: Some("/etc/ca.crt".into()),
             token: Some("dcos_file".into()),
         };
-        let resolved = ClientSettings::resolve(None, Some((file, &config)), env_of(&[]));
+        let no_local = |_: &str| -> Option<(String, PathBuf)> { panic!("not asked") };
+        let resolved = ClientSettings::resolve(None, Some((file, &config)), env_of(&[]), no_local);
         assert_eq!(resolved.url, "https://m1:5050");
         assert_eq!(resolved.token.as_deref(), Some("dcos_file"));
         assert_eq!(resolved.ca, Some(PathBuf::from("/etc/ca.crt")));
         assert_eq!(resolved.token_source, Some(Source::CliConfig(file.into())));
 
         let env = env_of(&[("DCOS_TOKEN", "dcos_env"), ("DCOS_CA", "/tmp/ca.crt")]);
-        let resolved =
-            ClientSettings::resolve(Some("https://m2:5050".into()), Some((file, &config)), env);
+        let resolved = ClientSettings::resolve(
+            Some("https://m2:5050".into()),
+            Some((file, &config)),
+            env,
+            no_local,
+        );
         assert_eq!(resolved.url, "https://m2:5050");
         assert_eq!(resolved.token.as_deref(), Some("dcos_env"));
         assert_eq!(resolved.ca, Some(PathBuf::from("/tmp/ca.crt")));
         assert_eq!(resolved.token_source, Some(Source::Given("DCOS_TOKEN")));
 
-        let resolved = ClientSettings::resolve(None, None, env_of(&[("DCOS_TOKEN", "")]));
+        let resolved = ClientSettings::resolve(None, None, env_of(&[("DCOS_TOKEN", "")]), |_| None);
         assert_eq!(resolved.url, DEFAULT_URL);
         assert_eq!(
             (resolved.token, resolved.ca, resolved.token_source),
             (None, None, None)
         );
+        // Nothing else names a token: the local `up`'s, asked for the URL in use.
+        let local = PathBuf::from("/data/admin.token");
+        let resolved = ClientSettings::resolve(None, None, env_of(&[]), |url| {
+            assert_eq!(url, DEFAULT_URL);
+            Some(("dcos_local".to_string(), local.clone()))
+        });
+        assert_eq!(resolved.token.as_deref(), Some("dcos_local"));
+        assert_eq!(resolved.token_source, Some(Source::LocalUp(local)));
+    }
+
+    #[test]
+    fn up_toml_gives_the_token_only_for_its_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli_toml = dir.path().join("conf/dcos-rs/cli.toml");
+        let path = LocalUp::path(&cli_toml);
+        assert_eq!(LocalUp::token_for(&path, DEFAULT_URL), Ok(None));
+        let token_file = dir.path().join("admin.token");
+        std::fs::write(&token_file, "dcos_abc\n").unwrap();
+        LocalUp {
+            url: "http://127.0.0.1:5050".into(),
+            token_file: token_file.clone(),
+        }
+        .write(&path)
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            LocalUp::token_for(&path, "http://127.0.0.1:5050/"),
+            Ok(Some(("dcos_abc".to_string(), token_file.clone())))
+        );
+        assert_eq!(LocalUp::token_for(&path, "https://m1:5050"), Ok(None));
+        std::fs::remove_file(&token_file).unwrap();
+        let error = LocalUp::token_for(&path, "http://127.0.0.1:5050").unwrap_err();
+        assert!(error.contains("DCOS_TOKEN"), "{error}");
     }
 
     #[test]

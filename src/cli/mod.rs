@@ -17,7 +17,7 @@ pub use image::ImageCommand;
 pub use node::NodeCommand;
 pub use task::{stream_task_log, TaskCommand};
 
-use crate::cli::client::{CliConfig, Client, ClientError, ClientSettings};
+use crate::cli::client::{CliConfig, Client, ClientError, ClientSettings, LocalUp};
 use clap::{Args, Parser, Subcommand};
 use dcos_api::routes::cluster as cluster_routes;
 use dcos_api::NodesView;
@@ -126,11 +126,15 @@ pub struct UpArgs {
     /// Address of the agent's API (task logs, images). Any address but loopback needs --tokens-file.
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub agent_listen: String,
-    /// Require a bearer token on both APIs, from this file of `sha256:<hex> <name>` lines
-    /// (`dcos-rs cluster setup` makes one: <ca-dir>/tokens). Required with a non-loopback
-    /// --listen or --agent-listen; on loopback without it, the APIs are open.
+    /// Also accept the tokens of this file of `sha256:<hex> <name>` lines (`dcos-rs cluster
+    /// setup` makes one: <ca-dir>/tokens), besides the admin token `up` keeps in
+    /// <data-dir>/admin.token. Required with a non-loopback --listen or --agent-listen.
     #[arg(long, value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// DANGEROUS: serve both APIs without any token (loopback listeners only). Every local
+    /// user and process, each task included, could then start a task as root on this host.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
     /// On stop, leave tasks running; the next `up` adopts them.
     #[arg(long)]
     pub keep_tasks: bool,
@@ -182,7 +186,22 @@ fn client_from_settings(url_flag: Option<String>) -> anyhow::Result<Client> {
         Some(path) => CliConfig::load(path)?,
         None => None,
     };
-    let settings = ClientSettings::resolve(url_flag, path.as_deref().zip(config.as_ref()), env);
+    let local_up = |url: &str| {
+        let path = path.as_deref().map(LocalUp::path)?;
+        match LocalUp::token_for(&path, url) {
+            Ok(found) => found,
+            Err(reason) => {
+                eprintln!("warning: {reason}");
+                None
+            }
+        }
+    };
+    let settings = ClientSettings::resolve(
+        url_flag,
+        path.as_deref().zip(config.as_ref()),
+        env,
+        local_up,
+    );
     tracing::debug!(url = %settings.url, token = ?settings.token_source, ca = ?settings.ca, "client settings");
     Ok(settings.client()?)
 }

@@ -9,6 +9,7 @@
 
 use super::Master;
 use crate::auth::{require_token, ApiAuth};
+use crate::http_guard::{guard_requests, RequestGuard};
 use crate::http_util::{api_error, json_ok, read_body};
 use crate::link::{now_ms, LEADER_HEADER};
 use axum::body::Bytes;
@@ -31,13 +32,16 @@ pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 
 const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
 
-/// The master's router, with the built-in frameworks' `framework_routes`. With `auth`, every route but `/`, `/health` and `/ready` needs a
+/// The master's router, with the built-in frameworks' `framework_routes`, every request
+/// first through `guard` (Host, Origin, Content-Type). With `auth`, every route but `/`,
+/// `/health` and `/ready` needs a
 /// bearer token, checked before the follower redirect (a follower names its leader only to
 /// callers it has authenticated). `/internal/raft/*` never takes tokens: it is for master
 /// certificates only.
 pub fn router(
     master: Arc<Master>,
     auth: Option<ApiAuth>,
+    guard: RequestGuard,
     framework_routes: Router<Arc<Master>>,
 ) -> Router {
     // Raft between masters: bigger bodies, never redirected, masters' certificates only.
@@ -76,6 +80,7 @@ pub fn router(
     internal
         .merge(open)
         .merge(api)
+        .layer(middleware::from_fn_with_state(guard, guard_requests))
         .layer(middleware::from_fn_with_state(master.clone(), observe))
         .with_state(master)
 }

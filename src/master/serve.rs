@@ -117,6 +117,7 @@ pub async fn start(
     let router = super::http::router(
         master.clone(),
         Some(ApiAuth::tokens(Arc::new(tokens))),
+        crate::http_guard::RequestGuard::new(),
         framework_routes,
     )
     .merge(super::agents::router(master.clone(), inbox.clone()));

@@ -1,6 +1,7 @@
 """marathon-python (PyPI `marathon`) against a dcos-rs master: the calls whose answers its
-strict models parse today. Usage: marathon_python.py <master-url>. Exits non-zero, naming the
-call, on the first failure.
+strict models parse today. Usage: marathon_python.py <master-url> <token>: the token goes as
+DC/OS's `Authorization: token=<token>` (marathon-python's `auth_token`). Exits non-zero,
+naming the call, on the first failure.
 
 Not covered yet: what the services issue adds (groups, versions, queue, events, health checks,
 embed parameters, kill_tasks).
@@ -11,7 +12,7 @@ import time
 import marathon
 from marathon.models import MarathonApp
 
-client = marathon.MarathonClient(sys.argv[1])
+client = marathon.MarathonClient(sys.argv[1], auth_token=sys.argv[2])
 
 
 def check(name, condition, detail):

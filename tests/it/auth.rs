@@ -346,3 +346,211 @@ async fn up_with_a_tokens_file_requires_a_token_on_both_apis() {
     assert!(page.contains("API token"), "the dashboard asks for a token");
     cluster.stop().await;
 }
+
+/// One HTTP/1.1 request written by hand (any Host, Origin or Content-Type a browser or a
+/// task could send); returns the status code and the body.
+pub async fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_is_not_an_open_door() {
+    let cluster = crate::common::TestCluster::start().await;
+    let handle = cluster.handle();
+    let admin = handle.admin_token.clone().expect("up made an admin token");
+    let (token, file) = (admin.token, admin.file);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    let addr = handle.master_url.trim_start_matches("http://").to_string();
+    let app = r#"{"id":"/door","cmd":"sleep 1000","cpus":0.1,"mem":16}"#;
+    let post = |host: &str, extra: &str| {
+        format!("POST /v2/apps HTTP/1.1\r\nHost: {host}\r\n{extra}")
+            .trim_end()
+            .to_string()
+    };
+    let json = "Content-Type: application/json";
+    let bearer = format!("Authorization: Bearer {token}");
+
+    // What a task or a script on this host sends without the token.
+    let (status, body) = raw_request(&addr, &post(&addr, json), app).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("admin.token"),
+        "the refusal says where: {body}"
+    );
+    // A page on another site, through a rebound DNS name or with its Origin.
+    let (status, body) = raw_request(
+        &addr,
+        &post("evil.example:5050", &format!("{json}\r\n{bearer}")),
+        app,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("DNS rebinding"), "{body}");
+    let (status, body) = raw_request(
+        &addr,
+        &post(
+            &addr,
+            &format!("{json}\r\n{bearer}\r\nOrigin: http://evil.example"),
+        ),
+        app,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    // A form's body type, even with the token.
+    let (status, body) = raw_request(
+        &addr,
+        &post(&addr, &format!("Content-Type: text/plain\r\n{bearer}")),
+        app,
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("application/json"), "{body}");
+    // The agent's API is guarded the same way.
+    let agent = handle.agent_url.trim_start_matches("http://").to_string();
+    let (status, _) = raw_request(
+        &agent,
+        &format!("GET /images HTTP/1.1\r\nHost: {agent}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = raw_request(
+        &agent,
+        &format!("GET /images HTTP/1.1\r\nHost: rebound.example:5051\r\n{bearer}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Nothing of the refused requests was stored; the token opens the door.
+    let apps: Value = cluster.client.get("/v2/apps").await.unwrap();
+    assert_eq!(apps["apps"].as_array().unwrap().len(), 0, "{apps}");
+    let (status, body) =
+        raw_request(&addr, &post(&addr, &format!("{json}\r\n{bearer}")), app).await;
+    assert_eq!(status, 201, "{body}");
+    // A script's 401 has no Basic challenge (a browser would open its password dialog).
+    let (status, _) = raw_request(
+        &addr,
+        &format!("GET /v2/apps HTTP/1.1\r\nHost: {addr}\r\nX-Requested-With: x"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    cluster.stop().await;
+}
+
+/// The real `dcos-rs up` and CLI as the README's tour runs them: the CLI finds the admin
+/// token with no flag or variable (through up.toml, next to a cli.toml it leaves alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_on_the_machine_finds_ups_token_and_no_auth_is_explicit_and_loud() {
+    crate::common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cli_toml = dir.path().join("cli.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    // The user's own cli.toml (no token in it) stays as it is.
+    let users = format!("url = \"{url}\"\n");
+    std::fs::write(&cli_toml, &users).unwrap();
+    let cgroup_parent = crate::common::unique("dcos-rs-test");
+    let up = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--agent-listen", "127.0.0.1:0"])
+            .args([
+                "--cgroup-parent",
+                &cgroup_parent,
+                "--cpus",
+                "1",
+                "--mem",
+                "512",
+            ])
+            .args(extra)
+            .env("DCOS_CONFIG", &cli_toml)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let child = up(&[]).spawn().unwrap();
+    let listed =
+        crate::common::wait_for("the CLI to list apps", Duration::from_secs(30), || async {
+            let out = dcos(&cli_toml, &["--json", "app", "list"], &[]);
+            out.status.success().then_some(out)
+        })
+        .await;
+    assert!(stdout_json(&listed).is_object() || stdout_json(&listed).is_array());
+    assert_eq!(std::fs::read_to_string(&cli_toml).unwrap(), users);
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    // Another URL does not get this token.
+    let out = dcos(
+        &cli_toml,
+        &["--url", "http://127.0.0.1:9", "app", "list"],
+        &[],
+    );
+    assert!(!out.status.success());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{url}/?token={}", token.trim())),
+        "up prints the dashboard's login link:\n{stdout}"
+    );
+
+    // --insecure-no-auth: refused beyond loopback, loud on it.
+    let refused = Command::new(BIN)
+        .args(["up", "--insecure-no-auth", "--listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("loopback listeners only"), "{stderr}");
+    let child = up(&["--insecure-no-auth"]).spawn().unwrap();
+    crate::common::wait_for("up without auth", Duration::from_secs(30), || async {
+        let out = dcos(
+            &dir.path().join("none.toml"),
+            &["--url", &url, "--json", "app", "list"],
+            &[],
+        );
+        out.status.success().then_some(())
+    })
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WARNING: --insecure-no-auth") && stderr.contains("as root"),
+        "{stderr}"
+    );
+    crate::common::remove_cgroup_parent(&cgroup_parent);
+}

@@ -8,14 +8,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 fn cli(cluster: &TestCluster, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--url")
-        .arg(&cluster.handle().master_url)
+    cluster
+        .cli()
         .args(args)
-        // Only what this test gives: no cli.toml or token of the machine's user.
-        .env("DCOS_CONFIG", cluster.dir.path().join("no-cli.toml"))
-        .env_remove("DCOS_TOKEN")
-        .env_remove("DCOS_CA")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run dcos-rs")

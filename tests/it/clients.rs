@@ -13,10 +13,12 @@ async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
         "/tests/clients/marathon_python.py"
     );
     let url = cluster.handle().master_url.clone();
+    let token = cluster.token();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
             .arg(url)
+            .arg(token)
             .output()
             .expect("python3 runs")
     })

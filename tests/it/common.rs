@@ -59,6 +59,7 @@ impl TestCluster {
             keep_tasks: false,
             announce: false,
             tokens_file: None,
+            insecure_no_auth: false,
             agent,
         };
         tweak(&mut opts);
@@ -66,7 +67,11 @@ impl TestCluster {
         let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = start(opts, master, agent).await.expect("cluster starts");
-        let client = Client::new(&handle.master_url);
+        let client = match &handle.admin_token {
+            Some(admin) => Client::with_auth(&handle.master_url, Some(&admin.token), None)
+                .expect("a client with the admin token"),
+            None => Client::new(&handle.master_url),
+        };
         TestCluster {
             handle: Some(handle),
             client,
@@ -78,6 +83,28 @@ impl TestCluster {
 
     pub fn handle(&self) -> &UpHandle {
         self.handle.as_ref().expect("running")
+    }
+
+    /// The admin token `up` made.
+    pub fn token(&self) -> String {
+        self.handle()
+            .admin_token
+            .as_ref()
+            .map(|admin| admin.token.clone())
+            .expect("up runs with its admin token")
+    }
+
+    /// The `dcos-rs` CLI for this cluster, with only what a test gives it: its URL and
+    /// token, no cli.toml or token of the machine's user.
+    pub fn cli(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .arg("--url")
+            .arg(&self.handle().master_url)
+            .env("DCOS_CONFIG", self.dir.path().join("no-cli.toml"))
+            .env("DCOS_TOKEN", self.token())
+            .env_remove("DCOS_CA");
+        command
     }
 
     pub async fn deploy(

@@ -13,12 +13,47 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
         .await
         .unwrap();
     let task = cluster.wait_running("/shown", 1).await.remove(0);
+    let token = cluster.token();
+    // The login link `up` prints.
+    let dom = dump_dom(format!("{}/?token={token}", cluster.handle().master_url)).await;
+    assert!(dom.contains("/shown"), "the app is listed:\n{dom}");
+    assert!(dom.contains(&task.id), "the task is listed:\n{dom}");
+    assert!(dom.contains("TASK_RUNNING"), "its state is shown:\n{dom}");
+    assert!(
+        dom.contains(&cluster.handle().agent.id),
+        "the agent node is listed:\n{dom}"
+    );
+    let error_span = dom
+        .split("id=\"error\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</span>").next())
+        .expect("the page has its error element");
+    assert!(
+        error_span.ends_with('>'),
+        "the page shows no API error: {error_span}"
+    );
+    assert!(
+        !dom.contains(&token),
+        "the token is not left in the page or its links:\n{dom}"
+    );
+    // Without the link: nothing of the cluster, a request for the token instead.
+    let dom = dump_dom(format!("{}/", cluster.handle().master_url)).await;
+    assert!(!dom.contains("/shown"), "no data without a token:\n{dom}");
+    assert!(dom.contains("an API token is needed"), "{dom}");
+    assert!(
+        dom.contains(r#"<section id="login" style="display: block;">"#),
+        "the login form is shown:\n{dom}"
+    );
+    cluster.stop().await;
+}
+
+/// The DOM of `url` after 5 s of (virtual) time in headless chromium, with a fresh profile.
+async fn dump_dom(url: String) -> String {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromium is missing: apt-get install chromium (.ci/run does)");
     let profile = tempfile::tempdir().unwrap();
-    let url = format!("{}/", cluster.handle().master_url);
     let output = tokio::task::spawn_blocking({
         let profile = profile.path().to_path_buf();
         move || {
@@ -43,27 +78,10 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
     })
     .await
     .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "chromium failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(dom.contains("/shown"), "the app is listed:\n{dom}");
-    assert!(dom.contains(&task.id), "the task is listed:\n{dom}");
-    assert!(dom.contains("TASK_RUNNING"), "its state is shown:\n{dom}");
-    assert!(
-        dom.contains(&cluster.handle().agent.id),
-        "the agent node is listed:\n{dom}"
-    );
-    let error_span = dom
-        .split("id=\"error\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</span>").next())
-        .expect("the page has its error element");
-    assert!(
-        error_span.ends_with('>'),
-        "the page shows no API error: {error_span}"
-    );
-    cluster.stop().await;
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

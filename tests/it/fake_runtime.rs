@@ -47,7 +47,12 @@ impl FakeCluster {
             from_agents,
             listener,
             None,
-            dcos_rs::master::http::router(master.clone(), None, routes),
+            dcos_rs::master::http::router(
+                master.clone(),
+                None,
+                dcos_rs::http_guard::RequestGuard::new(),
+                routes,
+            ),
             shutdown_rx.clone(),
         );
 
@@ -71,9 +76,12 @@ impl FakeCluster {
                 config,
                 to_master.clone(),
                 runtime.clone(),
-                agent_listener,
-                None,
-                None,
+                dcos_rs::agent::AgentApi {
+                    listener: agent_listener,
+                    tls: None,
+                    auth: None,
+                    guard: dcos_rs::http_guard::RequestGuard::new(),
+                },
                 shutdown_rx.clone(),
             )
             .await

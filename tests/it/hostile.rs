@@ -22,6 +22,16 @@ fn device_attempts(disk: &LoopDevice, node: &str) -> String {
     )
 }
 
+/// The shell line of the API attempt: launch another task (as root, on the host) through
+/// the master on loopback without a token; prints `api-post-status: <HTTP status>`.
+/// `status_of` is a shell command that prints the status of a POST of `SNEAKY_APP` to `URL`.
+fn api_attempt(status_of: &str, master_url: &str) -> String {
+    let command = status_of.replace("URL", &format!("'{master_url}/v2/apps'"));
+    format!("echo \"api-post-status: $({command})\"; ")
+}
+
+const SNEAKY_APP: &str = r#"{"id":"/sneaky","cmd":"id","user":"root"}"#;
+
 /// The task's stdout once it printed `end`.
 async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
     let task = cluster.wait_running(app_id, 1).await.remove(0);
@@ -31,7 +41,8 @@ async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
         .join("data/agent/tasks")
         .join(&task.id)
         .join("stdout");
-    wait_for(
+    let stderr = stdout.with_file_name("stderr");
+    let output = wait_for(
         &format!("{app_id} to finish its attempts"),
         Duration::from_secs(20),
         || {
@@ -42,7 +53,10 @@ async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
             }
         },
     )
-    .await
+    .await;
+    // Its stderr too, for the messages of a failed assertion.
+    let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
+    format!("{output}--- stderr ---\n{stderr}")
 }
 
 fn assert_all_refused(what: &str, output: &str, attempts: &[&str]) {
@@ -74,10 +88,22 @@ async fn a_hostile_task_is_refused_everything() {
     let url = format!("{}/images", cluster.handle().agent_url);
     let _: dcos_api::ImagesEnvelope = cluster.client.upload(&url, &tarball).await.unwrap();
 
+    let master_url = cluster.handle().master_url.clone();
+    let curl = format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' -d '{SNEAKY_APP}' URL"
+    );
+    // busybox wget names the status in its error ("server returned error: HTTP/1.1 401 ...").
+    let wget = format!(
+        "wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '{SNEAKY_APP}' URL 2>&1 | grep -o 'HTTP/1.1 [0-9]*' | grep -o '[0-9]*$'"
+    );
     cluster
         .deploy(json!({
             "id": "hostile-plain",
-            "cmd": format!("{} echo end; sleep 1000", device_attempts(&disk, "./disk")),
+            "cmd": format!(
+                "{}{} echo end; sleep 1000",
+                device_attempts(&disk, "./disk"),
+                api_attempt(&curl, &master_url)
+            ),
             "user": "root",
             "cpus": 0.1, "mem": 32
         }))
@@ -86,7 +112,11 @@ async fn a_hostile_task_is_refused_everything() {
     cluster
         .deploy(json!({
             "id": "hostile-container",
-            "cmd": format!("{} echo end; sleep 1000", device_attempts(&disk, "/dev/disk")),
+            "cmd": format!(
+                "{}{} echo end; sleep 1000",
+                device_attempts(&disk, "/dev/disk"),
+                api_attempt(&wget, &master_url)
+            ),
             "cpus": 0.1, "mem": 32,
             "container": {"type": "MESOS", "docker": {"image": "busybox:hostile"}}
         }))
@@ -96,8 +126,18 @@ async fn a_hostile_task_is_refused_everything() {
     let plain = output_of(&cluster, "/hostile-plain").await;
     assert_all_refused("the plain task", &plain, &["mknod-disk", "host-dev-disk"]);
     assert!(plain.contains("dev-zero-bytes: 3"), "{plain}");
+    assert!(plain.contains("api-post-status: 401"), "{plain}");
     let container = output_of(&cluster, "/hostile-container").await;
     assert_all_refused("the container", &container, &["mknod-disk"]);
     assert!(container.contains("dev-zero-bytes: 3"), "{container}");
+    assert!(container.contains("api-post-status: 401"), "{container}");
+    let apps: serde_json::Value = cluster.client.get("/v2/apps").await.unwrap();
+    let ids: Vec<&str> = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert!(!ids.contains(&"/sneaky"), "a task launched another: {ids:?}");
     cluster.stop().await;
 }

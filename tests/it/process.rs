@@ -49,11 +49,20 @@ async fn spawn_up_from(
             "1024",
         ])
         .args(extra)
+        // up.toml goes beside this cli.toml, not into the machine user's config.
+        .env("DCOS_CONFIG", data_dir.with_file_name("cli.toml"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start dcos-rs up");
-    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    let token_file = data_dir.join(dcos_rs::auth::ADMIN_TOKEN_FILE);
+    let token = wait_for("up's admin token", Duration::from_secs(30), || async {
+        let token = std::fs::read_to_string(&token_file).ok()?;
+        (!token.trim().is_empty()).then(|| token.trim().to_string())
+    })
+    .await;
+    let client =
+        Client::with_auth(&format!("http://127.0.0.1:{port}"), Some(&token), None).unwrap();
     wait_for("dcos-rs up to answer", Duration::from_secs(30), || async {
         let nodes: dcos_api::NodesView = client.get("/cluster/v1/nodes").await.ok()?;
         nodes

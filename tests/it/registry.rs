@@ -3,7 +3,7 @@
 //! multi-platform index with a decoy entry for another architecture, layers redirected to a
 //! "storage" host, and a repository that lies about its layer bytes.
 
-use crate::common::{busybox_image, wait_for, TestCluster, BIN};
+use crate::common::{busybox_image, wait_for, TestCluster};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -571,9 +571,8 @@ async fn pulled_image_with_bearer_auth_runs_a_task() {
 
 fn cli_with_stdin(cluster: &TestCluster, args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(BIN)
-        .arg("--url")
-        .arg(&cluster.handle().master_url)
+    let mut child = cluster
+        .cli()
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

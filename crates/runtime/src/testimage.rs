@@ -19,9 +19,9 @@ use std::path::Path;
 pub const TEST_IMAGE_MTIME: u64 = 1_700_000_000;
 const TEST_IMAGE_CREATED: &str = "2023-11-14T22:13:20Z";
 /// The applets linked to /bin/busybox in the busybox image.
-pub const BUSYBOX_APPLETS: [&str; 21] = [
+pub const BUSYBOX_APPLETS: [&str; 22] = [
     "sh", "sleep", "cat", "echo", "head", "dd", "ls", "env", "true", "false", "yes", "id",
-    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq", "mknod",
+    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq", "mknod", "wget",
 ];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PASSWD: &str =
@@ -382,61 +382,6 @@ fn write_oci_layout<W: Write>(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BUSYBOX: &str = "/bin/busybox";
-
-    fn members(path: &Path) -> Vec<String> {
-        let mut archive = tar::Archive::new(File::open(path).unwrap());
-        archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn busybox_image_is_reproducible_in_both_formats() {
-        let dir = tempfile::tempdir().unwrap();
-        for format in [TestImageFormat::DockerSave, TestImageFormat::OciLayout] {
-            let first = dir.path().join("first.tar");
-            let second = dir.path().join("second.tar");
-            build_busybox_image(Path::new(BUSYBOX), &first, "busybox:test", format).unwrap();
-            build_busybox_image(Path::new(BUSYBOX), &second, "busybox:test", format).unwrap();
-            assert_eq!(
-                std::fs::read(&first).unwrap(),
-                std::fs::read(&second).unwrap(),
-                "{format:?}"
-            );
-            let names = members(&first);
-            match format {
-                TestImageFormat::DockerSave => {
-                    assert!(names.contains(&"manifest.json".to_string()))
-                }
-                TestImageFormat::OciLayout => {
-                    assert!(names.contains(&"index.json".to_string()));
-                    assert!(names.contains(&"oci-layout".to_string()));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn missing_busybox_is_reported_with_the_package_to_install() {
-        let dir = tempfile::tempdir().unwrap();
-        let error = build_busybox_image(
-            &dir.path().join("nope"),
-            &dir.path().join("out.tar"),
-            "busybox:test",
-            TestImageFormat::DockerSave,
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("busybox-static"), "{error}");
-    }
-}
-
 /// A loop device over a file of known bytes, detached when dropped: a block device the
 /// tests may read (this machine refuses reads of its real disk to everyone, root included,
 /// so a test of device isolation needs a disk nobody else refuses).
@@ -489,5 +434,60 @@ impl Drop for LoopDevice {
             .arg(&self.path)
             .status();
         let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUSYBOX: &str = "/bin/busybox";
+
+    fn members(path: &Path) -> Vec<String> {
+        let mut archive = tar::Archive::new(File::open(path).unwrap());
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn busybox_image_is_reproducible_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [TestImageFormat::DockerSave, TestImageFormat::OciLayout] {
+            let first = dir.path().join("first.tar");
+            let second = dir.path().join("second.tar");
+            build_busybox_image(Path::new(BUSYBOX), &first, "busybox:test", format).unwrap();
+            build_busybox_image(Path::new(BUSYBOX), &second, "busybox:test", format).unwrap();
+            assert_eq!(
+                std::fs::read(&first).unwrap(),
+                std::fs::read(&second).unwrap(),
+                "{format:?}"
+            );
+            let names = members(&first);
+            match format {
+                TestImageFormat::DockerSave => {
+                    assert!(names.contains(&"manifest.json".to_string()))
+                }
+                TestImageFormat::OciLayout => {
+                    assert!(names.contains(&"index.json".to_string()));
+                    assert!(names.contains(&"oci-layout".to_string()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn missing_busybox_is_reported_with_the_package_to_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = build_busybox_image(
+            &dir.path().join("nope"),
+            &dir.path().join("out.tar"),
+            "busybox:test",
+            TestImageFormat::DockerSave,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("busybox-static"), "{error}");
     }
 }

@@ -1,0 +1,315 @@
+//! What a browser could be made to send: checks every API request passes before auth and
+//! before any handler, against DNS rebinding and cross-site requests.
+//!
+//! - `Host` must be one of the server's own names when the server knows them (`dcos-rs up`
+//!   on loopback: `127.0.0.1`, `localhost`, `[::1]` and the listener's address, with its
+//!   port). A page on `evil.example` whose name was re-pointed to 127.0.0.1 sends its own
+//!   name and is refused.
+//! - `Origin`, when a browser sends one, must be the origin of the `Host` asked for:
+//!   another site's page may not drive the API (there is no CORS here, on purpose).
+//! - `POST`, `PUT` and `PATCH` must say `Content-Type: application/json` (the agent's image
+//!   upload: a tar or binary type). A plain HTML form or a "simple" `fetch` cannot send that
+//!   without a preflight nobody answers. Routes under `/internal/` (certificate-only, between
+//!   nodes) are not checked for it.
+
+use crate::http_util::api_error;
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use dcos_api::ApiError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The media types of an upload of image tarballs (the agent's `POST /images`).
+pub const UPLOAD_TYPES: &[&str] = &[
+    "application/x-tar",
+    "application/octet-stream",
+    "application/gzip",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestGuard {
+    /// `host:port` values (lowercase) a request's `Host` must be; `None`: any (a master or
+    /// agent reached by names only its operator knows).
+    allowed_hosts: Option<Arc<Vec<String>>>,
+    /// Body media types accepted besides JSON.
+    extra_body_types: &'static [&'static str],
+}
+
+impl RequestGuard {
+    /// Any `Host`; `Origin` and `Content-Type` checked.
+    pub fn new() -> RequestGuard {
+        RequestGuard::default()
+    }
+
+    /// Only the loopback names of `addr` (a loopback listener): `127.0.0.1`, `localhost`,
+    /// `[::1]` and `addr`'s own address, each with `addr`'s port.
+    pub fn loopback(addr: SocketAddr) -> RequestGuard {
+        let port = addr.port();
+        let mut hosts = vec![
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            addr.to_string(),
+        ];
+        hosts.sort();
+        hosts.dedup();
+        RequestGuard {
+            allowed_hosts: Some(Arc::new(hosts)),
+            extra_body_types: &[],
+        }
+    }
+
+    /// Also accepts bodies of `types` on mutating requests.
+    pub fn with_body_types(mut self, types: &'static [&'static str]) -> RequestGuard {
+        self.extra_body_types = types;
+        self
+    }
+
+    /// Accepts `request` or says why not (403 or 415).
+    pub fn check(&self, request: &Request) -> Result<(), ApiError> {
+        let headers = request.headers();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .or_else(|| {
+                request
+                    .uri()
+                    .authority()
+                    .map(|a| a.as_str().to_ascii_lowercase())
+            });
+        if let Some(allowed) = &self.allowed_hosts {
+            match &host {
+                Some(host) if allowed.iter().any(|a| a == host) => {}
+                Some(host) => {
+                    return Err(forbidden(format!(
+                        "Host {host:?} is not this server's (it answers to {}): a request for another name reached it, as in DNS rebinding",
+                        allowed.join(", ")
+                    )))
+                }
+                None => return Err(forbidden("the request has no Host header".into())),
+            }
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
+            let same = host.as_deref().is_some_and(|host| {
+                origin == format!("http://{host}") || origin == format!("https://{host}")
+            });
+            if !same {
+                return Err(forbidden(format!(
+                    "cross-origin request refused: Origin {origin:?} is not this server ({})",
+                    host.as_deref().unwrap_or("no Host")
+                )));
+            }
+        }
+        let mutating = matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        );
+        if mutating && !request.uri().path().starts_with("/internal/") {
+            let given = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let essence = given
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let json = essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"));
+            if !json && !self.extra_body_types.contains(&essence.as_str()) {
+                let expected = std::iter::once("application/json")
+                    .chain(self.extra_body_types.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let given = if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{given:?}")
+                };
+                return Err(ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    format!(
+                        "{} needs `Content-Type: {expected}` (given: {given})",
+                        request.method()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(403, "forbidden", message)
+}
+
+/// Middleware: `guard.check`, else the refusal as a JSON error.
+pub async fn guard_requests(
+    State(guard): State<RequestGuard>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match guard.check(&request) {
+        Ok(()) => next.run(request).await,
+        Err(error) => api_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    fn status(guard: &RequestGuard, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+        match guard.check(&request(method, path, headers)) {
+            Ok(()) => 200,
+            Err(e) => e.status,
+        }
+    }
+
+    #[test]
+    fn a_loopback_server_answers_only_to_its_own_names() {
+        let guard = RequestGuard::loopback("127.0.0.1:5050".parse().unwrap());
+        for host in [
+            "127.0.0.1:5050",
+            "localhost:5050",
+            "LOCALHOST:5050",
+            "[::1]:5050",
+        ] {
+            assert_eq!(
+                status(&guard, "GET", "/v2/apps", &[("host", host)]),
+                200,
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:5050",
+            "127.0.0.1:80",
+            "localhost",
+            "10.0.0.1:5050",
+        ] {
+            assert_eq!(status(&guard, "GET", "/", &[("host", host)]), 403, "{host}");
+        }
+        assert_eq!(status(&guard, "GET", "/", &[]), 403);
+        // Any name when the server does not know its names.
+        assert_eq!(
+            status(
+                &RequestGuard::new(),
+                "GET",
+                "/",
+                &[("host", "m1.example:5050")]
+            ),
+            200
+        );
+    }
+
+    #[test]
+    fn another_sites_origin_is_refused() {
+        let guard = RequestGuard::loopback("127.0.0.1:5050".parse().unwrap());
+        let host = ("host", "127.0.0.1:5050");
+        let json = ("content-type", "application/json");
+        assert_eq!(
+            status(
+                &guard,
+                "POST",
+                "/v2/apps",
+                &[host, json, ("origin", "http://127.0.0.1:5050")]
+            ),
+            200
+        );
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://localhost:5050",
+            "http://127.0.0.1:5051",
+        ] {
+            assert_eq!(
+                status(
+                    &guard,
+                    "POST",
+                    "/v2/apps",
+                    &[host, json, ("origin", origin)]
+                ),
+                403,
+                "{origin}"
+            );
+            assert_eq!(
+                status(&guard, "GET", "/v2/apps", &[host, ("origin", origin)]),
+                403
+            );
+        }
+    }
+
+    #[test]
+    fn mutations_need_a_json_body_type() {
+        let guard = RequestGuard::new();
+        let host = ("host", "m:5050");
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert_eq!(
+                status(&guard, "POST", "/v2/apps", &[host, ("content-type", ct)]),
+                200,
+                "{ct}"
+            );
+        }
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "",
+        ] {
+            for method in ["POST", "PUT", "PATCH"] {
+                assert_eq!(
+                    status(&guard, method, "/v2/apps", &[host, ("content-type", ct)]),
+                    415,
+                    "{method} {ct}"
+                );
+            }
+        }
+        assert_eq!(status(&guard, "POST", "/v2/apps/x/restart", &[host]), 415);
+        // Reads, deletions and node-to-node calls are not asked for one.
+        assert_eq!(status(&guard, "GET", "/v2/apps", &[host]), 200);
+        assert_eq!(status(&guard, "DELETE", "/v2/apps/x", &[host]), 200);
+        assert_eq!(
+            status(&guard, "POST", "/internal/raft/append", &[host]),
+            200
+        );
+        // The agent's upload takes tarballs too.
+        let agent = RequestGuard::new().with_body_types(UPLOAD_TYPES);
+        assert_eq!(
+            status(
+                &agent,
+                "POST",
+                "/images",
+                &[host, ("content-type", "application/x-tar")]
+            ),
+            200
+        );
+        assert_eq!(
+            status(
+                &agent,
+                "POST",
+                "/images",
+                &[host, ("content-type", "text/plain")]
+            ),
+            415
+        );
+    }
+}
