@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     let result = runtime.block_on(async move {
         match cli.command {
-            Commands::Up(args) => up(args).await,
+            Commands::Up(args) => up(*args).await,
             Commands::Master(args) => master(args).await,
             Commands::Agent(args) => agent(args).await,
             _ => dcos_rs::cli::run_client(cli).await,
@@ -87,6 +87,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     agent.ports = args.ports.0;
     agent.bridge = bridge;
     agent.registry_ca = args.registry_ca;
+    agent.policy = dcos_rs::agent::policy::TaskPolicy {
+        task_user: args.task_user,
+        allow_root_tasks: args.allow_root_tasks,
+        ..Default::default()
+    }
+    .with_host_paths(&args.allow_host_paths, "--allow-host-path")
+    .map_err(anyhow::Error::msg)?;
     let opts = dcos_rs::up::UpOptions {
         data_dir: args.data_dir,
         keep_tasks: args.keep_tasks,

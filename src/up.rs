@@ -82,6 +82,9 @@ pub async fn start(
     let (auth, admin_token) = api_auth(&opts, master_addr, agent_addr)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    // Others may only traverse it, to the sandbox of a task running as its own user.
+    dcos_runtime::task_dir::set_mode(&opts.data_dir, 0o711)
+        .with_context(|| format!("chmod 711 {}", opts.data_dir.display()))?;
     let master_guard = RequestGuard::loopback(master_addr);
     let agent_guard = RequestGuard::loopback(agent_addr).with_body_types(UPLOAD_TYPES);
 

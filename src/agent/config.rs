@@ -66,6 +66,15 @@ pub struct AgentFileConfig {
     /// PEM file of CAs trusted for registry pulls besides the system's.
     #[serde(default)]
     pub registry_ca: Option<PathBuf>,
+    /// Directories under which tasks' host-path volumes may be (none by default).
+    #[serde(default)]
+    pub host_paths: Vec<PathBuf>,
+    /// The user of tasks without an image that name none.
+    #[serde(default = "default_task_user")]
+    pub task_user: String,
+    /// Tasks without an image may run as root (uid 0) on this host.
+    #[serde(default)]
+    pub allow_root_tasks: bool,
     /// Required: callers of the agent's API need a bearer token from this file (masters may
     /// use their certificate instead).
     #[serde(default)]
@@ -92,6 +101,9 @@ fn default_task_log_max_mib() -> u64 {
 }
 fn default_task_log_files() -> u32 {
     dcos_runtime::logs::LOG_FILES_MAX_DEFAULT
+}
+fn default_task_user() -> String {
+    super::policy::DEFAULT_TASK_USER.to_string()
 }
 fn default_bridge() -> String {
     dcos_runtime::network::DEFAULT_BRIDGE.to_string()
@@ -163,6 +175,11 @@ impl AgentFileConfig {
             }
         }
         config.auth.relative_to(base);
+        // Resolved now: a missing or never-allowed directory stops the start.
+        config.host_paths = super::policy::TaskPolicy::default()
+            .with_host_paths(&config.host_paths, "host_paths")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .host_paths;
         // Read now, so a bad tokens file stops the start with the config's name on it.
         config
             .auth
@@ -227,6 +244,9 @@ impl AgentFileConfig {
         }
         BridgeConfig::new(&config.bridge, &config.bridge_subnet)
             .map_err(|e| format!("bridge/bridge_subnet: {e}"))?;
+        if config.task_user.is_empty() {
+            return Err("task_user: empty (the default is nobody)".to_string());
+        }
         Ok(config)
     }
 
@@ -247,6 +267,11 @@ impl AgentFileConfig {
         agent.bridge =
             BridgeConfig::new(&self.bridge, &self.bridge_subnet).expect("checked by parse");
         agent.registry_ca = self.registry_ca.clone();
+        agent.policy = super::policy::TaskPolicy {
+            host_paths: self.host_paths.clone(),
+            task_user: self.task_user.clone(),
+            allow_root_tasks: self.allow_root_tasks,
+        };
         agent
     }
 }

@@ -7,6 +7,7 @@ use crate::link::{now_ms, TaskReport};
 use anyhow::Context;
 use dcos_core::{Task, TaskState};
 use dcos_runtime::task_dir::TaskDir;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::Ordering;
 
 impl Agent {
@@ -15,7 +16,12 @@ impl Agent {
         anyhow::ensure!(valid_task_id(&task.id), "invalid task id {}", task.id);
         let dir = self.task_dir(&task.id);
         anyhow::ensure!(!dir.path.exists(), "task {} already has a sandbox", task.id);
-        std::fs::create_dir_all(&dir.path)
+        // Others may only traverse it (a task without an image, as its own user, to reach its
+        // working directory; a user-namespaced one to its volumes); its files are 0600.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir.path)
             .with_context(|| format!("creating sandbox {}", dir.path.display()))?;
         let result = self.start(task, &dir);
         if result.is_err() {

@@ -10,6 +10,7 @@ mod gc;
 pub mod http;
 mod launch;
 mod monitor;
+pub mod policy;
 mod recovery;
 pub mod registry;
 pub mod remote;
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     pub bridge: BridgeConfig,
     /// PEM file of CAs trusted for registry pulls besides the system's.
     pub registry_ca: Option<PathBuf>,
+    /// What tasks may do to this host (host paths, users).
+    pub policy: policy::TaskPolicy,
 }
 
 /// Mesos's default port range for tasks.
@@ -91,8 +94,43 @@ impl AgentConfig {
             ports: vec![DEFAULT_TASK_PORTS],
             bridge: BridgeConfig::default_config(),
             registry_ca: None,
+            policy: policy::TaskPolicy::default(),
         }
     }
+}
+
+/// Modes of the agent's work dir, also for an installation made before them: the work dir
+/// and `tasks/` may only be traversed by others (a task without an image reaches its own
+/// working directory as its own user), each sandbox too, and what is in a sandbox is
+/// private (files 0600, the overlay 0700; see `launch` and the shim).
+fn tighten_work_dir(work_dir: &std::path::Path) -> anyhow::Result<()> {
+    use dcos_runtime::task_dir::set_mode;
+    let tasks = work_dir.join("tasks");
+    for dir in [work_dir, tasks.as_path()] {
+        set_mode(dir, 0o711).with_context(|| format!("chmod 711 {}", dir.display()))?;
+    }
+    for entry in std::fs::read_dir(&tasks)
+        .with_context(|| format!("listing {}", tasks.display()))?
+        .flatten()
+    {
+        let sandbox = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        set_mode(&sandbox, 0o711).with_context(|| format!("chmod 711 {}", sandbox.display()))?;
+        for file in std::fs::read_dir(&sandbox).into_iter().flatten().flatten() {
+            let private = match file.file_type() {
+                Ok(t) if t.is_file() => Some(0o600),
+                Ok(t) if t.is_dir() && file.file_name() == "overlay" => Some(0o700),
+                _ => None,
+            };
+            if let Some(mode) = private {
+                set_mode(&file.path(), mode)
+                    .with_context(|| format!("chmod {mode:o} {}", file.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the agent knows of one task in its work dir.
@@ -149,6 +187,7 @@ impl Agent {
     ) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(config.work_dir.join("tasks"))
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
+        tighten_work_dir(&config.work_dir)?;
         let id_file = config.work_dir.join("agent_id");
         let id = match std::fs::read_to_string(&id_file) {
             Ok(text) if valid_agent_id(text.trim()) => text.trim().to_string(),
@@ -171,6 +210,8 @@ impl Agent {
         };
         let images = ImageStore::open(&config.work_dir.join("images"))
             .with_context(|| "opening the image store")?;
+        dcos_runtime::task_dir::set_mode(&config.work_dir.join("images"), 0o700)
+            .context("making the image store private")?;
         let resources = resources::detect_resources(&config);
         Ok(Arc::new(Agent {
             config,

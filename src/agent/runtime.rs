@@ -18,7 +18,6 @@ use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwo
 use dcos_runtime::task_dir::{write_json_atomic, ShimSpec, TaskDir};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Processes one task may hold (cgroup pids limit).
@@ -84,7 +83,7 @@ impl TaskRuntime for ShimRuntime {
             ),
             None => None,
         };
-        let sandbox = dir.path.to_string_lossy().to_string();
+        let sandbox = dir.work().to_string_lossy().to_string();
         // What only the agent knows, as a Mesos agent gives it; the framework put its own
         // variables (Marathon's PORT0, ...) into the launch already.
         let mut extra_env = BTreeMap::new();
@@ -108,12 +107,26 @@ impl TaskRuntime for ShimRuntime {
             if image.is_some() { "/" } else { &sandbox },
         )
         .map_err(anyhow::Error::msg)?;
-        let user = launch
-            .user
-            .as_deref()
-            .or(image.as_ref().and_then(|i| i.config.user.as_deref()));
-        let (uid, gid) = resolve_user(user, image.as_ref().map(|i| i.layers.as_slice()))
-            .map_err(anyhow::Error::msg)?;
+        let policy = &ctx.config.policy;
+        let (uid, gid) = match &image {
+            Some(image) => {
+                let user = launch.user.as_deref().or(image.config.user.as_deref());
+                resolve_user(user, Some(image.layers.as_slice())).map_err(anyhow::Error::msg)?
+            }
+            // On the host itself: the agent's default user unless the app names one, and
+            // root only where the agent allows it.
+            None => {
+                let user = policy.plain_task_user(launch.user.as_deref());
+                let (uid, gid) = resolve_user(Some(user), None).map_err(anyhow::Error::msg)?;
+                policy
+                    .check_plain_uid(user, uid)
+                    .map_err(anyhow::Error::msg)?;
+                (uid, gid)
+            }
+        };
+        if image.is_none() {
+            make_work_dir(&dir.work(), uid, gid)?;
+        }
         // Validation allows it only with an image; a log entry from elsewhere is checked too.
         let user_namespace = match (launch.user_namespace, &image) {
             (false, _) => None,
@@ -145,7 +158,7 @@ impl TaskRuntime for ShimRuntime {
             pids_limit: TASK_PIDS_MAX,
             kill_grace_ms: launch.kill_grace_period_ms,
             container_state_root: ctx.config.work_dir.join("containers"),
-            mounts: resolve_volumes(&launch.volumes, dir, user_namespace)?,
+            mounts: resolve_volumes(&launch.volumes, dir, user_namespace, policy)?,
             log_max_bytes: ctx.config.task_log_max_bytes,
             log_files_max: ctx.config.task_log_files_max,
             stop_signal: image
@@ -241,27 +254,26 @@ impl ShimRuntime {
     }
 }
 
-/// Volumes to host paths: an absolute `hostPath` must exist on this host; a relative one is
-/// a directory created in the task's sandbox (owned by the task's root when it runs in a
-/// user namespace, so it can write there); `tmpfs` needs no source.
+/// Volumes to host paths: an absolute `hostPath` must be under the agent's allowed
+/// `host_paths` (resolved, see `policy`); a relative one is a directory created in the
+/// task's sandbox (owned by the task's root when it runs in a user namespace, so it can
+/// write there); `tmpfs` needs no source.
 fn resolve_volumes(
     volumes: &[dcos_core::VolumeSpec],
     dir: &TaskDir,
     user_namespace: Option<dcos_runtime::userns::IdMap>,
+    policy: &super::policy::TaskPolicy,
 ) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
     volumes
         .iter()
         .enumerate()
         .map(|(i, volume)| {
             let source = match &volume.host_path {
-                Some(host) if host.starts_with('/') => {
-                    let path = PathBuf::from(host);
-                    anyhow::ensure!(
-                        path.exists(),
-                        "container.volumes[{i}].hostPath {host} does not exist on this agent"
-                    );
-                    Some(path)
-                }
+                Some(host) if host.starts_with('/') => Some(
+                    policy
+                        .host_path(&format!("container.volumes[{i}].hostPath"), host)
+                        .map_err(anyhow::Error::msg)?,
+                ),
                 Some(relative) => {
                     let path = dir.path.join("volumes").join(relative);
                     std::fs::create_dir_all(&path)
@@ -284,6 +296,18 @@ fn resolve_volumes(
         .collect()
 }
 
+/// The working directory of a task without an image: its own (mode 0700), inside a task
+/// directory it may only traverse.
+fn make_work_dir(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {uid}:{gid} {}", path.display()))
+}
+
 fn short_hostname(task_id: &str) -> String {
     task_id.chars().take(63).collect()
 }
@@ -291,7 +315,16 @@ fn short_hostname(task_id: &str) -> String {
 /// Starts `dcos-rs __shim <dir>` in its own session (so Ctrl-C in a terminal and the
 /// agent's death do not reach it), with its diagnostics in `shim.log`.
 fn spawn_shim(exe: &std::path::Path, dir: &TaskDir) -> anyhow::Result<i32> {
-    let log = std::fs::File::create(dir.shim_log()).context("creating shim.log")?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.shim_log())
+            .context("creating shim.log")?
+    };
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("__shim")

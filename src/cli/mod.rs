@@ -53,7 +53,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Commands {
     /// Run a master and an agent in this process: a single-node cluster.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run one master of a multi-master cluster (HTTPS, mutual TLS between masters).
     #[command(long_about = "Run one master of a multi-master cluster.\n\n\
         Masters agree on the cluster state through Raft over HTTPS with mutual TLS; every\n\
@@ -167,6 +167,17 @@ pub struct UpArgs {
     /// (/etc/ssl/certs/ca-certificates.crt): for registries with a private CA.
     #[arg(long, value_name = "FILE")]
     pub registry_ca: Option<PathBuf>,
+    /// Let tasks mount this host directory (and what is under it) as a `hostPath` volume;
+    /// repeat for more. None by default; /, /proc, /sys and /dev never.
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    pub allow_host_paths: Vec<PathBuf>,
+    /// The user of tasks without an image that name none.
+    #[arg(long, default_value = crate::agent::policy::DEFAULT_TASK_USER)]
+    pub task_user: String,
+    /// Let tasks without an image run as root (uid 0) on this host: such a task then holds
+    /// every capability of the host's root.
+    #[arg(long)]
+    pub allow_root_tasks: bool,
 }
 
 /// A list of inclusive port ranges, parsed from `a-b,c-d`.

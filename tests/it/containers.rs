@@ -195,7 +195,14 @@ async fn task_over_its_memory_limit_is_oom_killed_and_reported_failed() {
 async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
     use dcos_runtime::image::ImageConfig;
     use dcos_runtime::testimage::{busybox_layer, write_image_archive};
-    let cluster = TestCluster::start().await;
+    // The agent's operator allows this one host directory.
+    let host = tempfile::tempdir().unwrap();
+    let host_dir = host.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let allowed = dcos_rs::agent::policy::TaskPolicy::default()
+        .with_host_paths(std::slice::from_ref(&host_dir), "host_paths")
+        .unwrap();
+    let cluster = TestCluster::start_with(|opts| opts.agent.policy = allowed).await;
     let tarball = cluster.dir.path().join("stop-image.tar");
     let config = ImageConfig {
         cmd: vec!["sh".into()],
@@ -220,8 +227,6 @@ async fn volumes_mount_and_a_kill_uses_the_images_stop_signal() {
     let url = format!("{}/images", cluster.handle().agent_url);
     let _: ImagesEnvelope = cluster.client.upload(&url, &tarball).await.expect("import");
 
-    let host_dir = cluster.dir.path().join("host-data");
-    std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("hello.txt"), "from-host\n").unwrap();
     let script = "trap 'echo got-usr1; exit 0' USR1; cat /data/hello.txt; cat /etc/motd; \
                   test -e /etc/passwd && test ! -e /etc/group && echo group-hidden; \

@@ -1,6 +1,9 @@
-//! A hostile task: real tasks (a plain process and a container, both as root) try to
-//! reach their host the ways the hardening issue lists, and every attempt must be refused.
-//! Each attempt prints `<name>: refused` or `<name>: DONE`; the test reads the task's log.
+//! A hostile task: real tasks (a plain process as the agent's default user, a container as
+//! root, a plain process as root where the agent allows it) try to reach their host the
+//! ways the hardening issue lists, and every attempt must be refused. Each attempt prints
+//! `<name>: refused` or `<name>: DONE`; the test reads the task's log. Attempts that the
+//! agent refuses before anything runs (a host path, root on the host) are read from the
+//! task's failure message.
 
 use crate::common::{busybox_image, wait_for, TestCluster};
 use dcos_runtime::testimage::{LoopDevice, TestImageFormat};
@@ -32,15 +35,22 @@ fn api_attempt(status_of: &str, master_url: &str) -> String {
 
 const SNEAKY_APP: &str = r#"{"id":"/sneaky","cmd":"id","user":"root"}"#;
 
-/// The task's stdout once it printed `end`.
+/// The shell lines of the attempts on another task's sandbox `other`: its environment
+/// (task.json), its logs, and a setuid file it wrote into its writable layer.
+fn neighbour_attempts(other: &std::path::Path) -> String {
+    let other = other.display();
+    format!(
+        "for f in task.json stdout stderr overlay/upper/suid; do \
+           if head -c1 {other}/$f >/dev/null 2>&1; then echo \"read-$f: DONE\"; else echo \"read-$f: refused\"; fi; \
+         done; \
+         if {other}/overlay/upper/suid true 2>/dev/null; then echo 'run-suid: DONE'; else echo 'run-suid: refused'; fi; "
+    )
+}
+
+/// The task's stdout (and stderr) once it printed `end`.
 async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
     let task = cluster.wait_running(app_id, 1).await.remove(0);
-    let stdout = cluster
-        .dir
-        .path()
-        .join("data/agent/tasks")
-        .join(&task.id)
-        .join("stdout");
+    let stdout = sandbox(cluster, &task.id).join("stdout");
     let stderr = stdout.with_file_name("stderr");
     let output = wait_for(
         &format!("{app_id} to finish its attempts"),
@@ -54,9 +64,29 @@ async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
         },
     )
     .await;
-    // Its stderr too, for the messages of a failed assertion.
     let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
     format!("{output}--- stderr ---\n{stderr}")
+}
+
+fn sandbox(cluster: &TestCluster, task_id: &str) -> std::path::PathBuf {
+    cluster.dir.path().join("data/agent/tasks").join(task_id)
+}
+
+/// The message of the first failed task of `app_id`.
+async fn failure_of(cluster: &TestCluster, app_id: &str) -> String {
+    wait_for(
+        &format!("{app_id} to fail"),
+        Duration::from_secs(20),
+        || async {
+            cluster
+                .tasks(app_id)
+                .await
+                .into_iter()
+                .find(|t| t.state == dcos_core::TaskState::Failed)
+                .and_then(|t| t.message)
+        },
+    )
+    .await
 }
 
 fn assert_all_refused(what: &str, output: &str, attempts: &[&str]) {
@@ -73,13 +103,7 @@ fn assert_all_refused(what: &str, output: &str, attempts: &[&str]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_task_is_refused_everything() {
-    let cluster = TestCluster::start().await;
-    let disk = LoopDevice::attach(&cluster.dir.path().join("disk.img")).expect("a loop device");
-    // The test itself can read the disk: a refusal below is the task's isolation.
-    assert_eq!(std::fs::read(&disk.path).unwrap()[0], 0x5a);
-
+async fn import_busybox(cluster: &TestCluster) {
     let tarball = busybox_image(
         cluster.dir.path(),
         "busybox:hostile",
@@ -87,50 +111,107 @@ async fn a_hostile_task_is_refused_everything() {
     );
     let url = format!("{}/images", cluster.handle().agent_url);
     let _: dcos_api::ImagesEnvelope = cluster.client.upload(&url, &tarball).await.unwrap();
+}
 
-    let master_url = cluster.handle().master_url.clone();
-    let curl = format!(
+fn curl_status() -> String {
+    format!(
         "curl -s -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' -d '{SNEAKY_APP}' URL"
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_task_is_refused_everything() {
+    let cluster = TestCluster::start().await;
+    let disk = LoopDevice::attach(&cluster.dir.path().join("disk.img")).expect("a loop device");
+    // The test itself can read the disk: a refusal below is the task's isolation.
+    assert_eq!(std::fs::read(&disk.path).unwrap()[0], 0x5a);
+    import_busybox(&cluster).await;
+    let master_url = cluster.handle().master_url.clone();
     // busybox wget names the status in its error ("server returned error: HTTP/1.1 401 ...").
     let wget = format!(
         "wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '{SNEAKY_APP}' URL 2>&1 | grep -o 'HTTP/1.1 [0-9]*' | grep -o '[0-9]*$'"
     );
-    cluster
-        .deploy(json!({
-            "id": "hostile-plain",
-            "cmd": format!(
-                "{}{} echo end; sleep 1000",
-                device_attempts(&disk, "./disk"),
-                api_attempt(&curl, &master_url)
-            ),
-            "user": "root",
-            "cpus": 0.1, "mem": 32
-        }))
-        .await
-        .expect("deploy plain");
+
+    // A container, root inside: devices, the API, and a setuid file left in its layer.
     cluster
         .deploy(json!({
             "id": "hostile-container",
             "cmd": format!(
-                "{}{} echo end; sleep 1000",
+                "cat /bin/busybox > /suid; chmod 4755 /suid; {}{} echo end; sleep 1000",
                 device_attempts(&disk, "/dev/disk"),
                 api_attempt(&wget, &master_url)
             ),
+            "env": {"SECRET": "container-secret"},
             "cpus": 0.1, "mem": 32,
             "container": {"type": "MESOS", "docker": {"image": "busybox:hostile"}}
         }))
         .await
         .expect("deploy container");
-
-    let plain = output_of(&cluster, "/hostile-plain").await;
-    assert_all_refused("the plain task", &plain, &["mknod-disk", "host-dev-disk"]);
-    assert!(plain.contains("dev-zero-bytes: 3"), "{plain}");
-    assert!(plain.contains("api-post-status: 401"), "{plain}");
     let container = output_of(&cluster, "/hostile-container").await;
     assert_all_refused("the container", &container, &["mknod-disk"]);
     assert!(container.contains("dev-zero-bytes: 3"), "{container}");
     assert!(container.contains("api-post-status: 401"), "{container}");
+    let container_task = cluster.running("/hostile-container").await.remove(0);
+    let neighbour = sandbox(&cluster, &container_task.id);
+    assert!(
+        neighbour.join("overlay/upper/suid").exists(),
+        "the container wrote its setuid file"
+    );
+
+    // A plain task, as the agent's default user: devices, the API, the neighbour's files.
+    cluster
+        .deploy(json!({
+            "id": "hostile-plain",
+            "cmd": format!(
+                "echo \"uid: $(id -u)\"; {}{}{} echo end; sleep 1000",
+                device_attempts(&disk, "./disk"),
+                api_attempt(&curl_status(), &master_url),
+                neighbour_attempts(&neighbour)
+            ),
+            "cpus": 0.1, "mem": 32
+        }))
+        .await
+        .expect("deploy plain");
+    let plain = output_of(&cluster, "/hostile-plain").await;
+    assert!(plain.contains("uid: 65534"), "it runs as nobody: {plain}");
+    assert_all_refused(
+        "the plain task",
+        &plain,
+        &[
+            "mknod-disk",
+            "host-dev-disk",
+            "read-task.json",
+            "read-stdout",
+            "read-stderr",
+            "read-overlay/upper/suid",
+            "run-suid",
+        ],
+    );
+    assert!(plain.contains("api-post-status: 401"), "{plain}");
+
+    // What the agent refuses before anything runs: root on the host, the host's files.
+    cluster
+        .deploy(json!({"id": "hostile-root", "cmd": "id", "user": "root", "cpus": 0.1, "mem": 16}))
+        .await
+        .expect("deploy root");
+    let message = failure_of(&cluster, "/hostile-root").await;
+    assert!(message.contains("allow_root_tasks"), "{message}");
+    for (app, host_path, reason) in [
+        ("hostile-etc", "/etc", "host_paths"),
+        ("hostile-proc", "/proc", "no task may mount it"),
+    ] {
+        cluster
+            .deploy(json!({
+                "id": app, "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
+                "container": {"type": "MESOS", "docker": {"image": "busybox:hostile"},
+                              "volumes": [{"containerPath": "/host", "hostPath": host_path, "mode": "RW"}]}
+            }))
+            .await
+            .expect("deploy host path");
+        let message = failure_of(&cluster, &format!("/{app}")).await;
+        assert!(message.contains(reason), "{app}: {message}");
+    }
+
     let apps: serde_json::Value = cluster.client.get("/v2/apps").await.unwrap();
     let ids: Vec<&str> = apps["apps"]
         .as_array()
@@ -138,6 +219,32 @@ async fn a_hostile_task_is_refused_everything() {
         .iter()
         .filter_map(|a| a["id"].as_str())
         .collect();
-    assert!(!ids.contains(&"/sneaky"), "a task launched another: {ids:?}");
+    assert!(
+        !ids.contains(&"/sneaky"),
+        "a task launched another: {ids:?}"
+    );
+    cluster.stop().await;
+}
+
+/// Where the agent's operator lets tasks without an image run as root, they hold every
+/// capability of the host's root, and still no device but the standard ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_task_where_allowed_still_reaches_no_device() {
+    let cluster = TestCluster::start_with(|opts| opts.agent.policy.allow_root_tasks = true).await;
+    let disk = LoopDevice::attach(&cluster.dir.path().join("disk.img")).expect("a loop device");
+    assert_eq!(std::fs::read(&disk.path).unwrap()[0], 0x5a);
+    cluster
+        .deploy(json!({
+            "id": "root-plain",
+            "cmd": format!("echo \"uid: $(id -u)\"; {} echo end; sleep 1000", device_attempts(&disk, "./disk")),
+            "user": "root",
+            "cpus": 0.1, "mem": 32
+        }))
+        .await
+        .expect("deploy");
+    let output = output_of(&cluster, "/root-plain").await;
+    assert!(output.contains("uid: 0"), "{output}");
+    assert_all_refused("the root task", &output, &["mknod-disk", "host-dev-disk"]);
+    assert!(output.contains("dev-zero-bytes: 3"), "{output}");
     cluster.stop().await;
 }

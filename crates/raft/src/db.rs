@@ -98,6 +98,17 @@ pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         path: data_dir.to_path_buf(),
         source,
     })?;
+    // The cluster's state (environment variables of apps included) is for root alone; an
+    // older installation's wider mode is tightened.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| StoreError::CreateDir {
+                path: data_dir.to_path_buf(),
+                source,
+            },
+        )?;
+    }
     let path = data_dir.join(DB_FILE_NAME);
     let started = Instant::now();
     let db = loop {

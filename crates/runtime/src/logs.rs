@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default size at which a log file is rotated.
@@ -37,7 +38,11 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
 
 impl RotatingFile {
     pub fn open(path: &Path, max_bytes: u64, files_max: u32) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         let written = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
@@ -82,6 +87,7 @@ impl RotatingFile {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)?;
         self.written = 0;
         Ok(())

@@ -266,6 +266,13 @@ fn prepare_rootfs(dir: &TaskDir, spec: &ShimSpec, image_layers: &[PathBuf]) -> R
     for d in [rootfs.clone(), dir.overlay_upper(), dir.overlay_work()] {
         std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
+    // What the task writes (a setuid file included) is out of other host users' reach. The
+    // upper dir's own mode is the task's `/`, so its parent is the one closed.
+    let overlay = dir.overlay_upper().parent().map(Path::to_path_buf);
+    if let Some(overlay) = overlay {
+        crate::task_dir::set_mode(&overlay, 0o700)
+            .map_err(|e| format!("chmod 700 {}: {e}", overlay.display()))?;
+    }
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
     mount(
         None::<&str>,

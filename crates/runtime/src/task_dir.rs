@@ -205,6 +205,11 @@ impl TaskDir {
     pub fn spec(&self) -> PathBuf {
         self.path.join("task.json")
     }
+    /// The working directory of a task without an image (`MESOS_SANDBOX`): the only part
+    /// of the sandbox the task owns (the rest is its supervisor's).
+    pub fn work(&self) -> PathBuf {
+        self.path.join("sandbox")
+    }
     /// The shim's pid: the agent signals it to kill the task.
     pub fn shim_pid(&self) -> PathBuf {
         self.path.join("shim.pid")
@@ -274,6 +279,13 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T
 /// content or the new, never half. Not fsync'd: the task files (spec, pids, exit record)
 /// only matter while the host stays up (a host crash ends the tasks too), and they are on
 /// the container-start path, where each fsync costs about 0.3 ms.
+/// Sets `path`'s permission bits to `mode` (creation modes pass through the umask, and an
+/// older installation may have made it wider).
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_via_rename(path, bytes, false)
 }
@@ -291,7 +303,16 @@ fn write_via_rename(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
+    // Private: a sandbox's files hold the task's environment (secrets) and pids.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
     file.write_all(bytes)?;
     if durable {
         file.sync_all()?;

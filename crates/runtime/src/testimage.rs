@@ -19,9 +19,9 @@ use std::path::Path;
 pub const TEST_IMAGE_MTIME: u64 = 1_700_000_000;
 const TEST_IMAGE_CREATED: &str = "2023-11-14T22:13:20Z";
 /// The applets linked to /bin/busybox in the busybox image.
-pub const BUSYBOX_APPLETS: [&str; 22] = [
+pub const BUSYBOX_APPLETS: [&str; 23] = [
     "sh", "sleep", "cat", "echo", "head", "dd", "ls", "env", "true", "false", "yes", "id",
-    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq", "mknod", "wget",
+    "hostname", "ps", "mkdir", "rm", "wc", "tail", "grep", "seq", "mknod", "wget", "chmod",
 ];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PASSWD: &str =
