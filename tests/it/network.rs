@@ -107,6 +107,7 @@ async fn bridged_tasks_get_own_addresses_and_port_mappings_and_leave_nothing_beh
         );
     }
     assert_ne!(addresses[0], addresses[1], "each task has its own address");
+    loopback_stays_out_of_reach(&cluster, &tasks[1].id, bridge.gateway()).await;
     let map = nft_map(&bridge.table(), "ports_tcp");
     for (port, address) in host_ports.iter().zip(&addresses) {
         assert!(
@@ -249,4 +250,43 @@ async fn bridged_tasks_get_own_addresses_and_port_mappings_and_leave_nothing_beh
     assert!(!Path::new("/run/netns").join(&leftover).exists());
     assert!(!nft_map(&bridge.table(), "ports_tcp").contains("elements"));
     cluster.stop().await;
+}
+
+/// A bridged task cannot reach a service on the host's loopback that no port mapping
+/// publishes (CVE-2020-8558): what its network namespace sends through the bridge to
+/// 127.0.0.1 is dropped. A task has no capability to route 127.0.0.1 out of its namespace
+/// (no CAP_NET_ADMIN, no raw sockets), so the test does it for it, from outside, as a task
+/// granted those would. (This machine's kernel already refuses such a packet without the
+/// agent's guard; the guard is for kernels that do not.)
+async fn loopback_stays_out_of_reach(cluster: &TestCluster, task_id: &str, gateway: Ipv4Addr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let sandbox = cluster.dir.path().join("data/agent/tasks").join(task_id);
+    let pid = std::fs::read_to_string(sandbox.join("task.pid")).unwrap();
+    let script = format!(
+        "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet; \
+         echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet; \
+         ip route del local 127.0.0.1 dev lo table local; \
+         ip route del local 127.0.0.0/8 dev lo table local; \
+         ip route add 127.0.0.1/32 via {gateway} dev eth0 || exit 3; \
+         if timeout 3 bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}' 2>/dev/null; \
+         then echo reached; else echo refused; fi"
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", pid.trim()))
+        .args(["bash", "-c", &script])
+        .output()
+        .expect("nsenter (util-linux)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "refused",
+        "from the task's namespace: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the host's loopback listener saw no connection"
+    );
 }

@@ -123,7 +123,8 @@ impl BridgeConfig {
 
     /// The nftables ruleset of this bridge (created once per host): DNAT of the mapped host
     /// ports for traffic from outside (prerouting) and from the host itself (output, loopback
-    /// included), and masquerading of the tasks' egress.
+    /// included), masquerading of the tasks' egress, and the loopback guard
+    /// (`loopback_guard`).
     pub fn ruleset(&self) -> String {
         let table = self.table();
         let bridge = &self.bridge;
@@ -147,8 +148,24 @@ impl BridgeConfig {
     ip saddr {subnet} oifname != \"{bridge}\" masquerade
     ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade
   }}
+{guard}
 }}
-"
+",
+            guard = self.loopback_guard()
+        )
+    }
+
+    /// The chain that keeps tasks away from the host's loopback services: `route_localnet`
+    /// (on the bridge, for the loopback DNAT of mapped ports) would also let a packet from
+    /// the bridge to 127.0.0.0/8 reach whatever listens on the host's loopback
+    /// (CVE-2020-8558). Only replies of connections the host made (through a port mapping)
+    /// come in; a new connection from the bridge to a loopback address is dropped.
+    pub fn loopback_guard(&self) -> String {
+        format!(
+            "  chain {LOOPBACK_GUARD_CHAIN} {{ type filter hook input priority filter; policy accept;
+    iifname \"{bridge}\" ip daddr 127.0.0.0/8 ct state != {{ established, related }} drop
+  }}",
+            bridge = self.bridge
         )
     }
 }
@@ -281,6 +298,9 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), String> {
     std::fs::write(path, value).map_err(|e| format!("setting {path} to {value}: {e}"))
 }
 
+/// The input chain of `BridgeConfig::loopback_guard`.
+pub const LOOPBACK_GUARD_CHAIN: &str = "loopback_guard";
+
 /// Prepares the host for `config`'s tasks: the bridge with the gateway address, IPv4
 /// forwarding, loopback DNAT to the bridge (`route_localnet`, bridge only), and the nftables
 /// table. Idempotent: what exists is kept (port maps of running tasks survive).
@@ -305,8 +325,19 @@ pub fn setup_host(config: &BridgeConfig) -> Result<(), String> {
         &format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
         "1",
     )?;
-    if run("nft", &["list", "table", "ip", &config.table()], None).is_err() {
+    let table = config.table();
+    if run("nft", &["list", "table", "ip", &table], None).is_err() {
         run("nft", &["-f", "-"], Some(&config.ruleset()))?;
+    } else if run(
+        "nft",
+        &["list", "chain", "ip", &table, LOOPBACK_GUARD_CHAIN],
+        None,
+    )
+    .is_err()
+    {
+        // A table made before the guard existed.
+        let guard = format!("table ip {table} {{\n{}\n}}\n", config.loopback_guard());
+        run("nft", &["-f", "-"], Some(&guard))?;
     }
     Ok(())
 }
@@ -523,6 +554,11 @@ mod tests {
         assert!(rules.starts_with("table ip dcos-rs-dcos0 {"));
         assert!(rules.contains("ip saddr 172.30.0.0/16 oifname != \"dcos0\" masquerade"));
         assert!(rules.contains("fib daddr type local dnat ip to tcp dport map @ports_tcp"));
+        // New connections from the bridge to the host's loopback are dropped.
+        assert!(rules.contains(
+            "iifname \"dcos0\" ip daddr 127.0.0.0/8 ct state != { established, related } drop"
+        ));
+        assert!(rules.contains("type filter hook input"));
     }
 
     #[test]
