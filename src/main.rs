@@ -29,6 +29,13 @@ fn main() -> ExitCode {
         return ExitCode::from(dcos_runtime::shim::exec_after_gate(&args[2..]) as u8);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Commands::Up(_) | Commands::Master(_) | Commands::Agent(_)
+    ) {
+        // Before any listener: servers size their connection caps from it.
+        dcos_rs::tls::raise_open_file_limit();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter("warn"))
         .with_writer(std::io::stderr)

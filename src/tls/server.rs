@@ -21,6 +21,10 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Most connections one `serve_tls` holds at once (handshaking or serving); more are closed
 /// as they arrive.
 pub const TLS_CONNECTIONS_MAX: usize = 4096;
+/// Most connections one client address holds at once on one server; more from it are
+/// closed as they arrive while other clients keep being served. (On loopback every local
+/// client shares 127.0.0.1.)
+pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 /// Longest wait for a request's headers, which is also how long an idle keep-alive
 /// connection stays open.
 pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
@@ -83,7 +87,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let permits = Arc::new(Semaphore::new(TLS_CONNECTIONS_MAX));
+    let limit = connections_max(open_file_limit());
+    let permits = Arc::new(Semaphore::new(limit));
+    let clients = Arc::new(PerClient::new(CLIENT_CONNECTIONS_MAX));
     let mut connections = JoinSet::new();
     let warnings = Arc::new(WarnLimiter::new());
     // Logged once per episode of saturation, not once per refused connection.
@@ -114,10 +120,21 @@ pub async fn serve(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if !saturated {
                 tracing::warn!(
-                    limit = TLS_CONNECTIONS_MAX,
+                    limit,
                     "too many connections: closing new ones until some end"
                 );
                 saturated = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = clients.take(remote.ip()) else {
+            if warnings.allow() {
+                tracing::warn!(
+                    %remote,
+                    limit = CLIENT_CONNECTIONS_MAX,
+                    "too many connections from one client: closing its new ones until some end"
+                );
             }
             drop(tcp);
             continue;
@@ -129,6 +146,7 @@ pub async fn serve(
         let warnings = warnings.clone();
         connections.spawn(async move {
             serve_connection(acceptor, tcp, remote, router, shutdown, warnings).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -143,6 +161,92 @@ pub async fn serve(
             "connections still open after the shutdown drain: dropping them"
         );
         connections.shutdown().await;
+    }
+}
+
+/// The connection cap of one server: `TLS_CONNECTIONS_MAX`, or a quarter of the process's
+/// open-file limit when that is lower (a process may serve two APIs, and needs files for
+/// its state and tasks besides).
+pub fn connections_max(open_file_limit: u64) -> usize {
+    let quarter = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX);
+    TLS_CONNECTIONS_MAX.min(quarter).max(16)
+}
+
+/// The process's soft open-file limit (`RLIMIT_NOFILE`).
+pub fn open_file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// Raises the soft open-file limit to the hard one (often 1024 of 524288): called once at
+/// start by the commands that serve, so the connection cap is not 256. Returns the limit.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "raising the open-file limit failed");
+            }
+        }
+    }
+    open_file_limit()
+}
+
+/// Open connections per client address, for `CLIENT_CONNECTIONS_MAX`.
+struct PerClient {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in its client's count, given back when dropped.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn new(max: usize) -> PerClient {
+        PerClient {
+            max,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection of `ip`, or `None` when it has `max` already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self.open.lock().expect("per-client lock");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn open_of(&self, ip: std::net::IpAddr) -> usize {
+        self.open
+            .lock()
+            .expect("per-client lock")
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().expect("per-client lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -284,5 +388,33 @@ async fn serve_http<S>(
     };
     if let Err(e) = served {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn one_client_cannot_take_every_connection() {
+        let clients = Arc::new(PerClient::new(2));
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = clients.take(a).unwrap();
+        let _second = clients.take(a).unwrap();
+        assert!(clients.take(a).is_none(), "a third from the same address");
+        assert!(clients.take(b).is_some(), "another client is served");
+        drop(first);
+        assert_eq!(clients.open_of(a), 1);
+        assert!(clients.take(a).is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(connections_max(1024), 256);
+        assert_eq!(connections_max(1 << 20), TLS_CONNECTIONS_MAX);
+        assert_eq!(connections_max(0), 16);
+        // What this process got.
+        assert!(raise_open_file_limit() >= open_file_limit());
     }
 }
