@@ -188,6 +188,17 @@ impl Agent {
         std::fs::create_dir_all(config.work_dir.join("tasks"))
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
         tighten_work_dir(&config.work_dir)?;
+        // A work dir made just now must survive a power loss with the agent id written into
+        // it below (write_durable syncs the file and the work dir, not the work dir's parent).
+        if let Some(parent) = config
+            .work_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", parent.display()))?;
+        }
         let id_file = config.work_dir.join("agent_id");
         let id = match std::fs::read_to_string(&id_file) {
             Ok(text) if valid_agent_id(text.trim()) => text.trim().to_string(),

@@ -39,6 +39,16 @@ impl Agent {
             }
             let shim_pid = TaskDir::read_pid(&dir.shim_pid())
                 .filter(|pid| self.runtime.supervisor_alive(*pid, &dir));
+            if shim_pid.is_none()
+                && dir.read_spec().is_err()
+                && dir.read_exit().ok().flatten().is_none()
+            {
+                // A power loss while task.json was written (empty or cut short): nothing
+                // can run from it or be cleaned up through it, so the sandbox goes and the
+                // task is reported lost.
+                reports.push(self.remove_damaged_sandbox(&task_id, &dir));
+                continue;
+            }
             let report = match dir.read_exit() {
                 Ok(Some(exit)) => exit_report(&task_id, &exit),
                 _ if shim_pid.is_some() => TaskReport {
@@ -74,6 +84,30 @@ impl Agent {
         reports
     }
 
+    /// Ends what may be left of a task whose task.json cannot be read (its cgroup is found by
+    /// the agent's naming, not the spec), removes its sandbox and reports it lost.
+    fn remove_damaged_sandbox(&self, task_id: &str, dir: &TaskDir) -> TaskReport {
+        tracing::warn!(task = task_id, sandbox = %dir.path.display(), "task.json is empty or damaged (a power loss while it was written?): removing the sandbox and reporting the task lost");
+        let cgroup = format!("/{}/{task_id}", self.config.cgroup_parent);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        if let Err(e) = dcos_runtime::cgroups::remove_everywhere(
+            std::path::Path::new(dcos_runtime::cgroups::CGROUP_ROOT),
+            &cgroup,
+            deadline,
+        ) {
+            tracing::debug!(task = task_id, "no cgroup to remove: {e}");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir.path) {
+            tracing::warn!(task = task_id, "removing the damaged sandbox: {e}");
+        }
+        TaskReport {
+            message: Some(
+                "the agent found this task's task.json empty or damaged after a restart (a power loss while it was written): it never ran or its supervisor is gone".into(),
+            ),
+            ..lost_report(task_id)
+        }
+    }
+
     /// Removes the namespaces and port mappings that tasks which are gone left on this
     /// agent's bridge (a shim killed with SIGKILL, a host crash).
     pub(super) fn sweep_networks(&self) {
@@ -90,5 +124,35 @@ impl Agent {
         if removed > 0 {
             tracing::info!(removed, bridge = %bridge.bridge, "removed leftovers of ended tasks from the bridge");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::agent::{fake::FakeRuntime, Agent, AgentConfig};
+    use dcos_core::TaskState;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_empty_task_json_after_a_power_loss_is_cleaned_up_and_reported_lost() {
+        let work = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut config = AgentConfig::new(work.path().to_path_buf(), "http://x".into());
+        config.cgroup_parent = format!("dcos-rs-unit-{}", std::process::id());
+        let agent = Agent::open_with_runtime(config, tx, Arc::new(FakeRuntime::default())).unwrap();
+        let dir = agent.task_dir("t1");
+        std::fs::create_dir_all(&dir.path).unwrap();
+        std::fs::write(dir.spec(), "").unwrap();
+        std::fs::write(dir.stdout(), "partial log").unwrap();
+        let reports = agent.recover_tasks();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].task_id, "t1");
+        assert_eq!(reports[0].state, TaskState::Lost);
+        assert!(
+            reports[0].message.as_deref().unwrap().contains("task.json"),
+            "{:?}",
+            reports[0].message
+        );
+        assert!(!dir.path.exists(), "the sandbox is gone");
     }
 }

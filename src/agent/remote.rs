@@ -38,6 +38,21 @@ pub const OUTBOX_MAX: usize = 10_000;
 const ANSWER_MAX_BYTES: usize = 1 << 20;
 
 /// Statuses not yet acknowledged, in order, persisted before they are sent.
+/// A status answer that sending again cannot change: the master understood the request and
+/// refused it (400, 404, 409, 413, 422, ...). Not: timeouts, rate limits, and
+/// authentication (a token or certificate may be fixed), nor anything 5xx.
+fn refused_for_good(status: StatusCode) -> bool {
+    status.is_client_error()
+        && !matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::MISDIRECTED_REQUEST
+        )
+}
+
 pub struct Outbox {
     path: PathBuf,
     queue: Mutex<VecDeque<TaskReport>>,
@@ -45,10 +60,21 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// Reads the outbox at `path`. A damaged one (a power loss, a full disk) is moved aside
+    /// (`<name>.damaged`) and the agent starts with an empty one: the statuses it held are
+    /// rebuilt from the sandboxes, since recovery reports every task's state at start.
     pub fn open(path: PathBuf) -> anyhow::Result<Outbox> {
         let queue = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading the status outbox {}", path.display()))?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(queue) => queue,
+                Err(e) => {
+                    let aside = path.with_extension("json.damaged");
+                    tracing::warn!(path = %path.display(), aside = %aside.display(), "the status outbox is damaged ({e}): moved aside; the tasks' states are reported again from their sandboxes");
+                    std::fs::rename(&path, &aside)
+                        .with_context(|| format!("moving {} aside", path.display()))?;
+                    VecDeque::new()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -416,6 +442,17 @@ impl RemoteLink {
                 {
                     continue
                 }
+                Ok((status, _, body)) if refused_for_good(status) => {
+                    // Sending it again cannot help, and the statuses behind it must go on.
+                    tracing::warn!(
+                        task = %report.task_id,
+                        "status refused by the master ({status}), dropped: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                    );
+                    self.outbox.pop_if_front(&report);
+                    retry_ms = RETRY_MIN_MS;
+                    continue;
+                }
                 Ok((status, _, body)) => tracing::debug!(
                     task = %report.task_id,
                     "status not acknowledged ({status}): {}",
@@ -425,6 +462,38 @@ impl RemoteLink {
             }
             tokio::time::sleep(Duration::from_millis(retry_ms)).await;
             retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_outbox_is_moved_aside_and_the_agent_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status-outbox.json");
+        std::fs::write(&path, b"[{\"taskId\": \"t1\", \"sta").unwrap();
+        let outbox = Outbox::open(path.clone()).unwrap();
+        assert!(outbox.is_empty());
+        assert!(!path.exists());
+        assert!(dir.path().join("status-outbox.json.damaged").exists());
+    }
+
+    #[test]
+    fn only_permanent_refusals_drop_a_status() {
+        for status in [400, 404, 409, 413, 422] {
+            assert!(
+                refused_for_good(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+        for status in [200, 307, 401, 403, 408, 429, 500, 503] {
+            assert!(
+                !refused_for_good(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
         }
     }
 }

@@ -133,12 +133,20 @@ pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
     };
     // A freshly created file is only durable once its directory entry is: without this, a
     // power cut soon after the first start could lose the whole file and every write in it.
-    std::fs::File::open(data_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|source| StoreError::SyncDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+    // The same for the directory itself, when it was just made (the vote lives in the file).
+    for dir in std::iter::once(data_dir).chain(data_dir.parent()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| StoreError::SyncDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
 
     let txn = db.begin_write().map_err(redb::Error::from)?;
     txn.open_table(LOG_TABLE).map_err(redb::Error::from)?;
