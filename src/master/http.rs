@@ -297,6 +297,11 @@ pub(crate) fn raft_error(error: RaftError) -> ApiError {
             ApiError::new(503, "not_leader", format!("this master lost its leadership during the request ({error}); retry against the leader"))
                 .with_details(details)
         }
+        RaftError::TooLarge { .. } => ApiError::new(
+            413,
+            "too_large",
+            format!("the change cannot be recorded: {error}"),
+        ),
         other => ApiError::unavailable(format!("the cluster state could not be written: {other}")),
     }
 }

@@ -36,6 +36,7 @@ impl Transport for HttpsTransport {
     ) -> TransportFuture<'a> {
         Box::pin(async move {
             let url = format!("{addr}{RPC_PATH_PREFIX}{rpc}");
+            let body_len = body.len();
             let answer = self
                 .client
                 .request(
@@ -49,6 +50,10 @@ impl Transport for HttpsTransport {
                 .await;
             match answer {
                 Ok((StatusCode::OK, _, body)) => Ok(body.to_vec()),
+                Ok((StatusCode::PAYLOAD_TOO_LARGE, _, _)) => Err(TransportError::Failed(format!(
+                    "{url}: payload too large: the {} bytes of this RPC are more than the peer accepts (a master of another version?)",
+                    body_len
+                ))),
                 Ok((status, _, body)) => Err(TransportError::Failed(format!(
                     "{url} answered {status}: {}",
                     String::from_utf8_lossy(&body[..body.len().min(300)])

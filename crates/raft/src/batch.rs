@@ -14,6 +14,16 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most commands in one log entry.
 pub const BATCH_MAX_COMMANDS: usize = 128;
+/// Largest log entry, encoded (a command alone, or the batch a write joins). A batch stops
+/// growing before it would pass this; a command that alone passes it is refused. Followers
+/// take `MAX_PAYLOAD_ENTRIES` entries per RPC within `RPC_BODY_MAX_BYTES`, so every entry a
+/// leader writes is one they accept.
+pub const ENTRY_MAX_BYTES: usize = 2 << 20;
+const _: () = assert!(
+    crate::network::MAX_PAYLOAD_ENTRIES as usize * ENTRY_MAX_BYTES * 2
+        <= crate::network::RPC_BODY_MAX_BYTES,
+    "an AppendEntries RPC of full entries (with room for its envelope) must fit the body limit"
+);
 /// Log entries being committed at once; more writes wait and are batched.
 pub const IN_FLIGHT_MAX: usize = 4;
 /// Writes waiting for a batch; beyond that `submit` waits for room.
@@ -21,6 +31,8 @@ pub const QUEUE_MAX: usize = 10_000;
 
 struct Pending {
     command: Command,
+    /// The command's encoded size.
+    bytes: usize,
     reply: oneshot::Sender<Result<Outcome, RaftError>>,
 }
 
@@ -39,10 +51,23 @@ impl Batcher {
     /// Proposes `command` and waits until it is committed and applied (unbounded: the caller
     /// bounds the wait).
     pub(crate) async fn submit(&self, command: Command) -> Result<Outcome, RaftError> {
+        let bytes = serde_json::to_vec(&command)
+            .map_err(|e| RaftError::Fatal(format!("encoding a command: {e}")))?
+            .len();
+        if bytes > ENTRY_MAX_BYTES {
+            return Err(RaftError::TooLarge {
+                bytes,
+                max: ENTRY_MAX_BYTES,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal("raft is shut down".to_string());
         self.queue
-            .send(Pending { command, reply })
+            .send(Pending {
+                command,
+                bytes,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -51,24 +76,50 @@ impl Batcher {
 
 async fn run(raft: Raft<TypeConfig>, mut pending: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
-    while let Some(first) = pending.recv().await {
+    // A write that did not fit the last batch opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match pending.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // Waiting for a slot is what lets a batch grow.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX_COMMANDS {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let (batch, rest) = take_batch(first, || pending.try_recv().ok());
+        carried = rest;
         let raft = raft.clone();
         tokio::spawn(async move {
             commit(&raft, batch).await;
             drop(slot);
         });
     }
+}
+
+/// One batch from `first` and what `next` gives while it has room: at most
+/// `BATCH_MAX_COMMANDS` commands and `ENTRY_MAX_BYTES` encoded; the write that did not fit
+/// is returned for the next batch.
+fn take_batch(
+    first: Pending,
+    mut next: impl FnMut() -> Option<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    // A `Batch` wraps its commands: a few bytes each for the array and the variant name.
+    const OVERHEAD_BYTES: usize = 16;
+    let mut bytes = first.bytes + OVERHEAD_BYTES;
+    let mut batch = vec![first];
+    while batch.len() < BATCH_MAX_COMMANDS {
+        let Some(pending) = next() else { break };
+        if bytes + pending.bytes + 1 > ENTRY_MAX_BYTES {
+            return (batch, Some(pending));
+        }
+        bytes += pending.bytes + 1;
+        batch.push(pending);
+    }
+    (batch, None)
 }
 
 async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Pending>) {
@@ -102,5 +153,40 @@ async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Pending>) {
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(bytes: usize) -> Pending {
+        Pending {
+            command: Command::Batch(vec![]),
+            bytes,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_stays_within_its_command_count_and_its_bytes() {
+        let mut queue: std::collections::VecDeque<Pending> =
+            (0..300).map(|_| pending(100)).collect();
+        let (batch, rest) = take_batch(pending(100), || queue.pop_front());
+        assert_eq!(batch.len(), BATCH_MAX_COMMANDS);
+        assert!(rest.is_none());
+
+        // Big writes: a batch holds what fits, the next write opens the next batch.
+        let big = ENTRY_MAX_BYTES / 3;
+        let mut queue: std::collections::VecDeque<Pending> = (0..5).map(|_| pending(big)).collect();
+        let (batch, rest) = take_batch(pending(big), || queue.pop_front());
+        assert_eq!(batch.len(), 2, "a third would pass ENTRY_MAX_BYTES");
+        assert!(batch.iter().map(|p| p.bytes).sum::<usize>() < ENTRY_MAX_BYTES);
+        assert!(rest.is_some());
+        assert_eq!(
+            queue.len(),
+            3,
+            "the one that did not fit was taken out of the queue"
+        );
     }
 }

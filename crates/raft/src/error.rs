@@ -29,6 +29,10 @@ pub enum RaftError {
     /// A bounded wait ran out; the message says what was awaited.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The command alone is larger than a log entry may be (`batch::ENTRY_MAX_BYTES`): the
+    /// followers could not accept it.
+    #[error("the write is {bytes} bytes encoded, more than a log entry may hold ({max})")]
+    TooLarge { bytes: usize, max: usize },
     /// The options or the data dir do not describe a cluster this call can run.
     #[error("invalid raft setup: {0}")]
     Config(String),

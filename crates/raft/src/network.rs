@@ -33,7 +33,7 @@ pub const INSTALL_SNAPSHOT: &str = "snapshot";
 /// (about 4x that as JSON numbers).
 pub const RPC_BODY_MAX_BYTES: usize = 64 << 20;
 /// Entries per AppendEntries RPC (openraft's `max_payload_entries`).
-pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+pub const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// Snapshot bytes per InstallSnapshot chunk (openraft's `snapshot_max_chunk_size`).
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 

@@ -388,3 +388,34 @@ fn log_entries_of_the_previous_format_decode_and_apply() {
         serde_json::from_value(core_fixture("v1-state.json")).unwrap();
     assert_eq!(state, snapshot_then);
 }
+
+/// A command larger than a log entry may be is refused before it reaches the log (a
+/// follower could never accept it), and the writes after it go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_too_large_for_an_entry_is_refused_and_nothing_stalls() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let mut big = app("/big", 1);
+    big.env.insert(
+        "BLOB".to_string(),
+        "x".repeat(crate::batch::ENTRY_MAX_BYTES),
+    );
+    let refused = state
+        .write(Command::PutApp {
+            app: big,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d-big".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RaftError::TooLarge { max, .. } if max == crate::batch::ENTRY_MAX_BYTES),
+        "{refused}"
+    );
+    write_commands(&state, 0..3).await;
+    assert_eq!(snapshot_of(&state).services.apps.len(), 1);
+    state.shutdown().await.unwrap();
+}
