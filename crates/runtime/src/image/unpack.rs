@@ -57,6 +57,11 @@ use std::path::{Path, PathBuf};
 const MAX_ENTRY_PATH_BYTES: usize = 4_096;
 /// Most whiteouts in one layer (they are held in memory between the two passes).
 const MAX_WHITEOUTS_PER_LAYER: usize = 100_000;
+/// Most entries in one layer (files, directories, links, whiteouts).
+pub(crate) const MAX_ENTRIES_PER_LAYER: u64 = 2_000_000;
+/// Most uncompressed bytes of one layer (its tar stream): a small gzip that inflates
+/// without end (a decompression bomb) is refused before anything is written.
+pub(crate) const MAX_LAYER_UNCOMPRESSED_BYTES: u64 = 16 << 30;
 /// Most directories whose metadata is held until the end of the unpack.
 const MAX_TRACKED_DIRECTORIES: usize = 500_000;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -258,19 +263,66 @@ fn tar_error<'a>(layer: &'a LayerToUnpack<'_>) -> impl Fn(io::Error) -> ImageErr
     move |e| ImageError::InvalidArchive(format!("reading layer {}: {e}", layer.label))
 }
 
+/// The bounds of one layer's scan.
+#[derive(Debug, Clone, Copy)]
+struct LayerLimits {
+    entries: u64,
+    uncompressed_bytes: u64,
+}
+
+const LAYER_LIMITS: LayerLimits = LayerLimits {
+    entries: MAX_ENTRIES_PER_LAYER,
+    uncompressed_bytes: MAX_LAYER_UNCOMPRESSED_BYTES,
+};
+
+/// A reader that fails once more than `left` bytes came through.
+struct CappedReader<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "more than {} bytes uncompressed (a decompression bomb?)",
+                self.cap
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// First pass: hashes the uncompressed layer against its diff_id, checks every path and
 /// collects the whiteouts. A digest mismatch is reported in preference to a bad path: a
 /// damaged layer's paths mean nothing.
 fn scan_layer(layer: &LayerToUnpack<'_>) -> Result<Vec<Whiteout>, ImageError> {
+    scan_layer_within(layer, LAYER_LIMITS)
+}
+
+fn scan_layer_within(
+    layer: &LayerToUnpack<'_>,
+    limits: LayerLimits,
+) -> Result<Vec<Whiteout>, ImageError> {
     let damaged = tar_error(layer);
-    let stream = HashingReader::new(open_decompressed(
-        layer.path,
-        &format!("layer {}", layer.label),
-    )?);
+    let stream = HashingReader::new(CappedReader {
+        inner: open_decompressed(layer.path, &format!("layer {}", layer.label))?,
+        left: limits.uncompressed_bytes,
+        cap: limits.uncompressed_bytes,
+    });
     let mut archive = tar::Archive::new(stream);
     let mut whiteouts = Vec::new();
     let mut first_refusal = None;
-    for entry in archive.entries().map_err(&damaged)? {
+    for (index, entry) in archive.entries().map_err(&damaged)?.enumerate() {
+        if index as u64 >= limits.entries {
+            return Err(ImageError::InvalidArchive(format!(
+                "layer {} has more than {} entries",
+                layer.label, limits.entries
+            )));
+        }
         let entry = entry.map_err(&damaged)?;
         let raw = entry.path_bytes().into_owned();
         let checked = split_entry_path(&raw).and_then(|components| {
@@ -1100,6 +1152,47 @@ mod tests {
             Err(ImageError::PathEscape { .. })
         ));
         assert!(matches!(classify(b"a/b"), Ok(None)));
+    }
+
+    /// Writes `entries` empty files (gzip'd) to a layer file; returns it with its diff_id.
+    fn layer_file(dir: &Path, entries: usize, file_bytes: usize) -> (PathBuf, Digest) {
+        let mut tar = crate::testimage::LayerTar::new();
+        let content = vec![0u8; file_bytes];
+        for i in 0..entries {
+            tar.file(&format!("f{i}"), 0o644, &content).unwrap();
+        }
+        let bytes = tar.finish().unwrap();
+        let diff_id = Digest::of_bytes(&bytes);
+        let path = dir.join("layer.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::best(),
+        );
+        io::Write::write_all(&mut gz, &bytes).unwrap();
+        gz.finish().unwrap();
+        (path, diff_id)
+    }
+
+    #[test]
+    fn a_layer_over_its_entry_or_byte_limit_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB of zeros: a few KiB of gzip.
+        let (path, diff_id) = layer_file(dir.path(), 4, 256 << 10);
+        assert!(std::fs::metadata(&path).unwrap().len() < 16 << 10);
+        let layer = LayerToUnpack {
+            path: &path,
+            diff_id: &diff_id,
+            label: "sha256:test".into(),
+        };
+        let limits = |entries, uncompressed_bytes| LayerLimits {
+            entries,
+            uncompressed_bytes,
+        };
+        assert!(scan_layer_within(&layer, limits(4, 2 << 20)).is_ok());
+        let error = scan_layer_within(&layer, limits(3, 2 << 20)).unwrap_err();
+        assert!(error.to_string().contains("more than 3 entries"), "{error}");
+        let error = scan_layer_within(&layer, limits(4, 512 << 10)).unwrap_err();
+        assert!(error.to_string().contains("decompression bomb"), "{error}");
     }
 
     #[test]
