@@ -114,6 +114,7 @@ impl TaskRuntime for FakeRuntime {
             stop_signal: libc::SIGTERM,
             network: None,
             user_namespace: None,
+            disk_limit_bytes: task.resources.disk_mib << 20,
         };
         write_json_atomic(&dir.spec(), &spec)?;
         let pid = {

@@ -5,6 +5,7 @@
 //! shim does. Tasks outlive the agent: nothing here kills a task unless asked to.
 
 pub mod config;
+pub mod disk;
 pub mod fake;
 mod gc;
 pub mod http;
@@ -70,6 +71,8 @@ pub struct AgentConfig {
     pub registry_ca: Option<PathBuf>,
     /// What tasks may do to this host (host paths, users).
     pub policy: policy::TaskPolicy,
+    /// How often tasks' disk use is measured against their `disk` (see `disk`).
+    pub disk_check_interval_ms: u64,
 }
 
 /// Mesos's default port range for tasks.
@@ -95,6 +98,7 @@ impl AgentConfig {
             bridge: BridgeConfig::default_config(),
             registry_ca: None,
             policy: policy::TaskPolicy::default(),
+            disk_check_interval_ms: disk::DISK_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -294,8 +298,11 @@ impl Agent {
         let reporter = tokio::spawn(self.clone().report_images());
         let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
         let mut gc_tick = tokio::time::interval(Duration::from_millis(SANDBOX_GC_INTERVAL_MS));
+        let mut disk_tick =
+            tokio::time::interval(Duration::from_millis(self.config.disk_check_interval_ms));
         loop {
             tokio::select! {
+                _ = disk_tick.tick() => self.enforce_disk_limits().await,
                 _ = gc_tick.tick() => {
                     let agent = self.clone();
                     let _ = tokio::task::spawn_blocking(move || {

@@ -4,7 +4,7 @@
 use super::{Agent, SHIM_START_TIMEOUT_MS};
 use crate::link::{now_ms, TaskReport};
 use dcos_core::TaskState;
-use dcos_runtime::task_dir::{ExitKind, TaskExit};
+use dcos_runtime::task_dir::{ExitKind, TaskDir, TaskExit};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ impl Agent {
         tasks
             .iter()
             .map(|(task_id, task)| match task.dir.read_exit() {
-                Ok(Some(exit)) => exit_report(task_id, &exit),
+                Ok(Some(exit)) => exit_report(task_id, &task.dir, &exit),
                 _ => TaskReport {
                     task_id: task_id.clone(),
                     state: if task.running_reported {
@@ -40,7 +40,7 @@ impl Agent {
             for (task_id, task) in tasks.iter_mut().filter(|(_, t)| !t.terminal_reported) {
                 if let Ok(Some(exit)) = task.dir.read_exit() {
                     task.terminal_reported = true;
-                    reports.push(exit_report(task_id, &exit));
+                    reports.push(exit_report(task_id, &task.dir, &exit));
                     continue;
                 }
                 if !task.running_reported && task.dir.task_pid().exists() {
@@ -62,7 +62,7 @@ impl Agent {
                 if shim_gone || start_overdue {
                     // The shim may have written its record just now.
                     if let Ok(Some(exit)) = task.dir.read_exit() {
-                        reports.push(exit_report(task_id, &exit));
+                        reports.push(exit_report(task_id, &task.dir, &exit));
                     } else {
                         // Nothing of it may keep running once it is reported lost.
                         let live_shim = task
@@ -130,7 +130,18 @@ impl Agent {
     }
 }
 
-pub(super) fn exit_report(task_id: &str, exit: &TaskExit) -> TaskReport {
+/// The final status of a task from its exit record; a task the agent killed on its own
+/// (over its disk limit) failed, for the reason recorded.
+pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> TaskReport {
+    if let Some(reason) = super::disk::recorded_reason(dir) {
+        return TaskReport {
+            task_id: task_id.to_string(),
+            state: TaskState::Failed,
+            message: Some(format!("{reason}; {}", exit.describe())),
+            exit_code: exit.exit_code,
+            at_ms: exit.finished_at_ms,
+        };
+    }
     TaskReport {
         task_id: task_id.to_string(),
         state: match exit.kind() {

@@ -50,7 +50,7 @@ impl Agent {
                 continue;
             }
             let report = match dir.read_exit() {
-                Ok(Some(exit)) => exit_report(&task_id, &exit),
+                Ok(Some(exit)) => exit_report(&task_id, &dir, &exit),
                 _ if shim_pid.is_some() => TaskReport {
                     task_id: task_id.clone(),
                     state: TaskState::Running,

@@ -168,6 +168,7 @@ impl TaskRuntime for ShimRuntime {
                 .unwrap_or(libc::SIGTERM),
             network,
             user_namespace,
+            disk_limit_bytes: task.resources.disk_mib << 20,
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&ctx.config.shim_exe, dir)?;

@@ -248,3 +248,36 @@ async fn a_root_task_where_allowed_still_reaches_no_device() {
     assert!(output.contains("dev-zero-bytes: 3"), "{output}");
     cluster.stop().await;
 }
+
+/// The app's `disk` is enforced as Mesos's disk isolator does: a task that writes more than
+/// it asked for is killed, and its final status says why; one within its limit runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_its_disk_is_killed_with_the_reason() {
+    let cluster = TestCluster::start_with(|opts| opts.agent.disk_check_interval_ms = 300).await;
+    import_busybox(&cluster).await;
+    let fill = "dd if=/dev/zero of=big bs=1048576 count=12 2>/dev/null; echo end; sleep 1000";
+    for (id, disk, container) in [
+        ("disk-plain", 4, false),
+        ("disk-container", 4, true),
+        ("disk-within", 64, false),
+    ] {
+        let mut app = json!({"id": id, "cmd": fill, "cpus": 0.1, "mem": 32, "disk": disk});
+        if container {
+            app["cmd"] = json!(format!("cd /; {fill}"));
+            app["container"] = json!({"type": "MESOS", "docker": {"image": "busybox:hostile"}});
+        }
+        cluster.deploy(app).await.expect("deploy");
+    }
+    for app in ["/disk-plain", "/disk-container"] {
+        let message = failure_of(&cluster, app).await;
+        assert!(
+            message.contains("over its disk limit of 4 MiB") && message.contains("wrote 1"),
+            "{app}: {message}"
+        );
+    }
+    let within = output_of(&cluster, "/disk-within").await;
+    assert!(within.contains("end"), "{within}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(cluster.running("/disk-within").await.len(), 1);
+    cluster.stop().await;
+}

@@ -361,6 +361,7 @@ mod tests {
             log_files_max: 1,
             network: None,
             user_namespace,
+            disk_limit_bytes: 0,
         }
     }
 

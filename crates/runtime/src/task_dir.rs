@@ -58,6 +58,10 @@ pub struct ShimSpec {
     /// tasks only); `None` runs it in the host's user namespace, as before this existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<crate::userns::IdMap>,
+    /// The task's `disk` resource in bytes (0: none asked, not enforced); the agent
+    /// measures what the task writes against it.
+    #[serde(default)]
+    pub disk_limit_bytes: u64,
 }
 
 impl ShimSpec {
@@ -209,6 +213,16 @@ impl TaskDir {
     /// of the sandbox the task owns (the rest is its supervisor's).
     pub fn work(&self) -> PathBuf {
         self.path.join("sandbox")
+    }
+    /// Why the agent killed the task, when it did on its own (its disk limit): the task's
+    /// final status says so.
+    pub fn kill_reason(&self) -> PathBuf {
+        self.path.join("kill_reason")
+    }
+    /// Where the task itself writes: its working dir (no image), its writable layer and
+    /// its sandbox volumes (a container). Logs are not the task's: the agent rotates them.
+    pub fn writable(&self) -> [PathBuf; 3] {
+        [self.work(), self.overlay_upper(), self.path.join("volumes")]
     }
     /// The shim's pid: the agent signals it to kill the task.
     pub fn shim_pid(&self) -> PathBuf {
