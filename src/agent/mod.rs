@@ -256,6 +256,7 @@ impl Agent {
             registered_at_ms: now_ms(),
             ports: self.config.ports.clone(),
             certificate: None,
+            certificate_serial: None,
             images: self.image_keys(),
         }
     }

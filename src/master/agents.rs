@@ -68,6 +68,19 @@ async fn gate<T: serde::de::DeserializeOwned>(
             ))))
         }
     }
+    let serial = crate::tls::peer_certificate(request.extensions()).map(|c| c.serial.clone());
+    if let Some(serial) = &serial {
+        if gateway
+            .master
+            .read(|s| s.revoked_certificates.contains(serial))
+        {
+            return Err(Box::new(api_error(ApiError::new(
+                403,
+                "certificate_revoked",
+                format!("the certificate with serial {serial} was revoked when its agent was removed (dcos-rs node remove): issue a new one (dcos-rs cluster cert) to join again"),
+            ))));
+        }
+    }
     let path = request.uri().path().to_string();
     if !gateway.master.raft.is_leader() {
         return Err(Box::new(not_leader_response(&gateway.master, &path)));
@@ -85,6 +98,7 @@ async fn gate<T: serde::de::DeserializeOwned>(
 }
 
 async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let certificate = crate::tls::peer_certificate(request.extensions()).cloned();
     let (request, peer): (ConnectRequest, Peer) = match gate(&gateway, request).await {
         Ok(gated) => gated,
         Err(response) => return *response,
@@ -102,7 +116,30 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
     let mut agent = request.agent;
     // The certificate names the agent (`gate` checked its role): an id stays with it.
     agent.certificate = peer.0.as_ref().map(|identity| identity.name.clone());
+    agent.certificate_serial = certificate.as_ref().map(|c| c.serial.clone());
     let agent_id = agent.id.clone();
+    // Its URL is where the masters and the CLI (with tokens) will go: only its own.
+    if let Err(reason) = check_agent_url(&agent.url, certificate.as_ref()) {
+        return api_error(ApiError::new(403, "forbidden", reason));
+    }
+    let other = gateway.master.read(|s| {
+        s.agents
+            .values()
+            .find(|a| {
+                a.id != agent_id && a.certificate.is_some() && a.certificate == agent.certificate
+            })
+            .map(|a| a.id.clone())
+    });
+    if let Some(other) = other {
+        return api_error(ApiError::new(
+            403,
+            "forbidden",
+            format!(
+                "certificate {:?} already belongs to agent {other}: one certificate registers one agent; remove that agent first (dcos-rs node remove {other}) or give this one a certificate of its own",
+                agent.certificate.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     if gateway
         .master
         .read(|s| s.removed_agents.contains(&agent_id))
@@ -171,6 +208,33 @@ fn encode(command: ToAgent) -> StreamMessage {
         ToAgent::Launch(task) => StreamMessage::Launch { task },
         ToAgent::Kill { task_id } => StreamMessage::Kill { task_id },
     }
+}
+
+/// The URL an agent registers: https, with its host among the names of the agent's
+/// certificate (so no agent can point the cluster, and the CLI's token, elsewhere).
+fn check_agent_url(
+    url: &str,
+    certificate: Option<&crate::tls::PeerCertificate>,
+) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(format!(
+            "agent URL {url:?} is not https: agents serve their API over TLS (advertise_url)"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let Some(certificate) = certificate else {
+        return Err("the agent presented no certificate".to_string());
+    };
+    if host.is_empty() || !certificate.names_host(host) {
+        return Err(format!(
+            "agent URL {url:?}: host {host:?} is not among the names of the agent's certificate (its --san values): an agent may only register its own address"
+        ));
+    }
+    Ok(())
 }
 
 /// An agent id registered with a certificate is spoken for by that certificate only.

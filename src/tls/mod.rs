@@ -19,9 +19,9 @@ pub use dcos_pki::{
     CA_VALID_DAYS, CERT_VALID_DAYS_DEFAULT, CERT_VALID_DAYS_MAX, NODE_NAME_MAX_CHARS, SANS_MAX,
 };
 pub use server::{
-    connections_max, open_file_limit, peer_of, raise_open_file_limit, serve, serve_tls, Peer,
-    CLIENT_CONNECTIONS_MAX, HTTP_HEADER_READ_TIMEOUT_MS, SHUTDOWN_DRAIN_TIMEOUT_MS,
-    TLS_CONNECTIONS_MAX, TLS_HANDSHAKE_TIMEOUT_MS,
+    connections_max, open_file_limit, peer_certificate, peer_of, raise_open_file_limit, serve,
+    serve_tls, Peer, PeerCertificate, CLIENT_CONNECTIONS_MAX, HTTP_HEADER_READ_TIMEOUT_MS,
+    SHUTDOWN_DRAIN_TIMEOUT_MS, TLS_CONNECTIONS_MAX, TLS_HANDSHAKE_TIMEOUT_MS,
 };
 
 #[cfg(test)]

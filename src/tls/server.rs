@@ -52,6 +52,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+/// The verified client certificate of a request served over TLS (with `PeerIdentity`):
+/// its serial (for revocation) and its DER (for its names).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    pub serial: String,
+    pub der: Arc<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl PeerCertificate {
+    /// True when the certificate's subject alternative names cover `host`.
+    pub fn names_host(&self, host: &str) -> bool {
+        dcos_pki::certificate_names_host(&self.der, host)
+    }
+}
+
+/// The verified client certificate of a request, if any.
+pub fn peer_certificate(extensions: &Extensions) -> Option<&PeerCertificate> {
+    extensions.get::<PeerCertificate>()
+}
+
 /// The verified identity `serve_tls` attached to a request, if any.
 pub fn peer_of(extensions: &Extensions) -> Option<&PeerIdentity> {
     extensions
@@ -299,7 +319,7 @@ async fn serve_connection(
     warnings: Arc<WarnLimiter>,
 ) {
     let Some(acceptor) = acceptor else {
-        return serve_http(tcp, None, remote, router, shutdown).await;
+        return serve_http(tcp, None, None, remote, router, shutdown).await;
     };
     let handshake = tokio::time::timeout(
         Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
@@ -336,11 +356,14 @@ async fn serve_connection(
     };
     // rustls verified any certificate the client presented against the cluster CA before
     // the handshake completed; one it could not verify ended the handshake above.
-    let identity = stream
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
+        .cloned();
+    let identity = leaf
+        .as_ref()
         .and_then(|cert| match PeerIdentity::from_certificate(cert) {
             Ok(identity) => Some(identity),
             Err(e) => {
@@ -348,7 +371,18 @@ async fn serve_connection(
                 None
             }
         });
-    serve_http(stream, identity, remote, router, shutdown).await
+    let certificate = match (&identity, leaf) {
+        (Some(_), Some(der)) => {
+            dcos_pki::certificate_serial(&der)
+                .ok()
+                .map(|serial| PeerCertificate {
+                    serial,
+                    der: Arc::new(der.into_owned()),
+                })
+        }
+        _ => None,
+    };
+    serve_http(stream, identity, certificate, remote, router, shutdown).await
 }
 
 /// HTTP/1 on an accepted stream (TLS or not), with the caller's identity and address in
@@ -356,6 +390,7 @@ async fn serve_connection(
 async fn serve_http<S>(
     stream: S,
     identity: Option<PeerIdentity>,
+    certificate: Option<PeerCertificate>,
     remote: SocketAddr,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
@@ -370,6 +405,9 @@ async fn serve_http<S>(
             request.extensions_mut().insert(identity.clone());
         }
         request.extensions_mut().insert(identity.clone());
+        if let Some(certificate) = &certificate {
+            request.extensions_mut().insert(certificate.clone());
+        }
         request.extensions_mut().insert(ConnectInfo(remote));
         hyper::service::Service::call(&service, request)
     });

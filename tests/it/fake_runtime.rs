@@ -319,6 +319,7 @@ async fn an_agent_that_does_not_read_its_link_cannot_stall_the_master() {
         registered_at_ms: 1,
         ports: vec![],
         certificate: None,
+        certificate_serial: None,
         images: Default::default(),
     };
     cluster

@@ -293,3 +293,137 @@ async fn remote_agents_run_tasks_and_an_unreachable_agents_replaced_task_is_kill
     masters.shutdown().await;
     // Dropping the agents removes their cgroup parents.
 }
+
+/// An agent registers only its own address (https, a name of its certificate), one
+/// certificate registers one agent id, and `node remove` revokes the certificate: every call
+/// with it is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_cannot_impersonate_and_removal_revokes_their_certificate() {
+    let mut masters = Masters::prepare(1).await;
+    masters.start(1, &[1]).await;
+    masters.leader(Duration::from_secs(10)).await;
+    let mut a1 = RemoteAgent::new(&masters, "a1").await;
+    let a1_id = a1.process().agent.id.clone();
+    wait_for("a1 registered", Duration::from_secs(10), async || {
+        let nodes = masters
+            .call(1, Method::GET, "/cluster/v1/nodes", None)
+            .await;
+        nodes.body["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["id"] == a1_id.as_str()))
+    })
+    .await;
+    let connect = format!("{}/internal/agent/v1/connect", masters.urls[&1]);
+    let request = |id: &str, url: &str| {
+        json!({
+            "protocol": dcos_rs::link::AGENT_PROTOCOL_VERSION,
+            "agent": {
+                "id": id, "hostname": "h", "url": url,
+                "resources": {"cpus_milli": 1000, "mem_mib": 1024, "disk_mib": 0},
+                "state": "active", "registered_at_ms": 1
+            },
+            "tasks": []
+        })
+    };
+    // Another agent's certificate, for 10.9.9.9 only.
+    let dir = masters.dir.path().join("evil");
+    tls::issue_cert(
+        &masters.ca_dir,
+        Role::Agent,
+        "evil",
+        &["10.9.9.9".to_string()],
+        &dir,
+        30,
+    )
+    .unwrap();
+    let client_of = |dir: &std::path::Path, name: &str| {
+        let files = tls::TlsFiles {
+            ca: masters.ca_dir.join("ca.crt"),
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        tls::NodeClient::new(tls::client_config(&files).unwrap())
+    };
+    let evil = client_of(&dir, "evil");
+    for (url, reason) in [
+        ("https://127.0.0.1:5051", "not among the names"),
+        ("http://10.9.9.9:5051", "not https"),
+    ] {
+        let answer = crate::masters::call(
+            &evil,
+            &connect,
+            None,
+            Method::POST,
+            Some(request("evil-1", url)),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{url}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body["message"].as_str().unwrap().contains(reason),
+            "{}",
+            answer.body
+        );
+    }
+    // a1's certificate for a second agent id.
+    let a1_dir = masters.dir.path().join("a1");
+    let a1_client = client_of(&a1_dir, "a1");
+    let a1_url = a1.config.advertise_url.clone();
+    let answer = crate::masters::call(
+        &a1_client,
+        &connect,
+        None,
+        Method::POST,
+        Some(request("a1-twin", &a1_url)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("one certificate registers one agent"),
+        "{}",
+        answer.body
+    );
+
+    // Drained and removed: its certificate is refused from now on.
+    let drained = masters
+        .call(
+            1,
+            Method::POST,
+            &format!("/cluster/v1/agents/{a1_id}/drain"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(drained.status.is_success(), "{}", drained.body);
+    let removed = masters
+        .call(
+            1,
+            Method::DELETE,
+            &format!("/cluster/v1/agents/{a1_id}"),
+            None,
+        )
+        .await;
+    assert!(removed.status.is_success(), "{}", removed.body);
+    a1.stop().await;
+    let answer = crate::masters::call(
+        &a1_client,
+        &connect,
+        None,
+        Method::POST,
+        Some(request("a1-new", &a1_url)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert_eq!(
+        answer.body["code"], "certificate_revoked",
+        "{}",
+        answer.body
+    );
+    masters.shutdown().await;
+}

@@ -30,6 +30,7 @@ fn agent(i: usize) -> Agent {
             end: 32000,
         }],
         certificate: None,
+        certificate_serial: None,
         images: Default::default(),
     }
 }

@@ -29,6 +29,9 @@ pub struct ClusterState {
     /// Agents an operator removed: they may not register again under the same id.
     #[serde(default)]
     pub removed_agents: BTreeSet<String>,
+    /// Serials (hex) of the certificates of removed agents: every master refuses them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub revoked_certificates: BTreeSet<String>,
     /// The services framework's apps.
     #[serde(default)]
     pub services: ServicesState,
@@ -47,6 +50,8 @@ struct StateRecord {
     #[serde(default)]
     removed_agents: BTreeSet<String>,
     #[serde(default)]
+    revoked_certificates: BTreeSet<String>,
+    #[serde(default)]
     services: Option<ServicesState>,
     #[serde(default)]
     apps: Option<BTreeMap<String, AppRecord>>,
@@ -64,6 +69,7 @@ impl From<StateRecord> for ClusterState {
             tasks: record.tasks,
             draining: record.draining,
             removed_agents: record.removed_agents,
+            revoked_certificates: record.revoked_certificates,
             services,
         }
     }
@@ -286,7 +292,13 @@ impl ClusterState {
                     task.updated_at_ms = *at_ms;
                     task.message = Some("its agent was removed by an operator".to_string());
                 }
-                self.agents.remove(agent_id);
+                if let Some(serial) = self
+                    .agents
+                    .remove(agent_id)
+                    .and_then(|a| a.certificate_serial)
+                {
+                    self.revoked_certificates.insert(serial);
+                }
                 self.draining.remove(agent_id);
                 self.removed_agents.insert(agent_id.clone());
             }
@@ -418,6 +430,7 @@ pub(crate) mod tests {
                 end: 31009,
             }],
             certificate: None,
+            certificate_serial: None,
             images: Default::default(),
         }
     }
@@ -536,6 +549,31 @@ pub(crate) mod tests {
             },
             status("t3", TaskState::Running, 53),
         ]
+    }
+
+    #[test]
+    fn removing_an_agent_revokes_its_certificate() {
+        let mut s = ClusterState::default();
+        let mut registered = agent("a1", 1000, 1024);
+        registered.certificate = Some("a1".into());
+        registered.certificate_serial = Some("0badc0de".into());
+        s.apply(&Command::RegisterAgent { agent: registered });
+        s.apply(&Command::DrainAgent {
+            agent_id: "a1".into(),
+        });
+        assert_eq!(
+            s.apply(&Command::RemoveAgent {
+                agent_id: "a1".into(),
+                at_ms: 5
+            }),
+            Outcome::Applied
+        );
+        assert!(s.revoked_certificates.contains("0badc0de"));
+        assert!(s.removed_agents.contains("a1"));
+        // Kept through a snapshot.
+        let json = serde_json::to_string(&s).unwrap();
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

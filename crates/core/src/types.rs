@@ -79,6 +79,9 @@ pub struct Agent {
     /// certificate may not take over this agent id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The serial of that certificate (hex): revoked when the agent is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
     /// The images the agent's store holds, as presence keys (`name:tag` normalized, and
     /// `sha256:` digests): reported at registration and on every change, so placement knows
     /// where a task's image is without asking. Empty for registrations written before agents

@@ -273,3 +273,25 @@ fn der_text(tag: u8, value: &[u8]) -> Result<String, IdentityError> {
         tag => Err(IdentityError::CommonNameNotText { tag }),
     }
 }
+
+/// The serial number of a DER certificate, as lowercase hex (what a revocation names).
+/// The certificate is parsed, not verified.
+pub fn certificate_serial(cert: &CertificateDer<'_>) -> Result<String, IdentityError> {
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| IdentityError::Certificate {
+        reason: e.to_string(),
+    })?;
+    Ok(parsed.serial().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// True when the certificate's subject alternative names cover `host` (a DNS name or an IP
+/// address, as in a URL).
+pub fn certificate_names_host(cert: &CertificateDer<'_>, host: &str) -> bool {
+    let Ok(parsed) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(name) = rustls_pki_types::ServerName::try_from(host) else {
+        return false;
+    };
+    parsed.verify_is_valid_for_subject_name(&name).is_ok()
+}

@@ -19,8 +19,8 @@ pub use ca::{
     CA_VALID_DAYS, CERT_VALID_DAYS_DEFAULT, CERT_VALID_DAYS_MAX, NODE_NAME_MAX_CHARS, SANS_MAX,
 };
 pub use identity::{
-    certificate_common_name, check_node_name, subject_common_name, IdentityError, PeerIdentity,
-    Role,
+    certificate_common_name, certificate_names_host, certificate_serial, check_node_name,
+    subject_common_name, IdentityError, PeerIdentity, Role,
 };
 pub use pem::{load_certs, load_key, load_roots, read_bounded, ring_provider, root_store};
 

@@ -25,6 +25,7 @@ fn command(i: u64) -> Command {
             registered_at_ms: 1,
             ports: vec![],
             certificate: None,
+            certificate_serial: None,
             images: Default::default(),
         },
     }

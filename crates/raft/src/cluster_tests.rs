@@ -176,6 +176,7 @@ fn register(i: u64) -> Command {
             registered_at_ms: i,
             ports: vec![],
             certificate: None,
+            certificate_serial: None,
             images: Default::default(),
         },
     }

@@ -28,6 +28,7 @@ fn agent(id: &str) -> Agent {
         registered_at_ms: 1,
         ports: vec![],
         certificate: None,
+        certificate_serial: None,
         images: Default::default(),
     }
 }

@@ -1,0 +1,336 @@
+"""Schemathesis against a dcos-rs master: every operation of docs/openapi.json, a bounded number
+of generated requests each, checked for server errors, undocumented status codes and content
+types, and response bodies that do not match the document; plus our own check that a refused
+write (4xx to POST/PUT/PATCH/DELETE) left the cluster as it was (GET /v2/apps and GET
+/v2/deployments JSON-equal before and after).
+
+Usage: schemathesis_master.py <master-url> <token> [max-examples-per-operation]   (default 25)
+
+Needs `pip install schemathesis` (written against 4.32; its Python API: schemathesis.openapi
+.from_path, APIOperation.as_strategy, Case.call / Case.validate_response, @schemathesis.check,
+schema.hook). Each operation runs up to N positive and, where the schema has something to
+violate, N negative cases, derandomized (the same cases every run against the same state).
+Ends with `schemathesis: <N> cases over <M> operations, <F> failures`, each failure printed
+with a curl command that repeats it; exits non-zero if there is any.
+
+Safety on a single-node `dcos-rs up`:
+- Generated apps get `instances: 0` (a positive count or none at all in a POST/PUT body becomes
+  0; out-of-range values stay, so validation is still exercised): no generated command runs,
+  nothing fills memory, and the cluster state only changes through requests (which the
+  refusal check relies on). One known app (/schemathesis/probe, `sleep 3600`, 0.1 cpus) runs a
+  real task so the task endpoints have something to show; it is removed at the end with every
+  other app the run created.
+- POST /cluster/v1/masters is sent only with bodies the server must refuse: adding a master
+  that cannot be reached makes a single-node cluster lose its quorum for good (see the report
+  that came with this file), so the runner never sends an acceptable one.
+"""
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, reject, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "docs" / "openapi.json"
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+REQUEST_TIMEOUT_S = 20
+PROBE_ID = "/schemathesis/probe"
+TARGET_ID = "/schemathesis/target"
+WAITING_ID = "/schemathesis/waiting"
+INSTANCES_MAX = 10_000  # crates/core/src/services/app.rs INSTANCES_MAX: larger is refused (422)
+FAILURES_SHOWN_PER_KIND = 3
+
+if len(sys.argv) not in (3, 4):
+    sys.exit(__doc__.split("\n\n")[1])
+BASE_URL = sys.argv[1].rstrip("/")
+TOKEN = sys.argv[2]
+MAX_EXAMPLES = int(sys.argv[3]) if len(sys.argv) == 4 else 25
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+session = requests.Session()
+schema = schemathesis.openapi.from_path(SCHEMA_PATH)
+
+
+# --- the cluster state a refused write must not change -------------------------------------------
+
+
+def snapshot():
+    state = {}
+    for path in ("/v2/apps", "/v2/deployments"):
+        response = session.get(BASE_URL + path, headers=AUTH, timeout=REQUEST_TIMEOUT_S)
+        state[path] = (response.status_code, response.json() if response.ok else response.text)
+    return state
+
+
+BEFORE = {"state": None}
+
+
+@schemathesis.check
+def state_unchanged_after_refusal(ctx, response, case):
+    """A refused write (4xx to POST/PUT/PATCH/DELETE) leaves /v2/apps and /v2/deployments as they were."""
+    if case.method.upper() not in MUTATING or not 400 <= response.status_code < 500:
+        return None
+    before, after = BEFORE["state"], snapshot()
+    if before != after:
+        changed = [p for p in after if after[p] != before[p]]
+        raise AssertionError(
+            f"the cluster state changed although the request was refused with {response.status_code}: "
+            f"{', '.join(changed)} differ\n  before: {json.dumps(before)[:1500]}\n  after:  {json.dumps(after)[:1500]}"
+        )
+    return None
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    state_unchanged_after_refusal,
+]
+
+
+# --- what generated requests may not do ------------------------------------------------------------
+
+
+@schemathesis.hook  # global: Case.call dispatches before_call through the global hooks only
+def before_call(context, case, kwargs):
+    """Generated apps never launch tasks: instances becomes 0 unless it is out of range."""
+    if case.operation.path not in ("/v2/apps", "/v2/apps/{id}") or case.method.upper() not in ("POST", "PUT"):
+        return
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    instances = body.get("instances")
+    if "instances" not in body or (type(instances) is int and 0 < instances <= INSTANCES_MAX):
+        body["instances"] = 0
+
+
+def would_add_a_master(body):
+    """True for a body `add_master` (src/master/http.rs) accepts; see the module's doc."""
+    if not isinstance(body, dict) or set(body) != {"id", "url"}:
+        return False
+    node_id, url = body["id"], body["url"]
+    if type(node_id) is not int or not 1 <= node_id < 2**64 or not isinstance(url, str):
+        return False
+    if not url.startswith("https://"):
+        return False
+    authority = url[len("https://"):].rstrip("/")
+    return bool(authority) and "/" not in authority and "?" not in authority
+
+
+# --- running and reporting ------------------------------------------------------------------------
+
+failures = []  # (kind, operation label, one-line summary, detail text)
+cases_sent = 0
+statuses = {}  # operation label -> {status: count}
+
+
+def curl_of(request):
+    parts = ["curl", "-sS", "-i", "-X", request.method, request.url]
+    for name, value in request.headers.items():
+        if name.lower() == "authorization":
+            parts += ["-H", "Authorization: Bearer $TOKEN"]
+        elif name.lower() == "content-type":
+            parts += ["-H", f"{name}: {value}"]
+    command = " ".join(shlex.quote(p) for p in parts)
+    command = command.replace("'Authorization: Bearer $TOKEN'", '"Authorization: Bearer $TOKEN"')
+    body = request.body
+    if body is not None:
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "backslashreplace")
+        command += " --data-binary " + shlex.quote(body)
+    return command
+
+
+def record(kind, label, summary, request, response, reason):
+    lines = [f"{label}: {summary}"]
+    if request is not None:
+        body = request.body
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "backslashreplace")
+        lines.append(f"  request:  {request.method} {request.url}")
+        if body is not None:
+            lines.append(f"  body:     {body[:2000]}")
+    if response is not None:
+        text = response.content.decode("utf-8", "backslashreplace")
+        content_type = response.headers.get("content-type") or ""
+        if isinstance(content_type, list):
+            content_type = ", ".join(content_type)
+        lines.append(f"  response: {response.status_code} {content_type} {text[:1500]}")
+    lines.append("  reason:   " + reason.strip().replace("\n", "\n            "))
+    if request is not None:
+        lines.append(f"  repeat:   {curl_of(request)}")
+    failures.append((kind, label, summary, "\n".join(lines)))
+
+
+def run_case(case, label):
+    global cases_sent
+    if label == "POST /cluster/v1/masters" and would_add_a_master(case.body):
+        reject()
+    if case.method.upper() in MUTATING:
+        BEFORE["state"] = snapshot()
+    cases_sent += 1
+    try:
+        response = case.call(base_url=BASE_URL, session=session, headers=AUTH, timeout=REQUEST_TIMEOUT_S)
+    except requests.RequestException as error:
+        request = getattr(error, "request", None)
+        record("no_response", label, f"no response ({type(error).__name__})", request, None, str(error))
+        return
+    tally = statuses.setdefault(label, {})
+    tally[response.status_code] = tally.get(response.status_code, 0) + 1
+    try:
+        case.validate_response(response, checks=CHECKS, headers=AUTH)
+    except FailureGroup as group:
+        for failure in group.exceptions:
+            kind = f"{type(failure).__name__}"
+            record(kind, label, failure.title, response.request, response, failure.message)
+
+
+def has_something_to_violate(operation):
+    raw = operation.definition.raw
+    return bool(raw.get("parameters") or raw.get("requestBody"))
+
+
+def run_operation(operation, mode, path_parameters=None, examples=False, max_examples=None):
+    label = f"{operation.method.upper()} {operation.path}"
+    if examples:
+        strategy = operation.get_strategies_from_examples()[0]
+    else:
+        strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+
+    @settings(
+        max_examples=max_examples or MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    @given(case=strategy)
+    def test(case):
+        run_case(case, label)
+
+    test()
+
+
+def list_app_ids():
+    response = session.get(BASE_URL + "/v2/apps", headers=AUTH, timeout=REQUEST_TIMEOUT_S)
+    response.raise_for_status()
+    return {app["id"] for app in response.json()["apps"]}
+
+
+def create_app(definition):
+    response = session.post(BASE_URL + "/v2/apps", headers={**AUTH, "Content-Type": "application/json"},
+                            data=json.dumps(definition), timeout=REQUEST_TIMEOUT_S)
+    if response.status_code not in (201, 409):
+        print(f"warning: could not create {definition['id']}: {response.status_code} {response.text}", file=sys.stderr)
+        return False
+    return True
+
+
+def start_probe():
+    """One app with a real running task, for the task endpoints' shapes."""
+    if not create_app({"id": PROBE_ID, "cmd": "sleep 3600", "cpus": 0.1, "mem": 16, "instances": 1,
+                       "portDefinitions": [{"port": 0, "name": "probe"}]}):
+        return
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        app = session.get(BASE_URL + "/v2/apps" + PROBE_ID, headers=AUTH, timeout=REQUEST_TIMEOUT_S).json().get("app", {})
+        if app.get("tasksRunning") == 1 and not app.get("deployments"):
+            return
+        time.sleep(0.25)
+    print(f"warning: {PROBE_ID} has no running task after 30 s; task shapes go unchecked", file=sys.stderr)
+
+
+def main():
+    started = time.time()
+    apps_before = list_app_ids()
+    start_probe()
+    # An app that can never be placed (the whole agent's cpus while the probe holds some): a
+    # deployment that stays, so GET /v2/deployments has an item to check, and nothing moves.
+    largest = max((a["cpus"] for a in session.get(BASE_URL + "/cluster/v1/nodes", headers=AUTH,
+                                                  timeout=REQUEST_TIMEOUT_S).json()["agents"]), default=1)
+    create_app({"id": WAITING_ID, "cmd": "sleep 3600", "cpus": largest, "mem": 16, "instances": 1})
+    operations = []
+    for result in schema.get_all_operations():
+        operations.append(result.ok())
+    by_label = {f"{op.method.upper()} {op.path}": op for op in operations}
+    exercised = set()
+
+    def run(label, modes, **options):
+        operation = by_label[label]
+        before = cases_sent
+        for mode in modes:
+            try:
+                run_operation(operation, mode, **options)
+            except Exception as error:  # generation itself failed: report, go on
+                record("generation_error", label, f"{mode.value} generation failed", None, None, repr(error))
+        if cases_sent > before:
+            exercised.add(label)
+        return cases_sent - before
+
+    # 1. Every operation from its schema alone.
+    for label, operation in by_label.items():
+        modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+        if label == "POST /cluster/v1/masters":
+            modes = [GenerationMode.NEGATIVE]  # an accepted body would break the cluster
+        if not has_something_to_violate(operation):
+            modes = [GenerationMode.POSITIVE]
+        sent = run(label, modes)
+        print(f"  {label}: {sent} cases", file=sys.stderr)
+
+    # 2. Against things that exist (random ids never name one): the documented example app
+    #    (201, then 409 for the duplicate), the probe's app and tasks, changes to and removal of
+    #    an idle app, and removing the (active, undrained) agent, which must be refused. The
+    #    agent is never drained: nothing undoes that.
+    positive, both = [GenerationMode.POSITIVE], [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    seeded = [run("POST /v2/apps", positive, examples=True, max_examples=2)]
+    for app_id in (PROBE_ID, WAITING_ID):
+        seeded.append(run("GET /v2/apps/{id}", positive, path_parameters={"id": app_id}, max_examples=3))
+        seeded.append(run("GET /v2/apps/{id}/tasks", positive, path_parameters={"id": app_id}, max_examples=3))
+    if create_app({"id": TARGET_ID, "cmd": "sleep 3600", "cpus": 0.1, "mem": 16, "instances": 0}):
+        seeded.append(run("PUT /v2/apps/{id}", both, path_parameters={"id": TARGET_ID}))
+        seeded.append(run("PUT /v2/apps/{id}", positive, path_parameters={"id": TARGET_ID}, examples=True, max_examples=1))
+        seeded.append(run("DELETE /v2/apps/{id}", positive, path_parameters={"id": TARGET_ID}))
+    agents = session.get(BASE_URL + "/cluster/v1/nodes", headers=AUTH, timeout=REQUEST_TIMEOUT_S).json()["agents"]
+    for agent in agents:
+        seeded.append(run("DELETE /cluster/v1/agents/{id}", positive, path_parameters={"id": agent["id"]}, max_examples=1))
+    print(f"  against existing apps and agents: {sum(seeded)} cases", file=sys.stderr)
+    for label in by_label:
+        tally = " ".join(f"{code}x{n}" for code, n in sorted(statuses.get(label, {}).items()))
+        print(f"  {label}: {tally}", file=sys.stderr)
+
+    # Leave the cluster as it was: remove every app the run created.
+    for app_id in sorted(list_app_ids() - apps_before):
+        session.delete(BASE_URL + "/v2/apps" + app_id, headers=AUTH, timeout=REQUEST_TIMEOUT_S)
+
+    by_kind = {}
+    for kind, label, summary, detail in failures:
+        by_kind.setdefault((label, kind, summary), []).append(detail)
+    for (label, kind, summary), details in sorted(by_kind.items()):
+        print(f"\n=== {label} — {kind}: {summary} ({len(details)}x)")
+        for detail in details[:FAILURES_SHOWN_PER_KIND]:
+            print(detail)
+        if len(details) > FAILURES_SHOWN_PER_KIND:
+            print(f"  ... and {len(details) - FAILURES_SHOWN_PER_KIND} more like it")
+    print(f"\n({time.time() - started:.0f} s)", file=sys.stderr)
+    print(f"schemathesis: {cases_sent} cases over {len(exercised)} operations, {len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
