@@ -72,6 +72,10 @@ pub struct Client {
     authorization: Option<HeaderValue>,
     /// Whether a cluster CA was given: without one, https URLs are refused before dialling.
     trusts_cluster_ca: bool,
+    /// For other origins than `base` (agents' APIs, from a task's `agentUrl`): https only,
+    /// and the server must present an agent certificate of the cluster CA. `None` without a
+    /// CA (then only the loopback `up` case is served, see `token_may_go`).
+    agents: Option<HttpClient<HttpsConnector<HttpConnector>, Body>>,
 }
 
 fn empty() -> Body {
@@ -146,10 +150,17 @@ impl Client {
         let mut client = match ca {
             None => Client::new(base),
             Some(ca) => {
-                let tls = crate::tls::client_config_ca_only(ca).map_err(|e| {
+                let config_error = |e: anyhow::Error| {
                     ClientError::Config(format!("cluster CA (DCOS_CA or `ca` in cli.toml): {e:#}"))
-                })?;
-                Self::build(base, tls, None, true)
+                };
+                let tls = crate::tls::client_config_ca_only(ca).map_err(config_error)?;
+                let agents = crate::tls::agent_client_config_ca_only(ca).map_err(config_error)?;
+                let mut client = Self::build(base, tls, None, true);
+                client.agents = Some(
+                    HttpClient::builder(TokioExecutor::new())
+                        .build(crate::tls::https_connector(&agents, true, None)),
+                );
+                client
             }
         };
         client.authorization = authorization;
@@ -168,6 +179,7 @@ impl Client {
             http: HttpClient::builder(TokioExecutor::new()).build(connector),
             authorization,
             trusts_cluster_ca,
+            agents: None,
         }
     }
 
@@ -193,6 +205,17 @@ impl Client {
         content_type: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let first = self.url(path);
+        // Another origin than the master's is an agent's API (a task's `agentUrl`).
+        let other_origin = origin(&first) != origin(&self.base);
+        if other_origin && self.authorization.is_some() && !token_may_go(&self.base, &first) {
+            return Err(ClientError::Config(format!(
+                "{first} is not https: the API token goes to agents only over TLS (plain HTTP only between loopback addresses, for `dcos-rs up`)"
+            )));
+        }
+        let http = match (&self.agents, other_origin && first.starts_with("https://")) {
+            (Some(agents), true) => agents,
+            _ => &self.http,
+        };
         let mut url = first.clone();
         let mut redirects = 0;
         loop {
@@ -214,8 +237,7 @@ impl Client {
                     url: url.clone(),
                     reason: e.to_string(),
                 })?;
-            let response = self
-                .http
+            let response = http
                 .request(request)
                 .await
                 .map_err(|e| ClientError::Connect {
@@ -416,6 +438,33 @@ fn origin(url: &str) -> &str {
         Some(end) => &url[..after_scheme + end],
         None => url,
     }
+}
+
+/// Whether the token may go to `url`, another origin than the master's `base`: over https
+/// (the agent-role check is the TLS config's), or plain HTTP from a loopback master to a
+/// loopback address (`dcos-rs up`, whose agent API is on 127.0.0.1).
+fn token_may_go(base: &str, url: &str) -> bool {
+    fn loopback(url: &str) -> bool {
+        let authority = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+    url.starts_with("https://")
+        || (url.starts_with("http://")
+            && base.starts_with("http://")
+            && loopback(base)
+            && loopback(url))
 }
 
 /// Where the token may follow a redirect: from HTTPS only to HTTPS (servers there proved a
@@ -735,6 +784,32 @@ mod tests {
         });
         assert_eq!(resolved.token.as_deref(), Some("dcos_local"));
         assert_eq!(resolved.token_source, Some(Source::LocalUp(local)));
+    }
+
+    #[test]
+    fn the_token_goes_to_agents_over_https_or_between_loopback_addresses_only() {
+        assert!(token_may_go("https://m1:5050", "https://a1:5051/files"));
+        assert!(token_may_go(
+            "http://127.0.0.1:5050",
+            "http://127.0.0.1:5051/files"
+        ));
+        assert!(token_may_go(
+            "http://localhost:5050",
+            "http://[::1]:5051/images"
+        ));
+        assert!(!token_may_go("https://m1:5050", "http://a1:5051/files"));
+        assert!(!token_may_go(
+            "http://127.0.0.1:5050",
+            "http://10.0.0.5:5051/files"
+        ));
+        assert!(!token_may_go(
+            "http://10.0.0.1:5050",
+            "http://127.0.0.1:5051/files"
+        ));
+        assert!(!token_may_go(
+            "http://127.0.0.1:5050",
+            "http://127.0.0.1.evil.example/"
+        ));
     }
 
     #[test]

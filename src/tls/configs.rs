@@ -70,6 +70,82 @@ pub fn client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// `client_config_ca_only`, for agents' endpoints: the server must also present a
+/// certificate with the agent role (`agent:<name>`), so a token meant for an agent's API
+/// reaches no master, admin or other holder of a cluster certificate.
+pub fn agent_client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = ring_provider();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(load_roots(ca)?),
+        provider.clone(),
+    )
+    .build()
+    .context("building the certificate verifier")?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AgentRoleVerifier { inner }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The CA's verification, then the agent role in the certificate's subject.
+#[derive(Debug)]
+struct AgentRoleVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AgentRoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match dcos_pki::PeerIdentity::from_certificate(end_entity) {
+            Ok(identity) if identity.role == dcos_pki::Role::Agent => Ok(verified),
+            Ok(identity) => Err(rustls::Error::General(format!(
+                "the server is {identity}, not an agent: the API token is not sent to it"
+            ))),
+            Err(e) => Err(rustls::Error::General(format!(
+                "the server's certificate names no agent ({e})"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Our certificate chain and key, after checking that the certificate was issued by the
 /// cluster CA and is valid now: a mixed-up or expired file fails at start, with its name,
 /// rather than as an unexplained handshake failure on every connection.

@@ -12,7 +12,9 @@ pub mod configs;
 pub mod server;
 
 pub use client::{https_connector, NodeClient, NodeClientError, NODE_CONNECT_TIMEOUT_MS};
-pub use configs::{client_config, client_config_ca_only, server_config, TlsFiles};
+pub use configs::{
+    agent_client_config_ca_only, client_config, client_config_ca_only, server_config, TlsFiles,
+};
 pub use dcos_pki::{
     certificate_common_name, check_node_name, init_ca, issue_cert, subject_common_name,
     write_atomically, CaPaths, IdentityError, PeerIdentity, Role, CA_CERT_FILE, CA_KEY_FILE,

@@ -146,6 +146,29 @@ async fn masters_and_agents_refuse_calls_without_a_valid_bearer_token() {
     let answer = call(&as_master, &images, None, Method::GET, None).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 
+    // The CLI sends its token to another origin than its master's (a task's agentUrl) only
+    // when that server proves to be an agent of the cluster CA.
+    let cli = dcos_rs::cli::client::Client::with_auth(
+        &masters.urls[&leader],
+        Some(&masters.token),
+        Some(&masters.ca_dir.join("ca.crt")),
+    )
+    .unwrap();
+    cli.get::<Value>(&images).await.expect("an agent's API");
+    let error = cli
+        .get::<Value>(&format!("{}/v2/apps", masters.urls[&follower]))
+        .await
+        .expect_err("a master is not an agent");
+    assert!(error.to_string().contains("not an agent"), "{error}");
+    let error = cli
+        .get::<Value>(&format!(
+            "http://{}/images",
+            agent_url.trim_start_matches("https://")
+        ))
+        .await
+        .expect_err("no token over plain HTTP");
+    assert!(error.to_string().contains("not https"), "{error}");
+
     let mut agent = agent;
     agent.stop().await;
     masters.shutdown().await;
