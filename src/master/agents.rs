@@ -77,7 +77,7 @@ async fn gate<T: serde::de::DeserializeOwned>(
             return Err(Box::new(api_error(ApiError::new(
                 403,
                 "certificate_revoked",
-                format!("the certificate with serial {serial} was revoked when its agent was removed (dcos-rs node remove): issue a new one (dcos-rs cluster cert) to join again"),
+                format!("this certificate (serial {serial}) was revoked when its agent was removed from the cluster (dcos-rs node remove): to join again as a new agent, issue it a new certificate (dcos-rs cluster issue-cert) and delete the agent_id file in its work_dir"),
             ))));
         }
     }
