@@ -23,8 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 
-/// Default heartbeat interval: well inside the masters' 15 s unreachable timeout.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
+/// Default heartbeat interval: 8 heartbeats within the masters' 4 s unreachable timeout.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 500;
+/// Heartbeats in flight at once. Each goes out on its own tick without waiting for the one
+/// before: on a lossy network one stalled in TCP retransmission (its connection blocked)
+/// does not hold back the next, which takes another pooled connection.
+const HEARTBEATS_IN_FLIGHT_MAX: usize = 8;
+/// Longest wait for one heartbeat's answer.
+const HEARTBEAT_TIMEOUT_MS: u64 = 5_000;
 /// A stream with no line (not even a ping) for this long is dead: reconnect.
 const STREAM_SILENCE_MAX_MS: u64 = 3 * PING_INTERVAL_MS;
 /// Per-call timeout of statuses, heartbeats and image reports.
@@ -352,8 +358,19 @@ impl RemoteLink {
 
         let mut pending = Vec::new();
         let mut heartbeat = tokio::time::interval(self.heartbeat);
+        let mut heartbeats = futures_util::stream::FuturesUnordered::new();
         loop {
             tokio::select! {
+                Some(answer) = futures_util::StreamExt::next(&mut heartbeats), if !heartbeats.is_empty() => {
+                    match answer {
+                        Ok((StatusCode::OK, _, _)) => {}
+                        // The leader changed or forgot us: register again.
+                        Ok(_) => return Ok(()),
+                        // Lost or late: the next ones are on their way; a dead master ends
+                        // the stream, which ends this connection.
+                        Err(e) => tracing::debug!(%master, "heartbeat not answered: {e:#}"),
+                    }
+                }
                 frame = tokio::time::timeout(Duration::from_millis(STREAM_SILENCE_MAX_MS), stream.frame()) => {
                     let frame = match frame {
                         Err(_) => anyhow::bail!("no ping from {master} for {STREAM_SILENCE_MAX_MS} ms"),
@@ -373,12 +390,12 @@ impl RemoteLink {
                     );
                 }
                 _ = heartbeat.tick() => {
-                    let body = serde_json::to_vec(&HeartbeatRequest { agent_id: self.agent.id.clone() })?;
-                    let (status, _, _) = self.call(&master, AGENT_HEARTBEAT_PATH, body).await?;
-                    match status {
-                        StatusCode::OK => {}
-                        // The leader changed or forgot us: register again.
-                        _ => return Ok(()),
+                    if heartbeats.len() < HEARTBEATS_IN_FLIGHT_MAX {
+                        let body = serde_json::to_vec(&HeartbeatRequest { agent_id: self.agent.id.clone() })?;
+                        let master = master.clone();
+                        heartbeats.push(async move {
+                            self.call_within(&master, AGENT_HEARTBEAT_PATH, body, HEARTBEAT_TIMEOUT_MS).await
+                        });
                     }
                 }
             }
@@ -404,6 +421,16 @@ impl RemoteLink {
         path: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(StatusCode, HeaderMap, bytes::Bytes)> {
+        self.call_within(master, path, body, CALL_TIMEOUT_MS).await
+    }
+
+    async fn call_within(
+        &self,
+        master: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout_ms: u64,
+    ) -> anyhow::Result<(StatusCode, HeaderMap, bytes::Bytes)> {
         Ok(self
             .client
             .request(
@@ -411,7 +438,7 @@ impl RemoteLink {
                 &format!("{master}{path}"),
                 body,
                 json_headers(),
-                Duration::from_millis(CALL_TIMEOUT_MS),
+                Duration::from_millis(timeout_ms),
                 ANSWER_MAX_BYTES,
             )
             .await?)

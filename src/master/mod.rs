@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Frameworks re-plan at least this often (backoff timers expire without a write).
 const PLAN_INTERVAL_MS: u64 = 1_000;
+/// How often agents' silence is checked: a dead agent is marked at most this long after its
+/// `unreachable_timeout` ran out.
+const AGENT_CHECK_INTERVAL_MS: u64 = 250;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
 /// Launches performed per planning round and framework: keeps a round short (one fsync
@@ -191,8 +194,10 @@ impl Master {
     ) {
         let mut applied = self.raft.subscribe();
         let mut tick = tokio::time::interval(Duration::from_millis(PLAN_INTERVAL_MS));
+        let mut agents_tick = tokio::time::interval(Duration::from_millis(AGENT_CHECK_INTERVAL_MS));
         loop {
             tokio::select! {
+                _ = agents_tick.tick() => self.check_agents().await,
                 message = from_agents.recv() => match message {
                     Some(message) => self.handle_agent_message(message).await,
                     None => break,
@@ -201,10 +206,7 @@ impl Master {
                     if changed.is_err() { break; }
                     self.plan_and_act().await;
                 }
-                _ = tick.tick() => {
-                    self.check_agents().await;
-                    self.plan_and_act().await
-                }
+                _ = tick.tick() => self.plan_and_act().await,
                 _ = shutdown.changed() => break,
             }
         }
