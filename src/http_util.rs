@@ -10,6 +10,62 @@ pub fn api_error(error: ApiError) -> Response {
     (status, Json(error)).into_response()
 }
 
+/// Largest error body of the framework (axum's own rejections) turned into JSON.
+const PLAIN_ERROR_MAX_BYTES: usize = 4096;
+
+/// Middleware: every error answer is the API's JSON error, also those axum makes before a
+/// handler runs (an undecodable path segment: plain text; a method the route does not
+/// serve: an empty 405), so clients parse one shape.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, PLAIN_ERROR_MAX_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, true) => {
+            match parts.headers.get(axum::http::header::ALLOW) {
+                Some(allow) => format!(
+                    "this route does not serve that method (it serves {})",
+                    allow.to_str().unwrap_or_default()
+                ),
+                None => "this route does not serve that method".to_string(),
+            }
+        }
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        (_, false) => text,
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let mut answer = api_error(ApiError::new(status.as_u16(), code, message));
+    for (name, value) in parts.headers.iter() {
+        if name == axum::http::header::ALLOW || name == axum::http::header::WWW_AUTHENTICATE {
+            answer.headers_mut().append(name, value.clone());
+        }
+    }
+    answer
+}
+
 pub fn json_ok<T: serde::Serialize>(value: &T) -> Response {
     (StatusCode::OK, Json(value)).into_response()
 }

@@ -68,6 +68,7 @@ pub fn router(
             guard,
             crate::http_guard::guard_requests,
         ))
+        .layer(axum::middleware::from_fn(crate::http_util::json_errors))
         .layer(Extension(registry))
         .with_state(agent)
 }

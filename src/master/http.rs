@@ -31,6 +31,9 @@ use std::time::Instant;
 pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 
 const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
+/// The API's description, as kept in the repository (tested against the server by
+/// schemathesis in `tests/it/clients.rs`).
+const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 
 /// The master's router, with the built-in frameworks' `framework_routes`, every request
 /// first through `guard` (Host, Origin, Content-Type). With `auth`, every route but `/`,
@@ -55,6 +58,10 @@ pub fn router(
     // token when the API answers 401).
     let open = Router::new()
         .route(cluster::DASHBOARD, get(dashboard))
+        .route(
+            cluster::OPENAPI,
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
+        )
         .route(cluster::HEALTH, get(|| async { "ok" }))
         .route(cluster::READY, get(ready))
         .with_state(master.clone());
@@ -81,6 +88,7 @@ pub fn router(
         .merge(open)
         .merge(api)
         .layer(middleware::from_fn_with_state(guard, guard_requests))
+        .layer(middleware::from_fn(crate::http_util::json_errors))
         .layer(middleware::from_fn_with_state(master.clone(), observe))
         .with_state(master)
 }

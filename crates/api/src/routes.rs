@@ -24,6 +24,8 @@ pub mod cluster {
     pub const HEALTH: &str = "/health";
     pub const READY: &str = "/ready";
     pub const METRICS: &str = "/metrics";
+    /// The OpenAPI 3 description of this API (docs/openapi.json).
+    pub const OPENAPI: &str = "/openapi.json";
     pub const NODES: &str = "/cluster/v1/nodes";
     /// Every task with this system's fields (`TaskView`); Marathon's `/v2/tasks` has fewer.
     pub const TASKS: &str = "/cluster/v1/tasks";
