@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 const MASTERS: [u32; 3] = [1, 2, 3];
 const AGENT: u32 = 4;
 /// The agent's default heartbeat (src/agent/remote.rs), over which kill times are spread.
-const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+const DEFAULT_HEARTBEAT: Duration =
+    Duration::from_millis(dcos_rs::agent::remote::DEFAULT_HEARTBEAT_MS);
 const DETECTION_POLL: Duration = Duration::from_millis(100);
 /// A trial gives up (and the benchmark fails) when no marking comes within this.
 const DETECTION_MAX: Duration = Duration::from_secs(120);
@@ -143,9 +144,10 @@ async fn run() {
     let mut sorted = detections.clone();
     sorted.sort();
     println!(
-        "# bench-detection: 3 masters, 1 agent, DEFAULT settings (agent unreachable after 15000 ms \
+        "# bench-detection: 3 masters, 1 agent, DEFAULT settings (agent unreachable after {} ms \
          of silence, heartbeat {} ms); kill -9 of the agent → the leader reports it unreachable \
          (polled every {} ms)",
+        dcos_rs::master::config::DEFAULT_AGENT_UNREACHABLE_TIMEOUT_MS,
         DEFAULT_HEARTBEAT.as_millis(),
         DETECTION_POLL.as_millis()
     );

@@ -114,36 +114,45 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // cleanly (it is acted on once start-up is done) instead of killing the process.
     let stop = StopSignals::install()?;
     let handle = dcos_rs::up::start(opts, listener, agent_listener).await?;
-    if let Some(admin) = &handle.admin_token {
-        remember_local_up(&handle.master_url, &admin.file);
-    }
+    let remembered = handle
+        .admin_token
+        .as_ref()
+        .and_then(|admin| remember_local_up(&handle.master_url, &admin.file));
     stop.wait().await;
+    // Once stopped, whatever listens on its address next must not get the token.
+    if let Some(path) = remembered {
+        let _ = std::fs::remove_file(path);
+    }
     println!();
     handle.stop(true).await
 }
 
 /// Leaves up.toml beside cli.toml, so the CLI on this machine finds the token (see
 /// `LocalUp`); a failure only costs the user a `DCOS_TOKEN`.
-fn remember_local_up(url: &str, token_file: &std::path::Path) {
+fn remember_local_up(url: &str, token_file: &std::path::Path) -> Option<std::path::PathBuf> {
     use dcos_rs::cli::client::{CliConfig, LocalUp};
     let Some(cli_toml) = CliConfig::default_path(|name| std::env::var(name).ok()) else {
         println!(
             "(no HOME: give the CLI the token with DCOS_TOKEN=$(cat {}))",
             token_file.display()
         );
-        return;
+        return None;
     };
     let path = LocalUp::path(&cli_toml);
     let local = LocalUp {
         url: url.to_string(),
         token_file: token_file.to_path_buf(),
     };
-    if let Err(e) = local.write(&path) {
-        println!(
-            "(could not write {} ({e}): give the CLI the token with DCOS_TOKEN=$(cat {}))",
-            path.display(),
-            token_file.display()
-        );
+    match local.write(&path) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            println!(
+                "(could not write {} ({e}): give the CLI the token with DCOS_TOKEN=$(cat {}))",
+                path.display(),
+                token_file.display()
+            );
+            None
+        }
     }
 }
 

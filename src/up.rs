@@ -79,14 +79,28 @@ pub async fn start(
     let master_url = format!("http://{master_addr}");
     let agent_url = format!("http://{agent_addr}");
     // Before the data dir exists: a refused configuration leaves nothing behind.
+    let fresh = !opts.data_dir.exists();
     let (auth, admin_token) = api_auth(&opts, master_addr, agent_addr)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
-    // Others may only traverse it, to the sandbox of a task running as its own user.
-    dcos_runtime::task_dir::set_mode(&opts.data_dir, 0o711)
-        .with_context(|| format!("chmod 711 {}", opts.data_dir.display()))?;
-    let master_guard = RequestGuard::loopback(master_addr);
-    let agent_guard = RequestGuard::loopback(agent_addr).with_body_types(UPLOAD_TYPES);
+    // Others may only traverse it, to the sandbox of a task running as its own user. Only a
+    // directory that is ours (made now, or holding our token): `--data-dir /tmp` must not
+    // change /tmp.
+    let ours = fresh
+        || opts.data_dir.join(crate::auth::ADMIN_TOKEN_FILE).exists()
+        || opts.data_dir.join("master").exists();
+    if ours {
+        dcos_runtime::task_dir::set_mode(&opts.data_dir, 0o711)
+            .with_context(|| format!("chmod 711 {}", opts.data_dir.display()))?;
+    }
+    // On loopback the server knows its names (DNS rebinding is the threat there); beyond
+    // it, clients use names only the operator knows.
+    let guard_for = |addr: SocketAddr| match addr.ip().is_loopback() {
+        true => RequestGuard::loopback(addr),
+        false => RequestGuard::new(),
+    };
+    let master_guard = guard_for(master_addr);
+    let agent_guard = guard_for(agent_addr).with_body_types(UPLOAD_TYPES);
 
     let raft = ReplicatedState::open_single(RaftOptions::single(
         opts.data_dir.join("master"),

@@ -171,6 +171,8 @@ pub struct Agent {
     image_changes: AtomicU64,
     images_reported: tokio::sync::watch::Sender<u64>,
     image_report_wake: tokio::sync::Notify,
+    /// A disk check (`disk::enforce_disk_limits`) is under way: the next tick skips.
+    disk_check_running: AtomicBool,
 }
 
 impl Agent {
@@ -189,9 +191,14 @@ impl Agent {
         to_master: mpsc::Sender<ToMaster>,
         runtime: Arc<dyn TaskRuntime>,
     ) -> anyhow::Result<Arc<Agent>> {
+        let ours = !config.work_dir.exists() || config.work_dir.join("agent_id").exists();
         std::fs::create_dir_all(config.work_dir.join("tasks"))
             .with_context(|| format!("creating agent work dir {}", config.work_dir.display()))?;
-        tighten_work_dir(&config.work_dir)?;
+        // Only a work dir that is ours (made now, or holding our id): never one the operator
+        // shares with others.
+        if ours {
+            tighten_work_dir(&config.work_dir)?;
+        }
         // A work dir made just now must survive a power loss with the agent id written into
         // it below (write_durable syncs the file and the work dir, not the work dir's parent).
         if let Some(parent) = config
@@ -243,6 +250,7 @@ impl Agent {
             image_changes: AtomicU64::new(0),
             images_reported: tokio::sync::watch::channel(0).0,
             image_report_wake: tokio::sync::Notify::new(),
+            disk_check_running: AtomicBool::new(false),
         }))
     }
 
@@ -303,7 +311,16 @@ impl Agent {
             tokio::time::interval(Duration::from_millis(self.config.disk_check_interval_ms));
         loop {
             tokio::select! {
-                _ = disk_tick.tick() => self.enforce_disk_limits().await,
+                _ = disk_tick.tick() => {
+                    // Off the loop: a task with many files must not hold back launches.
+                    if !self.disk_check_running.swap(true, Ordering::SeqCst) {
+                        let agent = self.clone();
+                        tokio::spawn(async move {
+                            agent.enforce_disk_limits().await;
+                            agent.disk_check_running.store(false, Ordering::SeqCst);
+                        });
+                    }
+                }
                 _ = gc_tick.tick() => {
                     let agent = self.clone();
                     let _ = tokio::task::spawn_blocking(move || {

@@ -9,6 +9,18 @@ use dcos_core::TaskState;
 use dcos_runtime::network::TaskNetwork;
 use dcos_runtime::task_dir::TaskDir;
 
+/// True when the task's task.json is empty or ends before its JSON does (a power loss
+/// while it was written); any other unreadable spec keeps its sandbox for a human to see.
+fn spec_cut_short(dir: &TaskDir) -> bool {
+    match std::fs::read(dir.spec()) {
+        Ok(bytes) => {
+            bytes.iter().all(u8::is_ascii_whitespace)
+                || serde_json::from_slice::<serde_json::Value>(&bytes).is_err_and(|e| e.is_eof())
+        }
+        Err(_) => false,
+    }
+}
+
 impl Agent {
     /// Finds the tasks of earlier runs: still running (their shim is alive), ended while we
     /// were away (their exit record), or lost (shim gone without a record).
@@ -40,7 +52,7 @@ impl Agent {
             let shim_pid = TaskDir::read_pid(&dir.shim_pid())
                 .filter(|pid| self.runtime.supervisor_alive(*pid, &dir));
             if shim_pid.is_none()
-                && dir.read_spec().is_err()
+                && spec_cut_short(&dir)
                 && dir.read_exit().ok().flatten().is_none()
             {
                 // A power loss while task.json was written (empty or cut short): nothing
@@ -84,7 +96,7 @@ impl Agent {
         reports
     }
 
-    /// Ends what may be left of a task whose task.json cannot be read (its cgroup is found by
+    /// Ends what may be left of a task whose task.json was cut short (its cgroup is found by
     /// the agent's naming, not the spec), removes its sandbox and reports it lost.
     fn remove_damaged_sandbox(&self, task_id: &str, dir: &TaskDir) -> TaskReport {
         tracing::warn!(task = task_id, sandbox = %dir.path.display(), "task.json is empty or damaged (a power loss while it was written?): removing the sandbox and reporting the task lost");
@@ -144,9 +156,23 @@ mod tests {
         std::fs::create_dir_all(&dir.path).unwrap();
         std::fs::write(dir.spec(), "").unwrap();
         std::fs::write(dir.stdout(), "partial log").unwrap();
-        let reports = agent.recover_tasks();
-        assert_eq!(reports.len(), 1);
+        // Cut short mid-way is the same; a whole but foreign JSON is kept for a human.
+        let cut = agent.task_dir("t2");
+        std::fs::create_dir_all(&cut.path).unwrap();
+        std::fs::write(cut.spec(), r#"{"task_id": "t2", "args": ["#).unwrap();
+        let odd = agent.task_dir("t3");
+        std::fs::create_dir_all(&odd.path).unwrap();
+        std::fs::write(odd.spec(), r#"{"unexpected": true}"#).unwrap();
+        let mut reports = agent.recover_tasks();
+        reports.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        assert_eq!(reports.len(), 3);
         assert_eq!(reports[0].task_id, "t1");
+        assert_eq!(reports[1].task_id, "t2");
+        assert!(!cut.path.exists(), "the cut-short sandbox is gone");
+        assert!(
+            odd.path.exists(),
+            "an unreadable but whole task.json is kept"
+        );
         assert_eq!(reports[0].state, TaskState::Lost);
         assert!(
             reports[0].message.as_deref().unwrap().contains("task.json"),

@@ -31,6 +31,10 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 500;
 const HEARTBEATS_IN_FLIGHT_MAX: usize = 8;
 /// Longest wait for one heartbeat's answer.
 const HEARTBEAT_TIMEOUT_MS: u64 = 5_000;
+/// Heartbeats failing in a row (unanswered within `HEARTBEAT_TIMEOUT_MS`, or refused) after
+/// which the master is taken for gone and the agent looks for the leader again. At 10 %
+/// packet loss one heartbeat in ~10^5 goes unanswered for 5 s; three in a row, never.
+const HEARTBEAT_FAILURES_MAX: u32 = 3;
 /// A stream with no line (not even a ping) for this long is dead: reconnect.
 const STREAM_SILENCE_MAX_MS: u64 = 3 * PING_INTERVAL_MS;
 /// Per-call timeout of statuses, heartbeats and image reports.
@@ -359,16 +363,24 @@ impl RemoteLink {
         let mut pending = Vec::new();
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         let mut heartbeats = futures_util::stream::FuturesUnordered::new();
+        let mut failures_in_a_row = 0u32;
         loop {
             tokio::select! {
                 Some(answer) = futures_util::StreamExt::next(&mut heartbeats), if !heartbeats.is_empty() => {
                     match answer {
-                        Ok((StatusCode::OK, _, _)) => {}
+                        Ok((StatusCode::OK, _, _)) => failures_in_a_row = 0,
                         // The leader changed or forgot us: register again.
                         Ok(_) => return Ok(()),
-                        // Lost or late: the next ones are on their way; a dead master ends
-                        // the stream, which ends this connection.
-                        Err(e) => tracing::debug!(%master, "heartbeat not answered: {e:#}"),
+                        // Lost or late: the next ones are on their way. Several in a row: the
+                        // master is gone (powered off, partitioned, stopped), find the leader.
+                        Err(e) => {
+                            failures_in_a_row += 1;
+                            tracing::debug!(%master, failures_in_a_row, "heartbeat not answered: {e:#}");
+                            anyhow::ensure!(
+                                failures_in_a_row < HEARTBEAT_FAILURES_MAX,
+                                "{failures_in_a_row} heartbeats in a row to {master} failed (last: {e:#})"
+                            );
+                        }
                     }
                 }
                 frame = tokio::time::timeout(Duration::from_millis(STREAM_SILENCE_MAX_MS), stream.frame()) => {

@@ -451,6 +451,9 @@ fn token_may_go(base: &str, url: &str) -> bool {
             .split(['/', '?', '#'])
             .next()
             .unwrap_or_default();
+        if authority.contains('@') {
+            return false;
+        }
         let host = match authority.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or_default(),
             None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
@@ -618,10 +621,28 @@ impl LocalUp {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
+        // Only files of this user: another user's up.toml could point the token elsewhere.
+        let own = |file: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(file).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw())
+        };
+        if !own(path) {
+            return Err(format!(
+                "{} is not this user's: ignored (set DCOS_TOKEN)",
+                path.display()
+            ));
+        }
         let local: LocalUp =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if local.url.trim_end_matches('/') != url.trim_end_matches('/') {
             return Ok(None);
+        }
+        if !own(&local.token_file) && local.token_file.exists() {
+            return Err(format!(
+                "{} (named by {}) is not this user's: ignored (set DCOS_TOKEN)",
+                local.token_file.display(),
+                path.display()
+            ));
         }
         let token = std::fs::read_to_string(&local.token_file).map_err(|e| {
             format!(
@@ -809,6 +830,10 @@ mod tests {
         assert!(!token_may_go(
             "http://127.0.0.1:5050",
             "http://127.0.0.1.evil.example/"
+        ));
+        assert!(!token_may_go(
+            "http://127.0.0.1:5050",
+            "http://127.0.0.1:5051@evil.example/"
         ));
     }
 

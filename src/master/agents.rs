@@ -68,8 +68,17 @@ async fn gate<T: serde::de::DeserializeOwned>(
             ))))
         }
     }
-    let serial = crate::tls::peer_certificate(request.extensions()).map(|c| c.serial.clone());
-    if let Some(serial) = &serial {
+    let Some(serial) = crate::tls::peer_certificate(request.extensions()).map(|c| c.serial.clone())
+    else {
+        // Fail closed: without its serial the revocation list cannot be consulted.
+        return Err(Box::new(api_error(ApiError::new(
+            403,
+            "forbidden",
+            "the agent's certificate could not be read (no serial number)",
+        ))));
+    };
+    {
+        let serial = &serial;
         if gateway
             .master
             .read(|s| s.revoked_certificates.contains(serial))
@@ -222,6 +231,11 @@ fn check_agent_url(
         ));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "agent URL {url:?} holds user information (`user@`): give the agent's own address"
+        ));
+    }
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
@@ -269,9 +283,10 @@ async fn status(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             .map(|t| t.agent_id.clone())
     });
     if task_agent.is_some_and(|owner| owner != request.agent_id) {
+        // 409, not 403: sending it again cannot help, and the agent's outbox drops it.
         return api_error(ApiError::new(
-            403,
-            "forbidden",
+            409,
+            "not_this_agents_task",
             format!(
                 "task {} does not run on agent {}",
                 request.report.task_id, request.agent_id

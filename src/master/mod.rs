@@ -28,6 +28,11 @@ const PLAN_INTERVAL_MS: u64 = 1_000;
 /// How often agents' silence is checked: a dead agent is marked at most this long after its
 /// `unreachable_timeout` ran out.
 const AGENT_CHECK_INTERVAL_MS: u64 = 250;
+/// After it takes over, a leader gives agents this many unreachable timeouts (20 s with the
+/// default 4 s) to find it before it counts their silence: an agent whose old leader went
+/// silent (powered off, partitioned) first has to notice (3 heartbeats in a row failing, 5 s
+/// each at most) and connect again.
+const NEW_LEADER_GRACE_TIMEOUTS: u32 = 5;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
 /// Launches performed per planning round and framework: keeps a round short (one fsync
@@ -123,6 +128,9 @@ impl Master {
                 .map(|a| a.id.clone())
                 .collect()
         });
+        // Silence counts from the agent's last message, and not before the grace after this
+        // master became leader ran out.
+        let grace_end = since + timeout * (NEW_LEADER_GRACE_TIMEOUTS - 1);
         for agent_id in active {
             let seen = self
                 .agent_seen
@@ -130,12 +138,12 @@ impl Master {
                 .expect("seen lock")
                 .get(&agent_id)
                 .copied()
-                .unwrap_or(since)
-                .max(since);
-            if now.duration_since(seen) < timeout {
+                .unwrap_or(grace_end)
+                .max(grace_end);
+            if now.saturating_duration_since(seen) < timeout {
                 continue;
             }
-            tracing::warn!(agent = %agent_id, silent_ms = now.duration_since(seen).as_millis() as u64, "agent unreachable");
+            tracing::warn!(agent = %agent_id, silent_ms = now.saturating_duration_since(seen).as_millis() as u64, "agent unreachable");
             self.links.lock().expect("links lock").remove(&agent_id);
             self.agent_seen.lock().expect("seen lock").remove(&agent_id);
             if let Err(e) = self

@@ -24,7 +24,7 @@ pub const TLS_CONNECTIONS_MAX: usize = 4096;
 /// Most connections one client address holds at once on one server; more from it are
 /// closed as they arrive while other clients keep being served. (On loopback every local
 /// client shares 127.0.0.1.)
-pub const CLIENT_CONNECTIONS_MAX: usize = 256;
+pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
 /// Longest wait for a request's headers, which is also how long an idle keep-alive
 /// connection stays open.
 pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;

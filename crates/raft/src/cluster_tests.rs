@@ -393,3 +393,23 @@ async fn masters_are_added_promoted_and_removed_at_runtime_and_catch_up_by_snaps
     assert!(error.to_string().contains("already a member"), "{error}");
     cluster.shutdown().await;
 }
+
+/// A master that cannot be reached is not added: the learner is forgotten after the
+/// catch-up wait instead of being promoted (a dead voter would take the quorum with it),
+/// and the cluster writes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_master_is_not_added_and_the_cluster_writes_on() {
+    let cluster = Cluster::new(&[1]).await;
+    let leader = cluster.leader_among(&[1], Duration::from_secs(10)).await;
+    cluster.nodes[&leader].write(register(1)).await.unwrap();
+    let error = cluster.nodes[&leader]
+        .add_learner(7, "https://nowhere:5050")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("did not catch up"), "{error}");
+    assert!(error.to_string().contains("not added"), "{error}");
+    let status = cluster.nodes[&leader].status();
+    assert!(status.members.iter().all(|m| m.node_id != 7), "{status:?}");
+    cluster.nodes[&leader].write(register(2)).await.unwrap();
+    cluster.shutdown().await;
+}

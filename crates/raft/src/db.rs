@@ -94,13 +94,15 @@ impl StoreError {
 /// Opens (or creates) `<data_dir>/raft.redb` with all tables present, so readers never see a
 /// missing table. Blocking: call it from `spawn_blocking` or before serving.
 pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
+    let ours = !data_dir.exists() || data_dir.join(DB_FILE_NAME).exists();
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
         path: data_dir.to_path_buf(),
         source,
     })?;
     // The cluster's state (environment variables of apps included) is for root alone; an
-    // older installation's wider mode is tightened.
-    {
+    // older installation's wider mode is tightened (only a directory made here or holding
+    // the database: never one the operator shares with others).
+    if ours {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
             |source| StoreError::CreateDir {

@@ -41,7 +41,10 @@ pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// the caller then gets `RaftError::Timeout` instead of waiting forever.
 pub const WRITE_TIMEOUT_MS: u64 = 10_000;
 /// How long adding a learner waits for it to catch up before it is promoted.
+#[cfg(not(test))]
 const CATCH_UP_WAIT_MS: u64 = 60_000;
+#[cfg(test)]
+const CATCH_UP_WAIT_MS: u64 = 3_000;
 
 #[derive(Debug, Clone)]
 pub struct RaftOptions {
@@ -517,12 +520,53 @@ impl ReplicatedState {
             .inner
             .raft
             .add_learner(node_id, BasicNode::new(addr), true);
+        let started = Instant::now();
         match tokio::time::timeout(Duration::from_millis(CATCH_UP_WAIT_MS), add).await {
-            Ok(result) => result.map(|_| ()).map_err(RaftError::from),
-            Err(_) => Err(RaftError::Timeout(format!(
-                "master {node_id} at {addr} was added as a learner but did not catch up within {CATCH_UP_WAIT_MS} ms; is it running and reachable?"
-            ))),
+            Ok(result) => result.map(|_| ()).map_err(RaftError::from)?,
+            Err(_) => return Err(self.forget_learner(node_id, addr).await),
         }
+        // openraft's blocking add counts a learner as caught up once it lags by fewer than
+        // `replication_lag_threshold` entries, which a learner that never answered does on a
+        // young log: promoting it would make the cluster wait on a dead voter for good.
+        let target = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0);
+        loop {
+            let matched = self
+                .inner
+                .raft
+                .metrics()
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&node_id).cloned().flatten())
+                .map(|log_id| log_id.index);
+            if matched.is_some_and(|index| index >= target) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_millis(CATCH_UP_WAIT_MS) {
+                return Err(self.forget_learner(node_id, addr).await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Removes a learner that did not catch up (a learner holds no vote, so its removal
+    /// needs no answer from it) and says why it was not added.
+    async fn forget_learner(&self, node_id: u64, addr: &str) -> RaftError {
+        let removal = ChangeMembers::RemoveNodes(BTreeSet::from([node_id]));
+        let removed = self.inner.raft.change_membership(removal, false).await;
+        RaftError::Timeout(format!(
+            "master {node_id} at {addr} did not catch up within {CATCH_UP_WAIT_MS} ms (is it running and reachable?): it was {}",
+            match removed {
+                Ok(_) => "not added".to_string(),
+                Err(e) => format!("left as a learner, which holds no vote ({e})"),
+            }
+        ))
     }
 
     /// Makes a learner a voter. Leader only.
