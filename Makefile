@@ -7,7 +7,10 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # musl-tools) if present, else the system gcc (those files use no libc headers).
 MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 
-.PHONY: run build test test-core static fmt lint clean-state bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := app_definition layer_unpack wal_records
+
+.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -53,6 +56,16 @@ bench-failover:
 ## bench-detection: kill -9 of an agent -> marked unreachable; false positives at 10 % loss for DCOS_BENCH_LOSS_SECS (default 600) (root)
 bench-detection:
 	$(CARGO) bench --bench detection
+
+## fuzz: each fuzz target (fuzz/) for FUZZ_SECS seconds (default 60) under libFuzzer with
+## AddressSanitizer (nightly toolchain and cargo-fuzz; installed if missing). A crash stops
+## it and leaves its input in fuzz/artifacts/<target>/: make it a regression test.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	for target in $(FUZZ_TARGETS); do \
+		$(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 || exit 1; \
+	done
 
 ## static: a fully static binary (musl, ring as the TLS provider)
 static:

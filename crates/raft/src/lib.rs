@@ -15,6 +15,9 @@
 mod batch;
 mod db;
 mod error;
+/// Entry points for `make fuzz` (fuzz/).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod log_store;
 pub mod network;
 mod replicated;

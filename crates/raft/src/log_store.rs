@@ -129,6 +129,15 @@ impl LogStore {
     }
 }
 
+/// `decode`, for `make fuzz`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_for_fuzzing(
+    index: u64,
+    record: Option<Vec<u8>>,
+) -> Result<Entry<TypeConfig>, StoreError> {
+    decode(index, record)
+}
+
 /// One log entry from its WAL record.
 fn decode(index: u64, record: Option<Vec<u8>>) -> Result<Entry<TypeConfig>, StoreError> {
     let record = record.ok_or_else(|| {

@@ -39,6 +39,47 @@ pub mod layers;
 mod reference;
 pub mod registry;
 mod unpack;
+/// Entry points for `make fuzz` (fuzz/).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::{unpack, Digest};
+    use std::path::Path;
+
+    /// Unpacks `bytes` as one layer (a tar stream, gzip'd or not) into `dir/out`, as the
+    /// store does: checked against the digest of its own uncompressed stream, so the paths
+    /// and entries are what gets exercised. Must not panic or write outside `dir/out`.
+    pub fn unpack_layer_bytes(bytes: &[u8], dir: &Path) {
+        let layer = dir.join("layer");
+        std::fs::write(&layer, bytes).expect("writing the layer");
+        let mut uncompressed = Vec::new();
+        let diff_id = match super::blob::open_decompressed(&layer, "layer") {
+            Ok(mut reader) => match std::io::Read::read_to_end(&mut reader, &mut uncompressed) {
+                Ok(_) => Digest::of_bytes(&uncompressed),
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        let out = dir.join("out");
+        std::fs::create_dir(&out).expect("the output directory");
+        let to_unpack = unpack::LayerToUnpack {
+            path: &layer,
+            diff_id: &diff_id,
+            label: "fuzz".into(),
+        };
+        let _ = unpack::unpack_layer(&to_unpack, &[], &out);
+        // Nothing outside `out` but the layer file itself.
+        for entry in std::fs::read_dir(dir)
+            .expect("listing the directory")
+            .flatten()
+        {
+            let name = entry.file_name();
+            assert!(
+                name == "layer" || name == "out",
+                "wrote {name:?} outside the layer's directory"
+            );
+        }
+    }
+}
 
 use archive::{PlannedImage, Transfer};
 pub use blob::{BlobVerifier, Digest};
