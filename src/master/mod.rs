@@ -28,10 +28,11 @@ const PLAN_INTERVAL_MS: u64 = 1_000;
 /// How often agents' silence is checked: a dead agent is marked at most this long after its
 /// `unreachable_timeout` ran out.
 const AGENT_CHECK_INTERVAL_MS: u64 = 250;
-/// After it takes over, a leader gives agents this many unreachable timeouts (20 s with the
-/// default 4 s) to find it before it counts their silence: an agent whose old leader went
-/// silent (powered off, partitioned) first has to notice (3 heartbeats in a row failing, 5 s
-/// each at most) and connect again.
+/// After it takes over, a leader gives an agent it has not heard from yet this many
+/// unreachable timeouts (20 s with the default 4 s) to find it before counting its silence:
+/// an agent whose old leader went silent (powered off, partitioned) first has to notice (3
+/// heartbeats in a row failing, 5 s each at most) and connect again. Agents that reached this
+/// leader are timed from their last message.
 const NEW_LEADER_GRACE_TIMEOUTS: u32 = 5;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
@@ -128,8 +129,9 @@ impl Master {
                 .map(|a| a.id.clone())
                 .collect()
         });
-        // Silence counts from the agent's last message, and not before the grace after this
-        // master became leader ran out.
+        // Silence counts from the agent's last message to this leader; an agent not heard
+        // from since this master became leader (it may still be looking for it) gets the
+        // grace first.
         let grace_end = since + timeout * (NEW_LEADER_GRACE_TIMEOUTS - 1);
         for agent_id in active {
             let seen = self
@@ -138,8 +140,7 @@ impl Master {
                 .expect("seen lock")
                 .get(&agent_id)
                 .copied()
-                .unwrap_or(grace_end)
-                .max(grace_end);
+                .unwrap_or(grace_end);
             if now.saturating_duration_since(seen) < timeout {
                 continue;
             }
