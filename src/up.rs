@@ -93,12 +93,6 @@ pub async fn start(
         dcos_runtime::task_dir::set_mode(&opts.data_dir, 0o711)
             .with_context(|| format!("chmod 711 {}", opts.data_dir.display()))?;
     }
-    // On loopback the server knows its names (DNS rebinding is the threat there); beyond
-    // it, clients use names only the operator knows.
-    let guard_for = |addr: SocketAddr| match addr.ip().is_loopback() {
-        true => RequestGuard::loopback(addr),
-        false => RequestGuard::new(),
-    };
     let master_guard = guard_for(master_addr);
     let agent_guard = guard_for(agent_addr).with_body_types(UPLOAD_TYPES);
 
@@ -259,6 +253,15 @@ fn api_auth(
     ))
 }
 
+/// The request guard of a listener at `addr`: on loopback the server knows its names (DNS
+/// rebinding is the threat there); beyond it, clients use names only the operator knows.
+fn guard_for(addr: SocketAddr) -> RequestGuard {
+    match addr.ip().is_loopback() {
+        true => RequestGuard::loopback(addr),
+        false => RequestGuard::new(),
+    }
+}
+
 impl UpHandle {
     /// Stops everything. Without `keep_tasks`, tasks are killed first and their ends recorded.
     pub async fn stop(self, announce: bool) -> anyhow::Result<()> {
@@ -300,5 +303,30 @@ impl UpHandle {
         self.master.raft.shutdown().await.context("stopping Raft")?;
         say(announce, "stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_loopback_listener_insists_on_its_own_names() {
+        let request = |host: &str| {
+            axum::extract::Request::builder()
+                .uri("/v2/apps")
+                .header("host", host)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let beyond = guard_for("0.0.0.0:5050".parse().unwrap());
+        assert!(beyond.check(&request("10.1.2.3:5050")).is_ok());
+        assert!(beyond.check(&request("m1.example:5050")).is_ok());
+        let local = guard_for("127.0.0.1:5050".parse().unwrap());
+        assert!(local.check(&request("127.0.0.1:5050")).is_ok());
+        assert_eq!(
+            local.check(&request("10.1.2.3:5050")).unwrap_err().status,
+            403
+        );
     }
 }
