@@ -51,6 +51,22 @@ impl AuthSection {
 }
 
 /// Masters talk HTTPS only: an `https://host:port` URL without a path.
+/// The host of an `http(s)://` URL, without brackets or port; `None` when the URL has no
+/// host or carries user information (`user@host`: what the URL seems to name and where it
+/// connects would differ).
+pub fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return None;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 pub fn check_url(key: &str, url: &str) -> Result<(), String> {
     let Some(rest) = url.strip_prefix("https://") else {
         return Err(format!(

@@ -445,23 +445,12 @@ fn origin(url: &str) -> &str {
 /// loopback address (`dcos-rs up`, whose agent API is on 127.0.0.1).
 fn token_may_go(base: &str, url: &str) -> bool {
     fn loopback(url: &str) -> bool {
-        let authority = url
-            .split_once("://")
-            .map_or("", |(_, rest)| rest)
-            .split(['/', '?', '#'])
-            .next()
-            .unwrap_or_default();
-        if authority.contains('@') {
-            return false;
-        }
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-        };
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        crate::node_config::url_host(url).is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
     }
     url.starts_with("https://")
         || (url.starts_with("http://")

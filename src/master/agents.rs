@@ -225,25 +225,20 @@ fn check_agent_url(
     url: &str,
     certificate: Option<&crate::tls::PeerCertificate>,
 ) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("https://") else {
+    if !url.starts_with("https://") {
         return Err(format!(
             "agent URL {url:?} is not https: agents serve their API over TLS (advertise_url)"
         ));
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err(format!(
-            "agent URL {url:?} holds user information (`user@`): give the agent's own address"
-        ));
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    let Some(host) = crate::node_config::url_host(url) else {
+        return Err(format!(
+            "agent URL {url:?} names no host, or holds user information (`user@`): give the agent's own address"
+        ));
     };
     let Some(certificate) = certificate else {
         return Err("the agent presented no certificate".to_string());
     };
-    if host.is_empty() || !certificate.names_host(host) {
+    if !certificate.names_host(host) {
         return Err(format!(
             "agent URL {url:?}: host {host:?} is not among the names of the agent's certificate (its --san values): an agent may only register its own address"
         ));

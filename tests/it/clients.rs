@@ -5,35 +5,50 @@
 use crate::common::TestCluster;
 use std::process::Command;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
-    let cluster = TestCluster::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/marathon_python.py"
-    );
-    let url = cluster.handle().master_url.clone();
-    let token = cluster.token();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(token)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
+/// Runs `tests/clients/<script>` with the cluster's URL, its token and `extra` arguments;
+/// fails naming the pip package (`module`, `install`) when it is missing, and with the
+/// script's output when it does not succeed. Returns its stdout.
+async fn run_client_script(
+    cluster: &TestCluster,
+    script: &str,
+    extra: &[&str],
+    module: &str,
+    install: &str,
+) -> String {
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .arg(&cluster.handle().master_url)
+        .arg(cluster.token())
+        .args(extra);
+    let output = tokio::task::spawn_blocking(move || command.output().expect("python3 runs"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !stderr.contains("No module named 'marathon'"),
-        "marathon-python is missing: pip install marathon==0.13.0 (.ci/run does)"
+        !stderr.contains(&format!("No module named '{module}'")),
+        "{module} is missing: pip install {install} (.ci/run does)"
     );
     assert!(
         output.status.success(),
-        "marathon-python failed:\n{stderr}\n{}",
-        String::from_utf8_lossy(&output.stdout)
+        "{module} failed:\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
+    let cluster = TestCluster::start().await;
+    run_client_script(
+        &cluster,
+        "marathon_python.py",
+        &[],
+        "marathon",
+        "marathon==0.13.0",
+    )
+    .await;
     cluster.stop().await;
 }
 
@@ -54,33 +69,14 @@ async fn schemathesis_finds_no_answer_outside_the_openapi_description() {
         .await
         .expect_err("an undecodable id");
     assert_eq!(error.status(), Some(400), "{error}");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/schemathesis_master.py"
-    );
-    let url = cluster.handle().master_url.clone();
-    let token = cluster.token();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(token)
-            .arg("25")
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("No module named 'schemathesis'"),
-        "schemathesis is missing: pip install schemathesis==4.32.5 (.ci/run does)"
-    );
-    assert!(
-        output.status.success(),
-        "schemathesis found failures:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_client_script(
+        &cluster,
+        "schemathesis_master.py",
+        &["25"],
+        "schemathesis",
+        "schemathesis==4.32.5",
+    )
+    .await;
     let summary = stdout
         .lines()
         .find(|l| l.starts_with("schemathesis: "))

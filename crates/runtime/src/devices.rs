@@ -89,14 +89,6 @@ pub fn tighten_v1(devices_cgroup: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The rules the v1 controller holds for the cgroup (`devices.list`), for tests and checks.
-pub fn v1_list(devices_cgroup: &Path) -> Result<Vec<String>, String> {
-    let list = devices_cgroup.join("devices.list");
-    let text =
-        std::fs::read_to_string(&list).map_err(|e| format!("reading {}: {e}", list.display()))?;
-    Ok(text.lines().map(str::to_string).collect())
-}
-
 // The kernel's `struct bpf_cgroup_dev_ctx`: `access_type` (device class in the low 16
 // bits, access bits above), `major`, `minor`; each a u32.
 const CTX_ACCESS_TYPE: i16 = 0;
