@@ -623,7 +623,13 @@ async fn a_drained_agents_tasks_move_to_the_other_agent_and_a_removed_agent_cann
     // Removed, it is forgotten; its stream is closed and it is refused when it connects
     // again, also after a restart, and says why.
     cluster.cli(&["node", "remove", &a4]);
-    assert_eq!(state(cluster.agents(1).await), None);
+    // Master 1 may be a follower that applies the removal a moment after the leader answered.
+    wait_for(
+        "the removal seen on master 1",
+        Duration::from_secs(10),
+        async || state(cluster.agents(1).await).is_none().then_some(()),
+    )
+    .await;
     wait_for(
         "the agent told why it is refused",
         Duration::from_secs(20),
