@@ -45,6 +45,9 @@ pub struct Peer {
     pub url: String,
 }
 
+/// Largest `raft.min_free_mib` (1 TiB): more is a typo, not a policy.
+const MIN_FREE_MIB_MAX: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftSection {
@@ -53,6 +56,8 @@ pub struct RaftSection {
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
+    /// Free space (MiB) the data dir's disk must keep for writes to be accepted.
+    pub min_free_mib: u64,
 }
 
 impl Default for RaftSection {
@@ -63,6 +68,7 @@ impl Default for RaftSection {
             election_timeout_max_ms: dcos_raft::DEFAULT_ELECTION_TIMEOUT_MAX_MS,
             snapshot_logs_since_last: dcos_raft::DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
             max_in_snapshot_log_to_keep: dcos_raft::DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
+            min_free_mib: dcos_raft::DEFAULT_MIN_FREE_BYTES >> 20,
         }
     }
 }
@@ -205,6 +211,12 @@ impl MasterConfig {
                 raft.election_timeout_max_ms, raft.election_timeout_min_ms
             ));
         }
+        if raft.min_free_mib > MIN_FREE_MIB_MAX {
+            return Err(format!(
+                "raft.min_free_mib: {} is more than the {MIN_FREE_MIB_MAX} MiB (1 TiB) allowed",
+                raft.min_free_mib
+            ));
+        }
         if raft.snapshot_logs_since_last == 0 {
             return Err("raft.snapshot_logs_since_last: must be at least 1".to_string());
         }
@@ -237,6 +249,7 @@ impl MasterConfig {
             heartbeat_ms: self.raft.heartbeat_ms,
             election_timeout_min_ms: self.raft.election_timeout_min_ms,
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            min_free_bytes: self.raft.min_free_mib << 20,
         }
     }
 }

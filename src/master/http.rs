@@ -310,6 +310,7 @@ pub(crate) fn raft_error(error: RaftError) -> ApiError {
             "too_large",
             format!("the change cannot be recorded: {error}"),
         ),
+        RaftError::DiskFull(reason) => ApiError::new(507, "disk_full", reason),
         other => ApiError::unavailable(format!("the cluster state could not be written: {other}")),
     }
 }

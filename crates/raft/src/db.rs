@@ -114,10 +114,20 @@ pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
     let path = data_dir.join(DB_FILE_NAME);
     let started = Instant::now();
     let db = loop {
-        match Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-        {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(redb::DatabaseError::from)
+            .and_then(|file| crate::space::SpaceWaitingBackend::new(file, &path))
+            .and_then(|backend| {
+                Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .create_with_backend(backend)
+            });
+        match opened {
             Ok(db) => break db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if started.elapsed() < Duration::from_millis(OPEN_LOCKED_RETRY_MS) =>

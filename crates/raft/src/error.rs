@@ -33,6 +33,10 @@ pub enum RaftError {
     /// followers could not accept it.
     #[error("the write is {bytes} bytes encoded, more than a log entry may hold ({max})")]
     TooLarge { bytes: usize, max: usize },
+    /// The disk holding the data dir has less free space than writes need; the message names
+    /// the directory and the figures. Writes resume by themselves once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// The options or the data dir do not describe a cluster this call can run.
     #[error("invalid raft setup: {0}")]
     Config(String),

@@ -21,6 +21,7 @@ pub mod fuzzing;
 mod log_store;
 pub mod network;
 mod replicated;
+mod space;
 mod state_machine;
 mod wal;
 
@@ -36,6 +37,7 @@ pub use replicated::{
     DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
     DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
 };
+pub use space::DEFAULT_MIN_FREE_BYTES;
 
 openraft::declare_raft_types!(
     /// Raft types of dcos-rs: log entries carry `dcos_core::Command` (maybe a batch), applying

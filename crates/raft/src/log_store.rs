@@ -266,9 +266,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = encode_committed(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.committed
-            .write_all_at(&bytes, 0)
-            .map_err(|e| StorageIOError::write(&e).into())
+        match self.committed.write_all_at(&bytes, 0) {
+            // A hint like the rest of this file: without space it is simply not updated.
+            Err(e) if crate::space::is_out_of_space(&e) => {
+                tracing::debug!("disk full: the committed log id is not saved this time");
+                Ok(())
+            }
+            result => result.map_err(|e| StorageIOError::write(&e).into()),
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {

@@ -65,6 +65,10 @@ pub struct RaftOptions {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Free bytes the data dir's filesystem must keep for this master to accept writes; below
+    /// it writes are refused with `RaftError::DiskFull` until space returns (`crate::space`).
+    /// 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl RaftOptions {
@@ -81,6 +85,7 @@ impl RaftOptions {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            min_free_bytes: crate::space::DEFAULT_MIN_FREE_BYTES,
         }
     }
 
@@ -179,6 +184,9 @@ struct Inner {
     lease_ms: u64,
     /// Group commit of concurrent writes (one log entry, one fsync per master).
     batcher: crate::batch::Batcher,
+    /// Where the log and the database live, and the free space writes need there.
+    data_dir: PathBuf,
+    min_free_bytes: u64,
 }
 
 impl ReplicatedState {
@@ -281,6 +289,8 @@ impl ReplicatedState {
                 lease_ms: 2 * opts.election_timeout_max_ms,
                 batcher: crate::batch::Batcher::start(raft.clone()),
                 raft,
+                data_dir: opts.data_dir.clone(),
+                min_free_bytes: opts.min_free_bytes,
             }),
         })
     }
@@ -367,6 +377,11 @@ impl ReplicatedState {
                 leader_id: None,
                 leader_addr: None,
             });
+        }
+        if let Some(refusal) =
+            crate::space::check_free(&self.inner.data_dir, self.inner.min_free_bytes)
+        {
+            return Err(RaftError::DiskFull(refusal));
         }
         let write = self.inner.batcher.submit(command);
         match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {

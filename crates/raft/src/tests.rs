@@ -420,3 +420,158 @@ async fn a_write_too_large_for_an_entry_is_refused_and_nothing_stalls() {
     assert_eq!(snapshot_of(&state).services.apps.len(), 1);
     state.shutdown().await.unwrap();
 }
+
+/// A tmpfs of a few MiB mounted for one test and unmounted when dropped: a disk that fills.
+/// `None` (the test then says it did not run) without root, which mounting needs.
+struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = TempDir::new().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs on {}", dir.path().display());
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk up to its last byte with a file `fill` that `free` removes.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.path().join("fill")).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if crate::space::is_out_of_space(&e) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        assert!(crate::space::available_bytes(self.path()).unwrap() < 64 << 10);
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("fill")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// An app whose definition takes about `kib` KiB of the log.
+fn bulky_app(id: &str, kib: usize) -> Command {
+    let mut spec = app(id, 1);
+    spec.env.insert("BLOB".to_string(), "x".repeat(kib << 10));
+    Command::PutApp {
+        app: spec,
+        create: true,
+        at_ms: 1,
+        deployment_id: format!("d{id}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_clearly_and_they_resume_once_space_is_freed() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let options = RaftOptions {
+        min_free_bytes: 8 << 20,
+        ..opts(&data)
+    };
+    let state = ReplicatedState::open_single(options.clone()).await.unwrap();
+    write_commands(&state, 0..3).await;
+
+    disk.fill();
+    let refused = state.write(command(3)).await.unwrap_err();
+    let RaftError::DiskFull(reason) = &refused else {
+        panic!("expected a disk-full refusal, got {refused:?}");
+    };
+    assert!(reason.contains(&data.display().to_string()), "{reason}");
+    assert!(reason.contains("MiB free"), "{reason}");
+    assert_eq!(
+        snapshot_of(&state).services.apps.len(),
+        1,
+        "nothing applied"
+    );
+
+    disk.free();
+    write_commands(&state, 3..6).await;
+    let expected = snapshot_of(&state);
+    state.shutdown().await.unwrap();
+    let reopened = ReplicatedState::open_single(options).await.unwrap();
+    assert_eq!(snapshot_of(&reopened), expected);
+    reopened.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_find_the_disk_full_wait_for_space_and_the_log_is_not_broken() {
+    // Room, once freed, for two log segments and redb with a few snapshots of 20 MiB.
+    let Some(disk) = SmallDisk::mount(256) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    // No refusal up front: the writes reach the log, which must find the disk full when
+    // it needs its next segment, and redb, when a snapshot grows its file.
+    let options = RaftOptions {
+        min_free_bytes: 0,
+        snapshot_logs_since_last: 8,
+        ..opts(&data)
+    };
+    let state = ReplicatedState::open_single(options.clone()).await.unwrap();
+    disk.fill();
+    // 20 entries of 1 MiB do not fit the preallocated 16 MiB segment.
+    let writer = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            for i in 0..20 {
+                let outcome = state.write(bulky_app(&format!("/bulky-{i}"), 1024)).await;
+                assert_eq!(outcome.expect("write"), Outcome::Applied, "write {i}");
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!writer.is_finished(), "the writes waited for space");
+    let waiting = snapshot_of(&state).services.apps.len();
+    assert!(waiting < 20, "{waiting} apps applied on a full disk");
+
+    disk.free();
+    tokio::time::timeout(std::time::Duration::from_secs(30), writer)
+        .await
+        .expect("the writes went on once space returned")
+        .expect("every write applied");
+    write_commands(&state, 0..2).await;
+    let expected = snapshot_of(&state);
+    assert_eq!(expected.services.apps.len(), 21);
+    state.shutdown().await.unwrap();
+    let reopened = ReplicatedState::open_single(options).await.unwrap();
+    assert_eq!(snapshot_of(&reopened), expected);
+    reopened.shutdown().await.unwrap();
+}

@@ -184,7 +184,8 @@ impl Wal {
             wal.segments.push(segment);
         }
         if let Some(last) = wal.segments.last() {
-            clear_from(&last.file, last.end).map_err(io_error(&last.path))?;
+            crate::space::retry_while_full(&last.path, || clear_from(&last.file, last.end))
+                .map_err(io_error(&last.path))?;
             last.file.sync_data().map_err(io_error(&last.path))?;
         }
         // Segments with nothing above the purge point are no longer needed, except the last,
@@ -366,10 +367,10 @@ impl Wal {
             return Ok(());
         }
         let segment = self.segments.last_mut().expect("a segment exists");
-        segment
-            .file
-            .write_all_at(buffer, segment.end)
-            .map_err(io_error(&segment.path))?;
+        crate::space::retry_while_full(&segment.path, || {
+            segment.file.write_all_at(buffer, segment.end)
+        })
+        .map_err(io_error(&segment.path))?;
         segment.end += buffer.len() as u64;
         buffer.clear();
         if !unsynced.files.iter().any(|(path, _)| *path == segment.path) {
@@ -382,14 +383,19 @@ impl Wal {
 
     fn new_segment(&mut self, first: u64) -> Result<(), WalError> {
         let path = self.segment_path(first);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        preallocate(&file, SEGMENT_BYTES).map_err(io_error(&path))?;
+        // A full disk makes this wait for space (`crate::space`), never fail: records already
+        // listed in memory must reach the disk for the log to stay usable.
+        let file = crate::space::retry_while_full(&path, || {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            preallocate(&file, SEGMENT_BYTES)?;
+            Ok(file)
+        })
+        .map_err(io_error(&path))?;
         file.sync_all().map_err(io_error(&path))?;
         self.sync_dir()?;
         self.segments.push(Segment {
@@ -434,7 +440,8 @@ impl Wal {
             let from = (index - segment.first) as usize;
             if from < segment.records.len() {
                 let offset = segment.records[from].0;
-                clear_from(&segment.file, offset).map_err(io_error(&segment.path))?;
+                crate::space::retry_while_full(&segment.path, || clear_from(&segment.file, offset))
+                    .map_err(io_error(&segment.path))?;
                 segment.file.sync_data().map_err(io_error(&segment.path))?;
                 segment.records.truncate(from);
                 segment.end = offset;
