@@ -33,6 +33,13 @@ pub enum Command {
         at_ms: u64,
         deployment_id: String,
     },
+    /// Replace every task of the app with a new one (Marathon's restart): a new config
+    /// version with the same definition.
+    RestartApp {
+        app_id: String,
+        at_ms: u64,
+        deployment_id: String,
+    },
     /// Forget the app; its tasks are marked for killing and expunged once they end.
     RemoveApp { app_id: String, at_ms: u64 },
     /// Record a task placed by a framework; refused if its agent lacks the resources or

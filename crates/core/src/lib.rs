@@ -18,7 +18,7 @@ pub use placement::{allocate_ports, Ask, PassedOver, Placed, Pool, Unfit, WhyNot
 pub use services::app::{
     self, AppId, AppSpec, ContainerSpec, DockerSpec, FieldError, NetworkSpec, PortDefinition,
 };
-pub use services::planner::{returning_tasks, Action, BACKOFF_MAX_MS};
+pub use services::planner::{returning_tasks, Action};
 pub use services::{AppRecord, ServicesState};
 pub use state::ClusterState;
 pub use types::{

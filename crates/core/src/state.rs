@@ -134,6 +134,11 @@ impl ClusterState {
             } => self
                 .services
                 .scale_app(app_id, *instances, *at_ms, deployment_id)?,
+            Command::RestartApp {
+                app_id,
+                at_ms,
+                deployment_id,
+            } => self.services.restart_app(app_id, *at_ms, deployment_id)?,
             Command::RemoveApp { app_id, at_ms } => {
                 self.services.remove_app(app_id, *at_ms, &mut self.tasks)?
             }

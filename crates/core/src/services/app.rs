@@ -3,6 +3,9 @@
 //! Validation is pure: it checks the definition on its own. Checks that need the cluster
 //! (does any agent have room, does the image exist) live with their callers.
 
+use super::fields::{
+    self, Fetch, HealthCheck, ReadinessCheck, UnreachableStrategy, UpgradeStrategy,
+};
 use crate::types::{
     default_protocol, LaunchSpec, PortMapping, Resources, TaskNetworkMode, VolumeSpec,
 };
@@ -68,6 +71,50 @@ pub struct AppSpec {
     /// bridge, reachable through `container.portMappings`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkSpec>,
+    #[serde(default)]
+    pub gpus: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Marathon's `[field, operator, value?]` placement constraints.
+    #[serde(default)]
+    pub constraints: Vec<Vec<String>>,
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub readiness_checks: Vec<ReadinessCheck>,
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+    #[serde(default)]
+    pub unreachable_strategy: UnreachableStrategy,
+    /// `YOUNGEST_FIRST` or `OLDEST_FIRST`: which tasks go first when scaling down.
+    #[serde(default = "default_kill_selection")]
+    pub kill_selection: String,
+    /// Relaunch delay after a failure: `backoffSeconds`, times `backoffFactor` for each
+    /// further failure in a row, at most `maxLaunchDelaySeconds`.
+    #[serde(default = "default_backoff_seconds")]
+    pub backoff_seconds: f64,
+    #[serde(default = "default_backoff_factor")]
+    pub backoff_factor: f64,
+    #[serde(default = "default_max_launch_delay")]
+    pub max_launch_delay_seconds: f64,
+    /// Apps (absolute ids) deployed before this one.
+    #[serde(default)]
+    pub dependencies: Vec<AppId>,
+    #[serde(default)]
+    pub fetch: Vec<Fetch>,
+    #[serde(default)]
+    pub require_ports: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_resource_roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub executor: String,
+    /// Kept as given (see `unhonoured`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +255,18 @@ fn default_instances() -> u32 {
 fn default_grace() -> u64 {
     3
 }
+fn default_kill_selection() -> String {
+    "YOUNGEST_FIRST".to_string()
+}
+fn default_backoff_seconds() -> f64 {
+    1.0
+}
+fn default_backoff_factor() -> f64 {
+    1.15
+}
+fn default_max_launch_delay() -> f64 {
+    300.0
+}
 fn default_container_type() -> String {
     "MESOS".to_string()
 }
@@ -334,11 +393,114 @@ impl AppSpec {
                 ));
             }
         }
+        self.validate_marathon_fields(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
+    }
+
+    /// The fields beyond the task itself (`fields`): checks, constraints, strategies.
+    fn validate_marathon_fields(&mut self, errors: &mut Vec<FieldError>) {
+        if self.gpus > 0 {
+            errors.push(FieldError::new(
+                "gpus",
+                "no dcos-rs agent offers GPUs: the app could never be placed",
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() || key.contains('\0') || value.contains('\0') {
+                errors.push(FieldError::new(
+                    format!("labels.{key}"),
+                    "label names must be non-empty; names and values hold no NUL",
+                ));
+            }
+        }
+        fields::validate_constraints(&mut self.constraints, errors);
+        let ports = self.requested_ports().len();
+        fields::validate_health_checks(&mut self.health_checks, ports, errors);
+        if self.readiness_checks.len() > fields::LIST_MAX {
+            errors.push(FieldError::new(
+                "readinessChecks",
+                format!("at most {} readiness checks", fields::LIST_MAX),
+            ));
+        }
+        fields::validate_upgrade_strategy(&self.upgrade_strategy, errors);
+        fields::validate_unreachable_strategy(&self.unreachable_strategy, errors);
+        if self.kill_selection != "YOUNGEST_FIRST" && self.kill_selection != "OLDEST_FIRST" {
+            errors.push(FieldError::new(
+                "killSelection",
+                "must be YOUNGEST_FIRST or OLDEST_FIRST",
+            ));
+        }
+        if !(self.backoff_seconds.is_finite() && (0.0..=86_400.0).contains(&self.backoff_seconds)) {
+            errors.push(FieldError::new("backoffSeconds", "must be 0-86400"));
+        }
+        if !(self.backoff_factor.is_finite() && (1.0..=100.0).contains(&self.backoff_factor)) {
+            errors.push(FieldError::new("backoffFactor", "must be 1-100"));
+        }
+        if !(self.max_launch_delay_seconds.is_finite()
+            && (0.0..=86_400.0).contains(&self.max_launch_delay_seconds))
+        {
+            errors.push(FieldError::new("maxLaunchDelaySeconds", "must be 0-86400"));
+        }
+        if self.dependencies.len() > fields::LIST_MAX {
+            errors.push(FieldError::new(
+                "dependencies",
+                format!("at most {} dependencies", fields::LIST_MAX),
+            ));
+        }
+        let group = parent_group(&self.id);
+        for (i, dependency) in self.dependencies.iter_mut().enumerate() {
+            *dependency = resolve_id(&group, dependency);
+            if let Err(reason) = validate_app_id(dependency) {
+                errors.push(FieldError::new(format!("dependencies[{i}]"), reason));
+            } else if *dependency == self.id {
+                errors.push(FieldError::new(
+                    format!("dependencies[{i}]"),
+                    "an app cannot depend on itself",
+                ));
+            }
+        }
+        fields::validate_fetch(&self.fetch, errors);
+    }
+
+    /// Fields this system keeps and shows but does not act on yet, one warning each (the API
+    /// sends them as `Warning` headers, the CLI prints them).
+    pub fn unhonoured(&self) -> Vec<FieldError> {
+        let mut kept = Vec::new();
+        let mut keep = |field: &str, present: bool| {
+            if present {
+                kept.push(FieldError::new(
+                    field,
+                    "accepted and kept, but not acted on yet by dcos-rs",
+                ));
+            }
+        };
+        keep("constraints", !self.constraints.is_empty());
+        keep("healthChecks", !self.health_checks.is_empty());
+        keep("readinessChecks", !self.readiness_checks.is_empty());
+        keep(
+            "upgradeStrategy",
+            self.upgrade_strategy != UpgradeStrategy::default(),
+        );
+        keep(
+            "unreachableStrategy",
+            self.unreachable_strategy != UnreachableStrategy::default(),
+        );
+        keep("killSelection", self.kill_selection != "YOUNGEST_FIRST");
+        keep("dependencies", !self.dependencies.is_empty());
+        keep("fetch", !self.fetch.is_empty());
+        keep(
+            "acceptedResourceRoles",
+            self.accepted_resource_roles.is_some(),
+        );
+        keep("role", self.role.is_some());
+        keep("executor", !self.executor.is_empty());
+        keep("secrets", !self.secrets.is_empty());
+        keep("residency", self.residency.is_some());
+        kept
     }
 
     fn validate_networks(&self, errors: &mut Vec<FieldError>) {
@@ -472,6 +634,112 @@ impl AppSpec {
         let mut a = self.clone();
         a.instances = other.instances;
         a != *other
+    }
+}
+
+/// The group an app id lives in: `/a/b/web` -> `/a/b`, `/web` -> `/`.
+pub fn parent_group(id: &str) -> String {
+    match id.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => id[..i].to_string(),
+    }
+}
+
+/// Marathon's id resolution against a group: absolute ids stay, relative ones (with `..`
+/// segments) are taken from `group`.
+pub fn resolve_id(group: &str, id: &str) -> String {
+    if id.starts_with('/') {
+        return normalize_app_id(id);
+    }
+    let mut segments: Vec<&str> = group.split('/').filter(|s| !s.is_empty()).collect();
+    for segment in id.split('/').filter(|s| !s.is_empty()) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// Prepares an app definition as Marathon's clients send it for `AppSpec`: drops the
+/// read-only keys of an app answer sent back in a PUT, turns the legacy `uris` and `ports`
+/// into `fetch` and `portDefinitions`, and refuses keys Marathon does not know (they would
+/// otherwise vanish without a word) and obsolete ones given a value.
+pub fn prepare_app_json(value: &mut serde_json::Value) -> Result<(), Vec<FieldError>> {
+    use serde_json::Value;
+    let Some(object) = value.as_object_mut() else {
+        return Err(vec![FieldError::new(
+            "(root)",
+            "an app definition must be a JSON object",
+        )]);
+    };
+    for key in fields::READ_ONLY_FIELDS {
+        object.remove(*key);
+    }
+    let mut errors = Vec::new();
+    for key in object.keys() {
+        if !fields::APP_FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                key.clone(),
+                "unknown field of a Marathon app definition",
+            ));
+        }
+    }
+    // Obsolete: accepted only when empty.
+    for key in ["ipAddress", "storeUrls", "taskRateLimit"] {
+        match object.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if items.is_empty() => {}
+            Some(_) => errors.push(FieldError::new(
+                key,
+                "an obsolete Marathon field dcos-rs does not support (ipAddress: use networks)",
+            )),
+        }
+    }
+    if let Some(uris) = object.remove("uris") {
+        let Value::Array(uris) = uris else {
+            errors.push(FieldError::new("uris", "must be an array of URIs"));
+            return Err(errors);
+        };
+        if !uris.is_empty() {
+            if object
+                .get("fetch")
+                .is_some_and(|f| f.as_array().is_some_and(|f| !f.is_empty()))
+            {
+                errors.push(FieldError::new(
+                    "uris",
+                    "give either uris or fetch, not both",
+                ));
+            } else {
+                let fetch = uris
+                    .into_iter()
+                    .map(|uri| serde_json::json!({ "uri": uri }))
+                    .collect();
+                object.insert("fetch".to_string(), Value::Array(fetch));
+            }
+        }
+    }
+    if let Some(ports) = object.remove("ports") {
+        let has_definitions = object.contains_key("portDefinitions");
+        match ports {
+            Value::Array(ports) if has_definitions || ports.is_empty() => {}
+            Value::Array(ports) => {
+                let definitions = ports
+                    .into_iter()
+                    .map(|port| serde_json::json!({ "port": port }))
+                    .collect();
+                object.insert("portDefinitions".to_string(), Value::Array(definitions));
+            }
+            _ => errors.push(FieldError::new("ports", "must be an array of port numbers")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 
@@ -772,5 +1040,65 @@ mod tests {
             .unwrap()
             .contains("userNamespace"));
         assert!(on.config_differs(&off), "turning it on replaces the tasks");
+    }
+
+    #[test]
+    fn an_app_read_back_and_sent_again_is_accepted_and_unknown_keys_are_named() {
+        let mut sent = serde_json::json!({
+            "id": "web", "cmd": "sleep 1", "uris": ["https://example.com/a.tgz"], "ports": [0, 0],
+            "version": "2026-01-01T00:00:00.000Z", "tasks": [], "tasksRunning": 1,
+            "deployments": [], "versionInfo": {}, "ipAddress": null
+        });
+        prepare_app_json(&mut sent).unwrap();
+        let mut spec: AppSpec = serde_json::from_value(sent).unwrap();
+        spec.normalize_and_validate().unwrap();
+        assert_eq!(spec.fetch[0].uri, "https://example.com/a.tgz");
+        assert!(spec.fetch[0].extract);
+        assert_eq!(spec.port_definitions.len(), 2);
+        assert_eq!(spec.unhonoured()[0].field, "fetch");
+
+        let mut unknown = serde_json::json!({"id": "web", "cmd": "x", "instnaces": 2, "ipAddress": {"networkName": "n"}});
+        let errors = prepare_app_json(&mut unknown).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["instnaces", "ipAddress"]);
+    }
+
+    #[test]
+    fn marathon_defaults_are_filled_and_dependencies_resolve_against_the_group() {
+        let mut spec =
+            app(r#"{"id":"/shop/web","cmd":"x","dependencies":["db","../infra/dns","/abs"]}"#);
+        spec.normalize_and_validate().unwrap();
+        assert_eq!(spec.dependencies, vec!["/shop/db", "/infra/dns", "/abs"]);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["upgradeStrategy"],
+            serde_json::json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0})
+        );
+        assert_eq!(
+            json["unreachableStrategy"],
+            serde_json::json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0})
+        );
+        assert_eq!(json["killSelection"], "YOUNGEST_FIRST");
+        assert_eq!(json["backoffFactor"], 1.15);
+        assert_eq!(json["labels"], serde_json::json!({}));
+        assert_eq!(json["healthChecks"], serde_json::json!([]));
+        assert_eq!(
+            spec.unhonoured().len(),
+            1,
+            "dependencies are kept, not acted on yet"
+        );
+
+        let mut bad = app(
+            r#"{"id":"/w","cmd":"x","gpus":1,"killSelection":"RANDOM","backoffFactor":0.5,"dependencies":["w"]}"#,
+        );
+        let errors = bad.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["gpus", "killSelection", "backoffFactor", "dependencies[0]"]
+        );
+        assert_eq!(resolve_id("/", "a/b"), "/a/b");
+        assert_eq!(parent_group("/a/b/c"), "/a/b");
+        assert_eq!(parent_group("/c"), "/");
     }
 }

@@ -7,6 +7,7 @@
 //! job or of an external framework is never counted, relaunched or killed by them.
 
 pub mod app;
+pub mod fields;
 pub mod planner;
 
 use crate::command::Reject;
@@ -28,6 +29,54 @@ pub struct AppRecord {
     /// Failures since the last task reached RUNNING; drives the relaunch backoff.
     pub consecutive_failures: u32,
     pub last_failure_at_ms: u64,
+    /// The last change of `instances` or of the config (Marathon's `lastScalingAt`); 0 in
+    /// records written before it was kept, where it was `version_ms` unless a restart came
+    /// after (there were none then).
+    #[serde(default)]
+    pub last_scaling_ms: u64,
+    /// Earlier definitions by version (ms), the newest `VERSIONS_KEPT` including the current
+    /// one (Marathon's `/v2/apps/{id}/versions`; a rollback puts one back).
+    #[serde(default)]
+    pub versions: BTreeMap<u64, AppSpec>,
+}
+
+/// Definitions kept per app (Marathon's `--max_versions` default is 50).
+pub const VERSIONS_KEPT: usize = 50;
+
+impl AppRecord {
+    /// Marathon's `versionInfo.lastScalingAt`.
+    pub fn last_scaling_ms(&self) -> u64 {
+        match self.last_scaling_ms {
+            0 => self.version_ms,
+            at => at,
+        }
+    }
+
+    /// The definition that was current at `version_ms`, if kept.
+    pub fn version(&self, version_ms: u64) -> Option<&AppSpec> {
+        if version_ms == self.version_ms {
+            return Some(&self.spec);
+        }
+        self.versions.get(&version_ms)
+    }
+
+    /// Every kept version, newest first (the current one included).
+    pub fn version_list(&self) -> Vec<u64> {
+        let mut list: Vec<u64> = self.versions.keys().copied().collect();
+        if !self.versions.contains_key(&self.version_ms) {
+            list.push(self.version_ms);
+        }
+        list.sort_unstable_by(|a, b| b.cmp(a));
+        list
+    }
+
+    /// Records the current definition as a version, dropping the oldest beyond the limit.
+    fn keep_version(&mut self) {
+        self.versions.insert(self.version_ms, self.spec.clone());
+        while self.versions.len() > VERSIONS_KEPT {
+            self.versions.pop_first();
+        }
+    }
 }
 
 /// What the services framework keeps in the replicated state.
@@ -54,23 +103,28 @@ impl ServicesState {
                     record.config_version_ms = at_ms;
                     record.consecutive_failures = 0;
                 }
+                if record.spec != *app {
+                    record.last_scaling_ms = at_ms;
+                }
                 record.spec = app.clone();
                 record.version_ms = at_ms;
                 record.deployment_id = deployment_id.to_string();
+                record.keep_version();
                 Ok(())
             }
             None => {
-                self.apps.insert(
-                    app.id.clone(),
-                    AppRecord {
-                        spec: app.clone(),
-                        version_ms: at_ms,
-                        config_version_ms: at_ms,
-                        deployment_id: deployment_id.to_string(),
-                        consecutive_failures: 0,
-                        last_failure_at_ms: 0,
-                    },
-                );
+                let mut record = AppRecord {
+                    spec: app.clone(),
+                    version_ms: at_ms,
+                    config_version_ms: at_ms,
+                    deployment_id: deployment_id.to_string(),
+                    consecutive_failures: 0,
+                    last_failure_at_ms: 0,
+                    last_scaling_ms: at_ms,
+                    versions: BTreeMap::new(),
+                };
+                record.keep_version();
+                self.apps.insert(app.id.clone(), record);
                 Ok(())
             }
         }
@@ -92,7 +146,32 @@ impl ServicesState {
             })?;
         record.spec.instances = instances;
         record.version_ms = at_ms;
+        record.last_scaling_ms = at_ms;
         record.deployment_id = deployment_id.to_string();
+        record.keep_version();
+        Ok(())
+    }
+
+    /// `RestartApp`: same definition, new config version, so every task is replaced (with
+    /// the app's kill grace, start-then-stop like any config change).
+    pub(crate) fn restart_app(
+        &mut self,
+        app_id: &str,
+        at_ms: u64,
+        deployment_id: &str,
+    ) -> Result<(), Reject> {
+        let record = self
+            .apps
+            .get_mut(app_id)
+            .ok_or_else(|| Reject::UnknownApp {
+                app_id: app_id.to_string(),
+            })?;
+        record.last_scaling_ms = record.last_scaling_ms();
+        record.config_version_ms = at_ms;
+        record.consecutive_failures = 0;
+        record.version_ms = at_ms;
+        record.deployment_id = deployment_id.to_string();
+        record.keep_version();
         Ok(())
     }
 
@@ -235,7 +314,64 @@ mod tests {
             deployment_id: "d".into(),
             consecutive_failures: 0,
             last_failure_at_ms: 0,
+            last_scaling_ms: 0,
+            versions: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn every_change_is_a_version_and_version_info_follows_marathon() {
+        let mut services = ServicesState::default();
+        let spec = app("/web", 1);
+        services.put_app(&spec, true, 10, "d1").unwrap();
+        services.scale_app("/web", 3, 20, "d2").unwrap();
+        let record = &services.apps["/web"];
+        assert_eq!(
+            (
+                record.version_ms,
+                record.last_scaling_ms(),
+                record.config_version_ms
+            ),
+            (20, 20, 10)
+        );
+
+        services.restart_app("/web", 30, "d3").unwrap();
+        let record = &services.apps["/web"];
+        assert_eq!(
+            (
+                record.version_ms,
+                record.last_scaling_ms(),
+                record.config_version_ms
+            ),
+            (30, 20, 30)
+        );
+
+        let mut changed = record.spec.clone();
+        changed.cmd = Some("sleep 5".into());
+        services.put_app(&changed, false, 40, "d4").unwrap();
+        let record = &services.apps["/web"];
+        assert_eq!(
+            (
+                record.version_ms,
+                record.last_scaling_ms(),
+                record.config_version_ms
+            ),
+            (40, 40, 40)
+        );
+        assert_eq!(record.version_list(), vec![40, 30, 20, 10]);
+        assert_eq!(record.version(10).unwrap().instances, 1);
+        assert_eq!(record.version(20).unwrap().instances, 3);
+        assert_eq!(record.version(40).unwrap().cmd.as_deref(), Some("sleep 5"));
+        assert_eq!(record.version(41), None);
+
+        for at in 0..VERSIONS_KEPT as u64 {
+            services.scale_app("/web", 2, 100 + at, "d").unwrap();
+        }
+        let record = &services.apps["/web"];
+        assert_eq!(record.versions.len(), VERSIONS_KEPT);
+        assert_eq!(record.version_list()[0], 100 + VERSIONS_KEPT as u64 - 1);
+        assert!(record.version(10).is_none(), "the oldest went");
+        assert!(services.restart_app("/nope", 1, "d").is_err());
     }
 
     #[test]

@@ -6,15 +6,13 @@
 //! first, back off relaunches of crashing apps, and keep a short history of ended tasks.
 //! Only tasks the services framework owns are looked at; where they go is `placement`'s call.
 
+use super::app::AppSpec;
 use super::AppRecord;
 use crate::placement::{Ask, PassedOver, Pool};
 use crate::state::ClusterState;
 use crate::types::{Agent, Task, TaskOwner, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// First relaunch delay after a failure; doubles per consecutive failure.
-pub const BACKOFF_BASE_MS: u64 = 1_000;
-pub const BACKOFF_MAX_MS: u64 = 60_000;
 /// Ended tasks kept per app for `task list` and the dashboard; older ones are expunged.
 pub const ENDED_TASKS_KEPT_PER_APP: usize = 5;
 
@@ -64,12 +62,15 @@ impl PlanInput<'_> {
     }
 }
 
-pub fn backoff_ms(consecutive_failures: u32) -> u64 {
+/// Marathon's relaunch delay: `backoffSeconds` after the first failure in a row, times
+/// `backoffFactor` for each further one, at most `maxLaunchDelaySeconds`.
+pub fn backoff_ms(spec: &AppSpec, consecutive_failures: u32) -> u64 {
     if consecutive_failures == 0 {
         return 0;
     }
-    let shift = (consecutive_failures - 1).min(16);
-    (BACKOFF_BASE_MS << shift).min(BACKOFF_MAX_MS)
+    let exponent = (consecutive_failures - 1).min(1_000) as i32;
+    let seconds = spec.backoff_seconds * spec.backoff_factor.powi(exponent);
+    (seconds.min(spec.max_launch_delay_seconds) * 1000.0) as u64
 }
 
 pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
@@ -138,7 +139,8 @@ fn plan_app(
     });
 
     if current.len() < instances {
-        let waiting = input.now_ms < app.last_failure_at_ms + backoff_ms(app.consecutive_failures);
+        let waiting =
+            input.now_ms < app.last_failure_at_ms + backoff_ms(&app.spec, app.consecutive_failures);
         if !waiting {
             let image = app.spec.image().map(|i| (input.image_key)(i));
             let wanted = app.spec.requested_ports();
@@ -396,8 +398,15 @@ mod tests {
         set_state(&mut s, "t1", TaskState::Failed, 1000);
         assert_eq!(plan(&s, &PlanInput::at(1500)).actions, vec![]);
         assert_eq!(plan(&s, &PlanInput::at(2000)).actions.len(), 1);
-        assert_eq!(backoff_ms(3), 4000);
-        assert_eq!(backoff_ms(40), BACKOFF_MAX_MS);
+        let spec = &s.services.apps["/web"].spec;
+        assert_eq!(backoff_ms(spec, 1), 1000);
+        assert_eq!(backoff_ms(spec, 3), 1322); // 1 s × 1.15²
+        assert_eq!(backoff_ms(spec, 400), 300_000);
+        let mut doubling = spec.clone();
+        doubling.backoff_factor = 2.0;
+        doubling.max_launch_delay_seconds = 60.0;
+        assert_eq!(backoff_ms(&doubling, 3), 4000);
+        assert_eq!(backoff_ms(&doubling, 40), 60_000);
     }
 
     #[test]
