@@ -8,6 +8,9 @@ use crate::types::{Agent, Resources, Task, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+// An app definition makes `PutApp` several times the size of the other commands; commands
+// are built once per write and moved a few times, so boxing it would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// An agent (re-)registers; an existing id keeps its tasks.
