@@ -63,6 +63,8 @@ pub fn router(
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         )
         .route(cluster::HEALTH, get(|| async { "ok" }))
+        // Marathon's liveness probe, open like Marathon's (load balancers and its clients).
+        .route(dcos_api::routes::marathon::PING, get(|| async { "pong" }))
         .route(cluster::READY, get(ready))
         .with_state(master.clone());
     let mut api = Router::new()

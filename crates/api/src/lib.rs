@@ -15,6 +15,7 @@ pub use cluster::{agent_view, tasks_by_state, AgentView, MasterView, NodesView};
 pub use dcos_core::time::iso8601;
 pub use error::ApiError;
 pub use marathon::{
-    app_converged, app_view, task_view, AppEnvelope, AppView, AppsEnvelope, DeploymentRef,
-    DeploymentResult, MarathonTask, MarathonTasksEnvelope, TaskView, TasksEnvelope,
+    app_converged, app_view, deployment_view, task_view, AppEnvelope, AppVersionView, AppView,
+    AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
+    MarathonTasksEnvelope, TaskView, TasksEnvelope, VersionInfo, VersionsEnvelope,
 };

@@ -6,7 +6,8 @@ use dcos_core::time::iso8601;
 use dcos_core::{Agent, AppRecord, AppSpec, ClusterState, Task, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
 
-/// Marathon's app JSON: the definition plus counters and running deployments.
+/// Marathon's app JSON: the definition plus counters and running deployments, and the
+/// tasks when asked for (`embed=apps.tasks`, and always for one app).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppView {
@@ -14,11 +15,71 @@ pub struct AppView {
     pub spec: AppSpec,
     /// ISO 8601, as Marathon's `version`.
     pub version: String,
+    pub version_info: VersionInfo,
     pub tasks_running: usize,
     pub tasks_staged: usize,
     pub tasks_healthy: usize,
     pub tasks_unhealthy: usize,
     pub deployments: Vec<DeploymentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<MarathonTask>>,
+}
+
+/// When the app last changed in size and in config (Marathon's `versionInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    pub last_scaling_at: String,
+    pub last_config_change_at: String,
+}
+
+/// One kept version of an app (`/v2/apps/{id}/versions/{version}`): the definition as it
+/// was, with its version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppVersionView {
+    #[serde(flatten)]
+    pub spec: AppSpec,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionsEnvelope {
+    pub versions: Vec<String>,
+}
+
+/// A deployment in Marathon's plan shape (`/v2/deployments`): each app change here is one
+/// step of one action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentView {
+    pub id: String,
+    pub version: String,
+    pub affected_apps: Vec<String>,
+    pub affected_pods: Vec<String>,
+    pub steps: Vec<DeploymentStep>,
+    pub current_actions: Vec<CurrentAction>,
+    pub current_step: u32,
+    pub total_steps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentStep {
+    pub actions: Vec<DeploymentAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentAction {
+    /// `StartApplication`, `ScaleApplication`, `RestartApplication`.
+    pub action: String,
+    pub app: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentAction {
+    pub action: String,
+    pub app: String,
+    pub readiness_check_results: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,7 +175,47 @@ pub struct MarathonTasksEnvelope {
     pub tasks: Vec<MarathonTask>,
 }
 
-pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
+/// What an app's deployment in progress does: Marathon's action name.
+pub fn deployment_action(record: &AppRecord) -> &'static str {
+    if record.config_version_ms != record.version_ms {
+        "ScaleApplication"
+    } else if record.versions.len() <= 1 {
+        "StartApplication"
+    } else {
+        "RestartApplication"
+    }
+}
+
+/// The app's deployment in progress, if it has not converged.
+pub fn deployment_view(state: &ClusterState, record: &AppRecord) -> Option<DeploymentView> {
+    let tasks: Vec<&Task> = state.tasks_of_app(&record.spec.id).collect();
+    if app_converged(record, &tasks) {
+        return None;
+    }
+    let action = deployment_action(record).to_string();
+    let app = record.spec.id.clone();
+    Some(DeploymentView {
+        id: record.deployment_id.clone(),
+        version: iso8601(record.version_ms),
+        affected_apps: vec![app.clone()],
+        affected_pods: vec![],
+        steps: vec![DeploymentStep {
+            actions: vec![DeploymentAction {
+                action: action.clone(),
+                app: app.clone(),
+            }],
+        }],
+        current_actions: vec![CurrentAction {
+            action,
+            app,
+            readiness_check_results: vec![],
+        }],
+        current_step: 1,
+        total_steps: 1,
+    })
+}
+
+pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> AppView {
     let tasks: Vec<&Task> = state.tasks_of_app(&record.spec.id).collect();
     let running = tasks
         .iter()
@@ -128,6 +229,10 @@ pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
     AppView {
         spec: record.spec.clone(),
         version: iso8601(record.version_ms),
+        version_info: VersionInfo {
+            last_scaling_at: iso8601(record.last_scaling_ms()),
+            last_config_change_at: iso8601(record.config_version_ms),
+        },
         tasks_running: running,
         tasks_staged: staged,
         // No health checks yet: a running task counts as healthy.
@@ -140,6 +245,13 @@ pub fn app_view(state: &ClusterState, record: &AppRecord) -> AppView {
                 id: record.deployment_id.clone(),
             }]
         },
+        tasks: embed_tasks.then(|| {
+            tasks
+                .iter()
+                .filter(|t| !t.state.is_terminal())
+                .filter_map(|t| task_view(state, t).map(Into::into))
+                .collect()
+        }),
     }
 }
 

@@ -9,8 +9,14 @@ pub mod marathon {
     pub const APP: &str = "/v2/apps/{*id}";
     pub const TASKS: &str = "/v2/tasks";
     pub const DEPLOYMENTS: &str = "/v2/deployments";
+    pub const DEPLOYMENT: &str = "/v2/deployments/{id}";
+    pub const TASKS_DELETE: &str = "/v2/tasks/delete";
     pub const INFO: &str = "/v2/info";
     pub const LEADER: &str = "/v2/leader";
+    /// Marathon's liveness answer (`pong`), outside `/v2`.
+    pub const PING: &str = "/ping";
+    /// DC/OS serves Marathon under this prefix as well (`/marathon/v2/apps`).
+    pub const DCOS_PREFIX: &str = "/marathon";
 
     /// `/v2/apps/web` for `web` or `/web`.
     pub fn app(id: &str) -> String {

@@ -224,6 +224,15 @@ pub struct PortMapping {
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Kept for load balancers (marathon-lb configures its frontends from it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub service_port: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
 }
 
 /// A volume in Marathon's shape. `hostPath` absolute: a directory of the agent's host;

@@ -1,58 +1,82 @@
-//! The services framework's HTTP API: Marathon's `/v2` (apps, tasks, deployments, info,
-//! leader). Handlers validate input and turn it into `Command`s; every refusal is a JSON
-//! `ApiError` naming the field and the reason. Nothing here changes state except through
-//! Raft. Served on the master's port, behind its token check and follower redirect.
+//! The services framework's HTTP API: Marathon's `/v2` (apps, their tasks, versions and
+//! restarts, tasks, deployments, info, leader), also under DC/OS's `/marathon/v2`. Shapes
+//! and status codes are what Marathon's clients parse (`../shared/COMPAT.md`): only keys
+//! their strict models know, Marathon's 201/409/422 answers, `Marathon-Deployment-Id` and
+//! `Location` headers. Fields kept but not acted on yet come back as `Warning` headers.
+//!
+//! Handlers validate input and turn it into `Command`s; nothing here changes state except
+//! through Raft. Served on the master's port, behind its token check and follower redirect.
 
+use super::query::{marathon_path, AppPath, LabelSelector, Params};
 use crate::http_util::{api_error, json_ok};
 use crate::link::{now_ms, random_id};
 use crate::master::http::{parse_json, raft_error, reject_error};
 use crate::master::Master;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use dcos_api::routes::marathon;
 use dcos_api::{
-    app_converged, app_view, iso8601, task_view, ApiError, AppEnvelope, AppsEnvelope,
-    DeploymentResult, MarathonTasksEnvelope,
+    app_converged, app_view, deployment_view, iso8601, task_view, ApiError, AppEnvelope,
+    AppVersionView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
+    MarathonTasksEnvelope, VersionsEnvelope,
 };
 use dcos_core::placement::{self, Ask, Resource, Unfit};
-use dcos_core::{AppSpec, Command, FieldError, Outcome};
+use dcos_core::{AppSpec, ClusterState, Command, FieldError, Outcome};
 use std::sync::Arc;
 
 /// What a refused app definition is called in errors ("invalid app definition: ...").
 const APP: &str = "app definition";
 
-/// The `/v2` routes, merged into the master's router.
+/// The `/v2` routes, merged into the master's router, and the same under `/marathon`.
 pub fn routes() -> Router<Arc<Master>> {
-    Router::new()
+    let v2 = Router::new()
         .route(marathon::APPS, get(list_apps).post(create_app))
         .route(
             marathon::APP,
-            get(get_app_or_tasks).put(put_app).delete(delete_app),
+            get(get_app_path)
+                .put(put_app_path)
+                .patch(patch_app_path)
+                .post(post_app_path)
+                .delete(delete_app_path),
         )
         .route(marathon::TASKS, get(list_tasks))
+        .route(marathon::TASKS_DELETE, post(delete_given_tasks))
         .route(marathon::DEPLOYMENTS, get(list_deployments))
         .route(marathon::INFO, get(info))
-        .route(marathon::LEADER, get(leader))
+        .route(marathon::LEADER, get(leader));
+    v2.clone().nest(marathon::DCOS_PREFIX, v2)
 }
 
-async fn list_apps(State(master): State<Arc<Master>>) -> Json<AppsEnvelope> {
-    Json(master.read(|s| AppsEnvelope {
-        apps: s.services.apps.values().map(|a| app_view(s, a)).collect(),
-    }))
-}
-
-/// Parses an app definition, naming the field of any type error and every invalid field.
-pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "an app definition must be a JSON object",
-        ));
+/// Marathon's 422: our message (every field and reason) with Marathon's
+/// `details: [{path, errors}]`, which its clients print.
+fn invalid(errors: &[FieldError]) -> ApiError {
+    let mut details: Vec<(String, Vec<String>)> = Vec::new();
+    for error in errors {
+        let path = marathon_path(&error.field);
+        match details.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, reasons)) => reasons.push(error.reason.clone()),
+            None => details.push((path, vec![error.reason.clone()])),
+        }
     }
+    let details: Vec<serde_json::Value> = details
+        .into_iter()
+        .map(|(path, errors)| serde_json::json!({ "path": path, "errors": errors }))
+        .collect();
+    let mut error = ApiError::invalid(APP, errors);
+    error.details = serde_json::Value::Array(details);
+    error
+}
+
+/// Parses an app definition as Marathon's clients send it (read-only keys of an answer
+/// ignored, unknown keys refused by name), naming the field of any type error and every
+/// invalid field.
+pub fn parse_app(mut value: serde_json::Value) -> Result<AppSpec, ApiError> {
+    dcos_core::app::prepare_app_json(&mut value).map_err(|errors| invalid(&errors))?;
     let mut spec: AppSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." {
@@ -60,28 +84,24 @@ pub fn parse_app(value: serde_json::Value) -> Result<AppSpec, ApiError> {
         } else {
             field
         };
-        ApiError::invalid(APP, &[FieldError::new(field, e.inner().to_string())])
+        invalid(&[FieldError::new(field, e.inner().to_string())])
     })?;
     spec.normalize_and_validate()
-        .map_err(|errors| ApiError::invalid(APP, &errors))?;
+        .map_err(|errors| invalid(&errors))?;
     Ok(spec)
 }
 
 /// Checks that need the cluster, against what placement knows: some active agent is big
 /// enough for one instance, its fixed ports are in some agent's ranges, and some agent holds
 /// its image. (Whether there is room *now* is the planner's business: the app waits.)
+/// `force=true` skips them, as Marathon's users expect of an app they know cannot run yet.
 fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
     // The reference follows docker's rules (`name[:tag][@sha256:...]`), or the app is refused.
     let image = spec
         .image()
         .map(dcos_runtime::image::presence_key)
         .transpose()
-        .map_err(|e| {
-            ApiError::invalid(
-                APP,
-                &[FieldError::new("container.docker.image", e.to_string())],
-            )
-        })?;
+        .map_err(|e| invalid(&[FieldError::new("container.docker.image", e.to_string())]))?;
     let ports = spec.requested_ports();
     let ask = Ask {
         resources: spec.resources(),
@@ -102,7 +122,7 @@ fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError
                 Some(FieldError::new(
                     resource.name(),
                     format!(
-                        "{asked} {unit} is more than any agent offers (largest: {offered} {unit})"
+                        "{asked} {unit} is more than any agent offers (largest: {offered} {unit}); force=true submits it anyway"
                     ),
                 ))
             }
@@ -110,7 +130,7 @@ fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError
         })
         .collect();
     if !sizes.is_empty() {
-        return Err(ApiError::invalid(APP, &sizes));
+        return Err(invalid(&sizes));
     }
     let ports: Vec<FieldError> = unfit
         .iter()
@@ -133,7 +153,7 @@ fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError
         })
         .collect();
     if !ports.is_empty() {
-        return Err(ApiError::invalid(APP, &ports));
+        return Err(invalid(&ports));
     }
     if let (Some(image), true) = (
         spec.image(),
@@ -141,152 +161,570 @@ fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError
             .iter()
             .any(|u| matches!(u, Unfit::ImageNowhere { .. })),
     ) {
-        return Err(ApiError::invalid(
-            APP,
-            &[FieldError::new(
-                "container.docker.image",
-                format!("image {image} is not on any agent (import it with `dcos-rs image import <tarball>`)"),
-            )],
-        ));
+        return Err(invalid(&[FieldError::new(
+            "container.docker.image",
+            format!("image {image} is not on any agent (import it with `dcos-rs image import <tarball>`)"),
+        )]));
     }
     Ok(())
 }
 
-async fn create_app(
-    State(master): State<Arc<Master>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let spec = parse_app(parse_json(body)?)?;
-        check_against_cluster(&master, &spec)?;
-        let at_ms = now_ms();
-        let command = Command::PutApp {
-            app: spec.clone(),
-            create: true,
-            at_ms,
-            deployment_id: random_id(),
-        };
-        match master.write(command).await.map_err(raft_error)? {
-            Outcome::Applied => {
-                Ok(master.read(|s| s.services.apps.get(&spec.id).map(|a| app_view(s, a))))
-            }
-            Outcome::Rejected(reject) => Err(reject_error(reject)),
+/// A change's answer: `{version, deploymentId}` (or `body`) with the `Marathon-Deployment-Id`
+/// header, `Location` for a creation, and a `Warning` per field kept but not acted on.
+struct Changed {
+    status: StatusCode,
+    result: DeploymentResult,
+    location: Option<String>,
+    warnings: Vec<FieldError>,
+    body: Option<serde_json::Value>,
+}
+
+impl Changed {
+    fn new(at_ms: u64, deployment_id: String) -> Changed {
+        Changed {
+            status: StatusCode::OK,
+            result: DeploymentResult {
+                version: iso8601(at_ms),
+                deployment_id,
+            },
+            location: None,
+            warnings: Vec::new(),
+            body: None,
         }
     }
-    .await;
+}
+
+impl IntoResponse for Changed {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Ok(id) = HeaderValue::from_str(&self.result.deployment_id) {
+            headers.insert("marathon-deployment-id", id);
+        }
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        for warning in &self.warnings {
+            // RFC 7234's miscellaneous persistent warning, as Kubernetes sends its own.
+            let text = format!("299 dcos-rs \"{warning}\"").replace(['\r', '\n'], " ");
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.append(header::WARNING, value);
+            }
+        }
+        let body = match self.body {
+            Some(body) => body,
+            None => serde_json::to_value(&self.result).unwrap_or_default(),
+        };
+        (self.status, headers, Json(body)).into_response()
+    }
+}
+
+fn respond(result: Result<Changed, ApiError>) -> Response {
     match result {
-        Ok(Some(view)) => (StatusCode::CREATED, Json(view)).into_response(),
-        Ok(None) => api_error(ApiError::conflict(
-            "the app was removed right after it was created",
-        )),
+        Ok(changed) => changed.into_response(),
         Err(e) => api_error(e),
     }
 }
 
-async fn get_app_or_tasks(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
-    let (id, tasks) = match rest.strip_suffix("/tasks") {
-        Some(id) => (dcos_core::app::normalize_app_id(id), true),
-        None => (dcos_core::app::normalize_app_id(&rest), false),
-    };
-    master.read(|s| match s.services.apps.get(&id) {
-        None => api_error(ApiError::not_found(format!("app {id} does not exist"))),
-        Some(app) if tasks => json_ok(&MarathonTasksEnvelope {
-            tasks: s
-                .tasks_of_app(&app.spec.id)
-                .filter_map(|t| task_view(s, t).map(Into::into))
-                .collect(),
-        }),
-        Some(app) => json_ok(&AppEnvelope {
-            app: app_view(s, app),
-        }),
+async fn write(master: &Master, command: Command) -> Result<(), ApiError> {
+    match master.write(command).await.map_err(raft_error)? {
+        Outcome::Applied => Ok(()),
+        Outcome::Rejected(reject) => Err(reject_error(reject)),
+    }
+}
+
+/// Marathon's lock: an app whose deployment is still under way takes no other change unless
+/// `force=true` (then the new one replaces it). The deployment that holds the lock, if any.
+fn lock_of(master: &Master, app_id: &str, force: bool) -> Option<String> {
+    if force {
+        return None;
+    }
+    master.read(|s| {
+        let record = s.services.apps.get(app_id)?;
+        let tasks: Vec<_> = s.tasks_of_app(app_id).collect();
+        (!app_converged(record, &tasks)).then(|| record.deployment_id.clone())
     })
 }
 
-/// Marathon's PUT: fields given replace the current ones (a partial update); an app that
-/// does not exist is created. A change of `instances` alone is a scale.
-async fn put_app(
+/// Marathon's 409 for a locked app, naming its deployment.
+fn locked(deployment_id: &str) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(serde_json::json!({
+            "code": "locked",
+            "message": format!("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{deployment_id}'."),
+            "deployments": [{ "id": deployment_id }],
+        })),
+    )
+        .into_response()
+}
+
+async fn list_apps(State(master): State<Arc<Master>>, RawQuery(query): RawQuery) -> Response {
+    let params = Params::parse(query.as_deref());
+    let selector = match params.get("label").map(LabelSelector::parse).transpose() {
+        Ok(selector) => selector,
+        Err(e) => return api_error(e),
+    };
+    let id = params.get("id").map(str::to_ascii_lowercase);
+    let cmd = params.get("cmd");
+    let embed_tasks = params.embeds_tasks();
+    json_ok(&master.read(|s| {
+        AppsEnvelope {
+            apps: s
+                .services
+                .apps
+                .values()
+                .filter(|a| id.as_deref().is_none_or(|id| a.spec.id.contains(id)))
+                .filter(|a| {
+                    cmd.is_none_or(|cmd| a.spec.cmd.as_deref().is_some_and(|c| c.contains(cmd)))
+                })
+                .filter(|a| {
+                    selector
+                        .as_ref()
+                        .is_none_or(|sel| sel.matches(&a.spec.labels))
+                })
+                .map(|a| app_view(s, a, embed_tasks))
+                .collect(),
+        }
+    }))
+}
+
+async fn create_app(
     State(master): State<Arc<Master>>,
-    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = dcos_core::app::normalize_app_id(&id);
+    let params = Params::parse(query.as_deref());
     let result = async {
+        let force = params.flag("force", false)?;
+        let spec = parse_app(parse_json(body)?)?;
+        if !force {
+            check_against_cluster(&master, &spec)?;
+        }
+        let at_ms = now_ms();
+        let deployment_id = random_id();
+        write(
+            &master,
+            Command::PutApp {
+                app: spec.clone(),
+                create: true,
+                at_ms,
+                deployment_id: deployment_id.clone(),
+            },
+        )
+        .await?;
+        let mut view = master
+            .read(|s| s.services.apps.get(&spec.id).map(|a| app_view(s, a, false)))
+            .ok_or_else(|| ApiError::conflict("the app was removed right after it was created"))?;
+        // The answer names its deployment, also when there is nothing to start (Marathon's).
+        view.deployments = vec![DeploymentRef {
+            id: deployment_id.clone(),
+        }];
+        let mut changed = Changed::new(at_ms, deployment_id);
+        changed.status = StatusCode::CREATED;
+        changed.location = Some(marathon::app(&spec.id));
+        changed.warnings = spec.unhonoured();
+        changed.body =
+            Some(serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?);
+        Ok(changed)
+    }
+    .await;
+    respond(result)
+}
+
+fn app_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("App '{id}' does not exist"))
+}
+
+async fn get_app_path(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
+    master.read(|s| match AppPath::parse(&rest) {
+        AppPath::App(id) => match s.services.apps.get(&id) {
+            Some(app) => json_ok(&AppEnvelope {
+                app: app_view(s, app, true),
+            }),
+            None => api_error(app_not_found(&id)),
+        },
+        AppPath::Tasks(id) => match s.services.apps.get(&id) {
+            Some(app) => json_ok(&MarathonTasksEnvelope {
+                tasks: marathon_tasks(s, &app.spec.id),
+            }),
+            None => api_error(app_not_found(&id)),
+        },
+        AppPath::Versions(id) => match s.services.apps.get(&id) {
+            Some(app) => json_ok(&VersionsEnvelope {
+                versions: app.version_list().into_iter().map(iso8601).collect(),
+            }),
+            None => api_error(app_not_found(&id)),
+        },
+        AppPath::Version(id, version) => {
+            let Some(app) = s.services.apps.get(&id) else {
+                return api_error(app_not_found(&id));
+            };
+            match dcos_core::time::parse_iso8601(&version).and_then(|ms| app.version(ms)) {
+                Some(spec) => json_ok(&AppVersionView {
+                    spec: spec.clone(),
+                    version,
+                }),
+                None => api_error(ApiError::not_found(format!(
+                    "App '{id}' has no version {version} (GET /v2/apps{id}/versions lists them)"
+                ))),
+            }
+        }
+        AppPath::Task(..) | AppPath::Restart(_) => api_error(ApiError::new(
+            405,
+            "method_not_allowed",
+            "this path takes DELETE (a task) or POST (restart)",
+        )),
+    })
+}
+
+/// Marathon lists live tasks only (an ended one is gone from its answers); ours stay in
+/// `/cluster/v1/tasks` for a while.
+fn marathon_tasks(state: &ClusterState, app_id: &str) -> Vec<MarathonTask> {
+    state
+        .tasks_of_app(app_id)
+        .filter(|t| !t.state.is_terminal())
+        .filter_map(|t| task_view(state, t).map(Into::into))
+        .collect()
+}
+
+async fn put_app_path(
+    State(master): State<Arc<Master>>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    match AppPath::parse(&rest) {
+        AppPath::App(id) => match params.flag("partialUpdate", true) {
+            Ok(partial) => update_app(&master, id, &params, body, partial).await,
+            Err(e) => api_error(e),
+        },
+        _ => api_error(ApiError::new(
+            405,
+            "method_not_allowed",
+            "PUT takes an app: /v2/apps/<id>",
+        )),
+    }
+}
+
+async fn patch_app_path(
+    State(master): State<Arc<Master>>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    match AppPath::parse(&rest) {
+        AppPath::App(id) => update_app(&master, id, &params, body, true).await,
+        _ => api_error(ApiError::new(
+            405,
+            "method_not_allowed",
+            "PATCH takes an app: /v2/apps/<id>",
+        )),
+    }
+}
+
+/// Marathon's PUT: with `partialUpdate` (the default) the fields given replace the current
+/// ones, else the body is the whole definition; an app that does not exist is created
+/// (201). `{"version": v}` alone rolls back to a kept version. A change of `instances` alone
+/// is a scale.
+async fn update_app(
+    master: &Master,
+    id: String,
+    params: &Params,
+    body: Result<Bytes, BytesRejection>,
+    partial: bool,
+) -> Response {
+    let result = async {
+        let force = params.flag("force", false)?;
         let patch = parse_json(body)?;
         let Some(patch_fields) = patch.as_object() else {
-            return Err(ApiError::bad_request(
-                "an app definition must be a JSON object",
-            ));
+            return Err(ApiError::bad_request("an app definition must be a JSON object"));
         };
         if let Some(body_id) = patch_fields.get("id").and_then(|v| v.as_str()) {
             if dcos_core::app::normalize_app_id(body_id) != id {
-                return Err(ApiError::invalid(
-                    APP,
-                    &[FieldError::new(
-                        "id",
-                        format!("does not match the app in the URL ({id})"),
-                    )],
-                ));
+                return Err(invalid(&[FieldError::new(
+                    "id",
+                    format!("does not match the app in the URL ({id})"),
+                )]));
             }
         }
-        let current = master.read(|s| s.services.apps.get(&id).map(|a| a.spec.clone()));
-        let mut merged = match &current {
-            Some(spec) => {
-                serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?
+        let current = master.read(|s| s.services.apps.get(&id).cloned());
+        let rollback = patch_fields.contains_key("version")
+            && patch_fields.keys().all(|k| k == "version" || k == "id");
+        let spec = if rollback {
+            let record = current.as_ref().ok_or_else(|| app_not_found(&id))?;
+            let version = patch_fields["version"].as_str().unwrap_or_default();
+            dcos_core::time::parse_iso8601(version)
+                .and_then(|ms| record.version(ms))
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(&[FieldError::new(
+                        "version",
+                        format!("app {id} has no version '{version}' (GET /v2/apps{id}/versions lists them)"),
+                    )])
+                })?
+        } else {
+            let mut merged = match (&current, partial) {
+                (Some(record), true) => serde_json::to_value(&record.spec)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+                _ => serde_json::json!({}),
+            };
+            let merged_fields = merged.as_object_mut().expect("an app serializes to an object");
+            for (k, v) in patch_fields {
+                merged_fields.insert(k.clone(), v.clone());
             }
-            None => serde_json::json!({}),
+            merged_fields.insert("id".into(), serde_json::Value::String(id.clone()));
+            parse_app(merged)?
         };
-        let merged_fields = merged
-            .as_object_mut()
-            .expect("an app serializes to an object");
-        for (k, v) in patch_fields {
-            merged_fields.insert(k.clone(), v.clone());
+        if let Some(deployment_id) = lock_of(master, &id, force) {
+            return Ok(Err(deployment_id));
         }
-        merged_fields.insert("id".into(), serde_json::Value::String(id.clone()));
-        let spec = parse_app(merged)?;
         let at_ms = now_ms();
         let deployment_id = random_id();
         let command = match &current {
-            Some(old) if !old.config_differs(&spec) => Command::ScaleApp {
+            Some(old) if !old.spec.config_differs(&spec) => Command::ScaleApp {
                 app_id: id.clone(),
                 instances: spec.instances,
                 at_ms,
                 deployment_id: deployment_id.clone(),
             },
             _ => {
-                check_against_cluster(&master, &spec)?;
+                if !force {
+                    check_against_cluster(master, &spec)?;
+                }
                 Command::PutApp {
-                    app: spec,
+                    app: spec.clone(),
                     create: false,
                     at_ms,
                     deployment_id: deployment_id.clone(),
                 }
             }
         };
-        match master.write(command).await.map_err(raft_error)? {
-            Outcome::Applied => Ok(DeploymentResult {
-                version: iso8601(at_ms),
-                deployment_id,
-            }),
-            Outcome::Rejected(reject) => Err(reject_error(reject)),
+        write(master, command).await?;
+        let mut changed = Changed::new(at_ms, deployment_id);
+        changed.warnings = spec.unhonoured();
+        if current.is_none() {
+            changed.status = StatusCode::CREATED;
+            changed.location = Some(marathon::app(&id));
         }
+        Ok(Ok(changed))
     }
     .await;
     match result {
-        Ok(result) => json_ok(&result),
+        Ok(Ok(changed)) => changed.into_response(),
+        Ok(Err(deployment_id)) => locked(&deployment_id),
         Err(e) => api_error(e),
     }
 }
 
-async fn delete_app(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
-    let id = dcos_core::app::normalize_app_id(&id);
+async fn post_app_path(
+    State(master): State<Arc<Master>>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let AppPath::Restart(id) = AppPath::parse(&rest) else {
+        return api_error(ApiError::new(
+            405,
+            "method_not_allowed",
+            "POST takes /v2/apps/<id>/restart (create apps with POST /v2/apps)",
+        ));
+    };
+    let force = match params.flag("force", false) {
+        Ok(force) => force,
+        Err(e) => return api_error(e),
+    };
+    if master.read(|s| !s.services.apps.contains_key(&id)) {
+        return api_error(app_not_found(&id));
+    }
+    if let Some(deployment_id) = lock_of(&master, &id, force) {
+        return locked(&deployment_id);
+    }
     let at_ms = now_ms();
-    match master.write(Command::RemoveApp { app_id: id, at_ms }).await {
-        Ok(Outcome::Applied) => json_ok(&DeploymentResult {
-            version: iso8601(at_ms),
-            deployment_id: random_id(),
-        }),
-        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
-        Err(e) => api_error(raft_error(e)),
+    let deployment_id = random_id();
+    let command = Command::RestartApp {
+        app_id: id,
+        at_ms,
+        deployment_id: deployment_id.clone(),
+    };
+    respond(
+        write(&master, command)
+            .await
+            .map(|()| Changed::new(at_ms, deployment_id)),
+    )
+}
+
+async fn delete_app_path(
+    State(master): State<Arc<Master>>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    match AppPath::parse(&rest) {
+        AppPath::App(id) => {
+            let at_ms = now_ms();
+            let command = Command::RemoveApp { app_id: id, at_ms };
+            respond(
+                write(&master, command)
+                    .await
+                    .map(|()| Changed::new(at_ms, random_id())),
+            )
+        }
+        AppPath::Tasks(id) => {
+            let host = params.get("host").map(str::to_string);
+            let chosen = master.read(|s| {
+                s.services.apps.contains_key(&id).then(|| {
+                    s.tasks_of_app(&id)
+                        .filter(|t| !t.state.is_terminal())
+                        .filter(|t| {
+                            host.as_deref().is_none_or(|h| {
+                                s.agents.get(&t.agent_id).is_some_and(|a| a.hostname == h)
+                            })
+                        })
+                        .map(|t| t.id.clone())
+                        .collect::<Vec<_>>()
+                })
+            });
+            match chosen {
+                Some(ids) => kill_tasks(&master, ids, &params, false).await,
+                None => api_error(app_not_found(&id)),
+            }
+        }
+        AppPath::Task(id, task_id) => {
+            let known = master.read(|s| {
+                s.tasks
+                    .get(&task_id)
+                    .is_some_and(|t| t.owner.service_app() == Some(id.as_str()))
+            });
+            if !known {
+                return api_error(ApiError::not_found(format!(
+                    "Task '{task_id}' of app '{id}' does not exist"
+                )));
+            }
+            kill_tasks(&master, vec![task_id], &params, true).await
+        }
+        _ => api_error(ApiError::new(
+            405,
+            "method_not_allowed",
+            "DELETE takes an app, its tasks or one of its tasks",
+        )),
+    }
+}
+
+/// `POST /v2/tasks/delete {"ids": [...]}` (marathon-python's `kill_given_tasks`).
+async fn delete_given_tasks(
+    State(master): State<Arc<Master>>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let ids = match parse_json(body).and_then(|body| {
+        serde_json::from_value::<TaskIds>(body)
+            .map_err(|e| invalid(&[FieldError::new("ids", e.to_string())]))
+    }) {
+        Ok(body) => body.ids,
+        Err(e) => return api_error(e),
+    };
+    let unknown: Vec<String> = master.read(|s| {
+        ids.iter()
+            .filter(|id| {
+                s.tasks
+                    .get(*id)
+                    .is_none_or(|t| t.owner.service_app().is_none())
+            })
+            .cloned()
+            .collect()
+    });
+    if !unknown.is_empty() {
+        return api_error(ApiError::not_found(format!(
+            "no task of an app has the id(s) {}",
+            unknown.join(", ")
+        )));
+    }
+    kill_tasks(&master, ids, &params, false).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskIds {
+    ids: Vec<String>,
+}
+
+/// Kills tasks of apps. With `scale=true` each app's `instances` goes down by the number of
+/// its tasks killed (a deployment answer); without, they are replaced and the answer lists
+/// them (`{"task"}` for one asked by path). `wipe` is accepted: no task here holds a
+/// reservation to wipe.
+async fn kill_tasks(master: &Master, ids: Vec<String>, params: &Params, one: bool) -> Response {
+    let (scale, _wipe) = match (params.flag("scale", false), params.flag("wipe", false)) {
+        (Ok(scale), Ok(wipe)) => (scale, wipe),
+        (Err(e), _) | (_, Err(e)) => return api_error(e),
+    };
+    let at_ms = now_ms();
+    let killed: Vec<MarathonTask> = master.read(|s| {
+        ids.iter()
+            .filter_map(|id| s.tasks.get(id))
+            .filter_map(|t| task_view(s, t).map(Into::into))
+            .collect()
+    });
+    let mut per_app: std::collections::BTreeMap<String, u32> = Default::default();
+    for task in &killed {
+        *per_app.entry(task.app_id.clone()).or_default() += 1;
+    }
+    let mut commands: Vec<Command> = ids
+        .iter()
+        .map(|task_id| Command::KillTask {
+            task_id: task_id.clone(),
+            at_ms,
+        })
+        .collect();
+    let deployment_id = random_id();
+    if scale {
+        let instances: Vec<(String, u32)> = master.read(|s| {
+            per_app
+                .iter()
+                .filter_map(|(app, n)| {
+                    let record = s.services.apps.get(app)?;
+                    Some((app.clone(), record.spec.instances.saturating_sub(*n)))
+                })
+                .collect()
+        });
+        commands.extend(
+            instances
+                .into_iter()
+                .map(|(app_id, instances)| Command::ScaleApp {
+                    app_id,
+                    instances,
+                    at_ms,
+                    deployment_id: deployment_id.clone(),
+                }),
+        );
+    }
+    // Kills first, then the scale: the planner then sees the killed tasks as going and
+    // does not pick others to stop.
+    for command in commands {
+        if let Err(e) = write(master, command).await {
+            return api_error(e);
+        }
+    }
+    if scale {
+        return Changed::new(at_ms, deployment_id).into_response();
+    }
+    match (one, killed.into_iter().next()) {
+        (true, Some(task)) => json_ok(&serde_json::json!({ "task": task })),
+        (_, first) => {
+            let tasks: Vec<MarathonTask> = first
+                .into_iter()
+                .chain(master.read(|s| {
+                    ids.iter()
+                        .skip(1)
+                        .filter_map(|id| s.tasks.get(id))
+                        .filter_map(|t| task_view(s, t).map(Into::into))
+                        .collect::<Vec<MarathonTask>>()
+                }))
+                .collect();
+            json_ok(&MarathonTasksEnvelope { tasks })
+        }
     }
 }
 
@@ -296,33 +734,30 @@ async fn list_tasks(State(master): State<Arc<Master>>) -> Json<MarathonTasksEnve
             tasks: s
                 .tasks
                 .values()
+                .filter(|t| !t.state.is_terminal())
                 .filter_map(|t| task_view(s, t).map(Into::into))
                 .collect(),
         }
     }))
 }
 
-/// Deployments in progress: one per app that has not converged on its definition.
-async fn list_deployments(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
+/// Deployments in progress, in Marathon's plan shape: one per app that has not converged
+/// on its definition.
+async fn list_deployments(State(master): State<Arc<Master>>) -> Json<Vec<DeploymentView>> {
     Json(master.read(|s| {
-        let deployments: Vec<serde_json::Value> = s
-            .services
+        s.services
             .apps
             .values()
-            .filter(|app| {
-                let tasks: Vec<_> = s.tasks_of_app(&app.spec.id).collect();
-                !app_converged(app, &tasks)
-            })
-            .map(|app| {
-                serde_json::json!({
-                    "id": app.deployment_id,
-                    "version": iso8601(app.version_ms),
-                    "affectedApps": [app.spec.id],
-                })
-            })
-            .collect();
-        serde_json::Value::Array(deployments)
+            .filter_map(|app| deployment_view(s, app))
+            .collect()
     }))
+}
+
+/// `https://10.0.0.1:5050` -> `10.0.0.1:5050`: Marathon's clients read the leader as
+/// `host:port`.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.trim_end_matches('/').to_string()
 }
 
 /// Marathon's `/v2/info`, with only keys Marathon's clients know (their models refuse any
@@ -334,7 +769,7 @@ async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": "dcos-rs",
         "version": env!("CARGO_PKG_VERSION"),
-        "leader": status.leader_addr,
+        "leader": status.leader_addr.as_deref().map(host_port),
         "elected": status.role == "leader",
         "marathon_config": { "ha": status.members.len() > 1 },
         "zookeeper_config": {},
@@ -342,12 +777,10 @@ async fn info(State(master): State<Arc<Master>>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Marathon's `/v2/leader`: the leader as any master knows it.
+/// Marathon's `/v2/leader`: `{"leader": "host:port"}` as any master knows it.
 async fn leader(State(master): State<Arc<Master>>) -> Response {
     match master.raft.leader() {
-        Some((leader_id, url)) => {
-            json_ok(&serde_json::json!({ "leader": url, "leaderId": leader_id }))
-        }
+        Some((_, url)) => json_ok(&serde_json::json!({ "leader": host_port(&url) })),
         None => api_error(ApiError::not_found("no master leads right now")),
     }
 }

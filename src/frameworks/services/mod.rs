@@ -4,6 +4,7 @@
 //! normalization) and its HTTP API (`http`).
 
 pub mod http;
+pub mod query;
 
 use crate::link::random_id;
 use crate::master::{Framework, Proposal, Round};

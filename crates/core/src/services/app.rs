@@ -137,6 +137,8 @@ pub struct PortDefinition {
     pub name: Option<String>,
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn valid_protocol(protocol: &str) -> bool {
@@ -782,9 +784,18 @@ pub fn validate_app_id(id: &str) -> Result<(), String> {
                 "segment '{segment}' must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
             ));
         }
+        if RESERVED_SEGMENTS.contains(&segment) {
+            return Err(format!(
+                "segment '{segment}' is reserved: /v2/apps/<id>/{segment} is an endpoint of the app"
+            ));
+        }
     }
     Ok(())
 }
+
+/// Words of the app API's paths (`/v2/apps/<id>/tasks`, `.../versions/<v>`, `.../restart`):
+/// an app id holding one could not be addressed.
+pub const RESERVED_SEGMENTS: &[&str] = &["tasks", "versions", "restart"];
 
 #[cfg(test)]
 mod tests {
