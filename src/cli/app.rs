@@ -1,11 +1,15 @@
-//! `dcos-rs app`: deploy, list, show, scale, remove services (Marathon's `/v2/apps`).
+//! `dcos-rs app`: deploy, update, list, show, scale, restart, versions, rollback, remove
+//! services (Marathon's `/v2/apps`). Fields the server keeps but does not act on yet come
+//! back as warnings on stderr (`client::print_warnings`).
 
 use super::{print_json, print_table, row};
 use crate::cli::client::Client;
 use anyhow::Context;
 use clap::Subcommand;
 use dcos_api::routes::{cluster as cluster_routes, marathon};
-use dcos_api::{AppEnvelope, AppView, AppsEnvelope, DeploymentResult, TasksEnvelope};
+use dcos_api::{
+    AppEnvelope, AppView, AppsEnvelope, DeploymentResult, TasksEnvelope, VersionsEnvelope,
+};
 use hyper::Method;
 use std::path::PathBuf;
 
@@ -13,15 +17,50 @@ use std::path::PathBuf;
 pub enum AppCommand {
     /// Create an app from a JSON definition file (`-` reads stdin).
     ///
-    /// Fields: id, cmd or args, cpus, mem, disk, instances, env, user,
-    /// container.docker.image, taskKillGracePeriodSeconds. Example: examples/web.json.
+    /// Marathon's app JSON: id, cmd or args, cpus, mem, disk, instances, env, labels, user,
+    /// container (docker.image, portMappings, volumes), networks, portDefinitions,
+    /// taskKillGracePeriodSeconds, backoffSeconds/backoffFactor/maxLaunchDelaySeconds, and
+    /// Marathon's other fields (kept; those not acted on yet are printed as warnings).
+    /// Unknown keys are refused by name. Example: examples/web.json.
     Deploy { file: PathBuf },
     /// List apps with their instance counts.
     List,
     /// Show one app's definition and status.
     Show { id: String },
+    /// Change an app: the JSON file's fields replace the current ones (`-` reads stdin).
+    ///
+    /// A change of anything but `instances` replaces every task, start-then-stop.
+    Update {
+        id: String,
+        file: PathBuf,
+        /// Apply even while the app's deployment is still under way (it is replaced).
+        #[arg(long)]
+        force: bool,
+    },
     /// Change the number of instances.
-    Scale { id: String, instances: u32 },
+    Scale {
+        id: String,
+        instances: u32,
+        /// Apply even while the app's deployment is still under way.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace every task of the app with a new one (same definition).
+    Restart {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the app's kept versions, newest first (the first is the current one).
+    Versions { id: String },
+    /// Put back an earlier version of the definition (default: the one before the current).
+    Rollback {
+        id: String,
+        /// A version as `app versions` prints it.
+        version: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove an app and kill its tasks.
     Remove { id: String },
     /// List an app's tasks.
@@ -32,17 +71,39 @@ fn app_path(id: &str) -> String {
     marathon::app(&dcos_core::app::normalize_app_id(id))
 }
 
+fn with_force(path: String, force: bool) -> String {
+    match force {
+        true => format!("{path}?force=true"),
+        false => path,
+    }
+}
+
+fn read_body(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if file.as_os_str() == "-" {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// Prints a change's answer: what happens, and the deployment to follow.
+fn print_change(json: bool, what: &str, result: &DeploymentResult) -> anyhow::Result<()> {
+    if json {
+        return print_json(result);
+    }
+    println!(
+        "{what} (deployment {}, version {}); follow it with `dcos-rs app show` or `dcos-rs task list`",
+        result.deployment_id, result.version
+    );
+    Ok(())
+}
+
 pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Deploy { file } => {
-            let body = if file.as_os_str() == "-" {
-                let mut s = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)
-                    .context("reading stdin")?;
-                s
-            } else {
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
-            };
+            let body = read_body(&file)?;
             let app: AppView = client
                 .send_json(Method::POST, marathon::APPS, &body)
                 .await?;
@@ -93,19 +154,61 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             let app: AppEnvelope = client.get(&app_path(&id)).await?;
             print_json(&app)
         }
-        AppCommand::Scale { id, instances } => {
+        AppCommand::Update { id, file, force } => {
+            let body = read_body(&file)?;
+            let path = with_force(app_path(&id), force);
+            let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
+            let id = dcos_core::app::normalize_app_id(&id);
+            print_change(json, &format!("updating {id}"), &result)
+        }
+        AppCommand::Scale {
+            id,
+            instances,
+            force,
+        } => {
             let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))?;
-            let result: DeploymentResult =
-                client.send_json(Method::PUT, &app_path(&id), &body).await?;
+            let path = with_force(app_path(&id), force);
+            let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
+            let id = dcos_core::app::normalize_app_id(&id);
+            print_change(
+                json,
+                &format!("scaling {id} to {instances} instance(s)"),
+                &result,
+            )
+        }
+        AppCommand::Restart { id, force } => {
+            let path = with_force(format!("{}/restart", app_path(&id)), force);
+            let result: DeploymentResult = client.send_json(Method::POST, &path, b"{}").await?;
+            let id = dcos_core::app::normalize_app_id(&id);
+            print_change(json, &format!("restarting {id}"), &result)
+        }
+        AppCommand::Versions { id } => {
+            let versions: VersionsEnvelope =
+                client.get(&format!("{}/versions", app_path(&id))).await?;
             if json {
-                return print_json(&result);
+                return print_json(&versions);
             }
-            println!(
-                "scaling {} to {instances} instance(s) (deployment {})",
-                dcos_core::app::normalize_app_id(&id),
-                result.deployment_id
-            );
+            for (i, version) in versions.versions.iter().enumerate() {
+                println!("{version}{}", if i == 0 { "  (current)" } else { "" });
+            }
             Ok(())
+        }
+        AppCommand::Rollback { id, version, force } => {
+            let version = match version {
+                Some(version) => version,
+                None => {
+                    let versions: VersionsEnvelope =
+                        client.get(&format!("{}/versions", app_path(&id))).await?;
+                    versions.versions.get(1).cloned().with_context(|| {
+                        format!("{id} has only its current version: nothing to roll back to")
+                    })?
+                }
+            };
+            let body = serde_json::to_vec(&serde_json::json!({ "version": version }))?;
+            let path = with_force(app_path(&id), force);
+            let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
+            let id = dcos_core::app::normalize_app_id(&id);
+            print_change(json, &format!("rolling {id} back to {version}"), &result)
         }
         AppCommand::Remove { id } => {
             let result: DeploymentResult = client

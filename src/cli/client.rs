@@ -295,6 +295,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = self.url(path);
         let response = self.send(method, path, payload, content_type).await?;
+        print_warnings(response.headers());
         let bytes = response
             .into_body()
             .collect()
@@ -432,6 +433,18 @@ fn redirect_target(current: &str, location: Option<&HeaderValue>) -> Result<Stri
 }
 
 /// `scheme://host:port` of a URL.
+/// The server's `Warning` headers (`299 dcos-rs "<text>"`: a field kept but not acted on),
+/// printed on stderr as kubectl prints its own, so scripts reading stdout are unaffected.
+fn print_warnings(headers: &hyper::HeaderMap) {
+    for value in headers.get_all(hyper::header::WARNING) {
+        let text = value.to_str().unwrap_or_default();
+        let text = text
+            .split_once('"')
+            .map_or(text, |(_, quoted)| quoted.trim_end_matches('"'));
+        eprintln!("warning: {text}");
+    }
+}
+
 fn origin(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     match url[after_scheme..].find(['/', '?']) {

@@ -337,16 +337,38 @@ pub fn report_error(error: &anyhow::Error, json: bool) {
         if api.status == 401 {
             eprintln!("hint: {}", unauthorized_hint());
         }
-        // One line per invalid field, unless the message already is that single line.
-        if let Some(errors) = api.details.get("errors").and_then(|e| e.as_array()) {
-            if errors.len() > 1 {
-                for e in errors {
-                    eprintln!(
-                        "  {}: {}",
+        // One line per invalid field, unless the message already is that single line:
+        // `/cluster/v1` names fields as `details.errors[{field, reason}]`, Marathon's `/v2`
+        // as `details[{path, errors: [...]}]`.
+        let lines: Vec<String> = match &api.details {
+            serde_json::Value::Array(paths) => paths
+                .iter()
+                .flat_map(|p| {
+                    let path = p.get("path").and_then(|f| f.as_str()).unwrap_or("?");
+                    let reasons = p.get("errors").and_then(|e| e.as_array());
+                    reasons
+                        .into_iter()
+                        .flatten()
+                        .map(move |r| format!("{path}: {}", r.as_str().unwrap_or("?")))
+                })
+                .collect(),
+            details => details
+                .get("errors")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
                         e.get("field").and_then(|f| f.as_str()).unwrap_or("?"),
                         e.get("reason").and_then(|f| f.as_str()).unwrap_or("?")
-                    );
-                }
+                    )
+                })
+                .collect(),
+        };
+        if lines.len() > 1 {
+            for line in lines {
+                eprintln!("  {line}");
             }
         }
         return;

@@ -149,12 +149,13 @@ fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> dcos_api::Api
     }
 }
 
+/// The fields a `/v2` 422 names, as Marathon's `details[].path` (`/container/docker/image`).
 fn field_errors(e: &dcos_api::ApiError) -> Vec<String> {
-    e.details["errors"]
+    e.details
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|x| x["field"].as_str().unwrap_or("").to_string())
+                .map(|x| x["path"].as_str().unwrap_or("").to_string())
                 .collect()
         })
         .unwrap_or_default()
@@ -178,23 +179,23 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
 
     let e = api_error(post(br#"{"id": "web", "cmd": "true", "cpus": "lots"}"#).await);
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["cpus"]);
+    assert_eq!(field_errors(&e), vec!["/cpus"]);
 
     let e = api_error(post(br#"{"id": "web", "cmd": "true", "env": {"A": 5}}"#).await);
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["env.A"]);
+    assert_eq!(field_errors(&e), vec!["/env/A"]);
 
     let e = api_error(post(br#"{"id": "Bad_Id", "cmd": "true", "mem": 1}"#).await);
     assert_eq!(e.status, 422);
     assert_eq!(
         field_errors(&e),
-        vec!["id", "mem"],
+        vec!["/id", "/mem"],
         "every invalid field is named"
     );
 
     let e = api_error(post(br#"{"id": "big", "cmd": "true", "mem": 4096000}"#).await);
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["mem"]);
+    assert_eq!(field_errors(&e), vec!["/mem"]);
     assert!(
         e.message.contains("more than any agent offers"),
         "{}",
@@ -205,7 +206,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_created() {
         post(br#"{"id": "img", "container": {"docker": {"image": "no-such-image:1"}}}"#).await,
     );
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["container.docker.image"]);
+    assert_eq!(field_errors(&e), vec!["/container/docker/image"]);
 
     let e = api_error(post(b"[1, 2]").await);
     assert_eq!(e.status, 400);
@@ -341,6 +342,6 @@ async fn tasks_get_distinct_host_ports_in_their_environment() {
             .await,
     );
     assert_eq!(e.status, 422);
-    assert_eq!(field_errors(&e), vec!["portDefinitions[0].port"]);
+    assert_eq!(field_errors(&e), vec!["/portDefinitions(0)/port"]);
     cluster.stop().await;
 }

@@ -84,7 +84,7 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     assert!(!out.status.success());
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
     assert_eq!(error["code"], "invalid");
-    assert_eq!(error["details"]["errors"][0]["field"], "cpus");
+    assert_eq!(error["details"][0]["path"], "/cpus");
 
     let out = cli(&cluster, &["app", "show", "/nope"]);
     assert!(!out.status.success());

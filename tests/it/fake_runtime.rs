@@ -221,9 +221,14 @@ async fn services_run_end_to_end_on_fake_agents_without_root() {
         !job.kill_requested,
         "the services framework must not kill a job's task"
     );
-    // Marathon's task list shows only the services framework's tasks, in Marathon's shape.
+    // Marathon's task list shows only the services framework's live tasks, in Marathon's
+    // shape (the failed one stays in /cluster/v1/tasks for a while).
     let marathon: dcos_api::MarathonTasksEnvelope = cluster.client.get("/v2/tasks").await.unwrap();
-    assert_eq!(marathon.tasks.len(), cluster.tasks().await.len());
+    let live = cluster.tasks().await;
+    assert_eq!(
+        marathon.tasks.len(),
+        live.iter().filter(|t| !t.state.is_terminal()).count()
+    );
     assert!(marathon.tasks.iter().all(|t| t.app_id == "/web"));
 
     // Scale down, then remove: the fake agents stop what the framework kills.

@@ -76,6 +76,11 @@ fn invalid(errors: &[FieldError]) -> ApiError {
 /// ignored, unknown keys refused by name), naming the field of any type error and every
 /// invalid field.
 pub fn parse_app(mut value: serde_json::Value) -> Result<AppSpec, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "an app definition must be a JSON object",
+        ));
+    }
     dcos_core::app::prepare_app_json(&mut value).map_err(|errors| invalid(&errors))?;
     let mut spec: AppSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
