@@ -484,14 +484,9 @@ impl AppSpec {
         keep("healthChecks", !self.health_checks.is_empty());
         keep("readinessChecks", !self.readiness_checks.is_empty());
         keep(
-            "upgradeStrategy",
-            self.upgrade_strategy != UpgradeStrategy::default(),
-        );
-        keep(
             "unreachableStrategy",
             self.unreachable_strategy != UnreachableStrategy::default(),
         );
-        keep("killSelection", self.kill_selection != "YOUNGEST_FIRST");
         keep("dependencies", !self.dependencies.is_empty());
         keep("fetch", !self.fetch.is_empty());
         keep(

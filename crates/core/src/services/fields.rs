@@ -3,8 +3,9 @@
 //! backoff, artifacts to fetch. Each has Marathon's defaults, so a definition read back shows
 //! what Marathon would show, and is validated with the field named in every error.
 //!
-//! Which of them the services framework acts on, and which it only keeps (reported as
-//! warnings at submission), is `AppSpec::unhonoured`.
+//! Acted on: upgradeStrategy and killSelection (`planner::rolling_step`,
+//! `planner::sort_for_killing`), the backoff (`planner::backoff_ms`). The others are kept
+//! and reported as warnings at submission (`AppSpec::unhonoured`).
 
 use super::app::FieldError;
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,7 @@
 //! Only tasks the services framework owns are looked at; where they go is `placement`'s call.
 
 use super::app::AppSpec;
+use super::fields::UpgradeStrategy;
 use super::AppRecord;
 use crate::placement::{Ask, PassedOver, Pool};
 use crate::state::ClusterState;
@@ -114,6 +115,81 @@ fn config_version(task: &Task) -> u64 {
     }
 }
 
+/// A task that counts as serving: running (health checks, once run, will narrow this).
+fn ready(task: &Task) -> bool {
+    task.state == TaskState::Running
+}
+
+/// Orders tasks for killing: not yet running first, then by Marathon's `killSelection`
+/// (`YOUNGEST_FIRST`, the default, or `OLDEST_FIRST`), ties by id.
+fn sort_for_killing(tasks: &mut [&Task], kill_selection: &str) {
+    let oldest_first = kill_selection == "OLDEST_FIRST";
+    tasks.sort_by_key(|t| {
+        let age = if oldest_first {
+            t.staged_at_ms
+        } else {
+            u64::MAX - t.staged_at_ms
+        };
+        (ready(t), age, t.id.clone())
+    });
+}
+
+/// An app's tasks as a rolling change sees them. "Old" tasks are of an earlier config or on
+/// a draining agent; "new" ones of the current config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub old_ready: usize,
+    /// Old tasks not running yet: killed at once, they serve no one.
+    pub old_starting: usize,
+    /// Old tasks asked to stop that have not ended: they still hold their place.
+    pub old_dying: usize,
+    pub new_alive: usize,
+    pub new_ready: usize,
+}
+
+/// What one planning round of an app does: kill this many ready old tasks (besides every old
+/// one not running yet) and launch this many new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub kill_ready_old: usize,
+    pub launch: usize,
+}
+
+/// Marathon's upgrade strategy, one round at a time. Ready tasks (old and new) never drop
+/// below `ceil(instances × minimumHealthCapacity)` through kills; tasks alive or dying never
+/// exceed `floor(instances × (1 + maximumOverCapacity))`, except that one extra task may
+/// start when nothing else could move (Marathon's "get the ball rolling" for
+/// minimumHealthCapacity 1 with maximumOverCapacity 0). Without old tasks it is a plain
+/// scale: launch what is missing.
+pub fn rolling_step(instances: usize, strategy: &UpgradeStrategy, counts: Counts) -> Step {
+    let missing = instances.saturating_sub(counts.new_alive);
+    let old_total = counts.old_ready + counts.old_starting + counts.old_dying;
+    if old_total == 0 {
+        return Step {
+            kill_ready_old: 0,
+            launch: missing,
+        };
+    }
+    let n = instances as f64;
+    let min_healthy = (n * strategy.minimum_health_capacity - 1e-9)
+        .ceil()
+        .max(0.0) as usize;
+    let max_total = (n * (1.0 + strategy.maximum_over_capacity) + 1e-9).floor() as usize;
+    let healthy = counts.old_ready + counts.new_ready;
+    let kill_ready_old = counts.old_ready.min(healthy.saturating_sub(min_healthy));
+    // Killed tasks hold their place until they end.
+    let total = old_total + counts.new_alive;
+    let mut launch = missing.min(max_total.saturating_sub(total));
+    let in_flight = counts.old_dying + counts.old_starting + (counts.new_alive - counts.new_ready);
+    if launch == 0 && kill_ready_old == 0 && missing > 0 && in_flight == 0 {
+        launch = 1;
+    }
+    Step {
+        kill_ready_old,
+        launch,
+    }
+}
+
 fn plan_app(
     app: &AppRecord,
     tasks: &[&Task],
@@ -132,13 +208,32 @@ fn plan_app(
             !t.state.is_terminal() && !t.kill_requested && t.state != TaskState::Unreachable
         })
         .collect();
-    // Tasks of an older config and tasks on draining agents are replaced alike: new ones
-    // start elsewhere first, the old ones are killed once enough of the new ones run.
-    let (mut current, old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
+    // Tasks of an older config and tasks on draining agents are replaced alike, at the pace
+    // of the app's upgradeStrategy (`rolling_step`).
+    let (mut current, mut old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
         config_version(t) == app.config_version_ms && !draining.contains(&t.agent_id)
     });
+    let old_dying = tasks
+        .iter()
+        .filter(|t| {
+            t.kill_requested
+                && !t.state.is_terminal()
+                && (config_version(t) != app.config_version_ms || draining.contains(&t.agent_id))
+        })
+        .count();
+    let step = rolling_step(
+        instances,
+        &app.spec.upgrade_strategy,
+        Counts {
+            old_ready: old.iter().filter(|t| ready(t)).count(),
+            old_starting: old.iter().filter(|t| !ready(t)).count(),
+            old_dying,
+            new_alive: current.len(),
+            new_ready: current.iter().filter(|t| ready(t)).count(),
+        },
+    );
 
-    if current.len() < instances {
+    if step.launch > 0 {
         let waiting =
             input.now_ms < app.last_failure_at_ms + backoff_ms(&app.spec, app.consecutive_failures);
         if !waiting {
@@ -149,7 +244,7 @@ fn plan_app(
                 ports: &wanted,
                 image: image.as_deref(),
             };
-            for _ in current.len()..instances {
+            for _ in 0..step.launch {
                 match pool.place(&ask) {
                     Ok(placed) => plan.actions.push(Action::Launch {
                         app_id: app.spec.id.clone(),
@@ -163,32 +258,25 @@ fn plan_app(
                 }
             }
         }
-    } else if current.len() > instances {
-        // Kill tasks that are not running yet first, then the newest.
-        current.sort_by_key(|t| {
-            (
-                t.state == TaskState::Running,
-                std::cmp::Reverse(t.staged_at_ms),
-                t.id.clone(),
-            )
-        });
+    }
+    if current.len() > instances {
+        // Tasks that are not running yet go first, then as the app's killSelection says.
+        sort_for_killing(&mut current, &app.spec.kill_selection);
         for task in &current[..current.len() - instances] {
             plan.actions.push(Action::Kill {
                 task_id: task.id.clone(),
             });
         }
     }
-
-    let running_current = current
+    sort_for_killing(&mut old, &app.spec.kill_selection);
+    let (starting, ready_old): (Vec<&Task>, Vec<&Task>) = old.iter().partition(|t| !ready(t));
+    for task in starting
         .iter()
-        .filter(|t| t.state == TaskState::Running)
-        .count();
-    if running_current >= instances {
-        for task in old {
-            plan.actions.push(Action::Kill {
-                task_id: task.id.clone(),
-            });
-        }
+        .chain(ready_old.iter().take(step.kill_ready_old))
+    {
+        plan.actions.push(Action::Kill {
+            task_id: task.id.clone(),
+        });
     }
 
     let mut ended: Vec<&Task> = tasks
@@ -325,11 +413,13 @@ mod tests {
                 port: 0,
                 name: None,
                 protocol: "tcp".into(),
+                labels: Default::default(),
             },
             crate::services::app::PortDefinition {
                 port: 31005,
                 name: None,
                 protocol: "tcp".into(),
+                labels: Default::default(),
             },
         ];
         s.apply(&Command::PutApp {
@@ -769,5 +859,170 @@ mod tests {
             waiting[0].reasons[0],
             crate::placement::WhyNot::Insufficient { .. }
         ));
+    }
+
+    fn strategy(minimum_health_capacity: f64, maximum_over_capacity: f64) -> UpgradeStrategy {
+        UpgradeStrategy {
+            minimum_health_capacity,
+            maximum_over_capacity,
+        }
+    }
+
+    fn counts(old_ready: usize, new_alive: usize, new_ready: usize) -> Counts {
+        Counts {
+            old_ready,
+            old_starting: 0,
+            old_dying: 0,
+            new_alive,
+            new_ready,
+        }
+    }
+
+    #[test]
+    fn the_first_round_of_a_rolling_change_follows_each_strategy_corner() {
+        // (minimumHealthCapacity, maximumOverCapacity) -> first step for 4 ready old tasks.
+        let cases = [
+            (
+                (1.0, 1.0),
+                Step {
+                    kill_ready_old: 0,
+                    launch: 4,
+                },
+            ),
+            (
+                (1.0, 0.0),
+                Step {
+                    kill_ready_old: 0,
+                    launch: 1,
+                },
+            ), // the ball gets rolling
+            (
+                (0.5, 1.0),
+                Step {
+                    kill_ready_old: 2,
+                    launch: 4,
+                },
+            ),
+            (
+                (0.5, 0.0),
+                Step {
+                    kill_ready_old: 2,
+                    launch: 0,
+                },
+            ), // the killed still hold places
+            (
+                (0.0, 1.0),
+                Step {
+                    kill_ready_old: 4,
+                    launch: 4,
+                },
+            ),
+            (
+                (0.0, 0.0),
+                Step {
+                    kill_ready_old: 4,
+                    launch: 0,
+                },
+            ),
+        ];
+        for ((mhc, moc), expected) in cases {
+            assert_eq!(
+                rolling_step(4, &strategy(mhc, moc), counts(4, 0, 0)),
+                expected,
+                "minimumHealthCapacity {mhc}, maximumOverCapacity {moc}"
+            );
+        }
+        // A plain scale (no old tasks) ignores the strategy.
+        assert_eq!(
+            rolling_step(4, &strategy(1.0, 0.0), counts(0, 1, 1)),
+            Step {
+                kill_ready_old: 0,
+                launch: 3
+            }
+        );
+        // 5 × 0.5 rounds up: 3 must stay ready.
+        assert_eq!(
+            rolling_step(5, &strategy(0.5, 0.0), counts(5, 0, 0)).kill_ready_old,
+            2
+        );
+    }
+
+    /// Runs a rolling change of `n` ready old tasks to the end, one round at a time: what a
+    /// round launches is starting the next round and ready the one after; what it kills is
+    /// dying the next round and gone after. Returns the rounds taken, checking in each one
+    /// that kills never leave fewer ready tasks than the strategy keeps, and that no more
+    /// tasks exist than it allows.
+    fn roll(n: usize, mhc: f64, moc: f64) -> usize {
+        #[derive(Clone, Copy, PartialEq)]
+        enum S {
+            Starting,
+            Ready,
+            Dying,
+        }
+        let strategy = strategy(mhc, moc);
+        let min_healthy = (n as f64 * mhc - 1e-9).ceil() as usize;
+        let max_total = ((n as f64 * (1.0 + moc)) + 1e-9).floor() as usize;
+        let mut old = vec![S::Ready; n];
+        let mut new: Vec<S> = Vec::new();
+        for round in 1..=10 * n + 10 {
+            let count = |v: &[S], s: S| v.iter().filter(|x| **x == s).count();
+            let counts = Counts {
+                old_ready: count(&old, S::Ready),
+                old_starting: count(&old, S::Starting),
+                old_dying: count(&old, S::Dying),
+                new_alive: new.len(),
+                new_ready: count(&new, S::Ready),
+            };
+            if counts.old_ready + counts.old_dying + counts.old_starting == 0
+                && counts.new_ready == n
+            {
+                return round;
+            }
+            let step = rolling_step(n, &strategy, counts);
+            let mut to_kill = step.kill_ready_old;
+            for task in old.iter_mut() {
+                if *task == S::Ready && to_kill > 0 {
+                    *task = S::Dying;
+                    to_kill -= 1;
+                }
+            }
+            new.extend(std::iter::repeat_n(S::Starting, step.launch));
+            let ready = count(&old, S::Ready) + count(&new, S::Ready);
+            assert!(
+                ready >= min_healthy.min(n),
+                "{n} instances, ({mhc}, {moc}), round {round}: {ready} ready"
+            );
+            let total = old.len() + new.len();
+            assert!(
+                total <= max_total.max(n + 1),
+                "{n} instances, ({mhc}, {moc}), round {round}: {total} tasks"
+            );
+            // The world moves on.
+            old.retain(|t| *t != S::Dying);
+            for task in old.iter_mut().chain(new.iter_mut()) {
+                if *task == S::Starting {
+                    *task = S::Ready;
+                }
+            }
+        }
+        panic!(
+            "{n} instances, ({mhc}, {moc}): no end after {} rounds",
+            10 * n + 10
+        );
+    }
+
+    #[test]
+    fn every_strategy_corner_keeps_its_bounds_and_finishes() {
+        for n in 1..=7 {
+            for mhc in [0.0, 0.5, 1.0] {
+                for moc in [0.0, 1.0] {
+                    roll(n, mhc, moc);
+                }
+            }
+        }
+        // Minimum health 1 without room above: one new task at a time, five kill-start pairs.
+        assert!(roll(5, 1.0, 0.0) > 5);
+        // Room for all: start five, then stop the five old ones.
+        assert_eq!(roll(5, 1.0, 1.0), 3);
     }
 }
