@@ -65,6 +65,9 @@ pub enum AppCommand {
     Remove { id: String },
     /// List an app's tasks.
     Tasks { id: String },
+    /// Why an app is short of instances: its launch delay, and per agent why the last
+    /// placement round passed it over.
+    Why { id: String },
 }
 
 fn app_path(id: &str) -> String {
@@ -223,6 +226,18 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             );
             Ok(())
         }
+        AppCommand::Why { id } => {
+            let why: serde_json::Value = client
+                .get(&cluster_routes::placement(
+                    &dcos_core::app::normalize_app_id(&id),
+                ))
+                .await?;
+            if json {
+                return print_json(&why);
+            }
+            print!("{}", describe_why(&why));
+            Ok(())
+        }
         AppCommand::Tasks { id } => {
             let app_id = dcos_core::app::normalize_app_id(&id);
             let mut tasks: TasksEnvelope = client.get(cluster_routes::TASKS).await?;
@@ -240,4 +255,45 @@ fn what_runs(app: &AppView) -> String {
         (None, None, Some(args)) => args.join(" "),
         _ => String::new(),
     }
+}
+
+/// `app why` for people: one line for the app, one per agent passed over.
+fn describe_why(why: &serde_json::Value) -> String {
+    let app = why["appId"].as_str().unwrap_or("?");
+    let missing = why["missing"].as_u64().unwrap_or(0);
+    let agents = why["agents"].as_array().cloned().unwrap_or_default();
+    let mut out = String::new();
+    if missing == 0 {
+        out.push_str(&format!("{app} has every instance it asks for\n"));
+        return out;
+    }
+    out.push_str(&format!("{app} lacks {missing} instance(s)"));
+    match why["delaySeconds"].as_u64() {
+        Some(delay) if delay > 0 => out.push_str(&format!(
+            "; its next launch waits {delay} s after failures in a row (reset: DELETE /v2/queue{app}/delay)"
+        )),
+        _ => {}
+    }
+    if let Some(since) = why["waitingSince"].as_str() {
+        out.push_str(&format!("; no agent could take it since {since}"));
+    }
+    out.push('\n');
+    for agent in &agents {
+        let reasons: Vec<&str> = agent["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .collect();
+        out.push_str(&format!(
+            "  {} ({}): {}\n",
+            agent["agentId"].as_str().unwrap_or("?"),
+            agent["hostname"].as_str().unwrap_or("?"),
+            reasons.join("; ")
+        ));
+    }
+    if agents.is_empty() && why["waitingSince"].is_null() {
+        out.push_str("  (no placement round has failed for it: it is starting, or waiting for its delay or its rolling upgrade)\n");
+    }
+    out
 }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 /// The frameworks every master runs, and their HTTP routes.
 pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
-    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services::Services)];
-    (frameworks, services::http::routes())
+    let services = services::Services::default();
+    let routes = services::http::routes(Arc::clone(&services.waiting));
+    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services)];
+    (frameworks, routes)
 }

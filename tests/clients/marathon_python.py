@@ -168,6 +168,15 @@ deployments = client.list_deployments()
 check("list_deployments", any(isinstance(d, MarathonDeployment) and d.affected_apps == ["/py/huge"]
                               and d.current_step == 1 and d.steps[0].actions[0].action == "StartApplication"
                               for d in deployments), [vars(d) for d in deployments])
+queue = wait("queue summary", lambda: [q for q in client.list_queue(embed_last_unused_offers=True)
+                                        if q.app.id == "/py/huge" and q.last_unused_offers])
+item = queue[0]
+check("list_queue", item.count == 1 and item.delay.overdue is True, vars(item))
+rows = {r["reason"]: r for r in item.processed_offers_summary["rejectSummaryLastOffers"]}
+check("queue reasons", rows["InsufficientCpus"]["declined"] == 1 and rows["InsufficientCpus"]["processed"] == 1
+      and rows["InsufficientMemory"]["processed"] == 0, rows)
+check("lastUnusedOffers", item.last_unused_offers[0]["reason"] == ["InsufficientCpus"], item.last_unused_offers)
+client.reset_delay("/py/huge")
 try:
     client.scale_app("/py/huge", 2)
     sys.exit("scale_app of a locked app: not refused")

@@ -68,6 +68,74 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     assert_eq!(apps["apps"][0]["instances"], 2);
     assert_eq!(apps["apps"][0]["tasksRunning"], 2);
 
+    // Versions, rollback (to the one before: 1 instance) and restart (new tasks).
+    let versions = ok(&cli(&cluster, &["app", "versions", "/hello"]));
+    assert_eq!(versions.lines().count(), 2, "{versions}");
+    assert!(
+        versions.lines().next().unwrap().ends_with("(current)"),
+        "{versions}"
+    );
+    let out = ok(&cli(&cluster, &["app", "rollback", "/hello"]));
+    assert!(out.contains("rolling /hello back to"), "{out}");
+    let before = wait_for(
+        "the rollback to 1 instance",
+        Duration::from_secs(20),
+        || async {
+            let running = cluster.running("/hello").await;
+            (running.len() == 1).then_some(running)
+        },
+    )
+    .await;
+    let out = ok(&cli(&cluster, &["app", "restart", "/hello"]));
+    assert!(out.contains("restarting /hello"), "{out}");
+    wait_for(
+        "a new task after the restart",
+        Duration::from_secs(20),
+        || async {
+            let running = cluster.running("/hello").await;
+            (running.len() == 1 && running[0].id != before[0].id).then_some(())
+        },
+    )
+    .await;
+
+    // Why an app waits: one no agent can hold (submitted with force), in plain words.
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v2/apps?force=true",
+            br#"{"id": "/big", "cmd": "sleep 1", "cpus": 0.1, "mem": 1000000}"#,
+        )
+        .await
+        .unwrap();
+    let why = wait_for(
+        "the planner to pass /big over",
+        Duration::from_secs(10),
+        || async {
+            let out = ok(&cli(&cluster, &["app", "why", "/big"]));
+            out.contains("insufficient mem").then_some(out)
+        },
+    )
+    .await;
+    assert!(why.starts_with("/big lacks 1 instance(s)"), "{why}");
+    ok(&cli(&cluster, &["app", "remove", "/big"]));
+
+    // A field kept but not acted on yet is a warning on stderr, stdout stays clean.
+    let kept = cluster.dir.path().join("kept.json");
+    std::fs::write(
+        &kept,
+        r#"{"id": "kept", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0, "constraints": [["hostname", "UNIQUE"]]}"#,
+    )
+    .unwrap();
+    let out = cli(&cluster, &["app", "deploy", kept.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: constraints: accepted and kept, but not acted on yet"),
+        "{stderr}"
+    );
+    ok(&cli(&cluster, &["app", "remove", "/kept"]));
+
     let bad = cluster.dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"id": "bad", "cmd": "true", "cpus": "many"}"#).unwrap();
     let out = cli(&cluster, &["app", "deploy", bad.to_str().unwrap()]);

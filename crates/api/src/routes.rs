@@ -11,6 +11,9 @@ pub mod marathon {
     pub const DEPLOYMENTS: &str = "/v2/deployments";
     pub const DEPLOYMENT: &str = "/v2/deployments/{id}";
     pub const TASKS_DELETE: &str = "/v2/tasks/delete";
+    pub const QUEUE: &str = "/v2/queue";
+    /// `<app id>/delay`.
+    pub const QUEUE_ITEM: &str = "/v2/queue/{*rest}";
     pub const INFO: &str = "/v2/info";
     pub const LEADER: &str = "/v2/leader";
     /// Marathon's liveness answer (`pong`), outside `/v2`.
@@ -39,6 +42,12 @@ pub mod cluster {
     pub const MASTER: &str = "/cluster/v1/masters/{id}";
     pub const AGENT: &str = "/cluster/v1/agents/{id}";
     pub const AGENT_DRAIN: &str = "/cluster/v1/agents/{id}/drain";
+    /// Why an app waits for room, per agent (`dcos-rs app why`).
+    pub const PLACEMENT: &str = "/cluster/v1/placement/{*id}";
+
+    pub fn placement(app_id: &str) -> String {
+        format!("/cluster/v1/placement/{}", app_id.trim_start_matches('/'))
+    }
 
     pub fn master(id: u64) -> String {
         format!("{MASTERS}/{id}")

@@ -43,6 +43,9 @@ pub enum Command {
         at_ms: u64,
         deployment_id: String,
     },
+    /// Forget the app's failures in a row, so its next launch is not delayed (Marathon's
+    /// `DELETE /v2/queue/{id}/delay`).
+    ResetDelay { app_id: String },
     /// Forget the app; its tasks are marked for killing and expunged once they end.
     RemoveApp { app_id: String, at_ms: u64 },
     /// Record a task placed by a framework; refused if its agent lacks the resources or

@@ -139,6 +139,7 @@ impl ClusterState {
                 at_ms,
                 deployment_id,
             } => self.services.restart_app(app_id, *at_ms, deployment_id)?,
+            Command::ResetDelay { app_id } => self.services.reset_delay(app_id)?,
             Command::RemoveApp { app_id, at_ms } => {
                 self.services.remove_app(app_id, *at_ms, &mut self.tasks)?
             }

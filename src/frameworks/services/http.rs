@@ -8,6 +8,7 @@
 //! through Raft. Served on the master's port, behind its token check and follower redirect.
 
 use super::query::{marathon_path, AppPath, LabelSelector, Params};
+use super::Waiting;
 use crate::http_util::{api_error, json_ok};
 use crate::link::{now_ms, random_id};
 use crate::master::http::{parse_json, raft_error, reject_error};
@@ -17,8 +18,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
 use dcos_api::routes::marathon;
 use dcos_api::{
     app_converged, app_view, deployment_view, iso8601, task_view, ApiError, AppEnvelope,
@@ -32,9 +33,12 @@ use std::sync::Arc;
 /// What a refused app definition is called in errors ("invalid app definition: ...").
 const APP: &str = "app definition";
 
-/// The `/v2` routes, merged into the master's router, and the same under `/marathon`.
-pub fn routes() -> Router<Arc<Master>> {
+/// The `/v2` routes, merged into the master's router, and the same under `/marathon`;
+/// `waiting` is the framework's record of what it could not place (`/v2/queue`).
+pub fn routes(waiting: Arc<Waiting>) -> Router<Arc<Master>> {
     let v2 = Router::new()
+        .route(marathon::QUEUE, get(list_queue))
+        .route(marathon::QUEUE_ITEM, delete(reset_delay))
         .route(marathon::APPS, get(list_apps).post(create_app))
         .route(
             marathon::APP,
@@ -49,7 +53,10 @@ pub fn routes() -> Router<Arc<Master>> {
         .route(marathon::DEPLOYMENTS, get(list_deployments))
         .route(marathon::INFO, get(info))
         .route(marathon::LEADER, get(leader));
-    v2.clone().nest(marathon::DCOS_PREFIX, v2)
+    v2.clone()
+        .nest(marathon::DCOS_PREFIX, v2)
+        .route(dcos_api::routes::cluster::PLACEMENT, get(why_waiting))
+        .layer(Extension(waiting))
 }
 
 /// Marathon's 422: our message (every field and reason) with Marathon's
@@ -788,4 +795,165 @@ async fn leader(State(master): State<Arc<Master>>) -> Response {
         Some((_, url)) => json_ok(&serde_json::json!({ "leader": host_port(&url) })),
         None => api_error(ApiError::not_found("no master leads right now")),
     }
+}
+
+/// Seconds until the app's next launch may happen after failures in a row (its backoff).
+fn delay_left_ms(record: &dcos_core::AppRecord, now_ms: u64) -> u64 {
+    let until = record.last_failure_at_ms
+        + dcos_core::services::planner::backoff_ms(&record.spec, record.consecutive_failures);
+    until.saturating_sub(now_ms)
+}
+
+/// Instances the app still lacks (of its current config).
+fn missing(state: &ClusterState, record: &dcos_core::AppRecord) -> usize {
+    let alive = state
+        .tasks_of_app(&record.spec.id)
+        .filter(|t| {
+            !t.state.is_terminal()
+                && !t.kill_requested
+                && t.state != dcos_core::TaskState::Unreachable
+                && matches!(t.owner, dcos_core::TaskOwner::Service { config_version_ms, .. }
+                    if config_version_ms == record.config_version_ms)
+        })
+        .count();
+    (record.spec.instances as usize).saturating_sub(alive)
+}
+
+/// Marathon's `/v2/queue`: every app short of instances, with its launch delay and, when
+/// the planner could not place it, Marathon's `processedOffersSummary` from the placement
+/// reasons (`embed=lastUnusedOffers` adds them per agent). The reasons are the leader's
+/// (a follower's queue shows none).
+async fn list_queue(
+    State(master): State<Arc<Master>>,
+    Extension(waiting): Extension<Arc<Waiting>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let embed_offers = params.all("embed").any(|e| e == "lastUnusedOffers");
+    let now = now_ms();
+    let queue: Vec<serde_json::Value> = master.read(|s| {
+        s.services
+            .apps
+            .values()
+            .filter_map(|record| {
+                let count = missing(s, record);
+                if count == 0 {
+                    return None;
+                }
+                let left_ms = delay_left_ms(record, now);
+                let waited = waiting.get(&record.spec.id);
+                let since = waited.as_ref().map_or(record.version_ms, |w| w.since_ms);
+                let mut item = serde_json::json!({
+                    "app": app_view(s, record, false),
+                    "count": count,
+                    "delay": { "timeLeftSeconds": left_ms.div_ceil(1000), "overdue": left_ms == 0 },
+                    "since": iso8601(since),
+                    "processedOffersSummary": offers_summary(waited.as_ref()),
+                });
+                if embed_offers {
+                    item["lastUnusedOffers"] = last_unused_offers(s, waited.as_ref());
+                }
+                Some(item)
+            })
+            .collect()
+    });
+    json_ok(&serde_json::json!({ "queue": queue }))
+}
+
+fn offers_summary(waited: Option<&super::WaitingApp>) -> serde_json::Value {
+    let passed_over = waited.map(|w| w.passed_over.as_slice()).unwrap_or_default();
+    let rows: Vec<serde_json::Value> = dcos_core::services::queue::reject_summary(passed_over)
+        .into_iter()
+        .map(|(reason, declined, processed)| {
+            serde_json::json!({ "reason": reason, "declined": declined, "processed": processed })
+        })
+        .collect();
+    let considered = waited.map_or(0, |w| w.agents_considered);
+    let mut summary = serde_json::json!({
+        "processedOffersCount": considered,
+        "unusedOffersCount": considered,
+        "rejectSummaryLastOffers": rows,
+        "rejectSummaryLaunchAttempt": rows,
+    });
+    if let Some(w) = waited {
+        summary["lastUnusedOfferAt"] = serde_json::Value::String(iso8601(w.last_round_ms));
+    }
+    summary
+}
+
+/// One entry per agent passed over in the last round: Marathon's offer shape, with the
+/// reasons' Marathon names.
+fn last_unused_offers(
+    state: &ClusterState,
+    waited: Option<&super::WaitingApp>,
+) -> serde_json::Value {
+    let Some(w) = waited else {
+        return serde_json::json!([]);
+    };
+    let offers: Vec<serde_json::Value> = w
+        .passed_over
+        .iter()
+        .map(|p| {
+            let hostname = state.agents.get(&p.agent_id).map(|a| a.hostname.clone());
+            let mut reasons: Vec<&str> = p
+                .reasons
+                .iter()
+                .map(dcos_core::services::queue::marathon_reason)
+                .collect();
+            reasons.dedup();
+            serde_json::json!({
+                "offer": { "id": format!("{}-{}", p.agent_id, w.last_round_ms), "agentId": p.agent_id, "hostname": hostname },
+                "timestamp": iso8601(w.last_round_ms),
+                "reason": reasons,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(offers)
+}
+
+/// `DELETE /v2/queue/{id}/delay`: the app's next launch is not delayed by earlier failures.
+async fn reset_delay(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
+    let Some(id) = rest.trim_end_matches('/').strip_suffix("/delay") else {
+        return api_error(ApiError::not_found("use DELETE /v2/queue/<app id>/delay"));
+    };
+    let app_id = dcos_core::app::normalize_app_id(id);
+    match write(&master, Command::ResetDelay { app_id }).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+/// `GET /cluster/v1/placement/{id}`: why the app waits, per agent, in plain words (for
+/// `dcos-rs app why`).
+async fn why_waiting(
+    State(master): State<Arc<Master>>,
+    Extension(waiting): Extension<Arc<Waiting>>,
+    Path(id): Path<String>,
+) -> Response {
+    let app_id = dcos_core::app::normalize_app_id(&id);
+    let now = now_ms();
+    let waited = waiting.get(&app_id);
+    master.read(|s| {
+        let Some(record) = s.services.apps.get(&app_id) else {
+            return api_error(app_not_found(&app_id));
+        };
+        let agents: Vec<serde_json::Value> = waited
+            .iter()
+            .flat_map(|w| &w.passed_over)
+            .map(|p| {
+                serde_json::json!({
+                    "agentId": p.agent_id,
+                    "hostname": s.agents.get(&p.agent_id).map(|a| a.hostname.clone()),
+                    "reasons": p.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json_ok(&serde_json::json!({
+            "appId": app_id,
+            "missing": missing(s, record),
+            "delaySeconds": delay_left_ms(record, now).div_ceil(1000),
+            "waitingSince": waited.as_ref().map(|w| iso8601(w.since_ms)),
+            "agents": agents,
+        }))
+    })
 }

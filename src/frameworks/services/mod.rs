@@ -10,9 +10,56 @@ use crate::link::random_id;
 use crate::master::{Framework, Proposal, Round};
 use dcos_core::services::planner::{self, Action, PlanInput};
 use dcos_core::services::{build_task, task_id};
-use dcos_core::ClusterState;
+use dcos_core::{ClusterState, PassedOver};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-pub struct Services;
+/// The services framework. `waiting` is what the last rounds could not place, for
+/// `/v2/queue` and `dcos-rs app why` (the leader's memory; not replicated).
+#[derive(Default)]
+pub struct Services {
+    pub waiting: Arc<Waiting>,
+}
+
+/// Apps short of instances that the planner could not place, by app id.
+#[derive(Default)]
+pub struct Waiting(Mutex<BTreeMap<String, WaitingApp>>);
+
+#[derive(Debug, Clone)]
+pub struct WaitingApp {
+    /// The first round that could not place it, since it last could.
+    pub since_ms: u64,
+    /// The last round that tried.
+    pub last_round_ms: u64,
+    /// Agents considered over all those rounds (Marathon's processed offers).
+    pub agents_considered: u64,
+    /// Every agent passed over in the last round, and why.
+    pub passed_over: Vec<PassedOver>,
+}
+
+impl Waiting {
+    /// Records a round's unplaced apps; an app placed (or no longer short) is forgotten.
+    fn record(&self, now_ms: u64, unplaced: &BTreeMap<String, Vec<PassedOver>>) {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.retain(|app_id, _| unplaced.contains_key(app_id));
+        for (app_id, passed_over) in unplaced {
+            let entry = waiting.entry(app_id.clone()).or_insert_with(|| WaitingApp {
+                since_ms: now_ms,
+                last_round_ms: now_ms,
+                agents_considered: 0,
+                passed_over: Vec::new(),
+            });
+            entry.last_round_ms = now_ms;
+            entry.agents_considered += passed_over.len() as u64;
+            entry.passed_over = passed_over.clone();
+        }
+    }
+
+    pub fn get(&self, app_id: &str) -> Option<WaitingApp> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.get(app_id).cloned()
+    }
+}
 
 /// An app's image reference as agents report their images (`busybox` is
 /// `docker.io/library/busybox:latest`); an unparsable one (refused at submission, see
@@ -36,6 +83,7 @@ impl Framework for Services {
         for (app_id, passed_over) in &plan.unplaced {
             tracing::debug!(app = %app_id, "waiting for room: {}", describe(passed_over));
         }
+        self.waiting.record(round.now_ms, &plan.unplaced);
         let mut launches = 0;
         plan.actions
             .into_iter()

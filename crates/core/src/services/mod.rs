@@ -9,6 +9,7 @@
 pub mod app;
 pub mod fields;
 pub mod planner;
+pub mod queue;
 
 use crate::command::Reject;
 use crate::types::{Task, TaskNetworkMode, TaskOwner, TaskState};
@@ -172,6 +173,18 @@ impl ServicesState {
         record.version_ms = at_ms;
         record.deployment_id = deployment_id.to_string();
         record.keep_version();
+        Ok(())
+    }
+
+    /// `ResetDelay`: the relaunch backoff starts over.
+    pub(crate) fn reset_delay(&mut self, app_id: &str) -> Result<(), Reject> {
+        let record = self
+            .apps
+            .get_mut(app_id)
+            .ok_or_else(|| Reject::UnknownApp {
+                app_id: app_id.to_string(),
+            })?;
+        record.consecutive_failures = 0;
         Ok(())
     }
 
