@@ -18,7 +18,8 @@ use std::sync::Arc;
 /// The frameworks every master runs, and their HTTP routes.
 pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let services = services::Services::default();
-    let routes = services::http::routes(Arc::clone(&services.waiting));
+    let events = Arc::new(services::events::Events::default());
+    let routes = services::http::routes(Arc::clone(&services.waiting), events);
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services)];
     (frameworks, routes)
 }

@@ -168,6 +168,11 @@ impl Master {
     }
 
     /// Stops launching and replacing tasks (used before a shutdown that kills tasks).
+    /// False once the master is stopping (long-lived answers such as event streams end).
+    pub fn is_scheduling(&self) -> bool {
+        self.scheduling.load(Ordering::SeqCst)
+    }
+
     pub fn stop_scheduling(&self) {
         self.scheduling.store(false, Ordering::SeqCst);
     }

@@ -83,6 +83,43 @@ leader = client.get_leader()
 check("get_leader", "://" not in leader["leader"] and ":" in leader["leader"], leader)
 check("ping", client.ping().strip() == b"pong", client.ping())
 
+# --- events: marathon-python's own event_stream, read in a thread while an app deploys
+import queue as queue_module
+import threading
+
+received = queue_module.Queue()
+
+
+def listen():
+    kinds = ["api_post_event", "deployment_info", "status_update_event",
+             "deployment_step_success", "deployment_success", "event_stream_attached"]
+    # marathon-python's event_stream sends no auth_token (only username/password): HTTP Basic with the
+    # token as password is how its users authenticate the stream.
+    streaming = marathon.MarathonClient(URL, username="dcos", password=TOKEN)
+    for ev in streaming.event_stream(event_types=kinds):
+        received.put(ev)
+
+
+threading.Thread(target=listen, daemon=True).start()
+first = received.get(timeout=10)
+check("event_stream_attached", first.event_type == "event_stream_attached", vars(first))
+client.create_app("/py/events", MarathonApp(cmd="sleep 1000", cpus=0.1, mem=16, instances=1))
+seen = []
+deadline = time.time() + 30
+while not any(e.event_type == "deployment_success" for e in seen):
+    check("events", time.time() < deadline, [e.event_type for e in seen])
+    ev = received.get(timeout=30)
+    if getattr(ev, "app_id", None) in (None, "/py/events") or ev.event_type.startswith("deployment"):
+        seen.append(ev)
+kinds = [e.event_type for e in seen]
+check("event order", kinds[0] == "api_post_event" and kinds[1] == "deployment_info"
+      and kinds[-2:] == ["deployment_step_success", "deployment_success"], kinds)
+statuses = [e.task_status for e in seen if e.event_type == "status_update_event"]
+check("status events", statuses[0] == "TASK_STAGING" and statuses[-1] == "TASK_RUNNING", statuses)
+plan_id = seen[1].plan.id
+check("deployment ids", seen[-1].id == plan_id, (plan_id, vars(seen[-1])))
+client.delete_app("/py/events")
+
 # --- create, list with filters and embeds
 web = client.create_app(
     "/py/web",
@@ -210,6 +247,16 @@ status, _, body = http("GET", "/v2/apps//py/raw")
 check("double slash", status == 200 and body["app"]["id"] == "/py/raw", (status, body))
 status, _, body = http("GET", "/v2/apps/py/raw/versions/2001-01-01T00:00:00.000Z")
 check("unknown version", status == 404, (status, body))
+
+# --- a heartbeat on an idle stream within 10 s
+request = urllib.request.Request(URL + "/v2/events?event_type=deployment_failed")
+request.add_header("Authorization", f"token={TOKEN}")
+request.add_header("Accept", "text/event-stream")
+with urllib.request.urlopen(request, timeout=15) as stream:
+    # The filter leaves out even event_stream_attached: the first line is a heartbeat.
+    started = time.time()
+    line = stream.readline()
+    check("heartbeat", line.startswith(b":") and time.time() - started < 10, (line, time.time() - started))
 
 # --- delete
 for app_id in ["/py/web", "/py/db", "/py/huge", "/py/raw", "/py/put-created"]:

@@ -12,6 +12,8 @@ pub mod marathon {
     pub const DEPLOYMENT: &str = "/v2/deployments/{id}";
     pub const TASKS_DELETE: &str = "/v2/tasks/delete";
     pub const QUEUE: &str = "/v2/queue";
+    /// Server-sent events.
+    pub const EVENTS: &str = "/v2/events";
     /// `<app id>/delay`.
     pub const QUEUE_ITEM: &str = "/v2/queue/{*rest}";
     pub const INFO: &str = "/v2/info";

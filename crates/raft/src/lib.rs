@@ -38,6 +38,7 @@ pub use replicated::{
     DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
 };
 pub use space::DEFAULT_MIN_FREE_BYTES;
+pub use state_machine::{AppliedCommand, APPLIED_COMMANDS_BUFFER};
 
 openraft::declare_raft_types!(
     /// Raft types of dcos-rs: log entries carry `dcos_core::Command` (maybe a batch), applying

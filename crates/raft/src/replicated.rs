@@ -10,7 +10,7 @@ use crate::db;
 use crate::error::RaftError;
 use crate::log_store::LogStore;
 use crate::network::{self, Network, NoPeers, ServeError, Transport};
-use crate::state_machine::{AppliedState, StateMachineStore};
+use crate::state_machine::{AppliedCommand, AppliedState, StateMachineStore};
 use crate::TypeConfig;
 use dcos_core::{ClusterState, Command, Outcome};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
@@ -175,6 +175,7 @@ struct Inner {
     /// The state machine's memory, shared so `read` never goes through the Raft core.
     applied: Arc<RwLock<AppliedState>>,
     applied_index: Arc<watch::Sender<u64>>,
+    applied_commands: Arc<tokio::sync::broadcast::Sender<Arc<AppliedCommand>>>,
     /// Lets `shutdown` wait until every openraft task has let go of the file, so the data dir
     /// can be reopened right away. Weak: this handle alone must not keep the file open.
     db: Weak<Database>,
@@ -262,6 +263,7 @@ impl ReplicatedState {
 
         let applied = state_machine.shared_state();
         let applied_index = state_machine.applied_index_sender();
+        let applied_commands = state_machine.applied_commands_sender();
         let db_weak = Arc::downgrade(&db);
         drop(db);
 
@@ -285,6 +287,7 @@ impl ReplicatedState {
                 node_id: opts.node_id,
                 applied,
                 applied_index,
+                applied_commands,
                 db: db_weak,
                 lease_ms: 2 * opts.election_timeout_max_ms,
                 batcher: crate::batch::Batcher::start(raft.clone()),
@@ -400,6 +403,13 @@ impl ReplicatedState {
             .read()
             .expect("cluster state lock poisoned: an earlier apply panicked");
         f(&applied.state)
+    }
+
+    /// Every command applied from now on (a batch's one by one), with its outcome, in log
+    /// order; for event streams. A listener more than `APPLIED_COMMANDS_BUFFER` behind
+    /// misses some (`Lagged`).
+    pub fn subscribe_commands(&self) -> tokio::sync::broadcast::Receiver<Arc<AppliedCommand>> {
+        self.inner.applied_commands.subscribe()
     }
 
     /// Changes whenever entries are applied (value = last applied index); for schedulers that

@@ -10,7 +10,7 @@
 
 use crate::db::{self, StoreError, SNAPSHOT_DATA, SNAPSHOT_META, SNAPSHOT_TABLE};
 use crate::TypeConfig;
-use dcos_core::{ClusterState, Outcome};
+use dcos_core::{ClusterState, Command, Outcome};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub(crate) type Meta = SnapshotMeta<u64, BasicNode>;
 
@@ -44,7 +44,22 @@ pub(crate) struct StateMachineStore {
     /// Makes snapshot ids unique within this process; ids only need to differ between
     /// snapshots of different content, and equal last log ids mean equal content.
     snapshot_seq: Arc<AtomicU64>,
+    /// Every command applied, with its outcome, for whoever listens (event streams); filled
+    /// only while someone does.
+    applied_commands: Arc<broadcast::Sender<Arc<AppliedCommand>>>,
 }
+
+/// One applied command (a batch's commands each on their own) and what it answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedCommand {
+    pub index: u64,
+    pub command: Command,
+    pub outcome: Outcome,
+}
+
+/// Applied commands a slow listener may fall behind by before it misses some
+/// (`broadcast::error::RecvError::Lagged`).
+pub const APPLIED_COMMANDS_BUFFER: usize = 4_096;
 
 impl StateMachineStore {
     /// Loads the current snapshot, if any, as the starting state. Blocking (reads the file).
@@ -63,7 +78,12 @@ impl StateMachineStore {
             applied_index: Arc::new(watch::channel(index).0),
             db,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            applied_commands: Arc::new(broadcast::channel(APPLIED_COMMANDS_BUFFER).0),
         })
+    }
+
+    pub(crate) fn applied_commands_sender(&self) -> Arc<broadcast::Sender<Arc<AppliedCommand>>> {
+        Arc::clone(&self.applied_commands)
     }
 
     pub(crate) fn shared_state(&self) -> Arc<RwLock<AppliedState>> {
@@ -195,6 +215,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries = entries.into_iter();
         let mut outcomes = Vec::with_capacity(entries.size_hint().0);
+        let listened = self.applied_commands.receiver_count() > 0;
+        let mut heard: Vec<AppliedCommand> = Vec::new();
         let last_applied = {
             // One write lock per batch: readers see whole batches, never half of one.
             let mut applied = self
@@ -204,7 +226,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Vec::new(),
-                    EntryPayload::Normal(command) => applied.state.apply_entry(&command),
+                    EntryPayload::Normal(command) => {
+                        let outcome = applied.state.apply_entry(&command);
+                        if listened {
+                            let commands = match command {
+                                Command::Batch(commands) => commands,
+                                single => vec![single],
+                            };
+                            heard.extend(commands.into_iter().zip(outcome.iter().cloned()).map(
+                                |(command, outcome)| AppliedCommand {
+                                    index: entry.log_id.index,
+                                    command,
+                                    outcome,
+                                },
+                            ));
+                        }
+                        outcome
+                    }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -216,6 +254,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied
         };
         self.publish_applied_index(last_applied);
+        for applied in heard {
+            // No listener left is fine: nobody needed it.
+            let _ = self.applied_commands.send(Arc::new(applied));
+        }
         Ok(outcomes)
     }
 

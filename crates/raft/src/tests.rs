@@ -575,3 +575,37 @@ async fn writes_that_find_the_disk_full_wait_for_space_and_the_log_is_not_broken
     assert_eq!(snapshot_of(&reopened), expected);
     reopened.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_hear_every_applied_command_in_log_order_with_its_outcome() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let mut heard = state.subscribe_commands();
+    // Concurrent writes share entries: the listener still gets them one by one.
+    // (Agents and app creations: independent of their order.)
+    let writes = [0u64, 1, 3, 4, 6, 7].into_iter().map(|i| {
+        let state = state.clone();
+        tokio::spawn(async move { state.write(command(i)).await.unwrap() })
+    });
+    futures_join(writes).await;
+    let duplicate = state.write(command(1)).await.unwrap();
+    assert!(matches!(
+        duplicate,
+        Outcome::Rejected(Reject::AppExists { .. })
+    ));
+    let mut got = Vec::new();
+    while got.len() < 7 {
+        got.push(heard.recv().await.unwrap());
+    }
+    let indexes: Vec<u64> = got.iter().map(|a| a.index).collect();
+    assert!(indexes.windows(2).all(|w| w[0] <= w[1]), "{indexes:?}");
+    assert_eq!(got[6].command, command(1));
+    assert!(matches!(
+        got[6].outcome,
+        Outcome::Rejected(Reject::AppExists { .. })
+    ));
+    assert!(got[..6].iter().all(|a| a.outcome == Outcome::Applied));
+    state.shutdown().await.unwrap();
+}

@@ -35,8 +35,9 @@ const APP: &str = "app definition";
 
 /// The `/v2` routes, merged into the master's router, and the same under `/marathon`;
 /// `waiting` is the framework's record of what it could not place (`/v2/queue`).
-pub fn routes(waiting: Arc<Waiting>) -> Router<Arc<Master>> {
+pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Router<Arc<Master>> {
     let v2 = Router::new()
+        .route(marathon::EVENTS, get(super::events::stream))
         .route(marathon::QUEUE, get(list_queue))
         .route(marathon::QUEUE_ITEM, delete(reset_delay))
         .route(marathon::APPS, get(list_apps).post(create_app))
@@ -57,6 +58,7 @@ pub fn routes(waiting: Arc<Waiting>) -> Router<Arc<Master>> {
         .nest(marathon::DCOS_PREFIX, v2)
         .route(dcos_api::routes::cluster::PLACEMENT, get(why_waiting))
         .layer(Extension(waiting))
+        .layer(Extension(events))
 }
 
 /// Marathon's 422: our message (every field and reason) with Marathon's

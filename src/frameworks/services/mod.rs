@@ -3,6 +3,7 @@
 //! Marathon's variables); this shell adds what is not pure (task ids, image reference
 //! normalization) and its HTTP API (`http`).
 
+pub mod events;
 pub mod http;
 pub mod query;
 
