@@ -220,6 +220,23 @@ try:
 except marathon.exceptions.ConflictError:
     pass
 check("scale_app force", "deploymentId" in client.scale_app("/py/huge", 0, force=True), "forced")
+# A deployment that cannot finish (room for 2 of 40 instances) is rolled back by deleting it.
+client.create_app("/py/stuck", MarathonApp(cmd="sleep 1000", cpus=0.1, mem=500, instances=1))
+wait("stuck running", converged("/py/stuck", 1))
+scaled = client.scale_app("/py/stuck", 40)
+stuck = [d for d in client.list_deployments() if d.affected_apps == ["/py/stuck"]]
+check("stuck deployment", [d.id for d in stuck] == [scaled["deploymentId"]], [vars(d) for d in stuck])
+rolled = client.delete_deployment(scaled["deploymentId"])
+check("delete_deployment", "deploymentId" in rolled, rolled)
+app = wait("rolled back to 1", converged("/py/stuck", 1))
+check("rolled back", app.instances == 1, vars(app))
+try:
+    client.delete_deployment(scaled["deploymentId"], force=True)
+    sys.exit("delete_deployment(force=True): not refused")
+except marathon.exceptions.MarathonHttpError as error:
+    check("abort refused", error.status_code == 422, vars(error))
+client.delete_app("/py/stuck")
+
 status, _, body = http("POST", "/v2/apps", {"id": "/py/huge2", "cmd": "sleep 1", "cpus": 4000, "mem": 16})
 check("impossible app", status == 422 and body["details"][0]["path"] == "/cpus", (status, body))
 

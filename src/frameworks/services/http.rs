@@ -52,6 +52,7 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
         .route(marathon::TASKS, get(list_tasks))
         .route(marathon::TASKS_DELETE, post(delete_given_tasks))
         .route(marathon::DEPLOYMENTS, get(list_deployments))
+        .route(marathon::DEPLOYMENT, delete(delete_deployment))
         .route(marathon::INFO, get(info))
         .route(marathon::LEADER, get(leader));
     v2.clone()
@@ -376,7 +377,9 @@ async fn get_app_path(State(master): State<Arc<Master>>, Path(rest): Path<String
             match dcos_core::time::parse_iso8601(&version).and_then(|ms| app.version(ms)) {
                 Some(spec) => json_ok(&AppVersionView {
                     spec: spec.clone(),
-                    version,
+                    version: dcos_core::time::parse_iso8601(&version)
+                        .map(iso8601)
+                        .unwrap_or(version),
                 }),
                 None => api_error(ApiError::not_found(format!(
                     "App '{id}' has no version {version} (GET /v2/apps{id}/versions lists them)"
@@ -455,7 +458,10 @@ async fn update_app(
         let Some(patch_fields) = patch.as_object() else {
             return Err(ApiError::bad_request("an app definition must be a JSON object"));
         };
-        if let Some(body_id) = patch_fields.get("id").and_then(|v| v.as_str()) {
+        if let Some(body_id) = patch_fields.get("id") {
+            let Some(body_id) = body_id.as_str() else {
+                return Err(invalid(&[FieldError::new("id", "must be a string")]));
+            };
             if dcos_core::app::normalize_app_id(body_id) != id {
                 return Err(invalid(&[FieldError::new(
                     "id",
@@ -635,7 +641,7 @@ async fn delete_given_tasks(
     let params = Params::parse(query.as_deref());
     let ids = match parse_json(body).and_then(|body| {
         serde_json::from_value::<TaskIds>(body)
-            .map_err(|e| invalid(&[FieldError::new("ids", e.to_string())]))
+            .map_err(|e| ApiError::invalid("task list", &[FieldError::new("ids", e.to_string())]))
     }) {
         Ok(body) => body.ids,
         Err(e) => return api_error(e),
@@ -765,6 +771,64 @@ async fn list_deployments(State(master): State<Arc<Master>>) -> Json<Vec<Deploym
             .filter_map(|app| deployment_view(s, app))
             .collect()
     }))
+}
+
+/// `DELETE /v2/deployments/{id}`: rolls the app of a deployment under way back to the
+/// version before it (a new deployment, answered as any change). `force=true` (Marathon's
+/// abort, which leaves the app half changed and unmanaged) has no equivalent here, where an
+/// app always converges on its definition: it is refused, naming the alternatives.
+async fn delete_deployment(
+    State(master): State<Arc<Master>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let result = async {
+        if params.flag("force", false)? {
+            return Err(ApiError::new(
+                422,
+                "not_supported",
+                "aborting a deployment without rolling back is not supported: a dcos-rs app always converges on its definition; DELETE without force rolls it back, or PUT the definition you want with force=true",
+            ));
+        }
+        let found = master.read(|s| {
+            s.services.apps.values().find_map(|record| {
+                let tasks: Vec<_> = s.tasks_of_app(&record.spec.id).collect();
+                (record.deployment_id == id && !app_converged(record, &tasks)).then(|| {
+                    let previous = record.version_list().get(1).copied();
+                    (record.clone(), previous.and_then(|v| record.version(v).cloned()))
+                })
+            })
+        });
+        let Some((record, previous)) = found else {
+            return Err(ApiError::not_found(format!(
+                "no deployment {id} is under way (GET /v2/deployments lists them)"
+            )));
+        };
+        let app_id = record.spec.id.clone();
+        let at_ms = now_ms();
+        let deployment_id = random_id();
+        let command = match previous {
+            Some(spec) if !record.spec.config_differs(&spec) => Command::ScaleApp {
+                app_id,
+                instances: spec.instances,
+                at_ms,
+                deployment_id: deployment_id.clone(),
+            },
+            Some(spec) => Command::PutApp {
+                app: spec,
+                create: false,
+                at_ms,
+                deployment_id: deployment_id.clone(),
+            },
+            // A new app has nothing to go back to: rolling back its start removes it.
+            None => Command::RemoveApp { app_id, at_ms },
+        };
+        write(&master, command).await?;
+        Ok(Changed::new(at_ms, deployment_id))
+    }
+    .await;
+    respond(result)
 }
 
 /// `https://10.0.0.1:5050` -> `10.0.0.1:5050`: Marathon's clients read the leader as
