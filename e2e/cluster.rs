@@ -431,11 +431,19 @@ tokens_file = "../ca/tokens"
                         Duration::from_secs(1),
                     )
                     .await;
+                // Marathon's answer: the leader as host:port.
                 named.push(
                     answer
                         .ok()
                         .filter(|a| a.status == StatusCode::OK)
-                        .and_then(|a| a.body["leaderId"].as_u64()),
+                        .and_then(|a| {
+                            let leader = a.body["leader"].as_str()?.to_string();
+                            among
+                                .iter()
+                                .copied()
+                                .find(|h| master_url(*h).trim_start_matches("https://") == leader)
+                        })
+                        .map(u64::from),
                 );
             }
             if let Some(Some(leader)) = named.first() {

@@ -185,6 +185,32 @@ check("restart_app replaced", not before & {t.id for t in app.tasks}, [t.id for 
 check("restart versionInfo", iso(app.version_info.last_config_change_at) == restarted["version"]
       and iso(app.version_info.last_scaling_at) != restarted["version"], vars(app.version_info))
 
+# --- a rolling upgrade of 5 instances with minimumHealthCapacity 1 and no room above: never
+# fewer than 5 running, sampled every 100 ms (an app without health checks is healthy when
+# its tasks run)
+from marathon.models.app import MarathonUpgradeStrategy
+client.create_app("/py/rolling", MarathonApp(
+    cmd="sleep 1000", cpus=0.1, mem=16, instances=5,
+    upgrade_strategy=MarathonUpgradeStrategy(minimum_health_capacity=1, maximum_over_capacity=0)))
+wait("rolling running", converged("/py/rolling", 5))
+before = {t.id for t in client.get_app("/py/rolling").tasks}
+update = client.update_app("/py/rolling", MarathonApp(cmd="sleep 1001"))
+samples, most = [], 0
+deadline = time.time() + 60
+while True:
+    current = client.get_app("/py/rolling")
+    samples.append(current.tasks_running)
+    most = max(most, len(current.tasks))
+    if not current.deployments and current.tasks_running == 5:
+        break
+    check("rolling upgrade", time.time() < deadline, samples[-20:])
+    time.sleep(0.1)
+after = {t.id for t in current.tasks}
+check("rolling kept 5 running", min(samples) >= 5, samples)
+check("rolling replaced all", not before & after and len(after) == 5, (before, after))
+check("rolling stayed within 6 tasks", most <= 6, most)
+client.delete_app("/py/rolling")
+
 # --- kills
 task = app.tasks[0]
 killed = client.kill_task("/py/web", task.id)

@@ -258,14 +258,7 @@ pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> 
 /// An app's deployment is over when exactly `instances` tasks of its current config run and
 /// nothing else of it is alive.
 pub fn app_converged(record: &AppRecord, tasks: &[&Task]) -> bool {
-    let alive: Vec<&&Task> = tasks.iter().filter(|t| !t.state.is_terminal()).collect();
-    alive.len() == record.spec.instances as usize
-        && alive.iter().all(|t| {
-            t.state == TaskState::Running
-                && !t.kill_requested
-                && matches!(t.owner, TaskOwner::Service { config_version_ms, .. }
-                    if config_version_ms == record.config_version_ms)
-        })
+    dcos_core::services::groups::converged(record, tasks)
 }
 
 /// Marathon's view of a service's task; `None` for tasks other frameworks own (Marathon's

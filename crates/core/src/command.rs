@@ -43,6 +43,18 @@ pub enum Command {
         at_ms: u64,
         deployment_id: String,
     },
+    /// Services framework: a group's apps and subgroups at once (`ServicesState::put_group`).
+    PutGroup {
+        group_id: String,
+        groups: Vec<crate::services::groups::GroupEntry>,
+        apps: Vec<AppSpec>,
+        create: bool,
+        replace: bool,
+        at_ms: u64,
+        deployment_id: String,
+    },
+    /// Every app of the group goes, and the group.
+    RemoveGroup { group_id: String, at_ms: u64 },
     /// Forget the app's failures in a row, so its next launch is not delayed (Marathon's
     /// `DELETE /v2/queue/{id}/delay`).
     ResetDelay { app_id: String },
@@ -92,6 +104,10 @@ pub enum Reject {
     AppExists { app_id: String },
     #[error("app {app_id} does not exist")]
     UnknownApp { app_id: String },
+    #[error("group {group_id} already exists")]
+    GroupExists { group_id: String },
+    #[error("group {group_id} does not exist")]
+    UnknownGroup { group_id: String },
     #[error("agent {agent_id} is not registered")]
     UnknownAgent { agent_id: String },
     #[error("agent {agent_id} was removed from the cluster; delete its work dir's agent_id file to join as a new agent")]

@@ -61,7 +61,10 @@ impl From<StateRecord> for ClusterState {
     fn from(record: StateRecord) -> ClusterState {
         let services = match (record.services, record.apps) {
             (Some(services), _) => services,
-            (None, Some(apps)) => ServicesState { apps },
+            (None, Some(apps)) => ServicesState {
+                apps,
+                groups: BTreeMap::new(),
+            },
             (None, None) => ServicesState::default(),
         };
         ClusterState {
@@ -140,6 +143,28 @@ impl ClusterState {
                 deployment_id,
             } => self.services.restart_app(app_id, *at_ms, deployment_id)?,
             Command::ResetDelay { app_id } => self.services.reset_delay(app_id)?,
+            Command::PutGroup {
+                group_id,
+                groups,
+                apps,
+                create,
+                replace,
+                at_ms,
+                deployment_id,
+            } => self.services.put_group(
+                group_id,
+                groups,
+                apps,
+                *create,
+                *replace,
+                *at_ms,
+                deployment_id,
+                &mut self.tasks,
+            )?,
+            Command::RemoveGroup { group_id, at_ms } => {
+                self.services
+                    .remove_group(group_id, *at_ms, &mut self.tasks)?
+            }
             Command::RemoveApp { app_id, at_ms } => {
                 self.services.remove_app(app_id, *at_ms, &mut self.tasks)?
             }

@@ -62,9 +62,14 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
         .layer(Extension(events))
 }
 
-/// Marathon's 422: our message (every field and reason) with Marathon's
-/// `details: [{path, errors}]`, which its clients print.
+/// Marathon's 422 for an app definition (`invalid_as`).
 fn invalid(errors: &[FieldError]) -> ApiError {
+    invalid_as(APP, errors)
+}
+
+/// Marathon's 422: our message (every field and reason, `what` naming the request) with
+/// Marathon's `details: [{path, errors}]`, which its clients print.
+fn invalid_as(what: &str, errors: &[FieldError]) -> ApiError {
     let mut details: Vec<(String, Vec<String>)> = Vec::new();
     for error in errors {
         let path = marathon_path(&error.field);
@@ -77,7 +82,7 @@ fn invalid(errors: &[FieldError]) -> ApiError {
         .into_iter()
         .map(|(path, errors)| serde_json::json!({ "path": path, "errors": errors }))
         .collect();
-    let mut error = ApiError::invalid(APP, errors);
+    let mut error = ApiError::invalid(what, errors);
     error.details = serde_json::Value::Array(details);
     error
 }
@@ -641,7 +646,7 @@ async fn delete_given_tasks(
     let params = Params::parse(query.as_deref());
     let ids = match parse_json(body).and_then(|body| {
         serde_json::from_value::<TaskIds>(body)
-            .map_err(|e| ApiError::invalid("task list", &[FieldError::new("ids", e.to_string())]))
+            .map_err(|e| invalid_as("task list", &[FieldError::new("ids", e.to_string())]))
     }) {
         Ok(body) => body.ids,
         Err(e) => return api_error(e),

@@ -487,7 +487,6 @@ impl AppSpec {
             "unreachableStrategy",
             self.unreachable_strategy != UnreachableStrategy::default(),
         );
-        keep("dependencies", !self.dependencies.is_empty());
         keep("fetch", !self.fetch.is_empty());
         keep(
             "acceptedResourceRoles",
@@ -1088,11 +1087,7 @@ mod tests {
         assert_eq!(json["backoffFactor"], 1.15);
         assert_eq!(json["labels"], serde_json::json!({}));
         assert_eq!(json["healthChecks"], serde_json::json!([]));
-        assert_eq!(
-            spec.unhonoured().len(),
-            1,
-            "dependencies are kept, not acted on yet"
-        );
+        assert_eq!(spec.unhonoured(), vec![], "dependencies are acted on");
 
         let mut bad = app(
             r#"{"id":"/w","cmd":"x","gpus":1,"killSelection":"RANDOM","backoffFactor":0.5,"dependencies":["w"]}"#,

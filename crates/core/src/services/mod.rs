@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod fields;
+pub mod groups;
 pub mod planner;
 pub mod queue;
 
@@ -84,6 +85,10 @@ impl AppRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServicesState {
     pub apps: BTreeMap<String, AppRecord>,
+    /// Groups with something of their own (dependencies, a version); the rest are implied
+    /// by app ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, groups::GroupRecord>,
 }
 
 impl ServicesState {
@@ -173,6 +178,87 @@ impl ServicesState {
         record.version_ms = at_ms;
         record.deployment_id = deployment_id.to_string();
         record.keep_version();
+        Ok(())
+    }
+
+    /// `PutGroup`: a group's apps and subgroups in one step (one deployment id). `create`
+    /// refuses a group that exists (a record or any app in it); `replace` also removes the
+    /// apps and subgroups inside `group_id` the request does not name (Marathon's PUT of a
+    /// whole group).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_group(
+        &mut self,
+        group_id: &str,
+        groups: &[groups::GroupEntry],
+        apps: &[AppSpec],
+        create: bool,
+        replace: bool,
+        at_ms: u64,
+        deployment_id: &str,
+        tasks: &mut BTreeMap<String, Task>,
+    ) -> Result<(), Reject> {
+        let exists = self.groups.contains_key(group_id)
+            || self.apps.keys().any(|id| groups::is_under(id, group_id));
+        if create && exists {
+            return Err(Reject::GroupExists {
+                group_id: group_id.to_string(),
+            });
+        }
+        if replace {
+            let named: std::collections::BTreeSet<&str> =
+                apps.iter().map(|a| a.id.as_str()).collect();
+            let gone: Vec<String> = self
+                .apps
+                .keys()
+                .filter(|id| groups::is_under(id, group_id) && !named.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for app_id in gone {
+                self.remove_app(&app_id, at_ms, tasks)?;
+            }
+            let kept: std::collections::BTreeSet<&str> =
+                groups.iter().map(|g| g.id.as_str()).collect();
+            self.groups
+                .retain(|id, _| !groups::is_under(id, group_id) || kept.contains(id.as_str()));
+        }
+        for app in apps {
+            self.put_app(app, false, at_ms, deployment_id)?;
+        }
+        for group in groups {
+            self.groups.insert(
+                group.id.clone(),
+                groups::GroupRecord {
+                    dependencies: group.dependencies.clone(),
+                    version_ms: at_ms,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// `RemoveGroup`: every app inside the group goes (its tasks are killed), and its records.
+    pub(crate) fn remove_group(
+        &mut self,
+        group_id: &str,
+        at_ms: u64,
+        tasks: &mut BTreeMap<String, Task>,
+    ) -> Result<(), Reject> {
+        let apps: Vec<String> = self
+            .apps
+            .keys()
+            .filter(|id| groups::is_under(id, group_id))
+            .cloned()
+            .collect();
+        let records = self.groups.keys().any(|id| groups::is_under(id, group_id));
+        if apps.is_empty() && !records {
+            return Err(Reject::UnknownGroup {
+                group_id: group_id.to_string(),
+            });
+        }
+        for app_id in apps {
+            self.remove_app(&app_id, at_ms, tasks)?;
+        }
+        self.groups.retain(|id, _| !groups::is_under(id, group_id));
         Ok(())
     }
 

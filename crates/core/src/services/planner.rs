@@ -85,9 +85,43 @@ pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
         }
     }
 
+    // Apps that wait for others (dependencies) launch nothing until those converged.
+    let services = &state.services;
+    let any_dependencies = services
+        .apps
+        .values()
+        .any(|a| !a.spec.dependencies.is_empty())
+        || services.groups.values().any(|g| !g.dependencies.is_empty());
+    let held_back = if any_dependencies {
+        let converged_apps = services
+            .apps
+            .iter()
+            .filter(|(id, record)| {
+                let tasks = tasks_by_app
+                    .get(id.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                super::groups::converged(record, tasks)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        super::groups::held_back(&services.apps, &services.groups, &converged_apps)
+    } else {
+        BTreeSet::new()
+    };
+
     for (app_id, app) in &state.services.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
-        plan_app(app, &tasks, &state.draining, input, &mut pool, &mut plan);
+        let held = held_back.contains(app_id);
+        plan_app(
+            app,
+            &tasks,
+            &state.draining,
+            held,
+            input,
+            &mut pool,
+            &mut plan,
+        );
     }
     // This framework's tasks whose app is gone.
     for tasks in tasks_by_app.values() {
@@ -194,6 +228,7 @@ fn plan_app(
     app: &AppRecord,
     tasks: &[&Task],
     draining: &BTreeSet<String>,
+    held: bool,
     input: &PlanInput,
     pool: &mut Pool,
     plan: &mut Plan,
@@ -233,7 +268,7 @@ fn plan_app(
         },
     );
 
-    if step.launch > 0 {
+    if step.launch > 0 && !held {
         let waiting =
             input.now_ms < app.last_failure_at_ms + backoff_ms(&app.spec, app.consecutive_failures);
         if !waiting {
@@ -367,6 +402,36 @@ mod tests {
             message: None,
             exit_code: None,
         });
+    }
+
+    #[test]
+    fn an_app_waits_for_its_dependencies_to_converge_before_launching() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/shop/db", 1)]);
+        let mut web = app("/shop/web", 2);
+        web.dependencies = vec!["/shop/db".into()];
+        s.apply(&Command::PutApp {
+            app: web,
+            create: true,
+            at_ms: 2,
+            deployment_id: "d2".into(),
+        });
+        let launched = |s: &ClusterState| -> Vec<String> {
+            plan(s, &PlanInput::at(10))
+                .actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Launch { app_id, .. } => Some(app_id),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(launched(&s), vec!["/shop/db"]);
+        s.apply(&Command::LaunchTask {
+            task: task("db1", "/shop/db", "a1", 1),
+        });
+        assert_eq!(launched(&s), Vec::<String>::new(), "db is not running yet");
+        set_state(&mut s, "db1", TaskState::Running, 5);
+        assert_eq!(launched(&s), vec!["/shop/web", "/shop/web"]);
     }
 
     #[test]

@@ -1,0 +1,373 @@
+//! Marathon's groups: apps are grouped by their ids (`/shop/web` is in `/shop`); a group may
+//! also carry `dependencies`, which hold back the launches of every app in it until what it
+//! depends on has converged. Pure: definitions, the tree of a posted group, and the
+//! dependency rules the planner and the API share.
+
+use super::app::{normalize_app_id, resolve_id, validate_app_id, AppSpec, FieldError};
+use super::AppRecord;
+use crate::types::{Task, TaskOwner, TaskState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a group keeps of its own (its apps are in `ServicesState::apps`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Absolute ids of apps or groups this group's apps wait for.
+    pub dependencies: Vec<String>,
+    pub version_ms: u64,
+}
+
+/// One group of a posted tree, flattened: its absolute id and dependencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    pub id: String,
+    pub dependencies: Vec<String>,
+}
+
+/// A group definition as Marathon's clients send it (`POST /v2/groups`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSpec {
+    pub id: String,
+    #[serde(default)]
+    pub apps: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+/// Most apps and groups one posted tree may hold.
+pub const TREE_MAX: usize = 1_000;
+
+/// True when `id` is `group` or inside it.
+pub fn is_under(id: &str, group: &str) -> bool {
+    group == "/"
+        || id == group
+        || id
+            .strip_prefix(group)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Flattens a posted tree: every group (ids made absolute against their parent) and every
+/// app definition (JSON, its id made absolute), in tree order. The caller parses the apps.
+pub fn flatten(
+    spec: &GroupSpec,
+    parent: &str,
+) -> Result<(Vec<GroupEntry>, Vec<serde_json::Value>), Vec<FieldError>> {
+    let mut groups = Vec::new();
+    let mut apps = Vec::new();
+    let mut errors = Vec::new();
+    walk(spec, parent, "", &mut groups, &mut apps, &mut errors);
+    if groups.len() + apps.len() > TREE_MAX {
+        errors.push(FieldError::new(
+            "(root)",
+            format!("at most {TREE_MAX} apps and groups in one request"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok((groups, apps))
+    } else {
+        Err(errors)
+    }
+}
+
+fn walk(
+    spec: &GroupSpec,
+    parent: &str,
+    path: &str,
+    groups: &mut Vec<GroupEntry>,
+    apps: &mut Vec<serde_json::Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    let id = resolve_id(parent, &spec.id);
+    let field = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if id != "/" {
+        if let Err(reason) = validate_app_id(&id) {
+            errors.push(FieldError::new(field("id"), reason));
+            return;
+        }
+    }
+    let dependencies = spec
+        .dependencies
+        .iter()
+        .map(|d| resolve_id(&id, d))
+        .collect();
+    groups.push(GroupEntry {
+        id: id.clone(),
+        dependencies,
+    });
+    for (i, app) in spec.apps.iter().enumerate() {
+        let mut app = app.clone();
+        match app.get("id").and_then(|v| v.as_str()) {
+            Some(app_id) => {
+                let absolute = resolve_id(&id, app_id);
+                if !is_under(&absolute, &id) || absolute == id {
+                    errors.push(FieldError::new(
+                        field(&format!("apps[{i}].id")),
+                        format!("{absolute} is not inside the group {id}"),
+                    ));
+                }
+                app["id"] = serde_json::Value::String(absolute);
+                apps.push(app);
+            }
+            None => errors.push(FieldError::new(
+                field(&format!("apps[{i}].id")),
+                "every app needs an id",
+            )),
+        }
+    }
+    for (i, group) in spec.groups.iter().enumerate() {
+        walk(
+            group,
+            &id,
+            &field(&format!("groups[{i}]")),
+            groups,
+            apps,
+            errors,
+        );
+    }
+}
+
+/// An app is converged when exactly `instances` tasks of its current config run and nothing
+/// else of it is alive.
+pub fn converged(record: &AppRecord, tasks: &[&Task]) -> bool {
+    let alive: Vec<&&Task> = tasks.iter().filter(|t| !t.state.is_terminal()).collect();
+    alive.len() == record.spec.instances as usize
+        && alive.iter().all(|t| {
+            t.state == TaskState::Running
+                && !t.kill_requested
+                && matches!(t.owner, TaskOwner::Service { config_version_ms, .. }
+                    if config_version_ms == record.config_version_ms)
+        })
+}
+
+/// What an app waits for: its own dependencies and those of every group it is in.
+pub fn effective_dependencies(
+    app: &AppSpec,
+    groups: &BTreeMap<String, GroupRecord>,
+) -> BTreeSet<String> {
+    let mut dependencies: BTreeSet<String> = app.dependencies.iter().cloned().collect();
+    for (group_id, group) in groups {
+        if group_id != &app.id && is_under(&app.id, group_id) {
+            dependencies.extend(
+                group
+                    .dependencies
+                    .iter()
+                    // A group's own members do not wait for each other through it.
+                    .filter(|d| !is_under(&app.id, d))
+                    .cloned(),
+            );
+        }
+    }
+    dependencies
+}
+
+/// Apps that may not launch yet: some app they depend on (directly or through a group) has
+/// not converged. `converged_apps`: the apps that have.
+pub fn held_back(
+    apps: &BTreeMap<String, AppRecord>,
+    groups: &BTreeMap<String, GroupRecord>,
+    converged_apps: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    apps.values()
+        .filter(|record| {
+            effective_dependencies(&record.spec, groups)
+                .iter()
+                .any(|dependency| {
+                    apps.keys()
+                        .filter(|id| is_under(id, dependency) && **id != record.spec.id)
+                        .any(|id| !converged_apps.contains(id))
+                })
+        })
+        .map(|record| record.spec.id.clone())
+        .collect()
+}
+
+/// A dependency cycle among `apps` (with `groups`' dependencies), as the ids around it, if
+/// there is one: such apps would wait for each other for ever.
+pub fn dependency_cycle(
+    apps: &BTreeMap<String, AppSpec>,
+    groups: &BTreeMap<String, GroupRecord>,
+) -> Option<Vec<String>> {
+    let edges: BTreeMap<&str, Vec<&str>> = apps
+        .values()
+        .map(|app| {
+            let targets = effective_dependencies(app, groups)
+                .into_iter()
+                .flat_map(|d| {
+                    apps.keys()
+                        .filter(move |id| is_under(id, &d))
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|id| *id != app.id)
+                .collect();
+            (app.id.as_str(), targets)
+        })
+        .collect();
+    // Depth-first with colours: 1 on the path, 2 done.
+    let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a str>>,
+        colour: &mut BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        colour.insert(node, 1);
+        path.push(node);
+        for next in edges.get(node).into_iter().flatten() {
+            match colour.get(next) {
+                Some(1) => {
+                    let start = path.iter().position(|n| n == next).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(next.to_string());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(cycle) = visit(next, edges, colour, path) {
+                        return Some(cycle);
+                    }
+                }
+            }
+        }
+        path.pop();
+        colour.insert(node, 2);
+        None
+    }
+    for node in edges.keys() {
+        if !colour.contains_key(node) {
+            if let Some(cycle) = visit(node, &edges, &mut colour, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
+/// The groups a set of app ids implies, with `/` (every ancestor of every app).
+pub fn implied_groups<'a>(app_ids: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+    let mut groups = BTreeSet::from(["/".to_string()]);
+    for id in app_ids {
+        let mut current = normalize_app_id(id);
+        while let Some(i) = current.rfind('/') {
+            current.truncate(i);
+            if current.is_empty() {
+                break;
+            }
+            groups.insert(current.clone());
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::app;
+
+    fn record(spec: AppSpec) -> AppRecord {
+        AppRecord {
+            spec,
+            version_ms: 1,
+            config_version_ms: 1,
+            deployment_id: "d".into(),
+            consecutive_failures: 0,
+            last_failure_at_ms: 0,
+            last_scaling_ms: 0,
+            versions: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_posted_tree_is_flattened_with_absolute_ids() {
+        let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+            "id": "shop",
+            "dependencies": ["/infra"],
+            "apps": [{"id": "web", "cmd": "x"}],
+            "groups": [{"id": "db", "apps": [{"id": "/shop/db/pg", "cmd": "y"}], "dependencies": ["../cache"]}]
+        }))
+        .unwrap();
+        let (groups, apps) = flatten(&spec, "/").unwrap();
+        assert_eq!(
+            groups,
+            vec![
+                GroupEntry {
+                    id: "/shop".into(),
+                    dependencies: vec!["/infra".into()]
+                },
+                GroupEntry {
+                    id: "/shop/db".into(),
+                    dependencies: vec!["/shop/cache".into()]
+                },
+            ]
+        );
+        let ids: Vec<&str> = apps.iter().map(|a| a["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec!["/shop/web", "/shop/db/pg"]);
+
+        let outside: GroupSpec = serde_json::from_value(serde_json::json!({
+            "id": "shop", "apps": [{"id": "/elsewhere/web", "cmd": "x"}, {"cmd": "y"}]
+        }))
+        .unwrap();
+        let errors = flatten(&outside, "/").unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["apps[0].id", "apps[1].id"]);
+    }
+
+    #[test]
+    fn dependencies_hold_back_until_what_they_wait_for_converged() {
+        let mut apps = BTreeMap::new();
+        let mut web = app("/shop/web", 1);
+        web.dependencies = vec!["/shop/db".into()];
+        apps.insert("/shop/web".to_string(), record(web));
+        apps.insert("/shop/db/pg".to_string(), record(app("/shop/db/pg", 1)));
+        apps.insert("/infra/dns".to_string(), record(app("/infra/dns", 1)));
+        let groups = BTreeMap::from([(
+            "/shop".to_string(),
+            GroupRecord {
+                dependencies: vec!["/infra".into()],
+                version_ms: 1,
+            },
+        )]);
+        let none = BTreeSet::new();
+        assert_eq!(
+            held_back(&apps, &groups, &none),
+            BTreeSet::from(["/shop/web".to_string(), "/shop/db/pg".to_string()])
+        );
+        let dns = BTreeSet::from(["/infra/dns".to_string()]);
+        assert_eq!(
+            held_back(&apps, &groups, &dns),
+            BTreeSet::from(["/shop/web".to_string()])
+        );
+        let all = BTreeSet::from(["/infra/dns".to_string(), "/shop/db/pg".to_string()]);
+        assert!(held_back(&apps, &groups, &all).is_empty());
+    }
+
+    #[test]
+    fn cycles_are_found_and_named() {
+        let mut a = app("/a", 1);
+        a.dependencies = vec!["/b".into()];
+        let mut b = app("/b", 1);
+        b.dependencies = vec!["/g".into()];
+        let c = app("/g/c", 1);
+        let mut apps: BTreeMap<String, AppSpec> =
+            [a, b, c].into_iter().map(|s| (s.id.clone(), s)).collect();
+        assert_eq!(dependency_cycle(&apps, &BTreeMap::new()), None);
+        apps.get_mut("/g/c").unwrap().dependencies = vec!["/a".into()];
+        let cycle = dependency_cycle(&apps, &BTreeMap::new()).unwrap();
+        assert_eq!(cycle.first(), cycle.last());
+        assert_eq!(cycle.len(), 4, "{cycle:?}");
+        assert_eq!(
+            implied_groups(["/a/b/c".to_string(), "/d".to_string()].iter()),
+            BTreeSet::from(["/".to_string(), "/a".to_string(), "/a/b".to_string()])
+        );
+    }
+}
