@@ -320,13 +320,15 @@ pub(crate) fn raft_error(error: RaftError) -> ApiError {
 pub(crate) fn reject_error(reject: Reject) -> ApiError {
     match &reject {
         Reject::AppExists { .. }
+        | Reject::GroupExists { .. }
         | Reject::TaskExists { .. }
         | Reject::TaskNotTerminal { .. }
         | Reject::AgentInUse { .. }
         | Reject::AgentRemoved { .. } => ApiError::conflict(reject.to_string()),
-        Reject::UnknownApp { .. } | Reject::UnknownTask { .. } | Reject::UnknownAgent { .. } => {
-            ApiError::not_found(reject.to_string())
-        }
+        Reject::UnknownApp { .. }
+        | Reject::UnknownGroup { .. }
+        | Reject::UnknownTask { .. }
+        | Reject::UnknownAgent { .. } => ApiError::not_found(reject.to_string()),
         _ => ApiError::new(422, "rejected", reject.to_string()),
     }
 }

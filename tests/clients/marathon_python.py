@@ -211,6 +211,42 @@ check("rolling replaced all", not before & after and len(after) == 5, (before, a
 check("rolling stayed within 6 tasks", most <= 6, most)
 client.delete_app("/py/rolling")
 
+# --- a group with dependencies deploys in order: web starts only once db runs
+from marathon.models.group import MarathonGroup
+created = client.create_group(MarathonGroup(id="/py/shop", apps=[
+    MarathonApp(id="web", cmd="sleep 1000", cpus=0.1, mem=16, instances=2, dependencies=["db"]),
+    MarathonApp(id="db", cmd="sleep 1001", cpus=0.1, mem=16, instances=1),
+]))
+check("create_group", "deploymentId" in created, created)
+web = wait("web running", converged("/py/shop/web", 2))
+db = client.get_app("/py/shop/db")
+db_started = max(iso(t.started_at) for t in db.tasks)
+check("dependency order", all(iso(t.staged_at) >= db_started for t in web.tasks),
+      (db_started, [iso(t.staged_at) for t in web.tasks]))
+group = client.get_group("/py/shop")
+check("get_group", sorted(a.id for a in group.apps) == ["/py/shop/db", "/py/shop/web"], vars(group))
+root_groups = client.list_groups()
+check("list_groups", any(g.id == "/py" for g in root_groups), [g.id for g in root_groups])
+status, _, body = http("PUT", "/v2/groups/py/shop?dryRun=true", {"scaleBy": 2})
+check("dryRun", status == 200 and [s["actions"][0]["action"] for s in body["steps"]]
+      == ["ScaleApplication", "ScaleApplication"], (status, body))
+scaled = client.scale_group("/py/shop", 2)
+check("scale_group", "deploymentId" in scaled, scaled)
+wait("scaled group", converged("/py/shop/web", 4))
+check("scale_group db", client.get_app("/py/shop/db").instances == 2, "db instances")
+status, _, body = http("POST", "/v2/groups", {"id": "/py/loop", "apps": [
+    {"id": "a", "cmd": "x", "dependencies": ["b"]}, {"id": "b", "cmd": "x", "dependencies": ["a"]}]})
+check("cycle refused", status == 422 and "cycle" in body["message"], (status, body))
+status, _, body = http("POST", "/v2/groups", {"id": "/py/shop"})
+check("group exists", status == 409, (status, body))
+deleted = client.delete_group("/py/shop")
+check("delete_group", "deploymentId" in deleted, deleted)
+try:
+    client.get_app("/py/shop/web")
+    sys.exit("the group's apps are still there")
+except marathon.exceptions.NotFoundError:
+    pass
+
 # --- kills
 task = app.tasks[0]
 killed = client.kill_task("/py/web", task.id)

@@ -11,6 +11,9 @@ pub mod marathon {
     pub const DEPLOYMENTS: &str = "/v2/deployments";
     pub const DEPLOYMENT: &str = "/v2/deployments/{id}";
     pub const TASKS_DELETE: &str = "/v2/tasks/delete";
+    pub const GROUPS: &str = "/v2/groups";
+    /// A group (its id may hold `/`).
+    pub const GROUP: &str = "/v2/groups/{*id}";
     pub const QUEUE: &str = "/v2/queue";
     /// Server-sent events.
     pub const EVENTS: &str = "/v2/events";

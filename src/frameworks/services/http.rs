@@ -38,6 +38,16 @@ const APP: &str = "app definition";
 pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Router<Arc<Master>> {
     let v2 = Router::new()
         .route(marathon::EVENTS, get(super::events::stream))
+        .route(
+            marathon::GROUPS,
+            get(super::groups::root).post(super::groups::create),
+        )
+        .route(
+            marathon::GROUP,
+            get(super::groups::get)
+                .put(super::groups::update)
+                .delete(super::groups::remove),
+        )
         .route(marathon::QUEUE, get(list_queue))
         .route(marathon::QUEUE_ITEM, delete(reset_delay))
         .route(marathon::APPS, get(list_apps).post(create_app))
@@ -63,13 +73,13 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
 }
 
 /// Marathon's 422 for an app definition (`invalid_as`).
-fn invalid(errors: &[FieldError]) -> ApiError {
+pub(super) fn invalid(errors: &[FieldError]) -> ApiError {
     invalid_as(APP, errors)
 }
 
 /// Marathon's 422: our message (every field and reason, `what` naming the request) with
 /// Marathon's `details: [{path, errors}]`, which its clients print.
-fn invalid_as(what: &str, errors: &[FieldError]) -> ApiError {
+pub(super) fn invalid_as(what: &str, errors: &[FieldError]) -> ApiError {
     let mut details: Vec<(String, Vec<String>)> = Vec::new();
     for error in errors {
         let path = marathon_path(&error.field);
@@ -115,7 +125,7 @@ pub fn parse_app(mut value: serde_json::Value) -> Result<AppSpec, ApiError> {
 /// enough for one instance, its fixed ports are in some agent's ranges, and some agent holds
 /// its image. (Whether there is room *now* is the planner's business: the app waits.)
 /// `force=true` skips them, as Marathon's users expect of an app they know cannot run yet.
-fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
+pub(super) fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
     // The reference follows docker's rules (`name[:tag][@sha256:...]`), or the app is refused.
     let image = spec
         .image()
@@ -191,16 +201,16 @@ fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(), ApiError
 
 /// A change's answer: `{version, deploymentId}` (or `body`) with the `Marathon-Deployment-Id`
 /// header, `Location` for a creation, and a `Warning` per field kept but not acted on.
-struct Changed {
-    status: StatusCode,
-    result: DeploymentResult,
-    location: Option<String>,
-    warnings: Vec<FieldError>,
-    body: Option<serde_json::Value>,
+pub(super) struct Changed {
+    pub(super) status: StatusCode,
+    pub(super) result: DeploymentResult,
+    pub(super) location: Option<String>,
+    pub(super) warnings: Vec<FieldError>,
+    pub(super) body: Option<serde_json::Value>,
 }
 
 impl Changed {
-    fn new(at_ms: u64, deployment_id: String) -> Changed {
+    pub(super) fn new(at_ms: u64, deployment_id: String) -> Changed {
         Changed {
             status: StatusCode::OK,
             result: DeploymentResult {
@@ -238,14 +248,14 @@ impl IntoResponse for Changed {
     }
 }
 
-fn respond(result: Result<Changed, ApiError>) -> Response {
+pub(super) fn respond(result: Result<Changed, ApiError>) -> Response {
     match result {
         Ok(changed) => changed.into_response(),
         Err(e) => api_error(e),
     }
 }
 
-async fn write(master: &Master, command: Command) -> Result<(), ApiError> {
+pub(super) async fn write(master: &Master, command: Command) -> Result<(), ApiError> {
     match master.write(command).await.map_err(raft_error)? {
         Outcome::Applied => Ok(()),
         Outcome::Rejected(reject) => Err(reject_error(reject)),
@@ -254,7 +264,7 @@ async fn write(master: &Master, command: Command) -> Result<(), ApiError> {
 
 /// Marathon's lock: an app whose deployment is still under way takes no other change unless
 /// `force=true` (then the new one replaces it). The deployment that holds the lock, if any.
-fn lock_of(master: &Master, app_id: &str, force: bool) -> Option<String> {
+pub(super) fn lock_of(master: &Master, app_id: &str, force: bool) -> Option<String> {
     if force {
         return None;
     }
@@ -266,7 +276,7 @@ fn lock_of(master: &Master, app_id: &str, force: bool) -> Option<String> {
 }
 
 /// Marathon's 409 for a locked app, naming its deployment.
-fn locked(deployment_id: &str) -> Response {
+pub(super) fn locked(deployment_id: &str) -> Response {
     (
         StatusCode::CONFLICT,
         Json(serde_json::json!({
@@ -351,7 +361,7 @@ async fn create_app(
     respond(result)
 }
 
-fn app_not_found(id: &str) -> ApiError {
+pub(super) fn app_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("App '{id}' does not exist"))
 }
 

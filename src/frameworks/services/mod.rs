@@ -4,6 +4,7 @@
 //! normalization) and its HTTP API (`http`).
 
 pub mod events;
+pub mod groups;
 pub mod http;
 pub mod query;
 
