@@ -110,15 +110,35 @@ CHECKS = [
 
 @schemathesis.hook  # global: Case.call dispatches before_call through the global hooks only
 def before_call(context, case, kwargs):
-    """Generated apps never launch tasks: instances becomes 0 unless it is out of range."""
-    if case.operation.path not in ("/v2/apps", "/v2/apps/{id}") or case.method.upper() not in ("POST", "PUT", "PATCH"):
+    """Generated apps never launch tasks: instances becomes 0 unless it is out of range (in a
+    posted group, in every app of the tree; a group's scaleBy becomes 0)."""
+    if case.method.upper() not in ("POST", "PUT", "PATCH"):
         return
     body = case.body
     if not isinstance(body, dict):
         return
-    instances = body.get("instances")
-    if "instances" not in body or (type(instances) is int and 0 < instances <= INSTANCES_MAX):
-        body["instances"] = 0
+    if case.operation.path in ("/v2/apps", "/v2/apps/{id}"):
+        idle(body)
+    elif case.operation.path in ("/v2/groups", "/v2/groups/{id}"):
+        if "scaleBy" in body and isinstance(body["scaleBy"], (int, float)) and body["scaleBy"] > 0:
+            body["scaleBy"] = 0
+        idle_tree(body)
+
+
+def idle(app):
+    instances = app.get("instances")
+    if "instances" not in app or (type(instances) is int and 0 < instances <= INSTANCES_MAX):
+        app["instances"] = 0
+
+
+def idle_tree(group):
+    apps, groups = group.get("apps"), group.get("groups")
+    for app in apps if isinstance(apps, list) else []:
+        if isinstance(app, dict):
+            idle(app)
+    for sub in groups if isinstance(groups, list) else []:
+        if isinstance(sub, dict):
+            idle_tree(sub)
 
 
 def would_add_a_master(body):
@@ -208,6 +228,11 @@ def run_case(case, label):
     app_id = (case.path_parameters or {}).get("id")
     if label in PROTECTED_OPERATIONS and isinstance(app_id, str):
         if normalize_app_id(app_id) in PROTECTED_APPS:
+            reject()
+    # A group change or removal reaches every app inside: never one holding the runner's apps.
+    if label in ("PUT /v2/groups/{id}", "DELETE /v2/groups/{id}") and isinstance(app_id, str):
+        group = normalize_app_id(app_id)
+        if group == "/" or any(p == group or p.startswith(group + "/") for p in PROTECTED_APPS):
             reject()
     if label == "POST /cluster/v1/agents/{id}/drain" and str(app_id) in AGENT_IDS:
         reject()
