@@ -25,6 +25,9 @@ pub struct TaskReport {
     pub message: Option<String>,
     pub exit_code: Option<i32>,
     pub at_ms: u64,
+    /// A report of the task's health checks (its state is then unchanged, `Running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<dcos_core::TaskHealth>,
 }
 
 #[derive(Debug)]

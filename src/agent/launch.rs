@@ -46,6 +46,14 @@ impl Agent {
             images: &self.images,
             used_addresses,
         };
+        if !task.launch.health_checks.is_empty() {
+            // Kept beside the spec, so the checks go on after an agent restart.
+            dcos_runtime::task_dir::write_json_atomic(
+                &super::health::checks_file(dir),
+                &task.launch.health_checks,
+            )
+            .with_context(|| format!("writing the health checks of {}", task.id))?;
+        }
         let started = self.runtime.start(task, dir, &context)?;
         self.launched_total.fetch_add(1, Ordering::SeqCst);
         self.tasks.lock().expect("tasks lock").insert(
@@ -57,6 +65,7 @@ impl Agent {
                 running_reported: false,
                 terminal_reported: false,
                 network: started.network,
+                health_checks: task.launch.health_checks.clone(),
             },
         );
         Ok(())
@@ -91,6 +100,7 @@ impl Agent {
                     message: Some("the agent does not run this task".into()),
                     exit_code: None,
                     at_ms: now_ms(),
+                    health: None,
                 })
                 .await
             }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod disk;
 pub mod fake;
 mod gc;
+mod health;
 pub mod http;
 mod launch;
 mod monitor;
@@ -147,6 +148,8 @@ struct LocalTask {
     terminal_reported: bool,
     /// The task's place on the bridge (its address is held until the task is forgotten).
     network: Option<TaskNetwork>,
+    /// Checks run beside it while it runs (`health.rs`).
+    health_checks: Vec<dcos_core::TaskHealthCheck>,
 }
 
 pub struct Agent {
@@ -173,6 +176,8 @@ pub struct Agent {
     image_report_wake: tokio::sync::Notify,
     /// A disk check (`disk::enforce_disk_limits`) is under way: the next tick skips.
     disk_check_running: AtomicBool,
+    /// What the health checks of running tasks found (`health.rs`).
+    health: health::Book,
 }
 
 impl Agent {
@@ -251,6 +256,7 @@ impl Agent {
             images_reported: tokio::sync::watch::channel(0).0,
             image_report_wake: tokio::sync::Notify::new(),
             disk_check_running: AtomicBool::new(false),
+            health: Default::default(),
         }))
     }
 
@@ -350,7 +356,10 @@ impl Agent {
                         }
                     }
                 },
-                _ = tick.tick() => self.monitor().await,
+                _ = tick.tick() => {
+                    self.monitor().await;
+                    self.run_health_checks();
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -366,6 +375,7 @@ impl Agent {
                     message: Some("not started: the agent is shutting down".into()),
                     exit_code: None,
                     at_ms: now_ms(),
+                    health: None,
                 })
                 .await
             }
@@ -385,6 +395,7 @@ impl Agent {
                         message: None,
                         exit_code: None,
                         at_ms: now_ms(),
+                        health: None,
                     }),
                     Err(error) => {
                         tracing::warn!(task = %task_id, "launch failed: {error:#}");
@@ -394,6 +405,7 @@ impl Agent {
                             message: Some(format!("launch failed: {error:#}")),
                             exit_code: None,
                             at_ms: now_ms(),
+                            health: None,
                         })
                     }
                 }

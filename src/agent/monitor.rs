@@ -27,6 +27,7 @@ impl Agent {
                     message: None,
                     exit_code: None,
                     at_ms: now_ms(),
+                    health: None,
                 },
             })
             .collect()
@@ -51,6 +52,7 @@ impl Agent {
                         message: None,
                         exit_code: None,
                         at_ms: now_ms(),
+                        health: None,
                     });
                     continue;
                 }
@@ -140,6 +142,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
             message: Some(format!("{reason}; {}", exit.describe())),
             exit_code: exit.exit_code,
             at_ms: exit.finished_at_ms,
+            health: None,
         };
     }
     TaskReport {
@@ -152,6 +155,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
         message: Some(exit.describe()),
         exit_code: exit.exit_code,
         at_ms: exit.finished_at_ms,
+        health: None,
     }
 }
 
@@ -162,5 +166,6 @@ pub(super) fn lost_report(task_id: &str) -> TaskReport {
         message: Some("the task's supervisor ended without recording how the task ended".into()),
         exit_code: None,
         at_ms: now_ms(),
+        health: None,
     }
 }

@@ -69,6 +69,7 @@ impl Agent {
                     message: None,
                     exit_code: None,
                     at_ms: now_ms(),
+                    health: None,
                 },
                 _ => {
                     self.runtime.force_cleanup(&dir, None);
@@ -80,6 +81,10 @@ impl Agent {
                 true => None,
                 false => dir.read_spec().ok().and_then(|s| s.network),
             };
+            let health_checks = match terminal {
+                true => Vec::new(),
+                false => super::health::read_checks(&dir),
+            };
             tasks.insert(
                 task_id,
                 LocalTask {
@@ -89,6 +94,7 @@ impl Agent {
                     running_reported: true,
                     terminal_reported: terminal,
                     network,
+                    health_checks,
                 },
             );
             reports.push(report);

@@ -335,6 +335,7 @@ impl Master {
                 message: Some("the agent has no record of this task".into()),
                 exit_code: None,
                 at_ms: now_ms(),
+                health: None,
             })
             .await;
         }
@@ -357,12 +358,25 @@ impl Master {
 
     /// Records a status; true once it is committed (applied or refused as stale).
     async fn record_status(&self, report: TaskReport) -> bool {
-        let command = Command::TaskStatus {
-            task_id: report.task_id.clone(),
-            state: report.state,
-            at_ms: report.at_ms,
-            message: report.message.map(crate::link::bounded_status_message),
-            exit_code: report.exit_code,
+        let command = match report.health.clone() {
+            // A report of the task's health checks: its state is unchanged.
+            Some(mut health) => {
+                health.last_failure_cause = health
+                    .last_failure_cause
+                    .map(crate::link::bounded_status_message);
+                Command::TaskHealth {
+                    task_id: report.task_id.clone(),
+                    health,
+                    at_ms: report.at_ms,
+                }
+            }
+            None => Command::TaskStatus {
+                task_id: report.task_id.clone(),
+                state: report.state,
+                at_ms: report.at_ms,
+                message: report.message.map(crate::link::bounded_status_message),
+                exit_code: report.exit_code,
+            },
         };
         match self.write(command).await {
             Ok(Outcome::Applied) => {
@@ -513,6 +527,7 @@ impl Master {
                         message: Some("agent disconnected before the launch".into()),
                         exit_code: None,
                         at_ms: now_ms(),
+                        health: None,
                     })
                     .await;
                 }

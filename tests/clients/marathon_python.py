@@ -247,6 +247,36 @@ try:
 except marathon.exceptions.NotFoundError:
     pass
 
+# --- health checks run beside the task: a healthy one is counted and reported, a failing
+# one is killed and replaced
+from marathon.models.app import MarathonHealthCheck, PortDefinition
+
+
+def served(app_id, path, grace):
+    return MarathonApp(
+        cmd="exec python3 -m http.server $PORT0 --bind 127.0.0.1", cpus=0.1, mem=128, instances=1,
+        port_definitions=[PortDefinition(port=0)],
+        health_checks=[MarathonHealthCheck(protocol="HTTP", path=path, port_index=0, grace_period_seconds=grace,
+                                           interval_seconds=1, timeout_seconds=1, max_consecutive_failures=2,
+                                           delay_seconds=0)])
+
+
+client.create_app("/py/healthy", served("/py/healthy", "/", 30))
+healthy = wait("healthy", lambda: (lambda a: a if a.tasks_healthy == 1 and not a.deployments else None)(client.get_app("/py/healthy")))
+results = healthy.tasks[0].health_check_results
+check("healthCheckResults", len(results) == 1 and results[0].alive is True
+      and results[0].consecutive_failures == 0, [vars(r) for r in results])
+client.create_app("/py/sick", served("/py/sick", "/missing", 0))
+first = wait("sick started", lambda: [t.id for t in client.list_tasks(app_id="/py/sick")])[0]
+def replaced():
+    current = client.get_app("/py/sick")
+    ids = {t.id for t in current.tasks}
+    return current if ids and first not in ids else None
+sick = wait("sick replaced", replaced, seconds=40)
+check("sick unhealthy", sick.tasks_healthy == 0, vars(sick))
+client.delete_app("/py/healthy")
+client.delete_app("/py/sick")
+
 # --- kills
 task = app.tasks[0]
 killed = client.kill_task("/py/web", task.id)
@@ -305,7 +335,8 @@ check("impossible app", status == 422 and body["details"][0]["path"] == "/cpus",
 # --- raw HTTP: status codes, headers, error bodies, paths
 status, head, body = http("POST", "/v2/apps", {"id": "/py/raw", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
                                                "instances": 0, "portDefinitions": [{"port": 0}],
-                                               "healthChecks": [{"protocol": "TCP"}]})
+                                               "healthChecks": [{"protocol": "TCP"},
+                                                                {"protocol": "COMMAND", "command": {"value": "true"}}]})
 check("POST 201", status == 201, (status, body))
 check("POST Location", head["Location"] == "/v2/apps/py/raw", dict(head))
 check("POST Marathon-Deployment-Id", head["Marathon-Deployment-Id"] == body["deployments"][0]["id"], dict(head))

@@ -130,6 +130,8 @@ pub struct TaskView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub kill_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_results: Option<Vec<HealthCheckResult>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +154,50 @@ pub struct MarathonTask {
     pub started_at: Option<String>,
     pub version: String,
     pub ports: Vec<u16>,
+    /// For a task with health checks: what they found (empty until the first result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_results: Option<Vec<HealthCheckResult>>,
+}
+
+/// Marathon's `healthCheckResults[]` item (one per task here: every check together).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheckResult {
+    pub alive: bool,
+    pub consecutive_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_success: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_cause: Option<String>,
+    pub task_id: String,
+    pub instance_id: String,
+}
+
+impl HealthCheckResult {
+    pub fn of(task: &Task) -> Option<Vec<HealthCheckResult>> {
+        if task.launch.health_checks.is_empty() {
+            return None;
+        }
+        Some(
+            task.health
+                .iter()
+                .map(|h| HealthCheckResult {
+                    alive: h.alive,
+                    consecutive_failures: h.consecutive_failures,
+                    first_success: h.first_success_ms.map(iso8601),
+                    last_success: h.last_success_ms.map(iso8601),
+                    last_failure: h.last_failure_ms.map(iso8601),
+                    last_failure_cause: h.last_failure_cause.clone(),
+                    task_id: task.id.clone(),
+                    instance_id: task.id.clone(),
+                })
+                .collect(),
+        )
+    }
 }
 
 impl From<TaskView> for MarathonTask {
@@ -166,6 +212,7 @@ impl From<TaskView> for MarathonTask {
             started_at: task.started_at,
             version: task.version,
             ports: task.ports,
+            health_check_results: task.health_check_results,
         }
     }
 }
@@ -236,8 +283,21 @@ pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> 
         tasks_running: running,
         tasks_staged: staged,
         // No health checks yet: a running task counts as healthy.
-        tasks_healthy: running,
-        tasks_unhealthy: 0,
+        // Without health checks a running task counts as healthy.
+        tasks_healthy: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running && !t.launch.health_checks.is_empty())
+            .filter(|t| t.health.as_ref().is_some_and(|h| h.alive))
+            .count()
+            + tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Running && t.launch.health_checks.is_empty())
+                .count(),
+        tasks_unhealthy: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .filter(|t| t.health.as_ref().is_some_and(|h| !h.alive))
+            .count(),
         deployments: if converged {
             vec![]
         } else {
@@ -288,5 +348,6 @@ pub fn task_view(state: &ClusterState, task: &Task) -> Option<TaskView> {
         message: task.message.clone(),
         exit_code: task.exit_code,
         kill_requested: task.kill_requested,
+        health_check_results: HealthCheckResult::of(task),
     })
 }

@@ -73,6 +73,12 @@ pub enum Command {
         message: Option<String>,
         exit_code: Option<i32>,
     },
+    /// What the health checks beside a live task found, from its agent.
+    TaskHealth {
+        task_id: String,
+        health: crate::types::TaskHealth,
+        at_ms: u64,
+    },
     /// Drop the record of a terminal task.
     ExpungeTask { task_id: String },
     /// The leader heard nothing from the agent for the unreachable timeout: the agent gets no

@@ -22,6 +22,7 @@ pub use services::planner::{returning_tasks, Action};
 pub use services::{AppRecord, ServicesState};
 pub use state::ClusterState;
 pub use types::{
-    Agent, AgentState, LaunchSpec, PortMapping, PortRange, Resources, Task, TaskNetworkMode,
-    TaskOwner, TaskState, TmpfsSpec, VolumeSpec, IMAGES_PER_AGENT_MAX,
+    Agent, AgentState, LaunchSpec, PortMapping, PortRange, Resources, Task, TaskHealth,
+    TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskState, TmpfsSpec, VolumeSpec,
+    IMAGES_PER_AGENT_MAX,
 };

@@ -258,6 +258,24 @@ impl ClusterState {
                 }
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
             }
+            Command::TaskHealth {
+                task_id,
+                health,
+                at_ms,
+            } => {
+                let task = self.task_mut(task_id)?;
+                // A late report about a task that has ended changes nothing.
+                if task.state.is_terminal() {
+                    return Ok(());
+                }
+                let newly_exhausted =
+                    health.exhausted && !task.health.as_ref().is_some_and(|h| h.exhausted);
+                task.health = Some(health.clone());
+                task.updated_at_ms = task.updated_at_ms.max(*at_ms);
+                if newly_exhausted {
+                    self.services.task_unhealthy(&self.tasks[task_id], *at_ms);
+                }
+            }
             Command::ExpungeTask { task_id } => {
                 let task = self.task_mut(task_id)?;
                 if !task.state.is_terminal() {
@@ -498,6 +516,7 @@ pub(crate) mod tests {
                 volumes: vec![],
                 network: Default::default(),
                 user_namespace: false,
+                health_checks: vec![],
             },
             state: TaskState::Staging,
             kill_requested: false,
@@ -507,6 +526,7 @@ pub(crate) mod tests {
             message: None,
             exit_code: None,
             ports: vec![],
+            health: None,
         }
     }
 

@@ -200,6 +200,9 @@ pub struct LaunchSpec {
     /// before user namespaces existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_namespace: bool,
+    /// Checks the agent runs beside the task; none for entries written before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<TaskHealthCheck>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +323,49 @@ pub struct Task {
     /// Host ports given to the task, in the order its owner asked for them.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// What its agent's health checks last reported (`None`: no check has a result yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TaskHealth>,
+}
+
+/// A check the agent runs beside a task (the owner resolved ports and defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskHealthCheck {
+    /// `http` (GET `path`, healthy on 200-399) or `tcp` (a connection is accepted), to
+    /// `127.0.0.1:port` on the agent.
+    pub protocol: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub grace_period_seconds: u32,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    /// Failures in a row after which the task is killed (0: never).
+    pub max_consecutive_failures: u32,
+    pub delay_seconds: u32,
+    #[serde(default)]
+    pub ignore_http1xx: bool,
+}
+
+/// A task's health as its agent's checks last found it (Marathon's `healthCheckResults`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskHealth {
+    /// Every check passed its last run.
+    pub alive: bool,
+    /// The most failures in a row of any check.
+    pub consecutive_failures: u32,
+    /// Some check reached its `max_consecutive_failures`: the task is to be replaced.
+    pub exhausted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_success_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_cause: Option<String>,
 }
 
 /// A task as stored by any version: `owner` now; `app_id` and `app_config_version_ms` in
@@ -345,6 +391,8 @@ struct TaskRecord {
     exit_code: Option<i32>,
     #[serde(default)]
     ports: Vec<u16>,
+    #[serde(default)]
+    health: Option<TaskHealth>,
 }
 
 impl TryFrom<TaskRecord> for Task {
@@ -373,6 +421,7 @@ impl TryFrom<TaskRecord> for Task {
             message: record.message,
             exit_code: record.exit_code,
             ports: record.ports,
+            health: record.health,
         })
     }
 }

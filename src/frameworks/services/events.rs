@@ -208,6 +208,10 @@ fn events_of(
                 message,
                 ..
             } => status_update(state, task_id, *task_state, message.as_deref(), &mut events),
+            Command::TaskHealth {
+                task_id, health, ..
+            } => health_events(state, task_id, health, &mut events),
+            Command::KillTask { task_id, .. } => unhealthy_kill(state, task_id, &mut events),
             _ => {}
         }
     }
@@ -291,6 +295,60 @@ fn status_update(
             "ports": view.ports,
             "ipAddresses": [],
             "version": view.version,
+        }),
+    ));
+}
+
+/// A health report (each is a change): `health_status_changed_event` and Marathon's
+/// instance variant, and `failed_health_check_event` when a check failed.
+fn health_events(
+    state: &ClusterState,
+    task_id: &str,
+    health: &dcos_core::TaskHealth,
+    events: &mut Vec<Event>,
+) {
+    let Some(view) = state.tasks.get(task_id).and_then(|t| task_view(state, t)) else {
+        return;
+    };
+    if !health.alive {
+        events.push(event(
+            "failed_health_check_event",
+            serde_json::json!({ "appId": view.app_id, "taskId": view.id, "instanceId": view.id }),
+        ));
+    }
+    events.push(event(
+        "health_status_changed_event",
+        serde_json::json!({
+            "appId": view.app_id, "taskId": view.id, "instanceId": view.id,
+            "version": view.version, "alive": health.alive,
+        }),
+    ));
+    events.push(event(
+        "instance_health_changed_event",
+        serde_json::json!({
+            "instanceId": view.id, "runSpecId": view.app_id,
+            "runSpecVersion": view.version, "healthy": health.alive,
+        }),
+    ));
+}
+
+/// A kill of a task whose health checks failed for good: `unhealthy_task_kill_event`.
+fn unhealthy_kill(state: &ClusterState, task_id: &str, events: &mut Vec<Event>) {
+    let Some(task) = state.tasks.get(task_id) else {
+        return;
+    };
+    let Some(health) = task.health.as_ref().filter(|h| h.exhausted) else {
+        return;
+    };
+    let Some(view) = task_view(state, task) else {
+        return;
+    };
+    events.push(event(
+        "unhealthy_task_kill_event",
+        serde_json::json!({
+            "appId": view.app_id, "taskId": view.id, "instanceId": view.id,
+            "version": view.version, "host": view.host, "slaveId": view.slave_id,
+            "reason": health.last_failure_cause.clone().unwrap_or_default(),
         }),
     ));
 }

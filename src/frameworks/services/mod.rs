@@ -21,6 +21,34 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct Services {
     pub waiting: Arc<Waiting>,
+    /// When the last kills of unhealthy tasks were proposed (the cap's window).
+    health_kills: Mutex<std::collections::VecDeque<u64>>,
+}
+
+/// Most tasks killed for failed health checks per minute, cluster-wide: when a dependency
+/// every task checks breaks, replacing everything at once would only make it worse. Beyond
+/// it, unhealthy tasks wait (and the master says so in its log).
+pub const HEALTH_KILLS_PER_MINUTE_MAX: usize = 30;
+const MINUTE_MS: u64 = 60_000;
+
+impl Services {
+    /// How many of `wanted` unhealthy-task kills may go now, recording them.
+    fn allow_health_kills(&self, now_ms: u64, wanted: usize) -> usize {
+        let mut window = self.health_kills.lock().unwrap_or_else(|e| e.into_inner());
+        while window.front().is_some_and(|at| at + MINUTE_MS <= now_ms) {
+            window.pop_front();
+        }
+        let allowed = wanted.min(HEALTH_KILLS_PER_MINUTE_MAX.saturating_sub(window.len()));
+        window.extend(std::iter::repeat_n(now_ms, allowed));
+        if allowed < wanted {
+            tracing::warn!(
+                deferred = wanted - allowed,
+                max_per_minute = HEALTH_KILLS_PER_MINUTE_MAX,
+                "unhealthy tasks wait for replacement: the cluster-wide cap on health kills is reached (is something they all depend on down?)"
+            );
+        }
+        allowed
+    }
 }
 
 /// Apps short of instances that the planner could not place, by app id.
@@ -86,6 +114,13 @@ impl Framework for Services {
             tracing::debug!(app = %app_id, "waiting for room: {}", describe(passed_over));
         }
         self.waiting.record(round.now_ms, &plan.unplaced);
+        let allowed = self.allow_health_kills(round.now_ms, plan.unhealthy.len());
+        let unhealthy_kills: Vec<Proposal> = plan
+            .unhealthy
+            .into_iter()
+            .take(allowed)
+            .map(|task_id| Proposal::Kill { task_id })
+            .collect();
         let mut launches = 0;
         plan.actions
             .into_iter()
@@ -106,6 +141,7 @@ impl Framework for Services {
                 Action::Kill { task_id } => Some(Proposal::Kill { task_id }),
                 Action::Expunge { task_id } => Some(Proposal::Expunge { task_id }),
             })
+            .chain(unhealthy_kills)
             .collect()
     }
 

@@ -481,7 +481,12 @@ impl AppSpec {
             }
         };
         keep("constraints", !self.constraints.is_empty());
-        keep("healthChecks", !self.health_checks.is_empty());
+        keep(
+            "healthChecks",
+            self.health_checks
+                .iter()
+                .any(|c| matches!(c.protocol.as_str(), "HTTPS" | "MESOS_HTTPS" | "COMMAND")),
+        );
         keep("readinessChecks", !self.readiness_checks.is_empty());
         keep(
             "unreachableStrategy",
@@ -614,6 +619,8 @@ impl AppSpec {
                 .map(|c| c.volumes.clone())
                 .unwrap_or_default(),
             user_namespace: self.container.as_ref().is_some_and(|c| c.user_namespace),
+            // Filled by `build_task` once the task's ports are known.
+            health_checks: Vec::new(),
             network: if self.bridged() {
                 TaskNetworkMode::Bridge {
                     port_mappings: self.port_mappings().to_vec(),
@@ -622,6 +629,38 @@ impl AppSpec {
                 TaskNetworkMode::Host
             },
         }
+    }
+
+    /// The health checks an agent runs for a task given `ports` (its host ports): HTTP and
+    /// TCP ones (Marathon's and the MESOS_ kinds alike), to the port given or the task's
+    /// `portIndex`-th port on the agent's loopback. HTTPS and COMMAND checks are not run yet
+    /// (`unhonoured` says so).
+    pub fn task_health_checks(&self, ports: &[u16]) -> Vec<crate::types::TaskHealthCheck> {
+        self.health_checks
+            .iter()
+            .filter_map(|check| {
+                let protocol = match check.protocol.as_str() {
+                    "HTTP" | "MESOS_HTTP" => "http",
+                    "TCP" | "MESOS_TCP" => "tcp",
+                    _ => return None,
+                };
+                let port = match (check.port, check.port_index) {
+                    (Some(port), _) => port,
+                    (None, index) => *ports.get(index.unwrap_or(0) as usize)?,
+                };
+                Some(crate::types::TaskHealthCheck {
+                    protocol: protocol.to_string(),
+                    port,
+                    path: check.path.clone(),
+                    grace_period_seconds: check.grace_period_seconds,
+                    interval_seconds: check.interval_seconds,
+                    timeout_seconds: check.timeout_seconds,
+                    max_consecutive_failures: check.max_consecutive_failures,
+                    delay_seconds: check.delay_seconds,
+                    ignore_http1xx: check.ignore_http1xx,
+                })
+            })
+            .collect()
     }
 
     /// True when two definitions differ in anything but `instances`: such a change needs new

@@ -5,7 +5,7 @@
 
 use super::app::{normalize_app_id, resolve_id, validate_app_id, AppSpec, FieldError};
 use super::AppRecord;
-use crate::types::{Task, TaskOwner, TaskState};
+use crate::types::{Task, TaskOwner};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -141,7 +141,7 @@ pub fn converged(record: &AppRecord, tasks: &[&Task]) -> bool {
     let alive: Vec<&&Task> = tasks.iter().filter(|t| !t.state.is_terminal()).collect();
     alive.len() == record.spec.instances as usize
         && alive.iter().all(|t| {
-            t.state == TaskState::Running
+            super::planner::ready(t)
                 && !t.kill_requested
                 && matches!(t.owner, TaskOwner::Service { config_version_ms, .. }
                     if config_version_ms == record.config_version_ms)

@@ -327,6 +327,19 @@ impl ServicesState {
         }
     }
 
+    /// One of this framework's tasks failed its health checks for good: it is replaced, and
+    /// like a crash it counts towards the app's relaunch backoff.
+    pub(crate) fn task_unhealthy(&mut self, task: &Task, at_ms: u64) {
+        if let Some(app) = task
+            .owner
+            .service_app()
+            .and_then(|id| self.apps.get_mut(id))
+        {
+            app.consecutive_failures = app.consecutive_failures.saturating_add(1);
+            app.last_failure_at_ms = at_ms;
+        }
+    }
+
     /// The tasks of one app (any state), in id order.
     pub fn tasks_of_app<'a>(
         tasks: &'a BTreeMap<String, Task>,
@@ -371,6 +384,7 @@ pub fn build_task(
             env.insert(format!("PORT_{}", mapping.container_port), port.to_string());
         }
     }
+    launch.health_checks = app.spec.task_health_checks(&ports);
     Task {
         id: task_id,
         owner: TaskOwner::Service {
@@ -384,6 +398,7 @@ pub fn build_task(
         kill_requested: false,
         staged_at_ms: now_ms,
         started_at_ms: None,
+        health: None,
         updated_at_ms: now_ms,
         message: None,
         exit_code: None,

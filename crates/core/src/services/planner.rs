@@ -37,6 +37,9 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// Tasks whose health checks failed for good: to be killed and replaced, as many as the
+    /// shell's cap on health kills allows (a systemic failure must not kill everything).
+    pub unhealthy: Vec<String>,
     /// Per app that is short of instances and could not place the next one: every agent
     /// passed over and why.
     pub unplaced: BTreeMap<String, Vec<PassedOver>>,
@@ -149,9 +152,11 @@ fn config_version(task: &Task) -> u64 {
     }
 }
 
-/// A task that counts as serving: running (health checks, once run, will narrow this).
-fn ready(task: &Task) -> bool {
+/// A task that counts as serving: running, and healthy when it has health checks (no result
+/// yet is not healthy, as in Marathon).
+pub fn ready(task: &Task) -> bool {
     task.state == TaskState::Running
+        && (task.launch.health_checks.is_empty() || task.health.as_ref().is_some_and(|h| h.alive))
 }
 
 /// Orders tasks for killing: not yet running first, then by Marathon's `killSelection`
@@ -236,13 +241,24 @@ fn plan_app(
     let instances = app.spec.instances as usize;
     // Unreachable tasks neither count (they are replaced) nor get killed (no agent to tell);
     // `returning_tasks` decides their fate when their agent is back.
+    let exhausted = |t: &Task| t.health.as_ref().is_some_and(|h| h.exhausted);
+    // A task that failed its health checks for good is replaced: it no longer counts.
     let active: Vec<&Task> = tasks
         .iter()
         .copied()
         .filter(|t| {
-            !t.state.is_terminal() && !t.kill_requested && t.state != TaskState::Unreachable
+            !t.state.is_terminal()
+                && !t.kill_requested
+                && t.state != TaskState::Unreachable
+                && !exhausted(t)
         })
         .collect();
+    plan.unhealthy.extend(
+        tasks
+            .iter()
+            .filter(|t| !t.state.is_terminal() && !t.kill_requested && exhausted(t))
+            .map(|t| t.id.clone()),
+    );
     // Tasks of an older config and tasks on draining agents are replaced alike, at the pace
     // of the app's upgradeStrategy (`rolling_step`).
     let (mut current, mut old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
@@ -402,6 +418,61 @@ mod tests {
             message: None,
             exit_code: None,
         });
+    }
+
+    #[test]
+    fn a_task_whose_health_checks_are_exhausted_is_replaced_and_counts_as_a_failure() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        let mut launched = task("t1", "/web", "a1", 1);
+        launched.launch.health_checks = vec![crate::types::TaskHealthCheck {
+            protocol: "tcp".into(),
+            port: 31000,
+            path: None,
+            grace_period_seconds: 0,
+            interval_seconds: 1,
+            timeout_seconds: 1,
+            max_consecutive_failures: 3,
+            delay_seconds: 0,
+            ignore_http1xx: false,
+        }];
+        s.apply(&Command::LaunchTask { task: launched });
+        set_state(&mut s, "t1", TaskState::Running, 5);
+        let health = |alive: bool, exhausted: bool| crate::types::TaskHealth {
+            alive,
+            consecutive_failures: u32::from(!alive) * 3,
+            exhausted,
+            first_success_ms: None,
+            last_success_ms: None,
+            last_failure_ms: None,
+            last_failure_cause: Some("GET / answered 503".into()),
+        };
+        s.apply(&Command::TaskHealth {
+            task_id: "t1".into(),
+            health: health(false, false),
+            at_ms: 6,
+        });
+        let plan_now = plan(&s, &PlanInput::at(10));
+        assert!(plan_now.unhealthy.is_empty() && plan_now.actions.is_empty());
+        s.apply(&Command::TaskHealth {
+            task_id: "t1".into(),
+            health: health(false, true),
+            at_ms: 7,
+        });
+        assert_eq!(
+            s.services.apps["/web"].consecutive_failures, 1,
+            "counts for the backoff"
+        );
+        let replan = plan(&s, &PlanInput::at(7 + 1_000));
+        assert_eq!(replan.unhealthy, vec!["t1".to_string()]);
+        assert!(
+            matches!(replan.actions.as_slice(), [Action::Launch { .. }]),
+            "{:?}",
+            replan.actions
+        );
+        assert!(
+            plan(&s, &PlanInput::at(500)).actions.is_empty(),
+            "after the backoff only"
+        );
     }
 
     #[test]

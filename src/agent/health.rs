@@ -1,0 +1,342 @@
+//! Health checks beside the tasks (as Mesos's executor runs Marathon's MESOS_ checks): the
+//! agent probes each running task that has checks on `127.0.0.1:<its host port>` (HTTP GET,
+//! healthy on 200-399, or a TCP connect), never from the master. A change of what the checks
+//! found (healthy or not, failures in a row, a check exhausted) is reported to the master
+//! like a status (`TaskReport::health`), which records it (`Command::TaskHealth`); the
+//! services framework replaces a task whose check reached its `maxConsecutiveFailures`.
+//!
+//! Timing as Marathon's: the first probe `delaySeconds` after the task runs, then every
+//! `intervalSeconds`, each bounded by `timeoutSeconds`; failures within `gracePeriodSeconds`
+//! of the start do not count until a probe has succeeded. The checks of a task are kept in
+//! `health_checks.json` in its sandbox, so they go on after an agent restart.
+
+use super::Agent;
+use crate::link::{now_ms, TaskReport, ToMaster};
+use dcos_core::{TaskHealth, TaskHealthCheck, TaskState};
+use dcos_runtime::task_dir::TaskDir;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The task's checks, beside its spec.
+pub(super) fn checks_file(dir: &TaskDir) -> PathBuf {
+    dir.path.join("health_checks.json")
+}
+
+/// Reads a task's checks (none when it has none, or the file is unreadable).
+pub(super) fn read_checks(dir: &TaskDir) -> Vec<TaskHealthCheck> {
+    dcos_runtime::task_dir::read_json(&checks_file(dir)).unwrap_or_default()
+}
+
+/// The largest answer head read from an HTTP check (the status line is all that counts).
+const HTTP_HEAD_MAX_BYTES: usize = 1024;
+
+/// What the checks of the running tasks have found so far.
+#[derive(Default)]
+pub(super) struct HealthBook {
+    tasks: BTreeMap<String, TaskChecks>,
+}
+
+struct TaskChecks {
+    running_since_ms: u64,
+    checks: Vec<CheckState>,
+    first_success_ms: Option<u64>,
+    last_success_ms: Option<u64>,
+    last_failure_ms: Option<u64>,
+    last_failure_cause: Option<String>,
+    reported: Option<TaskHealth>,
+}
+
+struct CheckState {
+    spec: TaskHealthCheck,
+    next_due_ms: u64,
+    in_flight: bool,
+    /// The last probe's verdict (`None` before the first).
+    passed: Option<bool>,
+    failures: u32,
+    ever_passed: bool,
+}
+
+impl TaskChecks {
+    fn new(checks: Vec<TaskHealthCheck>, now_ms: u64) -> TaskChecks {
+        TaskChecks {
+            running_since_ms: now_ms,
+            checks: checks
+                .into_iter()
+                .map(|spec| CheckState {
+                    next_due_ms: now_ms + u64::from(spec.delay_seconds) * 1000,
+                    spec,
+                    in_flight: false,
+                    passed: None,
+                    failures: 0,
+                    ever_passed: false,
+                })
+                .collect(),
+            first_success_ms: None,
+            last_success_ms: None,
+            last_failure_ms: None,
+            last_failure_cause: None,
+            reported: None,
+        }
+    }
+
+    /// Records one probe's outcome (`Err` with the cause for a failure).
+    fn record(&mut self, index: usize, outcome: Result<(), String>, now_ms: u64) {
+        let running_since = self.running_since_ms;
+        let Some(check) = self.checks.get_mut(index) else {
+            return;
+        };
+        check.in_flight = false;
+        check.next_due_ms = now_ms + u64::from(check.spec.interval_seconds.max(1)) * 1000;
+        match outcome {
+            Ok(()) => {
+                check.passed = Some(true);
+                check.failures = 0;
+                check.ever_passed = true;
+                self.first_success_ms.get_or_insert(now_ms);
+                self.last_success_ms = Some(now_ms);
+            }
+            Err(cause) => {
+                let in_grace = !check.ever_passed
+                    && now_ms < running_since + u64::from(check.spec.grace_period_seconds) * 1000;
+                if in_grace {
+                    return;
+                }
+                check.passed = Some(false);
+                check.failures = check.failures.saturating_add(1);
+                self.last_failure_ms = Some(now_ms);
+                self.last_failure_cause = Some(cause);
+            }
+        }
+    }
+
+    fn health(&self) -> TaskHealth {
+        TaskHealth {
+            alive: self.checks.iter().all(|c| c.passed == Some(true)),
+            consecutive_failures: self.checks.iter().map(|c| c.failures).max().unwrap_or(0),
+            exhausted: self.checks.iter().any(|c| {
+                c.spec.max_consecutive_failures > 0 && c.failures >= c.spec.max_consecutive_failures
+            }),
+            first_success_ms: self.first_success_ms,
+            last_success_ms: self.last_success_ms,
+            last_failure_ms: self.last_failure_ms,
+            last_failure_cause: self.last_failure_cause.clone(),
+        }
+    }
+
+    /// The health to report, if it changed in what the master acts on or shows as counts.
+    fn take_change(&mut self) -> Option<TaskHealth> {
+        let health = self.health();
+        let changed = match &self.reported {
+            None => self.checks.iter().any(|c| c.passed.is_some()),
+            Some(last) => {
+                last.alive != health.alive
+                    || last.exhausted != health.exhausted
+                    || last.consecutive_failures != health.consecutive_failures
+            }
+        };
+        changed.then(|| {
+            self.reported = Some(health.clone());
+            health
+        })
+    }
+}
+
+impl Agent {
+    /// Starts the probes that are due, for every running task with checks; forgets the
+    /// tasks that ended. Called on every monitor tick; probes run on their own.
+    pub(super) fn run_health_checks(&self) {
+        let now = now_ms();
+        let running: Vec<(String, Vec<TaskHealthCheck>)> = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            tasks
+                .iter()
+                .filter(|(_, t)| t.running_reported && !t.terminal_reported)
+                .filter(|(_, t)| !t.health_checks.is_empty())
+                .map(|(id, t)| (id.clone(), t.health_checks.clone()))
+                .collect()
+        };
+        let mut due = Vec::new();
+        {
+            let mut book = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            book.tasks
+                .retain(|id, _| running.iter().any(|(running_id, _)| running_id == id));
+            for (task_id, checks) in running {
+                let entry = book
+                    .tasks
+                    .entry(task_id.clone())
+                    .or_insert_with(|| TaskChecks::new(checks, now));
+                for (index, check) in entry.checks.iter_mut().enumerate() {
+                    if !check.in_flight && now >= check.next_due_ms {
+                        check.in_flight = true;
+                        due.push((task_id.clone(), index, check.spec.clone()));
+                    }
+                }
+            }
+        }
+        for (task_id, index, spec) in due {
+            let book = Arc::clone(&self.health);
+            let to_master = self.to_master.clone();
+            tokio::spawn(async move {
+                let outcome = probe(&spec).await;
+                let report = {
+                    let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(task) = book.tasks.get_mut(&task_id) else {
+                        return;
+                    };
+                    task.record(index, outcome, now_ms());
+                    task.take_change()
+                };
+                if let Some(health) = report {
+                    tracing::debug!(task = %task_id, alive = health.alive, failures = health.consecutive_failures, "health");
+                    let _ = to_master
+                        .send(ToMaster::Status(TaskReport {
+                            task_id,
+                            state: TaskState::Running,
+                            message: None,
+                            exit_code: None,
+                            at_ms: now_ms(),
+                            health: Some(health),
+                        }))
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// Shared between the monitor and the probes in flight.
+pub(super) type Book = Arc<Mutex<HealthBook>>;
+
+/// One probe of `check`, bounded by its timeout.
+async fn probe(check: &TaskHealthCheck) -> Result<(), String> {
+    let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
+    match tokio::time::timeout(timeout, probe_unbounded(check)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            check.timeout_seconds.max(1)
+        )),
+    }
+}
+
+async fn probe_unbounded(check: &TaskHealthCheck) -> Result<(), String> {
+    let address = ("127.0.0.1", check.port);
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to 127.0.0.1:{}: {e}", check.port))?;
+    if check.protocol != "http" {
+        return Ok(());
+    }
+    let path = check.path.as_deref().unwrap_or("/");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: dcos-rs-health-check\r\nConnection: close\r\n\r\n",
+        check.port
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut head = vec![0u8; HTTP_HEAD_MAX_BYTES];
+    let mut read = 0;
+    while read < head.len() && !head[..read].contains(&b'\n') {
+        let n = stream
+            .read(&mut head[read..])
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let status = status_code(&head[..read]).ok_or_else(|| "the answer is not HTTP".to_string())?;
+    match status {
+        100..=199 if check.ignore_http1xx => Ok(()),
+        200..=399 => Ok(()),
+        other => Err(format!("GET {path} answered {other}")),
+    }
+}
+
+/// The status code of an HTTP answer's first line (`HTTP/1.1 200 OK`).
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    parts.next().filter(|v| v.starts_with("HTTP/"))?;
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(max: u32, grace: u32) -> TaskHealthCheck {
+        TaskHealthCheck {
+            protocol: "http".into(),
+            port: 1,
+            path: Some("/".into()),
+            grace_period_seconds: grace,
+            interval_seconds: 1,
+            timeout_seconds: 1,
+            max_consecutive_failures: max,
+            delay_seconds: 0,
+            ignore_http1xx: false,
+        }
+    }
+
+    #[test]
+    fn failures_count_after_the_grace_period_and_exhaust_at_the_maximum() {
+        let mut task = TaskChecks::new(vec![check(3, 10)], 0);
+        task.record(0, Err("down".into()), 1_000);
+        assert_eq!(
+            task.take_change(),
+            None,
+            "a failure in the grace period does not count"
+        );
+        task.record(0, Ok(()), 2_000);
+        let healthy = task.take_change().expect("first result");
+        assert!(healthy.alive && !healthy.exhausted && healthy.first_success_ms == Some(2_000));
+        task.record(0, Err("503".into()), 3_000);
+        let failing = task.take_change().expect("a failure after a success counts");
+        assert!(!failing.alive && failing.consecutive_failures == 1 && !failing.exhausted);
+        task.record(0, Err("503".into()), 4_000);
+        task.record(0, Err("503".into()), 5_000);
+        let exhausted = task.health();
+        assert!(exhausted.exhausted && exhausted.consecutive_failures == 3);
+        assert_eq!(exhausted.last_failure_cause.as_deref(), Some("503"));
+    }
+
+    #[test]
+    fn status_lines_are_read() {
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code(b"HTTP/1.0 503\r\n"), Some(503));
+        assert_eq!(status_code(b"SSH-2.0\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes_reach_a_local_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 500 Oops\r\n\r\n", ""] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let mut http = check(3, 0);
+        http.port = port;
+        assert_eq!(probe(&http).await, Ok(()));
+        assert!(probe(&http).await.unwrap_err().contains("answered 500"));
+        let mut tcp = http.clone();
+        tcp.protocol = "tcp".into();
+        assert_eq!(probe(&tcp).await, Ok(()));
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tcp.port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(probe(&tcp).await.unwrap_err().contains("connect"));
+    }
+}
