@@ -94,6 +94,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     agent.ports = args.ports.0;
     agent.bridge = bridge;
     agent.registry_ca = args.registry_ca;
+    agent.attributes = args.attributes.into_iter().collect();
     agent.policy = dcos_rs::agent::policy::TaskPolicy {
         task_user: args.task_user,
         allow_root_tasks: args.allow_root_tasks,

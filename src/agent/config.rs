@@ -75,6 +75,9 @@ pub struct AgentFileConfig {
     /// Tasks without an image may run as root (uid 0) on this host.
     #[serde(default)]
     pub allow_root_tasks: bool,
+    /// Labels of this agent for placement constraints (`[attributes] rack = "r1"`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// Required: callers of the agent's API need a bearer token from this file (masters may
     /// use their certificate instead).
     #[serde(default)]
@@ -247,6 +250,7 @@ impl AgentFileConfig {
         if config.task_user.is_empty() {
             return Err("task_user: empty (the default is nobody)".to_string());
         }
+        super::check_attributes(&config.attributes).map_err(|e| format!("attributes: {e}"))?;
         Ok(config)
     }
 
@@ -267,6 +271,7 @@ impl AgentFileConfig {
         agent.bridge =
             BridgeConfig::new(&self.bridge, &self.bridge_subnet).expect("checked by parse");
         agent.registry_ca = self.registry_ca.clone();
+        agent.attributes = self.attributes.clone();
         agent.policy = super::policy::TaskPolicy {
             host_paths: self.host_paths.clone(),
             task_user: self.task_user.clone(),

@@ -299,7 +299,9 @@ mod tests {
         let healthy = task.take_change().expect("first result");
         assert!(healthy.alive && !healthy.exhausted && healthy.first_success_ms == Some(2_000));
         task.record(0, Err("503".into()), 3_000);
-        let failing = task.take_change().expect("a failure after a success counts");
+        let failing = task
+            .take_change()
+            .expect("a failure after a success counts");
         assert!(!failing.alive && failing.consecutive_failures == 1 && !failing.exhausted);
         task.record(0, Err("503".into()), 4_000);
         task.record(0, Err("503".into()), 5_000);

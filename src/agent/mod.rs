@@ -74,6 +74,44 @@ pub struct AgentConfig {
     pub policy: policy::TaskPolicy,
     /// How often tasks' disk use is measured against their `disk` (see `disk`).
     pub disk_check_interval_ms: u64,
+    /// The operator's labels of this agent (`rack = "r1"`), for placement constraints.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Most attributes one agent may carry, and the longest name or value.
+pub const ATTRIBUTES_MAX: usize = 64;
+pub const ATTRIBUTE_MAX_LEN: usize = 128;
+
+/// Checks agent attributes: at most `ATTRIBUTES_MAX`, names of letters, digits, `-`, `_`,
+/// `.`, not `hostname` (a constraint's field for the host name itself), values non-empty
+/// and at most `ATTRIBUTE_MAX_LEN` bytes without control characters.
+pub fn check_attributes(
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    if attributes.len() > ATTRIBUTES_MAX {
+        return Err(format!("at most {ATTRIBUTES_MAX} attributes"));
+    }
+    for (name, value) in attributes {
+        let name_ok = !name.is_empty()
+            && name.len() <= ATTRIBUTE_MAX_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok || name == "hostname" {
+            return Err(format!(
+                "attribute name '{name}': letters, digits, '-', '_' or '.', at most {ATTRIBUTE_MAX_LEN}, not 'hostname'"
+            ));
+        }
+        if value.is_empty()
+            || value.len() > ATTRIBUTE_MAX_LEN
+            || value.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "attribute {name}: the value must be 1-{ATTRIBUTE_MAX_LEN} bytes without control characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Mesos's default port range for tasks.
@@ -100,6 +138,7 @@ impl AgentConfig {
             registry_ca: None,
             policy: policy::TaskPolicy::default(),
             disk_check_interval_ms: disk::DISK_CHECK_INTERVAL_MS,
+            attributes: Default::default(),
         }
     }
 }
@@ -272,6 +311,7 @@ impl Agent {
             certificate: None,
             certificate_serial: None,
             images: self.image_keys(),
+            attributes: self.config.attributes.clone(),
         }
     }
 

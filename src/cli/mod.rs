@@ -178,6 +178,19 @@ pub struct UpArgs {
     /// every capability of the host's root.
     #[arg(long)]
     pub allow_root_tasks: bool,
+    /// A label of the agent for placement constraints (`rack=r1`, then an app's
+    /// `"constraints": [["rack", "CLUSTER", "r1"]]`); repeat for more.
+    #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+}
+
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not NAME=VALUE"))?;
+    let pair = std::collections::BTreeMap::from([(name.to_string(), value.to_string())]);
+    crate::agent::check_attributes(&pair)?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// A list of inclusive port ranges, parsed from `a-b,c-d`.

@@ -326,6 +326,7 @@ async fn an_agent_that_does_not_read_its_link_cannot_stall_the_master() {
         certificate: None,
         certificate_serial: None,
         images: Default::default(),
+        attributes: Default::default(),
     };
     cluster
         .to_master

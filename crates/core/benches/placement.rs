@@ -32,6 +32,7 @@ fn agent(i: usize) -> Agent {
         certificate: None,
         certificate_serial: None,
         images: Default::default(),
+        attributes: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! deterministic and tested without I/O.
 
 pub mod command;
+pub mod constraints;
 pub mod placement;
 pub mod services;
 pub mod state;

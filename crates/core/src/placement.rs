@@ -20,6 +20,9 @@ pub struct Ask<'a> {
     /// Presence key of the task's image (see `Agent::images`); agents without it are
     /// passed over, since an agent runs only images its store holds.
     pub image: Option<&'a str>,
+    /// Marathon's placement constraints, with how the app's tasks are spread so far.
+    pub constraints: &'a [crate::constraints::Constraint],
+    pub spread: Option<&'a crate::constraints::Spread>,
 }
 
 /// A resource a task can lack on an agent.
@@ -84,6 +87,8 @@ pub enum WhyNot {
     PortsUnavailable { wanted: Vec<u16>, free: usize },
     /// The agent's store does not hold the task's image.
     ImageMissing { image: String },
+    /// A placement constraint of the app (`[rack, UNIQUE]`) rules the agent out.
+    Constraint { constraint: String },
 }
 
 impl fmt::Display for WhyNot {
@@ -108,6 +113,9 @@ impl fmt::Display for WhyNot {
                 "ports {wanted:?} unavailable (0 = any; {free} free in the agent's ranges)"
             ),
             WhyNot::ImageMissing { image } => write!(f, "image {image} is not on the agent"),
+            WhyNot::Constraint { constraint } => {
+                write!(f, "constraint {constraint} is not met by the agent")
+            }
         }
     }
 }
@@ -196,10 +204,12 @@ impl<'a> Pool<'a> {
     /// ports are allocated for the best candidates only, and the reasons are gathered only
     /// when no agent can take the task.
     pub fn place(&mut self, ask: &Ask) -> Result<Placed, Vec<PassedOver>> {
+        let open_values = |field: &str| self.open_values(field);
         let mut candidates: Vec<(&str, u64)> = self
             .slots
             .iter()
             .filter(|(_, slot)| cheap_fit(slot, ask))
+            .filter(|(_, slot)| unmet_constraint(slot, ask, &open_values).is_none())
             .map(|(id, slot)| (*id, slot.free.mem_mib))
             .collect();
         // Most free memory first, then the smallest id (the map iterates ids in order and
@@ -214,7 +224,13 @@ impl<'a> Pool<'a> {
                 .slots
                 .iter()
                 .filter_map(|(id, slot)| {
-                    let reasons = slot_why_not(slot, ask).err()?;
+                    let mut reasons = slot_why_not(slot, ask).err().unwrap_or_default();
+                    if let Some(constraint) = unmet_constraint(slot, ask, &open_values) {
+                        reasons.push(WhyNot::Constraint { constraint });
+                    }
+                    if reasons.is_empty() {
+                        return None;
+                    }
                     Some(PassedOver {
                         agent_id: id.to_string(),
                         reasons,
@@ -231,6 +247,41 @@ impl<'a> Pool<'a> {
         slot.used_ports.extend(ports.iter().copied());
         Ok(Placed { agent_id, ports })
     }
+}
+
+impl<'a> Pool<'a> {
+    /// An agent of the pool.
+    pub fn agent(&self, agent_id: &str) -> Option<&'a Agent> {
+        self.slots.get(agent_id).map(|slot| slot.agent)
+    }
+
+    /// The values of `field` among the open agents (GROUP_BY spreads over them).
+    fn open_values(&self, field: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .slots
+            .values()
+            .filter(|slot| slot.closed.is_none())
+            .filter_map(|slot| crate::constraints::value_of(slot.agent, field).map(str::to_string))
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+}
+
+/// The first of the ask's constraints the agent fails, described.
+fn unmet_constraint(
+    slot: &Slot,
+    ask: &Ask,
+    open_values: &dyn Fn(&str) -> Vec<String>,
+) -> Option<String> {
+    if ask.constraints.is_empty() {
+        return None;
+    }
+    let empty = crate::constraints::Spread::default();
+    let spread = ask.spread.unwrap_or(&empty);
+    crate::constraints::unmet(ask.constraints, spread, slot.agent, open_values)
+        .map(|c| c.describe())
 }
 
 /// Whether the agent is open, has the resources and holds the image (everything but ports).
@@ -387,6 +438,8 @@ mod tests {
             },
             ports,
             image: None,
+            constraints: &[],
+            spread: None,
         }
     }
 

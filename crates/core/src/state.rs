@@ -481,6 +481,7 @@ pub(crate) mod tests {
             certificate: None,
             certificate_serial: None,
             images: Default::default(),
+            attributes: Default::default(),
         }
     }
 

@@ -88,6 +88,10 @@ pub struct Agent {
     /// reported their images.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub images: BTreeSet<String>,
+    /// The operator's labels of the agent (agent.toml `[attributes]`, `up --attribute`), for
+    /// placement constraints (`rack`, `zone`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Most image names (`Agent::images`) the cluster state keeps per agent: an agent with

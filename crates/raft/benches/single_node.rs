@@ -27,6 +27,7 @@ fn command(i: u64) -> Command {
             certificate: None,
             certificate_serial: None,
             images: Default::default(),
+            attributes: Default::default(),
         },
     }
 }

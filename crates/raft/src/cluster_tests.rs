@@ -178,6 +178,7 @@ fn register(i: u64) -> Command {
             certificate: None,
             certificate_serial: None,
             images: Default::default(),
+            attributes: Default::default(),
         },
     }
 }

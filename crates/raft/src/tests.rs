@@ -30,6 +30,7 @@ fn agent(id: &str) -> Agent {
         certificate: None,
         certificate_serial: None,
         images: Default::default(),
+        attributes: Default::default(),
     }
 }
 

@@ -137,6 +137,9 @@ pub(super) fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(
         resources: spec.resources(),
         ports: &ports,
         image: image.as_deref(),
+        // Whether constraints can be met depends on where tasks are: not a submit check.
+        constraints: &[],
+        spread: None,
     };
     let unfit = master.read(|s| placement::unfit(s, &ask));
     // One kind of problem at a time: sizes first, then ports, then the image.

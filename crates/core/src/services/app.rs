@@ -480,7 +480,6 @@ impl AppSpec {
                 ));
             }
         };
-        keep("constraints", !self.constraints.is_empty());
         keep(
             "healthChecks",
             self.health_checks

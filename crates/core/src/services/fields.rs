@@ -415,6 +415,9 @@ pub(crate) fn validate_constraints(constraints: &mut [Vec<String>], errors: &mut
             }
             _ => None,
         };
+        let regex_ok = !matches!(constraint[1].as_str(), "LIKE" | "UNLIKE")
+            || value.is_none_or(|v| crate::constraints::anchored(v).is_some());
+        let problem = problem.or((!regex_ok).then_some("the value must be a regular expression"));
         if let Some(problem) = problem {
             errors.push(FieldError::new(
                 format!("{at}[2]"),

@@ -9,6 +9,7 @@
 use super::app::AppSpec;
 use super::fields::UpgradeStrategy;
 use super::AppRecord;
+use crate::constraints::{Constraint, Spread};
 use crate::placement::{Ask, PassedOver, Pool};
 use crate::state::ClusterState;
 use crate::types::{Agent, Task, TaskOwner, TaskState};
@@ -290,18 +291,39 @@ fn plan_app(
         if !waiting {
             let image = app.spec.image().map(|i| (input.image_key)(i));
             let wanted = app.spec.requested_ports();
-            let ask = Ask {
-                resources: app.spec.resources(),
-                ports: &wanted,
-                image: image.as_deref(),
+            let constraints: Vec<Constraint> = app
+                .spec
+                .constraints
+                .iter()
+                .filter_map(|raw| Constraint::parse(raw))
+                .collect();
+            // Where the app's live tasks are, for the constraints that count them.
+            let mut spread = match constraints.is_empty() {
+                true => Spread::default(),
+                false => Spread::of(
+                    &constraints,
+                    active.iter().filter_map(|t| pool.agent(&t.agent_id)),
+                ),
             };
             for _ in 0..step.launch {
+                let ask = Ask {
+                    resources: app.spec.resources(),
+                    ports: &wanted,
+                    image: image.as_deref(),
+                    constraints: &constraints,
+                    spread: Some(&spread),
+                };
                 match pool.place(&ask) {
-                    Ok(placed) => plan.actions.push(Action::Launch {
-                        app_id: app.spec.id.clone(),
-                        agent_id: placed.agent_id,
-                        ports: placed.ports,
-                    }),
+                    Ok(placed) => {
+                        if let Some(agent) = pool.agent(&placed.agent_id) {
+                            spread.add(&constraints, agent);
+                        }
+                        plan.actions.push(Action::Launch {
+                            app_id: app.spec.id.clone(),
+                            agent_id: placed.agent_id,
+                            ports: placed.ports,
+                        })
+                    }
                     Err(passed_over) => {
                         plan.unplaced.insert(app.spec.id.clone(), passed_over);
                         break;
@@ -389,6 +411,7 @@ pub fn returning_tasks(state: &ClusterState, agent_id: &str) -> (Vec<String>, Ve
 mod tests {
     use super::*;
     use crate::command::{Command, Outcome, Reject};
+    use crate::placement::WhyNot;
     use crate::state::tests::{agent, app, task};
     use crate::types::AgentState;
 
@@ -472,6 +495,41 @@ mod tests {
         assert!(
             plan(&s, &PlanInput::at(500)).actions.is_empty(),
             "after the backoff only"
+        );
+    }
+
+    #[test]
+    fn constraints_decide_where_instances_go_and_say_why_not() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 1024)], &[]);
+        for (id, agent) in s.agents.iter_mut() {
+            agent.hostname = format!("{id}.example");
+        }
+        let mut web = app("/web", 3);
+        web.constraints = vec![vec!["hostname".into(), "UNIQUE".into()]];
+        s.apply(&Command::PutApp {
+            app: web,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let planned = plan(&s, &PlanInput::at(10));
+        let agents: Vec<&str> = planned
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch { agent_id, .. } => Some(agent_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(agents.len(), 2, "{agents:?}");
+        assert_ne!(agents[0], agents[1], "one per host");
+        let why = &planned.unplaced["/web"];
+        assert!(
+            why.iter().all(|p| p.reasons
+                == vec![WhyNot::Constraint {
+                    constraint: "[hostname, UNIQUE]".into()
+                }]),
+            "{why:?}"
         );
     }
 

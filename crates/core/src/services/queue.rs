@@ -30,7 +30,7 @@ pub fn marathon_reason(why: &WhyNot) -> &'static str {
             Resource::Disk => "InsufficientDisk",
         },
         WhyNot::PortsUnavailable { .. } => "InsufficientPorts",
-        WhyNot::ImageMissing { .. } => "UnfulfilledConstraint",
+        WhyNot::ImageMissing { .. } | WhyNot::Constraint { .. } => "UnfulfilledConstraint",
     }
 }
 
