@@ -487,9 +487,14 @@ impl AppSpec {
                 .any(|c| matches!(c.protocol.as_str(), "HTTPS" | "MESOS_HTTPS" | "COMMAND")),
         );
         keep("readinessChecks", !self.readiness_checks.is_empty());
+        // inactiveAfterSeconds is acted on; expungeAfterSeconds not yet (an unreachable
+        // task stays until its agent returns or is removed).
         keep(
-            "unreachableStrategy",
-            self.unreachable_strategy != UnreachableStrategy::default(),
+            "unreachableStrategy.expungeAfterSeconds",
+            matches!(
+                self.unreachable_strategy,
+                UnreachableStrategy::Enabled { expunge_after_seconds, .. } if expunge_after_seconds > 0
+            ),
         );
         keep("fetch", !self.fetch.is_empty());
         keep(

@@ -7,7 +7,7 @@
 //! Only tasks the services framework owns are looked at; where they go is `placement`'s call.
 
 use super::app::AppSpec;
-use super::fields::UpgradeStrategy;
+use super::fields::{UnreachableStrategy, UpgradeStrategy};
 use super::AppRecord;
 use crate::constraints::{Constraint, Spread};
 use crate::placement::{Ask, PassedOver, Pool};
@@ -243,16 +243,24 @@ fn plan_app(
     // Unreachable tasks neither count (they are replaced) nor get killed (no agent to tell);
     // `returning_tasks` decides their fate when their agent is back.
     let exhausted = |t: &Task| t.health.as_ref().is_some_and(|h| h.exhausted);
+    // An unreachable task holds its place for the app's `inactiveAfterSeconds` (Marathon's
+    // unreachableStrategy; "disabled" and the default 0 replace it at once).
+    let inactive_after_ms = match app.spec.unreachable_strategy {
+        UnreachableStrategy::Enabled {
+            inactive_after_seconds,
+            ..
+        } => inactive_after_seconds.saturating_mul(1000),
+        UnreachableStrategy::Disabled(_) => 0,
+    };
+    let replaceable = |t: &Task| {
+        t.state == TaskState::Unreachable
+            && input.now_ms >= t.updated_at_ms.saturating_add(inactive_after_ms)
+    };
     // A task that failed its health checks for good is replaced: it no longer counts.
     let active: Vec<&Task> = tasks
         .iter()
         .copied()
-        .filter(|t| {
-            !t.state.is_terminal()
-                && !t.kill_requested
-                && t.state != TaskState::Unreachable
-                && !exhausted(t)
-        })
+        .filter(|t| !t.state.is_terminal() && !t.kill_requested && !replaceable(t) && !exhausted(t))
         .collect();
     plan.unhealthy.extend(
         tasks
@@ -830,6 +838,36 @@ mod tests {
             at_ms: 70,
         });
         assert_eq!(returning_tasks(&gone, "a1").0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unreachable_task_holds_its_place_for_inactive_after_seconds() {
+        let mut s = cluster(&[("a1", 4000, 1024), ("a2", 4000, 512)], &[]);
+        let mut web = app("/web", 1);
+        web.unreachable_strategy = UnreachableStrategy::Enabled {
+            inactive_after_seconds: 5,
+            expunge_after_seconds: 10,
+        };
+        s.apply(&Command::PutApp {
+            app: web,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        s.apply(&Command::LaunchTask {
+            task: task("t1", "/web", "a1", 1),
+        });
+        set_state(&mut s, "t1", TaskState::Running, 10);
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 1_000,
+        });
+        assert_eq!(plan(&s, &PlanInput::at(5_999)).actions, vec![], "not yet");
+        let actions = plan(&s, &PlanInput::at(6_000)).actions;
+        assert!(
+            matches!(actions.as_slice(), [Action::Launch { agent_id, .. }] if agent_id == "a2"),
+            "{actions:?}"
+        );
     }
 
     #[test]
