@@ -22,7 +22,12 @@ pub enum AppCommand {
     /// taskKillGracePeriodSeconds, backoffSeconds/backoffFactor/maxLaunchDelaySeconds, and
     /// Marathon's other fields (kept; those not acted on yet are printed as warnings).
     /// Unknown keys are refused by name. Example: examples/web.json.
-    Deploy { file: PathBuf },
+    Deploy {
+        file: PathBuf,
+        /// Return at once instead of showing the deployment's progress until it ends.
+        #[arg(long)]
+        detach: bool,
+    },
     /// List apps with their instance counts.
     List,
     /// Show one app's definition and status.
@@ -36,6 +41,9 @@ pub enum AppCommand {
         /// Apply even while the app's deployment is still under way (it is replaced).
         #[arg(long)]
         force: bool,
+        /// Return at once instead of showing the deployment's progress until it ends.
+        #[arg(long)]
+        detach: bool,
     },
     /// Change the number of instances.
     Scale {
@@ -44,12 +52,18 @@ pub enum AppCommand {
         /// Apply even while the app's deployment is still under way.
         #[arg(long)]
         force: bool,
+        /// Return at once instead of showing the deployment's progress until it ends.
+        #[arg(long)]
+        detach: bool,
     },
     /// Replace every task of the app with a new one (same definition).
     Restart {
         id: String,
         #[arg(long)]
         force: bool,
+        /// Return at once instead of showing the deployment's progress until it ends.
+        #[arg(long)]
+        detach: bool,
     },
     /// List the app's kept versions, newest first (the first is the current one).
     Versions { id: String },
@@ -60,6 +74,9 @@ pub enum AppCommand {
         version: Option<String>,
         #[arg(long)]
         force: bool,
+        /// Return at once instead of showing the deployment's progress until it ends.
+        #[arg(long)]
+        detach: bool,
     },
     /// Remove an app and kill its tasks.
     Remove { id: String },
@@ -91,21 +108,35 @@ fn read_body(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Prints a change's answer: what happens, and the deployment to follow.
-fn print_change(json: bool, what: &str, result: &DeploymentResult) -> anyhow::Result<()> {
+/// Prints a change's answer, then (unless `detach`) its progress until it ends.
+async fn print_change(
+    client: &Client,
+    json: bool,
+    detach: bool,
+    app_id: &str,
+    what: &str,
+    result: &DeploymentResult,
+) -> anyhow::Result<()> {
     if json {
         return print_json(result);
     }
     println!(
-        "{what} (deployment {}, version {}); follow it with `dcos-rs app show` or `dcos-rs task list`",
+        "{what} (deployment {}, version {})",
         result.deployment_id, result.version
     );
-    Ok(())
+    if detach {
+        println!(
+            "follow it with `dcos-rs deployment watch {}`",
+            result.deployment_id
+        );
+        return Ok(());
+    }
+    super::deployment::follow(client, &result.deployment_id, app_id).await
 }
 
 pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> anyhow::Result<()> {
     match command {
-        AppCommand::Deploy { file } => {
+        AppCommand::Deploy { file, detach } => {
             let body = read_body(&file)?;
             let app: AppView = client
                 .send_json(Method::POST, marathon::APPS, &body)
@@ -113,11 +144,20 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             if json {
                 return print_json(&app);
             }
+            let deployment = app
+                .deployments
+                .first()
+                .map(|d| d.id.clone())
+                .unwrap_or_default();
             println!(
-                "deployed {} ({} instance(s)); follow it with `dcos-rs app show {}` or `dcos-rs task list`",
-                app.spec.id, app.spec.instances, app.spec.id
+                "deployed {} ({} instance(s), deployment {deployment})",
+                app.spec.id, app.spec.instances
             );
-            Ok(())
+            if detach {
+                println!("follow it with `dcos-rs deployment watch {deployment}`");
+                return Ok(());
+            }
+            super::deployment::follow(client, &deployment, &app.spec.id).await
         }
         AppCommand::List => {
             let apps: AppsEnvelope = client.get(marathon::APPS).await?;
@@ -157,33 +197,38 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             let app: AppEnvelope = client.get(&app_path(&id)).await?;
             print_json(&app)
         }
-        AppCommand::Update { id, file, force } => {
+        AppCommand::Update {
+            id,
+            file,
+            force,
+            detach,
+        } => {
             let body = read_body(&file)?;
             let path = with_force(app_path(&id), force);
             let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
             let id = dcos_core::app::normalize_app_id(&id);
-            print_change(json, &format!("updating {id}"), &result)
+            let what = format!("updating {id}");
+            print_change(client, json, detach, &id, &what, &result).await
         }
         AppCommand::Scale {
             id,
             instances,
             force,
+            detach,
         } => {
             let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))?;
             let path = with_force(app_path(&id), force);
             let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
             let id = dcos_core::app::normalize_app_id(&id);
-            print_change(
-                json,
-                &format!("scaling {id} to {instances} instance(s)"),
-                &result,
-            )
+            let what = format!("scaling {id} to {instances} instance(s)");
+            print_change(client, json, detach, &id, &what, &result).await
         }
-        AppCommand::Restart { id, force } => {
+        AppCommand::Restart { id, force, detach } => {
             let path = with_force(format!("{}/restart", app_path(&id)), force);
             let result: DeploymentResult = client.send_json(Method::POST, &path, b"{}").await?;
             let id = dcos_core::app::normalize_app_id(&id);
-            print_change(json, &format!("restarting {id}"), &result)
+            let what = format!("restarting {id}");
+            print_change(client, json, detach, &id, &what, &result).await
         }
         AppCommand::Versions { id } => {
             let versions: VersionsEnvelope =
@@ -196,7 +241,12 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             }
             Ok(())
         }
-        AppCommand::Rollback { id, version, force } => {
+        AppCommand::Rollback {
+            id,
+            version,
+            force,
+            detach,
+        } => {
             let version = match version {
                 Some(version) => version,
                 None => {
@@ -211,7 +261,8 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             let path = with_force(app_path(&id), force);
             let result: DeploymentResult = client.send_json(Method::PUT, &path, &body).await?;
             let id = dcos_core::app::normalize_app_id(&id);
-            print_change(json, &format!("rolling {id} back to {version}"), &result)
+            let what = format!("rolling {id} back to {version}");
+            print_change(client, json, detach, &id, &what, &result).await
         }
         AppCommand::Remove { id } => {
             let result: DeploymentResult = client
@@ -258,7 +309,7 @@ fn what_runs(app: &AppView) -> String {
 }
 
 /// `app why` for people: one line for the app, one per agent passed over.
-fn describe_why(why: &serde_json::Value) -> String {
+pub(super) fn describe_why(why: &serde_json::Value) -> String {
     let app = why["appId"].as_str().unwrap_or("?");
     let missing = why["missing"].as_u64().unwrap_or(0);
     let agents = why["agents"].as_array().cloned().unwrap_or_default();

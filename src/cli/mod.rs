@@ -8,11 +8,15 @@
 mod app;
 pub mod client;
 pub mod cluster;
+mod deployment;
+mod group;
 mod image;
 mod node;
 mod task;
 
 pub use app::AppCommand;
+pub use deployment::DeploymentCommand;
+pub use group::GroupCommand;
 pub use image::ImageCommand;
 pub use node::NodeCommand;
 pub use task::{stream_task_log, TaskCommand};
@@ -83,6 +87,12 @@ pub enum Commands {
     /// Deploy and manage long-running apps (Marathon-style definitions).
     #[command(subcommand)]
     App(AppCommand),
+    /// Follow, roll back or stop the deployments apps go through when they change.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// Deploy, scale and remove groups of apps, with dependencies between them.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// List tasks and read their logs.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -246,6 +256,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Commands::App(command) => app::app(&client, json, command).await,
+        Commands::Deployment(command) => deployment::deployment(&client, json, command).await,
+        Commands::Group(command) => group::group(&client, json, command).await,
         Commands::Task(command) => task::task(&client, json, command).await,
         Commands::Image(command) => image::image(&client, json, command).await,
         Commands::Node(NodeCommand::List) => {

@@ -29,8 +29,13 @@ fn ok(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     let cluster = TestCluster::start().await;
+    // Deploy shows the deployment's progress until it ends.
     let out = ok(&cli(&cluster, &["app", "deploy", "examples/hello.json"]));
     assert!(out.contains("deployed /hello"), "{out}");
+    assert!(
+        out.contains("StartApplication /hello") && out.contains("finished: /hello runs 1/1"),
+        "{out}"
+    );
     let task = cluster.wait_running("/hello", 1).await.remove(0);
 
     let list = ok(&cli(&cluster, &["task", "list"]));
@@ -75,7 +80,7 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
         versions.lines().next().unwrap().ends_with("(current)"),
         "{versions}"
     );
-    let out = ok(&cli(&cluster, &["app", "rollback", "/hello"]));
+    let out = ok(&cli(&cluster, &["app", "rollback", "/hello", "--detach"]));
     assert!(out.contains("rolling /hello back to"), "{out}");
     let before = wait_for(
         "the rollback to 1 instance",
@@ -88,6 +93,7 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     .await;
     let out = ok(&cli(&cluster, &["app", "restart", "/hello"]));
     assert!(out.contains("restarting /hello"), "{out}");
+    assert!(out.contains("finished: /hello runs 1/1"), "{out}");
     wait_for(
         "a new task after the restart",
         Duration::from_secs(20),
@@ -97,6 +103,26 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
         },
     )
     .await;
+
+    // A group: its apps deploy in dependency order, shown until both run.
+    let shop = cluster.dir.path().join("shop.json");
+    std::fs::write(
+        &shop,
+        r#"{"id": "/shop", "apps": [
+            {"id": "web", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "dependencies": ["db"]},
+            {"id": "db", "cmd": "sleep 1001", "cpus": 0.1, "mem": 16}]}"#,
+    )
+    .unwrap();
+    let out = ok(&cli(&cluster, &["group", "deploy", shop.to_str().unwrap()]));
+    assert!(out.contains("deploying group /shop"), "{out}");
+    assert!(
+        out.contains("finished: /shop/db runs 1/1") && out.contains("finished: /shop/web runs 1/1"),
+        "{out}"
+    );
+    let group: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&cluster, &["group", "show", "/shop"]))).unwrap();
+    assert_eq!(group["apps"].as_array().map(Vec::len), Some(2), "{group}");
+    ok(&cli(&cluster, &["group", "remove", "/shop"]));
 
     // Why an app waits: one no agent can hold (submitted with force), in plain words.
     let _: serde_json::Value = cluster
@@ -124,14 +150,14 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     let kept = cluster.dir.path().join("kept.json");
     std::fs::write(
         &kept,
-        r#"{"id": "kept", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0, "constraints": [["hostname", "UNIQUE"]]}"#,
+        r#"{"id": "kept", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0, "fetch": [{"uri": "https://example.com/a.tgz"}]}"#,
     )
     .unwrap();
     let out = cli(&cluster, &["app", "deploy", kept.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("warning: constraints: accepted and kept, but not acted on yet"),
+        stderr.contains("warning: fetch: accepted and kept, but not acted on yet"),
         "{stderr}"
     );
     ok(&cli(&cluster, &["app", "remove", "/kept"]));
@@ -181,7 +207,11 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
         r#"{"id": "short", "cmd": "echo first; sleep 2; echo last", "cpus": 0.1, "mem": 16}"#,
     )
     .unwrap();
-    ok(&cli(&cluster, &["app", "deploy", short.to_str().unwrap()]));
+    // Its task ends and is started again: the deployment never ends, so return at once.
+    ok(&cli(
+        &cluster,
+        &["app", "deploy", short.to_str().unwrap(), "--detach"],
+    ));
     let short_task = wait_for(
         "the short task to start",
         Duration::from_secs(20),
