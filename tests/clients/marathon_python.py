@@ -280,8 +280,10 @@ client.delete_app("/py/sick")
 # --- constraints: one agent here, so a second instance UNIQUE per host waits, and says why
 client.create_app("/py/unique", MarathonApp(cmd="sleep 1000", cpus=0.1, mem=16, instances=2,
                                              constraints=[["hostname", "UNIQUE"]]))
+# (The first instance is recorded a moment after the round that placed it: wait for it.)
 item = wait("unique queued", lambda: [q for q in client.list_queue() if q.app.id == "/py/unique"
-                                      and q.processed_offers_summary["processedOffersCount"] > 0])[0]
+                                      and q.processed_offers_summary["processedOffersCount"] > 0
+                                      and q.count == 1])[0]
 rows = {r["reason"]: r for r in item.processed_offers_summary["rejectSummaryLastOffers"]}
 check("constraint reason", rows["UnfulfilledConstraint"]["declined"] == 1 and item.count == 1, rows)
 check("one placed", client.get_app("/py/unique").tasks_running <= 1, "UNIQUE")
