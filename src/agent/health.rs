@@ -126,16 +126,13 @@ impl TaskChecks {
         }
     }
 
-    /// The health to report, if it changed in what the master acts on or shows as counts.
+    /// The health to report, if it changed in what the master acts on (alive, exhausted):
+    /// a check failing on and on is one report, not one per probe.
     fn take_change(&mut self) -> Option<TaskHealth> {
         let health = self.health();
         let changed = match &self.reported {
             None => self.checks.iter().any(|c| c.passed.is_some()),
-            Some(last) => {
-                last.alive != health.alive
-                    || last.exhausted != health.exhausted
-                    || last.consecutive_failures != health.consecutive_failures
-            }
+            Some(last) => last.alive != health.alive || last.exhausted != health.exhausted,
         };
         changed.then(|| {
             self.reported = Some(health.clone());
@@ -304,8 +301,9 @@ mod tests {
             .expect("a failure after a success counts");
         assert!(!failing.alive && failing.consecutive_failures == 1 && !failing.exhausted);
         task.record(0, Err("503".into()), 4_000);
+        assert_eq!(task.take_change(), None, "one more failure is no news");
         task.record(0, Err("503".into()), 5_000);
-        let exhausted = task.health();
+        let exhausted = task.take_change().expect("exhausted is news");
         assert!(exhausted.exhausted && exhausted.consecutive_failures == 3);
         assert_eq!(exhausted.last_failure_cause.as_deref(), Some("503"));
     }

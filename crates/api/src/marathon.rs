@@ -226,7 +226,7 @@ pub struct MarathonTasksEnvelope {
 pub fn deployment_action(record: &AppRecord) -> &'static str {
     if record.config_version_ms != record.version_ms {
         "ScaleApplication"
-    } else if record.versions.len() <= 1 {
+    } else if record.only_first_version() {
         "StartApplication"
     } else {
         "RestartApplication"

@@ -274,6 +274,8 @@ impl ClusterState {
                 task.updated_at_ms = task.updated_at_ms.max(*at_ms);
                 if newly_exhausted {
                     self.services.task_unhealthy(&self.tasks[task_id], *at_ms);
+                } else if health.alive {
+                    self.services.task_healthy(&self.tasks[task_id]);
                 }
             }
             Command::ExpungeTask { task_id } => {

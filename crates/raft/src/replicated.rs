@@ -251,6 +251,7 @@ impl ReplicatedState {
         let started = Instant::now();
 
         let data_dir = opts.data_dir.clone();
+        crate::space::resume_waiting(&data_dir);
         let (db, state_machine, log_store) = tokio::task::spawn_blocking(move || {
             let db = db::open(&data_dir)?;
             let state_machine = StateMachineStore::open(Arc::clone(&db))?;
@@ -666,6 +667,8 @@ impl ReplicatedState {
     /// Stops Raft and waits (bounded) until the database file is closed, so the same data dir
     /// can be opened again at once. Later writes fail with `RaftError::Fatal`.
     pub async fn shutdown(&self) -> Result<(), RaftError> {
+        // A write waiting for disk space gives up, or the core would never stop.
+        crate::space::stop_waiting(&self.inner.data_dir);
         self.inner
             .raft
             .shutdown()

@@ -65,8 +65,32 @@ pub(crate) fn check_free(dir: &Path, min_free: u64) -> Option<String> {
     })
 }
 
+/// Data dirs whose master is shutting down: a write waiting for space there gives up (with
+/// its ENOSPC), so a stop never hangs on a full disk.
+static STOPPING: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes under `dir` that wait for space give up from now on (`ReplicatedState::shutdown`).
+pub(crate) fn stop_waiting(dir: &Path) {
+    let mut stopping = STOPPING.lock().unwrap_or_else(|e| e.into_inner());
+    if !stopping.iter().any(|d| d == dir) {
+        stopping.push(dir.to_path_buf());
+    }
+}
+
+/// Writes under `dir` wait for space again (a master opening it).
+pub(crate) fn resume_waiting(dir: &Path) {
+    let mut stopping = STOPPING.lock().unwrap_or_else(|e| e.into_inner());
+    stopping.retain(|d| d != dir);
+}
+
+fn stopping(path: &Path) -> bool {
+    let stopping = STOPPING.lock().unwrap_or_else(|e| e.into_inner());
+    stopping.iter().any(|d| path.starts_with(d))
+}
+
 /// Runs `write` until it does not fail for lack of space, waiting `RETRY_MS` between tries and
-/// logging once when it starts waiting and once when it goes on. Other errors return at once.
+/// logging once when it starts waiting and once when it goes on. Other errors return at once,
+/// and so does the lack of space once the master holding the file stops (`stop_waiting`).
 /// Blocking: call it from a blocking thread. `what` names the file, for the log.
 pub(crate) fn retry_while_full<T>(
     what: &Path,
@@ -75,7 +99,7 @@ pub(crate) fn retry_while_full<T>(
     let mut waited = false;
     loop {
         match write() {
-            Err(e) if is_out_of_space(&e) => {
+            Err(e) if is_out_of_space(&e) && !stopping(what) => {
                 if !waited {
                     tracing::error!(
                         file = %what.display(),
@@ -181,6 +205,17 @@ mod tests {
         });
         assert_eq!(result.expect("went through"), 7);
         assert_eq!(tries.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_stopping_master_stops_waiting_for_space() {
+        stop_waiting(Path::new("/stopping-master"));
+        let result: io::Result<()> =
+            retry_while_full(Path::new("/stopping-master/raft.redb"), || {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            });
+        assert!(is_out_of_space(&result.unwrap_err()));
+        resume_waiting(Path::new("/stopping-master"));
     }
 
     #[test]

@@ -267,6 +267,18 @@ pub async fn update(
             }
             (Vec::new(), apps, false)
         } else {
+            if object.contains_key("version") && object.keys().all(|k| k == "version" || k == "id") {
+                return Err(invalid_as(GROUP, &[FieldError::new(
+                    "version",
+                    "group versions are not kept yet: roll back its apps (PUT /v2/apps/<id> {\"version\": ...})",
+                )]));
+            }
+            if id == "/" {
+                return Err(invalid_as(GROUP, &[FieldError::new(
+                    "id",
+                    "replacing the root group (every app of the cluster) is not supported: PUT the groups inside it",
+                )]));
+            }
             let (_, groups, apps) = parse_tree(&master, body.clone(), Some(&id), force)?;
             (groups, apps, true)
         };

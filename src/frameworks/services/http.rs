@@ -202,6 +202,37 @@ pub(super) fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(
     Ok(())
 }
 
+/// Refuses a definition whose dependencies, with every other app's, make a cycle: its apps
+/// would wait for each other for ever.
+pub(super) fn check_no_cycle(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
+    if spec.dependencies.is_empty() {
+        return Ok(());
+    }
+    let cycle = master.read(|s| {
+        let mut all: std::collections::BTreeMap<String, AppSpec> = s
+            .services
+            .apps
+            .iter()
+            .map(|(id, record)| (id.clone(), record.spec.clone()))
+            .collect();
+        all.insert(spec.id.clone(), spec.clone());
+        dcos_core::services::groups::dependency_cycle(&all, &s.services.groups)
+    });
+    match cycle {
+        Some(cycle) => Err(invalid(&[FieldError::new(
+            "dependencies",
+            format!(
+                "a cycle: {} (apps would wait for each other for ever)",
+                cycle.join(" -> ")
+            ),
+        )])),
+        None => Ok(()),
+    }
+}
+
+/// Most tasks one kill request may name.
+pub const TASK_KILLS_MAX: usize = 1_000;
+
 /// A change's answer: `{version, deploymentId}` (or `body`) with the `Marathon-Deployment-Id`
 /// header, `Location` for a creation, and a `Warning` per field kept but not acted on.
 pub(super) struct Changed {
@@ -333,6 +364,7 @@ async fn create_app(
         if !force {
             check_against_cluster(&master, &spec)?;
         }
+        check_no_cycle(&master, &spec)?;
         let at_ms = now_ms();
         let deployment_id = random_id();
         write(
@@ -531,6 +563,7 @@ async fn update_app(
                 if !force {
                     check_against_cluster(master, &spec)?;
                 }
+                check_no_cycle(master, &spec)?;
                 Command::PutApp {
                     app: spec.clone(),
                     create: false,
@@ -694,6 +727,18 @@ struct TaskIds {
 /// them (`{"task"}` for one asked by path). `wipe` is accepted: no task here holds a
 /// reservation to wipe.
 async fn kill_tasks(master: &Master, ids: Vec<String>, params: &Params, one: bool) -> Response {
+    let mut ids = ids;
+    ids.sort();
+    ids.dedup();
+    if ids.len() > TASK_KILLS_MAX {
+        return api_error(invalid_as(
+            "task list",
+            &[FieldError::new(
+                "ids",
+                format!("{} tasks; at most {TASK_KILLS_MAX} per request", ids.len()),
+            )],
+        ));
+    }
     let (scale, _wipe) = match (params.flag("scale", false), params.flag("wipe", false)) {
         (Ok(scale), Ok(wipe)) => (scale, wipe),
         (Err(e), _) | (_, Err(e)) => return api_error(e),
@@ -840,7 +885,12 @@ async fn delete_deployment(
                 deployment_id: deployment_id.clone(),
             },
             // A new app has nothing to go back to: rolling back its start removes it.
-            None => Command::RemoveApp { app_id, at_ms },
+            None if record.only_first_version() => Command::RemoveApp { app_id, at_ms },
+            None => {
+                return Err(ApiError::conflict(format!(
+                    "no earlier version of {app_id} is kept to roll back to; PUT the definition you want"
+                )))
+            }
         };
         write(&master, command).await?;
         Ok(Changed::new(at_ms, deployment_id))

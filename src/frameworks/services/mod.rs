@@ -32,22 +32,25 @@ pub const HEALTH_KILLS_PER_MINUTE_MAX: usize = 30;
 const MINUTE_MS: u64 = 60_000;
 
 impl Services {
-    /// How many of `wanted` unhealthy-task kills may go now, recording them.
-    fn allow_health_kills(&self, now_ms: u64, wanted: usize) -> usize {
+    /// Unhealthy-task kills the cap still allows in the current minute.
+    fn health_kills_left(&self, now_ms: u64) -> usize {
         let mut window = self.health_kills.lock().unwrap_or_else(|e| e.into_inner());
         while window.front().is_some_and(|at| at + MINUTE_MS <= now_ms) {
             window.pop_front();
         }
-        let allowed = wanted.min(HEALTH_KILLS_PER_MINUTE_MAX.saturating_sub(window.len()));
-        window.extend(std::iter::repeat_n(now_ms, allowed));
-        if allowed < wanted {
+        let left = HEALTH_KILLS_PER_MINUTE_MAX.saturating_sub(window.len());
+        if left == 0 {
             tracing::warn!(
-                deferred = wanted - allowed,
                 max_per_minute = HEALTH_KILLS_PER_MINUTE_MAX,
                 "unhealthy tasks wait for replacement: the cluster-wide cap on health kills is reached (is something they all depend on down?)"
             );
         }
-        allowed
+        left
+    }
+
+    fn record_health_kills(&self, now_ms: u64, kills: usize) {
+        let mut window = self.health_kills.lock().unwrap_or_else(|e| e.into_inner());
+        window.extend(std::iter::repeat_n(now_ms, kills));
     }
 }
 
@@ -108,17 +111,17 @@ impl Framework for Services {
             now_ms: round.now_ms,
             connected: round.connected,
             image_key: &image_key,
+            unhealthy_kills_max: self.health_kills_left(round.now_ms),
         };
         let plan = planner::plan(state, &input);
         for (app_id, passed_over) in &plan.unplaced {
             tracing::debug!(app = %app_id, "waiting for room: {}", describe(passed_over));
         }
         self.waiting.record(round.now_ms, &plan.unplaced);
-        let allowed = self.allow_health_kills(round.now_ms, plan.unhealthy.len());
+        self.record_health_kills(round.now_ms, plan.unhealthy.len());
         let unhealthy_kills: Vec<Proposal> = plan
             .unhealthy
             .into_iter()
-            .take(allowed)
             .map(|task_id| Proposal::Kill { task_id })
             .collect();
         let mut launches = 0;

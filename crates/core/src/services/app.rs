@@ -420,8 +420,8 @@ impl AppSpec {
             }
         }
         fields::validate_constraints(&mut self.constraints, errors);
-        let ports = self.requested_ports().len();
-        fields::validate_health_checks(&mut self.health_checks, ports, errors);
+        let ports = self.requested_ports();
+        fields::validate_health_checks(&mut self.health_checks, &ports, errors);
         if self.readiness_checks.len() > fields::LIST_MAX {
             errors.push(FieldError::new(
                 "readinessChecks",
@@ -648,8 +648,11 @@ impl AppSpec {
                     "TCP" | "MESOS_TCP" => "tcp",
                     _ => return None,
                 };
+                // Only the task's own ports (validation refuses others; this keeps it so for
+                // definitions stored before it did).
                 let port = match (check.port, check.port_index) {
-                    (Some(port), _) => port,
+                    (Some(port), _) if ports.contains(&port) => port,
+                    (Some(_), _) => return None,
                     (None, index) => *ports.get(index.unwrap_or(0) as usize)?,
                 };
                 Some(crate::types::TaskHealthCheck {

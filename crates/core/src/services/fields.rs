@@ -146,7 +146,13 @@ impl HealthCheck {
         )
     }
 
-    fn normalize_and_validate(&mut self, field: &str, ports: usize, errors: &mut Vec<FieldError>) {
+    fn normalize_and_validate(
+        &mut self,
+        field: &str,
+        ports: usize,
+        fixed_ports: &[u16],
+        errors: &mut Vec<FieldError>,
+    ) {
         self.protocol = self.protocol.to_ascii_uppercase();
         let at = |name: &str| format!("{field}.{name}");
         if !HEALTH_PROTOCOLS.contains(&self.protocol.as_str()) {
@@ -182,7 +188,12 @@ impl HealthCheck {
                     at("port"),
                     "give either port or portIndex, not both",
                 )),
-                (Some(0), None) => errors.push(FieldError::new(at("port"), "must be 1-65535")),
+                (Some(port), None) if port == 0 || !fixed_ports.contains(&port) => {
+                    errors.push(FieldError::new(
+                        at("port"),
+                        "must be one of the app's fixed host ports (portIndex names the task's own ports; the agent probes no other)",
+                    ))
+                }
                 (Some(_), None) => {}
                 (None, index) => {
                     let index = index.unwrap_or(0);
@@ -429,9 +440,15 @@ pub(crate) fn validate_constraints(constraints: &mut [Vec<String>], errors: &mut
 
 pub(crate) fn validate_health_checks(
     checks: &mut [HealthCheck],
-    ports: usize,
+    requested_ports: &[u16],
     errors: &mut Vec<FieldError>,
 ) {
+    let ports = requested_ports.len();
+    let fixed_ports: Vec<u16> = requested_ports
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .collect();
     if checks.len() > LIST_MAX {
         errors.push(FieldError::new(
             "healthChecks",
@@ -439,7 +456,7 @@ pub(crate) fn validate_health_checks(
         ));
     }
     for (i, check) in checks.iter_mut().enumerate() {
-        check.normalize_and_validate(&format!("healthChecks[{i}]"), ports, errors);
+        check.normalize_and_validate(&format!("healthChecks[{i}]"), ports, &fixed_ports, errors);
     }
 }
 
@@ -543,7 +560,7 @@ mod tests {
         )
         .unwrap();
         let mut errors = Vec::new();
-        validate_health_checks(&mut checks, 1, &mut errors);
+        validate_health_checks(&mut checks, &[0], &mut errors);
         assert_eq!(errors, vec![]);
         let http = &checks[0];
         assert_eq!(http.protocol, "HTTP");
@@ -564,7 +581,23 @@ mod tests {
         let mut no_port: Vec<HealthCheck> =
             serde_json::from_str(r#"[{"protocol": "TCP"}]"#).unwrap();
         let mut errors = Vec::new();
-        validate_health_checks(&mut no_port, 0, &mut errors);
+        validate_health_checks(&mut no_port, &[], &mut errors);
+        assert_eq!(errors[0].field, "healthChecks[0].portIndex");
+        let mut elsewhere: Vec<HealthCheck> =
+            serde_json::from_str(r#"[{"protocol": "TCP", "port": 22}]"#).unwrap();
+        let mut errors = Vec::new();
+        validate_health_checks(&mut elsewhere, &[0, 8080], &mut errors);
+        assert_eq!(
+            errors[0].field, "healthChecks[0].port",
+            "not a port of the task"
+        );
+        let mut own: Vec<HealthCheck> =
+            serde_json::from_str(r#"[{"protocol": "TCP", "port": 8080}]"#).unwrap();
+        let mut errors = Vec::new();
+        validate_health_checks(&mut own, &[0, 8080], &mut errors);
+        assert_eq!(errors, vec![]);
+        let mut errors = Vec::new();
+        validate_health_checks(&mut no_port, &[], &mut errors);
         assert_eq!(errors[0].field, "healthChecks[0].portIndex");
 
         let unknown = serde_json::from_str::<HealthCheck>(r#"{"protocol": "TCP", "portIdx": 1}"#);

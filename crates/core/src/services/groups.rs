@@ -17,24 +17,55 @@ pub struct GroupRecord {
     pub version_ms: u64,
 }
 
-/// One group of a posted tree, flattened: its absolute id and dependencies.
+/// One group of a posted tree, flattened: its absolute id and dependencies, and whether
+/// the request listed its apps and its subgroups (a replacing PUT removes only what a list
+/// it gave leaves out; a group without an `apps` key keeps its apps, as in Marathon).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupEntry {
     pub id: String,
     pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub apps_given: bool,
+    #[serde(default)]
+    pub groups_given: bool,
 }
 
-/// A group definition as Marathon's clients send it (`POST /v2/groups`).
+/// A group definition as Marathon's clients send it (`POST /v2/groups`). A group read back
+/// and sent again carries `version`, `pods` and `enforceRole`: ignored; other keys refused.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupSpec {
     pub id: String,
     #[serde(default)]
-    pub apps: Vec<serde_json::Value>,
+    pub apps: Option<Vec<serde_json::Value>>,
     #[serde(default)]
-    pub groups: Vec<GroupSpec>,
+    pub groups: Option<Vec<GroupSpec>>,
     #[serde(default)]
     pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub version: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pods: Option<serde_json::Value>,
+    #[serde(default)]
+    pub enforce_role: Option<serde_json::Value>,
+}
+
+/// Whether a replacing `PutGroup` of these `groups` removes the existing app `app_id` (not
+/// in the request): its own group listed its apps, or the nearest listed ancestor listed
+/// its subgroups and the one leading to the app is not among them.
+pub fn replaced_away(app_id: &str, groups: &[GroupEntry]) -> bool {
+    let parent = super::app::parent_group(app_id);
+    if let Some(own) = groups.iter().find(|g| g.id == parent) {
+        return own.apps_given;
+    }
+    let Some(nearest) = groups
+        .iter()
+        .filter(|g| is_under(app_id, &g.id))
+        .max_by_key(|g| g.id.len())
+    else {
+        return false;
+    };
+    nearest.groups_given
 }
 
 /// Most apps and groups one posted tree may hold.
@@ -81,6 +112,14 @@ fn walk(
     errors: &mut Vec<FieldError>,
 ) {
     let id = resolve_id(parent, &spec.id);
+    let nested = !path.is_empty();
+    if nested && (id == parent || !is_under(&id, parent)) {
+        errors.push(FieldError::new(
+            format!("{path}.id"),
+            format!("{id} is not inside its parent group {parent}"),
+        ));
+        return;
+    }
     let field = |name: &str| {
         if path.is_empty() {
             name.to_string()
@@ -102,8 +141,10 @@ fn walk(
     groups.push(GroupEntry {
         id: id.clone(),
         dependencies,
+        apps_given: spec.apps.is_some(),
+        groups_given: spec.groups.is_some(),
     });
-    for (i, app) in spec.apps.iter().enumerate() {
+    for (i, app) in spec.apps.iter().flatten().enumerate() {
         let mut app = app.clone();
         match app.get("id").and_then(|v| v.as_str()) {
             Some(app_id) => {
@@ -123,7 +164,7 @@ fn walk(
             )),
         }
     }
-    for (i, group) in spec.groups.iter().enumerate() {
+    for (i, group) in spec.groups.iter().flatten().enumerate() {
         walk(
             group,
             &id,
@@ -169,21 +210,37 @@ pub fn effective_dependencies(
     dependencies
 }
 
-/// Apps that may not launch yet: some app they depend on (directly or through a group) has
-/// not converged. `converged_apps`: the apps that have.
+/// Ready tasks an app needs before the apps depending on it may start: as many as its
+/// upgrade strategy keeps serving (at least one), none for an app of 0 instances.
+fn needed_ready(record: &AppRecord) -> usize {
+    let n = record.spec.instances as f64;
+    let needed = (n * record.spec.upgrade_strategy.minimum_health_capacity - 1e-9).ceil();
+    match record.spec.instances {
+        0 => 0,
+        _ => (needed as usize).max(1),
+    }
+}
+
+/// Apps that may not start yet: they have no ready task of their current config, and some
+/// app they depend on (directly or through a group) has fewer ready tasks of its current
+/// config than it keeps serving (`needed_ready`). Only the start of a config waits: an app
+/// already serving replaces its lost tasks whatever its dependencies do.
+/// `ready_of`: ready tasks of each app's current config.
 pub fn held_back(
     apps: &BTreeMap<String, AppRecord>,
     groups: &BTreeMap<String, GroupRecord>,
-    converged_apps: &BTreeSet<String>,
+    ready_of: &BTreeMap<String, usize>,
 ) -> BTreeSet<String> {
+    let ready = |id: &str| ready_of.get(id).copied().unwrap_or(0);
     apps.values()
+        .filter(|record| ready(&record.spec.id) == 0)
         .filter(|record| {
             effective_dependencies(&record.spec, groups)
                 .iter()
                 .any(|dependency| {
-                    apps.keys()
-                        .filter(|id| is_under(id, dependency) && **id != record.spec.id)
-                        .any(|id| !converged_apps.contains(id))
+                    apps.iter()
+                        .filter(|(id, _)| is_under(id, dependency) && **id != record.spec.id)
+                        .any(|(id, dep)| ready(id) < needed_ready(dep))
                 })
         })
         .map(|record| record.spec.id.clone())
@@ -302,11 +359,15 @@ mod tests {
             vec![
                 GroupEntry {
                     id: "/shop".into(),
-                    dependencies: vec!["/infra".into()]
+                    dependencies: vec!["/infra".into()],
+                    apps_given: true,
+                    groups_given: true,
                 },
                 GroupEntry {
                     id: "/shop/db".into(),
-                    dependencies: vec!["/shop/cache".into()]
+                    dependencies: vec!["/shop/cache".into()],
+                    apps_given: true,
+                    groups_given: false,
                 },
             ]
         );
@@ -320,6 +381,36 @@ mod tests {
         let errors = flatten(&outside, "/").unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["apps[0].id", "apps[1].id"]);
+        let escaping: GroupSpec = serde_json::from_value(serde_json::json!({
+            "id": "/new", "groups": [{"id": "/prod", "apps": []}]
+        }))
+        .unwrap();
+        let errors = flatten(&escaping, "/").unwrap_err();
+        assert_eq!(errors[0].field, "groups[0].id", "{errors:?}");
+    }
+
+    #[test]
+    fn a_replacing_put_removes_only_what_a_given_list_leaves_out() {
+        let entry = |id: &str, apps: bool, groups: bool| GroupEntry {
+            id: id.into(),
+            dependencies: vec![],
+            apps_given: apps,
+            groups_given: groups,
+        };
+        // Only dependencies given: nothing goes.
+        let deps_only = [entry("/shop", false, false)];
+        assert!(!replaced_away("/shop/web", &deps_only));
+        assert!(!replaced_away("/shop/db/pg", &deps_only));
+        // Apps listed: the group's own apps not listed go, its subgroups stay.
+        let apps_listed = [entry("/shop", true, false)];
+        assert!(replaced_away("/shop/web", &apps_listed));
+        assert!(!replaced_away("/shop/db/pg", &apps_listed));
+        // Subgroups listed: an unlisted subgroup's apps go, a listed one's keep theirs
+        // unless it lists its apps.
+        let groups_listed = [entry("/shop", false, true), entry("/shop/db", false, false)];
+        assert!(!replaced_away("/shop/db/pg", &groups_listed));
+        assert!(replaced_away("/shop/cache/redis", &groups_listed));
+        assert!(!replaced_away("/shop/web", &groups_listed));
     }
 
     #[test]
@@ -337,18 +428,23 @@ mod tests {
                 version_ms: 1,
             },
         )]);
-        let none = BTreeSet::new();
+        let ready = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+            pairs.iter().map(|(id, n)| (id.to_string(), *n)).collect()
+        };
         assert_eq!(
-            held_back(&apps, &groups, &none),
+            held_back(&apps, &groups, &ready(&[])),
             BTreeSet::from(["/shop/web".to_string(), "/shop/db/pg".to_string()])
         );
-        let dns = BTreeSet::from(["/infra/dns".to_string()]);
+        let dns = ready(&[("/infra/dns", 1)]);
         assert_eq!(
             held_back(&apps, &groups, &dns),
             BTreeSet::from(["/shop/web".to_string()])
         );
-        let all = BTreeSet::from(["/infra/dns".to_string(), "/shop/db/pg".to_string()]);
+        let all = ready(&[("/infra/dns", 1), ("/shop/db/pg", 1)]);
         assert!(held_back(&apps, &groups, &all).is_empty());
+        // An app already serving replaces its tasks even while a dependency is down.
+        let serving = ready(&[("/shop/web", 1)]);
+        assert!(!held_back(&apps, &groups, &serving).contains("/shop/web"));
     }
 
     #[test]

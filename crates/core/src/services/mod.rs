@@ -72,6 +72,21 @@ impl AppRecord {
         list
     }
 
+    /// Before a change: the definition being replaced is kept as a version, also for a
+    /// record written before versions were kept (so a rollback always has it).
+    fn keep_outgoing(&mut self) {
+        self.versions
+            .entry(self.version_ms)
+            .or_insert_with(|| self.spec.clone());
+    }
+
+    /// True when the app's only version is its first: nothing to go back to but removal.
+    pub fn only_first_version(&self) -> bool {
+        self.versions.len() == 1
+            && self.versions.contains_key(&self.version_ms)
+            && self.config_version_ms == self.version_ms
+    }
+
     /// Records the current definition as a version, dropping the oldest beyond the limit.
     fn keep_version(&mut self) {
         self.versions.insert(self.version_ms, self.spec.clone());
@@ -105,6 +120,7 @@ impl ServicesState {
                 app_id: app.id.clone(),
             }),
             Some(record) => {
+                record.keep_outgoing();
                 if record.spec.config_differs(app) {
                     record.config_version_ms = at_ms;
                     record.consecutive_failures = 0;
@@ -150,6 +166,7 @@ impl ServicesState {
             .ok_or_else(|| Reject::UnknownApp {
                 app_id: app_id.to_string(),
             })?;
+        record.keep_outgoing();
         record.spec.instances = instances;
         record.version_ms = at_ms;
         record.last_scaling_ms = at_ms;
@@ -172,6 +189,7 @@ impl ServicesState {
             .ok_or_else(|| Reject::UnknownApp {
                 app_id: app_id.to_string(),
             })?;
+        record.keep_outgoing();
         record.last_scaling_ms = record.last_scaling_ms();
         record.config_version_ms = at_ms;
         record.consecutive_failures = 0;
@@ -211,15 +229,20 @@ impl ServicesState {
                 .apps
                 .keys()
                 .filter(|id| groups::is_under(id, group_id) && !named.contains(id.as_str()))
+                .filter(|id| groups::replaced_away(id, groups))
                 .cloned()
                 .collect();
             for app_id in gone {
                 self.remove_app(&app_id, at_ms, tasks)?;
             }
+            // A group record goes with its apps: when a listed parent's subgroups leave it out.
             let kept: std::collections::BTreeSet<&str> =
                 groups.iter().map(|g| g.id.as_str()).collect();
-            self.groups
-                .retain(|id, _| !groups::is_under(id, group_id) || kept.contains(id.as_str()));
+            self.groups.retain(|id, _| {
+                kept.contains(id.as_str())
+                    || !groups::is_under(id, group_id)
+                    || !groups::replaced_away(&format!("{id}/app"), groups)
+            });
         }
         for app in apps {
             self.put_app(app, false, at_ms, deployment_id)?;
@@ -319,7 +342,8 @@ impl ServicesState {
             task.state,
             TaskState::Failed | TaskState::Lost | TaskState::Error
         ) && !task.kill_requested;
-        if task.state == TaskState::Running {
+        // A task with health checks counts as a success once they pass (`TaskHealth`).
+        if task.state == TaskState::Running && task.launch.health_checks.is_empty() {
             app.consecutive_failures = 0;
         } else if failed {
             app.consecutive_failures = app.consecutive_failures.saturating_add(1);
@@ -337,6 +361,17 @@ impl ServicesState {
         {
             app.consecutive_failures = app.consecutive_failures.saturating_add(1);
             app.last_failure_at_ms = at_ms;
+        }
+    }
+
+    /// A task's health checks passed: the app's failures in a row are over.
+    pub(crate) fn task_healthy(&mut self, task: &Task) {
+        if let Some(app) = task
+            .owner
+            .service_app()
+            .and_then(|id| self.apps.get_mut(id))
+        {
+            app.consecutive_failures = 0;
         }
     }
 

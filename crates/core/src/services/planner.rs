@@ -54,6 +54,9 @@ pub struct PlanInput<'a> {
     /// An app's image reference as the presence key agents report (`Agent::images`):
     /// `busybox` becomes `docker.io/library/busybox:latest`.
     pub image_key: &'a dyn Fn(&str) -> String,
+    /// Tasks that failed their health checks this round may kill and replace, cluster-wide
+    /// (the shell's cap on health kills); the others keep their place until a later round.
+    pub unhealthy_kills_max: usize,
 }
 
 impl PlanInput<'_> {
@@ -63,6 +66,7 @@ impl PlanInput<'_> {
             now_ms,
             connected: &|_| true,
             image_key: &|image| image.to_string(),
+            unhealthy_kills_max: usize::MAX,
         }
     }
 }
@@ -97,19 +101,26 @@ pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
         .any(|a| !a.spec.dependencies.is_empty())
         || services.groups.values().any(|g| !g.dependencies.is_empty());
     let held_back = if any_dependencies {
-        let converged_apps = services
+        let ready_of = services
             .apps
             .iter()
-            .filter(|(id, record)| {
+            .map(|(id, record)| {
                 let tasks = tasks_by_app
                     .get(id.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                super::groups::converged(record, tasks)
+                let ready = tasks
+                    .iter()
+                    .filter(|t| {
+                        ready(t)
+                            && !t.kill_requested
+                            && config_version(t) == record.config_version_ms
+                    })
+                    .count();
+                (id.clone(), ready)
             })
-            .map(|(id, _)| id.clone())
             .collect();
-        super::groups::held_back(&services.apps, &services.groups, &converged_apps)
+        super::groups::held_back(&services.apps, &services.groups, &ready_of)
     } else {
         BTreeSet::new()
     };
@@ -256,18 +267,30 @@ fn plan_app(
         t.state == TaskState::Unreachable
             && input.now_ms >= t.updated_at_ms.saturating_add(inactive_after_ms)
     };
-    // A task that failed its health checks for good is replaced: it no longer counts.
+    // A task that failed its health checks for good is killed and replaced, within the
+    // round's budget of such kills; one over budget keeps its place (and is not replaced)
+    // until a later round.
+    let budget = input
+        .unhealthy_kills_max
+        .saturating_sub(plan.unhealthy.len());
+    let unhealthy: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| !t.state.is_terminal() && !t.kill_requested && exhausted(t))
+        .take(budget)
+        .collect();
+    plan.unhealthy
+        .extend(unhealthy.iter().map(|t| t.id.clone()));
     let active: Vec<&Task> = tasks
         .iter()
         .copied()
-        .filter(|t| !t.state.is_terminal() && !t.kill_requested && !replaceable(t) && !exhausted(t))
+        .filter(|t| {
+            !t.state.is_terminal()
+                && !t.kill_requested
+                && !replaceable(t)
+                && !unhealthy.iter().any(|u| u.id == t.id)
+        })
         .collect();
-    plan.unhealthy.extend(
-        tasks
-            .iter()
-            .filter(|t| !t.state.is_terminal() && !t.kill_requested && exhausted(t))
-            .map(|t| t.id.clone()),
-    );
     // Tasks of an older config and tasks on draining agents are replaced alike, at the pace
     // of the app's upgradeStrategy (`rolling_step`).
     let (mut current, mut old): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| {
@@ -503,6 +526,18 @@ mod tests {
         assert!(
             plan(&s, &PlanInput::at(500)).actions.is_empty(),
             "after the backoff only"
+        );
+        // Over the cap on health kills: it keeps its place and is not replaced yet.
+        let capped = plan(
+            &s,
+            &PlanInput {
+                unhealthy_kills_max: 0,
+                ..PlanInput::at(7 + 1_000)
+            },
+        );
+        assert!(
+            capped.unhealthy.is_empty() && capped.actions.is_empty(),
+            "{capped:?}"
         );
     }
 
@@ -1071,6 +1106,7 @@ mod tests {
             now_ms: 10,
             connected: &|_| true,
             image_key: &normalize,
+            unhealthy_kills_max: usize::MAX,
         };
         let plan = plan(&s, &input);
         // a2 is freer but has no busybox; a1 has room for two.
