@@ -364,10 +364,11 @@ impl Master {
                 health.last_failure_cause = health
                     .last_failure_cause
                     .map(crate::link::bounded_status_message);
+                // Stamped here: the backoff it may start is timed by the master's clock.
                 Command::TaskHealth {
                     task_id: report.task_id.clone(),
                     health,
-                    at_ms: report.at_ms,
+                    at_ms: now_ms(),
                 }
             }
             None => Command::TaskStatus {

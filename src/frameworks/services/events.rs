@@ -192,6 +192,28 @@ fn events_of(
             Command::ScaleApp { app_id, .. } | Command::RestartApp { app_id, .. } => {
                 app_changed(state, app_id, deployments, &mut events)
             }
+            Command::PutGroup {
+                group_id,
+                apps,
+                at_ms,
+                ..
+            } => {
+                for app in apps {
+                    app_changed(state, &app.id, deployments, &mut events);
+                }
+                events.push(event(
+                    "group_change_success",
+                    serde_json::json!({ "groupId": group_id, "version": iso8601(*at_ms) }),
+                ));
+            }
+            Command::RemoveGroup { group_id, at_ms } => {
+                deployments
+                    .retain(|app_id, _| !dcos_core::services::groups::is_under(app_id, group_id));
+                events.push(event(
+                    "group_change_success",
+                    serde_json::json!({ "groupId": group_id, "version": iso8601(*at_ms) }),
+                ));
+            }
             Command::RemoveApp { app_id, .. } => {
                 deployments.remove(app_id);
                 events.push(event(

@@ -237,6 +237,12 @@ pub async fn update(
             ));
         };
         let (groups, apps, replace) = if let Some(factor) = object.get("scaleBy") {
+            if id == "/" {
+                return Err(invalid_as(GROUP, &[FieldError::new(
+                    "scaleBy",
+                    "scaling the root group (every app of the cluster) is not supported: scale a group inside it",
+                )]));
+            }
             let factor = factor
                 .as_f64()
                 .filter(|f| f.is_finite() && *f >= 0.0 && *f <= 1_000.0)
