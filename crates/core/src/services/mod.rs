@@ -42,6 +42,11 @@ pub struct AppRecord {
     pub versions: BTreeMap<u64, AppSpec>,
 }
 
+/// A task that ran this long before it failed ends the app's streak of failures: the
+/// failure counts as the first of a new one (Mesos and Marathon forgive a task that ran a
+/// while the same way).
+pub const RUN_ENDS_FAILURE_STREAK_MS: u64 = 60_000;
+
 /// Definitions kept per app (Marathon's `--max_versions` default is 50).
 pub const VERSIONS_KEPT: usize = 50;
 
@@ -342,11 +347,18 @@ impl ServicesState {
             task.state,
             TaskState::Failed | TaskState::Lost | TaskState::Error
         ) && !task.kill_requested;
-        // A task with health checks counts as a success once they pass (`TaskHealth`).
-        if task.state == TaskState::Running && task.launch.health_checks.is_empty() {
-            app.consecutive_failures = 0;
-        } else if failed {
-            app.consecutive_failures = app.consecutive_failures.saturating_add(1);
+        // Reaching RUNNING is not a success by itself (a task that starts and crashes at once
+        // would relaunch with no delay for ever): a failure after a run of
+        // `RUN_ENDS_FAILURE_STREAK_MS` starts a new streak; passing health checks end it
+        // (`task_healthy`).
+        if failed {
+            let ran_long = task
+                .started_at_ms
+                .is_some_and(|started| at_ms.saturating_sub(started) >= RUN_ENDS_FAILURE_STREAK_MS);
+            app.consecutive_failures = match ran_long {
+                true => 1,
+                false => app.consecutive_failures.saturating_add(1),
+            };
             app.last_failure_at_ms = at_ms;
         }
     }
@@ -466,6 +478,30 @@ mod tests {
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_failure_streak_survives_brief_runs_and_ends_after_a_long_one() {
+        let mut services = ServicesState::default();
+        services.put_app(&app("/web", 1), true, 1, "d").unwrap();
+        let mut task = crate::state::tests::task("t", "/web", "a1", 1);
+        for (i, ran_ms) in [(1u64, 100u64), (2, 100), (3, 100)] {
+            task.started_at_ms = Some(i * 1_000);
+            task.state = TaskState::Running;
+            services.task_changed(&task, i * 1_000);
+            task.state = TaskState::Failed;
+            services.task_changed(&task, i * 1_000 + ran_ms);
+        }
+        assert_eq!(
+            services.apps["/web"].consecutive_failures, 3,
+            "brief runs do not reset"
+        );
+        task.started_at_ms = Some(10_000);
+        services.task_changed(&task, 10_000 + RUN_ENDS_FAILURE_STREAK_MS);
+        assert_eq!(
+            services.apps["/web"].consecutive_failures, 1,
+            "a long run starts over"
+        );
     }
 
     #[test]
