@@ -4,7 +4,8 @@
 //! converged (`dcos_core::services::groups`).
 
 use super::http::{
-    check_against_cluster, invalid, invalid_as, lock_of, locked, parse_app, respond, write, Changed,
+    check_against_cluster, check_no_cycle, invalid_as, lock_of, locked, parse_app, respond, write,
+    Changed,
 };
 use super::query::Params;
 use crate::http_util::{api_error, json_ok};
@@ -18,9 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcos_api::{app_view, iso8601, ApiError};
 use dcos_core::app::{normalize_app_id, parent_group};
-use dcos_core::services::groups::{self as core_groups, GroupEntry, GroupRecord, GroupSpec};
+use dcos_core::services::groups::{self as core_groups, GroupEntry, GroupSpec};
 use dcos_core::{AppSpec, ClusterState, Command, FieldError};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const GROUP: &str = "group definition";
@@ -133,35 +133,7 @@ fn parse_tree(
         }
         apps.push(app);
     }
-    // The apps as they would be: what exists outside this group, and what is posted.
-    let cycle = master.read(|s| {
-        let mut all: BTreeMap<String, AppSpec> = s
-            .services
-            .apps
-            .iter()
-            .filter(|(id, _)| !core_groups::is_under(id, &group_id))
-            .map(|(id, record)| (id.clone(), record.spec.clone()))
-            .collect();
-        all.extend(apps.iter().map(|a| (a.id.clone(), a.clone())));
-        let mut records = s.services.groups.clone();
-        records.extend(groups.iter().map(|g| {
-            let record = GroupRecord {
-                dependencies: g.dependencies.clone(),
-                version_ms: 0,
-            };
-            (g.id.clone(), record)
-        }));
-        core_groups::dependency_cycle(&all, &records)
-    });
-    if let Some(cycle) = cycle {
-        return Err(invalid(&[FieldError::new(
-            "dependencies",
-            format!(
-                "a cycle: {} (apps would wait for each other for ever)",
-                cycle.join(" -> ")
-            ),
-        )]));
-    }
+    check_no_cycle(master, &apps, Some(&group_id), &groups)?;
     Ok((group_id, groups, apps))
 }
 

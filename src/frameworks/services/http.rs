@@ -27,6 +27,7 @@ use dcos_api::{
     MarathonTasksEnvelope, VersionsEnvelope,
 };
 use dcos_core::placement::{self, Ask, Resource, Unfit};
+use dcos_core::services::groups::GroupEntry;
 use dcos_core::{AppSpec, ClusterState, Command, FieldError, Outcome};
 use std::sync::Arc;
 
@@ -202,10 +203,19 @@ pub(super) fn check_against_cluster(master: &Master, spec: &AppSpec) -> Result<(
     Ok(())
 }
 
-/// Refuses a definition whose dependencies, with every other app's, make a cycle: its apps
-/// would wait for each other for ever.
-pub(super) fn check_no_cycle(master: &Master, spec: &AppSpec) -> Result<(), ApiError> {
-    if spec.dependencies.is_empty() {
+/// Refuses `apps` (replacing every app inside `replaced_group`, if given) and `groups` when
+/// their dependencies, with those of every other app and group, make a cycle: its apps would
+/// wait for each other for ever.
+pub(super) fn check_no_cycle(
+    master: &Master,
+    apps: &[AppSpec],
+    replaced_group: Option<&str>,
+    groups: &[GroupEntry],
+) -> Result<(), ApiError> {
+    use dcos_core::services::groups::{dependency_cycle, is_under, GroupRecord};
+    if apps.iter().all(|a| a.dependencies.is_empty())
+        && groups.iter().all(|g| g.dependencies.is_empty())
+    {
         return Ok(());
     }
     let cycle = master.read(|s| {
@@ -213,10 +223,19 @@ pub(super) fn check_no_cycle(master: &Master, spec: &AppSpec) -> Result<(), ApiE
             .services
             .apps
             .iter()
+            .filter(|(id, _)| replaced_group.is_none_or(|group| !is_under(id, group)))
             .map(|(id, record)| (id.clone(), record.spec.clone()))
             .collect();
-        all.insert(spec.id.clone(), spec.clone());
-        dcos_core::services::groups::dependency_cycle(&all, &s.services.groups)
+        all.extend(apps.iter().map(|a| (a.id.clone(), a.clone())));
+        let mut records = s.services.groups.clone();
+        records.extend(groups.iter().map(|g| {
+            let record = GroupRecord {
+                dependencies: g.dependencies.clone(),
+                version_ms: 0,
+            };
+            (g.id.clone(), record)
+        }));
+        dependency_cycle(&all, &records)
     });
     match cycle {
         Some(cycle) => Err(invalid(&[FieldError::new(
@@ -364,7 +383,7 @@ async fn create_app(
         if !force {
             check_against_cluster(&master, &spec)?;
         }
-        check_no_cycle(&master, &spec)?;
+        check_no_cycle(&master, std::slice::from_ref(&spec), None, &[])?;
         let at_ms = now_ms();
         let deployment_id = random_id();
         write(
@@ -394,6 +413,11 @@ async fn create_app(
     }
     .await;
     respond(result)
+}
+
+/// 405 for a method an app sub-path does not take (the handler's own, without `Allow`).
+fn method_not_allowed(message: &str) -> Response {
+    api_error(ApiError::new(405, "method_not_allowed", message))
 }
 
 pub(super) fn app_not_found(id: &str) -> ApiError {
@@ -436,11 +460,9 @@ async fn get_app_path(State(master): State<Arc<Master>>, Path(rest): Path<String
                 ))),
             }
         }
-        AppPath::Task(..) | AppPath::Restart(_) => api_error(ApiError::new(
-            405,
-            "method_not_allowed",
-            "this path takes DELETE (a task) or POST (restart)",
-        )),
+        AppPath::Task(..) | AppPath::Restart(_) => {
+            method_not_allowed("this path takes DELETE (a task) or POST (restart)")
+        }
     })
 }
 
@@ -466,11 +488,7 @@ async fn put_app_path(
             Ok(partial) => update_app(&master, id, &params, body, partial).await,
             Err(e) => api_error(e),
         },
-        _ => api_error(ApiError::new(
-            405,
-            "method_not_allowed",
-            "PUT takes an app: /v2/apps/<id>",
-        )),
+        _ => method_not_allowed("PUT takes an app: /v2/apps/<id>"),
     }
 }
 
@@ -483,11 +501,7 @@ async fn patch_app_path(
     let params = Params::parse(query.as_deref());
     match AppPath::parse(&rest) {
         AppPath::App(id) => update_app(&master, id, &params, body, true).await,
-        _ => api_error(ApiError::new(
-            405,
-            "method_not_allowed",
-            "PATCH takes an app: /v2/apps/<id>",
-        )),
+        _ => method_not_allowed("PATCH takes an app: /v2/apps/<id>"),
     }
 }
 
@@ -563,7 +577,7 @@ async fn update_app(
                 if !force {
                     check_against_cluster(master, &spec)?;
                 }
-                check_no_cycle(master, &spec)?;
+                check_no_cycle(master, std::slice::from_ref(&spec), None, &[])?;
                 Command::PutApp {
                     app: spec.clone(),
                     create: false,
@@ -596,11 +610,9 @@ async fn post_app_path(
 ) -> Response {
     let params = Params::parse(query.as_deref());
     let AppPath::Restart(id) = AppPath::parse(&rest) else {
-        return api_error(ApiError::new(
-            405,
-            "method_not_allowed",
+        return method_not_allowed(
             "POST takes /v2/apps/<id>/restart (create apps with POST /v2/apps)",
-        ));
+        );
     };
     let force = match params.flag("force", false) {
         Ok(force) => force,
@@ -675,11 +687,7 @@ async fn delete_app_path(
             }
             kill_tasks(&master, vec![task_id], &params, true).await
         }
-        _ => api_error(ApiError::new(
-            405,
-            "method_not_allowed",
-            "DELETE takes an app, its tasks or one of its tasks",
-        )),
+        _ => method_not_allowed("DELETE takes an app, its tasks or one of its tasks"),
     }
 }
 

@@ -112,6 +112,20 @@ pub struct ServicesState {
 }
 
 impl ServicesState {
+    /// The record of `app_id`, or the refusal naming it.
+    fn app_mut(&mut self, app_id: &str) -> Result<&mut AppRecord, Reject> {
+        self.apps.get_mut(app_id).ok_or_else(|| Reject::UnknownApp {
+            app_id: app_id.to_string(),
+        })
+    }
+
+    /// The record of the app a service task belongs to.
+    fn app_of_task_mut(&mut self, task: &Task) -> Option<&mut AppRecord> {
+        task.owner
+            .service_app()
+            .and_then(|id| self.apps.get_mut(id))
+    }
+
     /// `PutApp`: create (`create`, refused if the id exists) or replace a definition.
     pub(crate) fn put_app(
         &mut self,
@@ -165,12 +179,7 @@ impl ServicesState {
         at_ms: u64,
         deployment_id: &str,
     ) -> Result<(), Reject> {
-        let record = self
-            .apps
-            .get_mut(app_id)
-            .ok_or_else(|| Reject::UnknownApp {
-                app_id: app_id.to_string(),
-            })?;
+        let record = self.app_mut(app_id)?;
         record.keep_outgoing();
         record.spec.instances = instances;
         record.version_ms = at_ms;
@@ -188,12 +197,7 @@ impl ServicesState {
         at_ms: u64,
         deployment_id: &str,
     ) -> Result<(), Reject> {
-        let record = self
-            .apps
-            .get_mut(app_id)
-            .ok_or_else(|| Reject::UnknownApp {
-                app_id: app_id.to_string(),
-            })?;
+        let record = self.app_mut(app_id)?;
         record.keep_outgoing();
         record.last_scaling_ms = record.last_scaling_ms();
         record.config_version_ms = at_ms;
@@ -292,12 +296,7 @@ impl ServicesState {
 
     /// `ResetDelay`: the relaunch backoff starts over.
     pub(crate) fn reset_delay(&mut self, app_id: &str) -> Result<(), Reject> {
-        let record = self
-            .apps
-            .get_mut(app_id)
-            .ok_or_else(|| Reject::UnknownApp {
-                app_id: app_id.to_string(),
-            })?;
+        let record = self.app_mut(app_id)?;
         record.consecutive_failures = 0;
         Ok(())
     }
@@ -336,11 +335,7 @@ impl ServicesState {
     /// One of this framework's tasks changed state: RUNNING resets the app's failure count,
     /// a failure not asked for raises it (the relaunch backoff).
     pub(crate) fn task_changed(&mut self, task: &Task, at_ms: u64) {
-        let Some(app) = task
-            .owner
-            .service_app()
-            .and_then(|id| self.apps.get_mut(id))
-        else {
+        let Some(app) = self.app_of_task_mut(task) else {
             return;
         };
         let failed = matches!(
@@ -366,11 +361,7 @@ impl ServicesState {
     /// One of this framework's tasks failed its health checks for good: it is replaced, and
     /// like a crash it counts towards the app's relaunch backoff.
     pub(crate) fn task_unhealthy(&mut self, task: &Task, at_ms: u64) {
-        if let Some(app) = task
-            .owner
-            .service_app()
-            .and_then(|id| self.apps.get_mut(id))
-        {
+        if let Some(app) = self.app_of_task_mut(task) {
             app.consecutive_failures = app.consecutive_failures.saturating_add(1);
             app.last_failure_at_ms = at_ms;
         }
@@ -378,11 +369,7 @@ impl ServicesState {
 
     /// A task's health checks passed: the app's failures in a row are over.
     pub(crate) fn task_healthy(&mut self, task: &Task) {
-        if let Some(app) = task
-            .owner
-            .service_app()
-            .and_then(|id| self.apps.get_mut(id))
-        {
+        if let Some(app) = self.app_of_task_mut(task) {
             app.consecutive_failures = 0;
         }
     }
