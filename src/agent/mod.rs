@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub policy: policy::TaskPolicy,
     /// How often tasks' disk use is measured against their `disk` (see `disk`).
     pub disk_check_interval_ms: u64,
+    /// How often tasks' sandboxes are checked for starts and ends (`monitor`).
+    pub monitor_interval_ms: u64,
     /// The operator's labels of this agent (`rack = "r1"`), for placement constraints.
     pub attributes: std::collections::BTreeMap<String, String>,
 }
@@ -138,6 +140,7 @@ impl AgentConfig {
             registry_ca: None,
             policy: policy::TaskPolicy::default(),
             disk_check_interval_ms: disk::DISK_CHECK_INTERVAL_MS,
+            monitor_interval_ms: MONITOR_INTERVAL_MS,
             attributes: Default::default(),
         }
     }
@@ -351,7 +354,8 @@ impl Agent {
             })
             .await;
         let reporter = tokio::spawn(self.clone().report_images());
-        let mut tick = tokio::time::interval(Duration::from_millis(MONITOR_INTERVAL_MS));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.monitor_interval_ms));
         let mut gc_tick = tokio::time::interval(Duration::from_millis(SANDBOX_GC_INTERVAL_MS));
         let mut disk_tick =
             tokio::time::interval(Duration::from_millis(self.config.disk_check_interval_ms));
@@ -429,14 +433,21 @@ impl Agent {
                     .and_then(|r| r);
                 self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
                 match result {
-                    Ok(()) => self.report(TaskReport {
-                        task_id,
-                        state: TaskState::Starting,
-                        message: None,
-                        exit_code: None,
-                        at_ms: now_ms(),
-                        health: None,
-                    }),
+                    Ok(()) => {
+                        self.report(TaskReport {
+                            task_id: task_id.clone(),
+                            state: TaskState::Starting,
+                            message: None,
+                            exit_code: None,
+                            at_ms: now_ms(),
+                            health: None,
+                        })
+                        .await;
+                        // Started already (a fast start): said now rather than at the
+                        // next look over the tasks.
+                        self.monitor_one(&task_id).await;
+                        return;
+                    }
                     Err(error) => {
                         tracing::warn!(task = %task_id, "launch failed: {error:#}");
                         self.report(TaskReport {

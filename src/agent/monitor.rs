@@ -39,42 +39,7 @@ impl Agent {
         {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             for (task_id, task) in tasks.iter_mut().filter(|(_, t)| !t.terminal_reported) {
-                if let Ok(Some(exit)) = task.dir.read_exit() {
-                    task.terminal_reported = true;
-                    reports.push(exit_report(task_id, &task.dir, &exit));
-                    continue;
-                }
-                if !task.running_reported && task.dir.task_pid().exists() {
-                    task.running_reported = true;
-                    reports.push(TaskReport {
-                        task_id: task_id.clone(),
-                        state: TaskState::Running,
-                        message: None,
-                        exit_code: None,
-                        at_ms: now_ms(),
-                        health: None,
-                    });
-                    continue;
-                }
-                let shim_gone = !task
-                    .shim_pid
-                    .is_some_and(|pid| self.runtime.supervisor_alive(pid, &task.dir));
-                let start_overdue =
-                    !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
-                if shim_gone || start_overdue {
-                    // The shim may have written its record just now.
-                    if let Ok(Some(exit)) = task.dir.read_exit() {
-                        reports.push(exit_report(task_id, &task.dir, &exit));
-                    } else {
-                        // Nothing of it may keep running once it is reported lost.
-                        let live_shim = task
-                            .shim_pid
-                            .filter(|pid| self.runtime.supervisor_alive(*pid, &task.dir));
-                        self.runtime.force_cleanup(&task.dir, live_shim);
-                        reports.push(lost_report(task_id));
-                    }
-                    task.terminal_reported = true;
-                }
+                reports.extend(self.check(task_id, task));
             }
             // Ended tasks are forgotten in memory; their sandboxes stay on disk for logs.
             tasks.retain(|_, t| !t.terminal_reported);
@@ -82,6 +47,63 @@ impl Agent {
         for report in reports {
             self.report(report).await;
         }
+    }
+
+    /// `monitor` for one task.
+    pub(super) async fn monitor_one(&self, task_id: &str) {
+        let report = {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            let Some(task) = tasks.get_mut(task_id).filter(|t| !t.terminal_reported) else {
+                return;
+            };
+            let report = self.check(task_id, task);
+            if task.terminal_reported {
+                tasks.remove(task_id);
+            }
+            report
+        };
+        if let Some(report) = report {
+            self.report(report).await;
+        }
+    }
+
+    /// What changed for an unfinished task since it was last looked at: it ended, it
+    /// started, or its supervisor is gone or never started it (then it is lost).
+    fn check(&self, task_id: &str, task: &mut super::LocalTask) -> Option<TaskReport> {
+        if let Ok(Some(exit)) = task.dir.read_exit() {
+            task.terminal_reported = true;
+            return Some(exit_report(task_id, &task.dir, &exit));
+        }
+        if !task.running_reported && task.dir.task_pid().exists() {
+            task.running_reported = true;
+            return Some(TaskReport {
+                task_id: task_id.to_string(),
+                state: TaskState::Running,
+                message: None,
+                exit_code: None,
+                at_ms: now_ms(),
+                health: None,
+            });
+        }
+        let shim_gone = !task
+            .shim_pid
+            .is_some_and(|pid| self.runtime.supervisor_alive(pid, &task.dir));
+        let start_overdue =
+            !task.running_reported && now_ms() > task.started_at_ms + SHIM_START_TIMEOUT_MS;
+        if !(shim_gone || start_overdue) {
+            return None;
+        }
+        task.terminal_reported = true;
+        // The shim may have written its record just now.
+        if let Ok(Some(exit)) = task.dir.read_exit() {
+            return Some(exit_report(task_id, &task.dir, &exit));
+        }
+        // Nothing of it may keep running once it is reported lost.
+        let live_shim = task
+            .shim_pid
+            .filter(|pid| self.runtime.supervisor_alive(*pid, &task.dir));
+        self.runtime.force_cleanup(&task.dir, live_shim);
+        Some(lost_report(task_id))
     }
 
     /// Kills every task and waits (bounded by the longest grace period + 5 s) until each

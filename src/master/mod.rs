@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Frameworks re-plan at least this often (backoff timers expire without a write).
 const PLAN_INTERVAL_MS: u64 = 1_000;
@@ -36,9 +36,13 @@ const AGENT_CHECK_INTERVAL_MS: u64 = 250;
 const NEW_LEADER_GRACE_TIMEOUTS: u32 = 5;
 /// A kill not answered by a terminal status is sent again after this long.
 const KILL_RESEND_MS: u64 = 15_000;
-/// Launches performed per planning round and framework: keeps a round short (one fsync
-/// each) and the agent links far from full; the next round continues.
-const LAUNCHES_PER_ROUND_MAX: usize = 64;
+/// Launches performed per planning round and framework: keeps a round short and the agent
+/// links far from full (they share log entries, `ReplicatedState::write_all`); the next
+/// round continues.
+const LAUNCHES_PER_ROUND_MAX: usize = 2048;
+/// Agent messages handled in one go (status updates in a row share log entries) before
+/// the master's loop looks at its other work.
+const STATUS_BATCH_MAX: usize = 4096;
 
 pub struct Master {
     pub raft: ReplicatedState,
@@ -213,7 +217,7 @@ impl Master {
             tokio::select! {
                 _ = agents_tick.tick() => self.check_agents().await,
                 message = from_agents.recv() => match message {
-                    Some(message) => self.handle_agent_message(message).await,
+                    Some(message) => self.handle_agent_messages(message, &mut from_agents).await,
                     None => break,
                 },
                 changed = applied.changed() => {
@@ -222,6 +226,48 @@ impl Master {
                 }
                 _ = tick.tick() => self.plan_and_act().await,
                 _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    /// Handles `first` and whatever else agents have sent meanwhile (up to
+    /// `STATUS_BATCH_MAX` messages): status updates in a row are recorded together, in
+    /// their order, so a burst of them costs a few log entries instead of one each.
+    async fn handle_agent_messages(
+        &self,
+        first: ToMaster,
+        from_agents: &mut mpsc::Receiver<ToMaster>,
+    ) {
+        let mut statuses = Vec::new();
+        let mut message = Some(first);
+        for _ in 0..STATUS_BATCH_MAX {
+            match message.take() {
+                Some(ToMaster::Status(report)) => statuses.push((report, None)),
+                Some(ToMaster::StatusAcked { report, ack }) => statuses.push((report, Some(ack))),
+                Some(other) => {
+                    self.record_statuses_acked(std::mem::take(&mut statuses))
+                        .await;
+                    self.handle_agent_message(other).await;
+                }
+                None => break,
+            }
+            message = from_agents.try_recv().ok();
+        }
+        self.record_statuses_acked(statuses).await;
+        if let Some(message) = message {
+            self.handle_agent_message(message).await;
+        }
+    }
+
+    async fn record_statuses_acked(
+        &self,
+        statuses: Vec<(TaskReport, Option<oneshot::Sender<bool>>)>,
+    ) {
+        let (reports, acks): (Vec<_>, Vec<_>) = statuses.into_iter().unzip();
+        let committed = self.record_statuses(reports).await;
+        for (ack, committed) in acks.into_iter().zip(committed) {
+            if let Some(ack) = ack {
+                let _ = ack.send(committed);
             }
         }
     }
@@ -358,46 +404,40 @@ impl Master {
 
     /// Records a status; true once it is committed (applied or refused as stale).
     async fn record_status(&self, report: TaskReport) -> bool {
-        let command = match report.health.clone() {
-            // A report of the task's health checks: its state is unchanged.
-            Some(mut health) => {
-                health.last_failure_cause = health
-                    .last_failure_cause
-                    .map(crate::link::bounded_status_message);
-                // Stamped here: the backoff it may start is timed by the master's clock.
-                Command::TaskHealth {
-                    task_id: report.task_id.clone(),
-                    health,
-                    at_ms: now_ms(),
-                }
-            }
-            None => Command::TaskStatus {
-                task_id: report.task_id.clone(),
-                state: report.state,
-                at_ms: report.at_ms,
-                message: report.message.map(crate::link::bounded_status_message),
-                exit_code: report.exit_code,
-            },
-        };
-        match self.write(command).await {
-            Ok(Outcome::Applied) => {
-                if report.state.is_terminal() {
-                    self.kills_sent
-                        .lock()
-                        .expect("kills lock")
-                        .remove(&report.task_id);
-                }
-                true
-            }
-            Ok(Outcome::Rejected(reject)) => {
-                tracing::debug!(task = %report.task_id, "status not recorded: {reject}");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(task = %report.task_id, "status not recorded: {e}");
-                false
-            }
+        self.record_statuses(vec![report]).await[0]
+    }
+
+    /// Records statuses in their order (sharing log entries); for each, true once it is
+    /// committed (applied or refused as stale).
+    async fn record_statuses(&self, reports: Vec<TaskReport>) -> Vec<bool> {
+        if reports.is_empty() {
+            return Vec::new();
         }
+        let commands = reports.iter().map(status_command).collect();
+        let outcomes = self.raft.write_all(commands).await;
+        reports
+            .iter()
+            .zip(outcomes)
+            .map(|(report, outcome)| match outcome {
+                Ok(Outcome::Applied) => {
+                    if report.state.is_terminal() {
+                        self.kills_sent
+                            .lock()
+                            .expect("kills lock")
+                            .remove(&report.task_id);
+                    }
+                    true
+                }
+                Ok(Outcome::Rejected(reject)) => {
+                    tracing::debug!(task = %report.task_id, "status not recorded: {reject}");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(task = %report.task_id, "status not recorded: {e}");
+                    false
+                }
+            })
+            .collect()
     }
 
     async fn send_kill(&self, agent_id: &str, task_id: &str) {
@@ -465,32 +505,7 @@ impl Master {
                 };
                 framework.plan(state, &round)
             });
-            let mut launches = 0;
-            for proposal in proposals {
-                match proposal {
-                    Proposal::Launch(_) if launches >= LAUNCHES_PER_ROUND_MAX => {}
-                    Proposal::Launch(task) => {
-                        launches += 1;
-                        self.launch(*task, framework.name()).await
-                    }
-                    Proposal::Kill { task_id } => {
-                        let agent_id =
-                            self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
-                        let written = self
-                            .write(Command::KillTask {
-                                task_id: task_id.clone(),
-                                at_ms: now,
-                            })
-                            .await;
-                        if let (Ok(Outcome::Applied), Some(agent_id)) = (written, agent_id) {
-                            self.send_kill(&agent_id, &task_id).await;
-                        }
-                    }
-                    Proposal::Expunge { task_id } => {
-                        let _ = self.write(Command::ExpungeTask { task_id }).await;
-                    }
-                }
-            }
+            self.perform(proposals, framework.name(), now).await;
         }
         let pending_kills: Vec<(String, String)> = self.read(|state| {
             state
@@ -513,31 +528,98 @@ impl Master {
         }
     }
 
-    /// Records a task a framework built, then sends it to its agent (or records it lost
-    /// if the agent's link is gone).
-    async fn launch(&self, task: Task, framework: &str) {
-        let agent_id = task.agent_id.clone();
-        match self.write(Command::LaunchTask { task: task.clone() }).await {
-            Ok(Outcome::Applied) => {
-                tracing::info!(task = %task.id, agent = %agent_id, framework, "launching");
-                let task_id = task.id.clone();
-                if !self.send_to_agent(&agent_id, ToAgent::Launch(Box::new(task))) {
-                    self.record_status(TaskReport {
-                        task_id,
-                        state: TaskState::Lost,
-                        message: Some("agent disconnected before the launch".into()),
-                        exit_code: None,
-                        at_ms: now_ms(),
-                        health: None,
-                    })
-                    .await;
+    /// Performs a round's proposals: all recorded at once (in their order, sharing log
+    /// entries), then each recorded launch sent to its agent (or recorded lost if the
+    /// agent's link is gone) and each recorded kill told to the task's agent.
+    async fn perform(&self, proposals: Vec<Proposal>, framework: &str, now: u64) {
+        let mut launches = 0;
+        let proposals: Vec<Proposal> = proposals
+            .into_iter()
+            .filter(|p| match p {
+                Proposal::Launch(_) => {
+                    launches += 1;
+                    launches <= LAUNCHES_PER_ROUND_MAX
                 }
+                _ => true,
+            })
+            .collect();
+        let commands = proposals
+            .iter()
+            .map(|proposal| match proposal {
+                Proposal::Launch(task) => Command::LaunchTask {
+                    task: (**task).clone(),
+                },
+                Proposal::Kill { task_id } => Command::KillTask {
+                    task_id: task_id.clone(),
+                    at_ms: now,
+                },
+                Proposal::Expunge { task_id } => Command::ExpungeTask {
+                    task_id: task_id.clone(),
+                },
+            })
+            .collect();
+        let outcomes = self.raft.write_all(commands).await;
+        let mut lost = Vec::new();
+        for (proposal, outcome) in proposals.into_iter().zip(outcomes) {
+            match (proposal, outcome) {
+                (Proposal::Launch(task), Ok(Outcome::Applied)) => {
+                    let (task_id, agent_id) = (task.id.clone(), task.agent_id.clone());
+                    tracing::info!(task = %task_id, agent = %agent_id, framework, "launching");
+                    if !self.send_to_agent(&agent_id, ToAgent::Launch(task)) {
+                        lost.push(TaskReport {
+                            task_id,
+                            state: TaskState::Lost,
+                            message: Some("agent disconnected before the launch".into()),
+                            exit_code: None,
+                            at_ms: now_ms(),
+                            health: None,
+                        });
+                    }
+                }
+                (Proposal::Launch(task), Ok(Outcome::Rejected(reject))) => {
+                    tracing::debug!(task = %task.id, framework, "launch refused: {reject}")
+                }
+                (Proposal::Launch(task), Err(e)) => {
+                    tracing::warn!(task = %task.id, framework, "launch not recorded: {e}")
+                }
+                (Proposal::Kill { task_id }, Ok(Outcome::Applied)) => {
+                    let agent_id = self.read(|s| s.tasks.get(&task_id).map(|t| t.agent_id.clone()));
+                    if let Some(agent_id) = agent_id {
+                        self.send_kill(&agent_id, &task_id).await;
+                    }
+                }
+                (Proposal::Kill { .. } | Proposal::Expunge { .. }, _) => {}
             }
-            Ok(Outcome::Rejected(reject)) => {
-                tracing::debug!(task = %task.id, framework, "launch refused: {reject}")
-            }
-            Err(e) => tracing::warn!(task = %task.id, framework, "launch not recorded: {e}"),
         }
+        self.record_statuses(lost).await;
+    }
+}
+
+/// The log entry of an agent's report: its task's new state, or what its health checks
+/// found (the state unchanged).
+fn status_command(report: &TaskReport) -> Command {
+    match report.health.clone() {
+        Some(mut health) => {
+            health.last_failure_cause = health
+                .last_failure_cause
+                .map(crate::link::bounded_status_message);
+            // Stamped here: the backoff it may start is timed by the master's clock.
+            Command::TaskHealth {
+                task_id: report.task_id.clone(),
+                health,
+                at_ms: now_ms(),
+            }
+        }
+        None => Command::TaskStatus {
+            task_id: report.task_id.clone(),
+            state: report.state,
+            at_ms: report.at_ms,
+            message: report
+                .message
+                .clone()
+                .map(crate::link::bounded_status_message),
+            exit_code: report.exit_code,
+        },
     }
 }
 

@@ -35,6 +35,10 @@ pub struct ClusterState {
     /// The services framework's apps.
     #[serde(default)]
     pub services: ServicesState,
+    /// The ids of each agent's tasks (an index of `tasks`, never stored: rebuilt on
+    /// restore), so a launch checks its agent's resources without looking at every task.
+    #[serde(skip)]
+    tasks_by_agent: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The state as any version wrote it: `apps` sat beside `agents` before frameworks had
@@ -67,7 +71,15 @@ impl From<StateRecord> for ClusterState {
             },
             (None, None) => ServicesState::default(),
         };
+        let mut tasks_by_agent: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for task in record.tasks.values() {
+            tasks_by_agent
+                .entry(task.agent_id.clone())
+                .or_default()
+                .insert(task.id.clone());
+        }
         ClusterState {
+            tasks_by_agent,
             agents: record.agents,
             tasks: record.tasks,
             draining: record.draining,
@@ -217,6 +229,10 @@ impl ClusterState {
                         ports: task.ports.clone(),
                     });
                 }
+                self.tasks_by_agent
+                    .entry(task.agent_id.clone())
+                    .or_default()
+                    .insert(task.id.clone());
                 self.tasks.insert(task.id.clone(), task.clone());
             }
             Command::KillTask { task_id, at_ms } => {
@@ -285,7 +301,14 @@ impl ClusterState {
                         task_id: task_id.clone(),
                     });
                 }
-                self.tasks.remove(task_id);
+                if let Some(task) = self.tasks.remove(task_id) {
+                    if let Some(ids) = self.tasks_by_agent.get_mut(&task.agent_id) {
+                        ids.remove(task_id);
+                        if ids.is_empty() {
+                            self.tasks_by_agent.remove(&task.agent_id);
+                        }
+                    }
+                }
             }
             Command::MarkAgentUnreachable { agent_id, at_ms } => {
                 let agent = self.agent_mut(agent_id)?;
@@ -382,19 +405,26 @@ impl ClusterState {
             })
     }
 
+    /// Every task recorded on an agent (any state), in id order.
+    pub fn tasks_on_agent<'a>(&'a self, agent_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_agent
+            .get(agent_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
     /// Resources held by tasks on an agent that have not ended.
     pub fn used_resources(&self, agent_id: &str) -> Resources {
-        self.tasks
-            .values()
-            .filter(|t| t.agent_id == agent_id && t.holds_resources())
+        self.tasks_on_agent(agent_id)
+            .filter(|t| t.holds_resources())
             .fold(Resources::default(), |sum, t| sum.add(&t.resources))
     }
 
     /// Host ports held by tasks on an agent that have not ended.
     pub fn used_ports(&self, agent_id: &str) -> std::collections::BTreeSet<u16> {
-        self.tasks
-            .values()
-            .filter(|t| t.agent_id == agent_id && t.holds_resources())
+        self.tasks_on_agent(agent_id)
+            .filter(|t| t.holds_resources())
             .flat_map(|t| t.ports.iter().copied())
             .collect()
     }
@@ -420,6 +450,16 @@ impl ClusterState {
     /// these (on restore); tests assert them after every command.
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
+        let indexed: usize = self.tasks_by_agent.values().map(BTreeSet::len).sum();
+        let misindexed = self.tasks.values().any(|t| {
+            !self
+                .tasks_by_agent
+                .get(&t.agent_id)
+                .is_some_and(|ids| ids.contains(&t.id))
+        });
+        if indexed != self.tasks.len() || misindexed {
+            violations.push("the index of tasks by agent does not match the tasks".to_string());
+        }
         let mut ports_in_use = BTreeSet::new();
         for task in self.tasks.values().filter(|t| t.holds_resources()) {
             for port in &task.ports {

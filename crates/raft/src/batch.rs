@@ -51,6 +51,16 @@ impl Batcher {
     /// Proposes `command` and waits until it is committed and applied (unbounded: the caller
     /// bounds the wait).
     pub(crate) async fn submit(&self, command: Command) -> Result<Outcome, RaftError> {
+        let answer = self.enqueue(command).await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `command` and returns where its outcome will come: writes queued one after
+    /// another are applied in that order (each batch is the queue's order).
+    pub(crate) async fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<oneshot::Receiver<Result<Outcome, RaftError>>, RaftError> {
         let bytes = serde_json::to_vec(&command)
             .map_err(|e| RaftError::Fatal(format!("encoding a command: {e}")))?
             .len();
@@ -61,7 +71,6 @@ impl Batcher {
             });
         }
         let (reply, answer) = oneshot::channel();
-        let stopped = || RaftError::Fatal("raft is shut down".to_string());
         self.queue
             .send(Pending {
                 command,
@@ -70,8 +79,12 @@ impl Batcher {
             })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(answer)
     }
+}
+
+fn stopped() -> RaftError {
+    RaftError::Fatal("raft is shut down".to_string())
 }
 
 async fn run(raft: Raft<TypeConfig>, mut pending: mpsc::Receiver<Pending>) {

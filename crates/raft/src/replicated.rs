@@ -374,18 +374,8 @@ impl ReplicatedState {
     /// Concurrent writes share log entries (`crate::batch`).
     /// Bounded by `WRITE_TIMEOUT_MS`: a timed-out write may still commit later.
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
-        // A leader past its lease answers at once instead of waiting for a commit that the
-        // majority, which may have moved on, will never acknowledge.
-        if self.leadership() == Some(false) {
-            return Err(RaftError::NotLeader {
-                leader_id: None,
-                leader_addr: None,
-            });
-        }
-        if let Some(refusal) =
-            crate::space::check_free(&self.inner.data_dir, self.inner.min_free_bytes)
-        {
-            return Err(RaftError::DiskFull(refusal));
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
         }
         let write = self.inner.batcher.submit(command);
         match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {
@@ -394,6 +384,50 @@ impl ReplicatedState {
                 "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
             ))),
         }
+    }
+
+    /// Why a write would be refused before it is proposed. A leader past its lease answers
+    /// at once instead of waiting for a commit that the majority, which may have moved on,
+    /// will never acknowledge; a nearly full disk refuses (`crate::space`).
+    fn refusal(&self) -> Option<RaftError> {
+        if self.leadership() == Some(false) {
+            return Some(RaftError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            });
+        }
+        crate::space::check_free(&self.inner.data_dir, self.inner.min_free_bytes)
+            .map(RaftError::DiskFull)
+    }
+
+    /// Proposes `commands` in this order (they are applied in it, sharing log entries)
+    /// and waits for all of them: one outcome each, in order. For a shell with many writes
+    /// at once (a round's launches, a burst of status updates); each is bounded by
+    /// `WRITE_TIMEOUT_MS` like `write`.
+    pub async fn write_all(&self, commands: Vec<Command>) -> Vec<Result<Outcome, RaftError>> {
+        let count = commands.len();
+        if let Some(refusal) = self.refusal() {
+            return vec![Err(refusal); count];
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
+        let mut answers = Vec::with_capacity(count);
+        for command in commands {
+            answers.push(self.inner.batcher.enqueue(command).await);
+        }
+        let mut outcomes = Vec::with_capacity(count);
+        for answer in answers {
+            outcomes.push(match answer {
+                Err(e) => Err(e),
+                Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(RaftError::Fatal("raft is shut down".to_string())),
+                    Err(_) => Err(RaftError::Timeout(format!(
+                        "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
+                    ))),
+                },
+            });
+        }
+        outcomes
     }
 
     /// Reads the applied state under a read lock. Keep `f` short: applying waits for it.

@@ -112,6 +112,7 @@ impl Framework for Services {
             connected: round.connected,
             image_key: &image_key,
             unhealthy_kills_max: self.health_kills_left(round.now_ms),
+            launches_max: round.launches_max,
         };
         let plan = planner::plan(state, &input);
         for (app_id, passed_over) in &plan.unplaced {
@@ -124,18 +125,14 @@ impl Framework for Services {
             .into_iter()
             .map(|task_id| Proposal::Kill { task_id })
             .collect();
-        let mut launches = 0;
         plan.actions
             .into_iter()
             .filter_map(|action| match action {
-                // Tasks beyond what the master launches this round are built next round.
-                Action::Launch { .. } if launches >= round.launches_max => None,
                 Action::Launch {
                     app_id,
                     agent_id,
                     ports,
                 } => {
-                    launches += 1;
                     let app = state.services.apps.get(&app_id)?;
                     let id = task_id(&app_id, &random_id());
                     let task = build_task(app, &agent_id, ports, id, round.now_ms);

@@ -44,6 +44,8 @@ pub struct Plan {
     /// Per app that is short of instances and could not place the next one: every agent
     /// passed over and why.
     pub unplaced: BTreeMap<String, Vec<PassedOver>>,
+    /// How many of `actions` are launches.
+    pub launches: usize,
 }
 
 /// What the planner needs besides the state, from its shell.
@@ -57,6 +59,10 @@ pub struct PlanInput<'a> {
     /// Tasks that failed their health checks this round may kill and replace, cluster-wide
     /// (the shell's cap on health kills); the others keep their place until a later round.
     pub unhealthy_kills_max: usize,
+    /// Most launches this round, over all apps (the shell performs no more per round):
+    /// placing stops there, and the apps not reached wait for the next round without being
+    /// reported unplaced.
+    pub launches_max: usize,
 }
 
 impl PlanInput<'_> {
@@ -67,6 +73,7 @@ impl PlanInput<'_> {
             connected: &|_| true,
             image_key: &|image| image.to_string(),
             unhealthy_kills_max: usize::MAX,
+            launches_max: usize::MAX,
         }
     }
 }
@@ -316,7 +323,8 @@ fn plan_app(
         },
     );
 
-    if step.launch > 0 && !held {
+    let launches_left = input.launches_max.saturating_sub(plan.launches);
+    if step.launch > 0 && launches_left > 0 && !held {
         let waiting =
             input.now_ms < app.last_failure_at_ms + backoff_ms(&app.spec, app.consecutive_failures);
         if !waiting {
@@ -336,7 +344,7 @@ fn plan_app(
                     active.iter().filter_map(|t| pool.agent(&t.agent_id)),
                 ),
             };
-            for _ in 0..step.launch {
+            for _ in 0..step.launch.min(launches_left) {
                 let ask = Ask {
                     resources: app.spec.resources(),
                     ports: &wanted,
@@ -349,6 +357,7 @@ fn plan_app(
                         if let Some(agent) = pool.agent(&placed.agent_id) {
                             spread.add(&constraints, agent);
                         }
+                        plan.launches += 1;
                         plan.actions.push(Action::Launch {
                             app_id: app.spec.id.clone(),
                             agent_id: placed.agent_id,
@@ -472,6 +481,39 @@ mod tests {
             message: None,
             exit_code: None,
         });
+    }
+
+    #[test]
+    fn a_round_places_at_most_its_launch_budget_and_the_rest_waits_unreported() {
+        let s = cluster(&[("a1", 64_000, 64 * 1024)], &[("/a", 3), ("/b", 2)]);
+        let launched = |plan: &Plan| -> Vec<String> {
+            plan.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Launch { app_id, .. } => Some(app_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let capped = plan(
+            &s,
+            &PlanInput {
+                launches_max: 4,
+                ..PlanInput::at(10)
+            },
+        );
+        assert_eq!(launched(&capped), ["/a", "/a", "/a", "/b"]);
+        assert_eq!(capped.launches, 4);
+        assert!(capped.unplaced.is_empty(), "a budget is no reason to wait");
+        let none = plan(
+            &s,
+            &PlanInput {
+                launches_max: 0,
+                ..PlanInput::at(10)
+            },
+        );
+        assert!(none.actions.is_empty() && none.unplaced.is_empty());
+        assert_eq!(plan(&s, &PlanInput::at(10)).launches, 5);
     }
 
     #[test]
@@ -1107,6 +1149,7 @@ mod tests {
             connected: &|_| true,
             image_key: &normalize,
             unhealthy_kills_max: usize::MAX,
+            launches_max: usize::MAX,
         };
         let plan = plan(&s, &input);
         // a2 is freer but has no busybox; a1 has room for two.
