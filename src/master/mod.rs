@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Frameworks re-plan at least this often (backoff timers expire without a write).
 const PLAN_INTERVAL_MS: u64 = 1_000;
+/// After a change, frameworks re-plan at most this often: a round looks at every task, so
+/// a burst of status updates (each batch a change) must not cost a round each.
+const REPLAN_GAP_MS: u64 = 100;
 /// How often agents' silence is checked: a dead agent is marked at most this long after its
 /// `unreachable_timeout` ran out.
 const AGENT_CHECK_INTERVAL_MS: u64 = 250;
@@ -58,6 +61,9 @@ pub struct Master {
     /// Cleared when the master is stopping: task ends are still recorded, but frameworks no
     /// longer launch replacements.
     scheduling: AtomicBool,
+    /// A planning round is being performed (its writes are not all applied yet): the next
+    /// one waits, so it plans on what this one did.
+    round_in_flight: AtomicBool,
     /// Remote agents: silence longer than this marks an agent unreachable. `None` for the
     /// in-process agent of `dcos-rs up`, whose link cannot go silent.
     unreachable_timeout: Option<Duration>,
@@ -86,6 +92,7 @@ impl Master {
             metrics: metrics::Metrics::new(),
             frameworks,
             scheduling: AtomicBool::new(true),
+            round_in_flight: AtomicBool::new(false),
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
@@ -213,6 +220,10 @@ impl Master {
         let mut applied = self.raft.subscribe();
         let mut tick = tokio::time::interval(Duration::from_millis(PLAN_INTERVAL_MS));
         let mut agents_tick = tokio::time::interval(Duration::from_millis(AGENT_CHECK_INTERVAL_MS));
+        let gap = Duration::from_millis(REPLAN_GAP_MS);
+        // Something was applied since the last round.
+        let mut changed = false;
+        let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = agents_tick.tick() => self.check_agents().await,
@@ -220,11 +231,21 @@ impl Master {
                     Some(message) => self.handle_agent_messages(message, &mut from_agents).await,
                     None => break,
                 },
-                changed = applied.changed() => {
-                    if changed.is_err() { break; }
-                    self.plan_and_act().await;
+                applied_now = applied.changed(), if !changed => {
+                    if applied_now.is_err() { break; }
+                    changed = true;
                 }
-                _ = tick.tick() => self.plan_and_act().await,
+                // A round still in flight: this one is tried again after the gap.
+                _ = tokio::time::sleep_until(last_round + gap), if changed => {
+                    last_round = tokio::time::Instant::now();
+                    changed = !self.start_round();
+                }
+                _ = tick.tick() => {
+                    if self.start_round() {
+                        changed = false;
+                        last_round = tokio::time::Instant::now();
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -234,7 +255,7 @@ impl Master {
     /// `STATUS_BATCH_MAX` messages): status updates in a row are recorded together, in
     /// their order, so a burst of them costs a few log entries instead of one each.
     async fn handle_agent_messages(
-        &self,
+        self: &Arc<Self>,
         first: ToMaster,
         from_agents: &mut mpsc::Receiver<ToMaster>,
     ) {
@@ -259,17 +280,30 @@ impl Master {
         }
     }
 
+    /// Proposes the statuses (in their order) without waiting for their commit, so the
+    /// loop goes on reading agents meanwhile; each ack is answered once its status is
+    /// committed.
     async fn record_statuses_acked(
-        &self,
+        self: &Arc<Self>,
         statuses: Vec<(TaskReport, Option<oneshot::Sender<bool>>)>,
     ) {
-        let (reports, acks): (Vec<_>, Vec<_>) = statuses.into_iter().unzip();
-        let committed = self.record_statuses(reports).await;
-        for (ack, committed) in acks.into_iter().zip(committed) {
-            if let Some(ack) = ack {
-                let _ = ack.send(committed);
-            }
+        if statuses.is_empty() {
+            return;
         }
+        let (reports, acks): (Vec<_>, Vec<_>) = statuses.into_iter().unzip();
+        let proposed = self
+            .raft
+            .propose_all(reports.iter().map(status_command).collect())
+            .await;
+        let master = Arc::clone(self);
+        tokio::spawn(async move {
+            let committed = master.statuses_recorded(&reports, proposed.outcomes().await);
+            for (ack, committed) in acks.into_iter().zip(committed) {
+                if let Some(ack) = ack {
+                    let _ = ack.send(committed);
+                }
+            }
+        });
     }
 
     async fn handle_agent_message(&self, message: ToMaster) {
@@ -415,6 +449,15 @@ impl Master {
         }
         let commands = reports.iter().map(status_command).collect();
         let outcomes = self.raft.write_all(commands).await;
+        self.statuses_recorded(&reports, outcomes)
+    }
+
+    /// What the outcomes of statuses mean: true for each committed.
+    fn statuses_recorded(
+        &self,
+        reports: &[TaskReport],
+        outcomes: Vec<Result<Outcome, RaftError>>,
+    ) -> Vec<bool> {
         reports
             .iter()
             .zip(outcomes)
@@ -478,6 +521,24 @@ impl Master {
                 false
             }
         }
+    }
+
+    /// Starts a planning round beside the loop (which goes on reading agents); false if one
+    /// is still in flight.
+    fn start_round(self: &Arc<Self>) -> bool {
+        if self.round_in_flight.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // Cleared however the round ends (a panic included), or no round would start again.
+        struct InFlight(Arc<Master>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.round_in_flight.store(false, Ordering::SeqCst);
+            }
+        }
+        let round = InFlight(Arc::clone(self));
+        tokio::spawn(async move { round.0.plan_and_act().await });
+        true
     }
 
     /// One round: every framework plans on the applied state, then its proposals are

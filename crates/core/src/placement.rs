@@ -156,17 +156,11 @@ impl<'a> Pool<'a> {
     /// The agents of `state`; those for which `connected` is false are closed with
     /// `WhyNot::NotConnected` (the master passes "has a live link to this leader").
     pub fn new(state: &'a ClusterState, connected: &dyn Fn(&Agent) -> bool) -> Pool<'a> {
-        let mut used: BTreeMap<&str, (Resources, BTreeSet<u16>)> = BTreeMap::new();
-        for task in state.tasks.values().filter(|t| t.holds_resources()) {
-            let entry = used.entry(task.agent_id.as_str()).or_default();
-            entry.0 = entry.0.add(&task.resources);
-            entry.1.extend(task.ports.iter().copied());
-        }
         let slots = state
             .agents
             .values()
             .map(|agent| {
-                let (held, used_ports) = used.remove(agent.id.as_str()).unwrap_or_default();
+                let (held, used_ports) = state.held_on(&agent.id);
                 let closed = if agent.state != AgentState::Active {
                     Some(WhyNot::NotActive {
                         state: agent.state.as_str(),
@@ -181,7 +175,7 @@ impl<'a> Pool<'a> {
                 let slot = Slot {
                     agent,
                     free: agent.resources.saturating_sub(&held),
-                    used_ports,
+                    used_ports: used_ports.clone(),
                     closed,
                 };
                 (agent.id.as_str(), slot)

@@ -35,10 +35,28 @@ pub struct ClusterState {
     /// The services framework's apps.
     #[serde(default)]
     pub services: ServicesState,
-    /// The ids of each agent's tasks (an index of `tasks`, never stored: rebuilt on
-    /// restore), so a launch checks its agent's resources without looking at every task.
+    /// What the live tasks of each agent hold (a sum over `tasks`, never stored: rebuilt on
+    /// restore), so a launch checks its agent's room without looking at any task.
     #[serde(skip)]
-    tasks_by_agent: BTreeMap<String, BTreeSet<String>>,
+    held: BTreeMap<String, Held>,
+}
+
+/// Resources and host ports the live tasks of one agent hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Held {
+    resources: Resources,
+    ports: BTreeSet<u16>,
+}
+
+impl Held {
+    /// What `tasks` hold, per agent.
+    fn of<'a>(tasks: impl Iterator<Item = &'a Task>) -> BTreeMap<String, Held> {
+        let mut held = BTreeMap::new();
+        for task in tasks.filter(|t| t.holds_resources()) {
+            hold(&mut held, task);
+        }
+        held
+    }
 }
 
 /// The state as any version wrote it: `apps` sat beside `agents` before frameworks had
@@ -71,15 +89,8 @@ impl From<StateRecord> for ClusterState {
             },
             (None, None) => ServicesState::default(),
         };
-        let mut tasks_by_agent: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for task in record.tasks.values() {
-            tasks_by_agent
-                .entry(task.agent_id.clone())
-                .or_default()
-                .insert(task.id.clone());
-        }
         ClusterState {
-            tasks_by_agent,
+            held: Held::of(record.tasks.values()),
             agents: record.agents,
             tasks: record.tasks,
             draining: record.draining,
@@ -203,7 +214,9 @@ impl ClusterState {
                         state: self.agent_state_label(&agent.id).to_string(),
                     });
                 }
-                let free = self.free_resources(&agent.id);
+                let held = self.held.get(&agent.id).cloned().unwrap_or_default();
+                let used = &held.ports;
+                let free = agent.resources.saturating_sub(&held.resources);
                 if !task.resources.fits_in(&free) {
                     return Err(Reject::InsufficientResources {
                         agent_id: agent.id.clone(),
@@ -211,7 +224,6 @@ impl ClusterState {
                         free,
                     });
                 }
-                let used = self.used_ports(&agent.id);
                 let ports_ok = task
                     .ports
                     .iter()
@@ -229,10 +241,9 @@ impl ClusterState {
                         ports: task.ports.clone(),
                     });
                 }
-                self.tasks_by_agent
-                    .entry(task.agent_id.clone())
-                    .or_default()
-                    .insert(task.id.clone());
+                if task.holds_resources() {
+                    hold(&mut self.held, task);
+                }
                 self.tasks.insert(task.id.clone(), task.clone());
             }
             Command::KillTask { task_id, at_ms } => {
@@ -272,6 +283,11 @@ impl ClusterState {
                 if *state == TaskState::Running && task.started_at_ms.is_none() {
                     task.started_at_ms = Some(*at_ms);
                 }
+                // Live until now (see above): an end frees what it held.
+                if state.is_terminal() {
+                    let task = &self.tasks[task_id];
+                    release(&mut self.held, task);
+                }
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
             }
             Command::TaskHealth {
@@ -301,14 +317,8 @@ impl ClusterState {
                         task_id: task_id.clone(),
                     });
                 }
-                if let Some(task) = self.tasks.remove(task_id) {
-                    if let Some(ids) = self.tasks_by_agent.get_mut(&task.agent_id) {
-                        ids.remove(task_id);
-                        if ids.is_empty() {
-                            self.tasks_by_agent.remove(&task.agent_id);
-                        }
-                    }
-                }
+                // Ended, so it holds nothing.
+                self.tasks.remove(task_id);
             }
             Command::MarkAgentUnreachable { agent_id, at_ms } => {
                 let agent = self.agent_mut(agent_id)?;
@@ -366,6 +376,7 @@ impl ClusterState {
                     task.updated_at_ms = *at_ms;
                     task.message = Some("its agent was removed by an operator".to_string());
                 }
+                self.held.remove(agent_id);
                 if let Some(serial) = self
                     .agents
                     .remove(agent_id)
@@ -405,28 +416,21 @@ impl ClusterState {
             })
     }
 
-    /// Every task recorded on an agent (any state), in id order.
-    pub fn tasks_on_agent<'a>(&'a self, agent_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks_by_agent
-            .get(agent_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+    /// Resources and host ports held by tasks on an agent that have not ended.
+    pub fn held_on(&self, agent_id: &str) -> (Resources, &BTreeSet<u16>) {
+        static NONE: BTreeSet<u16> = BTreeSet::new();
+        match self.held.get(agent_id) {
+            Some(held) => (held.resources, &held.ports),
+            None => (Resources::default(), &NONE),
+        }
     }
 
     /// Resources held by tasks on an agent that have not ended.
     pub fn used_resources(&self, agent_id: &str) -> Resources {
-        self.tasks_on_agent(agent_id)
-            .filter(|t| t.holds_resources())
-            .fold(Resources::default(), |sum, t| sum.add(&t.resources))
-    }
-
-    /// Host ports held by tasks on an agent that have not ended.
-    pub fn used_ports(&self, agent_id: &str) -> std::collections::BTreeSet<u16> {
-        self.tasks_on_agent(agent_id)
-            .filter(|t| t.holds_resources())
-            .flat_map(|t| t.ports.iter().copied())
-            .collect()
+        self.held
+            .get(agent_id)
+            .map(|held| held.resources)
+            .unwrap_or_default()
     }
 
     pub fn free_resources(&self, agent_id: &str) -> Resources {
@@ -450,15 +454,9 @@ impl ClusterState {
     /// these (on restore); tests assert them after every command.
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
-        let indexed: usize = self.tasks_by_agent.values().map(BTreeSet::len).sum();
-        let misindexed = self.tasks.values().any(|t| {
-            !self
-                .tasks_by_agent
-                .get(&t.agent_id)
-                .is_some_and(|ids| ids.contains(&t.id))
-        });
-        if indexed != self.tasks.len() || misindexed {
-            violations.push("the index of tasks by agent does not match the tasks".to_string());
+        if self.held != Held::of(self.tasks.values()) {
+            violations
+                .push("the sums of what agents' tasks hold do not match the tasks".to_string());
         }
         let mut ports_in_use = BTreeSet::new();
         for task in self.tasks.values().filter(|t| t.holds_resources()) {
@@ -484,6 +482,29 @@ impl ClusterState {
     pub fn assert_invariants(&self) {
         let violations = self.invariant_violations();
         assert!(violations.is_empty(), "invariants broken: {violations:?}");
+    }
+}
+
+/// `task` is live: its agent's sums count it. (An agent holding nothing has no entry.)
+fn hold(held: &mut BTreeMap<String, Held>, task: &Task) {
+    let entry = held.entry(task.agent_id.clone()).or_default();
+    entry.resources = entry.resources.add(&task.resources);
+    entry.ports.extend(task.ports.iter().copied());
+    if *entry == Held::default() {
+        held.remove(&task.agent_id);
+    }
+}
+
+/// `task` ended: its agent's sums no longer count it.
+fn release(held: &mut BTreeMap<String, Held>, task: &Task) {
+    if let Some(entry) = held.get_mut(&task.agent_id) {
+        entry.resources = entry.resources.saturating_sub(&task.resources);
+        for port in &task.ports {
+            entry.ports.remove(port);
+        }
+        if *entry == Held::default() {
+            held.remove(&task.agent_id);
+        }
     }
 }
 
@@ -682,6 +703,50 @@ pub(crate) mod tests {
             serde_json::to_string(&a).unwrap(),
             serde_json::to_string(&b).unwrap()
         );
+    }
+
+    #[test]
+    fn what_a_task_holds_is_freed_when_it_ends_or_its_agent_goes() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 1000, 128),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 2),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        let mut first = task("t1", "/web", "a1", 1);
+        first.ports = vec![31000];
+        let mut second = task("t2", "/web", "a1", 1);
+        second.ports = vec![31000];
+        let launch = |t: &Task| Command::LaunchTask { task: t.clone() };
+        assert_eq!(s.apply(&launch(&first)), Outcome::Applied);
+        // The port is taken while t1 lives.
+        assert!(matches!(
+            s.apply(&launch(&second)),
+            Outcome::Rejected(Reject::PortsUnavailable { .. })
+        ));
+        assert_eq!(s.used_resources("a1").mem_mib, 64);
+        s.apply(&status("t1", TaskState::Failed, 5));
+        assert_eq!(s.used_resources("a1"), Resources::default());
+        assert_eq!(s.apply(&launch(&second)), Outcome::Applied);
+        s.apply(&Command::MarkAgentUnreachable {
+            agent_id: "a1".into(),
+            at_ms: 6,
+        });
+        assert_eq!(
+            s.used_resources("a1").mem_mib,
+            64,
+            "unreachable still holds"
+        );
+        s.apply(&Command::RemoveAgent {
+            agent_id: "a1".into(),
+            at_ms: 7,
+        });
+        assert_eq!(s.used_resources("a1"), Resources::default());
+        // `apply` checks the sums against the tasks after every command (test builds).
     }
 
     #[test]

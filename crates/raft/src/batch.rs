@@ -4,7 +4,8 @@
 //! A write waits only for what is already in flight: when a slot is free a lone write goes
 //! out at once as its own entry (no added latency); while `IN_FLIGHT_MAX` entries are being
 //! committed, newcomers queue and leave together in the next one. Each caller still gets its
-//! own outcome, in the order of the batch, which is the order of arrival.
+//! own outcome, in the order of the batch, which is the order of arrival in each lane
+//! (`Lane`: single writes go before bulk ones).
 
 use crate::{RaftError, TypeConfig};
 use dcos_core::{Command, Outcome};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most commands in one log entry.
-pub const BATCH_MAX_COMMANDS: usize = 128;
+pub const BATCH_MAX_COMMANDS: usize = 1024;
 /// Largest log entry, encoded (a command alone, or the batch a write joins). A batch stops
 /// growing before it would pass this; a command that alone passes it is refused. Followers
 /// take `MAX_PAYLOAD_ENTRIES` entries per RPC within `RPC_BODY_MAX_BYTES`, so every entry a
@@ -36,30 +37,43 @@ struct Pending {
     reply: oneshot::Sender<Result<Outcome, RaftError>>,
 }
 
+/// Two queues: a write of the `Urgent` lane never waits behind the `Bulk` one (an API
+/// request behind a flood of status updates); each lane keeps its own order.
 pub(crate) struct Batcher {
-    queue: mpsc::Sender<Pending>,
+    urgent: mpsc::Sender<Pending>,
+    bulk: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Single writes: requests, registrations.
+    Urgent,
+    /// Many writes at once (`ReplicatedState::propose_all`).
+    Bulk,
 }
 
 impl Batcher {
     /// Starts the batching task; it ends when the `Batcher` is dropped.
     pub(crate) fn start(raft: Raft<TypeConfig>) -> Batcher {
-        let (queue, pending) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(raft, pending));
-        Batcher { queue }
+        let (urgent, urgent_pending) = mpsc::channel(QUEUE_MAX);
+        let (bulk, bulk_pending) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(run(raft, urgent_pending, bulk_pending));
+        Batcher { urgent, bulk }
     }
 
     /// Proposes `command` and waits until it is committed and applied (unbounded: the caller
     /// bounds the wait).
     pub(crate) async fn submit(&self, command: Command) -> Result<Outcome, RaftError> {
-        let answer = self.enqueue(command).await?;
+        let answer = self.enqueue(command, Lane::Urgent).await?;
         answer.await.map_err(|_| stopped())?
     }
 
     /// Queues `command` and returns where its outcome will come: writes queued one after
-    /// another are applied in that order (each batch is the queue's order).
+    /// another in one lane are applied in that order.
     pub(crate) async fn enqueue(
         &self,
         command: Command,
+        lane: Lane,
     ) -> Result<oneshot::Receiver<Result<Outcome, RaftError>>, RaftError> {
         let bytes = serde_json::to_vec(&command)
             .map_err(|e| RaftError::Fatal(format!("encoding a command: {e}")))?
@@ -71,7 +85,11 @@ impl Batcher {
             });
         }
         let (reply, answer) = oneshot::channel();
-        self.queue
+        let queue = match lane {
+            Lane::Urgent => &self.urgent,
+            Lane::Bulk => &self.bulk,
+        };
+        queue
             .send(Pending {
                 command,
                 bytes,
@@ -87,23 +105,32 @@ fn stopped() -> RaftError {
     RaftError::Fatal("raft is shut down".to_string())
 }
 
-async fn run(raft: Raft<TypeConfig>, mut pending: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut urgent: mpsc::Receiver<Pending>,
+    mut bulk: mpsc::Receiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     // A write that did not fit the last batch opens the next one.
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
             Some(first) => first,
-            None => match pending.recv().await {
-                Some(first) => first,
-                None => return,
+            None => tokio::select! {
+                biased;
+                Some(first) = urgent.recv() => first,
+                Some(first) = bulk.recv() => first,
+                else => return,
             },
         };
         // Waiting for a slot is what lets a batch grow.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let (batch, rest) = take_batch(first, || pending.try_recv().ok());
+        // Urgent writes first: they join the next entry whatever waits in bulk.
+        let (batch, rest) = take_batch(first, || {
+            urgent.try_recv().ok().or_else(|| bulk.try_recv().ok())
+        });
         carried = rest;
         let raft = raft.clone();
         tokio::spawn(async move {
@@ -183,8 +210,9 @@ mod tests {
 
     #[test]
     fn a_batch_stays_within_its_command_count_and_its_bytes() {
-        let mut queue: std::collections::VecDeque<Pending> =
-            (0..300).map(|_| pending(100)).collect();
+        let mut queue: std::collections::VecDeque<Pending> = (0..BATCH_MAX_COMMANDS + 172)
+            .map(|_| pending(100))
+            .collect();
         let (batch, rest) = take_batch(pending(100), || queue.pop_front());
         assert_eq!(batch.len(), BATCH_MAX_COMMANDS);
         assert!(rest.is_none());

@@ -33,9 +33,9 @@ mod tests;
 pub use error::RaftError;
 pub use network::{ServeError, Transport, TransportError, TransportFuture};
 pub use replicated::{
-    MemberStatus, RaftOptions, RaftStatus, ReplicatedState, DEFAULT_ELECTION_TIMEOUT_MAX_MS,
-    DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP,
-    DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
+    MemberStatus, Proposed, RaftOptions, RaftStatus, ReplicatedState,
+    DEFAULT_ELECTION_TIMEOUT_MAX_MS, DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP, DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
 };
 pub use space::DEFAULT_MIN_FREE_BYTES;
 pub use state_machine::{AppliedCommand, APPLIED_COMMANDS_BUFFER};

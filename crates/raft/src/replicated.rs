@@ -405,29 +405,31 @@ impl ReplicatedState {
     /// at once (a round's launches, a burst of status updates); each is bounded by
     /// `WRITE_TIMEOUT_MS` like `write`.
     pub async fn write_all(&self, commands: Vec<Command>) -> Vec<Result<Outcome, RaftError>> {
+        self.propose_all(commands).await.outcomes().await
+    }
+
+    /// `write_all` in two steps: this one returns once the commands are proposed (in order:
+    /// whatever is proposed after them is applied after them), `Proposed::outcomes` waits
+    /// for them. A caller that must not wait for commits keeps its order this way.
+    pub async fn propose_all(&self, commands: Vec<Command>) -> Proposed {
         let count = commands.len();
         if let Some(refusal) = self.refusal() {
-            return vec![Err(refusal); count];
+            return Proposed {
+                answers: (0..count).map(|_| Err(refusal.clone())).collect(),
+                deadline: tokio::time::Instant::now(),
+            };
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
         let mut answers = Vec::with_capacity(count);
         for command in commands {
-            answers.push(self.inner.batcher.enqueue(command).await);
+            answers.push(
+                self.inner
+                    .batcher
+                    .enqueue(command, crate::batch::Lane::Bulk)
+                    .await,
+            );
         }
-        let mut outcomes = Vec::with_capacity(count);
-        for answer in answers {
-            outcomes.push(match answer {
-                Err(e) => Err(e),
-                Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(_)) => Err(RaftError::Fatal("raft is shut down".to_string())),
-                    Err(_) => Err(RaftError::Timeout(format!(
-                        "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
-                    ))),
-                },
-            });
-        }
-        outcomes
+        Proposed { answers, deadline }
     }
 
     /// Reads the applied state under a read lock. Keep `f` short: applying waits for it.
@@ -720,5 +722,32 @@ impl ReplicatedState {
             tokio::time::sleep(Duration::from_millis(RELEASE_POLL_MS)).await;
         }
         Ok(())
+    }
+}
+
+/// Commands proposed by `ReplicatedState::propose_all`, not yet known to be applied.
+pub struct Proposed {
+    answers: Vec<Result<tokio::sync::oneshot::Receiver<Result<Outcome, RaftError>>, RaftError>>,
+    deadline: tokio::time::Instant,
+}
+
+impl Proposed {
+    /// One outcome per command, in order, once each is applied (or has failed, or
+    /// `WRITE_TIMEOUT_MS` has passed since it was proposed).
+    pub async fn outcomes(self) -> Vec<Result<Outcome, RaftError>> {
+        let mut outcomes = Vec::with_capacity(self.answers.len());
+        for answer in self.answers {
+            outcomes.push(match answer {
+                Err(e) => Err(e),
+                Ok(answer) => match tokio::time::timeout_at(self.deadline, answer).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(RaftError::Fatal("raft is shut down".to_string())),
+                    Err(_) => Err(RaftError::Timeout(format!(
+                        "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
+                    ))),
+                },
+            });
+        }
+        outcomes
     }
 }
