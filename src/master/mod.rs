@@ -43,6 +43,8 @@ const KILL_RESEND_MS: u64 = 15_000;
 /// links far from full (they share log entries, `ReplicatedState::write_all`); the next
 /// round continues.
 const LAUNCHES_PER_ROUND_MAX: usize = 2048;
+/// Room kept free on an agent's link when a round fills it with launches (for kills).
+const LINK_ROOM_KEPT: usize = crate::link::LINK_QUEUE_MAX / 4;
 /// Agent messages handled in one go (status updates in a row share log entries) before
 /// the master's loop looks at its other work.
 const STATUS_BATCH_MAX: usize = 4096;
@@ -594,12 +596,23 @@ impl Master {
     /// agent's link is gone) and each recorded kill told to the task's agent.
     async fn perform(&self, proposals: Vec<Proposal>, framework: &str, now: u64) {
         let mut launches = 0;
+        // What each agent's link still takes (launches beyond wait for a later round: a
+        // full link would be dropped and these launches lost), keeping room for kills.
+        let mut room: BTreeMap<String, usize> = BTreeMap::new();
         let proposals: Vec<Proposal> = proposals
             .into_iter()
             .filter(|p| match p {
-                Proposal::Launch(_) => {
+                Proposal::Launch(task) => {
+                    let left = room.entry(task.agent_id.clone()).or_insert_with(|| {
+                        self.link(&task.agent_id)
+                            .map_or(0, |link| link.capacity().saturating_sub(LINK_ROOM_KEPT))
+                    });
+                    if launches >= LAUNCHES_PER_ROUND_MAX || *left == 0 {
+                        return false;
+                    }
+                    *left -= 1;
                     launches += 1;
-                    launches <= LAUNCHES_PER_ROUND_MAX
+                    true
                 }
                 _ => true,
             })
@@ -623,6 +636,11 @@ impl Master {
         let mut lost = Vec::new();
         for (proposal, outcome) in proposals.into_iter().zip(outcomes) {
             match (proposal, outcome) {
+                // The master stopped meanwhile: the task is recorded and not sent; the agent
+                // does not know it, so it is lost at the agent's next registration.
+                (Proposal::Launch(task), Ok(Outcome::Applied)) if !self.is_scheduling() => {
+                    tracing::info!(task = %task.id, "not launched: the master is stopping");
+                }
                 (Proposal::Launch(task), Ok(Outcome::Applied)) => {
                     let (task_id, agent_id) = (task.id.clone(), task.agent_id.clone());
                     tracing::info!(task = %task_id, agent = %agent_id, framework, "launching");

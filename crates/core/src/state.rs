@@ -260,6 +260,13 @@ impl ClusterState {
                 message,
                 exit_code,
             } => {
+                // A live state reported before its agent went silent, recorded after: the
+                // task stays unreachable until the agent is back (and reports again).
+                let agent_active = self.tasks.get(task_id).is_some_and(|t| {
+                    self.agents
+                        .get(&t.agent_id)
+                        .is_some_and(|a| a.state == AgentState::Active)
+                });
                 let task = self.task_mut(task_id)?;
                 // A terminal state is final, and live states only move forward
                 // (STAGING < STARTING < RUNNING < KILLING): late or duplicated updates
@@ -269,6 +276,7 @@ impl ClusterState {
                 if *state == TaskState::Unreachable
                     || task.state.is_terminal()
                     || (!from_unreachable && !state.is_terminal() && *state < task.state)
+                    || (from_unreachable && !state.is_terminal() && !agent_active)
                 {
                     return Ok(());
                 }

@@ -132,9 +132,11 @@ async fn run(
             urgent.try_recv().ok().or_else(|| bulk.try_recv().ok())
         });
         carried = rest;
-        let raft = raft.clone();
+        // Proposed here, in order (entries reach the log in the order batches were made);
+        // only the wait for the commit runs beside the next batches.
+        let (replies, proposed) = propose(&raft, batch).await;
         tokio::spawn(async move {
-            commit(&raft, batch).await;
+            answer(replies, proposed).await;
             drop(slot);
         });
     }
@@ -162,33 +164,55 @@ fn take_batch(
     (batch, None)
 }
 
-async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Pending>) {
+type Reply = oneshot::Sender<Result<Outcome, RaftError>>;
+/// Where openraft answers a proposed entry.
+type Applied =
+    <<TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
+        TypeConfig,
+    >>::Receiver;
+
+/// Hands one batch to Raft as one log entry; the receiver of its outcome, or the error.
+async fn propose(
+    raft: &Raft<TypeConfig>,
+    batch: Vec<Pending>,
+) -> (Vec<Reply>, Result<Applied, RaftError>) {
     let (mut commands, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let count = commands.len();
-    let entry = if count == 1 {
+    let entry = if commands.len() == 1 {
         commands.pop().expect("one write")
     } else {
         Command::Batch(commands)
     };
-    match raft.client_write(entry).await {
-        Ok(response) => match response.data {
-            outcomes if outcomes.len() == count => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            other => {
-                let error = RaftError::Fatal(format!(
-                    "{count} command(s) were applied with outcomes {other:?}"
-                ));
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+    let proposed = raft.client_write_ff(entry).await.map_err(RaftError::from);
+    (replies, proposed)
+}
+
+/// Gives each write of a proposed batch its outcome once the entry is applied.
+async fn answer(replies: Vec<Reply>, proposed: Result<Applied, RaftError>) {
+    let count = replies.len();
+    let result = match proposed {
+        Err(error) => Err(error),
+        Ok(receiver) => match receiver.await {
+            Err(_) => Err(RaftError::Fatal("raft is shut down".to_string())),
+            Ok(Err(error)) => Err(RaftError::from(openraft::error::RaftError::APIError(error))),
+            Ok(Ok(response)) => Ok(response.data),
         },
+    };
+    match result {
+        Ok(outcomes) if outcomes.len() == count => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(other) => {
+            let error = RaftError::Fatal(format!(
+                "{count} command(s) were applied with outcomes {other:?}"
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
         Err(error) => {
-            let error = RaftError::from(error);
             for reply in replies {
                 let _ = reply.send(Err(error.clone()));
             }

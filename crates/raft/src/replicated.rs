@@ -422,12 +422,17 @@ impl ReplicatedState {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
         let mut answers = Vec::with_capacity(count);
         for command in commands {
-            answers.push(
-                self.inner
-                    .batcher
-                    .enqueue(command, crate::batch::Lane::Bulk)
-                    .await,
-            );
+            // A queue that stays full (commits stalled) must not hold the caller for ever.
+            let enqueue = self
+                .inner
+                .batcher
+                .enqueue(command, crate::batch::Lane::Bulk);
+            answers.push(match tokio::time::timeout_at(deadline, enqueue).await {
+                Ok(answer) => answer,
+                Err(_) => Err(RaftError::Timeout(format!(
+                    "the write was not proposed within {WRITE_TIMEOUT_MS} ms (the queue of writes stayed full); it was not applied"
+                ))),
+            });
         }
         Proposed { answers, deadline }
     }

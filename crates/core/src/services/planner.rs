@@ -904,7 +904,13 @@ mod tests {
             returning_tasks(&s, "a1"),
             (vec!["t1".to_string()], vec!["t2".to_string()])
         );
-        // Its report brings t1 back to RUNNING.
+        // A report recorded while a1 is still silent (sent before it went) changes nothing.
+        set_state(&mut s, "t1", TaskState::Running, 55);
+        assert_eq!(s.tasks["t1"].state, TaskState::Unreachable);
+        // a1 registers again; its report brings t1 back to RUNNING.
+        let mut back = s.agents["a1"].clone();
+        back.state = AgentState::Active;
+        s.apply(&Command::RegisterAgent { agent: back });
         set_state(&mut s, "t1", TaskState::Running, 60);
         assert_eq!(s.tasks["t1"].state, TaskState::Running);
 
