@@ -550,12 +550,15 @@ impl Master {
             return;
         }
         let now = now_ms();
+        // An agent whose link is nearly full (it is behind on its commands, or does not
+        // read them) takes no launches until it catches up: they go elsewhere.
         let connected: BTreeSet<String> = self
             .links
             .lock()
             .expect("links lock")
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, link)| link.capacity() > LINK_ROOM_KEPT)
+            .map(|(id, _)| id.clone())
             .collect();
         for framework in &self.frameworks {
             let proposals = self.read(|state| {

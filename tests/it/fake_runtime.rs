@@ -351,28 +351,37 @@ async fn an_agent_that_does_not_read_its_link_cannot_stall_the_master() {
         .send_json(Method::POST, "/v2/apps", &serde_json::to_vec(&app).unwrap())
         .await
         .unwrap();
-    // The link fills up; the master drops it instead of waiting, and keeps serving.
-    let master = cluster.master.clone();
-    wait_for("the full link dropped", Duration::from_secs(120), || {
-        let connected = master.is_connected("stuck");
-        async move { (!connected).then_some(()) }
-    })
-    .await;
-    assert_eq!(stuck.len(), LINK_QUEUE_MAX);
-    let apps: dcos_api::AppsEnvelope = cluster.client.get("/v2/apps").await.unwrap();
-    assert_eq!(apps.apps.len(), 1);
-    // What could not be sent is recorded lost, not left staging.
+    // The master sends launches only while the link has room (a quarter is kept for
+    // kills), then places nothing more there, and keeps serving.
+    let sent = LINK_QUEUE_MAX - LINK_QUEUE_MAX / 4;
     wait_for(
-        "the unsent launch recorded lost",
-        Duration::from_secs(10),
-        || async {
-            let tasks = cluster.tasks().await;
-            tasks
-                .iter()
-                .any(|t| t.state == TaskState::Lost)
-                .then_some(())
+        "the link filled to its launch room",
+        Duration::from_secs(60),
+        || {
+            let queued = stuck.len();
+            async move { (queued == sent).then_some(()) }
         },
     )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stuck.len(), sent, "no launch beyond the room");
+    assert!(cluster.master.is_connected("stuck"));
+    let apps: dcos_api::AppsEnvelope = cluster.client.get("/v2/apps").await.unwrap();
+    assert_eq!(apps.apps.len(), 1);
+    // Nothing it could not take was recorded: the rest wait (there is no other agent).
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), sent);
+    assert!(tasks.iter().all(|t| t.state == TaskState::Staging));
+    // A kill still fits: the master is not stuck with it.
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(Method::DELETE, "/v2/apps/many", b"")
+        .await
+        .unwrap();
+    wait_for("the kills queued", Duration::from_secs(10), || {
+        let queued = stuck.len();
+        async move { (queued > sent).then_some(()) }
+    })
     .await;
     let _ = cluster.shutdown.send(true);
 }
