@@ -34,14 +34,13 @@ use common::{env_number, loadavg, ms, rank};
 use dcos_rs::agent::fake::FakeRuntime;
 use dcos_rs::agent::AgentConfig;
 use dcos_rs::cli::client::Client;
-use dcos_rs::link::LINK_QUEUE_MAX;
 use hyper::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 const EMULATED_MONITOR_INTERVAL_MS: u64 = 5_000;
 const POLL: Duration = Duration::from_millis(10);
@@ -76,29 +75,14 @@ async fn emulated() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let raft = dcos_raft::ReplicatedState::open_single(dcos_raft::RaftOptions::single(
-        master_dir.path().join("master"),
-        &url,
-    ))
-    .await
-    .expect("the master's Raft opens");
-    let (frameworks, routes) = dcos_rs::frameworks::builtin();
-    let master = dcos_rs::master::Master::new(raft, url.clone(), frameworks, None);
-    let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    dcos_rs::master::start(
-        master.clone(),
-        from_agents,
+    let (master, to_master) = dcos_rs::master::start_local(
+        master_dir.path().join("master"),
         listener,
-        None,
-        dcos_rs::master::http::router(
-            master.clone(),
-            None,
-            dcos_rs::http_guard::RequestGuard::new(),
-            routes,
-        ),
         shutdown_rx.clone(),
-    );
+    )
+    .await
+    .expect("the master starts");
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(agents);

@@ -263,23 +263,23 @@ impl Master {
     ) {
         let mut statuses = Vec::new();
         let mut message = Some(first);
-        for _ in 0..STATUS_BATCH_MAX {
-            match message.take() {
-                Some(ToMaster::Status(report)) => statuses.push((report, None)),
-                Some(ToMaster::StatusAcked { report, ack }) => statuses.push((report, Some(ack))),
-                Some(other) => {
+        let mut handled = 0;
+        while let Some(m) = message.take() {
+            match m {
+                ToMaster::Status(report) => statuses.push((report, None)),
+                ToMaster::StatusAcked { report, ack } => statuses.push((report, Some(ack))),
+                other => {
                     self.record_statuses_acked(std::mem::take(&mut statuses))
                         .await;
                     self.handle_agent_message(other).await;
                 }
-                None => break,
             }
-            message = from_agents.try_recv().ok();
+            handled += 1;
+            if handled < STATUS_BATCH_MAX {
+                message = from_agents.try_recv().ok();
+            }
         }
         self.record_statuses_acked(statuses).await;
-        if let Some(message) = message {
-            self.handle_agent_message(message).await;
-        }
     }
 
     /// Proposes the statuses (in their order) without waiting for their commit, so the
@@ -308,7 +308,7 @@ impl Master {
         });
     }
 
-    async fn handle_agent_message(&self, message: ToMaster) {
+    async fn handle_agent_message(self: &Arc<Self>, message: ToMaster) {
         match message {
             ToMaster::Register { agent, tasks, link } => {
                 let agent_id = agent.id.clone();
@@ -335,12 +335,9 @@ impl Master {
                     .insert(agent_id.clone(), Instant::now());
                 self.reconcile_agent(&agent_id, tasks).await;
             }
-            ToMaster::Status(report) => {
-                self.record_status(report).await;
-            }
+            ToMaster::Status(report) => self.record_statuses_acked(vec![(report, None)]).await,
             ToMaster::StatusAcked { report, ack } => {
-                let committed = self.record_status(report).await;
-                let _ = ack.send(committed);
+                self.record_statuses_acked(vec![(report, Some(ack))]).await
             }
             ToMaster::Images {
                 agent_id,
@@ -703,6 +700,36 @@ fn status_command(report: &TaskReport) -> Command {
             exit_code: report.exit_code,
         },
     }
+}
+
+/// A single master in this process, plain HTTP without authentication, serving on
+/// `listener` until `shutdown` (tests and benchmarks with in-process agents): the master and
+/// the inbox its agents send to. Its Raft log is under `raft_dir`.
+pub async fn start_local(
+    raft_dir: std::path::PathBuf,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<Master>, mpsc::Sender<ToMaster>)> {
+    let url = format!("http://{}", listener.local_addr()?);
+    let raft = ReplicatedState::open_single(dcos_raft::RaftOptions::single(raft_dir, &url)).await?;
+    let (frameworks, routes) = crate::frameworks::builtin();
+    let master = Master::new(raft, url, frameworks, None);
+    let (to_master, from_agents) = mpsc::channel(crate::link::LINK_QUEUE_MAX);
+    let router = http::router(
+        master.clone(),
+        None,
+        crate::http_guard::RequestGuard::new(),
+        routes,
+    );
+    start(
+        master.clone(),
+        from_agents,
+        listener,
+        None,
+        router,
+        shutdown,
+    );
+    Ok((master, to_master))
 }
 
 /// Runs a master, the same way for every mode: its loop (frameworks, agent messages from

@@ -4,7 +4,6 @@
 
 use dcos_api::{AppView, TasksEnvelope};
 use dcos_core::{Command, Outcome, Resources, Task, TaskOwner, TaskState};
-use dcos_raft::{RaftOptions, ReplicatedState};
 use dcos_rs::agent::fake::FakeRuntime;
 use dcos_rs::agent::{Agent, AgentConfig};
 use dcos_rs::cli::client::Client;
@@ -33,28 +32,12 @@ impl FakeCluster {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let raft =
-            ReplicatedState::open_single(RaftOptions::single(dir.path().join("master"), &url))
-                .await
-                .unwrap();
-        let (frameworks, routes) = dcos_rs::frameworks::builtin();
-        let master = Master::new(raft, url.clone(), frameworks, None);
-        let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // The same starts as `dcos-rs up`, with the fake runtime under the agents.
-        dcos_rs::master::start(
-            master.clone(),
-            from_agents,
-            listener,
-            None,
-            dcos_rs::master::http::router(
-                master.clone(),
-                None,
-                dcos_rs::http_guard::RequestGuard::new(),
-                routes,
-            ),
-            shutdown_rx.clone(),
-        );
+        let (master, to_master) =
+            dcos_rs::master::start_local(dir.path().join("master"), listener, shutdown_rx.clone())
+                .await
+                .unwrap();
 
         let mut started = Vec::new();
         for i in 0..agents {

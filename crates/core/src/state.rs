@@ -565,6 +565,25 @@ pub(crate) mod tests {
         spec
     }
 
+    /// Agents `(id, milli-cpus, MiB)` registered and apps `(id, instances)` put, at 1 ms.
+    pub fn cluster(agents: &[(&str, u64, u64)], apps: &[(&str, u32)]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, cpus, mem) in agents {
+            s.apply(&Command::RegisterAgent {
+                agent: agent(id, *cpus, *mem),
+            });
+        }
+        for (id, n) in apps {
+            s.apply(&Command::PutApp {
+                app: app(id, *n),
+                create: true,
+                at_ms: 1,
+                deployment_id: "d".into(),
+            });
+        }
+        s
+    }
+
     pub fn task(id: &str, app_id: &str, agent_id: &str, config_version_ms: u64) -> Task {
         Task {
             id: id.into(),
@@ -715,16 +734,7 @@ pub(crate) mod tests {
 
     #[test]
     fn what_a_task_holds_is_freed_when_it_ends_or_its_agent_goes() {
-        let mut s = ClusterState::default();
-        s.apply(&Command::RegisterAgent {
-            agent: agent("a1", 1000, 128),
-        });
-        s.apply(&Command::PutApp {
-            app: app("/web", 2),
-            create: true,
-            at_ms: 1,
-            deployment_id: "d".into(),
-        });
+        let mut s = cluster(&[("a1", 1000, 128)], &[("/web", 2)]);
         let mut first = task("t1", "/web", "a1", 1);
         first.ports = vec![31000];
         let mut second = task("t2", "/web", "a1", 1);

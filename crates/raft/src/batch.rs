@@ -75,9 +75,7 @@ impl Batcher {
         command: Command,
         lane: Lane,
     ) -> Result<oneshot::Receiver<Result<Outcome, RaftError>>, RaftError> {
-        let bytes = serde_json::to_vec(&command)
-            .map_err(|e| RaftError::Fatal(format!("encoding a command: {e}")))?
-            .len();
+        let bytes = encoded_len(&command)?;
         if bytes > ENTRY_MAX_BYTES {
             return Err(RaftError::TooLarge {
                 bytes,
@@ -99,6 +97,24 @@ impl Batcher {
             .map_err(|_| stopped())?;
         Ok(answer)
     }
+}
+
+/// A command's encoded size, counted without keeping the encoding (the log encodes it).
+fn encoded_len(command: &Command) -> Result<usize, RaftError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, command)
+        .map_err(|e| RaftError::Fatal(format!("encoding a command: {e}")))?;
+    Ok(count.0)
 }
 
 fn stopped() -> RaftError {

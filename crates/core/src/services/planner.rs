@@ -452,26 +452,8 @@ mod tests {
     use super::*;
     use crate::command::{Command, Outcome, Reject};
     use crate::placement::WhyNot;
-    use crate::state::tests::{agent, app, task};
+    use crate::state::tests::{agent, app, cluster, task};
     use crate::types::AgentState;
-
-    fn cluster(agents: &[(&str, u64, u64)], apps: &[(&str, u32)]) -> ClusterState {
-        let mut s = ClusterState::default();
-        for (id, cpus, mem) in agents {
-            s.apply(&Command::RegisterAgent {
-                agent: agent(id, *cpus, *mem),
-            });
-        }
-        for (id, n) in apps {
-            s.apply(&Command::PutApp {
-                app: app(id, *n),
-                create: true,
-                at_ms: 1,
-                deployment_id: "d".into(),
-            });
-        }
-        s
-    }
 
     fn set_state(s: &mut ClusterState, id: &str, state: TaskState, at_ms: u64) {
         s.apply(&Command::TaskStatus {
