@@ -28,6 +28,9 @@ pub struct TaskReport {
     /// A report of the task's health checks (its state is then unchanged, `Running`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<dcos_core::TaskHealth>,
+    /// A report of the task's readiness check (its state is then unchanged, `Running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<dcos_core::TaskReadiness>,
 }
 
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! Health checks beside the tasks (as Mesos's executor runs Marathon's MESOS_ checks): the
-//! agent probes each running task that has checks on `127.0.0.1:<its host port>` (HTTP GET,
-//! healthy on 200-399, or a TCP connect), never from the master. A change of what the checks
+//! agent probes each running task that has checks on `127.0.0.1:<its host port>` (HTTP or
+//! HTTPS GET, healthy on 200-399, or a TCP connect) or runs the check's command beside the
+//! task (`command_check.rs`, healthy on exit 0), never from the master. A change of what the checks
 //! found (healthy or not, failures in a row, a check exhausted) is reported to the master
 //! like a status (`TaskReport::health`), which records it (`Command::TaskHealth`); the
 //! services framework replaces a task whose check reached its `maxConsecutiveFailures`.
@@ -32,6 +33,8 @@ pub(super) fn read_checks(dir: &TaskDir) -> Vec<TaskHealthCheck> {
 
 /// The largest answer head read from an HTTP check (the status line is all that counts).
 const HTTP_HEAD_MAX_BYTES: usize = 1024;
+/// The largest head read before a body that is kept (readiness checks' `lastResponse`).
+const HTTP_HEADERS_MAX_BYTES: usize = 16 * 1024;
 
 /// What the checks of the running tasks have found so far.
 #[derive(Default)]
@@ -146,13 +149,13 @@ impl Agent {
     /// tasks that ended. Called on every monitor tick; probes run on their own.
     pub(super) fn run_health_checks(&self) {
         let now = now_ms();
-        let running: Vec<(String, Vec<TaskHealthCheck>)> = {
+        let running: Vec<(String, (TaskDir, Vec<TaskHealthCheck>))> = {
             let tasks = self.tasks.lock().expect("tasks lock");
             tasks
                 .iter()
                 .filter(|(_, t)| t.running_reported && !t.terminal_reported)
                 .filter(|(_, t)| !t.health_checks.is_empty())
-                .map(|(id, t)| (id.clone(), t.health_checks.clone()))
+                .map(|(id, t)| (id.clone(), (t.dir.clone(), t.health_checks.clone())))
                 .collect()
         };
         let mut due = Vec::new();
@@ -160,7 +163,7 @@ impl Agent {
             let mut book = self.health.lock().unwrap_or_else(|e| e.into_inner());
             book.tasks
                 .retain(|id, _| running.iter().any(|(running_id, _)| running_id == id));
-            for (task_id, checks) in running {
+            for (task_id, (dir, checks)) in running {
                 let entry = book
                     .tasks
                     .entry(task_id.clone())
@@ -168,16 +171,16 @@ impl Agent {
                 for (index, check) in entry.checks.iter_mut().enumerate() {
                     if !check.in_flight && now >= check.next_due_ms {
                         check.in_flight = true;
-                        due.push((task_id.clone(), index, check.spec.clone()));
+                        due.push((task_id.clone(), index, check.spec.clone(), dir.clone()));
                     }
                 }
             }
         }
-        for (task_id, index, spec) in due {
+        for (task_id, index, spec, dir) in due {
             let book = Arc::clone(&self.health);
             let to_master = self.to_master.clone();
             tokio::spawn(async move {
-                let outcome = probe(&spec).await;
+                let outcome = probe(&spec, &dir).await;
                 let report = {
                     let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
                     let Some(task) = book.tasks.get_mut(&task_id) else {
@@ -196,6 +199,7 @@ impl Agent {
                             exit_code: None,
                             at_ms: now_ms(),
                             health: Some(health),
+                            readiness: None,
                         }))
                         .await;
                 }
@@ -207,9 +211,14 @@ impl Agent {
 /// Shared between the monitor and the probes in flight.
 pub(super) type Book = Arc<Mutex<HealthBook>>;
 
-/// One probe of `check`, bounded by its timeout.
-async fn probe(check: &TaskHealthCheck) -> Result<(), String> {
+/// One probe of `check` for the task in `dir`, bounded by its timeout.
+async fn probe(check: &TaskHealthCheck, dir: &TaskDir) -> Result<(), String> {
     let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
+    if check.protocol == "command" {
+        let command = check.command.as_deref().unwrap_or_default();
+        // Bounded by the check itself: the command is killed at the timeout.
+        return super::command_check::run(dir, command, timeout).await;
+    }
     match tokio::time::timeout(timeout, probe_unbounded(check)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(format!(
@@ -220,27 +229,93 @@ async fn probe(check: &TaskHealthCheck) -> Result<(), String> {
 }
 
 async fn probe_unbounded(check: &TaskHealthCheck) -> Result<(), String> {
-    let address = ("127.0.0.1", check.port);
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| format!("connect to 127.0.0.1:{}: {e}", check.port))?;
-    if check.protocol != "http" {
-        return Ok(());
-    }
     let path = check.path.as_deref().unwrap_or("/");
+    let status = match check.protocol.as_str() {
+        "http" => http_status(check.port, path, false).await?,
+        "https" => http_status(check.port, path, true).await?,
+        _ => {
+            tokio::net::TcpStream::connect(("127.0.0.1", check.port))
+                .await
+                .map_err(|e| format!("connect to 127.0.0.1:{}: {e}", check.port))?;
+            return Ok(());
+        }
+    };
+    match status {
+        100..=199 if check.ignore_http1xx => Ok(()),
+        200..=399 => Ok(()),
+        other => Err(format!("GET {path} answered {other}")),
+    }
+}
+
+/// `GET path` on `127.0.0.1:port` (over TLS without a certificate check when `tls`, as
+/// Mesos's HTTPS checks: the task's own port on the agent's loopback), the answer's status.
+/// Unbounded in time: callers put a timeout around it.
+pub(super) async fn http_status(port: u16, path: &str, tls: bool) -> Result<u16, String> {
+    http_get(port, path, tls, 0).await.map(|answer| answer.status)
+}
+
+/// An answer to a check's GET: its status, content type and at most the asked-for start of
+/// its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HttpAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET path` as `http_status`, keeping up to `body_max` bytes of the body. HTTP/1.0, so
+/// the body is never chunked; the connection is closed after the answer.
+pub(super) async fn http_get(
+    port: u16,
+    path: &str,
+    tls: bool,
+    body_max: usize,
+) -> Result<HttpAnswer, String> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+    if !tls {
+        return get(stream, port, path, body_max).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(crate::tls::probe_client_config());
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with 127.0.0.1:{port}: {e}"))?;
+    get(stream, port, path, body_max).await
+}
+
+async fn get<S>(mut stream: S, port: u16, path: &str, body_max: usize) -> Result<HttpAnswer, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: dcos-rs-health-check\r\nConnection: close\r\n\r\n",
-        check.port
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: dcos-rs-health-check\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("sending the request: {e}"))?;
-    let mut head = vec![0u8; HTTP_HEAD_MAX_BYTES];
+    // The status line only, or the whole head and the wanted part of the body.
+    let limit = if body_max == 0 {
+        HTTP_HEAD_MAX_BYTES
+    } else {
+        HTTP_HEADERS_MAX_BYTES + body_max
+    };
+    let mut answer = vec![0u8; limit];
     let mut read = 0;
-    while read < head.len() && !head[..read].contains(&b'\n') {
+    loop {
+        let complete = if body_max == 0 {
+            answer[..read].contains(&b'\n')
+        } else {
+            head_end(&answer[..read]).is_some_and(|end| read >= end + body_max)
+        };
+        if complete || read == limit {
+            break;
+        }
         let n = stream
-            .read(&mut head[read..])
+            .read(&mut answer[read..])
             .await
             .map_err(|e| format!("reading the answer: {e}"))?;
         if n == 0 {
@@ -248,12 +323,36 @@ async fn probe_unbounded(check: &TaskHealthCheck) -> Result<(), String> {
         }
         read += n;
     }
-    let status = status_code(&head[..read]).ok_or_else(|| "the answer is not HTTP".to_string())?;
-    match status {
-        100..=199 if check.ignore_http1xx => Ok(()),
-        200..=399 => Ok(()),
-        other => Err(format!("GET {path} answered {other}")),
-    }
+    let answer = &answer[..read];
+    let status = status_code(answer).ok_or_else(|| "the answer is not HTTP".to_string())?;
+    let (content_type, body) = match head_end(answer) {
+        Some(end) if body_max > 0 => {
+            let head = String::from_utf8_lossy(&answer[..end]);
+            let content_type = head
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-type"))
+                .map(|(_, value)| value.trim().to_string())
+                .unwrap_or_default();
+            let body = &answer[end..answer.len().min(end + body_max)];
+            (content_type, String::from_utf8_lossy(body).into_owned())
+        }
+        _ => (String::new(), String::new()),
+    };
+    Ok(HttpAnswer {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// Where an answer's head ends (after its blank line), if it is all there.
+fn head_end(answer: &[u8]) -> Option<usize> {
+    answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| answer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
 }
 
 /// The status code of an HTTP answer's first line (`HTTP/1.1 200 OK`).
@@ -280,6 +379,7 @@ mod tests {
             max_consecutive_failures: max,
             delay_seconds: 0,
             ignore_http1xx: false,
+            command: None,
         }
     }
 
@@ -315,6 +415,43 @@ mod tests {
         assert_eq!(status_code(b"SSH-2.0\r\n"), None);
     }
 
+    /// An HTTPS check reaches a server whose certificate the agent does not trust (a task's
+    /// own, self-issued one), as Mesos's HTTPS checks do.
+    #[tokio::test]
+    async fn https_probes_accept_any_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dcos_pki::init_ca(&dir.path().join("ca"), false).unwrap();
+        let (cert, key) = dcos_pki::issue_cert(
+            &dir.path().join("ca"),
+            dcos_pki::Role::Agent,
+            "task",
+            &["127.0.0.1".to_string()],
+            dir.path(),
+            1,
+        )
+        .unwrap();
+        let files = crate::tls::TlsFiles {
+            ca: ca.cert.clone(),
+            cert,
+            key,
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&files).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = tls.read(&mut buf).await;
+            let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            let _ = tls.shutdown().await;
+        });
+        let mut https = check(3, 0);
+        https.protocol = "https".into();
+        https.port = port;
+        assert_eq!(probe(&https, &TaskDir::new("/nonexistent")).await, Ok(()));
+    }
+
     #[tokio::test]
     async fn http_and_tcp_probes_reach_a_local_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -329,14 +466,18 @@ mod tests {
         });
         let mut http = check(3, 0);
         http.port = port;
-        assert_eq!(probe(&http).await, Ok(()));
-        assert!(probe(&http).await.unwrap_err().contains("answered 500"));
+        let dir = TaskDir::new("/nonexistent");
+        assert_eq!(probe(&http, &dir).await, Ok(()));
+        assert!(probe(&http, &dir)
+            .await
+            .unwrap_err()
+            .contains("answered 500"));
         let mut tcp = http.clone();
         tcp.protocol = "tcp".into();
-        assert_eq!(probe(&tcp).await, Ok(()));
+        assert_eq!(probe(&tcp, &dir).await, Ok(()));
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         tcp.port = closed.local_addr().unwrap().port();
         drop(closed);
-        assert!(probe(&tcp).await.unwrap_err().contains("connect"));
+        assert!(probe(&tcp, &dir).await.unwrap_err().contains("connect"));
     }
 }

@@ -54,6 +54,13 @@ impl Agent {
             )
             .with_context(|| format!("writing the health checks of {}", task.id))?;
         }
+        if !task.launch.readiness_checks.is_empty() {
+            dcos_runtime::task_dir::write_json_atomic(
+                &super::readiness::checks_file(dir),
+                &task.launch.readiness_checks,
+            )
+            .with_context(|| format!("writing the readiness checks of {}", task.id))?;
+        }
         let started = self.runtime.start(task, dir, &context)?;
         self.launched_total.fetch_add(1, Ordering::SeqCst);
         self.tasks.lock().expect("tasks lock").insert(
@@ -101,6 +108,7 @@ impl Agent {
                     exit_code: None,
                     at_ms: now_ms(),
                     health: None,
+                    readiness: None,
                 })
                 .await
             }

@@ -7,10 +7,12 @@
 pub mod config;
 pub mod disk;
 pub mod fake;
+mod command_check;
 mod gc;
 mod health;
 pub mod http;
 mod launch;
+mod readiness;
 mod monitor;
 pub mod policy;
 mod recovery;
@@ -220,6 +222,7 @@ pub struct Agent {
     disk_check_running: AtomicBool,
     /// What the health checks of running tasks found (`health.rs`).
     health: health::Book,
+    readiness: readiness::Book,
 }
 
 impl Agent {
@@ -299,6 +302,7 @@ impl Agent {
             image_report_wake: tokio::sync::Notify::new(),
             disk_check_running: AtomicBool::new(false),
             health: Default::default(),
+            readiness: Default::default(),
         }))
     }
 
@@ -403,6 +407,7 @@ impl Agent {
                 _ = tick.tick() => {
                     self.monitor().await;
                     self.run_health_checks();
+                    self.run_readiness_checks();
                 }
                 _ = shutdown.changed() => break,
             }
@@ -420,6 +425,7 @@ impl Agent {
                     exit_code: None,
                     at_ms: now_ms(),
                     health: None,
+                    readiness: None,
                 })
                 .await
             }
@@ -441,6 +447,7 @@ impl Agent {
                             exit_code: None,
                             at_ms: now_ms(),
                             health: None,
+                            readiness: None,
                         })
                         .await;
                         // Started already (a fast start): said now rather than at the
@@ -457,6 +464,7 @@ impl Agent {
                             exit_code: None,
                             at_ms: now_ms(),
                             health: None,
+                            readiness: None,
                         })
                     }
                 }

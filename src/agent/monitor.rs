@@ -28,6 +28,7 @@ impl Agent {
                     exit_code: None,
                     at_ms: now_ms(),
                     health: None,
+                    readiness: None,
                 },
             })
             .collect()
@@ -83,6 +84,7 @@ impl Agent {
                 exit_code: None,
                 at_ms: now_ms(),
                 health: None,
+                readiness: None,
             });
         }
         let shim_gone = !task
@@ -165,6 +167,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
             exit_code: exit.exit_code,
             at_ms: exit.finished_at_ms,
             health: None,
+            readiness: None,
         };
     }
     TaskReport {
@@ -178,6 +181,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
         exit_code: exit.exit_code,
         at_ms: exit.finished_at_ms,
         health: None,
+        readiness: None,
     }
 }
 
@@ -189,5 +193,6 @@ pub(super) fn lost_report(task_id: &str) -> TaskReport {
         exit_code: None,
         at_ms: now_ms(),
         health: None,
+        readiness: None,
     }
 }

@@ -70,6 +70,7 @@ impl Agent {
                     exit_code: None,
                     at_ms: now_ms(),
                     health: None,
+                    readiness: None,
                 },
                 _ => {
                     self.runtime.force_cleanup(&dir, None);

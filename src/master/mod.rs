@@ -415,6 +415,7 @@ impl Master {
                 exit_code: None,
                 at_ms: now_ms(),
                 health: None,
+                readiness: None,
             })
             .await;
         }
@@ -652,6 +653,7 @@ impl Master {
                             exit_code: None,
                             at_ms: now_ms(),
                             health: None,
+                            readiness: None,
                         });
                     }
                 }
@@ -674,9 +676,18 @@ impl Master {
     }
 }
 
-/// The log entry of an agent's report: its task's new state, or what its health checks
-/// found (the state unchanged).
+/// The log entry of an agent's report: its task's new state, or what its health or
+/// readiness checks found (the state unchanged).
 fn status_command(report: &TaskReport) -> Command {
+    if let Some(mut readiness) = report.readiness.clone() {
+        if let Some(response) = &mut readiness.last_response {
+            response.body = crate::link::bounded_status_message(std::mem::take(&mut response.body));
+        }
+        return Command::TaskReadiness {
+            task_id: report.task_id.clone(),
+            readiness,
+        };
+    }
     match report.health.clone() {
         Some(mut health) => {
             health.last_failure_cause = health

@@ -150,14 +150,14 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     let kept = cluster.dir.path().join("kept.json");
     std::fs::write(
         &kept,
-        r#"{"id": "kept", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0, "fetch": [{"uri": "https://example.com/a.tgz"}]}"#,
+        r#"{"id": "kept", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0, "acceptedResourceRoles": ["*"]}"#,
     )
     .unwrap();
     let out = cli(&cluster, &["app", "deploy", kept.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("warning: fetch: accepted and kept, but not acted on yet"),
+        stderr.contains("warning: acceptedResourceRoles: accepted and kept, but not acted on yet"),
         "{stderr}"
     );
     ok(&cli(&cluster, &["app", "remove", "/kept"]));

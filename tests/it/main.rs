@@ -16,6 +16,7 @@ mod logs;
 mod masters;
 mod network;
 mod process;
+mod readiness;
 mod registry;
 mod remote_agents;
 mod tls;

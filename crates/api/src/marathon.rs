@@ -23,6 +23,9 @@ pub struct AppView {
     pub deployments: Vec<DeploymentRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<MarathonTask>>,
+    /// `embed=apps.readiness` / `app.readiness`: what the live tasks' readiness checks found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_check_results: Option<Vec<serde_json::Value>>,
 }
 
 /// When the app last changed in size and in config (Marathon's `versionInfo`).
@@ -255,7 +258,7 @@ pub fn deployment_view(state: &ClusterState, record: &AppRecord) -> Option<Deplo
         current_actions: vec![CurrentAction {
             action,
             app,
-            readiness_check_results: vec![],
+            readiness_check_results: readiness_check_results(&tasks),
         }],
         current_step: 1,
         total_steps: 1,
@@ -282,7 +285,6 @@ pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> 
         },
         tasks_running: running,
         tasks_staged: staged,
-        // No health checks yet: a running task counts as healthy.
         // Without health checks a running task counts as healthy.
         tasks_healthy: tasks
             .iter()
@@ -312,7 +314,33 @@ pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> 
                 .filter_map(|t| task_view(state, t).map(Into::into))
                 .collect()
         }),
+        readiness_check_results: None,
     }
+}
+
+/// Marathon's `readinessCheckResults`: one entry per live task with a readiness result
+/// (`{name, taskId, ready, lastResponse?}`).
+pub fn readiness_check_results(tasks: &[&Task]) -> Vec<serde_json::Value> {
+    tasks
+        .iter()
+        .filter(|t| !t.state.is_terminal())
+        .filter_map(|t| {
+            let readiness = t.readiness.as_ref()?;
+            let mut result = serde_json::json!({
+                "name": readiness.name,
+                "taskId": t.id,
+                "ready": readiness.ready,
+            });
+            if let Some(response) = &readiness.last_response {
+                result["lastResponse"] = serde_json::json!({
+                    "status": response.status,
+                    "contentType": response.content_type,
+                    "body": response.body,
+                });
+            }
+            Some(result)
+        })
+        .collect()
 }
 
 /// An app's deployment is over when exactly `instances` tasks of its current config run and

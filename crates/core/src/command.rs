@@ -79,6 +79,12 @@ pub enum Command {
         health: crate::types::TaskHealth,
         at_ms: u64,
     },
+    /// What the readiness check of a live task found, from its agent. Once ready, a task
+    /// stays ready (as in Marathon, the check stops there).
+    TaskReadiness {
+        task_id: String,
+        readiness: crate::types::TaskReadiness,
+    },
     /// Drop the record of a terminal task.
     ExpungeTask { task_id: String },
     /// The leader heard nothing from the agent for the unreachable timeout: the agent gets no

@@ -24,6 +24,7 @@ pub use services::{AppRecord, ServicesState};
 pub use state::ClusterState;
 pub use types::{
     Agent, AgentState, LaunchSpec, PortMapping, PortRange, Resources, Task, TaskHealth,
-    TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskState, TmpfsSpec, VolumeSpec,
+    ReadinessResponse, TaskFetch, TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskReadiness,
+    TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec,
     IMAGES_PER_AGENT_MAX,
 };

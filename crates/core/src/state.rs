@@ -298,6 +298,16 @@ impl ClusterState {
                 }
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
             }
+            Command::TaskReadiness { task_id, readiness } => {
+                let task = self.task_mut(task_id)?;
+                let was_ready = task.readiness.as_ref().is_some_and(|r| r.ready);
+                // A late report about a task that has ended changes nothing, and readiness
+                // once reached is kept.
+                if task.state.is_terminal() || was_ready {
+                    return Ok(());
+                }
+                task.readiness = Some(readiness.clone());
+            }
             Command::TaskHealth {
                 task_id,
                 health,
@@ -608,6 +618,8 @@ pub(crate) mod tests {
                 network: Default::default(),
                 user_namespace: false,
                 health_checks: vec![],
+                fetch: vec![],
+                readiness_checks: vec![],
             },
             state: TaskState::Staging,
             kill_requested: false,
@@ -618,6 +630,7 @@ pub(crate) mod tests {
             exit_code: None,
             ports: vec![],
             health: None,
+            readiness: None,
         }
     }
 

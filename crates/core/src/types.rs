@@ -207,6 +207,69 @@ pub struct LaunchSpec {
     /// Checks the agent runs beside the task; none for entries written before they existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<TaskHealthCheck>,
+    /// Artifacts the agent puts into the sandbox before the task starts (Marathon's
+    /// `fetch`, Mesos's `CommandInfo.uris`); none for entries written before fetching existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<TaskFetch>,
+    /// Checks the agent runs on the new task until it first passes; none for entries
+    /// written before readiness checks existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness_checks: Vec<TaskReadinessCheck>,
+}
+
+/// A readiness check (Marathon's `readinessChecks`, the owner resolved its port): from
+/// RUNNING, `GET path` on `127.0.0.1:port` every `interval_seconds` until the answer's
+/// status is one of `ready_statuses`; then the task stays ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReadinessCheck {
+    pub name: String,
+    /// `http` or `https` (no certificate check, as for health checks).
+    pub protocol: String,
+    pub port: u16,
+    pub path: String,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub ready_statuses: Vec<u16>,
+    /// Keep the last answer's status, content type and (bounded) body in the result.
+    pub preserve_last_response: bool,
+}
+
+/// What a task's readiness check last found (Marathon's `readinessCheckResults` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReadiness {
+    pub name: String,
+    pub ready: bool,
+    /// The last answer, when the check preserves it (`None` without one, or on no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_response: Option<ReadinessResponse>,
+}
+
+/// Marathon's `lastResponse` of a readiness check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// One artifact to fetch into a task's sandbox, as Mesos's fetcher takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFetch {
+    /// `http://`, `https://` or `file://` (the last only under the agent's `host_paths`).
+    pub uri: String,
+    /// Unpack a recognised archive (`.tar`, `.tar.gz`, `.tgz`, `.gz`) into the sandbox.
+    pub extract: bool,
+    /// Make the fetched file executable (not with `extract` of an archive).
+    pub executable: bool,
+    /// Keep a copy in the agent's artifact cache and reuse it for the same URI.
+    pub cache: bool,
+    /// The file name in the sandbox instead of the URI's last segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,16 +393,23 @@ pub struct Task {
     /// What its agent's health checks last reported (`None`: no check has a result yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<TaskHealth>,
+    /// What its agent's readiness check last reported (`None`: no result yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<TaskReadiness>,
 }
 
 /// A check the agent runs beside a task (the owner resolved ports and defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskHealthCheck {
-    /// `http` (GET `path`, healthy on 200-399) or `tcp` (a connection is accepted), to
-    /// `127.0.0.1:port` on the agent.
+    /// `http` or `https` (GET `path`, healthy on 200-399; no certificate check, as Mesos's
+    /// checks), `tcp` (a connection is accepted), to `127.0.0.1:port` on the agent; or
+    /// `command` (`command` run beside the task, as the task, healthy on exit 0; `port` 0).
     pub protocol: String,
     pub port: u16,
+    /// The shell command of a `command` check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub grace_period_seconds: u32,
@@ -397,6 +467,8 @@ struct TaskRecord {
     ports: Vec<u16>,
     #[serde(default)]
     health: Option<TaskHealth>,
+    #[serde(default)]
+    readiness: Option<TaskReadiness>,
 }
 
 impl TryFrom<TaskRecord> for Task {
@@ -426,6 +498,7 @@ impl TryFrom<TaskRecord> for Task {
             exit_code: record.exit_code,
             ports: record.ports,
             health: record.health,
+            readiness: record.readiness,
         })
     }
 }

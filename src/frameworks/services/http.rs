@@ -22,13 +22,13 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use dcos_api::routes::marathon;
 use dcos_api::{
-    app_converged, app_view, deployment_view, iso8601, task_view, ApiError, AppEnvelope,
-    AppVersionView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
+    app_converged, app_view, deployment_view, iso8601, readiness_check_results, task_view,
+    ApiError, AppEnvelope, AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
     MarathonTasksEnvelope, VersionsEnvelope,
 };
 use dcos_core::placement::{self, Ask, Resource, Unfit};
 use dcos_core::services::groups::GroupEntry;
-use dcos_core::{AppSpec, ClusterState, Command, FieldError, Outcome};
+use dcos_core::{AppSpec, ClusterState, Command, FieldError, Outcome, Task};
 use std::sync::Arc;
 
 /// What a refused app definition is called in errors ("invalid app definition: ...").
@@ -350,6 +350,7 @@ async fn list_apps(State(master): State<Arc<Master>>, RawQuery(query): RawQuery)
     let id = params.get("id").map(str::to_ascii_lowercase);
     let cmd = params.get("cmd");
     let embed_tasks = params.embeds_tasks();
+    let embed_readiness = params.embeds("readiness");
     json_ok(&master.read(|s| {
         AppsEnvelope {
             apps: s
@@ -365,7 +366,7 @@ async fn list_apps(State(master): State<Arc<Master>>, RawQuery(query): RawQuery)
                         .as_ref()
                         .is_none_or(|sel| sel.matches(&a.spec.labels))
                 })
-                .map(|a| app_view(s, a, embed_tasks))
+                .map(|a| with_readiness(s, app_view(s, a, embed_tasks), embed_readiness))
                 .collect(),
         }
     }))
@@ -424,11 +425,25 @@ pub(super) fn app_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("App '{id}' does not exist"))
 }
 
-async fn get_app_path(State(master): State<Arc<Master>>, Path(rest): Path<String>) -> Response {
+/// The app's readiness results added when `embed` asks for them.
+fn with_readiness(state: &ClusterState, mut view: AppView, embed: bool) -> AppView {
+    if embed {
+        let tasks: Vec<&Task> = state.tasks_of_app(&view.spec.id).collect();
+        view.readiness_check_results = Some(readiness_check_results(&tasks));
+    }
+    view
+}
+
+async fn get_app_path(
+    State(master): State<Arc<Master>>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let embed_readiness = Params::parse(query.as_deref()).embeds("readiness");
     master.read(|s| match AppPath::parse(&rest) {
         AppPath::App(id) => match s.services.apps.get(&id) {
             Some(app) => json_ok(&AppEnvelope {
-                app: app_view(s, app, true),
+                app: with_readiness(s, app_view(s, app, true), embed_readiness),
             }),
             None => api_error(app_not_found(&id)),
         },

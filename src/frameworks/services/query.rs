@@ -46,14 +46,18 @@ impl Params {
     /// `group.apps.tasks` or `tasks`). Other values (counts and deployments are always
     /// there) are ignored, as Marathon does.
     pub fn embeds_tasks(&self) -> bool {
+        self.embeds("tasks")
+    }
+
+    /// Whether `embed` asks for the apps' `what` (`apps.<what>`, `app.<what>`,
+    /// `group.apps.<what>` or `<what>`).
+    pub fn embeds(&self, what: &str) -> bool {
         self.all("embed").any(|v| {
-            matches!(
-                v.strip_prefix("group.")
-                    .unwrap_or(v)
-                    .trim_start_matches("apps.")
-                    .trim_start_matches("app."),
-                "tasks"
-            )
+            v.strip_prefix("group.")
+                .unwrap_or(v)
+                .trim_start_matches("apps.")
+                .trim_start_matches("app.")
+                == what
         })
     }
 }
@@ -267,6 +271,7 @@ mod tests {
         assert!(params.embeds_tasks());
         assert!(Params::parse(Some("embed=group.apps.tasks")).embeds_tasks());
         assert!(!Params::parse(Some("embed=apps.deployments")).embeds_tasks());
+        assert!(Params::parse(Some("embed=app.readiness")).embeds("readiness"));
         assert_eq!(
             marathon_path("container.volumes[0].mode"),
             "/container/volumes(0)/mode"

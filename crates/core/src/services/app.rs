@@ -422,12 +422,8 @@ impl AppSpec {
         fields::validate_constraints(&mut self.constraints, errors);
         let ports = self.requested_ports();
         fields::validate_health_checks(&mut self.health_checks, &ports, errors);
-        if self.readiness_checks.len() > fields::LIST_MAX {
-            errors.push(FieldError::new(
-                "readinessChecks",
-                format!("at most {} readiness checks", fields::LIST_MAX),
-            ));
-        }
+        let port_names = self.port_names();
+        fields::validate_readiness_checks(&mut self.readiness_checks, &port_names, errors);
         fields::validate_upgrade_strategy(&self.upgrade_strategy, errors);
         fields::validate_unreachable_strategy(&self.unreachable_strategy, errors);
         if self.kill_selection != "YOUNGEST_FIRST" && self.kill_selection != "OLDEST_FIRST" {
@@ -480,13 +476,6 @@ impl AppSpec {
                 ));
             }
         };
-        keep(
-            "healthChecks",
-            self.health_checks
-                .iter()
-                .any(|c| matches!(c.protocol.as_str(), "HTTPS" | "MESOS_HTTPS" | "COMMAND")),
-        );
-        keep("readinessChecks", !self.readiness_checks.is_empty());
         // inactiveAfterSeconds is acted on; expungeAfterSeconds not yet (an unreachable
         // task stays until its agent returns or is removed).
         keep(
@@ -496,7 +485,6 @@ impl AppSpec {
                 UnreachableStrategy::Enabled { expunge_after_seconds, .. } if expunge_after_seconds > 0
             ),
         );
-        keep("fetch", !self.fetch.is_empty());
         keep(
             "acceptedResourceRoles",
             self.accepted_resource_roles.is_some(),
@@ -583,6 +571,39 @@ impl AppSpec {
             .unwrap_or_default()
     }
 
+    /// The names of the task's ports, in the order of `requested_ports`.
+    fn port_names(&self) -> Vec<Option<String>> {
+        if self.bridged() {
+            self.port_mappings().iter().map(|m| m.name.clone()).collect()
+        } else {
+            self.port_definitions.iter().map(|d| d.name.clone()).collect()
+        }
+    }
+
+    /// The readiness checks an agent runs for a task given `ports` (its host ports): each
+    /// to the host port of the port its `portName` names, on the agent's loopback.
+    pub fn task_readiness_checks(&self, ports: &[u16]) -> Vec<crate::types::TaskReadinessCheck> {
+        let names = self.port_names();
+        self.readiness_checks
+            .iter()
+            .filter_map(|check| {
+                let index = names
+                    .iter()
+                    .position(|n| n.as_deref() == Some(check.port_name.as_str()))?;
+                Some(crate::types::TaskReadinessCheck {
+                    name: check.name.clone(),
+                    protocol: check.protocol.to_ascii_lowercase(),
+                    port: *ports.get(index)?,
+                    path: check.path.clone(),
+                    interval_seconds: check.interval_seconds,
+                    timeout_seconds: check.timeout_seconds,
+                    ready_statuses: check.http_status_codes_for_ready.clone(),
+                    preserve_last_response: check.preserve_last_response,
+                })
+            })
+            .collect()
+    }
+
     /// Host ports each task asks for, 0 meaning "any": the port mappings' host ports on a
     /// bridge, else the port definitions.
     pub fn requested_ports(&self) -> Vec<u16> {
@@ -625,6 +646,18 @@ impl AppSpec {
             user_namespace: self.container.as_ref().is_some_and(|c| c.user_namespace),
             // Filled by `build_task` once the task's ports are known.
             health_checks: Vec::new(),
+            readiness_checks: Vec::new(),
+            fetch: self
+                .fetch
+                .iter()
+                .map(|f| crate::types::TaskFetch {
+                    uri: f.uri.clone(),
+                    extract: f.extract,
+                    executable: f.executable,
+                    cache: f.cache,
+                    output_file: f.output_file.clone(),
+                })
+                .collect(),
             network: if self.bridged() {
                 TaskNetworkMode::Bridge {
                     port_mappings: self.port_mappings().to_vec(),
@@ -635,29 +668,32 @@ impl AppSpec {
         }
     }
 
-    /// The health checks an agent runs for a task given `ports` (its host ports): HTTP and
-    /// TCP ones (Marathon's and the MESOS_ kinds alike), to the port given or the task's
-    /// `portIndex`-th port on the agent's loopback. HTTPS and COMMAND checks are not run yet
-    /// (`unhonoured` says so).
+    /// The health checks an agent runs for a task given `ports` (its host ports): HTTP(S)
+    /// and TCP ones (Marathon's and the MESOS_ kinds alike), to the port given or the task's
+    /// `portIndex`-th port on the agent's loopback, and COMMAND ones, run beside the task.
     pub fn task_health_checks(&self, ports: &[u16]) -> Vec<crate::types::TaskHealthCheck> {
         self.health_checks
             .iter()
             .filter_map(|check| {
                 let protocol = match check.protocol.as_str() {
                     "HTTP" | "MESOS_HTTP" => "http",
+                    "HTTPS" | "MESOS_HTTPS" => "https",
                     "TCP" | "MESOS_TCP" => "tcp",
+                    "COMMAND" => "command",
                     _ => return None,
                 };
                 // Only the task's own ports (validation refuses others; this keeps it so for
                 // definitions stored before it did).
-                let port = match (check.port, check.port_index) {
-                    (Some(port), _) if ports.contains(&port) => port,
-                    (Some(_), _) => return None,
-                    (None, index) => *ports.get(index.unwrap_or(0) as usize)?,
+                let port = match (protocol, check.port, check.port_index) {
+                    ("command", _, _) => 0,
+                    (_, Some(port), _) if ports.contains(&port) => port,
+                    (_, Some(_), _) => return None,
+                    (_, None, index) => *ports.get(index.unwrap_or(0) as usize)?,
                 };
                 Some(crate::types::TaskHealthCheck {
                     protocol: protocol.to_string(),
                     port,
+                    command: check.command.as_ref().map(|c| c.value.clone()),
                     path: check.path.clone(),
                     grace_period_seconds: check.grace_period_seconds,
                     interval_seconds: check.interval_seconds,
@@ -1106,7 +1142,7 @@ mod tests {
         assert_eq!(spec.fetch[0].uri, "https://example.com/a.tgz");
         assert!(spec.fetch[0].extract);
         assert_eq!(spec.port_definitions.len(), 2);
-        assert_eq!(spec.unhonoured()[0].field, "fetch");
+        assert!(spec.unhonoured().is_empty());
 
         let mut unknown = serde_json::json!({"id": "web", "cmd": "x", "instnaces": 2, "ipAddress": {"networkName": "n"}});
         let errors = prepare_app_json(&mut unknown).unwrap_err();

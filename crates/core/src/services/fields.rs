@@ -244,7 +244,8 @@ impl HealthCheck {
     }
 }
 
-/// Marathon's readiness check (kept; see `AppSpec::unhonoured`).
+/// Marathon's readiness check: run by the agent on a new task until it passes; the task
+/// counts towards a deployment only once ready (`planner::ready`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadinessCheck {
@@ -460,6 +461,72 @@ pub(crate) fn validate_health_checks(
     }
 }
 
+/// Marathon's rules for `readinessChecks`: at most one, HTTP or HTTPS, to a named port of
+/// the app, answering within its interval. Normalizes the protocol to upper case.
+pub(crate) fn validate_readiness_checks(
+    checks: &mut [ReadinessCheck],
+    port_names: &[Option<String>],
+    errors: &mut Vec<FieldError>,
+) {
+    if checks.len() > 1 {
+        errors.push(FieldError::new(
+            "readinessChecks",
+            "at most one readiness check per app (as Marathon)",
+        ));
+    }
+    for (i, check) in checks.iter_mut().enumerate() {
+        let at = |name: &str| format!("readinessChecks[{i}].{name}");
+        check.protocol = check.protocol.to_ascii_uppercase();
+        if check.protocol != "HTTP" && check.protocol != "HTTPS" {
+            errors.push(FieldError::new(at("protocol"), "must be HTTP or HTTPS"));
+        }
+        if check.name.is_empty() {
+            errors.push(FieldError::new(at("name"), "must not be empty"));
+        }
+        if !check.path.starts_with('/') || check.path.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                at("path"),
+                "must start with / and hold no control characters",
+            ));
+        }
+        if !port_names
+            .iter()
+            .any(|n| n.as_deref() == Some(check.port_name.as_str()))
+        {
+            let named: Vec<&str> = port_names.iter().filter_map(|n| n.as_deref()).collect();
+            errors.push(FieldError::new(
+                at("portName"),
+                if named.is_empty() {
+                    "names no port of the app: give a port definition or port mapping this name".to_string()
+                } else {
+                    format!("names no port of the app (named ports: {})", named.join(", "))
+                },
+            ));
+        }
+        if check.interval_seconds == 0 || check.interval_seconds > 3_600 {
+            errors.push(FieldError::new(at("intervalSeconds"), "must be 1-3600"));
+        }
+        if check.timeout_seconds == 0 || check.timeout_seconds >= check.interval_seconds {
+            errors.push(FieldError::new(
+                at("timeoutSeconds"),
+                "must be at least 1 and less than intervalSeconds",
+            ));
+        }
+        if check.http_status_codes_for_ready.is_empty()
+            || check.http_status_codes_for_ready.len() > LIST_MAX
+            || check
+                .http_status_codes_for_ready
+                .iter()
+                .any(|c| !(100..=599).contains(c))
+        {
+            errors.push(FieldError::new(
+                at("httpStatusCodesForReady"),
+                format!("give 1-{LIST_MAX} HTTP status codes (100-599)"),
+            ));
+        }
+    }
+}
+
 pub(crate) fn validate_upgrade_strategy(strategy: &UpgradeStrategy, errors: &mut Vec<FieldError>) {
     for (name, value) in [
         ("minimumHealthCapacity", strategy.minimum_health_capacity),
@@ -602,6 +669,46 @@ mod tests {
 
         let unknown = serde_json::from_str::<HealthCheck>(r#"{"protocol": "TCP", "portIdx": 1}"#);
         assert!(unknown.unwrap_err().to_string().contains("portIdx"));
+    }
+
+    #[test]
+    fn readiness_checks_get_marathons_defaults_and_need_a_named_port() {
+        let named = [Some("http-api".to_string()), None];
+        let mut checks: Vec<ReadinessCheck> =
+            serde_json::from_str(r#"[{"protocol": "https"}]"#).unwrap();
+        let mut errors = Vec::new();
+        validate_readiness_checks(&mut checks, &named, &mut errors);
+        assert_eq!(errors, vec![]);
+        let check = &checks[0];
+        assert_eq!(
+            (check.protocol.as_str(), check.path.as_str(), check.port_name.as_str()),
+            ("HTTPS", "/", "http-api")
+        );
+        assert_eq!((check.interval_seconds, check.timeout_seconds), (30, 10));
+        assert_eq!(check.http_status_codes_for_ready, vec![200]);
+
+        let fields = |json: &str, names: &[Option<String>]| {
+            let mut checks: Vec<ReadinessCheck> = serde_json::from_str(json).unwrap();
+            let mut errors = Vec::new();
+            validate_readiness_checks(&mut checks, names, &mut errors);
+            errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert_eq!(fields(r#"[{}]"#, &[None]), vec!["readinessChecks[0].portName"]);
+        assert_eq!(fields(r#"[{}, {}]"#, &named), vec!["readinessChecks"]);
+        assert_eq!(
+            fields(r#"[{"protocol": "TCP", "path": "x"}]"#, &named),
+            vec!["readinessChecks[0].protocol", "readinessChecks[0].path"]
+        );
+        assert_eq!(
+            fields(r#"[{"intervalSeconds": 5, "timeoutSeconds": 5}]"#, &named),
+            vec!["readinessChecks[0].timeoutSeconds"]
+        );
+        assert_eq!(
+            fields(r#"[{"httpStatusCodesForReady": []}]"#, &named),
+            vec!["readinessChecks[0].httpStatusCodesForReady"]
+        );
+        let unknown = serde_json::from_str::<ReadinessCheck>(r#"{"portIndex": 0}"#);
+        assert!(unknown.unwrap_err().to_string().contains("portIndex"));
     }
 
     #[test]

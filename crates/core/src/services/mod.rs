@@ -419,6 +419,7 @@ pub fn build_task(
         }
     }
     launch.health_checks = app.spec.task_health_checks(&ports);
+    launch.readiness_checks = app.spec.task_readiness_checks(&ports);
     Task {
         id: task_id,
         owner: TaskOwner::Service {
@@ -433,6 +434,7 @@ pub fn build_task(
         staged_at_ms: now_ms,
         started_at_ms: None,
         health: None,
+        readiness: None,
         updated_at_ms: now_ms,
         message: None,
         exit_code: None,

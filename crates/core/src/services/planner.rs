@@ -171,11 +171,13 @@ fn config_version(task: &Task) -> u64 {
     }
 }
 
-/// A task that counts as serving: running, and healthy when it has health checks (no result
-/// yet is not healthy, as in Marathon).
+/// A task that counts as serving: running, healthy when it has health checks (no result
+/// yet is not healthy, as in Marathon), and ready once when it has a readiness check.
 pub fn ready(task: &Task) -> bool {
     task.state == TaskState::Running
         && (task.launch.health_checks.is_empty() || task.health.as_ref().is_some_and(|h| h.alive))
+        && (task.launch.readiness_checks.is_empty()
+            || task.readiness.as_ref().is_some_and(|r| r.ready))
 }
 
 /// Orders tasks for killing: not yet running first, then by Marathon's `killSelection`
@@ -512,6 +514,7 @@ mod tests {
             max_consecutive_failures: 3,
             delay_seconds: 0,
             ignore_http1xx: false,
+            command: None,
         }];
         s.apply(&Command::LaunchTask { task: launched });
         set_state(&mut s, "t1", TaskState::Running, 5);
@@ -798,6 +801,63 @@ mod tests {
                 task_id: "old".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_new_task_with_a_readiness_check_replaces_an_old_one_only_once_ready() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("old", "/web", "a1", 1),
+        });
+        set_state(&mut s, "old", TaskState::Running, 5);
+        let mut changed = app("/web", 1);
+        changed.cmd = Some("sleep 7".into());
+        s.apply(&Command::PutApp {
+            app: changed,
+            create: false,
+            at_ms: 10,
+            deployment_id: "e".into(),
+        });
+        let mut new = task("new", "/web", "a1", 10);
+        new.launch.readiness_checks = vec![crate::types::TaskReadinessCheck {
+            name: "readinessCheck".into(),
+            protocol: "http".into(),
+            port: 8080,
+            path: "/".into(),
+            interval_seconds: 30,
+            timeout_seconds: 10,
+            ready_statuses: vec![200],
+            preserve_last_response: false,
+        }];
+        s.apply(&Command::LaunchTask { task: new });
+        set_state(&mut s, "new", TaskState::Running, 25);
+        assert_eq!(plan(&s, &PlanInput::at(30)).actions, vec![], "running is not ready");
+        let result = |ready: bool| crate::types::TaskReadiness {
+            name: "readinessCheck".into(),
+            ready,
+            last_response: None,
+        };
+        s.apply(&Command::TaskReadiness {
+            task_id: "new".into(),
+            readiness: result(false),
+        });
+        assert_eq!(plan(&s, &PlanInput::at(31)).actions, vec![]);
+        s.apply(&Command::TaskReadiness {
+            task_id: "new".into(),
+            readiness: result(true),
+        });
+        assert_eq!(
+            plan(&s, &PlanInput::at(32)).actions,
+            vec![Action::Kill {
+                task_id: "old".into()
+            }]
+        );
+        // Ready once is ready: a later "not ready" (an agent restarted its checks) is kept out.
+        s.apply(&Command::TaskReadiness {
+            task_id: "new".into(),
+            readiness: result(false),
+        });
+        assert!(s.tasks["new"].readiness.as_ref().is_some_and(|r| r.ready));
     }
 
     #[test]
