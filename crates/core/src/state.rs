@@ -330,13 +330,18 @@ impl ClusterState {
             }
             Command::ExpungeTask { task_id } => {
                 let task = self.task_mut(task_id)?;
-                if !task.state.is_terminal() {
+                // Ended, or unreachable for its app's expungeAfterSeconds: forgotten (an
+                // expunged task whose agent comes back is killed there as unknown).
+                if !task.state.is_terminal() && task.state != TaskState::Unreachable {
                     return Err(Reject::TaskNotTerminal {
                         task_id: task_id.clone(),
                     });
                 }
-                // Ended, so it holds nothing.
-                self.tasks.remove(task_id);
+                if let Some(task) = self.tasks.remove(task_id) {
+                    if !task.state.is_terminal() {
+                        release(&mut self.held, &task);
+                    }
+                }
             }
             Command::MarkAgentUnreachable { agent_id, at_ms } => {
                 let agent = self.agent_mut(agent_id)?;

@@ -476,15 +476,6 @@ impl AppSpec {
                 ));
             }
         };
-        // inactiveAfterSeconds is acted on; expungeAfterSeconds not yet (an unreachable
-        // task stays until its agent returns or is removed).
-        keep(
-            "unreachableStrategy.expungeAfterSeconds",
-            matches!(
-                self.unreachable_strategy,
-                UnreachableStrategy::Enabled { expunge_after_seconds, .. } if expunge_after_seconds > 0
-            ),
-        );
         keep(
             "acceptedResourceRoles",
             self.accepted_resource_roles.is_some(),

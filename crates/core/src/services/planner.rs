@@ -265,17 +265,30 @@ fn plan_app(
     let exhausted = |t: &Task| t.health.as_ref().is_some_and(|h| h.exhausted);
     // An unreachable task holds its place for the app's `inactiveAfterSeconds` (Marathon's
     // unreachableStrategy; "disabled" and the default 0 replace it at once).
-    let inactive_after_ms = match app.spec.unreachable_strategy {
+    // Past `expungeAfterSeconds` (when given) it is forgotten; its agent, if it ever comes
+    // back, is told to kill it. With 0 (the default) the record stays until the agent
+    // returns or is removed, and `returning_tasks` sorts it out.
+    let (inactive_after_ms, expunge_after_ms) = match app.spec.unreachable_strategy {
         UnreachableStrategy::Enabled {
             inactive_after_seconds,
-            ..
-        } => inactive_after_seconds.saturating_mul(1000),
-        UnreachableStrategy::Disabled(_) => 0,
+            expunge_after_seconds,
+        } => (
+            inactive_after_seconds.saturating_mul(1000),
+            (expunge_after_seconds > 0).then(|| expunge_after_seconds.saturating_mul(1000)),
+        ),
+        UnreachableStrategy::Disabled(_) => (0, None),
     };
-    let replaceable = |t: &Task| {
-        t.state == TaskState::Unreachable
-            && input.now_ms >= t.updated_at_ms.saturating_add(inactive_after_ms)
+    let unreachable_for = |t: &Task, ms: u64| {
+        t.state == TaskState::Unreachable && input.now_ms >= t.updated_at_ms.saturating_add(ms)
     };
+    let replaceable = |t: &Task| unreachable_for(t, inactive_after_ms);
+    for task in tasks {
+        if expunge_after_ms.is_some_and(|ms| unreachable_for(task, ms)) {
+            plan.actions.push(Action::Expunge {
+                task_id: task.id.clone(),
+            });
+        }
+    }
     // A task that failed its health checks for good is killed and replaced, within the
     // round's budget of such kills; one over budget keeps its place (and is not replaced)
     // until a later round.
@@ -993,6 +1006,27 @@ mod tests {
             matches!(actions.as_slice(), [Action::Launch { agent_id, .. }] if agent_id == "a2"),
             "{actions:?}"
         );
+        // After expungeAfterSeconds the record goes, and with it what it held on a1.
+        let actions = plan(&s, &PlanInput::at(11_000)).actions;
+        assert_eq!(
+            actions[0],
+            Action::Expunge {
+                task_id: "t1".into()
+            }
+        );
+        assert_eq!(s.held_on("a1").0, task("t1", "/web", "a1", 1).resources);
+        assert_eq!(
+            s.apply(&Command::ExpungeTask {
+                task_id: "t1".into()
+            }),
+            Outcome::Applied
+        );
+        assert!(!s.tasks.contains_key("t1"));
+        assert_eq!(s.held_on("a1").0, Default::default());
+        assert!(s.invariant_violations().is_empty());
+        // When a1 returns, the forgotten task is not kept (the master kills what it does
+        // not know).
+        assert_eq!(returning_tasks(&s, "a1"), (vec![], vec![]));
     }
 
     #[test]
