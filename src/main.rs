@@ -1,5 +1,6 @@
-//! The `dcos-rs` binary: dispatches the hidden `__shim` mode before any thread exists
-//! (libcontainer clones the calling process), then runs the CLI on a tokio runtime.
+//! The `dcos-rs` binary: dispatches the hidden `__shim`, `__exec` and `__check-exec` modes
+//! before any thread exists (libcontainer clones the calling process; setns into a mount or
+//! user namespace needs a single thread), then runs the CLI on a tokio runtime.
 
 use clap::Parser;
 use dcos_rs::cli::{AgentArgs, Cli, Commands, MasterArgs, UpArgs};
@@ -27,6 +28,14 @@ fn main() -> ExitCode {
     }
     if args.get(1).is_some_and(|a| a == "__exec") {
         return ExitCode::from(dcos_runtime::shim::exec_after_gate(&args[2..]) as u8);
+    }
+    // A container task's COMMAND health check: joining its mount and user namespaces needs
+    // a process with one thread.
+    if args
+        .get(1)
+        .is_some_and(|a| a == dcos_runtime::check_exec::ENTRY)
+    {
+        return ExitCode::from(dcos_runtime::check_exec::run(&args[2..]) as u8);
     }
     let cli = Cli::parse();
     if matches!(

@@ -179,8 +179,9 @@ impl Agent {
         for (task_id, index, spec, dir) in due {
             let book = Arc::clone(&self.health);
             let to_master = self.to_master.clone();
+            let exe = self.config.shim_exe.clone();
             tokio::spawn(async move {
-                let outcome = probe(&spec, &dir).await;
+                let outcome = probe(&spec, &dir, &exe).await;
                 let report = {
                     let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
                     let Some(task) = book.tasks.get_mut(&task_id) else {
@@ -212,12 +213,16 @@ impl Agent {
 pub(super) type Book = Arc<Mutex<HealthBook>>;
 
 /// One probe of `check` for the task in `dir`, bounded by its timeout.
-async fn probe(check: &TaskHealthCheck, dir: &TaskDir) -> Result<(), String> {
+async fn probe(
+    check: &TaskHealthCheck,
+    dir: &TaskDir,
+    exe: &std::path::Path,
+) -> Result<(), String> {
     let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
     if check.protocol == "command" {
         let command = check.command.as_deref().unwrap_or_default();
         // Bounded by the check itself: the command is killed at the timeout.
-        return super::command_check::run(dir, command, timeout).await;
+        return super::command_check::run(exe, dir, command, timeout).await;
     }
     match tokio::time::timeout(timeout, probe_unbounded(check)).await {
         Ok(outcome) => outcome,
@@ -251,7 +256,9 @@ async fn probe_unbounded(check: &TaskHealthCheck) -> Result<(), String> {
 /// Mesos's HTTPS checks: the task's own port on the agent's loopback), the answer's status.
 /// Unbounded in time: callers put a timeout around it.
 pub(super) async fn http_status(port: u16, path: &str, tls: bool) -> Result<u16, String> {
-    http_get(port, path, tls, 0).await.map(|answer| answer.status)
+    http_get(port, path, tls, 0)
+        .await
+        .map(|answer| answer.status)
 }
 
 /// An answer to a check's GET: its status, content type and at most the asked-for start of
@@ -449,7 +456,15 @@ mod tests {
         let mut https = check(3, 0);
         https.protocol = "https".into();
         https.port = port;
-        assert_eq!(probe(&https, &TaskDir::new("/nonexistent")).await, Ok(()));
+        assert_eq!(
+            probe(
+                &https,
+                &TaskDir::new("/nonexistent"),
+                std::path::Path::new("/nonexistent")
+            )
+            .await,
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -467,17 +482,26 @@ mod tests {
         let mut http = check(3, 0);
         http.port = port;
         let dir = TaskDir::new("/nonexistent");
-        assert_eq!(probe(&http, &dir).await, Ok(()));
-        assert!(probe(&http, &dir)
+        assert_eq!(
+            probe(&http, &dir, std::path::Path::new("/nonexistent")).await,
+            Ok(())
+        );
+        assert!(probe(&http, &dir, std::path::Path::new("/nonexistent"))
             .await
             .unwrap_err()
             .contains("answered 500"));
         let mut tcp = http.clone();
         tcp.protocol = "tcp".into();
-        assert_eq!(probe(&tcp, &dir).await, Ok(()));
+        assert_eq!(
+            probe(&tcp, &dir, std::path::Path::new("/nonexistent")).await,
+            Ok(())
+        );
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         tcp.port = closed.local_addr().unwrap().port();
         drop(closed);
-        assert!(probe(&tcp, &dir).await.unwrap_err().contains("connect"));
+        assert!(probe(&tcp, &dir, std::path::Path::new("/nonexistent"))
+            .await
+            .unwrap_err()
+            .contains("connect"));
     }
 }

@@ -1,18 +1,48 @@
-//! Launching and killing one task: the sandbox, the start through the runtime, the stop
-//! request. What the task runs and how is the runtime's (`runtime.rs`).
+//! Launching and killing one task: the sandbox, the artifacts (`fetch.rs`, on a tokio task
+//! of the launch's own), the start through the runtime, the stop request. What the task
+//! runs and how is the runtime's (`runtime.rs`).
 
+use super::fetch::{self, FetchFailure};
 use super::runtime::LaunchContext;
 use super::{valid_task_id, Agent, LocalTask};
 use crate::link::{now_ms, TaskReport};
 use anyhow::Context;
 use dcos_core::{Task, TaskState};
 use dcos_runtime::task_dir::TaskDir;
+use std::collections::btree_map::Entry;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use tokio_util::sync::CancellationToken;
+
+/// Why a launch with artifacts did not start its task (reported TASK_KILLED): killed while
+/// its artifacts were fetched.
+const KILLED_WHILE_FETCHING: &str = "killed while its artifacts were fetched";
+/// ... or the agent began draining meanwhile (the words of a launch refused while draining).
+const NOT_STARTED_DRAINING: &str = "not started: the agent is shutting down";
+
+/// How a launch with artifacts to fetch ended.
+enum FetchedLaunch {
+    Started,
+    Failed(anyhow::Error),
+    /// Killed, or the agent is draining: reported TASK_KILLED with this reason.
+    NotStarted(&'static str),
+}
 
 impl Agent {
     /// Prepares the sandbox and spec, then starts the shim. Blocking (file I/O).
     pub(super) fn launch(&self, task: &Task) -> anyhow::Result<()> {
+        let dir = self.create_sandbox(task)?;
+        let result = self.start(task, &dir);
+        if result.is_err() {
+            // Nothing half-created stays behind.
+            let _ = std::fs::remove_dir_all(&dir.path);
+        }
+        result
+    }
+
+    /// Makes the task's sandbox; a task that has one already is refused. Blocking.
+    fn create_sandbox(&self, task: &Task) -> anyhow::Result<TaskDir> {
         anyhow::ensure!(valid_task_id(&task.id), "invalid task id {}", task.id);
         let dir = self.task_dir(&task.id);
         anyhow::ensure!(!dir.path.exists(), "task {} already has a sandbox", task.id);
@@ -23,17 +53,166 @@ impl Agent {
             .mode(0o711)
             .create(&dir.path)
             .with_context(|| format!("creating sandbox {}", dir.path.display()))?;
-        let result = self.start(task, &dir);
-        if result.is_err() {
-            // Nothing half-created stays behind.
-            let _ = std::fs::remove_dir_all(&dir.path);
+        Ok(dir)
+    }
+
+    /// A launch with artifacts to fetch (Marathon's `fetch`), on a tokio task of its own, so
+    /// a download holds back neither other launches nor the agent's loop: the sandbox and
+    /// the task's working dir, the artifacts into it, then the start, unless the task was
+    /// killed meanwhile or the agent is draining. The caller counted it in
+    /// `launches_in_flight`; it leaves the count here.
+    pub(super) async fn fetch_and_launch(self: Arc<Self>, task: Box<Task>) {
+        let task: Arc<Task> = Arc::from(task);
+        let task_id = task.id.clone();
+        let cancel = CancellationToken::new();
+        // A second launch of a task being fetched must not take over its kill switch.
+        let claimed = match self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .entry(task_id.clone())
+        {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                slot.insert(cancel.clone());
+                true
+            }
+        };
+        let outcome = if claimed {
+            self.fetch_then_start(&task, &cancel).await
+        } else {
+            FetchedLaunch::Failed(anyhow::anyhow!("task {task_id} is being launched already"))
+        };
+        // Out of `fetching` only after a start put the task into the task map: a kill
+        // finds it in one or the other.
+        let killed_meanwhile = claimed
+            && self
+                .fetching
+                .lock()
+                .expect("fetching lock")
+                .remove(&task_id)
+                .is_some_and(|token| token.is_cancelled());
+        self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
+        match outcome {
+            FetchedLaunch::Started => {
+                self.report_launch(task_id.clone(), Ok(())).await;
+                if killed_meanwhile {
+                    self.kill(&task_id).await;
+                }
+            }
+            FetchedLaunch::Failed(error) => self.report_launch(task_id, Err(error)).await,
+            FetchedLaunch::NotStarted(reason) => {
+                let report = launch_status(task_id, TaskState::Killed, Some(reason.to_string()));
+                self.report(report).await
+            }
         }
-        result
+    }
+
+    async fn fetch_then_start(
+        self: &Arc<Self>,
+        task: &Arc<Task>,
+        cancel: &CancellationToken,
+    ) -> FetchedLaunch {
+        let prepared = {
+            let (agent, task) = (self.clone(), task.clone());
+            tokio::task::spawn_blocking(move || agent.prepare_fetch(&task))
+                .await
+                .map_err(|e| anyhow::anyhow!("launch panicked: {e}"))
+                .and_then(|r| r)
+        };
+        let (dir, owner) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return FetchedLaunch::Failed(error),
+        };
+        let cache_dir = self.config.work_dir.join(fetch::FETCH_CACHE_DIR);
+        let fetched = fetch::fetch_all(
+            &task.launch.fetch,
+            &dir.work(),
+            &cache_dir,
+            &self.config.policy,
+            owner,
+            cancel,
+        )
+        .await;
+        let outcome = match fetched {
+            Err(error) if matches!(error.failure, FetchFailure::Cancelled) => {
+                FetchedLaunch::NotStarted(KILLED_WHILE_FETCHING)
+            }
+            Err(error) => FetchedLaunch::Failed(error.into()),
+            Ok(_) if cancel.is_cancelled() => FetchedLaunch::NotStarted(KILLED_WHILE_FETCHING),
+            Ok(_) if self.draining.load(Ordering::SeqCst) => {
+                FetchedLaunch::NotStarted(NOT_STARTED_DRAINING)
+            }
+            Ok(report) => {
+                tracing::info!(
+                    task = %task.id,
+                    artifacts = report.artifacts,
+                    bytes = report.bytes,
+                    from_cache = report.from_cache,
+                    elapsed_ms = report.elapsed_ms,
+                    "fetched the task's artifacts"
+                );
+                let (agent, task, start_dir) = (self.clone(), task.clone(), dir.clone());
+                let started = tokio::task::spawn_blocking(move || agent.start(&task, &start_dir))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("launch panicked: {e}"))
+                    .and_then(|r| r);
+                match started {
+                    Ok(()) => return FetchedLaunch::Started,
+                    Err(error) => FetchedLaunch::Failed(error),
+                }
+            }
+        };
+        // Not started: nothing of it stays behind.
+        let _ = tokio::fs::remove_dir_all(&dir.path).await;
+        outcome
+    }
+
+    /// The sandbox and the task's working dir, owned as its start wants it: the sandbox
+    /// and the host uid and gid that own the working dir. Blocking.
+    fn prepare_fetch(&self, task: &Task) -> anyhow::Result<(TaskDir, Option<(u32, u32)>)> {
+        let dir = self.create_sandbox(task)?;
+        match self
+            .runtime
+            .prepare_work_dir(task, &dir, &self.config, &self.images)
+        {
+            Ok(owner) => Ok((dir, owner)),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir.path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Tells the master how a launch went: STARTING (and RUNNING at once after a fast
+    /// start), or FAILED with the reason.
+    pub(super) async fn report_launch(&self, task_id: String, result: anyhow::Result<()>) {
+        match result {
+            Ok(()) => {
+                self.report(launch_status(task_id.clone(), TaskState::Starting, None))
+                    .await;
+                // Started already (a fast start): said now rather than at the next look
+                // over the tasks.
+                self.monitor_one(&task_id).await;
+            }
+            Err(error) => {
+                tracing::warn!(task = %task_id, "launch failed: {error:#}");
+                let message = format!("launch failed: {error:#}");
+                self.report(launch_status(task_id, TaskState::Failed, Some(message)))
+                    .await
+            }
+        }
     }
 
     /// Starts the task through the runtime and tracks it.
     pub(super) fn start(&self, task: &Task, dir: &TaskDir) -> anyhow::Result<()> {
-        // Launches are handled one at a time, so the task map is the whole truth here.
+        // One start at a time (launches with artifacts start from their own tokio tasks), so
+        // the task map is the whole truth here. The lock guards no data: a panic under it
+        // leaves nothing half-changed.
+        let _one_start_at_a_time = self
+            .start_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let used_addresses = self
             .tasks
             .lock()
@@ -80,6 +259,18 @@ impl Agent {
 
     /// Asks the task's shim to stop it (SIGTERM, then SIGKILL after the grace period).
     pub async fn kill(&self, task_id: &str) {
+        // Still fetching its artifacts, so in no task map yet: the fetch stops and reports
+        // the task killed (or kills it, when it started meanwhile).
+        let fetching = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .get(task_id)
+            .cloned();
+        if let Some(cancel) = fetching {
+            cancel.cancel();
+            return;
+        }
         enum Known {
             Running(Option<i32>),
             Ended,
@@ -113,5 +304,18 @@ impl Agent {
                 .await
             }
         }
+    }
+}
+
+/// What a launch tells the master: a state, maybe with a reason, nothing more.
+fn launch_status(task_id: String, state: TaskState, message: Option<String>) -> TaskReport {
+    TaskReport {
+        task_id,
+        state,
+        message,
+        exit_code: None,
+        at_ms: now_ms(),
+        health: None,
+        readiness: None,
     }
 }

@@ -4,17 +4,18 @@
 //! It never calls libcontainer itself (this is a multi-threaded tokio process); each task's
 //! shim does. Tasks outlive the agent: nothing here kills a task unless asked to.
 
+mod command_check;
 pub mod config;
 pub mod disk;
 pub mod fake;
-mod command_check;
+mod fetch;
 mod gc;
 mod health;
 pub mod http;
 mod launch;
-mod readiness;
 mod monitor;
 pub mod policy;
+mod readiness;
 mod recovery;
 pub mod registry;
 pub mod remote;
@@ -223,6 +224,11 @@ pub struct Agent {
     /// What the health checks of running tasks found (`health.rs`).
     health: health::Book,
     readiness: readiness::Book,
+    /// Held by each start (`launch.rs`): a start picks its bridge address from the task
+    /// map, so starts run one at a time, also those of launches that fetched artifacts.
+    start_lock: Mutex<()>,
+    /// Launches fetching their artifacts, by task id: a kill cancels the fetch.
+    fetching: Mutex<BTreeMap<String, tokio_util::sync::CancellationToken>>,
 }
 
 impl Agent {
@@ -303,6 +309,8 @@ impl Agent {
             disk_check_running: AtomicBool::new(false),
             health: Default::default(),
             readiness: Default::default(),
+            start_lock: Mutex::new(()),
+            fetching: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -429,6 +437,12 @@ impl Agent {
                 })
                 .await
             }
+            // Downloads may take minutes: on a tokio task of their own, so other launches,
+            // kills and this loop go on meanwhile.
+            ToAgent::Launch(task) if !task.launch.fetch.is_empty() => {
+                self.launches_in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(self.clone().fetch_and_launch(task));
+            }
             ToAgent::Launch(task) => {
                 let agent = self.clone();
                 let task_id = task.id.clone();
@@ -438,37 +452,7 @@ impl Agent {
                     .map_err(|e| anyhow::anyhow!("launch panicked: {e}"))
                     .and_then(|r| r);
                 self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
-                match result {
-                    Ok(()) => {
-                        self.report(TaskReport {
-                            task_id: task_id.clone(),
-                            state: TaskState::Starting,
-                            message: None,
-                            exit_code: None,
-                            at_ms: now_ms(),
-                            health: None,
-                            readiness: None,
-                        })
-                        .await;
-                        // Started already (a fast start): said now rather than at the
-                        // next look over the tasks.
-                        self.monitor_one(&task_id).await;
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(task = %task_id, "launch failed: {error:#}");
-                        self.report(TaskReport {
-                            task_id,
-                            state: TaskState::Failed,
-                            message: Some(format!("launch failed: {error:#}")),
-                            exit_code: None,
-                            at_ms: now_ms(),
-                            health: None,
-                            readiness: None,
-                        })
-                    }
-                }
-                .await
+                self.report_launch(task_id, result).await;
             }
             ToAgent::Kill { task_id } => self.kill(&task_id).await,
         }

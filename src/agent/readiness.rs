@@ -68,7 +68,10 @@ impl TaskChecks {
 }
 
 /// The result of one answer to `check` (`None`: no answer, with the cause logged).
-fn result_of(check: &TaskReadinessCheck, answer: Option<super::health::HttpAnswer>) -> TaskReadiness {
+fn result_of(
+    check: &TaskReadinessCheck,
+    answer: Option<super::health::HttpAnswer>,
+) -> TaskReadiness {
     let ready = answer
         .as_ref()
         .is_some_and(|a| check.ready_statuses.contains(&a.status));
@@ -209,9 +212,17 @@ mod tests {
         assert!(first.is_some_and(|r| !r.ready && r.last_response.unwrap().status == 503));
         assert_eq!(task.next_due_ms, 3_000, "next probe one interval later");
         assert!(!task.done());
-        assert_eq!(task.record(result_of(&spec, Some(answer(503))), 3_000), None);
-        assert!(task.record(result_of(&spec, None), 5_000).is_some(), "no answer is news");
-        let ready = task.record(result_of(&spec, Some(answer(204))), 7_000).unwrap();
+        assert_eq!(
+            task.record(result_of(&spec, Some(answer(503))), 3_000),
+            None
+        );
+        assert!(
+            task.record(result_of(&spec, None), 5_000).is_some(),
+            "no answer is news"
+        );
+        let ready = task
+            .record(result_of(&spec, Some(answer(204))), 7_000)
+            .unwrap();
         assert!(ready.ready && ready.last_response.unwrap().body == "status 204");
         assert!(task.done());
         let unpreserved = result_of(&check(1, false), Some(answer(200)));
@@ -241,6 +252,9 @@ mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        assert!(probe(&check(port, true)).await.unwrap_err().contains("connect"));
+        assert!(probe(&check(port, true))
+            .await
+            .unwrap_err()
+            .contains("connect"));
     }
 }

@@ -12,6 +12,9 @@
 //! Deliberately absent: plain-HTTP registries, pushes, mirrors, credential storage (the
 //! caller passes credentials per pull and nothing keeps them), reusing blobs already in the
 //! store, resuming interrupted downloads.
+//!
+//! The HTTP layer underneath (`download_client`, `send`, `next_chunk`, `redirect_target`,
+//! `TransferError`) is shared with the fetcher of tasks' artifacts (`fetch.rs`).
 
 use bytes::Bytes;
 use dcos_runtime::image::registry::{
@@ -140,31 +143,42 @@ pub struct PullReport {
     pub elapsed_ms: u64,
 }
 
-type Body = Empty<Bytes>;
+/// An HTTP/1 client over rustls (ring) with bounded connects: registry pulls' and
+/// artifact fetches' (`download_client`).
+pub(crate) type DownloadClient = HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Why an HTTP exchange failed before an answer could be read: pulls and artifact fetches
+/// each turn it into their own error.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+    #[error("{url} did not answer within {timeout_ms} ms")]
+    Timeout { url: String, timeout_ms: u64 },
+}
+
+impl From<TransferError> for PullError {
+    fn from(error: TransferError) -> PullError {
+        match error {
+            TransferError::Unreachable { url, reason } => PullError::Unreachable { url, reason },
+            TransferError::Tls { url, reason } => PullError::Tls { url, reason },
+            TransferError::Timeout { url, timeout_ms } => PullError::Timeout { url, timeout_ms },
+        }
+    }
+}
 
 /// The HTTPS client of pulls. One per agent: it holds the trust roots and a connection pool.
 pub struct RegistryClient {
-    http: HttpClient<HttpsConnector<HttpConnector>, Body>,
+    http: DownloadClient,
 }
 
 impl RegistryClient {
     /// Trusts the system's CAs (`SYSTEM_ROOTS_FILE`, if present) plus those in `extra_ca`
     /// (PEM; an unreadable file or one without a certificate is an error).
     pub fn new(extra_ca: Option<&Path>) -> Result<RegistryClient, PullError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match std::fs::read(SYSTEM_ROOTS_FILE) {
-            Ok(pem) => {
-                let (added, _) = roots.add_parsable_certificates(pem_certificates(&pem));
-                tracing::debug!(added, file = SYSTEM_ROOTS_FILE, "loaded system trust roots");
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    file = SYSTEM_ROOTS_FILE,
-                    "no system trust roots (install ca-certificates): only --registry-ca is trusted"
-                )
-            }
-        }
+        let mut roots = system_roots();
         if let Some(path) = extra_ca {
             let pem = std::fs::read(path).map_err(|e| {
                 PullError::Trust(format!("reading CA file {}: {e}", path.display()))
@@ -181,17 +195,8 @@ impl RegistryClient {
     }
 
     fn with_roots(roots: rustls::RootCertStore) -> Result<RegistryClient, PullError> {
-        // The provider is named here rather than installed process-wide, so nothing depends
-        // on which crate features happen to be unified into the build.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| PullError::Trust(format!("TLS configuration: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = crate::tls::https_connector(&tls, false, Some(REGISTRY_CONNECT_TIMEOUT_MS));
         Ok(RegistryClient {
-            http: HttpClient::builder(TokioExecutor::new()).build(https),
+            http: download_client(roots, false).map_err(PullError::Trust)?,
         })
     }
 
@@ -226,6 +231,45 @@ impl RegistryClient {
     }
 }
 
+/// The system's trusted CAs (`SYSTEM_ROOTS_FILE`); none, with a warning, where the file is
+/// missing. Reads a file: call it off the async threads where that matters.
+pub(crate) fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    match std::fs::read(SYSTEM_ROOTS_FILE) {
+        Ok(pem) => {
+            let (added, _) = roots.add_parsable_certificates(pem_certificates(&pem));
+            tracing::debug!(added, file = SYSTEM_ROOTS_FILE, "loaded system trust roots");
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                file = SYSTEM_ROOTS_FILE,
+                "no system trust roots (install ca-certificates): only --registry-ca is trusted, and no HTTPS artifact can be fetched"
+            )
+        }
+    }
+    roots
+}
+
+/// A client trusting `roots`: HTTPS only, or also plain HTTP when `allow_http` (artifact
+/// fetches; registries are HTTPS only). TCP connects are bounded by
+/// `REGISTRY_CONNECT_TIMEOUT_MS`; the error is the TLS configuration's.
+pub(crate) fn download_client(
+    roots: rustls::RootCertStore,
+    allow_http: bool,
+) -> Result<DownloadClient, String> {
+    // The provider is named here rather than installed process-wide, so nothing depends
+    // on which crate features happen to be unified into the build.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = crate::tls::https_connector(&tls, allow_http, Some(REGISTRY_CONNECT_TIMEOUT_MS));
+    Ok(HttpClient::builder(TokioExecutor::new()).build(https))
+}
+
 fn pem_certificates(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
     use rustls_pki_types::pem::PemObject;
     rustls_pki_types::CertificateDer::pem_slice_iter(pem)
@@ -235,7 +279,7 @@ fn pem_certificates(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>
 
 /// One pull: its target, credentials and the `Authorization` value earned so far.
 struct Session<'a> {
-    http: &'a HttpClient<HttpsConnector<HttpConnector>, Body>,
+    http: &'a DownloadClient,
     target: &'a PullTarget,
     /// The reference as users wrote it, normalized, for messages.
     image: String,
@@ -571,13 +615,14 @@ impl Session<'_> {
     }
 }
 
-/// Sends one GET and waits (bounded) for its response headers.
-async fn send(
-    http: &HttpClient<HttpsConnector<HttpConnector>, Body>,
+/// Sends one GET and waits (bounded by `REGISTRY_RESPONSE_TIMEOUT_MS`) for its response
+/// headers.
+pub(crate) async fn send(
+    http: &DownloadClient,
     url: &str,
     accept: Option<&str>,
     authorization: Option<&str>,
-) -> Result<Response<Incoming>, PullError> {
+) -> Result<Response<Incoming>, TransferError> {
     let mut request = Request::get(url).header(
         hyper::header::USER_AGENT,
         concat!("dcos-rs/", env!("CARGO_PKG_VERSION")),
@@ -590,7 +635,7 @@ async fn send(
     }
     let request = request
         .body(Empty::new())
-        .map_err(|e| PullError::Unreachable {
+        .map_err(|e| TransferError::Unreachable {
             url: url.to_string(),
             reason: format!("invalid request: {e}"),
         })?;
@@ -602,7 +647,7 @@ async fn send(
     {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(connect_error(url, &e)),
-        Err(_) => Err(PullError::Timeout {
+        Err(_) => Err(TransferError::Timeout {
             url: url.to_string(),
             timeout_ms: REGISTRY_RESPONSE_TIMEOUT_MS,
         }),
@@ -610,7 +655,7 @@ async fn send(
 }
 
 /// Tells TLS failures (unknown CA, wrong name) apart from unreachable hosts.
-fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> PullError {
+fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> TransferError {
     let mut tls = false;
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
@@ -624,12 +669,12 @@ fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> PullEr
     }
     let reason = parts.join(": ");
     if tls {
-        PullError::Tls {
+        TransferError::Tls {
             url: url.to_string(),
             reason,
         }
     } else {
-        PullError::Unreachable {
+        TransferError::Unreachable {
             url: url.to_string(),
             reason,
         }
@@ -637,14 +682,17 @@ fn connect_error(url: &str, error: &(dyn std::error::Error + 'static)) -> PullEr
 }
 
 /// The next chunk of a body, waiting at most `REGISTRY_READ_IDLE_TIMEOUT_MS` for it.
-async fn next_chunk(body: &mut Incoming, url: &str) -> Result<Option<Bytes>, PullError> {
+pub(crate) async fn next_chunk(
+    body: &mut Incoming,
+    url: &str,
+) -> Result<Option<Bytes>, TransferError> {
     loop {
         let frame = tokio::time::timeout(
             Duration::from_millis(REGISTRY_READ_IDLE_TIMEOUT_MS),
             body.frame(),
         )
         .await
-        .map_err(|_| PullError::Timeout {
+        .map_err(|_| TransferError::Timeout {
             url: url.to_string(),
             timeout_ms: REGISTRY_READ_IDLE_TIMEOUT_MS,
         })?;
@@ -681,7 +729,8 @@ async fn read_bounded(
     Ok(Some(Bytes::from(bytes)))
 }
 
-fn content_length(response: &Response<Incoming>) -> Option<u64> {
+/// The body's announced size, if the answer gives one.
+pub(crate) fn content_length(response: &Response<Incoming>) -> Option<u64> {
     response
         .headers()
         .get(hyper::header::CONTENT_LENGTH)?
@@ -724,7 +773,7 @@ fn authority_of(url: &str) -> Option<String> {
 }
 
 /// Where a redirect points: an absolute URL, or a path on the same host.
-fn redirect_target(current: &str, response: &Response<Incoming>) -> Option<String> {
+pub(crate) fn redirect_target(current: &str, response: &Response<Incoming>) -> Option<String> {
     let location = response
         .headers()
         .get(hyper::header::LOCATION)?
@@ -735,7 +784,8 @@ fn redirect_target(current: &str, response: &Response<Incoming>) -> Option<Strin
 
 fn resolve_location(current: &str, location: &str) -> Option<String> {
     if location.starts_with("https://") || location.starts_with("http://") {
-        // An http:// target fails in the connector (https only) with a clear error.
+        // For a registry, an http:// target fails in its connector (https only) with a clear
+        // error; an artifact fetch may follow it.
         return Some(location.to_string());
     }
     let current: Uri = current.parse().ok()?;

@@ -8,27 +8,32 @@
 //! (`super::fake`) runs nothing and needs no root: master, agent and framework behaviour
 //! can be tested with it, and one process can emulate many agents.
 
+use super::policy::TaskPolicy;
 use super::AgentConfig;
 use anyhow::Context;
-use dcos_core::{Task, TaskNetworkMode};
+use dcos_core::{LaunchSpec, Task, TaskNetworkMode};
 use dcos_runtime::bundle::{resolve_process, resolve_user};
 use dcos_runtime::cgroups::TaskStats;
-use dcos_runtime::image::ImageStore;
+use dcos_runtime::image::{ImageStore, ResolvedImage};
 use dcos_runtime::network::{self, BridgeConfig, PortForward, Protocol, TaskNetwork};
 use dcos_runtime::task_dir::{write_json_atomic, ShimSpec, TaskDir};
+use dcos_runtime::userns::IdMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Processes one task may hold (cgroup pids limit).
 const TASK_PIDS_MAX: i64 = 4096;
+/// Where a container task with fetched artifacts sees its working directory (Mesos's
+/// `MESOS_SANDBOX` in a container).
+pub const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
 
 /// What a start needs of its agent.
 pub struct LaunchContext<'a> {
     pub config: &'a AgentConfig,
     pub images: &'a ImageStore,
-    /// Bridge addresses held by the agent's other tasks (launches run one at a time, so
-    /// this is the whole truth).
+    /// Bridge addresses held by the agent's other tasks (starts run one at a time, under
+    /// the agent's `start_lock`, so this is the whole truth).
     pub used_addresses: BTreeSet<Ipv4Addr>,
 }
 
@@ -43,9 +48,28 @@ pub struct Started {
 /// Runs tasks for an agent. Blocking methods (file I/O, process spawns): the agent calls
 /// them off its async threads where they can take long (`start`).
 pub trait TaskRuntime: Send + Sync {
-    /// Starts `task` in its new, empty sandbox `dir`: writes its spec, starts its
-    /// supervisor. On error the agent removes the sandbox and reports the launch failed.
+    /// Starts `task` in its new sandbox `dir` (empty, or holding only the working directory
+    /// `prepare_work_dir` made): writes its spec, starts its supervisor. On error the agent
+    /// removes the sandbox and reports the launch failed.
     fn start(&self, task: &Task, dir: &TaskDir, ctx: &LaunchContext) -> anyhow::Result<Started>;
+
+    /// Makes the task's working directory (`dir.work()`) before `start`, owned as `start`
+    /// would make it, so artifacts can be fetched into it; returns the host uid and gid that
+    /// own it, `None` where it is the agent's own (a runtime that runs nothing). Blocking.
+    fn prepare_work_dir(
+        &self,
+        _task: &Task,
+        dir: &TaskDir,
+        _config: &AgentConfig,
+        _images: &ImageStore,
+    ) -> anyhow::Result<Option<(u32, u32)>> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.work())
+            .with_context(|| format!("creating {}", dir.work().display()))?;
+        Ok(None)
+    }
 
     /// True while `pid` is the live supervisor of the task in `dir` (not a recycled pid).
     fn supervisor_alive(&self, pid: i32, dir: &TaskDir) -> bool;
@@ -75,15 +99,11 @@ pub struct ShimRuntime {
 impl TaskRuntime for ShimRuntime {
     fn start(&self, task: &Task, dir: &TaskDir, ctx: &LaunchContext) -> anyhow::Result<Started> {
         let launch = &task.launch;
-        let image = match &launch.image {
-            Some(reference) => Some(
-                ctx.images
-                    .resolve(reference)
-                    .with_context(|| format!("image {reference}"))?,
-            ),
-            None => None,
-        };
+        let image = resolve_image(launch, ctx.images)?;
         let sandbox = dir.work().to_string_lossy().to_string();
+        // Fetched artifacts are in the working dir: a container gets it where Mesos puts it.
+        // Only then, so other container starts create no mount point in their upper layer.
+        let mount_sandbox = image.is_some() && !launch.fetch.is_empty();
         // What only the agent knows, as a Mesos agent gives it; the framework put its own
         // variables (Marathon's PORT0, ...) into the launch already.
         let mut extra_env = BTreeMap::new();
@@ -91,6 +111,8 @@ impl TaskRuntime for ShimRuntime {
         extra_env.insert("HOST".to_string(), ctx.config.hostname.clone());
         if image.is_none() {
             extra_env.insert("MESOS_SANDBOX".to_string(), sandbox.clone());
+        } else if mount_sandbox {
+            extra_env.insert("MESOS_SANDBOX".to_string(), CONTAINER_SANDBOX.to_string());
         }
         let network = match &launch.network {
             TaskNetworkMode::Host => None,
@@ -108,46 +130,28 @@ impl TaskRuntime for ShimRuntime {
         )
         .map_err(anyhow::Error::msg)?;
         let policy = &ctx.config.policy;
-        let (uid, gid) = match &image {
-            Some(image) => {
-                let user = launch.user.as_deref().or(image.config.user.as_deref());
-                resolve_user(user, Some(image.layers.as_slice())).map_err(anyhow::Error::msg)?
-            }
-            // On the host itself: the agent's default user unless the app names one, and
-            // root only where the agent allows it.
-            None => {
-                let user = policy.plain_task_user(launch.user.as_deref());
-                let (uid, gid) = resolve_user(Some(user), None).map_err(anyhow::Error::msg)?;
-                policy
-                    .check_plain_uid(user, uid)
-                    .map_err(anyhow::Error::msg)?;
-                (uid, gid)
-            }
-        };
-        if image.is_none() {
+        let identity = TaskIdentity::resolve(launch, image.as_ref(), policy)?;
+        let user_namespace = identity.user_namespace;
+        if image.is_none() || mount_sandbox {
+            let (uid, gid) = identity.host_owner();
             make_work_dir(&dir.work(), uid, gid)?;
         }
-        // Validation allows it only with an image; a log entry from elsewhere is checked too.
-        let user_namespace = match (launch.user_namespace, &image) {
-            (false, _) => None,
-            (true, None) => anyhow::bail!("a user namespace needs an image"),
-            (true, Some(_)) => {
-                let map = dcos_runtime::userns::IdMap::agent_default();
-                anyhow::ensure!(
-                    map.host_id(uid).is_some() && map.host_id(gid).is_some(),
-                    "user {uid}:{gid} is outside the user namespace's ids (0..{})",
-                    map.size
-                );
-                Some(map)
-            }
-        };
+        let mut mounts = resolve_volumes(&launch.volumes, dir, user_namespace, policy)?;
+        if mount_sandbox {
+            mounts.push(dcos_runtime::task_dir::MountSpec {
+                destination: CONTAINER_SANDBOX.to_string(),
+                source: Some(dir.work()),
+                read_only: false,
+                tmpfs_size_mib: None,
+            });
+        }
         let spec = ShimSpec {
             task_id: task.id.clone(),
             args: process.args,
             env: process.env,
             cwd: process.cwd,
-            uid,
-            gid,
+            uid: identity.uid,
+            gid: identity.gid,
             image_digest: image.as_ref().map(|i| i.digest.clone()),
             image_layers: image.as_ref().map(|i| i.task_layers()).unwrap_or_default(),
             image_rootfs: None,
@@ -158,7 +162,7 @@ impl TaskRuntime for ShimRuntime {
             pids_limit: TASK_PIDS_MAX,
             kill_grace_ms: launch.kill_grace_period_ms,
             container_state_root: ctx.config.work_dir.join("containers"),
-            mounts: resolve_volumes(&launch.volumes, dir, user_namespace, policy)?,
+            mounts,
             log_max_bytes: ctx.config.task_log_max_bytes,
             log_files_max: ctx.config.task_log_files_max,
             stop_signal: image
@@ -180,6 +184,20 @@ impl TaskRuntime for ShimRuntime {
             supervisor_pid: shim_pid,
             network: spec.network,
         })
+    }
+
+    fn prepare_work_dir(
+        &self,
+        task: &Task,
+        dir: &TaskDir,
+        config: &AgentConfig,
+        images: &ImageStore,
+    ) -> anyhow::Result<Option<(u32, u32)>> {
+        let image = resolve_image(&task.launch, images)?;
+        let identity = TaskIdentity::resolve(&task.launch, image.as_ref(), &config.policy)?;
+        let (uid, gid) = identity.host_owner();
+        make_work_dir(&dir.work(), uid, gid)?;
+        Ok(Some((uid, gid)))
     }
 
     fn supervisor_alive(&self, pid: i32, dir: &TaskDir) -> bool {
@@ -255,6 +273,86 @@ impl ShimRuntime {
     }
 }
 
+/// The task's image from the store, `None` for a plain process.
+fn resolve_image(
+    launch: &LaunchSpec,
+    images: &ImageStore,
+) -> anyhow::Result<Option<ResolvedImage>> {
+    launch
+        .image
+        .as_ref()
+        .map(|reference| {
+            images
+                .resolve(reference)
+                .with_context(|| format!("image {reference}"))
+        })
+        .transpose()
+}
+
+/// Who a task runs as: its uid and gid (inside its container, for an image task) and the
+/// user namespace that maps them, if any.
+struct TaskIdentity {
+    uid: u32,
+    gid: u32,
+    user_namespace: Option<IdMap>,
+}
+
+impl TaskIdentity {
+    fn resolve(
+        launch: &LaunchSpec,
+        image: Option<&ResolvedImage>,
+        policy: &TaskPolicy,
+    ) -> anyhow::Result<TaskIdentity> {
+        let (uid, gid) = match image {
+            Some(image) => {
+                let user = launch.user.as_deref().or(image.config.user.as_deref());
+                resolve_user(user, Some(image.layers.as_slice())).map_err(anyhow::Error::msg)?
+            }
+            // On the host itself: the agent's default user unless the app names one, and
+            // root only where the agent allows it.
+            None => {
+                let user = policy.plain_task_user(launch.user.as_deref());
+                let (uid, gid) = resolve_user(Some(user), None).map_err(anyhow::Error::msg)?;
+                policy
+                    .check_plain_uid(user, uid)
+                    .map_err(anyhow::Error::msg)?;
+                (uid, gid)
+            }
+        };
+        // Validation allows it only with an image; a log entry from elsewhere is checked too.
+        let user_namespace = match (launch.user_namespace, image) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!("a user namespace needs an image"),
+            (true, Some(_)) => {
+                let map = IdMap::agent_default();
+                anyhow::ensure!(
+                    map.host_id(uid).is_some() && map.host_id(gid).is_some(),
+                    "user {uid}:{gid} is outside the user namespace's ids (0..{})",
+                    map.size
+                );
+                Some(map)
+            }
+        };
+        Ok(TaskIdentity {
+            uid,
+            gid,
+            user_namespace,
+        })
+    }
+
+    /// The task's user as the host sees it (mapped, in a user namespace): what owns its
+    /// working directory.
+    fn host_owner(&self) -> (u32, u32) {
+        match self.user_namespace {
+            Some(map) => (
+                map.host_id(self.uid).expect("checked by resolve"),
+                map.host_id(self.gid).expect("checked by resolve"),
+            ),
+            None => (self.uid, self.gid),
+        }
+    }
+}
+
 /// Volumes to host paths: an absolute `hostPath` must be under the agent's allowed
 /// `host_paths` (resolved, see `policy`); a relative one is a directory created in the
 /// task's sandbox (owned by the task's root when it runs in a user namespace, so it can
@@ -262,8 +360,8 @@ impl ShimRuntime {
 fn resolve_volumes(
     volumes: &[dcos_core::VolumeSpec],
     dir: &TaskDir,
-    user_namespace: Option<dcos_runtime::userns::IdMap>,
-    policy: &super::policy::TaskPolicy,
+    user_namespace: Option<IdMap>,
+    policy: &TaskPolicy,
 ) -> anyhow::Result<Vec<dcos_runtime::task_dir::MountSpec>> {
     volumes
         .iter()
@@ -297,14 +395,18 @@ fn resolve_volumes(
         .collect()
 }
 
-/// The working directory of a task without an image: its own (mode 0700), inside a task
-/// directory it may only traverse.
+/// The working directory of a task without an image (or of a container task with fetched
+/// artifacts, bound at `CONTAINER_SANDBOX`): its own (mode 0700), inside a task directory it
+/// may only traverse. It may exist already: `prepare_work_dir` made it for the fetch.
 fn make_work_dir(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AlreadyExists
+                && path.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    }
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .with_context(|| format!("chown {uid}:{gid} {}", path.display()))
 }

@@ -10,6 +10,8 @@ mod common;
 mod containers;
 mod dashboard;
 mod fake_runtime;
+mod fetch;
+mod health_checks;
 mod hostile;
 mod lifecycle;
 mod logs;

@@ -39,24 +39,34 @@ async fn a_deployment_waits_for_the_readiness_check_and_shows_its_results() {
         "{refused}"
     );
 
-    let not_ready = wait_for("a not-ready result in the deployment", Duration::from_secs(20), || async {
-        let deployments: Vec<Value> = cluster.client.get("/v2/deployments").await.ok()?;
-        let action = deployments
-            .iter()
-            .flat_map(|d| d["currentActions"].as_array().cloned().unwrap_or_default())
-            .find(|a| a["app"] == "/ready-web")?;
-        let result = action["readinessCheckResults"].get(0)?.clone();
-        (result["lastResponse"]["status"] == 404).then_some(result)
-    })
+    let not_ready = wait_for(
+        "a not-ready result in the deployment",
+        Duration::from_secs(20),
+        || async {
+            let deployments: Vec<Value> = cluster.client.get("/v2/deployments").await.ok()?;
+            let action = deployments
+                .iter()
+                .flat_map(|d| d["currentActions"].as_array().cloned().unwrap_or_default())
+                .find(|a| a["app"] == "/ready-web")?;
+            let result = action["readinessCheckResults"].get(0)?.clone();
+            (result["lastResponse"]["status"] == 404).then_some(result)
+        },
+    )
     .await;
     assert_eq!(not_ready["name"], "readinessCheck");
     assert_eq!(not_ready["ready"], false);
-    assert!(not_ready["taskId"].as_str().is_some_and(|id| id.starts_with("ready-web")));
+    assert!(not_ready["taskId"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("ready-web")));
 
-    wait_for("the deployment to end once ready", Duration::from_secs(20), || async {
-        let deployments: Vec<Value> = cluster.client.get("/v2/deployments").await.ok()?;
-        deployments.is_empty().then_some(())
-    })
+    wait_for(
+        "the deployment to end once ready",
+        Duration::from_secs(20),
+        || async {
+            let deployments: Vec<Value> = cluster.client.get("/v2/deployments").await.ok()?;
+            deployments.is_empty().then_some(())
+        },
+    )
     .await;
     let app: Value = cluster
         .client
@@ -68,6 +78,9 @@ async fn a_deployment_waits_for_the_readiness_check_and_shows_its_results() {
     assert_eq!(result["lastResponse"]["status"], 200);
     assert_eq!(result["lastResponse"]["body"], "ok\n");
     let plain: Value = cluster.client.get("/v2/apps/ready-web").await.unwrap();
-    assert!(plain["app"].get("readinessCheckResults").is_none(), "only when embedded");
+    assert!(
+        plain["app"].get("readinessCheckResults").is_none(),
+        "only when embedded"
+    );
     cluster.stop().await;
 }

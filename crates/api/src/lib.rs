@@ -15,7 +15,7 @@ pub use cluster::{agent_view, tasks_by_state, AgentView, MasterView, NodesView};
 pub use dcos_core::time::iso8601;
 pub use error::ApiError;
 pub use marathon::{
-    app_converged, app_view, deployment_view, readiness_check_results, task_view, AppEnvelope, AppVersionView, AppView,
-    AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
-    MarathonTasksEnvelope, TaskView, TasksEnvelope, VersionInfo, VersionsEnvelope,
+    app_converged, app_view, deployment_view, readiness_check_results, task_view, AppEnvelope,
+    AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView,
+    MarathonTask, MarathonTasksEnvelope, TaskView, TasksEnvelope, VersionInfo, VersionsEnvelope,
 };

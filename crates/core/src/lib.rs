@@ -23,8 +23,7 @@ pub use services::planner::{returning_tasks, Action};
 pub use services::{AppRecord, ServicesState};
 pub use state::ClusterState;
 pub use types::{
-    Agent, AgentState, LaunchSpec, PortMapping, PortRange, Resources, Task, TaskHealth,
-    ReadinessResponse, TaskFetch, TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskReadiness,
-    TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec,
-    IMAGES_PER_AGENT_MAX,
+    Agent, AgentState, LaunchSpec, PortMapping, PortRange, ReadinessResponse, Resources, Task,
+    TaskFetch, TaskHealth, TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskReadiness,
+    TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec, IMAGES_PER_AGENT_MAX,
 };

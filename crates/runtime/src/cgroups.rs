@@ -205,6 +205,62 @@ pub fn remove_everywhere(
     Ok(())
 }
 
+/// Moves `pid` into the existing cgroup at `cgroup_path` (relative to each hierarchy's root)
+/// in every hierarchy that has it: a process that must count against a running task's
+/// limits (its COMMAND health check). Creates, limits and removes nothing; an error when no
+/// hierarchy has the cgroup (the task has ended).
+pub fn join_existing(cgroup_path: &str, pid: Pid) -> Result<(), String> {
+    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
+    join_existing_under(std::path::Path::new(CGROUP_ROOT), unified, cgroup_path, pid)
+}
+
+/// `join_existing` under `root`: the one tree itself when `unified` (v2), else each
+/// hierarchy directory in it (v1 controllers, and hybrid's `unified`; symlinked aliases
+/// such as `cpu` -> `cpu,cpuacct` skipped).
+fn join_existing_under(
+    root: &std::path::Path,
+    unified: bool,
+    cgroup_path: &str,
+    pid: Pid,
+) -> Result<(), String> {
+    use std::io::Write;
+    let relative = cgroup_path.trim_start_matches('/');
+    if relative.is_empty() || relative.split('/').any(|c| c == "..") {
+        return Err(format!("cgroup path {cgroup_path:?} is not a task's"));
+    }
+    let hierarchies: Vec<PathBuf> = if unified {
+        vec![root.to_path_buf()]
+    } else {
+        std::fs::read_dir(root)
+            .map_err(|e| format!("listing {}: {e}", root.display()))?
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path())
+            .collect()
+    };
+    let mut joined = 0;
+    for hierarchy in hierarchies {
+        let procs = hierarchy.join(relative).join("cgroup.procs");
+        // Opened without O_CREAT: a hierarchy without the task's cgroup is skipped, never
+        // given one.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .and_then(|mut file| file.write_all(pid.as_raw().to_string().as_bytes()));
+        match written {
+            Ok(()) => joined += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("adding pid {pid} to {}: {e}", procs.display())),
+        }
+    }
+    if joined == 0 {
+        return Err(format!(
+            "the task's cgroup {cgroup_path} is gone (has the task ended?)"
+        ));
+    }
+    Ok(())
+}
+
 /// Which cgroup layout this host has, for logs and the agent's info.
 pub fn setup_name() -> String {
     match get_cgroup_setup() {
@@ -280,6 +336,36 @@ mod tests {
         let path = root.join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_process_joins_only_the_hierarchies_that_have_the_task_cgroup() {
+        let pid = Pid::from_raw(42);
+        let v1 = tempfile::tempdir().unwrap();
+        write(v1.path(), "memory/p/t/cgroup.procs", "");
+        write(v1.path(), "cpu,cpuacct/p/t/cgroup.procs", "");
+        std::fs::create_dir_all(v1.path().join("pids/p")).unwrap();
+        join_existing_under(v1.path(), false, "/p/t", pid).unwrap();
+        for hierarchy in ["memory", "cpu,cpuacct"] {
+            let procs = v1.path().join(hierarchy).join("p/t/cgroup.procs");
+            assert_eq!(std::fs::read_to_string(procs).unwrap(), "42", "{hierarchy}");
+        }
+        assert!(!v1.path().join("pids/p/t").exists(), "nothing is created");
+
+        let v2 = tempfile::tempdir().unwrap();
+        write(v2.path(), "p/t/cgroup.procs", "");
+        join_existing_under(v2.path(), true, "/p/t", pid).unwrap();
+        let procs = v2.path().join("p/t/cgroup.procs");
+        assert_eq!(std::fs::read_to_string(procs).unwrap(), "42");
+        let gone = join_existing_under(v2.path(), true, "/p/gone", pid).unwrap_err();
+        assert!(gone.contains("is gone"), "{gone}");
+        assert!(!v2.path().join("p/gone").exists(), "nothing is created");
+        for bad in ["/", "/p/../t"] {
+            assert!(
+                join_existing_under(v2.path(), true, bad, pid).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod check_exec;
 pub mod devices;
 pub mod image;
 pub mod logs;

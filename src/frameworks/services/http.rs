@@ -23,8 +23,8 @@ use axum::{Extension, Json, Router};
 use dcos_api::routes::marathon;
 use dcos_api::{
     app_converged, app_view, deployment_view, iso8601, readiness_check_results, task_view,
-    ApiError, AppEnvelope, AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView, MarathonTask,
-    MarathonTasksEnvelope, VersionsEnvelope,
+    ApiError, AppEnvelope, AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult,
+    DeploymentView, MarathonTask, MarathonTasksEnvelope, VersionsEnvelope,
 };
 use dcos_core::placement::{self, Ask, Resource, Unfit};
 use dcos_core::services::groups::GroupEntry;

@@ -565,9 +565,15 @@ impl AppSpec {
     /// The names of the task's ports, in the order of `requested_ports`.
     fn port_names(&self) -> Vec<Option<String>> {
         if self.bridged() {
-            self.port_mappings().iter().map(|m| m.name.clone()).collect()
+            self.port_mappings()
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
         } else {
-            self.port_definitions.iter().map(|d| d.name.clone()).collect()
+            self.port_definitions
+                .iter()
+                .map(|d| d.name.clone())
+                .collect()
         }
     }
 

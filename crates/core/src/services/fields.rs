@@ -497,9 +497,13 @@ pub(crate) fn validate_readiness_checks(
             errors.push(FieldError::new(
                 at("portName"),
                 if named.is_empty() {
-                    "names no port of the app: give a port definition or port mapping this name".to_string()
+                    "names no port of the app: give a port definition or port mapping this name"
+                        .to_string()
                 } else {
-                    format!("names no port of the app (named ports: {})", named.join(", "))
+                    format!(
+                        "names no port of the app (named ports: {})",
+                        named.join(", ")
+                    )
                 },
             ));
         }
@@ -681,7 +685,11 @@ mod tests {
         assert_eq!(errors, vec![]);
         let check = &checks[0];
         assert_eq!(
-            (check.protocol.as_str(), check.path.as_str(), check.port_name.as_str()),
+            (
+                check.protocol.as_str(),
+                check.path.as_str(),
+                check.port_name.as_str()
+            ),
             ("HTTPS", "/", "http-api")
         );
         assert_eq!((check.interval_seconds, check.timeout_seconds), (30, 10));
@@ -693,7 +701,10 @@ mod tests {
             validate_readiness_checks(&mut checks, names, &mut errors);
             errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
         };
-        assert_eq!(fields(r#"[{}]"#, &[None]), vec!["readinessChecks[0].portName"]);
+        assert_eq!(
+            fields(r#"[{}]"#, &[None]),
+            vec!["readinessChecks[0].portName"]
+        );
         assert_eq!(fields(r#"[{}, {}]"#, &named), vec!["readinessChecks"]);
         assert_eq!(
             fields(r#"[{"protocol": "TCP", "path": "x"}]"#, &named),

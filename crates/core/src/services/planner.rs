@@ -844,7 +844,11 @@ mod tests {
         }];
         s.apply(&Command::LaunchTask { task: new });
         set_state(&mut s, "new", TaskState::Running, 25);
-        assert_eq!(plan(&s, &PlanInput::at(30)).actions, vec![], "running is not ready");
+        assert_eq!(
+            plan(&s, &PlanInput::at(30)).actions,
+            vec![],
+            "running is not ready"
+        );
         let result = |ready: bool| crate::types::TaskReadiness {
             name: "readinessCheck".into(),
             ready,
