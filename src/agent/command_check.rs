@@ -60,10 +60,12 @@ pub(super) async fn run(
         Ok(Ok(turn)) => turn,
         // The semaphore is never closed.
         Ok(Err(_)) => return Err("the agent is stopping".to_string()),
-        Err(_) => return Err(format!(
+        Err(_) => {
+            return Err(format!(
             "not started within {}: {COMMAND_CHECKS_MAX} command checks were running on the agent",
             seconds(timeout)
-        )),
+        ))
+        }
     };
     let (spec, task_pid) = read_task(dir).await?;
     let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

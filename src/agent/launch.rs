@@ -78,20 +78,21 @@ impl Agent {
                 true
             }
         };
-        let outcome = if claimed {
-            self.fetch_then_start(&task, &cancel).await
-        } else {
-            FetchedLaunch::Failed(anyhow::anyhow!("task {task_id} is being launched already"))
-        };
+        if !claimed {
+            // The launch in progress reports for the task; a duplicate says nothing.
+            tracing::warn!(task = %task_id, "launch ignored: the task is being launched already");
+            self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let outcome = self.fetch_then_start(&task, &cancel).await;
         // Out of `fetching` only after a start put the task into the task map: a kill
         // finds it in one or the other.
-        let killed_meanwhile = claimed
-            && self
-                .fetching
-                .lock()
-                .expect("fetching lock")
-                .remove(&task_id)
-                .is_some_and(|token| token.is_cancelled());
+        let killed_meanwhile = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .remove(&task_id)
+            .is_some_and(|token| token.is_cancelled());
         self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             FetchedLaunch::Started => {

@@ -12,8 +12,29 @@ impl Agent {
     /// What every task this agent knows of is doing now, for a (re-)registration: the exit
     /// status of ended ones, RUNNING or STARTING for live ones.
     pub fn current_reports(&self) -> Vec<TaskReport> {
+        // Launches still fetching their artifacts are in no task map yet: staging, so the
+        // master does not take them for lost (taken first: no lock is held in another).
+        let fetching: Vec<String> = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .keys()
+            .cloned()
+            .collect();
         let tasks = self.tasks.lock().expect("tasks lock");
-        tasks
+        let staging = fetching
+            .into_iter()
+            .filter(|id| !tasks.contains_key(id))
+            .map(|task_id| TaskReport {
+                task_id,
+                state: TaskState::Staging,
+                message: None,
+                exit_code: None,
+                at_ms: now_ms(),
+                health: None,
+                readiness: None,
+            });
+        let started: Vec<TaskReport> = tasks
             .iter()
             .map(|(task_id, task)| match task.dir.read_exit() {
                 Ok(Some(exit)) => exit_report(task_id, &task.dir, &exit),
@@ -31,7 +52,8 @@ impl Agent {
                     readiness: None,
                 },
             })
-            .collect()
+            .collect();
+        started.into_iter().chain(staging).collect()
     }
 
     /// Checks every unfinished task's directory and reports what changed.

@@ -47,6 +47,13 @@ impl Agent {
             let task_id = entry.file_name().to_string_lossy().to_string();
             let dir = TaskDir::new(entry.path());
             if !dir.spec().exists() {
+                // A launch cut short before its spec was written (the agent stopped while
+                // it fetched the task's artifacts): nothing runs from it. The master hears
+                // of no such task and records it lost.
+                if entry.path().is_dir() && TaskDir::read_pid(&dir.shim_pid()).is_none() {
+                    tracing::info!(task = %task_id, "removing a sandbox without a spec (a launch cut short)");
+                    let _ = std::fs::remove_dir_all(&dir.path);
+                }
                 continue;
             }
             let shim_pid = TaskDir::read_pid(&dir.shim_pid())
