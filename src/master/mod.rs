@@ -66,6 +66,8 @@ pub struct Master {
     /// A planning round is being performed (its writes are not all applied yet): the next
     /// one waits, so it plans on what this one did.
     round_in_flight: AtomicBool,
+    /// Told when a round ends (`run` may be waiting to start the next).
+    round_done: tokio::sync::Notify,
     /// Remote agents: silence longer than this marks an agent unreachable. `None` for the
     /// in-process agent of `dcos-rs up`, whose link cannot go silent.
     unreachable_timeout: Option<Duration>,
@@ -95,6 +97,7 @@ impl Master {
             frameworks,
             scheduling: AtomicBool::new(true),
             round_in_flight: AtomicBool::new(false),
+            round_done: tokio::sync::Notify::new(),
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
@@ -225,6 +228,9 @@ impl Master {
         let gap = Duration::from_millis(REPLAN_GAP_MS);
         // Something was applied since the last round.
         let mut changed = false;
+        // A round was due but another was still in flight: the next starts when it ends
+        // (at once if the gap has passed), so long rounds follow each other without a pause.
+        let mut waiting_for_round = false;
         let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -237,11 +243,15 @@ impl Master {
                     if applied_now.is_err() { break; }
                     changed = true;
                 }
-                // A round still in flight: this one is tried again after the gap.
-                _ = tokio::time::sleep_until(last_round + gap), if changed => {
-                    last_round = tokio::time::Instant::now();
-                    changed = !self.start_round();
+                _ = tokio::time::sleep_until(last_round + gap), if changed && !waiting_for_round => {
+                    if self.start_round() {
+                        last_round = tokio::time::Instant::now();
+                        changed = false;
+                    } else {
+                        waiting_for_round = true;
+                    }
                 }
+                _ = self.round_done.notified(), if waiting_for_round => waiting_for_round = false,
                 _ = tick.tick() => {
                     if self.start_round() {
                         changed = false;
@@ -534,6 +544,7 @@ impl Master {
         impl Drop for InFlight {
             fn drop(&mut self) {
                 self.0.round_in_flight.store(false, Ordering::SeqCst);
+                self.0.round_done.notify_one();
             }
         }
         let round = InFlight(Arc::clone(self));
