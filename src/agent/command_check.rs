@@ -75,8 +75,9 @@ pub(super) async fn run(
     let mut process = tokio::process::Command::new(exe);
     process
         .args(&args)
+        // Root until it drops to the task's user: the task's environment (its LD_PRELOAD
+        // too) is handed over in the arguments and reaches only the check's own exec.
         .env_clear()
-        .envs(task_env(&spec))
         .current_dir(working_dir(&spec))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -173,8 +174,9 @@ fn check_args(
             gate_fd.to_string(),
             spec.uid.to_string(),
             spec.gid.to_string(),
-            "--".to_string(),
         ];
+        args.extend(dcos_runtime::shim::env_args(&spec.env));
+        args.push("--".to_string());
         args.extend(shell);
         return Ok(args);
     }
@@ -186,14 +188,10 @@ fn check_args(
         gid: spec.gid,
         cgroup_path: spec.cgroup_path.clone(),
         cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
         argv: shell,
     }
     .to_args())
-}
-
-/// The task's environment (`KEY=VALUE` entries) as pairs.
-fn task_env<'a>(spec: &'a ShimSpec) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-    spec.env.iter().filter_map(|entry| entry.split_once('='))
 }
 
 /// Where the check process starts: a plain task's working directory; `/` for a container
@@ -362,6 +360,14 @@ mod tests {
                 "7",
                 "65534",
                 "65533",
+                "-e",
+                "PORT0=31000",
+                "-e",
+                "MESOS_TASK_ID=web.1",
+                "-e",
+                "EMPTY=",
+                "-e",
+                "A=b=c",
                 "--",
                 "/bin/sh",
                 "-c",
@@ -369,16 +375,6 @@ mod tests {
             ]
         );
         assert_eq!(working_dir(&spec), "/work/sandbox");
-        let env: Vec<(&str, &str)> = task_env(&spec).collect();
-        assert_eq!(
-            env,
-            [
-                ("PORT0", "31000"),
-                ("MESOS_TASK_ID", "web.1"),
-                ("EMPTY", ""),
-                ("A", "b=c")
-            ]
-        );
     }
 
     #[test]
@@ -396,6 +392,7 @@ mod tests {
                 gid: 65533,
                 cgroup_path: "/dcos-rs/web.1".into(),
                 cwd: "/app".into(),
+                env: spec.env.clone(),
                 argv: vec!["/bin/sh".into(), "-c".into(), "curl -f localhost".into()],
             }
         );

@@ -316,19 +316,23 @@ where
         let complete = if body_max == 0 {
             answer[..read].contains(&b'\n')
         } else {
-            head_end(&answer[..read]).is_some_and(|end| read >= end + body_max)
+            // The head, and the body up to its Content-Length or what is kept of it: a
+            // server that keeps the connection open is not waited for.
+            head_end(&answer[..read]).is_some_and(|end| {
+                let wanted = content_length(&answer[..end]).map_or(body_max, |n| n.min(body_max));
+                read >= end + wanted
+            })
         };
         if complete || read == limit {
             break;
         }
-        let n = stream
-            .read(&mut answer[read..])
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if n == 0 {
-            break;
+        match stream.read(&mut answer[read..]).await {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            // A TLS server closing without close_notify, once its head is here: the end.
+            Err(_) if body_max > 0 && head_end(&answer[..read]).is_some() => break,
+            Err(e) => return Err(format!("reading the answer: {e}")),
         }
-        read += n;
     }
     let answer = &answer[..read];
     let status = status_code(answer).ok_or_else(|| "the answer is not HTTP".to_string())?;
@@ -351,6 +355,15 @@ where
         content_type,
         body,
     })
+}
+
+/// The `Content-Length` of an answer's head, if it has a valid one.
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head)
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 /// Where an answer's head ends (after its blank line), if it is all there.

@@ -249,6 +249,20 @@ mod tests {
         assert_eq!(answer.status, 503);
         assert_eq!(answer.content_type, "text/plain");
         assert_eq!(answer.body.len(), READINESS_BODY_MAX_BYTES);
+
+        // A short body whose server keeps the connection open: read to its length.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = socket.read(&mut buf).await;
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            let _ = socket.write_all(answer.as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let answer = probe(&check(port, true)).await.unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, "ok"));
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);

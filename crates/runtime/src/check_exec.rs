@@ -64,7 +64,7 @@ struct CapData {
 }
 
 /// What the agent tells a check process (`dcos-rs __check-exec <task-pid> <gate-fd> <uid>
-/// <gid> <cgroup-path> <cwd> -- <argv...>`).
+/// <gid> <cgroup-path> <cwd> [-e KEY=VALUE]... -- <argv...>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckExecArgs {
     /// The container's init as the host sees it (the task's `task.pid`).
@@ -80,6 +80,9 @@ pub struct CheckExecArgs {
     pub cgroup_path: String,
     /// The task's working directory, inside the container.
     pub cwd: String,
+    /// The task's environment (`KEY=VALUE`), given to the check's exec only: this process
+    /// starts as root with an empty one.
+    pub env: Vec<String>,
     /// What to run there (`/bin/sh -c <command>`).
     pub argv: Vec<String>,
 }
@@ -95,8 +98,9 @@ impl CheckExecArgs {
             self.gid.to_string(),
             self.cgroup_path.clone(),
             self.cwd.clone(),
-            "--".to_string(),
         ];
+        args.extend(crate::shim::env_args(&self.env));
+        args.push("--".to_string());
         args.extend(self.argv.iter().cloned());
         args
     }
@@ -105,18 +109,26 @@ impl CheckExecArgs {
     pub fn parse(args: &[OsString]) -> Result<CheckExecArgs, String> {
         let usage = || {
             format!(
-                "usage: dcos-rs {ENTRY} <task-pid> <gate-fd> <uid> <gid> <cgroup-path> <cwd> -- <argv...>"
+                "usage: dcos-rs {ENTRY} <task-pid> <gate-fd> <uid> <gid> <cgroup-path> <cwd> [-e KEY=VALUE]... -- <argv...>"
             )
         };
-        let text: Vec<&str> = args
-            .iter()
-            .map(|a| a.to_str())
-            .collect::<Option<Vec<&str>>>()
-            .ok_or_else(usage)?;
-        let [pid, gate, uid, gid, cgroup_path, cwd, separator, argv @ ..] = text.as_slice() else {
+        let [pid, gate, uid, gid, cgroup_path, cwd, rest @ ..] = args else {
             return Err(usage());
         };
-        if *separator != "--" || argv.is_empty() {
+        let text = |a: &OsString| a.to_str().map(str::to_string).ok_or_else(usage);
+        let (pid, gate, uid, gid) = (text(pid)?, text(gate)?, text(uid)?, text(gid)?);
+        let (cgroup_path, cwd) = (text(cgroup_path)?, text(cwd)?);
+        let (env, argv) = crate::shim::split_env_args(rest).ok_or_else(usage)?;
+        let utf8 = |c: std::ffi::CString| c.into_string().map_err(|_| usage());
+        let env = env
+            .into_iter()
+            .map(utf8)
+            .collect::<Result<Vec<String>, String>>()?;
+        let argv = argv
+            .into_iter()
+            .map(utf8)
+            .collect::<Result<Vec<String>, String>>()?;
+        if argv.is_empty() {
             return Err(usage());
         }
         let task_pid: i32 = pid.parse().map_err(|_| usage())?;
@@ -129,9 +141,10 @@ impl CheckExecArgs {
             gate_fd,
             uid: uid.parse().map_err(|_| usage())?,
             gid: gid.parse().map_err(|_| usage())?,
-            cgroup_path: cgroup_path.to_string(),
-            cwd: cwd.to_string(),
-            argv: argv.iter().map(|a| a.to_string()).collect(),
+            cgroup_path,
+            cwd,
+            env,
+            argv,
         })
     }
 }
@@ -211,7 +224,12 @@ fn enter_and_run(args: &CheckExecArgs) -> Result<i32, String> {
     // SAFETY: resets one signal's disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     crate::seccomp::install(&programs)?;
-    run_in_child(&argv)
+    let env = args
+        .env
+        .iter()
+        .map(|e| CString::new(e.as_str()).map_err(|_| format!("variable {e:?} contains NUL")))
+        .collect::<Result<Vec<CString>, String>>()?;
+    run_in_child(&argv, &env)
 }
 
 /// The task's init, held open before anything is joined: its namespaces, its root directory
@@ -252,6 +270,15 @@ impl Target {
             if (their_id.dev(), their_id.ino()) != (our_id.dev(), our_id.ino()) {
                 namespaces.push((name, flag, theirs));
             }
+        }
+        // A container's init has a mount and a pid namespace of its own: a pid shared with
+        // this host's (reused after the task ended, perhaps by this very process once it
+        // joined the task's cgroup) is never taken for it.
+        let own = |wanted: &str| namespaces.iter().any(|(name, _, _)| *name == wanted);
+        if pid == std::process::id() as i32 || !own("mnt") || !own("pid") {
+            return Err(format!(
+                "process {pid} shares this host's mount or pid namespace: not the task's container (has the task ended?)"
+            ));
         }
         let root = open_at(&proc_dir, pid, "root", libc::O_RDONLY | libc::O_DIRECTORY)?;
         Ok(Target {
@@ -441,7 +468,7 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
 
 /// Runs `argv` in a child (the first process of this one in the task's pid namespace) and
 /// waits for it: its exit status, or 128 + the signal that ended it.
-fn run_in_child(argv: &[CString]) -> Result<i32, String> {
+fn run_in_child(argv: &[CString], env: &[CString]) -> Result<i32, String> {
     // SAFETY: this process has one thread; the child only calls prctl and exec before it is
     // the check.
     let child = unsafe { libc::fork() };
@@ -452,7 +479,7 @@ fn run_in_child(argv: &[CString]) -> Result<i32, String> {
         // The check ends with this process: the agent kills the whole group, but a kill of
         // this process alone must not leave the check running in the container.
         let _ = prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        let error = nix::unistd::execvp(&argv[0], argv).unwrap_err();
+        let error = crate::shim::exec_with_env(argv, env);
         eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
         let status = if error == nix::errno::Errno::ENOENT {
             EXIT_NOT_RUN
@@ -495,6 +522,7 @@ mod tests {
             gid: 1001,
             cgroup_path: "/dcos-rs/web.1".into(),
             cwd: "/app".into(),
+            env: vec!["PORT0=31000".into(), "EMPTY=".into(), "A=-e".into()],
             argv: vec!["/bin/sh".into(), "-c".into(), "test -f /ok -- x".into()],
         }
     }

@@ -539,10 +539,12 @@ fn start_process(spec: &ShimSpec, stdout: OwnedFd, stderr: OwnedFd) -> Result<Ru
         .arg(gate_read_fd.to_string())
         .arg(spec.uid.to_string())
         .arg(spec.gid.to_string())
+        // The task's environment reaches only the workload's exec: `__exec` itself runs as
+        // root and must not start under the task's LD_PRELOAD or glibc tunables.
+        .args(env_args(&spec.env))
         .arg("--")
         .args(&spec.args)
         .env_clear()
-        .envs(spec.env.iter().filter_map(|e| e.split_once('=')))
         .current_dir(&spec.cwd)
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
@@ -739,26 +741,87 @@ fn cleanup(running: Running, spec: &ShimSpec) {
     }
 }
 
-/// `dcos-rs __exec <gate-fd> <uid> <gid> -- <argv...>`: the first process of a plain task.
-/// Waits until the shim has put it into the task's cgroup (a byte on the gate), drops to
-/// the task's user and execs the workload. Returns only on error (the exit code to use).
-pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
+/// `-e KEY=VALUE` arguments for each entry of `env`: how a root helper (`__exec`,
+/// `__check-exec`) is told the task's environment without starting under it.
+pub fn env_args(env: &[String]) -> Vec<String> {
+    env.iter()
+        .flat_map(|entry| ["-e".to_string(), entry.clone()])
+        .collect()
+}
+
+/// Splits `[-e KEY=VALUE]... -- argv...` into the environment and the argument vector
+/// (`None` without the `--`, or with anything else before it).
+pub fn split_env_args(
+    args: &[std::ffi::OsString],
+) -> Option<(Vec<std::ffi::CString>, Vec<std::ffi::CString>)> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
+    let mut env = Vec::new();
+    let mut rest = args.iter();
+    loop {
+        match rest.next()?.as_bytes() {
+            b"--" => break,
+            b"-e" => env.push(CString::new(rest.next()?.as_bytes()).ok()?),
+            _ => return None,
+        }
+    }
+    let argv = rest
+        .map(|a| CString::new(a.as_bytes()).ok())
+        .collect::<Option<Vec<CString>>>()?;
+    Some((env, argv))
+}
+
+/// Execs `argv` with exactly `env`, searching `argv[0]` in the `PATH` of `env` (the
+/// default `/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` without one), as
+/// `execvpe` would with that environment. Returns only on error.
+pub fn exec_with_env(argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> nix::errno::Errno {
+    use std::ffi::CString;
+    let Some(program) = argv.first() else {
+        return nix::errno::Errno::ENOENT;
+    };
+    if program.as_bytes().contains(&b'/') {
+        return nix::unistd::execve(program, argv, env).unwrap_err();
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut error = nix::errno::Errno::ENOENT;
+    for dir in path.split(|b| *b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let mut candidate = dir.to_vec();
+        candidate.push(b'/');
+        candidate.extend_from_slice(program.as_bytes());
+        let Ok(candidate) = CString::new(candidate) else {
+            continue;
+        };
+        let failed = nix::unistd::execve(&candidate, argv, env).unwrap_err();
+        // As execvp: a file there that cannot be run is the error to report.
+        if failed != nix::errno::Errno::ENOENT && failed != nix::errno::Errno::ENOTDIR {
+            error = failed;
+        }
+    }
+    error
+}
+
+/// `dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>`: the first process
+/// of a plain task. Started as root with an empty environment; waits until the shim has put
+/// it into the task's cgroup (a byte on the gate), drops to the task's user and execs the
+/// workload with the task's environment. Returns only on error (the exit code to use).
+pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
     let parse = |i: usize| {
         args.get(i)
             .and_then(|a| a.to_str())
             .and_then(|a| a.parse::<u32>().ok())
     };
     let (Some(fd), Some(uid), Some(gid)) = (parse(0), parse(1), parse(2)) else {
-        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> -- <argv...>");
+        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>");
         return 127;
     };
-    let argv: Vec<CString> = args
-        .iter()
-        .skip(4)
-        .filter_map(|a| CString::new(a.as_bytes()).ok())
-        .collect();
+    let Some((env, argv)) = split_env_args(args.get(3..).unwrap_or_default()) else {
+        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>");
+        return 127;
+    };
     if argv.is_empty() {
         eprintln!("dcos-rs: nothing to run");
         return 127;
@@ -782,7 +845,11 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
             return 126;
         }
     }
-    let error = nix::unistd::execvp(&argv[0], &argv).unwrap_err();
+    // The Rust runtime ignores SIGPIPE and an ignored signal stays ignored across exec:
+    // the workload gets the default, as any process started from a shell.
+    // SAFETY: resets one signal's disposition in this single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let error = exec_with_env(&argv, &env);
     eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
     if error == nix::errno::Errno::ENOENT {
         127
@@ -838,6 +905,28 @@ pub fn force_cleanup(dir: &TaskDir, shim_pid: Option<i32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_travels_in_arguments_up_to_the_separator() {
+        let env = vec![
+            "PATH=/bin".to_string(),
+            "A=-e".to_string(),
+            "EMPTY=".to_string(),
+        ];
+        let mut line = env_args(&env);
+        line.extend(["--", "/bin/sh", "-c", "echo -e --"].map(String::from));
+        let os: Vec<std::ffi::OsString> = line.iter().map(Into::into).collect();
+        let (got_env, argv) = split_env_args(&os).expect("well formed");
+        let text = |v: Vec<std::ffi::CString>| -> Vec<String> {
+            v.into_iter().map(|c| c.into_string().unwrap()).collect()
+        };
+        assert_eq!(text(got_env), env);
+        assert_eq!(text(argv), ["/bin/sh", "-c", "echo -e --"]);
+        for bad in [&["-e"][..], &["x", "--", "true"], &["-e", "A=1"]] {
+            let os: Vec<std::ffi::OsString> = bad.iter().map(Into::into).collect();
+            assert!(split_env_args(&os).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn overlay_lower_layers_are_listed_top_first_relative_to_their_directory() {

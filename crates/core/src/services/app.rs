@@ -468,6 +468,15 @@ impl AppSpec {
     /// sends them as `Warning` headers, the CLI prints them).
     pub fn unhonoured(&self) -> Vec<FieldError> {
         let mut kept = Vec::new();
+        for i in fields::fetch_not_unpacked(&self.fetch) {
+            kept.push(FieldError::new(
+                format!("fetch[{i}].extract"),
+                format!(
+                    "this archive kind ({}) is fetched and kept as it is, not unpacked, by dcos-rs",
+                    fields::ARCHIVES_NOT_UNPACKED.join(", ")
+                ),
+            ));
+        }
         let mut keep = |field: &str, present: bool| {
             if present {
                 kept.push(FieldError::new(

@@ -128,6 +128,9 @@ fn default_delay() -> u32 {
     15
 }
 
+/// Longest COMMAND check taken (it travels in the check's arguments).
+pub const COMMAND_CHECK_MAX_BYTES: usize = 16 * 1024;
+
 const HEALTH_PROTOCOLS: &[&str] = &[
     "HTTP",
     "HTTPS",
@@ -164,6 +167,15 @@ impl HealthCheck {
         }
         if self.protocol == "COMMAND" {
             match &self.command {
+                Some(command) if command.value.contains('\0') => {
+                    errors.push(FieldError::new(at("command.value"), "must not contain NUL"))
+                }
+                Some(command) if command.value.len() > COMMAND_CHECK_MAX_BYTES => {
+                    errors.push(FieldError::new(
+                        at("command.value"),
+                        format!("at most {COMMAND_CHECK_MAX_BYTES} bytes"),
+                    ))
+                }
                 Some(command) if !command.value.trim().is_empty() => {}
                 _ => errors.push(FieldError::new(
                     at("command.value"),
@@ -574,13 +586,72 @@ pub(crate) fn validate_fetch(fetch: &[Fetch], errors: &mut Vec<FieldError>) {
         let scheme_ok = ["http://", "https://", "file://"]
             .iter()
             .any(|s| item.uri.starts_with(s));
-        if !scheme_ok || item.uri.chars().any(char::is_whitespace) {
+        if !scheme_ok
+            || item
+                .uri
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             errors.push(FieldError::new(
                 format!("fetch[{i}].uri"),
                 "must be an http://, https:// or file:// URI without spaces",
             ));
+        } else if item.uri.len() > FETCH_URI_MAX_BYTES {
+            errors.push(FieldError::new(
+                format!("fetch[{i}].uri"),
+                format!("at most {FETCH_URI_MAX_BYTES} bytes"),
+            ));
+        }
+        match &item.output_file {
+            Some(name) if !plain_file_name(name) => errors.push(FieldError::new(
+                format!("fetch[{i}].outputFile"),
+                "must be a plain file name (no /, not . or ..)",
+            )),
+            Some(_) => {}
+            None if scheme_ok && !plain_file_name(uri_file_name(&item.uri)) => {
+                errors.push(FieldError::new(
+                    format!("fetch[{i}].uri"),
+                    "names no file (its path ends in /): give outputFile",
+                ))
+            }
+            None => {}
         }
     }
+}
+
+/// Longest `fetch[].uri` taken.
+pub const FETCH_URI_MAX_BYTES: usize = 4096;
+
+/// The last segment of a URI's path, without query or fragment: the file name a fetched
+/// artifact gets when no `outputFile` is given.
+pub fn uri_file_name(uri: &str) -> &str {
+    let without = uri.split(['?', '#']).next().unwrap_or_default();
+    let path = without.split_once("://").map_or(without, |(_, rest)| rest);
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Archives Mesos unpacks but this agent does not: fetched and kept as they are.
+pub const ARCHIVES_NOT_UNPACKED: &[&str] = &[".zip", ".tbz2", ".tar.bz2", ".txz", ".tar.xz"];
+
+/// The fetch items whose `extract` is not honoured (an archive kept as it is).
+pub fn fetch_not_unpacked(fetch: &[Fetch]) -> Vec<usize> {
+    fetch
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| {
+            let name = item
+                .output_file
+                .as_deref()
+                .unwrap_or_else(|| uri_file_name(&item.uri))
+                .to_ascii_lowercase();
+            item.extract && ARCHIVES_NOT_UNPACKED.iter().any(|ext| name.ends_with(ext))
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 #[cfg(test)]
@@ -720,6 +791,36 @@ mod tests {
         );
         let unknown = serde_json::from_str::<ReadinessCheck>(r#"{"portIndex": 0}"#);
         assert!(unknown.unwrap_err().to_string().contains("portIndex"));
+    }
+
+    #[test]
+    fn fetch_items_need_a_file_name_and_unsupported_archives_are_named() {
+        let items = |json: &str| serde_json::from_str::<Vec<Fetch>>(json).unwrap();
+        let fields = |json: &str| {
+            let mut errors = Vec::new();
+            validate_fetch(&items(json), &mut errors);
+            errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(
+                r#"[{"uri": "https://h/a.tgz?x=1#y"}, {"uri": "https://h/dir/", "outputFile": "f"}]"#
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(r#"[{"uri": "https://h/dir/"}]"#),
+            vec!["fetch[0].uri"]
+        );
+        assert_eq!(
+            fields(r#"[{"uri": "https://h/a", "outputFile": "../x"}]"#),
+            vec!["fetch[0].outputFile"]
+        );
+        assert_eq!(uri_file_name("https://h/p/a.tar.gz?sig=1"), "a.tar.gz");
+        let kept = items(
+            r#"[{"uri": "https://h/a.zip"}, {"uri": "https://h/b.zip", "extract": false},
+                {"uri": "https://h/c.tgz"}, {"uri": "https://h/x", "outputFile": "d.TXZ"}]"#,
+        );
+        assert_eq!(fetch_not_unpacked(&kept), vec![0, 3]);
     }
 
     #[test]
