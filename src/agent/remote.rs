@@ -105,9 +105,7 @@ impl Outbox {
     pub fn push(&self, report: TaskReport) {
         let mut queue = self.queue.lock().expect("outbox lock");
         if queue.len() >= OUTBOX_MAX {
-            // Keep every terminal status; a newer report of the same task supersedes an older
-            // non-terminal one.
-            if let Some(i) = queue.iter().position(|r| !r.state.is_terminal()) {
+            if let Some(i) = to_drop(&queue) {
                 queue.remove(i);
             }
         }
@@ -505,6 +503,20 @@ impl RemoteLink {
     }
 }
 
+/// Which report a full outbox drops: the oldest live one, but what is said once and acted
+/// on (a task ready, a health check exhausted) only when nothing else can go; a terminal
+/// status never. A newer report of the same task supersedes an older live one.
+fn to_drop(queue: &VecDeque<TaskReport>) -> Option<usize> {
+    let said_once = |r: &TaskReport| {
+        r.readiness.as_ref().is_some_and(|ready| ready.ready)
+            || r.health.as_ref().is_some_and(|health| health.exhausted)
+    };
+    queue
+        .iter()
+        .position(|r| !r.state.is_terminal() && !said_once(r))
+        .or_else(|| queue.iter().position(|r| !r.state.is_terminal()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +530,41 @@ mod tests {
         assert!(outbox.is_empty());
         assert!(!path.exists());
         assert!(dir.path().join("status-outbox.json.damaged").exists());
+    }
+
+    #[test]
+    fn a_full_outbox_drops_a_live_report_but_keeps_ends_and_readiness() {
+        use dcos_core::TaskState;
+        let report = |task_id: &str, state: TaskState| TaskReport {
+            task_id: task_id.into(),
+            state,
+            message: None,
+            exit_code: None,
+            at_ms: 1,
+            health: None,
+            readiness: None,
+        };
+        let mut ready = report("ready", TaskState::Running);
+        ready.readiness = Some(dcos_core::TaskReadiness {
+            name: "readinessCheck".into(),
+            ready: true,
+            last_response: None,
+        });
+        let mut queue: VecDeque<TaskReport> = [
+            ready.clone(),
+            report("ended", TaskState::Finished),
+            report("live", TaskState::Running),
+        ]
+        .into();
+        assert_eq!(to_drop(&queue), Some(2), "the live report goes first");
+        queue.pop_back();
+        assert_eq!(
+            to_drop(&queue),
+            Some(0),
+            "then the ready one, never the end"
+        );
+        queue.pop_front();
+        assert_eq!(to_drop(&queue), None);
     }
 
     #[test]
