@@ -1,27 +1,37 @@
 //! Fetching a task's artifacts (Marathon's `fetch`, Mesos's fetcher) before it starts: each
 //! URI is downloaded (`http://`, `https://`) or copied (`file://`, only from under the
 //! agent's `host_paths`, as a host volume) into the task's working directory, unpacked when
-//! asked (`.tar`, `.tar.gz`, `.tgz`, `.gz`), made executable when asked, and owned by the
-//! task's user (files 0644 or 0755, directories 0755). Downloads marked `cache` are kept in
-//! the agent's artifact cache (`<work_dir>/fetch-cache`, one file per sha256 of the URI,
-//! written whole or not at all) and copied from there the next time; `file://` artifacts
-//! are local already and never cached.
+//! asked (`.tar`, `.tar.gz`, `.tgz`, `.gz`), made executable when asked (files 0644 or
+//! 0755, directories 0755), then handed to the task's user. Downloads marked `cache` are
+//! kept in the agent's artifact cache (`<work_dir>/fetch-cache`, one file per sha256 of the
+//! URI, written whole or not at all) and copied from there the next time; `file://`
+//! artifacts are local already and never cached.
 //!
-//! Bounded: redirects (`FETCH_REDIRECTS_MAX`), the connect, answer and idle timeouts of the
-//! HTTP layer shared with registry pulls (`registry.rs`), a whole download
-//! (`FETCH_DOWNLOAD_TIMEOUT_MS`), an artifact (`FETCH_MAX_BYTES`), what an archive unpacks to
-//! (`FETCH_EXTRACT_MAX_BYTES`, `FETCH_EXTRACT_ENTRIES_MAX`), the cache
-//! (`FETCH_CACHE_MAX_BYTES`, `FETCH_CACHE_ENTRIES_MAX`, least recently used out first).
+//! Who writes: the agent, as root, into a working directory that is root's own (0700) for
+//! the whole fetch, so no other user can reach into it and swap what is written for a link;
+//! only at the end is everything in it given to the task's user (`hand_over`: lchown,
+//! entries before their directories, the directory last). Who reads: a `file://` artifact is
+//! opened with the task's own credentials (`open_as`, on a thread of its own), so a task
+//! gets no host file its user could not read; without a task user it is refused.
+//!
+//! Bounded: redirects (`FETCH_REDIRECTS_MAX`, never from https to http), the connect, answer
+//! and idle timeouts of the HTTP layer shared with registry pulls (`registry.rs`), a whole
+//! download (`FETCH_DOWNLOAD_TIMEOUT_MS`), an artifact (`FETCH_MAX_BYTES`), what an archive
+//! unpacks to (`FETCH_EXTRACT_MAX_BYTES`, `FETCH_EXTRACT_ENTRIES_MAX`), all of one task's
+//! artifacts together, downloaded and unpacked (`ByteBudget`: its `disk`, at most
+//! `FETCH_TASK_MAX_BYTES`), the cache (`FETCH_CACHE_MAX_BYTES`, `FETCH_CACHE_ENTRIES_MAX`,
+//! least recently used out first). How many tasks fetch at once is the agent's
+//! (`launch.rs`).
 //!
 //! An archive writes only inside the directory: absolute names and `..` are refused, nothing
 //! is written through a symbolic link, links must point inside (checked on their text: the
 //! fetcher never follows them), devices and fifos are refused, and no entry keeps its owner
-//! or a setuid bit. The task has not started, so nothing else writes there meanwhile.
+//! or a setuid bit.
 //!
-//! Deliberately absent: `.zip`, `.tbz2`, `.txz` (and `.tar.bz2`, `.tar.xz`) unpacking (refused
-//! with `extract`, kept as files without it), revalidating a cached artifact (a changed one
-//! needs a new URI, or `cache` off), resumed downloads, credentials, trust beyond the
-//! system's CAs.
+//! Deliberately absent: `.zip`, `.tbz2`, `.txz` (and `.tar.bz2`, `.tar.xz`) unpacking (such
+//! an artifact is kept as a file, as one of an unknown kind is), revalidating a cached
+//! artifact (a changed one needs a new URI, or `cache` off), resumed downloads, credentials,
+//! trust beyond the system's CAs.
 
 use super::policy::TaskPolicy;
 use super::registry::{self, DownloadClient, TransferError};
@@ -51,6 +61,9 @@ pub const FETCH_DOWNLOAD_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 pub const FETCH_REDIRECTS_MAX: usize = 5;
 /// Most bytes one archive unpacks to (as an image layer may).
 pub const FETCH_EXTRACT_MAX_BYTES: u64 = 16 << 30;
+/// Most bytes all of one task's artifacts take together, downloaded and unpacked (a task
+/// with a `disk` gets at most that): one launch cannot fill the agent's disk.
+pub const FETCH_TASK_MAX_BYTES: u64 = 16 << 30;
 /// Most entries of one archive.
 pub const FETCH_EXTRACT_ENTRIES_MAX: u64 = 1_000_000;
 /// Most bytes the artifact cache keeps (Mesos's default `--fetcher_cache_size`).
@@ -96,6 +109,9 @@ pub(super) enum FetchFailure {
         what: &'static str,
         limit_bytes: u64,
     },
+    /// Past the task's budget for all its artifacts together (`ByteBudget`).
+    #[error("the task's artifacts exceed {0}")]
+    OverBudget(String),
     #[error("not downloaded within {0} ms")]
     TimedOut(u64),
     #[error("unpacking: {0}")]
@@ -127,16 +143,119 @@ pub(super) struct FetchReport {
     pub elapsed_ms: u64,
 }
 
-/// Fetches `items` in order into `dest` (the task's working directory, made already),
-/// owned by `owner` (host uid and gid; `None` leaves them the agent's). Stops at the first
-/// failure, and when `cancel` fires (the task was killed); what it left in `dest` is then
-/// the caller's to remove with the sandbox. Never leaves a partial file in `cache_dir`.
+/// What all of one task's artifacts may take together, downloaded and unpacked: its `disk`
+/// when the app asks for one, and never more than `FETCH_TASK_MAX_BYTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ByteBudget {
+    limit_bytes: u64,
+    /// The task's `disk` when that is the limit (named in the refusal).
+    disk_mib: Option<u64>,
+}
+
+impl ByteBudget {
+    /// The budget of a task asking for `disk_mib` (0: no `disk`, Marathon's default).
+    pub(super) fn for_task(disk_mib: u64) -> ByteBudget {
+        let disk_bytes = disk_mib.saturating_mul(1 << 20);
+        match disk_mib > 0 && disk_bytes < FETCH_TASK_MAX_BYTES {
+            true => ByteBudget {
+                limit_bytes: disk_bytes,
+                disk_mib: Some(disk_mib),
+            },
+            false => ByteBudget {
+                limit_bytes: FETCH_TASK_MAX_BYTES,
+                disk_mib: None,
+            },
+        }
+    }
+
+    fn exceeded(&self) -> FetchFailure {
+        FetchFailure::OverBudget(match self.disk_mib {
+            Some(disk_mib) => format!("its disk of {disk_mib} MiB"),
+            None => format!(
+                "{} MiB, the most one task's artifacts may take",
+                FETCH_TASK_MAX_BYTES >> 20
+            ),
+        })
+    }
+}
+
+/// How many bytes one step (a download, a copy, an unpacked file) may still write, and what
+/// it is over when more comes: its own limit or the task's budget, whichever is less.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    bytes: u64,
+    over: Over,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// The step's own limit: `what` is larger than `limit_bytes`.
+    Own {
+        what: &'static str,
+        limit_bytes: u64,
+    },
+    Budget(ByteBudget),
+}
+
+impl Cap {
+    /// A step of `what`, with `own_left_bytes` of its own `own_limit_bytes` left, in a task
+    /// that used `used_bytes` of its `budget` already.
+    fn new(
+        what: &'static str,
+        own_limit_bytes: u64,
+        own_left_bytes: u64,
+        budget: ByteBudget,
+        used_bytes: u64,
+    ) -> Cap {
+        let budget_left_bytes = budget.limit_bytes.saturating_sub(used_bytes);
+        match budget_left_bytes < own_left_bytes {
+            true => Cap {
+                bytes: budget_left_bytes,
+                over: Over::Budget(budget),
+            },
+            false => Cap {
+                bytes: own_left_bytes,
+                over: Over::Own {
+                    what,
+                    limit_bytes: own_limit_bytes,
+                },
+            },
+        }
+    }
+
+    /// The artifact limit for one download or copy.
+    fn artifact(budget: ByteBudget, used_bytes: u64) -> Cap {
+        Cap::new(
+            "the artifact",
+            FETCH_MAX_BYTES,
+            FETCH_MAX_BYTES,
+            budget,
+            used_bytes,
+        )
+    }
+
+    fn exceeded(&self) -> FetchFailure {
+        match self.over {
+            Over::Own { what, limit_bytes } => FetchFailure::TooLarge { what, limit_bytes },
+            Over::Budget(budget) => budget.exceeded(),
+        }
+    }
+}
+
+/// Fetches `items` in order into `dest`, then gives `dest` and all in it to `owner` (host
+/// uid and gid; `None` leaves them the agent's). `dest` is the task's working directory,
+/// made already and root's own (0700): nothing but this fetch writes in it until the hand
+/// over. `file://` artifacts are opened with `owner`'s credentials (refused without one);
+/// all artifacts together stay within `budget`. Stops at the first failure, and when
+/// `cancel` fires (the task was killed); what it left in `dest` is then the caller's to
+/// remove with the sandbox. Never leaves a partial file in `cache_dir`.
 pub(super) async fn fetch_all(
     items: &[TaskFetch],
     dest: &Path,
     cache_dir: &Path,
     policy: &TaskPolicy,
     owner: Option<(u32, u32)>,
+    budget: ByteBudget,
     cancel: &CancellationToken,
 ) -> Result<FetchReport, FetchError> {
     let started = Instant::now();
@@ -147,6 +266,8 @@ pub(super) async fn fetch_all(
         owner,
         cancel,
         client: None,
+        budget,
+        used_bytes: 0,
     };
     let mut report = FetchReport::default();
     for (index, item) in items.iter().enumerate() {
@@ -161,6 +282,16 @@ pub(super) async fn fetch_all(
         report.bytes += fetched.bytes;
         report.from_cache += usize::from(fetched.from_cache);
     }
+    if let Some((uid, gid)) = owner {
+        let dest = dest.to_path_buf();
+        let shown = dest.display().to_string();
+        blocking(move || hand_over(&dest, uid, gid))
+            .await
+            .map_err(|failure| FetchError {
+                uri: format!("into {shown}"),
+                failure,
+            })?;
+    }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -170,10 +301,14 @@ struct Fetcher<'a> {
     dest: &'a Path,
     cache_dir: &'a Path,
     policy: &'a TaskPolicy,
+    /// The task's host uid and gid: what `file://` artifacts are opened as.
     owner: Option<(u32, u32)>,
     cancel: &'a CancellationToken,
     /// Made for the first http(s) artifact (it reads the system's CAs), then reused.
     client: Option<DownloadClient>,
+    budget: ByteBudget,
+    /// Bytes of `budget` taken so far: artifacts as fetched, and what they unpacked to.
+    used_bytes: u64,
 }
 
 /// One artifact in the sandbox.
@@ -194,33 +329,47 @@ impl Fetcher<'_> {
             true => archive_kind(&name),
             false => ArchiveKind::Plain,
         };
-        // Refused before anything is downloaded.
-        match kind {
+        // Checked before anything is downloaded.
+        let kind = match kind {
+            // `extract` is Marathon's default: an app fetching a `.zip` must still run.
             ArchiveKind::Unsupported(extension) => {
-                return Err(FetchFailure::Refused(format!(
-                    "{name}: {extension} archives are not unpacked here (only .tar, .tar.gz, .tgz and .gz); without `extract` it is kept as a file"
-                )))
+                tracing::info!(
+                    uri = %item.uri,
+                    "{name}: {extension} archives are not unpacked here (only .tar, .tar.gz, .tgz and .gz): kept as a file"
+                );
+                ArchiveKind::Plain
             }
             ArchiveKind::Gz => {
                 gunzipped_name(&name).map_err(FetchFailure::Refused)?;
+                kind
             }
-            ArchiveKind::Plain | ArchiveKind::Tar | ArchiveKind::TarGz => {}
-        }
+            ArchiveKind::Plain | ArchiveKind::Tar | ArchiveKind::TarGz => kind,
+        };
         // Written beside its name, then renamed: the name holds a whole artifact or nothing.
         let temp = self.dest.join(format!(".{name}.fetching"));
+        let cap = Cap::artifact(self.budget, self.used_bytes);
         let fetched = match source_of(&item.uri).map_err(FetchFailure::Refused)? {
             Source::File(path) => {
-                let (policy, field, path) = (
+                let (policy, field, path, owner) = (
                     self.policy.clone(),
                     format!("fetch[{index}].uri"),
                     path.to_string(),
+                    self.owner,
                 );
                 let temp = temp.clone();
                 let bytes = blocking(move || {
                     let host_path = policy
                         .host_path(&field, &path)
                         .map_err(FetchFailure::Refused)?;
-                    copy_host_file(&host_path, &temp)
+                    // Never opened as root: that would hand the task files its user cannot
+                    // read (another task's secrets under `host_paths`).
+                    let Some((uid, gid)) = owner else {
+                        return Err(FetchFailure::Refused(format!(
+                            "{field} {path}: a file:// artifact is opened as the task's user, and this agent's runtime gives the task none"
+                        )));
+                    };
+                    let source = open_as(&host_path, uid, gid)?;
+                    copy_host_file(source, &temp, cap)
                 })
                 .await?;
                 Fetched {
@@ -228,32 +377,39 @@ impl Fetcher<'_> {
                     from_cache: false,
                 }
             }
-            Source::Http if item.cache => self.through_cache(&item.uri, &temp).await?,
+            Source::Http if item.cache => self.through_cache(&item.uri, &temp, cap).await?,
             Source::Http => Fetched {
-                bytes: self.download_to(&item.uri, &temp).await?,
+                bytes: self.download_to(&item.uri, &temp, cap).await?,
                 from_cache: false,
             },
         };
-        let (dest, owner) = (self.dest.to_path_buf(), self.owner);
+        self.used_bytes += fetched.bytes;
+        let (dest, budget, used_bytes) = (self.dest.to_path_buf(), self.budget, self.used_bytes);
         let mode = match item.executable {
             true => EXECUTABLE_MODE,
             false => FILE_MODE,
         };
-        blocking(move || {
-            install(&temp, &dest.join(&name), mode, owner)?;
-            unpack(kind, &name, &dest, owner)
+        let unpacked_bytes = blocking(move || {
+            install(&temp, &dest.join(&name), mode)?;
+            unpack(kind, &name, &dest, budget, used_bytes)
         })
         .await?;
+        self.used_bytes += unpacked_bytes;
         Ok(fetched)
     }
 
-    /// The artifact from the cache, or downloaded into it first (a miss).
-    async fn through_cache(&mut self, uri: &str, temp: &Path) -> Result<Fetched, FetchFailure> {
+    /// The artifact from the cache, or downloaded into it first (a miss), within `cap`.
+    async fn through_cache(
+        &mut self,
+        uri: &str,
+        temp: &Path,
+        cap: Cap,
+    ) -> Result<Fetched, FetchFailure> {
         let key = cache_key(uri);
         let entry = self.cache_dir.join(&key);
         let hit = {
             let (entry, temp) = (entry.clone(), temp.to_path_buf());
-            blocking(move || copy_from_cache(&entry, &temp)).await?
+            blocking(move || copy_from_cache(&entry, &temp, cap)).await?
         };
         if let Some(bytes) = hit {
             return Ok(Fetched {
@@ -267,7 +423,7 @@ impl Fetcher<'_> {
             let cache_dir = cache_dir.clone();
             blocking(move || make_private_dir(&cache_dir)).await?;
         }
-        let bytes = self.download_to(uri, &part).await?;
+        let bytes = self.download_to(uri, &part, cap).await?;
         let temp = temp.to_path_buf();
         blocking(move || {
             let committed = commit_to_cache(&part, &entry, &temp);
@@ -285,9 +441,9 @@ impl Fetcher<'_> {
         })
     }
 
-    /// Downloads `uri` into a new file at `path`, within `FETCH_DOWNLOAD_TIMEOUT_MS`, and
-    /// stops when the task is killed; nothing stays at `path` unless it succeeded.
-    async fn download_to(&mut self, uri: &str, path: &Path) -> Result<u64, FetchFailure> {
+    /// Downloads `uri` into a new file at `path`, within `FETCH_DOWNLOAD_TIMEOUT_MS` and
+    /// `cap`, and stops when the task is killed; nothing stays at `path` unless it succeeded.
+    async fn download_to(&mut self, uri: &str, path: &Path, cap: Cap) -> Result<u64, FetchFailure> {
         let client = self.client().await?;
         let file = {
             let path = path.to_path_buf();
@@ -297,7 +453,7 @@ impl Fetcher<'_> {
         let downloaded = tokio::select! {
             done = tokio::time::timeout(
                 Duration::from_millis(FETCH_DOWNLOAD_TIMEOUT_MS),
-                download(&client, uri, &mut file),
+                download(&client, uri, &mut file, cap),
             ) => done.unwrap_or(Err(FetchFailure::TimedOut(FETCH_DOWNLOAD_TIMEOUT_MS))),
             _ = self.cancel.cancelled() => Err(FetchFailure::Cancelled),
         };
@@ -319,12 +475,13 @@ impl Fetcher<'_> {
     }
 }
 
-/// GETs `uri` into `file`, following at most `FETCH_REDIRECTS_MAX` redirects: the bytes
-/// written.
+/// GETs `uri` into `file`, following at most `FETCH_REDIRECTS_MAX` redirects (none from
+/// https to http), within `cap`: the bytes written.
 async fn download(
     client: &DownloadClient,
     uri: &str,
     file: &mut tokio::fs::File,
+    cap: Cap,
 ) -> Result<u64, FetchFailure> {
     let mut url = uri.to_string();
     let mut redirects = 0;
@@ -343,6 +500,11 @@ async fn download(
         let next = registry::redirect_target(&url, &response).ok_or_else(|| {
             FetchFailure::Refused(format!("{url} answered {status} without a usable Location"))
         })?;
+        if is_downgrade(&url, &next) {
+            return Err(FetchFailure::Refused(format!(
+                "{url} redirects to {next}: a redirect from https to http is refused"
+            )));
+        }
         url = next;
     };
     let status = response.status();
@@ -352,20 +514,16 @@ async fn download(
             false => format!("{status} from {url}"),
         }));
     }
-    let too_large = FetchFailure::TooLarge {
-        what: "the artifact",
-        limit_bytes: FETCH_MAX_BYTES,
-    };
-    if registry::content_length(&response).is_some_and(|n| n > FETCH_MAX_BYTES) {
-        return Err(too_large);
+    if registry::content_length(&response).is_some_and(|n| n > cap.bytes) {
+        return Err(cap.exceeded());
     }
     let mut body = response.into_body();
     let mut out = tokio::io::BufWriter::with_capacity(FETCH_WRITE_BUFFER_BYTES, file);
     let mut written_bytes: u64 = 0;
     while let Some(chunk) = registry::next_chunk(&mut body, &url).await? {
         written_bytes += chunk.len() as u64;
-        if written_bytes > FETCH_MAX_BYTES {
-            return Err(too_large);
+        if written_bytes > cap.bytes {
+            return Err(cap.exceeded());
         }
         out.write_all(&chunk)
             .await
@@ -375,6 +533,15 @@ async fn download(
         .await
         .map_err(io_failure("writing the download".to_string()))?;
     Ok(written_bytes)
+}
+
+/// True when a redirect from `from` to `to` leaves https (for http: a downgrade).
+fn is_downgrade(from: &str, to: &str) -> bool {
+    let is_https = |url: &str| {
+        url.split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"))
+    };
+    is_https(from) && !is_https(to)
 }
 
 /// Runs a step of files and directories on the blocking pool: never cut short (a killed
@@ -467,7 +634,7 @@ enum ArchiveKind {
     TarGz,
     /// One gzip'd file, unpacked beside it under its name without `.gz`.
     Gz,
-    /// An archive Mesos unpacks and this agent does not (its extension).
+    /// An archive Mesos unpacks and this agent does not (its extension): kept as a file.
     Unsupported(&'static str),
 }
 
@@ -600,14 +767,109 @@ fn copy_bounded(
     Ok(Some((file, copied)))
 }
 
-/// Copies a host file the policy allowed (resolved already) to `temp`.
-fn copy_host_file(path: &Path, temp: &Path) -> Result<u64, FetchFailure> {
-    // O_NONBLOCK: opening a fifo must not wait for a writer (it is refused below).
-    let source = OpenOptions::new()
+/// Opens the host file at `path` (resolved already) for reading with the task's
+/// credentials: filesystem uid `uid`, gid `gid` and no other group, so the task gets no file
+/// its user could not read. On a thread started for this alone, never one of a pool: only
+/// that thread's filesystem ids change (per-thread syscalls), and they end with it. A link
+/// as the last component and anything but a regular file are refused.
+fn open_as(path: &Path, uid: u32, gid: u32) -> Result<File, FetchFailure> {
+    let owned = path.to_path_buf();
+    let opener = std::thread::Builder::new()
+        .name("fetch-open-as".to_string())
+        .spawn(move || {
+            take_fs_credentials(uid, gid)?;
+            open_regular_file(&owned, uid, gid)
+        })
+        .map_err(io_failure(format!(
+            "starting a thread to open {}",
+            path.display()
+        )))?;
+    opener.join().unwrap_or_else(|_| {
+        Err(FetchFailure::Refused(format!(
+            "opening {} as {uid}:{gid}: the thread opening it panicked",
+            path.display()
+        )))
+    })
+}
+
+/// Makes the calling thread's filesystem ids `uid` and `gid`, with `gid` its only group,
+/// and checks each took (read back, as setfsuid(2) advises): an error, and nothing opened,
+/// when one did not. Raw syscalls, which change this thread alone (glibc's setgroups
+/// changes every thread of the process); setfsuid from 0 to another id also drops this
+/// thread's filesystem capabilities (CAP_DAC_OVERRIDE, ...). Only for a thread that ends
+/// right after (`open_as`).
+fn take_fs_credentials(uid: u32, gid: u32) -> Result<(), FetchFailure> {
+    let groups: [libc::gid_t; 1] = [gid];
+    // SAFETY: setgroups reads `groups.len()` ids from the live array and changes only the
+    // calling thread's credentials.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            groups.len() as libc::c_int,
+            groups.as_ptr(),
+        )
+    };
+    if set != 0 {
+        return Err(io_failure(format!("taking the task's group {gid}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let mut read_back: [libc::gid_t; 2] = [0; 2];
+    // SAFETY: getgroups writes at most `read_back.len()` ids into the live array.
+    let count = unsafe {
+        libc::syscall(
+            libc::SYS_getgroups,
+            read_back.len() as libc::c_int,
+            read_back.as_mut_ptr(),
+        )
+    };
+    let not_taken = |what: String| {
+        FetchFailure::Refused(format!(
+            "could not take the task's {what} to open a file:// artifact"
+        ))
+    };
+    if count != 1 || read_back[0] != gid {
+        return Err(not_taken(format!("group {gid}")));
+    }
+    // SAFETY: setfsgid and setfsuid take an id and change only the calling thread's
+    // filesystem id; an invalid one (-1) changes nothing and returns the current id.
+    let fsgid = unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsgid, libc::gid_t::MAX)
+    };
+    if fsgid != gid as libc::c_long {
+        return Err(not_taken(format!("filesystem gid {gid}")));
+    }
+    // SAFETY: as above.
+    let fsuid = unsafe {
+        libc::syscall(libc::SYS_setfsuid, uid);
+        libc::syscall(libc::SYS_setfsuid, libc::uid_t::MAX)
+    };
+    if fsuid != uid as libc::c_long {
+        return Err(not_taken(format!("filesystem uid {uid}")));
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading, a regular file and not a link, as the calling thread's
+/// filesystem ids (`uid`:`gid`, named in the refusal) allow.
+fn open_regular_file(path: &Path, uid: u32, gid: u32) -> Result<File, FetchFailure> {
+    // O_NONBLOCK: opening a fifo must not wait for a writer (it is refused below); no
+    // effect on a regular file. O_NOFOLLOW: resolved already, so a link here was swapped in.
+    let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io_failure(format!("opening {}", path.display())))?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let source = match opened {
+        Ok(source) => source,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(FetchFailure::Refused(format!(
+                "{} is not readable by the task's user ({uid}:{gid})",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(io_failure(format!("opening {}", path.display()))(e)),
+    };
     let metadata = source
         .metadata()
         .map_err(io_failure(format!("reading {}", path.display())))?;
@@ -617,21 +879,26 @@ fn copy_host_file(path: &Path, temp: &Path) -> Result<u64, FetchFailure> {
             path.display()
         )));
     }
-    let too_large = FetchFailure::TooLarge {
-        what: "the artifact",
-        limit_bytes: FETCH_MAX_BYTES,
-    };
-    if metadata.len() > FETCH_MAX_BYTES {
-        return Err(too_large);
+    Ok(source)
+}
+
+/// Copies a host file opened already (`open_as`) to `temp`, within `cap`.
+fn copy_host_file(source: File, temp: &Path, cap: Cap) -> Result<u64, FetchFailure> {
+    let metadata = source
+        .metadata()
+        .map_err(io_failure("reading the host file".to_string()))?;
+    if metadata.len() > cap.bytes {
+        return Err(cap.exceeded());
     }
-    match copy_bounded(source, temp, FETCH_MAX_BYTES)? {
+    match copy_bounded(source, temp, cap.bytes)? {
         Some((_, bytes)) => Ok(bytes),
-        None => Err(too_large),
+        None => Err(cap.exceeded()),
     }
 }
 
-/// Copies the cached artifact `entry` to `temp` (`None`: not cached), marking it used.
-fn copy_from_cache(entry: &Path, temp: &Path) -> Result<Option<u64>, FetchFailure> {
+/// Copies the cached artifact `entry` to `temp` (`None`: not cached) within `cap`, marking
+/// it used.
+fn copy_from_cache(entry: &Path, temp: &Path, cap: Cap) -> Result<Option<u64>, FetchFailure> {
     let source = match File::open(entry) {
         Ok(source) => source,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -639,12 +906,9 @@ fn copy_from_cache(entry: &Path, temp: &Path) -> Result<Option<u64>, FetchFailur
     };
     // Its modification time is its last use: eviction takes the oldest first.
     let _ = source.set_modified(SystemTime::now());
-    match copy_bounded(source, temp, FETCH_MAX_BYTES)? {
+    match copy_bounded(source, temp, cap.bytes)? {
         Some((_, bytes)) => Ok(Some(bytes)),
-        None => Err(FetchFailure::TooLarge {
-            what: "the cached artifact",
-            limit_bytes: FETCH_MAX_BYTES,
-        }),
+        None => Err(cap.exceeded()),
     }
 }
 
@@ -720,24 +984,68 @@ fn make_private_dir(path: &Path) -> Result<(), FetchFailure> {
         .map_err(io_failure(format!("creating {}", path.display())))
 }
 
-fn set_owner(path: &Path, owner: Option<(u32, u32)>) -> Result<(), FetchFailure> {
-    match owner {
-        Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            .map_err(io_failure(format!("chown {uid}:{gid} {}", path.display()))),
-        None => Ok(()),
+/// Gives `dest` and everything in it to `uid`:`gid`, entries before the directories that
+/// hold them and `dest` itself last: until then the task's user cannot reach into it.
+/// Never through a link (lchown). Nothing else writes in `dest` meanwhile (root's own, 0700),
+/// so it is walked by path; the walk keeps one listing per level, no open directory.
+fn hand_over(dest: &Path, uid: u32, gid: u32) -> Result<(), FetchFailure> {
+    let give = |path: &Path| {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(io_failure(format!("chown {uid}:{gid} {}", path.display())))
+    };
+    // Directories being handed over, each with its entries still to go.
+    let mut stack = vec![(dest.to_path_buf(), listing(dest)?)];
+    loop {
+        let Some((_, entries)) = stack.last_mut() else {
+            return Ok(());
+        };
+        match entries.pop() {
+            Some((path, true)) => {
+                let inner = listing(&path)?;
+                stack.push((path, inner));
+            }
+            Some((path, false)) => give(&path)?,
+            None => {
+                let (dir, _) = stack.pop().expect("a directory is on the stack");
+                give(&dir)?;
+            }
+        }
     }
 }
 
-/// Gives the finished file at `temp` its owner and mode, then its name.
-fn install(
-    temp: &Path,
-    target: &Path,
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<(), FetchFailure> {
-    set_owner(temp, owner)?;
-    std::fs::set_permissions(temp, Permissions::from_mode(mode))
-        .map_err(io_failure(format!("chmod {mode:o} {}", temp.display())))?;
+/// The entries of `dir`, each with whether it is a directory (a link never is).
+fn listing(dir: &Path) -> Result<Vec<(PathBuf, bool)>, FetchFailure> {
+    let reading = || io_failure(format!("reading {}", dir.display()));
+    std::fs::read_dir(dir)
+        .map_err(reading())?
+        .map(|dirent| -> Result<(PathBuf, bool), FetchFailure> {
+            let dirent = dirent.map_err(reading())?;
+            let file_type = dirent.file_type().map_err(reading())?;
+            Ok((dirent.path(), file_type.is_dir()))
+        })
+        .collect()
+}
+
+/// Gives the finished file at `temp` its mode, then its name: the mode through the file
+/// itself, never through a link in its place.
+fn install(temp: &Path, target: &Path, mode: u32) -> Result<(), FetchFailure> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(temp)
+        .map_err(io_failure(format!("opening {}", temp.display())))?;
+    let is_file = file
+        .metadata()
+        .map_err(io_failure(format!("reading {}", temp.display())))?
+        .is_file();
+    if !is_file {
+        return Err(FetchFailure::Refused(format!(
+            "{} is no longer the file written",
+            temp.display()
+        )));
+    }
+    finish_file(&file, temp, mode)?;
+    drop(file);
     std::fs::rename(temp, target).map_err(io_failure(format!(
         "renaming {} to {}",
         temp.display(),
@@ -745,28 +1053,21 @@ fn install(
     )))
 }
 
-/// Gives a file unpacked from an archive its owner and mode.
-fn finish_file(
-    file: &File,
-    path: &Path,
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<(), FetchFailure> {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(file, Some(uid), Some(gid))
-            .map_err(io_failure(format!("chown {uid}:{gid} {}", path.display())))?;
-    }
+/// Gives a file written here (open) its mode.
+fn finish_file(file: &File, path: &Path, mode: u32) -> Result<(), FetchFailure> {
     file.set_permissions(Permissions::from_mode(mode))
         .map_err(io_failure(format!("chmod {mode:o} {}", path.display())))
 }
 
-/// Unpacks the artifact `name` in `dest` as `kind` says, into `dest`.
+/// Unpacks the artifact `name` in `dest` as `kind` says, into `dest`, within the task's
+/// `budget` (of which `used_bytes` are taken): the bytes unpacked.
 fn unpack(
     kind: ArchiveKind,
     name: &str,
     dest: &Path,
-    owner: Option<(u32, u32)>,
-) -> Result<(), FetchFailure> {
+    budget: ByteBudget,
+    used_bytes: u64,
+) -> Result<u64, FetchFailure> {
     let archive = dest.join(name);
     let open = || {
         File::open(&archive)
@@ -774,23 +1075,27 @@ fn unpack(
             .map_err(io_failure(format!("opening {}", archive.display())))
     };
     match kind {
-        // (Unsupported ones were refused before the download.)
-        ArchiveKind::Plain | ArchiveKind::Unsupported(_) => Ok(()),
-        ArchiveKind::Tar => untar(open()?, dest, owner),
-        ArchiveKind::TarGz => untar(MultiGzDecoder::new(open()?), dest, owner),
+        // (Unsupported ones are kept as they are: `Fetcher::fetch` made them plain.)
+        ArchiveKind::Plain | ArchiveKind::Unsupported(_) => Ok(0),
+        ArchiveKind::Tar => untar(open()?, dest, budget, used_bytes),
+        ArchiveKind::TarGz => untar(MultiGzDecoder::new(open()?), dest, budget, used_bytes),
         ArchiveKind::Gz => {
             let plain = gunzipped_name(name).map_err(FetchFailure::Refused)?;
             let temp = dest.join(format!(".{plain}.fetching"));
-            let Some((file, _)) =
-                copy_bounded(MultiGzDecoder::new(open()?), &temp, FETCH_EXTRACT_MAX_BYTES)?
+            let cap = Cap::new(
+                "the unpacked file",
+                FETCH_EXTRACT_MAX_BYTES,
+                FETCH_EXTRACT_MAX_BYTES,
+                budget,
+                used_bytes,
+            );
+            let Some((file, bytes)) = copy_bounded(MultiGzDecoder::new(open()?), &temp, cap.bytes)?
             else {
-                return Err(FetchFailure::TooLarge {
-                    what: "the unpacked file",
-                    limit_bytes: FETCH_EXTRACT_MAX_BYTES,
-                });
+                return Err(cap.exceeded());
             };
             drop(file);
-            install(&temp, &dest.join(plain), FILE_MODE, owner)
+            install(&temp, &dest.join(plain), FILE_MODE)?;
+            Ok(bytes)
         }
     }
 }
@@ -799,8 +1104,14 @@ fn archive_failure(error: std::io::Error) -> FetchFailure {
     FetchFailure::Archive(format!("reading the archive: {error}"))
 }
 
-/// Unpacks a tar stream into `dest` (see the module comment for what is refused).
-fn untar(reader: impl Read, dest: &Path, owner: Option<(u32, u32)>) -> Result<(), FetchFailure> {
+/// Unpacks a tar stream into `dest` (see the module comment for what is refused), within
+/// the task's `budget` (of which `used_bytes` are taken): the bytes unpacked.
+fn untar(
+    reader: impl Read,
+    dest: &Path,
+    budget: ByteBudget,
+    used_bytes: u64,
+) -> Result<u64, FetchFailure> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacked_bytes: u64 = 0;
     let entries = archive.entries().map_err(archive_failure)?;
@@ -821,26 +1132,29 @@ fn untar(reader: impl Read, dest: &Path, owner: Option<(u32, u32)>) -> Result<()
         let Some((name, parents)) = components.split_last() else {
             continue; // the directory itself (`./`)
         };
-        let path = walk_inside(dest, parents, owner, true)?.join(name);
+        let path = walk_inside(dest, parents, true)?.join(name);
         if kind.is_dir() {
-            make_dir(&path, &shown, owner)?;
+            make_dir(&path, &shown)?;
         } else if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
             clear_way(&path, &shown)?;
             let executable = entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0);
             let mtime = entry.header().mtime().ok();
-            let left_bytes = FETCH_EXTRACT_MAX_BYTES - unpacked_bytes;
-            let Some((file, bytes)) = copy_bounded(&mut entry, &path, left_bytes)? else {
-                return Err(FetchFailure::TooLarge {
-                    what: "the archive's contents",
-                    limit_bytes: FETCH_EXTRACT_MAX_BYTES,
-                });
+            let cap = Cap::new(
+                "the archive's contents",
+                FETCH_EXTRACT_MAX_BYTES,
+                FETCH_EXTRACT_MAX_BYTES - unpacked_bytes,
+                budget,
+                used_bytes + unpacked_bytes,
+            );
+            let Some((file, bytes)) = copy_bounded(&mut entry, &path, cap.bytes)? else {
+                return Err(cap.exceeded());
             };
             unpacked_bytes += bytes;
             let mode = match executable {
                 true => EXECUTABLE_MODE,
                 false => FILE_MODE,
             };
-            finish_file(&file, &path, mode, owner)?;
+            finish_file(&file, &path, mode)?;
             if let Some(mtime) = mtime {
                 let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
             }
@@ -858,7 +1172,6 @@ fn untar(reader: impl Read, dest: &Path, owner: Option<(u32, u32)>) -> Result<()
             clear_way(&path, &shown)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                 .map_err(io_failure(format!("creating the link {}", path.display())))?;
-            set_owner(&path, owner)?;
         } else if kind.is_hard_link() {
             let target = entry
                 .link_name_bytes()
@@ -879,7 +1192,7 @@ fn untar(reader: impl Read, dest: &Path, owner: Option<(u32, u32)>) -> Result<()
             )));
         }
     }
-    Ok(())
+    Ok(unpacked_bytes)
 }
 
 /// The file a hard link entry names: unpacked before it, inside `dest`, reached through no
@@ -892,7 +1205,7 @@ fn hard_link_target(dest: &Path, target: &[u8], shown: &str) -> Result<PathBuf, 
             "{shown} is a hard link to the directory itself"
         )));
     };
-    let existing = walk_inside(dest, parents, None, false)?.join(name);
+    let existing = walk_inside(dest, parents, false)?.join(name);
     if !existing.symlink_metadata().is_ok_and(|m| m.is_file()) {
         return Err(FetchFailure::Archive(format!(
             "{shown} is a hard link to {}, which is no file unpacked before it",
@@ -902,12 +1215,11 @@ fn hard_link_target(dest: &Path, target: &[u8], shown: &str) -> Result<PathBuf, 
     Ok(existing)
 }
 
-/// `dest` joined with `components`, every one a real directory (made, owned by `owner`,
-/// when missing and `create`): never a symbolic link, so nothing lands outside `dest`.
+/// `dest` joined with `components`, every one a real directory (made when missing and
+/// `create`): never a symbolic link, so nothing lands outside `dest`.
 fn walk_inside(
     dest: &Path,
     components: &[OsString],
-    owner: Option<(u32, u32)>,
     create: bool,
 ) -> Result<PathBuf, FetchFailure> {
     let mut path = dest.to_path_buf();
@@ -932,7 +1244,7 @@ fn walk_inside(
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                make_dir(&path, &shown(), owner)?
+                make_dir(&path, &shown())?
             }
             Err(e) => return Err(io_failure(format!("looking at {}", path.display()))(e)),
         }
@@ -940,15 +1252,20 @@ fn walk_inside(
     Ok(path)
 }
 
-/// A directory at `path` (replacing a file or link there), mode 0755, owned by `owner`.
-fn make_dir(path: &Path, shown: &str, owner: Option<(u32, u32)>) -> Result<(), FetchFailure> {
+/// A directory at `path` (replacing a file or link there), mode 0755: the mode through the
+/// directory itself, never through a link in its place.
+fn make_dir(path: &Path, shown: &str) -> Result<(), FetchFailure> {
     if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
         clear_way(path, shown)?;
         std::fs::create_dir(path).map_err(io_failure(format!("creating {}", path.display())))?;
     }
-    std::fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
-        .map_err(io_failure(format!("chmod {DIR_MODE:o} {}", path.display())))?;
-    set_owner(path, owner)
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_failure(format!("opening {}", path.display())))?;
+    dir.set_permissions(Permissions::from_mode(DIR_MODE))
+        .map_err(io_failure(format!("chmod {DIR_MODE:o} {}", path.display())))
 }
 
 /// Removes a file or link where an entry goes (a later entry replaces an earlier one, as
@@ -1095,6 +1412,124 @@ mod tests {
         assert_eq!(evictions(&entries, 0, 10), vec![1, 2, 0]);
     }
 
+    #[test]
+    fn redirects_from_https_to_http_are_downgrades() {
+        for (from, to, downgrade) in [
+            ("https://h/a", "http://h/a", true),
+            ("HTTPS://h/a", "http://other/b", true),
+            ("https://h/a", "https://mirror/a", false),
+            ("http://h/a", "http://h/b", false),
+            ("http://h/a", "https://h/a", false),
+        ] {
+            assert_eq!(is_downgrade(from, to), downgrade, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn a_task_fetches_at_most_its_disk_and_never_more_than_the_agent_limit() {
+        let mib: u64 = 1 << 20;
+        let none = ByteBudget::for_task(0);
+        assert_eq!(none.limit_bytes, FETCH_TASK_MAX_BYTES);
+        assert_eq!(ByteBudget::for_task(64).limit_bytes, 64 * mib);
+        assert_eq!(ByteBudget::for_task(u64::MAX), none);
+        assert_eq!(
+            ByteBudget::for_task(64).exceeded().to_string(),
+            "the task's artifacts exceed its disk of 64 MiB"
+        );
+        assert!(none
+            .exceeded()
+            .to_string()
+            .starts_with("the task's artifacts exceed 16384 MiB"));
+
+        // The lesser of the step's own limit and what is left of the budget.
+        let budget = ByteBudget::for_task(64);
+        let cap = Cap::artifact(budget, 60 * mib);
+        assert_eq!((cap.bytes, cap.over), (4 * mib, Over::Budget(budget)));
+        let cap = Cap::artifact(budget, 70 * mib);
+        assert_eq!(cap.bytes, 0, "spent already");
+        let cap = Cap::new("the archive's contents", 100, 40, none, 0);
+        assert_eq!(cap.bytes, 40);
+        assert_eq!(
+            cap.exceeded().to_string(),
+            "the archive's contents is larger than 100 bytes"
+        );
+    }
+
+    #[test]
+    fn a_fetched_directory_is_handed_over_last_and_never_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        // chown to another user needs root (as in CI).
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::write(&outside, b"x").unwrap();
+        let outside_owner = {
+            let m = std::fs::metadata(&outside).unwrap();
+            (m.uid(), m.gid())
+        };
+        let dest = root.path().join("work");
+        std::fs::create_dir_all(dest.join("a/b")).unwrap();
+        std::fs::write(dest.join("a/b/file"), b"f").unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("a/link")).unwrap();
+        hand_over(&dest, 65534, 65533).unwrap();
+        for path in [
+            dest.clone(),
+            dest.join("a"),
+            dest.join("a/b"),
+            dest.join("a/b/file"),
+            dest.join("a/link"),
+        ] {
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65533), "{}", path.display());
+        }
+        let m = std::fs::metadata(&outside).unwrap();
+        assert_eq!((m.uid(), m.gid()), outside_owner, "not through the link");
+    }
+
+    #[test]
+    fn host_files_are_opened_with_the_tasks_credentials() {
+        // Switching to another user's credentials needs root (as in CI).
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), Permissions::from_mode(0o755)).unwrap();
+        let secret = root.path().join("secret");
+        let public = root.path().join("public");
+        std::fs::write(&secret, b"secret").unwrap();
+        std::fs::set_permissions(&secret, Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&public, b"public").unwrap();
+        std::fs::set_permissions(&public, Permissions::from_mode(0o644)).unwrap();
+
+        let error = open_as(&secret, 65534, 65534).unwrap_err();
+        assert!(matches!(error, FetchFailure::Refused(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("not readable by the task's user (65534:65534)"),
+            "{error}"
+        );
+        let mut text = String::new();
+        open_as(&public, 65534, 65534)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "public");
+        // Only the opening thread changed: this one reads as root still.
+        assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&public, &link).unwrap();
+        assert!(
+            open_as(&link, 65534, 65534).is_err(),
+            "never through a link"
+        );
+        let error = open_as(root.path(), 65534, 65534).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
     fn item(uri: &str, extract: bool, executable: bool, cache: bool) -> TaskFetch {
         TaskFetch {
             uri: uri.to_string(),
@@ -1165,6 +1600,7 @@ mod tests {
     async fn artifacts_are_downloaded_unpacked_refused_and_cached() {
         const RUN: &[u8] = b"#!/bin/sh\necho run\n";
         const TOOL: &[u8] = b"#!/bin/sh\necho tool\n";
+        const ZIP: &[u8] = b"PK\x03\x04 kept as it is";
         let mut app = LayerTar::new();
         app.dir("bin", 0o700)
             .unwrap()
@@ -1195,6 +1631,15 @@ mod tests {
             ),
             ("/evil.tar", http_response("200 OK", &[], &evil)),
             ("/tool", http_response("200 OK", &[], TOOL)),
+            ("/app.zip", http_response("200 OK", &[], ZIP)),
+            (
+                "/big",
+                http_response("200 OK", &[], &vec![0; (1 << 20) + 1]),
+            ),
+            (
+                "/zeros.gz",
+                http_response("200 OK", &[], &gzip(&vec![0; (1 << 20) + 1])),
+            ),
         ];
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1207,6 +1652,7 @@ mod tests {
             nix::unistd::Gid::effective().as_raw(),
         ));
         let policy = TaskPolicy::default();
+        let budget = ByteBudget::for_task(0);
         let cancel = CancellationToken::new();
         let sandbox = |name: &str| {
             let dir = root.path().join(name);
@@ -1214,17 +1660,21 @@ mod tests {
             dir
         };
 
-        // Through a redirect, unpacked beside the kept archive; a gzip'd file; an executable.
+        // Through a redirect, unpacked beside the kept archive; a gzip'd file; an executable;
+        // a zip, kept as it is (`extract` is Marathon's default: the app must still run).
         let first = sandbox("first");
         let items = [
             item(&format!("{base}/r/app.tar.gz"), true, false, false),
             item(&format!("{base}/notes.txt.gz"), true, false, false),
             item(&format!("{base}/tool"), false, true, true),
+            item(&format!("{base}/app.zip"), true, false, false),
         ];
-        let report = fetch_all(&items, &first, &cache, &policy, owner, &cancel)
+        let report = fetch_all(&items, &first, &cache, &policy, owner, budget, &cancel)
             .await
             .unwrap();
-        assert_eq!((report.artifacts, report.from_cache), (3, 0));
+        assert_eq!((report.artifacts, report.from_cache), (4, 0));
+        assert_eq!(std::fs::read(first.join("app.zip")).unwrap(), ZIP);
+        assert_eq!(mode(&first.join("app.zip")), 0o644);
         assert!(
             first.join("app.tar.gz").is_file(),
             "kept, as Mesos keeps it"
@@ -1248,6 +1698,7 @@ mod tests {
             &cache,
             &policy,
             owner,
+            budget,
             &cancel,
         )
         .await
@@ -1263,6 +1714,7 @@ mod tests {
             &cache,
             &policy,
             owner,
+            budget,
             &cancel,
         )
         .await
@@ -1270,6 +1722,31 @@ mod tests {
         .to_string();
         assert!(error.contains("../escape"), "{error}");
         assert!(!root.path().join("escape").exists());
+
+        // All of a task's artifacts, downloaded and unpacked, stay within its disk.
+        let one_mib = ByteBudget::for_task(1);
+        let too_much = [
+            (format!("{base}/big"), false),
+            (format!("{base}/zeros.gz"), true),
+        ];
+        for (uri, extract) in too_much {
+            let error = fetch_all(
+                &[item(&uri, extract, false, false)],
+                &sandbox(if extract { "zeros" } else { "big" }),
+                &cache,
+                &policy,
+                owner,
+                one_mib,
+                &cancel,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.ends_with("the task's artifacts exceed its disk of 1 MiB"),
+                "{error}"
+            );
+        }
 
         // The server is gone: the cached artifact still comes, and only from the cache.
         server.abort();
@@ -1281,6 +1758,7 @@ mod tests {
             &cache,
             &policy,
             owner,
+            budget,
             &cancel,
         )
         .await
@@ -1294,6 +1772,7 @@ mod tests {
             &cache,
             &policy,
             owner,
+            budget,
             &cancel,
         )
         .await
@@ -1312,7 +1791,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn host_files_come_only_from_under_host_paths_and_unknown_archives_are_refused() {
+    async fn host_files_come_only_from_under_host_paths_and_only_for_a_task_user() {
         let root = tempfile::tempdir().unwrap();
         let allowed = root.path().join("allowed");
         std::fs::create_dir(&allowed).unwrap();
@@ -1320,6 +1799,7 @@ mod tests {
         let dest = root.path().join("sandbox");
         std::fs::create_dir(&dest).unwrap();
         let cache = root.path().join("cache");
+        let budget = ByteBudget::for_task(0);
         let cancel = CancellationToken::new();
         let items = [item(
             &format!("file://{}", allowed.join("data.txt").display()),
@@ -1327,10 +1807,18 @@ mod tests {
             false,
             false,
         )];
-        let error = fetch_all(&items, &dest, &cache, &TaskPolicy::default(), None, &cancel)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = fetch_all(
+            &items,
+            &dest,
+            &cache,
+            &TaskPolicy::default(),
+            None,
+            budget,
+            &cancel,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("fetch[0].uri") && error.contains("host_paths"),
             "{error}"
@@ -1338,30 +1826,47 @@ mod tests {
         let policy = TaskPolicy::default()
             .with_host_paths(std::slice::from_ref(&allowed), "host_paths")
             .unwrap();
-        fetch_all(&items, &dest, &cache, &policy, None, &cancel)
+        // Allowed, but no task user to open it as: never opened as root.
+        let error = fetch_all(&items, &dest, &cache, &policy, None, budget, &cancel)
             .await
-            .unwrap();
-        assert_eq!(std::fs::read(dest.join("data.txt")).unwrap(), b"data\n");
-
-        // Refused before any connection (nothing listens on port 9).
-        let error = fetch_all(
-            &[item("http://127.0.0.1:9/a.zip", true, false, false)],
-            &dest,
-            &cache,
-            &policy,
-            None,
-            &cancel,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains(".zip archives are not unpacked"), "{error}");
+            .unwrap_err();
+        assert!(matches!(error.failure, FetchFailure::Refused(_)), "{error}");
+        assert!(error.to_string().contains("task's user"), "{error}");
+        assert!(!dest.join("data.txt").exists());
 
         // A killed task's fetch stops.
-        cancel.cancel();
-        let error = fetch_all(&items, &dest, &cache, &policy, None, &cancel)
+        let killed = CancellationToken::new();
+        killed.cancel();
+        let error = fetch_all(&items, &dest, &cache, &policy, None, budget, &killed)
             .await
             .unwrap_err();
         assert!(matches!(error.failure, FetchFailure::Cancelled), "{error}");
+
+        // Opened as the task's user (another user than the agent's needs root, as in CI),
+        // then the working directory is the task's.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        std::fs::set_permissions(root.path(), Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(allowed.join("data.txt"), Permissions::from_mode(0o644)).unwrap();
+        let nobody = Some((65534, 65534));
+        fetch_all(&items, &dest, &cache, &policy, nobody, budget, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dest.join("data.txt")).unwrap(), b"data\n");
+        for path in [dest.clone(), dest.join("data.txt")] {
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", path.display());
+        }
+        // Readable by the task's user only: refused.
+        std::fs::set_permissions(allowed.join("data.txt"), Permissions::from_mode(0o600)).unwrap();
+        let second = root.path().join("second");
+        std::fs::create_dir(&second).unwrap();
+        let error = fetch_all(&items, &second, &cache, &policy, nobody, budget, &cancel)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not readable by the task's user"), "{error}");
     }
 }

@@ -1,6 +1,6 @@
 //! Launching and killing one task: the sandbox, the artifacts (`fetch.rs`, on a tokio task
-//! of the launch's own), the start through the runtime, the stop request. What the task
-//! runs and how is the runtime's (`runtime.rs`).
+//! of the launch's own, at most `FETCHES_IN_FLIGHT_MAX` at once), the start through the
+//! runtime, the stop request. What the task runs and how is the runtime's (`runtime.rs`).
 
 use super::fetch::{self, FetchFailure};
 use super::runtime::LaunchContext;
@@ -15,8 +15,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use tokio_util::sync::CancellationToken;
 
+/// Most launches fetching artifacts at once on one agent: each holds connections, a
+/// blocking thread at each step and disk bandwidth, so a burst of launches (a scale-up with
+/// a large artifact) must not open downloads without end. Launches beyond wait for a permit
+/// (as staging; a kill still stops them).
+pub(super) const FETCHES_IN_FLIGHT_MAX: usize = 8;
+
 /// Why a launch with artifacts did not start its task (reported TASK_KILLED): killed while
-/// its artifacts were fetched.
+/// its artifacts were fetched (or while it waited to fetch them).
 const KILLED_WHILE_FETCHING: &str = "killed while its artifacts were fetched";
 /// ... or the agent began draining meanwhile (the words of a launch refused while draining).
 const NOT_STARTED_DRAINING: &str = "not started: the agent is shutting down";
@@ -56,34 +62,55 @@ impl Agent {
         Ok(dir)
     }
 
-    /// A launch with artifacts to fetch (Marathon's `fetch`), on a tokio task of its own, so
-    /// a download holds back neither other launches nor the agent's loop: the sandbox and
-    /// the task's working dir, the artifacts into it, then the start, unless the task was
-    /// killed meanwhile or the agent is draining. The caller counted it in
-    /// `launches_in_flight`; it leaves the count here.
-    pub(super) async fn fetch_and_launch(self: Arc<Self>, task: Box<Task>) {
-        let task: Arc<Task> = Arc::from(task);
-        let task_id = task.id.clone();
-        let cancel = CancellationToken::new();
-        // A second launch of a task being fetched must not take over its kill switch.
-        let claimed = match self
+    /// True when a launch of `task_id` is fetching its artifacts or the task is in the task
+    /// map: a launch of it again is a duplicate. `fetching` first: a launch leaves it only
+    /// after its start put the task into the task map, so the task is found in one or the
+    /// other (the locks are taken one after the other, never together).
+    pub(super) fn has_task(&self, task_id: &str) -> bool {
+        let fetching = self
             .fetching
             .lock()
             .expect("fetching lock")
-            .entry(task_id.clone())
+            .contains_key(task_id);
+        fetching || self.tasks.lock().expect("tasks lock").contains_key(task_id)
+    }
+
+    /// Claims the place of a launch with artifacts in `fetching`, with a new kill switch;
+    /// `None` when a launch of the task is fetching already. Called by the agent's loop
+    /// before it handles the next command, so a kill right after the launch finds it.
+    pub(super) fn claim_fetch(&self, task_id: &str) -> Option<CancellationToken> {
+        match self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .entry(task_id.to_string())
         {
-            Entry::Occupied(_) => false,
-            Entry::Vacant(slot) => {
-                slot.insert(cancel.clone());
-                true
-            }
-        };
-        if !claimed {
-            // The launch in progress reports for the task; a duplicate says nothing.
-            tracing::warn!(task = %task_id, "launch ignored: the task is being launched already");
-            self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
-            return;
+            Entry::Occupied(_) => None,
+            Entry::Vacant(slot) => Some(slot.insert(CancellationToken::new()).clone()),
         }
+    }
+
+    /// Stops every fetch in progress or waiting for a permit (the agent is draining): their
+    /// launches report their tasks not started.
+    pub(super) fn cancel_fetches(&self) {
+        for cancel in self.fetching.lock().expect("fetching lock").values() {
+            cancel.cancel();
+        }
+    }
+
+    /// A launch with artifacts to fetch (Marathon's `fetch`), on a tokio task of its own, so
+    /// a download holds back neither other launches nor the agent's loop: a fetch permit,
+    /// the sandbox and the task's working dir, the artifacts into it, then the start, unless
+    /// the task was killed meanwhile or the agent is draining. The caller claimed the task's
+    /// place in `fetching` (`claim_fetch`, whose kill switch is `cancel`) and counted it in
+    /// `launches_in_flight`; it leaves both here.
+    pub(super) async fn fetch_and_launch(
+        self: Arc<Self>,
+        task: Box<Task>,
+        cancel: CancellationToken,
+    ) {
+        let task: Arc<Task> = Arc::from(task);
+        let task_id = task.id.clone();
         let outcome = self.fetch_then_start(&task, &cancel).await;
         // Out of `fetching` only after a start put the task into the task map: a kill
         // finds it in one or the other.
@@ -109,11 +136,29 @@ impl Agent {
         }
     }
 
+    /// Why a launch with artifacts stops before its start: a drain, else a kill.
+    fn why_not_started(&self) -> &'static str {
+        match self.draining.load(Ordering::SeqCst) {
+            true => NOT_STARTED_DRAINING,
+            false => KILLED_WHILE_FETCHING,
+        }
+    }
+
     async fn fetch_then_start(
         self: &Arc<Self>,
         task: &Arc<Task>,
         cancel: &CancellationToken,
     ) -> FetchedLaunch {
+        // Held for the fetch only, not the start; the wait ends with a kill or a drain.
+        let permit = tokio::select! {
+            permit = self.fetch_permits.acquire() => {
+                permit.expect("the agent never closes its fetch permits")
+            }
+            _ = cancel.cancelled() => return FetchedLaunch::NotStarted(self.why_not_started()),
+        };
+        if cancel.is_cancelled() || self.draining.load(Ordering::SeqCst) {
+            return FetchedLaunch::NotStarted(self.why_not_started());
+        }
         let prepared = {
             let (agent, task) = (self.clone(), task.clone());
             tokio::task::spawn_blocking(move || agent.prepare_fetch(&task))
@@ -132,17 +177,18 @@ impl Agent {
             &cache_dir,
             &self.config.policy,
             owner,
+            fetch::ByteBudget::for_task(task.resources.disk_mib),
             cancel,
         )
         .await;
+        drop(permit);
         let outcome = match fetched {
             Err(error) if matches!(error.failure, FetchFailure::Cancelled) => {
-                FetchedLaunch::NotStarted(KILLED_WHILE_FETCHING)
+                FetchedLaunch::NotStarted(self.why_not_started())
             }
             Err(error) => FetchedLaunch::Failed(error.into()),
-            Ok(_) if cancel.is_cancelled() => FetchedLaunch::NotStarted(KILLED_WHILE_FETCHING),
-            Ok(_) if self.draining.load(Ordering::SeqCst) => {
-                FetchedLaunch::NotStarted(NOT_STARTED_DRAINING)
+            Ok(_) if cancel.is_cancelled() || self.draining.load(Ordering::SeqCst) => {
+                FetchedLaunch::NotStarted(self.why_not_started())
             }
             Ok(report) => {
                 tracing::info!(
@@ -169,8 +215,9 @@ impl Agent {
         outcome
     }
 
-    /// The sandbox and the task's working dir, owned as its start wants it: the sandbox
-    /// and the host uid and gid that own the working dir. Blocking.
+    /// The sandbox and the task's working dir, the agent's own (0700) while the artifacts
+    /// are fetched into it: the sandbox, and the host uid and gid the fetch hands the
+    /// working dir to once done (`None`: it stays the agent's). Blocking.
     fn prepare_fetch(&self, task: &Task) -> anyhow::Result<(TaskDir, Option<(u32, u32)>)> {
         let dir = self.create_sandbox(task)?;
         match self

@@ -227,8 +227,13 @@ pub struct Agent {
     /// Held by each start (`launch.rs`): a start picks its bridge address from the task
     /// map, so starts run one at a time, also those of launches that fetched artifacts.
     start_lock: Mutex<()>,
-    /// Launches fetching their artifacts, by task id: a kill cancels the fetch.
+    /// Launches fetching their artifacts (or waiting for a `fetch_permits` permit), by task
+    /// id: a kill cancels the fetch. Claimed by the agent's loop as it takes the launch
+    /// (`claim_fetch`), so a kill handled right after it finds the launch here.
     fetching: Mutex<BTreeMap<String, tokio_util::sync::CancellationToken>>,
+    /// One permit per fetch in progress (`launch::FETCHES_IN_FLIGHT_MAX`): a burst of
+    /// launches with artifacts waits for them instead of opening downloads without end.
+    fetch_permits: tokio::sync::Semaphore,
 }
 
 impl Agent {
@@ -311,6 +316,7 @@ impl Agent {
             readiness: Default::default(),
             start_lock: Mutex::new(()),
             fetching: Mutex::new(BTreeMap::new()),
+            fetch_permits: tokio::sync::Semaphore::new(launch::FETCHES_IN_FLIGHT_MAX),
         }))
     }
 
@@ -425,6 +431,12 @@ impl Agent {
 
     async fn handle(self: &Arc<Self>, command: ToAgent) {
         match command {
+            // Sent twice (a master resending after a failover, say): the launch in progress,
+            // or the task running, reports for it; this one says nothing. Checked first: a
+            // failure reported now would end a task that runs.
+            ToAgent::Launch(task) if self.has_task(&task.id) => {
+                tracing::warn!(task = %task.id, "launch ignored: the agent has this task already");
+            }
             ToAgent::Launch(task) if self.draining.load(Ordering::SeqCst) => {
                 self.report(TaskReport {
                     task_id: task.id.clone(),
@@ -438,10 +450,20 @@ impl Agent {
                 .await
             }
             // Downloads may take minutes: on a tokio task of their own, so other launches,
-            // kills and this loop go on meanwhile.
+            // kills and this loop go on meanwhile. Its place in `fetching` is claimed here,
+            // before this loop handles the next command: a kill right after finds it.
             ToAgent::Launch(task) if !task.launch.fetch.is_empty() => {
-                self.launches_in_flight.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(self.clone().fetch_and_launch(task));
+                match self.claim_fetch(&task.id) {
+                    Some(cancel) => {
+                        self.launches_in_flight.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(self.clone().fetch_and_launch(task, cancel));
+                    }
+                    // The launch in progress reports for the task; a duplicate says nothing.
+                    None => tracing::warn!(
+                        task = %task.id,
+                        "launch ignored: the task is being launched already"
+                    ),
+                }
             }
             ToAgent::Launch(task) => {
                 let agent = self.clone();

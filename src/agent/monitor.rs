@@ -134,6 +134,7 @@ impl Agent {
     /// has an exit record; used by `dcos-rs up` on Ctrl-C without `--keep-tasks`.
     pub async fn kill_all_and_wait(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.cancel_fetches();
         // A launch already accepted finishes first, so its task is killed below too.
         for _ in 0..200 {
             if self.launches_in_flight.load(Ordering::SeqCst) == 0 {

@@ -53,9 +53,10 @@ pub trait TaskRuntime: Send + Sync {
     /// removes the sandbox and reports the launch failed.
     fn start(&self, task: &Task, dir: &TaskDir, ctx: &LaunchContext) -> anyhow::Result<Started>;
 
-    /// Makes the task's working directory (`dir.work()`) before `start`, owned as `start`
-    /// would make it, so artifacts can be fetched into it; returns the host uid and gid that
-    /// own it, `None` where it is the agent's own (a runtime that runs nothing). Blocking.
+    /// Makes the task's working directory (`dir.work()`) before `start`, new and the agent's
+    /// own (0700), so artifacts can be fetched into it by root with no other user able to
+    /// reach in; returns the host uid and gid the fetch hands it to once done (`start` keeps
+    /// it theirs), `None` where it stays the agent's (a runtime that runs nothing). Blocking.
     fn prepare_work_dir(
         &self,
         _task: &Task,
@@ -193,11 +194,17 @@ impl TaskRuntime for ShimRuntime {
         config: &AgentConfig,
         images: &ImageStore,
     ) -> anyhow::Result<Option<(u32, u32)>> {
+        use std::os::unix::fs::DirBuilderExt;
         let image = resolve_image(&task.launch, images)?;
         let identity = TaskIdentity::resolve(&task.launch, image.as_ref(), &config.policy)?;
-        let (uid, gid) = identity.host_owner();
-        make_work_dir(&dir.work(), uid, gid)?;
-        Ok(Some((uid, gid)))
+        // Root's own until the fetch ends (not `make_work_dir`, which gives it to the task
+        // now): a task of the same user could otherwise swap what root writes in it for a
+        // link. New, never one left behind.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.work())
+            .with_context(|| format!("creating {}", dir.work().display()))?;
+        Ok(Some(identity.host_owner()))
     }
 
     fn supervisor_alive(&self, pid: i32, dir: &TaskDir) -> bool {
@@ -397,7 +404,9 @@ fn resolve_volumes(
 
 /// The working directory of a task without an image (or of a container task with fetched
 /// artifacts, bound at `CONTAINER_SANDBOX`): its own (mode 0700), inside a task directory it
-/// may only traverse. It may exist already: `prepare_work_dir` made it for the fetch.
+/// may only traverse. It may exist already: `prepare_work_dir` made it for the fetch, which
+/// handed it and its contents to the task (this chown then changes nothing). Never through
+/// a link (lchown; the task directory is root's, so nothing else can put one there).
 fn make_work_dir(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
@@ -407,7 +416,7 @@ fn make_work_dir(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<(
                 && path.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
     }
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .with_context(|| format!("chown {uid}:{gid} {}", path.display()))
 }
 
