@@ -107,6 +107,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     agent.policy = dcos_rs::agent::policy::TaskPolicy {
         task_user: args.task_user,
         allow_root_tasks: args.allow_root_tasks,
+        allow_local_fetch: args.allow_local_fetch,
         ..Default::default()
     }
     .with_host_paths(&args.allow_host_paths, "--allow-host-path")

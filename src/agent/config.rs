@@ -75,6 +75,11 @@ pub struct AgentFileConfig {
     /// Tasks without an image may run as root (uid 0) on this host.
     #[serde(default)]
     pub allow_root_tasks: bool,
+    /// Tasks' artifacts (`fetch`) may come from this host's loopback or link-local
+    /// addresses (refused by default: the agent would fetch for a task what the task itself
+    /// could not reach).
+    #[serde(default)]
+    pub allow_local_fetch: bool,
     /// Labels of this agent for placement constraints (`[attributes] rack = "r1"`).
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -276,6 +281,7 @@ impl AgentFileConfig {
             host_paths: self.host_paths.clone(),
             task_user: self.task_user.clone(),
             allow_root_tasks: self.allow_root_tasks,
+            allow_local_fetch: self.allow_local_fetch,
         };
         agent
     }

@@ -453,7 +453,7 @@ impl Fetcher<'_> {
         let downloaded = tokio::select! {
             done = tokio::time::timeout(
                 Duration::from_millis(FETCH_DOWNLOAD_TIMEOUT_MS),
-                download(&client, uri, &mut file, cap),
+                download(&client, uri, &mut file, cap, self.policy.allow_local_fetch),
             ) => done.unwrap_or(Err(FetchFailure::TimedOut(FETCH_DOWNLOAD_TIMEOUT_MS))),
             _ = self.cancel.cancelled() => Err(FetchFailure::Cancelled),
         };
@@ -482,11 +482,33 @@ async fn download(
     uri: &str,
     file: &mut tokio::fs::File,
     cap: Cap,
+    allow_local: bool,
 ) -> Result<u64, FetchFailure> {
     let mut url = uri.to_string();
     let mut redirects = 0;
     let response = loop {
         let response = registry::send(client, &url, None, None).await?;
+        // Checked on the connection itself (no name resolved twice), before anything of the
+        // answer is used: redirects included.
+        if !allow_local {
+            let peer = response
+                .extensions()
+                .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                .map(|info| info.remote_addr().ip());
+            match peer {
+                Some(ip) if !is_local(ip) => {}
+                Some(ip) => {
+                    return Err(FetchFailure::Refused(format!(
+                        "{url} is at {ip}, a loopback or link-local address of the agent; its operator may allow it (agent.toml `allow_local_fetch = true`, `dcos-rs up --allow-local-fetch`)"
+                    )))
+                }
+                None => {
+                    return Err(FetchFailure::Refused(format!(
+                        "{url}: the server's address is unknown"
+                    )))
+                }
+            }
+        }
         let status = response.status();
         if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
             break response;
@@ -533,6 +555,20 @@ async fn download(
         .await
         .map_err(io_failure("writing the download".to_string()))?;
     Ok(written_bytes)
+}
+
+/// Addresses that reach the agent's host itself or its link (loopback, link-local such as
+/// a cloud's metadata service, unspecified), also as IPv4-mapped IPv6.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_local(v4.into()),
+            None => {
+                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
+    }
 }
 
 /// True when a redirect from `from` to `to` leaves https (for http: a downgrade).
@@ -1413,6 +1449,24 @@ mod tests {
     }
 
     #[test]
+    fn loopback_link_local_and_unspecified_addresses_are_local() {
+        for (ip, local) in [
+            ("127.0.0.1", true),
+            ("127.8.9.10", true),
+            ("169.254.169.254", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("fe80::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.77.0.2", false),
+            ("93.184.216.34", false),
+            ("2001:db8::1", false),
+        ] {
+            assert_eq!(is_local(ip.parse().unwrap()), local, "{ip}");
+        }
+    }
+
+    #[test]
     fn redirects_from_https_to_http_are_downgrades() {
         for (from, to, downgrade) in [
             ("https://h/a", "http://h/a", true),
@@ -1651,7 +1705,10 @@ mod tests {
             nix::unistd::Uid::effective().as_raw(),
             nix::unistd::Gid::effective().as_raw(),
         ));
-        let policy = TaskPolicy::default();
+        let policy = TaskPolicy {
+            allow_local_fetch: true,
+            ..TaskPolicy::default()
+        };
         let budget = ByteBudget::for_task(0);
         let cancel = CancellationToken::new();
         let sandbox = |name: &str| {
@@ -1659,6 +1716,25 @@ mod tests {
             std::fs::create_dir(&dir).unwrap();
             dir
         };
+
+        // The server is on loopback: refused unless the agent's operator allows it.
+        let refused = sandbox("refused");
+        let error = fetch_all(
+            &[item(&format!("{base}/tool"), false, true, false)],
+            &refused,
+            &cache,
+            &TaskPolicy::default(),
+            owner,
+            budget,
+            &cancel,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("loopback or link-local") && error.contains("allow_local_fetch"),
+            "{error}"
+        );
 
         // Through a redirect, unpacked beside the kept archive; a gzip'd file; an executable;
         // a zip, kept as it is (`extract` is Marathon's default: the app must still run).

@@ -25,6 +25,10 @@ pub struct TaskPolicy {
     pub task_user: String,
     /// Tasks without an image may run as uid 0.
     pub allow_root_tasks: bool,
+    /// Tasks' artifacts may come from this host's loopback or link-local addresses
+    /// (`fetch`): off by default, since the agent fetches as itself, from services a
+    /// container task could not reach (a cloud's metadata service, anything on 127.0.0.1).
+    pub allow_local_fetch: bool,
 }
 
 impl Default for TaskPolicy {
@@ -33,6 +37,7 @@ impl Default for TaskPolicy {
             host_paths: Vec::new(),
             task_user: DEFAULT_TASK_USER.to_string(),
             allow_root_tasks: false,
+            allow_local_fetch: false,
         }
     }
 }

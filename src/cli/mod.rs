@@ -188,6 +188,11 @@ pub struct UpArgs {
     /// every capability of the host's root.
     #[arg(long)]
     pub allow_root_tasks: bool,
+    /// Let tasks' artifacts (`fetch`) come from this host's loopback or link-local
+    /// addresses: the agent then fetches for a task from services the task itself could
+    /// not reach (anything listening on 127.0.0.1, a cloud's metadata service).
+    #[arg(long)]
+    pub allow_local_fetch: bool,
     /// A label of the agent for placement constraints (`rack=r1`, then an app's
     /// `"constraints": [["rack", "CLUSTER", "r1"]]`); repeat for more.
     #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = parse_attribute)]

@@ -348,11 +348,12 @@ check("impossible app", status == 422 and body["details"][0]["path"] == "/cpus",
 status, head, body = http("POST", "/v2/apps", {"id": "/py/raw", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
                                                "instances": 0, "portDefinitions": [{"port": 0}],
                                                "healthChecks": [{"protocol": "TCP"},
-                                                                {"protocol": "COMMAND", "command": {"value": "true"}}]})
+                                                                {"protocol": "COMMAND", "command": {"value": "true"}}],
+                                               "acceptedResourceRoles": ["*"]})
 check("POST 201", status == 201, (status, body))
 check("POST Location", head["Location"] == "/v2/apps/py/raw", dict(head))
 check("POST Marathon-Deployment-Id", head["Marathon-Deployment-Id"] == body["deployments"][0]["id"], dict(head))
-check("POST Warning", "healthChecks" in (head.get("Warning") or ""), dict(head))
+check("POST Warning", "acceptedResourceRoles" in (head.get("Warning") or ""), dict(head))
 check("POST healthCheck defaults", body["healthChecks"][0]["gracePeriodSeconds"] == 300
       and body["healthChecks"][0]["portIndex"] == 0, body["healthChecks"])
 status, _, body = http("POST", "/v2/apps", {"id": "/py/raw", "cmd": "x"})

@@ -106,7 +106,9 @@ async fn failure_of(cluster: &TestCluster, app_id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
-    let cluster = TestCluster::start().await;
+    // The artifacts' server is on loopback: allowed here (refused by default, as the
+    // fetcher's unit tests check).
+    let cluster = TestCluster::start_with(|opts| opts.agent.policy.allow_local_fetch = true).await;
     let tool = b"#!/bin/sh\necho tool ran\n".to_vec();
     let (base, server) = serve(vec![("/site.tar.gz", site_archive()), ("/tool.sh", tool)]).await;
     let tool_uri = format!("{base}/tool.sh");
