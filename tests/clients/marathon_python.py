@@ -7,7 +7,7 @@ Usage: marathon_python.py <master-url> <token>: the token goes as DC/OS's
 `Authorization: token=<token>` (marathon-python's `auth_token`). Exits non-zero, naming the
 call, on the first failure.
 
-Not covered yet: what the services issue adds later (groups, queue, events, health checks run).
+Not covered yet: what the services issue adds later (queue, events, health checks run).
 """
 import collections
 import collections.abc
@@ -234,6 +234,24 @@ scaled = client.scale_group("/py/shop", 2)
 check("scale_group", "deploymentId" in scaled, scaled)
 wait("scaled group", converged("/py/shop/web", 4))
 check("scale_group db", client.get_app("/py/shop/db").instances == 2, "db instances")
+# group versions: listed newest first, one shown as it was, and a rollback to it (what came
+# after it goes)
+status, _, versions = http("GET", "/v2/groups/py/shop/versions")
+check("group versions", status == 200 and len(versions) >= 2
+      and versions == sorted(versions, reverse=True), (status, versions))
+first = versions[-1]
+status, _, then = http("GET", "/v2/groups/py/shop/versions/" + first)
+check("group version", status == 200 and sorted((a["id"], a["instances"]) for a in then["apps"])
+      == [("/py/shop/db", 1), ("/py/shop/web", 2)], (status, then))
+status, _, body = http("GET", "/v2/groups/py/shop/versions/2001-01-01T00:00:00.000Z")
+check("unknown group version", status == 404 and "versions lists them" in body["message"], (status, body))
+client.create_app("/py/shop/extra", MarathonApp(cmd="sleep 1000", cpus=0.1, mem=16, instances=1))
+rolled = client.rollback_group("/py/shop", first, force=True)
+check("rollback_group", "deploymentId" in rolled and "version" in rolled, rolled)
+wait("group rolled back", converged("/py/shop/web", 2))
+check("rollback_group db", client.get_app("/py/shop/db").instances == 1, "db instances")
+status, _, _ = http("GET", "/v2/apps/py/shop/extra")
+check("rollback_group removed what came after", status == 404, status)
 status, _, body = http("POST", "/v2/groups", {"id": "/py/loop", "apps": [
     {"id": "a", "cmd": "x", "dependencies": ["b"]}, {"id": "b", "cmd": "x", "dependencies": ["a"]}]})
 check("cycle refused", status == 422 and "cycle" in body["message"], (status, body))

@@ -32,6 +32,7 @@ For a throwaway cluster (`dcos-rs up`): generated writes may reach apps that exi
 import json
 import pathlib
 import shlex
+import re
 import sys
 import time
 
@@ -239,6 +240,11 @@ def run_case(case, label):
     if label == "PUT /v2/groups/{id}" and isinstance(case.body, dict) and "scaleBy" in case.body:
         reject()
     if label == "POST /cluster/v1/agents/{id}/drain" and str(app_id) in AGENT_IDS:
+        reject()
+    # `/v2/groups/<id>/versions[/<version>]` are a group's versions (documented on their own),
+    # as in Marathon, not a group named `versions`.
+    if label.startswith(("GET /v2/groups/{id}", "PUT /v2/groups/{id}", "DELETE /v2/groups/{id}")) \
+            and isinstance(app_id, str) and re.search(r"(^|/)versions(/[^/]*)?/*$", app_id):
         reject()
     if case.method.upper() in MUTATING:
         BEFORE["state"] = snapshot()

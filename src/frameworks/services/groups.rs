@@ -79,13 +79,124 @@ pub async fn root(State(master): State<Arc<Master>>) -> Response {
     json_ok(&master.read(|s| group_view(s, "/")))
 }
 
-/// `GET /v2/groups/{id}`.
-pub async fn get(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
-    let id = normalize_app_id(&id);
-    master.read(|s| match group_exists(s, &id) {
-        true => json_ok(&group_view(s, &id)),
-        false => api_error(group_not_found(&id)),
+/// `GET /v2/groups/{id}`, `GET /v2/groups/{id}/versions` (newest first) and `GET
+/// /v2/groups/{id}/versions/{version}` (the group as it was then). A group of its own
+/// named `versions` is still reached by its path, as in Marathon.
+pub async fn get(State(master): State<Arc<Master>>, Path(path): Path<String>) -> Response {
+    master.read(|s| {
+        let whole = normalize_app_id(&path);
+        let segments: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let group = |n: usize| normalize_app_id(&segments[..n].join("/"));
+        let versions_of = match segments.as_slice() {
+            [.., "versions"] if !group_exists(s, &whole) => Some((group(segments.len() - 1), None)),
+            [.., "versions", version] if !group_exists(s, &whole) => {
+                Some((group(segments.len() - 2), Some(*version)))
+            }
+            _ => None,
+        };
+        let Some((id, version)) = versions_of else {
+            return match group_exists(s, &whole) {
+                true => json_ok(&group_view(s, &whole)),
+                false => api_error(group_not_found(&whole)),
+            };
+        };
+        if !group_exists(s, &id) {
+            return api_error(group_not_found(&id));
+        }
+        let versions = core_groups::group_versions(&s.services, &id);
+        let Some(version) = version else {
+            let list: Vec<String> = versions.into_iter().map(iso8601).collect();
+            return json_ok(&list);
+        };
+        match version_of(&versions, version).map(|at| (at, core_groups::group_at(&s.services, &id, at))) {
+            Some((at, Ok(apps))) => json_ok(&group_view_at(&id, at, &apps, s)),
+            Some((_, Err(lost))) => api_error(ApiError::not_found(format!(
+                "group {id} at {version} is not known any more: the definitions of then of {} are no longer kept",
+                lost.join(", ")
+            ))),
+            None => api_error(ApiError::not_found(format!(
+                "group {id} has no version {version} (GET /v2/groups{id}/versions lists them)"
+            ))),
+        }
     })
+}
+
+/// The version among `versions` that `text` (ISO 8601, as they are listed) names.
+fn version_of(versions: &[u64], text: &str) -> Option<u64> {
+    let at = dcos_core::time::parse_iso8601(text)?;
+    versions.contains(&at).then_some(at)
+}
+
+/// Group `id` as it was at `at`: its apps then (each with the version of its definition),
+/// nested in their groups as `GET /v2/groups/{id}` shows them.
+fn group_view_at(
+    id: &str,
+    at: u64,
+    apps: &[(AppSpec, u64)],
+    state: &ClusterState,
+) -> serde_json::Value {
+    let groups = core_groups::implied_groups(apps.iter().map(|(spec, _)| &spec.id));
+    let dependencies = |g: &str| {
+        state
+            .services
+            .groups
+            .get(g)
+            .map(|r| r.dependencies.clone())
+            .unwrap_or_default()
+    };
+    fn view(
+        g: &str,
+        at: u64,
+        apps: &[(AppSpec, u64)],
+        groups: &std::collections::BTreeSet<String>,
+        dependencies: &dyn Fn(&str) -> Vec<String>,
+    ) -> serde_json::Value {
+        let own: Vec<serde_json::Value> = apps
+            .iter()
+            .filter(|(spec, _)| parent_group(&spec.id) == g)
+            .map(|(spec, version)| {
+                let mut app = serde_json::to_value(spec).unwrap_or_default();
+                app["version"] = iso8601(*version).into();
+                app
+            })
+            .collect();
+        let subgroups: Vec<serde_json::Value> = groups
+            .iter()
+            .filter(|sub| sub.as_str() != "/" && sub.as_str() != g && parent_group(sub) == g)
+            .map(|sub| view(sub, at, apps, groups, dependencies))
+            .collect();
+        serde_json::json!({
+            "id": g,
+            "apps": own,
+            "groups": subgroups,
+            "pods": [],
+            "dependencies": dependencies(g),
+            "version": iso8601(at),
+        })
+    }
+    view(id, at, apps, &groups, &dependencies)
+}
+
+/// The tree a rollback of group `id` to `apps` (its apps then) writes: `id` and every group
+/// of those apps inside it, each listing its apps and subgroups, so what came after goes.
+fn rollback_tree(state: &ClusterState, id: &str, apps: &[(AppSpec, u64)]) -> Vec<GroupEntry> {
+    let mut groups = core_groups::implied_groups(apps.iter().map(|(spec, _)| &spec.id));
+    groups.insert(id.to_string());
+    groups
+        .into_iter()
+        .filter(|g| core_groups::is_under(g, id))
+        .map(|g| GroupEntry {
+            dependencies: state
+                .services
+                .groups
+                .get(&g)
+                .map(|r| r.dependencies.clone())
+                .unwrap_or_default(),
+            id: g,
+            apps_given: true,
+            groups_given: true,
+        })
+        .collect()
 }
 
 /// A posted tree, checked: its groups, its apps parsed and validated (each also against the
@@ -193,16 +304,32 @@ pub async fn create(
 /// not name go). `dryRun=true` answers the steps without changing anything.
 pub async fn update(
     State(master): State<Arc<Master>>,
-    Path(id): Path<String>,
+    Path(path): Path<String>,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = normalize_app_id(&id);
+    // `PUT /v2/groups/{id}/versions/{version}` (marathon-python's `rollback_group`) is the
+    // rollback `PUT /v2/groups/{id} {"version": ...}` is.
+    let whole = normalize_app_id(&path);
+    let segments: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let rollback_to = match segments.as_slice() {
+        [.., "versions", version] if !master.read(|s| group_exists(s, &whole)) => {
+            Some(version.to_string())
+        }
+        _ => None,
+    };
+    let id = match &rollback_to {
+        Some(_) => normalize_app_id(&segments[..segments.len() - 2].join("/")),
+        None => whole,
+    };
     let params = Params::parse(query.as_deref());
     let result = async {
         let force = params.flag("force", false)?;
         let dry_run = params.flag("dryRun", false)?;
-        let body = parse_json(body)?;
+        let body = match rollback_to {
+            Some(version) => serde_json::json!({ "version": version }),
+            None => parse_json(body)?,
+        };
         let Some(object) = body.as_object() else {
             return Err(ApiError::bad_request(
                 "a group definition must be a JSON object",
@@ -246,11 +373,37 @@ pub async fn update(
             (Vec::new(), apps, false)
         } else {
             if object.contains_key("version") && object.keys().all(|k| k == "version" || k == "id") {
-                return Err(invalid_as(GROUP, &[FieldError::new(
-                    "version",
-                    "group versions are not kept yet: roll back its apps (PUT /v2/apps/<id> {\"version\": ...})",
-                )]));
-            }
+                // A rollback: the group's apps as they were at that version, what came
+                // after removed.
+                if id == "/" {
+                    return Err(invalid_as(GROUP, &[FieldError::new(
+                        "id",
+                        "rolling back the root group (every app of the cluster) is not supported: roll back the groups inside it",
+                    )]));
+                }
+                let text = object["version"].as_str().unwrap_or_default();
+                let rolled = master.read(|s| {
+                    if !group_exists(s, &id) {
+                        return Err(group_not_found(&id));
+                    }
+                    let versions = core_groups::group_versions(&s.services, &id);
+                    let at = version_of(&versions, text).ok_or_else(|| {
+                        invalid_as(GROUP, &[FieldError::new(
+                            "version",
+                            format!("group {id} has no version {text:?} (GET /v2/groups{id}/versions lists them)"),
+                        )])
+                    })?;
+                    let apps = core_groups::group_at(&s.services, &id, at).map_err(|lost| {
+                        invalid_as(GROUP, &[FieldError::new(
+                            "version",
+                            format!("the definitions of then of {} are no longer kept", lost.join(", ")),
+                        )])
+                    })?;
+                    Ok((rollback_tree(s, &id, &apps), apps))
+                })?;
+                let (tree, apps) = rolled;
+                (tree, apps.into_iter().map(|(spec, _)| spec).collect(), true)
+            } else {
             if id == "/" {
                 return Err(invalid_as(GROUP, &[FieldError::new(
                     "id",
@@ -259,6 +412,7 @@ pub async fn update(
             }
             let (_, groups, apps) = parse_tree(&master, body.clone(), Some(&id), force)?;
             (groups, apps, true)
+            }
         };
         if dry_run {
             return Ok(Err(json_ok(

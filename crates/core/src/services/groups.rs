@@ -326,6 +326,64 @@ pub fn implied_groups<'a>(app_ids: impl Iterator<Item = &'a String>) -> BTreeSet
     groups
 }
 
+/// The versions of group `id`, newest first (at most `VERSIONS_KEPT`): when the group or
+/// something in it changed, as the kept definitions of its apps and its groups' records
+/// tell. A group's past is read off its apps' kept versions (see `group_at`), so an app
+/// removed since is not part of it any more.
+pub fn group_versions(services: &super::ServicesState, id: &str) -> Vec<u64> {
+    let mut versions: BTreeSet<u64> = services
+        .apps
+        .values()
+        .filter(|a| is_under(&a.spec.id, id))
+        .flat_map(|a| a.version_list())
+        .collect();
+    versions.extend(
+        services
+            .groups
+            .iter()
+            .filter(|(group, _)| is_under(group, id))
+            .map(|(_, record)| record.version_ms),
+    );
+    versions
+        .into_iter()
+        .rev()
+        .take(super::VERSIONS_KEPT)
+        .collect()
+}
+
+/// Group `id` as it was at `version_ms`: each app in it now that existed then, with its
+/// definition of then and that definition's version. `Err` names the apps whose definition
+/// of then is no longer kept (older than their `VERSIONS_KEPT` newest).
+pub fn group_at(
+    services: &super::ServicesState,
+    id: &str,
+    version_ms: u64,
+) -> Result<Vec<(AppSpec, u64)>, Vec<String>> {
+    let mut apps = Vec::new();
+    let mut lost = Vec::new();
+    for record in services.apps.values().filter(|a| is_under(&a.spec.id, id)) {
+        let current = (record.version_ms, &record.spec);
+        let then = record
+            .versions
+            .range(..=version_ms)
+            .next_back()
+            .map(|(at, spec)| (*at, spec))
+            .into_iter()
+            .chain((record.version_ms <= version_ms).then_some(current))
+            .max_by_key(|(at, _)| *at);
+        match then {
+            Some((at, spec)) => apps.push((spec.clone(), at)),
+            // Created after `version_ms`, unless older definitions were dropped.
+            None if record.versions.len() < super::VERSIONS_KEPT => {}
+            None => lost.push(record.spec.id.clone()),
+        }
+    }
+    match lost.is_empty() {
+        true => Ok(apps),
+        false => Err(lost),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +400,54 @@ mod tests {
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_groups_versions_and_its_state_at_one_come_from_its_apps_kept_definitions() {
+        use crate::command::Command;
+        let mut s = crate::state::ClusterState::default();
+        let put = |s: &mut crate::state::ClusterState, spec: AppSpec, at_ms: u64| {
+            s.apply(&Command::PutApp {
+                app: spec,
+                create: false,
+                at_ms,
+                deployment_id: "d".into(),
+            });
+        };
+        put(&mut s, app("/shop/web", 1), 10);
+        put(&mut s, app("/shop/db/pg", 1), 20);
+        let mut web = app("/shop/web", 1);
+        web.cmd = Some("sleep 2".into());
+        put(&mut s, web, 30);
+        put(&mut s, app("/other", 1), 40);
+        assert_eq!(group_versions(&s.services, "/shop"), vec![30, 20, 10]);
+        assert_eq!(group_versions(&s.services, "/"), vec![40, 30, 20, 10]);
+
+        let at = |ms: u64| -> Vec<(String, u64)> {
+            let mut apps: Vec<(String, u64)> = group_at(&s.services, "/shop", ms)
+                .unwrap()
+                .into_iter()
+                .map(|(spec, at)| (spec.id, at))
+                .collect();
+            apps.sort();
+            apps
+        };
+        assert_eq!(
+            at(25),
+            vec![("/shop/db/pg".into(), 20), ("/shop/web".into(), 10)]
+        );
+        assert_eq!(at(15), vec![("/shop/web".into(), 10)], "pg came later");
+        let then = group_at(&s.services, "/shop", 25).unwrap();
+        let web_then = then
+            .iter()
+            .find(|(spec, _)| spec.id == "/shop/web")
+            .unwrap();
+        assert_eq!(
+            web_then.0.cmd,
+            app("/shop/web", 1).cmd,
+            "the definition of then"
+        );
+        assert_eq!(at(35).len(), 2);
     }
 
     #[test]
