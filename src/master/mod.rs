@@ -42,7 +42,7 @@ const KILL_RESEND_MS: u64 = 15_000;
 /// Launches performed per planning round and framework: keeps a round short and the agent
 /// links far from full (they share log entries, `ReplicatedState::write_all`); the next
 /// round continues.
-const LAUNCHES_PER_ROUND_MAX: usize = 2048;
+const LAUNCHES_PER_ROUND_MAX: usize = 4096;
 /// Room kept free on an agent's link when a round fills it with launches (for kills).
 const LINK_ROOM_KEPT: usize = crate::link::LINK_QUEUE_MAX / 4;
 /// Agent messages handled in one go (status updates in a row share log entries) before
