@@ -261,6 +261,17 @@ impl Master {
                 _ = shutdown.changed() => break,
             }
         }
+        // A round in flight finishes its writes before the master goes (bounded by the
+        // writes' own timeout); it sends nothing more once scheduling stopped.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(dcos_raft::WRITE_TIMEOUT_MS + REPLAN_GAP_MS);
+        while self.round_in_flight.load(Ordering::SeqCst) {
+            let done = self.round_done.notified();
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                tracing::warn!("a planning round did not end before the master stopped");
+                break;
+            }
+        }
     }
 
     /// Handles `first` and whatever else agents have sent meanwhile (up to

@@ -74,7 +74,8 @@ pub enum WhyNot {
     /// An operator is draining the agent.
     Draining,
     /// The leader has no live link to the agent (it has not reconnected since a failover),
-    /// so a launch could not reach it.
+    /// so a launch could not reach it, or the link is nearly full (the agent is behind on
+    /// its commands): launches go elsewhere until it catches up.
     NotConnected,
     /// Less of `resource` is free than the task needs (amounts in the resource's unit).
     Insufficient {
@@ -96,7 +97,10 @@ impl fmt::Display for WhyNot {
         match self {
             WhyNot::NotActive { state } => write!(f, "agent is {state}"),
             WhyNot::Draining => write!(f, "agent is draining"),
-            WhyNot::NotConnected => write!(f, "agent is not connected to the leader"),
+            WhyNot::NotConnected => write!(
+                f,
+                "agent is not connected to the leader, or is behind on the commands sent to it"
+            ),
             WhyNot::Insufficient {
                 resource,
                 needed,
@@ -154,7 +158,8 @@ pub struct Pool<'a> {
 
 impl<'a> Pool<'a> {
     /// The agents of `state`; those for which `connected` is false are closed with
-    /// `WhyNot::NotConnected` (the master passes "has a live link to this leader").
+    /// `WhyNot::NotConnected` (the master passes "has a live link to this leader with room
+    /// for more commands").
     pub fn new(state: &'a ClusterState, connected: &dyn Fn(&Agent) -> bool) -> Pool<'a> {
         let slots = state
             .agents

@@ -35,7 +35,7 @@ pub use network::{ServeError, Transport, TransportError, TransportFuture};
 pub use replicated::{
     MemberStatus, Proposed, RaftOptions, RaftStatus, ReplicatedState,
     DEFAULT_ELECTION_TIMEOUT_MAX_MS, DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS,
-    DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP, DEFAULT_SNAPSHOT_LOGS_SINCE_LAST,
+    DEFAULT_MAX_IN_SNAPSHOT_LOG_TO_KEEP, DEFAULT_SNAPSHOT_LOGS_SINCE_LAST, WRITE_TIMEOUT_MS,
 };
 pub use space::DEFAULT_MIN_FREE_BYTES;
 pub use state_machine::{AppliedCommand, APPLIED_COMMANDS_BUFFER};
