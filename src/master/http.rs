@@ -25,7 +25,7 @@ use dcos_api::{agent_view, ApiError, MasterView, NodesView, TasksEnvelope};
 use dcos_core::{Command, FieldError, Outcome, Reject};
 use dcos_raft::RaftError;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest request body the API accepts (app definitions are small).
 pub const API_BODY_MAX_BYTES: usize = 1 << 20;
@@ -95,8 +95,22 @@ pub fn router(
         .with_state(master)
 }
 
-/// Writes go to the leader: a follower answers them with 307 to the same path on the leader
-/// (`Location` and `X-Dcos-Leader`), or 503 while no leader is known. Reads are served here.
+/// Marks a write a follower passed on to the leader (its value: the follower's URL): one
+/// that reaches a master that is not the leader any more is answered with the redirect,
+/// never passed on again.
+pub const PROXIED_HEADER: &str = "x-dcos-proxied-by";
+/// Longest a follower waits for the leader's answer to a write it passed on (a write may
+/// wait for its commit up to `dcos_raft::WRITE_TIMEOUT_MS`).
+pub const LEADER_PROXY_TIMEOUT_MS: u64 = 30_000;
+/// Largest answer of the leader a follower passes back.
+pub const LEADER_PROXY_ANSWER_MAX_BYTES: usize = 16 << 20;
+
+/// Writes go to the leader. A follower of a cluster over mutual TLS passes them on to the
+/// leader and answers with what it answered, as Marathon's followers proxy: HTTP clients
+/// drop the `Authorization` header on a redirect to another host, so a redirect would lose
+/// the caller's token. Otherwise (or for a write passed on already) a follower answers 307
+/// to the same path on the leader (`Location` and `X-Dcos-Leader`), or 503 while no leader
+/// is known. Reads are served here.
 async fn writes_to_leader(
     State(master): State<Arc<Master>>,
     request: Request,
@@ -113,8 +127,83 @@ async fn writes_to_leader(
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
-        .unwrap_or("/");
-    not_leader_response(&master, path)
+        .unwrap_or("/")
+        .to_string();
+    match master.leader_client() {
+        Some(client) if !request.headers().contains_key(PROXIED_HEADER) => {
+            pass_to_leader(&master, client, request, &path).await
+        }
+        _ => not_leader_response(&master, &path),
+    }
+}
+
+/// Sends `request` (a write, its caller authenticated here) to the leader with the
+/// caller's own credentials and content headers, and answers with the leader's answer.
+async fn pass_to_leader(
+    master: &Master,
+    client: &crate::tls::NodeClient,
+    request: Request,
+    path: &str,
+) -> Response {
+    let own_id = master.raft.status().node_id;
+    let Some((_, leader_url)) = master.raft.leader().filter(|(id, _)| *id != own_id) else {
+        return not_leader_response(master, path);
+    };
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, API_BODY_MAX_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            return api_error(ApiError::new(
+                413,
+                "too_large",
+                format!("reading the request body: {e} (at most {API_BODY_MAX_BYTES} bytes)"),
+            ))
+        }
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
+        for value in parts.headers.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Ok(from) = axum::http::HeaderValue::from_str(&master.url) {
+        headers.insert(header::HeaderName::from_static(PROXIED_HEADER), from);
+    }
+    let answer = client
+        .request(
+            parts.method,
+            &format!("{leader_url}{path}"),
+            body.to_vec(),
+            headers,
+            Duration::from_millis(LEADER_PROXY_TIMEOUT_MS),
+            LEADER_PROXY_ANSWER_MAX_BYTES,
+        )
+        .await;
+    match answer {
+        Ok((status, answer_headers, bytes)) => {
+            let mut response = Response::new(axum::body::Body::from(bytes));
+            *response.status_mut() = status;
+            let kept = [
+                header::CONTENT_TYPE,
+                header::LOCATION,
+                header::WWW_AUTHENTICATE,
+                header::WARNING,
+                header::HeaderName::from_static("marathon-deployment-id"),
+                header::HeaderName::from_static(LEADER_HEADER),
+            ];
+            for name in kept {
+                for value in answer_headers.get_all(&name) {
+                    response.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            response
+        }
+        Err(e) => api_error(ApiError::new(
+            503,
+            "leader_unreachable",
+            format!("this master is not the leader and could not pass the write on to the leader at {leader_url} ({e}); retry shortly"),
+        )),
+    }
 }
 
 /// 307 to the leader (if known) for `path`, else 503.

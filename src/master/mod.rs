@@ -68,6 +68,9 @@ pub struct Master {
     round_in_flight: AtomicBool,
     /// Told when a round ends (`run` may be waiting to start the next).
     round_done: tokio::sync::Notify,
+    /// How a follower passes writes on to the leader (masters over mutual TLS); without it
+    /// a follower answers a write with a redirect to the leader.
+    leader_client: std::sync::OnceLock<crate::tls::NodeClient>,
     /// Remote agents: silence longer than this marks an agent unreachable. `None` for the
     /// in-process agent of `dcos-rs up`, whose link cannot go silent.
     unreachable_timeout: Option<Duration>,
@@ -98,6 +101,7 @@ impl Master {
             scheduling: AtomicBool::new(true),
             round_in_flight: AtomicBool::new(false),
             round_done: tokio::sync::Notify::new(),
+            leader_client: std::sync::OnceLock::new(),
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
@@ -187,6 +191,16 @@ impl Master {
     /// False once the master is stopping (long-lived answers such as event streams end).
     pub fn is_scheduling(&self) -> bool {
         self.scheduling.load(Ordering::SeqCst)
+    }
+
+    /// From now on a follower passes writes on to the leader through `client` (its
+    /// certificate's, trusting the cluster CA), as Marathon's followers proxy them.
+    pub fn proxy_writes_with(&self, client: crate::tls::NodeClient) {
+        let _ = self.leader_client.set(client);
+    }
+
+    pub(crate) fn leader_client(&self) -> Option<&crate::tls::NodeClient> {
+        self.leader_client.get()
     }
 
     pub fn stop_scheduling(&self) {

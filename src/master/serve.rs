@@ -92,7 +92,7 @@ pub async fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let transport = Arc::new(HttpsTransport {
-        client: NodeClient::new(client_config),
+        client: NodeClient::new(client_config.clone()),
     });
     let raft = ReplicatedState::open(config.raft_options(), transport)
         .await
@@ -118,6 +118,7 @@ pub async fn start(
         frameworks,
         Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
     );
+    master.proxy_writes_with(NodeClient::new(client_config));
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let router = super::http::router(
         master.clone(),

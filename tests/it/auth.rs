@@ -100,10 +100,21 @@ async fn masters_and_agents_refuse_calls_without_a_valid_bearer_token() {
         .call_as(follower, None, Method::POST, "/v2/apps", Some(app.clone()))
         .await;
     assert_unauthorized(&anonymous, "missing");
-    let redirected = masters
-        .call(follower, Method::POST, "/v2/apps", Some(app))
+    let passed_on = masters
+        .call(follower, Method::POST, "/v2/apps", Some(app.clone()))
         .await;
-    assert_eq!(redirected.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(passed_on.status, StatusCode::CREATED, "{}", passed_on.body);
+    // A wrong token is refused by the follower itself: nothing is passed on for it.
+    let wrong = masters
+        .call_as(
+            follower,
+            Some("Bearer dcos_0000000000000000000000000000000000000000000"),
+            Method::POST,
+            "/v2/apps",
+            Some(app),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
 
     // Raft stays certificate-only: a token does not open it.
     let raft = masters

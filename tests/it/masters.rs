@@ -139,6 +139,28 @@ tokens_file = "{tokens}"
             .await
     }
 
+    /// `call` with extra `headers`.
+    pub async fn call_with(
+        &self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: HeaderMap,
+    ) -> Answer {
+        let url = format!("{}{path}", self.urls[&id]);
+        let authorization = format!("Bearer {}", self.token);
+        call_with_headers(
+            &self.admin,
+            &url,
+            Some(&authorization),
+            method,
+            body,
+            headers,
+        )
+        .await
+    }
+
     /// A call to master `id` with this `Authorization` header (or none).
     pub async fn call_as(
         &self,
@@ -208,7 +230,18 @@ pub async fn call(
     method: Method,
     body: Option<Value>,
 ) -> Answer {
-    let mut headers = HeaderMap::new();
+    call_with_headers(client, url, authorization, method, body, HeaderMap::new()).await
+}
+
+/// `call` with `headers` besides the content type and authorization.
+pub async fn call_with_headers(
+    client: &NodeClient,
+    url: &str,
+    authorization: Option<&str>,
+    method: Method,
+    body: Option<Value>,
+    mut headers: HeaderMap,
+) -> Answer {
     headers.insert(
         hyper::header::CONTENT_TYPE,
         "application/json".parse().unwrap(),
@@ -268,9 +301,37 @@ async fn three_masters_over_mutual_tls_elect_redirect_replicate_fail_over_and_ch
     let leader = masters.leader(Duration::from_secs(15)).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
 
-    // A write to a follower is redirected to the same path on the leader.
+    // A write to a follower is passed on to the leader (as Marathon's followers proxy: an
+    // HTTP client would drop its token on a redirect to another host), with the caller's
+    // token: the leader's answer comes back, written once, and every master serves it.
     let answer = masters
         .call(follower, Method::POST, "/v2/apps", Some(app("/web")))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert!(answer.headers.contains_key("marathon-deployment-id"));
+    let leader_url = &masters.urls[&leader];
+    for id in 1..=3 {
+        eventually_has_app(&masters, id, "/web").await;
+    }
+    let again = masters
+        .call(follower, Method::POST, "/v2/apps", Some(app("/web")))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    // A write that was passed on already and meets a follower is redirected, never passed
+    // on again.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-dcos-proxied-by",
+        "https://elsewhere:5050".parse().unwrap(),
+    );
+    let answer = masters
+        .call_with(
+            follower,
+            Method::POST,
+            "/v2/apps",
+            Some(app("/api")),
+            headers,
+        )
         .await;
     assert_eq!(
         answer.status,
@@ -278,7 +339,6 @@ async fn three_masters_over_mutual_tls_elect_redirect_replicate_fail_over_and_ch
         "{}",
         answer.body
     );
-    let leader_url = &masters.urls[&leader];
     assert_eq!(
         answer.headers["location"].to_str().unwrap(),
         format!("{leader_url}/v2/apps")
@@ -288,15 +348,6 @@ async fn three_masters_over_mutual_tls_elect_redirect_replicate_fail_over_and_ch
         leader_url
     );
     assert_eq!(answer.body["code"], "not_leader");
-
-    // Followed, it is written once and every master serves it.
-    let answer = masters
-        .call(leader, Method::POST, "/v2/apps", Some(app("/web")))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    for id in 1..=3 {
-        eventually_has_app(&masters, id, "/web").await;
-    }
     let leader_view = masters
         .call(follower, Method::GET, "/v2/leader", None)
         .await;
