@@ -492,6 +492,42 @@ async fn a_restarted_agent_keeps_its_tasks_with_the_same_pids_and_registers_agai
     .await;
 }
 
+/// marathon-python (PyPI `marathon`), pointed at a follower first: reads are served there,
+/// writes passed on to the leader with the user's token (tests/clients/marathon_python_ha.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_python_pointed_at_a_follower_deploys_scales_and_removes() {
+    let cluster = three_masters_two_agents().await;
+    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    let follower = MASTERS.into_iter().find(|m| *m != leader).unwrap();
+    let urls = format!("{},{}", master_url(follower), master_url(leader));
+    let script = format!(
+        "{}/tests/clients/marathon_python_ha.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (token, ca) = (cluster.token().to_string(), cluster.admin_tls().ca);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(urls)
+            .arg(token)
+            .arg(ca)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        !stderr.contains("No module named 'marathon'"),
+        "marathon is missing: pip install marathon==0.13.0 (.ci/run does)"
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masters_4_and_5_join_at_runtime_and_one_is_removed_with_one_leader_and_the_same_state() {
     let mut cluster = Cluster::new(5);
