@@ -28,6 +28,8 @@ use tokio::sync::Semaphore;
 /// hundreds of shells beside the tasks. A check that does not get its turn within its own
 /// timeout fails.
 const COMMAND_CHECKS_MAX: usize = 16;
+/// A check ends on its own this long after its timeout (the agent kills it at the timeout).
+const CHECK_DEADLINE_MARGIN_S: u32 = 5;
 
 /// The turns of `COMMAND_CHECKS_MAX` (one per agent process; agents emulated in one
 /// process share it).
@@ -71,7 +73,12 @@ pub(super) async fn run(
     let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("creating the check's gate: {e}"))?;
     let gate_fd = gate_read.as_raw_fd();
-    let args = check_args(&spec, task_pid, gate_fd, command)?;
+    // The check's own deadline, a little after the agent's kill: it holds when the agent is
+    // gone (restarted) before the check ends.
+    let deadline_s = u32::try_from(timeout.as_secs())
+        .unwrap_or(u32::MAX)
+        .saturating_add(CHECK_DEADLINE_MARGIN_S);
+    let args = check_args(&spec, task_pid, gate_fd, command, deadline_s)?;
     let mut process = tokio::process::Command::new(exe);
     process
         .args(&args)
@@ -166,6 +173,7 @@ fn check_args(
     task_pid: Option<i32>,
     gate_fd: i32,
     command: &str,
+    deadline_s: u32,
 ) -> Result<Vec<String>, String> {
     let shell = vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()];
     if spec.image().is_none() {
@@ -175,6 +183,7 @@ fn check_args(
             spec.uid.to_string(),
             spec.gid.to_string(),
         ];
+        args.extend(dcos_runtime::shim::deadline_args(Some(deadline_s)));
         args.extend(dcos_runtime::shim::env_args(&spec.env));
         args.push("--".to_string());
         args.extend(shell);
@@ -188,6 +197,7 @@ fn check_args(
         gid: spec.gid,
         cgroup_path: spec.cgroup_path.clone(),
         cwd: spec.cwd.clone(),
+        deadline_s: Some(deadline_s),
         env: spec.env.clone(),
         argv: shell,
     }
@@ -354,12 +364,14 @@ mod tests {
     fn a_plain_task_is_checked_through_exec_as_its_user() {
         let spec = spec(false);
         assert_eq!(
-            check_args(&spec, None, 7, "test -f ok").unwrap(),
+            check_args(&spec, None, 7, "test -f ok", 6).unwrap(),
             [
                 "__exec",
                 "7",
                 "65534",
                 "65533",
+                "-t",
+                "6",
                 "-e",
                 "PORT0=31000",
                 "-e",
@@ -380,7 +392,7 @@ mod tests {
     #[test]
     fn a_container_task_is_checked_inside_its_init() {
         let spec = spec(true);
-        let args = check_args(&spec, Some(4242), 7, "curl -f localhost").unwrap();
+        let args = check_args(&spec, Some(4242), 7, "curl -f localhost", 6).unwrap();
         assert_eq!(args[0], dcos_runtime::check_exec::ENTRY);
         let rest: Vec<OsString> = args[1..].iter().map(OsString::from).collect();
         assert_eq!(
@@ -392,12 +404,13 @@ mod tests {
                 gid: 65533,
                 cgroup_path: "/dcos-rs/web.1".into(),
                 cwd: "/app".into(),
+                deadline_s: Some(6),
                 env: spec.env.clone(),
                 argv: vec!["/bin/sh".into(), "-c".into(), "curl -f localhost".into()],
             }
         );
         assert_eq!(working_dir(&spec), "/");
-        let error = check_args(&spec, None, 7, "true").unwrap_err();
+        let error = check_args(&spec, None, 7, "true", 6).unwrap_err();
         assert!(error.contains("not started"), "{error}");
     }
 

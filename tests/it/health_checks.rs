@@ -241,3 +241,46 @@ async fn command_checks_run_inside_their_task_and_a_failing_one_replaces_it() {
     );
     cluster.stop().await;
 }
+
+/// A check's own deadline (`-t`): the workload `dcos-rs __exec` starts ends by SIGALRM at
+/// it, with nobody left to kill it (an agent restarted meanwhile).
+#[test]
+fn a_check_ends_at_its_own_deadline_without_the_agent() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    crate::common::require_root();
+    let (gate_read, gate_write) = nix::unistd::pipe().unwrap();
+    let gate_fd = gate_read.as_raw_fd();
+    let mut command = std::process::Command::new(crate::common::BIN);
+    command.args([
+        "__exec",
+        &gate_fd.to_string(),
+        "0",
+        "0",
+        "-t",
+        "1",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    // SAFETY: fcntl is async-signal-safe; it keeps the gate open across the exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(gate_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().unwrap();
+    drop(gate_read);
+    nix::unistd::write(&gate_write, &[1]).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGALRM), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -80,6 +80,9 @@ pub struct CheckExecArgs {
     pub cgroup_path: String,
     /// The task's working directory, inside the container.
     pub cwd: String,
+    /// The check's own deadline (seconds): at it this process ends, and the check with it,
+    /// also when the agent that started it is gone.
+    pub deadline_s: Option<u32>,
     /// The task's environment (`KEY=VALUE`), given to the check's exec only: this process
     /// starts as root with an empty one.
     pub env: Vec<String>,
@@ -99,6 +102,7 @@ impl CheckExecArgs {
             self.cgroup_path.clone(),
             self.cwd.clone(),
         ];
+        args.extend(crate::shim::deadline_args(self.deadline_s));
         args.extend(crate::shim::env_args(&self.env));
         args.push("--".to_string());
         args.extend(self.argv.iter().cloned());
@@ -109,7 +113,7 @@ impl CheckExecArgs {
     pub fn parse(args: &[OsString]) -> Result<CheckExecArgs, String> {
         let usage = || {
             format!(
-                "usage: dcos-rs {ENTRY} <task-pid> <gate-fd> <uid> <gid> <cgroup-path> <cwd> [-e KEY=VALUE]... -- <argv...>"
+                "usage: dcos-rs {ENTRY} <task-pid> <gate-fd> <uid> <gid> <cgroup-path> <cwd> [-t SECONDS] [-e KEY=VALUE]... -- <argv...>"
             )
         };
         let [pid, gate, uid, gid, cgroup_path, cwd, rest @ ..] = args else {
@@ -118,6 +122,7 @@ impl CheckExecArgs {
         let text = |a: &OsString| a.to_str().map(str::to_string).ok_or_else(usage);
         let (pid, gate, uid, gid) = (text(pid)?, text(gate)?, text(uid)?, text(gid)?);
         let (cgroup_path, cwd) = (text(cgroup_path)?, text(cwd)?);
+        let (deadline_s, rest) = crate::shim::split_deadline(rest).ok_or_else(usage)?;
         let (env, argv) = crate::shim::split_env_args(rest).ok_or_else(usage)?;
         let utf8 = |c: std::ffi::CString| c.into_string().map_err(|_| usage());
         let env = env
@@ -143,6 +148,7 @@ impl CheckExecArgs {
             gid: gid.parse().map_err(|_| usage())?,
             cgroup_path,
             cwd,
+            deadline_s,
             env,
             argv,
         })
@@ -160,6 +166,12 @@ pub fn run(args: &[OsString]) -> i32 {
             return EXIT_NOT_RUN;
         }
     };
+    if let Some(seconds) = args.deadline_s {
+        // At the deadline SIGALRM ends this process, and its child (the check) with it
+        // (`PR_SET_PDEATHSIG`): no check outlives its deadline, agent or not.
+        // SAFETY: arms this process's alarm timer.
+        unsafe { libc::alarm(seconds) };
+    }
     if !wait_for_gate(args.gate_fd) {
         eprintln!("dcos-rs: the agent went away before the check was in the task's cgroup");
         return EXIT_NOT_RUN;
@@ -522,6 +534,7 @@ mod tests {
             gid: 1001,
             cgroup_path: "/dcos-rs/web.1".into(),
             cwd: "/app".into(),
+            deadline_s: Some(25),
             env: vec!["PORT0=31000".into(), "EMPTY=".into(), "A=-e".into()],
             argv: vec!["/bin/sh".into(), "-c".into(), "test -f /ok -- x".into()],
         }

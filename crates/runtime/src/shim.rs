@@ -741,6 +741,25 @@ fn cleanup(running: Running, spec: &ShimSpec) {
     }
 }
 
+/// `-t <seconds>`: the most a helper's workload may run (a COMMAND check's own deadline,
+/// which holds when the agent that started it is gone); SIGALRM ends it then.
+pub fn deadline_args(deadline_s: Option<u32>) -> Vec<String> {
+    deadline_s
+        .map(|s| vec!["-t".to_string(), s.to_string()])
+        .unwrap_or_default()
+}
+
+/// Splits an optional leading `-t <seconds>` off `args`.
+pub fn split_deadline(args: &[std::ffi::OsString]) -> Option<(Option<u32>, &[std::ffi::OsString])> {
+    match args {
+        [flag, seconds, rest @ ..] if flag == "-t" => {
+            let seconds: u32 = seconds.to_str()?.parse().ok().filter(|s| *s > 0)?;
+            Some((Some(seconds), rest))
+        }
+        _ => Some((None, args)),
+    }
+}
+
 /// `-e KEY=VALUE` arguments for each entry of `env`: how a root helper (`__exec`,
 /// `__check-exec`) is told the task's environment without starting under it.
 pub fn env_args(env: &[String]) -> Vec<String> {
@@ -748,6 +767,9 @@ pub fn env_args(env: &[String]) -> Vec<String> {
         .flat_map(|entry| ["-e".to_string(), entry.clone()])
         .collect()
 }
+
+const EXEC_USAGE: &str =
+    "usage: dcos-rs __exec <gate-fd> <uid> <gid> [-t SECONDS] [-e KEY=VALUE]... -- <argv...>";
 
 /// Splits `[-e KEY=VALUE]... -- argv...` into the environment and the argument vector
 /// (`None` without the `--`, or with anything else before it).
@@ -804,10 +826,11 @@ pub fn exec_with_env(argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> n
     error
 }
 
-/// `dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>`: the first process
-/// of a plain task. Started as root with an empty environment; waits until the shim has put
-/// it into the task's cgroup (a byte on the gate), drops to the task's user and execs the
-/// workload with the task's environment. Returns only on error (the exit code to use).
+/// `dcos-rs __exec <gate-fd> <uid> <gid> [-t SECONDS] [-e KEY=VALUE]... -- <argv...>`: the
+/// first process of a plain task (or of a COMMAND check of one, with its deadline). Started
+/// as root with an empty environment; waits until the shim has put it into the task's
+/// cgroup (a byte on the gate), drops to the task's user and execs the workload with the
+/// task's environment. Returns only on error (the exit code to use).
 pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
     let parse = |i: usize| {
         args.get(i)
@@ -815,11 +838,15 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
             .and_then(|a| a.parse::<u32>().ok())
     };
     let (Some(fd), Some(uid), Some(gid)) = (parse(0), parse(1), parse(2)) else {
-        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>");
+        eprintln!("{EXEC_USAGE}");
         return 127;
     };
-    let Some((env, argv)) = split_env_args(args.get(3..).unwrap_or_default()) else {
-        eprintln!("usage: dcos-rs __exec <gate-fd> <uid> <gid> [-e KEY=VALUE]... -- <argv...>");
+    let Some((deadline_s, rest)) = split_deadline(args.get(3..).unwrap_or_default()) else {
+        eprintln!("{EXEC_USAGE}");
+        return 127;
+    };
+    let Some((env, argv)) = split_env_args(rest) else {
+        eprintln!("{EXEC_USAGE}");
         return 127;
     };
     if argv.is_empty() {
@@ -849,6 +876,12 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
     // the workload gets the default, as any process started from a shell.
     // SAFETY: resets one signal's disposition in this single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if let Some(seconds) = deadline_s {
+        // Kept across the exec: the workload ends at its deadline even with nobody left to
+        // kill it.
+        // SAFETY: arms this process's alarm timer.
+        unsafe { libc::alarm(seconds) };
+    }
     let error = exec_with_env(&argv, &env);
     eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
     if error == nix::errno::Errno::ENOENT {
@@ -922,6 +955,15 @@ mod tests {
         };
         assert_eq!(text(got_env), env);
         assert_eq!(text(argv), ["/bin/sh", "-c", "echo -e --"]);
+        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        let with = os(&["-t", "25", "-e", "A=1", "--", "true"]);
+        let (deadline, rest) = split_deadline(&with).unwrap();
+        assert_eq!((deadline, rest.len()), (Some(25), 4));
+        assert_eq!(deadline_args(Some(25)), ["-t", "25"]);
+        let without = os(&["--", "true"]);
+        assert_eq!(split_deadline(&without).unwrap(), (None, &without[..]));
+        assert!(split_deadline(&os(&["-t", "0", "--", "x"])).is_none());
+        assert!(split_deadline(&os(&["-t", "soon", "--", "x"])).is_none());
         for bad in [&["-e"][..], &["x", "--", "true"], &["-e", "A=1"]] {
             let os: Vec<std::ffi::OsString> = bad.iter().map(Into::into).collect();
             assert!(split_env_args(&os).is_none(), "{bad:?}");
