@@ -100,7 +100,7 @@ impl Batcher {
 }
 
 /// A command's encoded size, counted without keeping the encoding (the log encodes it).
-fn encoded_len(command: &Command) -> Result<usize, RaftError> {
+pub(crate) fn encoded_len(command: &Command) -> Result<usize, RaftError> {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -616,3 +616,50 @@ async fn listeners_hear_every_applied_command_in_log_order_with_its_outcome() {
     assert!(got[..6].iter().all(|a| a.outcome == Outcome::Applied));
     state.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_written_together_are_one_entry_with_an_outcome_each() {
+    let dir = TempDir::new().unwrap();
+    let state = ReplicatedState::open_single(opts(dir.path()))
+        .await
+        .unwrap();
+    let put = |id: &str, create: bool| Command::PutApp {
+        app: app(id, 1),
+        create,
+        at_ms: 1,
+        deployment_id: "d".to_string(),
+    };
+    state.write(put("/a", true)).await.unwrap();
+    let before = state.status().last_log_index;
+    let outcomes = state
+        .write_together(vec![put("/b", true), put("/a", true), put("/c", true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Applied,
+            Outcome::Rejected(Reject::AppExists {
+                app_id: "/a".to_string()
+            }),
+            Outcome::Applied
+        ]
+    );
+    assert_eq!(state.status().last_log_index, before + 1, "one entry");
+    assert_eq!(state.read(|s| s.services.apps.len()), 3);
+    let mut big = app("/big", 1);
+    big.cmd = Some("x".repeat(3 << 20));
+    let too_large = state
+        .write_together(vec![Command::PutApp {
+            app: big,
+            create: true,
+            at_ms: 2,
+            deployment_id: "d".to_string(),
+        }])
+        .await;
+    assert!(
+        matches!(too_large, Err(RaftError::TooLarge { .. })),
+        "{too_large:?}"
+    );
+    state.shutdown().await.unwrap();
+}

@@ -806,12 +806,27 @@ async fn kill_tasks(master: &Master, ids: Vec<String>, params: &Params, one: boo
                 }),
         );
     }
-    // Kills first, then the scale: the planner then sees the killed tasks as going and
-    // does not pick others to stop.
-    for command in commands {
-        if let Err(e) = write(master, command).await {
-            return api_error(e);
+    // An unknown task refuses the whole request (nothing is killed or scaled).
+    if let Some(unknown) =
+        master.read(|s| ids.iter().find(|id| !s.tasks.contains_key(*id)).cloned())
+    {
+        return api_error(reject_error(dcos_core::Reject::UnknownTask {
+            task_id: unknown,
+        }));
+    }
+    // Kills, then the scale, in one log entry: no planning round sees the tasks going
+    // without the app's smaller size (it would start replacements) or the other way round
+    // (it would pick other tasks to stop).
+    match master.write_together(commands).await {
+        Ok(outcomes) => {
+            if let Some(reject) = outcomes.into_iter().find_map(|o| match o {
+                Outcome::Rejected(reject) => Some(reject),
+                Outcome::Applied => None,
+            }) {
+                return api_error(reject_error(reject));
+            }
         }
+        Err(e) => return api_error(raft_error(e)),
     }
     if scale {
         return Changed::new(at_ms, deployment_id).into_response();
