@@ -58,6 +58,22 @@ pub enum ToMaster {
     },
 }
 
+impl TaskReport {
+    /// A report of what a live task's checks found (its state unchanged, `Running`); the
+    /// caller sets `health` or `readiness`.
+    pub fn of_checks(task_id: String) -> TaskReport {
+        TaskReport {
+            task_id,
+            state: TaskState::Running,
+            message: None,
+            exit_code: None,
+            at_ms: now_ms(),
+            health: None,
+            readiness: None,
+        }
+    }
+}
+
 /// Paths of the agent protocol on the master's port (mutual TLS, agent certificates).
 pub use dcos_api::routes::internal::{
     AGENT_CONNECT as AGENT_CONNECT_PATH, AGENT_HEARTBEAT as AGENT_HEARTBEAT_PATH,

@@ -13,7 +13,7 @@
 
 use super::Agent;
 use crate::link::{now_ms, TaskReport, ToMaster};
-use dcos_core::{TaskHealth, TaskHealthCheck, TaskState};
+use dcos_core::{TaskHealth, TaskHealthCheck};
 use dcos_runtime::task_dir::TaskDir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -192,17 +192,11 @@ impl Agent {
                 };
                 if let Some(health) = report {
                     tracing::debug!(task = %task_id, alive = health.alive, failures = health.consecutive_failures, "health");
-                    let _ = to_master
-                        .send(ToMaster::Status(TaskReport {
-                            task_id,
-                            state: TaskState::Running,
-                            message: None,
-                            exit_code: None,
-                            at_ms: now_ms(),
-                            health: Some(health),
-                            readiness: None,
-                        }))
-                        .await;
+                    let report = TaskReport {
+                        health: Some(health),
+                        ..TaskReport::of_checks(task_id)
+                    };
+                    let _ = to_master.send(ToMaster::Status(report)).await;
                 }
             });
         }

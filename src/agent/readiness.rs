@@ -12,7 +12,7 @@
 
 use super::Agent;
 use crate::link::{now_ms, TaskReport, ToMaster};
-use dcos_core::{ReadinessResponse, TaskReadiness, TaskReadinessCheck, TaskState};
+use dcos_core::{ReadinessResponse, TaskReadiness, TaskReadinessCheck};
 use dcos_runtime::task_dir::TaskDir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -144,17 +144,11 @@ impl Agent {
                 };
                 if let Some(readiness) = report {
                     tracing::debug!(task = %task_id, ready = readiness.ready, "readiness");
-                    let _ = to_master
-                        .send(ToMaster::Status(TaskReport {
-                            task_id,
-                            state: TaskState::Running,
-                            message: None,
-                            exit_code: None,
-                            at_ms: now_ms(),
-                            health: None,
-                            readiness: Some(readiness),
-                        }))
-                        .await;
+                    let report = TaskReport {
+                        readiness: Some(readiness),
+                        ..TaskReport::of_checks(task_id)
+                    };
+                    let _ = to_master.send(ToMaster::Status(report)).await;
                 }
             });
         }

@@ -211,6 +211,32 @@ check("rolling replaced all", not before & after and len(after) == 5, (before, a
 check("rolling stayed within 6 tasks", most <= 6, most)
 client.delete_app("/py/rolling")
 
+# --- readiness: the deployment waits for it, and its results parse in the client's models
+status, _, body = http("POST", "/v2/apps", {
+    "id": "/py/ready", "cpus": 0.1, "mem": 64,
+    "cmd": "python3 -m http.server $PORT0 --bind 127.0.0.1 & sleep 2; echo ok > ready; wait",
+    "portDefinitions": [{"port": 0, "name": "http-api"}],
+    "readinessChecks": [{"path": "/ready", "intervalSeconds": 2, "timeoutSeconds": 1,
+                         "preserveLastResponse": True}]})
+check("POST readiness app", status == 201, (status, body))
+
+
+def readiness_in_deployment():
+    for deployment in client.list_deployments():
+        for action in deployment.current_actions:
+            if action.app == "/py/ready" and action.readiness_check_results:
+                return action.readiness_check_results
+    return None
+
+
+results = wait("readiness results in the deployment", readiness_in_deployment)
+check("readiness not ready yet", results[0]["ready"] is False, results)
+wait("readiness app deployed", converged("/py/ready", 1))
+ready_app = client.get_app("/py/ready", embed_readiness=True)
+results = ready_app.readiness_check_results
+check("embed_readiness", results[0]["ready"] is True and results[0]["lastResponse"]["status"] == 200, results)
+client.delete_app("/py/ready")
+
 # --- a group with dependencies deploys in order: web starts only once db runs
 from marathon.models.group import MarathonGroup
 created = client.create_group(MarathonGroup(id="/py/shop", apps=[
@@ -243,6 +269,8 @@ first = versions[-1]
 status, _, then = http("GET", "/v2/groups/py/shop/versions/" + first)
 check("group version", status == 200 and sorted((a["id"], a["instances"]) for a in then["apps"])
       == [("/py/shop/db", 1), ("/py/shop/web", 2)], (status, then))
+parsed = MarathonGroup.from_json(then)
+check("group version parses", sorted(a.id for a in parsed.apps) == ["/py/shop/db", "/py/shop/web"], vars(parsed))
 status, _, body = http("GET", "/v2/groups/py/shop/versions/2001-01-01T00:00:00.000Z")
 check("unknown group version", status == 404 and "versions lists them" in body["message"], (status, body))
 client.create_app("/py/shop/extra", MarathonApp(cmd="sleep 1000", cpus=0.1, mem=16, instances=1))

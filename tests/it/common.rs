@@ -141,6 +141,48 @@ impl TestCluster {
             .collect()
     }
 
+    /// The sandbox of `task_id` on the cluster's agent.
+    pub fn sandbox(&self, task_id: &str) -> PathBuf {
+        self.dir.path().join("data/agent/tasks").join(task_id)
+    }
+
+    /// The stdout (and stderr) of the app's one running task once it printed `end`.
+    pub async fn output_of(&self, app_id: &str) -> String {
+        let task = self.wait_running(app_id, 1).await.remove(0);
+        let stdout = self.sandbox(&task.id).join("stdout");
+        let stderr = stdout.with_file_name("stderr");
+        let output = wait_for(
+            &format!("{app_id} to print end"),
+            Duration::from_secs(20),
+            || {
+                let stdout = stdout.clone();
+                async move {
+                    let text = std::fs::read_to_string(&stdout).ok()?;
+                    text.contains("end").then_some(text)
+                }
+            },
+        )
+        .await;
+        let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
+        format!("{output}--- stderr ---\n{stderr}")
+    }
+
+    /// The message of the first failed task of `app_id`.
+    pub async fn failure_of(&self, app_id: &str) -> String {
+        wait_for(
+            &format!("{app_id} to fail"),
+            Duration::from_secs(20),
+            || async {
+                self.tasks(app_id)
+                    .await
+                    .into_iter()
+                    .find(|t| t.state == dcos_core::TaskState::Failed)
+                    .and_then(|t| t.message)
+            },
+        )
+        .await
+    }
+
     pub async fn wait_running(&self, app_id: &str, n: usize) -> Vec<TaskView> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -4,10 +4,9 @@
 //! download that fails or a host file outside the agent's `host_paths` fails the launch
 //! with the reason.
 
-use crate::common::{busybox_image, wait_for, TestCluster};
+use crate::common::{busybox_image, TestCluster};
 use dcos_runtime::testimage::TestImageFormat;
 use serde_json::json;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn answer(status: &str, body: &[u8]) -> Vec<u8> {
@@ -64,46 +63,6 @@ fn site_archive() -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-/// The stdout of the app's running task once it printed `end`.
-async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
-    let task = cluster.wait_running(app_id, 1).await.remove(0);
-    let stdout = cluster
-        .dir
-        .path()
-        .join("data/agent/tasks")
-        .join(&task.id)
-        .join("stdout");
-    wait_for(
-        &format!("{app_id} to print end"),
-        Duration::from_secs(20),
-        || {
-            let stdout = stdout.clone();
-            async move {
-                let text = std::fs::read_to_string(&stdout).ok()?;
-                text.contains("end").then_some(text)
-            }
-        },
-    )
-    .await
-}
-
-/// The message of the first failed task of `app_id`.
-async fn failure_of(cluster: &TestCluster, app_id: &str) -> String {
-    wait_for(
-        &format!("{app_id} to fail"),
-        Duration::from_secs(20),
-        || async {
-            cluster
-                .tasks(app_id)
-                .await
-                .into_iter()
-                .find(|t| t.state == dcos_core::TaskState::Failed)
-                .and_then(|t| t.message)
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
     // The artifacts' server is on loopback: allowed here (refused by default, as the
@@ -124,7 +83,7 @@ async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
         }))
         .await
         .expect("deploy");
-    let output = output_of(&cluster, "/fetcher").await;
+    let output = cluster.output_of("/fetcher").await;
     assert!(output.contains("from the archive\ntool ran\n"), "{output}");
 
     cluster
@@ -134,7 +93,7 @@ async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
         }))
         .await
         .expect("deploy");
-    let message = failure_of(&cluster, "/fetch-missing").await;
+    let message = cluster.failure_of("/fetch-missing").await;
     assert!(
         message.contains(&format!("{base}/missing.tgz")) && message.contains("404"),
         "{message}"
@@ -146,7 +105,7 @@ async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
         }))
         .await
         .expect("deploy");
-    let message = failure_of(&cluster, "/fetch-host").await;
+    let message = cluster.failure_of("/fetch-host").await;
     assert!(message.contains("host_paths"), "{message}");
 
     // The server is gone: the cached artifact still comes, into a container's sandbox.
@@ -168,7 +127,7 @@ async fn artifacts_are_fetched_into_the_sandbox_and_failures_say_why() {
         }))
         .await
         .expect("deploy");
-    let output = output_of(&cluster, "/fetch-cached").await;
+    let output = cluster.output_of("/fetch-cached").await;
     assert!(
         output.contains("sandbox at /mnt/mesos/sandbox\ntool ran\n"),
         "{output}"

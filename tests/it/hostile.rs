@@ -5,7 +5,7 @@
 //! agent refuses before anything runs (a host path, root on the host) are read from the
 //! task's failure message.
 
-use crate::common::{busybox_image, wait_for, TestCluster};
+use crate::common::{busybox_image, TestCluster};
 use dcos_runtime::testimage::{LoopDevice, TestImageFormat};
 use serde_json::json;
 use std::time::Duration;
@@ -45,48 +45,6 @@ fn neighbour_attempts(other: &std::path::Path) -> String {
          done; \
          if {other}/overlay/upper/suid true 2>/dev/null; then echo 'run-suid: DONE'; else echo 'run-suid: refused'; fi; "
     )
-}
-
-/// The task's stdout (and stderr) once it printed `end`.
-async fn output_of(cluster: &TestCluster, app_id: &str) -> String {
-    let task = cluster.wait_running(app_id, 1).await.remove(0);
-    let stdout = sandbox(cluster, &task.id).join("stdout");
-    let stderr = stdout.with_file_name("stderr");
-    let output = wait_for(
-        &format!("{app_id} to finish its attempts"),
-        Duration::from_secs(20),
-        || {
-            let stdout = stdout.clone();
-            async move {
-                let text = std::fs::read_to_string(&stdout).ok()?;
-                text.contains("end").then_some(text)
-            }
-        },
-    )
-    .await;
-    let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
-    format!("{output}--- stderr ---\n{stderr}")
-}
-
-fn sandbox(cluster: &TestCluster, task_id: &str) -> std::path::PathBuf {
-    cluster.dir.path().join("data/agent/tasks").join(task_id)
-}
-
-/// The message of the first failed task of `app_id`.
-async fn failure_of(cluster: &TestCluster, app_id: &str) -> String {
-    wait_for(
-        &format!("{app_id} to fail"),
-        Duration::from_secs(20),
-        || async {
-            cluster
-                .tasks(app_id)
-                .await
-                .into_iter()
-                .find(|t| t.state == dcos_core::TaskState::Failed)
-                .and_then(|t| t.message)
-        },
-    )
-    .await
 }
 
 fn assert_all_refused(what: &str, output: &str, attempts: &[&str]) {
@@ -147,12 +105,12 @@ async fn a_hostile_task_is_refused_everything() {
         }))
         .await
         .expect("deploy container");
-    let container = output_of(&cluster, "/hostile-container").await;
+    let container = cluster.output_of("/hostile-container").await;
     assert_all_refused("the container", &container, &["mknod-disk"]);
     assert!(container.contains("dev-zero-bytes: 3"), "{container}");
     assert!(container.contains("api-post-status: 401"), "{container}");
     let container_task = cluster.running("/hostile-container").await.remove(0);
-    let neighbour = sandbox(&cluster, &container_task.id);
+    let neighbour = cluster.sandbox(&container_task.id);
     assert!(
         neighbour.join("overlay/upper/suid").exists(),
         "the container wrote its setuid file"
@@ -172,7 +130,7 @@ async fn a_hostile_task_is_refused_everything() {
         }))
         .await
         .expect("deploy plain");
-    let plain = output_of(&cluster, "/hostile-plain").await;
+    let plain = cluster.output_of("/hostile-plain").await;
     assert!(plain.contains("uid: 65534"), "it runs as nobody: {plain}");
     assert_all_refused(
         "the plain task",
@@ -194,7 +152,7 @@ async fn a_hostile_task_is_refused_everything() {
         .deploy(json!({"id": "hostile-root", "cmd": "id", "user": "root", "cpus": 0.1, "mem": 16}))
         .await
         .expect("deploy root");
-    let message = failure_of(&cluster, "/hostile-root").await;
+    let message = cluster.failure_of("/hostile-root").await;
     assert!(message.contains("allow_root_tasks"), "{message}");
     for (app, host_path, reason) in [
         ("hostile-etc", "/etc", "host_paths"),
@@ -208,7 +166,7 @@ async fn a_hostile_task_is_refused_everything() {
             }))
             .await
             .expect("deploy host path");
-        let message = failure_of(&cluster, &format!("/{app}")).await;
+        let message = cluster.failure_of(&format!("/{app}")).await;
         assert!(message.contains(reason), "{app}: {message}");
     }
 
@@ -242,7 +200,7 @@ async fn a_root_task_where_allowed_still_reaches_no_device() {
         }))
         .await
         .expect("deploy");
-    let output = output_of(&cluster, "/root-plain").await;
+    let output = cluster.output_of("/root-plain").await;
     assert!(output.contains("uid: 0"), "{output}");
     assert_all_refused("the root task", &output, &["mknod-disk", "host-dev-disk"]);
     assert!(output.contains("dev-zero-bytes: 3"), "{output}");
@@ -269,7 +227,7 @@ async fn a_task_over_its_disk_is_killed_with_the_reason() {
         cluster.deploy(app).await.expect("deploy");
     }
     for app in ["/disk-plain", "/disk-container"] {
-        let message = failure_of(&cluster, app).await;
+        let message = cluster.failure_of(app).await;
         // The check may catch the writer part way through its 12 MiB: any amount over 4 MiB.
         let wrote = message
             .split("wrote ")
@@ -281,7 +239,7 @@ async fn a_task_over_its_disk_is_killed_with_the_reason() {
             "{app}: {message}"
         );
     }
-    let within = output_of(&cluster, "/disk-within").await;
+    let within = cluster.output_of("/disk-within").await;
     assert!(within.contains("end"), "{within}");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(cluster.running("/disk-within").await.len(), 1);
