@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use dcos_api::routes::{cluster, internal};
+use dcos_api::routes::{cluster, internal, marathon};
 use dcos_api::{agent_view, ApiError, MasterView, NodesView, TasksEnvelope};
 use dcos_core::{Command, FieldError, Outcome, Reject};
 use dcos_raft::RaftError;
@@ -64,7 +64,15 @@ pub fn router(
         )
         .route(cluster::HEALTH, get(|| async { "ok" }))
         // Marathon's liveness probe, open like Marathon's (load balancers and its clients).
-        .route(dcos_api::routes::marathon::PING, get(|| async { "pong" }))
+        .route(marathon::PING, get(pong))
+        .route(
+            &format!("{}{}", marathon::DCOS_PREFIX, marathon::PING),
+            get(pong),
+        )
+        .route(
+            &format!("{}{}", marathon::DCOS_SERVICE_PREFIX, marathon::PING),
+            get(pong),
+        )
         .route(cluster::READY, get(ready))
         .with_state(master.clone());
     let mut api = Router::new()
@@ -360,6 +368,11 @@ async fn observe(State(master): State<Arc<Master>>, request: Request, next: Next
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Marathon's liveness answer, also under DC/OS's prefixes.
+async fn pong() -> &'static str {
+    "pong"
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -183,11 +183,6 @@ impl Master {
         self.raft.read(f)
     }
 
-    /// `ReplicatedState::write_together`: `commands` applied as one, each with its outcome.
-    pub async fn write_together(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, RaftError> {
-        self.raft.write_together(commands).await
-    }
-
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
         self.raft.write(command).await
     }

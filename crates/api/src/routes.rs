@@ -25,6 +25,8 @@ pub mod marathon {
     pub const PING: &str = "/ping";
     /// DC/OS serves Marathon under this prefix as well (`/marathon/v2/apps`).
     pub const DCOS_PREFIX: &str = "/marathon";
+    /// ... and under this one, where the DC/OS CLI looks for it (`<dcos_url>/service/marathon/`).
+    pub const DCOS_SERVICE_PREFIX: &str = "/service/marathon";
 
     /// `/v2/apps/web` for `web` or `/web`.
     pub fn app(id: &str) -> String {

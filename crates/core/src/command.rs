@@ -65,6 +65,16 @@ pub enum Command {
     LaunchTask { task: Task },
     /// Ask for a task to be killed; its state changes when the agent reports the end.
     KillTask { task_id: String, at_ms: u64 },
+    /// Kill tasks at once, all or none (an unknown id refuses the whole command). With
+    /// `scale`, each service app's `instances` goes down by the number of its tasks this
+    /// kill ends: live and not already being killed, so a repeated request scales once
+    /// (Marathon's `DELETE /v2/apps/{id}/tasks?scale=true` and `POST /v2/tasks/delete`).
+    KillTasks {
+        task_ids: Vec<String>,
+        scale: bool,
+        at_ms: u64,
+        deployment_id: String,
+    },
     /// A status update from the agent running the task.
     TaskStatus {
         task_id: String,

@@ -253,6 +253,41 @@ impl ClusterState {
                     task.updated_at_ms = *at_ms;
                 }
             }
+            Command::KillTasks {
+                task_ids,
+                scale,
+                at_ms,
+                deployment_id,
+            } => {
+                if let Some(unknown) = task_ids.iter().find(|id| !self.tasks.contains_key(*id)) {
+                    return Err(Reject::UnknownTask {
+                        task_id: unknown.clone(),
+                    });
+                }
+                let mut ended: BTreeMap<String, u32> = BTreeMap::new();
+                for task_id in task_ids {
+                    let task = self.tasks.get_mut(task_id).expect("checked above");
+                    if task.state.is_terminal() || task.kill_requested {
+                        continue;
+                    }
+                    task.kill_requested = true;
+                    task.updated_at_ms = *at_ms;
+                    if let TaskOwner::Service { app_id, .. } = &task.owner {
+                        *ended.entry(app_id.clone()).or_default() += 1;
+                    }
+                }
+                if *scale {
+                    for (app_id, n) in ended {
+                        // An app removed since its task was placed has nothing to scale.
+                        let Some(record) = self.services.apps.get(&app_id) else {
+                            continue;
+                        };
+                        let instances = record.spec.instances.saturating_sub(n);
+                        self.services
+                            .scale_app(&app_id, instances, *at_ms, deployment_id)?;
+                    }
+                }
+            }
             Command::TaskStatus {
                 task_id,
                 state,
@@ -1007,6 +1042,58 @@ pub(crate) mod tests {
             }),
             Outcome::Rejected(Reject::TaskNotTerminal { .. })
         ));
+    }
+
+    #[test]
+    fn kill_with_scale_is_all_or_nothing_and_counts_a_task_once() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: agent("a1", 4000, 4096),
+        });
+        s.apply(&Command::PutApp {
+            app: app("/web", 4),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        for id in ["t1", "t2", "t3", "t4"] {
+            let launched = s.apply(&Command::LaunchTask {
+                task: task(id, "/web", "a1", 1),
+            });
+            assert_eq!(launched, Outcome::Applied);
+        }
+        s.apply(&status("t4", TaskState::Failed, 2));
+        let kill = |ids: &[&str], at_ms| Command::KillTasks {
+            task_ids: ids.iter().map(|id| id.to_string()).collect(),
+            scale: true,
+            at_ms,
+            deployment_id: format!("k{at_ms}"),
+        };
+        // One unknown id: nothing is killed and the app keeps its size.
+        assert!(matches!(
+            s.apply(&kill(&["t1", "nope"], 3)),
+            Outcome::Rejected(Reject::UnknownTask { task_id }) if task_id == "nope"
+        ));
+        assert!(!s.tasks["t1"].kill_requested);
+        assert_eq!(s.services.apps["/web"].spec.instances, 4);
+        // An ended task (t4) ends nothing; t1 and t2 take the app from 4 to 2.
+        assert_eq!(s.apply(&kill(&["t1", "t2", "t4"], 4)), Outcome::Applied);
+        assert!(s.tasks["t1"].kill_requested && s.tasks["t2"].kill_requested);
+        assert_eq!(s.services.apps["/web"].spec.instances, 2);
+        assert_eq!(s.services.apps["/web"].deployment_id, "k4");
+        // The same request again (a client retry, or two at once): no second decrement.
+        assert_eq!(s.apply(&kill(&["t1", "t2"], 5)), Outcome::Applied);
+        assert_eq!(s.services.apps["/web"].spec.instances, 2);
+        // Without scale, a kill leaves the size alone (the task is replaced).
+        let replace = Command::KillTasks {
+            task_ids: vec!["t3".into()],
+            scale: false,
+            at_ms: 6,
+            deployment_id: "r".into(),
+        };
+        assert_eq!(s.apply(&replace), Outcome::Applied);
+        assert!(s.tasks["t3"].kill_requested);
+        assert_eq!(s.services.apps["/web"].spec.instances, 2);
     }
 
     #[test]

@@ -386,37 +386,6 @@ impl ReplicatedState {
         }
     }
 
-    /// Proposes `commands` as one log entry (not through group commit): applied together,
-    /// in this order, with nothing applied between them, each with its own outcome. For a
-    /// change that must never be seen half done (tasks killed and their app scaled down).
-    /// At most `batch::ENTRY_MAX_BYTES` encoded; bounded by `WRITE_TIMEOUT_MS` like `write`.
-    pub async fn write_together(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, RaftError> {
-        if let Some(refusal) = self.refusal() {
-            return Err(refusal);
-        }
-        let count = commands.len();
-        let entry = Command::Batch(commands);
-        let bytes = crate::batch::encoded_len(&entry)?;
-        if bytes > crate::batch::ENTRY_MAX_BYTES {
-            return Err(RaftError::TooLarge {
-                bytes,
-                max: crate::batch::ENTRY_MAX_BYTES,
-            });
-        }
-        let write = self.inner.raft.client_write(entry);
-        match tokio::time::timeout(Duration::from_millis(WRITE_TIMEOUT_MS), write).await {
-            Ok(Ok(response)) if response.data.len() == count => Ok(response.data),
-            Ok(Ok(response)) => Err(RaftError::Fatal(format!(
-                "{count} command(s) were applied with outcomes {:?}",
-                response.data
-            ))),
-            Ok(Err(error)) => Err(RaftError::from(error)),
-            Err(_) => Err(RaftError::Timeout(format!(
-                "the write was not committed within {WRITE_TIMEOUT_MS} ms (is a majority of masters reachable?); it may still be applied later"
-            ))),
-        }
-    }
-
     /// Why a write would be refused before it is proposed. A leader past its lease answers
     /// at once instead of waiting for a commit that the majority, which may have moved on,
     /// will never acknowledge; a nearly full disk refuses (`crate::space`).

@@ -24,7 +24,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use dcos_api::{app_converged, iso8601, task_view, ApiError};
-use dcos_core::{AppRecord, ClusterState, Command, Outcome, TaskState};
+use dcos_core::{AppRecord, ClusterState, Command, Outcome, TaskOwner, TaskState};
 use dcos_raft::AppliedCommand;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -234,6 +234,29 @@ fn events_of(
                 task_id, health, ..
             } => health_events(state, task_id, health, &mut events),
             Command::KillTask { task_id, .. } => unhealthy_kill(state, task_id, &mut events),
+            Command::KillTasks {
+                task_ids,
+                scale,
+                deployment_id,
+                ..
+            } => {
+                let mut scaled = BTreeSet::new();
+                for task_id in task_ids {
+                    unhealthy_kill(state, task_id, &mut events);
+                    if let Some(TaskOwner::Service { app_id, .. }) =
+                        state.tasks.get(task_id).map(|t| &t.owner)
+                    {
+                        let now_scaled = state
+                            .services
+                            .apps
+                            .get(app_id)
+                            .is_some_and(|r| r.deployment_id == *deployment_id);
+                        if *scale && now_scaled && scaled.insert(app_id.clone()) {
+                            app_changed(state, app_id, deployments, &mut events);
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -34,7 +34,8 @@ use std::sync::Arc;
 /// What a refused app definition is called in errors ("invalid app definition: ...").
 const APP: &str = "app definition";
 
-/// The `/v2` routes, merged into the master's router, and the same under `/marathon`;
+/// The `/v2` routes, merged into the master's router, and the same under `/marathon` and
+/// `/service/marathon` (DC/OS's paths);
 /// `waiting` is the framework's record of what it could not place (`/v2/queue`).
 pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Router<Arc<Master>> {
     let v2 = Router::new()
@@ -67,7 +68,8 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
         .route(marathon::INFO, get(info))
         .route(marathon::LEADER, get(leader));
     v2.clone()
-        .nest(marathon::DCOS_PREFIX, v2)
+        .nest(marathon::DCOS_PREFIX, v2.clone())
+        .nest(marathon::DCOS_SERVICE_PREFIX, v2)
         .route(dcos_api::routes::cluster::PLACEMENT, get(why_waiting))
         .layer(Extension(waiting))
         .layer(Extension(events))
@@ -773,59 +775,19 @@ async fn kill_tasks(master: &Master, ids: Vec<String>, params: &Params, one: boo
             .filter_map(|t| task_view(s, t).map(Into::into))
             .collect()
     });
-    let mut per_app: std::collections::BTreeMap<String, u32> = Default::default();
-    for task in &killed {
-        *per_app.entry(task.app_id.clone()).or_default() += 1;
-    }
-    let mut commands: Vec<Command> = ids
-        .iter()
-        .map(|task_id| Command::KillTask {
-            task_id: task_id.clone(),
-            at_ms,
-        })
-        .collect();
+    // The kills and the apps' smaller sizes are one command: no planning round sees the
+    // tasks going without the smaller size (it would start replacements) or the other way
+    // round (it would pick other tasks to stop), and an unknown id refuses it all.
     let deployment_id = random_id();
-    if scale {
-        let instances: Vec<(String, u32)> = master.read(|s| {
-            per_app
-                .iter()
-                .filter_map(|(app, n)| {
-                    let record = s.services.apps.get(app)?;
-                    Some((app.clone(), record.spec.instances.saturating_sub(*n)))
-                })
-                .collect()
-        });
-        commands.extend(
-            instances
-                .into_iter()
-                .map(|(app_id, instances)| Command::ScaleApp {
-                    app_id,
-                    instances,
-                    at_ms,
-                    deployment_id: deployment_id.clone(),
-                }),
-        );
-    }
-    // An unknown task refuses the whole request (nothing is killed or scaled).
-    if let Some(unknown) =
-        master.read(|s| ids.iter().find(|id| !s.tasks.contains_key(*id)).cloned())
-    {
-        return api_error(reject_error(dcos_core::Reject::UnknownTask {
-            task_id: unknown,
-        }));
-    }
-    // Kills, then the scale, in one log entry: no planning round sees the tasks going
-    // without the app's smaller size (it would start replacements) or the other way round
-    // (it would pick other tasks to stop).
-    match master.write_together(commands).await {
-        Ok(outcomes) => {
-            if let Some(reject) = outcomes.into_iter().find_map(|o| match o {
-                Outcome::Rejected(reject) => Some(reject),
-                Outcome::Applied => None,
-            }) {
-                return api_error(reject_error(reject));
-            }
-        }
+    let command = Command::KillTasks {
+        task_ids: ids.clone(),
+        scale,
+        at_ms,
+        deployment_id: deployment_id.clone(),
+    };
+    match master.write(command).await {
+        Ok(Outcome::Applied) => {}
+        Ok(Outcome::Rejected(reject)) => return api_error(reject_error(reject)),
         Err(e) => return api_error(raft_error(e)),
     }
     if scale {
