@@ -242,16 +242,21 @@ async fn command_checks_run_inside_their_task_and_a_failing_one_replaces_it() {
     cluster.stop().await;
 }
 
-/// A check's own deadline (`-t`): the workload `dcos-rs __exec` starts ends by SIGALRM at
-/// it, with nobody left to kill it (an agent restarted meanwhile).
+/// A check's own deadline (`-t`): with nobody left to kill it (an agent restarted
+/// meanwhile), what `dcos-rs __exec` started ends at it, also a workload that ignores
+/// SIGALRM, and what that workload started in the background.
 #[test]
 fn a_check_ends_at_its_own_deadline_without_the_agent() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     crate::common::require_root();
+    let dir = tempfile::TempDir::new().unwrap();
+    let pid_file = dir.path().join("background.pid");
     let (gate_read, gate_write) = nix::unistd::pipe().unwrap();
     let gate_fd = gate_read.as_raw_fd();
     let mut command = std::process::Command::new(crate::common::BIN);
+    // In a group of its own, as the agent starts a check.
+    command.process_group(0);
     command.args([
         "__exec",
         &gate_fd.to_string(),
@@ -260,8 +265,12 @@ fn a_check_ends_at_its_own_deadline_without_the_agent() {
         "-t",
         "1",
         "--",
-        "sleep",
-        "30",
+        "sh",
+        "-c",
+        &format!(
+            "trap '' ALRM TERM; sleep 30 & echo $! > {}; wait; wait",
+            pid_file.display()
+        ),
     ]);
     // SAFETY: fcntl is async-signal-safe; it keeps the gate open across the exec.
     unsafe {
@@ -277,10 +286,27 @@ fn a_check_ends_at_its_own_deadline_without_the_agent() {
     drop(gate_read);
     nix::unistd::write(&gate_write, &[1]).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGALRM), "{status:?}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+    let background = std::fs::read_to_string(&pid_file).unwrap();
+    let background = background.trim();
+    assert!(!background.is_empty());
+    // Killed with the group; reparented, it is reaped by init in a moment.
+    let gone = (0..100).any(|_| {
+        let stat = std::fs::read_to_string(format!("/proc/{background}/stat"));
+        let zombie = stat.as_ref().is_ok_and(|s| s.contains(") Z "));
+        if stat.is_err() || zombie {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(
+        gone,
+        "the background sleep {background} outlived the deadline"
     );
 }

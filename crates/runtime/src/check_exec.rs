@@ -80,8 +80,8 @@ pub struct CheckExecArgs {
     pub cgroup_path: String,
     /// The task's working directory, inside the container.
     pub cwd: String,
-    /// The check's own deadline (seconds): at it this process ends, and the check with it,
-    /// also when the agent that started it is gone.
+    /// The check's own deadline (seconds): at it this process's group ends (this process,
+    /// the check and what it started), also when the agent that started it is gone.
     pub deadline_s: Option<u32>,
     /// The task's environment (`KEY=VALUE`), given to the check's exec only: this process
     /// starts as root with an empty one.
@@ -167,10 +167,8 @@ pub fn run(args: &[OsString]) -> i32 {
         }
     };
     if let Some(seconds) = args.deadline_s {
-        // At the deadline SIGALRM ends this process, and its child (the check) with it
-        // (`PR_SET_PDEATHSIG`): no check outlives its deadline, agent or not.
-        // SAFETY: arms this process's alarm timer.
-        unsafe { libc::alarm(seconds) };
+        // No check outlives its deadline, agent or not, whatever it does with its signals.
+        crate::shim::arm_group_deadline(seconds);
     }
     if !wait_for_gate(args.gate_fd) {
         eprintln!("dcos-rs: the agent went away before the check was in the task's cgroup");
@@ -241,7 +239,8 @@ fn enter_and_run(args: &CheckExecArgs) -> Result<i32, String> {
         .iter()
         .map(|e| CString::new(e.as_str()).map_err(|_| format!("variable {e:?} contains NUL")))
         .collect::<Result<Vec<CString>, String>>()?;
-    run_in_child(&argv, &env)
+    // The check is the first process of this one in the task's pid namespace.
+    crate::shim::run_in_child(&argv, &env)
 }
 
 /// The task's init, held open before anything is joined: its namespaces, its root directory
@@ -476,50 +475,6 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
     let unused: libc::c_ulong = 0;
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(option, arg, unused, unused, unused) }
-}
-
-/// Runs `argv` in a child (the first process of this one in the task's pid namespace) and
-/// waits for it: its exit status, or 128 + the signal that ended it.
-fn run_in_child(argv: &[CString], env: &[CString]) -> Result<i32, String> {
-    // SAFETY: this process has one thread; the child only calls prctl and exec before it is
-    // the check.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if child == 0 {
-        // The check ends with this process: the agent kills the whole group, but a kill of
-        // this process alone must not leave the check running in the container.
-        let _ = prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        let error = crate::shim::exec_with_env(argv, env);
-        eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
-        let status = if error == nix::errno::Errno::ENOENT {
-            EXIT_NOT_RUN
-        } else {
-            EXIT_CANNOT_ENTER
-        };
-        // SAFETY: ends the child at once, as a failed exec does.
-        unsafe { libc::_exit(status) };
-    }
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: waits for our own child, into a local.
-        let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-        if waited == child {
-            break;
-        }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waiting for the check: {error}"));
-        }
-    }
-    Ok(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
-    })
 }
 
 #[cfg(test)]

@@ -826,6 +826,80 @@ pub fn exec_with_env(argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> n
     error
 }
 
+/// At `seconds` from now, SIGKILL this process's whole process group: this process, the
+/// command it runs (`run_in_child`) and whatever that started and left in the group. This
+/// process first leads a group of its own, so its caller's group is never reached. The
+/// handler is ours, not the workload's: a command that traps or ignores signals still ends.
+pub fn arm_group_deadline(seconds: u32) {
+    extern "C" fn kill_group(_: libc::c_int) {
+        // SAFETY: kill is async-signal-safe; 0 is this process's group.
+        unsafe { libc::kill(0, libc::SIGKILL) };
+    }
+    // SAFETY: a new group led by this process (refused, harmlessly, if it leads one already
+    // as a session leader); a plain handler with no flags, then the timer.
+    unsafe {
+        libc::setpgid(0, 0);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = kill_group as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+        libc::alarm(seconds);
+    }
+}
+
+/// Runs `argv` with `env` in a child of this process (which must have one thread) and waits
+/// for it: its exit status, or 128 + the signal that ended it. The child dies with this
+/// process (`PR_SET_PDEATHSIG`); its own alarm is not inherited.
+pub fn run_in_child(argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> Result<i32, String> {
+    // SAFETY: this process has one thread; the child only calls prctl and exec before it is
+    // the command.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        let unused: libc::c_ulong = 0;
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                unused,
+                unused,
+                unused,
+            )
+        };
+        let error = exec_with_env(argv, env);
+        eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
+        let status = if error == nix::errno::Errno::ENOENT {
+            127
+        } else {
+            126
+        };
+        // SAFETY: ends the child at once, as a failed exec does.
+        unsafe { libc::_exit(status) };
+    }
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waits for our own child, into a local.
+        let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+        if waited == child {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("waiting for {:?}: {error}", argv[0]));
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    })
+}
+
 /// `dcos-rs __exec <gate-fd> <uid> <gid> [-t SECONDS] [-e KEY=VALUE]... -- <argv...>`: the
 /// first process of a plain task (or of a COMMAND check of one, with its deadline). Started
 /// as root with an empty environment; waits until the shim has put it into the task's
@@ -877,10 +951,17 @@ pub fn exec_after_gate(args: &[std::ffi::OsString]) -> i32 {
     // SAFETY: resets one signal's disposition in this single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if let Some(seconds) = deadline_s {
-        // Kept across the exec: the workload ends at its deadline even with nobody left to
-        // kill it.
-        // SAFETY: arms this process's alarm timer.
-        unsafe { libc::alarm(seconds) };
+        // A check: it runs in a child, so that at the deadline this process kills it and
+        // whatever it started, even with nobody left to kill them and whatever the
+        // workload does with its own signals.
+        arm_group_deadline(seconds);
+        return match run_in_child(&argv, &env) {
+            Ok(status) => status,
+            Err(error) => {
+                eprintln!("dcos-rs: {error}");
+                126
+            }
+        };
     }
     let error = exec_with_env(&argv, &env);
     eprintln!("dcos-rs: cannot run {:?}: {error}", argv[0]);
