@@ -386,6 +386,22 @@ try:
 except marathon.exceptions.MarathonHttpError as error:
     check("abort refused", error.status_code == 422, vars(error))
 client.delete_app("/py/stuck")
+# A group whose app is mid-deployment (room for 2 of 40) is held by it: removing it, or
+# replacing it with a definition without that app, is refused unless forced.
+client.create_group(MarathonGroup(id="/py/held", apps=[
+    MarathonApp(id="/py/held/big", cmd="sleep 1000", cpus=0.1, mem=500, instances=40)]))
+wait("held deploying", lambda: [d for d in client.list_deployments() if d.affected_apps == ["/py/held/big"]])
+for method, body in [("DELETE", None), ("PUT", {"id": "/py/held", "apps": []})]:
+    status, _, answer = http(method, "/v2/groups/py/held", body)
+    check(f"{method} of a held group", status == 409 and answer["deployments"], (status, answer))
+check("held group kept", client.get_app("/py/held/big").instances == 40, "instances")
+# PUT .../versions/<not a time> is no rollback of /py/held: it names a group, and the segment
+# `versions` is refused in ids (an endpoint of apps and groups).
+status, _, answer = http("PUT", "/v2/groups/py/held/versions/v1", {})
+check("group named versions/v1", status == 422 and "'versions' is reserved" in answer["message"], (status, answer))
+check("delete_group force", "deploymentId" in client.delete_group("/py/held", force=True), "forced")
+status, _, _ = http("GET", "/v2/apps/py/held/big")
+check("held group removed", status == 404, status)
 
 status, _, body = http("POST", "/v2/apps", {"id": "/py/huge2", "cmd": "sleep 1", "cpus": 4000, "mem": 16})
 check("impossible app", status == 422 and body["details"][0]["path"] == "/cpus", (status, body))

@@ -89,7 +89,7 @@ pub async fn get(State(master): State<Arc<Master>>, Path(path): Path<String>) ->
         let group = |n: usize| normalize_app_id(&segments[..n].join("/"));
         let versions_of = match segments.as_slice() {
             [.., "versions"] if !group_exists(s, &whole) => Some((group(segments.len() - 1), None)),
-            [.., "versions", version] if !group_exists(s, &whole) => {
+            [.., "versions", version] if !group_exists(s, &whole) && is_version(version) => {
                 Some((group(segments.len() - 2), Some(*version)))
             }
             _ => None,
@@ -122,6 +122,11 @@ pub async fn get(State(master): State<Arc<Master>>, Path(path): Path<String>) ->
 }
 
 /// The version among `versions` that `text` (ISO 8601, as they are listed) names.
+/// Whether a path segment is a version (a time as the API writes it), not a group's name.
+fn is_version(segment: &str) -> bool {
+    dcos_core::time::parse_iso8601(segment).is_some()
+}
+
 fn version_of(versions: &[u64], text: &str) -> Option<u64> {
     let at = dcos_core::time::parse_iso8601(text)?;
     versions.contains(&at).then_some(at)
@@ -313,7 +318,10 @@ pub async fn update(
     let whole = normalize_app_id(&path);
     let segments: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let rollback_to = match segments.as_slice() {
-        [.., "versions", version] if !master.read(|s| group_exists(s, &whole)) => {
+        // A time, so that a new group may be called `.../versions/<name>`.
+        [.., "versions", version]
+            if is_version(version) && !master.read(|s| group_exists(s, &whole)) =>
+        {
             Some(version.to_string())
         }
         _ => None,
@@ -419,8 +427,20 @@ pub async fn update(
                 &master.read(|s| dry_run_steps(s, &id, &apps, replace)),
             )));
         }
-        for app in &apps {
-            if let Some(deployment_id) = lock_of(&master, &app.id, force) {
+        // The apps changed, and with a replacing PUT or a rollback those that go.
+        let gone: Vec<String> = match replace {
+            true => master.read(|s| {
+                s.services
+                    .apps
+                    .keys()
+                    .filter(|a| core_groups::is_under(a, &id) && !apps.iter().any(|n| &n.id == *a))
+                    .cloned()
+                    .collect()
+            }),
+            false => Vec::new(),
+        };
+        for app_id in apps.iter().map(|a| &a.id).chain(&gone) {
+            if let Some(deployment_id) = lock_of(&master, app_id, force) {
                 return Ok(Err(locked(&deployment_id)));
             }
         }
@@ -508,17 +528,21 @@ pub async fn remove(
                 )],
             ));
         }
+        let apps: Vec<String> = master.read(|s| {
+            s.services
+                .apps
+                .keys()
+                .filter(|a| core_groups::is_under(a, &id))
+                .cloned()
+                .collect()
+        });
         if !force {
-            let apps: Vec<String> = master.read(|s| {
-                s.services
-                    .apps
-                    .keys()
-                    .filter(|a| core_groups::is_under(a, &id))
-                    .cloned()
-                    .collect()
-            });
             if apps.is_empty() && master.read(|s| !s.services.groups.contains_key(&id)) {
                 return Err(group_not_found(&id));
+            }
+            // As Marathon: an app of the group mid-deployment holds it, unless forced.
+            if let Some(deployment_id) = apps.iter().find_map(|a| lock_of(&master, a, false)) {
+                return Ok(Err(locked(&deployment_id)));
             }
         }
         let at_ms = now_ms();
@@ -537,8 +561,12 @@ pub async fn remove(
                 e
             }
         })?;
-        Ok(Changed::new(at_ms, random_id()))
+        Ok(Ok(Changed::new(at_ms, random_id())))
     }
     .await;
-    respond(result)
+    match result {
+        Ok(Ok(changed)) => changed.into_response(),
+        Ok(Err(response)) => response,
+        Err(e) => api_error(e),
+    }
 }
