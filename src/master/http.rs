@@ -12,6 +12,7 @@ use crate::auth::{require_token, ApiAuth};
 use crate::http_guard::{guard_requests, RequestGuard};
 use crate::http_util::{api_error, json_ok, read_body};
 use crate::link::{now_ms, LEADER_HEADER};
+use crate::tls::NodeClientError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
@@ -206,11 +207,27 @@ async fn pass_to_leader(
             }
             response
         }
-        Err(e) => api_error(ApiError::new(
-            503,
-            "leader_unreachable",
-            format!("this master is not the leader and could not pass the write on to the leader at {leader_url} ({e}); retry shortly"),
+        // Sent, but no answer: the leader may have applied it, so a blind retry could do
+        // it twice (Marathon's proxy answers a gateway timeout too).
+        Err(e @ NodeClientError::NoAnswer(_)) => api_error(ApiError::new(
+            504,
+            "leader_no_answer",
+            format!("this master passed the write on to the leader at {leader_url} but got no answer ({e}): it may have been applied; read the state before retrying"),
         )),
+        Err(e @ (NodeClientError::Protocol(_) | NodeClientError::TooLarge(_))) => {
+            api_error(ApiError::new(
+                502,
+                "leader_bad_answer",
+                format!("the leader at {leader_url} answered the write, but its answer cannot be passed on ({e}): it may have been applied; read the state before retrying"),
+            ))
+        }
+        Err(e @ (NodeClientError::Unreachable(_) | NodeClientError::InvalidRequest(_))) => {
+            api_error(ApiError::new(
+                503,
+                "leader_unreachable",
+                format!("this master is not the leader and could not pass the write on to the leader at {leader_url} ({e}); nothing was applied, retry shortly"),
+            ))
+        }
     }
 }
 

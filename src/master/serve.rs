@@ -58,7 +58,7 @@ impl Transport for HttpsTransport {
                     "{url} answered {status}: {}",
                     String::from_utf8_lossy(&body[..body.len().min(300)])
                 ))),
-                Err(e @ NodeClientError::Unreachable { .. }) => {
+                Err(e @ (NodeClientError::Unreachable(_) | NodeClientError::NoAnswer(_))) => {
                     Err(TransportError::Unreachable(e.to_string()))
                 }
                 Err(e) => Err(TransportError::Failed(e.to_string())),

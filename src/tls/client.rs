@@ -56,12 +56,15 @@ pub enum NodeClientError {
     /// The request could not be sent as given (not an `https://` URL, bad header).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// No complete answer: connection refused or reset, DNS failure, TLS refused by either
-    /// side (the reason then starts with `TLS handshake failed`: a certificate from another
-    /// CA, an expired one, a name mismatch), or the timeout passed. The peer may or may not
-    /// have acted on the request, as with any network failure.
+    /// No connection to send the request on: refused, DNS failure, connect timeout, or TLS
+    /// refused by either side (the reason then starts with `TLS handshake failed`: a
+    /// certificate from another CA, an expired one, a name mismatch). Not acted on.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The request was sent but no complete answer came back: the connection closed or
+    /// reset, the answer broke off, or the timeout passed. The peer may have acted on it.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
     /// The peer answered something that is not HTTP.
     #[error("invalid response: {0}")]
     Protocol(String),
@@ -118,7 +121,7 @@ impl NodeClient {
     ) -> Result<(StatusCode, HeaderMap, Bytes), NodeClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = |what: &str| {
-            NodeClientError::Unreachable(format!("{what} within {} ms", timeout.as_millis()))
+            NodeClientError::NoAnswer(format!("{what} within {} ms", timeout.as_millis()))
         };
         let response = self
             .send(method, url, body, headers, deadline, timeout)
@@ -194,7 +197,8 @@ impl NodeClient {
             .map_err(|e| invalid(format!("{e}")))?;
         request.headers_mut().extend(headers);
         match tokio::time::timeout_at(deadline, self.http.request(request)).await {
-            Err(_) => Err(NodeClientError::Unreachable(format!(
+            // The connector's own timeout is shorter: past this one the request was sent.
+            Err(_) => Err(NodeClientError::NoAnswer(format!(
                 "no response within {} ms",
                 timeout.as_millis()
             ))),
@@ -205,7 +209,7 @@ impl NodeClient {
 }
 
 /// Classifies a failure before the response head: a head that is not HTTP is `Protocol`,
-/// everything else (connect, TLS, reset) is `Unreachable`.
+/// no connection or TLS is `Unreachable`, anything after the request went out `NoAnswer`.
 fn request_error(error: &hyper_util::client::legacy::Error) -> NodeClientError {
     let (mut reason, tls, parse) = describe(error);
     if parse && !tls && !error.is_connect() {
@@ -225,7 +229,11 @@ fn request_error(error: &hyper_util::client::legacy::Error) -> NodeClientError {
             " (the server closed the connection without answering: it may have refused our client certificate)",
         );
     }
-    NodeClientError::Unreachable(reason)
+    if tls || error.is_connect() {
+        NodeClientError::Unreachable(reason)
+    } else {
+        NodeClientError::NoAnswer(reason)
+    }
 }
 
 /// The errors of a chain, `error` first (bounded: chains here are three or four deep).
@@ -243,7 +251,7 @@ fn body_error(error: &hyper::Error) -> NodeClientError {
     } else if tls {
         NodeClientError::Unreachable(reason)
     } else {
-        NodeClientError::Unreachable(format!("the response broke off: {reason}"))
+        NodeClientError::NoAnswer(format!("the response broke off: {reason}"))
     }
 }
 
