@@ -182,11 +182,26 @@ fn group_view_at(
     view(id, at, apps, &groups, &dependencies)
 }
 
-/// The tree a rollback of group `id` to `apps` (its apps then) writes: `id` and every group
-/// of those apps inside it, each listing its apps and subgroups, so what came after goes.
-fn rollback_tree(state: &ClusterState, id: &str, apps: &[(AppSpec, u64)]) -> Vec<GroupEntry> {
+/// The tree a rollback of group `id` to `at` (`apps`: its apps then) writes: `id`, every
+/// group of those apps inside it, and the group records inside it unchanged since `at`
+/// (empty groups kept then), each listing its apps and subgroups, so what came after goes.
+/// A group keeps its dependencies: those of a group changed since are not kept apart.
+fn rollback_tree(
+    state: &ClusterState,
+    id: &str,
+    at: u64,
+    apps: &[(AppSpec, u64)],
+) -> Vec<GroupEntry> {
     let mut groups = core_groups::implied_groups(apps.iter().map(|(spec, _)| &spec.id));
     groups.insert(id.to_string());
+    groups.extend(
+        state
+            .services
+            .groups
+            .iter()
+            .filter(|(g, record)| core_groups::is_under(g, id) && record.version_ms <= at)
+            .map(|(g, _)| g.clone()),
+    );
     groups
         .into_iter()
         .filter(|g| core_groups::is_under(g, id))
@@ -407,7 +422,7 @@ pub async fn update(
                             format!("the definitions of then of {} are no longer kept", lost.join(", ")),
                         )])
                     })?;
-                    Ok((rollback_tree(s, &id, &apps), apps))
+                    Ok((rollback_tree(s, &id, at, &apps), apps))
                 })?;
                 let (tree, apps) = rolled;
                 (tree, apps.into_iter().map(|(spec, _)| spec).collect(), true)

@@ -373,8 +373,10 @@ pub fn group_at(
             .max_by_key(|(at, _)| *at);
         match then {
             Some((at, spec)) => apps.push((spec.clone(), at)),
-            // Created after `version_ms`, unless older definitions were dropped.
-            None if record.versions.len() < super::VERSIONS_KEPT => {}
+            // Created after `version_ms`: not in the group then.
+            None if record.created_ms > version_ms => {}
+            // It existed then (or, in a record that does not say when it was created, may
+            // have), but its definition of then is no longer kept.
             None => lost.push(record.spec.id.clone()),
         }
     }
@@ -399,6 +401,7 @@ mod tests {
             last_failure_at_ms: 0,
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
+            created_ms: 1,
         }
     }
 
@@ -448,6 +451,40 @@ mod tests {
             "the definition of then"
         );
         assert_eq!(at(35).len(), 2);
+    }
+
+    #[test]
+    fn an_app_whose_definition_of_then_was_dropped_is_named_not_skipped() {
+        use crate::command::Command;
+        let mut s = crate::state::ClusterState::default();
+        let put = |s: &mut crate::state::ClusterState, instances: u32, at_ms: u64| {
+            s.apply(&Command::PutApp {
+                app: app("/shop/web", instances),
+                create: false,
+                at_ms,
+                deployment_id: "d".into(),
+            });
+        };
+        // Created at 10, then changed often enough that the oldest definitions go.
+        for i in 0..=super::super::VERSIONS_KEPT as u64 {
+            put(&mut s, 1 + (i % 2) as u32, 10 + i);
+        }
+        put(&mut s, 1, 1_000);
+        assert_eq!(s.services.apps["/shop/web"].created_ms, 10);
+        assert_eq!(
+            group_at(&s.services, "/shop", 5).unwrap(),
+            vec![],
+            "not yet created"
+        );
+        assert_eq!(
+            group_at(&s.services, "/shop", 11),
+            Err(vec!["/shop/web".to_string()]),
+            "it existed, its definition of then is gone"
+        );
+        assert_eq!(group_at(&s.services, "/shop", 1_000).unwrap().len(), 1);
+        // A record from before creation times were kept: an older version cannot be judged.
+        s.services.apps.get_mut("/shop/web").unwrap().created_ms = 0;
+        assert!(group_at(&s.services, "/shop", 5).is_err());
     }
 
     #[test]

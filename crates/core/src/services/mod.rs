@@ -40,6 +40,10 @@ pub struct AppRecord {
     /// one (Marathon's `/v2/apps/{id}/versions`; a rollback puts one back).
     #[serde(default)]
     pub versions: BTreeMap<u64, AppSpec>,
+    /// When the app was created; 0 in records written before it was kept (a group's
+    /// rollback then cannot tell whether the app existed at an older version).
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// A task that ran this long before it failed ends the app's streak of failures: the
@@ -163,6 +167,7 @@ impl ServicesState {
                     last_failure_at_ms: 0,
                     last_scaling_ms: at_ms,
                     versions: BTreeMap::new(),
+                    created_ms: at_ms,
                 };
                 record.keep_version();
                 self.apps.insert(app.id.clone(), record);
@@ -466,6 +471,7 @@ mod tests {
             last_failure_at_ms: 0,
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
+            created_ms: 1,
         }
     }
 
