@@ -19,13 +19,16 @@ fn a_log_of_the_previous_format_replays_to_the_same_outcomes_and_state() {
     assert_eq!(outcomes_now, outcomes_then);
     state.assert_invariants();
 
-    // The app history kept since (versions, lastScalingAt) is rebuilt by a replay but was
-    // never in the old snapshot; it decides nothing, and everything else must agree.
+    // The app history kept since (versions, lastScalingAt, the creation time) is rebuilt by
+    // a replay but was never in the old snapshot (a record without a creation time refuses
+    // the rollbacks that would need it); everything else must agree.
     let snapshot_then: ClusterState = serde_json::from_str(&fixture("v1-state.json")).unwrap();
     for record in state.services.apps.values_mut() {
         assert!(!record.versions.is_empty(), "a replay keeps versions");
         record.versions.clear();
         record.last_scaling_ms = 0;
+        assert!(record.created_ms > 0, "a replay knows when an app was created");
+        record.created_ms = 0;
     }
     assert_eq!(state, snapshot_then, "replay and old snapshot agree");
 }

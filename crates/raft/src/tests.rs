@@ -388,11 +388,12 @@ fn log_entries_of_the_previous_format_decode_and_apply() {
     }
     let snapshot_then: ClusterState =
         serde_json::from_value(core_fixture("v1-state.json")).unwrap();
-    // App history kept since (versions, lastScalingAt) is rebuilt by the replay but was
-    // never in the old snapshot; it decides nothing (crates/core/tests/compat.rs).
+    // App history kept since (versions, lastScalingAt, the creation time) is rebuilt by the
+    // replay but was never in the old snapshot (crates/core/tests/compat.rs).
     for record in state.services.apps.values_mut() {
         record.versions.clear();
         record.last_scaling_ms = 0;
+        record.created_ms = 0;
     }
     assert_eq!(state, snapshot_then);
 }
