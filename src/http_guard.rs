@@ -7,9 +7,10 @@
 //!   name and is refused.
 //! - `Origin`, when a browser sends one, must be the origin of the `Host` asked for:
 //!   another site's page may not drive the API (there is no CORS here, on purpose).
-//! - `POST`, `PUT` and `PATCH` must say `Content-Type: application/json` (the agent's image
-//!   upload: a tar or binary type). A plain HTML form or a "simple" `fetch` cannot send that
-//!   without a preflight nobody answers. Routes under `/internal/` (certificate-only, between
+//! - `POST`, `PUT` and `PATCH` with a body, or with any `Content-Type`, must say
+//!   `Content-Type: application/json` (the agent's image upload: a tar or binary type). A
+//!   plain HTML form or a "simple" `fetch` cannot send that without a preflight nobody
+//!   answers; one without a body and a type (`POST /v2/apps/{id}/restart`) is accepted. Routes under `/internal/` (certificate-only, between
 //!   nodes) are not checked for it.
 
 use crate::http_util::api_error;
@@ -108,7 +109,15 @@ impl RequestGuard {
             *request.method(),
             Method::POST | Method::PUT | Method::PATCH
         );
-        if mutating && !request.uri().path().starts_with("/internal/") {
+        // A request without a body and without a type (the DC/OS CLI's `POST .../restart`)
+        // carries nothing to mistake; a browser's bodiless cross-site POST is refused by
+        // the Origin check above.
+        let bodiless = !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0");
+        let typed = headers.contains_key(header::CONTENT_TYPE);
+        if mutating && (typed || !bodiless) && !request.uri().path().starts_with("/internal/") {
             let given = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -283,7 +292,24 @@ mod tests {
                 );
             }
         }
-        assert_eq!(status(&guard, "POST", "/v2/apps/x/restart", &[host]), 415);
+        // Without a type, only a request without a body passes.
+        assert_eq!(status(&guard, "POST", "/v2/apps/x/restart", &[host]), 200);
+        assert_eq!(
+            status(
+                &guard,
+                "POST",
+                "/v2/apps/x/restart",
+                &[host, ("content-length", "0")]
+            ),
+            200
+        );
+        for body in [("content-length", "2"), ("transfer-encoding", "chunked")] {
+            assert_eq!(
+                status(&guard, "POST", "/v2/apps", &[host, body]),
+                415,
+                "{body:?}"
+            );
+        }
         // Reads, deletions and node-to-node calls are not asked for one.
         assert_eq!(status(&guard, "GET", "/v2/apps", &[host]), 200);
         assert_eq!(status(&guard, "DELETE", "/v2/apps/x", &[host]), 200);

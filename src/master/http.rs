@@ -85,6 +85,7 @@ pub fn router(
         .route(cluster::MASTER, delete(remove_master))
         .route(cluster::AGENT_DRAIN, post(drain_agent))
         .route(cluster::AGENT, delete(remove_agent))
+        .route(cluster::MESOS_DNS_HOSTS, get(mesos_dns_hosts))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) })
         .layer(middleware::from_fn_with_state(
             master.clone(),
@@ -392,6 +393,44 @@ async fn pong() -> &'static str {
     "pong"
 }
 
+/// Mesos-DNS's `GET /v1/hosts/{name}`, as DC/OS serves it under `/mesos_dns` (the DC/OS
+/// CLI's `marathon leader show` and `marathon ping` read it): `leader.mesos` and
+/// `marathon.mesos` are the leading master, `master.mesos` every master, each
+/// `{"host": "<name>.", "ip": "<address>"}`; a name without records (or no leader known) is
+/// Mesos-DNS's `[{"host": "", "ip": ""}]`. Names of tasks are not served.
+async fn mesos_dns_hosts(
+    State(master): State<Arc<Master>>,
+    Path(name): Path<String>,
+) -> Json<serde_json::Value> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let status = master.raft.status();
+    let addresses: Vec<String> = match name.as_str() {
+        "leader.mesos" | "marathon.mesos" => status.leader_addr.into_iter().collect(),
+        "master.mesos" => status.members.into_iter().map(|m| m.addr).collect(),
+        _ => Vec::new(),
+    };
+    let mut ips: Vec<String> = addresses.iter().map(|url| url_host(url)).collect();
+    ips.dedup();
+    let records: Vec<serde_json::Value> = if ips.is_empty() {
+        vec![serde_json::json!({ "host": "", "ip": "" })]
+    } else {
+        ips.into_iter()
+            .map(|ip| serde_json::json!({ "host": format!("{name}."), "ip": ip }))
+            .collect()
+    };
+    Json(serde_json::Value::Array(records))
+}
+
+/// `https://10.0.0.1:5050/` -> `10.0.0.1`; `http://[::1]:5050` -> `::1`.
+fn url_host(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    authority.split(':').next().unwrap_or(authority).to_string()
+}
+
 async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD_HTML)
 }
@@ -570,4 +609,17 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
         masters,
         agents: s.agents.values().map(|a| agent_view(s, a)).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn a_masters_url_gives_its_host_for_mesos_dns() {
+        assert_eq!(url_host("https://10.0.0.1:5050/"), "10.0.0.1");
+        assert_eq!(url_host("http://127.0.0.1:5050"), "127.0.0.1");
+        assert_eq!(url_host("http://[::1]:5050"), "::1");
+        assert_eq!(url_host("master-1.example"), "master-1.example");
+    }
 }

@@ -6,7 +6,7 @@ use crate::common::TestCluster;
 use std::process::Command;
 
 /// Runs `tests/clients/<script>` with the cluster's URL, its token and `extra` arguments;
-/// fails naming the pip package (`module`, `install`) when it is missing, and with the
+/// fails naming the module and how to install it (`module`, `install`) when it is missing, and with the
 /// script's output when it does not succeed. Returns its stdout.
 async fn run_client_script(
     cluster: &TestCluster,
@@ -15,21 +15,34 @@ async fn run_client_script(
     module: &str,
     install: &str,
 ) -> String {
+    run_client_script_with("python3", cluster, script, extra, module, install).await
+}
+
+/// `run_client_script` with the Python interpreter `python` (a client in a venv of its own).
+async fn run_client_script_with(
+    python: &str,
+    cluster: &TestCluster,
+    script: &str,
+    extra: &[&str],
+    module: &str,
+    install: &str,
+) -> String {
     let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut command = Command::new("python3");
+    let mut command = Command::new(python);
     command
         .arg(script)
         .arg(&cluster.handle().master_url)
         .arg(cluster.token())
         .args(extra);
-    let output = tokio::task::spawn_blocking(move || command.output().expect("python3 runs"))
+    let output = tokio::task::spawn_blocking(move || command.output())
         .await
-        .unwrap();
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{python} does not run ({e}): {install} (.ci/run installs it)"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !stderr.contains(&format!("No module named '{module}'")),
-        "{module} is missing: pip install {install} (.ci/run does)"
+        "{module} is missing: {install} (.ci/run does)"
     );
     assert!(
         output.status.success(),
@@ -46,9 +59,31 @@ async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
         "marathon_python.py",
         &[],
         "marathon",
-        "marathon==0.13.0",
+        "pip install marathon==0.13.0",
     )
     .await;
+    cluster.stop().await;
+}
+
+/// The DC/OS CLI (PyPI `dcoscli` 0.6.1) runs its `dcos marathon` commands, as typed, against
+/// the cluster: apps, versions, tasks, deployments, groups, the queue's debug views, the
+/// leader through DC/OS's Mesos-DNS names. Its pins clash with the other clients, so it has
+/// a venv of its own (`DCOS_CLI_PYTHON`, else /opt/dcos-cli, made by .ci/run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dcos_cli_drives_marathon() {
+    let cluster = TestCluster::start().await;
+    let python =
+        std::env::var("DCOS_CLI_PYTHON").unwrap_or_else(|_| "/opt/dcos-cli/bin/python".to_string());
+    let stdout = run_client_script_with(
+        &python,
+        &cluster,
+        "dcos_cli.py",
+        &[],
+        "dcoscli",
+        "python3 -m venv /opt/dcos-cli && /opt/dcos-cli/bin/pip install dcos==0.6.1 'docopt>=0.6,<1.0' pkginfo==1.2.1 cryptography 'virtualenv<16' && /opt/dcos-cli/bin/pip install --no-deps dcoscli==0.6.1",
+    )
+    .await;
+    assert!(stdout.contains("every command passed"), "{stdout}");
     cluster.stop().await;
 }
 
@@ -74,7 +109,7 @@ async fn schemathesis_finds_no_answer_outside_the_openapi_description() {
         "schemathesis_master.py",
         &["25"],
         "schemathesis",
-        "schemathesis==4.32.5",
+        "pip install schemathesis==4.32.5",
     )
     .await;
     let summary = stdout

@@ -27,7 +27,10 @@ fn a_log_of_the_previous_format_replays_to_the_same_outcomes_and_state() {
         assert!(!record.versions.is_empty(), "a replay keeps versions");
         record.versions.clear();
         record.last_scaling_ms = 0;
-        assert!(record.created_ms > 0, "a replay knows when an app was created");
+        assert!(
+            record.created_ms > 0,
+            "a replay knows when an app was created"
+        );
         record.created_ms = 0;
     }
     assert_eq!(state, snapshot_then, "replay and old snapshot agree");
