@@ -195,7 +195,15 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
         }
         AppCommand::Show { id } => {
             let app: AppEnvelope = client.get(&app_path(&id)).await?;
-            print_json(&app)
+            // This system's own fields, which Marathon's object does not carry.
+            let mut shown = serde_json::to_value(&app)?;
+            let extras: serde_json::Value = client.get(&cluster_routes::app(&id)).await?;
+            for key in ["progressDeadlineSeconds", "lastAutomaticRollback"] {
+                if !extras[key].is_null() {
+                    shown["app"][key] = extras[key].clone();
+                }
+            }
+            print_json(&shown)
         }
         AppCommand::Update {
             id,

@@ -121,7 +121,21 @@ pub(super) async fn follow(
             match app {
                 Some(app) => {
                     let replaced = app.app.deployments.iter().any(|d| d.id != deployment_id);
-                    if replaced {
+                    let extras: Option<serde_json::Value> =
+                        client.get(&cluster_routes::app(app_id)).await.ok();
+                    let rollback = extras
+                        .as_ref()
+                        .map(|e| &e["lastAutomaticRollback"])
+                        .filter(|r| r["failedDeploymentId"] == deployment_id);
+                    if let Some(rollback) = rollback {
+                        println!(
+                            "deployment {deployment_id} failed: {}; the rollback is deployment {} (`dcos-rs deployment watch {}`)",
+                            rollback["reason"].as_str().unwrap_or("?"),
+                            rollback["deploymentId"].as_str().unwrap_or("?"),
+                            rollback["deploymentId"].as_str().unwrap_or("?"),
+                        );
+                        anyhow::bail!("deployment {deployment_id} was rolled back");
+                    } else if replaced {
                         println!(
                             "deployment {deployment_id} was replaced by {} (`dcos-rs deployment watch {}`)",
                             app.app.deployments[0].id, app.app.deployments[0].id

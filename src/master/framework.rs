@@ -23,6 +23,13 @@ pub enum Proposal {
     Kill { task_id: String },
     /// Forget an ended task (`Command::ExpungeTask`).
     Expunge { task_id: String },
+    /// Roll an app's deployment back, saying why (`Command::RollBack` with a new deployment
+    /// id): a deployment past its `progressDeadlineSeconds`.
+    RollBack {
+        app_id: String,
+        failed_deployment_id: String,
+        reason: String,
+    },
 }
 
 /// A built-in framework: pure decisions over the applied state (the I/O is the master's).

@@ -482,8 +482,10 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::TaskExists { .. }
         | Reject::TaskNotTerminal { .. }
         | Reject::AgentInUse { .. }
-        | Reject::AgentRemoved { .. } => ApiError::conflict(reject.to_string()),
+        | Reject::AgentRemoved { .. }
+        | Reject::NothingToRollBackTo { .. } => ApiError::conflict(reject.to_string()),
         Reject::UnknownApp { .. }
+        | Reject::DeploymentNotUnderWay { .. }
         | Reject::UnknownGroup { .. }
         | Reject::UnknownTask { .. }
         | Reject::UnknownAgent { .. } => ApiError::not_found(reject.to_string()),

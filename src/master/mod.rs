@@ -667,6 +667,17 @@ impl Master {
                 Proposal::Expunge { task_id } => Command::ExpungeTask {
                     task_id: task_id.clone(),
                 },
+                Proposal::RollBack {
+                    app_id,
+                    failed_deployment_id,
+                    reason,
+                } => Command::RollBack {
+                    app_id: app_id.clone(),
+                    failed_deployment_id: failed_deployment_id.clone(),
+                    at_ms: now,
+                    deployment_id: crate::link::random_id(),
+                    reason: Some(reason.clone()),
+                },
             })
             .collect();
         let outcomes = self.raft.write_all(commands).await;
@@ -704,6 +715,15 @@ impl Master {
                     if let Some(agent_id) = agent_id {
                         self.send_kill(&agent_id, &task_id).await;
                     }
+                }
+                (Proposal::RollBack { app_id, reason, .. }, Ok(Outcome::Applied)) => {
+                    tracing::warn!(app = %app_id, framework, "rolled back: {reason}")
+                }
+                (Proposal::RollBack { app_id, .. }, Ok(Outcome::Rejected(reject))) => {
+                    tracing::debug!(app = %app_id, framework, "rollback not needed: {reject}")
+                }
+                (Proposal::RollBack { app_id, .. }, Err(e)) => {
+                    tracing::warn!(app = %app_id, framework, "rollback not recorded: {e}")
                 }
                 (Proposal::Kill { .. } | Proposal::Expunge { .. }, _) => {}
             }

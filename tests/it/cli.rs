@@ -249,3 +249,86 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     );
     cluster.stop().await;
 }
+
+/// `progressDeadlineSeconds` (dcos-rs's own): a change that cannot finish in time is rolled
+/// back by the framework, once, and `app update` says why and exits non-zero; Marathon's
+/// objects never carry the key, `/cluster/v1/apps/{id}` and `app show` do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_past_its_progress_deadline_is_rolled_back_and_says_why() {
+    let cluster = TestCluster::start().await;
+    let bad: dcos_rs::cli::client::ClientError = cluster
+        .deploy(
+            serde_json::json!({"id": "/late", "cmd": "sleep 1000", "progressDeadlineSeconds": 0}),
+        )
+        .await
+        .expect_err("0 s");
+    assert_eq!(bad.status(), Some(422), "{bad}");
+    assert!(bad.to_string().contains("progressDeadlineSeconds"), "{bad}");
+    cluster
+        .deploy(serde_json::json!({
+            "id": "/late", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16,
+            "progressDeadlineSeconds": 2,
+        }))
+        .await
+        .unwrap();
+    cluster.wait_running("/late", 1).await;
+    let marathon: serde_json::Value = cluster.client.get("/v2/apps/late").await.unwrap();
+    assert!(
+        marathon["app"].get("progressDeadlineSeconds").is_none(),
+        "{marathon}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&cluster, &["app", "show", "/late"]))).unwrap();
+    assert_eq!(shown["app"]["progressDeadlineSeconds"], 2, "{shown}");
+
+    // More cpus than the agent has: the new task never starts, so the change is rolled back.
+    let change = cluster.dir.path().join("late.json");
+    std::fs::write(&change, r#"{"cpus": 1000}"#).unwrap();
+    let out = cli(
+        &cluster,
+        &[
+            "app",
+            "update",
+            "--force",
+            "/late",
+            change.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a rolled back change exits non-zero: {stdout}"
+    );
+    assert!(
+        stdout.contains("failed: deployment") && stdout.contains("progressDeadlineSeconds"),
+        "{stdout}"
+    );
+    let extras: serde_json::Value = cluster.client.get("/cluster/v1/apps/late").await.unwrap();
+    let rollback = &extras["lastAutomaticRollback"];
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .unwrap()
+            .contains("had not finished 2 s later"),
+        "{extras}"
+    );
+    let app: serde_json::Value = cluster.client.get("/v2/apps/late").await.unwrap();
+    assert_eq!(
+        app["app"]["cpus"], 0.1,
+        "the definition before is back: {app}"
+    );
+    // As a new version: its task is replaced, start-then-stop, and the rollback finishes.
+    wait_for(
+        "the rollback to finish",
+        Duration::from_secs(20),
+        || async {
+            let app: serde_json::Value = cluster.client.get("/v2/apps/late").await.unwrap();
+            (app["app"]["deployments"] == serde_json::json!([])).then_some(())
+        },
+    )
+    .await;
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&cluster, &["app", "show", "/late"]))).unwrap();
+    assert_eq!(shown["app"]["lastAutomaticRollback"], *rollback);
+    cluster.stop().await;
+}

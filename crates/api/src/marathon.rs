@@ -277,7 +277,7 @@ pub fn app_view(state: &ClusterState, record: &AppRecord, embed_tasks: bool) -> 
         .count();
     let converged = app_converged(record, &tasks);
     AppView {
-        spec: record.spec.clone(),
+        spec: record.spec.for_marathon(),
         version: iso8601(record.version_ms),
         version_info: VersionInfo {
             last_scaling_at: iso8601(record.last_scaling_ms()),

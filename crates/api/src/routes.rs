@@ -51,11 +51,18 @@ pub mod cluster {
     pub const AGENT_DRAIN: &str = "/cluster/v1/agents/{id}/drain";
     /// Why an app waits for room, per agent (`dcos-rs app why`).
     pub const PLACEMENT: &str = "/cluster/v1/placement/{*id}";
+    /// An app's facts Marathon's objects cannot carry (its deadline, the last automatic
+    /// rollback).
+    pub const APP: &str = "/cluster/v1/apps/{*id}";
     /// Mesos-DNS's host lookup as DC/OS serves it (the DC/OS CLI asks it who leads).
     pub const MESOS_DNS_HOSTS: &str = "/mesos_dns/v1/hosts/{name}";
 
     pub fn placement(app_id: &str) -> String {
         format!("/cluster/v1/placement/{}", app_id.trim_start_matches('/'))
+    }
+
+    pub fn app(app_id: &str) -> String {
+        format!("/cluster/v1/apps/{}", app_id.trim_start_matches('/'))
     }
 
     pub fn master(id: u64) -> String {

@@ -55,6 +55,18 @@ pub enum Command {
     },
     /// Every app of the group goes, and the group.
     RemoveGroup { group_id: String, at_ms: u64 },
+    /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
+    /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
+    /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a
+    /// deployment past the app's `progressDeadlineSeconds`, recorded on the app.
+    RollBack {
+        app_id: String,
+        failed_deployment_id: String,
+        at_ms: u64,
+        deployment_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Forget the app's failures in a row, so its next launch is not delayed (Marathon's
     /// `DELETE /v2/queue/{id}/delay`).
     ResetDelay { app_id: String },
@@ -164,6 +176,13 @@ pub enum Reject {
     },
     #[error("task {task_id} is still running")]
     TaskNotTerminal { task_id: String },
+    #[error("deployment {deployment_id} of {app_id} is not under way (any more)")]
+    DeploymentNotUnderWay {
+        app_id: String,
+        deployment_id: String,
+    },
+    #[error("no earlier version of {app_id} is kept to roll back to; PUT the definition you want")]
+    NothingToRollBackTo { app_id: String },
     #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
     PortsUnavailable { agent_id: String, ports: Vec<u16> },
 }

@@ -191,6 +191,20 @@ impl ClusterState {
             Command::RemoveApp { app_id, at_ms } => {
                 self.services.remove_app(app_id, *at_ms, &mut self.tasks)?
             }
+            Command::RollBack {
+                app_id,
+                failed_deployment_id,
+                at_ms,
+                deployment_id,
+                reason,
+            } => self.services.roll_back(
+                app_id,
+                failed_deployment_id,
+                *at_ms,
+                deployment_id,
+                reason.as_deref(),
+                &mut self.tasks,
+            )?,
             Command::LaunchTask { task } => {
                 if self.tasks.contains_key(&task.id) {
                     return Err(Reject::TaskExists {

@@ -9,7 +9,8 @@
 //! `api_post_event` and a `deployment_info`; a task's launch and each status an
 //! `status_update_event`; the end of a deployment (its app converged)
 //! `deployment_step_success` then `deployment_success`, or `deployment_failed` when a forced
-//! change replaced it; a removal `app_terminated_event`. One translator task runs while
+//! change or a rollback replaced it (with `reason` when the framework rolled it back past its
+//! `progressDeadlineSeconds`); a removal `app_terminated_event`. One translator task runs while
 //! anyone listens.
 //!
 //! Limits: at most `SUBSCRIBERS_MAX` streams at once (503 beyond); a stream more than
@@ -168,7 +169,7 @@ fn deployment(record: &AppRecord) -> Deployment {
             "id": record.deployment_id,
             "version": iso8601(record.version_ms),
             "original": root(serde_json::json!([])),
-            "target": root(serde_json::json!([record.spec])),
+            "target": root(serde_json::json!([record.spec.for_marathon()])),
             "steps": [step],
         }),
         step,
@@ -188,9 +189,11 @@ fn events_of(
             continue;
         }
         match &applied.command {
-            Command::PutApp { app, .. } => app_changed(state, &app.id, deployments, &mut events),
+            Command::PutApp { app, .. } => {
+                app_changed(state, &app.id, None, deployments, &mut events)
+            }
             Command::ScaleApp { app_id, .. } | Command::RestartApp { app_id, .. } => {
-                app_changed(state, app_id, deployments, &mut events)
+                app_changed(state, app_id, None, deployments, &mut events)
             }
             Command::PutGroup {
                 group_id,
@@ -199,7 +202,7 @@ fn events_of(
                 ..
             } => {
                 for app in apps {
-                    app_changed(state, &app.id, deployments, &mut events);
+                    app_changed(state, &app.id, None, deployments, &mut events);
                 }
                 events.push(event(
                     "group_change_success",
@@ -214,7 +217,12 @@ fn events_of(
                     serde_json::json!({ "groupId": group_id, "version": iso8601(*at_ms) }),
                 ));
             }
-            Command::RemoveApp { app_id, .. } => {
+            Command::RollBack { app_id, reason, .. }
+                if state.services.apps.contains_key(app_id) =>
+            {
+                app_changed(state, app_id, reason.as_deref(), deployments, &mut events)
+            }
+            Command::RemoveApp { app_id, .. } | Command::RollBack { app_id, .. } => {
                 deployments.remove(app_id);
                 events.push(event(
                     "app_terminated_event",
@@ -252,7 +260,7 @@ fn events_of(
                             .get(app_id)
                             .is_some_and(|r| r.deployment_id == *deployment_id);
                         if *scale && now_scaled && scaled.insert(app_id.clone()) {
-                            app_changed(state, app_id, deployments, &mut events);
+                            app_changed(state, app_id, None, deployments, &mut events);
                         }
                     }
                 }
@@ -285,9 +293,13 @@ fn events_of(
     events
 }
 
+/// An app's new definition or size: what was posted, the deployment it began, and the end
+/// of the deployment it replaced (`deployment_failed`, with the `reason` when the framework
+/// rolled it back itself; Marathon's clients read only the keys they know of an event).
 fn app_changed(
     state: &ClusterState,
     app_id: &str,
+    reason: Option<&str>,
     deployments: &mut BTreeMap<String, Deployment>,
     events: &mut Vec<Event>,
 ) {
@@ -299,16 +311,17 @@ fn app_changed(
         serde_json::json!({
             "clientIp": "",
             "uri": dcos_api::routes::marathon::app(app_id),
-            "appDefinition": record.spec,
+            "appDefinition": record.spec.for_marathon(),
         }),
     ));
     let next = deployment(record);
     if let Some(replaced) = deployments.remove(app_id) {
         if replaced.id != next.id {
-            events.push(event(
-                "deployment_failed",
-                serde_json::json!({ "id": replaced.id, "plan": replaced.plan }),
-            ));
+            let mut failed = serde_json::json!({ "id": replaced.id, "plan": replaced.plan });
+            if let Some(reason) = reason {
+                failed["reason"] = reason.into();
+            }
+            events.push(event("deployment_failed", failed));
         }
     }
     events.push(event(

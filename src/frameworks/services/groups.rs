@@ -160,7 +160,7 @@ fn group_view_at(
             .iter()
             .filter(|(spec, _)| parent_group(&spec.id) == g)
             .map(|(spec, version)| {
-                let mut app = serde_json::to_value(spec).unwrap_or_default();
+                let mut app = serde_json::to_value(spec.for_marathon()).unwrap_or_default();
                 app["version"] = iso8601(*version).into();
                 app
             })

@@ -71,6 +71,7 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
         .nest(marathon::DCOS_PREFIX, v2.clone())
         .nest(marathon::DCOS_SERVICE_PREFIX, v2)
         .route(dcos_api::routes::cluster::PLACEMENT, get(why_waiting))
+        .route(dcos_api::routes::cluster::APP, get(app_extras))
         .layer(Extension(waiting))
         .layer(Extension(events))
 }
@@ -467,7 +468,7 @@ async fn get_app_path(
             };
             match dcos_core::time::parse_iso8601(&version).and_then(|ms| app.version(ms)) {
                 Some(spec) => json_ok(&AppVersionView {
-                    spec: spec.clone(),
+                    spec: spec.for_marathon(),
                     version: dcos_core::time::parse_iso8601(&version)
                         .map(iso8601)
                         .unwrap_or(version),
@@ -854,43 +855,27 @@ async fn delete_deployment(
                 "aborting a deployment without rolling back is not supported: a dcos-rs app always converges on its definition; DELETE without force rolls it back, or PUT the definition you want with force=true",
             ));
         }
-        let found = master.read(|s| {
+        let app_id = master.read(|s| {
             s.services.apps.values().find_map(|record| {
                 let tasks: Vec<_> = s.tasks_of_app(&record.spec.id).collect();
-                (record.deployment_id == id && !app_converged(record, &tasks)).then(|| {
-                    let previous = record.version_list().get(1).copied();
-                    (record.clone(), previous.and_then(|v| record.version(v).cloned()))
-                })
+                (record.deployment_id == id && !app_converged(record, &tasks))
+                    .then(|| record.spec.id.clone())
             })
         });
-        let Some((record, previous)) = found else {
+        let Some(app_id) = app_id else {
             return Err(ApiError::not_found(format!(
                 "no deployment {id} is under way (GET /v2/deployments lists them)"
             )));
         };
-        let app_id = record.spec.id.clone();
         let at_ms = now_ms();
         let deployment_id = random_id();
-        let command = match previous {
-            Some(spec) if !record.spec.config_differs(&spec) => Command::ScaleApp {
-                app_id,
-                instances: spec.instances,
-                at_ms,
-                deployment_id: deployment_id.clone(),
-            },
-            Some(spec) => Command::PutApp {
-                app: spec,
-                create: false,
-                at_ms,
-                deployment_id: deployment_id.clone(),
-            },
-            // A new app has nothing to go back to: rolling back its start removes it.
-            None if record.only_first_version() => Command::RemoveApp { app_id, at_ms },
-            None => {
-                return Err(ApiError::conflict(format!(
-                    "no earlier version of {app_id} is kept to roll back to; PUT the definition you want"
-                )))
-            }
+        // The state machine checks again that it is under way, and picks the version.
+        let command = Command::RollBack {
+            app_id,
+            failed_deployment_id: id.clone(),
+            at_ms,
+            deployment_id: deployment_id.clone(),
+            reason: None,
         };
         write(&master, command).await?;
         Ok(Changed::new(at_ms, deployment_id))
@@ -1055,6 +1040,28 @@ async fn reset_delay(State(master): State<Arc<Master>>, Path(rest): Path<String>
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => api_error(e),
     }
+}
+
+/// `GET /cluster/v1/apps/{id}`: what this system keeps of an app beyond Marathon's object
+/// (whose clients refuse unknown keys): its `progressDeadlineSeconds` and the last
+/// deployment the framework rolled back for missing it.
+async fn app_extras(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
+    let app_id = dcos_core::app::normalize_app_id(&id);
+    master.read(|s| {
+        let Some(record) = s.services.apps.get(&app_id) else {
+            return api_error(app_not_found(&app_id));
+        };
+        json_ok(&serde_json::json!({
+            "appId": app_id,
+            "progressDeadlineSeconds": record.spec.progress_deadline_seconds,
+            "lastAutomaticRollback": record.rolled_back.as_ref().map(|r| serde_json::json!({
+                "failedDeploymentId": r.failed_deployment_id,
+                "deploymentId": r.deployment_id,
+                "at": iso8601(r.at_ms),
+                "reason": r.reason,
+            })),
+        }))
+    })
 }
 
 /// `GET /cluster/v1/placement/{id}`: why the app waits, per agent, in plain words (for

@@ -125,6 +125,15 @@ impl Framework for Services {
             .into_iter()
             .map(|task_id| Proposal::Kill { task_id })
             .collect();
+        let rollbacks: Vec<Proposal> = plan
+            .overdue
+            .into_iter()
+            .map(|overdue| Proposal::RollBack {
+                app_id: overdue.app_id,
+                failed_deployment_id: overdue.deployment_id,
+                reason: overdue.reason,
+            })
+            .collect();
         plan.actions
             .into_iter()
             .filter_map(|action| match action {
@@ -142,6 +151,7 @@ impl Framework for Services {
                 Action::Expunge { task_id } => Some(Proposal::Expunge { task_id }),
             })
             .chain(unhealthy_kills)
+            .chain(rollbacks)
             .collect()
     }
 

@@ -115,7 +115,17 @@ pub struct AppSpec {
     pub secrets: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency: Option<serde_json::Value>,
+    /// dcos-rs's own, off unless given: a deployment of the app not finished this many
+    /// seconds after it began is rolled back to the version before it, once (a rollback
+    /// that does not finish either is left to the operator). Accepted in definitions;
+    /// Marathon's answers never carry it (`for_marathon`), since its clients' strict models
+    /// would refuse the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u32>,
 }
+
+/// Longest `progressDeadlineSeconds`: a week.
+pub const PROGRESS_DEADLINE_MAX_SECONDS: u32 = 7 * 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -462,6 +472,22 @@ impl AppSpec {
             }
         }
         fields::validate_fetch(&self.fetch, errors);
+        if let Some(seconds) = self.progress_deadline_seconds {
+            if !(1..=PROGRESS_DEADLINE_MAX_SECONDS).contains(&seconds) {
+                errors.push(FieldError::new(
+                    "progressDeadlineSeconds",
+                    format!("must be 1-{PROGRESS_DEADLINE_MAX_SECONDS} (or left out: no deadline)"),
+                ));
+            }
+        }
+    }
+
+    /// The definition as Marathon's answers show it: without this system's own fields.
+    pub fn for_marathon(&self) -> AppSpec {
+        AppSpec {
+            progress_deadline_seconds: None,
+            ..self.clone()
+        }
     }
 
     /// Fields this system keeps and shows but does not act on yet, one warning each (the API
@@ -717,6 +743,8 @@ impl AppSpec {
     pub fn config_differs(&self, other: &AppSpec) -> bool {
         let mut a = self.clone();
         a.instances = other.instances;
+        // The deadline is about deployments, not tasks: changing it replaces none.
+        a.progress_deadline_seconds = other.progress_deadline_seconds;
         a != *other
     }
 }

@@ -50,6 +50,8 @@ pub const APP_FIELDS: &[&str] = &[
     "residency",
     "taskRateLimit",
     "ipAddress",
+    // dcos-rs's own (`AppSpec::progress_deadline_seconds`), never in Marathon's answers.
+    "progressDeadlineSeconds",
 ];
 
 /// Keys of Marathon's app *answers* that clients send back in a PUT of what they read

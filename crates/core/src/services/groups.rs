@@ -402,6 +402,7 @@ mod tests {
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
             created_ms: 1,
+            rolled_back: None,
         }
     }
 

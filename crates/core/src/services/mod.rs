@@ -44,6 +44,19 @@ pub struct AppRecord {
     /// rollback then cannot tell whether the app existed at an older version).
     #[serde(default)]
     pub created_ms: u64,
+    /// The last rollback the framework made itself (`progressDeadlineSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A deployment that missed its deadline and the rollback that replaced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub failed_deployment_id: String,
+    /// The rollback's own deployment: never rolled back automatically in turn.
+    pub deployment_id: String,
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 /// A task that ran this long before it failed ends the app's streak of failures: the
@@ -168,6 +181,7 @@ impl ServicesState {
                     last_scaling_ms: at_ms,
                     versions: BTreeMap::new(),
                     created_ms: at_ms,
+                    rolled_back: None,
                 };
                 record.keep_version();
                 self.apps.insert(app.id.clone(), record);
@@ -296,6 +310,59 @@ impl ServicesState {
             self.remove_app(&app_id, at_ms, tasks)?;
         }
         self.groups.retain(|id, _| !groups::is_under(id, group_id));
+        Ok(())
+    }
+
+    /// `RollBack`: the deployment under way goes back to the version before it: a scale
+    /// when only `instances` differ, the earlier definition otherwise; an app's first
+    /// deployment rolled back by a user removes the app (nothing came before), while the
+    /// framework's own rollback (`reason`) refuses that.
+    pub(crate) fn roll_back(
+        &mut self,
+        app_id: &str,
+        failed_deployment_id: &str,
+        at_ms: u64,
+        deployment_id: &str,
+        reason: Option<&str>,
+        tasks: &mut BTreeMap<String, Task>,
+    ) -> Result<(), Reject> {
+        let record = self.apps.get(app_id).ok_or_else(|| Reject::UnknownApp {
+            app_id: app_id.to_string(),
+        })?;
+        let live: Vec<&Task> = Self::tasks_of_app(tasks, app_id).collect();
+        if record.deployment_id != failed_deployment_id || groups::converged(record, &live) {
+            return Err(Reject::DeploymentNotUnderWay {
+                app_id: app_id.to_string(),
+                deployment_id: failed_deployment_id.to_string(),
+            });
+        }
+        let previous = record
+            .version_list()
+            .get(1)
+            .and_then(|v| record.version(*v))
+            .cloned();
+        match previous {
+            Some(spec) if !record.spec.config_differs(&spec) => {
+                self.scale_app(app_id, spec.instances, at_ms, deployment_id)?
+            }
+            Some(spec) => self.put_app(&spec, false, at_ms, deployment_id)?,
+            None if reason.is_none() && record.only_first_version() => {
+                return self.remove_app(app_id, at_ms, tasks)
+            }
+            None => {
+                return Err(Reject::NothingToRollBackTo {
+                    app_id: app_id.to_string(),
+                })
+            }
+        }
+        if let Some(reason) = reason {
+            self.app_mut(app_id)?.rolled_back = Some(RolledBack {
+                failed_deployment_id: failed_deployment_id.to_string(),
+                deployment_id: deployment_id.to_string(),
+                at_ms,
+                reason: reason.to_string(),
+            });
+        }
         Ok(())
     }
 
@@ -472,6 +539,7 @@ mod tests {
             last_scaling_ms: 0,
             versions: BTreeMap::new(),
             created_ms: 1,
+            rolled_back: None,
         }
     }
 

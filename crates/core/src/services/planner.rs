@@ -46,6 +46,49 @@ pub struct Plan {
     pub unplaced: BTreeMap<String, Vec<PassedOver>>,
     /// How many of `actions` are launches.
     pub launches: usize,
+    /// Deployments past their app's `progressDeadlineSeconds`: to be rolled back.
+    pub overdue: Vec<Overdue>,
+}
+
+/// A deployment to roll back, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub app_id: String,
+    pub deployment_id: String,
+    pub reason: String,
+}
+
+/// The app's deployment, if it is past its `progressDeadlineSeconds` and may be rolled
+/// back: still under way (not converged) that long after the change that began it, not a
+/// rollback the framework made itself (which would only swing back and forth), and with an
+/// earlier version to go back to (an app's first deployment is left to the operator).
+pub fn overdue(record: &AppRecord, tasks: &[&Task], now_ms: u64) -> Option<Overdue> {
+    let deadline_s = record.spec.progress_deadline_seconds?;
+    let due_ms = record
+        .version_ms
+        .saturating_add(u64::from(deadline_s) * 1_000);
+    if now_ms < due_ms
+        || record.version_list().len() < 2
+        || record
+            .rolled_back
+            .as_ref()
+            .is_some_and(|r| r.deployment_id == record.deployment_id)
+        || super::groups::converged(record, tasks)
+    {
+        return None;
+    }
+    let back_to = record.version_list()[1];
+    Some(Overdue {
+        app_id: record.spec.id.clone(),
+        deployment_id: record.deployment_id.clone(),
+        reason: format!(
+            "deployment {} of {} began at {} and had not finished {deadline_s} s later (progressDeadlineSeconds): rolled back to version {}",
+            record.deployment_id,
+            record.spec.id,
+            crate::time::iso8601(record.version_ms),
+            crate::time::iso8601(back_to),
+        ),
+    })
 }
 
 /// What the planner needs besides the state, from its shell.
@@ -134,6 +177,7 @@ pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
 
     for (app_id, app) in &state.services.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
+        plan.overdue.extend(overdue(app, &tasks, input.now_ms));
         let held = held_back.contains(app_id);
         plan_app(
             app,
@@ -774,6 +818,185 @@ mod tests {
         doubling.max_launch_delay_seconds = 60.0;
         assert_eq!(backoff_ms(&doubling, 3), 4000);
         assert_eq!(backoff_ms(&doubling, 40), 60_000);
+    }
+
+    /// `/web` at 1 ms with one running task (config 1), then changed at 10 ms to a config
+    /// with `deadline` seconds (deployment "e") whose task never comes.
+    fn stuck_deployment(deadline: Option<u32>) -> ClusterState {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        s.apply(&Command::LaunchTask {
+            task: task("old", "/web", "a1", 1),
+        });
+        set_state(&mut s, "old", TaskState::Running, 5);
+        let mut changed = app("/web", 1);
+        changed.cmd = Some("sleep 7".into());
+        changed.progress_deadline_seconds = deadline;
+        s.apply(&Command::PutApp {
+            app: changed,
+            create: false,
+            at_ms: 10,
+            deployment_id: "e".into(),
+        });
+        s
+    }
+
+    #[test]
+    fn a_deployment_past_its_deadline_is_rolled_back_once() {
+        let s = stuck_deployment(Some(2));
+        assert!(
+            plan(&s, &PlanInput::at(2_009)).overdue.is_empty(),
+            "not yet"
+        );
+        let overdue = plan(&s, &PlanInput::at(2_010)).overdue;
+        assert_eq!(overdue.len(), 1);
+        assert_eq!(
+            (
+                overdue[0].app_id.as_str(),
+                overdue[0].deployment_id.as_str()
+            ),
+            ("/web", "e")
+        );
+        assert!(
+            overdue[0].reason.contains("had not finished 2 s later"),
+            "{}",
+            overdue[0].reason
+        );
+        assert!(stuck_deployment(None).services.apps["/web"]
+            .rolled_back
+            .is_none());
+        assert!(
+            plan(&stuck_deployment(None), &PlanInput::at(1_000_000))
+                .overdue
+                .is_empty(),
+            "no deadline, no rollback"
+        );
+
+        // The rollback: the old definition is back, under a new deployment, with the reason.
+        let mut s = s;
+        let rollback = |failed: &str, id: &str, at_ms| Command::RollBack {
+            app_id: "/web".into(),
+            failed_deployment_id: failed.into(),
+            at_ms,
+            deployment_id: id.into(),
+            reason: Some(overdue[0].reason.clone()),
+        };
+        assert_eq!(s.apply(&rollback("e", "r", 2_020)), Outcome::Applied);
+        let record = &s.services.apps["/web"];
+        assert_eq!(record.spec.cmd.as_deref(), Some("sleep 100"));
+        assert_eq!(
+            (record.deployment_id.as_str(), record.version_ms),
+            ("r", 2_020)
+        );
+        let rolled = record.rolled_back.as_ref().unwrap();
+        assert_eq!(
+            (
+                rolled.failed_deployment_id.as_str(),
+                rolled.deployment_id.as_str()
+            ),
+            ("e", "r")
+        );
+        // Said twice (a second round before the first was applied): refused, nothing changes.
+        assert_eq!(
+            s.apply(&rollback("e", "r2", 2_030)),
+            Outcome::Rejected(Reject::DeploymentNotUnderWay {
+                app_id: "/web".into(),
+                deployment_id: "e".into()
+            })
+        );
+        // The old config's task still runs, so the rollback converges at once: nothing due.
+        assert!(plan(&s, &PlanInput::at(1_000_000)).overdue.is_empty());
+    }
+
+    #[test]
+    fn a_rollback_the_framework_made_is_not_rolled_back_in_turn() {
+        let mut s = stuck_deployment(Some(2));
+        // The task of the old config is gone too: the rollback cannot finish either.
+        set_state(&mut s, "old", TaskState::Failed, 11);
+        s.apply(&Command::RollBack {
+            app_id: "/web".into(),
+            failed_deployment_id: "e".into(),
+            at_ms: 2_010,
+            deployment_id: "r".into(),
+            reason: Some("late".into()),
+        });
+        assert!(
+            !plan(&s, &PlanInput::at(1_000_000)).actions.is_empty(),
+            "it goes on trying"
+        );
+        assert!(plan(&s, &PlanInput::at(1_000_000)).overdue.is_empty());
+        // A change the user makes afterwards has its deadline again.
+        let mut again = s.services.apps["/web"].spec.clone();
+        again.cmd = Some("sleep 8".into());
+        again.progress_deadline_seconds = Some(2);
+        s.apply(&Command::PutApp {
+            app: again,
+            create: false,
+            at_ms: 3_000,
+            deployment_id: "f".into(),
+        });
+        assert_eq!(plan(&s, &PlanInput::at(5_000)).overdue.len(), 1);
+    }
+
+    #[test]
+    fn an_apps_first_deployment_has_nothing_to_roll_back_to() {
+        let mut s = cluster(&[("a1", 4000, 1024)], &[]);
+        let mut first = app("/new", 1);
+        first.progress_deadline_seconds = Some(1);
+        s.apply(&Command::PutApp {
+            app: first,
+            create: true,
+            at_ms: 1,
+            deployment_id: "d".into(),
+        });
+        assert!(plan(&s, &PlanInput::at(60_000)).overdue.is_empty());
+        let rollback = |reason: Option<String>| Command::RollBack {
+            app_id: "/new".into(),
+            failed_deployment_id: "d".into(),
+            at_ms: 5,
+            deployment_id: "r".into(),
+            reason,
+        };
+        assert_eq!(
+            s.apply(&rollback(Some("late".into()))),
+            Outcome::Rejected(Reject::NothingToRollBackTo {
+                app_id: "/new".into()
+            }),
+            "the framework never removes an app"
+        );
+        // A user's rollback of it (DELETE /v2/deployments/d) removes it, as Marathon does.
+        assert_eq!(s.apply(&rollback(None)), Outcome::Applied);
+        assert!(s.services.apps.is_empty());
+    }
+
+    #[test]
+    fn a_rollback_of_a_scale_scales_back_and_keeps_the_tasks() {
+        let mut s = stuck_deployment(None);
+        s.apply(&Command::ScaleApp {
+            app_id: "/web".into(),
+            instances: 3,
+            at_ms: 20,
+            deployment_id: "s".into(),
+        });
+        let config = s.services.apps["/web"].config_version_ms;
+        assert_eq!(
+            s.apply(&Command::RollBack {
+                app_id: "/web".into(),
+                failed_deployment_id: "s".into(),
+                at_ms: 30,
+                deployment_id: "r".into(),
+                reason: None,
+            }),
+            Outcome::Applied
+        );
+        let record = &s.services.apps["/web"];
+        assert_eq!(
+            (record.spec.instances, record.config_version_ms),
+            (1, config)
+        );
+        assert!(
+            record.rolled_back.is_none(),
+            "a user's rollback is not recorded as ours"
+        );
     }
 
     #[test]
