@@ -1,6 +1,6 @@
 //! Pure cluster logic for dcos-rs: the vocabulary (agents, tasks and their owners), the Raft
 //! log entry (`Command`), the replicated state machine (`ClusterState::apply`), placement
-//! shared by every framework, and the frameworks' pure halves (`services`).
+//! shared by every framework, and the frameworks' pure halves (`services`, `jobs`).
 //!
 //! Deliberately absent: async runtimes, files, sockets and clocks. Every time, id or random
 //! choice arrives as a field of a `Command` or as an argument, so everything here is
@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod constraints;
+pub mod jobs;
 pub mod placement;
 pub mod services;
 pub mod state;
