@@ -7,10 +7,10 @@
 //!   name and is refused.
 //! - `Origin`, when a browser sends one, must be the origin of the `Host` asked for:
 //!   another site's page may not drive the API (there is no CORS here, on purpose).
-//! - `POST`, `PUT` and `PATCH` with a body, or with any `Content-Type`, must say
-//!   `Content-Type: application/json` (the agent's image upload: a tar or binary type). A
-//!   plain HTML form or a "simple" `fetch` cannot send that without a preflight nobody
-//!   answers; one without a body and a type (`POST /v2/apps/{id}/restart`) is accepted. Routes under `/internal/` (certificate-only, between
+//! - `POST`, `PUT` and `PATCH` must say `Content-Type: application/json` (the agent's image
+//!   upload: a tar or binary type). A plain HTML form or a "simple" `fetch` cannot send that
+//!   without a preflight nobody answers. A restart (`.../restart`) without a body and
+//!   without a type, as the DC/OS CLI sends it, is the one exception. Routes under `/internal/` (certificate-only, between
 //!   nodes) are not checked for it.
 
 use crate::http_util::api_error;
@@ -109,15 +109,17 @@ impl RequestGuard {
             *request.method(),
             Method::POST | Method::PUT | Method::PATCH
         );
-        // A request without a body and without a type (the DC/OS CLI's `POST .../restart`)
-        // carries nothing to mistake; a browser's bodiless cross-site POST is refused by
-        // the Origin check above.
-        let bodiless = !headers.contains_key(header::TRANSFER_ENCODING)
+        // Marathon's restart takes no body, and the DC/OS CLI sends it without a type: a
+        // restart with neither (no framing headers, an empty body) passes; anything else
+        // needs JSON. A browser's bodiless cross-site POST also meets the Origin check.
+        let bodiless_restart = request.uri().path().ends_with("/restart")
+            && !headers.contains_key(header::CONTENT_TYPE)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
             && headers
                 .get(header::CONTENT_LENGTH)
-                .is_none_or(|length| length.as_bytes() == b"0");
-        let typed = headers.contains_key(header::CONTENT_TYPE);
-        if mutating && (typed || !bodiless) && !request.uri().path().starts_with("/internal/") {
+                .is_none_or(|length| length.as_bytes() == b"0")
+            && axum::body::HttpBody::size_hint(request.body()).exact() == Some(0);
+        if mutating && !bodiless_restart && !request.uri().path().starts_with("/internal/") {
             let given = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -292,7 +294,7 @@ mod tests {
                 );
             }
         }
-        // Without a type, only a request without a body passes.
+        // Without a type, only a restart without a body passes.
         assert_eq!(status(&guard, "POST", "/v2/apps/x/restart", &[host]), 200);
         assert_eq!(
             status(
@@ -303,13 +305,31 @@ mod tests {
             ),
             200
         );
-        for body in [("content-length", "2"), ("transfer-encoding", "chunked")] {
+        assert_eq!(
+            status(&guard, "POST", "/v2/apps", &[host]),
+            415,
+            "not a restart"
+        );
+        assert_eq!(
+            status(&guard, "POST", "/cluster/v1/agents/a/drain", &[host]),
+            415
+        );
+        for framing in [("content-length", "2"), ("transfer-encoding", "chunked")] {
+            let path = "/v2/apps/x/restart";
             assert_eq!(
-                status(&guard, "POST", "/v2/apps", &[host, body]),
+                status(&guard, "POST", path, &[host, framing]),
                 415,
-                "{body:?}"
+                "{framing:?}"
             );
         }
+        // A body the headers do not announce (HTTP/2 frames one without Content-Length).
+        let with_body = Request::builder()
+            .method("POST")
+            .uri("/v2/apps/x/restart")
+            .header("host", "m:5050")
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        assert_eq!(guard.check(&with_body).map_err(|e| e.status), Err(415));
         // Reads, deletions and node-to-node calls are not asked for one.
         assert_eq!(status(&guard, "GET", "/v2/apps", &[host]), 200);
         assert_eq!(status(&guard, "DELETE", "/v2/apps/x", &[host]), 200);

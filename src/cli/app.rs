@@ -197,8 +197,10 @@ pub(super) async fn app(client: &Client, json: bool, command: AppCommand) -> any
             let app: AppEnvelope = client.get(&app_path(&id)).await?;
             // This system's own fields, which Marathon's object does not carry.
             let mut shown = serde_json::to_value(&app)?;
-            let extras: serde_json::Value = client.get(&cluster_routes::app(&id)).await?;
+            let extras: Option<serde_json::Value> =
+                client.get(&cluster_routes::app(&id)).await.ok();
             for key in ["progressDeadlineSeconds", "lastAutomaticRollback"] {
+                let Some(extras) = &extras else { break };
                 if !extras[key].is_null() {
                     shown["app"][key] = extras[key].clone();
                 }

@@ -396,7 +396,8 @@ async fn pong() -> &'static str {
 /// Mesos-DNS's `GET /v1/hosts/{name}`, as DC/OS serves it under `/mesos_dns` (the DC/OS
 /// CLI's `marathon leader show` and `marathon ping` read it): `leader.mesos` and
 /// `marathon.mesos` are the leading master, `master.mesos` every master, each
-/// `{"host": "<name>.", "ip": "<address>"}`; a name without records (or no leader known) is
+/// `{"host": "<name>.", "ip": "<address>"}` (the host of the master's configured URL, a
+/// name if it was configured by name); a name without records (or no leader known) is
 /// Mesos-DNS's `[{"host": "", "ip": ""}]`. Names of tasks are not served.
 async fn mesos_dns_hosts(
     State(master): State<Arc<Master>>,
@@ -410,6 +411,7 @@ async fn mesos_dns_hosts(
         _ => Vec::new(),
     };
     let mut ips: Vec<String> = addresses.iter().map(|url| url_host(url)).collect();
+    ips.sort();
     ips.dedup();
     let records: Vec<serde_json::Value> = if ips.is_empty() {
         vec![serde_json::json!({ "host": "", "ip": "" })]

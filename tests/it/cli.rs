@@ -277,9 +277,22 @@ async fn a_deployment_past_its_progress_deadline_is_rolled_back_and_says_why() {
         marathon["app"].get("progressDeadlineSeconds").is_none(),
         "{marathon}"
     );
-    let shown: serde_json::Value =
-        serde_json::from_str(&ok(&cli(&cluster, &["app", "show", "/late"]))).unwrap();
-    assert_eq!(shown["app"]["progressDeadlineSeconds"], 2, "{shown}");
+    // The deadline alone changes (no task replaced), and back.
+    for seconds in [30, 2] {
+        let _: serde_json::Value = cluster
+            .client
+            .send_json(
+                hyper::Method::PUT,
+                "/v2/apps/late",
+                format!(r#"{{"progressDeadlineSeconds": {seconds}}}"#).as_bytes(),
+            )
+            .await
+            .unwrap();
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&cli(&cluster, &["app", "show", "/late"]))).unwrap();
+        assert_eq!(shown["app"]["progressDeadlineSeconds"], seconds, "{shown}");
+    }
+    assert_eq!(cluster.running("/late").await.len(), 1, "no task replaced");
 
     // More cpus than the agent has: the new task never starts, so the change is rolled back.
     let change = cluster.dir.path().join("late.json");

@@ -113,13 +113,53 @@ impl ClusterState {
 
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let outcome = match self.apply_inner(command) {
-            Ok(()) => Outcome::Applied,
+            Ok(()) => {
+                self.note_progress(command);
+                Outcome::Applied
+            }
             Err(reject) => Outcome::Rejected(reject),
         };
         // Every test of this crate checks the invariants after every command.
         #[cfg(test)]
         self.assert_invariants();
         outcome
+    }
+
+    /// The apps an applied command may have brought to their definition, for
+    /// `ServicesState::note_progress` (ended tasks count for nothing, so an expunge or an
+    /// agent's loss never completes a deployment).
+    fn note_progress(&mut self, command: &Command) {
+        let task_app = |s: &Self, task_id: &str| {
+            s.tasks
+                .get(task_id)
+                .and_then(|t| t.owner.service_app())
+                .map(str::to_string)
+        };
+        let apps: Vec<String> = match command {
+            Command::PutApp { app, .. } => vec![app.id.clone()],
+            Command::ScaleApp { app_id, .. }
+            | Command::RestartApp { app_id, .. }
+            | Command::RollBack { app_id, .. } => vec![app_id.clone()],
+            Command::PutGroup { apps, .. } => apps.iter().map(|a| a.id.clone()).collect(),
+            Command::LaunchTask { task } => task
+                .owner
+                .service_app()
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
+            Command::TaskStatus { task_id, .. }
+            | Command::TaskHealth { task_id, .. }
+            | Command::TaskReadiness { task_id, .. }
+            | Command::KillTask { task_id, .. } => task_app(self, task_id).into_iter().collect(),
+            Command::KillTasks { task_ids, .. } => task_ids
+                .iter()
+                .filter_map(|id| task_app(self, id))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for app_id in apps {
+            self.services.note_progress(&app_id, &self.tasks);
+        }
     }
 
     fn apply_inner(&mut self, command: &Command) -> Result<(), Reject> {

@@ -585,7 +585,7 @@ async fn update_app(
         let at_ms = now_ms();
         let deployment_id = random_id();
         let command = match &current {
-            Some(old) if !old.spec.config_differs(&spec) => Command::ScaleApp {
+            Some(old) if !old.spec.differs_beyond_instances(&spec) => Command::ScaleApp {
                 app_id: id.clone(),
                 instances: spec.instances,
                 at_ms,

@@ -740,6 +740,14 @@ impl AppSpec {
 
     /// True when two definitions differ in anything but `instances`: such a change needs new
     /// tasks, a scale does not.
+    /// True when two definitions differ in anything but `instances` (a scale carries only
+    /// the count; any other change, the deadline included, is a new definition).
+    pub fn differs_beyond_instances(&self, other: &AppSpec) -> bool {
+        let mut a = self.clone();
+        a.instances = other.instances;
+        a != *other
+    }
+
     pub fn config_differs(&self, other: &AppSpec) -> bool {
         let mut a = self.clone();
         a.instances = other.instances;

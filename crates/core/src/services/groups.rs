@@ -403,6 +403,7 @@ mod tests {
             versions: BTreeMap::new(),
             created_ms: 1,
             rolled_back: None,
+            finished_deployment_id: String::new(),
         }
     }
 

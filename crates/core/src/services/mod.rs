@@ -47,6 +47,11 @@ pub struct AppRecord {
     /// The last rollback the framework made itself (`progressDeadlineSeconds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBack>,
+    /// The last deployment seen converged, kept for apps with `progressDeadlineSeconds`
+    /// only (`ServicesState::note_progress`): a task lost after its deployment finished is
+    /// no missed deadline.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub finished_deployment_id: String,
 }
 
 /// A deployment that missed its deadline and the rollback that replaced it.
@@ -182,6 +187,7 @@ impl ServicesState {
                     versions: BTreeMap::new(),
                     created_ms: at_ms,
                     rolled_back: None,
+                    finished_deployment_id: String::new(),
                 };
                 record.keep_version();
                 self.apps.insert(app.id.clone(), record);
@@ -330,7 +336,10 @@ impl ServicesState {
             app_id: app_id.to_string(),
         })?;
         let live: Vec<&Task> = Self::tasks_of_app(tasks, app_id).collect();
-        if record.deployment_id != failed_deployment_id || groups::converged(record, &live) {
+        if record.deployment_id != failed_deployment_id
+            || record.finished_deployment_id == failed_deployment_id
+            || groups::converged(record, &live)
+        {
             return Err(Reject::DeploymentNotUnderWay {
                 app_id: app_id.to_string(),
                 deployment_id: failed_deployment_id.to_string(),
@@ -342,7 +351,7 @@ impl ServicesState {
             .and_then(|v| record.version(*v))
             .cloned();
         match previous {
-            Some(spec) if !record.spec.config_differs(&spec) => {
+            Some(spec) if !record.spec.differs_beyond_instances(&spec) => {
                 self.scale_app(app_id, spec.instances, at_ms, deployment_id)?
             }
             Some(spec) => self.put_app(&spec, false, at_ms, deployment_id)?,
@@ -364,6 +373,27 @@ impl ServicesState {
             });
         }
         Ok(())
+    }
+
+    /// After a command that touched `app_id`: an app with a progress deadline whose
+    /// deployment has converged has it recorded as finished. Apps without a deadline pay
+    /// one lookup.
+    pub(crate) fn note_progress(&mut self, app_id: &str, tasks: &BTreeMap<String, Task>) {
+        let Some(record) = self.apps.get(app_id) else {
+            return;
+        };
+        if record.spec.progress_deadline_seconds.is_none()
+            || record.finished_deployment_id == record.deployment_id
+        {
+            return;
+        }
+        let live: Vec<&Task> = Self::tasks_of_app(tasks, app_id).collect();
+        if groups::converged(record, &live) {
+            let finished = record.deployment_id.clone();
+            if let Some(record) = self.apps.get_mut(app_id) {
+                record.finished_deployment_id = finished;
+            }
+        }
     }
 
     /// `ResetDelay`: the relaunch backoff starts over.
@@ -540,6 +570,7 @@ mod tests {
             versions: BTreeMap::new(),
             created_ms: 1,
             rolled_back: None,
+            finished_deployment_id: String::new(),
         }
     }
 

@@ -59,25 +59,30 @@ pub struct Overdue {
 }
 
 /// The app's deployment, if it is past its `progressDeadlineSeconds` and may be rolled
-/// back: still under way (not converged) that long after the change that began it, not a
-/// rollback the framework made itself (which would only swing back and forth), and with an
-/// earlier version to go back to (an app's first deployment is left to the operator).
+/// back: still under way (never converged) that long after the change that began it, not
+/// a rollback the framework made itself (which would only swing back and forth), and with
+/// an earlier, different version to go back to (an app's first deployment and a restart
+/// are left to the operator). Apps held back by their dependencies are not asked
+/// (`plan` leaves them out: the wait is not theirs).
 pub fn overdue(record: &AppRecord, tasks: &[&Task], now_ms: u64) -> Option<Overdue> {
     let deadline_s = record.spec.progress_deadline_seconds?;
     let due_ms = record
         .version_ms
         .saturating_add(u64::from(deadline_s) * 1_000);
     if now_ms < due_ms
-        || record.version_list().len() < 2
+        || record.finished_deployment_id == record.deployment_id
         || record
             .rolled_back
             .as_ref()
             .is_some_and(|r| r.deployment_id == record.deployment_id)
-        || super::groups::converged(record, tasks)
     {
         return None;
     }
-    let back_to = record.version_list()[1];
+    // A restart (the same definition again) has nothing to go back to.
+    let back_to = *record.version_list().get(1)?;
+    if record.version(back_to) == Some(&record.spec) || super::groups::converged(record, tasks) {
+        return None;
+    }
     Some(Overdue {
         app_id: record.spec.id.clone(),
         deployment_id: record.deployment_id.clone(),
@@ -177,8 +182,14 @@ pub fn plan(state: &ClusterState, input: &PlanInput) -> Plan {
 
     for (app_id, app) in &state.services.apps {
         let tasks = tasks_by_app.remove(app_id.as_str()).unwrap_or_default();
-        plan.overdue.extend(overdue(app, &tasks, input.now_ms));
         let held = held_back.contains(app_id);
+        if !held {
+            if let Some(late) = overdue(app, &tasks, input.now_ms) {
+                // Rolled back this round: nothing is launched for the definition going away.
+                plan.overdue.push(late);
+                continue;
+            }
+        }
         plan_app(
             app,
             &tasks,
@@ -903,8 +914,93 @@ mod tests {
                 deployment_id: "e".into()
             })
         );
-        // The old config's task still runs, so the rollback converges at once: nothing due.
+        // The rollback is a new version (its task replaces the old one), itself never
+        // rolled back by the framework.
         assert!(plan(&s, &PlanInput::at(1_000_000)).overdue.is_empty());
+    }
+
+    #[test]
+    fn a_deployment_that_finished_is_not_rolled_back_when_a_task_is_lost_later() {
+        let mut s = stuck_deployment(Some(2));
+        s.apply(&Command::LaunchTask {
+            task: task("new", "/web", "a1", 10),
+        });
+        set_state(&mut s, "new", TaskState::Running, 500);
+        // Converged (the old task still runs beside it until killed, so kill it).
+        s.apply(&Command::KillTask {
+            task_id: "old".into(),
+            at_ms: 600,
+        });
+        set_state(&mut s, "old", TaskState::Killed, 700);
+        assert_eq!(s.services.apps["/web"].finished_deployment_id, "e");
+        // Long after the deadline the new task fails: a crash, not a late deployment.
+        set_state(&mut s, "new", TaskState::Failed, 60_000);
+        let later = plan(&s, &PlanInput::at(61_000));
+        assert!(later.overdue.is_empty(), "{:?}", later.overdue);
+        assert_eq!(later.launches, 1, "replaced as usual");
+        assert_eq!(
+            s.apply(&Command::RollBack {
+                app_id: "/web".into(),
+                failed_deployment_id: "e".into(),
+                at_ms: 60_002,
+                deployment_id: "r".into(),
+                reason: Some("late".into()),
+            }),
+            Outcome::Rejected(Reject::DeploymentNotUnderWay {
+                app_id: "/web".into(),
+                deployment_id: "e".into()
+            }),
+            "nor by a late proposal"
+        );
+    }
+
+    #[test]
+    fn a_restart_or_an_app_held_back_by_its_dependencies_is_not_rolled_back() {
+        let mut s = stuck_deployment(Some(2));
+        // The change converged, then a restart that cannot finish (its task never comes).
+        s.apply(&Command::LaunchTask {
+            task: task("new", "/web", "a1", 10),
+        });
+        set_state(&mut s, "new", TaskState::Running, 500);
+        s.apply(&Command::KillTask {
+            task_id: "old".into(),
+            at_ms: 600,
+        });
+        s.apply(&Command::RestartApp {
+            app_id: "/web".into(),
+            at_ms: 1_000,
+            deployment_id: "restart".into(),
+        });
+        assert!(
+            plan(&s, &PlanInput::at(100_000)).overdue.is_empty(),
+            "a restart"
+        );
+
+        // A changed app waiting for a dependency that never runs.
+        let mut s = stuck_deployment(Some(2));
+        s.apply(&Command::PutApp {
+            app: app("/db", 1),
+            create: true,
+            at_ms: 11,
+            deployment_id: "db".into(),
+        });
+        let mut web = s.services.apps["/web"].spec.clone();
+        web.dependencies = vec!["/db".into()];
+        web.cmd = Some("sleep 9".into());
+        s.apply(&Command::PutApp {
+            app: web,
+            create: false,
+            at_ms: 12,
+            deployment_id: "e2".into(),
+        });
+        let round = plan(
+            &s,
+            &PlanInput {
+                connected: &|_| false,
+                ..PlanInput::at(100_000)
+            },
+        );
+        assert!(round.overdue.is_empty(), "{:?}", round.overdue);
     }
 
     #[test]
