@@ -485,8 +485,15 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::TaskNotTerminal { .. }
         | Reject::AgentInUse { .. }
         | Reject::AgentRemoved { .. }
-        | Reject::NothingToRollBackTo { .. } => ApiError::conflict(reject.to_string()),
+        | Reject::NothingToRollBackTo { .. }
+        | Reject::JobExists { .. }
+        | Reject::JobIsParent { .. }
+        | Reject::JobRunsActive { .. }
+        | Reject::RunExists { .. }
+        | Reject::InstantDecided { .. } => ApiError::conflict(reject.to_string()),
         Reject::UnknownApp { .. }
+        | Reject::UnknownJob { .. }
+        | Reject::UnknownRun { .. }
         | Reject::DeploymentNotUnderWay { .. }
         | Reject::UnknownGroup { .. }
         | Reject::UnknownTask { .. }

@@ -314,7 +314,7 @@ async fn tasks_get_distinct_host_ports_in_their_environment() {
     cluster
         .deploy(
             json!({"id": "fixed", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2,
-                       "portDefinitions": [{"port": 31009}]}),
+                       "portDefinitions": [{"port": 31009}], "requirePorts": true}),
         )
         .await
         .unwrap();
@@ -337,7 +337,7 @@ async fn tasks_get_distinct_host_ports_in_their_environment() {
             .send_json::<Value>(
                 Method::POST,
                 "/v2/apps",
-                br#"{"id": "low", "cmd": "true", "portDefinitions": [{"port": 80}]}"#,
+                br#"{"id": "low", "cmd": "true", "portDefinitions": [{"port": 80}], "requirePorts": true}"#,
             )
             .await,
     );

@@ -87,6 +87,24 @@ async fn the_dcos_cli_drives_marathon() {
     cluster.stop().await;
 }
 
+/// What marathon-lb reads (not on PyPI: `tests/clients/marathon_lb_reads.py` reads as its
+/// source does): apps with tasks indexed directly, Marathon's health-check fields, service
+/// ports from 10000-20000 apart from the tasks' host ports, and its three event types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_lb_finds_every_key_it_indexes() {
+    let cluster = TestCluster::start().await;
+    let stdout = run_client_script(
+        &cluster,
+        "marathon_lb_reads.py",
+        &[],
+        "json",
+        "python3 (standard library only)",
+    )
+    .await;
+    assert!(stdout.contains("all present"), "{stdout}");
+    cluster.stop().await;
+}
+
 /// schemathesis (PyPI) against `dcos-rs up` with the API's own description
 /// (docs/openapi.json, also served at /openapi.json): a bounded number of generated requests
 /// per operation, no 5xx, no answer outside the document, no state change after a refusal.

@@ -178,14 +178,31 @@ async fn services_run_end_to_end_on_fake_agents_without_root() {
         ports: vec![],
         ..launched.clone()
     };
-    assert_eq!(
-        cluster
-            .master
-            .write(Command::LaunchTask { task: job_task })
-            .await
-            .unwrap(),
-        Outcome::Applied
-    );
+    let backup = serde_json::from_value(serde_json::json!({
+        "id": "backup", "run": {"cmd": "true", "cpus": 0.1, "mem": 16}
+    }))
+    .unwrap();
+    for command in [
+        Command::PutJob {
+            job: backup,
+            create: true,
+            at_ms: 1,
+        },
+        Command::StartRun {
+            job_id: "backup".into(),
+            run_id: "r1".into(),
+            workflow_id: "r1".into(),
+            trigger: dcos_core::jobs::state::Trigger::Manual,
+            arguments: vec![],
+            at_ms: 1,
+        },
+        Command::LaunchTask { task: job_task },
+    ] {
+        assert_eq!(
+            cluster.master.write(command).await.unwrap(),
+            Outcome::Applied
+        );
+    }
     // A crashed instance is replaced (after the first backoff, 1 s).
     let victim = &running[1];
     assert!(cluster.runtime_of(&victim.slave_id).exit(&victim.id, 3));

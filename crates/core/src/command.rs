@@ -55,6 +55,41 @@ pub enum Command {
     },
     /// Every app of the group goes, and the group.
     RemoveGroup { group_id: String, at_ms: u64 },
+    /// Create (`create`, refused if the id exists) or replace a job (its runs, counts and
+    /// history stay); its parents must be jobs and make no cycle.
+    PutJob {
+        job: crate::jobs::state::JobSpec,
+        create: bool,
+        at_ms: u64,
+    },
+    /// Remove a job; with `stop_runs` its runs under way are stopped (tasks killed), else
+    /// such a job is refused, as is one another job names as parent.
+    RemoveJob {
+        job_id: String,
+        stop_runs: bool,
+        at_ms: u64,
+    },
+    /// Start a run of a job. A scheduled one is for an instant after the job's cursor,
+    /// which it moves: each scheduled instant is started (or skipped) at most once.
+    StartRun {
+        job_id: String,
+        run_id: String,
+        workflow_id: String,
+        trigger: crate::jobs::state::Trigger,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        arguments: Vec<String>,
+        at_ms: u64,
+    },
+    /// Scheduled instants `first_ms..=last_ms` (`count` of them) of a job do not run.
+    SkipRuns {
+        job_id: String,
+        first_ms: u64,
+        last_ms: u64,
+        count: u64,
+        reason: crate::jobs::policy::SkipReason,
+    },
+    /// Stop a run: its live task is killed and it ends failed, without retries.
+    StopRun { run_id: String, at_ms: u64 },
     /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
     /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
     /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a
@@ -183,6 +218,32 @@ pub enum Reject {
     },
     #[error("no earlier version of {app_id} is kept to roll back to; PUT the definition you want")]
     NothingToRollBackTo { app_id: String },
+    #[error("no service port is left for {app_id} (10000-20000 are all in use): give its ports explicitly")]
+    ServicePortsExhausted { app_id: String },
+    #[error("job {job_id} does not exist")]
+    UnknownJob { job_id: String },
+    #[error("a job with id {job_id} already exists")]
+    JobExists { job_id: String },
+    #[error("job {job_id} is a parent of {child}: change or remove {child} first")]
+    JobIsParent { job_id: String, child: String },
+    #[error(
+        "job {job_id} has runs under way ({runs:?}): stop them first (stopCurrentJobRuns=true)"
+    )]
+    JobRunsActive { job_id: String, runs: Vec<String> },
+    #[error("run {run_id} already exists")]
+    RunExists { run_id: String },
+    #[error("run {run_id} does not exist or has finished")]
+    UnknownRun { run_id: String },
+    #[error("run {run_id} has a task under way already")]
+    RunHasTask { run_id: String },
+    #[error("parents of job {job_id}: {reason}")]
+    JobParents { job_id: String, reason: String },
+    #[error("the scheduled instant {instant_ms} of job {job_id} is decided already (up to {through_ms})")]
+    InstantDecided {
+        job_id: String,
+        instant_ms: u64,
+        through_ms: u64,
+    },
     #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
     PortsUnavailable { agent_id: String, ports: Vec<u16> },
 }

@@ -10,6 +10,7 @@
 //! make replay crash every master.
 
 use crate::command::{Command, Outcome, Reject};
+use crate::jobs::state::JobsState;
 use crate::services::ServicesState;
 use crate::types::{Agent, AgentState, Resources, Task, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub struct ClusterState {
     /// The services framework's apps.
     #[serde(default)]
     pub services: ServicesState,
+    /// The jobs framework's jobs and runs.
+    #[serde(default, skip_serializing_if = "JobsState::is_empty")]
+    pub jobs: JobsState,
     /// What the live tasks of each agent hold (a sum over `tasks`, never stored: rebuilt on
     /// restore), so a launch checks its agent's room without looking at any task.
     #[serde(skip)]
@@ -77,6 +81,8 @@ struct StateRecord {
     services: Option<ServicesState>,
     #[serde(default)]
     apps: Option<BTreeMap<String, AppRecord>>,
+    #[serde(default)]
+    jobs: JobsState,
 }
 
 impl From<StateRecord> for ClusterState {
@@ -97,6 +103,7 @@ impl From<StateRecord> for ClusterState {
             removed_agents: record.removed_agents,
             revoked_certificates: record.revoked_certificates,
             services,
+            jobs: record.jobs,
         }
     }
 }
@@ -123,6 +130,16 @@ impl ClusterState {
         #[cfg(test)]
         self.assert_invariants();
         outcome
+    }
+
+    /// Asks for a live task to be killed (its agent is told by the framework's shell).
+    fn request_kill(&mut self, task_id: &str, at_ms: u64) {
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            if !task.state.is_terminal() {
+                task.kill_requested = true;
+                task.updated_at_ms = at_ms;
+            }
+        }
     }
 
     /// The apps an applied command may have brought to their definition, for
@@ -253,8 +270,10 @@ impl ClusterState {
                 }
                 // The owner's framework says whether it may have this task; owners without
                 // state here yet (job runs, external frameworks) are the cluster's to place.
-                if let TaskOwner::Service { app_id, .. } = &task.owner {
-                    self.services.check_launch(app_id)?;
+                match &task.owner {
+                    TaskOwner::Service { app_id, .. } => self.services.check_launch(app_id)?,
+                    TaskOwner::JobRun { run_id, .. } => self.jobs.check_launch(run_id)?,
+                    TaskOwner::Framework { .. } => {}
                 }
                 let agent =
                     self.agents
@@ -299,6 +318,56 @@ impl ClusterState {
                     hold(&mut self.held, task);
                 }
                 self.tasks.insert(task.id.clone(), task.clone());
+                self.jobs.task_launched(task);
+            }
+            Command::PutJob { job, create, at_ms } => {
+                let graph: BTreeMap<String, Vec<String>> = self
+                    .jobs
+                    .jobs
+                    .iter()
+                    .filter(|(id, _)| **id != job.id)
+                    .map(|(id, j)| (id.clone(), j.spec.parents.clone()))
+                    .collect();
+                crate::jobs::dag::check_parents(&graph, &job.id, &job.parents).map_err(|e| {
+                    Reject::JobParents {
+                        job_id: job.id.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                self.jobs.put_job(job, *create, *at_ms)?
+            }
+            Command::RemoveJob {
+                job_id,
+                stop_runs,
+                at_ms,
+            } => {
+                for task_id in self.jobs.remove_job(job_id, *stop_runs)? {
+                    self.request_kill(&task_id, *at_ms);
+                }
+            }
+            Command::StartRun {
+                job_id,
+                run_id,
+                workflow_id,
+                trigger,
+                arguments,
+                at_ms,
+            } => self
+                .jobs
+                .start_run(job_id, run_id, workflow_id, trigger, arguments, *at_ms)?,
+            Command::SkipRuns {
+                job_id,
+                first_ms,
+                last_ms,
+                count,
+                reason,
+            } => self
+                .jobs
+                .skip(job_id, *first_ms, *last_ms, *count, reason)?,
+            Command::StopRun { run_id, at_ms } => {
+                for task_id in self.jobs.stop_run(run_id, *at_ms)? {
+                    self.request_kill(&task_id, *at_ms);
+                }
             }
             Command::KillTask { task_id, at_ms } => {
                 let task = self.task_mut(task_id)?;
@@ -386,6 +455,7 @@ impl ClusterState {
                     release(&mut self.held, task);
                 }
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
+                self.jobs.task_changed(&self.tasks[task_id], *at_ms);
             }
             Command::TaskReadiness { task_id, readiness } => {
                 let task = self.task_mut(task_id)?;
@@ -584,6 +654,14 @@ impl ClusterState {
                 violations.push(format!(
                     "task {} holds resources on unknown agent {}",
                     task.id, task.agent_id
+                ));
+            }
+        }
+        for run in self.jobs.runs.values() {
+            if !self.jobs.jobs.contains_key(&run.job_id) {
+                violations.push(format!(
+                    "run {} of a job that does not exist ({})",
+                    run.id, run.job_id
                 ));
             }
         }

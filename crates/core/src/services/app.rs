@@ -124,6 +124,9 @@ pub struct AppSpec {
     pub progress_deadline_seconds: Option<u32>,
 }
 
+/// Where service ports left at 0 are taken from (Marathon's `local_port_min/max`).
+pub const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10_000..=20_000;
+
 /// Longest `progressDeadlineSeconds`: a week.
 pub const PROGRESS_DEADLINE_MAX_SECONDS: u32 = 7 * 86_400;
 
@@ -638,12 +641,77 @@ impl AppSpec {
 
     /// Host ports each task asks for, 0 meaning "any": the port mappings' host ports on a
     /// bridge, else the port definitions.
+    /// The host ports a task asks for, one per port (0: any free port of the agent's
+    /// range). A bridged task asks for its mappings' `hostPort`s; a task on the host's
+    /// network for its `portDefinitions[].port` only with `requirePorts` (as in Marathon,
+    /// that `port` is otherwise the app's service port, for load balancers).
     pub fn requested_ports(&self) -> Vec<u16> {
         if self.bridged() {
             self.port_mappings().iter().map(|m| m.host_port).collect()
         } else {
+            self.port_definitions
+                .iter()
+                .map(|d| if self.require_ports { d.port } else { 0 })
+                .collect()
+        }
+    }
+
+    /// The app's service ports (Marathon's: `portDefinitions[].port`, or the mappings'
+    /// `servicePort` on a bridge), 0 where none is set yet.
+    pub fn service_ports(&self) -> Vec<u16> {
+        if self.bridged() {
+            self.port_mappings()
+                .iter()
+                .map(|m| m.service_port)
+                .collect()
+        } else {
             self.port_definitions.iter().map(|d| d.port).collect()
         }
+    }
+
+    /// Sets service port `i` (which must exist).
+    fn set_service_port(&mut self, i: usize, port: u16) {
+        if self.bridged() {
+            if let Some(m) = self
+                .container
+                .as_mut()
+                .and_then(|c| c.port_mappings.get_mut(i))
+            {
+                m.service_port = port;
+            }
+        } else if let Some(d) = self.port_definitions.get_mut(i) {
+            d.port = port;
+        }
+    }
+
+    /// Gives every service port left at 0 one from Marathon's range (10000-20000) that no
+    /// other app uses (`taken`): the one it had in `previous` at the same place if still
+    /// free, else the lowest free. `None` when the range is used up. With `requirePorts` on
+    /// the host's network the ports are host ports, and 0 stays "any".
+    pub fn assign_service_ports(
+        &mut self,
+        previous: Option<&AppSpec>,
+        taken: &std::collections::BTreeSet<u16>,
+    ) -> Option<()> {
+        if self.require_ports && !self.bridged() {
+            return Some(());
+        }
+        let mut used: std::collections::BTreeSet<u16> = taken.clone();
+        used.extend(self.service_ports().into_iter().filter(|p| *p != 0));
+        let before = previous.map(AppSpec::service_ports).unwrap_or_default();
+        for (i, port) in self.service_ports().into_iter().enumerate() {
+            if port != 0 {
+                continue;
+            }
+            let kept = before
+                .get(i)
+                .copied()
+                .filter(|p| *p != 0 && SERVICE_PORTS.contains(p) && !used.contains(p));
+            let chosen = kept.or_else(|| SERVICE_PORTS.clone().find(|p| !used.contains(p)))?;
+            used.insert(chosen);
+            self.set_service_port(i, chosen);
+        }
+        Some(())
     }
 
     pub fn image(&self) -> Option<&str> {
@@ -1050,6 +1118,13 @@ mod tests {
             r#"{"id":"p","cmd":"x","portDefinitions":[{"port":0},{"port":8080,"name":"http"}]}"#,
         );
         ok.normalize_and_validate().unwrap();
+        assert_eq!(
+            ok.requested_ports(),
+            vec![0, 0],
+            "service ports, any host ports"
+        );
+        assert_eq!(ok.service_ports(), vec![0, 8080]);
+        ok.require_ports = true;
         assert_eq!(ok.requested_ports(), vec![0, 8080]);
         let errors = app(r#"{"id":"p","cmd":"x","portDefinitions":[{"port":80},{"port":80}]}"#)
             .normalize_and_validate()

@@ -148,7 +148,19 @@ impl ServicesState {
             .and_then(|id| self.apps.get_mut(id))
     }
 
-    /// `PutApp`: create (`create`, refused if the id exists) or replace a definition.
+    /// Service ports other apps than `app_id` hold.
+    fn service_ports_taken(&self, app_id: &str) -> std::collections::BTreeSet<u16> {
+        self.apps
+            .values()
+            .filter(|r| r.spec.id != app_id)
+            .flat_map(|r| r.spec.service_ports())
+            .filter(|p| *p != 0)
+            .collect()
+    }
+
+    /// `PutApp`: create (`create`, refused if the id exists) or replace a definition. Its
+    /// service ports left at 0 get ones of their own here, in the log's order, so every
+    /// master gives the same ones.
     pub(crate) fn put_app(
         &mut self,
         app: &AppSpec,
@@ -156,6 +168,13 @@ impl ServicesState {
         at_ms: u64,
         deployment_id: &str,
     ) -> Result<(), Reject> {
+        let mut app = app.clone();
+        let previous = self.apps.get(&app.id).map(|r| &r.spec);
+        app.assign_service_ports(previous, &self.service_ports_taken(&app.id))
+            .ok_or_else(|| Reject::ServicePortsExhausted {
+                app_id: app.id.clone(),
+            })?;
+        let app = &app;
         match self.apps.get_mut(&app.id) {
             Some(_) if create => Err(Reject::AppExists {
                 app_id: app.id.clone(),
@@ -557,6 +576,67 @@ pub fn task_id(app_id: &str, unique: &str) -> String {
 mod tests {
     use super::*;
     use crate::state::tests::app;
+
+    #[test]
+    fn service_ports_left_at_zero_get_free_ones_of_their_own_and_keep_them() {
+        use crate::services::app::PortDefinition;
+        let with_ports = |id: &str, ports: &[u16]| {
+            let mut spec = app(id, 1);
+            spec.port_definitions = ports
+                .iter()
+                .map(|p| PortDefinition {
+                    port: *p,
+                    name: None,
+                    protocol: "tcp".into(),
+                    labels: Default::default(),
+                })
+                .collect();
+            spec
+        };
+        let ports = |s: &ServicesState, id: &str| s.apps[id].spec.service_ports();
+        let mut s = ServicesState::default();
+        s.put_app(&with_ports("/a", &[0, 10001]), true, 1, "d")
+            .unwrap();
+        assert_eq!(
+            ports(&s, "/a"),
+            vec![10000, 10001],
+            "the lowest free, explicit kept"
+        );
+        s.put_app(&with_ports("/b", &[0, 0]), true, 2, "d").unwrap();
+        assert_eq!(
+            ports(&s, "/b"),
+            vec![10002, 10003],
+            "none another app holds"
+        );
+        // Put again as first written (0): the same ones, so nothing is replaced.
+        let config = s.apps["/b"].config_version_ms;
+        s.put_app(&with_ports("/b", &[0, 0]), false, 3, "e")
+            .unwrap();
+        assert_eq!(ports(&s, "/b"), vec![10002, 10003]);
+        assert_eq!(s.apps["/b"].config_version_ms, config, "no task replaced");
+        // An explicit port may be one another app holds (as in Marathon).
+        s.put_app(&with_ports("/c", &[10000]), true, 4, "d")
+            .unwrap();
+        assert_eq!(ports(&s, "/c"), vec![10000]);
+        // Service ports are no host ports: only requirePorts pins them on the agent.
+        let mut pinned = with_ports("/p", &[31005]);
+        assert_eq!(pinned.requested_ports(), vec![0]);
+        pinned.require_ports = true;
+        assert_eq!(pinned.requested_ports(), vec![31005]);
+        // The range used up.
+        let mut full = ServicesState::default();
+        let all: Vec<u16> = crate::services::app::SERVICE_PORTS.collect();
+        for (i, chunk) in all.chunks(1_000).enumerate() {
+            full.put_app(&with_ports(&format!("/x{i}"), chunk), true, 1, "d")
+                .unwrap();
+        }
+        assert_eq!(
+            full.put_app(&with_ports("/late", &[0]), true, 2, "d"),
+            Err(Reject::ServicePortsExhausted {
+                app_id: "/late".into()
+            })
+        );
+    }
 
     fn record(spec: AppSpec) -> AppRecord {
         AppRecord {

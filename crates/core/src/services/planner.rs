@@ -754,6 +754,8 @@ mod tests {
                 labels: Default::default(),
             },
         ];
+        // The ports are host ports (without it they are service ports).
+        spec.require_ports = true;
         s.apply(&Command::PutApp {
             app: spec,
             create: true,
@@ -1484,6 +1486,28 @@ mod tests {
     #[test]
     fn tasks_of_other_owners_are_neither_refused_nor_killed_nor_counted() {
         let mut s = cluster(&[("a1", 4000, 1024)], &[("/web", 1)]);
+        // The job run the first task belongs to.
+        let backup = serde_json::from_value(serde_json::json!({
+            "id": "backup", "run": {"cmd": "true", "cpus": 0.1, "mem": 16}
+        }))
+        .unwrap();
+        for command in [
+            Command::PutJob {
+                job: backup,
+                create: true,
+                at_ms: 1,
+            },
+            Command::StartRun {
+                job_id: "backup".into(),
+                run_id: "r1".into(),
+                workflow_id: "r1".into(),
+                trigger: crate::jobs::state::Trigger::Manual,
+                arguments: vec![],
+                at_ms: 1,
+            },
+        ] {
+            assert_eq!(s.apply(&command), Outcome::Applied);
+        }
         let owners = [
             TaskOwner::JobRun {
                 job_id: "backup".into(),

@@ -1,0 +1,809 @@
+//! What the jobs framework keeps in the replicated state (`JobsState`): jobs (one store
+//! behind Chronos's and Metronome's APIs), their runs, counts and history, and the
+//! scheduler's cursor per job, which makes a scheduled run exactly-once: the leader decides
+//! each scheduled instant with a command carrying the instant (`start_run` or `skip`), and
+//! a command for an instant at or before the job's cursor is refused, so a new leader that
+//! proposes the same instant again changes nothing.
+
+use super::policy::{Concurrency, SkipReason};
+use crate::command::Reject;
+use crate::types::{Task, TaskOwner, TaskState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Finished runs kept per job (history) unless the job asks for fewer.
+pub const HISTORY_KEPT: usize = 100;
+/// Skipped instants kept per job (each a range of instants with one reason).
+pub const SKIPS_KEPT: usize = 50;
+
+/// A job: what runs, when, after what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    /// Metronome's dotted lowercase id, or Chronos's name.
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub run: RunSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+    /// Chronos's `parents`: runs after all of them succeeded since it last started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
+    /// Further attempts after a failed one.
+    #[serde(default)]
+    pub retries: u32,
+    /// Chronos's `softError`: a failure does not count against the job's stats.
+    #[serde(default)]
+    pub soft_error: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Finished runs to keep (at most `HISTORY_KEPT`).
+    #[serde(default = "default_history")]
+    pub history_kept: usize,
+}
+
+fn default_history() -> usize {
+    HISTORY_KEPT
+}
+
+/// What one attempt of a run executes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    pub cpus: f64,
+    pub mem: f64,
+    #[serde(default)]
+    pub disk: f64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Metronome's `activeDeadlineSeconds`, Chronos's `maxCompletionTime`: an attempt
+    /// running longer is killed and fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<u64>,
+}
+
+/// When a job runs by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// Metronome's schedule id (`default` for Chronos's).
+    pub id: String,
+    pub kind: ScheduleKind,
+    /// IANA name; `UTC` when not given.
+    pub time_zone: String,
+    /// How late a missed instant may still start (Metronome's `startingDeadlineSeconds`,
+    /// Chronos's `epsilon`).
+    pub starting_deadline_seconds: u64,
+    pub concurrency: Concurrency,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ScheduleKind {
+    /// `R[n]/<start>/<period>`.
+    Iso8601(String),
+    /// 5-field cron.
+    Cron(String),
+}
+
+/// Why a run was started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Trigger {
+    /// The scheduled instant it is for.
+    Schedule { at_ms: u64 },
+    /// Asked for (Chronos's PUT, Metronome's POST .../runs), with Chronos's `arguments`.
+    Manual,
+    /// Its parents succeeded (`workflow` is the run of the root that began the chain).
+    Parents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    /// Decided; its attempt's task is not running yet (or waits for a retry).
+    Starting,
+    Active,
+    Success,
+    Failed,
+}
+
+/// One run of a job: attempts until one succeeds or the retries are spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRun {
+    pub id: String,
+    pub job_id: String,
+    /// The run that began the chain this one belongs to (its own id for a root).
+    pub workflow_id: String,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_ms: Option<u64>,
+    /// Its attempts' tasks, oldest first.
+    #[serde(default)]
+    pub task_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    /// Asked to stop (a user, REPLACE, a job removed): ends Failed without retries.
+    #[serde(default)]
+    pub stop_requested: bool,
+}
+
+/// Instants a job's schedule did not run, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub count: u64,
+    pub reason: SkipReason,
+}
+
+/// Chronos's counters, `""` in its answers when never.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStats {
+    pub success_count: u64,
+    pub error_count: u64,
+    pub last_success_ms: Option<u64>,
+    pub last_error_ms: Option<u64>,
+    pub errors_since_last_success: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub created_ms: u64,
+    pub version_ms: u64,
+    /// Every scheduled instant up to here is decided (started or skipped).
+    pub decided_through_ms: u64,
+    pub stats: JobStats,
+    /// When a run of it last started (a dependent job waits for its parents' successes
+    /// after that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_ms: Option<u64>,
+    /// Finished runs, oldest first.
+    #[serde(default)]
+    pub history: VecDeque<JobRun>,
+    #[serde(default)]
+    pub skipped: VecDeque<Skipped>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobsState {
+    pub jobs: BTreeMap<String, JobRecord>,
+    /// Runs not finished, by id.
+    pub runs: BTreeMap<String, JobRun>,
+}
+
+impl JobsState {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.runs.is_empty()
+    }
+
+    /// A task of a run may be recorded only for a run waiting for its attempt's task.
+    pub(crate) fn check_launch(&self, run_id: &str) -> Result<(), Reject> {
+        match self.runs.get(run_id) {
+            None => Err(Reject::UnknownRun {
+                run_id: run_id.to_string(),
+            }),
+            Some(run) if run.status != RunStatus::Starting || run.stop_requested => {
+                Err(Reject::RunHasTask {
+                    run_id: run_id.to_string(),
+                })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A run's attempt got its task (recorded after `check_launch`).
+    pub(crate) fn task_launched(&mut self, task: &Task) {
+        if let TaskOwner::JobRun { run_id, .. } = &task.owner {
+            if let Some(run) = self.runs.get_mut(run_id) {
+                run.task_ids.push(task.id.clone());
+                run.status = RunStatus::Active;
+            }
+        }
+    }
+
+    /// A run's task changed state: an end of the current attempt's task ends the attempt
+    /// (`attempt_ended`: FINISHED is a success, any other end a failure). Ends of earlier
+    /// attempts' tasks change nothing.
+    pub(crate) fn task_changed(&mut self, task: &Task, at_ms: u64) {
+        let TaskOwner::JobRun { run_id, .. } = &task.owner else {
+            return;
+        };
+        let current = self
+            .runs
+            .get(run_id)
+            .is_some_and(|r| r.status == RunStatus::Active && r.task_ids.last() == Some(&task.id));
+        if current && task.state.is_terminal() {
+            self.attempt_ended(run_id, task.state == TaskState::Finished, at_ms);
+        }
+    }
+
+    /// `StopRun`: the run ends failed without retries once its task ended (or at once when
+    /// it has none live); its live tasks, to be killed, are returned.
+    pub(crate) fn stop_run(&mut self, run_id: &str, at_ms: u64) -> Result<Vec<String>, Reject> {
+        let run = self
+            .runs
+            .get_mut(run_id)
+            .ok_or_else(|| Reject::UnknownRun {
+                run_id: run_id.to_string(),
+            })?;
+        run.stop_requested = true;
+        if run.status == RunStatus::Starting {
+            self.attempt_ended(run_id, false, at_ms);
+            return Ok(Vec::new());
+        }
+        Ok(run.task_ids.last().cloned().into_iter().collect())
+    }
+
+    fn job_mut(&mut self, job_id: &str) -> Result<&mut JobRecord, Reject> {
+        self.jobs.get_mut(job_id).ok_or_else(|| Reject::UnknownJob {
+            job_id: job_id.to_string(),
+        })
+    }
+
+    /// The runs of `job_id` not finished, oldest first.
+    pub fn active_runs(&self, job_id: &str) -> Vec<&JobRun> {
+        let mut runs: Vec<&JobRun> = self.runs.values().filter(|r| r.job_id == job_id).collect();
+        runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        runs
+    }
+
+    /// `PutJob`: create (refused if the id exists) or replace a job's definition; its
+    /// counts, history and cursor stay. A new job's cursor starts at `at_ms`: it runs from
+    /// its next instant on, never for instants before it existed.
+    pub(crate) fn put_job(
+        &mut self,
+        spec: &JobSpec,
+        create: bool,
+        at_ms: u64,
+    ) -> Result<(), Reject> {
+        match self.jobs.get_mut(&spec.id) {
+            Some(_) if create => Err(Reject::JobExists {
+                job_id: spec.id.clone(),
+            }),
+            Some(record) => {
+                // A new schedule starts from now too: no run for the instants of before.
+                if record.spec.schedule != spec.schedule {
+                    record.decided_through_ms = record.decided_through_ms.max(at_ms);
+                }
+                record.spec = spec.clone();
+                record.version_ms = at_ms;
+                Ok(())
+            }
+            None => {
+                self.jobs.insert(
+                    spec.id.clone(),
+                    JobRecord {
+                        spec: spec.clone(),
+                        created_ms: at_ms,
+                        version_ms: at_ms,
+                        decided_through_ms: at_ms,
+                        stats: JobStats::default(),
+                        last_started_ms: None,
+                        history: VecDeque::new(),
+                        skipped: VecDeque::new(),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// `RemoveJob`: a job with unfinished runs goes only with `stop_runs` (its runs are
+    /// asked to stop and forgotten; their tasks are killed by the caller); a job others
+    /// name as parent is refused.
+    pub(crate) fn remove_job(
+        &mut self,
+        job_id: &str,
+        stop_runs: bool,
+    ) -> Result<Vec<String>, Reject> {
+        if !self.jobs.contains_key(job_id) {
+            return Err(Reject::UnknownJob {
+                job_id: job_id.to_string(),
+            });
+        }
+        if let Some(child) = self
+            .jobs
+            .values()
+            .find(|j| j.spec.parents.iter().any(|p| p == job_id))
+        {
+            return Err(Reject::JobIsParent {
+                job_id: job_id.to_string(),
+                child: child.spec.id.clone(),
+            });
+        }
+        let active: Vec<String> = self
+            .active_runs(job_id)
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
+        if !active.is_empty() && !stop_runs {
+            return Err(Reject::JobRunsActive {
+                job_id: job_id.to_string(),
+                runs: active,
+            });
+        }
+        let tasks = active
+            .iter()
+            .filter_map(|id| self.runs.remove(id))
+            .flat_map(|run| run.task_ids)
+            .collect();
+        self.jobs.remove(job_id);
+        Ok(tasks)
+    }
+
+    /// `StartRun`: a new run of `job_id`. A scheduled one (`Trigger::Schedule`) must be for
+    /// an instant after the job's cursor, which moves to it: the same instant twice (a new
+    /// leader proposing what the old one had) is refused.
+    pub(crate) fn start_run(
+        &mut self,
+        job_id: &str,
+        run_id: &str,
+        workflow_id: &str,
+        trigger: &Trigger,
+        arguments: &[String],
+        at_ms: u64,
+    ) -> Result<(), Reject> {
+        if self.runs.contains_key(run_id) {
+            return Err(Reject::RunExists {
+                run_id: run_id.to_string(),
+            });
+        }
+        let record = self.job_mut(job_id)?;
+        if let Trigger::Schedule { at_ms: instant } = trigger {
+            if *instant <= record.decided_through_ms {
+                return Err(Reject::InstantDecided {
+                    job_id: job_id.to_string(),
+                    instant_ms: *instant,
+                    through_ms: record.decided_through_ms,
+                });
+            }
+            record.decided_through_ms = *instant;
+        }
+        record.last_started_ms = Some(at_ms);
+        self.runs.insert(
+            run_id.to_string(),
+            JobRun {
+                id: run_id.to_string(),
+                job_id: job_id.to_string(),
+                workflow_id: workflow_id.to_string(),
+                trigger: trigger.clone(),
+                status: RunStatus::Starting,
+                attempt: 1,
+                created_ms: at_ms,
+                completed_ms: None,
+                task_ids: Vec::new(),
+                arguments: arguments.to_vec(),
+                stop_requested: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// `SkipRuns`: the scheduled instants of `job_id` from `first_ms` through `last_ms`
+    /// (`count` of them) will not run, for `reason`; the cursor moves past them.
+    pub(crate) fn skip(
+        &mut self,
+        job_id: &str,
+        first_ms: u64,
+        last_ms: u64,
+        count: u64,
+        reason: &SkipReason,
+    ) -> Result<(), Reject> {
+        let record = self.job_mut(job_id)?;
+        if first_ms <= record.decided_through_ms || last_ms < first_ms || count == 0 {
+            return Err(Reject::InstantDecided {
+                job_id: job_id.to_string(),
+                instant_ms: first_ms,
+                through_ms: record.decided_through_ms,
+            });
+        }
+        record.decided_through_ms = last_ms;
+        record.skipped.push_back(Skipped {
+            first_ms,
+            last_ms,
+            count,
+            reason: reason.clone(),
+        });
+        while record.skipped.len() > SKIPS_KEPT {
+            record.skipped.pop_front();
+        }
+        Ok(())
+    }
+
+    /// A run's attempt ended: success ends the run; a failure starts the next attempt
+    /// (`Starting`, attempt + 1) while retries are left and no stop was asked, else ends
+    /// the run failed. Finished runs go to the job's history and its counts (a soft error
+    /// counts as neither).
+    pub(crate) fn attempt_ended(&mut self, run_id: &str, succeeded: bool, at_ms: u64) {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return;
+        };
+        let retries = self.jobs.get(&run.job_id).map_or(0, |j| j.spec.retries);
+        if !succeeded && !run.stop_requested && run.attempt <= retries {
+            run.attempt += 1;
+            run.status = RunStatus::Starting;
+            return;
+        }
+        let Some(mut run) = self.runs.remove(run_id) else {
+            return;
+        };
+        run.status = if succeeded {
+            RunStatus::Success
+        } else {
+            RunStatus::Failed
+        };
+        run.completed_ms = Some(at_ms);
+        let Some(job) = self.jobs.get_mut(&run.job_id) else {
+            return;
+        };
+        let stats = &mut job.stats;
+        if succeeded {
+            stats.success_count += 1;
+            stats.last_success_ms = Some(at_ms);
+            stats.errors_since_last_success = 0;
+        } else if !job.spec.soft_error {
+            stats.error_count += 1;
+            stats.last_error_ms = Some(at_ms);
+            stats.errors_since_last_success += 1;
+        }
+        job.history.push_back(run);
+        while job.history.len() > job.spec.history_kept.min(HISTORY_KEPT) {
+            job.history.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> JobSpec {
+        JobSpec {
+            id: id.into(),
+            description: String::new(),
+            labels: BTreeMap::new(),
+            run: RunSpec {
+                cmd: Some("true".into()),
+                args: None,
+                cpus: 0.1,
+                mem: 32.0,
+                disk: 0.0,
+                env: BTreeMap::new(),
+                image: None,
+                user: None,
+                max_duration_seconds: None,
+            },
+            schedule: Some(ScheduleSpec {
+                id: "default".into(),
+                kind: ScheduleKind::Iso8601("R/2026-01-01T00:00:00Z/PT2S".into()),
+                time_zone: "UTC".into(),
+                starting_deadline_seconds: 60,
+                concurrency: Concurrency::Allow,
+                enabled: true,
+            }),
+            parents: Vec::new(),
+            retries: 0,
+            soft_error: false,
+            disabled: false,
+            history_kept: HISTORY_KEPT,
+        }
+    }
+
+    fn scheduled(at_ms: u64) -> Trigger {
+        Trigger::Schedule { at_ms }
+    }
+
+    #[test]
+    fn a_scheduled_instant_is_decided_once() {
+        let mut s = JobsState::default();
+        s.put_job(&job("tick"), true, 1_000).unwrap();
+        assert_eq!(
+            s.put_job(&job("tick"), true, 1_001),
+            Err(Reject::JobExists {
+                job_id: "tick".into()
+            })
+        );
+        // Before the job existed: never.
+        assert!(matches!(
+            s.start_run("tick", "r0", "r0", &scheduled(1_000), &[], 1_000),
+            Err(Reject::InstantDecided { .. })
+        ));
+        s.start_run("tick", "r1", "r1", &scheduled(2_000), &[], 2_010)
+            .unwrap();
+        // The same instant from a new leader (another run id): refused, nothing changes.
+        let before = s.clone();
+        assert_eq!(
+            s.start_run("tick", "r1b", "r1b", &scheduled(2_000), &[], 2_500),
+            Err(Reject::InstantDecided {
+                job_id: "tick".into(),
+                instant_ms: 2_000,
+                through_ms: 2_000
+            })
+        );
+        assert_eq!(s, before);
+        // Skipped instants move the cursor too, and are kept with their reason.
+        let missed = SkipReason::Missed {
+            late_ms: 90_000,
+            window_ms: 60_000,
+        };
+        s.skip("tick", 4_000, 8_000, 3, &missed).unwrap();
+        assert!(s.skip("tick", 8_000, 9_000, 1, &missed).is_err());
+        assert!(s
+            .start_run("tick", "r2", "r2", &scheduled(6_000), &[], 9_000)
+            .is_err());
+        s.start_run("tick", "r3", "r3", &scheduled(10_000), &[], 10_000)
+            .unwrap();
+        assert_eq!(s.jobs["tick"].skipped[0].count, 3);
+        // Manual runs need no instant and move nothing.
+        s.start_run(
+            "tick",
+            "m1",
+            "m1",
+            &Trigger::Manual,
+            &["--now".into()],
+            10_500,
+        )
+        .unwrap();
+        assert_eq!(s.jobs["tick"].decided_through_ms, 10_000);
+        assert_eq!(
+            s.active_runs("tick")
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r3", "m1"]
+        );
+    }
+
+    #[test]
+    fn attempts_retry_then_the_run_ends_in_the_history_and_counts() {
+        let mut s = JobsState::default();
+        let mut spec = job("flaky");
+        spec.retries = 2;
+        s.put_job(&spec, true, 0).unwrap();
+        s.start_run("flaky", "r", "r", &Trigger::Manual, &[], 1)
+            .unwrap();
+        s.attempt_ended("r", false, 10);
+        assert_eq!(
+            (s.runs["r"].attempt, s.runs["r"].status),
+            (2, RunStatus::Starting)
+        );
+        s.attempt_ended("r", false, 20);
+        s.attempt_ended("r", false, 30);
+        assert!(s.runs.is_empty(), "2 retries spent");
+        let record = &s.jobs["flaky"];
+        assert_eq!(record.history[0].status, RunStatus::Failed);
+        assert_eq!(
+            (
+                record.stats.error_count,
+                record.stats.last_error_ms,
+                record.stats.errors_since_last_success
+            ),
+            (1, Some(30), 1)
+        );
+        s.start_run("flaky", "ok", "ok", &Trigger::Manual, &[], 40)
+            .unwrap();
+        s.attempt_ended("ok", true, 50);
+        let stats = &s.jobs["flaky"].stats;
+        assert_eq!(
+            (
+                stats.success_count,
+                stats.last_success_ms,
+                stats.errors_since_last_success
+            ),
+            (1, Some(50), 0)
+        );
+        // A stopped run is not retried; a soft error is not counted.
+        let mut soft = job("soft");
+        soft.retries = 5;
+        soft.soft_error = true;
+        s.put_job(&soft, true, 0).unwrap();
+        s.start_run("soft", "x", "x", &Trigger::Manual, &[], 1)
+            .unwrap();
+        s.runs.get_mut("x").unwrap().stop_requested = true;
+        s.attempt_ended("x", false, 2);
+        assert!(s.runs.is_empty());
+        assert_eq!(s.jobs["soft"].stats, JobStats::default());
+    }
+
+    #[test]
+    fn history_is_bounded_per_job() {
+        let mut s = JobsState::default();
+        let mut spec = job("short");
+        spec.history_kept = 3;
+        s.put_job(&spec, true, 0).unwrap();
+        for i in 0..5u64 {
+            let id = format!("r{i}");
+            s.start_run("short", &id, &id, &Trigger::Manual, &[], i)
+                .unwrap();
+            s.attempt_ended(&id, true, i);
+        }
+        let kept: Vec<&str> = s.jobs["short"]
+            .history
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(kept, ["r2", "r3", "r4"]);
+        assert_eq!(s.jobs["short"].stats.success_count, 5);
+    }
+
+    #[test]
+    fn a_job_goes_only_without_children_and_with_its_runs_stopped() {
+        let mut s = JobsState::default();
+        s.put_job(&job("parent"), true, 0).unwrap();
+        let mut child = job("child");
+        child.schedule = None;
+        child.parents = vec!["parent".into()];
+        s.put_job(&child, true, 0).unwrap();
+        assert_eq!(
+            s.remove_job("parent", true),
+            Err(Reject::JobIsParent {
+                job_id: "parent".into(),
+                child: "child".into()
+            })
+        );
+        s.start_run("child", "c1", "c1", &Trigger::Parents, &[], 5)
+            .unwrap();
+        s.runs.get_mut("c1").unwrap().task_ids.push("t1".into());
+        assert_eq!(
+            s.remove_job("child", false),
+            Err(Reject::JobRunsActive {
+                job_id: "child".into(),
+                runs: vec!["c1".into()]
+            })
+        );
+        assert_eq!(s.remove_job("child", true), Ok(vec!["t1".to_string()]));
+        assert!(s.runs.is_empty() && !s.jobs.contains_key("child"));
+        assert_eq!(
+            s.remove_job("child", true),
+            Err(Reject::UnknownJob {
+                job_id: "child".into()
+            })
+        );
+        s.remove_job("parent", false).unwrap();
+    }
+
+    /// Through the replicated state: a run's tasks, retries, a stale end, a stop.
+    #[test]
+    fn a_runs_tasks_end_its_attempts_in_the_cluster_state() {
+        use crate::command::{Command, Outcome};
+        use crate::state::tests::{agent, task};
+        use crate::state::ClusterState;
+        let mut c = ClusterState::default();
+        c.apply(&Command::RegisterAgent {
+            agent: agent("a1", 4000, 4096),
+        });
+        let mut spec = job("etl");
+        spec.retries = 1;
+        let run_task = |id: &str, run: &str| {
+            let mut t = task(id, "/none", "a1", 1);
+            t.owner = TaskOwner::JobRun {
+                job_id: "etl".into(),
+                run_id: run.into(),
+            };
+            t
+        };
+        let status = |id: &str, state: TaskState, at_ms: u64| Command::TaskStatus {
+            task_id: id.into(),
+            state,
+            at_ms,
+            message: None,
+            exit_code: None,
+        };
+        let launch = |t: Task| Command::LaunchTask { task: t };
+        assert_eq!(
+            c.apply(&launch(run_task("t0", "r1"))),
+            Outcome::Rejected(Reject::UnknownRun {
+                run_id: "r1".into()
+            }),
+            "no task without its run"
+        );
+        for command in [
+            Command::PutJob {
+                job: spec,
+                create: true,
+                at_ms: 0,
+            },
+            Command::StartRun {
+                job_id: "etl".into(),
+                run_id: "r1".into(),
+                workflow_id: "r1".into(),
+                trigger: Trigger::Manual,
+                arguments: vec![],
+                at_ms: 1,
+            },
+            launch(run_task("t1", "r1")),
+            status("t1", TaskState::Running, 2),
+        ] {
+            assert_eq!(c.apply(&command), Outcome::Applied, "{command:?}");
+        }
+        assert_eq!(c.jobs.runs["r1"].status, RunStatus::Active);
+        assert_eq!(
+            c.apply(&launch(run_task("t1b", "r1"))),
+            Outcome::Rejected(Reject::RunHasTask {
+                run_id: "r1".into()
+            }),
+            "one task per attempt"
+        );
+        // The first attempt fails: the second waits for its task.
+        c.apply(&status("t1", TaskState::Failed, 3));
+        assert_eq!(
+            (c.jobs.runs["r1"].attempt, c.jobs.runs["r1"].status),
+            (2, RunStatus::Starting)
+        );
+        assert_eq!(c.apply(&launch(run_task("t2", "r1"))), Outcome::Applied);
+        // A late report of the first attempt's task changes nothing.
+        c.apply(&status("t1", TaskState::Killed, 4));
+        assert_eq!(c.jobs.runs["r1"].attempt, 2);
+        c.apply(&status("t2", TaskState::Finished, 5));
+        assert!(c.jobs.runs.is_empty());
+        let record = &c.jobs.jobs["etl"];
+        assert_eq!(record.history[0].task_ids, vec!["t1", "t2"]);
+        assert_eq!(
+            (record.stats.success_count, record.stats.last_success_ms),
+            (1, Some(5))
+        );
+
+        // A stopped run: its task is asked to die, and its end is a failure, not retried.
+        c.apply(&Command::StartRun {
+            job_id: "etl".into(),
+            run_id: "r2".into(),
+            workflow_id: "r2".into(),
+            trigger: Trigger::Manual,
+            arguments: vec![],
+            at_ms: 10,
+        });
+        c.apply(&launch(run_task("t3", "r2")));
+        assert_eq!(
+            c.apply(&Command::StopRun {
+                run_id: "r2".into(),
+                at_ms: 11
+            }),
+            Outcome::Applied
+        );
+        assert!(c.tasks["t3"].kill_requested);
+        c.apply(&status("t3", TaskState::Killed, 12));
+        assert!(c.jobs.runs.is_empty());
+        assert_eq!(c.jobs.jobs["etl"].history[1].status, RunStatus::Failed);
+        // The state round-trips as a snapshot, and a cluster without jobs writes none.
+        let again: ClusterState =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        let empty = serde_json::to_value(ClusterState::default()).unwrap();
+        assert!(empty.get("jobs").is_none());
+    }
+
+    #[test]
+    fn a_changed_schedule_starts_from_the_change() {
+        let mut s = JobsState::default();
+        s.put_job(&job("j"), true, 1_000).unwrap();
+        let mut cron = job("j");
+        cron.schedule.as_mut().unwrap().kind = ScheduleKind::Cron("* * * * *".into());
+        s.put_job(&cron, false, 50_000).unwrap();
+        assert_eq!(s.jobs["j"].decided_through_ms, 50_000);
+        // The same schedule again moves nothing.
+        s.put_job(&cron, false, 90_000).unwrap();
+        assert_eq!(s.jobs["j"].decided_through_ms, 50_000);
+    }
+}
