@@ -5,6 +5,7 @@
 //! the cursor that makes a scheduled run exactly-once).
 
 pub mod dag;
+pub mod planner;
 pub mod policy;
 pub mod schedule;
 pub mod state;

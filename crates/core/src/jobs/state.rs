@@ -143,7 +143,19 @@ pub struct JobRun {
     /// Asked to stop (a user, REPLACE, a job removed): ends Failed without retries.
     #[serde(default)]
     pub stop_requested: bool,
+    /// When the waiting attempt may get its task (its start, or the end of the failed one
+    /// before it plus the retry delay).
+    #[serde(default)]
+    pub ready_at_ms: u64,
 }
+
+/// The delay before a retry: 1 s after the first failure, doubling, at most a minute.
+pub const RETRY_BACKOFF: super::policy::Retry = super::policy::Retry {
+    retries: 0,
+    backoff_ms: 1_000,
+    factor: 2.0,
+    max_ms: 60_000,
+};
 
 /// Instants a job's schedule did not run, with why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +408,7 @@ impl JobsState {
                 task_ids: Vec::new(),
                 arguments: arguments.to_vec(),
                 stop_requested: false,
+                ready_at_ms: at_ms,
             },
         );
         Ok(())
@@ -442,6 +455,11 @@ impl JobsState {
         };
         let retries = self.jobs.get(&run.job_id).map_or(0, |j| j.spec.retries);
         if !succeeded && !run.stop_requested && run.attempt <= retries {
+            let retry = super::policy::Retry {
+                retries,
+                ..RETRY_BACKOFF
+            };
+            run.ready_at_ms = retry.next_attempt_at(run.attempt, at_ms).unwrap_or(at_ms);
             run.attempt += 1;
             run.status = RunStatus::Starting;
             return;
