@@ -5,11 +5,13 @@
 //! owns its tasks (`dcos_core::TaskOwner`) and builds them completely, including its own
 //! environment variables, so agents know nothing of any framework.
 //!
-//! - `services/`: Marathon's `/v2` (apps, deployments), the only one so far.
-//! - `jobs/` (Chronos and Metronome) and `mesos/` (external frameworks through Mesos's v1
-//!   scheduler API) go beside it: a module with a `Framework` and its HTTP routes, listed in
-//!   `builtin`.
+//! - `services/`: Marathon's `/v2` (apps, deployments).
+//! - `jobs/`: Chronos's and Metronome's scheduled jobs (the planner runs; the APIs are to
+//!   come).
+//! - `mesos/` (external frameworks through Mesos's v1 scheduler API) goes beside them: a
+//!   module with a `Framework` and its HTTP routes, listed in `builtin`.
 
+pub mod jobs;
 pub mod services;
 
 use crate::master::{Framework, Master};
@@ -20,6 +22,6 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let services = services::Services::default();
     let events = Arc::new(services::events::Events::default());
     let routes = services::http::routes(Arc::clone(&services.waiting), events);
-    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services)];
+    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs)];
     (frameworks, routes)
 }

@@ -667,6 +667,7 @@ impl Master {
                 Proposal::Expunge { task_id } => Command::ExpungeTask {
                     task_id: task_id.clone(),
                 },
+                Proposal::Record(command) => command.clone(),
                 Proposal::RollBack {
                     app_id,
                     failed_deployment_id,
@@ -725,11 +726,27 @@ impl Master {
                 (Proposal::RollBack { app_id, .. }, Err(e)) => {
                     tracing::warn!(app = %app_id, framework, "rollback not recorded: {e}")
                 }
-                (Proposal::Kill { .. } | Proposal::Expunge { .. }, _) => {}
+                (Proposal::Record(command), Ok(Outcome::Rejected(reject))) => {
+                    tracing::debug!(framework, "{} refused: {reject}", command_name(&command))
+                }
+                (Proposal::Record(command), Err(e)) => {
+                    tracing::warn!(framework, "{} not recorded: {e}", command_name(&command))
+                }
+                (Proposal::Kill { .. } | Proposal::Expunge { .. } | Proposal::Record(_), _) => {}
             }
         }
         self.record_statuses(lost).await;
     }
+}
+
+/// A command's kind for the log (`StartRun`).
+fn command_name(command: &Command) -> String {
+    let debug = format!("{command:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The log entry of an agent's report: its task's new state, or what its health or

@@ -13,6 +13,7 @@ mod fake_runtime;
 mod fetch;
 mod health_checks;
 mod hostile;
+mod jobs;
 mod lifecycle;
 mod logs;
 mod masters;

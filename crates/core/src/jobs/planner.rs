@@ -37,8 +37,22 @@ pub enum JobAction {
     },
     /// Stop a run (REPLACE, or its attempt ran too long).
     Stop { run_id: String },
-    /// Give a run's waiting attempt its task.
-    Launch { run_id: String },
+    /// Give a run's waiting attempt its task, on `agent_id`.
+    Launch { run_id: String, agent_id: String },
+    /// Forget an ended task of a finished run (the newest `TASKS_KEPT_PER_JOB` stay).
+    Expunge { task_id: String },
+}
+
+/// Ended tasks of finished runs kept per job (for `job logs` and the dashboard).
+pub const TASKS_KEPT_PER_JOB: usize = 5;
+
+/// What the planner needs besides the state, from its shell.
+pub struct JobsInput<'a> {
+    pub now_ms: u64,
+    /// Agents a launch can reach now.
+    pub connected: &'a dyn Fn(&crate::types::Agent) -> bool,
+    /// An image reference as the presence key agents report.
+    pub image_key: &'a dyn Fn(&str) -> String,
 }
 
 /// The scheduled instants of `record` after its cursor, up to `now_ms`, at most
@@ -84,7 +98,8 @@ pub fn due_instants(record: &JobRecord, now_ms: u64) -> Result<Vec<u64>, String>
 }
 
 /// One planning round of the jobs framework.
-pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<JobAction> {
+pub fn plan(state: &ClusterState, input: &JobsInput) -> Vec<JobAction> {
+    let now_ms = input.now_ms;
     let jobs = &state.jobs;
     let mut actions = Vec::new();
     let mut active: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -193,15 +208,29 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<JobAction> {
         }
     }
     // Runs: attempts waiting for a task, attempts running too long.
+    let mut pool = crate::placement::Pool::new(state, input.connected);
     for run in jobs.runs.values() {
         let Some(record) = jobs.jobs.get(&run.job_id) else {
             continue;
         };
         match run.status {
-            RunStatus::Starting if !run.stop_requested && run.ready_at_ms <= now_ms => actions
-                .push(JobAction::Launch {
-                    run_id: run.id.clone(),
-                }),
+            RunStatus::Starting if !run.stop_requested && run.ready_at_ms <= now_ms => {
+                let image = record.spec.run.image.as_deref().map(input.image_key);
+                let ask = crate::placement::Ask {
+                    resources: record.spec.run.resources(),
+                    ports: &[],
+                    image: image.as_deref(),
+                    constraints: &[],
+                    spread: None,
+                };
+                // Unplaced, it waits for the next round.
+                if let Ok(placed) = pool.place(&ask) {
+                    actions.push(JobAction::Launch {
+                        run_id: run.id.clone(),
+                        agent_id: placed.agent_id,
+                    });
+                }
+            }
             RunStatus::Active if !run.stop_requested => {
                 let started = run
                     .task_ids
@@ -220,7 +249,107 @@ pub fn plan(state: &ClusterState, now_ms: u64) -> Vec<JobAction> {
             _ => {}
         }
     }
+    // Ended tasks of finished runs, beyond the newest few per job.
+    let mut ended: BTreeMap<&str, Vec<&crate::types::Task>> = BTreeMap::new();
+    for task in state.tasks.values() {
+        if let crate::types::TaskOwner::JobRun { job_id, run_id } = &task.owner {
+            if task.state.is_terminal() && !jobs.runs.contains_key(run_id) {
+                ended.entry(job_id.as_str()).or_default().push(task);
+            }
+        }
+    }
+    for tasks in ended.values_mut() {
+        tasks.sort_by_key(|t| std::cmp::Reverse((t.updated_at_ms, t.id.as_str())));
+        for task in tasks.iter().skip(TASKS_KEPT_PER_JOB) {
+            actions.push(JobAction::Expunge {
+                task_id: task.id.clone(),
+            });
+        }
+    }
     actions
+}
+
+/// The task of `run`'s current attempt on `agent_id`: the job's command (with a manual
+/// run's `arguments` appended, shell-quoted), resources, image and user, and the variables
+/// Chronos gives its tasks (`CHRONOS_JOB_NAME`, `CHRONOS_JOB_RUN_ATTEMPT`, ...) plus this
+/// system's (`DCOS_JOB_ID`, `DCOS_JOB_RUN_ID`).
+pub fn build_task(
+    record: &JobRecord,
+    run: &super::state::JobRun,
+    agent_id: &str,
+    task_id: String,
+    now_ms: u64,
+) -> crate::types::Task {
+    let spec = &record.spec.run;
+    let quote = |a: &String| format!("'{}'", a.replace('\'', r"'\''"));
+    let cmd = spec.cmd.as_ref().map(|cmd| match run.arguments.is_empty() {
+        true => cmd.clone(),
+        false => {
+            let args: Vec<String> = run.arguments.iter().map(quote).collect();
+            format!("{cmd} {}", args.join(" "))
+        }
+    });
+    let mut env = spec.env.clone();
+    env.insert("CHRONOS_JOB_NAME".into(), record.spec.id.clone());
+    env.insert("CHRONOS_JOB_RUN_ATTEMPT".into(), run.attempt.to_string());
+    env.insert("CHRONOS_JOB_RUN_TIME".into(), crate::time::iso8601(now_ms));
+    env.insert("DCOS_JOB_ID".into(), record.spec.id.clone());
+    env.insert("DCOS_JOB_RUN_ID".into(), run.id.clone());
+    crate::types::Task {
+        id: task_id,
+        owner: crate::types::TaskOwner::JobRun {
+            job_id: record.spec.id.clone(),
+            run_id: run.id.clone(),
+        },
+        agent_id: agent_id.to_string(),
+        resources: spec.resources(),
+        launch: crate::types::LaunchSpec {
+            cmd,
+            args: spec.args.clone(),
+            env,
+            image: spec.image.clone(),
+            user: spec.user.clone(),
+            kill_grace_period_ms: 3_000,
+            volumes: Vec::new(),
+            network: Default::default(),
+            user_namespace: false,
+            health_checks: Vec::new(),
+            fetch: Vec::new(),
+            readiness_checks: Vec::new(),
+        },
+        state: crate::types::TaskState::Staging,
+        kill_requested: false,
+        staged_at_ms: now_ms,
+        started_at_ms: None,
+        updated_at_ms: now_ms,
+        message: None,
+        exit_code: None,
+        ports: Vec::new(),
+        health: None,
+        readiness: None,
+    }
+}
+
+/// A task id for attempt `attempt` (from 1) of run `run_id` of `job_id`: Chronos's parts
+/// (`ct:<epoch ms>:<attempt from 0>:<job>`) joined by dots, as task ids name sandbox
+/// directories (letters, digits, `.`, `-`, `_`), then the run's id, which makes it unique.
+pub fn task_id(job_id: &str, run_id: &str, attempt: u32, now_ms: u64) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(
+                |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    true => c,
+                    false => '_',
+                },
+            )
+            .collect()
+    };
+    format!(
+        "ct.{now_ms}.{}.{}.{}",
+        attempt.saturating_sub(1),
+        safe(job_id),
+        safe(run_id)
+    )
 }
 
 #[cfg(test)]
@@ -231,6 +360,14 @@ mod tests {
     use crate::jobs::state::{JobSpec, ScheduleSpec};
 
     const T0: u64 = 1_798_761_600_000; // 2027-01-01T00:00:00Z
+
+    fn at(now_ms: u64) -> JobsInput<'static> {
+        JobsInput {
+            now_ms,
+            connected: &|_| true,
+            image_key: &|image| image.to_string(),
+        }
+    }
 
     fn spec(id: &str, schedule: Option<(&str, Concurrency)>, parents: &[&str]) -> JobSpec {
         let mut job: JobSpec = serde_json::from_value(serde_json::json!({
@@ -255,6 +392,9 @@ mod tests {
 
     fn state_with(jobs: &[JobSpec], at_ms: u64) -> ClusterState {
         let mut s = ClusterState::default();
+        s.apply(&Command::RegisterAgent {
+            agent: crate::state::tests::agent("a1", 4_000, 4_096),
+        });
         for job in jobs {
             let put = Command::PutJob {
                 job: job.clone(),
@@ -303,7 +443,7 @@ mod tests {
                     run_id: run_id.clone(),
                     at_ms: now_ms,
                 },
-                JobAction::Launch { .. } => continue,
+                JobAction::Launch { .. } | JobAction::Expunge { .. } => continue,
             };
             assert_eq!(s.apply(&command), Outcome::Applied, "{command:?}");
         }
@@ -342,7 +482,7 @@ mod tests {
             T0 + 10_000,
             T0 + 10_000,
         ] {
-            let actions = plan(&s, now);
+            let actions = plan(&s, &at(now));
             started.extend(starts(&actions));
             perform(&mut s, &actions, now, &mut ids);
         }
@@ -362,7 +502,7 @@ mod tests {
         let mut ids = 0;
         // Nobody planned for 60 s: the window is 10 s.
         let now = T0 + 60_000;
-        let actions = plan(&s, now);
+        let actions = plan(&s, &at(now));
         assert_eq!(
             actions[0],
             JobAction::Skip {
@@ -381,7 +521,7 @@ mod tests {
             (25..=30).map(|k| T0 + k * 2_000).collect::<Vec<_>>()
         );
         perform(&mut s, &actions, now, &mut ids);
-        let after = plan(&s, now);
+        let after = plan(&s, &at(now));
         assert!(
             after.iter().all(|a| matches!(a, JobAction::Launch { .. })),
             "all decided, only the started runs' tasks to come: {after:?}"
@@ -396,10 +536,10 @@ mod tests {
         let replace = spec("r", Some(("* * * * *", Concurrency::Replace)), &[]);
         let mut s = state_with(&[forbid, replace], T0 - 1);
         let mut ids = 0;
-        let first = plan(&s, T0);
+        let first = plan(&s, &at(T0));
         perform(&mut s, &first, T0, &mut ids);
         assert_eq!(s.jobs.runs.len(), 2);
-        let next = plan(&s, T0 + 60_000);
+        let next = plan(&s, &at(T0 + 60_000));
         assert!(next.iter().any(|a| matches!(a, JobAction::Skip { job_id, reason: SkipReason::StillRunning { .. }, .. } if job_id == "f")), "{next:?}");
         let replaced = s.jobs.active_runs("r")[0].id.clone();
         assert!(next.contains(&JobAction::Stop { run_id: replaced }));
@@ -429,10 +569,10 @@ mod tests {
         };
         s.apply(&manual("a", "ra"));
         s.jobs.attempt_ended("ra", true, T0 + 10);
-        assert!(plan(&s, T0 + 20).is_empty(), "b has not succeeded");
+        assert!(plan(&s, &at(T0 + 20)).is_empty(), "b has not succeeded");
         s.apply(&manual("b", "rb"));
         s.jobs.attempt_ended("rb", true, T0 + 30);
-        let actions = plan(&s, T0 + 40);
+        let actions = plan(&s, &at(T0 + 40));
         assert_eq!(
             actions,
             vec![JobAction::Start {
@@ -444,7 +584,7 @@ mod tests {
         let mut ids = 0;
         perform(&mut s, &actions, T0 + 40, &mut ids);
         // Started: it waits for both parents again.
-        let again = plan(&s, T0 + 50);
+        let again = plan(&s, &at(T0 + 50));
         assert!(
             again.iter().all(|a| !matches!(a, JobAction::Start { .. })),
             "{again:?}"
@@ -465,16 +605,25 @@ mod tests {
             arguments: vec![],
             at_ms: T0,
         });
-        assert_eq!(plan(&s, T0), vec![JobAction::Launch { run_id: "r".into() }]);
+        assert_eq!(
+            plan(&s, &at(T0)),
+            vec![JobAction::Launch {
+                run_id: "r".into(),
+                agent_id: "a1".into()
+            }]
+        );
         // A first attempt that failed waits out the retry delay.
         s.jobs.runs.get_mut("r").unwrap().status = RunStatus::Active;
         s.jobs.attempt_ended("r", false, T0 + 100);
         let ready = s.jobs.runs["r"].ready_at_ms;
         assert!(ready > T0 + 100, "a delay before the retry");
-        assert!(plan(&s, ready - 1).is_empty());
+        assert!(plan(&s, &at(ready - 1)).is_empty());
         assert_eq!(
-            plan(&s, ready),
-            vec![JobAction::Launch { run_id: "r".into() }]
+            plan(&s, &at(ready)),
+            vec![JobAction::Launch {
+                run_id: "r".into(),
+                agent_id: "a1".into()
+            }]
         );
     }
 
@@ -488,7 +637,7 @@ mod tests {
         job.disabled = true;
         let mut s = state_with(&[job.clone()], T0 - 1);
         let mut ids = 0;
-        let actions = plan(&s, T0 + 4_000);
+        let actions = plan(&s, &at(T0 + 4_000));
         assert!(
             matches!(
                 actions[..],
@@ -507,6 +656,6 @@ mod tests {
             create: false,
             at_ms: T0 + 5_000,
         });
-        assert_eq!(starts(&plan(&s, T0 + 6_000)), vec![T0 + 6_000]);
+        assert_eq!(starts(&plan(&s, &at(T0 + 6_000))), vec![T0 + 6_000]);
     }
 }

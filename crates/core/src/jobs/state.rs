@@ -73,6 +73,16 @@ pub struct RunSpec {
     pub max_duration_seconds: Option<u64>,
 }
 
+impl RunSpec {
+    pub fn resources(&self) -> crate::types::Resources {
+        crate::types::Resources {
+            cpus_milli: (self.cpus * 1000.0).ceil() as u64,
+            mem_mib: self.mem.ceil() as u64,
+            disk_mib: self.disk.ceil() as u64,
+        }
+    }
+}
+
 /// When a job runs by itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

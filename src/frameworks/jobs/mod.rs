@@ -1,0 +1,112 @@
+//! The jobs framework (Chronos's and Metronome's scheduled jobs): its decisions are
+//! `dcos_core::jobs::planner` (which instants run, which are skipped and why, dependent
+//! jobs, retries, where a run's task goes); this shell makes the run and task ids, builds
+//! the tasks and turns the planner's actions into proposals. Its HTTP APIs (Chronos's
+//! `/v1/scheduler`, Metronome's `/v1/jobs`) are still to come (issue 15).
+
+use crate::link::random_id;
+use crate::master::{Framework, Proposal, Round};
+use dcos_core::jobs::planner::{self, JobAction, JobsInput};
+use dcos_core::{ClusterState, Command};
+
+/// The jobs framework. It keeps nothing of its own: everything is in the replicated state.
+#[derive(Default)]
+pub struct Jobs;
+
+/// A run id as Metronome makes them: the UTC time `yyyyMMddHHmmss` and 5 random letters or
+/// digits (`20261203073700abc12`).
+pub fn run_id(now_ms: u64) -> String {
+    let time: String = dcos_core::time::iso8601(now_ms)
+        .chars()
+        .take(19)
+        .filter(char::is_ascii_digit)
+        .collect();
+    let random: String = random_id()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    format!("{time}{random}")
+}
+
+impl Framework for Jobs {
+    fn name(&self) -> &'static str {
+        "jobs"
+    }
+
+    fn plan(&self, state: &ClusterState, round: &Round) -> Vec<Proposal> {
+        let now = round.now_ms;
+        let input = JobsInput {
+            now_ms: now,
+            connected: round.connected,
+            image_key: &super::services::image_key,
+        };
+        let mut proposals = Vec::new();
+        for action in planner::plan(state, &input) {
+            match action {
+                JobAction::Start {
+                    job_id,
+                    trigger,
+                    workflow_id,
+                } => {
+                    let run_id = run_id(now);
+                    proposals.push(Proposal::Record(Command::StartRun {
+                        job_id,
+                        workflow_id: workflow_id.unwrap_or_else(|| run_id.clone()),
+                        run_id,
+                        trigger,
+                        arguments: Vec::new(),
+                        at_ms: now,
+                    }));
+                }
+                JobAction::Skip {
+                    job_id,
+                    first_ms,
+                    last_ms,
+                    count,
+                    reason,
+                } => {
+                    tracing::info!(job = %job_id, count, "scheduled runs skipped: {reason}");
+                    proposals.push(Proposal::Record(Command::SkipRuns {
+                        job_id,
+                        first_ms,
+                        last_ms,
+                        count,
+                        reason,
+                    }));
+                }
+                JobAction::Stop { run_id } => {
+                    let live = state
+                        .jobs
+                        .runs
+                        .get(&run_id)
+                        .and_then(|run| run.task_ids.last())
+                        .filter(|id| state.tasks.get(*id).is_some_and(|t| !t.state.is_terminal()))
+                        .cloned();
+                    proposals.push(Proposal::Record(Command::StopRun { run_id, at_ms: now }));
+                    if let Some(task_id) = live {
+                        proposals.push(Proposal::Kill { task_id });
+                    }
+                }
+                JobAction::Launch { run_id, agent_id } => {
+                    let Some(run) = state.jobs.runs.get(&run_id) else {
+                        continue;
+                    };
+                    let Some(record) = state.jobs.jobs.get(&run.job_id) else {
+                        continue;
+                    };
+                    let id = planner::task_id(&run.job_id, &run.id, run.attempt, now);
+                    let task = planner::build_task(record, run, &agent_id, id, now);
+                    proposals.push(Proposal::Launch(Box::new(task)));
+                }
+                JobAction::Expunge { task_id } => proposals.push(Proposal::Expunge { task_id }),
+            }
+        }
+        proposals
+    }
+
+    /// A run's task is never replaced while its agent is away (the run waits for it).
+    fn replaced_while_unreachable(&self, _state: &ClusterState, _agent_id: &str) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,133 @@
+//! The jobs framework end to end on `dcos-rs up` (its HTTP APIs are still to come, so the
+//! jobs are written as the commands those APIs will write): a `PT2S` schedule runs a real
+//! task every 2 s, each scheduled instant once, with its output kept; a failing job retries
+//! then fails, counted; a child runs only after both its parents succeeded.
+
+use crate::common::{wait_for, TestCluster};
+use dcos_core::jobs::state::{JobRecord, RunStatus, Trigger};
+use dcos_core::{Command, Outcome};
+use std::time::Duration;
+
+async fn put(cluster: &TestCluster, job: serde_json::Value) {
+    let command = Command::PutJob {
+        job: serde_json::from_value(job).expect("a job"),
+        create: true,
+        at_ms: dcos_rs::link::now_ms(),
+    };
+    let outcome = cluster.handle().master.write(command).await.unwrap();
+    assert_eq!(outcome, Outcome::Applied);
+}
+
+fn record(cluster: &TestCluster, id: &str) -> JobRecord {
+    cluster.handle().master.read(|s| s.jobs.jobs[id].clone())
+}
+
+fn schedule(text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "default", "kind": {"iso8601": text}, "timeZone": "UTC",
+        "startingDeadlineSeconds": 60, "concurrency": "ALLOW", "enabled": true,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pt2s_job_runs_every_2_s_and_a_failing_one_retries_then_fails() {
+    let cluster = TestCluster::start().await;
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    put(
+        &cluster,
+        serde_json::json!({
+            "id": "tick",
+            "run": {"cmd": "echo tick $CHRONOS_JOB_NAME attempt $CHRONOS_JOB_RUN_ATTEMPT", "cpus": 0.1, "mem": 16},
+            "schedule": schedule(&format!("R/{start}/PT2S")),
+        }),
+    )
+    .await;
+    put(
+        &cluster,
+        serde_json::json!({
+            "id": "flaky", "retries": 2,
+            "run": {"cmd": "echo try $CHRONOS_JOB_RUN_ATTEMPT; exit 3", "cpus": 0.1, "mem": 16},
+            "schedule": schedule(&format!("R1/{start}/PT1H")),
+        }),
+    )
+    .await;
+
+    let tick = wait_for("3 runs of tick", Duration::from_secs(20), || async {
+        let tick = record(&cluster, "tick");
+        (tick.history.len() >= 3).then_some(tick)
+    })
+    .await;
+    let instants: Vec<u64> = tick
+        .history
+        .iter()
+        .map(|run| match run.trigger {
+            Trigger::Schedule { at_ms } => at_ms,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    let gaps: Vec<u64> = instants.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g == 2_000),
+        "each instant once, 2 s apart: {instants:?}"
+    );
+    assert!(
+        tick.history.iter().all(|r| r.status == RunStatus::Success),
+        "{:?}",
+        tick.history
+    );
+    assert_eq!(tick.stats.success_count as usize, tick.history.len());
+    // The run's output is in its task's sandbox.
+    let task_id = tick.history[0].task_ids[0].clone();
+    let stdout = std::fs::read_to_string(cluster.sandbox(&task_id).join("stdout")).unwrap();
+    assert_eq!(stdout.trim(), "tick tick attempt 1");
+
+    // Three attempts (1 s, then 2 s apart), then the run failed, counted once.
+    let flaky = wait_for("flaky to fail", Duration::from_secs(20), || async {
+        let flaky = record(&cluster, "flaky");
+        (!flaky.history.is_empty()).then_some(flaky)
+    })
+    .await;
+    let run = &flaky.history[0];
+    assert_eq!(
+        (run.status, run.attempt, run.task_ids.len()),
+        (RunStatus::Failed, 3, 3)
+    );
+    assert_eq!((flaky.stats.error_count, flaky.stats.success_count), (1, 0));
+    let last = std::fs::read_to_string(cluster.sandbox(&run.task_ids[2]).join("stdout")).unwrap();
+    assert_eq!(last.trim(), "try 3");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_runs_only_after_both_parents_succeeded() {
+    let cluster = TestCluster::start().await;
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    let run = |cmd: &str| serde_json::json!({"cmd": cmd, "cpus": 0.1, "mem": 16});
+    put(&cluster, serde_json::json!({"id": "fast", "run": run("true"), "schedule": schedule(&format!("R1/{start}/PT1H"))})).await;
+    put(&cluster, serde_json::json!({"id": "slow", "run": run("sleep 2"), "schedule": schedule(&format!("R1/{start}/PT1H"))})).await;
+    put(
+        &cluster,
+        serde_json::json!({"id": "child", "run": run("true"), "parents": ["fast", "slow"]}),
+    )
+    .await;
+    let child = wait_for("the child to run", Duration::from_secs(20), || async {
+        let child = record(&cluster, "child");
+        (!child.history.is_empty()).then_some(child)
+    })
+    .await;
+    let slow = record(&cluster, "slow");
+    let slow_done = slow.stats.last_success_ms.expect("slow succeeded");
+    assert!(
+        child.history[0].created_ms >= slow_done,
+        "after the slower parent"
+    );
+    assert_eq!(child.history[0].trigger, Trigger::Parents);
+    assert_eq!(
+        child.history[0].workflow_id, slow.history[0].workflow_id,
+        "one workflow"
+    );
+    // It does not run again until both parents succeed again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(record(&cluster, "child").history.len(), 1);
+    cluster.stop().await;
+}
