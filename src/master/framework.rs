@@ -25,7 +25,7 @@ pub enum Proposal {
     Expunge { task_id: String },
     /// Write a command of the framework's own state as it is (a job run's start, skip or
     /// stop); nothing goes to an agent.
-    Record(dcos_core::Command),
+    Record(Box<dcos_core::Command>),
     /// Roll an app's deployment back, saying why (`Command::RollBack` with a new deployment
     /// id): a deployment past its `progressDeadlineSeconds`.
     RollBack {

@@ -667,7 +667,7 @@ impl Master {
                 Proposal::Expunge { task_id } => Command::ExpungeTask {
                     task_id: task_id.clone(),
                 },
-                Proposal::Record(command) => command.clone(),
+                Proposal::Record(command) => (**command).clone(),
                 Proposal::RollBack {
                     app_id,
                     failed_deployment_id,

@@ -50,14 +50,14 @@ impl Framework for Jobs {
                     workflow_id,
                 } => {
                     let run_id = run_id(now);
-                    proposals.push(Proposal::Record(Command::StartRun {
+                    proposals.push(Proposal::Record(Box::new(Command::StartRun {
                         job_id,
                         workflow_id: workflow_id.unwrap_or_else(|| run_id.clone()),
                         run_id,
                         trigger,
                         arguments: Vec::new(),
                         at_ms: now,
-                    }));
+                    })));
                 }
                 JobAction::Skip {
                     job_id,
@@ -67,13 +67,13 @@ impl Framework for Jobs {
                     reason,
                 } => {
                     tracing::info!(job = %job_id, count, "scheduled runs skipped: {reason}");
-                    proposals.push(Proposal::Record(Command::SkipRuns {
+                    proposals.push(Proposal::Record(Box::new(Command::SkipRuns {
                         job_id,
                         first_ms,
                         last_ms,
                         count,
                         reason,
-                    }));
+                    })));
                 }
                 JobAction::Stop { run_id } => {
                     let live = state
@@ -83,7 +83,10 @@ impl Framework for Jobs {
                         .and_then(|run| run.task_ids.last())
                         .filter(|id| state.tasks.get(*id).is_some_and(|t| !t.state.is_terminal()))
                         .cloned();
-                    proposals.push(Proposal::Record(Command::StopRun { run_id, at_ms: now }));
+                    proposals.push(Proposal::Record(Box::new(Command::StopRun {
+                        run_id,
+                        at_ms: now,
+                    })));
                     if let Some(task_id) = live {
                         proposals.push(Proposal::Kill { task_id });
                     }
