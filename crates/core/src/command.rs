@@ -236,6 +236,8 @@ pub enum Reject {
     UnknownRun { run_id: String },
     #[error("run {run_id} has a task under way already")]
     RunHasTask { run_id: String },
+    #[error("job {job_id}: {reason}")]
+    RunNotDue { job_id: String, reason: String },
     #[error("parents of job {job_id}: {reason}")]
     JobParents { job_id: String, reason: String },
     #[error("the scheduled instant {instant_ms} of job {job_id} is decided already (up to {through_ms})")]

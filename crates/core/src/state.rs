@@ -272,7 +272,9 @@ impl ClusterState {
                 // state here yet (job runs, external frameworks) are the cluster's to place.
                 match &task.owner {
                     TaskOwner::Service { app_id, .. } => self.services.check_launch(app_id)?,
-                    TaskOwner::JobRun { run_id, .. } => self.jobs.check_launch(run_id)?,
+                    TaskOwner::JobRun { job_id, run_id } => {
+                        self.jobs.check_launch(job_id, run_id)?
+                    }
                     TaskOwner::Framework { .. } => {}
                 }
                 let agent =
@@ -496,9 +498,12 @@ impl ClusterState {
                         task_id: task_id.clone(),
                     });
                 }
-                if let Some(task) = self.tasks.remove(task_id) {
+                if let Some(mut task) = self.tasks.remove(task_id) {
                     if !task.state.is_terminal() {
                         release(&mut self.held, &task);
+                        // A job run's attempt ends with its task (an unreachable one given up).
+                        task.state = TaskState::Lost;
+                        self.jobs.task_changed(&task, task.updated_at_ms);
                     }
                 }
             }
@@ -549,6 +554,7 @@ impl ClusterState {
                     });
                 }
                 // What an unreachable agent ran is gone with it; frameworks replaced it already.
+                let mut lost = Vec::new();
                 for task in self
                     .tasks
                     .values_mut()
@@ -557,6 +563,10 @@ impl ClusterState {
                     task.state = TaskState::Lost;
                     task.updated_at_ms = *at_ms;
                     task.message = Some("its agent was removed by an operator".to_string());
+                    lost.push(task.id.clone());
+                }
+                for task_id in lost {
+                    self.jobs.task_changed(&self.tasks[&task_id], *at_ms);
                 }
                 self.held.remove(agent_id);
                 if let Some(serial) = self

@@ -37,7 +37,8 @@ pub fn check_parents(
         }
     }
     // A cycle through `job`: a path from one of its parents, up through their parents,
-    // back to `job`. Depth first, remembering the path.
+    // back to `job`. Depth first without recursion (a long chain must not exhaust the
+    // stack inside the state machine), remembering each name's way down.
     let parents_of = |name: &str| -> Vec<String> {
         if name == job {
             parents.to_vec()
@@ -45,34 +46,31 @@ pub fn check_parents(
             graph.get(name).cloned().unwrap_or_default()
         }
     };
-    let mut seen = BTreeSet::new();
-    let mut path = vec![job.to_string()];
-    fn walk(
-        name: &str,
-        job: &str,
-        parents_of: &dyn Fn(&str) -> Vec<String>,
-        seen: &mut BTreeSet<String>,
-        path: &mut Vec<String>,
-    ) -> bool {
-        for parent in parents_of(name) {
+    let mut came_from: BTreeMap<String, String> = BTreeMap::new();
+    let mut stack: Vec<String> = vec![job.to_string()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(name) = stack.pop() {
+        for parent in parents_of(&name) {
             if parent == job {
-                path.push(parent);
-                return true;
+                // Back at `job`: the way from it, in the direction runs flow.
+                let mut cycle = vec![job.to_string(), name.clone()];
+                let mut at = name.clone();
+                while let Some(before) = came_from.get(&at) {
+                    cycle.push(before.clone());
+                    at = before.clone();
+                }
+                if cycle.last().map(String::as_str) == Some(job) && cycle.len() > 2 {
+                    cycle.pop();
+                }
+                cycle.push(job.to_string());
+                cycle.dedup();
+                return Err(DagError::Cycle { cycle });
             }
             if seen.insert(parent.clone()) {
-                path.push(parent.clone());
-                if walk(&parent, job, parents_of, seen, path) {
-                    return true;
-                }
-                path.pop();
+                came_from.insert(parent.clone(), name.clone());
+                stack.push(parent);
             }
         }
-        false
-    }
-    if walk(job, job, &parents_of, &mut seen, &mut path) {
-        // Written in the direction runs flow: parent -> child.
-        path.reverse();
-        return Err(DagError::Cycle { cycle: path });
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::Timestamp;
 
 /// Years a cron search looks ahead before it decides the expression never matches (a
-/// February 29 that must be a Monday recurs within 28 years; `0 0 30 2 *` never).
+/// February 29 recurs within 8 years; `0 0 30 2 *` never).
 pub const CRON_SEARCH_YEARS: i16 = 30;
 
 /// An IANA time zone by name from the bundled database (`UTC` included).
@@ -202,7 +202,7 @@ impl Iso8601Schedule {
             return None;
         }
         let exact = self.period.millis.checked_mul(k)?;
-        let calendar = if self.period.months == 0 && self.period.days == 0 {
+        let calendar = if k == 0 || (self.period.months == 0 && self.period.days == 0) {
             self.start_ms
         } else {
             let start = self.start_civil;
@@ -265,11 +265,11 @@ impl Iso8601Schedule {
 /// `tz`); seconds and milliseconds optional. Its instant, and its wall-clock time in `tz`.
 fn parse_start(text: &str, tz: &TimeZone) -> Result<(u64, DateTime), String> {
     let bad = || format!("{text:?} is not an ISO 8601 start time such as 2026-01-01T00:00:00Z");
-    let civil = if let Ok(ts) = text.parse::<Timestamp>() {
-        tz.to_datetime(ts)
-    } else {
-        text.parse::<DateTime>().map_err(|_| bad())?
-    };
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        // An instant as written (also one in a repeated hour's second pass).
+        return Ok((millis(ts).ok_or_else(bad)?, tz.to_datetime(ts)));
+    }
+    let civil = text.parse::<DateTime>().map_err(|_| bad())?;
     let ms = resolve(tz, civil).and_then(millis).ok_or_else(bad)?;
     Ok((ms, civil))
 }
@@ -280,8 +280,9 @@ fn parse_start(text: &str, tz: &TimeZone) -> Result<(u64, DateTime), String> {
 /// A 5-field cron expression: minute, hour, day of month, month, day of week (0-7, 0 and 7
 /// Sunday; names `JAN`, `MON`, ...), with lists, ranges and steps, `?` for "any", and
 /// Metronome's `L` (last day of the month; `5L`: its last Friday), `W` (`15W`: the weekday
-/// nearest the 15th; `LW`: the last weekday) and `#` (`1#2`: the second Monday). When both
-/// day fields are restricted a day matching either runs (as in Vixie cron).
+/// nearest the 15th; `LW`: the last weekday) and `#` (`1#2`: the second Monday). As in
+/// Vixie cron, a day matching either day field runs when both are restricted, and one
+/// matching both when either starts with `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
     minutes: u64,
@@ -393,11 +394,11 @@ impl Cron {
                 .last_of_weekday
                 .iter()
                 .any(|&w| w == weekday && day + 7 > last);
-        match (self.day_any, self.weekday_any) {
-            (true, true) => true,
-            (true, false) => by_weekday,
-            (false, true) => by_day,
-            (false, false) => by_day || by_weekday,
+        // Vixie cron: when either field starts with `*` both must match (a bare `*`
+        // matches every day), otherwise either may.
+        match self.day_any || self.weekday_any {
+            true => by_day && by_weekday,
+            false => by_day || by_weekday,
         }
     }
 
@@ -448,8 +449,10 @@ impl Cron {
     }
 }
 
+/// A day field that does not restrict (Vixie cron: one starting with `*`, as `*/2`, counts
+/// as unrestricted when combining the two day fields).
 fn is_any(field: &str) -> bool {
-    field == "*" || field == "?"
+    field.starts_with('*') || field == "?"
 }
 
 /// One value of a field: a number in `min..=max` or, where `names` are given, a name
@@ -619,6 +622,11 @@ mod tests {
         let monthly = Iso8601Schedule::parse("R/2026-01-31T12:00:00Z/P1M", "").unwrap();
         assert_eq!(utc(monthly.instant(1).unwrap()), "2026-02-28T12:00:00.000Z");
         assert_eq!(utc(monthly.instant(2).unwrap()), "2026-03-31T12:00:00.000Z");
+        // A start with an offset in the repeated hour's second pass is that instant.
+        let second =
+            Iso8601Schedule::parse("R/2026-10-25T02:30:00+01:00/PT1H", "Europe/Berlin").unwrap();
+        assert_eq!(utc(second.instant(0).unwrap()), "2026-10-25T01:30:00.000Z");
+        assert_eq!(utc(second.instant(1).unwrap()), "2026-10-25T02:30:00.000Z");
         // A start in the skipped hour is the end of the gap.
         let gap = Iso8601Schedule::parse("R/2026-03-29T02:30:00/P1D", "Europe/Berlin").unwrap();
         assert_eq!(utc(gap.instant(0).unwrap()), "2026-03-29T01:00:00.000Z");
@@ -699,6 +707,15 @@ mod tests {
         assert_eq!(
             next("0 0 13 * ?", "UTC", "2026-01-01T00:00:00Z"),
             "2026-01-13T00:00:00.000Z"
+        );
+        // A day field starting with `*` makes both fields count: Mondays on odd days.
+        assert_eq!(
+            next("0 0 */2 * MON", "UTC", "2026-01-01T00:00:00Z"),
+            "2026-01-05T00:00:00.000Z"
+        );
+        assert_eq!(
+            next("0 0 */2 * MON", "UTC", "2026-01-05T00:00:00Z"),
+            "2026-01-19T00:00:00.000Z"
         );
         // Leap days only.
         assert_eq!(

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Finished runs kept per job (history) unless the job asks for fewer.
 pub const HISTORY_KEPT: usize = 100;
+/// Most retries of a run.
+pub const RETRIES_MAX: u32 = 100;
 /// Skipped instants kept per job (each a range of instants with one reason).
 pub const SKIPS_KEPT: usize = 50;
 
@@ -221,8 +223,11 @@ impl JobsState {
     }
 
     /// A task of a run may be recorded only for a run waiting for its attempt's task.
-    pub(crate) fn check_launch(&self, run_id: &str) -> Result<(), Reject> {
+    pub(crate) fn check_launch(&self, job_id: &str, run_id: &str) -> Result<(), Reject> {
         match self.runs.get(run_id) {
+            Some(run) if run.job_id != job_id => Err(Reject::UnknownRun {
+                run_id: run_id.to_string(),
+            }),
             None => Err(Reject::UnknownRun {
                 run_id: run_id.to_string(),
             }),
@@ -300,13 +305,24 @@ impl JobsState {
         create: bool,
         at_ms: u64,
     ) -> Result<(), Reject> {
+        if spec.retries > RETRIES_MAX {
+            return Err(Reject::RunNotDue {
+                job_id: spec.id.clone(),
+                reason: format!("at most {RETRIES_MAX} retries"),
+            });
+        }
         match self.jobs.get_mut(&spec.id) {
             Some(_) if create => Err(Reject::JobExists {
                 job_id: spec.id.clone(),
             }),
             Some(record) => {
-                // A new schedule starts from now too: no run for the instants of before.
-                if record.spec.schedule != spec.schedule {
+                // A new schedule (another expression or time zone) starts from now: no run
+                // for the instants of before. Other changes (concurrency, window) keep the
+                // cursor, and a disabled job's instants are skipped as they come.
+                let when = |s: &Option<ScheduleSpec>| {
+                    s.as_ref().map(|s| (s.kind.clone(), s.time_zone.clone()))
+                };
+                if when(&record.spec.schedule) != when(&spec.schedule) {
                     record.decided_through_ms = record.decided_through_ms.max(at_ms);
                 }
                 record.spec = spec.clone();
@@ -392,8 +408,31 @@ impl JobsState {
                 run_id: run_id.to_string(),
             });
         }
+        if *trigger == Trigger::Parents {
+            // Decided again by a new leader, or late: the parents' successes since the
+            // job last started are what it consumes, once.
+            let record = self.jobs.get(job_id).ok_or_else(|| Reject::UnknownJob {
+                job_id: job_id.to_string(),
+            })?;
+            let last_success =
+                |parent: &str| self.jobs.get(parent).and_then(|p| p.stats.last_success_ms);
+            if !super::dag::ready(&record.spec.parents, record.last_started_ms, &last_success) {
+                return Err(Reject::RunNotDue {
+                    job_id: job_id.to_string(),
+                    reason: "its parents have not all succeeded since it last started".into(),
+                });
+            }
+        }
         let record = self.job_mut(job_id)?;
         if let Trigger::Schedule { at_ms: instant } = trigger {
+            if record.spec.schedule.is_none() || *instant > at_ms {
+                return Err(Reject::RunNotDue {
+                    job_id: job_id.to_string(),
+                    reason: format!(
+                        "a scheduled run for {instant} at {at_ms}: not a due instant of its schedule"
+                    ),
+                });
+            }
             if *instant <= record.decided_through_ms {
                 return Err(Reject::InstantDecided {
                     job_id: job_id.to_string(),
@@ -435,7 +474,13 @@ impl JobsState {
         reason: &SkipReason,
     ) -> Result<(), Reject> {
         let record = self.job_mut(job_id)?;
-        if first_ms <= record.decided_through_ms || last_ms < first_ms || count == 0 {
+        if last_ms < first_ms || count == 0 {
+            return Err(Reject::RunNotDue {
+                job_id: job_id.to_string(),
+                reason: format!("an empty range of instants ({first_ms}..={last_ms}, {count})"),
+            });
+        }
+        if first_ms <= record.decided_through_ms {
             return Err(Reject::InstantDecided {
                 job_id: job_id.to_string(),
                 instant_ms: first_ms,
@@ -691,7 +736,7 @@ mod tests {
                 child: "child".into()
             })
         );
-        s.start_run("child", "c1", "c1", &Trigger::Parents, &[], 5)
+        s.start_run("child", "c1", "c1", &Trigger::Manual, &[], 5)
             .unwrap();
         s.runs.get_mut("c1").unwrap().task_ids.push("t1".into());
         assert_eq!(
@@ -823,6 +868,44 @@ mod tests {
     }
 
     #[test]
+    fn a_dependent_or_scheduled_start_is_refused_when_not_due() {
+        let mut s = JobsState::default();
+        s.put_job(&job("parent"), true, 0).unwrap();
+        let mut child = job("child");
+        child.schedule = None;
+        child.parents = vec!["parent".into()];
+        s.put_job(&child, true, 0).unwrap();
+        let start = |s: &mut JobsState, id: &str, trigger: Trigger, at_ms| {
+            s.start_run("child", id, id, &trigger, &[], at_ms)
+        };
+        assert!(matches!(
+            start(&mut s, "c0", Trigger::Parents, 5),
+            Err(Reject::RunNotDue { .. })
+        ));
+        s.start_run("parent", "p1", "p1", &Trigger::Manual, &[], 6)
+            .unwrap();
+        s.attempt_ended("p1", true, 7);
+        start(&mut s, "c1", Trigger::Parents, 8).unwrap();
+        // The same decision again (a new leader): the success is consumed.
+        assert!(matches!(
+            start(&mut s, "c2", Trigger::Parents, 9),
+            Err(Reject::RunNotDue { .. })
+        ));
+        // A scheduled start for a job without a schedule, or for an instant to come.
+        assert!(matches!(
+            start(&mut s, "c3", scheduled(5), 10),
+            Err(Reject::RunNotDue { .. })
+        ));
+        assert!(matches!(
+            s.start_run("parent", "p2", "p2", &scheduled(50_000), &[], 10),
+            Err(Reject::RunNotDue { .. })
+        ));
+        let mut greedy = job("greedy");
+        greedy.retries = RETRIES_MAX + 1;
+        assert!(s.put_job(&greedy, true, 0).is_err());
+    }
+
+    #[test]
     fn a_changed_schedule_starts_from_the_change() {
         let mut s = JobsState::default();
         s.put_job(&job("j"), true, 1_000).unwrap();
@@ -830,8 +913,10 @@ mod tests {
         cron.schedule.as_mut().unwrap().kind = ScheduleKind::Cron("* * * * *".into());
         s.put_job(&cron, false, 50_000).unwrap();
         assert_eq!(s.jobs["j"].decided_through_ms, 50_000);
-        // The same schedule again moves nothing.
+        // The same schedule again, or another policy, moves nothing.
         s.put_job(&cron, false, 90_000).unwrap();
+        cron.schedule.as_mut().unwrap().concurrency = Concurrency::Forbid;
+        s.put_job(&cron, false, 95_000).unwrap();
         assert_eq!(s.jobs["j"].decided_through_ms, 50_000);
     }
 }

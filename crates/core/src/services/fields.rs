@@ -205,7 +205,7 @@ impl HealthCheck {
                 (Some(port), None) if port == 0 || !fixed_ports.contains(&port) => {
                     errors.push(FieldError::new(
                         at("port"),
-                        "must be one of the app's fixed host ports (portIndex names the task's own ports; the agent probes no other)",
+                        "must be one of the app's fixed host ports, given with requirePorts (portIndex names the task's own ports; the agent probes no other)",
                     ))
                 }
                 (Some(_), None) => {}

@@ -275,6 +275,31 @@ impl ServicesState {
                 group_id: group_id.to_string(),
             });
         }
+        // Every app's service ports first, so a group that cannot have them all is refused
+        // before anything of it changes: the request's explicit ports are reserved for it,
+        // then each port left at 0 gets a free one (its app's earlier one if still free).
+        let named: std::collections::BTreeSet<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        let mut taken: std::collections::BTreeSet<u16> = self
+            .apps
+            .values()
+            .filter(|r| !named.contains(r.spec.id.as_str()))
+            .flat_map(|r| r.spec.service_ports())
+            .chain(apps.iter().flat_map(AppSpec::service_ports))
+            .filter(|p| *p != 0)
+            .collect();
+        let mut assigned = Vec::with_capacity(apps.len());
+        for app in apps {
+            let mut app = app.clone();
+            let previous = self.apps.get(&app.id).map(|r| &r.spec);
+            app.assign_service_ports(previous, &taken).ok_or_else(|| {
+                Reject::ServicePortsExhausted {
+                    app_id: app.id.clone(),
+                }
+            })?;
+            taken.extend(app.service_ports());
+            assigned.push(app);
+        }
+        let apps = assigned.as_slice();
         if replace {
             let named: std::collections::BTreeSet<&str> =
                 apps.iter().map(|a| a.id.as_str()).collect();
@@ -623,13 +648,26 @@ mod tests {
         assert_eq!(pinned.requested_ports(), vec![0]);
         pinned.require_ports = true;
         assert_eq!(pinned.requested_ports(), vec![31005]);
-        // The range used up.
+        // The range used up (but one port).
         let mut full = ServicesState::default();
         let all: Vec<u16> = crate::services::app::SERVICE_PORTS.collect();
-        for (i, chunk) in all.chunks(1_000).enumerate() {
+        for (i, chunk) in all[1..].chunks(1_000).enumerate() {
             full.put_app(&with_ports(&format!("/x{i}"), chunk), true, 1, "d")
                 .unwrap();
         }
+        // A group needing two is refused whole: nothing of it is written.
+        let before = full.clone();
+        let mut tasks = BTreeMap::new();
+        let group = [with_ports("/g/a", &[0]), with_ports("/g/b", &[0])];
+        assert_eq!(
+            full.put_group("/g", &[], &group, true, false, 2, "g", &mut tasks),
+            Err(Reject::ServicePortsExhausted {
+                app_id: "/g/b".into()
+            })
+        );
+        assert_eq!(full, before);
+        full.put_app(&with_ports("/one", &[0]), true, 2, "d")
+            .unwrap();
         assert_eq!(
             full.put_app(&with_ports("/late", &[0]), true, 2, "d"),
             Err(Reject::ServicePortsExhausted {
