@@ -455,7 +455,20 @@ pub async fn require_token(State(auth): State<ApiAuth>, request: Request, next: 
             // A script's request (the dashboard's) gets no Basic challenge: a browser would
             // answer it with its own password dialog over the page.
             let from_script = request_from_script(request.headers());
+            // The body is not read: the connection cannot carry another request, so say it
+            // closes (a client answering the challenge, as httplib2 does, then reconnects
+            // instead of writing into a closed socket).
+            let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+                || request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|length| length.as_bytes() != b"0");
             let mut response = api_error(error);
+            if has_body {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             for challenge in WWW_AUTHENTICATE_VALUES
                 .iter()
                 .filter(|c| !(from_script && c.starts_with("Basic")))

@@ -9,8 +9,9 @@
 //!   another site's page may not drive the API (there is no CORS here, on purpose).
 //! - `POST`, `PUT` and `PATCH` must say `Content-Type: application/json` (the agent's image
 //!   upload: a tar or binary type). A plain HTML form or a "simple" `fetch` cannot send that
-//!   without a preflight nobody answers. A restart (`.../restart`) without a body and
-//!   without a type, as the DC/OS CLI sends it, is the one exception. Routes under `/internal/` (certificate-only, between
+//!   without a preflight nobody answers. Two actions without a body and without a type, as
+//!   their clients send them, are the exceptions: Marathon's restart (`POST .../restart`,
+//!   the DC/OS CLI) and Chronos's run-now (`PUT .../scheduler/job/{name}`, chronos-python). Routes under `/internal/` (certificate-only, between
 //!   nodes) are not checked for it.
 
 use crate::http_util::api_error;
@@ -109,17 +110,21 @@ impl RequestGuard {
             *request.method(),
             Method::POST | Method::PUT | Method::PATCH
         );
-        // Marathon's restart takes no body, and the DC/OS CLI sends it without a type: a
-        // restart with neither (no framing headers, an empty body) passes; anything else
-        // needs JSON. A browser's bodiless cross-site POST also meets the Origin check.
-        let bodiless_restart = request.uri().path().ends_with("/restart")
+        // Actions that take no body, which their clients send without a type (the DC/OS
+        // CLI's restart, chronos-python's run-now): with neither body nor type (no framing
+        // headers, an empty body) they pass; anything else needs JSON. A browser's bodiless
+        // cross-site request also meets the Origin check.
+        let path = request.uri().path();
+        let action = (*request.method() == Method::POST && path.ends_with("/restart"))
+            || (*request.method() == Method::PUT && path.contains("/scheduler/job/"));
+        let bodiless_action = action
             && !headers.contains_key(header::CONTENT_TYPE)
             && !headers.contains_key(header::TRANSFER_ENCODING)
             && headers
                 .get(header::CONTENT_LENGTH)
                 .is_none_or(|length| length.as_bytes() == b"0")
             && axum::body::HttpBody::size_hint(request.body()).exact() == Some(0);
-        if mutating && !bodiless_restart && !request.uri().path().starts_with("/internal/") {
+        if mutating && !bodiless_action && !request.uri().path().starts_with("/internal/") {
             let given = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -314,6 +319,9 @@ mod tests {
             status(&guard, "POST", "/cluster/v1/agents/a/drain", &[host]),
             415
         );
+        // Chronos's run-now (a PUT of the job's path) likewise; a PUT of an app does not.
+        assert_eq!(status(&guard, "PUT", "/v1/scheduler/job/etl", &[host]), 200);
+        assert_eq!(status(&guard, "PUT", "/v2/apps/x", &[host]), 415);
         for framing in [("content-length", "2"), ("transfer-encoding", "chunked")] {
             let path = "/v2/apps/x/restart";
             assert_eq!(

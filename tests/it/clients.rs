@@ -87,6 +87,24 @@ async fn the_dcos_cli_drives_marathon() {
     cluster.stop().await;
 }
 
+/// chronos-python (PyPI) drives the jobs framework through Chronos's API: ISO 8601 and
+/// dependent jobs run, list and search, update, run now with retries, stats, the graph,
+/// its errors (400 with `message`), kill and delete; with and without the `/v1` prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chronos_python_adds_runs_and_deletes_jobs() {
+    let cluster = TestCluster::start().await;
+    let stdout = run_client_script(
+        &cluster,
+        "chronos_python.py",
+        &[],
+        "chronos",
+        "pip install chronos-python==1.2.1",
+    )
+    .await;
+    assert!(stdout.contains("every call passed"), "{stdout}");
+    cluster.stop().await;
+}
+
 /// What marathon-lb reads (not on PyPI: `tests/clients/marathon_lb_reads.py` reads as its
 /// source does): apps with tasks indexed directly, Marathon's health-check fields, service
 /// ports from 10000-20000 apart from the tasks' host ports, and its three event types.

@@ -1,8 +1,10 @@
 //! The jobs framework (Chronos's and Metronome's scheduled jobs): its decisions are
 //! `dcos_core::jobs::planner` (which instants run, which are skipped and why, dependent
 //! jobs, retries, where a run's task goes); this shell makes the run and task ids, builds
-//! the tasks and turns the planner's actions into proposals. Its HTTP APIs (Chronos's
-//! `/v1/scheduler`, Metronome's `/v1/jobs`) are still to come (issue 15).
+//! the tasks and turns the planner's actions into proposals. Its HTTP APIs: Chronos's
+//! (`chronos`); Metronome's `/v1/jobs` is still to come (issue 15).
+
+pub mod chronos;
 
 use crate::link::random_id;
 use crate::master::{Framework, Proposal, Round};

@@ -45,6 +45,10 @@ pub struct JobSpec {
     /// Finished runs to keep (at most `HISTORY_KEPT`).
     #[serde(default = "default_history")]
     pub history_kept: usize,
+    /// What an API's job held that the framework does not act on (Chronos's `owner`,
+    /// `shell`, ...), kept as given to be shown again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_history() -> usize {
@@ -581,6 +585,7 @@ mod tests {
             soft_error: false,
             disabled: false,
             history_kept: HISTORY_KEPT,
+            kept: BTreeMap::new(),
         }
     }
 
