@@ -9,9 +9,10 @@
 //!   another site's page may not drive the API (there is no CORS here, on purpose).
 //! - `POST`, `PUT` and `PATCH` must say `Content-Type: application/json` (the agent's image
 //!   upload: a tar or binary type). A plain HTML form or a "simple" `fetch` cannot send that
-//!   without a preflight nobody answers. Two actions without a body and without a type, as
-//!   their clients send them, are the exceptions: Marathon's restart (`POST .../restart`,
-//!   the DC/OS CLI) and Chronos's run-now (`PUT .../scheduler/job/{name}`, chronos-python). Routes under `/internal/` (certificate-only, between
+//!   without a preflight nobody answers. Actions without a body and without a type, as their
+//!   clients send them, are the exceptions: Marathon's restart (`POST .../restart`, the
+//!   DC/OS CLI), Chronos's run-now (`PUT .../scheduler/job/{name}`, chronos-python) and
+//!   Metronome's run and stop (`POST /v1/jobs/{id}/runs`, `.../actions/stop`). Routes under `/internal/` (certificate-only, between
 //!   nodes) are not checked for it.
 
 use crate::http_util::api_error;
@@ -115,7 +116,10 @@ impl RequestGuard {
         // headers, an empty body) they pass; anything else needs JSON. A browser's bodiless
         // cross-site request also meets the Origin check.
         let path = request.uri().path();
-        let action = (*request.method() == Method::POST && path.ends_with("/restart"))
+        let action = (*request.method() == Method::POST
+            && (path.ends_with("/restart")
+                || (path.contains("/v1/jobs/")
+                    && (path.ends_with("/runs") || path.ends_with("/actions/stop")))))
             || (*request.method() == Method::PUT && path.contains("/scheduler/job/"));
         let bodiless_action = action
             && !headers.contains_key(header::CONTENT_TYPE)
@@ -319,7 +323,18 @@ mod tests {
             status(&guard, "POST", "/cluster/v1/agents/a/drain", &[host]),
             415
         );
-        // Chronos's run-now (a PUT of the job's path) likewise; a PUT of an app does not.
+        // Metronome's run and stop, Chronos's run-now (a PUT of the job's path) likewise; a
+        // PUT of an app does not.
+        assert_eq!(status(&guard, "POST", "/v1/jobs/etl/runs", &[host]), 200);
+        assert_eq!(
+            status(
+                &guard,
+                "POST",
+                "/service/metronome/v1/jobs/etl/runs/r1/actions/stop",
+                &[host]
+            ),
+            200
+        );
         assert_eq!(status(&guard, "PUT", "/v1/scheduler/job/etl", &[host]), 200);
         assert_eq!(status(&guard, "PUT", "/v2/apps/x", &[host]), 415);
         for framing in [("content-length", "2"), ("transfer-encoding", "chunked")] {

@@ -22,7 +22,8 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let services = services::Services::default();
     let events = Arc::new(services::events::Events::default());
     let routes = services::http::routes(Arc::clone(&services.waiting), events)
-        .merge(jobs::chronos::routes());
+        .merge(jobs::chronos::routes())
+        .merge(jobs::metronome::routes());
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs)];
     (frameworks, routes)
 }

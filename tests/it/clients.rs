@@ -105,6 +105,27 @@ async fn chronos_python_adds_runs_and_deletes_jobs() {
     cluster.stop().await;
 }
 
+/// Metronome's API through the DC/OS CLI's own Metronome client (`dcos.metronome`, what
+/// `dcos job` calls; in the CLI's venv): jobs, a cron schedule, runs, embeds, history, stop,
+/// Metronome's 201/404/409/422 answers and dates, and the same jobs through Chronos's API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dcos_clis_metronome_client_manages_jobs_and_runs() {
+    let cluster = TestCluster::start().await;
+    let python =
+        std::env::var("DCOS_CLI_PYTHON").unwrap_or_else(|_| "/opt/dcos-cli/bin/python".to_string());
+    let stdout = run_client_script_with(
+        &python,
+        &cluster,
+        "metronome_dcos.py",
+        &[],
+        "dcos",
+        "python3 -m venv /opt/dcos-cli && /opt/dcos-cli/bin/pip install dcos==0.6.1 (.ci/run has the lines)",
+    )
+    .await;
+    assert!(stdout.contains("every call passed"), "{stdout}");
+    cluster.stop().await;
+}
+
 /// What marathon-lb reads (not on PyPI: `tests/clients/marathon_lb_reads.py` reads as its
 /// source does): apps with tasks indexed directly, Marathon's health-check fields, service
 /// ports from 10000-20000 apart from the tasks' host ports, and its three event types.

@@ -2,9 +2,10 @@
 //! `dcos_core::jobs::planner` (which instants run, which are skipped and why, dependent
 //! jobs, retries, where a run's task goes); this shell makes the run and task ids, builds
 //! the tasks and turns the planner's actions into proposals. Its HTTP APIs: Chronos's
-//! (`chronos`); Metronome's `/v1/jobs` is still to come (issue 15).
+//! (`chronos`) and Metronome's (`metronome`), over the same jobs.
 
 pub mod chronos;
+pub mod metronome;
 
 use crate::link::random_id;
 use crate::master::{Framework, Proposal, Round};
