@@ -116,11 +116,39 @@ impl RequestGuard {
         // headers, an empty body) they pass; anything else needs JSON. A browser's bodiless
         // cross-site request also meets the Origin check.
         let path = request.uri().path();
-        let action = (*request.method() == Method::POST
-            && (path.ends_with("/restart")
-                || (path.contains("/v1/jobs/")
-                    && (path.ends_with("/runs") || path.ends_with("/actions/stop")))))
-            || (*request.method() == Method::PUT && path.contains("/scheduler/job/"));
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let under = |prefixes: &[&str], rest: &[&str]| -> bool {
+            prefixes.iter().any(|prefix| {
+                let prefix: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+                segments.len() == prefix.len() + rest.len()
+                    && segments.starts_with(&prefix)
+                    && segments[prefix.len()..]
+                        .iter()
+                        .zip(rest)
+                        .all(|(seg, want)| *want == "*" || seg == want)
+            })
+        };
+        let action = match *request.method() {
+            // Marathon's restart (app ids may have several segments).
+            Method::POST if path.ends_with("/restart") && path.contains("/v2/apps/") => true,
+            // Metronome's run and stop.
+            Method::POST => {
+                let metronome = ["/v1/jobs", "/service/metronome/v1/jobs"];
+                under(&metronome, &["*", "runs"])
+                    || under(&metronome, &["*", "runs", "*", "actions", "stop"])
+            }
+            // Chronos's run-now.
+            Method::PUT => under(
+                &[
+                    "/v1/scheduler",
+                    "/scheduler",
+                    "/chronos/v1/scheduler",
+                    "/chronos/scheduler",
+                ],
+                &["job", "*"],
+            ),
+            _ => false,
+        };
         let bodiless_action = action
             && !headers.contains_key(header::CONTENT_TYPE)
             && !headers.contains_key(header::TRANSFER_ENCODING)
@@ -337,6 +365,18 @@ mod tests {
         );
         assert_eq!(status(&guard, "PUT", "/v1/scheduler/job/etl", &[host]), 200);
         assert_eq!(status(&guard, "PUT", "/v2/apps/x", &[host]), 415);
+        for (method, path) in [
+            ("PUT", "/v2/apps/scheduler/job/x"),
+            ("PUT", "/v1/scheduler/job/stat/x"),
+            ("POST", "/v1/jobs/x/runs/y"),
+            ("POST", "/cluster/v1/restart"),
+        ] {
+            assert_eq!(
+                status(&guard, method, path, &[host]),
+                415,
+                "{method} {path}"
+            );
+        }
         for framing in [("content-length", "2"), ("transfer-encoding", "chunked")] {
             let path = "/v2/apps/x/restart";
             assert_eq!(

@@ -6,8 +6,7 @@
 //! environment variables, so agents know nothing of any framework.
 //!
 //! - `services/`: Marathon's `/v2` (apps, deployments).
-//! - `jobs/`: Chronos's and Metronome's scheduled jobs (the planner runs; the APIs are to
-//!   come).
+//! - `jobs/`: Chronos's and Metronome's scheduled jobs (one store behind both APIs).
 //! - `mesos/` (external frameworks through Mesos's v1 scheduler API) goes beside them: a
 //!   module with a `Framework` and its HTTP routes, listed in `builtin`.
 

@@ -136,6 +136,22 @@ status, chronos_jobs = raw("GET", "/v1/scheduler/jobs")
 check("chronos sees it", status == 200 and "nightly.report" in [j["name"] for j in chronos_jobs],
       chronos_jobs)
 
+# A Chronos job updated through Metronome keeps what Metronome's job does not carry.
+status, _ = raw("POST", "/v1/scheduler/iso8601", {
+    "name": "Chronos_Job", "command": "true", "owner": "ops@example.com", "disabled": True,
+    "schedule": "R/2030-01-01T00:00:00Z/PT1H", "retries": 3, "softError": True})
+check("chronos add", status == 204, status)
+shown = client.get_job("Chronos_Job")
+check("chronos job through metronome", shown["run"]["cmd"] == "true", shown)
+client.update_job("Chronos_Job", dict(shown, description="through metronome"))
+status, body = raw("GET", "/v1/scheduler/job/Chronos_Job")
+check("kept through metronome's PUT", (body["description"], body["disabled"], body["owner"],
+      body["retries"], body["softError"], body["schedule"]) == ("through metronome", True,
+      "ops@example.com", 3, True, "R/2030-01-01T00:00:00Z/PT1H"), body)
+status, body = raw("GET", "/v1/jobs/Chronos_Job/schedules/default")
+check("a chronos schedule is no cron one", status == 404, (status, body))
+client.remove_job("Chronos_Job")
+
 client.remove_schedule("nightly.report", "every-minute")
 check("schedule removed", client.get_schedules("nightly.report") == [], "schedules")
 client.remove_job("nightly.report")

@@ -5,7 +5,8 @@
 //! as Chronos answers them. A job is the same job Metronome's API will show: one store.
 //!
 //! What Chronos's job JSON holds that the jobs framework does not act on (owner, shell,
-//! executor, ...) is kept as given and shown again.
+//! executor, fetch, constraints, ...) is kept as given and shown again; a container's image
+//! is acted on, its other settings are not kept.
 
 use crate::http_util::json_ok;
 use crate::link::now_ms;
@@ -75,13 +76,15 @@ const KEPT: &[&str] = &[
 /// Chronos's default resources when a job gives 0 or none.
 const DEFAULT_CPUS: f64 = 0.1;
 const DEFAULT_MEM: f64 = 128.0;
+/// Longest `maxCompletionTime` taken: 30 days.
+const MAX_COMPLETION_MS: f64 = 30.0 * 86_400_000.0;
 /// Chronos's default `epsilon`: a missed run still starts within a minute.
 const DEFAULT_EPSILON_SECONDS: u64 = 60;
 
 /// The routes, under every prefix Chronos's clients use.
 pub fn routes() -> Router<Arc<Master>> {
     let scheduler = Router::new()
-        .route("/iso8601", post(put_job))
+        .route("/iso8601", post(put_job).put(put_job))
         .route("/dependency", post(put_job).put(put_job))
         .route("/jobs", get(list))
         .route("/jobs/summary", get(summary))
@@ -157,7 +160,16 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             "name {name:?} may hold only letters, digits, _, . and -"
         ));
     }
-    let command = string("command").ok_or("command is required")?;
+    let command = string("command")
+        .filter(|c| !c.trim().is_empty())
+        .ok_or("command is required (a shell command)")?;
+    let image = match body.get("container") {
+        None | Some(Value::Null) => None,
+        Some(container) => match container.get("image").and_then(Value::as_str) {
+            Some(image) if !image.trim().is_empty() => Some(image.to_string()),
+            _ => return Err("container.image must name an image".into()),
+        },
+    };
     let parents: Vec<String> = match body.get("parents") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
@@ -211,11 +223,6 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             }
         }
     }
-    let image = body
-        .get("container")
-        .and_then(|c| c.get("image"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
     let retries = match number("retries")? {
         Some(n) if n.fract() == 0.0 && n <= f64::from(dcos_core::jobs::state::RETRIES_MAX) => {
             n as u32
@@ -248,9 +255,15 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             env,
             image,
             user: string("runAsUser").map(str::to_string),
-            max_duration_seconds: number("maxCompletionTime")?
-                .filter(|ms| *ms > 0.0)
-                .map(|ms| (ms / 1000.0).ceil() as u64),
+            max_duration_seconds: match number("maxCompletionTime")? {
+                Some(ms) if ms > MAX_COMPLETION_MS => {
+                    return Err(format!(
+                        "maxCompletionTime is at most {MAX_COMPLETION_MS} ms (30 days)"
+                    ))
+                }
+                Some(ms) if ms > 0.0 => Some((ms / 1000.0).ceil() as u64),
+                _ => None,
+            },
         },
         schedule,
         parents,
@@ -323,9 +336,17 @@ fn job_to_chronos(record: &JobRecord) -> Value {
         );
     }
     if let Some(seconds) = spec.run.max_duration_seconds {
-        object.insert("maxCompletionTime".into(), (seconds * 1000).into());
+        object.insert(
+            "maxCompletionTime".into(),
+            seconds.saturating_mul(1000).into(),
+        );
     }
-    for (key, value) in &spec.kept {
+    // Chronos's own kept fields (not Metronome's, which its API shows).
+    for (key, value) in spec
+        .kept
+        .iter()
+        .filter(|(k, _)| !k.starts_with("metronome."))
+    {
         object.insert(key.clone(), value.clone());
     }
     job

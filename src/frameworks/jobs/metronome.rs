@@ -48,7 +48,7 @@ const RUN_KEYS: &[&str] = &[
     "secrets",
     "networks",
 ];
-/// What of `run` is kept as given and shown again, not acted on.
+/// What of `run` is kept as given and shown again (of it, only `restart` is acted on).
 const RUN_KEPT: &[&str] = &[
     "gpus",
     "placement",
@@ -215,7 +215,10 @@ fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String,
 }
 
 /// A Metronome job (without its schedules) into the jobs framework's.
-fn job_from(object: &Map<String, Value>) -> Result<JobSpec, Vec<(String, String)>> {
+fn job_from(
+    object: &Map<String, Value>,
+    existing_id: Option<&str>,
+) -> Result<JobSpec, Vec<(String, String)>> {
     let mut errors = Vec::new();
     for key in object.keys() {
         if !JOB_KEYS.contains(&key.as_str()) {
@@ -223,14 +226,15 @@ fn job_from(object: &Map<String, Value>) -> Result<JobSpec, Vec<(String, String)
         }
     }
     let id = object.get("id").and_then(Value::as_str).unwrap_or("");
-    let valid_id = !id.is_empty()
-        && id.len() <= 200
-        && id.split('.').all(|segment| {
-            !segment.is_empty()
-                && segment
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
+    let valid_id = Some(id) == existing_id
+        || !id.is_empty()
+            && id.len() <= 200
+            && id.split('.').all(|segment| {
+                !segment.is_empty()
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
     if !valid_id {
         errors.push((
             "/id".into(),
@@ -261,17 +265,33 @@ fn job_from(object: &Map<String, Value>) -> Result<JobSpec, Vec<(String, String)
         }
     };
     let (cpus, mem, disk) = (resource("cpus"), resource("mem"), resource("disk"));
-    let cmd = run.get("cmd").and_then(Value::as_str).map(str::to_string);
-    let args: Option<Vec<String>> = run.get("args").and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    });
-    let image = run
-        .get("docker")
-        .and_then(|d| d.get("image"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let text = |value: Option<&Value>, path: &str, errors: &mut Vec<(String, String)>| match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(_) => {
+            errors.push((path.to_string(), "must be a non-empty string".into()));
+            None
+        }
+    };
+    let cmd = text(run.get("cmd"), "/run/cmd", &mut errors);
+    let args: Option<Vec<String>> = match run.get("args") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => Some(
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ),
+        Some(_) => {
+            errors.push(("/run/args".into(), "must be a list of strings".into()));
+            None
+        }
+    };
+    let image = text(
+        run.get("docker").and_then(|d| d.get("image")),
+        "/run/docker/image",
+        &mut errors,
+    );
+    let user = text(run.get("user"), "/run/user", &mut errors);
     if cmd.is_none() && args.is_none() && image.is_none() {
         errors.push(("/run/cmd".into(), "give cmd, args or docker.image".into()));
     }
@@ -304,9 +324,19 @@ fn job_from(object: &Map<String, Value>) -> Result<JobSpec, Vec<(String, String)
             0
         }
     };
-    let deadline = restart
-        .and_then(|r| r.get("activeDeadlineSeconds"))
-        .and_then(Value::as_u64);
+    let deadline = match restart.and_then(|r| r.get("activeDeadlineSeconds")) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|s| (1..=30 * 86_400).contains(s)) {
+            Some(seconds) => Some(seconds),
+            None => {
+                errors.push((
+                    "/run/restart/activeDeadlineSeconds".into(),
+                    "must be a whole number of seconds, 1 to 2592000 (30 days)".into(),
+                ));
+                None
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -346,7 +376,7 @@ fn job_from(object: &Map<String, Value>) -> Result<JobSpec, Vec<(String, String)
             disk,
             env,
             image,
-            user: run.get("user").and_then(Value::as_str).map(str::to_string),
+            user,
             max_duration_seconds: deadline,
         },
         schedule: None,
@@ -537,7 +567,9 @@ fn embeds(query: Option<&str>, uri: &str) -> Result<Vec<String>, Response> {
                 }),
             ));
         }
-        out.push(value.into_owned());
+        if !out.contains(&value.as_ref().to_string()) {
+            out.push(value.into_owned());
+        }
     }
     Ok(out)
 }
@@ -588,7 +620,7 @@ async fn create(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let mut spec = match job_from(&object) {
+    let mut spec = match job_from(&object, None) {
         Ok(spec) => spec,
         Err(errors) => return invalid(errors),
     };
@@ -626,7 +658,9 @@ async fn replace(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let mut spec = match job_from(&object) {
+    // A job named through Chronos's API may not be Metronome-shaped: its own id is fine.
+    let exists = master.read(|s| s.jobs.jobs.contains_key(&id));
+    let mut spec = match job_from(&object, exists.then_some(id.as_str())) {
         Ok(spec) => spec,
         Err(errors) => return invalid(errors),
     };
@@ -636,8 +670,24 @@ async fn replace(
     let Some(current) = master.read(|s| s.jobs.jobs.get(&id).map(|r| r.spec.clone())) else {
         return not_found(&id);
     };
+    // What Metronome's job does not carry stays as it was (a job made through Chronos's
+    // API keeps its parents, disabled, softError, its other fields, and its retries when
+    // the restart policy says the same).
     spec.schedule = current.schedule;
     spec.parents = current.parents;
+    spec.disabled = current.disabled;
+    spec.soft_error = current.soft_error;
+    if (spec.retries > 0) == (current.retries > 0) {
+        spec.retries = current.retries;
+    }
+    if spec.run.max_duration_seconds.is_none() {
+        spec.run.max_duration_seconds = current.run.max_duration_seconds;
+    }
+    for (key, value) in current.kept {
+        if !key.starts_with("metronome.") {
+            spec.kept.entry(key).or_insert(value);
+        }
+    }
     let command = Command::PutJob {
         job: spec,
         create: false,
@@ -727,12 +777,18 @@ async fn add_schedule(
         Ok(s) => s,
         Err(errors) => return invalid(errors),
     };
-    match master.read(|s| s.jobs.jobs.get(&id).map(|r| r.spec.schedule.is_some())) {
+    let current = master.read(|s| {
+        s.jobs
+            .jobs
+            .get(&id)
+            .map(|r| (r.spec.schedule.is_some(), !r.spec.parents.is_empty()))
+    });
+    match current.map(|(scheduled, dependent)| scheduled || dependent) {
         None => return not_found(&id),
         Some(true) => {
             return error(
                 StatusCode::CONFLICT,
-                json!({ "message": "Only one schedule supported at the moment" }),
+                json!({ "message": "Only one schedule supported at the moment (a job that runs after its parents has none)" }),
             )
         }
         Some(false) => {}
@@ -761,7 +817,13 @@ async fn show_schedule(
 ) -> Response {
     let sid = sid.trim_start_matches('/').to_string();
     match find_schedule(&master, &id, &sid) {
-        Ok(schedule) => json_ok(&schedule_view(&schedule, now_ms())),
+        Ok(schedule) => match schedule_view(&schedule, now_ms()) {
+            Some(view) => json_ok(&view),
+            None => error(
+                StatusCode::NOT_FOUND,
+                json!({ "message": format!("job {id} has a Chronos schedule, not a cron one: see /v1/scheduler/job/{id}") }),
+            ),
+        },
         Err(r) => r,
     }
 }
