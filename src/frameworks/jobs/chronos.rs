@@ -616,6 +616,11 @@ async fn stat(State(master): State<Arc<Master>>, Path(name): Path<String>) -> Re
                 "taskStart": dcos_core::time::iso8601(run.created_ms),
                 "taskEnd": run.completed_ms.map(dcos_core::time::iso8601).unwrap_or_default(),
                 "numAttempts": run.attempt,
+                // dcos-rs's own: the scheduled instant a run was for ("" if none).
+                "scheduledAt": match run.trigger {
+                    Trigger::Schedule { at_ms } => dcos_core::time::iso8601(at_ms),
+                    _ => String::new(),
+                },
             })
         })
         .collect();

@@ -272,7 +272,8 @@ pub fn plan(state: &ClusterState, input: &JobsInput) -> Vec<JobAction> {
 /// The task of `run`'s current attempt on `agent_id`: the job's command (with a manual
 /// run's `arguments` appended, shell-quoted), resources, image and user, and the variables
 /// Chronos gives its tasks (`CHRONOS_JOB_NAME`, `CHRONOS_JOB_RUN_ATTEMPT`, ...) plus this
-/// system's (`DCOS_JOB_ID`, `DCOS_JOB_RUN_ID`).
+/// system's (`DCOS_JOB_ID`, `DCOS_JOB_RUN_ID`, and `DCOS_JOB_SCHEDULED_AT` for a scheduled
+/// run).
 pub fn build_task(
     record: &JobRecord,
     run: &super::state::JobRun,
@@ -295,6 +296,10 @@ pub fn build_task(
     env.insert("CHRONOS_JOB_RUN_TIME".into(), crate::time::iso8601(now_ms));
     env.insert("DCOS_JOB_ID".into(), record.spec.id.clone());
     env.insert("DCOS_JOB_RUN_ID".into(), run.id.clone());
+    if let Trigger::Schedule { at_ms } = run.trigger {
+        // The instant the run is for (it may start late).
+        env.insert("DCOS_JOB_SCHEDULED_AT".into(), crate::time::iso8601(at_ms));
+    }
     crate::types::Task {
         id: task_id,
         owner: crate::types::TaskOwner::JobRun {
