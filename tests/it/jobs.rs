@@ -131,3 +131,52 @@ async fn a_child_runs_only_after_both_parents_succeeded() {
     assert_eq!(record(&cluster, "child").history.len(), 1);
     cluster.stop().await;
 }
+
+/// `concurrent: false` (FORBID) through Chronos's API: a run of 2.5 s every second never
+/// overlaps another; the instants it covers are skipped, each with the run that held it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_forbids_concurrency_skips_instants_while_it_runs() {
+    let cluster = TestCluster::start().await;
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    let job = serde_json::json!({
+        "name": "slow", "command": "sleep 2.5", "owner": "t", "disabled": false,
+        "schedule": format!("R/{}Z/PT1S", &start[..19]), "concurrent": false,
+        "cpus": 0.1, "mem": 16,
+    });
+    let _: serde_json::Value = cluster
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v1/scheduler/iso8601",
+            job.to_string().as_bytes(),
+        )
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    let slow = wait_for("2 runs of slow", Duration::from_secs(20), || async {
+        let slow = record(&cluster, "slow");
+        (slow.history.len() >= 2).then_some(slow)
+    })
+    .await;
+    for pair in slow.history.iter().collect::<Vec<_>>().windows(2) {
+        assert!(
+            pair[1].created_ms >= pair[0].completed_ms.unwrap(),
+            "runs overlap: {:?}",
+            slow.history
+        );
+    }
+    let stat: serde_json::Value = cluster
+        .client
+        .get("/v1/scheduler/job/stat/slow")
+        .await
+        .unwrap();
+    let skipped = stat["skipped"].as_array().unwrap();
+    assert!(!skipped.is_empty(), "{stat}");
+    assert!(
+        skipped.iter().all(|s| s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("still active (concurrencyPolicy FORBID)")),
+        "{stat}"
+    );
+    cluster.stop().await;
+}

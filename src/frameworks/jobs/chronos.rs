@@ -635,6 +635,13 @@ async fn stat(State(master): State<Arc<Master>>, Path(name): Path<String>) -> Re
             "count": sorted.len(),
         },
         "taskStatHistory": history,
+        // dcos-rs's own: scheduled instants that did not run, and why.
+        "skipped": record.skipped.iter().map(|skip| json!({
+            "first": dcos_core::time::iso8601(skip.first_ms),
+            "last": dcos_core::time::iso8601(skip.last_ms),
+            "count": skip.count,
+            "reason": skip.reason.to_string(),
+        })).collect::<Vec<_>>(),
     }))
 }
 
