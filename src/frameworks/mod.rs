@@ -22,7 +22,11 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let events = Arc::new(services::events::Events::default());
     let routes = services::http::routes(Arc::clone(&services.waiting), events)
         .merge(jobs::chronos::routes())
-        .merge(jobs::metronome::routes());
+        .merge(jobs::metronome::routes())
+        .route(
+            dcos_api::routes::cluster::JOB,
+            axum::routing::get(jobs::job_record),
+        );
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs)];
     (frameworks, routes)
 }

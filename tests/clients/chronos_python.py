@@ -13,6 +13,7 @@ import time
 import urllib.parse
 
 import chronos
+from checks import check, wait  # noqa: E402
 
 URL, TOKEN = sys.argv[1], sys.argv[2]
 server = urllib.parse.urlparse(URL).netloc
@@ -20,21 +21,6 @@ client = chronos.connect([server], username="chronos", password=TOKEN)
 # The same client without the `/v1` prefix: Chronos serves both.
 bare = chronos.ChronosClient(server, username="chronos", password=TOKEN,
                              scheduler_api_version=None)
-
-
-def check(name, condition, detail):
-    if not condition:
-        sys.exit(f"{name}: {detail}")
-
-
-def wait(name, condition, seconds=30):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        check(name, time.time() < deadline, f"not true after {seconds} s")
-        time.sleep(0.3)
 
 
 def job(name):

@@ -12,8 +12,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
+
+from checks import check, wait as wait_up_to
 
 URL, TOKEN = sys.argv[1], sys.argv[2]
 
@@ -28,6 +29,12 @@ sys.argv[0] = "dcos"
 sys.exit(main())
 """
 
+
+def wait(name, condition):
+    """The CLI's changes converge within a minute."""
+    return wait_up_to(name, condition, seconds=60, every=0.5)
+
+
 HOME = tempfile.mkdtemp(prefix="dcos-cli-")
 ENV = dict(
     os.environ,
@@ -37,11 +44,6 @@ ENV = dict(
     DCOS_ACS_TOKEN=TOKEN,
     DCOS_SSL_VERIFY="false",
 )
-
-
-def check(name, condition, detail):
-    if not condition:
-        sys.exit(f"{name}: {detail}")
 
 
 def dcos(*args, stdin=None, ok=True):
@@ -63,16 +65,6 @@ def dcos(*args, stdin=None, ok=True):
 
 def dcos_json(*args):
     return json.loads(dcos(*args)[1])
-
-
-def wait(name, condition, seconds=60):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        check(name, time.time() < deadline, f"not true after {seconds} s")
-        time.sleep(0.5)
 
 
 def app(app_id):

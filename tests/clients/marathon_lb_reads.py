@@ -12,14 +12,10 @@ import sys
 import threading
 import time
 import urllib.request
+from checks import check  # noqa: E402
 
 URL, TOKEN = sys.argv[1], sys.argv[2]
 EVENT_TYPES = ["api_post_event", "health_status_changed_event", "status_update_event"]
-
-
-def check(name, condition, detail):
-    if not condition:
-        sys.exit(f"{name}: {detail}")
 
 
 def request(method, path, body=None):

@@ -12,7 +12,6 @@ import collections.abc
 import json
 import os
 import sys
-import time
 import urllib.request
 
 # dcos 0.6.1 predates Python 3.10 (a client bug, not the server's).
@@ -26,23 +25,9 @@ os.environ.update(DCOS_URL=URL, DCOS_ACS_TOKEN=TOKEN, DCOS_DIR="/nonexistent-dco
 
 from dcos import metronome  # noqa: E402
 from dcos.errors import DCOSException  # noqa: E402
+from checks import check, wait  # noqa: E402
 
 client = metronome.create_client()
-
-
-def check(name, condition, detail):
-    if not condition:
-        sys.exit(f"{name}: {detail}")
-
-
-def wait(name, condition, seconds=30):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        check(name, time.time() < deadline, f"not true after {seconds} s")
-        time.sleep(0.3)
 
 
 def raw(method, path, body=None):

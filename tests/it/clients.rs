@@ -65,15 +65,19 @@ async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
     cluster.stop().await;
 }
 
+/// The DC/OS CLI's venv (its pins clash with the other clients): `DCOS_CLI_PYTHON`, else
+/// /opt/dcos-cli, which .ci/run makes.
+fn dcos_cli_python() -> String {
+    std::env::var("DCOS_CLI_PYTHON").unwrap_or_else(|_| "/opt/dcos-cli/bin/python".to_string())
+}
+
 /// The DC/OS CLI (PyPI `dcoscli` 0.6.1) runs its `dcos marathon` commands, as typed, against
 /// the cluster: apps, versions, tasks, deployments, groups, the queue's debug views, the
-/// leader through DC/OS's Mesos-DNS names. Its pins clash with the other clients, so it has
-/// a venv of its own (`DCOS_CLI_PYTHON`, else /opt/dcos-cli, made by .ci/run).
+/// leader through DC/OS's Mesos-DNS names, from its own venv (`dcos_cli_python`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dcos_cli_drives_marathon() {
     let cluster = TestCluster::start().await;
-    let python =
-        std::env::var("DCOS_CLI_PYTHON").unwrap_or_else(|_| "/opt/dcos-cli/bin/python".to_string());
+    let python = dcos_cli_python();
     let stdout = run_client_script_with(
         &python,
         &cluster,
@@ -111,8 +115,7 @@ async fn chronos_python_adds_runs_and_deletes_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dcos_clis_metronome_client_manages_jobs_and_runs() {
     let cluster = TestCluster::start().await;
-    let python =
-        std::env::var("DCOS_CLI_PYTHON").unwrap_or_else(|_| "/opt/dcos-cli/bin/python".to_string());
+    let python = dcos_cli_python();
     let stdout = run_client_script_with(
         &python,
         &cluster,

@@ -164,11 +164,7 @@ async fn a_job_that_forbids_concurrency_skips_instants_while_it_runs() {
             slow.history
         );
     }
-    let stat: serde_json::Value = cluster
-        .client
-        .get("/v1/scheduler/job/stat/slow")
-        .await
-        .unwrap();
+    let stat: serde_json::Value = cluster.client.get("/cluster/v1/jobs/slow").await.unwrap();
     let skipped = stat["skipped"].as_array().unwrap();
     assert!(!skipped.is_empty(), "{stat}");
     assert!(

@@ -54,6 +54,9 @@ pub mod cluster {
     /// An app's facts Marathon's objects cannot carry (its deadline, the last automatic
     /// rollback).
     pub const APP: &str = "/cluster/v1/apps/{*id}";
+    /// A job's facts Chronos's and Metronome's objects cannot carry (runs' scheduled
+    /// instants, skipped instants).
+    pub const JOB: &str = "/cluster/v1/jobs/{id}";
     /// Mesos-DNS's host lookup as DC/OS serves it (the DC/OS CLI asks it who leads).
     pub const MESOS_DNS_HOSTS: &str = "/mesos_dns/v1/hosts/{name}";
 

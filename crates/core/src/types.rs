@@ -16,6 +16,15 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// From the units the APIs take (cpus, MiB as floats), rounded up.
+    pub fn of(cpus: f64, mem_mib: f64, disk_mib: f64) -> Resources {
+        Resources {
+            cpus_milli: (cpus * 1000.0).ceil() as u64,
+            mem_mib: mem_mib.ceil() as u64,
+            disk_mib: disk_mib.ceil() as u64,
+        }
+    }
+
     pub fn fits_in(&self, free: &Resources) -> bool {
         self.cpus_milli <= free.cpus_milli
             && self.mem_mib <= free.mem_mib

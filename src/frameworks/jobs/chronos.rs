@@ -616,11 +616,6 @@ async fn stat(State(master): State<Arc<Master>>, Path(name): Path<String>) -> Re
                 "taskStart": dcos_core::time::iso8601(run.created_ms),
                 "taskEnd": run.completed_ms.map(dcos_core::time::iso8601).unwrap_or_default(),
                 "numAttempts": run.attempt,
-                // dcos-rs's own: the scheduled instant a run was for ("" if none).
-                "scheduledAt": match run.trigger {
-                    Trigger::Schedule { at_ms } => dcos_core::time::iso8601(at_ms),
-                    _ => String::new(),
-                },
             })
         })
         .collect();
@@ -635,13 +630,6 @@ async fn stat(State(master): State<Arc<Master>>, Path(name): Path<String>) -> Re
             "count": sorted.len(),
         },
         "taskStatHistory": history,
-        // dcos-rs's own: scheduled instants that did not run, and why.
-        "skipped": record.skipped.iter().map(|skip| json!({
-            "first": dcos_core::time::iso8601(skip.first_ms),
-            "last": dcos_core::time::iso8601(skip.last_ms),
-            "count": skip.count,
-            "reason": skip.reason.to_string(),
-        })).collect::<Vec<_>>(),
     }))
 }
 
@@ -730,8 +718,7 @@ async fn graph_dot(State(master): State<Arc<Master>>) -> Response {
 async fn leader(State(master): State<Arc<Master>>) -> Response {
     match master.raft.leader() {
         Some((_, url)) => {
-            let authority = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            json_ok(&json!({ "leader": authority.trim_end_matches('/') }))
+            json_ok(&json!({ "leader": super::super::services::http::host_port(&url) }))
         }
         None => bad_request("no master leads right now"),
     }

@@ -451,7 +451,6 @@ fn run_view(run: &JobRun, state: &dcos_core::ClusterState) -> Value {
     });
     if let Some(done) = run.completed_ms {
         view["completedAt"] = date(done).into();
-        view["finishedAt"] = date(done).into();
     }
     view
 }
@@ -634,18 +633,28 @@ async fn create(
         },
         _ => {}
     }
+    put_and_show(&master, spec, true, StatusCode::CREATED).await
+}
+
+/// Writes `spec` (`create`: a new job) and answers the job as it now is, with `status`.
+async fn put_and_show(
+    master: &Master,
+    spec: JobSpec,
+    create: bool,
+    status: StatusCode,
+) -> Response {
     let id = spec.id.clone();
     let command = Command::PutJob {
         job: spec,
-        create: true,
+        create,
         at_ms: now_ms(),
     };
-    if let Err(r) = write(&master, command).await {
+    if let Err(r) = write(master, command).await {
         return r;
     }
     let now = now_ms();
     let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
-    (StatusCode::CREATED, Json(view.unwrap_or(Value::Null))).into_response()
+    (status, Json(view.unwrap_or(Value::Null))).into_response()
 }
 
 /// `PUT /v1/jobs/{id}`: the job's definition replaced; its schedules stay.
@@ -688,17 +697,7 @@ async fn replace(
             spec.kept.entry(key).or_insert(value);
         }
     }
-    let command = Command::PutJob {
-        job: spec,
-        create: false,
-        at_ms: now_ms(),
-    };
-    if let Err(r) = write(&master, command).await {
-        return r;
-    }
-    let now = now_ms();
-    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
-    json_ok(&view)
+    put_and_show(&master, spec, false, StatusCode::OK).await
 }
 
 /// `DELETE /v1/jobs/{id}[?stopCurrentJobRuns=true]`.

@@ -116,3 +116,55 @@ impl Framework for Jobs {
         Vec::new()
     }
 }
+
+/// `GET /cluster/v1/jobs/{id}`: what this system keeps of a job that Chronos's and
+/// Metronome's objects cannot carry (their clients' shapes stay theirs): each finished
+/// run's trigger and the scheduled instant it was for, and the instants skipped, with why.
+pub async fn job_record(
+    axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use dcos_core::jobs::state::Trigger;
+    use dcos_core::time::iso8601;
+    let found = master.read(|s| {
+        s.jobs.jobs.get(&id).map(|record| {
+            let runs: Vec<serde_json::Value> = record
+                .history
+                .iter()
+                .chain(s.jobs.active_runs(&id))
+                .map(|run| {
+                    serde_json::json!({
+                        "id": run.id,
+                        "workflowId": run.workflow_id,
+                        "status": run.status,
+                        "attempt": run.attempt,
+                        "createdAt": iso8601(run.created_ms),
+                        "scheduledAt": match run.trigger {
+                            Trigger::Schedule { at_ms } => Some(iso8601(at_ms)),
+                            _ => None,
+                        },
+                    })
+                })
+                .collect();
+            let skipped: Vec<serde_json::Value> = record
+                .skipped
+                .iter()
+                .map(|skip| {
+                    serde_json::json!({
+                        "first": iso8601(skip.first_ms),
+                        "last": iso8601(skip.last_ms),
+                        "count": skip.count,
+                        "reason": skip.reason.to_string(),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "id": id, "runs": runs, "skipped": skipped })
+        })
+    });
+    match found {
+        Some(view) => crate::http_util::json_ok(&view),
+        None => crate::http_util::api_error(dcos_api::ApiError::not_found(format!(
+            "job {id} does not exist"
+        ))),
+    }
+}

@@ -886,7 +886,7 @@ async fn delete_deployment(
 
 /// `https://10.0.0.1:5050` -> `10.0.0.1:5050`: Marathon's clients read the leader as
 /// `host:port`.
-fn host_port(url: &str) -> String {
+pub(crate) fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.trim_end_matches('/').to_string()
 }

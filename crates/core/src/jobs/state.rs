@@ -81,11 +81,7 @@ pub struct RunSpec {
 
 impl RunSpec {
     pub fn resources(&self) -> crate::types::Resources {
-        crate::types::Resources {
-            cpus_milli: (self.cpus * 1000.0).ceil() as u64,
-            mem_mib: self.mem.ceil() as u64,
-            disk_mib: self.disk.ceil() as u64,
-        }
+        crate::types::Resources::of(self.cpus, self.mem, self.disk)
     }
 }
 

@@ -723,11 +723,7 @@ impl AppSpec {
 
     /// Resources one instance needs, rounded up to whole milli-cpus and MiB.
     pub fn resources(&self) -> Resources {
-        Resources {
-            cpus_milli: (self.cpus * 1000.0).ceil() as u64,
-            mem_mib: self.mem.ceil() as u64,
-            disk_mib: self.disk.ceil() as u64,
-        }
+        Resources::of(self.cpus, self.mem, self.disk)
     }
 
     pub fn launch_spec(&self) -> LaunchSpec {
