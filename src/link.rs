@@ -31,6 +31,9 @@ pub struct TaskReport {
     /// A report of the task's readiness check (its state is then unchanged, `Running`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<dcos_core::TaskReadiness>,
+    /// With a task's end, the end of its output when its launch asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<dcos_core::types::TaskOutput>,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,7 @@ impl TaskReport {
             at_ms: now_ms(),
             health: None,
             readiness: None,
+            output: None,
         }
     }
 }

@@ -115,6 +115,7 @@ impl TaskRuntime for FakeRuntime {
             network: None,
             user_namespace: None,
             disk_limit_bytes: task.resources.disk_mib << 20,
+            output_tail_bytes: task.launch.output_tail_bytes,
         };
         write_json_atomic(&dir.spec(), &spec)?;
         let pid = {

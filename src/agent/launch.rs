@@ -348,6 +348,7 @@ impl Agent {
                     at_ms: now_ms(),
                     health: None,
                     readiness: None,
+                    output: None,
                 })
                 .await
             }
@@ -365,5 +366,6 @@ fn launch_status(task_id: String, state: TaskState, message: Option<String>) -> 
         at_ms: now_ms(),
         health: None,
         readiness: None,
+        output: None,
     }
 }

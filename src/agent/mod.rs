@@ -446,6 +446,7 @@ impl Agent {
                     at_ms: now_ms(),
                     health: None,
                     readiness: None,
+                    output: None,
                 })
                 .await
             }

@@ -33,6 +33,7 @@ impl Agent {
                 at_ms: now_ms(),
                 health: None,
                 readiness: None,
+                output: None,
             });
         let started: Vec<TaskReport> = tasks
             .iter()
@@ -50,6 +51,7 @@ impl Agent {
                     at_ms: now_ms(),
                     health: None,
                     readiness: None,
+                    output: None,
                 },
             })
             .collect();
@@ -107,6 +109,7 @@ impl Agent {
                 at_ms: now_ms(),
                 health: None,
                 readiness: None,
+                output: None,
             });
         }
         let shim_gone = !task
@@ -182,6 +185,27 @@ impl Agent {
 /// The final status of a task from its exit record; a task the agent killed on its own
 /// (over its disk limit) failed, for the reason recorded.
 pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> TaskReport {
+    let report = end_report(task_id, dir, exit);
+    TaskReport {
+        output: output_tail(dir),
+        ..report
+    }
+}
+
+/// The end of the task's stdout and stderr, when its launch asked for it.
+fn output_tail(dir: &TaskDir) -> Option<dcos_core::types::TaskOutput> {
+    let wanted = dir.read_spec().ok()?.output_tail_bytes;
+    if wanted == 0 {
+        return None;
+    }
+    let wanted = wanted.min(dcos_core::types::OUTPUT_TAIL_MAX_BYTES as u64);
+    Some(dcos_core::types::TaskOutput {
+        stdout: dcos_runtime::logs::tail(&dir.stdout(), wanted),
+        stderr: dcos_runtime::logs::tail(&dir.stderr(), wanted),
+    })
+}
+
+fn end_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> TaskReport {
     if let Some(reason) = super::disk::recorded_reason(dir) {
         return TaskReport {
             task_id: task_id.to_string(),
@@ -191,6 +215,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
             at_ms: exit.finished_at_ms,
             health: None,
             readiness: None,
+            output: None,
         };
     }
     TaskReport {
@@ -205,6 +230,7 @@ pub(super) fn exit_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> Task
         at_ms: exit.finished_at_ms,
         health: None,
         readiness: None,
+        output: None,
     }
 }
 
@@ -217,5 +243,6 @@ pub(super) fn lost_report(task_id: &str) -> TaskReport {
         at_ms: now_ms(),
         health: None,
         readiness: None,
+        output: None,
     }
 }

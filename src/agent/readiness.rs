@@ -146,6 +146,7 @@ impl Agent {
                     tracing::debug!(task = %task_id, ready = readiness.ready, "readiness");
                     let report = TaskReport {
                         readiness: Some(readiness),
+                        output: None,
                         ..TaskReport::of_checks(task_id)
                     };
                     let _ = to_master.send(ToMaster::Status(report)).await;

@@ -78,6 +78,7 @@ impl Agent {
                     at_ms: now_ms(),
                     health: None,
                     readiness: None,
+                    output: None,
                 },
                 _ => {
                     self.runtime.force_cleanup(&dir, None);

@@ -543,6 +543,7 @@ mod tests {
             at_ms: 1,
             health: None,
             readiness: None,
+            output: None,
         };
         let mut ready = report("ready", TaskState::Running);
         ready.readiness = Some(dcos_core::TaskReadiness {

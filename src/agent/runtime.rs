@@ -174,6 +174,7 @@ impl TaskRuntime for ShimRuntime {
             network,
             user_namespace,
             disk_limit_bytes: task.resources.disk_mib << 20,
+            output_tail_bytes: task.launch.output_tail_bytes,
         };
         write_json_atomic(&dir.spec(), &spec).context("writing task.json")?;
         let shim_pid = spawn_shim(&ctx.config.shim_exe, dir)?;

@@ -451,6 +451,7 @@ impl Master {
                 at_ms: now_ms(),
                 health: None,
                 readiness: None,
+                output: None,
             })
             .await;
         }
@@ -702,6 +703,7 @@ impl Master {
                             at_ms: now_ms(),
                             health: None,
                             readiness: None,
+                            output: None,
                         });
                     }
                 }
@@ -782,6 +784,10 @@ fn status_command(report: &TaskReport) -> Command {
                 .clone()
                 .map(crate::link::bounded_status_message),
             exit_code: report.exit_code,
+            output: report
+                .output
+                .clone()
+                .map(dcos_core::types::TaskOutput::bounded),
         },
     }
 }

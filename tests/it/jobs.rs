@@ -1,7 +1,7 @@
-//! The jobs framework end to end on `dcos-rs up` (its HTTP APIs are still to come, so the
-//! jobs are written as the commands those APIs will write): a `PT2S` schedule runs a real
-//! task every 2 s, each scheduled instant once, with its output kept; a failing job retries
-//! then fails, counted; a child runs only after both its parents succeeded.
+//! The jobs framework end to end on `dcos-rs up` (jobs written as the commands its APIs
+//! write): a `PT2S` schedule runs a real task every 2 s, each scheduled instant once, with
+//! its output kept; a failing job retries then fails, counted; a child runs only after both
+//! its parents succeeded.
 
 use crate::common::{wait_for, TestCluster};
 use dcos_core::jobs::state::{JobRecord, RunStatus, Trigger};
@@ -76,10 +76,19 @@ async fn a_pt2s_job_runs_every_2_s_and_a_failing_one_retries_then_fails() {
         tick.history
     );
     assert_eq!(tick.stats.success_count as usize, tick.history.len());
-    // The run's output is in its task's sandbox.
+    // The run's output is in its history (sent by the agent with the task's end), and in
+    // its task's sandbox.
+    let output = tick.history[0].output.clone().expect("the run's output");
+    assert_eq!(output.stdout.trim(), "tick tick attempt 1");
     let task_id = tick.history[0].task_ids[0].clone();
     let stdout = std::fs::read_to_string(cluster.sandbox(&task_id).join("stdout")).unwrap();
-    assert_eq!(stdout.trim(), "tick tick attempt 1");
+    assert_eq!(stdout, output.stdout);
+    let end = &tick.history[0].ends[0];
+    assert_eq!(
+        (end.task_id.as_str(), end.state, end.exit_code),
+        (task_id.as_str(), dcos_core::TaskState::Finished, Some(0))
+    );
+    assert!(!end.agent_id.is_empty());
 
     // Three attempts (1 s, then 2 s apart), then the run failed, counted once.
     let flaky = wait_for("flaky to fail", Duration::from_secs(20), || async {
@@ -95,6 +104,10 @@ async fn a_pt2s_job_runs_every_2_s_and_a_failing_one_retries_then_fails() {
     assert_eq!((flaky.stats.error_count, flaky.stats.success_count), (1, 0));
     let last = std::fs::read_to_string(cluster.sandbox(&run.task_ids[2]).join("stdout")).unwrap();
     assert_eq!(last.trim(), "try 3");
+    // Each attempt's end is recorded; the output kept is the last attempt's.
+    let codes: Vec<_> = run.ends.iter().map(|e| (e.state, e.exit_code)).collect();
+    assert_eq!(codes, vec![(dcos_core::TaskState::Failed, Some(3)); 3]);
+    assert_eq!(run.output.as_ref().unwrap().stdout.trim(), "try 3");
     cluster.stop().await;
 }
 

@@ -95,6 +95,7 @@ fn main() {
             at_ms: 11,
             message: None,
             exit_code: None,
+            output: None,
         });
     }
     let started = Instant::now();

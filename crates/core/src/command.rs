@@ -129,6 +129,9 @@ pub enum Command {
         at_ms: u64,
         message: Option<String>,
         exit_code: Option<i32>,
+        /// The end of its output, with a terminal state of a task whose launch asked for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<crate::types::TaskOutput>,
     },
     /// What the health checks beside a live task found, from its agent.
     TaskHealth {

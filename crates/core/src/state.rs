@@ -419,6 +419,7 @@ impl ClusterState {
                 at_ms,
                 message,
                 exit_code,
+                output,
             } => {
                 // A live state reported before its agent went silent, recorded after: the
                 // task stays unreachable until the agent is back (and reports again).
@@ -457,7 +458,8 @@ impl ClusterState {
                     release(&mut self.held, task);
                 }
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
-                self.jobs.task_changed(&self.tasks[task_id], *at_ms);
+                self.jobs
+                    .task_changed(&self.tasks[task_id], *at_ms, output.as_ref());
             }
             Command::TaskReadiness { task_id, readiness } => {
                 let task = self.task_mut(task_id)?;
@@ -503,7 +505,7 @@ impl ClusterState {
                         release(&mut self.held, &task);
                         // A job run's attempt ends with its task (an unreachable one given up).
                         task.state = TaskState::Lost;
-                        self.jobs.task_changed(&task, task.updated_at_ms);
+                        self.jobs.task_changed(&task, task.updated_at_ms, None);
                     }
                 }
             }
@@ -566,7 +568,7 @@ impl ClusterState {
                     lost.push(task.id.clone());
                 }
                 for task_id in lost {
-                    self.jobs.task_changed(&self.tasks[&task_id], *at_ms);
+                    self.jobs.task_changed(&self.tasks[&task_id], *at_ms, None);
                 }
                 self.held.remove(agent_id);
                 if let Some(serial) = self
@@ -802,6 +804,7 @@ pub(crate) mod tests {
                 health_checks: vec![],
                 fetch: vec![],
                 readiness_checks: vec![],
+                output_tail_bytes: 0,
             },
             state: TaskState::Staging,
             kill_requested: false,
@@ -823,6 +826,7 @@ pub(crate) mod tests {
             at_ms,
             message: None,
             exit_code: None,
+            output: None,
         }
     }
 

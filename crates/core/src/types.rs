@@ -224,6 +224,43 @@ pub struct LaunchSpec {
     /// written before readiness checks existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readiness_checks: Vec<TaskReadinessCheck>,
+    /// How much of the end of its stdout and of its stderr the agent sends with the task's
+    /// end (`TaskOutput`; at most `OUTPUT_TAIL_MAX_BYTES`); 0, the default, sends none.
+    #[serde(default, skip_serializing_if = "is_zero_bytes")]
+    pub output_tail_bytes: u64,
+}
+
+fn is_zero_bytes(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most of a stream's end a task's last status carries (`LaunchSpec::output_tail_bytes`).
+pub const OUTPUT_TAIL_MAX_BYTES: usize = 64 * 1024;
+
+/// The end of what a task wrote, sent by its agent with the task's end when its launch
+/// asked for it; each stream at most `OUTPUT_TAIL_MAX_BYTES`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TaskOutput {
+    /// Each stream cut to its last `OUTPUT_TAIL_MAX_BYTES` (at a character boundary).
+    pub fn bounded(mut self) -> TaskOutput {
+        fn cut(text: &mut String) {
+            if text.len() > OUTPUT_TAIL_MAX_BYTES {
+                let mut start = text.len() - OUTPUT_TAIL_MAX_BYTES;
+                while !text.is_char_boundary(start) {
+                    start += 1;
+                }
+                text.drain(..start);
+            }
+        }
+        cut(&mut self.stdout);
+        cut(&mut self.stderr);
+        self
+    }
 }
 
 /// A readiness check (Marathon's `readinessChecks`, the owner resolved its port): from

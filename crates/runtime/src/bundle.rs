@@ -362,6 +362,7 @@ mod tests {
             network: None,
             user_namespace,
             disk_limit_bytes: 0,
+            output_tail_bytes: 0,
         }
     }
 

@@ -36,6 +36,34 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The last `max_bytes` a stream wrote (`path`, then its newest rotated file when `path`
+/// holds less), lossily as UTF-8; empty when nothing was written or the files are gone.
+pub fn tail(path: &Path, max_bytes: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let read_end = |path: &Path, max: u64| -> Vec<u8> {
+        let Ok(mut file) = File::open(path) else {
+            return Vec::new();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(max);
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = file.take(max).read_to_end(&mut bytes);
+        }
+        bytes
+    };
+    let mut bytes = read_end(path, max_bytes);
+    let missing = max_bytes.saturating_sub(bytes.len() as u64);
+    if missing > 0 {
+        let mut older = read_end(&rotated_path(path, 1), missing);
+        older.append(&mut bytes);
+        bytes = older;
+    }
+    // A cut through a multi-byte character loses that character, not the rest.
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim_start_matches('\u{FFFD}').to_string()
+}
+
 impl RotatingFile {
     pub fn open(path: &Path, max_bytes: u64, files_max: u32) -> std::io::Result<Self> {
         let file = OpenOptions::new()
@@ -205,6 +233,21 @@ mod tests {
             !rotated_path(&path, 3).exists(),
             "only files_max rotated files are kept"
         );
+    }
+
+    #[test]
+    fn the_tail_reaches_into_the_newest_rotated_file_and_drops_a_cut_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        assert_eq!(tail(&path, 8), "", "nothing written");
+        let mut log = RotatingFile::open(&path, 10, 2).unwrap();
+        log.write(b"0123456789abc").unwrap();
+        assert_eq!(tail(&path, 2), "bc");
+        assert_eq!(tail(&path, 5), "89abc");
+        assert_eq!(tail(&path, 100), "0123456789abc");
+        std::fs::write(&path, "x\u{e9}y").unwrap();
+        assert_eq!(tail(&path, 3), "\u{e9}y");
+        assert_eq!(tail(&path, 2), "y", "half of a character is dropped");
     }
 
     #[test]

@@ -62,6 +62,14 @@ pub struct ShimSpec {
     /// measures what the task writes against it.
     #[serde(default)]
     pub disk_limit_bytes: u64,
+    /// The agent reports this much of the end of the task's stdout and of its stderr with
+    /// its end (0: none; jobs' runs keep it in their history).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_tail_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ShimSpec {

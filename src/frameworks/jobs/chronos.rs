@@ -271,6 +271,7 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
         soft_error: flag("softError")?,
         disabled: flag("disabled")?,
         history_kept: dcos_core::jobs::state::HISTORY_KEPT,
+        history_max_age_seconds: None,
         kept,
     })
 }
@@ -369,11 +370,22 @@ async fn put_job(
     let Some(object) = value.as_object() else {
         return bad_request("a job is a JSON object");
     };
-    let spec = match job_from_chronos(object) {
+    let mut spec = match job_from_chronos(object) {
         Ok(spec) => spec,
         Err(message) => return bad_request(message),
     };
-    let exists = master.read(|s| s.jobs.jobs.contains_key(&spec.id));
+    // Chronos's job carries no retention: a replaced job keeps its own.
+    let current = master.read(|s| {
+        s.jobs
+            .jobs
+            .get(&spec.id)
+            .map(|r| (r.spec.history_kept, r.spec.history_max_age_seconds))
+    });
+    let exists = current.is_some();
+    if let Some((kept, max_age)) = current {
+        spec.history_kept = kept;
+        spec.history_max_age_seconds = max_age;
+    }
     let command = Command::PutJob {
         job: spec,
         create: !exists,

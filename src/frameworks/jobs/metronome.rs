@@ -385,6 +385,7 @@ fn job_from(
         soft_error: false,
         disabled: false,
         history_kept: dcos_core::jobs::state::HISTORY_KEPT,
+        history_max_age_seconds: None,
         kept,
     })
 }
@@ -686,6 +687,8 @@ async fn replace(
     spec.parents = current.parents;
     spec.disabled = current.disabled;
     spec.soft_error = current.soft_error;
+    spec.history_kept = current.history_kept;
+    spec.history_max_age_seconds = current.history_max_age_seconds;
     if (spec.retries > 0) == (current.retries > 0) {
         spec.retries = current.retries;
     }

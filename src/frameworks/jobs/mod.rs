@@ -119,7 +119,8 @@ impl Framework for Jobs {
 
 /// `GET /cluster/v1/jobs/{id}`: what this system keeps of a job that Chronos's and
 /// Metronome's objects cannot carry (their clients' shapes stay theirs): each finished
-/// run's trigger and the scheduled instant it was for, and the instants skipped, with why.
+/// run's trigger and the scheduled instant it was for, how each attempt ended (agent, exit
+/// code) and the end of the last one's output, and the instants skipped, with why.
 pub async fn job_record(
     axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -143,6 +144,24 @@ pub async fn job_record(
                             Trigger::Schedule { at_ms } => Some(iso8601(at_ms)),
                             _ => None,
                         },
+                        "trigger": match run.trigger {
+                            Trigger::Schedule { .. } => "schedule",
+                            Trigger::Manual => "manual",
+                            Trigger::Parents => "parents",
+                        },
+                        "finishedAt": run.completed_ms.map(iso8601),
+                        "tasks": run.task_ids,
+                        "attempts": run.ends.iter().map(|end| serde_json::json!({
+                            "taskId": end.task_id,
+                            "agentId": end.agent_id,
+                            "state": end.state,
+                            "exitCode": end.exit_code,
+                            "message": end.message,
+                            "startedAt": end.started_ms.map(iso8601),
+                            "finishedAt": iso8601(end.ended_ms),
+                        })).collect::<Vec<_>>(),
+                        "stdout": run.output.as_ref().map(|o| o.stdout.as_str()),
+                        "stderr": run.output.as_ref().map(|o| o.stderr.as_str()),
                     })
                 })
                 .collect();

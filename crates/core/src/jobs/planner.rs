@@ -321,6 +321,7 @@ pub fn build_task(
             health_checks: Vec::new(),
             fetch: Vec::new(),
             readiness_checks: Vec::new(),
+            output_tail_bytes: crate::types::OUTPUT_TAIL_MAX_BYTES as u64,
         },
         state: crate::types::TaskState::Staging,
         kill_requested: false,

@@ -7,7 +7,7 @@
 
 use super::policy::{Concurrency, SkipReason};
 use crate::command::Reject;
-use crate::types::{Task, TaskOwner, TaskState};
+use crate::types::{Task, TaskOutput, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,6 +17,8 @@ pub const HISTORY_KEPT: usize = 100;
 pub const RETRIES_MAX: u32 = 100;
 /// Skipped instants kept per job (each a range of instants with one reason).
 pub const SKIPS_KEPT: usize = 50;
+/// Finished runs of a job that keep their output's end (older history keeps the rest).
+pub const OUTPUTS_KEPT: usize = 10;
 
 /// A job: what runs, when, after what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub struct JobSpec {
     /// Finished runs to keep (at most `HISTORY_KEPT`).
     #[serde(default = "default_history")]
     pub history_kept: usize,
+    /// Finished runs older than this leave the history (`None`: kept by count alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_max_age_seconds: Option<u64>,
     /// What an API's job held that the framework does not act on (Chronos's `owner`,
     /// `shell`, ...), kept as given to be shown again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -159,6 +164,29 @@ pub struct JobRun {
     /// before it plus the retry delay).
     #[serde(default)]
     pub ready_at_ms: u64,
+    /// How its attempts' tasks ended, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ends: Vec<AttemptEnd>,
+    /// The end of the last ended attempt's stdout and stderr (dropped from history older
+    /// than `OUTPUTS_KEPT` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<TaskOutput>,
+}
+
+/// How one attempt's task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptEnd {
+    pub task_id: String,
+    pub agent_id: String,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    pub ended_ms: u64,
 }
 
 /// The delay before a retry: 1 s after the first failure, doubling, at most a minute.
@@ -252,8 +280,8 @@ impl JobsState {
 
     /// A run's task changed state: an end of the current attempt's task ends the attempt
     /// (`attempt_ended`: FINISHED is a success, any other end a failure). Ends of earlier
-    /// attempts' tasks change nothing.
-    pub(crate) fn task_changed(&mut self, task: &Task, at_ms: u64) {
+    /// attempts' tasks change nothing. The end is recorded on the run, with `output`.
+    pub(crate) fn task_changed(&mut self, task: &Task, at_ms: u64, output: Option<&TaskOutput>) {
         let TaskOwner::JobRun { run_id, .. } = &task.owner else {
             return;
         };
@@ -262,6 +290,20 @@ impl JobsState {
             .get(run_id)
             .is_some_and(|r| r.status == RunStatus::Active && r.task_ids.last() == Some(&task.id));
         if current && task.state.is_terminal() {
+            if let Some(run) = self.runs.get_mut(run_id) {
+                run.ends.push(AttemptEnd {
+                    task_id: task.id.clone(),
+                    agent_id: task.agent_id.clone(),
+                    state: task.state,
+                    exit_code: task.exit_code,
+                    message: task.message.clone(),
+                    started_ms: task.started_at_ms,
+                    ended_ms: at_ms,
+                });
+                if output.is_some() {
+                    run.output = output.cloned();
+                }
+            }
             self.attempt_ended(run_id, task.state == TaskState::Finished, at_ms);
         }
     }
@@ -458,6 +500,8 @@ impl JobsState {
                 arguments: arguments.to_vec(),
                 stop_requested: false,
                 ready_at_ms: at_ms,
+                ends: Vec::new(),
+                output: None,
             },
         );
         Ok(())
@@ -545,6 +589,15 @@ impl JobsState {
         while job.history.len() > job.spec.history_kept.min(HISTORY_KEPT) {
             job.history.pop_front();
         }
+        if let Some(age) = job.spec.history_max_age_seconds {
+            let oldest = at_ms.saturating_sub(age.saturating_mul(1_000));
+            job.history
+                .retain(|run| run.completed_ms.unwrap_or(at_ms) >= oldest);
+        }
+        let with_output = job.history.len().saturating_sub(OUTPUTS_KEPT);
+        for run in job.history.iter_mut().take(with_output) {
+            run.output = None;
+        }
     }
 }
 
@@ -581,6 +634,7 @@ mod tests {
             soft_error: false,
             disabled: false,
             history_kept: HISTORY_KEPT,
+            history_max_age_seconds: None,
             kept: BTreeMap::new(),
         }
     }
@@ -723,6 +777,37 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_by_age_and_only_the_newest_runs_keep_their_output() {
+        let mut s = JobsState::default();
+        let mut spec = job("old");
+        spec.history_max_age_seconds = Some(60);
+        s.put_job(&spec, true, 0).unwrap();
+        let output = TaskOutput {
+            stdout: "out".into(),
+            stderr: String::new(),
+        };
+        // One run a second for 70 s: the ten newest keep their output, those finished more
+        // than 60 s before the last are gone.
+        for i in 0..=70u64 {
+            let id = format!("r{i:02}");
+            s.start_run("old", &id, &id, &Trigger::Manual, &[], i * 1_000)
+                .unwrap();
+            s.runs.get_mut(&id).unwrap().output = Some(output.clone());
+            s.attempt_ended(&id, true, i * 1_000);
+        }
+        let history = &s.jobs["old"].history;
+        assert_eq!(history.front().unwrap().id, "r10");
+        assert_eq!(history.len(), 61);
+        let with_output: Vec<&str> = history
+            .iter()
+            .filter(|r| r.output.is_some())
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(with_output.len(), OUTPUTS_KEPT);
+        assert_eq!(with_output.first(), Some(&"r61"));
+    }
+
+    #[test]
     fn a_job_goes_only_without_children_and_with_its_runs_stopped() {
         let mut s = JobsState::default();
         s.put_job(&job("parent"), true, 0).unwrap();
@@ -784,6 +869,7 @@ mod tests {
             at_ms,
             message: None,
             exit_code: None,
+            output: None,
         };
         let launch = |t: Task| Command::LaunchTask { task: t };
         assert_eq!(

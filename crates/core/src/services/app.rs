@@ -743,6 +743,7 @@ impl AppSpec {
             // Filled by `build_task` once the task's ports are known.
             health_checks: Vec::new(),
             readiness_checks: Vec::new(),
+            output_tail_bytes: 0,
             fetch: self
                 .fetch
                 .iter()

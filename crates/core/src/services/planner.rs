@@ -532,6 +532,7 @@ mod tests {
             at_ms,
             message: None,
             exit_code: None,
+            output: None,
         });
     }
 
