@@ -189,3 +189,52 @@ async fn a_job_that_forbids_concurrency_skips_instants_while_it_runs() {
     );
     cluster.stop().await;
 }
+
+/// REPLACE: a run still going at the next instant is stopped (its task killed) and the new
+/// one starts; every replaced run ends failed by the kill, and the instants all ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_replaces_kills_the_running_one_at_the_next_instant() {
+    let cluster = TestCluster::start().await;
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    let mut schedule = schedule(&format!("R/{start}/PT2S"));
+    schedule["concurrency"] = "REPLACE".into();
+    put(
+        &cluster,
+        serde_json::json!({
+            "id": "long", "run": {"cmd": "echo started; exec sleep 60", "cpus": 0.1, "mem": 16},
+            "schedule": schedule,
+        }),
+    )
+    .await;
+    let long = wait_for("2 replaced runs", Duration::from_secs(30), || async {
+        let long = record(&cluster, "long");
+        (long.history.len() >= 2).then_some(long)
+    })
+    .await;
+    for run in &long.history {
+        assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+        assert!(run.stop_requested, "{run:?}");
+        let end = run.ends.last().expect("its task's end");
+        assert_eq!(end.state, dcos_core::TaskState::Killed, "{run:?}");
+        // Killed at the next instant, 2 s after its own.
+        let Trigger::Schedule { at_ms } = run.trigger else {
+            panic!("{run:?}")
+        };
+        let lived = run.completed_ms.unwrap() - at_ms;
+        assert!((2_000..6_000).contains(&lived), "{lived} ms: {run:?}");
+        assert_eq!(run.output.as_ref().unwrap().stdout, "started\n");
+    }
+    let instants: Vec<u64> = long
+        .history
+        .iter()
+        .map(|run| match run.trigger {
+            Trigger::Schedule { at_ms } => at_ms,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        instants.windows(2).all(|w| w[1] - w[0] == 2_000),
+        "{instants:?}"
+    );
+    cluster.stop().await;
+}

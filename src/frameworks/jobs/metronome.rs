@@ -189,10 +189,11 @@ fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String,
     let concurrency = match object.get("concurrencyPolicy").and_then(Value::as_str) {
         None | Some("ALLOW") => Concurrency::Allow,
         Some("FORBID") => Concurrency::Forbid,
+        Some("REPLACE") => Concurrency::Replace,
         Some(other) => {
             errors.push((
                 format!("{path}/concurrencyPolicy"),
-                format!("{other:?} is not ALLOW or FORBID"),
+                format!("{other:?} is not ALLOW, FORBID or REPLACE"),
             ));
             Concurrency::Allow
         }
@@ -406,8 +407,9 @@ fn schedule_view(schedule: &ScheduleSpec, now: u64) -> Option<Value> {
         "timezone": schedule.time_zone,
         "startingDeadlineSeconds": schedule.starting_deadline_seconds,
         "concurrencyPolicy": match schedule.concurrency {
+            Concurrency::Allow => "ALLOW",
             Concurrency::Forbid => "FORBID",
-            _ => "ALLOW",
+            Concurrency::Replace => "REPLACE",
         },
         "enabled": schedule.enabled,
     });
