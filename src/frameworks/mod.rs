@@ -5,11 +5,13 @@
 //! owns its tasks (`dcos_core::TaskOwner`) and builds them completely, including its own
 //! environment variables, so agents know nothing of any framework.
 //!
+//! - `events`: the event streams, Marathon's `/v2/events` and ours, `/cluster/v1/events`.
 //! - `services/`: Marathon's `/v2` (apps, deployments).
 //! - `jobs/`: Chronos's and Metronome's scheduled jobs (one store behind both APIs).
 //! - `mesos/` (external frameworks through Mesos's v1 scheduler API) goes beside them: a
 //!   module with a `Framework` and its HTTP routes, listed in `builtin`.
 
+pub mod events;
 pub mod jobs;
 pub mod services;
 
@@ -19,14 +21,19 @@ use std::sync::Arc;
 /// The frameworks every master runs, and their HTTP routes.
 pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let services = services::Services::default();
-    let events = Arc::new(services::events::Events::default());
-    let routes = services::http::routes(Arc::clone(&services.waiting), events)
+    let events = Arc::new(events::Events::default());
+    let routes = services::http::routes(Arc::clone(&services.waiting))
         .merge(jobs::chronos::routes())
         .merge(jobs::metronome::routes())
         .route(
             dcos_api::routes::cluster::JOB,
             axum::routing::get(jobs::job_record),
-        );
+        )
+        .route(
+            dcos_api::routes::cluster::EVENTS,
+            axum::routing::get(events::cluster_stream),
+        )
+        .layer(axum::Extension(events));
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs)];
     (frameworks, routes)
 }

@@ -238,3 +238,81 @@ async fn a_job_that_replaces_kills_the_running_one_at_the_next_instant() {
     );
     cluster.stop().await;
 }
+
+/// What a server-sent event stream sends in its first 8 s.
+fn read_stream(cluster: &TestCluster, path: &str) -> tokio::task::JoinHandle<String> {
+    let client = cluster.client.clone();
+    let path = path.to_string();
+    tokio::spawn(async move {
+        let (mut write, mut read) = tokio::io::duplex(1 << 20);
+        let streaming = tokio::spawn(async move {
+            let _ = client.stream_to(&path, &mut write).await;
+        });
+        let mut text = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(8),
+            tokio::io::AsyncReadExt::read_to_end(&mut read, &mut text),
+        )
+        .await;
+        streaming.abort();
+        String::from_utf8_lossy(&text).into_owned()
+    })
+}
+
+/// A job's life on our own event stream, `/cluster/v1/events`: created, its run started,
+/// its task launched, retried after a failure, finished; and none of it on Marathon's
+/// `/v2/events`, whose clients know only Marathon's event types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_events_are_on_our_stream_and_not_on_marathons() {
+    let cluster = TestCluster::start().await;
+    let ours = read_stream(&cluster, "/cluster/v1/events");
+    let marathons = read_stream(&cluster, "/v2/events");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    put(
+        &cluster,
+        serde_json::json!({
+            "id": "twice", "retries": 1,
+            "run": {"cmd": "test $CHRONOS_JOB_RUN_ATTEMPT = 2", "cpus": 0.1, "mem": 16},
+            "schedule": schedule(&format!("R1/{start}/PT1H")),
+        }),
+    )
+    .await;
+    let ours = ours.await.unwrap();
+    let marathons = marathons.await.unwrap();
+    let types: Vec<&str> = ours
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .filter(|t| t.starts_with("job_"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "job_created",
+            "job_run_started",
+            "job_run_task_launched",
+            "job_run_retrying",
+            "job_run_task_launched",
+            "job_run_finished"
+        ],
+        "{ours}"
+    );
+    let finished: serde_json::Value = ours
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .find(|e| e["eventType"] == "job_run_finished")
+        .unwrap();
+    assert_eq!(
+        (
+            &finished["jobId"],
+            &finished["attempt"],
+            &finished["exitCode"]
+        ),
+        (&"twice".into(), &2.into(), &0.into()),
+        "{finished}"
+    );
+    assert!(marathons.contains("event_stream_attached"), "{marathons}");
+    assert!(!marathons.contains("job_"), "{marathons}");
+    cluster.stop().await;
+}

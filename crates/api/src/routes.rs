@@ -57,6 +57,8 @@ pub mod cluster {
     /// A job's facts Chronos's and Metronome's objects cannot carry (runs' scheduled
     /// instants, skipped instants).
     pub const JOB: &str = "/cluster/v1/jobs/{id}";
+    /// Every framework's events (server-sent): Marathon's and the jobs framework's.
+    pub const EVENTS: &str = "/cluster/v1/events";
     /// Mesos-DNS's host lookup as DC/OS serves it (the DC/OS CLI asks it who leads).
     pub const MESOS_DNS_HOSTS: &str = "/mesos_dns/v1/hosts/{name}";
 

@@ -5,6 +5,7 @@
 //! (`chronos`) and Metronome's (`metronome`), over the same jobs.
 
 pub mod chronos;
+pub mod events;
 pub mod metronome;
 
 use crate::link::random_id;

@@ -1,146 +1,30 @@
-//! Marathon's event stream, `GET /v2/events` (server-sent events), as marathon-python's
-//! `event_stream` and marathon-lb read it: frames `event: <type>\r\ndata: <one-line
-//! JSON>\r\n\r\n`, the JSON carrying `eventType` and `timestamp`, `event_stream_attached`
-//! first, repeated `event_type=` filters, and a comment line as heartbeat every
-//! `HEARTBEAT_MS` (marathon-lb reconnects after 300 s of silence).
-//!
-//! Events come from the commands this master applies (`ReplicatedState::subscribe_commands`),
-//! so a follower streams them as well as the leader, in log order: a change of an app is an
-//! `api_post_event` and a `deployment_info`; a task's launch and each status an
+//! Marathon's events, from the commands the services framework's apps and tasks see
+//! applied (the bus and the streams are `crate::frameworks::events`): a change of an app is
+//! an `api_post_event` and a `deployment_info`; a task's launch and each status a
 //! `status_update_event`; the end of a deployment (its app converged)
 //! `deployment_step_success` then `deployment_success`, or `deployment_failed` when a forced
 //! change or a rollback replaced it (with `reason` when the framework rolled it back past its
-//! `progressDeadlineSeconds`); a removal `app_terminated_event`. One translator task runs while
-//! anyone listens.
-//!
-//! Limits: at most `SUBSCRIBERS_MAX` streams at once (503 beyond); a stream more than
-//! `BUS_BUFFER` events behind is ended with `event_stream_detached` (its client reconnects).
+//! `progressDeadlineSeconds`); a removal `app_terminated_event`; health changes
+//! `health_status_changed_event` and its kin.
 
-use crate::http_util::api_error;
-use crate::link::now_ms;
-use crate::master::Master;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use dcos_api::{app_converged, iso8601, task_view, ApiError};
+use crate::frameworks::events::{event, Event};
+use dcos_api::{app_converged, iso8601, task_view};
 use dcos_core::{AppRecord, ClusterState, Command, Outcome, TaskOwner, TaskState};
 use dcos_raft::AppliedCommand;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::broadcast;
-
-/// Most event streams open at once.
-pub const SUBSCRIBERS_MAX: usize = 256;
-/// A comment line at least this often, so idle streams are not taken for dead.
-pub const HEARTBEAT_MS: u64 = 5_000;
-/// Events a stream may fall behind by before it is ended.
-pub const BUS_BUFFER: usize = 1_024;
-
-/// One event, framed for the stream.
-#[derive(Debug)]
-pub struct Event {
-    pub event_type: &'static str,
-    pub frame: Bytes,
-}
-
-fn event(event_type: &'static str, mut body: serde_json::Value) -> Event {
-    body["eventType"] = serde_json::Value::String(event_type.to_string());
-    body["timestamp"] = serde_json::Value::String(iso8601(now_ms()));
-    let frame = format!("event: {event_type}\r\ndata: {body}\r\n\r\n");
-    Event {
-        event_type,
-        frame: Bytes::from(frame),
-    }
-}
-
-/// The services framework's event bus.
-pub struct Events {
-    bus: broadcast::Sender<Arc<Event>>,
-    /// Whether the translator runs; checked and set under this lock by subscribers and by
-    /// the translator when it sees nobody listening, so one always runs while anyone does.
-    translating: Arc<Mutex<bool>>,
-}
-
-impl Default for Events {
-    fn default() -> Self {
-        Events {
-            bus: broadcast::channel(BUS_BUFFER).0,
-            translating: Arc::new(Mutex::new(false)),
-        }
-    }
-}
-
-impl Events {
-    fn subscribe(&self, master: &Arc<Master>) -> broadcast::Receiver<Arc<Event>> {
-        let receiver = self.bus.subscribe();
-        let mut translating = self.translating.lock().unwrap_or_else(|e| e.into_inner());
-        if !*translating {
-            *translating = true;
-            tokio::spawn(translate(
-                Arc::clone(master),
-                self.bus.clone(),
-                Arc::clone(&self.translating),
-            ));
-        }
-        receiver
-    }
-}
+use std::sync::Arc;
 
 /// An app's deployment under way, as its events describe it.
-struct Deployment {
+pub struct Deployment {
     id: String,
     plan: serde_json::Value,
     step: serde_json::Value,
 }
 
-/// Turns applied commands into events while anyone listens.
-async fn translate(
-    master: Arc<Master>,
-    bus: broadcast::Sender<Arc<Event>>,
-    translating: Arc<Mutex<bool>>,
-) {
-    let mut commands = master.raft.subscribe_commands();
-    let mut deployments = master.read(deployments_under_way);
-    loop {
-        {
-            let mut running = translating.lock().unwrap_or_else(|e| e.into_inner());
-            if bus.receiver_count() == 0 {
-                *running = false;
-                return;
-            }
-        }
-        let mut batch = Vec::new();
-        match tokio::time::timeout(Duration::from_secs(1), commands.recv()).await {
-            Err(_) => continue,
-            Ok(Err(broadcast::error::RecvError::Closed)) => {
-                *translating.lock().unwrap_or_else(|e| e.into_inner()) = false;
-                return;
-            }
-            Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
-                tracing::warn!(
-                    missed,
-                    "event stream fell behind the applied commands; deployments re-read"
-                );
-                deployments = master.read(deployments_under_way);
-                continue;
-            }
-            Ok(Ok(first)) => batch.push(first),
-        }
-        while let Ok(next) = commands.try_recv() {
-            batch.push(next);
-        }
-        let events = master.read(|state| events_of(state, &batch, &mut deployments));
-        for event in events {
-            let _ = bus.send(Arc::new(event));
-        }
-    }
-}
+/// The deployments under way, by app: what the events of a deployment's end describe.
+pub type Deployments = BTreeMap<String, Deployment>;
 
-fn deployments_under_way(state: &ClusterState) -> BTreeMap<String, Deployment> {
+pub fn deployments_under_way(state: &ClusterState) -> Deployments {
     state
         .services
         .apps
@@ -178,10 +62,10 @@ fn deployment(record: &AppRecord) -> Deployment {
 
 /// The events of a batch of applied commands, in order, then the ends of deployments the
 /// batch completed.
-fn events_of(
+pub fn events_of(
     state: &ClusterState,
     batch: &[Arc<AppliedCommand>],
-    deployments: &mut BTreeMap<String, Deployment>,
+    deployments: &mut Deployments,
 ) -> Vec<Event> {
     let mut events = Vec::new();
     for applied in batch {
@@ -409,110 +293,4 @@ fn unhealthy_kill(state: &ClusterState, task_id: &str, events: &mut Vec<Event>) 
             "reason": health.last_failure_cause.clone().unwrap_or_default(),
         }),
     ));
-}
-
-/// `GET /v2/events`.
-pub async fn stream(
-    State(master): State<Arc<Master>>,
-    Extension(events): Extension<Arc<Events>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*");
-    if !accept.contains("text/event-stream") && !accept.contains("*/*") {
-        return api_error(ApiError::new(
-            406,
-            "not_acceptable",
-            "the event stream is text/event-stream: send Accept: text/event-stream",
-        ));
-    }
-    if events.bus.receiver_count() >= SUBSCRIBERS_MAX {
-        return api_error(ApiError::unavailable(format!(
-            "{SUBSCRIBERS_MAX} event streams are open already; retry later"
-        )));
-    }
-    let params = super::query::Params::parse(query.as_deref());
-    let wanted: BTreeSet<String> = params.all("event_type").map(str::to_string).collect();
-    let receiver = events.subscribe(&master);
-    let attached = event(
-        "event_stream_attached",
-        serde_json::json!({ "remoteAddress": peer.ip().to_string() }),
-    );
-    let start =
-        (wanted.is_empty() || wanted.contains(attached.event_type)).then_some(attached.frame);
-    let state = Stream {
-        master,
-        receiver,
-        wanted,
-        peer,
-        pending: start,
-        ended: false,
-    };
-    let body = futures_util::stream::unfold(state, |mut stream| async move {
-        let frame = stream.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(frame), stream))
-    });
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
-struct Stream {
-    master: Arc<Master>,
-    receiver: broadcast::Receiver<Arc<Event>>,
-    wanted: BTreeSet<String>,
-    peer: SocketAddr,
-    pending: Option<Bytes>,
-    ended: bool,
-}
-
-impl Stream {
-    /// The next frame: an event that passes the filter, a heartbeat after `HEARTBEAT_MS` of
-    /// silence, or `None` once the master stops or the stream fell too far behind.
-    async fn next(&mut self) -> Option<Bytes> {
-        if let Some(frame) = self.pending.take() {
-            return Some(frame);
-        }
-        if self.ended {
-            return None;
-        }
-        let heartbeat = tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS));
-        tokio::pin!(heartbeat);
-        loop {
-            tokio::select! {
-                received = self.receiver.recv() => match received {
-                    Ok(event) => {
-                        if self.wanted.is_empty() || self.wanted.contains(event.event_type) {
-                            return Some(event.frame.clone());
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.ended = true;
-                        let detached = event(
-                            "event_stream_detached",
-                            serde_json::json!({ "remoteAddress": self.peer.ip().to_string() }),
-                        );
-                        return Some(detached.frame);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = &mut heartbeat => {
-                    if !self.master.is_scheduling() {
-                        return None;
-                    }
-                    return Some(Bytes::from_static(b":\r\n\r\n"));
-                }
-            }
-        }
-    }
 }

@@ -37,9 +37,12 @@ const APP: &str = "app definition";
 /// The `/v2` routes, merged into the master's router, and the same under `/marathon` and
 /// `/service/marathon` (DC/OS's paths);
 /// `waiting` is the framework's record of what it could not place (`/v2/queue`).
-pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Router<Arc<Master>> {
+pub fn routes(waiting: Arc<Waiting>) -> Router<Arc<Master>> {
     let v2 = Router::new()
-        .route(marathon::EVENTS, get(super::events::stream))
+        .route(
+            marathon::EVENTS,
+            get(crate::frameworks::events::marathon_stream),
+        )
         .route(
             marathon::GROUPS,
             get(super::groups::root).post(super::groups::create),
@@ -73,7 +76,6 @@ pub fn routes(waiting: Arc<Waiting>, events: Arc<super::events::Events>) -> Rout
         .route(dcos_api::routes::cluster::PLACEMENT, get(why_waiting))
         .route(dcos_api::routes::cluster::APP, get(app_extras))
         .layer(Extension(waiting))
-        .layer(Extension(events))
 }
 
 /// Marathon's 422 for an app definition (`invalid_as`).
