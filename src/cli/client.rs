@@ -278,7 +278,9 @@ impl Client {
                 ApiError::new(
                     status.as_u16(),
                     "http_error",
-                    format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                    foreign_error_message(&bytes).unwrap_or_else(|| {
+                        format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))
+                    }),
                 )
             });
             error.status = status.as_u16();
@@ -340,6 +342,35 @@ impl Client {
         let payload = Payload::Bytes(Bytes::copy_from_slice(body));
         self.json(method, path, payload, Some("application/json"))
             .await
+    }
+
+    /// A request with an optional JSON body whose answer is read as text (an empty 204,
+    /// Chronos's mutations, or JSON the caller parses itself).
+    pub async fn send_text(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<String, ClientError> {
+        let (payload, content_type) = match body {
+            Some(body) => (
+                Payload::Bytes(Bytes::copy_from_slice(body)),
+                Some("application/json"),
+            ),
+            None => (Payload::Empty, None),
+        };
+        let url = self.url(path);
+        let response = self.send(method, path, payload, content_type).await?;
+        print_warnings(response.headers());
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Decode {
+                url,
+                reason: e.to_string(),
+            })?;
+        Ok(String::from_utf8_lossy(&bytes.to_bytes()).into_owned())
     }
 
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
@@ -435,6 +466,27 @@ fn redirect_target(current: &str, location: Option<&HeaderValue>) -> Result<Stri
 /// `scheme://host:port` of a URL.
 /// The server's `Warning` headers (`299 dcos-rs "<text>"`: a field kept but not acted on),
 /// printed on stderr as kubectl prints its own, so scripts reading stdout are unaffected.
+/// The message of an error in Marathon's, Metronome's or Chronos's shape
+/// (`{"message": ..., "details": [{"path": ..., "errors": [...]}]}`), with its details.
+fn foreign_error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut message = value.get("message")?.as_str()?.to_string();
+    for detail in value["details"].as_array().into_iter().flatten() {
+        let errors: Vec<&str> = detail["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        message.push_str(&format!(
+            "; {}: {}",
+            detail["path"].as_str().unwrap_or("/"),
+            errors.join(", ")
+        ));
+    }
+    Some(message)
+}
+
 fn print_warnings(headers: &hyper::HeaderMap) {
     for value in headers.get_all(hyper::header::WARNING) {
         let text = value.to_str().unwrap_or_default();

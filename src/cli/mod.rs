@@ -11,6 +11,7 @@ pub mod cluster;
 mod deployment;
 mod group;
 mod image;
+mod job;
 mod node;
 mod task;
 
@@ -18,6 +19,7 @@ pub use app::AppCommand;
 pub use deployment::DeploymentCommand;
 pub use group::GroupCommand;
 pub use image::ImageCommand;
+pub use job::JobCommand;
 pub use node::NodeCommand;
 pub use task::{stream_task_log, TaskCommand};
 
@@ -96,6 +98,10 @@ pub enum Commands {
     /// List tasks and read their logs.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Scheduled and on-demand jobs (Chronos and Metronome formats): add, run, history,
+    /// logs, the dependency graph.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Manage container images on the agents: pull from a registry or import tarballs.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -264,6 +270,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Commands::Deployment(command) => deployment::deployment(&client, json, command).await,
         Commands::Group(command) => group::group(&client, json, command).await,
         Commands::Task(command) => task::task(&client, json, command).await,
+        Commands::Job(command) => job::job(&client, json, command).await,
         Commands::Image(command) => image::image(&client, json, command).await,
         Commands::Node(NodeCommand::List) => {
             let nodes: NodesView = client.get(cluster_routes::NODES).await?;

@@ -26,6 +26,10 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
         .merge(jobs::chronos::routes())
         .merge(jobs::metronome::routes())
         .route(
+            dcos_api::routes::cluster::JOBS,
+            axum::routing::get(jobs::list_jobs),
+        )
+        .route(
             dcos_api::routes::cluster::JOB,
             axum::routing::get(jobs::job_record),
         )

@@ -1,6 +1,6 @@
 //! The `dcos-rs` command line against a running cluster, as a user types it: deploy from
 //! the README's example files, list, logs, scale, remove, image import, and errors that
-//! name the field and exit non-zero (also as JSON).
+//! name the field and exit non-zero (also as JSON); jobs from both formats' files.
 
 use crate::common::{busybox_image, wait_for, TestCluster, BIN};
 use dcos_runtime::testimage::TestImageFormat;
@@ -343,5 +343,145 @@ async fn a_deployment_past_its_progress_deadline_is_rolled_back_and_says_why() {
     let shown: serde_json::Value =
         serde_json::from_str(&ok(&cli(&cluster, &["app", "show", "/late"]))).unwrap();
     assert_eq!(shown["app"]["lastAutomaticRollback"], *rollback);
+    cluster.stop().await;
+}
+
+/// `dcos-rs job`: the README's Metronome example and a Chronos pair (a PT2S job and one
+/// after it) added from files; `list` in words with the next run in the zone asked for;
+/// `history` by workflow; `logs` from the history; `graph`; `run` and `kill`; `remove`;
+/// errors named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_tour_add_list_history_logs_graph_run_kill_remove() {
+    let cluster = TestCluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, job: serde_json::Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, job.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 1_000);
+    let tick = write(
+        "tick.json",
+        serde_json::json!({
+            "name": "tick", "command": "echo tick $CHRONOS_JOB_RUN_ATTEMPT; echo oops >&2",
+            "schedule": format!("R/{}Z/PT2S", &start[..19]), "epsilon": "PT30S",
+            "cpus": 0.1, "mem": 16, "owner": "t@example.com",
+        }),
+    );
+    let after = write(
+        "after.json",
+        serde_json::json!({
+            "name": "after", "command": "echo after", "parents": ["tick"],
+            "cpus": 0.1, "mem": 16, "owner": "t@example.com",
+        }),
+    );
+    let added = ok(&cli(&cluster, &["job", "add", "examples/job.json"]));
+    assert!(
+        added.contains("nightly.report added: every day at 02:30 (Europe/Berlin); next run"),
+        "{added}"
+    );
+    ok(&cli(&cluster, &["job", "add", &tick]));
+    ok(&cli(&cluster, &["job", "add", &after]));
+    let again = cli(&cluster, &["job", "add", &after]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("job after exists already"),
+        "{again:?}"
+    );
+
+    wait_for("after to run", Duration::from_secs(30), || async {
+        let history = ok(&cli(&cluster, &["job", "history", "after"]));
+        history.contains("SUCCESS").then_some(())
+    })
+    .await;
+    let list = ok(&cluster
+        .cli()
+        .args(["job", "list"])
+        .env("TZ", "America/New_York")
+        .output()
+        .unwrap());
+    assert!(list.contains("every 2 seconds from"), "{list}");
+    assert!(list.contains("after tick"), "{list}");
+    assert!(
+        list.contains("every day at 02:30 (Europe/Berlin)"),
+        "{list}"
+    );
+    assert!(
+        list.contains(" EST") || list.contains(" EDT"),
+        "local times: {list}"
+    );
+    let history = ok(&cli(&cluster, &["job", "history", "tick"]));
+    let workflow = history
+        .lines()
+        .find(|l| l.starts_with("workflow "))
+        .unwrap();
+    let block: Vec<&str> = history
+        .split(workflow)
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.starts_with("workflow "))
+        .collect();
+    assert!(
+        block
+            .iter()
+            .any(|l| l.trim_start().starts_with("tick ") && l.contains("schedule"))
+            && block
+                .iter()
+                .any(|l| l.trim_start().starts_with("after ") && l.contains("parents")),
+        "one workflow holds tick's run and the run of after it set off:\n{history}"
+    );
+    assert_eq!(ok(&cli(&cluster, &["job", "logs", "tick"])), "tick 1\n");
+    assert_eq!(
+        ok(&cli(&cluster, &["job", "logs", "tick", "--stderr"])),
+        "oops\n"
+    );
+    let graph = ok(&cli(&cluster, &["job", "graph"]));
+    assert!(graph.contains("tick\n  after\n"), "{graph}");
+    let dot = ok(&cli(&cluster, &["job", "graph", "--dot"]));
+    assert!(dot.contains("\"tick\" -> \"after\""), "{dot}");
+
+    // On demand: run, then kill while it sleeps.
+    let long = write(
+        "long.json",
+        serde_json::json!({"id": "long", "run": {"cmd": "sleep 60", "cpus": 0.1, "mem": 16, "disk": 0}}),
+    );
+    ok(&cli(&cluster, &["job", "add", &long]));
+    let started = ok(&cli(&cluster, &["job", "run", "long"]));
+    assert!(
+        started.starts_with("run ") && started.contains("of job long started"),
+        "{started}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = ok(&cli(&cluster, &["job", "kill", "long"]));
+    assert!(killed.contains("stop asked"), "{killed}");
+    wait_for("the run to end", Duration::from_secs(20), || async {
+        let history = ok(&cli(&cluster, &["job", "history", "long"]));
+        history.contains("FAILED").then_some(())
+    })
+    .await;
+
+    // Errors name what is wrong and exit non-zero.
+    let bad = write(
+        "bad.json",
+        serde_json::json!({"id": "Bad", "run": {"cmd": "x", "cpus": 0.1}}),
+    );
+    let refused = cli(&cluster, &["job", "add", &bad]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("/id:") && stderr.contains("/run/mem: is required"),
+        "{stderr}"
+    );
+    let parent = cli(&cluster, &["job", "remove", "tick"]);
+    assert!(!parent.status.success());
+    assert!(
+        String::from_utf8_lossy(&parent.stderr).contains("job tick is a parent of after"),
+        "{parent:?}"
+    );
+    ok(&cli(&cluster, &["job", "remove", "after"]));
+    ok(&cli(&cluster, &["job", "remove", "tick", "--stop-runs"]));
+    let list = ok(&cli(&cluster, &["job", "list"]));
+    assert!(!list.contains("tick"), "{list}");
     cluster.stop().await;
 }

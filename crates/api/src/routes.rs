@@ -54,9 +54,15 @@ pub mod cluster {
     /// An app's facts Marathon's objects cannot carry (its deadline, the last automatic
     /// rollback).
     pub const APP: &str = "/cluster/v1/apps/{*id}";
+    /// Every job: its schedule in words, next run, parents, latest run.
+    pub const JOBS: &str = "/cluster/v1/jobs";
     /// A job's facts Chronos's and Metronome's objects cannot carry (runs' scheduled
-    /// instants, skipped instants).
+    /// instants and attempts with their output, skipped instants), and its summary.
     pub const JOB: &str = "/cluster/v1/jobs/{id}";
+
+    pub fn job(id: &str) -> String {
+        format!("{JOBS}/{id}")
+    }
     /// Every framework's events (server-sent): Marathon's and the jobs framework's.
     pub const EVENTS: &str = "/cluster/v1/events";
     /// Mesos-DNS's host lookup as DC/OS serves it (the DC/OS CLI asks it who leads).

@@ -118,6 +118,76 @@ impl Framework for Jobs {
     }
 }
 
+/// What `GET /cluster/v1/jobs` lists of a job (and `/cluster/v1/jobs/{id}` shows): its
+/// schedule in words and its next run, parents, counts, and its latest run.
+fn job_summary(
+    record: &dcos_core::jobs::state::JobRecord,
+    state: &ClusterState,
+    now_ms: u64,
+) -> serde_json::Value {
+    use dcos_core::jobs::describe;
+    use dcos_core::time::iso8601;
+    let spec = &record.spec;
+    let schedule = spec.schedule.as_ref().map(|schedule| {
+        let live = schedule.enabled && !spec.disabled;
+        serde_json::json!({
+            "id": schedule.id,
+            "expression": match &schedule.kind {
+                dcos_core::jobs::state::ScheduleKind::Cron(text)
+                | dcos_core::jobs::state::ScheduleKind::Iso8601(text) => text,
+            },
+            "timeZone": schedule.time_zone,
+            "concurrency": schedule.concurrency,
+            "enabled": schedule.enabled,
+            "text": describe::describe(schedule),
+            "nextRunAt": live
+                .then(|| describe::next_run(schedule, now_ms))
+                .flatten()
+                .map(iso8601),
+        })
+    });
+    let active: Vec<&str> = state
+        .jobs
+        .active_runs(&spec.id)
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    let last = record.history.back().map(|run| {
+        serde_json::json!({
+            "id": run.id, "status": run.status,
+            "finishedAt": run.completed_ms.map(iso8601),
+        })
+    });
+    serde_json::json!({
+        "id": spec.id,
+        "description": spec.description,
+        "disabled": spec.disabled,
+        "schedule": schedule,
+        "parents": spec.parents,
+        "activeRuns": active,
+        "lastRun": last,
+        "successCount": record.stats.success_count,
+        "errorCount": record.stats.error_count,
+        "historyKept": spec.history_kept,
+        "historyMaxAgeSeconds": spec.history_max_age_seconds,
+    })
+}
+
+/// `GET /cluster/v1/jobs`: every job, summed up (`job_summary`), by id.
+pub async fn list_jobs(
+    axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
+) -> axum::response::Response {
+    let now = crate::link::now_ms();
+    let jobs: Vec<serde_json::Value> = master.read(|s| {
+        s.jobs
+            .jobs
+            .values()
+            .map(|record| job_summary(record, s, now))
+            .collect()
+    });
+    crate::http_util::json_ok(&serde_json::json!({ "jobs": jobs }))
+}
+
 /// `GET /cluster/v1/jobs/{id}`: what this system keeps of a job that Chronos's and
 /// Metronome's objects cannot carry (their clients' shapes stay theirs): each finished
 /// run's trigger and the scheduled instant it was for, how each attempt ended (agent, exit
@@ -161,6 +231,13 @@ pub async fn job_record(
                             "startedAt": end.started_ms.map(iso8601),
                             "finishedAt": iso8601(end.ended_ms),
                         })).collect::<Vec<_>>(),
+                        // Where its latest task's logs are read while it is known.
+                        "agentUrl": run
+                            .task_ids
+                            .last()
+                            .and_then(|id| s.tasks.get(id))
+                            .and_then(|task| s.agents.get(&task.agent_id))
+                            .map(|agent| agent.url.as_str()),
                         "stdout": run.output.as_ref().map(|o| o.stdout.as_str()),
                         "stderr": run.output.as_ref().map(|o| o.stderr.as_str()),
                     })
@@ -178,7 +255,10 @@ pub async fn job_record(
                     })
                 })
                 .collect();
-            serde_json::json!({ "id": id, "runs": runs, "skipped": skipped })
+            let mut view = job_summary(record, s, crate::link::now_ms());
+            view["runs"] = runs.into();
+            view["skipped"] = skipped.into();
+            view
         })
     });
     match found {
