@@ -137,16 +137,16 @@ impl RequestGuard {
                 under(&metronome, &["*", "runs"])
                     || under(&metronome, &["*", "runs", "*", "actions", "stop"])
             }
-            // Chronos's run-now.
-            Method::PUT => under(
-                &[
+            // Chronos's run-now and mark-successful.
+            Method::PUT => {
+                let chronos = [
                     "/v1/scheduler",
                     "/scheduler",
                     "/chronos/v1/scheduler",
                     "/chronos/scheduler",
-                ],
-                &["job", "*"],
-            ),
+                ];
+                under(&chronos, &["job", "*"]) || under(&chronos, &["job", "success", "*"])
+            }
             _ => false,
         };
         let bodiless_action = action

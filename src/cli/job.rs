@@ -33,7 +33,14 @@ pub enum JobCommand {
     /// Show a job: its definition, schedule, next run and runs (JSON).
     Show { id: String },
     /// Start a run now (besides its schedule); prints the run's id.
-    Run { id: String },
+    Run {
+        id: String,
+        /// Run a failed step of a workflow again: the job runs in the workflow of its run
+        /// RUN (see `job history`), and the jobs after it continue that workflow when it
+        /// succeeds; the parents that succeeded do not run again.
+        #[arg(long, value_name = "RUN")]
+        rerun: Option<String>,
+    },
     /// Stop a job's runs under way (or only RUN): their tasks are killed, they end failed.
     Kill { id: String, run: Option<String> },
     /// Remove a job; with --stop-runs also when runs are under way (they are stopped).
@@ -250,15 +257,31 @@ pub(super) async fn job(client: &Client, json: bool, command: JobCommand) -> any
             record["definition"] = definition;
             print_json(&record)
         }
-        JobCommand::Run { id } => {
+        JobCommand::Run { id, rerun } => {
+            let body = match rerun {
+                Some(run) => {
+                    let record = job_record(client, &id).await?;
+                    let runs = record["runs"].as_array().cloned().unwrap_or_default();
+                    let Some(found) = runs.iter().find(|r| r["id"] == run.as_str()) else {
+                        anyhow::bail!("job {id} has no run {run} (see `dcos-rs job history {id}`)");
+                    };
+                    serde_json::json!({ "workflowId": found["workflowId"] })
+                }
+                None => serde_json::json!({}),
+            };
+            let path = format!("{}/runs", cluster_routes::job(&id));
             let answer = client
-                .send_text(Method::POST, &format!("/v1/jobs/{id}/runs"), Some(b"{}"))
+                .send_text(Method::POST, &path, Some(body.to_string().as_bytes()))
                 .await?;
             let run: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
             if json {
                 return print_json(&run);
             }
-            println!("run {} of job {id} started", text(&run["id"]));
+            println!(
+                "run {} of job {id} started (workflow {})",
+                text(&run["id"]),
+                text(&run["workflowId"])
+            );
             Ok(())
         }
         JobCommand::Kill { id, run } => {

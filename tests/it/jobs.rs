@@ -316,3 +316,118 @@ async fn a_jobs_events_are_on_our_stream_and_not_on_marathons() {
     assert!(!marathons.contains("job_"), "{marathons}");
     cluster.stop().await;
 }
+
+/// A workflow's failed step is run again in the same workflow (`POST
+/// /cluster/v1/jobs/{id}/runs` with its `workflowId`): its succeeded parent does not run
+/// again, and the job after it continues that workflow. Chronos's "mark successful" counts
+/// a success without a run and sets off the jobs after it. Metronome's queue, info, ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_runs_again_in_its_workflow_and_a_marked_success_sets_off_children() {
+    let cluster = TestCluster::start().await;
+    let marker = tempfile::Builder::new()
+        .prefix("dcos-rs-step")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        marker.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ok_file = marker.path().join("ok");
+    let start = dcos_core::time::iso8601(dcos_rs::link::now_ms() + 500);
+    let run = |cmd: &str| serde_json::json!({"cmd": cmd, "cpus": 0.1, "mem": 16});
+    put(&cluster, serde_json::json!({"id": "extract", "run": run("true"), "schedule": schedule(&format!("R1/{start}/PT1H"))})).await;
+    let check = format!("test -e {}", ok_file.display());
+    put(
+        &cluster,
+        serde_json::json!({"id": "load", "run": run(&check), "parents": ["extract"]}),
+    )
+    .await;
+    put(
+        &cluster,
+        serde_json::json!({"id": "report", "run": run("true"), "parents": ["load"]}),
+    )
+    .await;
+    let failed = wait_for("load to fail", Duration::from_secs(20), || async {
+        record(&cluster, "load").history.front().cloned()
+    })
+    .await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    let workflow = failed.workflow_id.clone();
+    assert_eq!(record(&cluster, "extract").history[0].workflow_id, workflow);
+
+    // A workflow the job never ran in is refused, naming it.
+    let refused = cluster
+        .client
+        .send_json::<serde_json::Value>(
+            hyper::Method::POST,
+            "/cluster/v1/jobs/load/runs",
+            br#"{"workflowId": "nope"}"#,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("no finished run in workflow nope"),
+        "{refused}"
+    );
+
+    std::fs::write(&ok_file, "").unwrap();
+    let body = serde_json::json!({ "workflowId": workflow }).to_string();
+    let rerun: serde_json::Value = cluster
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/cluster/v1/jobs/load/runs",
+            body.as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rerun["workflowId"], workflow.as_str());
+    let report = wait_for("report to run", Duration::from_secs(20), || async {
+        record(&cluster, "report").history.front().cloned()
+    })
+    .await;
+    assert_eq!(report.status, RunStatus::Success);
+    assert_eq!(
+        report.workflow_id, workflow,
+        "the chain continued its workflow"
+    );
+    let load = record(&cluster, "load");
+    assert_eq!(load.history.len(), 2);
+    assert_eq!(load.history[1].status, RunStatus::Success);
+    assert_eq!(load.history[1].workflow_id, workflow);
+    assert_eq!(
+        record(&cluster, "extract").history.len(),
+        1,
+        "the parent ran once"
+    );
+
+    // Marked successful through Chronos's API (bodiless PUT, as its clients send): report's
+    // parent counts a success without running, and report runs again.
+    let status = cluster
+        .client
+        .status_of(hyper::Method::PUT, "/scheduler/job/success/load")
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(record(&cluster, "load").stats.success_count, 2);
+    wait_for("report to run again", Duration::from_secs(20), || async {
+        (record(&cluster, "report").history.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(record(&cluster, "load").history.len(), 2, "no run of load");
+
+    let queue: serde_json::Value = cluster.client.get("/v1/queue").await.unwrap();
+    assert_eq!(queue, serde_json::json!([]));
+    let info: serde_json::Value = cluster.client.get("/service/metronome/info").await.unwrap();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let pong = cluster
+        .client
+        .get_text("/service/metronome/ping")
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+    cluster.stop().await;
+}

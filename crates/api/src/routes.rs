@@ -59,6 +59,8 @@ pub mod cluster {
     /// A job's facts Chronos's and Metronome's objects cannot carry (runs' scheduled
     /// instants and attempts with their output, skipped instants), and its summary.
     pub const JOB: &str = "/cluster/v1/jobs/{id}";
+    /// A run now, or a step of a workflow run again (`{"workflowId": ...}`).
+    pub const JOB_RUNS: &str = "/cluster/v1/jobs/{id}/runs";
 
     pub fn job(id: &str) -> String {
         format!("{JOBS}/{id}")

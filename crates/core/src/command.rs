@@ -90,6 +90,9 @@ pub enum Command {
     },
     /// Stop a run: its live task is killed and it ends failed, without retries.
     StopRun { run_id: String, at_ms: u64 },
+    /// Chronos's "mark a job successful": a success counted for the job without a run, so
+    /// the jobs after it may run.
+    MarkJobSuccess { job_id: String, at_ms: u64 },
     /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
     /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
     /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a

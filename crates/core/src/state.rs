@@ -371,6 +371,7 @@ impl ClusterState {
                     self.request_kill(&task_id, *at_ms);
                 }
             }
+            Command::MarkJobSuccess { job_id, at_ms } => self.jobs.mark_success(job_id, *at_ms)?,
             Command::KillTask { task_id, at_ms } => {
                 let task = self.task_mut(task_id)?;
                 if !task.state.is_terminal() {

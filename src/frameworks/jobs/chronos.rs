@@ -17,7 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use dcos_core::jobs::policy::Concurrency;
 use dcos_core::jobs::state::{
@@ -90,6 +90,7 @@ pub fn routes() -> Router<Arc<Master>> {
         .route("/jobs/summary", get(summary))
         .route("/jobs/search", get(search))
         .route("/job/stat/{name}", get(stat))
+        .route("/job/success/{name}", put(mark_success))
         .route("/job/{name}", get(show).put(run_now).delete(remove))
         .route("/task/kill/{name}", delete(kill_tasks))
         .route("/graph/csv", get(graph_csv))
@@ -389,6 +390,19 @@ async fn put_job(
     let command = Command::PutJob {
         job: spec,
         create: !exists,
+        at_ms: now_ms(),
+    };
+    match write(&master, command).await {
+        Ok(()) => no_content(),
+        Err(response) => response,
+    }
+}
+
+/// `PUT /scheduler/job/success/{name}`: the job counts a success now, without a run; the
+/// jobs after it may run.
+async fn mark_success(State(master): State<Arc<Master>>, Path(name): Path<String>) -> Response {
+    let command = Command::MarkJobSuccess {
+        job_id: name,
         at_ms: now_ms(),
     };
     match write(&master, command).await {

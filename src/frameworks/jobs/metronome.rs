@@ -85,8 +85,43 @@ pub fn routes() -> Router<Arc<Master>> {
         )
         .route("/v1/jobs/{id}/runs", get(runs).post(start))
         .route("/v1/jobs/{id}/runs/{rid}", get(show_run))
-        .route("/v1/jobs/{id}/runs/{rid}/actions/stop", post(stop));
-    v1.clone().nest("/service/metronome", v1)
+        .route("/v1/jobs/{id}/runs/{rid}/actions/stop", post(stop))
+        .route("/v1/queue", get(queue))
+        .route("/info", get(info));
+    // `/ping` is the master's own (Marathon's); under DC/OS's prefix it is Metronome's.
+    v1.clone().nest(
+        "/service/metronome",
+        v1.route("/ping", get(|| async { "pong" })),
+    )
+}
+
+/// `GET /v1/queue`: the runs waiting for their task (a first attempt not yet placed, or a
+/// retry waiting for its delay or for room), by job.
+async fn queue(State(master): State<Arc<Master>>) -> Response {
+    let queued = master.read(|s| {
+        let mut by_job: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+        for run in s.jobs.runs.values() {
+            if run.status == dcos_core::jobs::state::RunStatus::Starting && !run.stop_requested {
+                by_job
+                    .entry(run.job_id.as_str())
+                    .or_default()
+                    .push(json!({ "runId": run.id }));
+            }
+        }
+        by_job
+            .into_iter()
+            .map(|(job_id, runs)| json!({ "jobId": job_id, "runs": runs }))
+            .collect::<Vec<Value>>()
+    });
+    json_ok(&queued)
+}
+
+/// `GET /info`: what serves Metronome's API (this build of dcos-rs).
+async fn info() -> Response {
+    json_ok(&json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "libVersion": concat!("dcos-rs ", env!("CARGO_PKG_VERSION")),
+    }))
 }
 
 /// Metronome's dates: `2026-12-03T07:36:54.123+0000`.

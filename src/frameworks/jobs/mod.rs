@@ -10,6 +10,7 @@ pub mod metronome;
 
 use crate::link::random_id;
 use crate::master::{Framework, Proposal, Round};
+use axum::response::IntoResponse;
 use dcos_core::jobs::planner::{self, JobAction, JobsInput};
 use dcos_core::{ClusterState, Command};
 
@@ -171,6 +172,59 @@ fn job_summary(
         "historyKept": spec.history_kept,
         "historyMaxAgeSeconds": spec.history_max_age_seconds,
     })
+}
+
+/// `POST /cluster/v1/jobs/{id}/runs`: a run now; with `{"workflowId": ...}` a step of that
+/// workflow run again (the job must have run in it), so the jobs after it continue that
+/// workflow and its succeeded parents do not run again. Answers 201 with the run's ids.
+pub async fn start_run(
+    axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::http_util::api_error;
+    use dcos_api::ApiError;
+    let workflow = match serde_json::from_slice::<serde_json::Value>(&body) {
+        _ if body.is_empty() => None,
+        Ok(serde_json::Value::Object(object)) => match object.get("workflowId") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(w)) if !w.is_empty() => Some(w.clone()),
+            Some(_) => {
+                return api_error(ApiError::bad_request(
+                    "workflowId must be a run's workflow id",
+                ))
+            }
+        },
+        Ok(_) | Err(_) => {
+            return api_error(ApiError::bad_request(
+                "the body is a JSON object: {} or {\"workflowId\": \"...\"}",
+            ))
+        }
+    };
+    let now = crate::link::now_ms();
+    let run_id = run_id(now);
+    let command = Command::StartRun {
+        job_id: id.clone(),
+        workflow_id: workflow.clone().unwrap_or_else(|| run_id.clone()),
+        run_id: run_id.clone(),
+        trigger: dcos_core::jobs::state::Trigger::Manual,
+        arguments: Vec::new(),
+        at_ms: now,
+    };
+    match master.write(command).await {
+        Ok(dcos_core::Outcome::Applied) => {
+            let body = serde_json::json!({
+                "id": run_id,
+                "jobId": id,
+                "workflowId": workflow.unwrap_or_else(|| run_id.clone()),
+            });
+            (axum::http::StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+        Ok(dcos_core::Outcome::Rejected(reject)) => {
+            api_error(crate::master::http::reject_error(reject))
+        }
+        Err(e) => api_error(crate::master::http::raft_error(e)),
+    }
 }
 
 /// `GET /cluster/v1/jobs`: every job, summed up (`job_summary`), by id.

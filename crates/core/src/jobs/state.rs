@@ -325,6 +325,15 @@ impl JobsState {
         Ok(run.task_ids.last().cloned().into_iter().collect())
     }
 
+    /// `MarkJobSuccess`: a success of `job_id` now, counted as a run's would be.
+    pub(crate) fn mark_success(&mut self, job_id: &str, at_ms: u64) -> Result<(), Reject> {
+        let stats = &mut self.job_mut(job_id)?.stats;
+        stats.success_count += 1;
+        stats.last_success_ms = Some(at_ms);
+        stats.errors_since_last_success = 0;
+        Ok(())
+    }
+
     fn job_mut(&mut self, job_id: &str) -> Result<&mut JobRecord, Reject> {
         self.jobs.get_mut(job_id).ok_or_else(|| Reject::UnknownJob {
             job_id: job_id.to_string(),
@@ -462,6 +471,19 @@ impl JobsState {
                 return Err(Reject::RunNotDue {
                     job_id: job_id.to_string(),
                     reason: "its parents have not all succeeded since it last started".into(),
+                });
+            }
+        }
+        if *trigger == Trigger::Manual && workflow_id != run_id {
+            // A step of a workflow run again (its succeeded parents are not): the job must
+            // have run in that workflow.
+            let record = self.jobs.get(job_id).ok_or_else(|| Reject::UnknownJob {
+                job_id: job_id.to_string(),
+            })?;
+            if !record.history.iter().any(|r| r.workflow_id == workflow_id) {
+                return Err(Reject::RunNotDue {
+                    job_id: job_id.to_string(),
+                    reason: format!("it has no finished run in workflow {workflow_id}"),
                 });
             }
         }
@@ -753,6 +775,40 @@ mod tests {
         s.attempt_ended("x", false, 2);
         assert!(s.runs.is_empty());
         assert_eq!(s.jobs["soft"].stats, JobStats::default());
+    }
+
+    #[test]
+    fn a_step_runs_again_only_in_a_workflow_it_ran_in_and_a_marked_success_counts() {
+        let mut s = JobsState::default();
+        s.put_job(&job("load"), true, 0).unwrap();
+        let rerun = |s: &mut JobsState, workflow: &str| {
+            s.start_run("load", "again", workflow, &Trigger::Manual, &[], 10)
+        };
+        assert!(matches!(
+            rerun(&mut s, "w1"),
+            Err(Reject::RunNotDue { reason, .. }) if reason.contains("no finished run in workflow w1")
+        ));
+        s.start_run("load", "w1", "w1", &Trigger::Manual, &[], 1)
+            .unwrap();
+        s.attempt_ended("w1", false, 2);
+        rerun(&mut s, "w1").unwrap();
+        assert_eq!(s.runs["again"].workflow_id, "w1");
+        s.mark_success("load", 20).unwrap();
+        let stats = &s.jobs["load"].stats;
+        assert_eq!(
+            (
+                stats.success_count,
+                stats.last_success_ms,
+                stats.errors_since_last_success
+            ),
+            (1, Some(20), 0)
+        );
+        assert_eq!(
+            s.mark_success("nope", 20),
+            Err(Reject::UnknownJob {
+                job_id: "nope".into()
+            })
+        );
     }
 
     #[test]
