@@ -20,7 +20,9 @@ fn answer(status: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// An HTTP server of `files` on loopback, until the listener is dropped with the task.
-async fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn serve(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

@@ -431,3 +431,96 @@ async fn a_failed_step_runs_again_in_its_workflow_and_a_marked_success_sets_off_
     assert_eq!(pong, "pong");
     cluster.stop().await;
 }
+
+/// A run's artifacts are fetched into its sandbox and its placement constraints are met
+/// (Metronome's `artifacts` and `placement`); a run no agent may take waits in Metronome's
+/// queue. Fields kept but not acted on are named in warnings (the CLI prints them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_artifacts_are_fetched_and_its_constraints_met() {
+    let cluster = TestCluster::start_with(|opts| opts.agent.policy.allow_local_fetch = true).await;
+    let (base, _server) =
+        crate::fetch::serve(vec![("/tool.sh", b"#!/bin/sh\necho tool ran\n".to_vec())]).await;
+    let hostname = cluster
+        .handle()
+        .master
+        .read(|s| s.agents.values().next().unwrap().hostname.clone());
+    let job = |id: &str, host: &str| {
+        serde_json::json!({
+            "id": id,
+            "run": {
+                "cmd": "./tool.sh", "cpus": 0.1, "mem": 16, "disk": 0,
+                "artifacts": [{"uri": format!("{base}/tool.sh"), "executable": true, "extract": false}],
+                "placement": {"constraints": [{"attribute": "hostname", "operator": "EQ", "value": host}]},
+            },
+        })
+    };
+    for (id, host) in [("here", hostname.as_str()), ("nowhere", "no-such-host")] {
+        let created: serde_json::Value = cluster
+            .client
+            .send_json(
+                hyper::Method::POST,
+                "/v1/jobs",
+                job(id, host).to_string().as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            created["run"]["placement"]["constraints"][0]["operator"], "IS",
+            "{created}"
+        );
+        assert_eq!(
+            created["run"]["artifacts"][0]["executable"], true,
+            "{created}"
+        );
+        let _: serde_json::Value = cluster
+            .client
+            .send_json(hyper::Method::POST, &format!("/v1/jobs/{id}/runs"), b"{}")
+            .await
+            .unwrap();
+    }
+    let here = wait_for("here's run", Duration::from_secs(30), || async {
+        record(&cluster, "here").history.front().cloned()
+    })
+    .await;
+    assert_eq!(here.status, RunStatus::Success, "{here:?}");
+    assert_eq!(here.output.unwrap().stdout, "tool ran\n");
+    let queue: serde_json::Value = cluster.client.get("/v1/queue").await.unwrap();
+    assert_eq!(queue[0]["jobId"], "nowhere", "{queue}");
+    assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+
+    // A bad pattern or URI is refused, named.
+    let mut bad = job("bad", "(");
+    bad["run"]["placement"]["constraints"][0]["operator"] = "LIKE".into();
+    bad["run"]["artifacts"][0]["uri"] = "ftp://x/y".into();
+    let refused = cluster
+        .client
+        .send_json::<serde_json::Value>(hyper::Method::POST, "/v1/jobs", bad.to_string().as_bytes())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("/run/placement/constraints/0: \"(\" is not a regular expression")
+            && refused.contains("/run/artifacts/0: uri: must be an http://"),
+        "{refused}"
+    );
+
+    // Kept, not acted on: said so.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpu.json");
+    let mut gpu = job("gpu", &hostname);
+    gpu["run"]["gpus"] = 1.into();
+    std::fs::write(&file, gpu.to_string()).unwrap();
+    let added = cluster
+        .cli()
+        .args(["job", "add"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let stderr = String::from_utf8_lossy(&added.stderr);
+    assert!(
+        stderr.contains("run.gpus is kept but not acted on"),
+        "{stderr}"
+    );
+    cluster.stop().await;
+}

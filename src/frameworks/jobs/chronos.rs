@@ -23,6 +23,7 @@ use dcos_core::jobs::policy::Concurrency;
 use dcos_core::jobs::state::{
     JobRecord, JobSpec, RunSpec, RunStatus, ScheduleKind, ScheduleSpec, Trigger,
 };
+use dcos_core::types::TaskFetch;
 use dcos_core::{ClusterState, Command, Outcome};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -49,6 +50,9 @@ const READ: &[&str] = &[
     "concurrent",
     "epsilon",
     "arguments",
+    "fetch",
+    "uris",
+    "constraints",
 ];
 const COMPUTED: &[&str] = &[
     "successCount",
@@ -65,10 +69,7 @@ const KEPT: &[&str] = &[
     "executorFlags",
     "taskInfoData",
     "dataProcessingJobType",
-    "fetch",
-    "uris",
     "highPriority",
-    "constraints",
     "async",
     "dataJob",
 ];
@@ -236,6 +237,8 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
         }
         None => 2,
     };
+    let constraints = chronos_constraints(body.get("constraints"))?;
+    let fetch = chronos_fetch(body)?;
     let positive = |n: Option<f64>, default: f64| n.filter(|n| *n > 0.0).unwrap_or(default);
     let mut kept = std::collections::BTreeMap::new();
     for key in KEPT {
@@ -265,6 +268,8 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
                 Some(ms) if ms > 0.0 => Some((ms / 1000.0).ceil() as u64),
                 _ => None,
             },
+            constraints,
+            fetch,
         },
         schedule,
         parents,
@@ -275,6 +280,85 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
         history_max_age_seconds: None,
         kept,
     })
+}
+
+/// Chronos's `constraints`, `[[attribute, EQUALS|LIKE|UNLIKE, value]]`.
+fn chronos_constraints(value: Option<&Value>) -> Result<Vec<Vec<String>>, String> {
+    let list = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err("constraints must be a list of [attribute, operator, value]".into()),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let parts: Option<Vec<&str>> = item
+                .as_array()
+                .filter(|parts| parts.len() == 3)
+                .and_then(|parts| parts.iter().map(Value::as_str).collect());
+            let Some(parts) = parts else {
+                return Err(format!(
+                    "constraints[{i}] must be [attribute, EQUALS|LIKE|UNLIKE, value]"
+                ));
+            };
+            RunSpec::constraint(parts[0], parts[1], parts[2])
+                .map_err(|e| format!("constraints[{i}]: {e}"))
+        })
+        .collect()
+}
+
+/// Chronos's `fetch` (`[{uri, executable, cache, extract, output_file}]`) or older `uris`
+/// (each extracted, as Mesos's fetcher did).
+fn chronos_fetch(body: &Map<String, Value>) -> Result<Vec<TaskFetch>, String> {
+    let mut fetch = Vec::new();
+    match body.get("fetch") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, item) in list.iter().enumerate() {
+                let flag = |key: &str, default: bool| {
+                    item.get(key).and_then(Value::as_bool).unwrap_or(default)
+                };
+                let Some(uri) = item.get("uri").and_then(Value::as_str) else {
+                    return Err(format!("fetch[{i}].uri is required"));
+                };
+                fetch.push(TaskFetch {
+                    uri: uri.to_string(),
+                    extract: flag("extract", true),
+                    executable: flag("executable", false),
+                    cache: flag("cache", false),
+                    output_file: item
+                        .get("output_file")
+                        .or_else(|| item.get("outputFile"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                });
+            }
+        }
+        Some(_) => return Err("fetch must be a list of {uri, ...}".into()),
+    }
+    match body.get("uris") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+            if !fetch.is_empty() && !list.is_empty() {
+                return Err("give either uris or fetch, not both".into());
+            }
+            fetch.extend(list.iter().filter_map(Value::as_str).map(|uri| TaskFetch {
+                uri: uri.to_string(),
+                extract: true,
+                executable: false,
+                cache: false,
+                output_file: None,
+            }));
+        }
+        Some(_) => return Err("uris must be a list of URIs".into()),
+    }
+    if let Some((index, reason)) = RunSpec::check_fetch(&fetch).into_iter().next() {
+        return Err(match index {
+            Some(i) => format!("fetch[{i}].{reason}"),
+            None => format!("fetch: {reason}"),
+        });
+    }
+    Ok(fetch)
 }
 
 /// A job as Chronos shows it: its definition, and its counts (`""` when never).
@@ -308,8 +392,19 @@ fn job_to_chronos(record: &JobRecord) -> Value {
         "highPriority": false,
         "dataProcessingJobType": false,
         "uris": [],
-        "fetch": [],
-        "constraints": [],
+        "fetch": spec.run.fetch.iter().map(|f| {
+            let mut item = json!({
+                "uri": f.uri, "executable": f.executable, "cache": f.cache, "extract": f.extract,
+            });
+            if let Some(name) = &f.output_file {
+                item["output_file"] = name.clone().into();
+            }
+            item
+        }).collect::<Vec<_>>(),
+        "constraints": spec.run.constraints.iter().map(|c| {
+            let operator = if c[1] == "IS" { "EQUALS" } else { c[1].as_str() };
+            json!([c[0], operator, c[2]])
+        }).collect::<Vec<_>>(),
     });
     let object = job.as_object_mut().expect("an object");
     if let Some(schedule) = &spec.schedule {
@@ -387,13 +482,14 @@ async fn put_job(
         spec.history_kept = kept;
         spec.history_max_age_seconds = max_age;
     }
+    let warnings = super::warning_headers(&super::unhonoured(&spec));
     let command = Command::PutJob {
         job: spec,
         create: !exists,
         at_ms: now_ms(),
     };
     match write(&master, command).await {
-        Ok(()) => no_content(),
+        Ok(()) => (warnings, no_content()).into_response(),
         Err(response) => response,
     }
 }

@@ -23,6 +23,7 @@ use dcos_core::jobs::policy::Concurrency;
 use dcos_core::jobs::state::{
     JobRecord, JobRun, JobSpec, RunSpec, RunStatus, ScheduleKind, ScheduleSpec, Trigger,
 };
+use dcos_core::types::TaskFetch;
 use dcos_core::{Command, Outcome, Reject};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -51,8 +52,6 @@ const RUN_KEYS: &[&str] = &[
 /// What of `run` is kept as given and shown again (of it, only `restart` is acted on).
 const RUN_KEPT: &[&str] = &[
     "gpus",
-    "placement",
-    "artifacts",
     "maxLaunchDelay",
     "ucr",
     "volumes",
@@ -250,6 +249,96 @@ fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String,
     })
 }
 
+/// `run.placement`: `{constraints: [{attribute, operator, value}]}` (`EQ` kept as `IS`).
+fn placement_from(value: Option<&Value>, errors: &mut Vec<(String, String)>) -> Vec<Vec<String>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    let Some(placement) = value.as_object() else {
+        errors.push(("/run/placement".into(), "must be an object".into()));
+        return Vec::new();
+    };
+    for key in placement.keys().filter(|k| *k != "constraints") {
+        errors.push((format!("/run/placement/{key}"), "unknown property".into()));
+    }
+    let mut constraints = Vec::new();
+    let list = match placement.get("constraints") {
+        None | Some(Value::Null) => return constraints,
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            errors.push(("/run/placement/constraints".into(), "must be a list".into()));
+            return constraints;
+        }
+    };
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("/run/placement/constraints/{i}");
+        let field = |key: &str| item.get(key).and_then(Value::as_str);
+        for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !["attribute", "operator", "value"].contains(&key.as_str()) {
+                errors.push((format!("{path}/{key}"), "unknown property".into()));
+            }
+        }
+        match (field("attribute"), field("operator")) {
+            (Some(attribute), Some(operator)) => {
+                let value = field("value").unwrap_or_default();
+                match RunSpec::constraint(attribute, operator, value) {
+                    Ok(constraint) => constraints.push(constraint),
+                    Err(reason) => errors.push((path, reason)),
+                }
+            }
+            _ => errors.push((
+                path,
+                "needs attribute and operator (IS, LIKE, UNLIKE) and value".into(),
+            )),
+        }
+    }
+    constraints
+}
+
+/// `run.artifacts`: `[{uri, extract (true), executable, cache}]`, checked as Marathon's
+/// `fetch`.
+fn artifacts_from(value: Option<&Value>, errors: &mut Vec<(String, String)>) -> Vec<TaskFetch> {
+    let list = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            errors.push(("/run/artifacts".into(), "must be a list".into()));
+            return Vec::new();
+        }
+    };
+    let mut fetch = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let flag =
+            |key: &str, default: bool| item.get(key).and_then(Value::as_bool).unwrap_or(default);
+        for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !["uri", "extract", "executable", "cache"].contains(&key.as_str()) {
+                errors.push((
+                    format!("/run/artifacts/{i}/{key}"),
+                    "unknown property".into(),
+                ));
+            }
+        }
+        match item.get("uri").and_then(Value::as_str) {
+            Some(uri) => fetch.push(TaskFetch {
+                uri: uri.to_string(),
+                extract: flag("extract", true),
+                executable: flag("executable", false),
+                cache: flag("cache", false),
+                output_file: None,
+            }),
+            None => errors.push((format!("/run/artifacts/{i}/uri"), "is required".into())),
+        }
+    }
+    for (index, reason) in RunSpec::check_fetch(&fetch) {
+        let path = match index {
+            Some(i) => format!("/run/artifacts/{i}"),
+            None => "/run/artifacts".into(),
+        };
+        errors.push((path, reason));
+    }
+    fetch
+}
+
 /// A Metronome job (without its schedules) into the jobs framework's.
 fn job_from(
     object: &Map<String, Value>,
@@ -373,6 +462,8 @@ fn job_from(
             }
         },
     };
+    let constraints = placement_from(run.get("placement"), &mut errors);
+    let fetch = artifacts_from(run.get("artifacts"), &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -414,6 +505,8 @@ fn job_from(
             image,
             user,
             max_duration_seconds: deadline,
+            constraints,
+            fetch,
         },
         schedule: None,
         parents: Vec::new(),
@@ -516,6 +609,24 @@ fn job_view(
     }
     if let Some(user) = &spec.run.user {
         run["user"] = user.clone().into();
+    }
+    if !spec.run.constraints.is_empty() {
+        let constraints: Vec<Value> = spec
+            .run
+            .constraints
+            .iter()
+            .map(|c| json!({ "attribute": c[0], "operator": c[1], "value": c[2] }))
+            .collect();
+        run["placement"] = json!({ "constraints": constraints });
+    }
+    if !spec.run.fetch.is_empty() {
+        let artifacts: Vec<Value> = spec
+            .run
+            .fetch
+            .iter()
+            .map(|f| json!({ "uri": f.uri, "extract": f.extract, "executable": f.executable, "cache": f.cache }))
+            .collect();
+        run["artifacts"] = json!(artifacts);
     }
     if let Some(Value::Object(kept)) = spec.kept.get("metronome.run") {
         for (k, v) in kept {
@@ -682,6 +793,7 @@ async fn put_and_show(
     status: StatusCode,
 ) -> Response {
     let id = spec.id.clone();
+    let warnings = super::warning_headers(&super::unhonoured(&spec));
     let command = Command::PutJob {
         job: spec,
         create,
@@ -692,7 +804,7 @@ async fn put_and_show(
     }
     let now = now_ms();
     let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
-    (status, Json(view.unwrap_or(Value::Null))).into_response()
+    (status, warnings, Json(view.unwrap_or(Value::Null))).into_response()
 }
 
 /// `PUT /v1/jobs/{id}`: the job's definition replaced; its schedules stay.

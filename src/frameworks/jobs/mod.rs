@@ -34,6 +34,79 @@ pub fn run_id(now_ms: u64) -> String {
     format!("{time}{random}")
 }
 
+/// What a job holds that this framework keeps (and shows again) but does not act on, each
+/// as a warning for the `Warning` header of the answer that wrote it. Values equal to the
+/// APIs' defaults say nothing.
+pub fn unhonoured(spec: &dcos_core::jobs::state::JobSpec) -> Vec<String> {
+    use serde_json::{json, Value};
+    let mut warnings = Vec::new();
+    let mut check = |name: String, value: &Value, default: &[Value]| {
+        let empty = matches!(value, Value::Null)
+            || value.as_array().is_some_and(Vec::is_empty)
+            || value.as_object().is_some_and(serde_json::Map::is_empty);
+        if !empty && !default.contains(value) {
+            warnings.push(format!("{name} is kept but not acted on by dcos-rs"));
+        }
+    };
+    let chronos: [(&str, &[Value]); 8] = [
+        ("shell", &[json!(true)]),
+        ("executor", &[json!("")]),
+        ("executorFlags", &[json!("")]),
+        ("taskInfoData", &[json!("")]),
+        ("highPriority", &[json!(false)]),
+        ("dataProcessingJobType", &[json!(false)]),
+        ("async", &[json!(false)]),
+        ("dataJob", &[json!(false)]),
+    ];
+    for (key, default) in chronos {
+        if let Some(value) = spec.kept.get(key) {
+            check(key.to_string(), value, default);
+        }
+    }
+    if let Some(Value::Object(run)) = spec.kept.get("metronome.run") {
+        let metronome: [(&str, &[Value]); 7] = [
+            ("gpus", &[json!(0), json!(0.0)]),
+            ("maxLaunchDelay", &[json!(3600)]),
+            ("ucr", &[]),
+            ("volumes", &[]),
+            ("taskKillGracePeriodSeconds", &[]),
+            ("secrets", &[]),
+            ("networks", &[]),
+        ];
+        for (key, default) in metronome {
+            if let Some(value) = run.get(key) {
+                check(format!("run.{key}"), value, default);
+            }
+        }
+    }
+    if let Some(Value::Object(docker)) = spec.kept.get("metronome.docker") {
+        let defaults: [(&str, &[Value]); 3] = [
+            ("forcePullImage", &[json!(false)]),
+            ("privileged", &[json!(false)]),
+            ("parameters", &[]),
+        ];
+        for (key, default) in defaults {
+            if let Some(value) = docker.get(key) {
+                check(format!("run.docker.{key}"), value, default);
+            }
+        }
+    }
+    warnings
+}
+
+/// The `Warning` headers of `warnings` (RFC 7234's miscellaneous persistent warning, as the
+/// services framework sends them).
+pub fn warning_headers(warnings: &[String]) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    for warning in warnings {
+        let text = format!("299 dcos-rs \"{warning}\"").replace(['\r', '\n'], " ");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            headers.append(axum::http::header::WARNING, value);
+        }
+    }
+    headers
+}
+
 impl Framework for Jobs {
     fn name(&self) -> &'static str {
         "jobs"

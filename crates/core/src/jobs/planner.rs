@@ -216,11 +216,12 @@ pub fn plan(state: &ClusterState, input: &JobsInput) -> Vec<JobAction> {
         match run.status {
             RunStatus::Starting if !run.stop_requested && run.ready_at_ms <= now_ms => {
                 let image = record.spec.run.image.as_deref().map(input.image_key);
+                let constraints = record.spec.run.placement_constraints();
                 let ask = crate::placement::Ask {
                     resources: record.spec.run.resources(),
                     ports: &[],
                     image: image.as_deref(),
-                    constraints: &[],
+                    constraints: &constraints,
                     spread: None,
                 };
                 // Unplaced, it waits for the next round.
@@ -319,7 +320,7 @@ pub fn build_task(
             network: Default::default(),
             user_namespace: false,
             health_checks: Vec::new(),
-            fetch: Vec::new(),
+            fetch: spec.fetch.clone(),
             readiness_checks: Vec::new(),
             output_tail_bytes: crate::types::OUTPUT_TAIL_MAX_BYTES as u64,
         },
@@ -363,7 +364,7 @@ mod tests {
     use super::*;
     use crate::command::{Command, Outcome};
     use crate::jobs::policy::Concurrency;
-    use crate::jobs::state::{JobSpec, ScheduleSpec};
+    use crate::jobs::state::{JobSpec, RunSpec, ScheduleSpec};
 
     const T0: u64 = 1_798_761_600_000; // 2027-01-01T00:00:00Z
 
@@ -565,19 +566,21 @@ mod tests {
         let b = spec("b", None, &[]);
         let child = spec("child", None, &["a", "b"]);
         let mut s = state_with(&[a, b, child], T0);
+        // Each a workflow of its own (a run's id): the child continues the workflow of the
+        // parent that succeeded last.
         let manual = |job: &str, run: &str| Command::StartRun {
             job_id: job.into(),
             run_id: run.into(),
-            workflow_id: "wf1".into(),
+            workflow_id: run.into(),
             trigger: Trigger::Manual,
             arguments: vec![],
             at_ms: T0,
         };
-        s.apply(&manual("a", "ra"));
+        assert_eq!(s.apply(&manual("a", "ra")), Outcome::Applied);
         s.jobs.attempt_ended("ra", true, T0 + 10);
         assert!(plan(&s, &at(T0 + 20)).is_empty(), "b has not succeeded");
-        s.apply(&manual("b", "rb"));
-        s.jobs.attempt_ended("rb", true, T0 + 30);
+        assert_eq!(s.apply(&manual("b", "wf1")), Outcome::Applied);
+        s.jobs.attempt_ended("wf1", true, T0 + 30);
         let actions = plan(&s, &at(T0 + 40));
         assert_eq!(
             actions,
@@ -631,6 +634,56 @@ mod tests {
                 agent_id: "a1".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_run_goes_only_where_its_constraints_allow_and_takes_its_artifacts() {
+        let mut job = spec("placed", None, &[]);
+        job.run.constraints = vec![RunSpec::constraint("rack", "EQUALS", "r2").unwrap()];
+        job.run.fetch = vec![crate::types::TaskFetch {
+            uri: "https://example.com/tool.tgz".into(),
+            extract: true,
+            executable: false,
+            cache: true,
+            output_file: None,
+        }];
+        let mut s = state_with(&[job], T0);
+        for (id, rack) in [("a2", "r2"), ("a3", "r3")] {
+            let mut agent = crate::state::tests::agent(id, 4_000, 8_192);
+            agent.attributes.insert("rack".into(), rack.into());
+            s.apply(&Command::RegisterAgent { agent });
+        }
+        let manual = |run_id: &str| Command::StartRun {
+            job_id: "placed".into(),
+            run_id: run_id.into(),
+            workflow_id: run_id.into(),
+            trigger: Trigger::Manual,
+            arguments: vec![],
+            at_ms: T0,
+        };
+        s.apply(&manual("r"));
+        // a3 has the most free memory with a2, a1 has no rack: a2 it is.
+        assert_eq!(
+            plan(&s, &at(T0)),
+            vec![JobAction::Launch {
+                run_id: "r".into(),
+                agent_id: "a2".into()
+            }]
+        );
+        let task = build_task(
+            &s.jobs.jobs["placed"],
+            &s.jobs.runs["r"],
+            "a2",
+            "t".into(),
+            T0,
+        );
+        assert_eq!(task.launch.fetch, s.jobs.jobs["placed"].spec.run.fetch);
+        // A pattern no agent matches: it waits.
+        s.jobs.jobs.get_mut("placed").unwrap().spec.run.constraints =
+            vec![RunSpec::constraint("rack", "LIKE", "r[45]").unwrap()];
+        assert!(plan(&s, &at(T0)).is_empty());
+        assert!(RunSpec::constraint("rack", "UNIQUE", "").is_err());
+        assert!(RunSpec::constraint("rack", "LIKE", "(").is_err());
     }
 
     #[test]

@@ -82,11 +82,91 @@ pub struct RunSpec {
     /// running longer is killed and fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_seconds: Option<u64>,
+    /// Where its tasks may run: `[field, IS|LIKE|UNLIKE, value]` on the agent's hostname or
+    /// attributes (Chronos's `constraints`, Metronome's `placement.constraints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Vec<String>>,
+    /// Artifacts fetched into each attempt's sandbox before it starts (Chronos's `fetch`
+    /// and `uris`, Metronome's `artifacts`), as the services framework's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<crate::types::TaskFetch>,
 }
+
+/// Constraint operators a job's run takes (Metronome's; Chronos's `EQUALS` and Metronome's
+/// `EQ` are `IS`).
+pub const RUN_OPERATORS: &[&str] = &["IS", "LIKE", "UNLIKE"];
 
 impl RunSpec {
     pub fn resources(&self) -> crate::types::Resources {
         crate::types::Resources::of(self.cpus, self.mem, self.disk)
+    }
+
+    /// A placement constraint as a run keeps it: the operator upper-cased and `EQ`/`EQUALS`
+    /// as `IS`; a `LIKE`/`UNLIKE` pattern must be a regular expression.
+    pub fn constraint(field: &str, operator: &str, value: &str) -> Result<Vec<String>, String> {
+        let operator = match operator.to_ascii_uppercase().as_str() {
+            "EQ" | "EQUALS" | "IS" => "IS",
+            "LIKE" => "LIKE",
+            "UNLIKE" => "UNLIKE",
+            other => {
+                return Err(format!(
+                    "operator {other:?} is not IS (EQ, EQUALS), LIKE or UNLIKE"
+                ))
+            }
+        };
+        if field.is_empty() {
+            return Err("the attribute is empty".into());
+        }
+        if operator != "IS" && crate::constraints::anchored(value).is_none() {
+            return Err(format!("{value:?} is not a regular expression"));
+        }
+        Ok(vec![
+            field.to_string(),
+            operator.to_string(),
+            value.to_string(),
+        ])
+    }
+
+    /// Its constraints for placement (each checked by `constraint` when written).
+    pub fn placement_constraints(&self) -> Vec<crate::constraints::Constraint> {
+        self.constraints
+            .iter()
+            .filter_map(|raw| crate::constraints::Constraint::parse(raw))
+            .collect()
+    }
+
+    /// What is wrong with its artifacts, as Marathon's `fetch` is checked (schemes, sizes,
+    /// file names): `(index, reason)`.
+    pub fn check_fetch(fetch: &[crate::types::TaskFetch]) -> Vec<(Option<usize>, String)> {
+        let as_marathon: Vec<crate::services::fields::Fetch> = fetch
+            .iter()
+            .map(|f| crate::services::fields::Fetch {
+                uri: f.uri.clone(),
+                extract: f.extract,
+                executable: f.executable,
+                cache: f.cache,
+                output_file: f.output_file.clone(),
+            })
+            .collect();
+        let mut errors = Vec::new();
+        crate::services::fields::validate_fetch(&as_marathon, &mut errors);
+        errors
+            .into_iter()
+            .map(|e| {
+                // `fetch[3].uri` -> index 3 and "uri: ..."
+                let index = e
+                    .field
+                    .strip_prefix("fetch[")
+                    .and_then(|rest| rest.split(']').next())
+                    .and_then(|n| n.parse().ok());
+                let part = e.field.split_once('.').map(|(_, part)| part);
+                let reason = match part {
+                    Some(part) => format!("{part}: {}", e.reason),
+                    None => e.reason,
+                };
+                (index, reason)
+            })
+            .collect()
     }
 }
 
@@ -642,6 +722,8 @@ mod tests {
                 image: None,
                 user: None,
                 max_duration_seconds: None,
+                constraints: Vec::new(),
+                fetch: Vec::new(),
             },
             schedule: Some(ScheduleSpec {
                 id: "default".into(),
