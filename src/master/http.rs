@@ -489,6 +489,7 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::JobExists { .. }
         | Reject::JobIsParent { .. }
         | Reject::JobRunsActive { .. }
+        | Reject::JobChanged { .. }
         | Reject::RunExists { .. }
         | Reject::InstantDecided { .. } => ApiError::conflict(reject.to_string()),
         Reject::UnknownApp { .. }

@@ -187,6 +187,7 @@ async fn services_run_end_to_end_on_fake_agents_without_root() {
             job: backup,
             create: true,
             at_ms: 1,
+            if_version_ms: None,
         },
         Command::StartRun {
             job_id: "backup".into(),

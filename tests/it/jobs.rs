@@ -13,6 +13,7 @@ async fn put(cluster: &TestCluster, job: serde_json::Value) {
         job: serde_json::from_value(job).expect("a job"),
         create: true,
         at_ms: dcos_rs::link::now_ms(),
+        if_version_ms: None,
     };
     let outcome = cluster.handle().master.write(command).await.unwrap();
     assert_eq!(outcome, Outcome::Applied);

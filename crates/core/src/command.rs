@@ -61,6 +61,10 @@ pub enum Command {
         job: crate::jobs::state::JobSpec,
         create: bool,
         at_ms: u64,
+        /// Only if the job is still at this version (`JobRecord::version_ms`): a change
+        /// read off the job as it was is refused (`JobChanged`) when another came between.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version_ms: Option<u64>,
     },
     /// Remove a job; with `stop_runs` its runs under way are stopped (tasks killed), else
     /// such a job is refused, as is one another job names as parent.
@@ -236,6 +240,8 @@ pub enum Reject {
         "job {job_id} has runs under way ({runs:?}): stop them first (stopCurrentJobRuns=true)"
     )]
     JobRunsActive { job_id: String, runs: Vec<String> },
+    #[error("job {job_id} changed while this change was being made: read it again and retry")]
+    JobChanged { job_id: String },
     #[error("run {run_id} already exists")]
     RunExists { run_id: String },
     #[error("run {run_id} does not exist or has finished")]

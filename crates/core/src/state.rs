@@ -322,7 +322,20 @@ impl ClusterState {
                 self.tasks.insert(task.id.clone(), task.clone());
                 self.jobs.task_launched(task);
             }
-            Command::PutJob { job, create, at_ms } => {
+            Command::PutJob {
+                job,
+                create,
+                at_ms,
+                if_version_ms,
+            } => {
+                if let Some(version) = if_version_ms {
+                    let current = self.jobs.jobs.get(&job.id).map(|r| r.version_ms);
+                    if current != Some(*version) {
+                        return Err(Reject::JobChanged {
+                            job_id: job.id.clone(),
+                        });
+                    }
+                }
                 let graph: BTreeMap<String, Vec<String>> = self
                     .jobs
                     .jobs

@@ -24,7 +24,7 @@ use dcos_core::jobs::state::{
     JobRecord, JobSpec, RunSpec, RunStatus, ScheduleKind, ScheduleSpec, Trigger,
 };
 use dcos_core::types::TaskFetch;
-use dcos_core::{ClusterState, Command, Outcome};
+use dcos_core::{ClusterState, Command, Outcome, Reject};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -470,28 +470,40 @@ async fn put_job(
         Ok(spec) => spec,
         Err(message) => return bad_request(message),
     };
-    // Chronos's job carries no retention: a replaced job keeps its own.
-    let current = master.read(|s| {
-        s.jobs
-            .jobs
-            .get(&spec.id)
-            .map(|r| (r.spec.history_kept, r.spec.history_max_age_seconds))
-    });
-    let exists = current.is_some();
-    if let Some((kept, max_age)) = current {
-        spec.history_kept = kept;
-        spec.history_max_age_seconds = max_age;
-    }
     let warnings = super::warning_headers(&super::unhonoured(&spec));
-    let command = Command::PutJob {
-        job: spec,
-        create: !exists,
-        at_ms: now_ms(),
-    };
-    match write(&master, command).await {
-        Ok(()) => (warnings, no_content()).into_response(),
-        Err(response) => response,
+    // Chronos's job carries no retention: a replaced job keeps its own, as it is when
+    // written (a change between the read and the write makes it read again).
+    for _ in 0..3 {
+        let current = master.read(|s| {
+            s.jobs.jobs.get(&spec.id).map(|r| {
+                (
+                    r.spec.history_kept,
+                    r.spec.history_max_age_seconds,
+                    r.version_ms,
+                )
+            })
+        });
+        if let Some((kept, max_age, _)) = current {
+            spec.history_kept = kept;
+            spec.history_max_age_seconds = max_age;
+        }
+        let command = Command::PutJob {
+            job: spec.clone(),
+            create: current.is_none(),
+            at_ms: now_ms(),
+            if_version_ms: current.map(|(_, _, version)| version),
+        };
+        match master.write(command).await {
+            Ok(Outcome::Applied) => return (warnings, no_content()).into_response(),
+            Ok(Outcome::Rejected(Reject::JobChanged { .. } | Reject::JobExists { .. })) => continue,
+            Ok(Outcome::Rejected(reject)) => return bad_request(reject.to_string()),
+            Err(e) => return crate::http_util::api_error(raft_error(e)),
+        }
     }
+    bad_request(format!(
+        "job {} kept changing while it was being written; retry",
+        spec.id
+    ))
 }
 
 /// `PUT /scheduler/job/success/{name}`: the job counts a success now, without a run; the

@@ -1,7 +1,8 @@
 //! The jobs framework's events, on our own stream (`GET /cluster/v1/events`; never on
 //! Marathon's, whose clients know only its event types), from the commands applied:
 //!
-//! - `job_created`, `job_updated` (`jobId`, `version`), `job_deleted` (`jobId`);
+//! - `job_created`, `job_updated` (`jobId`, `version`), `job_deleted` (`jobId`),
+//!   `job_marked_successful` (Chronos's "mark successful": `jobId`, `at`);
 //! - `job_run_started` (`jobId`, `runId`, `workflowId`, `trigger`: `schedule`, `manual` or
 //!   `parents`, and `scheduledAt` for a scheduled one), `job_run_skipped` (`jobId`,
 //!   `first`, `last`, `count`, `reason`);
@@ -32,13 +33,19 @@ pub fn events_of(state: &ClusterState, batch: &[Arc<AppliedCommand>]) -> Vec<Eve
             continue;
         }
         match &applied.command {
-            Command::PutJob { job, create, at_ms } => events.push(own_event(
+            Command::PutJob {
+                job, create, at_ms, ..
+            } => events.push(own_event(
                 if *create {
                     "job_created"
                 } else {
                     "job_updated"
                 },
                 json!({ "jobId": job.id, "version": iso8601(*at_ms) }),
+            )),
+            Command::MarkJobSuccess { job_id, at_ms } => events.push(own_event(
+                "job_marked_successful",
+                json!({ "jobId": job_id, "at": iso8601(*at_ms) }),
             )),
             Command::RemoveJob { job_id, .. } => {
                 events.push(own_event("job_deleted", json!({ "jobId": job_id })))

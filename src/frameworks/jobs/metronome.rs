@@ -798,6 +798,7 @@ async fn put_and_show(
         job: spec,
         create,
         at_ms: now_ms(),
+        if_version_ms: None,
     };
     if let Err(r) = write(master, command).await {
         return r;
@@ -819,37 +820,81 @@ async fn replace(
     };
     // A job named through Chronos's API may not be Metronome-shaped: its own id is fine.
     let exists = master.read(|s| s.jobs.jobs.contains_key(&id));
-    let mut spec = match job_from(&object, exists.then_some(id.as_str())) {
+    let spec = match job_from(&object, exists.then_some(id.as_str())) {
         Ok(spec) => spec,
         Err(errors) => return invalid(errors),
     };
     if spec.id != id {
         return invalid(vec![("/id".into(), format!("must be {id}, the job's id"))]);
     }
-    let Some(current) = master.read(|s| s.jobs.jobs.get(&id).map(|r| r.spec.clone())) else {
-        return not_found(&id);
-    };
-    // What Metronome's job does not carry stays as it was (a job made through Chronos's
-    // API keeps its parents, disabled, softError, its other fields, and its retries when
-    // the restart policy says the same).
-    spec.schedule = current.schedule;
-    spec.parents = current.parents;
-    spec.disabled = current.disabled;
-    spec.soft_error = current.soft_error;
-    spec.history_kept = current.history_kept;
-    spec.history_max_age_seconds = current.history_max_age_seconds;
-    if (spec.retries > 0) == (current.retries > 0) {
-        spec.retries = current.retries;
+    let warnings = super::warning_headers(&super::unhonoured(&spec));
+    let written = modify_job(&master, &id, |current| {
+        // What Metronome's job does not carry stays as it was (a job made through
+        // Chronos's API keeps its parents, disabled, softError, its other fields, and its
+        // retries when the restart policy says the same).
+        let mut spec = spec.clone();
+        spec.schedule = current.schedule;
+        spec.parents = current.parents;
+        spec.disabled = current.disabled;
+        spec.soft_error = current.soft_error;
+        spec.history_kept = current.history_kept;
+        spec.history_max_age_seconds = current.history_max_age_seconds;
+        if (spec.retries > 0) == (current.retries > 0) {
+            spec.retries = current.retries;
+        }
+        if spec.run.max_duration_seconds.is_none() {
+            spec.run.max_duration_seconds = current.run.max_duration_seconds;
+        }
+        for (key, value) in current.kept {
+            if !key.starts_with("metronome.") {
+                spec.kept.entry(key).or_insert(value);
+            }
+        }
+        spec
+    })
+    .await;
+    if let Err(r) = written {
+        return r;
     }
-    if spec.run.max_duration_seconds.is_none() {
-        spec.run.max_duration_seconds = current.run.max_duration_seconds;
-    }
-    for (key, value) in current.kept {
-        if !key.starts_with("metronome.") {
-            spec.kept.entry(key).or_insert(value);
+    let now = now_ms();
+    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
+    (warnings, Json(view.unwrap_or(Value::Null))).into_response()
+}
+
+/// Times a read-modify-write of a job is tried before it answers 409.
+const MODIFY_TRIES: usize = 5;
+
+/// Writes what `change` makes of the job as it is now, only if nothing changed it since it
+/// was read (`PutJob::if_version_ms`); a change that came between makes it read the job
+/// again, up to `MODIFY_TRIES` times. So a schedule written while the job is replaced is
+/// not lost, nor the other way round.
+async fn modify_job(
+    master: &Master,
+    id: &str,
+    change: impl Fn(JobSpec) -> JobSpec,
+) -> Result<(), Response> {
+    for _ in 0..MODIFY_TRIES {
+        let read = master.read(|s| s.jobs.jobs.get(id).map(|r| (r.spec.clone(), r.version_ms)));
+        let Some((current, version)) = read else {
+            return Err(not_found(id));
+        };
+        let command = Command::PutJob {
+            job: change(current),
+            create: false,
+            at_ms: now_ms(),
+            if_version_ms: Some(version),
+        };
+        match master.write(command).await {
+            Ok(Outcome::Applied) => return Ok(()),
+            Ok(Outcome::Rejected(Reject::JobChanged { .. })) => continue,
+            Ok(Outcome::Rejected(reject)) => return Err(reject_response(reject)),
+            Err(e) => return Err(crate::http_util::api_error(raft_error(e))),
         }
     }
-    put_and_show(&master, spec, false, StatusCode::OK).await
+    Err(error(
+        StatusCode::CONFLICT,
+        json!({ "message": format!("job {id} kept changing while this change was being made; retry") }),
+    ))
 }
 
 /// `DELETE /v1/jobs/{id}[?stopCurrentJobRuns=true]`.
@@ -893,24 +938,16 @@ async fn schedules(State(master): State<Arc<Master>>, Path(id): Path<String>) ->
     }
 }
 
+/// The job's schedule replaced (or removed), the rest of it as it is when written.
 async fn set_schedule(
     master: &Master,
     id: &str,
     schedule: Option<ScheduleSpec>,
-    at_ms: u64,
 ) -> Result<(), Response> {
-    let Some(mut spec) = master.read(|s| s.jobs.jobs.get(id).map(|r| r.spec.clone())) else {
-        return Err(not_found(id));
-    };
-    spec.schedule = schedule;
-    write(
-        master,
-        Command::PutJob {
-            job: spec,
-            create: false,
-            at_ms,
-        },
-    )
+    modify_job(master, id, |mut spec| {
+        spec.schedule = schedule.clone();
+        spec
+    })
     .await
 }
 
@@ -945,7 +982,7 @@ async fn add_schedule(
         Some(false) => {}
     }
     let now = now_ms();
-    if let Err(r) = set_schedule(&master, &id, Some(schedule.clone()), now).await {
+    if let Err(r) = set_schedule(&master, &id, Some(schedule.clone())).await {
         return r;
     }
     (StatusCode::CREATED, Json(schedule_view(&schedule, now))).into_response()
@@ -998,7 +1035,7 @@ async fn replace_schedule(
         Err(errors) => return invalid(errors),
     };
     let now = now_ms();
-    match set_schedule(&master, &id, Some(schedule.clone()), now).await {
+    match set_schedule(&master, &id, Some(schedule.clone())).await {
         Ok(()) => json_ok(&schedule_view(&schedule, now)),
         Err(r) => r,
     }
@@ -1012,7 +1049,7 @@ async fn remove_schedule(
     if let Err(r) = find_schedule(&master, &id, &sid) {
         return r;
     }
-    match set_schedule(&master, &id, None, now_ms()).await {
+    match set_schedule(&master, &id, None).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(r) => r,
     }

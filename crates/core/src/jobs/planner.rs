@@ -407,6 +407,7 @@ mod tests {
                 job: job.clone(),
                 create: true,
                 at_ms,
+                if_version_ms: None,
             };
             assert_eq!(s.apply(&put), Outcome::Applied);
         }
@@ -714,6 +715,7 @@ mod tests {
             job,
             create: false,
             at_ms: T0 + 5_000,
+            if_version_ms: None,
         });
         assert_eq!(starts(&plan(&s, &at(T0 + 6_000))), vec![T0 + 6_000]);
     }

@@ -457,7 +457,9 @@ impl JobsState {
                     record.decided_through_ms = record.decided_through_ms.max(at_ms);
                 }
                 record.spec = spec.clone();
-                record.version_ms = at_ms;
+                // Strictly later than the version replaced, so a conditional change read
+                // off that one is refused even within the same millisecond.
+                record.version_ms = at_ms.max(record.version_ms + 1);
                 Ok(())
             }
             None => {
@@ -894,6 +896,41 @@ mod tests {
     }
 
     #[test]
+    fn a_conditional_replace_is_refused_after_another_change_even_in_the_same_millisecond() {
+        use crate::command::{Command, Outcome};
+        let mut c = crate::state::ClusterState::default();
+        let put = |create: bool, at_ms: u64, if_version_ms: Option<u64>| Command::PutJob {
+            job: job("etl"),
+            create,
+            at_ms,
+            if_version_ms,
+        };
+        assert_eq!(c.apply(&put(true, 100, None)), Outcome::Applied);
+        let read = c.jobs.jobs["etl"].version_ms;
+        // Another writer replaces it within the same millisecond.
+        assert_eq!(c.apply(&put(false, 100, Some(read))), Outcome::Applied);
+        assert!(c.jobs.jobs["etl"].version_ms > read);
+        assert_eq!(
+            c.apply(&put(false, 100, Some(read))),
+            Outcome::Rejected(Reject::JobChanged {
+                job_id: "etl".into()
+            })
+        );
+        let unknown = Command::PutJob {
+            job: job("nope"),
+            create: false,
+            at_ms: 100,
+            if_version_ms: Some(100),
+        };
+        assert_eq!(
+            c.apply(&unknown),
+            Outcome::Rejected(Reject::JobChanged {
+                job_id: "nope".into()
+            })
+        );
+    }
+
+    #[test]
     fn history_is_bounded_per_job() {
         let mut s = JobsState::default();
         let mut spec = job("short");
@@ -1022,6 +1059,7 @@ mod tests {
                 job: spec,
                 create: true,
                 at_ms: 0,
+                if_version_ms: None,
             },
             Command::StartRun {
                 job_id: "etl".into(),

@@ -1497,6 +1497,7 @@ mod tests {
                 job: backup,
                 create: true,
                 at_ms: 1,
+                if_version_ms: None,
             },
             Command::StartRun {
                 job_id: "backup".into(),
