@@ -493,6 +493,8 @@ async fn a_runs_artifacts_are_fetched_and_its_constraints_met() {
     let mut bad = job("bad", "(");
     bad["run"]["placement"]["constraints"][0]["operator"] = "LIKE".into();
     bad["run"]["artifacts"][0]["uri"] = "ftp://x/y".into();
+    bad["description"] = 5.into();
+    bad["labels"] = serde_json::json!({"team": 1});
     let refused = cluster
         .client
         .send_json::<serde_json::Value>(hyper::Method::POST, "/v1/jobs", bad.to_string().as_bytes())
@@ -501,7 +503,27 @@ async fn a_runs_artifacts_are_fetched_and_its_constraints_met() {
         .to_string();
     assert!(
         refused.contains("/run/placement/constraints/0: \"(\" is not a regular expression")
-            && refused.contains("/run/artifacts/0: uri: must be an http://"),
+            && refused.contains("/run/artifacts/0: uri: must be an http://")
+            && refused.contains("/description: must be a string")
+            && refused.contains("/labels/team: must be a string"),
+        "{refused}"
+    );
+    let chronos = serde_json::json!({
+        "name": "typed", "command": "true", "owner": "t", "schedule": "R/2030-01-01T00:00:00Z/P1D",
+        "scheduleTimeZone": 5,
+    });
+    let refused = cluster
+        .client
+        .send_json::<serde_json::Value>(
+            hyper::Method::POST,
+            "/scheduler/iso8601",
+            chronos.to_string().as_bytes(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("scheduleTimeZone must be a string"),
         "{refused}"
     );
 

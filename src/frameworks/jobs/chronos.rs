@@ -132,7 +132,13 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             return Err(format!("unknown field {key:?} in the job"));
         }
     }
-    let string = |key: &str| body.get(key).and_then(Value::as_str);
+    let string = |key: &str| -> Result<Option<&str>, String> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(format!("{key} must be a string")),
+        }
+    };
     let number = |key: &str| -> Result<Option<f64>, String> {
         match body.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -151,7 +157,7 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
                 .ok_or_else(|| format!("{key} must be true or false")),
         }
     };
-    let name = string("name").ok_or("name is required (letters, digits, _, . and -)")?;
+    let name = string("name")?.ok_or("name is required (letters, digits, _, . and -)")?;
     if name.is_empty()
         || name.len() > 200
         || !name
@@ -162,7 +168,7 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             "name {name:?} may hold only letters, digits, _, . and -"
         ));
     }
-    let command = string("command")
+    let command = string("command")?
         .filter(|c| !c.trim().is_empty())
         .ok_or("command is required (a shell command)")?;
     let image = match body.get("container") {
@@ -181,12 +187,12 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             .ok_or("parents must be job names")?,
         Some(_) => return Err("parents must be a list of job names".into()),
     };
-    let schedule = match string("schedule").filter(|s| !s.is_empty()) {
+    let schedule = match string("schedule")?.filter(|s| !s.is_empty()) {
         Some(text) => {
-            let zone = string("scheduleTimeZone").unwrap_or("UTC");
+            let zone = string("scheduleTimeZone")?.unwrap_or("UTC");
             dcos_core::jobs::schedule::Iso8601Schedule::parse(text, zone)
                 .map_err(|e| format!("schedule: {e}"))?;
-            let epsilon = match string("epsilon") {
+            let epsilon = match string("epsilon")? {
                 Some(e) => {
                     let period = dcos_core::jobs::schedule::Period::parse(e)
                         .map_err(|e| format!("epsilon: {e}"))?;
@@ -248,7 +254,7 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
     }
     Ok(JobSpec {
         id: name.to_string(),
-        description: string("description").unwrap_or_default().to_string(),
+        description: string("description")?.unwrap_or_default().to_string(),
         labels: Default::default(),
         run: RunSpec {
             cmd: Some(command.to_string()),
@@ -258,7 +264,7 @@ fn job_from_chronos(body: &Map<String, Value>) -> Result<JobSpec, String> {
             disk: number("disk")?.unwrap_or(0.0),
             env,
             image,
-            user: string("runAsUser").map(str::to_string),
+            user: string("runAsUser")?.map(str::to_string),
             max_duration_seconds: match number("maxCompletionTime")? {
                 Some(ms) if ms > MAX_COMPLETION_MS => {
                     return Err(format!(

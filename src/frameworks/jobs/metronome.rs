@@ -185,6 +185,23 @@ fn body_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
     }
 }
 
+/// `object[key]` when it is a string; absent or null is `None`, another type an error.
+fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Option<&'a str> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            errors.push((format!("{path}/{key}"), "must be a string".into()));
+            None
+        }
+    }
+}
+
 /// A Metronome schedule into the jobs framework's.
 fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String, String)>> {
     let mut errors = Vec::new();
@@ -204,10 +221,7 @@ fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String,
     if let Err(e) = dcos_core::jobs::schedule::Cron::parse(cron) {
         errors.push((format!("{path}/cron"), e));
     }
-    let timezone = object
-        .get("timezone")
-        .and_then(Value::as_str)
-        .unwrap_or("UTC");
+    let timezone = optional_str(object, "timezone", path, &mut errors).unwrap_or("UTC");
     if let Err(e) = dcos_core::jobs::schedule::time_zone(timezone) {
         errors.push((format!("{path}/timezone"), e));
     }
@@ -220,7 +234,7 @@ fn schedule_from(value: &Value, path: &str) -> Result<ScheduleSpec, Vec<(String,
             "must be a whole number of at least 60".into(),
         ));
     }
-    let concurrency = match object.get("concurrencyPolicy").and_then(Value::as_str) {
+    let concurrency = match optional_str(object, "concurrencyPolicy", path, &mut errors) {
         None | Some("ALLOW") => Concurrency::Allow,
         Some("FORBID") => Concurrency::Forbid,
         Some("REPLACE") => Concurrency::Replace,
@@ -462,6 +476,24 @@ fn job_from(
             }
         },
     };
+    let description = optional_str(object, "description", "", &mut errors)
+        .unwrap_or_default()
+        .to_string();
+    let mut labels = std::collections::BTreeMap::new();
+    match object.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(given)) => {
+            for (key, value) in given {
+                match value.as_str() {
+                    Some(v) => {
+                        labels.insert(key.clone(), v.to_string());
+                    }
+                    None => errors.push((format!("/labels/{key}"), "must be a string".into())),
+                }
+            }
+        }
+        Some(_) => errors.push(("/labels".into(), "must be an object of strings".into())),
+    }
     let constraints = placement_from(run.get("placement"), &mut errors);
     let fetch = artifacts_from(run.get("artifacts"), &mut errors);
     if !errors.is_empty() {
@@ -481,20 +513,8 @@ fn job_from(
     }
     Ok(JobSpec {
         id: id.to_string(),
-        description: object
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        labels: object
-            .get("labels")
-            .and_then(Value::as_object)
-            .map(|l| {
-                l.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        description,
+        labels,
         run: RunSpec {
             cmd,
             args,
