@@ -21,10 +21,10 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use dcos_core::jobs::policy::Concurrency;
 use dcos_core::jobs::state::{
-    JobRecord, JobSpec, RunSpec, RunStatus, ScheduleKind, ScheduleSpec, Trigger,
+    JobRecord, JobRun, JobSpec, RunSpec, RunStatus, ScheduleKind, ScheduleSpec, Trigger,
 };
 use dcos_core::types::TaskFetch;
-use dcos_core::{ClusterState, Command, Outcome, Reject};
+use dcos_core::{Command, Outcome, Reject};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -539,8 +539,8 @@ fn last_status(record: &JobRecord) -> &'static str {
     }
 }
 
-fn current_state(state: &ClusterState, job: &str) -> String {
-    let runs = state.jobs.active_runs(job);
+/// Chronos's `state` of a job from its runs under way (`JobsState::active_by_job`).
+fn current_state(runs: &[&JobRun]) -> String {
     match runs
         .iter()
         .filter(|r| r.status == RunStatus::Active)
@@ -554,6 +554,7 @@ fn current_state(state: &ClusterState, job: &str) -> String {
 
 async fn summary(State(master): State<Arc<Master>>) -> Response {
     let jobs: Vec<Value> = master.read(|s| {
+        let active = s.jobs.active_by_job();
         s.jobs
             .jobs
             .values()
@@ -568,7 +569,7 @@ async fn summary(State(master): State<Arc<Master>>) -> Response {
                 json!({
                     "name": record.spec.id,
                     "status": last_status(record),
-                    "state": current_state(s, &record.spec.id),
+                    "state": current_state(active.get(record.spec.id.as_str()).map_or(&[], Vec::as_slice)),
                     "schedule": schedule,
                     "parents": record.spec.parents,
                     "disabled": record.spec.disabled,
@@ -820,12 +821,16 @@ async fn stats(State(master): State<Arc<Master>>, Path(which): Path<String>) -> 
 async fn graph_csv(State(master): State<Arc<Master>>) -> Response {
     let text = master.read(|s| {
         let mut lines = Vec::new();
+        let active = s.jobs.active_by_job();
         for record in s.jobs.jobs.values() {
+            let runs = active
+                .get(record.spec.id.as_str())
+                .map_or(&[][..], Vec::as_slice);
             lines.push(format!(
                 "node,{},{},{}",
                 record.spec.id,
                 last_status(record),
-                current_state(s, &record.spec.id)
+                current_state(runs)
             ));
         }
         for record in s.jobs.jobs.values() {

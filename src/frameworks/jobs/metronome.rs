@@ -606,9 +606,12 @@ fn run_view(run: &JobRun, state: &dcos_core::ClusterState) -> Value {
     view
 }
 
+/// The job as Metronome shows it, with `embeds`; `active` are its runs under way
+/// (`JobsState::active_by_job` when showing every job).
 fn job_view(
     record: &JobRecord,
     state: &dcos_core::ClusterState,
+    active: &[&JobRun],
     embeds: &[String],
     now: u64,
 ) -> Value {
@@ -691,12 +694,7 @@ fn job_view(
     for embed in embeds {
         match embed.as_str() {
             "activeRuns" => {
-                let runs: Vec<Value> = state
-                    .jobs
-                    .active_runs(&spec.id)
-                    .iter()
-                    .map(|r| run_view(r, state))
-                    .collect();
+                let runs: Vec<Value> = active.iter().map(|r| run_view(r, state)).collect();
                 job["activeRuns"] = json!(runs);
             }
             "schedules" => {
@@ -753,10 +751,16 @@ async fn list(
     };
     let now = now_ms();
     let jobs: Vec<Value> = master.read(|s| {
+        let active = s.jobs.active_by_job();
         s.jobs
             .jobs
             .values()
-            .map(|r| job_view(r, s, &embeds, now))
+            .map(|r| {
+                let runs = active
+                    .get(r.spec.id.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                job_view(r, s, runs, &embeds, now)
+            })
             .collect()
     });
     json_ok(&jobs)
@@ -773,7 +777,12 @@ async fn show(
         Err(r) => return r,
     };
     let now = now_ms();
-    match master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &embeds, now))) {
+    match master.read(|s| {
+        s.jobs
+            .jobs
+            .get(&id)
+            .map(|r| job_view(r, s, &s.jobs.active_runs(&id), &embeds, now))
+    }) {
         Some(job) => json_ok(&job),
         None => not_found(&id),
     }
@@ -824,7 +833,7 @@ async fn put_and_show(
         return r;
     }
     let now = now_ms();
-    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
+    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], &[], now)));
     (status, warnings, Json(view.unwrap_or(Value::Null))).into_response()
 }
 
@@ -877,7 +886,7 @@ async fn replace(
         return r;
     }
     let now = now_ms();
-    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
+    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], &[], now)));
     (warnings, Json(view.unwrap_or(Value::Null))).into_response()
 }
 
@@ -926,7 +935,7 @@ async fn remove(
     let stop_runs = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "stopCurrentJobRuns" && v.eq_ignore_ascii_case("true"));
     let now = now_ms();
-    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], now)));
+    let view = master.read(|s| s.jobs.jobs.get(&id).map(|r| job_view(r, s, &[], &[], now)));
     let Some(view) = view else {
         return not_found(&id);
     };

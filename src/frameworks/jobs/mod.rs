@@ -196,7 +196,7 @@ impl Framework for Jobs {
 /// schedule in words and its next run, parents, counts, and its latest run.
 fn job_summary(
     record: &dcos_core::jobs::state::JobRecord,
-    state: &ClusterState,
+    active: &[&dcos_core::jobs::state::JobRun],
     now_ms: u64,
 ) -> serde_json::Value {
     use dcos_core::jobs::describe;
@@ -220,12 +220,7 @@ fn job_summary(
                 .map(iso8601),
         })
     });
-    let active: Vec<&str> = state
-        .jobs
-        .active_runs(&spec.id)
-        .iter()
-        .map(|r| r.id.as_str())
-        .collect();
+    let active: Vec<&str> = active.iter().map(|r| r.id.as_str()).collect();
     let last = record.history.back().map(|run| {
         serde_json::json!({
             "id": run.id, "status": run.status,
@@ -306,10 +301,16 @@ pub async fn list_jobs(
 ) -> axum::response::Response {
     let now = crate::link::now_ms();
     let jobs: Vec<serde_json::Value> = master.read(|s| {
+        let active = s.jobs.active_by_job();
         s.jobs
             .jobs
             .values()
-            .map(|record| job_summary(record, s, now))
+            .map(|record| {
+                let runs = active
+                    .get(record.spec.id.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                job_summary(record, runs, now)
+            })
             .collect()
     });
     crate::http_util::json_ok(&serde_json::json!({ "jobs": jobs }))
@@ -382,7 +383,7 @@ pub async fn job_record(
                     })
                 })
                 .collect();
-            let mut view = job_summary(record, s, crate::link::now_ms());
+            let mut view = job_summary(record, &s.jobs.active_runs(&id), crate::link::now_ms());
             view["runs"] = runs.into();
             view["skipped"] = skipped.into();
             view

@@ -420,6 +420,18 @@ impl JobsState {
         })
     }
 
+    /// Every job's runs not finished, oldest first, in one pass (for views of all jobs).
+    pub fn active_by_job(&self) -> BTreeMap<&str, Vec<&JobRun>> {
+        let mut by_job: BTreeMap<&str, Vec<&JobRun>> = BTreeMap::new();
+        for run in self.runs.values() {
+            by_job.entry(run.job_id.as_str()).or_default().push(run);
+        }
+        for runs in by_job.values_mut() {
+            runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        }
+        by_job
+    }
+
     /// The runs of `job_id` not finished, oldest first.
     pub fn active_runs(&self, job_id: &str) -> Vec<&JobRun> {
         let mut runs: Vec<&JobRun> = self.runs.values().filter(|r| r.job_id == job_id).collect();
