@@ -63,12 +63,40 @@ pub enum JobCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// How much of a job's history is kept: its newest RUNS runs (1-100; 100 unless set)
+    /// and, with --max-age, only those that ended within that age (7d, 12h, 30m, 90s).
+    Retention {
+        id: String,
+        #[arg(long, value_name = "RUNS")]
+        runs: u64,
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        max_age: Option<u64>,
+    },
     /// The jobs' dependency graph: each job with the jobs that run after it, as an indented
     /// tree, or Graphviz DOT with --dot.
     Graph {
         #[arg(long)]
         dot: bool,
     },
+}
+
+/// `7d`, `12h`, `30m`, `90s` or a number of seconds, as seconds.
+fn parse_age(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age such as 7d, 12h, 30m or 90s"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    Ok(n.saturating_mul(unit))
 }
 
 fn read_job(file: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
@@ -313,6 +341,24 @@ pub(super) async fn job(client: &Client, json: bool, command: JobCommand) -> any
             Ok(())
         }
         JobCommand::History { id } => history(client, json, &id).await,
+        JobCommand::Retention { id, runs, max_age } => {
+            let body = serde_json::json!({ "runs": runs, "maxAgeSeconds": max_age });
+            let path = format!("{}/history", cluster_routes::job(&id));
+            let answer = client
+                .send_text(Method::PUT, &path, Some(body.to_string().as_bytes()))
+                .await?;
+            if json {
+                let view: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+                return print_json(&view);
+            }
+            match max_age {
+                Some(age) => {
+                    println!("job {id} keeps its newest {runs} runs that ended within {age} s")
+                }
+                None => println!("job {id} keeps its newest {runs} runs"),
+            }
+            Ok(())
+        }
         JobCommand::Logs {
             id,
             run,
@@ -559,6 +605,17 @@ mod tests {
                 {"id":"alone","parents":[]}]"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn ages_read_with_their_unit() {
+        assert_eq!(parse_age("90"), Ok(90));
+        assert_eq!(parse_age("90s"), Ok(90));
+        assert_eq!(parse_age("30m"), Ok(1_800));
+        assert_eq!(parse_age("12h"), Ok(43_200));
+        assert_eq!(parse_age("7d"), Ok(604_800));
+        assert!(parse_age("7w").is_err());
+        assert!(parse_age("d").is_err());
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
             axum::routing::get(jobs::list_jobs),
         )
         .route(
+            dcos_api::routes::cluster::JOB_HISTORY,
+            axum::routing::put(jobs::set_retention),
+        )
+        .route(
             dcos_api::routes::cluster::JOB_RUNS,
             axum::routing::post(jobs::start_run),
         )

@@ -436,6 +436,28 @@ async fn job_tour_add_list_history_logs_graph_run_kill_remove() {
         ok(&cli(&cluster, &["job", "logs", "tick", "--stderr"])),
         "oops\n"
     );
+    // Retention: the newest run only (also trimmed at once).
+    let kept = ok(&cli(
+        &cluster,
+        &["job", "retention", "tick", "--runs", "1", "--max-age", "1h"],
+    ));
+    assert!(
+        kept.contains("keeps its newest 1 runs that ended within 3600 s"),
+        "{kept}"
+    );
+    let history = ok(&cli(&cluster, &["job", "history", "tick"]));
+    let tick_runs = history
+        .lines()
+        .filter(|l| l.trim_start().starts_with("tick ") && l.contains("SUCCESS"))
+        .count();
+    assert_eq!(tick_runs, 1, "{history}");
+    let refused = cli(&cluster, &["job", "retention", "tick", "--runs", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("runs must be a whole number from 1 to 100"),
+        "{refused:?}"
+    );
     let graph = ok(&cli(&cluster, &["job", "graph"]));
     assert!(graph.contains("tick\n  after\n"), "{graph}");
     let dot = ok(&cli(&cluster, &["job", "graph", "--dot"]));
@@ -479,7 +501,7 @@ async fn job_tour_add_list_history_logs_graph_run_kill_remove() {
         String::from_utf8_lossy(&parent.stderr).contains("job tick is a parent of after"),
         "{parent:?}"
     );
-    ok(&cli(&cluster, &["job", "remove", "after"]));
+    ok(&cli(&cluster, &["job", "remove", "after", "--stop-runs"]));
     ok(&cli(&cluster, &["job", "remove", "tick", "--stop-runs"]));
     let list = ok(&cli(&cluster, &["job", "list"]));
     assert!(!list.contains("tick"), "{list}");

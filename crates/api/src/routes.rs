@@ -61,6 +61,8 @@ pub mod cluster {
     pub const JOB: &str = "/cluster/v1/jobs/{id}";
     /// A run now, or a step of a workflow run again (`{"workflowId": ...}`).
     pub const JOB_RUNS: &str = "/cluster/v1/jobs/{id}/runs";
+    /// How much of a job's history is kept (`{"runs", "maxAgeSeconds"}`).
+    pub const JOB_HISTORY: &str = "/cluster/v1/jobs/{id}/history";
 
     pub fn job(id: &str) -> String {
         format!("{JOBS}/{id}")

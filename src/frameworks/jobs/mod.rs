@@ -295,6 +295,91 @@ pub async fn start_run(
     }
 }
 
+/// Longest `maxAgeSeconds` of a job's history: a year.
+const HISTORY_AGE_MAX_SECONDS: u64 = 366 * 86_400;
+
+/// `PUT /cluster/v1/jobs/{id}/history`: how much of the job's history is kept,
+/// `{"runs": 1..=100, "maxAgeSeconds": 60..=31622400 | null}` (null: by count alone).
+/// Neither Chronos's nor Metronome's job carries it; their writes keep it. Answers the job's
+/// summary.
+pub async fn set_retention(
+    axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::http_util::api_error;
+    use dcos_api::ApiError;
+    use dcos_core::jobs::state::HISTORY_KEPT;
+    let bad = |message: String| api_error(ApiError::bad_request(message));
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(&body) else {
+        return bad(
+            "the body is a JSON object: {\"runs\": n, \"maxAgeSeconds\": n or null}".into(),
+        );
+    };
+    for key in object.keys() {
+        if key != "runs" && key != "maxAgeSeconds" {
+            return bad(format!(
+                "unknown field {key:?}: give runs and maxAgeSeconds"
+            ));
+        }
+    }
+    let runs = match object.get("runs").map(serde_json::Value::as_u64) {
+        Some(Some(n)) if (1..=HISTORY_KEPT as u64).contains(&n) => n as usize,
+        _ => {
+            return bad(format!(
+                "runs must be a whole number from 1 to {HISTORY_KEPT}"
+            ))
+        }
+    };
+    let max_age = match object.get("maxAgeSeconds") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v
+            .as_u64()
+            .filter(|s| (60..=HISTORY_AGE_MAX_SECONDS).contains(s))
+        {
+            Some(seconds) => Some(seconds),
+            None => return bad(format!(
+                "maxAgeSeconds must be null or a whole number from 60 to {HISTORY_AGE_MAX_SECONDS}"
+            )),
+        },
+    };
+    // Conditional on the job as read, so a change written meanwhile is not undone.
+    for _ in 0..5 {
+        let read = master.read(|s| s.jobs.jobs.get(&id).map(|r| (r.spec.clone(), r.version_ms)));
+        let Some((mut spec, version)) = read else {
+            return api_error(ApiError::not_found(format!("job {id} does not exist")));
+        };
+        spec.history_kept = runs;
+        spec.history_max_age_seconds = max_age;
+        let command = Command::PutJob {
+            job: spec,
+            create: false,
+            at_ms: crate::link::now_ms(),
+            if_version_ms: Some(version),
+        };
+        match master.write(command).await {
+            Ok(dcos_core::Outcome::Applied) => {
+                let now = crate::link::now_ms();
+                let view = master.read(|s| {
+                    s.jobs
+                        .jobs
+                        .get(&id)
+                        .map(|r| job_summary(r, &s.jobs.active_runs(&id), now))
+                });
+                return crate::http_util::json_ok(&view);
+            }
+            Ok(dcos_core::Outcome::Rejected(dcos_core::Reject::JobChanged { .. })) => continue,
+            Ok(dcos_core::Outcome::Rejected(reject)) => {
+                return api_error(crate::master::http::reject_error(reject))
+            }
+            Err(e) => return api_error(crate::master::http::raft_error(e)),
+        }
+    }
+    api_error(ApiError::conflict(format!(
+        "job {id} kept changing while its retention was being set; retry"
+    )))
+}
+
 /// `GET /cluster/v1/jobs`: every job, summed up (`job_summary`), by id.
 pub async fn list_jobs(
     axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,

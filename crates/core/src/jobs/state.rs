@@ -318,6 +318,25 @@ pub struct JobRecord {
     pub skipped: VecDeque<Skipped>,
 }
 
+impl JobRecord {
+    /// The history within the job's retention at `at_ms` (its count, at most
+    /// `HISTORY_KEPT`, and its age), and output only on the `OUTPUTS_KEPT` newest runs.
+    fn trim_history(&mut self, at_ms: u64) {
+        while self.history.len() > self.spec.history_kept.min(HISTORY_KEPT) {
+            self.history.pop_front();
+        }
+        if let Some(age) = self.spec.history_max_age_seconds {
+            let oldest = at_ms.saturating_sub(age.saturating_mul(1_000));
+            self.history
+                .retain(|run| run.completed_ms.unwrap_or(at_ms) >= oldest);
+        }
+        let with_output = self.history.len().saturating_sub(OUTPUTS_KEPT);
+        for run in self.history.iter_mut().take(with_output) {
+            run.output = None;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobsState {
     pub jobs: BTreeMap<String, JobRecord>,
@@ -472,6 +491,7 @@ impl JobsState {
                 // Strictly later than the version replaced, so a conditional change read
                 // off that one is refused even within the same millisecond.
                 record.version_ms = at_ms.max(record.version_ms + 1);
+                record.trim_history(at_ms);
                 Ok(())
             }
             None => {
@@ -702,18 +722,7 @@ impl JobsState {
             stats.errors_since_last_success += 1;
         }
         job.history.push_back(run);
-        while job.history.len() > job.spec.history_kept.min(HISTORY_KEPT) {
-            job.history.pop_front();
-        }
-        if let Some(age) = job.spec.history_max_age_seconds {
-            let oldest = at_ms.saturating_sub(age.saturating_mul(1_000));
-            job.history
-                .retain(|run| run.completed_ms.unwrap_or(at_ms) >= oldest);
-        }
-        let with_output = job.history.len().saturating_sub(OUTPUTS_KEPT);
-        for run in job.history.iter_mut().take(with_output) {
-            run.output = None;
-        }
+        job.trim_history(at_ms);
     }
 }
 
