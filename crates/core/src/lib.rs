@@ -9,6 +9,7 @@
 pub mod command;
 pub mod constraints;
 pub mod jobs;
+pub mod mesos;
 pub mod placement;
 pub mod services;
 pub mod state;

@@ -1,0 +1,775 @@
+//! The allocator: which framework gets which free resources, as Mesos's hierarchical DRF
+//! allocator decides it. Pure and clock-free: the leader feeds it agents, frameworks, what
+//! their tasks use, and the time, and asks it for offers whenever something changed
+//! (`allocate`); there is no batch interval.
+//!
+//! - **Roles** have a weight (default 1), an optional guarantee (quota) and an optional
+//!   limit. Frameworks belong to one role.
+//! - **Quota first**: roles below their guarantee are offered before any other, the least
+//!   satisfied first; what the unsatisfied guarantees still need stays out of every other
+//!   offer (it is held back cluster-wide, not on a particular agent).
+//! - **Then weighted DRF**: the role whose dominant share (its largest fraction of the
+//!   cluster's cpus, memory or disk) divided by its weight is smallest goes first, then,
+//!   within it, the framework with the smallest dominant share; ties go to the smallest id.
+//! - An **offer** is all of one agent's free resources (within the role's limit and the
+//!   held-back quota) to one framework; offered resources count as the framework's until it
+//!   accepts (what it launched stays its own, the rest is free again) or declines them (with
+//!   a filter: no offer of that agent to it for `refuse_ms`), or they are rescinded.
+//! - A **suppressed** framework gets no offers until it revives (which also drops its
+//!   filters). A framework that is removed, and an agent that goes away, take their offers
+//!   with them (`rescinded`).
+//! - **Built-in frameworks** (services, jobs) are never offered anything: they place their
+//!   tasks themselves and the allocator only accounts what they use, so their share counts
+//!   in DRF and quota like anyone's, and `may_use` tells them whether a task keeps their role
+//!   within its limit and leaves the others' guarantees whole.
+
+use crate::types::Resources;
+use std::collections::BTreeMap;
+
+/// A role's share of the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleConfig {
+    /// Relative share in DRF (> 0).
+    pub weight: f64,
+    /// What the role is guaranteed (Mesos's quota guarantee).
+    pub guarantee: Resources,
+    /// At most this much for the role (`None`: no limit).
+    pub limit: Option<Resources>,
+}
+
+impl Default for RoleConfig {
+    fn default() -> Self {
+        RoleConfig {
+            weight: 1.0,
+            guarantee: Resources::default(),
+            limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub resources: Resources,
+}
+
+/// Why the allocator refused a framework's use of resources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("offer {0} is unknown or was used, declined or rescinded")]
+    UnknownOffer(String),
+    #[error("offer {offer_id} is not framework {framework_id}'s")]
+    NotYourOffer {
+        offer_id: String,
+        framework_id: String,
+    },
+    #[error("the launch needs {needed:?} but offer {offer_id} holds {offered:?}")]
+    ExceedsOffer {
+        offer_id: String,
+        needed: Resources,
+        offered: Resources,
+    },
+    #[error("framework {0} is not registered")]
+    UnknownFramework(String),
+    #[error("role {role} would go over its limit {limit:?}")]
+    OverLimit { role: String, limit: Resources },
+    #[error("other roles' guarantees need what is left ({held:?} held back)")]
+    QuotaHeld { held: Resources },
+}
+
+#[derive(Debug, Clone)]
+struct FrameworkEntry {
+    role: String,
+    builtin: bool,
+    suppressed: bool,
+    /// Agents it declined, until when (ms).
+    filters: BTreeMap<String, u64>,
+    /// What its tasks use.
+    used: Resources,
+}
+
+#[derive(Debug, Clone)]
+struct AgentEntry {
+    total: Resources,
+    /// What tasks on it use.
+    used: Resources,
+    active: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Allocator {
+    roles: BTreeMap<String, RoleConfig>,
+    frameworks: BTreeMap<String, FrameworkEntry>,
+    agents: BTreeMap<String, AgentEntry>,
+    offers: BTreeMap<String, Offer>,
+    next_offer: u64,
+}
+
+const DIMENSIONS: usize = 3;
+
+fn dims(r: &Resources) -> [u64; DIMENSIONS] {
+    [r.cpus_milli, r.mem_mib, r.disk_mib]
+}
+
+fn min(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpus_milli: a.cpus_milli.min(b.cpus_milli),
+        mem_mib: a.mem_mib.min(b.mem_mib),
+        disk_mib: a.disk_mib.min(b.disk_mib),
+    }
+}
+
+fn is_empty(r: &Resources) -> bool {
+    r.cpus_milli == 0 && r.mem_mib == 0
+}
+
+impl Allocator {
+    /// A role's weight, guarantee and limit (roles not set have the defaults).
+    pub fn set_role(&mut self, role: &str, config: RoleConfig) {
+        self.roles.insert(role.to_string(), config);
+    }
+
+    fn role(&self, role: &str) -> RoleConfig {
+        self.roles.get(role).cloned().unwrap_or_default()
+    }
+
+    pub fn add_framework(&mut self, id: &str, role: &str, builtin: bool) {
+        self.frameworks
+            .entry(id.to_string())
+            .or_insert_with(|| FrameworkEntry {
+                role: role.to_string(),
+                builtin,
+                suppressed: false,
+                filters: BTreeMap::new(),
+                used: Resources::default(),
+            });
+    }
+
+    /// The framework is gone: its offers go with it (returned, to be rescinded). What its
+    /// tasks use is released by the caller as they end (`release`).
+    pub fn remove_framework(&mut self, id: &str) -> Vec<Offer> {
+        self.frameworks.remove(id);
+        self.take_offers(|offer| offer.framework_id == id)
+    }
+
+    pub fn add_agent(&mut self, id: &str, total: Resources) {
+        let entry = self.agents.entry(id.to_string()).or_insert(AgentEntry {
+            total,
+            used: Resources::default(),
+            active: true,
+        });
+        entry.total = total;
+        entry.active = true;
+    }
+
+    /// The agent is lost, draining or removed: nothing of it is offered any more, and its
+    /// outstanding offers are returned to be rescinded.
+    pub fn deactivate_agent(&mut self, id: &str) -> Vec<Offer> {
+        if let Some(agent) = self.agents.get_mut(id) {
+            agent.active = false;
+        }
+        self.take_offers(|offer| offer.agent_id == id)
+    }
+
+    fn take_offers(&mut self, which: impl Fn(&Offer) -> bool) -> Vec<Offer> {
+        let ids: Vec<String> = self
+            .offers
+            .values()
+            .filter(|o| which(o))
+            .map(|o| o.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.offers.remove(id)).collect()
+    }
+
+    /// A task of `framework_id` uses `resources` on `agent_id` (a launch from an offer is
+    /// `accept`; this is for built-in frameworks and for tasks found at recovery).
+    pub fn use_resources(&mut self, framework_id: &str, agent_id: &str, resources: &Resources) {
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.used = framework.used.add(resources);
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = agent.used.add(resources);
+        }
+    }
+
+    /// A task ended: what it used is free again.
+    pub fn release(&mut self, framework_id: &str, agent_id: &str, resources: &Resources) {
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.used = framework.used.saturating_sub(resources);
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = agent.used.saturating_sub(resources);
+        }
+    }
+
+    /// The framework launched `used` of offer `offer_id`: that is its own now, the rest of
+    /// the offer is free again.
+    pub fn accept(
+        &mut self,
+        framework_id: &str,
+        offer_id: &str,
+        used: &Resources,
+    ) -> Result<(), AllocError> {
+        let offer = self
+            .offers
+            .get(offer_id)
+            .ok_or_else(|| AllocError::UnknownOffer(offer_id.to_string()))?;
+        if offer.framework_id != framework_id {
+            return Err(AllocError::NotYourOffer {
+                offer_id: offer_id.to_string(),
+                framework_id: framework_id.to_string(),
+            });
+        }
+        if !used.fits_in(&offer.resources) {
+            return Err(AllocError::ExceedsOffer {
+                offer_id: offer_id.to_string(),
+                needed: *used,
+                offered: offer.resources,
+            });
+        }
+        let offer = self.offers.remove(offer_id).expect("looked up above");
+        self.use_resources(framework_id, &offer.agent_id, used);
+        Ok(())
+    }
+
+    /// The framework declines the offer: free again, and not offered to it from that agent
+    /// for `refuse_ms` (Mesos's `refuse_seconds`, 5 s by default).
+    pub fn decline(
+        &mut self,
+        framework_id: &str,
+        offer_id: &str,
+        refuse_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), AllocError> {
+        let offer = self
+            .offers
+            .get(offer_id)
+            .ok_or_else(|| AllocError::UnknownOffer(offer_id.to_string()))?;
+        if offer.framework_id != framework_id {
+            return Err(AllocError::NotYourOffer {
+                offer_id: offer_id.to_string(),
+                framework_id: framework_id.to_string(),
+            });
+        }
+        let offer = self.offers.remove(offer_id).expect("looked up above");
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            if refuse_ms > 0 {
+                framework
+                    .filters
+                    .insert(offer.agent_id, now_ms.saturating_add(refuse_ms));
+            }
+        }
+        Ok(())
+    }
+
+    /// No offers until `revive`; its outstanding offers are returned to be rescinded.
+    pub fn suppress(&mut self, framework_id: &str) -> Vec<Offer> {
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.suppressed = true;
+        }
+        self.take_offers(|offer| offer.framework_id == framework_id)
+    }
+
+    /// Offers again, and its filters are dropped.
+    pub fn revive(&mut self, framework_id: &str) {
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.suppressed = false;
+            framework.filters.clear();
+        }
+    }
+
+    /// Every active agent's resources.
+    fn cluster_total(&self) -> Resources {
+        self.agents
+            .values()
+            .filter(|a| a.active)
+            .fold(Resources::default(), |sum, a| sum.add(&a.total))
+    }
+
+    fn offered_on(&self, agent_id: &str) -> Resources {
+        self.offers
+            .values()
+            .filter(|o| o.agent_id == agent_id)
+            .fold(Resources::default(), |sum, o| sum.add(&o.resources))
+    }
+
+    /// What a framework holds: its tasks and its outstanding offers.
+    fn held_by_framework(&self, framework_id: &str) -> Resources {
+        let offered = self
+            .offers
+            .values()
+            .filter(|o| o.framework_id == framework_id)
+            .fold(Resources::default(), |sum, o| sum.add(&o.resources));
+        self.frameworks
+            .get(framework_id)
+            .map_or(offered, |f| f.used.add(&offered))
+    }
+
+    /// What a role holds: its frameworks' tasks and outstanding offers.
+    pub fn held_by_role(&self, role: &str) -> Resources {
+        self.frameworks
+            .iter()
+            .filter(|(_, f)| f.role == role)
+            .fold(Resources::default(), |sum, (id, _)| {
+                sum.add(&self.held_by_framework(id))
+            })
+    }
+
+    /// The largest fraction of the cluster `held` is (0 to 1).
+    fn dominant_share(held: &Resources, total: &Resources) -> f64 {
+        dims(held)
+            .iter()
+            .zip(dims(total))
+            .filter(|(_, t)| *t > 0)
+            .map(|(h, t)| *h as f64 / t as f64)
+            .fold(0.0, f64::max)
+    }
+
+    /// A role's dominant share divided by its weight.
+    pub fn weighted_share(&self, role: &str) -> f64 {
+        let weight = self.role(role).weight.max(f64::MIN_POSITIVE);
+        Self::dominant_share(&self.held_by_role(role), &self.cluster_total()) / weight
+    }
+
+    /// What roles below their guarantee still need, together, except `except`'s.
+    fn quota_held_back(&self, except: Option<&str>) -> Resources {
+        let roles: std::collections::BTreeSet<&str> = self
+            .roles
+            .keys()
+            .map(String::as_str)
+            .filter(|r| Some(*r) != except)
+            .collect();
+        roles.iter().fold(Resources::default(), |sum, role| {
+            let wanting = self
+                .role(role)
+                .guarantee
+                .saturating_sub(&self.held_by_role(role));
+            sum.add(&wanting)
+        })
+    }
+
+    /// What all active agents have free (not used by tasks nor offered).
+    fn cluster_free(&self) -> Resources {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.active)
+            .fold(Resources::default(), |sum, (id, a)| {
+                sum.add(
+                    &a.total
+                        .saturating_sub(&a.used)
+                        .saturating_sub(&self.offered_on(id)),
+                )
+            })
+    }
+
+    /// What `role` may still take under its limit.
+    fn limit_headroom(&self, role: &str) -> Option<Resources> {
+        let limit = self.role(role).limit?;
+        Some(limit.saturating_sub(&self.held_by_role(role)))
+    }
+
+    /// Whether a built-in framework's task of `resources` keeps its role within its limit
+    /// and leaves what other roles' guarantees still need.
+    pub fn may_use(&self, framework_id: &str, resources: &Resources) -> Result<(), AllocError> {
+        let framework = self
+            .frameworks
+            .get(framework_id)
+            .ok_or_else(|| AllocError::UnknownFramework(framework_id.to_string()))?;
+        if let (Some(headroom), Some(limit)) = (
+            self.limit_headroom(&framework.role),
+            self.role(&framework.role).limit,
+        ) {
+            if !resources.fits_in(&headroom) {
+                return Err(AllocError::OverLimit {
+                    role: framework.role.clone(),
+                    limit,
+                });
+            }
+        }
+        let held = self.quota_held_back(Some(&framework.role));
+        let left = self.cluster_free().saturating_sub(resources);
+        if !held.fits_in(&left) {
+            return Err(AllocError::QuotaHeld { held });
+        }
+        Ok(())
+    }
+
+    /// Offers for what is free now: each active agent's free resources to one framework,
+    /// quota first, then weighted DRF. Filters past `now_ms` are dropped first.
+    pub fn allocate(&mut self, now_ms: u64) -> Vec<Offer> {
+        for framework in self.frameworks.values_mut() {
+            framework.filters.retain(|_, until| *until > now_ms);
+        }
+        let agent_ids: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut made = Vec::new();
+        for agent_id in agent_ids {
+            let agent = &self.agents[&agent_id];
+            let free = agent
+                .total
+                .saturating_sub(&agent.used)
+                .saturating_sub(&self.offered_on(&agent_id));
+            if is_empty(&free) {
+                continue;
+            }
+            let Some((framework_id, resources)) = self.choose(&agent_id, &free) else {
+                continue;
+            };
+            self.next_offer += 1;
+            let offer = Offer {
+                id: format!("o{}", self.next_offer),
+                framework_id,
+                agent_id: agent_id.clone(),
+                resources,
+            };
+            self.offers.insert(offer.id.clone(), offer.clone());
+            made.push(offer);
+        }
+        made
+    }
+
+    /// Who gets `free` of `agent_id`, and how much of it.
+    fn choose(&self, agent_id: &str, free: &Resources) -> Option<(String, Resources)> {
+        // Frameworks that may be offered this agent now, by role.
+        let mut by_role: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (id, framework) in &self.frameworks {
+            if framework.builtin || framework.suppressed || framework.filters.contains_key(agent_id)
+            {
+                continue;
+            }
+            by_role.entry(framework.role.as_str()).or_default().push(id);
+        }
+        let capped = |role: &str, amount: Resources| -> Option<Resources> {
+            let amount = match self.limit_headroom(role) {
+                Some(headroom) => min(&amount, &headroom),
+                None => amount,
+            };
+            (!is_empty(&amount)).then_some(amount)
+        };
+        let total = self.cluster_total();
+        let pick_framework = |role: &str| -> Option<String> {
+            by_role
+                .get(role)?
+                .iter()
+                .copied()
+                .min_by(|a, b| {
+                    let share =
+                        |id: &str| Self::dominant_share(&self.held_by_framework(id), &total);
+                    share(a).total_cmp(&share(b)).then(a.cmp(b))
+                })
+                .map(str::to_string)
+        };
+        // Quota: roles below their guarantee, the least satisfied first.
+        let mut wanting: Vec<(&str, f64)> = by_role
+            .keys()
+            .copied()
+            .filter_map(|role| {
+                let guarantee = self.role(role).guarantee;
+                let held = self.held_by_role(role);
+                let short = guarantee.saturating_sub(&held);
+                (!is_empty(&short)).then(|| (role, Self::dominant_share(&held, &guarantee)))
+            })
+            .collect();
+        wanting.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+        for (role, _) in wanting {
+            if let (Some(framework), Some(amount)) = (pick_framework(role), capped(role, *free)) {
+                return Some((framework, amount));
+            }
+        }
+        // Weighted DRF, leaving what unsatisfied guarantees still need.
+        let spare = self
+            .cluster_free()
+            .saturating_sub(&self.quota_held_back(None));
+        let available = min(free, &spare);
+        if is_empty(&available) {
+            return None;
+        }
+        let mut roles: Vec<(&str, f64)> = by_role
+            .keys()
+            .map(|role| (*role, self.weighted_share(role)))
+            .collect();
+        roles.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+        roles
+            .into_iter()
+            .find_map(|(role, _)| Some((pick_framework(role)?, capped(role, available)?)))
+    }
+
+    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
+        self.offers.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(cpus: u64, mem: u64) -> Resources {
+        Resources {
+            cpus_milli: cpus * 1000,
+            mem_mib: mem,
+            disk_mib: 0,
+        }
+    }
+
+    fn cluster(agents: usize, cpus: u64, mem: u64) -> Allocator {
+        let mut a = Allocator::default();
+        for i in 0..agents {
+            a.add_agent(&format!("a{i:03}"), res(cpus, mem));
+        }
+        a
+    }
+
+    /// Frameworks that want tasks of `task` size without end: from each offer each
+    /// launches as many as fit (the rest is free again at once), or declines one it cannot
+    /// use. Rounds until no offer is made; returns each framework's tasks.
+    fn run_tasks(a: &mut Allocator, tasks: &BTreeMap<&str, Resources>) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for round in 0..10_000u64 {
+            let offers = a.allocate(round);
+            if offers.is_empty() {
+                break;
+            }
+            for offer in offers {
+                let task = tasks[offer.framework_id.as_str()];
+                let mut used = Resources::default();
+                let mut n = 0;
+                while task.add(&used).fits_in(&offer.resources) {
+                    used = used.add(&task);
+                    n += 1;
+                }
+                if n > 0 {
+                    a.accept(&offer.framework_id, &offer.id, &used).unwrap();
+                    *counts.entry(offer.framework_id.clone()).or_default() += n;
+                } else {
+                    a.decline(&offer.framework_id, &offer.id, 1_000_000, round)
+                        .unwrap();
+                }
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn drf_shares_converge_to_the_weights_for_two_and_three_frameworks() {
+        // Two roles, weights 1 and 3, same task shape: 1:3 of the cluster.
+        let mut a = cluster(40, 4, 4_096);
+        a.set_role(
+            "a",
+            RoleConfig {
+                weight: 1.0,
+                ..Default::default()
+            },
+        );
+        a.set_role(
+            "b",
+            RoleConfig {
+                weight: 3.0,
+                ..Default::default()
+            },
+        );
+        a.add_framework("fa", "a", false);
+        a.add_framework("fb", "b", false);
+        let tasks = BTreeMap::from([("fa", res(1, 256)), ("fb", res(1, 256))]);
+        let counts = run_tasks(&mut a, &tasks);
+        assert_eq!(
+            counts["fa"] + counts["fb"],
+            160,
+            "the cluster is full: {counts:?}"
+        );
+        assert!((39..=41).contains(&counts["fa"]), "{counts:?}");
+        // Three frameworks, one role each, weights 1, 1, 2, different dominant resources:
+        // each of them fills an agent to the same dominant share (2 %), and the weighted
+        // shares end within an agent of each other.
+        let mut a = cluster(50, 8, 8_192);
+        for (role, weight) in [("x", 1.0), ("y", 1.0), ("z", 2.0)] {
+            a.set_role(
+                role,
+                RoleConfig {
+                    weight,
+                    ..Default::default()
+                },
+            );
+            a.add_framework(&format!("f{role}"), role, false);
+        }
+        let tasks = BTreeMap::from([
+            ("fx", res(2, 128)),   // cpu-heavy
+            ("fy", res(1, 2_048)), // memory-heavy
+            ("fz", res(1, 512)),
+        ]);
+        let counts = run_tasks(&mut a, &tasks);
+        let agents = counts["fx"] / 4 + counts["fy"] / 4 + counts["fz"] / 8;
+        assert_eq!(agents, 50, "every agent went to one of them: {counts:?}");
+        let shares: Vec<f64> = ["x", "y", "z"]
+            .iter()
+            .map(|r| a.weighted_share(r))
+            .collect();
+        let (lo, hi) = (
+            shares.iter().cloned().fold(f64::MAX, f64::min),
+            shares.iter().cloned().fold(0.0, f64::max),
+        );
+        assert!(
+            hi - lo < 0.05,
+            "weighted dominant shares converge: {shares:?}"
+        );
+    }
+
+    #[test]
+    fn quota_is_honoured_under_contention_and_held_back_from_others() {
+        let mut a = cluster(20, 4, 4_096); // 80 cpus
+        a.set_role(
+            "batch",
+            RoleConfig {
+                weight: 10.0,
+                ..Default::default()
+            },
+        );
+        a.set_role(
+            "prod",
+            RoleConfig {
+                guarantee: res(30, 1_024),
+                ..Default::default()
+            },
+        );
+        a.add_framework("big", "batch", false);
+        a.add_framework("small", "prod", false);
+        // The heavy-weight role starts alone and takes what it can: the guarantee stays.
+        let tasks = BTreeMap::from([("big", res(1, 64)), ("small", res(1, 64))]);
+        a.suppress("small");
+        let counts = run_tasks(&mut a, &tasks);
+        assert_eq!(
+            counts["big"], 50,
+            "80 cpus less the 30 held for prod: {counts:?}"
+        );
+        a.revive("small");
+        let counts = run_tasks(&mut a, &tasks);
+        assert_eq!(counts["small"], 30, "{counts:?}");
+        assert!(a.held_by_role("prod").cpus_milli >= 30_000);
+        // A built-in framework of batch may not take what prod's guarantee needs either.
+        let mut b = cluster(4, 4, 4_096);
+        b.set_role(
+            "prod",
+            RoleConfig {
+                guarantee: res(8, 0),
+                ..Default::default()
+            },
+        );
+        b.add_framework("services", "*", true);
+        b.use_resources("services", "a000", &res(4, 64));
+        b.use_resources("services", "a001", &res(4, 64));
+        assert_eq!(
+            b.may_use("services", &res(1, 64)),
+            Err(AllocError::QuotaHeld { held: res(8, 0) })
+        );
+    }
+
+    #[test]
+    fn a_declined_agent_is_not_offered_again_until_the_filter_expires() {
+        let mut a = cluster(1, 4, 4_096);
+        a.add_framework("f", "*", false);
+        let offer = a.allocate(0).pop().unwrap();
+        a.decline("f", &offer.id, 5_000, 0).unwrap();
+        assert!(a.allocate(4_999).is_empty());
+        assert_eq!(
+            a.allocate(5_000).len(),
+            1,
+            "filtered until 5 s after the decline"
+        );
+        // A second framework is offered what the first declined.
+        let mut a = cluster(1, 4, 4_096);
+        a.add_framework("f", "*", false);
+        a.add_framework("g", "*", false);
+        let first = a.allocate(0).pop().unwrap();
+        assert_eq!(first.framework_id, "f");
+        a.decline("f", &first.id, 5_000, 0).unwrap();
+        assert_eq!(a.allocate(1).pop().unwrap().framework_id, "g");
+    }
+
+    #[test]
+    fn suppressed_frameworks_get_nothing_until_they_revive() {
+        let mut a = cluster(3, 4, 4_096);
+        a.add_framework("f", "*", false);
+        let offers = a.allocate(0);
+        assert_eq!(offers.len(), 3);
+        let rescinded = a.suppress("f");
+        assert_eq!(rescinded.len(), 3, "its offers are rescinded");
+        assert!(a.allocate(1).is_empty());
+        a.revive("f");
+        assert_eq!(a.allocate(2).len(), 3);
+    }
+
+    #[test]
+    fn an_agents_offers_are_rescinded_when_it_goes_and_used_offers_are_refused() {
+        let mut a = cluster(2, 4, 4_096);
+        a.add_framework("f", "*", false);
+        let offers = a.allocate(0);
+        let on_a0 = offers
+            .iter()
+            .find(|o| o.agent_id == "a000")
+            .unwrap()
+            .clone();
+        let rescinded = a.deactivate_agent("a000");
+        assert_eq!(rescinded, vec![on_a0.clone()]);
+        assert_eq!(
+            a.accept("f", &on_a0.id, &res(1, 64)),
+            Err(AllocError::UnknownOffer(on_a0.id.clone()))
+        );
+        let other = offers.iter().find(|o| o.agent_id == "a001").unwrap();
+        assert!(matches!(
+            a.accept("f", &other.id, &res(5, 64)),
+            Err(AllocError::ExceedsOffer { .. })
+        ));
+        assert!(matches!(
+            a.accept("g", &other.id, &res(1, 64)),
+            Err(AllocError::NotYourOffer { .. })
+        ));
+        a.accept("f", &other.id, &res(1, 64)).unwrap();
+        // The rest of a001 is offered again; a000 no more.
+        let again = a.allocate(1);
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].agent_id.as_str(), again[0].resources),
+            ("a001", res(3, 4_032))
+        );
+        // A removed framework's offers go with it.
+        assert_eq!(a.remove_framework("f"), again);
+    }
+
+    #[test]
+    fn built_in_frameworks_are_never_offered_but_their_share_counts() {
+        let mut a = cluster(10, 4, 4_096);
+        a.add_framework("services", "*", true);
+        a.add_framework("spark", "*", false);
+        a.add_framework("other", "analytics", false);
+        // The services framework runs 20 cpus in role `*`: `*` has the larger share, so
+        // `analytics` is offered first.
+        for i in 0..5 {
+            a.use_resources("services", &format!("a{i:03}"), &res(4, 256));
+        }
+        let offers = a.allocate(0);
+        assert!(offers.iter().all(|o| o.framework_id != "services"));
+        assert_eq!(offers[0].framework_id, "other", "{offers:?}");
+        // Limits bound a role's offers.
+        let mut b = cluster(2, 4, 4_096);
+        b.set_role(
+            "capped",
+            RoleConfig {
+                limit: Some(res(2, 1_024)),
+                ..Default::default()
+            },
+        );
+        b.add_framework("c", "capped", false);
+        let offers = b.allocate(0);
+        assert_eq!(offers.len(), 1, "{offers:?}");
+        assert_eq!(offers[0].resources, res(2, 1_024));
+        assert!(matches!(
+            b.may_use("c", &res(1, 1)),
+            Err(AllocError::OverLimit { .. })
+        ));
+    }
+}
