@@ -338,9 +338,11 @@ pub async fn set_retention(
             .filter(|s| (60..=HISTORY_AGE_MAX_SECONDS).contains(s))
         {
             Some(seconds) => Some(seconds),
-            None => return bad(format!(
+            None => {
+                return bad(format!(
                 "maxAgeSeconds must be null or a whole number from 60 to {HISTORY_AGE_MAX_SECONDS}"
-            )),
+            ))
+            }
         },
     };
     // Conditional on the job as read, so a change written meanwhile is not undone.
