@@ -5,6 +5,7 @@
 //! Each test builds its own hosts; a lock makes them run one at a time.
 
 mod cluster;
+mod jobs;
 mod net;
 
 use cluster::{master_url, wait_for, Cluster, UNREACHABLE_TIMEOUT_MS};
