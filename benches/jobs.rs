@@ -20,7 +20,8 @@
 //!    leader built the launch) minus the instant it is for (the run's
 //!    `Trigger::Schedule::at_ms`; a task id's `ct.<ms>.` is the launch's time, not the
 //!    instant, see `planner::task_id`). Printed: `job_start_lag_p99` and `_p50`, and
-//!    `job_instants_skipped` (instants of the window the scheduler skipped: should be 0);
+//!    `job_instants_skipped` (instants of the window the scheduler skipped: should be 0)
+//!    and `job_instants_repeated` (instants of the window run more than once: must be 0);
 //!    on stderr the runs measured, those missing, the lag to the run's decision and to the
 //!    RUNNING the agent reported.
 //!
@@ -352,6 +353,7 @@ async fn emulated() {
         mut to_running,
         started,
         skipped,
+        repeated,
     } = observed;
     assert!(
         !lags.is_empty(),
@@ -376,6 +378,7 @@ async fn emulated() {
     println!("BENCH job_start_lag_p99 {:.0} ms", ms(rank(&lags, 99.0)));
     println!("BENCH job_start_lag_p50 {:.0} ms", ms(rank(&lags, 50.0)));
     println!("BENCH job_instants_skipped {skipped} instants");
+    println!("BENCH job_instants_repeated {repeated} instants");
     let _ = shutdown.send(true);
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
@@ -411,6 +414,8 @@ struct Observed {
     started: u64,
     /// Instants of the window the scheduler skipped.
     skipped: u64,
+    /// Instants of the window run more than once (exactly-once says 0).
+    repeated: u64,
 }
 
 fn observe(state: &ClusterState, first_ms: u64, last_ms: u64) -> Observed {
@@ -420,7 +425,9 @@ fn observe(state: &ClusterState, first_ms: u64, last_ms: u64) -> Observed {
         to_running: Vec::new(),
         started: 0,
         skipped: 0,
+        repeated: 0,
     };
+    let mut seen = std::collections::BTreeSet::new();
     let since = |at_ms: u64, later_ms: u64| Duration::from_millis(later_ms.saturating_sub(at_ms));
     // Finished runs are in their job's history, the others in `runs`.
     let runs = state
@@ -434,6 +441,10 @@ fn observe(state: &ClusterState, first_ms: u64, last_ms: u64) -> Observed {
             continue;
         };
         if !(first_ms..=last_ms).contains(&at_ms) {
+            continue;
+        }
+        if !seen.insert((run.job_id.as_str(), at_ms)) {
+            observed.repeated += 1;
             continue;
         }
         observed.started += 1;

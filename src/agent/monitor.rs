@@ -199,10 +199,12 @@ fn output_tail(dir: &TaskDir) -> Option<dcos_core::types::TaskOutput> {
         return None;
     }
     let wanted = wanted.min(dcos_core::types::OUTPUT_TAIL_MAX_BYTES as u64);
-    Some(dcos_core::types::TaskOutput {
+    let output = dcos_core::types::TaskOutput {
         stdout: dcos_runtime::logs::tail(&dir.stdout(), wanted),
         stderr: dcos_runtime::logs::tail(&dir.stderr(), wanted),
-    })
+    };
+    // Bounded here, not only by the master: the report waits in the agent's outbox.
+    Some(output.bounded())
 }
 
 fn end_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> TaskReport {

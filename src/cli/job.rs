@@ -3,7 +3,7 @@
 //! (`/cluster/v1/jobs`) for schedules in words, runs with their output, and workflows.
 
 use super::{print_json, print_table, row};
-use crate::cli::client::Client;
+use crate::cli::client::{Client, ClientError};
 use anyhow::Context;
 use clap::Subcommand;
 use dcos_api::routes::cluster as cluster_routes;
@@ -25,7 +25,8 @@ pub enum JobCommand {
     /// "parents": ["extract"] instead of a schedule to run after other jobs.
     Add { file: PathBuf },
     /// Replace a job's definition from a JSON file (same formats as `add`); its runs and
-    /// history stay. A Metronome job's schedules in the file replace its schedules.
+    /// history stay. A Metronome job's schedule in the file is written too (replaced, or
+    /// added when the job has none); without one in the file the job keeps its own.
     Update { file: PathBuf },
     /// List jobs: the schedule in plain words, the next run in this machine's time zone
     /// (TZ, else /etc/localtime), the last run.
@@ -188,7 +189,11 @@ pub(super) async fn job(client: &Client, json: bool, command: JobCommand) -> any
             let job = read_job(&file)?;
             let id = job_id(&job)?;
             if is_chronos(&job) {
-                let exists = client.get::<Value>(&cluster_routes::job(&id)).await.is_ok();
+                let exists = match client.get::<Value>(&cluster_routes::job(&id)).await {
+                    Ok(_) => true,
+                    Err(ClientError::Api(e)) if e.status == 404 => false,
+                    Err(e) => return Err(e.into()),
+                };
                 anyhow::ensure!(
                     !exists,
                     "job {id} exists already; `dcos-rs job update` replaces it"
@@ -221,7 +226,15 @@ pub(super) async fn job(client: &Client, json: bool, command: JobCommand) -> any
                     let sid = schedule["id"].as_str().unwrap_or("default");
                     let path = format!("/v1/jobs/{id}/schedules/{sid}");
                     let body = serde_json::to_vec(schedule)?;
-                    client.send_text(Method::PUT, &path, Some(&body)).await?;
+                    match client.send_text(Method::PUT, &path, Some(&body)).await {
+                        Err(ClientError::Api(e)) if e.status == 404 => {
+                            let path = format!("/v1/jobs/{id}/schedules");
+                            client.send_text(Method::POST, &path, Some(&body)).await?;
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
                 }
             }
             finish(client, json, &id, "updated").await
@@ -529,7 +542,7 @@ async fn logs(
     if finished {
         match found[stream].as_str() {
             Some(output) => print!("{output}"),
-            None => eprintln!(
+            None => anyhow::bail!(
                 "run {} kept no output (only the newest runs of a job keep theirs)",
                 text(&found["id"])
             ),
@@ -538,8 +551,10 @@ async fn logs(
     }
     let task_id = found["tasks"].as_array().and_then(|t| t.last()).map(text);
     let (Some(task_id), Some(agent_url)) = (task_id, found["agentUrl"].as_str()) else {
-        eprintln!("run {} has no task yet", text(&found["id"]));
-        return Ok(());
+        anyhow::bail!(
+            "run {} has no task yet: it waits for room (see `dcos-rs job show {id}`)",
+            text(&found["id"])
+        );
     };
     let url = format!(
         "{agent_url}{}?follow={follow}",

@@ -1,4 +1,6 @@
-//! The master's event streams (server-sent events), fed by one bus:
+//! The master's event streams (server-sent events), fed by one translator through two
+//! buses (Marathon's events alone, and all), so a burst of our own events never pushes a
+//! Marathon client's stream behind:
 //!
 //! - `GET /v2/events`, Marathon's, as marathon-python's `event_stream` and marathon-lb read
 //!   it: the services framework's events only (`services::events`), with Marathon's names.
@@ -71,9 +73,23 @@ fn framed(event_type: &'static str, mut body: serde_json::Value, marathon: bool)
     }
 }
 
-/// The event bus of the master's frameworks.
+/// The event buses of the master's frameworks.
+#[derive(Clone)]
+struct Buses {
+    /// Every event (`/cluster/v1/events`).
+    all: broadcast::Sender<Arc<Event>>,
+    /// Marathon's events only (`/v2/events`).
+    marathon: broadcast::Sender<Arc<Event>>,
+}
+
+impl Buses {
+    fn listeners(&self) -> usize {
+        self.all.receiver_count() + self.marathon.receiver_count()
+    }
+}
+
 pub struct Events {
-    bus: broadcast::Sender<Arc<Event>>,
+    bus: Buses,
     /// Whether the translator runs; checked and set under this lock by subscribers and by
     /// the translator when it sees nobody listening, so one always runs while anyone does.
     translating: Arc<Mutex<bool>>,
@@ -82,15 +98,25 @@ pub struct Events {
 impl Default for Events {
     fn default() -> Self {
         Events {
-            bus: broadcast::channel(BUS_BUFFER).0,
+            bus: Buses {
+                all: broadcast::channel(BUS_BUFFER).0,
+                marathon: broadcast::channel(BUS_BUFFER).0,
+            },
             translating: Arc::new(Mutex::new(false)),
         }
     }
 }
 
 impl Events {
-    fn subscribe(&self, master: &Arc<Master>) -> broadcast::Receiver<Arc<Event>> {
-        let receiver = self.bus.subscribe();
+    fn subscribe(
+        &self,
+        master: &Arc<Master>,
+        marathon_only: bool,
+    ) -> broadcast::Receiver<Arc<Event>> {
+        let receiver = match marathon_only {
+            true => self.bus.marathon.subscribe(),
+            false => self.bus.all.subscribe(),
+        };
         let mut translating = self.translating.lock().unwrap_or_else(|e| e.into_inner());
         if !*translating {
             *translating = true;
@@ -105,17 +131,14 @@ impl Events {
 }
 
 /// Turns applied commands into events while anyone listens.
-async fn translate(
-    master: Arc<Master>,
-    bus: broadcast::Sender<Arc<Event>>,
-    translating: Arc<Mutex<bool>>,
-) {
+async fn translate(master: Arc<Master>, bus: Buses, translating: Arc<Mutex<bool>>) {
     let mut commands = master.raft.subscribe_commands();
     let mut deployments = master.read(services::events::deployments_under_way);
+    let mut jobs_seen = jobs::events::Seen::default();
     loop {
         {
             let mut running = translating.lock().unwrap_or_else(|e| e.into_inner());
-            if bus.receiver_count() == 0 {
+            if bus.listeners() == 0 {
                 *running = false;
                 return;
             }
@@ -142,11 +165,15 @@ async fn translate(
         }
         let events = master.read(|state| {
             let mut events = services::events::events_of(state, &batch, &mut deployments);
-            events.extend(jobs::events::events_of(state, &batch));
+            events.extend(jobs::events::events_of(state, &batch, &mut jobs_seen));
             events
         });
         for event in events {
-            let _ = bus.send(Arc::new(event));
+            let event = Arc::new(event);
+            if event.marathon {
+                let _ = bus.marathon.send(Arc::clone(&event));
+            }
+            let _ = bus.all.send(event);
         }
     }
 }
@@ -192,14 +219,14 @@ fn stream(
             "the event stream is text/event-stream: send Accept: text/event-stream",
         ));
     }
-    if events.bus.receiver_count() >= SUBSCRIBERS_MAX {
+    if events.bus.listeners() >= SUBSCRIBERS_MAX {
         return api_error(ApiError::unavailable(format!(
             "{SUBSCRIBERS_MAX} event streams are open already; retry later"
         )));
     }
     let params = super::services::query::Params::parse(query.as_deref());
     let wanted: BTreeSet<String> = params.all("event_type").map(str::to_string).collect();
-    let receiver = events.subscribe(&master);
+    let receiver = events.subscribe(&master, marathon_only);
     let attached = event(
         "event_stream_attached",
         serde_json::json!({ "remoteAddress": peer.ip().to_string() }),
@@ -210,7 +237,6 @@ fn stream(
         master,
         receiver,
         wanted,
-        marathon_only,
         peer,
         pending: start,
         ended: false,
@@ -234,8 +260,6 @@ struct Stream {
     master: Arc<Master>,
     receiver: broadcast::Receiver<Arc<Event>>,
     wanted: BTreeSet<String>,
-    /// Marathon's stream: our own events are left out.
-    marathon_only: bool,
     peer: SocketAddr,
     pending: Option<Bytes>,
     ended: bool,
@@ -257,8 +281,7 @@ impl Stream {
             tokio::select! {
                 received = self.receiver.recv() => match received {
                     Ok(event) => {
-                        let ours = self.marathon_only && !event.marathon;
-                        if !ours && (self.wanted.is_empty() || self.wanted.contains(event.event_type)) {
+                        if self.wanted.is_empty() || self.wanted.contains(event.event_type) {
                             return Some(event.frame.clone());
                         }
                     }

@@ -74,6 +74,8 @@ pub fn router(
             &format!("{}{}", marathon::DCOS_SERVICE_PREFIX, marathon::PING),
             get(pong),
         )
+        // Metronome's, under DC/OS's prefix of it.
+        .route("/service/metronome/ping", get(pong))
         .route(cluster::READY, get(ready))
         .with_state(master.clone());
     let mut api = Router::new()

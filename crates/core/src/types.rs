@@ -234,11 +234,12 @@ fn is_zero_bytes(n: &u64) -> bool {
     *n == 0
 }
 
-/// Most of a stream's end a task's last status carries (`LaunchSpec::output_tail_bytes`).
+/// Most of a task's output's end its last status carries, stdout and stderr together
+/// (`LaunchSpec::output_tail_bytes`).
 pub const OUTPUT_TAIL_MAX_BYTES: usize = 64 * 1024;
 
 /// The end of what a task wrote, sent by its agent with the task's end when its launch
-/// asked for it; each stream at most `OUTPUT_TAIL_MAX_BYTES`.
+/// asked for it; both streams together at most `OUTPUT_TAIL_MAX_BYTES`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOutput {
     pub stdout: String,
@@ -246,20 +247,35 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
-    /// Each stream cut to its last `OUTPUT_TAIL_MAX_BYTES` (at a character boundary).
+    /// Both streams together within `OUTPUT_TAIL_MAX_BYTES`, each keeping its end (cut at a
+    /// character boundary): stderr keeps up to half, or more when stdout is shorter.
     pub fn bounded(mut self) -> TaskOutput {
-        fn cut(text: &mut String) {
-            if text.len() > OUTPUT_TAIL_MAX_BYTES {
-                let mut start = text.len() - OUTPUT_TAIL_MAX_BYTES;
+        fn cut(text: &mut String, keep: usize) {
+            if text.len() > keep {
+                let mut start = text.len() - keep;
                 while !text.is_char_boundary(start) {
                     start += 1;
                 }
                 text.drain(..start);
             }
         }
-        cut(&mut self.stdout);
-        cut(&mut self.stderr);
+        let max = OUTPUT_TAIL_MAX_BYTES;
+        let stderr_keep = self
+            .stderr
+            .len()
+            .min((max / 2).max(max.saturating_sub(self.stdout.len())));
+        cut(&mut self.stderr, stderr_keep);
+        cut(&mut self.stdout, max - stderr_keep);
         self
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -321,22 +321,25 @@ fn chronos_fetch(body: &Map<String, Value>) -> Result<Vec<TaskFetch>, String> {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
             for (i, item) in list.iter().enumerate() {
-                let flag = |key: &str, default: bool| {
-                    item.get(key).and_then(Value::as_bool).unwrap_or(default)
+                let flag = |key: &str, default: bool| match item.get(key) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(Value::Bool(b)) => Ok(*b),
+                    Some(_) => Err(format!("fetch[{i}].{key} must be true or false")),
                 };
                 let Some(uri) = item.get("uri").and_then(Value::as_str) else {
                     return Err(format!("fetch[{i}].uri is required"));
                 };
+                let output_file = match item.get("output_file").or_else(|| item.get("outputFile")) {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(name)) => Some(name.clone()),
+                    Some(_) => return Err(format!("fetch[{i}].output_file must be a file name")),
+                };
                 fetch.push(TaskFetch {
                     uri: uri.to_string(),
-                    extract: flag("extract", true),
-                    executable: flag("executable", false),
-                    cache: flag("cache", false),
-                    output_file: item
-                        .get("output_file")
-                        .or_else(|| item.get("outputFile"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    extract: flag("extract", true)?,
+                    executable: flag("executable", false)?,
+                    cache: flag("cache", false)?,
+                    output_file,
                 });
             }
         }

@@ -23,11 +23,41 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// Attempt ends already told (a status sent again after its commit is applied again, and
+/// would look the same): the latest `SEEN_MAX` (run, ends so far).
+#[derive(Default)]
+pub struct Seen {
+    keys: BTreeSet<(String, usize)>,
+    order: std::collections::VecDeque<(String, usize)>,
+}
+
+const SEEN_MAX: usize = 16_384;
+
+impl Seen {
+    /// Whether this attempt end of `run` is new (and remembers it).
+    fn first(&mut self, run: &JobRun) -> bool {
+        let key = (run.id.clone(), run.ends.len());
+        if !self.keys.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > SEEN_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 /// The events of a batch of applied commands, in order.
-pub fn events_of(state: &ClusterState, batch: &[Arc<AppliedCommand>]) -> Vec<Event> {
+pub fn events_of(
+    state: &ClusterState,
+    batch: &[Arc<AppliedCommand>],
+    seen: &mut Seen,
+) -> Vec<Event> {
     let mut events = Vec::new();
-    // A run's end once per batch, whichever of its commands is seen first.
-    let mut ended = BTreeSet::new();
+    let ended = seen;
     for applied in batch {
         if applied.outcome != Outcome::Applied {
             continue;
@@ -92,7 +122,7 @@ pub fn events_of(state: &ClusterState, batch: &[Arc<AppliedCommand>]) -> Vec<Eve
                         .values()
                         .find_map(|job| job.history.iter().rev().find(|r| r.id == *run_id));
                     if let Some(run) = finished {
-                        run_ended(run, &mut ended, &mut events);
+                        run_ended(run, ended, &mut events);
                     }
                 }
             },
@@ -127,7 +157,7 @@ pub fn events_of(state: &ClusterState, batch: &[Arc<AppliedCommand>]) -> Vec<Eve
                         .any(|e| e.task_id == *task_id && e.ended_ms == *at_ms)
                 };
                 if let Some(run) = state.jobs.runs.get(run_id) {
-                    if run.status == RunStatus::Starting && ended_by(run) {
+                    if run.status == RunStatus::Starting && ended_by(run) && ended.first(run) {
                         let end = run.ends.last();
                         events.push(own_event(
                             "job_run_retrying",
@@ -147,7 +177,7 @@ pub fn events_of(state: &ClusterState, batch: &[Arc<AppliedCommand>]) -> Vec<Eve
                     .get(job_id)
                     .and_then(|job| job.history.iter().rev().find(|r| r.id == *run_id));
                 if let Some(run) = finished.filter(|run| ended_by(run)) {
-                    run_ended(run, &mut ended, &mut events);
+                    run_ended(run, ended, &mut events);
                 }
             }
             _ => {}
@@ -164,8 +194,8 @@ fn trigger_name(trigger: &Trigger) -> &'static str {
     }
 }
 
-fn run_ended(run: &JobRun, ended: &mut BTreeSet<String>, events: &mut Vec<Event>) {
-    if !ended.insert(run.id.clone()) {
+fn run_ended(run: &JobRun, ended: &mut Seen, events: &mut Vec<Event>) {
+    if !ended.first(run) {
         return;
     }
     let end = run.ends.last();

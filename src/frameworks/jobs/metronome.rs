@@ -87,11 +87,8 @@ pub fn routes() -> Router<Arc<Master>> {
         .route("/v1/jobs/{id}/runs/{rid}/actions/stop", post(stop))
         .route("/v1/queue", get(queue))
         .route("/info", get(info));
-    // `/ping` is the master's own (Marathon's); under DC/OS's prefix it is Metronome's.
-    v1.clone().nest(
-        "/service/metronome",
-        v1.route("/ping", get(|| async { "pong" })),
-    )
+    // `/ping` is the master's own and open (src/master/http.rs), also under this prefix.
+    v1.clone().nest("/service/metronome", v1)
 }
 
 /// `GET /v1/queue`: the runs waiting for their task (a first attempt not yet placed, or a
@@ -294,7 +291,14 @@ fn placement_from(value: Option<&Value>, errors: &mut Vec<(String, String)>) -> 
         }
         match (field("attribute"), field("operator")) {
             (Some(attribute), Some(operator)) => {
-                let value = field("value").unwrap_or_default();
+                let value = match item.get("value") {
+                    None | Some(Value::Null) => "",
+                    Some(Value::String(v)) => v.as_str(),
+                    Some(_) => {
+                        errors.push((format!("{path}/value"), "must be a string".into()));
+                        continue;
+                    }
+                };
                 match RunSpec::constraint(attribute, operator, value) {
                     Ok(constraint) => constraints.push(constraint),
                     Err(reason) => errors.push((path, reason)),
@@ -322,8 +326,22 @@ fn artifacts_from(value: Option<&Value>, errors: &mut Vec<(String, String)>) -> 
     };
     let mut fetch = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let flag =
-            |key: &str, default: bool| item.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let mut flag = |key: &str, default: bool| match item.get(key) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.push((
+                    format!("/run/artifacts/{i}/{key}"),
+                    "must be true or false".into(),
+                ));
+                default
+            }
+        };
+        let (extract, executable, cache) = (
+            flag("extract", true),
+            flag("executable", false),
+            flag("cache", false),
+        );
         for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
             if !["uri", "extract", "executable", "cache"].contains(&key.as_str()) {
                 errors.push((
@@ -335,9 +353,9 @@ fn artifacts_from(value: Option<&Value>, errors: &mut Vec<(String, String)>) -> 
         match item.get("uri").and_then(Value::as_str) {
             Some(uri) => fetch.push(TaskFetch {
                 uri: uri.to_string(),
-                extract: flag("extract", true),
-                executable: flag("executable", false),
-                cache: flag("cache", false),
+                extract,
+                executable,
+                cache,
                 output_file: None,
             }),
             None => errors.push((format!("/run/artifacts/{i}/uri"), "is required".into())),
@@ -879,7 +897,7 @@ async fn replace(
                 spec.kept.entry(key).or_insert(value);
             }
         }
-        spec
+        Ok(spec)
     })
     .await;
     if let Err(r) = written {
@@ -900,7 +918,7 @@ const MODIFY_TRIES: usize = 5;
 async fn modify_job(
     master: &Master,
     id: &str,
-    change: impl Fn(JobSpec) -> JobSpec,
+    change: impl Fn(JobSpec) -> Result<JobSpec, Response>,
 ) -> Result<(), Response> {
     for _ in 0..MODIFY_TRIES {
         let read = master.read(|s| s.jobs.jobs.get(id).map(|r| (r.spec.clone(), r.version_ms)));
@@ -908,7 +926,7 @@ async fn modify_job(
             return Err(not_found(id));
         };
         let command = Command::PutJob {
-            job: change(current),
+            job: change(current)?,
             create: false,
             at_ms: now_ms(),
             if_version_ms: Some(version),
@@ -967,15 +985,41 @@ async fn schedules(State(master): State<Arc<Master>>, Path(id): Path<String>) ->
     }
 }
 
-/// The job's schedule replaced (or removed), the rest of it as it is when written.
+/// What a schedule write expects of the job when it is written.
+enum Expect<'a> {
+    /// None yet (and no parents): `POST .../schedules`.
+    NoSchedule,
+    /// This one: `PUT` and `DELETE .../schedules/{sid}`.
+    Schedule(&'a str),
+}
+
+/// The job's schedule replaced (or removed), the rest of it as it is when written; what
+/// `expect` says is checked on the job as written, so two concurrent writes cannot both
+/// pass it.
 async fn set_schedule(
     master: &Master,
     id: &str,
+    expect: Expect<'_>,
     schedule: Option<ScheduleSpec>,
 ) -> Result<(), Response> {
     modify_job(master, id, |mut spec| {
+        match expect {
+            Expect::NoSchedule if spec.schedule.is_some() || !spec.parents.is_empty() => {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    json!({ "message": "Only one schedule supported at the moment (a job that runs after its parents has none)" }),
+                ))
+            }
+            Expect::Schedule(sid) if spec.schedule.as_ref().map(|s| s.id.as_str()) != Some(sid) => {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    json!({ "message": format!("Schedule {sid} of job {id} not found") }),
+                ))
+            }
+            _ => {}
+        }
         spec.schedule = schedule.clone();
-        spec
+        Ok(spec)
     })
     .await
 }
@@ -994,24 +1038,8 @@ async fn add_schedule(
         Ok(s) => s,
         Err(errors) => return invalid(errors),
     };
-    let current = master.read(|s| {
-        s.jobs
-            .jobs
-            .get(&id)
-            .map(|r| (r.spec.schedule.is_some(), !r.spec.parents.is_empty()))
-    });
-    match current.map(|(scheduled, dependent)| scheduled || dependent) {
-        None => return not_found(&id),
-        Some(true) => {
-            return error(
-                StatusCode::CONFLICT,
-                json!({ "message": "Only one schedule supported at the moment (a job that runs after its parents has none)" }),
-            )
-        }
-        Some(false) => {}
-    }
     let now = now_ms();
-    if let Err(r) = set_schedule(&master, &id, Some(schedule.clone())).await {
+    if let Err(r) = set_schedule(&master, &id, Expect::NoSchedule, Some(schedule.clone())).await {
         return r;
     }
     (StatusCode::CREATED, Json(schedule_view(&schedule, now))).into_response()
@@ -1064,7 +1092,7 @@ async fn replace_schedule(
         Err(errors) => return invalid(errors),
     };
     let now = now_ms();
-    match set_schedule(&master, &id, Some(schedule.clone())).await {
+    match set_schedule(&master, &id, Expect::Schedule(&sid), Some(schedule.clone())).await {
         Ok(()) => json_ok(&schedule_view(&schedule, now)),
         Err(r) => r,
     }
@@ -1078,7 +1106,7 @@ async fn remove_schedule(
     if let Err(r) = find_schedule(&master, &id, &sid) {
         return r;
     }
-    match set_schedule(&master, &id, None).await {
+    match set_schedule(&master, &id, Expect::Schedule(&sid), None).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(r) => r,
     }

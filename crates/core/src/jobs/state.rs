@@ -19,6 +19,13 @@ pub const RETRIES_MAX: u32 = 100;
 pub const SKIPS_KEPT: usize = 50;
 /// Finished runs of a job that keep their output's end (older history keeps the rest).
 pub const OUTPUTS_KEPT: usize = 10;
+/// Most bytes of runs' output the jobs state holds in all (it is replicated and in every
+/// snapshot): past it the oldest outputs are dropped until it holds 7/8 of it.
+pub const OUTPUT_BUDGET_BYTES: u64 = 256 << 20;
+
+fn output_len(output: &Option<TaskOutput>) -> u64 {
+    output.as_ref().map_or(0, |o| o.len() as u64)
+}
 
 /// A job: what runs, when, after what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -321,7 +328,9 @@ pub struct JobRecord {
 impl JobRecord {
     /// The history within the job's retention at `at_ms` (its count, at most
     /// `HISTORY_KEPT`, and its age), and output only on the `OUTPUTS_KEPT` newest runs.
-    fn trim_history(&mut self, at_ms: u64) {
+    /// Returns the bytes of output it dropped.
+    fn trim_history(&mut self, at_ms: u64) -> u64 {
+        let before: u64 = self.history.iter().map(|r| output_len(&r.output)).sum();
         while self.history.len() > self.spec.history_kept.min(HISTORY_KEPT) {
             self.history.pop_front();
         }
@@ -334,6 +343,8 @@ impl JobRecord {
         for run in self.history.iter_mut().take(with_output) {
             run.output = None;
         }
+        let after: u64 = self.history.iter().map(|r| output_len(&r.output)).sum();
+        before.saturating_sub(after)
     }
 }
 
@@ -342,6 +353,13 @@ pub struct JobsState {
     pub jobs: BTreeMap<String, JobRecord>,
     /// Runs not finished, by id.
     pub runs: BTreeMap<String, JobRun>,
+    /// Bytes of output the runs hold (at most about `OUTPUT_BUDGET_BYTES`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobsState {
@@ -399,9 +417,13 @@ impl JobsState {
                     started_ms: task.started_at_ms,
                     ended_ms: at_ms,
                 });
-                if output.is_some() {
-                    run.output = output.cloned();
-                }
+                // The run shows its last attempt's output, none if that attempt sent none.
+                let new = output.cloned();
+                self.output_bytes = self
+                    .output_bytes
+                    .saturating_sub(output_len(&run.output))
+                    .saturating_add(output_len(&new));
+                run.output = new;
             }
             self.attempt_ended(run_id, task.state == TaskState::Finished, at_ms);
         }
@@ -491,7 +513,8 @@ impl JobsState {
                 // Strictly later than the version replaced, so a conditional change read
                 // off that one is refused even within the same millisecond.
                 record.version_ms = at_ms.max(record.version_ms + 1);
-                record.trim_history(at_ms);
+                let freed = record.trim_history(at_ms);
+                self.output_bytes = self.output_bytes.saturating_sub(freed);
                 Ok(())
             }
             None => {
@@ -547,12 +570,20 @@ impl JobsState {
                 runs: active,
             });
         }
-        let tasks = active
+        let removed: Vec<JobRun> = active
             .iter()
             .filter_map(|id| self.runs.remove(id))
-            .flat_map(|run| run.task_ids)
             .collect();
-        self.jobs.remove(job_id);
+        let mut freed: u64 = removed.iter().map(|r| output_len(&r.output)).sum();
+        let tasks = removed.into_iter().flat_map(|run| run.task_ids).collect();
+        if let Some(job) = self.jobs.remove(job_id) {
+            freed += job
+                .history
+                .iter()
+                .map(|r| output_len(&r.output))
+                .sum::<u64>();
+        }
+        self.output_bytes = self.output_bytes.saturating_sub(freed);
         Ok(tasks)
     }
 
@@ -722,7 +753,40 @@ impl JobsState {
             stats.errors_since_last_success += 1;
         }
         job.history.push_back(run);
-        job.trim_history(at_ms);
+        let freed = job.trim_history(at_ms);
+        self.output_bytes = self.output_bytes.saturating_sub(freed);
+        if self.output_bytes > OUTPUT_BUDGET_BYTES {
+            self.drop_oldest_outputs(OUTPUT_BUDGET_BYTES / 8 * 7);
+        }
+    }
+
+    /// Drops the output of finished runs, oldest first, until at most `keep` bytes are held.
+    fn drop_oldest_outputs(&mut self, keep: u64) {
+        let mut held: Vec<(u64, String, usize)> = self
+            .jobs
+            .iter()
+            .flat_map(|(id, job)| {
+                job.history
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, run)| run.output.is_some())
+                    .map(move |(i, run)| (run.completed_ms.unwrap_or(0), id.clone(), i))
+            })
+            .collect();
+        held.sort();
+        for (_, job_id, i) in held {
+            if self.output_bytes <= keep {
+                break;
+            }
+            if let Some(run) = self
+                .jobs
+                .get_mut(&job_id)
+                .and_then(|job| job.history.get_mut(i))
+            {
+                self.output_bytes = self.output_bytes.saturating_sub(output_len(&run.output));
+                run.output = None;
+            }
+        }
     }
 }
 
@@ -949,6 +1013,62 @@ mod tests {
                 job_id: "nope".into()
             })
         );
+    }
+
+    #[test]
+    fn past_the_budget_the_oldest_outputs_go_first_and_the_count_follows() {
+        let mut s = JobsState::default();
+        s.put_job(&job("a"), true, 0).unwrap();
+        s.put_job(&job("b"), true, 0).unwrap();
+        for (i, job_id) in ["a", "b", "a", "b"].iter().enumerate() {
+            let id = format!("r{i}");
+            s.start_run(job_id, &id, &id, &Trigger::Manual, &[], i as u64)
+                .unwrap();
+            let run = s.runs.get_mut(&id).unwrap();
+            run.output = Some(TaskOutput {
+                stdout: "x".repeat(100),
+                stderr: String::new(),
+            });
+            s.output_bytes += 100;
+            s.attempt_ended(&id, true, 10 + i as u64);
+        }
+        assert_eq!(s.output_bytes, 400);
+        s.drop_oldest_outputs(250);
+        let kept: Vec<&str> = s
+            .jobs
+            .values()
+            .flat_map(|j| j.history.iter())
+            .filter(|r| r.output.is_some())
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(kept, ["r2", "r3"]);
+        assert_eq!(s.output_bytes, 200);
+        s.remove_job("a", false).unwrap();
+        assert_eq!(s.output_bytes, 100, "a's r2 went with it");
+    }
+
+    #[test]
+    fn a_runs_output_is_bounded_together_keeping_each_streams_end() {
+        let max = crate::types::OUTPUT_TAIL_MAX_BYTES;
+        let both = TaskOutput {
+            stdout: "o".repeat(100_000) + "END",
+            stderr: "e".repeat(100_000) + "ERR",
+        }
+        .bounded();
+        assert_eq!((both.stdout.len(), both.stderr.len()), (max / 2, max / 2));
+        assert!(both.stdout.ends_with("END") && both.stderr.ends_with("ERR"));
+        let little_err = TaskOutput {
+            stdout: "o".repeat(100_000),
+            stderr: "oops".into(),
+        }
+        .bounded();
+        assert_eq!(little_err.stderr, "oops");
+        assert_eq!(little_err.len(), max);
+        let small = TaskOutput {
+            stdout: "é".repeat(10),
+            stderr: String::new(),
+        };
+        assert_eq!(small.clone().bounded(), small);
     }
 
     #[test]

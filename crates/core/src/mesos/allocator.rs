@@ -100,6 +100,9 @@ struct AgentEntry {
 
 #[derive(Debug, Clone, Default)]
 pub struct Allocator {
+    /// Part of every offer id, unique per allocator (the leader's term), so an offer id
+    /// of a former leader is never taken for one of this allocator.
+    epoch: String,
     roles: BTreeMap<String, RoleConfig>,
     frameworks: BTreeMap<String, FrameworkEntry>,
     agents: BTreeMap<String, AgentEntry>,
@@ -126,6 +129,14 @@ fn is_empty(r: &Resources) -> bool {
 }
 
 impl Allocator {
+    /// An allocator whose offer ids begin with `epoch` (e.g. the leader's term).
+    pub fn new(epoch: &str) -> Allocator {
+        Allocator {
+            epoch: epoch.to_string(),
+            ..Allocator::default()
+        }
+    }
+
     /// A role's weight, guarantee and limit (roles not set have the defaults).
     pub fn set_role(&mut self, role: &str, config: RoleConfig) {
         self.roles.insert(role.to_string(), config);
@@ -423,7 +434,7 @@ impl Allocator {
             };
             self.next_offer += 1;
             let offer = Offer {
-                id: format!("o{}", self.next_offer),
+                id: format!("{}o{}", self.epoch, self.next_offer),
                 framework_id,
                 agent_id: agent_id.clone(),
                 resources,
@@ -478,7 +489,26 @@ impl Allocator {
             .collect();
         wanting.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
         for (role, _) in wanting {
-            if let (Some(framework), Some(amount)) = (pick_framework(role), capped(role, *free)) {
+            // Up to what it still lacks where it lacks something (other resources as
+            // free), leaving what the other guarantees lack.
+            let lacking = self
+                .role(role)
+                .guarantee
+                .saturating_sub(&self.held_by_role(role));
+            let bound = |l: u64| if l == 0 { u64::MAX } else { l };
+            let short = Resources {
+                cpus_milli: bound(lacking.cpus_milli),
+                mem_mib: bound(lacking.mem_mib),
+                disk_mib: bound(lacking.disk_mib),
+            };
+            let spare = self
+                .cluster_free()
+                .saturating_sub(&self.quota_held_back(Some(role)));
+            let amount = min(&min(free, &short), &spare);
+            if is_empty(&amount) {
+                continue;
+            }
+            if let (Some(framework), Some(amount)) = (pick_framework(role), capped(role, amount)) {
                 return Some((framework, amount));
             }
         }
@@ -666,6 +696,32 @@ mod tests {
             b.may_use("services", &res(1, 64)),
             Err(AllocError::QuotaHeld { held: res(8, 0) })
         );
+    }
+
+    #[test]
+    fn one_guaranteed_role_does_not_take_what_anothers_guarantee_needs() {
+        let mut a = Allocator::new("t1-");
+        for i in 0..10 {
+            a.add_agent(&format!("a{i:03}"), res(4, 4_096)); // 40 cpus
+        }
+        for role in ["p1", "p2"] {
+            a.set_role(
+                role,
+                RoleConfig {
+                    guarantee: res(20, 0),
+                    ..Default::default()
+                },
+            );
+            a.add_framework(role, role, false);
+        }
+        let tasks = BTreeMap::from([("p1", res(1, 64)), ("p2", res(1, 64))]);
+        a.suppress("p2");
+        let counts = run_tasks(&mut a, &tasks);
+        assert_eq!(counts["p1"], 20, "{counts:?}");
+        a.revive("p2");
+        let counts = run_tasks(&mut a, &tasks);
+        assert_eq!(counts["p2"], 20, "{counts:?}");
+        assert!(a.offers().all(|o| o.id.starts_with("t1-")));
     }
 
     #[test]
