@@ -23,6 +23,10 @@ For a throwaway cluster (`dcos-rs up`): generated writes may reach apps that exi
   port) runs a real task so the task endpoints have something to show, and one can never be
   placed (/schemathesis/waiting) so a deployment stays listed; generated PUTs and DELETEs
   never name them. Every app the run created is removed at the end.
+- One job (schemathesis.probe, created through Metronome's API, `echo`, a yearly schedule) is
+  run once so the jobs endpoints have a summary, a schedule, a finished run and its attempt to
+  show; generated job ids never name it (no generated run starts a task). It is removed at the
+  end.
 - No agent is ever drained (nothing undoes it): generated drains naming a real agent are
   skipped.
 - POST /cluster/v1/masters is sent only with bodies the server must refuse: adding a master
@@ -55,6 +59,7 @@ REQUEST_TIMEOUT_S = 20
 PROBE_ID = "/schemathesis/probe"
 TARGET_ID = "/schemathesis/target"
 WAITING_ID = "/schemathesis/waiting"
+JOB_ID = "schemathesis.probe"
 INSTANCES_MAX = 10_000  # crates/core/src/services/app.rs INSTANCES_MAX: larger is refused (422)
 
 if len(sys.argv) not in (3, 4):
@@ -218,7 +223,7 @@ PROTECTED_OPERATIONS = {
     "DELETE /v2/queue/{id}/delay",
 }
 # Never called: an event stream does not end.
-SKIPPED_OPERATIONS = {"GET /v2/events"}
+SKIPPED_OPERATIONS = {"GET /v2/events", "GET /cluster/v1/events"}
 AGENT_IDS = set()
 
 
@@ -329,10 +334,37 @@ def start_probe():
     print(f"warning: {PROBE_ID} has no running task after 30 s; task shapes go unchecked", file=sys.stderr)
 
 
+def start_job_probe():
+    """One job with a finished run (created through Metronome's API, run once through ours),
+    for the shapes of /cluster/v1/jobs and /cluster/v1/jobs/{id}. False if it could not be made."""
+    job = {"id": JOB_ID, "run": {"cmd": "echo schemathesis", "cpus": 0.1, "mem": 16, "disk": 0},
+           "schedules": [{"id": "yearly", "cron": "0 0 1 1 *", "concurrencyPolicy": "FORBID"}]}
+    json_headers = {**AUTH, "Content-Type": "application/json"}
+    response = session.post(BASE_URL + "/v1/jobs", headers=json_headers, data=json.dumps(job),
+                            timeout=REQUEST_TIMEOUT_S)
+    if response.status_code not in (201, 409):
+        print(f"warning: could not create job {JOB_ID}: {response.status_code} {response.text}", file=sys.stderr)
+        return False
+    response = session.post(BASE_URL + f"/cluster/v1/jobs/{JOB_ID}/runs", headers=json_headers, data="{}",
+                            timeout=REQUEST_TIMEOUT_S)
+    if response.status_code != 201:
+        print(f"warning: could not start a run of {JOB_ID}: {response.status_code} {response.text}", file=sys.stderr)
+        return True
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        record = session.get(BASE_URL + f"/cluster/v1/jobs/{JOB_ID}", headers=AUTH, timeout=REQUEST_TIMEOUT_S).json()
+        if record.get("lastRun") and not record.get("activeRuns"):
+            return True
+        time.sleep(0.25)
+    print(f"warning: the run of {JOB_ID} has not finished after 30 s; finished runs go unchecked", file=sys.stderr)
+    return True
+
+
 def main():
     started = time.time()
     apps_before = list_app_ids()
     start_probe()
+    job_made = start_job_probe()
     # An app that can never be placed (the whole agent's cpus while the probe holds some): a
     # deployment that stays, so GET /v2/deployments has an item to check, and nothing moves.
     agents = session.get(BASE_URL + "/cluster/v1/nodes", headers=AUTH, timeout=REQUEST_TIMEOUT_S).json()["agents"]
@@ -386,16 +418,20 @@ def main():
         seeded.append(run("DELETE /v2/apps/{id}", positive, path_parameters={"id": TARGET_ID}))
     for agent in agents:
         seeded.append(run("DELETE /cluster/v1/agents/{id}", positive, path_parameters={"id": agent["id"]}, max_examples=1))
-    print(f"  against existing apps and agents: {sum(seeded)} cases", file=sys.stderr)
+    if job_made:
+        seeded.append(run("GET /cluster/v1/jobs/{id}", positive, path_parameters={"id": JOB_ID}, max_examples=1))
+    print(f"  against existing apps, agents and a job: {sum(seeded)} cases", file=sys.stderr)
     for label in by_label:
         if label in SKIPPED_OPERATIONS:
             continue
         tally = " ".join(f"{code}x{n}" for code, n in sorted(statuses.get(label, {}).items()))
         print(f"  {label}: {tally}", file=sys.stderr)
 
-    # Leave the cluster as it was: remove every app the run created.
+    # Leave the cluster as it was: remove every app the run created, and its job.
     for app_id in sorted(list_app_ids() - apps_before):
         session.delete(BASE_URL + "/v2/apps" + app_id, headers=AUTH, timeout=REQUEST_TIMEOUT_S)
+    if job_made:
+        session.delete(BASE_URL + f"/v1/jobs/{JOB_ID}?stopCurrentJobRuns=true", headers=AUTH, timeout=REQUEST_TIMEOUT_S)
 
     by_kind = {}
     for kind, label, summary, detail in failures:
