@@ -248,10 +248,14 @@ fn job_summary(
 pub async fn start_run(
     axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> axum::response::Response {
     use crate::http_util::api_error;
     use dcos_api::ApiError;
+    let body = match crate::http_util::read_body(body, BODY_MAX_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return api_error(e),
+    };
     let workflow = match serde_json::from_slice::<serde_json::Value>(&body) {
         _ if body.is_empty() => None,
         Ok(serde_json::Value::Object(object)) => match object.get("workflowId") {
@@ -295,6 +299,9 @@ pub async fn start_run(
     }
 }
 
+/// Largest body of our jobs endpoints (a workflow id, a retention).
+const BODY_MAX_BYTES: usize = 64 * 1024;
+
 /// Longest `maxAgeSeconds` of a job's history: a year.
 const HISTORY_AGE_MAX_SECONDS: u64 = 366 * 86_400;
 
@@ -305,11 +312,15 @@ const HISTORY_AGE_MAX_SECONDS: u64 = 366 * 86_400;
 pub async fn set_retention(
     axum::extract::State(master): axum::extract::State<std::sync::Arc<crate::master::Master>>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> axum::response::Response {
     use crate::http_util::api_error;
     use dcos_api::ApiError;
     use dcos_core::jobs::state::HISTORY_KEPT;
+    let body = match crate::http_util::read_body(body, BODY_MAX_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return api_error(e),
+    };
     let bad = |message: String| api_error(ApiError::bad_request(message));
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(&body) else {
         return bad(
