@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cluster;
 pub mod error;
 pub mod marathon;
+pub mod mesos;
 pub mod routes;
 
 pub use agent::{ImageView, ImagesEnvelope};
