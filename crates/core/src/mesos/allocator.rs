@@ -107,6 +107,9 @@ pub struct Allocator {
     frameworks: BTreeMap<String, FrameworkEntry>,
     agents: BTreeMap<String, AgentEntry>,
     offers: BTreeMap<String, Offer>,
+    /// What outstanding offers hold, by framework and by agent (kept with `offers`).
+    offered_to: BTreeMap<String, Resources>,
+    offered_on: BTreeMap<String, Resources>,
     next_offer: u64,
 }
 
@@ -191,7 +194,29 @@ impl Allocator {
             .filter(|o| which(o))
             .map(|o| o.id.clone())
             .collect();
-        ids.iter().filter_map(|id| self.offers.remove(id)).collect()
+        ids.iter().filter_map(|id| self.remove_offer(id)).collect()
+    }
+
+    fn insert_offer(&mut self, offer: Offer) {
+        let add = |map: &mut BTreeMap<String, Resources>, key: &str| {
+            let held = map.entry(key.to_string()).or_default();
+            *held = held.add(&offer.resources);
+        };
+        add(&mut self.offered_to, &offer.framework_id);
+        add(&mut self.offered_on, &offer.agent_id);
+        self.offers.insert(offer.id.clone(), offer);
+    }
+
+    fn remove_offer(&mut self, id: &str) -> Option<Offer> {
+        let offer = self.offers.remove(id)?;
+        let sub = |map: &mut BTreeMap<String, Resources>, key: &str| {
+            if let Some(held) = map.get_mut(key) {
+                *held = held.saturating_sub(&offer.resources);
+            }
+        };
+        sub(&mut self.offered_to, &offer.framework_id);
+        sub(&mut self.offered_on, &offer.agent_id);
+        Some(offer)
     }
 
     /// A task of `framework_id` uses `resources` on `agent_id` (a launch from an offer is
@@ -240,7 +265,7 @@ impl Allocator {
                 offered: offer.resources,
             });
         }
-        let offer = self.offers.remove(offer_id).expect("looked up above");
+        let offer = self.remove_offer(offer_id).expect("looked up above");
         self.use_resources(framework_id, &offer.agent_id, used);
         Ok(())
     }
@@ -264,7 +289,7 @@ impl Allocator {
                 framework_id: framework_id.to_string(),
             });
         }
-        let offer = self.offers.remove(offer_id).expect("looked up above");
+        let offer = self.remove_offer(offer_id).expect("looked up above");
         if let Some(framework) = self.frameworks.get_mut(framework_id) {
             if refuse_ms > 0 {
                 framework
@@ -300,19 +325,16 @@ impl Allocator {
     }
 
     fn offered_on(&self, agent_id: &str) -> Resources {
-        self.offers
-            .values()
-            .filter(|o| o.agent_id == agent_id)
-            .fold(Resources::default(), |sum, o| sum.add(&o.resources))
+        self.offered_on.get(agent_id).copied().unwrap_or_default()
     }
 
     /// What a framework holds: its tasks and its outstanding offers.
     fn held_by_framework(&self, framework_id: &str) -> Resources {
         let offered = self
-            .offers
-            .values()
-            .filter(|o| o.framework_id == framework_id)
-            .fold(Resources::default(), |sum, o| sum.add(&o.resources));
+            .offered_to
+            .get(framework_id)
+            .copied()
+            .unwrap_or_default();
         self.frameworks
             .get(framework_id)
             .map_or(offered, |f| f.used.add(&offered))
@@ -439,7 +461,7 @@ impl Allocator {
                 agent_id: agent_id.clone(),
                 resources,
             };
-            self.offers.insert(offer.id.clone(), offer.clone());
+            self.insert_offer(offer.clone());
             made.push(offer);
         }
         made
@@ -573,6 +595,7 @@ mod tests {
                     used = used.add(&task);
                     n += 1;
                 }
+                check_sums(a);
                 if n > 0 {
                     a.accept(&offer.framework_id, &offer.id, &used).unwrap();
                     *counts.entry(offer.framework_id.clone()).or_default() += n;
@@ -722,6 +745,20 @@ mod tests {
         let counts = run_tasks(&mut a, &tasks);
         assert_eq!(counts["p2"], 20, "{counts:?}");
         assert!(a.offers().all(|o| o.id.starts_with("t1-")));
+    }
+
+    /// The per-framework and per-agent sums match the outstanding offers.
+    fn check_sums(a: &Allocator) {
+        for (map, key) in [(&a.offered_to, 0), (&a.offered_on, 1)] {
+            for (id, held) in map {
+                let sum = a
+                    .offers
+                    .values()
+                    .filter(|o| [&o.framework_id, &o.agent_id][key] == id)
+                    .fold(Resources::default(), |s, o| s.add(&o.resources));
+                assert_eq!(*held, sum, "{id}");
+            }
+        }
     }
 
     #[test]
