@@ -492,6 +492,7 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::JobIsParent { .. }
         | Reject::JobRunsActive { .. }
         | Reject::JobChanged { .. }
+        | Reject::FrameworkRemoved { .. }
         | Reject::RunExists { .. }
         | Reject::InstantDecided { .. } => ApiError::conflict(reject.to_string()),
         Reject::UnknownApp { .. }
@@ -500,6 +501,7 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::DeploymentNotUnderWay { .. }
         | Reject::UnknownGroup { .. }
         | Reject::UnknownTask { .. }
+        | Reject::UnknownFramework { .. }
         | Reject::UnknownAgent { .. } => ApiError::not_found(reject.to_string()),
         _ => ApiError::new(422, "rejected", reject.to_string()),
     }

@@ -97,6 +97,18 @@ pub enum Command {
     /// Chronos's "mark a job successful": a success counted for the job without a run, so
     /// the jobs after it may run.
     MarkJobSuccess { job_id: String, at_ms: u64 },
+    /// An external framework subscribed: new, or again with its id (`resubscribe`: it must
+    /// be registered and not removed).
+    SubscribeFramework {
+        framework: crate::mesos::state::FrameworkRecord,
+        resubscribe: bool,
+        at_ms: u64,
+    },
+    /// A framework's subscription ended without a teardown: its failover timeout runs.
+    FrameworkDisconnected { framework_id: String, at_ms: u64 },
+    /// A framework is gone (teardown, or past its failover timeout): its live tasks are
+    /// asked to be killed, and its id may not subscribe again.
+    RemoveFramework { framework_id: String, at_ms: u64 },
     /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
     /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
     /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a
@@ -242,6 +254,10 @@ pub enum Reject {
     JobRunsActive { job_id: String, runs: Vec<String> },
     #[error("job {job_id} changed while this change was being made: read it again and retry")]
     JobChanged { job_id: String },
+    #[error("framework {framework_id} is not registered")]
+    UnknownFramework { framework_id: String },
+    #[error("framework {framework_id} was removed and cannot subscribe again")]
+    FrameworkRemoved { framework_id: String },
     #[error("run {run_id} already exists")]
     RunExists { run_id: String },
     #[error("run {run_id} does not exist or has finished")]

@@ -39,6 +39,12 @@ pub struct ClusterState {
     /// The jobs framework's jobs and runs.
     #[serde(default, skip_serializing_if = "JobsState::is_empty")]
     pub jobs: JobsState,
+    /// The external frameworks registered through the scheduler API.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::mesos::state::FrameworksState::is_empty"
+    )]
+    pub frameworks: crate::mesos::state::FrameworksState,
     /// What the live tasks of each agent hold (a sum over `tasks`, never stored: rebuilt on
     /// restore), so a launch checks its agent's room without looking at any task.
     #[serde(skip)]
@@ -83,6 +89,8 @@ struct StateRecord {
     apps: Option<BTreeMap<String, AppRecord>>,
     #[serde(default)]
     jobs: JobsState,
+    #[serde(default)]
+    frameworks: crate::mesos::state::FrameworksState,
 }
 
 impl From<StateRecord> for ClusterState {
@@ -104,6 +112,7 @@ impl From<StateRecord> for ClusterState {
             revoked_certificates: record.revoked_certificates,
             services,
             jobs: record.jobs,
+            frameworks: record.frameworks,
         }
     }
 }
@@ -268,14 +277,15 @@ impl ClusterState {
                         task_id: task.id.clone(),
                     });
                 }
-                // The owner's framework says whether it may have this task; owners without
-                // state here yet (job runs, external frameworks) are the cluster's to place.
+                // The owner's framework says whether it may have this task.
                 match &task.owner {
                     TaskOwner::Service { app_id, .. } => self.services.check_launch(app_id)?,
                     TaskOwner::JobRun { job_id, run_id } => {
                         self.jobs.check_launch(job_id, run_id)?
                     }
-                    TaskOwner::Framework { .. } => {}
+                    TaskOwner::Framework { framework_id } => {
+                        self.frameworks.check_launch(framework_id)?
+                    }
                 }
                 let agent =
                     self.agents
@@ -385,6 +395,32 @@ impl ClusterState {
                 }
             }
             Command::MarkJobSuccess { job_id, at_ms } => self.jobs.mark_success(job_id, *at_ms)?,
+            Command::SubscribeFramework {
+                framework,
+                resubscribe,
+                at_ms,
+            } => self.frameworks.subscribe(framework, *resubscribe, *at_ms)?,
+            Command::FrameworkDisconnected {
+                framework_id,
+                at_ms,
+            } => self.frameworks.disconnected(framework_id, *at_ms)?,
+            Command::RemoveFramework {
+                framework_id,
+                at_ms,
+            } => {
+                self.frameworks.remove(framework_id)?;
+                let live: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| {
+                        matches!(&t.owner, TaskOwner::Framework { framework_id: f } if f == framework_id)
+                    })
+                    .map(|t| t.id.clone())
+                    .collect();
+                for task_id in live {
+                    self.request_kill(&task_id, *at_ms);
+                }
+            }
             Command::KillTask { task_id, at_ms } => {
                 let task = self.task_mut(task_id)?;
                 if !task.state.is_terminal() {

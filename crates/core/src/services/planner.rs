@@ -1507,6 +1507,23 @@ mod tests {
                 arguments: vec![],
                 at_ms: 1,
             },
+            // The external framework the second task belongs to.
+            Command::SubscribeFramework {
+                framework: crate::mesos::state::FrameworkRecord {
+                    id: "spark".into(),
+                    name: "spark".into(),
+                    user: "nobody".into(),
+                    role: "*".into(),
+                    principal: None,
+                    hostname: None,
+                    capabilities: vec![],
+                    failover_timeout_ms: 0,
+                    registered_ms: 0,
+                    disconnected_ms: None,
+                },
+                resubscribe: false,
+                at_ms: 1,
+            },
         ] {
             assert_eq!(s.apply(&command), Outcome::Applied);
         }
