@@ -362,8 +362,12 @@ impl Allocator {
 
     /// A role's dominant share divided by its weight.
     pub fn weighted_share(&self, role: &str) -> f64 {
+        self.weighted_share_in(role, &self.cluster_total())
+    }
+
+    fn weighted_share_in(&self, role: &str, total: &Resources) -> f64 {
         let weight = self.role(role).weight.max(f64::MIN_POSITIVE);
-        Self::dominant_share(&self.held_by_role(role), &self.cluster_total()) / weight
+        Self::dominant_share(&self.held_by_role(role), total) / weight
     }
 
     /// What roles below their guarantee still need, together, except `except`'s.
@@ -441,6 +445,10 @@ impl Allocator {
             .filter(|(_, a)| a.active)
             .map(|(id, _)| id.clone())
             .collect();
+        // The cluster's size, and what is free in all, once per call (each offer takes its
+        // part of the latter).
+        let total = self.cluster_total();
+        let mut free_total = self.cluster_free();
         let mut made = Vec::new();
         for agent_id in agent_ids {
             let agent = &self.agents[&agent_id];
@@ -451,9 +459,12 @@ impl Allocator {
             if is_empty(&free) {
                 continue;
             }
-            let Some((framework_id, resources)) = self.choose(&agent_id, &free) else {
+            let Some((framework_id, resources)) =
+                self.choose(&agent_id, &free, &total, &free_total)
+            else {
                 continue;
             };
+            free_total = free_total.saturating_sub(&resources);
             self.next_offer += 1;
             let offer = Offer {
                 id: format!("{}o{}", self.epoch, self.next_offer),
@@ -467,8 +478,15 @@ impl Allocator {
         made
     }
 
-    /// Who gets `free` of `agent_id`, and how much of it.
-    fn choose(&self, agent_id: &str, free: &Resources) -> Option<(String, Resources)> {
+    /// Who gets `free` of `agent_id`, and how much of it, in a cluster of `total` with
+    /// `free_total` free in all.
+    fn choose(
+        &self,
+        agent_id: &str,
+        free: &Resources,
+        total: &Resources,
+        free_total: &Resources,
+    ) -> Option<(String, Resources)> {
         // Frameworks that may be offered this agent now, by role.
         let mut by_role: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (id, framework) in &self.frameworks {
@@ -485,15 +503,13 @@ impl Allocator {
             };
             (!is_empty(&amount)).then_some(amount)
         };
-        let total = self.cluster_total();
         let pick_framework = |role: &str| -> Option<String> {
             by_role
                 .get(role)?
                 .iter()
                 .copied()
                 .min_by(|a, b| {
-                    let share =
-                        |id: &str| Self::dominant_share(&self.held_by_framework(id), &total);
+                    let share = |id: &str| Self::dominant_share(&self.held_by_framework(id), total);
                     share(a).total_cmp(&share(b)).then(a.cmp(b))
                 })
                 .map(str::to_string)
@@ -523,9 +539,7 @@ impl Allocator {
                 mem_mib: bound(lacking.mem_mib),
                 disk_mib: bound(lacking.disk_mib),
             };
-            let spare = self
-                .cluster_free()
-                .saturating_sub(&self.quota_held_back(Some(role)));
+            let spare = free_total.saturating_sub(&self.quota_held_back(Some(role)));
             let amount = min(&min(free, &short), &spare);
             if is_empty(&amount) {
                 continue;
@@ -535,16 +549,14 @@ impl Allocator {
             }
         }
         // Weighted DRF, leaving what unsatisfied guarantees still need.
-        let spare = self
-            .cluster_free()
-            .saturating_sub(&self.quota_held_back(None));
+        let spare = free_total.saturating_sub(&self.quota_held_back(None));
         let available = min(free, &spare);
         if is_empty(&available) {
             return None;
         }
         let mut roles: Vec<(&str, f64)> = by_role
             .keys()
-            .map(|role| (*role, self.weighted_share(role)))
+            .map(|role| (*role, self.weighted_share_in(role, total)))
             .collect();
         roles.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
         roles
@@ -781,6 +793,22 @@ mod tests {
         assert_eq!(first.framework_id, "f");
         a.decline("f", &first.id, 5_000, 0).unwrap();
         assert_eq!(a.allocate(1).pop().unwrap().framework_id, "g");
+    }
+
+    #[test]
+    fn a_thousand_agents_are_shared_evenly_between_ten_frameworks_in_one_call() {
+        let mut a = cluster(1_000, 8, 16_384);
+        for i in 0..10 {
+            a.add_framework(&format!("f{i}"), "*", false);
+        }
+        let offers = a.allocate(0);
+        assert_eq!(offers.len(), 1_000);
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for offer in &offers {
+            *per.entry(offer.framework_id.as_str()).or_default() += 1;
+        }
+        assert!(per.values().all(|n| *n == 100), "{per:?}");
+        assert!(a.allocate(1).is_empty(), "nothing left to offer");
     }
 
     #[test]
