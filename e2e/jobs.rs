@@ -50,8 +50,16 @@ async fn a_job_every_2s_runs_each_instant_once_while_the_leader_is_killed_3_time
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    // The record as the leader has it once the last decided instant's run has ended.
+    // Disabled (its next instants are skipped, "disabled"), so its runs come to an end.
     let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    let mut disabled = job.clone();
+    disabled["disabled"] = true.into();
+    let answer = cluster
+        .write(leader, Method::POST, "/v1/scheduler/iso8601", &disabled)
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+
+    // The record as the leader has it once the last decided instant's run has ended.
     let record = wait_for(
         "the job's runs to end",
         Duration::from_secs(60),
