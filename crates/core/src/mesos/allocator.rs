@@ -240,14 +240,8 @@ impl Allocator {
         }
     }
 
-    /// The framework launched `used` of offer `offer_id`: that is its own now, the rest of
-    /// the offer is free again.
-    pub fn accept(
-        &mut self,
-        framework_id: &str,
-        offer_id: &str,
-        used: &Resources,
-    ) -> Result<(), AllocError> {
+    /// Offer `offer_id`, outstanding and `framework_id`'s.
+    fn own_offer(&self, framework_id: &str, offer_id: &str) -> Result<&Offer, AllocError> {
         let offer = self
             .offers
             .get(offer_id)
@@ -258,6 +252,18 @@ impl Allocator {
                 framework_id: framework_id.to_string(),
             });
         }
+        Ok(offer)
+    }
+
+    /// The framework launched `used` of offer `offer_id`: that is its own now, the rest of
+    /// the offer is free again.
+    pub fn accept(
+        &mut self,
+        framework_id: &str,
+        offer_id: &str,
+        used: &Resources,
+    ) -> Result<(), AllocError> {
+        let offer = self.own_offer(framework_id, offer_id)?;
         if !used.fits_in(&offer.resources) {
             return Err(AllocError::ExceedsOffer {
                 offer_id: offer_id.to_string(),
@@ -279,16 +285,7 @@ impl Allocator {
         refuse_ms: u64,
         now_ms: u64,
     ) -> Result<(), AllocError> {
-        let offer = self
-            .offers
-            .get(offer_id)
-            .ok_or_else(|| AllocError::UnknownOffer(offer_id.to_string()))?;
-        if offer.framework_id != framework_id {
-            return Err(AllocError::NotYourOffer {
-                offer_id: offer_id.to_string(),
-                framework_id: framework_id.to_string(),
-            });
-        }
+        self.own_offer(framework_id, offer_id)?;
         let offer = self.remove_offer(offer_id).expect("looked up above");
         if let Some(framework) = self.frameworks.get_mut(framework_id) {
             if refuse_ms > 0 {
