@@ -908,40 +908,25 @@ async fn replace(
     (warnings, Json(view.unwrap_or(Value::Null))).into_response()
 }
 
-/// Times a read-modify-write of a job is tried before it answers 409.
-const MODIFY_TRIES: usize = 5;
-
-/// Writes what `change` makes of the job as it is now, only if nothing changed it since it
-/// was read (`PutJob::if_version_ms`); a change that came between makes it read the job
-/// again, up to `MODIFY_TRIES` times. So a schedule written while the job is replaced is
-/// not lost, nor the other way round.
+/// `super::modify_job` with Metronome's answers for what stops it.
 async fn modify_job(
     master: &Master,
     id: &str,
     change: impl Fn(JobSpec) -> Result<JobSpec, Response>,
 ) -> Result<(), Response> {
-    for _ in 0..MODIFY_TRIES {
-        let read = master.read(|s| s.jobs.jobs.get(id).map(|r| (r.spec.clone(), r.version_ms)));
-        let Some((current, version)) = read else {
-            return Err(not_found(id));
-        };
-        let command = Command::PutJob {
-            job: change(current)?,
-            create: false,
-            at_ms: now_ms(),
-            if_version_ms: Some(version),
-        };
-        match master.write(command).await {
-            Ok(Outcome::Applied) => return Ok(()),
-            Ok(Outcome::Rejected(Reject::JobChanged { .. })) => continue,
-            Ok(Outcome::Rejected(reject)) => return Err(reject_response(reject)),
-            Err(e) => return Err(crate::http_util::api_error(raft_error(e))),
-        }
-    }
-    Err(error(
-        StatusCode::CONFLICT,
-        json!({ "message": format!("job {id} kept changing while this change was being made; retry") }),
-    ))
+    use super::NotModified;
+    super::modify_job(master, id, change)
+        .await
+        .map_err(|why| match why {
+            NotModified::Missing => not_found(id),
+            NotModified::Refused(response) => response,
+            NotModified::Rejected(reject) => reject_response(reject),
+            NotModified::Raft(e) => crate::http_util::api_error(raft_error(e)),
+            NotModified::KeptChanging => error(
+                StatusCode::CONFLICT,
+                json!({ "message": format!("job {id} kept changing while this change was being made; retry") }),
+            ),
+        })
 }
 
 /// `DELETE /v1/jobs/{id}[?stopCurrentJobRuns=true]`.

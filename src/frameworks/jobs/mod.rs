@@ -34,6 +34,51 @@ pub fn run_id(now_ms: u64) -> String {
     format!("{time}{random}")
 }
 
+/// Times a read-modify-write of a job is tried before it gives up (`NotModified::KeptChanging`).
+pub const MODIFY_TRIES: usize = 5;
+
+/// Why `modify_job` wrote nothing.
+pub enum NotModified<E> {
+    /// No such job.
+    Missing,
+    /// `change` refused the job as it was.
+    Refused(E),
+    Rejected(dcos_core::Reject),
+    Raft(dcos_raft::RaftError),
+    /// Other changes came between every read and its write.
+    KeptChanging,
+}
+
+/// Writes what `change` makes of the job as it is now, only if nothing changed it since it
+/// was read (`PutJob::if_version_ms`); a change that came between makes it read the job
+/// again, up to `MODIFY_TRIES` times. So no API's read-modify-write of a job (a Metronome
+/// schedule, a replace, a retention) undoes another written meanwhile.
+pub async fn modify_job<E>(
+    master: &crate::master::Master,
+    id: &str,
+    change: impl Fn(dcos_core::jobs::state::JobSpec) -> Result<dcos_core::jobs::state::JobSpec, E>,
+) -> Result<(), NotModified<E>> {
+    for _ in 0..MODIFY_TRIES {
+        let read = master.read(|s| s.jobs.jobs.get(id).map(|r| (r.spec.clone(), r.version_ms)));
+        let Some((current, version)) = read else {
+            return Err(NotModified::Missing);
+        };
+        let command = Command::PutJob {
+            job: change(current).map_err(NotModified::Refused)?,
+            create: false,
+            at_ms: crate::link::now_ms(),
+            if_version_ms: Some(version),
+        };
+        match master.write(command).await {
+            Ok(dcos_core::Outcome::Applied) => return Ok(()),
+            Ok(dcos_core::Outcome::Rejected(dcos_core::Reject::JobChanged { .. })) => continue,
+            Ok(dcos_core::Outcome::Rejected(reject)) => return Err(NotModified::Rejected(reject)),
+            Err(e) => return Err(NotModified::Raft(e)),
+        }
+    }
+    Err(NotModified::KeptChanging)
+}
+
 /// What a job holds that this framework keeps (and shows again) but does not act on, each
 /// as a warning for the `Warning` header of the answer that wrote it. Values equal to the
 /// APIs' defaults say nothing.
@@ -356,41 +401,33 @@ pub async fn set_retention(
             }
         },
     };
-    // Conditional on the job as read, so a change written meanwhile is not undone.
-    for _ in 0..5 {
-        let read = master.read(|s| s.jobs.jobs.get(&id).map(|r| (r.spec.clone(), r.version_ms)));
-        let Some((mut spec, version)) = read else {
-            return api_error(ApiError::not_found(format!("job {id} does not exist")));
-        };
+    let written = modify_job(&master, &id, |mut spec| {
         spec.history_kept = runs;
         spec.history_max_age_seconds = max_age;
-        let command = Command::PutJob {
-            job: spec,
-            create: false,
-            at_ms: crate::link::now_ms(),
-            if_version_ms: Some(version),
-        };
-        match master.write(command).await {
-            Ok(dcos_core::Outcome::Applied) => {
-                let now = crate::link::now_ms();
-                let view = master.read(|s| {
-                    s.jobs
-                        .jobs
-                        .get(&id)
-                        .map(|r| job_summary(r, &s.jobs.active_runs(&id), now))
-                });
-                return crate::http_util::json_ok(&view);
-            }
-            Ok(dcos_core::Outcome::Rejected(dcos_core::Reject::JobChanged { .. })) => continue,
-            Ok(dcos_core::Outcome::Rejected(reject)) => {
-                return api_error(crate::master::http::reject_error(reject))
-            }
-            Err(e) => return api_error(crate::master::http::raft_error(e)),
+        Ok::<_, std::convert::Infallible>(spec)
+    })
+    .await;
+    match written {
+        Ok(()) => {
+            let now = crate::link::now_ms();
+            let view = master.read(|s| {
+                s.jobs
+                    .jobs
+                    .get(&id)
+                    .map(|r| job_summary(r, &s.jobs.active_runs(&id), now))
+            });
+            crate::http_util::json_ok(&view)
         }
+        Err(NotModified::Missing) => {
+            api_error(ApiError::not_found(format!("job {id} does not exist")))
+        }
+        Err(NotModified::Refused(never)) => match never {},
+        Err(NotModified::Rejected(reject)) => api_error(crate::master::http::reject_error(reject)),
+        Err(NotModified::Raft(e)) => api_error(crate::master::http::raft_error(e)),
+        Err(NotModified::KeptChanging) => api_error(ApiError::conflict(format!(
+            "job {id} kept changing while its retention was being set; retry"
+        ))),
     }
-    api_error(ApiError::conflict(format!(
-        "job {id} kept changing while its retention was being set; retry"
-    )))
 }
 
 /// `GET /cluster/v1/jobs`: every job, summed up (`job_summary`), by id.
