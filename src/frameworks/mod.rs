@@ -8,11 +8,12 @@
 //! - `events`: the event streams, Marathon's `/v2/events` and ours, `/cluster/v1/events`.
 //! - `services/`: Marathon's `/v2` (apps, deployments).
 //! - `jobs/`: Chronos's and Metronome's scheduled jobs (one store behind both APIs).
-//! - `mesos/` (external frameworks through Mesos's v1 scheduler API) goes beside them: a
-//!   module with a `Framework` and its HTTP routes, listed in `builtin`.
+//! - `mesos/`: external frameworks through Mesos's v1 scheduler API (offers, their tasks'
+//!   status updates).
 
 pub mod events;
 pub mod jobs;
+pub mod mesos;
 pub mod services;
 
 use crate::master::{Framework, Master};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
     let services = services::Services::default();
     let events = Arc::new(events::Events::default());
+    let mesos = Arc::new(mesos::Mesos::default());
     let routes = services::http::routes(Arc::clone(&services.waiting))
         .merge(jobs::chronos::routes())
         .merge(jobs::metronome::routes())
@@ -45,7 +47,9 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
             dcos_api::routes::cluster::EVENTS,
             axum::routing::get(events::cluster_stream),
         )
-        .layer(axum::Extension(events));
-    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs)];
+        .merge(mesos::http::routes())
+        .layer(axum::Extension(events))
+        .layer(axum::Extension(Arc::clone(&mesos)));
+    let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs), mesos];
     (frameworks, routes)
 }

@@ -46,4 +46,13 @@ pub trait Framework: Send + Sync {
     /// An unreachable agent registered again: which of its tasks this framework replaced
     /// meanwhile, to be killed before anything else so an instance never runs twice.
     fn replaced_while_unreachable(&self, state: &ClusterState, agent_id: &str) -> Vec<String>;
+
+    /// Work of the framework's own beside the planning rounds, started with the master
+    /// (the Mesos framework's offers and event streams); none by default.
+    fn spawn(
+        self: std::sync::Arc<Self>,
+        _master: std::sync::Arc<super::Master>,
+        _shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+    }
 }

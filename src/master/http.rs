@@ -77,6 +77,11 @@ pub fn router(
         // Metronome's, under DC/OS's prefix of it.
         .route("/service/metronome/ping", get(pong))
         .route(cluster::READY, get(ready))
+        // Mesos's, open as Mesos's (pymesos reads it without credentials).
+        .route(
+            crate::frameworks::mesos::http::VERSION,
+            get(crate::frameworks::mesos::http::version),
+        )
         .with_state(master.clone());
     let mut api = Router::new()
         .route(cluster::METRICS, get(metrics))
@@ -134,6 +139,11 @@ async fn writes_to_leader(
     );
     if read_only || master.raft.is_leader() {
         return next.run(request).await;
+    }
+    // A framework's subscription is a stream that cannot be passed on: Mesos's followers
+    // redirect schedulers to the leader.
+    if request.uri().path() == crate::frameworks::mesos::http::SCHEDULER {
+        return not_leader_response(&master, crate::frameworks::mesos::http::SCHEDULER);
     }
     let path = request
         .uri()

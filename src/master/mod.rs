@@ -519,7 +519,28 @@ impl Master {
             .collect()
     }
 
-    async fn send_kill(&self, agent_id: &str, task_id: &str) {
+    /// Sends a recorded launch to its agent; one its agent cannot take now (no link) is
+    /// recorded lost.
+    pub(crate) async fn send_launch(&self, task: Task) {
+        let task_id = task.id.clone();
+        let agent_id = task.agent_id.clone();
+        if !self.send_to_agent(&agent_id, ToAgent::Launch(Box::new(task))) {
+            self.record_status(TaskReport {
+                task_id,
+                state: TaskState::Lost,
+                message: Some("agent disconnected before the launch".into()),
+                exit_code: None,
+                at_ms: now_ms(),
+                health: None,
+                readiness: None,
+                output: None,
+            })
+            .await;
+        }
+    }
+
+    /// Tells the task's agent to kill it (again after `KILL_RESEND_MS` while unanswered).
+    pub(crate) async fn send_kill(&self, agent_id: &str, task_id: &str) {
         self.kills_sent
             .lock()
             .expect("kills lock")
@@ -833,6 +854,9 @@ pub fn start(
     router: axum::Router,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    for framework in master.frameworks.clone() {
+        framework.spawn(master.clone(), shutdown.clone());
+    }
     vec![
         tokio::spawn(master.run(from_agents, shutdown.clone())),
         tokio::spawn(crate::tls::serve(listener, tls, router, shutdown)),

@@ -65,6 +65,23 @@ async fn marathon_python_parses_info_apps_tasks_scale_and_delete() {
     cluster.stop().await;
 }
 
+/// pymesos (PyPI) runs as an external framework through Mesos's v1 scheduler API: offers,
+/// two command tasks (one finishes, one runs and is killed), refused launches, implicit and
+/// explicit reconciliation, teardown, and failover within and past `failover_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_runs_a_framework_through_offers() {
+    let cluster = TestCluster::start().await;
+    run_client_script(
+        &cluster,
+        "pymesos_framework.py",
+        &[],
+        "pymesos",
+        "pip install pymesos==0.3.15 (its http-parser needs its C file made again with cython<3: .ci/run has the lines)",
+    )
+    .await;
+    cluster.stop().await;
+}
+
 /// The DC/OS CLI's venv (its pins clash with the other clients): `DCOS_CLI_PYTHON`, else
 /// /opt/dcos-cli, which .ci/run makes.
 fn dcos_cli_python() -> String {

@@ -109,6 +109,13 @@ pub enum Command {
     /// A framework is gone (teardown, or past its failover timeout): its live tasks are
     /// asked to be killed, and its id may not subscribe again.
     RemoveFramework { framework_id: String, at_ms: u64 },
+    /// The framework acknowledged its task's status update `uuid` (and with it every
+    /// earlier one of that task): they are not sent again.
+    AcknowledgeUpdate {
+        framework_id: String,
+        task_id: String,
+        uuid: String,
+    },
     /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
     /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
     /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a

@@ -418,9 +418,18 @@ impl ClusterState {
                     .map(|t| t.id.clone())
                     .collect();
                 for task_id in live {
+                    // Nobody is left to acknowledge its updates.
+                    self.frameworks.task_expunged(&task_id);
                     self.request_kill(&task_id, *at_ms);
                 }
             }
+            Command::AcknowledgeUpdate {
+                framework_id,
+                task_id,
+                uuid,
+            } => self
+                .frameworks
+                .acknowledge(framework_id, self.tasks.get(task_id), uuid)?,
             Command::KillTask { task_id, at_ms } => {
                 let task = self.task_mut(task_id)?;
                 if !task.state.is_terminal() {
@@ -484,6 +493,7 @@ impl ClusterState {
                 // change nothing. TASK_UNREACHABLE is left by whatever its agent reports
                 // once it is back, and never entered through a status update.
                 let from_unreachable = task.state == TaskState::Unreachable;
+                let previous = task.state;
                 if *state == TaskState::Unreachable
                     || task.state.is_terminal()
                     || (!from_unreachable && !state.is_terminal() && *state < task.state)
@@ -510,6 +520,10 @@ impl ClusterState {
                 self.services.task_changed(&self.tasks[task_id], *at_ms);
                 self.jobs
                     .task_changed(&self.tasks[task_id], *at_ms, output.as_ref());
+                // A framework hears of a change once (a report repeated is none).
+                if previous != *state {
+                    self.frameworks.task_changed(&self.tasks[task_id]);
+                }
             }
             Command::TaskReadiness { task_id, readiness } => {
                 let task = self.task_mut(task_id)?;
@@ -550,6 +564,7 @@ impl ClusterState {
                         task_id: task_id.clone(),
                     });
                 }
+                self.frameworks.task_expunged(task_id);
                 if let Some(mut task) = self.tasks.remove(task_id) {
                     if !task.state.is_terminal() {
                         release(&mut self.held, &task);
@@ -562,6 +577,7 @@ impl ClusterState {
             Command::MarkAgentUnreachable { agent_id, at_ms } => {
                 let agent = self.agent_mut(agent_id)?;
                 agent.state = AgentState::Unreachable;
+                let mut unreachable = Vec::new();
                 for task in self
                     .tasks
                     .values_mut()
@@ -570,6 +586,10 @@ impl ClusterState {
                     task.state = TaskState::Unreachable;
                     task.updated_at_ms = *at_ms;
                     task.message = Some("its agent stopped answering".to_string());
+                    unreachable.push(task.id.clone());
+                }
+                for task_id in unreachable {
+                    self.frameworks.task_changed(&self.tasks[&task_id]);
                 }
             }
             Command::Batch(_) => return Err(Reject::NestedBatch),
@@ -619,6 +639,7 @@ impl ClusterState {
                 }
                 for task_id in lost {
                     self.jobs.task_changed(&self.tasks[&task_id], *at_ms, None);
+                    self.frameworks.task_changed(&self.tasks[&task_id]);
                 }
                 self.held.remove(agent_id);
                 if let Some(serial) = self

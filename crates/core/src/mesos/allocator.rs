@@ -564,6 +564,84 @@ impl Allocator {
     pub fn offers(&self) -> impl Iterator<Item = &Offer> {
         self.offers.values()
     }
+
+    /// Offer `offer_id` if it is outstanding and `framework_id`'s.
+    pub fn offer(&self, framework_id: &str, offer_id: &str) -> Result<&Offer, AllocError> {
+        self.own_offer(framework_id, offer_id)
+    }
+
+    /// No offer of `agent_id` to `framework_id` for `refuse_ms` (what it left of an
+    /// accepted offer, as Mesos filters it).
+    pub fn refuse(&mut self, framework_id: &str, agent_id: &str, refuse_ms: u64, now_ms: u64) {
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            if refuse_ms > 0 {
+                framework
+                    .filters
+                    .insert(agent_id.to_string(), now_ms.saturating_add(refuse_ms));
+            }
+        }
+    }
+
+    /// Brings agents and usage to what the state says: `agents` (id, total, whether it may
+    /// be offered) are all there are (the others go), `used` is what each framework's
+    /// tasks use on each agent. Returns the offers of agents that went or may no longer be
+    /// offered (to be rescinded). Frameworks are added and removed by the caller.
+    pub fn sync(
+        &mut self,
+        agents: &[(String, Resources, bool)],
+        used: &[(String, String, Resources)],
+    ) -> Vec<Offer> {
+        let listed: BTreeMap<&str, (&Resources, bool)> = agents
+            .iter()
+            .map(|(id, total, active)| (id.as_str(), (total, *active)))
+            .collect();
+        let mut rescinded = Vec::new();
+        let gone: Vec<String> = self
+            .agents
+            .keys()
+            .filter(|id| listed.get(id.as_str()).is_none_or(|(_, active)| !active))
+            .cloned()
+            .collect();
+        for id in gone {
+            rescinded.extend(self.deactivate_agent(&id));
+            if !listed.contains_key(id.as_str()) {
+                self.agents.remove(&id);
+            }
+        }
+        for (id, total, active) in agents {
+            if *active {
+                self.add_agent(id, *total);
+            } else if let Some(agent) = self.agents.get_mut(id) {
+                agent.total = *total;
+            } else {
+                self.agents.insert(
+                    id.clone(),
+                    AgentEntry {
+                        total: *total,
+                        used: Resources::default(),
+                        active: false,
+                    },
+                );
+            }
+        }
+        for framework in self.frameworks.values_mut() {
+            framework.used = Resources::default();
+        }
+        for agent in self.agents.values_mut() {
+            agent.used = Resources::default();
+        }
+        for (framework_id, agent_id, resources) in used {
+            self.use_resources(framework_id, agent_id, resources);
+        }
+        rescinded
+    }
+
+    /// Frameworks known, with whether each is built in.
+    pub fn frameworks(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.frameworks
+            .iter()
+            .map(|(id, f)| (id.as_str(), f.builtin))
+    }
 }
 
 #[cfg(test)]
@@ -889,5 +967,48 @@ mod tests {
             b.may_use("c", &res(1, 1)),
             Err(AllocError::OverLimit { .. })
         ));
+    }
+
+    #[test]
+    fn sync_takes_the_states_agents_and_usage_and_rescinds_what_went() {
+        let mut a = Allocator::new("e1-");
+        a.add_framework("f1", "*", false);
+        a.add_framework("builtin", "*", true);
+        let agents = vec![
+            ("a1".to_string(), res(4, 4096), true),
+            ("a2".to_string(), res(4, 4096), true),
+        ];
+        let used = vec![("builtin".to_string(), "a1".to_string(), res(3, 1024))];
+        assert!(a.sync(&agents, &used).is_empty());
+        let offers = a.allocate(0);
+        let on = |id: &str| offers.iter().find(|o| o.agent_id == id).unwrap().resources;
+        // What the built-in framework's tasks use is not offered.
+        assert_eq!(on("a1"), res(1, 3072));
+        assert_eq!(on("a2"), res(4, 4096));
+        assert!(offers.iter().all(|o| o.id.starts_with("e1-")));
+        // a2 is drained (not offerable) and a1 removed: both offers are rescinded.
+        let agents = vec![("a2".to_string(), res(4, 4096), false)];
+        let mut rescinded: Vec<String> = a
+            .sync(&agents, &[])
+            .into_iter()
+            .map(|o| o.agent_id)
+            .collect();
+        rescinded.sort();
+        assert_eq!(rescinded, vec!["a1".to_string(), "a2".to_string()]);
+        assert!(a.allocate(1).is_empty());
+        // Back: offered again, all of it.
+        let agents = vec![("a2".to_string(), res(4, 4096), true)];
+        a.sync(&agents, &[]);
+        assert_eq!(a.allocate(2)[0].resources, res(4, 4096));
+        // What is left of an accepted offer is filtered for its framework.
+        let offer = a.offers().next().unwrap().clone();
+        a.accept("f1", &offer.id, &res(1, 512)).unwrap();
+        a.refuse("f1", "a2", 1_000, 2);
+        assert!(a.allocate(500).is_empty());
+        a.sync(
+            &agents,
+            &[("f1".to_string(), "a2".to_string(), res(1, 512))],
+        );
+        assert_eq!(a.allocate(1_002)[0].resources, res(3, 3584));
     }
 }

@@ -9,6 +9,7 @@
 //! framework's id cannot subscribe again.
 
 use crate::command::Reject;
+use crate::types::{Task, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,17 +39,149 @@ pub struct FrameworkRecord {
     pub disconnected_ms: Option<u64>,
 }
 
+/// Most status updates kept unacknowledged per task: past it the oldest live-state update
+/// is dropped (the latest, and a terminal one, are always kept), so a framework that never
+/// acknowledges cannot grow the state without end.
+pub const UPDATES_PER_TASK_MAX: usize = 8;
+
+/// A status update of a framework's task, replicated until the framework acknowledges it
+/// (Mesos's agents keep them in their status update managers; here the log does, so a new
+/// leader sends again what the old one had not seen acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusUpdate {
+    /// What the framework acknowledges: unique per update (`update_uuid`).
+    pub uuid: String,
+    pub state: TaskState,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameworksState {
     pub frameworks: BTreeMap<String, FrameworkRecord>,
     /// Ids of removed frameworks: they may not subscribe again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removed: BTreeSet<String>,
+    /// Status updates not yet acknowledged, by task, oldest first; sent in that order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub updates: BTreeMap<String, Vec<StatusUpdate>>,
+    /// Updates made so far: the next one's uuid is made of it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updates_made: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The uuid of the `n`th update: 16 bytes (`dcos`, 4 zero bytes, `n` big-endian) in
+/// standard base64, as Mesos writes its 16-byte UUIDs in JSON.
+pub fn update_uuid(n: u64) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(b"dcos");
+    bytes[8..].copy_from_slice(&n.to_be_bytes());
+    base64(&bytes)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl FrameworksState {
     pub fn is_empty(&self) -> bool {
-        self.frameworks.is_empty() && self.removed.is_empty()
+        self.frameworks.is_empty() && self.removed.is_empty() && self.updates.is_empty()
+    }
+
+    /// A task changed state: a framework's task (its framework registered) gets an update
+    /// to send. Live states reached in passing are dropped past `UPDATES_PER_TASK_MAX`.
+    pub(crate) fn task_changed(&mut self, task: &Task) {
+        let TaskOwner::Framework { framework_id } = &task.owner else {
+            return;
+        };
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        // TASK_KILLING only to frameworks that said they know it (Mesos's rule).
+        if task.state == TaskState::Killing
+            && !framework
+                .capabilities
+                .iter()
+                .any(|c| c == "TASK_KILLING_STATE")
+        {
+            return;
+        }
+        self.updates_made += 1;
+        let update = StatusUpdate {
+            uuid: update_uuid(self.updates_made),
+            state: task.state,
+            at_ms: task.updated_at_ms,
+            message: task.message.clone(),
+            exit_code: task.exit_code,
+        };
+        let queue = self.updates.entry(task.id.clone()).or_default();
+        queue.push(update);
+        if queue.len() > UPDATES_PER_TASK_MAX {
+            let last = queue.len() - 1;
+            let dropped = queue
+                .iter()
+                .position(|u| !u.state.is_terminal())
+                .filter(|at| *at != last)
+                .unwrap_or(0);
+            queue.remove(dropped);
+        }
+    }
+
+    /// `AcknowledgeUpdate`: the framework has the task's update `uuid`, and so every one
+    /// before it. An unknown uuid (acknowledged already, or never made) changes nothing.
+    pub(crate) fn acknowledge(
+        &mut self,
+        framework_id: &str,
+        task: Option<&Task>,
+        uuid: &str,
+    ) -> Result<(), Reject> {
+        if !self.frameworks.contains_key(framework_id) {
+            return Err(Reject::UnknownFramework {
+                framework_id: framework_id.to_string(),
+            });
+        }
+        let Some(task) = task.filter(
+            |t| matches!(&t.owner, TaskOwner::Framework { framework_id: f } if f == framework_id),
+        ) else {
+            return Ok(());
+        };
+        if let Some(queue) = self.updates.get_mut(&task.id) {
+            if let Some(at) = queue.iter().position(|u| u.uuid == uuid) {
+                queue.drain(..=at);
+            }
+            if queue.is_empty() {
+                self.updates.remove(&task.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A task is forgotten: its updates go with it.
+    pub(crate) fn task_expunged(&mut self, task_id: &str) {
+        self.updates.remove(task_id);
     }
 
     /// `SubscribeFramework`: a new framework, or one re-subscribing with its id (which must
@@ -224,6 +357,121 @@ mod tests {
                 framework_id: "f9".into()
             })
         );
+    }
+
+    fn status(task_id: &str, state: TaskState, at_ms: u64) -> Command {
+        Command::TaskStatus {
+            task_id: task_id.into(),
+            state,
+            at_ms,
+            message: None,
+            exit_code: (state == TaskState::Failed).then_some(3),
+            output: None,
+        }
+    }
+
+    fn framework_task(c: &mut ClusterState, framework_id: &str, id: &str) {
+        let mut task: Task = crate::state::tests::task(id, "/unused", "a1", 0);
+        task.owner = TaskOwner::Framework {
+            framework_id: framework_id.into(),
+        };
+        assert_eq!(c.apply(&Command::LaunchTask { task }), Outcome::Applied);
+    }
+
+    fn pending(c: &ClusterState, task_id: &str) -> Vec<(TaskState, String)> {
+        c.frameworks.updates.get(task_id).map_or(Vec::new(), |q| {
+            q.iter().map(|u| (u.state, u.uuid.clone())).collect()
+        })
+    }
+
+    #[test]
+    fn status_updates_wait_in_order_until_acknowledged() {
+        let mut c = crate::state::tests::cluster(&[("a1", 4_000, 4_096)], &[]);
+        c.apply(&subscribe("f1", false, 100));
+        framework_task(&mut c, "f1", "f1.t1");
+        // The launch itself is no update (Mesos sends no TASK_STAGING); each change is.
+        assert!(pending(&c, "f1.t1").is_empty());
+        c.apply(&status("f1.t1", TaskState::Starting, 200));
+        c.apply(&status("f1.t1", TaskState::Running, 300));
+        // A late or repeated report changes nothing, so makes no update.
+        c.apply(&status("f1.t1", TaskState::Running, 310));
+        c.apply(&status("f1.t1", TaskState::Starting, 320));
+        let queue = pending(&c, "f1.t1");
+        assert_eq!(
+            queue.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![TaskState::Starting, TaskState::Running]
+        );
+        assert_eq!(queue[0].1, update_uuid(1));
+        assert_ne!(queue[0].1, queue[1].1);
+        assert_eq!(update_uuid(1).len(), 24, "16 bytes in padded base64");
+        // Acknowledging the second takes the first with it; an unknown uuid, another
+        // framework's acknowledgement, or one of an unknown task change nothing.
+        let ack = |framework: &str, task: &str, uuid: &str| Command::AcknowledgeUpdate {
+            framework_id: framework.into(),
+            task_id: task.into(),
+            uuid: uuid.into(),
+        };
+        c.apply(&subscribe("f2", false, 100));
+        assert_eq!(c.apply(&ack("f2", "f1.t1", &queue[1].1)), Outcome::Applied);
+        assert_eq!(c.apply(&ack("f1", "f1.t1", "nonesuch")), Outcome::Applied);
+        assert_eq!(c.apply(&ack("f1", "f1.t9", &queue[1].1)), Outcome::Applied);
+        assert_eq!(pending(&c, "f1.t1").len(), 2);
+        assert_eq!(c.apply(&ack("f1", "f1.t1", &queue[1].1)), Outcome::Applied);
+        assert!(pending(&c, "f1.t1").is_empty());
+        assert!(c.frameworks.updates.is_empty());
+        assert_eq!(
+            c.apply(&ack("f9", "f1.t1", "x")),
+            Outcome::Rejected(Reject::UnknownFramework {
+                framework_id: "f9".into()
+            })
+        );
+        // TASK_KILLING only for frameworks with TASK_KILLING_STATE (f1 has not).
+        c.apply(&status("f1.t1", TaskState::Killing, 400));
+        assert!(pending(&c, "f1.t1").is_empty());
+        // The end, then the task's agent's loss: no update after a terminal state.
+        c.apply(&status("f1.t1", TaskState::Failed, 500));
+        assert_eq!(pending(&c, "f1.t1")[0].0, TaskState::Failed);
+        assert_eq!(c.frameworks.updates["f1.t1"][0].exit_code, Some(3));
+        // Expunged: its updates go with it.
+        assert_eq!(
+            c.apply(&Command::ExpungeTask {
+                task_id: "f1.t1".into()
+            }),
+            Outcome::Applied
+        );
+        assert!(c.frameworks.updates.is_empty());
+    }
+
+    #[test]
+    fn a_framework_that_never_acknowledges_keeps_a_bounded_queue_with_its_last_state() {
+        let mut c = crate::state::tests::cluster(&[("a1", 4_000, 4_096)], &[]);
+        c.apply(&subscribe("f1", false, 100));
+        framework_task(&mut c, "f1", "f1.t1");
+        c.apply(&status("f1.t1", TaskState::Running, 200));
+        // The agent goes silent and comes back, again and again.
+        for i in 0..20u64 {
+            c.apply(&Command::MarkAgentUnreachable {
+                agent_id: "a1".into(),
+                at_ms: 1_000 + i * 10,
+            });
+            c.apply(&Command::RegisterAgent {
+                agent: crate::state::tests::agent("a1", 4_000, 4_096),
+            });
+            c.apply(&status("f1.t1", TaskState::Running, 1_005 + i * 10));
+        }
+        c.apply(&status("f1.t1", TaskState::Finished, 5_000));
+        let queue = pending(&c, "f1.t1");
+        assert_eq!(queue.len(), UPDATES_PER_TASK_MAX);
+        assert_eq!(queue.last().unwrap().0, TaskState::Finished);
+        // Removed: nobody is left to acknowledge.
+        framework_task(&mut c, "f1", "f1.t2");
+        c.apply(&status("f1.t2", TaskState::Running, 6_000));
+        c.apply(&Command::RemoveFramework {
+            framework_id: "f1".into(),
+            at_ms: 7_000,
+        });
+        assert!(pending(&c, "f1.t2").is_empty());
+        assert!(c.tasks["f1.t2"].kill_requested);
     }
 
     #[test]
