@@ -336,6 +336,7 @@ async fn subscribe(
         heartbeat_interval_seconds: HEARTBEAT_INTERVAL_SECONDS,
     };
     let _ = events.try_send(Bytes::from(subscribed.record()));
+    let ended = tokio_util::sync::CancellationToken::new();
     {
         let mut inner = mesos.inner.lock().await;
         let Inner { subs, sent, .. } = &mut *inner;
@@ -347,6 +348,7 @@ async fn subscribe(
                 stream_id: stream_id.clone(),
                 events: events.clone(),
                 partition_aware: info.has_capability("PARTITION_AWARE"),
+                ended: ended.clone(),
             },
         );
         sent.retain(|_, (framework, _)| *framework != framework_id);
@@ -360,6 +362,8 @@ async fn subscribe(
         loop {
             tokio::select! {
                 _ = events.closed() => break,
+                // Replaced or removed: this sender is the stream's last, so it ends.
+                _ = ended.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {
                     if events.try_send(heartbeat.clone()).is_err() {
                         break;

@@ -73,6 +73,15 @@ struct Subscription {
     stream_id: String,
     events: mpsc::Sender<Bytes>,
     partition_aware: bool,
+    /// Ends the stream's heartbeats (and with them the stream) when the subscription is
+    /// dropped: replaced by a new one, torn down, or this master stops leading.
+    ended: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 impl Subscription {
