@@ -522,21 +522,29 @@ impl Master {
     /// Sends a recorded launch to its agent; one its agent cannot take now (no link) is
     /// recorded lost.
     pub(crate) async fn send_launch(&self, task: Task) {
+        if let Some(lost) = self.launch_or_lost(Box::new(task)) {
+            self.record_status(lost).await;
+        }
+    }
+
+    /// Queues a recorded launch on its agent's link; the TASK_LOST to record when its
+    /// agent cannot take it now (no link, or a full one).
+    fn launch_or_lost(&self, task: Box<Task>) -> Option<TaskReport> {
         let task_id = task.id.clone();
         let agent_id = task.agent_id.clone();
-        if !self.send_to_agent(&agent_id, ToAgent::Launch(Box::new(task))) {
-            self.record_status(TaskReport {
-                task_id,
-                state: TaskState::Lost,
-                message: Some("agent disconnected before the launch".into()),
-                exit_code: None,
-                at_ms: now_ms(),
-                health: None,
-                readiness: None,
-                output: None,
-            })
-            .await;
+        if self.send_to_agent(&agent_id, ToAgent::Launch(task)) {
+            return None;
         }
+        Some(TaskReport {
+            task_id,
+            state: TaskState::Lost,
+            message: Some("agent disconnected before the launch".into()),
+            exit_code: None,
+            at_ms: now_ms(),
+            health: None,
+            readiness: None,
+            output: None,
+        })
     }
 
     /// Tells the task's agent to kill it (again after `KILL_RESEND_MS` while unanswered).
@@ -713,20 +721,8 @@ impl Master {
                     tracing::info!(task = %task.id, "not launched: the master is stopping");
                 }
                 (Proposal::Launch(task), Ok(Outcome::Applied)) => {
-                    let (task_id, agent_id) = (task.id.clone(), task.agent_id.clone());
-                    tracing::info!(task = %task_id, agent = %agent_id, framework, "launching");
-                    if !self.send_to_agent(&agent_id, ToAgent::Launch(task)) {
-                        lost.push(TaskReport {
-                            task_id,
-                            state: TaskState::Lost,
-                            message: Some("agent disconnected before the launch".into()),
-                            exit_code: None,
-                            at_ms: now_ms(),
-                            health: None,
-                            readiness: None,
-                            output: None,
-                        });
-                    }
+                    tracing::info!(task = %task.id, agent = %task.agent_id, framework, "launching");
+                    lost.extend(self.launch_or_lost(task));
                 }
                 (Proposal::Launch(task), Ok(Outcome::Rejected(reject))) => {
                     tracing::debug!(task = %task.id, framework, "launch refused: {reject}")

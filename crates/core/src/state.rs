@@ -890,7 +890,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn status(task_id: &str, state: TaskState, at_ms: u64) -> Command {
+    pub(crate) fn status(task_id: &str, state: TaskState, at_ms: u64) -> Command {
         Command::TaskStatus {
             task_id: task_id.into(),
             state,

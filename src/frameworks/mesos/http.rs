@@ -207,22 +207,14 @@ async fn scheduler(
             kill(&master, &mesos, &framework_id, &task_id.value).await
         }
         wire::Call::Acknowledge { task_id, uuid, .. } => {
-            let written = master
-                .write(Command::AcknowledgeUpdate {
-                    framework_id: framework_id.clone(),
-                    task_id: task_key(&framework_id, &task_id.value),
-                    uuid,
-                })
-                .await;
-            match written {
-                Ok(_) => {
-                    mesos.wake();
-                    Ok(())
-                }
-                Err(e) => Err(api_error(ApiError::unavailable(format!(
-                    "the acknowledgement was not recorded: {e}"
-                )))),
-            }
+            let acknowledged = Command::AcknowledgeUpdate {
+                framework_id: framework_id.clone(),
+                task_id: task_key(&framework_id, &task_id.value),
+                uuid,
+            };
+            let recorded = record(&master, acknowledged, "acknowledgement").await;
+            mesos.wake();
+            recorded
         }
         wire::Call::Reconcile { tasks } => reconcile(&master, &mesos, &framework_id, tasks).await,
         // Command tasks have no executor to take a message or a shutdown (custom executors
@@ -287,9 +279,11 @@ async fn subscribe(
         registered_ms: 0,
         disconnected_ms: None,
     };
-    if mesos.inner.lock().await.subs.len() >= SUBSCRIPTIONS_MAX
-        && !mesos.inner.lock().await.subs.contains_key(&framework_id)
-    {
+    let full = {
+        let inner = mesos.inner.lock().await;
+        inner.subs.len() >= SUBSCRIPTIONS_MAX && !inner.subs.contains_key(&framework_id)
+    };
+    if full {
         return api_error(ApiError::unavailable(format!(
             "{SUBSCRIPTIONS_MAX} frameworks are subscribed already; retry later"
         )));
@@ -398,22 +392,43 @@ fn stream_response(stream_id: &str, received: mpsc::Receiver<Bytes>) -> Response
         .into_response()
 }
 
+/// Writes a call's command; 503 naming the call when it was not recorded (a refusal is
+/// recorded: the call changed nothing, as Mesos ignores such calls).
+async fn record(master: &Master, command: Command, call: &str) -> Result<(), Response> {
+    match master.write(command).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(api_error(ApiError::unavailable(format!(
+            "the {call} was not recorded: {e}"
+        )))),
+    }
+}
+
+/// The answer to a kill or reconciliation of a task the master does not know of the
+/// framework: TASK_UNKNOWN for a partition-aware framework, else TASK_LOST.
+fn unknown_task(task_id: &str, agent_id: Option<&str>, partition_aware: bool) -> wire::TaskStatus {
+    master_status(
+        task_id,
+        agent_id,
+        if partition_aware {
+            "TASK_UNKNOWN"
+        } else {
+            "TASK_LOST"
+        },
+        "REASON_RECONCILIATION",
+        "this master has no such task of the framework".to_string(),
+    )
+}
+
 async fn teardown(
     master: &Arc<Master>,
     mesos: &Arc<Mesos>,
     framework_id: &str,
 ) -> Result<(), Response> {
-    let written = master
-        .write(Command::RemoveFramework {
-            framework_id: framework_id.to_string(),
-            at_ms: crate::link::now_ms(),
-        })
-        .await;
-    if let Err(e) = written {
-        return Err(api_error(ApiError::unavailable(format!(
-            "the teardown was not recorded: {e}"
-        ))));
-    }
+    let removed = Command::RemoveFramework {
+        framework_id: framework_id.to_string(),
+        at_ms: crate::link::now_ms(),
+    };
+    record(master, removed, "teardown").await?;
     tracing::info!(framework = %framework_id, "framework torn down: its tasks are killed");
     let mut inner = mesos.inner.lock().await;
     // Its stream ends; its tasks' kills go out with the next planning round.
@@ -438,17 +453,11 @@ async fn kill(
     });
     match known {
         Some((agent_id, false)) => {
-            let written = master
-                .write(Command::KillTask {
-                    task_id: key.clone(),
-                    at_ms: crate::link::now_ms(),
-                })
-                .await;
-            if let Err(e) = written {
-                return Err(api_error(ApiError::unavailable(format!(
-                    "the kill was not recorded: {e}"
-                ))));
-            }
+            let killed = Command::KillTask {
+                task_id: key.clone(),
+                at_ms: crate::link::now_ms(),
+            };
+            record(master, killed, "kill").await?;
             master.send_kill(&agent_id, &key).await;
         }
         // Ended already: its end is (or was) sent as an update.
@@ -456,19 +465,10 @@ async fn kill(
         None => {
             let inner = mesos.inner.lock().await;
             if let Some(sub) = inner.subs.get(framework_id) {
-                let state = if sub.partition_aware {
-                    "TASK_UNKNOWN"
-                } else {
-                    "TASK_LOST"
-                };
-                sub.send(&wire::Event::Update(master_status(
+                sub.send(&wire::Event::Update(unknown_task(
                     task_id,
                     None,
-                    state,
-                    "REASON_RECONCILIATION",
-                    format!(
-                        "kill of task {task_id}: this master has no such task of the framework"
-                    ),
+                    sub.partition_aware,
                 )));
             }
         }
@@ -501,12 +501,10 @@ async fn reconcile(
             .iter()
             .map(|wanted| match s.tasks.get(&task_key(framework_id, &wanted.task_id.value)).filter(owned) {
                 Some(task) => task_status(task, None, sub.partition_aware, Some("REASON_RECONCILIATION")),
-                None => master_status(
+                None => unknown_task(
                     &wanted.task_id.value,
                     wanted.agent_id.as_ref().map(|a| a.value.as_str()),
-                    if sub.partition_aware { "TASK_UNKNOWN" } else { "TASK_LOST" },
-                    "REASON_RECONCILIATION",
-                    "this master has no such task of the framework".to_string(),
+                    sub.partition_aware,
                 ),
             })
             .collect()

@@ -241,8 +241,6 @@ fn wire_offer(state: &ClusterState, offer: &Offer) -> Option<wire::Offer> {
 struct Snapshot {
     agents: Vec<(String, Resources, bool)>,
     used: Vec<(String, String, Resources)>,
-    /// Registered frameworks: id -> (role, subscribed in the state).
-    registered: BTreeMap<String, (String, bool)>,
     /// Each task's oldest unacknowledged update, with its framework.
     pending: Vec<(String, Task, StatusUpdate)>,
 }
@@ -270,12 +268,6 @@ fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot 
             )
         })
         .collect();
-    let registered = state
-        .frameworks
-        .frameworks
-        .values()
-        .map(|f| (f.id.clone(), (f.role.clone(), f.disconnected_ms.is_none())))
-        .collect();
     let pending = state
         .frameworks
         .updates
@@ -291,7 +283,6 @@ fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot 
     Snapshot {
         agents,
         used,
-        registered,
         pending,
     }
 }
@@ -406,8 +397,7 @@ impl Mesos {
             }
         }
         for id in subs.keys() {
-            let role = snap
-                .registered
+            let role = registered
                 .get(id)
                 .map_or(DEFAULT_ROLE, |(role, _)| role.as_str());
             allocator.add_framework(id, role, false);
@@ -421,8 +411,7 @@ impl Mesos {
             }
         }
         // Offers once the frameworks of a former leader had their chance to come back.
-        let all_back = snap
-            .registered
+        let all_back = registered
             .iter()
             .all(|(id, (_, up))| !*up || subs.contains_key(id));
         if graced || all_back {

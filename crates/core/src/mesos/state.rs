@@ -359,16 +359,7 @@ mod tests {
         );
     }
 
-    fn status(task_id: &str, state: TaskState, at_ms: u64) -> Command {
-        Command::TaskStatus {
-            task_id: task_id.into(),
-            state,
-            at_ms,
-            message: None,
-            exit_code: (state == TaskState::Failed).then_some(3),
-            output: None,
-        }
-    }
+    use crate::state::tests::status;
 
     fn framework_task(c: &mut ClusterState, framework_id: &str, id: &str) {
         let mut task: Task = crate::state::tests::task(id, "/unused", "a1", 0);
@@ -429,7 +420,14 @@ mod tests {
         c.apply(&status("f1.t1", TaskState::Killing, 400));
         assert!(pending(&c, "f1.t1").is_empty());
         // The end, then the task's agent's loss: no update after a terminal state.
-        c.apply(&status("f1.t1", TaskState::Failed, 500));
+        c.apply(&Command::TaskStatus {
+            task_id: "f1.t1".into(),
+            state: TaskState::Failed,
+            at_ms: 500,
+            message: None,
+            exit_code: Some(3),
+            output: None,
+        });
         assert_eq!(pending(&c, "f1.t1")[0].0, TaskState::Failed);
         assert_eq!(c.frameworks.updates["f1.t1"][0].exit_code, Some(3));
         // Expunged: its updates go with it.
