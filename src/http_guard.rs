@@ -12,8 +12,10 @@
 //!   without a preflight nobody answers. Actions without a body and without a type, as their
 //!   clients send them, are the exceptions: Marathon's restart (`POST .../restart`, the
 //!   DC/OS CLI), Chronos's run-now (`PUT .../scheduler/job/{name}`, chronos-python) and
-//!   Metronome's run and stop (`POST /v1/jobs/{id}/runs`, `.../actions/stop`). Routes under `/internal/` (certificate-only, between
-//!   nodes) are not checked for it.
+//!   Metronome's run and stop (`POST /v1/jobs/{id}/runs`, `.../actions/stop`). Mesos's
+//!   `POST /master/teardown` takes its form (`frameworkId=...`) when the request carries
+//!   `Authorization`, which an HTML form cannot. Routes under `/internal/` (certificate-only,
+//!   between nodes) are not checked for it.
 
 use crate::http_util::api_error;
 use axum::extract::{Request, State};
@@ -169,7 +171,12 @@ impl RequestGuard {
                 .to_ascii_lowercase();
             let json = essence == "application/json"
                 || (essence.starts_with("application/") && essence.ends_with("+json"));
-            if !json && !self.extra_body_types.contains(&essence.as_str()) {
+            // Mesos's teardown takes a form (`frameworkId=...`), as its tools send it; with
+            // credentials only, which a cross-site HTML form cannot carry.
+            let teardown_form = essence == "application/x-www-form-urlencoded"
+                && path == "/master/teardown"
+                && headers.contains_key(header::AUTHORIZATION);
+            if !json && !teardown_form && !self.extra_body_types.contains(&essence.as_str()) {
                 let expected = std::iter::once("application/json")
                     .chain(self.extra_body_types.iter().copied())
                     .collect::<Vec<_>>()
@@ -331,6 +338,30 @@ mod tests {
                 );
             }
         }
+        // Mesos's teardown form, with credentials only.
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        assert_eq!(
+            status(&guard, "POST", "/master/teardown", &[host, form]),
+            415
+        );
+        assert_eq!(
+            status(
+                &guard,
+                "POST",
+                "/master/teardown",
+                &[host, form, ("authorization", "Bearer x")]
+            ),
+            200
+        );
+        assert_eq!(
+            status(
+                &guard,
+                "POST",
+                "/v2/apps",
+                &[host, form, ("authorization", "Bearer x")]
+            ),
+            415
+        );
         // Without a type, only a restart without a body passes.
         assert_eq!(status(&guard, "POST", "/v2/apps/x/restart", &[host]), 200);
         assert_eq!(

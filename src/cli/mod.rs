@@ -9,6 +9,7 @@ mod app;
 pub mod client;
 pub mod cluster;
 mod deployment;
+mod framework;
 mod group;
 mod image;
 mod job;
@@ -108,6 +109,12 @@ pub enum Commands {
     /// Show the cluster's masters and agents.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The frameworks sharing the cluster (built-in and Mesos ones): list, show, teardown.
+    #[command(subcommand)]
+    Framework(framework::FrameworkCommand),
+    /// The roles frameworks belong to: their weights and quotas in the fair share.
+    #[command(subcommand)]
+    Role(framework::RoleCommand),
     /// Prepare the cluster: CA, node certificates, API tokens and this CLI's cli.toml (local files).
     #[command(subcommand)]
     Cluster(crate::cli::cluster::ClusterCommand),
@@ -272,6 +279,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Commands::Task(command) => task::task(&client, json, command).await,
         Commands::Job(command) => job::job(&client, json, command).await,
         Commands::Image(command) => image::image(&client, json, command).await,
+        Commands::Framework(command) => framework::framework(&client, json, command).await,
+        Commands::Role(command) => framework::role(&client, json, command).await,
         Commands::Node(NodeCommand::List) => {
             let nodes: NodesView = client.get(cluster_routes::NODES).await?;
             if json {

@@ -48,6 +48,7 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
             axum::routing::get(events::cluster_stream),
         )
         .merge(mesos::http::routes())
+        .merge(mesos::operator::routes())
         .layer(axum::Extension(events))
         .layer(axum::Extension(Arc::clone(&mesos)));
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs), mesos];

@@ -513,6 +513,7 @@ pub(crate) fn reject_error(reject: Reject) -> ApiError {
         | Reject::UnknownTask { .. }
         | Reject::UnknownFramework { .. }
         | Reject::UnknownAgent { .. } => ApiError::not_found(reject.to_string()),
+        Reject::InvalidRole { .. } => ApiError::bad_request(reject.to_string()),
         _ => ApiError::new(422, "rejected", reject.to_string()),
     }
 }

@@ -30,6 +30,14 @@ def api(path):
         return json.loads(answer.read())
 
 
+def api_post(path, body):
+    request = urllib.request.Request(URL + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
 def resources(cpus, mem):
     return [
         {"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}},
@@ -140,6 +148,24 @@ tasks = api("/master/tasks")["tasks"]
 ours = {t["id"]: t["state"] for t in tasks if t["framework_id"] == sched.framework_id}
 check("the tasks are in Mesos's task list", ours == {"finisher": "TASK_FINISHED", "runner": "TASK_RUNNING"}, tasks)
 
+# The operator API and Mesos's state show the framework with its tasks, as the framework's.
+frameworks = {f["id"]: f for f in api("/master/frameworks")["frameworks"]}
+mine = frameworks.get(sched.framework_id, {})
+check("/master/frameworks lists it with its tasks",
+      mine.get("name") == "minimal" and mine.get("active") is True
+      and {t["id"] for t in mine["tasks"]} == {"runner"}
+      and {t["id"] for t in mine["completed_tasks"]} == {"finisher"}, mine)
+check("the built-in frameworks are frameworks too",
+      {"dcos-rs-services", "dcos-rs-jobs"} <= set(frameworks), sorted(frameworks))
+operator = api_post("/api/v1", {"type": "GET_FRAMEWORKS"})
+listed = {f["framework_info"]["id"]["value"]: f for f in operator["get_frameworks"]["frameworks"]}
+check("GET_FRAMEWORKS", operator["type"] == "GET_FRAMEWORKS"
+      and listed[sched.framework_id]["framework_info"]["name"] == "minimal"
+      and listed[sched.framework_id]["connected"] is True, operator)
+summary = api("/master/state-summary")
+mine = next(f for f in summary["frameworks"] if f["id"] == sched.framework_id)
+check("state-summary counts its tasks", mine["TASK_RUNNING"] == 1 and mine["TASK_FINISHED"] == 1, mine)
+
 # A launch too large for the offer is refused as TASK_ERROR, never launched.
 sched.plan = [lambda agent: task("oversized", agent, "sleep 1", cpus=cpus * 100)]
 driver.reviveOffers()
@@ -228,6 +254,19 @@ d4 = MesosSchedulerDriver(gone, framework("short", 2, short.framework_id), MASTE
 d4.start()
 wait("short is refused after its failover timeout", lambda: gone.errors, 20)
 d4.stop(failover=True)
-d3.stop()
+d3.stop(failover=True)
 d3.join()
 print("failover: ok")
+
+# --- An operator tears the keeper down with Mesos's form --------------------------------
+form = urllib.request.Request(URL + "/master/teardown", method="POST",
+                              data=f"frameworkId={keeper.framework_id}".encode(),
+                              headers={"Authorization": f"Bearer {TOKEN}",
+                                       "Content-Type": "application/x-www-form-urlencoded"})
+with urllib.request.urlopen(form, timeout=10) as answer:
+    check("teardown answers 200", answer.status == 200, answer.status)
+wait("keeper's task killed by the teardown", lambda: (sleeper_of(keeper.framework_id) or {}).get("state") in
+     ("TASK_KILLED", None), 30)
+listed = {f["id"] for f in api("/master/frameworks")["frameworks"]}
+check("keeper is gone", keeper.framework_id not in listed, listed)
+print("operator teardown: ok")

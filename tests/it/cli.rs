@@ -524,3 +524,152 @@ async fn job_tour_add_list_history_logs_graph_run_kill_remove() {
     assert!(!list.contains("tick"), "{list}");
     cluster.stop().await;
 }
+
+/// `dcos-rs role` and `dcos-rs framework` as an operator types them: weights and quotas set
+/// and listed (and through Mesos's `/weights`, `/quota` and operator API), refusals that name
+/// the role and exit non-zero, the built-in frameworks listed and shown with their tasks, and
+/// teardown refused for them and for an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_framework_commands() {
+    let cluster = TestCluster::start().await;
+    let out = ok(&cli(
+        &cluster,
+        &["role", "set", "analytics", "--weight", "3"],
+    ));
+    assert!(out.contains("role analytics: weight 3"), "{out}");
+    let out = ok(&cli(
+        &cluster,
+        &[
+            "role",
+            "set",
+            "web",
+            "--guarantee",
+            "cpus=0.5,mem=128",
+            "--limit",
+            "cpus=1,mem=512",
+        ],
+    ));
+    assert!(
+        out.contains("guarantee 0.5 cpus, 128 MiB, limit 1 cpus, 512 MiB"),
+        "{out}"
+    );
+    let roles: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&cluster, &["--json", "role", "list"]))).unwrap();
+    let web = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "web")
+        .unwrap();
+    assert_eq!(web["guarantee"]["cpus"], 0.5, "{roles}");
+    assert_eq!(web["limit"]["mem"], 512, "{roles}");
+    // Mesos's views of the same settings.
+    let weights: serde_json::Value = cluster.client.get("/weights").await.unwrap();
+    assert_eq!(
+        weights,
+        serde_json::json!([{ "role": "analytics", "weight": 3.0 }])
+    );
+    let quota: serde_json::Value = cluster.client.get("/quota").await.unwrap();
+    assert_eq!(quota["configs"][0]["role"], "web", "{quota}");
+    assert_eq!(
+        quota["configs"][0]["limits"]["cpus"]["value"], 1.0,
+        "{quota}"
+    );
+    // Refusals name the role and the reason, and change nothing.
+    for (args, reason) in [
+        (
+            vec!["role", "set", "x", "--weight", "0"],
+            "a weight is a number above 0",
+        ),
+        (
+            vec!["role", "set", "a//b", "--weight", "2"],
+            "separates non-empty parts",
+        ),
+        (
+            vec![
+                "role",
+                "set",
+                "web",
+                "--guarantee",
+                "cpus=2",
+                "--limit",
+                "cpus=1",
+            ],
+            "above the limit",
+        ),
+        (
+            vec!["role", "set", "big", "--guarantee", "cpus=500,mem=1"],
+            "more than the active agents have",
+        ),
+        (vec!["role", "set", "web"], "nothing to set"),
+    ] {
+        let output = cli(&cluster, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(reason),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = ok(&cli(&cluster, &["role", "set", "web", "--no-quota"]));
+    assert!(out.contains("back to the defaults"), "{out}");
+
+    // The built-in frameworks, with the services framework's task.
+    cluster
+        .deploy(
+            serde_json::json!({ "id": "/fw-sleeper", "cmd": "sleep 600", "cpus": 0.1, "mem": 16 }),
+        )
+        .await
+        .unwrap();
+    crate::common::wait_for("the app's task runs", Duration::from_secs(30), || async {
+        let frameworks: serde_json::Value =
+            cluster.client.get("/cluster/v1/frameworks").await.ok()?;
+        (frameworks[0]["tasksByState"]["TASK_RUNNING"] == 1).then_some(())
+    })
+    .await;
+    let out = ok(&cli(&cluster, &["framework", "list"]));
+    assert!(
+        out.contains("dcos-rs-services") && out.contains("marathon"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dcos-rs-jobs") && out.contains("metronome"),
+        "{out}"
+    );
+    let out = ok(&cli(&cluster, &["framework", "show", "dcos-rs-services"]));
+    assert!(
+        out.contains("fw-sleeper") && out.contains("TASK_RUNNING"),
+        "{out}"
+    );
+    let state: serde_json::Value = cluster
+        .client
+        .send_json(hyper::Method::POST, "/api/v1", br#"{"type": "GET_STATE"}"#)
+        .await
+        .unwrap();
+    assert_eq!(state["type"], "GET_STATE");
+    let tasks = &state["get_state"]["get_tasks"]["tasks"];
+    assert_eq!(
+        tasks[0]["framework_id"]["value"], "dcos-rs-services",
+        "{state}"
+    );
+    assert_eq!(
+        state["get_state"]["get_agents"]["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let summary: serde_json::Value = cluster.client.get("/master/state-summary").await.unwrap();
+    assert_eq!(summary["frameworks"][0]["TASK_RUNNING"], 1, "{summary}");
+    for (id, reason) in [
+        ("dcos-rs-services", "built-in framework"),
+        ("nonesuch", "not registered"),
+    ] {
+        let output = cli(&cluster, &["framework", "teardown", id]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(reason),
+            "{id}: {stderr}"
+        );
+    }
+    cluster.stop().await;
+}

@@ -1,7 +1,7 @@
 //! This system's own `/cluster/v1` shapes: nodes (masters and agents) and task counts.
 
 use dcos_core::time::iso8601;
-use dcos_core::{Agent, ClusterState, TaskState};
+use dcos_core::{Agent, ClusterState, Resources, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -75,4 +75,206 @@ pub fn tasks_by_state(state: &ClusterState) -> BTreeMap<TaskState, usize> {
         *counts.entry(task.state).or_default() += 1;
     }
     counts
+}
+
+/// Resources as the views show them: cpus, MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesView {
+    pub cpus: f64,
+    pub mem: u64,
+    pub disk: u64,
+}
+
+impl From<Resources> for ResourcesView {
+    fn from(r: Resources) -> Self {
+        ResourcesView {
+            cpus: r.cpus(),
+            mem: r.mem_mib,
+            disk: r.disk_mib,
+        }
+    }
+}
+
+/// A task of a framework as `framework show` lists it (its id as the framework knows it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FrameworkTaskView {
+    pub id: String,
+    pub agent_id: String,
+    pub state: String,
+    pub resources: ResourcesView,
+}
+
+/// A framework (an external one, or a built-in one) with its share of the cluster:
+/// `GET /cluster/v1/frameworks[/{id}]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// The role's weight in DRF.
+    pub weight: f64,
+    pub builtin: bool,
+    /// "subscribed", "disconnected" (its failover timeout runs) or "built-in".
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<String>,
+    /// When a disconnected framework is removed with its tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_seconds: Option<f64>,
+    /// What its live tasks use.
+    pub used: ResourcesView,
+    /// What its outstanding offers hold (known on the leader only).
+    pub offered: ResourcesView,
+    /// Its dominant share: the largest fraction of the active agents' cpus, memory or disk
+    /// its tasks use (0 to 1).
+    pub share: f64,
+    /// Its tasks by state (`TASK_RUNNING`, ...), the ended ones still kept included.
+    pub tasks_by_state: BTreeMap<String, usize>,
+    /// Its tasks (in `GET /cluster/v1/frameworks/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<FrameworkTaskView>>,
+}
+
+/// The largest fraction of `total` that `used` is (0 to 1).
+pub fn dominant_share(used: &Resources, total: &Resources) -> f64 {
+    [
+        (used.cpus_milli, total.cpus_milli),
+        (used.mem_mib, total.mem_mib),
+        (used.disk_mib, total.disk_mib),
+    ]
+    .into_iter()
+    .filter(|(_, t)| *t > 0)
+    .map(|(u, t)| u as f64 / t as f64)
+    .fold(0.0, f64::max)
+}
+
+/// Every framework: the built-in services and jobs frameworks first, then the external
+/// ones by id; `offered` is what outstanding offers hold per framework (leader memory),
+/// `state_label` names a task state as Mesos does. With `with_tasks`, each lists its tasks.
+pub fn frameworks_view(
+    state: &ClusterState,
+    offered: &BTreeMap<String, Resources>,
+    state_label: &dyn Fn(TaskState) -> &'static str,
+    with_tasks: bool,
+) -> Vec<FrameworkView> {
+    use dcos_core::mesos::state::{framework_of, JOBS_FRAMEWORK_ID, SERVICES_FRAMEWORK_ID};
+    let total = state
+        .agents
+        .values()
+        .filter(|a| a.state == dcos_core::AgentState::Active)
+        .fold(Resources::default(), |sum, a| sum.add(&a.resources));
+    let mut views: Vec<FrameworkView> = Vec::new();
+    for (id, name) in [
+        (SERVICES_FRAMEWORK_ID, "marathon"),
+        (JOBS_FRAMEWORK_ID, "metronome"),
+    ] {
+        views.push(framework_view(id, name, true, state));
+    }
+    for record in state.frameworks.frameworks.values() {
+        let mut view = framework_view(&record.id, &record.name, false, state);
+        view.role = record.role.clone();
+        view.weight = state.frameworks.role(&record.role).weight;
+        view.state = if record.disconnected_ms.is_some() {
+            "disconnected".into()
+        } else {
+            "subscribed".into()
+        };
+        view.principal = record.principal.clone();
+        view.user = record.user.clone();
+        view.hostname = record.hostname.clone();
+        view.capabilities = record.capabilities.clone();
+        view.registered_at = Some(iso8601(record.registered_ms));
+        view.disconnected_at = record.disconnected_ms.map(iso8601);
+        view.removed_at = record
+            .disconnected_ms
+            .map(|at| iso8601(at.saturating_add(record.failover_timeout_ms)));
+        view.failover_timeout_seconds = Some(record.failover_timeout_ms as f64 / 1000.0);
+        views.push(view);
+    }
+    let index: BTreeMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.id.clone(), i))
+        .collect();
+    let mut used: Vec<Resources> = vec![Resources::default(); views.len()];
+    for task in state.tasks.values() {
+        let Some(&i) = index.get(framework_of(&task.owner)) else {
+            continue;
+        };
+        let label = state_label(task.state);
+        *views[i]
+            .tasks_by_state
+            .entry(label.to_string())
+            .or_default() += 1;
+        if !task.state.is_terminal() && task.holds_resources() {
+            used[i] = used[i].add(&task.resources);
+        }
+        if with_tasks {
+            let own_id = match &task.owner {
+                dcos_core::TaskOwner::Framework { framework_id } => task
+                    .id
+                    .strip_prefix(framework_id.as_str())
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .unwrap_or(&task.id),
+                _ => &task.id,
+            };
+            views[i]
+                .tasks
+                .get_or_insert_with(Vec::new)
+                .push(FrameworkTaskView {
+                    id: own_id.to_string(),
+                    agent_id: task.agent_id.clone(),
+                    state: label.to_string(),
+                    resources: task.resources.into(),
+                });
+        }
+    }
+    for (view, used) in views.iter_mut().zip(used) {
+        view.used = used.into();
+        view.share = dominant_share(&used, &total);
+        view.offered = offered.get(&view.id).copied().unwrap_or_default().into();
+        if with_tasks && view.tasks.is_none() {
+            view.tasks = Some(Vec::new());
+        }
+    }
+    views
+}
+
+fn framework_view(id: &str, name: &str, builtin: bool, state: &ClusterState) -> FrameworkView {
+    use dcos_core::mesos::state::DEFAULT_ROLE;
+    FrameworkView {
+        id: id.to_string(),
+        name: name.to_string(),
+        role: DEFAULT_ROLE.to_string(),
+        weight: state.frameworks.role(DEFAULT_ROLE).weight,
+        builtin,
+        state: "built-in".into(),
+        principal: None,
+        user: String::new(),
+        hostname: None,
+        capabilities: Vec::new(),
+        registered_at: None,
+        disconnected_at: None,
+        removed_at: None,
+        failover_timeout_seconds: None,
+        used: ResourcesView::default(),
+        offered: ResourcesView::default(),
+        share: 0.0,
+        tasks_by_state: BTreeMap::new(),
+        tasks: None,
+    }
 }

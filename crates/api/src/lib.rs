@@ -12,7 +12,10 @@ pub mod mesos;
 pub mod routes;
 
 pub use agent::{ImageView, ImagesEnvelope};
-pub use cluster::{agent_view, tasks_by_state, AgentView, MasterView, NodesView};
+pub use cluster::{
+    agent_view, frameworks_view, tasks_by_state, AgentView, FrameworkTaskView, FrameworkView,
+    MasterView, NodesView, ResourcesView,
+};
 pub use dcos_core::time::iso8601;
 pub use error::ApiError;
 pub use marathon::{

@@ -116,6 +116,15 @@ pub enum Command {
         task_id: String,
         uuid: String,
     },
+    /// An operator set roles' weights in DRF (Mesos's `UPDATE_WEIGHTS`, `PUT /weights`).
+    UpdateWeights { weights: Vec<(String, f64)> },
+    /// An operator set a role's quota: what it is guaranteed and what it gets at most
+    /// (Mesos's `UPDATE_QUOTA`); an empty guarantee and no limit remove it.
+    UpdateQuota {
+        role: String,
+        guarantee: crate::types::Resources,
+        limit: Option<crate::types::Resources>,
+    },
     /// Rolls the app's deployment `failed_deployment_id`, while still under way, back to
     /// the version before it, as deployment `deployment_id` (Marathon's `DELETE
     /// /v2/deployments/{id}`). With `reason`, the services framework's own rollback of a
@@ -263,6 +272,8 @@ pub enum Reject {
     JobChanged { job_id: String },
     #[error("framework {framework_id} is not registered")]
     UnknownFramework { framework_id: String },
+    #[error("role {role:?}: {reason}")]
+    InvalidRole { role: String, reason: String },
     #[error("framework {framework_id} was removed and cannot subscribe again")]
     FrameworkRemoved { framework_id: String },
     #[error("run {run_id} already exists")]

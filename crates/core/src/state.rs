@@ -430,6 +430,14 @@ impl ClusterState {
             } => self
                 .frameworks
                 .acknowledge(framework_id, self.tasks.get(task_id), uuid)?,
+            Command::UpdateWeights { weights } => self.frameworks.update_weights(weights)?,
+            Command::UpdateQuota {
+                role,
+                guarantee,
+                limit,
+            } => self
+                .frameworks
+                .update_quota(role, guarantee, limit.as_ref())?,
             Command::KillTask { task_id, at_ms } => {
                 let task = self.task_mut(task_id)?;
                 if !task.state.is_terminal() {

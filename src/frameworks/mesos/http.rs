@@ -49,7 +49,7 @@ async fn master_tasks(State(master): State<Arc<Master>>) -> Response {
         s.tasks
             .values()
             .map(|t| {
-                let framework_id = super::allocator_framework(&t.owner);
+                let framework_id = super::framework_of(&t.owner);
                 let own_id = match &t.owner {
                     TaskOwner::Framework { .. } => super::framework_task_id(t),
                     _ => t.id.as_str(),
@@ -279,11 +279,11 @@ async fn subscribe(
         registered_ms: 0,
         disconnected_ms: None,
     };
-    let full = {
-        let inner = mesos.inner.lock().await;
-        inner.subs.len() >= SUBSCRIPTIONS_MAX && !inner.subs.contains_key(&framework_id)
-    };
-    if full {
+    // Held until the subscription is in place: the offer loop must never see the framework
+    // subscribed in the state without its subscription here (it would count it
+    // disconnected, and its failover timeout would run).
+    let mut inner = mesos.inner.lock().await;
+    if inner.subs.len() >= SUBSCRIPTIONS_MAX && !inner.subs.contains_key(&framework_id) {
         return api_error(ApiError::unavailable(format!(
             "{SUBSCRIPTIONS_MAX} frameworks are subscribed already; retry later"
         )));
@@ -332,7 +332,6 @@ async fn subscribe(
     let _ = events.try_send(Bytes::from(subscribed.record()));
     let ended = tokio_util::sync::CancellationToken::new();
     {
-        let mut inner = mesos.inner.lock().await;
         let Inner { subs, sent, .. } = &mut *inner;
         // A framework that subscribes again replaces its former stream (which ends), and
         // gets every update it has not acknowledged at once.
@@ -347,6 +346,7 @@ async fn subscribe(
         );
         sent.retain(|_, (framework, _)| *framework != framework_id);
     }
+    drop(inner);
     tracing::info!(framework = %framework_id, name = %info.name, resubscribe, "framework subscribed");
     // Heartbeats until the stream ends; its end wakes the offer loop (failover timeout).
     let waker = Arc::clone(mesos);
@@ -430,13 +430,18 @@ async fn teardown(
     };
     record(master, removed, "teardown").await?;
     tracing::info!(framework = %framework_id, "framework torn down: its tasks are killed");
+    forget(mesos, framework_id).await;
+    Ok(())
+}
+
+/// A removed framework's subscription ends and its offers go; its tasks' kills go out with
+/// the next planning round.
+pub(super) async fn forget(mesos: &Mesos, framework_id: &str) {
     let mut inner = mesos.inner.lock().await;
-    // Its stream ends; its tasks' kills go out with the next planning round.
     inner.subs.remove(framework_id);
     if let Some(allocator) = inner.allocator.as_mut() {
         allocator.remove_framework(framework_id);
     }
-    Ok(())
 }
 
 async fn kill(

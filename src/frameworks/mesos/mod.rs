@@ -15,12 +15,16 @@
 //! nothing at all while no framework is subscribed.
 
 pub mod http;
+pub mod operator;
 
 use crate::master::{Framework, Master, Proposal, Round};
 use bytes::Bytes;
 use dcos_api::mesos as wire;
 use dcos_core::mesos::allocator::{Allocator, Offer};
 use dcos_core::mesos::state::StatusUpdate;
+pub use dcos_core::mesos::state::{
+    framework_of, DEFAULT_ROLE, JOBS_FRAMEWORK_ID, SERVICES_FRAMEWORK_ID,
+};
 use dcos_core::{ClusterState, Command, Resources, Task, TaskOwner, TaskState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -46,11 +50,6 @@ const CYCLE_GAP_MS: u64 = 10;
 pub const RECONNECT_GRACE_MS: u64 = 15_000;
 /// An ended task of a framework, its updates all acknowledged, is forgotten after this.
 const ENDED_TASKS_KEPT_MS: u64 = 15 * 60_000;
-/// The allocator's ids of the built-in frameworks (their tasks count in DRF and quota).
-pub const SERVICES_FRAMEWORK_ID: &str = "dcos-rs-services";
-pub const JOBS_FRAMEWORK_ID: &str = "dcos-rs-jobs";
-/// The role of frameworks that name none, and of the built-in ones.
-pub const DEFAULT_ROLE: &str = "*";
 
 #[derive(Default)]
 pub struct Mesos {
@@ -101,15 +100,6 @@ pub fn framework_task_id(task: &Task) -> &str {
     task.id
         .split_once('.')
         .map_or(task.id.as_str(), |(_, id)| id)
-}
-
-/// Which framework of the allocator a task counts for.
-fn allocator_framework(owner: &TaskOwner) -> &str {
-    match owner {
-        TaskOwner::Service { .. } => SERVICES_FRAMEWORK_ID,
-        TaskOwner::JobRun { .. } => JOBS_FRAMEWORK_ID,
-        TaskOwner::Framework { framework_id } => framework_id,
-    }
 }
 
 /// A task's state as the framework is told it: without PARTITION_AWARE, unreachable and
@@ -243,6 +233,7 @@ struct Snapshot {
     used: Vec<(String, String, Resources)>,
     /// Each task's oldest unacknowledged update, with its framework.
     pending: Vec<(String, Task, StatusUpdate)>,
+    roles: BTreeMap<String, dcos_core::mesos::allocator::RoleConfig>,
 }
 
 fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot {
@@ -262,7 +253,7 @@ fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot 
         .filter(|t| !t.state.is_terminal() && t.holds_resources())
         .map(|t| {
             (
-                allocator_framework(&t.owner).to_string(),
+                framework_of(&t.owner).to_string(),
                 t.agent_id.clone(),
                 t.resources,
             )
@@ -284,6 +275,7 @@ fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot 
         agents,
         used,
         pending,
+        roles: state.frameworks.roles.clone(),
     }
 }
 
@@ -402,6 +394,7 @@ impl Mesos {
                 .map_or(DEFAULT_ROLE, |(role, _)| role.as_str());
             allocator.add_framework(id, role, false);
         }
+        allocator.set_roles(&snap.roles);
         rescinded.extend(allocator.sync(&snap.agents, &snap.used));
         for offer in rescinded {
             if let Some(sub) = subs.get(&offer.framework_id) {

@@ -14,7 +14,8 @@
 //! - An **offer** is all of one agent's free resources (within the role's limit and the
 //!   held-back quota) to one framework; offered resources count as the framework's until it
 //!   accepts (what it launched stays its own, the rest is free again) or declines them (with
-//!   a filter: no offer of that agent to it for `refuse_ms`), or they are rescinded.
+//!   a filter: no offer of that agent to it for `refuse_ms`), or they are rescinded. Free
+//!   resources without both some cpus and some memory (`OFFER_MIN`) are not offered.
 //! - A **suppressed** framework gets no offers until it revives (which also drops its
 //!   filters). A framework that is removed, and an agent that goes away, take their offers
 //!   with them (`rescinded`).
@@ -24,17 +25,26 @@
 //!   within its limit and leaves the others' guarantees whole.
 
 use crate::types::Resources;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A role's share of the cluster.
-#[derive(Debug, Clone, PartialEq)]
+/// A role's share of the cluster (operators set it: `FrameworksState::roles`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoleConfig {
     /// Relative share in DRF (> 0).
+    #[serde(default = "one")]
     pub weight: f64,
     /// What the role is guaranteed (Mesos's quota guarantee).
+    #[serde(default)]
     pub guarantee: Resources,
     /// At most this much for the role (`None`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Resources>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for RoleConfig {
@@ -131,6 +141,20 @@ fn is_empty(r: &Resources) -> bool {
     r.cpus_milli == 0 && r.mem_mib == 0
 }
 
+/// The least an offer holds: some cpus and some memory, as every task needs both. Smaller
+/// remainders are not offered (Mesos's `min_allocatable_resources`), so an offer of memory
+/// without cpus cannot hold an agent's memory while its cpus go to another framework in
+/// slivers nobody can use.
+pub const OFFER_MIN: Resources = Resources {
+    cpus_milli: 10,
+    mem_mib: 32,
+    disk_mib: 0,
+};
+
+fn too_small(r: &Resources) -> bool {
+    r.cpus_milli < OFFER_MIN.cpus_milli || r.mem_mib < OFFER_MIN.mem_mib
+}
+
 impl Allocator {
     /// An allocator whose offer ids begin with `epoch` (e.g. the leader's term).
     pub fn new(epoch: &str) -> Allocator {
@@ -143,6 +167,13 @@ impl Allocator {
     /// A role's weight, guarantee and limit (roles not set have the defaults).
     pub fn set_role(&mut self, role: &str, config: RoleConfig) {
         self.roles.insert(role.to_string(), config);
+    }
+
+    /// Every role's settings at once: roles not in `roles` go back to the defaults.
+    pub fn set_roles(&mut self, roles: &BTreeMap<String, RoleConfig>) {
+        if &self.roles != roles {
+            self.roles = roles.clone();
+        }
     }
 
     fn role(&self, role: &str) -> RoleConfig {
@@ -453,7 +484,7 @@ impl Allocator {
                 .total
                 .saturating_sub(&agent.used)
                 .saturating_sub(&self.offered_on(&agent_id));
-            if is_empty(&free) {
+            if too_small(&free) {
                 continue;
             }
             let Some((framework_id, resources)) =
@@ -498,7 +529,7 @@ impl Allocator {
                 Some(headroom) => min(&amount, &headroom),
                 None => amount,
             };
-            (!is_empty(&amount)).then_some(amount)
+            (!too_small(&amount)).then_some(amount)
         };
         let pick_framework = |role: &str| -> Option<String> {
             by_role
@@ -538,7 +569,7 @@ impl Allocator {
             };
             let spare = free_total.saturating_sub(&self.quota_held_back(Some(role)));
             let amount = min(&min(free, &short), &spare);
-            if is_empty(&amount) {
+            if too_small(&amount) {
                 continue;
             }
             if let (Some(framework), Some(amount)) = (pick_framework(role), capped(role, amount)) {
@@ -548,7 +579,7 @@ impl Allocator {
         // Weighted DRF, leaving what unsatisfied guarantees still need.
         let spare = free_total.saturating_sub(&self.quota_held_back(None));
         let available = min(free, &spare);
-        if is_empty(&available) {
+        if too_small(&available) {
             return None;
         }
         let mut roles: Vec<(&str, f64)> = by_role
@@ -1010,5 +1041,23 @@ mod tests {
             &[("f1".to_string(), "a2".to_string(), res(1, 512))],
         );
         assert_eq!(a.allocate(1_002)[0].resources, res(3, 3584));
+    }
+
+    #[test]
+    fn memory_without_cpus_is_not_offered() {
+        let mut a = cluster(1, 1, 1_000);
+        a.add_framework("f1", "*", false);
+        a.add_framework("f2", "*", false);
+        // f1 takes every cpu and half the memory: what is left has no cpus.
+        let offer = a.allocate(0).pop().unwrap();
+        a.accept(&offer.framework_id, &offer.id, &res(1, 500))
+            .unwrap();
+        assert!(a.allocate(0).is_empty(), "500 MiB without cpus is no offer");
+        // A task ends: its cpus and memory go to the framework of the smaller share.
+        a.release("f1", "a000", &res(1, 0));
+        let offers = a.allocate(0);
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].framework_id, "f2");
+        assert_eq!(offers[0].resources, res(1, 500));
     }
 }

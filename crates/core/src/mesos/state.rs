@@ -9,9 +9,26 @@
 //! framework's id cannot subscribe again.
 
 use crate::command::Reject;
-use crate::types::{Task, TaskOwner, TaskState};
+use crate::mesos::allocator::RoleConfig;
+use crate::types::{Resources, Task, TaskOwner, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The ids of the built-in frameworks as the allocator and the Mesos APIs know them: their
+/// tasks count in DRF and quota like any framework's.
+pub const SERVICES_FRAMEWORK_ID: &str = "dcos-rs-services";
+pub const JOBS_FRAMEWORK_ID: &str = "dcos-rs-jobs";
+/// The role of frameworks that name none, and of the built-in ones.
+pub const DEFAULT_ROLE: &str = "*";
+
+/// Which framework a task is of: an external framework's id, or a built-in one's.
+pub fn framework_of(owner: &TaskOwner) -> &str {
+    match owner {
+        TaskOwner::Service { .. } => SERVICES_FRAMEWORK_ID,
+        TaskOwner::JobRun { .. } => JOBS_FRAMEWORK_ID,
+        TaskOwner::Framework { framework_id } => framework_id,
+    }
+}
 
 /// Longest failover timeout a framework may ask for: a week (Mesos has no limit; a
 /// disconnected framework's tasks must not be kept for ever by accident).
@@ -72,6 +89,48 @@ pub struct FrameworksState {
     /// Updates made so far: the next one's uuid is made of it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub updates_made: u64,
+    /// Roles' weights and quotas as operators set them (Mesos's `/weights` and `/quota`);
+    /// a role not here has weight 1 and no quota.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// Most roles with settings of their own.
+pub const ROLES_MAX: usize = 1024;
+/// Longest role name.
+pub const ROLE_NAME_MAX: usize = 128;
+
+/// Whether `role` is a role name as Mesos takes it: not empty, no whitespace or control
+/// characters, `/` only between parts (a hierarchy), no part `.`, `..` or starting with `-`.
+pub fn check_role(role: &str) -> Result<(), String> {
+    if role.is_empty() {
+        return Err("a role name is not empty".into());
+    }
+    if role.len() > ROLE_NAME_MAX {
+        return Err(format!("a role name has at most {ROLE_NAME_MAX} bytes"));
+    }
+    if role == "*" {
+        return Ok(());
+    }
+    if let Some(c) = role.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "a role name has no whitespace or control characters ({c:?})"
+        ));
+    }
+    for part in role.split('/') {
+        if part.is_empty() {
+            return Err("a role name's `/` separates non-empty parts".into());
+        }
+        if part == "." || part == ".." || part == "*" {
+            return Err(format!("a role name has no part `{part}`"));
+        }
+        if part.starts_with('-') {
+            return Err(format!(
+                "a part of a role name does not start with `-` ({part})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -106,9 +165,89 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+fn invalid_role(role: &str, reason: impl Into<String>) -> Reject {
+    Reject::InvalidRole {
+        role: role.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Keeps `config` for `role`, or forgets the role when it is back to the defaults.
+fn set_role(roles: &mut BTreeMap<String, RoleConfig>, role: &str, config: RoleConfig) {
+    if config == RoleConfig::default() {
+        roles.remove(role);
+    } else {
+        roles.insert(role.to_string(), config);
+    }
+}
+
 impl FrameworksState {
     pub fn is_empty(&self) -> bool {
-        self.frameworks.is_empty() && self.removed.is_empty() && self.updates.is_empty()
+        self.frameworks.is_empty()
+            && self.removed.is_empty()
+            && self.updates.is_empty()
+            && self.roles.is_empty()
+    }
+
+    /// A role's settings (the defaults for a role not set).
+    pub fn role(&self, role: &str) -> RoleConfig {
+        self.roles.get(role).cloned().unwrap_or_default()
+    }
+
+    /// `UpdateWeights`: each role's weight (finite, > 0); all or none are taken.
+    pub(crate) fn update_weights(&mut self, weights: &[(String, f64)]) -> Result<(), Reject> {
+        for (role, weight) in weights {
+            check_role(role).map_err(|reason| invalid_role(role, reason))?;
+            if !weight.is_finite() || *weight <= 0.0 {
+                return Err(invalid_role(
+                    role,
+                    format!("a weight is a number above 0, not {weight}"),
+                ));
+            }
+        }
+        let mut roles = self.roles.clone();
+        for (role, weight) in weights {
+            let mut config = self.role(role);
+            config.weight = *weight;
+            set_role(&mut roles, role, config);
+        }
+        self.take_roles(roles)
+    }
+
+    /// `UpdateQuota`: what `role` is guaranteed and at most gets (a guarantee within the
+    /// limit); an empty guarantee and no limit remove its quota.
+    pub(crate) fn update_quota(
+        &mut self,
+        role: &str,
+        guarantee: &Resources,
+        limit: Option<&Resources>,
+    ) -> Result<(), Reject> {
+        check_role(role).map_err(|reason| invalid_role(role, reason))?;
+        if let Some(limit) = limit {
+            if !guarantee.fits_in(limit) {
+                return Err(invalid_role(
+                    role,
+                    format!("the guarantee {guarantee:?} is above the limit {limit:?}"),
+                ));
+            }
+        }
+        let mut roles = self.roles.clone();
+        let mut config = self.role(role);
+        config.guarantee = *guarantee;
+        config.limit = limit.copied();
+        set_role(&mut roles, role, config);
+        self.take_roles(roles)
+    }
+
+    fn take_roles(&mut self, roles: BTreeMap<String, RoleConfig>) -> Result<(), Reject> {
+        if roles.len() > ROLES_MAX && roles.len() > self.roles.len() {
+            return Err(Reject::InvalidRole {
+                role: String::new(),
+                reason: format!("at most {ROLES_MAX} roles have settings of their own"),
+            });
+        }
+        self.roles = roles;
+        Ok(())
     }
 
     /// A task changed state: a framework's task (its framework registered) gets an update
@@ -500,5 +639,68 @@ mod tests {
         assert!(!serde_json::to_string(&ClusterState::default())
             .unwrap()
             .contains("frameworks"));
+    }
+
+    #[test]
+    fn operators_set_weights_and_quotas_and_bad_ones_change_nothing() {
+        let mut c = ClusterState::default();
+        let weights = |w: &[(&str, f64)]| Command::UpdateWeights {
+            weights: w.iter().map(|(r, w)| (r.to_string(), *w)).collect(),
+        };
+        assert_eq!(
+            c.apply(&weights(&[("analytics", 3.0), ("web", 1.5)])),
+            Outcome::Applied
+        );
+        assert_eq!(c.frameworks.role("analytics").weight, 3.0);
+        assert_eq!(c.frameworks.role("other").weight, 1.0);
+        // All or nothing: one bad weight or role name takes none.
+        for bad in [
+            weights(&[("web", 2.0), ("analytics", 0.0)]),
+            weights(&[("web", 2.0), ("analytics", f64::NAN)]),
+            weights(&[("web", 2.0), ("a b", 1.0)]),
+            weights(&[("web", 2.0), ("a//b", 1.0)]),
+            weights(&[("web", 2.0), ("-a", 1.0)]),
+            weights(&[("web", 2.0), ("", 1.0)]),
+        ] {
+            assert!(
+                matches!(c.apply(&bad), Outcome::Rejected(Reject::InvalidRole { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(c.frameworks.role("web").weight, 1.5);
+        let res = |cpus: u64, mem: u64| Resources {
+            cpus_milli: cpus * 1000,
+            mem_mib: mem,
+            disk_mib: 0,
+        };
+        let quota =
+            |role: &str, guarantee: Resources, limit: Option<Resources>| Command::UpdateQuota {
+                role: role.into(),
+                guarantee,
+                limit,
+            };
+        assert_eq!(
+            c.apply(&quota("web", res(2, 1024), Some(res(4, 4096)))),
+            Outcome::Applied
+        );
+        assert_eq!(c.frameworks.role("web").guarantee, res(2, 1024));
+        assert_eq!(c.frameworks.role("web").weight, 1.5, "the weight is kept");
+        assert!(matches!(
+            c.apply(&quota("web", res(8, 1024), Some(res(4, 4096)))),
+            Outcome::Rejected(Reject::InvalidRole { .. })
+        ));
+        // Back to the defaults: the role is forgotten.
+        assert_eq!(c.apply(&weights(&[("web", 1.0)])), Outcome::Applied);
+        assert_eq!(
+            c.apply(&quota("web", Resources::default(), None)),
+            Outcome::Applied
+        );
+        assert_eq!(
+            c.frameworks.roles.keys().collect::<Vec<_>>(),
+            vec!["analytics"]
+        );
+        assert_eq!(check_role("eng/dev"), Ok(()));
+        assert_eq!(check_role("*"), Ok(()));
+        assert!(check_role("eng/").is_err() && check_role("eng/..").is_err());
     }
 }
