@@ -79,6 +79,9 @@ pub struct Master {
     /// Since when this master leads (None while it follows): agents get the unreachable
     /// timeout as a grace period from there to reconnect after a failover.
     leading_since: Mutex<Option<Instant>>,
+    /// The allocator the built-in frameworks' launches go through (the Mesos framework's,
+    /// set when it starts): they take their share as external frameworks do.
+    share: std::sync::OnceLock<Arc<crate::frameworks::mesos::Mesos>>,
 }
 
 impl Master {
@@ -105,6 +108,7 @@ impl Master {
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
+            share: std::sync::OnceLock::new(),
         })
     }
 
@@ -191,6 +195,11 @@ impl Master {
     /// False once the master is stopping (long-lived answers such as event streams end).
     pub fn is_scheduling(&self) -> bool {
         self.scheduling.load(Ordering::SeqCst)
+    }
+
+    /// The built-in frameworks' launches go through `mesos`'s allocator from now on.
+    pub(crate) fn share_with(&self, mesos: Arc<crate::frameworks::mesos::Mesos>) {
+        let _ = self.share.set(mesos);
     }
 
     /// From now on a follower passes writes on to the leader through `client` (its
@@ -684,6 +693,13 @@ impl Master {
                 _ => true,
             })
             .collect();
+        // Launches of the built-in frameworks within their fair share (held while recorded).
+        let mut proposals = proposals;
+        let share = self.share.get().cloned();
+        let admitted = match &share {
+            Some(mesos) => mesos.admit(self, &mut proposals).await,
+            None => None,
+        };
         let commands = proposals
             .iter()
             .map(|proposal| match proposal {
@@ -712,6 +728,7 @@ impl Master {
             })
             .collect();
         let outcomes = self.raft.write_all(commands).await;
+        drop(admitted);
         let mut lost = Vec::new();
         for (proposal, outcome) in proposals.into_iter().zip(outcomes) {
             match (proposal, outcome) {

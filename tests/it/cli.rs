@@ -673,3 +673,44 @@ async fn role_and_framework_commands() {
     }
     cluster.stop().await;
 }
+
+/// The services framework takes its share through the same allocator as external
+/// frameworks: another role's guarantee (quota) is held back from it until removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_roles_guarantee_is_held_back_from_the_services_framework() {
+    let cluster = TestCluster::start().await;
+    // 2 cpus on the agent; 1.5 of them guaranteed to a role no built-in framework is in.
+    ok(&cli(
+        &cluster,
+        &["role", "set", "reserved", "--guarantee", "cpus=1.5,mem=64"],
+    ));
+    cluster
+        .deploy(serde_json::json!({
+            "id": "/held", "cmd": "sleep 600", "cpus": 0.2, "mem": 16, "instances": 4
+        }))
+        .await
+        .unwrap();
+    let running = || async {
+        let tasks = cluster.tasks("/held").await;
+        tasks
+            .iter()
+            .filter(|t| t.state == dcos_core::TaskState::Running)
+            .count()
+    };
+    crate::common::wait_for("two instances run", Duration::from_secs(30), || async {
+        (running().await == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        running().await,
+        2,
+        "the other two wait: 0.5 cpus are left to the role *"
+    );
+    ok(&cli(&cluster, &["role", "set", "reserved", "--no-quota"]));
+    crate::common::wait_for("all four run", Duration::from_secs(30), || async {
+        (running().await == 4).then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}

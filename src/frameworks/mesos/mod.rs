@@ -59,7 +59,7 @@ pub struct Mesos {
 }
 
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     /// This leadership's allocator (`None` while following).
     allocator: Option<Allocator>,
     leading_since: Option<Instant>,
@@ -279,7 +279,92 @@ fn snapshot(state: &ClusterState, connected: &dyn Fn(&str) -> bool) -> Snapshot 
     }
 }
 
+impl Inner {
+    /// This leadership's allocator, made on first use with the built-in frameworks in it.
+    fn allocator(&mut self) -> &mut Allocator {
+        self.allocator.get_or_insert_with(|| {
+            let mut allocator = Allocator::new(&format!("{}-", crate::link::random_id()));
+            allocator.add_framework(SERVICES_FRAMEWORK_ID, DEFAULT_ROLE, true);
+            allocator.add_framework(JOBS_FRAMEWORK_ID, DEFAULT_ROLE, true);
+            allocator
+        })
+    }
+
+    /// Brings the allocator to the state (`snap`) and tells frameworks of the offers that
+    /// went with it (agents gone, drained or disconnected).
+    fn sync(&mut self, snap: &Snapshot) {
+        let Inner {
+            allocator, subs, ..
+        } = self;
+        let Some(allocator) = allocator.as_mut() else {
+            return;
+        };
+        allocator.set_roles(&snap.roles);
+        for offer in allocator.sync(&snap.agents, &snap.used) {
+            if let Some(sub) = subs.get(&offer.framework_id) {
+                sub.send(&wire::Event::Rescind {
+                    offer_id: wire::Id::new(&offer.id),
+                });
+            }
+        }
+    }
+}
+
+/// Whether the roles' settings restrict the built-in frameworks: a guarantee of another
+/// role (held back from them), or a limit of theirs.
+fn roles_restrict_builtins(state: &ClusterState) -> bool {
+    state.frameworks.roles.iter().any(|(role, config)| {
+        if role == DEFAULT_ROLE {
+            config.limit.is_some()
+        } else {
+            config.guarantee != Resources::default()
+        }
+    })
+}
+
 impl Mesos {
+    /// Of a planning round's `proposals`, the built-in frameworks' launches that keep
+    /// their role within its limit, leave other roles' guarantees whole and take nothing
+    /// offered to an external framework (`Allocator::admit`); the others are dropped (their
+    /// frameworks propose them again in a later round). While external frameworks are
+    /// subscribed, the returned guard keeps the allocator until the admitted launches are
+    /// recorded, so nothing they take is offered meanwhile. Nothing is checked (and no
+    /// guard is needed) while no framework is subscribed and no role restricts them.
+    pub(crate) async fn admit(
+        &self,
+        master: &Master,
+        proposals: &mut Vec<Proposal>,
+    ) -> Option<tokio::sync::MutexGuard<'_, Inner>> {
+        let builtin = |p: &Proposal| matches!(p, Proposal::Launch(task) if !matches!(task.owner, TaskOwner::Framework { .. }));
+        if !proposals.iter().any(builtin) {
+            return None;
+        }
+        let mut inner = self.inner.lock().await;
+        if inner.subs.is_empty() && !master.read(roles_restrict_builtins) {
+            return None;
+        }
+        let snap = master.read(|s| snapshot(s, &|agent_id| master.is_connected(agent_id)));
+        inner.allocator();
+        inner.sync(&snap);
+        let allocator = inner.allocator();
+        proposals.retain(|p| {
+            let Proposal::Launch(task) = p else {
+                return true;
+            };
+            if !builtin(p) {
+                return true;
+            }
+            match allocator.admit(framework_of(&task.owner), &task.agent_id, &task.resources) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::debug!(task = %task.id, "launch held back by the fair share: {reason}");
+                    false
+                }
+            }
+        });
+        Some(inner)
+    }
+
     /// Wakes the offer loop (a call changed what may be offered).
     fn wake(&self) {
         self.wake.notify_one();
@@ -317,12 +402,7 @@ impl Mesos {
         }
         let now = crate::link::now_ms();
         let since = *inner.leading_since.get_or_insert_with(Instant::now);
-        if inner.allocator.is_none() {
-            let mut allocator = Allocator::new(&format!("{}-", crate::link::random_id()));
-            allocator.add_framework(SERVICES_FRAMEWORK_ID, DEFAULT_ROLE, true);
-            allocator.add_framework(JOBS_FRAMEWORK_ID, DEFAULT_ROLE, true);
-            inner.allocator = Some(allocator);
-        }
+        inner.allocator();
         // Streams that ended: their frameworks' failover timeouts run from now.
         let closed: Vec<String> = inner
             .subs
@@ -370,6 +450,30 @@ impl Mesos {
             return;
         }
         let snap = master.read(|s| snapshot(s, &|agent_id| master.is_connected(agent_id)));
+        {
+            // The allocator offers to subscribed frameworks only (one that is not has no
+            // stream to hear of its offers' end).
+            let Inner {
+                allocator, subs, ..
+            } = &mut *inner;
+            let allocator = allocator.as_mut().expect("made above");
+            let known: Vec<(String, bool)> = allocator
+                .frameworks()
+                .map(|(id, builtin)| (id.to_string(), builtin))
+                .collect();
+            for (id, builtin) in known {
+                if !builtin && !subs.contains_key(&id) {
+                    allocator.remove_framework(&id);
+                }
+            }
+            for id in subs.keys() {
+                let role = registered
+                    .get(id)
+                    .map_or(DEFAULT_ROLE, |(role, _)| role.as_str());
+                allocator.add_framework(id, role, false);
+            }
+        }
+        inner.sync(&snap);
         let Inner {
             allocator,
             subs,
@@ -377,32 +481,6 @@ impl Mesos {
             ..
         } = &mut *inner;
         let allocator = allocator.as_mut().expect("made above");
-        // The allocator offers to subscribed frameworks only.
-        let known: Vec<(String, bool)> = allocator
-            .frameworks()
-            .map(|(id, builtin)| (id.to_string(), builtin))
-            .collect();
-        let mut rescinded = Vec::new();
-        for (id, builtin) in known {
-            if !builtin && !subs.contains_key(&id) {
-                rescinded.extend(allocator.remove_framework(&id));
-            }
-        }
-        for id in subs.keys() {
-            let role = registered
-                .get(id)
-                .map_or(DEFAULT_ROLE, |(role, _)| role.as_str());
-            allocator.add_framework(id, role, false);
-        }
-        allocator.set_roles(&snap.roles);
-        rescinded.extend(allocator.sync(&snap.agents, &snap.used));
-        for offer in rescinded {
-            if let Some(sub) = subs.get(&offer.framework_id) {
-                sub.send(&wire::Event::Rescind {
-                    offer_id: wire::Id::new(&offer.id),
-                });
-            }
-        }
         // Offers once the frameworks of a former leader had their chance to come back.
         let all_back = registered
             .iter()
@@ -504,6 +582,7 @@ impl Framework for Mesos {
     }
 
     fn spawn(self: Arc<Self>, master: Arc<Master>, shutdown: watch::Receiver<bool>) {
+        master.share_with(Arc::clone(&self));
         tokio::spawn(self.run(master, shutdown));
     }
 }

@@ -21,8 +21,8 @@
 //!   with them (`rescinded`).
 //! - **Built-in frameworks** (services, jobs) are never offered anything: they place their
 //!   tasks themselves and the allocator only accounts what they use, so their share counts
-//!   in DRF and quota like anyone's, and `may_use` tells them whether a task keeps their role
-//!   within its limit and leaves the others' guarantees whole.
+//!   in DRF and quota like anyone's, and `admit` tells them whether a task keeps their role
+//!   within its limit, leaves the others' guarantees whole and takes nothing offered.
 
 use crate::types::Resources;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,8 @@ pub enum AllocError {
     OverLimit { role: String, limit: Resources },
     #[error("other roles' guarantees need what is left ({held:?} held back)")]
     QuotaHeld { held: Resources },
+    #[error("what is free on agent {agent_id} is offered to other frameworks")]
+    Offered { agent_id: String },
 }
 
 #[derive(Debug, Clone)]
@@ -433,6 +435,32 @@ impl Allocator {
     fn limit_headroom(&self, role: &str) -> Option<Resources> {
         let limit = self.role(role).limit?;
         Some(limit.saturating_sub(&self.held_by_role(role)))
+    }
+
+    /// Whether a built-in framework's task of `resources` on `agent_id` keeps its role
+    /// within its limit, leaves what other roles' guarantees still need, and takes nothing
+    /// offered to another framework. Admitted, it counts as the framework's at once
+    /// (`use_resources`), so the next task of the same round sees it.
+    pub fn admit(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        resources: &Resources,
+    ) -> Result<(), AllocError> {
+        self.may_use(framework_id, resources)?;
+        if let Some(agent) = self.agents.get(agent_id) {
+            let free = agent
+                .total
+                .saturating_sub(&agent.used)
+                .saturating_sub(&self.offered_on(agent_id));
+            if !resources.fits_in(&free) {
+                return Err(AllocError::Offered {
+                    agent_id: agent_id.to_string(),
+                });
+            }
+        }
+        self.use_resources(framework_id, agent_id, resources);
+        Ok(())
     }
 
     /// Whether a built-in framework's task of `resources` keeps its role within its limit
@@ -837,6 +865,27 @@ mod tests {
             b.may_use("services", &res(1, 64)),
             Err(AllocError::QuotaHeld { held: res(8, 0) })
         );
+        // Without the guarantee: admitted until what is free (and not offered) runs out.
+        b.set_roles(&BTreeMap::new());
+        b.add_framework("ext", "*", false);
+        let offer = b.allocate(0);
+        assert_eq!(offer.len(), 2, "the two free agents are offered: {offer:?}");
+        assert_eq!(
+            b.admit("services", "a002", &res(1, 64)),
+            Err(AllocError::Offered {
+                agent_id: "a002".into()
+            })
+        );
+        b.decline("ext", &offer[0].id, 60_000, 0).unwrap();
+        b.decline("ext", &offer[1].id, 60_000, 0).unwrap();
+        for _ in 0..4 {
+            assert_eq!(b.admit("services", "a002", &res(1, 64)), Ok(()));
+        }
+        assert!(
+            b.admit("services", "a002", &res(1, 64)).is_err(),
+            "a002 is full"
+        );
+        assert_eq!(b.held_by_role("*"), res(12, 64 * 6));
     }
 
     #[test]
