@@ -10,7 +10,7 @@ MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 FUZZ_SECS ?= 60
 FUZZ_TARGETS := app_definition layer_unpack wal_records
 
-.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs
+.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -29,7 +29,7 @@ test-core:
 	$(CARGO) test -p dcos-core
 
 ## bench: every benchmark (numbers only, never pass/fail; format in ARCHITECTURE.md, Benchmarks)
-bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs
+bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers
 
 ## bench-runtime: start /bin/true through the static binary's shim, runc and crun (root; apt-get install -y runc crun busybox-static)
 bench-runtime: static
@@ -53,6 +53,11 @@ bench-placement:
 ## runtime), then 100 real instances on one agent (root; the release binary runs the tasks)
 bench-scheduling: build
 	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/release/dcos-rs) $(CARGO) bench --bench scheduling
+
+## bench-offers: external frameworks (Mesos's v1 scheduler API) on 1,000 emulated agents, 10
+## frameworks: launches through offers per second, and task end -> offer received (p99)
+bench-offers:
+	$(CARGO) bench --bench offers
 
 ## bench-jobs: 10,000 cron jobs (`* * * * *`): the jobs planner's cost per due job, then
 ## scheduled instant -> task launch on 100 emulated agents (fake runtime), over two minutes
