@@ -39,6 +39,8 @@ const SLOTS_PER_AGENT: u64 = 8;
 const GIVE_UP: Duration = Duration::from_secs(900);
 
 type Http = Client<HttpConnector, Full<Bytes>>;
+/// A task ended by the bench: its id in the state, its agent, when the master applied it.
+type Freed = (String, String, Option<Instant>);
 
 /// What the frameworks and the bench share.
 #[derive(Default)]
@@ -160,7 +162,7 @@ async fn bench() {
     );
 
     // Churn: tasks end at random; each end's apply is watched and matched to an offer.
-    let freed: Arc<Mutex<Vec<(String, String, Option<Instant>)>>> = Arc::default();
+    let freed: Arc<Mutex<Vec<Freed>>> = Arc::default();
     let watcher = {
         let freed = Arc::clone(&freed);
         let master = Arc::clone(&master);
