@@ -469,16 +469,86 @@ fn shim_alive(pid: i32, dir: &TaskDir) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    // After the command name: the state, then six numbers, then the flags.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+    let zombie = fields
+        .next()
+        .is_none_or(|state| state == "Z" || state == "X");
+    if zombie {
+        return false;
+    }
+    if cmdline.is_empty() {
+        // A process in the middle of its exec has no arguments yet (the kernel sets them
+        // after it closed the close-on-exec pipe that let the spawn return): a shim just
+        // started looks like this for a moment (seen in about 7 % of reads made at once).
+        // Kernel threads have no arguments either: they have PF_KTHREAD in their flags.
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        let flags: u64 = fields
+            .nth(5)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(PF_KTHREAD);
+        return flags & PF_KTHREAD == 0;
+    }
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let same_task = args
         .get(2)
         .is_some_and(|a| *a == dir.path.as_os_str().as_encoded_bytes());
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    !zombie && args.get(1).is_some_and(|a| *a == b"__shim") && same_task
+    args.get(1).is_some_and(|a| *a == b"__shim") && same_task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_live_shim_of_the_task_counts_as_its_supervisor() {
+        let dir = TaskDir::new("/nonexistent/task");
+        // Kernel threads have no arguments (kthreadd is pid 2).
+        assert!(!shim_alive(2, &dir));
+        // A live process that is not a shim (this test).
+        assert!(!shim_alive(std::process::id() as i32, &dir));
+        // No such process.
+        assert!(!shim_alive(i32::MAX, &dir));
+    }
+
+    /// A shim is alive from the moment its spawn returns, also while the kernel is still
+    /// in its exec (no arguments yet): it was taken for gone and its task reported lost.
+    #[test]
+    fn a_shim_is_alive_from_its_spawn_on() {
+        let scratch = tempfile::tempdir().unwrap();
+        // Runs as `sh __shim <dir>`, which is what shim_alive looks for.
+        std::fs::write(scratch.path().join("__shim"), "sleep 30\n").unwrap();
+        let dir = TaskDir::new(scratch.path().join("task"));
+        let mut mistaken = 0;
+        for _ in 0..300 {
+            let mut child = std::process::Command::new("/bin/sh")
+                .arg("__shim")
+                .arg(&dir.path)
+                .current_dir(scratch.path())
+                .spawn()
+                .unwrap();
+            if !shim_alive(child.id() as i32, &dir) {
+                mistaken += 1;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert_eq!(mistaken, 0, "live shims taken for gone");
+        // Once its exec is done, a shim of another task is not this task's.
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("__shim")
+            .arg(&dir.path)
+            .current_dir(scratch.path())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(shim_alive(child.id() as i32, &dir));
+        assert!(!shim_alive(
+            child.id() as i32,
+            &TaskDir::new("/another/task")
+        ));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
