@@ -1,8 +1,8 @@
 """Two pymesos frameworks in roles of weights 1 and 3 (set through Mesos's `PUT /weights`)
 compete for one agent: each launches a short task from every offer it gets, for ever. Over
 a minute of that contention, what each holds (sampled from the master) and what each took
-from its offers must be in the ratio 1:3 within 15 % (measured 2.93-3.01 on an idle
-machine, 2.72 with both cores busy elsewhere).
+from its offers must be in the ratio 1:3 within 10 % (the issue's bound; measured
+2.93-3.01 on an idle machine, 2.72 with three busy loops on the 2 cores).
 
 Usage: pymesos_weights.py <master-url> <token> [seconds]. Prints the figures; exits
 non-zero, naming the step, on the first failure.
@@ -140,8 +140,8 @@ print(f"held cpus (mean of {len(samples['low'])} samples): low {mean['low']:.2f}
       f"high {schedulers['high'].launched}")
 for sched in schedulers.values():
     check(f"{sched.name}: no launch refused", not sched.errors, sched.errors[:3])
-check("held in the ratio of the weights (3 within 15 %)", 2.55 <= held_ratio <= 3.45, held_ratio)
-check("taken from offers in the ratio of the weights (3 within 15 %)", 2.55 <= offered_ratio <= 3.45, offered_ratio)
+check("held in the ratio of the weights (3 within 10 %)", 2.7 <= held_ratio <= 3.3, held_ratio)
+check("taken from offers in the ratio of the weights (3 within 10 %)", 2.7 <= offered_ratio <= 3.3, offered_ratio)
 
 for driver in drivers:
     driver.stop()

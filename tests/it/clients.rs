@@ -84,7 +84,7 @@ async fn pymesos_runs_a_framework_through_offers() {
 
 /// Two pymesos frameworks in roles of weights 1 and 3 (set with Mesos's `PUT /weights`)
 /// compete for the agent's 2 cpus with short tasks for a minute: what each holds and what
-/// each takes from its offers are in the ratio 1:3 within 15 %.
+/// each takes from its offers are in the ratio 1:3 within 10 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymesos_frameworks_share_by_their_roles_weights() {
     let cluster = TestCluster::start().await;
