@@ -23,6 +23,8 @@ pub const UNREACHABLE_TIMEOUT_MS: u64 = 3_000;
 pub const AGENT_HEARTBEAT_MS: u64 = 500;
 const PORT: u16 = 5050;
 const AGENT_PORT: u16 = 5051;
+/// Every master's plain-HTTP listener for Mesos frameworks (`[mesos] scheduler_http_listen`).
+const SCHEDULER_PORT: u16 = 5052;
 const BODY_MAX: usize = 16 << 20;
 
 /// One cluster at a time on this machine, across test processes too: the hosts, addresses
@@ -66,6 +68,11 @@ pub struct Cluster {
 
 pub fn master_url(host: u32) -> String {
     format!("https://{}:{PORT}", net::address(host))
+}
+
+/// `host:port` of a master's plain-HTTP scheduler listener, as pymesos takes a master.
+pub fn scheduler_addr(host: u32) -> String {
+    format!("{}:{SCHEDULER_PORT}", net::address(host))
 }
 
 pub fn agent_url(host: u32) -> String {
@@ -185,6 +192,8 @@ cert = "{name}.crt"
 key = "{name}.key"
 {agents}[auth]
 tokens_file = "../ca/tokens"
+[mesos]
+scheduler_http_listen = "{ip}:{SCHEDULER_PORT}"
 "#,
             agents = if self.test_timeouts {
                 format!("[agents]\nunreachable_timeout_ms = {UNREACHABLE_TIMEOUT_MS}\n")

@@ -5,6 +5,7 @@
 //! Each test builds its own hosts; a lock makes them run one at a time.
 
 mod cluster;
+mod frameworks;
 mod jobs;
 mod net;
 

@@ -111,8 +111,8 @@ pub async fn start(
             status.term, status.last_log_index
         ),
     );
-    let (frameworks, framework_routes) = crate::frameworks::builtin();
-    let master = Master::new(raft, master_url.clone(), frameworks, None);
+    let builtin = crate::frameworks::builtin();
+    let master = Master::new(raft, master_url.clone(), builtin.frameworks, None);
 
     let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let agent_config = AgentConfig {
@@ -129,7 +129,7 @@ pub async fn start(
         from_agents,
         master_listener,
         None,
-        crate::master::http::router(master.clone(), auth.clone(), master_guard, framework_routes),
+        crate::master::http::router(master.clone(), auth.clone(), master_guard, builtin.routes),
         shutdown_rx.clone(),
     );
     let started = crate::agent::start(

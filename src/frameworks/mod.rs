@@ -19,8 +19,18 @@ pub mod services;
 use crate::master::{Framework, Master};
 use std::sync::Arc;
 
+/// The frameworks every master runs and their HTTP routes.
+pub struct Builtin {
+    pub frameworks: Vec<Arc<dyn Framework>>,
+    /// Every framework's routes on the master's API.
+    pub routes: axum::Router<Arc<Master>>,
+    /// Mesos's scheduler API alone (`POST /api/v1/scheduler`), for a master's opt-in
+    /// plain-HTTP listener (`[mesos] scheduler_http_listen`).
+    pub scheduler_routes: axum::Router<Arc<Master>>,
+}
+
 /// The frameworks every master runs, and their HTTP routes.
-pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
+pub fn builtin() -> Builtin {
     let services = services::Services::default();
     let events = Arc::new(events::Events::default());
     let mesos = Arc::new(mesos::Mesos::default());
@@ -51,6 +61,16 @@ pub fn builtin() -> (Vec<Arc<dyn Framework>>, axum::Router<Arc<Master>>) {
         .merge(mesos::operator::routes())
         .layer(axum::Extension(events))
         .layer(axum::Extension(Arc::clone(&mesos)));
+    let scheduler_routes = axum::Router::new()
+        .route(
+            mesos::http::SCHEDULER,
+            axum::routing::post(mesos::http::scheduler),
+        )
+        .layer(axum::Extension(Arc::clone(&mesos)));
     let frameworks: Vec<Arc<dyn Framework>> = vec![Arc::new(services), Arc::new(jobs::Jobs), mesos];
-    (frameworks, routes)
+    Builtin {
+        frameworks,
+        routes,
+        scheduler_routes,
+    }
 }

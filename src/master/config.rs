@@ -36,6 +36,19 @@ pub struct MasterConfig {
     /// Required: API callers need a bearer token from the tokens file.
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub mesos: MesosSection,
+}
+
+/// Mesos frameworks that cannot speak TLS (pymesos, most Mesos scheduler libraries).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MesosSection {
+    /// Also serve Mesos's scheduler API (`POST /api/v1/scheduler`, and `GET /version`) over
+    /// plain HTTP on this address. Off unless set: frameworks' credentials (an API token in
+    /// HTTP Basic) and their tasks travel unencrypted. Use the same port on every master:
+    /// a follower redirects schedulers to the leader's address at this port.
+    pub scheduler_http_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -220,6 +233,13 @@ impl MasterConfig {
         if raft.snapshot_logs_since_last == 0 {
             return Err("raft.snapshot_logs_since_last: must be at least 1".to_string());
         }
+        if let Some(plain) = self.mesos.scheduler_http_listen {
+            if plain == self.listen {
+                return Err(format!(
+                    "mesos.scheduler_http_listen: {plain} is the address of the TLS API (listen); choose another port"
+                ));
+            }
+        }
         if self.agents.unreachable_timeout_ms < 1_000 {
             return Err(format!(
                 "agents.unreachable_timeout_ms: {} is under the 1000 ms minimum",
@@ -288,6 +308,7 @@ tokens_file = "tokens"
             dcos_raft::DEFAULT_ELECTION_TIMEOUT_MIN_MS
         );
         assert_eq!(config.agents.unreachable_timeout_ms, 4_000);
+        assert_eq!(config.mesos.scheduler_http_listen, None, "off by default");
         let options = config.raft_options();
         assert_eq!(options.initial_members.len(), 3);
         assert_eq!(options.initial_members[&1], "https://10.77.0.11:5050");
@@ -355,6 +376,14 @@ tokens_file = "tokens"
             (
                 GOOD.replace("tokens_file = \"tokens\"", "tokens = \"x\""),
                 "tokens",
+            ),
+            (
+                format!("{GOOD}[mesos]\nscheduler_http_listen = \"10.77.0.12:5050\"\n"),
+                "mesos.scheduler_http_listen",
+            ),
+            (
+                format!("{GOOD}[mesos]\nscheduler_http_listen = \"10.77.0.12\"\n"),
+                "scheduler_http_listen",
             ),
         ];
         for (text, key) in cases {

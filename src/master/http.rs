@@ -112,6 +112,78 @@ pub fn router(
         .with_state(master)
 }
 
+/// The router of a master's plain-HTTP listener for Mesos frameworks without TLS
+/// (`[mesos] scheduler_http_listen`): `scheduler_routes` (`POST /api/v1/scheduler`, with a
+/// token as on the TLS API) and the open `GET /version`, nothing else. A follower redirects
+/// schedulers to the leader's host at this listener's `port` (the same on every master).
+pub fn scheduler_router(
+    master: Arc<Master>,
+    auth: ApiAuth,
+    guard: RequestGuard,
+    scheduler_routes: Router<Arc<Master>>,
+    port: u16,
+) -> Router {
+    let open = Router::new().route(
+        crate::frameworks::mesos::http::VERSION,
+        get(crate::frameworks::mesos::http::version),
+    );
+    let api = scheduler_routes
+        .layer(middleware::from_fn_with_state(
+            (master.clone(), port),
+            schedulers_to_leader,
+        ))
+        .layer(middleware::from_fn_with_state(auth, require_token))
+        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES));
+    open.merge(api)
+        .fallback(|| async {
+            api_error(ApiError::not_found(
+                "this plain-HTTP listener serves only Mesos's scheduler API (POST /api/v1/scheduler) and GET /version; everything else is on the master's TLS API",
+            ))
+        })
+        .layer(middleware::from_fn_with_state(guard, guard_requests))
+        .layer(middleware::from_fn(crate::http_util::json_errors))
+        .layer(middleware::from_fn_with_state(master.clone(), observe))
+        .with_state(master)
+}
+
+/// On the plain-HTTP scheduler listener of a follower: 307 to the same listener on the
+/// leader's host (Mesos's followers redirect schedulers; pymesos follows the `Location`'s
+/// host and port), or 503 while no leader is known (pymesos retries).
+async fn schedulers_to_leader(
+    State((master, port)): State<(Arc<Master>, u16)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if master.raft.is_leader() {
+        return next.run(request).await;
+    }
+    let own_id = master.raft.status().node_id;
+    let leader_host = master
+        .raft
+        .leader()
+        .filter(|(id, _)| *id != own_id)
+        .and_then(|(_, url)| url.parse::<axum::http::Uri>().ok())
+        .and_then(|uri| uri.host().map(str::to_string));
+    let path = crate::frameworks::mesos::http::SCHEDULER;
+    match leader_host {
+        Some(host) => {
+            let location = format!("http://{host}:{port}{path}");
+            let error = ApiError::new(
+                307,
+                "not_leader",
+                format!("this master is not the leader; subscribe at {location}"),
+            );
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+                Json(error),
+            )
+                .into_response()
+        }
+        None => not_leader_response(&master, path),
+    }
+}
+
 /// Marks a write a follower passed on to the leader (its value: the follower's URL): one
 /// that reaches a master that is not the leader any more is answered with the redirect,
 /// never passed on again.

@@ -836,14 +836,14 @@ pub async fn start_local(
 ) -> anyhow::Result<(Arc<Master>, mpsc::Sender<ToMaster>)> {
     let url = format!("http://{}", listener.local_addr()?);
     let raft = ReplicatedState::open_single(dcos_raft::RaftOptions::single(raft_dir, &url)).await?;
-    let (frameworks, routes) = crate::frameworks::builtin();
-    let master = Master::new(raft, url, frameworks, None);
+    let builtin = crate::frameworks::builtin();
+    let master = Master::new(raft, url, builtin.frameworks, None);
     let (to_master, from_agents) = mpsc::channel(crate::link::LINK_QUEUE_MAX);
     let router = http::router(
         master.clone(),
         None,
         crate::http_guard::RequestGuard::new(),
-        routes,
+        builtin.routes,
     );
     start(
         master.clone(),

@@ -111,31 +111,63 @@ pub async fn start(
             config.node_id, status.term, status.last_log_index
         );
     }
-    let (frameworks, framework_routes) = crate::frameworks::builtin();
+    let builtin = crate::frameworks::builtin();
     let master = Master::new(
         raft,
         url.clone(),
-        frameworks,
+        builtin.frameworks,
         Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
     );
     master.proxy_writes_with(NodeClient::new(client_config));
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
+    let auth = ApiAuth::tokens(Arc::new(tokens));
     let router = super::http::router(
         master.clone(),
-        Some(ApiAuth::tokens(Arc::new(tokens))),
+        Some(auth.clone()),
         crate::http_guard::RequestGuard::new(),
-        framework_routes,
+        builtin.routes,
     )
     .merge(super::agents::router(master.clone(), inbox.clone()));
+    // Bound before anything starts, so a taken port stops the start with its key named.
+    let plain_listener = match config.mesos.scheduler_http_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "binding {addr} for Mesos frameworks over plain HTTP (mesos.scheduler_http_listen)"
+            )
+        })?),
+        None => None,
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let tasks = super::start(
+    let mut tasks = super::start(
         master.clone(),
         from_agents,
         listener,
         Some(server_config),
         router,
-        shutdown_rx,
+        shutdown_rx.clone(),
     );
+    if let Some(plain_listener) = plain_listener {
+        let addr = plain_listener.local_addr()?;
+        let router = super::http::scheduler_router(
+            master.clone(),
+            auth,
+            crate::http_guard::RequestGuard::new(),
+            builtin.scheduler_routes,
+            addr.port(),
+        );
+        if announce {
+            println!(
+                "master {}: Mesos scheduler API also on http://{addr}/api/v1/scheduler (plain HTTP: frameworks' tokens travel unencrypted)",
+                config.node_id
+            );
+        }
+        tasks.push(tokio::spawn(tls::serve(
+            plain_listener,
+            None,
+            router,
+            shutdown_rx,
+        )));
+    }
     Ok(MasterProcess {
         url,
         master,

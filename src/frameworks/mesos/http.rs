@@ -99,7 +99,7 @@ fn bad_request(message: impl Into<String>) -> Response {
     api_error(ApiError::bad_request(message))
 }
 
-async fn scheduler(
+pub async fn scheduler(
     State(master): State<Arc<Master>>,
     Extension(mesos): Extension<Arc<Mesos>>,
     headers: HeaderMap,
