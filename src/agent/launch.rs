@@ -333,6 +333,11 @@ impl Agent {
             Known::Running(shim_pid) => {
                 let dir = self.task_dir(task_id);
                 if let Some(pid) = shim_pid.filter(|p| self.runtime.supervisor_alive(*p, &dir)) {
+                    // Its grace period starts: TASK_KILLING, as Mesos's executors say (the
+                    // master passes it on to frameworks that know the state); said before
+                    // the signal, so it cannot come after the task's end.
+                    self.report(launch_status(task_id.to_string(), TaskState::Killing, None))
+                        .await;
                     self.runtime.stop(pid, &dir);
                 }
             }

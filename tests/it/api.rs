@@ -124,7 +124,10 @@ async fn scaling_up_and_down_and_removing() {
     wait_for(
         "the removed app's tasks to end",
         Duration::from_secs(20),
-        || async { cluster.running("/scaled").await.is_empty().then_some(()) },
+        || async {
+            let tasks = cluster.tasks("/scaled").await;
+            tasks.iter().all(|t| t.state.is_terminal()).then_some(())
+        },
     )
     .await;
     let pid_file = cluster

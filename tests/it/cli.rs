@@ -82,12 +82,17 @@ async fn cli_tour_deploy_logs_scale_remove_and_errors() {
     );
     let out = ok(&cli(&cluster, &["app", "rollback", "/hello", "--detach"]));
     assert!(out.contains("rolling /hello back to"), "{out}");
+    // Done once the other task has ended (it is TASK_KILLING for its grace period first).
     let before = wait_for(
         "the rollback to 1 instance",
         Duration::from_secs(20),
         || async {
-            let running = cluster.running("/hello").await;
-            (running.len() == 1).then_some(running)
+            let live = cluster.tasks("/hello").await;
+            let live: Vec<_> = live
+                .into_iter()
+                .filter(|t| !t.state.is_terminal())
+                .collect();
+            (live.len() == 1 && live[0].state == dcos_core::TaskState::Running).then_some(live)
         },
     )
     .await;
