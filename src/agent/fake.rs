@@ -85,6 +85,7 @@ impl TaskRuntime for FakeRuntime {
         // users, volumes, the network): the agent reads it for recovery and kill graces.
         let spec = ShimSpec {
             task_id: task.id.clone(),
+            framework_id: dcos_core::mesos::state::framework_of(&task.owner).to_string(),
             args: match &task.launch.cmd {
                 Some(cmd) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
                 None => task.launch.args.clone().unwrap_or_default(),

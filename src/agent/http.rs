@@ -53,6 +53,10 @@ pub fn router(
         .route(routes::IMAGE, delete(remove_image))
         .route(routes::CONTAINERS, get(containers))
         .route(routes::METRICS, get(metrics))
+        .route(super::mesos::STATE, get(mesos_state))
+        .route(super::mesos::STATE_OF_SLAVE, get(mesos_state))
+        .route(super::mesos::FILES_READ, get(files_read))
+        .route(super::mesos::FILES_READ_PLAIN, get(files_read))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) });
     if let Some(auth) = auth {
         api = api.layer(axum::middleware::from_fn_with_state(
@@ -71,6 +75,26 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::http_util::json_errors))
         .layer(Extension(registry))
         .with_state(agent)
+}
+
+/// Mesos's agent `/state` (`super::mesos`).
+async fn mesos_state(State(agent): State<Arc<Agent>>) -> Response {
+    match tokio::task::spawn_blocking(move || agent.mesos_state()).await {
+        Ok(state) => Json(state).into_response(),
+        Err(e) => api_error(ApiError::internal(format!("reading the sandboxes: {e}"))),
+    }
+}
+
+/// Mesos's `/files/read.json` (`super::mesos`).
+async fn files_read(
+    State(agent): State<Arc<Agent>>,
+    Query(query): Query<super::mesos::FilesQuery>,
+) -> Response {
+    match tokio::task::spawn_blocking(move || agent.read_file(&query)).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(error)) => api_error(error),
+        Err(e) => api_error(ApiError::internal(format!("reading the file: {e}"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ mod gc;
 mod health;
 pub mod http;
 mod launch;
+mod mesos;
 mod monitor;
 pub mod policy;
 mod readiness;

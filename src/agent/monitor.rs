@@ -207,6 +207,11 @@ fn output_tail(dir: &TaskDir) -> Option<dcos_core::types::TaskOutput> {
     Some(output.bounded())
 }
 
+/// How a task ended, from its exit record (as its report says).
+pub(super) fn end_state(dir: &TaskDir, exit: &TaskExit) -> TaskState {
+    end_report("", dir, exit).state
+}
+
 fn end_report(task_id: &str, dir: &TaskDir, exit: &TaskExit) -> TaskReport {
     if let Some(reason) = super::disk::recorded_reason(dir) {
         return TaskReport {

@@ -148,6 +148,7 @@ impl TaskRuntime for ShimRuntime {
         }
         let spec = ShimSpec {
             task_id: task.id.clone(),
+            framework_id: dcos_core::mesos::state::framework_of(&task.owner).to_string(),
             args: process.args,
             env: process.env,
             cwd: process.cwd,

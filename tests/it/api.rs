@@ -64,6 +64,54 @@ async fn deployed_app_runs_and_answers_in_marathon_shapes() {
     .await;
     assert!(log.contains(&task.id), "MESOS_TASK_ID is set: {log}");
 
+    // Mesos's agent endpoints: the task as the services framework's command task, and its
+    // stdout through /files/read.json from the `directory` /state gives (nothing else of
+    // the sandbox's top: the spec holds the task's environment).
+    let state: Value = cluster
+        .client
+        .get(&format!("{}/state", task.agent_url))
+        .await
+        .unwrap();
+    let framework = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == dcos_core::mesos::state::SERVICES_FRAMEWORK_ID)
+        .unwrap_or_else(|| panic!("the services framework in {state}"));
+    let executor = &framework["executors"][0];
+    assert_eq!(executor["tasks"][0]["id"], task.id.as_str(), "{state}");
+    assert_eq!(executor["tasks"][0]["state"], "TASK_RUNNING", "{state}");
+    assert_eq!(state["id"], task.slave_id.as_str(), "{state}");
+    let directory = executor["directory"].as_str().unwrap();
+    let client = &cluster.client;
+    let read = async |query: &str| {
+        let url = format!(
+            "{}/files/read.json?path={directory}/{query}",
+            task.agent_url
+        );
+        client.get::<Value>(&url).await
+    };
+    let size = read("stdout&offset=-1").await.unwrap()["offset"]
+        .as_u64()
+        .unwrap();
+    assert!(size > 0);
+    let page = read(&format!("stdout&offset=0&length={size}"))
+        .await
+        .unwrap();
+    assert!(
+        page["data"].as_str().unwrap().contains("hello from"),
+        "{page}"
+    );
+    assert_eq!(page["offset"], 0);
+    let refused = api_error(read("task.json&offset=0").await);
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (403, "forbidden"),
+        "{refused:?}"
+    );
+    let missing = api_error(read("sandbox/nothing&offset=0").await);
+    assert_eq!(missing.status, 404, "{missing:?}");
+
     let metrics = cluster.client.get_text("/metrics").await.unwrap();
     for needle in [
         "dcos_tasks{state=\"TASK_RUNNING\"} 1",

@@ -340,6 +340,7 @@ mod tests {
     fn shim_spec(user_namespace: Option<crate::userns::IdMap>) -> ShimSpec {
         ShimSpec {
             task_id: "t".into(),
+            framework_id: String::new(),
             args: vec!["true".into()],
             env: vec![],
             cwd: "/".into(),

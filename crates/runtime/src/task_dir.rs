@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShimSpec {
     pub task_id: String,
+    /// The framework the task belongs to (Mesos's id of it: `marathon`, `metronome` or an
+    /// external framework's): for the agent's `/state`; the shim does not read it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub framework_id: String,
     pub args: Vec<String>,
     /// `KEY=VALUE` entries.
     pub env: Vec<String>,

@@ -1,0 +1,401 @@
+//! Mesos's agent endpoints, for the tools that read them (the DC/OS CLI, Mesos's CLI,
+//! scripts written against a Mesos agent):
+//!
+//! - `GET /state` (also `/slave(1)/state`): this agent, its resources, and the tasks whose
+//!   sandboxes it keeps, grouped by framework, each as Mesos shows a command task: an
+//!   executor of the task's id with the sandbox as its `directory`.
+//! - `GET /files/read.json?path=&offset=&length=` (also `/files/read`): `{data, offset}` from
+//!   a task's `stdout`, `stderr` (and their rotated files) or a file under its working
+//!   directory; `offset=-1` (or none) answers the file's size as `offset` with no data.
+//!   Nothing else on the agent is readable: the task's spec (its environment) and the
+//!   agent's own files stay private, and no symbolic link is followed (a task could point
+//!   one anywhere on the host).
+
+use super::Agent;
+use dcos_api::ApiError;
+use dcos_runtime::task_dir::TaskDir;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+pub const STATE: &str = "/state";
+/// Mesos's agent answers under its process id too.
+pub const STATE_OF_SLAVE: &str = "/slave(1)/state";
+pub const FILES_READ: &str = "/files/read.json";
+pub const FILES_READ_PLAIN: &str = "/files/read";
+/// Most bytes one `/files/read.json` answers (Mesos's CLI reads in pages of this or less).
+pub const FILES_READ_MAX_BYTES: u64 = 1 << 20;
+/// Most sandboxes `/state` lists (the sandbox collector keeps far fewer).
+const STATE_SANDBOXES_MAX: usize = 10_000;
+
+/// One task's sandbox as `/state` lists it.
+struct Sandbox {
+    task_id: String,
+    framework_id: String,
+    directory: String,
+    state: &'static str,
+    resources: Value,
+}
+
+impl Sandbox {
+    fn terminal(&self) -> bool {
+        !matches!(
+            self.state,
+            "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING" | "TASK_KILLING"
+        )
+    }
+
+    /// The task's id as its framework knows it (a Mesos framework's tasks are kept under
+    /// `<framework id>.<its id>`).
+    fn own_id(&self) -> &str {
+        self.task_id
+            .strip_prefix(&self.framework_id)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(&self.task_id)
+    }
+}
+
+impl Agent {
+    /// Mesos's agent state. Blocking: reads every sandbox's spec and exit record.
+    pub fn mesos_state(&self) -> Value {
+        let mut frameworks: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+        for sandbox in self.sandboxes() {
+            let own_id = sandbox.own_id().to_string();
+            let task = json!({
+                "id": own_id,
+                "name": own_id,
+                "framework_id": sandbox.framework_id,
+                "executor_id": "",
+                "slave_id": self.id,
+                "state": sandbox.state,
+                "resources": sandbox.resources,
+            });
+            let tasks_key = if sandbox.terminal() {
+                "completed_tasks"
+            } else {
+                "tasks"
+            };
+            let executor = json!({
+                "id": own_id,
+                "name": format!("Command Executor (Task: {own_id})"),
+                "source": own_id,
+                "framework_id": sandbox.framework_id,
+                "directory": sandbox.directory,
+                "resources": sandbox.resources,
+                tasks_key: [task],
+            });
+            let terminal = sandbox.terminal();
+            let (live, completed) = frameworks.entry(sandbox.framework_id).or_default();
+            if terminal {
+                completed.push(executor);
+            } else {
+                live.push(executor);
+            }
+        }
+        // A framework with a live task is current; one with only ended ones is completed.
+        let (mut current, mut completed) = (Vec::new(), Vec::new());
+        for (id, (live, ended)) in frameworks {
+            let framework = json!({"id": id, "executors": live, "completed_executors": ended});
+            if live_count(&framework) > 0 {
+                current.push(framework);
+            } else {
+                completed.push(framework);
+            }
+        }
+        let resources = &self.resources;
+        let ports: Vec<String> = self
+            .config
+            .ports
+            .iter()
+            .map(|r| format!("{}-{}", r.begin, r.end))
+            .collect();
+        json!({
+            "id": self.id,
+            "pid": format!("slave(1)@{}", authority(&self.config.url)),
+            "hostname": self.config.hostname,
+            "version": crate::frameworks::mesos::MESOS_API_VERSION,
+            "resources": {
+                "cpus": resources.cpus_milli as f64 / 1000.0,
+                "mem": resources.mem_mib as f64,
+                "disk": resources.disk_mib as f64,
+                "ports": format!("[{}]", ports.join(", ")),
+            },
+            "attributes": self.config.attributes,
+            "frameworks": current,
+            "completed_frameworks": completed,
+        })
+    }
+
+    /// Every task sandbox with a spec: its state from its exit record, else from what this
+    /// agent runs (sandboxes of tasks neither ended nor run here are left out).
+    fn sandboxes(&self) -> Vec<Sandbox> {
+        let live: BTreeMap<String, bool> = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .iter()
+            .map(|(id, task)| (id.clone(), task.running_reported))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.tasks_dir()) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten().take(STATE_SANDBOXES_MAX) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !super::valid_task_id(&name) {
+                continue;
+            }
+            let dir = TaskDir::new(entry.path());
+            let Ok(spec) = dir.read_spec() else { continue };
+            let state = match dir.read_exit() {
+                Ok(Some(exit)) => super::monitor::end_state(&dir, &exit).as_str(),
+                _ => match live.get(&name) {
+                    Some(true) => "TASK_RUNNING",
+                    Some(false) => "TASK_STARTING",
+                    None => continue,
+                },
+            };
+            found.push(Sandbox {
+                task_id: name,
+                framework_id: spec.framework_id.clone(),
+                directory: dir.path.display().to_string(),
+                state,
+                resources: json!({
+                    "cpus": spec.cpus_milli as f64 / 1000.0,
+                    "mem": (spec.mem_limit_bytes >> 20) as f64,
+                    "disk": (spec.disk_limit_bytes >> 20) as f64,
+                }),
+            });
+        }
+        found.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        found
+    }
+
+    fn tasks_dir(&self) -> std::path::PathBuf {
+        self.config.work_dir.join("tasks")
+    }
+
+    /// `/files/read.json`. Blocking.
+    pub fn read_file(&self, query: &FilesQuery) -> Result<Value, ApiError> {
+        let relative = readable_path(&self.tasks_dir(), &query.path)?;
+        let offset = match query.offset {
+            None | Some(-1) => None,
+            Some(offset) if offset < 0 => {
+                return Err(ApiError::bad_request(format!(
+                    "offset: {offset} is negative (-1 asks for the file's size)"
+                )))
+            }
+            Some(offset) => Some(offset as u64),
+        };
+        let file =
+            open_beneath(&self.tasks_dir(), &relative).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
+                    ApiError::not_found(format!("no file {}", query.path))
+                }
+                Some(libc::ELOOP) | Some(libc::EXDEV) => ApiError::new(
+                    403,
+                    "forbidden",
+                    format!(
+                        "{}: symbolic links in a sandbox are not followed",
+                        query.path
+                    ),
+                ),
+                _ => ApiError::internal(format!("opening {}: {e}", query.path)),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ApiError::internal(format!("reading {}: {e}", query.path)))?;
+        if !meta.is_file() {
+            return Err(ApiError::bad_request(format!(
+                "path: {} is not a regular file",
+                query.path
+            )));
+        }
+        let size = meta.len();
+        let Some(offset) = offset else {
+            return Ok(json!({"data": "", "offset": size}));
+        };
+        let length = query
+            .length
+            .unwrap_or(FILES_READ_MAX_BYTES)
+            .min(FILES_READ_MAX_BYTES)
+            .min(size.saturating_sub(offset));
+        let mut data = vec![0u8; length as usize];
+        let mut read = 0;
+        while read < data.len() {
+            use std::os::unix::fs::FileExt;
+            match file.read_at(&mut data[read..], offset + read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ApiError::internal(format!("reading {}: {e}", query.path))),
+            }
+        }
+        data.truncate(read);
+        Ok(json!({"data": String::from_utf8_lossy(&data), "offset": offset}))
+    }
+}
+
+fn live_count(framework: &Value) -> usize {
+    framework["executors"].as_array().map_or(0, Vec::len)
+}
+
+/// `host:port` of a URL (`https://10.77.0.21:5051` -> `10.77.0.21:5051`).
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+#[derive(Deserialize)]
+pub struct FilesQuery {
+    pub path: String,
+    pub offset: Option<i64>,
+    pub length: Option<u64>,
+}
+
+/// The part of `path` below `tasks_dir` when it names something a caller may read: a
+/// task's `stdout`/`stderr` (or `stdout.N`) or anything under its `sandbox/`.
+fn readable_path(tasks_dir: &Path, path: &str) -> Result<String, ApiError> {
+    let refused = || {
+        ApiError::new(
+            403,
+            "forbidden",
+            format!("path: {path} is not readable: only a task's stdout, stderr (and their rotated files) and what is under its sandbox directory (the `directory` of /state)"),
+        )
+    };
+    let prefix = format!("{}/", tasks_dir.display());
+    let relative = path.strip_prefix(&prefix).ok_or_else(refused)?;
+    let parts: Vec<&str> = relative.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+        || !super::valid_task_id(parts[0])
+    {
+        return Err(refused());
+    }
+    let log = |name: &str| {
+        ["stdout", "stderr"].iter().any(|stream| {
+            name == *stream
+                || name
+                    .strip_prefix(stream)
+                    .and_then(|n| n.strip_prefix('.'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let allowed = match parts.as_slice() {
+        [_, name] => log(name),
+        [_, "sandbox", _, ..] => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(relative.to_string())
+    } else {
+        Err(refused())
+    }
+}
+
+/// Opens `relative` for reading below `dir` without following any symbolic link and
+/// without leaving `dir` (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`); a FIFO
+/// does not block the open.
+fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let dir_c = CString::new(dir.as_os_str().as_bytes())?;
+    let path_c = CString::new(relative)?;
+    // SAFETY: a plain open of a directory path; the fd is owned below.
+    let dir_fd = unsafe {
+        libc::open(
+            dir_c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir_fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: dir_fd was just opened and is owned only here.
+    let dir_fd = unsafe { OwnedFd::from_raw_fd(dir_fd) };
+    // SAFETY: open_how is plain integers (non-exhaustive: built from zeroes).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a valid dir fd, a NUL-terminated path and a filled open_how of
+    // the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir_fd.as_raw_fd(),
+            path_c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_logs_and_the_working_dir_are_readable() {
+        let tasks = Path::new("/var/lib/dcos-rs/agent/tasks");
+        for ok in [
+            "/var/lib/dcos-rs/agent/tasks/t1/stdout",
+            "/var/lib/dcos-rs/agent/tasks/t1/stderr.3",
+            "/var/lib/dcos-rs/agent/tasks/f.t-1/sandbox/out/result.txt",
+        ] {
+            assert!(readable_path(tasks, ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "/var/lib/dcos-rs/agent/tasks/t1/task.json",
+            "/var/lib/dcos-rs/agent/tasks/t1/shim.log",
+            "/var/lib/dcos-rs/agent/tasks/t1/stdout.x",
+            "/var/lib/dcos-rs/agent/tasks/t1/sandbox",
+            "/var/lib/dcos-rs/agent/tasks/t1/sandbox/../task.json",
+            "/var/lib/dcos-rs/agent/tasks/../agent.toml",
+            "/var/lib/dcos-rs/agent/tasks/t1//stdout",
+            "/etc/shadow",
+            "/var/lib/dcos-rs/agent/tasksx/t1/stdout",
+        ] {
+            let error = readable_path(tasks, refused).unwrap_err();
+            assert_eq!(error.code, "forbidden", "{refused}");
+        }
+    }
+
+    #[test]
+    fn no_symbolic_link_is_followed_out_of_a_sandbox() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = root.path().join("secret");
+        std::fs::write(&secret, "host secret").unwrap();
+        let tasks = root.path().join("tasks");
+        let sandbox = tasks.join("t1/sandbox");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        std::fs::write(sandbox.join("ok.txt"), "mine").unwrap();
+        std::os::unix::fs::symlink(&secret, sandbox.join("link")).unwrap();
+        std::os::unix::fs::symlink(root.path(), sandbox.join("dir")).unwrap();
+        let read = |relative: &str| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut open_beneath(&tasks, relative)?, &mut text)?;
+            Ok::<_, std::io::Error>(text)
+        };
+        assert_eq!(read("t1/sandbox/ok.txt").unwrap(), "mine");
+        assert_eq!(
+            read("t1/sandbox/link").unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        assert!(read("t1/sandbox/dir/secret").is_err());
+        assert!(read("../secret").is_err());
+    }
+
+    #[test]
+    fn authority_of_urls() {
+        assert_eq!(authority("https://10.77.0.21:5051"), "10.77.0.21:5051");
+        assert_eq!(authority("http://127.0.0.1:5051/"), "127.0.0.1:5051");
+    }
+}
