@@ -1,7 +1,8 @@
 //! An external Mesos framework on three masters: pymesos (PyPI) keeps its tasks across the
 //! loss of the leading master, subscribes again to the new leader through the masters'
 //! plain-HTTP scheduler listeners (a follower redirects it), and gets every status update
-//! of its tasks once (tests/clients/pymesos_failover.py).
+//! of its tasks once; the operator API's event stream on a surviving follower shows the
+//! same (tests/clients/pymesos_failover.py).
 
 use super::cluster::scheduler_addr;
 use super::{three_masters_two_agents, MASTERS};
@@ -22,10 +23,13 @@ async fn a_pymesos_framework_keeps_its_tasks_across_a_leader_kill_and_gets_each_
         "{}/tests/clients/pymesos_failover.py",
         env!("CARGO_MANIFEST_DIR")
     );
+    // The operator's event stream is read on the follower the framework starts with.
     let mut child = Command::new("python3")
         .arg(script)
         .arg(masters.join(","))
         .arg(cluster.token())
+        .arg(super::master_url(order[0]))
+        .arg(cluster.admin_tls().ca)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -217,6 +217,30 @@ async fn writes_to_leader(
     if request.uri().path() == crate::frameworks::mesos::http::SCHEDULER {
         return not_leader_response(&master, crate::frameworks::mesos::http::SCHEDULER);
     }
+    // The operator API's SUBSCRIBE is a stream this master serves from its own copy of the
+    // state (a stream cannot be passed on); the operator API's other calls are passed on.
+    let request = if request.uri().path() == crate::frameworks::mesos::operator::OPERATOR {
+        let (parts, body) = request.into_parts();
+        let body = match axum::body::to_bytes(body, API_BODY_MAX_BYTES).await {
+            Ok(body) => body,
+            Err(e) => {
+                return api_error(ApiError::new(
+                    413,
+                    "too_large",
+                    format!("the request body is over {API_BODY_MAX_BYTES} bytes ({e})"),
+                ))
+            }
+        };
+        let subscribe = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|call| call["type"] == "SUBSCRIBE");
+        let request = Request::from_parts(parts, axum::body::Body::from(body));
+        if subscribe {
+            return next.run(request).await;
+        }
+        request
+    } else {
+        request
+    };
     let path = request
         .uri()
         .path_and_query()

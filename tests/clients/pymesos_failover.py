@@ -10,8 +10,13 @@ task's end came, once; that both long tasks are still RUNNING on the same agents
 (explicit reconciliation); that a kill through the new leader ends one of them, once; and
 that no task saw any state twice (outside reconciliation's answers).
 
-Usage: pymesos_failover.py <host:port,host:port,...> <token>. Exits non-zero, naming the
-step, on the first failure; prints `all checks passed` at the end.
+An operator watches the whole time through the operator API's event stream (SUBSCRIBE) on
+a follower that survives: the follower serves it from its own copy of the state, and it
+shows each task's changes once.
+
+Usage: pymesos_failover.py <host:port,host:port,...> <token> <follower https URL> <CA file>.
+Exits non-zero, naming the step, on the first failure; prints `all checks passed` at the
+end.
 """
 import logging
 import sys
@@ -21,9 +26,11 @@ import urllib.request
 
 from pymesos import MesosSchedulerDriver, Scheduler
 from checks import check, wait
+from operator_events import OperatorEvents
 
 logging.basicConfig(level=logging.WARNING)
 MASTERS, TOKEN = sys.argv[1].split(","), sys.argv[2]
+FOLLOWER_URL, CA = sys.argv[3], sys.argv[4]
 LONG = ["keep-1", "keep-2"]
 SHORT = "ender"
 
@@ -83,6 +90,9 @@ class Failover(Scheduler):
                      if u["task_id"]["value"] == task_id and u.get("agent_id")]
         return found[-1] if found else None
 
+
+events = OperatorEvents(FOLLOWER_URL, TOKEN, CA)
+wait("the follower's SUBSCRIBED", lambda: events.of_type("SUBSCRIBED"), 10)
 
 sched = Failover()
 info = {"user": "root", "name": "failover", "hostname": "localhost", "failover_timeout": 300,
@@ -156,6 +166,17 @@ for name in LONG + [SHORT]:
     states = sched.states(name)
     check(f"{name}: no state twice", len(states) == len(set(states)), states)
 check(f"{LONG[1]} not ended", sched.states(LONG[1])[-1] == "TASK_RUNNING", sched.states(LONG[1]))
+
+# The operator's stream on the surviving follower went on through the leader's loss.
+check("FRAMEWORK_ADDED on the follower's stream",
+      any(e["framework_added"]["framework"]["framework_info"]["id"]["value"] == sched.framework_id
+          for e in events.of_type("FRAMEWORK_ADDED")), events.of_type("FRAMEWORK_ADDED"))
+for name, last in [(LONG[0], "TASK_KILLED"), (LONG[1], "TASK_RUNNING"), (SHORT, "TASK_FINISHED")]:
+    seen = events.task_states(name)
+    check(f"{name} on the operator's stream: added, then each state once, ending {last}",
+          seen and seen[-1] == last and len(seen) == len(set(seen)), seen)
+check("the operator's stream is still open", events.ended is None, events.ended)
+events.close()
 print("masters tried after the loss:", rotations)
 print("updates:", {name: sched.states(name) for name in LONG + [SHORT]})
 driver.stop(failover=True)

@@ -1,7 +1,8 @@
 """pymesos (PyPI) as an external framework against a dcos-rs master, through Mesos's v1
 scheduler API: subscribe (HTTP Basic: principal and the token as secret), take offers,
 launch two command tasks (one finishes, one runs), kill the running one, reconcile
-(implicit and explicit), see an oversized launch and one on a used offer refused, tear down;
+(implicit and explicit), see an oversized launch and one on a used offer refused, tear down,
+all of it also seen on the operator API's event stream (SUBSCRIBE);
 then failover: a framework that disconnects and subscribes again within its
 failover_timeout keeps its task, one that stays away past it loses it.
 
@@ -18,6 +19,7 @@ import urllib.request
 
 from pymesos import MesosSchedulerDriver, Scheduler
 from checks import check, wait  # noqa: E402
+from operator_events import OperatorEvents  # noqa: E402
 
 logging.basicConfig(level=logging.WARNING)
 URL, TOKEN = sys.argv[1], sys.argv[2]
@@ -125,6 +127,15 @@ def start(sched, info):
 version = json.loads(urllib.request.urlopen(URL + "/version", timeout=10).read())["version"]
 check("/version is X.Y.Z", all(p.isdigit() for p in version.split(".")) and len(version.split(".")) == 3, version)
 
+# An operator watches through the operator API's event stream from the start.
+events = OperatorEvents(URL, TOKEN)
+wait("SUBSCRIBED first", lambda: events.events, 10)
+first = events.events[0]
+check("SUBSCRIBED with the whole state", first["type"] == "SUBSCRIBED"
+      and "get_tasks" in first["subscribed"]["get_state"]
+      and first["subscribed"]["heartbeat_interval_seconds"] > 0, first)
+check("the stream is JSON", events.content_type == "application/json", events.content_type)
+
 sched = Recorder()
 driver = start(sched, framework("minimal", 3600))
 offer = wait("an offer", lambda: sched.offers and sched.offers[0], 20)
@@ -205,10 +216,34 @@ uuids = [u["uuid"] for u in sched.updates if "uuid" in u]
 check("no update delivered twice", len(uuids) == len(set(uuids)), uuids)
 check("no error event", not sched.errors, sched.errors)
 
+# The operator's stream saw it all, each change once.
+def added(kind, key):
+    return [e[kind.lower()][key] for e in events.of_type(kind)]
+
+
+check("FRAMEWORK_ADDED", any(f["framework_info"]["id"]["value"] == sched.framework_id
+                             and f["framework_info"]["name"] == "minimal"
+                             for f in added("FRAMEWORK_ADDED", "framework")), events.events[-5:])
+wait("the runner's end on the operator's stream", lambda: "TASK_KILLED" in events.task_states("runner"), 10)
+check("finisher's states, once each", events.task_states("finisher")[-1] == "TASK_FINISHED"
+      and len(events.task_states("finisher")) == len(set(events.task_states("finisher"))),
+      events.task_states("finisher"))
+check("runner's states, once each", events.task_states("runner")[-2:] == ["TASK_KILLING", "TASK_KILLED"]
+      and len(events.task_states("runner")) == len(set(events.task_states("runner"))),
+      events.task_states("runner"))
+check("TASK_ADDED first", all(events.task_states(t) and
+                              [e for e in events.of_type("TASK_ADDED")
+                               if e["task_added"]["task"]["task_id"]["value"] == t]
+                              for t in ("finisher", "runner")), events.events)
+
 # Teardown: the framework is gone; a subscription with its id gets an ERROR.
 first_id = sched.framework_id
 driver.stop()
 driver.join()
+wait("FRAMEWORK_REMOVED", lambda: any(f["id"]["value"] == first_id
+                                      for f in added("FRAMEWORK_REMOVED", "framework_info")), 20)
+check("the stream is still open", events.ended is None, events.ended)
+events.close()
 again = Recorder()
 d = MesosSchedulerDriver(again, framework("minimal", 3600, first_id), MASTER, principal="pymesos", secret=TOKEN)
 d.start()
@@ -226,12 +261,16 @@ def launch_sleeper(name, timeout):
     return s, d
 
 
+# Each goes away without a teardown (a scheduler crash), one after the other: pymesos's
+# drivers share one dict of request headers (a mutable default argument of `_send`), so
+# two drivers making calls at once in one process may send each other's Mesos-Stream-Id.
 keeper, d1 = launch_sleeper("keeper", 600)
-short, d2 = launch_sleeper("short", 2)
-# Both go away without a teardown (a scheduler crash).
+time.sleep(1)  # its acknowledgement of TASK_RUNNING goes out
 d1.stop(failover=True)
-d2.stop(failover=True)
 d1.join()
+short, d2 = launch_sleeper("short", 2)
+time.sleep(1)
+d2.stop(failover=True)
 d2.join()
 time.sleep(5)
 # The one within its timeout subscribes again with its id and finds its task running.

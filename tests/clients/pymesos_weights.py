@@ -9,6 +9,7 @@ non-zero, naming the step, on the first failure.
 """
 import json
 import logging
+import multiprocessing
 import sys
 import threading
 import time
@@ -85,14 +86,11 @@ class Greedy(Scheduler):
         self.errors.append(message)
 
 
-# The operator sets the weights; the master shows them back.
-api("/weights", "PUT", [{"role": "low", "weight": 1.0}, {"role": "high", "weight": 3.0}])
-weights = {w["role"]: w["weight"] for w in api("/weights")}
-# A role back at the default weight (1) is not listed.
-check("weights set", weights.get("high") == 3.0 and weights.get("low", 1.0) == 1.0, weights)
-
-schedulers, drivers = {}, []
-for role in ("low", "high"):
+def run_framework(role, started, counting, stop, results):
+    """One framework in a process of its own: pymesos's drivers share one dict of request
+    headers (a mutable default argument of `_send`), so two drivers in one process can
+    send a call with the other's Mesos-Stream-Id, which the master refuses (400)."""
+    logging.basicConfig(level=logging.WARNING)
     sched = Greedy(role)
     info = {"user": "root", "name": f"greedy-{role}", "hostname": "localhost",
             "failover_timeout": 60, "roles": [role],
@@ -101,51 +99,80 @@ for role in ("low", "high"):
                                   principal="pymesos", secret=TOKEN)
     driver.start()
     wait(f"{role} subscribed", lambda: sched.framework_id, 20)
-    schedulers[role], drivers = sched, drivers + [driver]
-
-roles = {r["name"]: r for r in api("/master/roles")["roles"]}
-check("roles listed with their weights and frameworks",
-      roles.get("high", {}).get("weight") == 3.0 and len(roles["high"]["frameworks"]) == 1, roles)
-
-
-def held():
-    """The cpus each role's framework holds now, as the master accounts it."""
-    views = {v["id"]: v for v in api("/cluster/v1/frameworks")}
-    return {role: views[s.framework_id]["used"]["cpus"] for role, s in schedulers.items()}
-
-
-# Contention first settles (both frameworks hold something), then is measured.
-wait("both frameworks hold resources", lambda: all(v > 0 for v in held().values()), 30)
-time.sleep(5)
-for sched in schedulers.values():
+    started.put((role, sched.framework_id))
+    counting.wait()
     with sched.lock:
         sched.counting = True
-samples = {"low": [], "high": []}
-deadline = time.time() + SECONDS
-while time.time() < deadline:
-    for role, cpus in held().items():
-        samples[role].append(cpus)
-    time.sleep(0.5)
-for sched in schedulers.values():
+    stop.wait()
     with sched.lock:
         sched.counting = False
-
-mean = {role: sum(v) / len(v) for role, v in samples.items()}
-offered = {role: s.launched_cpus for role, s in schedulers.items()}
-held_ratio = mean["high"] / mean["low"] if mean["low"] else float("inf")
-offered_ratio = offered["high"] / offered["low"] if offered["low"] else float("inf")
-print(f"held cpus (mean of {len(samples['low'])} samples): low {mean['low']:.2f}, high {mean['high']:.2f}, "
-      f"ratio {held_ratio:.2f}; cpus taken from offers: low {offered['low']:.1f}, high {offered['high']:.1f}, "
-      f"ratio {offered_ratio:.2f}; tasks launched: low {schedulers['low'].launched}, "
-      f"high {schedulers['high'].launched}")
-for sched in schedulers.values():
-    check(f"{sched.name}: no launch refused", not sched.errors, sched.errors[:3])
-check("held in the ratio of the weights (3 within 10 %)", 2.7 <= held_ratio <= 3.3, held_ratio)
-check("taken from offers in the ratio of the weights (3 within 10 %)", 2.7 <= offered_ratio <= 3.3, offered_ratio)
-
-for driver in drivers:
+        results.put((role, sched.launched, sched.launched_cpus, [str(e) for e in sched.errors[:3]]))
     driver.stop()
-for driver in drivers:
     driver.join()
-api("/weights", "PUT", [{"role": "low", "weight": 1.0}, {"role": "high", "weight": 1.0}])
-print("weighted shares: ok")
+
+
+def main():
+    # The operator sets the weights; the master shows them back.
+    api("/weights", "PUT", [{"role": "low", "weight": 1.0}, {"role": "high", "weight": 3.0}])
+    weights = {w["role"]: w["weight"] for w in api("/weights")}
+    # A role back at the default weight (1) is not listed.
+    check("weights set", weights.get("high") == 3.0 and weights.get("low", 1.0) == 1.0, weights)
+
+    processes = multiprocessing.get_context("spawn")
+    started, results = processes.Queue(), processes.Queue()
+    counting, stop = processes.Event(), processes.Event()
+    children = []
+    framework_ids = {}
+    for role in ("low", "high"):
+        child = processes.Process(target=run_framework, args=(role, started, counting, stop, results))
+        child.start()
+        children.append(child)
+        name, framework_id = started.get(timeout=60)
+        framework_ids[name] = framework_id
+
+    roles = {r["name"]: r for r in api("/master/roles")["roles"]}
+    check("roles listed with their weights and frameworks",
+          roles.get("high", {}).get("weight") == 3.0 and len(roles["high"]["frameworks"]) == 1, roles)
+
+    def held():
+        """The cpus each role's framework holds now, as the master accounts it."""
+        views = {v["id"]: v for v in api("/cluster/v1/frameworks")}
+        return {role: views[framework_id]["used"]["cpus"] for role, framework_id in framework_ids.items()}
+
+    # Contention first settles (both frameworks hold something), then is measured.
+    wait("both frameworks hold resources", lambda: all(v > 0 for v in held().values()), 30)
+    time.sleep(5)
+    counting.set()
+    samples = {"low": [], "high": []}
+    deadline = time.time() + SECONDS
+    while time.time() < deadline:
+        for role, cpus in held().items():
+            samples[role].append(cpus)
+        time.sleep(0.5)
+    stop.set()
+    launched, offered, errors = {}, {}, {}
+    for _ in children:
+        role, count, cpus, failures = results.get(timeout=60)
+        launched[role], offered[role], errors[role] = count, cpus, failures
+    for child in children:
+        child.join(timeout=30)
+
+    mean = {role: sum(v) / len(v) for role, v in samples.items()}
+    held_ratio = mean["high"] / mean["low"] if mean["low"] else float("inf")
+    offered_ratio = offered["high"] / offered["low"] if offered["low"] else float("inf")
+    print(f"held cpus (mean of {len(samples['low'])} samples): low {mean['low']:.2f}, high {mean['high']:.2f}, "
+          f"ratio {held_ratio:.2f}; cpus taken from offers: low {offered['low']:.1f}, high {offered['high']:.1f}, "
+          f"ratio {offered_ratio:.2f}; tasks launched: low {launched['low']}, high {launched['high']}")
+    for role in ("low", "high"):
+        check(f"{role}: no launch refused", not errors[role], errors[role])
+    check("held in the ratio of the weights (3 within 10 %)", 2.7 <= held_ratio <= 3.3, held_ratio)
+    check("taken from offers in the ratio of the weights (3 within 10 %)", 2.7 <= offered_ratio <= 3.3, offered_ratio)
+    for child in children:
+        check("a framework process ended cleanly", child.exitcode == 0, child.exitcode)
+
+    api("/weights", "PUT", [{"role": "low", "weight": 1.0}, {"role": "high", "weight": 1.0}])
+    print("weighted shares: ok")
+
+
+if __name__ == "__main__":
+    main()

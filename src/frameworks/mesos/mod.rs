@@ -56,6 +56,8 @@ pub struct Mesos {
     inner: tokio::sync::Mutex<Inner>,
     /// Something changed that the offer loop should look at (a call, a closed stream).
     wake: Notify,
+    /// The operator API's SUBSCRIBE streams open on this master.
+    operator_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! What operators and tools read and set of frameworks: Mesos's operator API (`POST
 //! /api/v1`: GET_HEALTH, GET_VERSION, GET_STATE, GET_FRAMEWORKS, GET_AGENTS, GET_TASKS,
 //! GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA,
-//! TEARDOWN), Mesos's JSON endpoints (`/master/state`, `/master/state-summary`,
+//! TEARDOWN, and SUBSCRIBE: `stream.rs`), Mesos's JSON endpoints (`/master/state`, `/master/state-summary`,
 //! `/master/frameworks`, `/master/roles`, `/weights`, `/quota`, `POST /master/teardown`),
 //! and this system's own `/cluster/v1/frameworks` and `/cluster/v1/roles` (what `dcos-rs
 //! framework` and `dcos-rs role` show).
@@ -9,6 +9,8 @@
 //! The built-in services and jobs frameworks appear in all of them as frameworks (named
 //! `marathon` and `metronome`, as Marathon and Metronome registered with Mesos), under the
 //! ids `dcos-rs-services` and `dcos-rs-jobs`; they cannot be torn down.
+
+mod stream;
 
 use super::{wire, wire_state, Mesos, MESOS_API_VERSION};
 use crate::http_util::{api_error, json_ok};
@@ -765,42 +767,45 @@ fn v1_agents(state: &ClusterState, offered: &BTreeMap<String, Resources>) -> Val
     let agents: Vec<Value> = state
         .agents
         .values()
-        .map(|a| {
-            let mut total = wire::resources_of(&a.resources);
-            let ports: Vec<wire::Range> = a
-                .ports
-                .iter()
-                .map(|r| wire::Range {
-                    begin: u64::from(r.begin),
-                    end: u64::from(r.end),
-                })
-                .collect();
-            if !ports.is_empty() {
-                total.push(wire::Resource::ranges("ports", ports));
-            }
-            let attributes: Vec<Value> = a
-                .attributes
-                .iter()
-                .map(|(name, value)| json!({ "name": name, "type": "TEXT", "text": { "value": value } }))
-                .collect();
-            json!({
-                "agent_info": {
-                    "id": id(&a.id),
-                    "hostname": a.hostname,
-                    "resources": total,
-                    "attributes": attributes,
-                },
-                "active": a.state == dcos_core::AgentState::Active,
-                "deactivated": state.draining.contains(&a.id),
-                "version": MESOS_API_VERSION,
-                "registered_time": nanos(a.registered_at_ms),
-                "total_resources": total,
-                "allocated_resources": wire::resources_of(&state.used_resources(&a.id)),
-                "offered_resources": wire::resources_of(&offered.get(&a.id).copied().unwrap_or_default()),
-            })
-        })
+        .map(|a| v1_agent(state, a, &offered.get(&a.id).copied().unwrap_or_default()))
         .collect();
     json!({ "agents": agents, "recovered_agents": [] })
+}
+
+/// One agent as the operator API writes it.
+fn v1_agent(state: &ClusterState, a: &dcos_core::Agent, offered: &Resources) -> Value {
+    let mut total = wire::resources_of(&a.resources);
+    let ports: Vec<wire::Range> = a
+        .ports
+        .iter()
+        .map(|r| wire::Range {
+            begin: u64::from(r.begin),
+            end: u64::from(r.end),
+        })
+        .collect();
+    if !ports.is_empty() {
+        total.push(wire::Resource::ranges("ports", ports));
+    }
+    let attributes: Vec<Value> = a
+        .attributes
+        .iter()
+        .map(|(name, value)| json!({ "name": name, "type": "TEXT", "text": { "value": value } }))
+        .collect();
+    json!({
+        "agent_info": {
+            "id": id(&a.id),
+            "hostname": a.hostname,
+            "resources": total,
+            "attributes": attributes,
+        },
+        "active": a.state == dcos_core::AgentState::Active,
+        "deactivated": state.draining.contains(&a.id),
+        "version": MESOS_API_VERSION,
+        "registered_time": nanos(a.registered_at_ms),
+        "total_resources": total,
+        "allocated_resources": wire::resources_of(&state.used_resources(&a.id)),
+        "offered_resources": wire::resources_of(offered),
+    })
 }
 
 fn v1_frameworks(views: &[FrameworkView], state: &ClusterState) -> Value {
@@ -845,9 +850,24 @@ fn v1_frameworks(views: &[FrameworkView], state: &ClusterState) -> Value {
     json!({ "frameworks": frameworks, "completed_frameworks": completed })
 }
 
+/// GET_STATE's answer (and SUBSCRIBED's).
+fn v1_state(
+    state: &ClusterState,
+    views: &[FrameworkView],
+    offered: &BTreeMap<String, Resources>,
+) -> Value {
+    json!({
+        "get_tasks": v1_tasks(state),
+        "get_executors": {},
+        "get_frameworks": v1_frameworks(views, state),
+        "get_agents": v1_agents(state, offered),
+    })
+}
+
 async fn operator(
     State(master): State<Arc<Master>>,
     Extension(mesos): Extension<Arc<Mesos>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let call: Value = match serde_json::from_slice(&body) {
@@ -873,14 +893,7 @@ async fn operator(
             let offered = offered_on(&mesos).await;
             answer(
                 "get_state",
-                master.read(|s| {
-                    json!({
-                        "get_tasks": v1_tasks(s),
-                        "get_executors": {},
-                        "get_frameworks": v1_frameworks(&views, s),
-                        "get_agents": v1_agents(s, &offered),
-                    })
-                }),
+                master.read(|s| v1_state(s, &views, &offered)),
             )
         }
         "GET_FRAMEWORKS" => {
@@ -961,13 +974,9 @@ async fn operator(
             };
             done(tear_down(&master, &mesos, framework_id).await)
         }
-        "SUBSCRIBE" => api_error(ApiError::new(
-            501,
-            "not_implemented",
-            "the operator API's SUBSCRIBE is not served yet: poll GET_STATE, or read /cluster/v1/events",
-        )),
+        "SUBSCRIBE" => stream::subscribe(master, mesos, &headers).await,
         other => bad_request(format!(
-            "type: {other} is not an operator call this master serves (GET_HEALTH, GET_VERSION, GET_STATE, GET_FRAMEWORKS, GET_AGENTS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA, TEARDOWN)"
+            "type: {other} is not an operator call this master serves (GET_HEALTH, GET_VERSION, GET_STATE, GET_FRAMEWORKS, GET_AGENTS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA, TEARDOWN, SUBSCRIBE)"
         )),
     }
 }
