@@ -14,7 +14,12 @@ pub const LINK_QUEUE_MAX: usize = 1024;
 #[derive(Debug)]
 pub enum ToAgent {
     Launch(Box<Task>),
-    Kill { task_id: String },
+    /// `grace_ms`: the kill's own grace period between the stop signal and SIGKILL (a
+    /// Mesos framework's KILL with a `kill_policy`); `None` keeps the launch's.
+    Kill {
+        task_id: String,
+        grace_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -132,6 +137,8 @@ pub enum StreamMessage {
     #[serde(rename_all = "camelCase")]
     Kill {
         task_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_ms: Option<u64>,
     },
     /// Sent every few seconds so both ends notice a dead connection.
     Ping,

@@ -307,6 +307,12 @@ impl Agent {
 
     /// Asks the task's shim to stop it (SIGTERM, then SIGKILL after the grace period).
     pub async fn kill(&self, task_id: &str) {
+        self.kill_with_grace(task_id, None).await
+    }
+
+    /// `kill` with the kill's own grace period (`None`: the launch's), which the shim
+    /// reads from the task's directory when the stop signal comes.
+    pub async fn kill_with_grace(&self, task_id: &str, grace_ms: Option<u64>) {
         // Still fetching its artifacts, so in no task map yet: the fetch stops and reports
         // the task killed (or kills it, when it started meanwhile).
         let fetching = self
@@ -333,6 +339,15 @@ impl Agent {
             Known::Running(shim_pid) => {
                 let dir = self.task_dir(task_id);
                 if let Some(pid) = shim_pid.filter(|p| self.runtime.supervisor_alive(*p, &dir)) {
+                    if let Some(grace_ms) = grace_ms {
+                        let written = dcos_runtime::task_dir::write_atomic(
+                            &dir.kill_grace(),
+                            grace_ms.to_string().as_bytes(),
+                        );
+                        if let Err(e) = written {
+                            tracing::warn!(task = %task_id, "the kill's grace period is not kept ({e}); the launch's applies");
+                        }
+                    }
                     // Its grace period starts: TASK_KILLING, as Mesos's executors say (the
                     // master passes it on to frameworks that know the state); said before
                     // the signal, so it cannot come after the task's end.

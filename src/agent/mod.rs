@@ -478,7 +478,7 @@ impl Agent {
                 self.launches_in_flight.fetch_sub(1, Ordering::SeqCst);
                 self.report_launch(task_id, result).await;
             }
-            ToAgent::Kill { task_id } => self.kill(&task_id).await,
+            ToAgent::Kill { task_id, grace_ms } => self.kill_with_grace(&task_id, grace_ms).await,
         }
     }
 

@@ -418,7 +418,7 @@ impl RemoteLink {
         let command = match message {
             StreamMessage::Ping | StreamMessage::Unknown => return Ok(()),
             StreamMessage::Launch { task } => ToAgent::Launch(task),
-            StreamMessage::Kill { task_id } => ToAgent::Kill { task_id },
+            StreamMessage::Kill { task_id, grace_ms } => ToAgent::Kill { task_id, grace_ms },
         };
         link.send(command)
             .await

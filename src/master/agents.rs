@@ -215,7 +215,7 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
 fn encode(command: ToAgent) -> StreamMessage {
     match command {
         ToAgent::Launch(task) => StreamMessage::Launch { task },
-        ToAgent::Kill { task_id } => StreamMessage::Kill { task_id },
+        ToAgent::Kill { task_id, grace_ms } => StreamMessage::Kill { task_id, grace_ms },
     }
 }
 

@@ -558,6 +558,16 @@ impl Master {
 
     /// Tells the task's agent to kill it (again after `KILL_RESEND_MS` while unanswered).
     pub(crate) async fn send_kill(&self, agent_id: &str, task_id: &str) {
+        self.send_kill_with_grace(agent_id, task_id, None).await
+    }
+
+    /// `send_kill` with the kill's own grace period (a Mesos framework's `kill_policy`).
+    pub(crate) async fn send_kill_with_grace(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        grace_ms: Option<u64>,
+    ) {
         self.kills_sent
             .lock()
             .expect("kills lock")
@@ -566,6 +576,7 @@ impl Master {
             agent_id,
             ToAgent::Kill {
                 task_id: task_id.to_string(),
+                grace_ms,
             },
         );
     }

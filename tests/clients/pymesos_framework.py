@@ -141,6 +141,8 @@ driver = start(sched, framework("minimal", 3600))
 offer = wait("an offer", lambda: sched.offers and sched.offers[0], 20)
 names = {r["name"] for r in offer["resources"]}
 check("offer resources", {"cpus", "mem"} <= names and offer["hostname"], offer)
+check("offer names its agent's address", offer["url"]["address"]["port"] > 0
+      and offer["url"]["scheme"] in ("http", "https"), offer)
 cpus = next(r["scalar"]["value"] for r in offer["resources"] if r["name"] == "cpus")
 
 sched.plan = [
@@ -195,6 +197,22 @@ driver.killTask({"value": "runner"})
 wait("runner killed", lambda: "TASK_KILLED" in sched.states("runner"), 30)
 check("killing before killed", sched.states("runner")[-2:] == ["TASK_KILLING", "TASK_KILLED"],
       sched.states("runner"))
+
+# A KILL's own kill_policy overrides the launch's: a task that ignores SIGTERM, launched
+# with 60 s of grace, is SIGKILLed 1 s after a KILL that grants 1 s. (pymesos's killTask
+# cannot carry a kill_policy: the same call goes through its own transport.)
+sched.plan = [lambda agent: dict(task("stubborn", agent, "trap '' TERM; sleep 600"),
+                                 kill_policy={"grace_period": {"nanoseconds": 60_000_000_000}})]
+driver.reviveOffers()
+wait("stubborn running", lambda: "TASK_RUNNING" in sched.states("stubborn"), 40)
+time.sleep(1)  # its shell has set the trap
+killed_at = time.time()
+driver._send({"type": "KILL", "framework_id": {"value": sched.framework_id},
+              "kill": {"task_id": {"value": "stubborn"},
+                       "kill_policy": {"grace_period": {"nanoseconds": 1_000_000_000}}}})
+wait("stubborn killed", lambda: "TASK_KILLED" in sched.states("stubborn"), 40)
+took = time.time() - killed_at
+check("the kill's grace period (1 s) applied, not the launch's (60 s)", 0.9 <= took < 15, took)
 
 # Reconcile: every task (implicit), then one known and one unknown (explicit).
 before = len(sched.updates)

@@ -467,6 +467,24 @@ pub struct Offer {
     pub resources: Vec<Resource>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<Value>,
+    /// The agent's address as Mesos writes a `URL` (`agent_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Value>,
+}
+
+/// An agent's URL (`https://10.77.0.21:5051`) as Mesos's `URL` message: `{scheme,
+/// address: {hostname, ip, port}, path: "/slave(1)"}`; `None` for a URL without a port.
+pub fn agent_url(url: &str) -> Option<Value> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut address = serde_json::json!({ "hostname": host, "port": port });
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        address["ip"] = Value::String(host.to_string());
+    }
+    Some(serde_json::json!({ "scheme": scheme, "address": address, "path": "/slave(1)" }))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -680,6 +698,23 @@ mod tests {
     }
 
     #[test]
+    fn agent_urls_are_written_as_mesos_urls() {
+        assert_eq!(
+            agent_url("https://10.77.0.21:5051"),
+            Some(
+                json!({"scheme": "https", "address": {"hostname": "10.77.0.21", "ip": "10.77.0.21", "port": 5051}, "path": "/slave(1)"})
+            )
+        );
+        assert_eq!(
+            agent_url("http://node-1:5051/"),
+            Some(
+                json!({"scheme": "http", "address": {"hostname": "node-1", "port": 5051}, "path": "/slave(1)"})
+            )
+        );
+        assert_eq!(agent_url("node-1"), None);
+    }
+
+    #[test]
     fn events_are_written_as_mesos_writes_them_and_framed_in_recordio() {
         let offer = Offer {
             id: Id::new("o1"),
@@ -688,6 +723,7 @@ mod tests {
             hostname: "h1".into(),
             resources: resources_of(&dcos_core::Resources::of(2.0, 1024.0, 0.0)),
             attributes: vec![],
+            url: None,
         };
         assert_eq!(
             Event::Offers(vec![offer]).to_json(),

@@ -185,14 +185,18 @@ fn supervise_task(dir: &TaskDir, spec: &ShimSpec) -> Result<TaskExit, String> {
             // Without its logs, or its pid on record for the agent to adopt it later: end
             // it now rather than leave a task nobody manages.
             running.signal(Signal::SIGKILL);
-            let _ = wait_for_exit(&running, 0, Signal::SIGKILL, &mut []);
+            let _ = wait_for_exit(&running, &|| 0, Signal::SIGKILL, &mut []);
             cleanup(running, spec);
             return Err(e);
         }
     };
     let stop_signal = Signal::try_from(spec.stop_signal).unwrap_or(Signal::SIGTERM);
-    let (status, kill_requested) =
-        wait_for_exit(&running, spec.kill_grace_ms, stop_signal, &mut streams);
+    let (status, kill_requested) = wait_for_exit(
+        &running,
+        &|| dir.kill_grace_ms(spec.kill_grace_ms),
+        stop_signal,
+        &mut streams,
+    );
     let cgroup_path = spec.cgroup_path.clone();
     let oom_killed = cgroups::oom_kill_count(&cgroup_path) > 0;
     let (exit_code, signal) = match status {
@@ -599,7 +603,7 @@ fn block_signals() {
 /// task gets `stop_signal` (the image's StopSignal, else SIGTERM), and SIGKILL once `kill_grace_ms` has passed.
 fn wait_for_exit(
     running: &Running,
-    kill_grace_ms: u64,
+    kill_grace_ms: &dyn Fn() -> u64,
     stop_signal: Signal,
     streams: &mut [Stream],
 ) -> (WaitStatus, bool) {
@@ -608,6 +612,8 @@ fn wait_for_exit(
     let main_pid = running.pid();
     let mut kill_deadline: Option<Instant> = None;
     let mut kill_requested = false;
+    // When the stop signal went out, until SIGKILL went out.
+    let mut kill_started: Option<Instant> = None;
     // The signals are blocked (block_signals); they arrive here as readable events, next
     // to the task's output pipes, so one poll waits for both.
     let signals = match SignalFd::with_flags(
@@ -624,7 +630,16 @@ fn wait_for_exit(
         if !kill_requested && KILL_REQUESTED.load(AtomicOrdering::SeqCst) {
             kill_requested = true;
             running.signal(stop_signal);
-            kill_deadline = Some(Instant::now() + Duration::from_millis(kill_grace_ms));
+            let now = Instant::now();
+            kill_started = Some(now);
+            kill_deadline = Some(now + Duration::from_millis(kill_grace_ms()));
+        } else if let (Some(started), Some(deadline)) = (kill_started, kill_deadline) {
+            // A kill that came after the first may grant less time (a framework's KILL
+            // with its own kill_policy, after the master's own kill of the task).
+            let granted = started + Duration::from_millis(kill_grace_ms());
+            if granted < deadline {
+                kill_deadline = Some(granted);
+            }
         }
         // Reap everything that ended; remember the main process's status.
         loop {
@@ -688,6 +703,7 @@ fn wait_for_exit(
         }
         if let Some(deadline) = kill_deadline {
             if Instant::now() >= deadline {
+                kill_started = None;
                 running.signal(Signal::SIGKILL);
                 // Keep escalating each second until the process is reaped.
                 kill_deadline = Some(Instant::now() + Duration::from_secs(1));

@@ -237,6 +237,20 @@ impl TaskDir {
         [self.work(), self.overlay_upper(), self.path.join("volumes")]
     }
     /// The shim's pid: the agent signals it to kill the task.
+    /// A kill's own grace period in ms (written by the agent before its stop signal; read
+    /// by the shim when the signal comes, instead of the spec's `kill_grace_ms`).
+    pub fn kill_grace(&self) -> PathBuf {
+        self.path.join("kill_grace_ms")
+    }
+
+    /// The grace period of a kill: `kill_grace` when written, else `spec_ms`.
+    pub fn kill_grace_ms(&self, spec_ms: u64) -> u64 {
+        std::fs::read_to_string(self.kill_grace())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(spec_ms)
+    }
+
     pub fn shim_pid(&self) -> PathBuf {
         self.path.join("shim.pid")
     }

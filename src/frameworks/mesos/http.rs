@@ -203,8 +203,13 @@ pub async fn scheduler(
             }
             Ok(())
         }
-        wire::Call::Kill { task_id, .. } => {
-            kill(&master, &mesos, &framework_id, &task_id.value).await
+        wire::Call::Kill {
+            task_id,
+            kill_policy,
+            ..
+        } => {
+            let grace_ms = kill_policy.as_ref().and_then(grace_ms_of);
+            kill(&master, &mesos, &framework_id, &task_id.value, grace_ms).await
         }
         wire::Call::Acknowledge { task_id, uuid, .. } => {
             let acknowledged = Command::AcknowledgeUpdate {
@@ -444,11 +449,22 @@ pub(super) async fn forget(mesos: &Mesos, framework_id: &str) {
     }
 }
 
+/// A kill policy's grace period in milliseconds, within `KILL_GRACE_MAX_MS`.
+fn grace_ms_of(policy: &wire::KillPolicy) -> Option<u64> {
+    policy
+        .grace_period
+        .as_ref()
+        .map(|d| (d.nanoseconds.max(0) as u64 / 1_000_000).min(KILL_GRACE_MAX_MS))
+}
+
+/// KILL: recorded, then sent to the task's agent with the call's own grace period
+/// (`grace_ms`, from its `kill_policy`) when it has one.
 async fn kill(
     master: &Arc<Master>,
     mesos: &Arc<Mesos>,
     framework_id: &str,
     task_id: &str,
+    grace_ms: Option<u64>,
 ) -> Result<(), Response> {
     let key = task_key(framework_id, task_id);
     let known = master.read(|s| {
@@ -463,7 +479,7 @@ async fn kill(
                 at_ms: crate::link::now_ms(),
             };
             record(master, killed, "kill").await?;
-            master.send_kill(&agent_id, &key).await;
+            master.send_kill_with_grace(&agent_id, &key, grace_ms).await;
         }
         // Ended already: its end is (or was) sent as an update.
         Some((_, true)) => {}
@@ -592,8 +608,7 @@ fn build_task(
     let kill_grace_period_ms = info
         .kill_policy
         .as_ref()
-        .and_then(|p| p.grace_period.as_ref())
-        .map(|d| (d.nanoseconds.max(0) as u64 / 1_000_000).min(KILL_GRACE_MAX_MS))
+        .and_then(grace_ms_of)
         .unwrap_or(KILL_GRACE_DEFAULT_MS);
     let fetch = command
         .uris

@@ -226,6 +226,7 @@ fn wire_offer(state: &ClusterState, offer: &Offer) -> Option<wire::Offer> {
         hostname: agent.hostname.clone(),
         resources,
         attributes: attributes(agent),
+        url: wire::agent_url(&agent.url),
     })
 }
 
