@@ -1,5 +1,6 @@
 //! The dashboard in a real browser: headless Debian chromium loads `/`, runs its script
-//! against the API, and the rendered page lists the node, the app and its running task.
+//! against the API, and the rendered page lists the node, the app, the frameworks with their
+//! tasks and shares, and the running task.
 
 use crate::common::TestCluster;
 use serde_json::json;
@@ -22,6 +23,19 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
     assert!(
         dom.contains(&cluster.handle().agent.id),
         "the agent node is listed:\n{dom}"
+    );
+    // The frameworks: the built-in services framework with its task and its share.
+    let frameworks = dom
+        .split("id=\"frameworks\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .expect("the page has its frameworks table");
+    assert!(
+        frameworks.contains("<td>marathon</td><td>dcos-rs-services</td>")
+            && frameworks.contains("<td>running 1</td>")
+            && frameworks.contains("<td>metronome</td>")
+            && frameworks.contains(" %</td>"),
+        "the frameworks are listed with their tasks and shares:\n{frameworks}"
     );
     let error_span = dom
         .split("id=\"error\"")
