@@ -228,11 +228,7 @@ pub(super) async fn subscribe(
                 return;
             }
             // The whole run of commands applied meanwhile is one look at the state.
-            loop {
-                match commands.try_recv() {
-                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                }
+            while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = commands.try_recv() {
             }
             let frameworks = views(&master, &mesos, false).await;
             let changes = master.read(|s| seen.advance(s, frameworks_by_id(&frameworks, s)));
