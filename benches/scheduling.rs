@@ -17,7 +17,8 @@
 //!    on this one's 2 cores, and their file work would otherwise be charged to the master.
 //!    They look over their tasks for ends every 5 s instead of every 200 ms, for the same
 //!    reason (a task's RUNNING is reported right after its start, so this delays no start;
-//!    no task ends here).
+//!    no task ends here), and their launches share a blocking pool of
+//!    `BENCH_BLOCKING_THREADS` threads.
 //! 2. **One real agent** (root): `dcos-rs up`'s master and agent in this process, tasks run
 //!    by the shim of `DCOS_RS_BIN` (default `target/release/dcos-rs`) as real processes in
 //!    cgroups. One app of 100 instances (`sleep`, no image); printed:
@@ -43,12 +44,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 const EMULATED_MONITOR_INTERVAL_MS: u64 = 5_000;
+/// The emulated agents share this process's blocking pool (each real agent has its own, on
+/// its own machine): tokio's default of 512 threads turned a burst of launches into
+/// hundreds of threads switching on the 2 cores the master uses (docs/PERFORMANCE.md).
+const BENCH_BLOCKING_THREADS: usize = 8;
 const POLL: Duration = Duration::from_millis(10);
 const GIVE_UP: Duration = Duration::from_secs(600);
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BENCH_BLOCKING_THREADS)
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
