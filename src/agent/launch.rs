@@ -353,7 +353,11 @@ impl Agent {
                     // the signal, so it cannot come after the task's end.
                     self.report(launch_status(task_id.to_string(), TaskState::Killing, None))
                         .await;
-                    self.runtime.stop(pid, &dir);
+                    // Checked again: the report may have waited, and the pid must still be
+                    // this task's shim when the signal goes out.
+                    if self.runtime.supervisor_alive(pid, &dir) {
+                        self.runtime.stop(pid, &dir);
+                    }
                 }
             }
             Known::Ended => {}

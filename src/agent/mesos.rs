@@ -202,18 +202,16 @@ impl Agent {
                         query.path
                     ),
                 ),
+                Some(libc::EINVAL) => ApiError::bad_request(format!(
+                    "path: {} is not a regular file of the task's",
+                    query.path
+                )),
                 _ => ApiError::internal(format!("opening {}: {e}", query.path)),
             })?;
-        let meta = file
+        let size = file
             .metadata()
-            .map_err(|e| ApiError::internal(format!("reading {}: {e}", query.path)))?;
-        if !meta.is_file() {
-            return Err(ApiError::bad_request(format!(
-                "path: {} is not a regular file",
-                query.path
-            )));
-        }
-        let size = meta.len();
+            .map_err(|e| ApiError::internal(format!("reading {}: {e}", query.path)))?
+            .len();
         let Some(offset) = offset else {
             return Ok(json!({"data": "", "offset": size}));
         };
@@ -234,6 +232,14 @@ impl Agent {
             }
         }
         data.truncate(read);
+        // A character cut at the page's end is left for the next page, so `offset` plus the
+        // bytes of `data` is where the next read starts (bytes that are no UTF-8 at all
+        // show as U+FFFD).
+        if let Err(e) = std::str::from_utf8(&data) {
+            if e.error_len().is_none() && e.valid_up_to() > 0 {
+                data.truncate(e.valid_up_to());
+            }
+        }
         Ok(json!({"data": String::from_utf8_lossy(&data), "offset": offset}))
     }
 }
@@ -318,7 +324,9 @@ fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
     let dir_fd = unsafe { OwnedFd::from_raw_fd(dir_fd) };
     // SAFETY: open_how is plain integers (non-exhaustive: built from zeroes).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    // O_PATH: nothing of the file is opened yet (a device's driver is not called) until it
+    // is known to be a regular file with no other name.
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 with a valid dir fd, a NUL-terminated path and a filled open_how of
     // the size passed.
@@ -335,7 +343,19 @@ fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+    let path_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: fstat fills a zeroed stat for a valid fd.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(path_fd.as_raw_fd(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A hard link to a file elsewhere on the host (a task could make one where hard links
+    // are not protected) is not the task's file.
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG || stat.st_nlink != 1 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Opened for reading through the very file found above.
+    std::fs::File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
 }
 
 #[cfg(test)]
@@ -391,6 +411,21 @@ mod tests {
         );
         assert!(read("t1/sandbox/dir/secret").is_err());
         assert!(read("../secret").is_err());
+        // A second name of a host file, and what is not a regular file, are refused.
+        std::fs::hard_link(&secret, sandbox.join("hard")).unwrap();
+        assert_eq!(
+            read("t1/sandbox/hard").unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+        nix::unistd::mkfifo(&sandbox.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            read("t1/sandbox/fifo").unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            read("t1/sandbox").unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
     }
 
     #[test]

@@ -483,13 +483,16 @@ fn shim_alive(pid: i32, dir: &TaskDir) -> bool {
         // A process in the middle of its exec has no arguments yet (the kernel sets them
         // after it closed the close-on-exec pipe that let the spawn return): a shim just
         // started looks like this for a moment (seen in about 7 % of reads made at once).
-        // Kernel threads have no arguments either: they have PF_KTHREAD in their flags.
+        // Only a child of this agent can be in that moment (a shim found after a restart
+        // is long past it), and not a kernel thread (PF_KTHREAD), which has no arguments
+        // either.
         const PF_KTHREAD: u64 = 0x0020_0000;
+        let ppid: Option<u32> = fields.next().and_then(|f| f.parse().ok());
         let flags: u64 = fields
-            .nth(5)
+            .nth(4)
             .and_then(|f| f.parse().ok())
             .unwrap_or(PF_KTHREAD);
-        return flags & PF_KTHREAD == 0;
+        return ppid == Some(std::process::id()) && flags & PF_KTHREAD == 0;
     }
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let same_task = args

@@ -55,8 +55,9 @@ pub struct Master {
     pub url: String,
     /// Command channels of connected agents, by agent id (leader memory only).
     links: Mutex<BTreeMap<String, mpsc::Sender<ToAgent>>>,
-    /// Kills sent and when, so a kill is repeated only after `KILL_RESEND_MS`.
-    kills_sent: Mutex<HashMap<String, Instant>>,
+    /// Kills sent, when, and with which grace period (a framework's kill_policy), so a
+    /// kill is repeated only after `KILL_RESEND_MS`, and with the same grace.
+    kills_sent: Mutex<HashMap<String, (Instant, Option<u64>)>>,
     pub metrics: metrics::Metrics,
     /// The built-in frameworks, planned in this order every round.
     frameworks: Vec<Arc<dyn Framework>>,
@@ -568,10 +569,13 @@ impl Master {
         task_id: &str,
         grace_ms: Option<u64>,
     ) {
-        self.kills_sent
-            .lock()
-            .expect("kills lock")
-            .insert(task_id.to_string(), Instant::now());
+        // A repeated kill keeps the grace period an earlier one of the task was given.
+        let grace_ms = {
+            let mut sent = self.kills_sent.lock().expect("kills lock");
+            let grace_ms = grace_ms.or_else(|| sent.get(task_id).and_then(|(_, g)| *g));
+            sent.insert(task_id.to_string(), (Instant::now(), grace_ms));
+            grace_ms
+        };
         self.send_to_agent(
             agent_id,
             ToAgent::Kill {
@@ -671,7 +675,7 @@ impl Master {
                 .lock()
                 .expect("kills lock")
                 .get(&task_id)
-                .is_none_or(|sent| sent.elapsed() >= Duration::from_millis(KILL_RESEND_MS));
+                .is_none_or(|(sent, _)| sent.elapsed() >= Duration::from_millis(KILL_RESEND_MS));
             if due {
                 self.send_kill(&agent_id, &task_id).await;
             }

@@ -5,14 +5,14 @@
 //! `HEARTBEAT_INTERVAL_SECONDS`: a chunked RecordIO stream of JSON, as the scheduler API's.
 //!
 //! The events are the differences between what the stream last told its client (`Seen`)
-//! and the state after each run of applied commands (`ReplicatedState::subscribe_commands`),
-//! so every master serves the stream, followers too. A stream that fell behind the applied
-//! commands catches up with the latest state: it may skip a state a task passed through,
-//! never the last one.
+//! and the state once the applied index moved (a command applied, or a snapshot installed
+//! on a follower), so every master serves the stream, followers too. A burst of commands
+//! is one look (at most one per `LOOK_GAP_MS`): the stream may skip a state a task passed
+//! through in between, never the last one.
 //!
-//! Limits: `OPERATOR_STREAMS_MAX` streams per master (503 beyond); a client that does not
-//! read `STREAM_BUFFER` events' worth is dropped (it subscribes again for the whole state).
-//! Each stream compares every task's state once per run of commands.
+//! Limits: `OPERATOR_STREAMS_MAX` streams per master (503 beyond); a client that takes no
+//! event for `SEND_TIMEOUT_MS` is dropped (it subscribes again for the whole state); a
+//! stream ends when its master stops. Each look compares every task's state.
 
 use super::{id, seconds, Mesos};
 use super::{offered_on, v1_agent, v1_frameworks, v1_state, v1_task, views};
@@ -30,12 +30,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// Most operator event streams open at once on one master.
 pub const OPERATOR_STREAMS_MAX: usize = 32;
-/// Events a stream holds for a client that is not reading before it drops the client.
+/// Events queued for a stream's client.
 const STREAM_BUFFER: usize = 1_024;
+/// Longest a stream waits for its client to take an event before it drops the client.
+const SEND_TIMEOUT_MS: u64 = 30_000;
+/// Shortest gap between two looks at the state by one stream (a burst is one look).
+const LOOK_GAP_MS: u64 = 50;
 
 /// What a stream has told its client.
 #[derive(Debug, Default)]
@@ -118,7 +122,11 @@ impl Seen {
         }
         self.agents = state.agents.keys().map(|id| (id.clone(), ())).collect();
         for (task_id, task) in &state.tasks {
-            match self.tasks.insert(task_id.clone(), task.state) {
+            let before = match self.tasks.get_mut(task_id) {
+                Some(seen) => Some(std::mem::replace(seen, task.state)),
+                None => self.tasks.insert(task_id.clone(), task.state),
+            };
+            match before {
                 None => events.push(json!({
                     "type": "TASK_ADDED",
                     "task_added": { "task": v1_task(task) },
@@ -192,8 +200,9 @@ pub(super) async fn subscribe(
         )));
     }
     let slot = Slot(counter);
-    // Listening before the state is read: nothing applied in between is missed.
-    let mut commands = master.raft.subscribe_commands();
+    // Watched before the state is read: nothing applied in between is missed. The applied
+    // index moves with every applied command and with an installed snapshot.
+    let mut applied = master.raft.subscribe();
     let frameworks = views(&master, &mesos, false).await;
     let offered = offered_on(&mesos).await;
     let (subscribed, mut seen) = master.read(|s| {
@@ -210,31 +219,46 @@ pub(super) async fn subscribe(
     let _ = events.try_send(framed(&subscribed));
     tokio::spawn(async move {
         let _slot = slot;
-        let mut heartbeat =
-            tokio::time::interval(Duration::from_secs_f64(HEARTBEAT_INTERVAL_SECONDS));
-        heartbeat.tick().await;
+        let heartbeat = Duration::from_secs_f64(HEARTBEAT_INTERVAL_SECONDS);
+        let mut next_heartbeat = tokio::time::Instant::now() + heartbeat;
         loop {
-            let applied = tokio::select! {
+            let changed = tokio::select! {
                 _ = events.closed() => return,
-                _ = heartbeat.tick() => {
-                    if events.try_send(framed(&json!({"type": "HEARTBEAT"}))).is_err() {
+                _ = tokio::time::sleep_until(next_heartbeat) => false,
+                changed = applied.changed() => {
+                    if changed.is_err() {
                         return;
                     }
-                    continue;
+                    true
                 }
-                applied = commands.recv() => applied,
             };
-            if let Err(broadcast::error::RecvError::Closed) = applied {
+            if !master.is_scheduling() {
                 return;
             }
-            // The whole run of commands applied meanwhile is one look at the state.
-            while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = commands.try_recv() {
+            let mut out = Vec::new();
+            if changed {
+                // A burst of commands is one look at the state: at most one per
+                // `LOOK_GAP_MS` per stream.
+                tokio::time::sleep(Duration::from_millis(LOOK_GAP_MS)).await;
+                applied.borrow_and_update();
+                let frameworks = views(&master, &mesos, false).await;
+                out = master.read(|s| seen.advance(s, frameworks_by_id(&frameworks, s)));
+            } else {
+                out.push(json!({"type": "HEARTBEAT"}));
+                next_heartbeat = tokio::time::Instant::now() + heartbeat;
             }
-            let frameworks = views(&master, &mesos, false).await;
-            let changes = master.read(|s| seen.advance(s, frameworks_by_id(&frameworks, s)));
-            for change in changes {
-                if events.try_send(framed(&change)).is_err() {
-                    tracing::warn!("an operator event stream's client fell {STREAM_BUFFER} events behind; its stream ends");
+            for event in out {
+                // A client that reads gets every event; one that has not taken any for
+                // `SEND_TIMEOUT_MS` is dropped (it subscribes again for the whole state).
+                let sent = tokio::time::timeout(
+                    Duration::from_millis(SEND_TIMEOUT_MS),
+                    events.send(framed(&event)),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::warn!(
+                        "an operator event stream's client stopped reading; its stream ends"
+                    );
                     return;
                 }
             }
