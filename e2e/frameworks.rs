@@ -51,15 +51,18 @@ async fn a_pymesos_framework_keeps_its_tasks_across_a_leader_kill_and_gets_each_
         .await
         .expect("the framework's tasks run within 120 s")
         .unwrap();
-    let Some(framework_id) = framework_id else {
+    let stderr_of = |child: &mut std::process::Child| {
         let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .ok();
-        panic!("the framework ended before its tasks ran:\n{stderr}");
+        if let Some(mut pipe) = child.stderr.take() {
+            pipe.read_to_string(&mut stderr).ok();
+        }
+        stderr
+    };
+    let Some(framework_id) = framework_id else {
+        panic!(
+            "the framework ended before its tasks ran:\n{}",
+            stderr_of(&mut child)
+        );
     };
 
     cluster.kill(leader);
@@ -67,13 +70,7 @@ async fn a_pymesos_framework_keeps_its_tasks_across_a_leader_kill_and_gets_each_
     let output = tokio::task::spawn_blocking(move || {
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).ok();
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .ok();
+        let stderr = stderr_of(&mut child);
         (child.wait().unwrap(), rest, stderr)
     });
     let (status, stdout, stderr) = tokio::time::timeout(Duration::from_secs(240), output)

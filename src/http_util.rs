@@ -5,6 +5,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dcos_api::ApiError;
 
+/// `host:port` of a URL (`https://10.77.0.21:5051/` -> `10.77.0.21:5051`).
+pub fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 pub fn api_error(error: ApiError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(error)).into_response()
@@ -111,4 +117,20 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::By
             false => ApiError::bad_request(format!("reading the request body: {e}")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_urls_authority_is_its_host_and_port() {
+        assert_eq!(
+            super::url_authority("https://10.77.0.21:5051"),
+            "10.77.0.21:5051"
+        );
+        assert_eq!(
+            super::url_authority("http://127.0.0.1:5051/"),
+            "127.0.0.1:5051"
+        );
+        assert_eq!(super::url_authority("10.0.0.1:5051"), "10.0.0.1:5051");
+    }
 }

@@ -13,6 +13,7 @@
 
 use super::Agent;
 use dcos_api::ApiError;
+use dcos_core::TaskState;
 use dcos_runtime::task_dir::TaskDir;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -35,16 +36,13 @@ struct Sandbox {
     task_id: String,
     framework_id: String,
     directory: String,
-    state: &'static str,
+    state: TaskState,
     resources: Value,
 }
 
 impl Sandbox {
     fn terminal(&self) -> bool {
-        !matches!(
-            self.state,
-            "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING" | "TASK_KILLING"
-        )
+        self.state.is_terminal()
     }
 
     /// The task's id as its framework knows it (a Mesos framework's tasks are kept under
@@ -69,7 +67,7 @@ impl Agent {
                 "framework_id": sandbox.framework_id,
                 "executor_id": "",
                 "slave_id": self.id,
-                "state": sandbox.state,
+                "state": sandbox.state.as_str(),
                 "resources": sandbox.resources,
             });
             let tasks_key = if sandbox.terminal() {
@@ -113,7 +111,7 @@ impl Agent {
             .collect();
         json!({
             "id": self.id,
-            "pid": format!("slave(1)@{}", authority(&self.config.url)),
+            "pid": format!("slave(1)@{}", crate::http_util::url_authority(&self.config.url)),
             "hostname": self.config.hostname,
             "version": crate::frameworks::mesos::MESOS_API_VERSION,
             "resources": {
@@ -150,10 +148,10 @@ impl Agent {
             let dir = TaskDir::new(entry.path());
             let Ok(spec) = dir.read_spec() else { continue };
             let state = match dir.read_exit() {
-                Ok(Some(exit)) => super::monitor::end_state(&dir, &exit).as_str(),
+                Ok(Some(exit)) => super::monitor::end_state(&dir, &exit),
                 _ => match live.get(&name) {
-                    Some(true) => "TASK_RUNNING",
-                    Some(false) => "TASK_STARTING",
+                    Some(true) => TaskState::Running,
+                    Some(false) => TaskState::Starting,
                     None => continue,
                 },
             };
@@ -246,12 +244,6 @@ impl Agent {
 
 fn live_count(framework: &Value) -> usize {
     framework["executors"].as_array().map_or(0, Vec::len)
-}
-
-/// `host:port` of a URL (`https://10.77.0.21:5051` -> `10.77.0.21:5051`).
-fn authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.split('/').next().unwrap_or(rest)
 }
 
 #[derive(Deserialize)]
@@ -426,11 +418,5 @@ mod tests {
             read("t1/sandbox").unwrap_err().raw_os_error(),
             Some(libc::EINVAL)
         );
-    }
-
-    #[test]
-    fn authority_of_urls() {
-        assert_eq!(authority("https://10.77.0.21:5051"), "10.77.0.21:5051");
-        assert_eq!(authority("http://127.0.0.1:5051/"), "127.0.0.1:5051");
     }
 }

@@ -524,14 +524,17 @@ mod tests {
         // Runs as `sh __shim <dir>`, which is what shim_alive looks for.
         std::fs::write(scratch.path().join("__shim"), "sleep 30\n").unwrap();
         let dir = TaskDir::new(scratch.path().join("task"));
-        let mut mistaken = 0;
-        for _ in 0..300 {
-            let mut child = std::process::Command::new("/bin/sh")
+        let spawn = || {
+            std::process::Command::new("/bin/sh")
                 .arg("__shim")
                 .arg(&dir.path)
                 .current_dir(scratch.path())
                 .spawn()
-                .unwrap();
+                .unwrap()
+        };
+        let mut mistaken = 0;
+        for _ in 0..300 {
+            let mut child = spawn();
             if !shim_alive(child.id() as i32, &dir) {
                 mistaken += 1;
             }
@@ -540,12 +543,7 @@ mod tests {
         }
         assert_eq!(mistaken, 0, "live shims taken for gone");
         // Once its exec is done, a shim of another task is not this task's.
-        let mut child = std::process::Command::new("/bin/sh")
-            .arg("__shim")
-            .arg(&dir.path)
-            .current_dir(scratch.path())
-            .spawn()
-            .unwrap();
+        let mut child = spawn();
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(shim_alive(child.id() as i32, &dir));
         assert!(!shim_alive(

@@ -221,15 +221,9 @@ async fn writes_to_leader(
     // state (a stream cannot be passed on); the operator API's other calls are passed on.
     let request = if request.uri().path() == crate::frameworks::mesos::operator::OPERATOR {
         let (parts, body) = request.into_parts();
-        let body = match axum::body::to_bytes(body, API_BODY_MAX_BYTES).await {
+        let body = match buffered(body).await {
             Ok(body) => body,
-            Err(e) => {
-                return api_error(ApiError::new(
-                    413,
-                    "too_large",
-                    format!("the request body is over {API_BODY_MAX_BYTES} bytes ({e})"),
-                ))
-            }
+            Err(refused) => return refused,
         };
         let subscribe = serde_json::from_slice::<serde_json::Value>(&body)
             .is_ok_and(|call| call["type"] == "SUBSCRIBE");
@@ -255,6 +249,19 @@ async fn writes_to_leader(
     }
 }
 
+/// A request's whole body (at most `API_BODY_MAX_BYTES`; 413 beyond).
+async fn buffered(body: axum::body::Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, API_BODY_MAX_BYTES)
+        .await
+        .map_err(|e| {
+            api_error(ApiError::new(
+                413,
+                "too_large",
+                format!("reading the request body: {e} (at most {API_BODY_MAX_BYTES} bytes)"),
+            ))
+        })
+}
+
 /// Sends `request` (a write, its caller authenticated here) to the leader with the
 /// caller's own credentials and content headers, and answers with the leader's answer.
 async fn pass_to_leader(
@@ -268,15 +275,9 @@ async fn pass_to_leader(
         return not_leader_response(master, path);
     };
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, API_BODY_MAX_BYTES).await {
+    let body = match buffered(body).await {
         Ok(body) => body,
-        Err(e) => {
-            return api_error(ApiError::new(
-                413,
-                "too_large",
-                format!("reading the request body: {e} (at most {API_BODY_MAX_BYTES} bytes)"),
-            ))
-        }
+        Err(refused) => return refused,
     };
     let mut headers = axum::http::HeaderMap::new();
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {

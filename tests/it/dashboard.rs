@@ -25,11 +25,7 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
         "the agent node is listed:\n{dom}"
     );
     // The frameworks: the built-in services framework with its task and its share.
-    let frameworks = dom
-        .split("id=\"frameworks\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</table>").next())
-        .expect("the page has its frameworks table");
+    let frameworks = element(&dom, "frameworks", "</table>");
     assert!(
         frameworks.contains("<td>marathon</td><td>dcos-rs-services</td>")
             && frameworks.contains("<td>running 1</td>")
@@ -37,11 +33,7 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
             && frameworks.contains(" %</td>"),
         "the frameworks are listed with their tasks and shares:\n{frameworks}"
     );
-    let error_span = dom
-        .split("id=\"error\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</span>").next())
-        .expect("the page has its error element");
+    let error_span = element(&dom, "error", "</span>");
     assert!(
         error_span.ends_with('>'),
         "the page shows no API error: {error_span}"
@@ -59,6 +51,14 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
         "the login form is shown:\n{dom}"
     );
     cluster.stop().await;
+}
+
+/// What the page holds between the element of id `id` and the first `end` after it.
+fn element<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
+    dom.split(&format!("id=\"{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split(end).next())
+        .unwrap_or_else(|| panic!("the page has no element {id}:\n{dom}"))
 }
 
 /// The DOM of `url` after 5 s of (virtual) time in headless chromium, with a fresh profile.

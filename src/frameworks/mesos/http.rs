@@ -241,16 +241,8 @@ async fn subscribe(
     info: wire::FrameworkInfo,
     call_framework_id: Option<wire::Id>,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if !accept.contains("application/json") && !accept.contains("*/*") {
-        return api_error(ApiError::new(
-            406,
-            "not_acceptable",
-            format!("events are streamed as application/json only (Accept: {accept}); protobuf is not spoken here"),
-        ));
+    if let Err(refused) = accepts_json(headers) {
+        return api_error(refused);
     }
     if info.name.trim().is_empty() {
         return bad_request("subscribe.framework_info.name is required");
@@ -320,7 +312,7 @@ async fn subscribe(
             };
             let _ = events.try_send(Bytes::from(error.record()));
             drop(events);
-            return stream_response(&crate::link::random_id(), received);
+            return stream_response(Some(&crate::link::random_id()), received);
         }
         Ok(Outcome::Rejected(reject)) => return bad_request(reject.to_string()),
         Err(e) => {
@@ -373,28 +365,52 @@ async fn subscribe(
         waker.wake();
     });
     mesos.wake();
-    stream_response(&stream_id, received)
+    stream_response(Some(&stream_id), received)
 }
 
 /// The subscription's answer: 200, chunked, RecordIO of JSON events.
-fn stream_response(stream_id: &str, received: mpsc::Receiver<Bytes>) -> Response {
+/// A Mesos event stream's answer (the scheduler API's, with its `Mesos-Stream-Id`, and the
+/// operator API's): 200, chunked, RecordIO of JSON events as `received` yields them.
+pub(super) fn stream_response(
+    stream_id: Option<&str>,
+    received: mpsc::Receiver<Bytes>,
+) -> Response {
     let body = futures_util::stream::unfold(received, |mut received| async move {
         let frame = received.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(frame), received))
     });
-    (
+    let mut response = (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/json".to_string()),
-            (header::CACHE_CONTROL, "no-cache".to_string()),
-            (
-                header::HeaderName::from_static(STREAM_ID_HEADER),
-                stream_id.to_string(),
-            ),
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(stream_id) = stream_id.and_then(|id| header::HeaderValue::from_str(id).ok()) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(STREAM_ID_HEADER), stream_id);
+    }
+    response
+}
+
+/// Mesos's event streams are JSON (RecordIO-framed): 406 naming the `Accept` asked for
+/// anything else (protobuf is not served).
+pub(super) fn accepts_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if accept.contains("application/json") || accept.contains("*/*") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        406,
+        "not_acceptable",
+        format!("events are streamed as application/json only (Accept: {accept}); protobuf is not spoken here"),
+    ))
 }
 
 /// Writes a call's command; 503 naming the call when it was not recorded (a refusal is
@@ -599,11 +615,7 @@ fn build_task(
     env.insert("MESOS_FRAMEWORK_ID".into(), framework_id.to_string());
     // Mesos's command executor has the task's id as its own.
     env.insert("MESOS_EXECUTOR_ID".into(), id.clone());
-    let endpoint = agent
-        .url
-        .split_once("://")
-        .map_or(agent.url.as_str(), |(_, rest)| rest)
-        .trim_end_matches('/');
+    let endpoint = crate::http_util::url_authority(&agent.url);
     env.insert("MESOS_AGENT_ENDPOINT".into(), endpoint.to_string());
     let kill_grace_period_ms = info
         .kill_policy

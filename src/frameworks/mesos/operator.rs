@@ -808,39 +808,43 @@ fn v1_agent(state: &ClusterState, a: &dcos_core::Agent, offered: &Resources) -> 
     })
 }
 
+/// One framework as the operator API writes it.
+fn v1_framework(v: &FrameworkView) -> Value {
+    let connected = v.state != "disconnected";
+    let mut info = json!({
+        "id": id(&v.id),
+        "name": v.name,
+        "user": v.user,
+        "roles": [v.role],
+        "capabilities": v.capabilities.iter().map(|c| json!({"type": c})).collect::<Vec<_>>(),
+    });
+    if let Some(timeout) = v.failover_timeout_seconds {
+        info["failover_timeout"] = json!(timeout);
+    }
+    if let Some(principal) = &v.principal {
+        info["principal"] = json!(principal);
+    }
+    if let Some(hostname) = &v.hostname {
+        info["hostname"] = json!(hostname);
+    }
+    let mut framework = json!({
+        "framework_info": info,
+        "active": connected,
+        "connected": connected,
+        "recovered": false,
+    });
+    if let Some(at) = v
+        .registered_at
+        .as_deref()
+        .and_then(dcos_core::time::parse_iso8601)
+    {
+        framework["registered_time"] = nanos(at);
+    }
+    framework
+}
+
 fn v1_frameworks(views: &[FrameworkView], state: &ClusterState) -> Value {
-    let frameworks: Vec<Value> = views
-        .iter()
-        .map(|v| {
-            let connected = v.state != "disconnected";
-            let mut info = json!({
-                "id": id(&v.id),
-                "name": v.name,
-                "user": v.user,
-                "roles": [v.role],
-                "capabilities": v.capabilities.iter().map(|c| json!({"type": c})).collect::<Vec<_>>(),
-            });
-            if let Some(timeout) = v.failover_timeout_seconds {
-                info["failover_timeout"] = json!(timeout);
-            }
-            if let Some(principal) = &v.principal {
-                info["principal"] = json!(principal);
-            }
-            if let Some(hostname) = &v.hostname {
-                info["hostname"] = json!(hostname);
-            }
-            let mut framework = json!({
-                "framework_info": info,
-                "active": connected,
-                "connected": connected,
-                "recovered": false,
-            });
-            if let Some(at) = v.registered_at.as_deref().and_then(dcos_core::time::parse_iso8601) {
-                framework["registered_time"] = nanos(at);
-            }
-            framework
-        })
-        .collect();
+    let frameworks: Vec<Value> = views.iter().map(v1_framework).collect();
     let completed: Vec<Value> = state
         .frameworks
         .removed

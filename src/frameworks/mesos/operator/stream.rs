@@ -15,18 +15,18 @@
 //! stream ends when its master stops. Each look compares every task's state.
 
 use super::{id, seconds, Mesos};
-use super::{offered_on, v1_agent, v1_frameworks, v1_state, v1_task, views};
+use super::{offered_on, v1_agent, v1_framework, v1_state, v1_task, views};
 use crate::frameworks::mesos::{wire, wire_state, HEARTBEAT_INTERVAL_SECONDS};
 use crate::http_util::api_error;
 use crate::master::Master;
-use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use dcos_api::{ApiError, FrameworkView};
 use dcos_core::mesos::state::framework_of;
 use dcos_core::{ClusterState, Resources, TaskState};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,22 +45,16 @@ const LOOK_GAP_MS: u64 = 50;
 #[derive(Debug, Default)]
 struct Seen {
     tasks: HashMap<String, TaskState>,
-    agents: BTreeMap<String, ()>,
+    agents: BTreeSet<String>,
     /// Each framework as last sent (`framework_info`, `active`, `connected`, ...).
     frameworks: BTreeMap<String, Value>,
 }
 
 /// The frameworks of `views` as the operator API writes them, by id.
-fn frameworks_by_id(views: &[FrameworkView], state: &ClusterState) -> BTreeMap<String, Value> {
-    let all = v1_frameworks(views, state);
-    all["frameworks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            let id = f["framework_info"]["id"]["value"].as_str()?.to_string();
-            Some((id, f.clone()))
-        })
+fn frameworks_by_id(views: &[FrameworkView]) -> BTreeMap<String, Value> {
+    views
+        .iter()
+        .map(|v| (v.id.clone(), v1_framework(v)))
         .collect()
 }
 
@@ -72,7 +66,7 @@ impl Seen {
                 .iter()
                 .map(|(id, t)| (id.clone(), t.state))
                 .collect(),
-            agents: state.agents.keys().map(|id| (id.clone(), ())).collect(),
+            agents: state.agents.keys().cloned().collect(),
             frameworks,
         }
     }
@@ -105,14 +99,14 @@ impl Seen {
         }
         self.frameworks = frameworks;
         for (agent_id, agent) in &state.agents {
-            if !self.agents.contains_key(agent_id) {
+            if !self.agents.contains(agent_id) {
                 events.push(json!({
                     "type": "AGENT_ADDED",
                     "agent_added": { "agent": v1_agent(state, agent, &Resources::default()) },
                 }));
             }
         }
-        for agent_id in self.agents.keys() {
+        for agent_id in &self.agents {
             if !state.agents.contains_key(agent_id) {
                 events.push(json!({
                     "type": "AGENT_REMOVED",
@@ -120,7 +114,7 @@ impl Seen {
                 }));
             }
         }
-        self.agents = state.agents.keys().map(|id| (id.clone(), ())).collect();
+        self.agents = state.agents.keys().cloned().collect();
         for (task_id, task) in &state.tasks {
             let before = match self.tasks.get_mut(task_id) {
                 Some(seen) => Some(std::mem::replace(seen, task.state)),
@@ -181,16 +175,8 @@ pub(super) async fn subscribe(
     mesos: Arc<Mesos>,
     headers: &HeaderMap,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if !accept.contains("application/json") && !accept.contains("*/*") {
-        return api_error(ApiError::new(
-            406,
-            "not_acceptable",
-            format!("the operator API's events are JSON in RecordIO: send Accept: application/json (not {accept}); protobuf is not served"),
-        ));
+    if let Err(refused) = crate::frameworks::mesos::http::accepts_json(headers) {
+        return api_error(refused);
     }
     let counter = Arc::clone(&mesos.operator_streams);
     if counter.fetch_add(1, Ordering::SeqCst) >= OPERATOR_STREAMS_MAX {
@@ -213,7 +199,7 @@ pub(super) async fn subscribe(
                 "heartbeat_interval_seconds": HEARTBEAT_INTERVAL_SECONDS,
             },
         });
-        (subscribed, Seen::of(s, frameworks_by_id(&frameworks, s)))
+        (subscribed, Seen::of(s, frameworks_by_id(&frameworks)))
     });
     let (events, received) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     let _ = events.try_send(framed(&subscribed));
@@ -242,7 +228,7 @@ pub(super) async fn subscribe(
                 tokio::time::sleep(Duration::from_millis(LOOK_GAP_MS)).await;
                 applied.borrow_and_update();
                 let frameworks = views(&master, &mesos, false).await;
-                out = master.read(|s| seen.advance(s, frameworks_by_id(&frameworks, s)));
+                out = master.read(|s| seen.advance(s, frameworks_by_id(&frameworks)));
             } else {
                 out.push(json!({"type": "HEARTBEAT"}));
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
@@ -264,19 +250,7 @@ pub(super) async fn subscribe(
             }
         }
     });
-    let body = futures_util::stream::unfold(received, |mut received| async move {
-        let frame = received.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(frame), received))
-    });
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    crate::frameworks::mesos::http::stream_response(None, received)
 }
 
 #[cfg(test)]
