@@ -8,6 +8,7 @@ pub mod cli;
 pub mod frameworks;
 pub mod http_guard;
 pub mod http_util;
+pub mod install;
 pub mod link;
 pub mod master;
 pub mod node_config;

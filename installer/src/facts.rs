@@ -14,7 +14,14 @@ pub const MARKER_FILE: &str = "/etc/dcos-rs/installed";
 /// The files whose sha256 the probe reports, so the plan can skip identical uploads.
 pub fn watched_files() -> Vec<String> {
     let mut files = vec![BINARY_PATH.to_string(), MARKER_FILE.to_string()];
-    for name in ["master.toml", "agent.toml", "ca.crt", "tokens", "node.crt", "node.key"] {
+    for name in [
+        "master.toml",
+        "agent.toml",
+        "ca.crt",
+        "tokens",
+        "node.crt",
+        "node.key",
+    ] {
         files.push(format!("{CONFIG_DIR}/{name}"));
     }
     for unit in ["dcos-rs-master.service", "dcos-rs-agent.service"] {
@@ -127,7 +134,10 @@ pub fn parse(output: &str) -> Result<Facts, ProbeError> {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        let bad = |reason: &str| ProbeError::BadLine { line: line.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| ProbeError::BadLine {
+            line: line.to_string(),
+            reason: reason.to_string(),
+        };
         match key {
             "time" => facts.time = value.parse().map_err(|_| bad("not a time"))?,
             "uid" => facts.uid = value.parse().map_err(|_| bad("not a uid"))?,
@@ -135,33 +145,51 @@ pub fn parse(output: &str) -> Result<Facts, ProbeError> {
             "arch" => facts.arch = value.to_string(),
             "kernel" => facts.kernel = value.to_string(),
             "os" => facts.os = value.trim().to_string(),
-            "namespaces" => facts.namespaces = value.split_whitespace().map(str::to_string).collect(),
+            "namespaces" => {
+                facts.namespaces = value.split_whitespace().map(str::to_string).collect()
+            }
             "cgroup_fs" => facts.cgroup_fs = value.to_string(),
             "cgroup_v1" => {
                 facts.cgroup_v1.insert(value.to_string());
             }
-            "cgroup_v2_controllers" => facts.cgroup_v2_controllers = value.split_whitespace().map(str::to_string).collect(),
+            "cgroup_v2_controllers" => {
+                facts.cgroup_v2_controllers = value.split_whitespace().map(str::to_string).collect()
+            }
             "overlayfs" => facts.overlayfs = value == "yes",
             "systemd" => facts.systemd = value == "running",
             "systemctl" => facts.systemctl = !value.is_empty(),
             "listen" => {
                 // `0100007F:1F90` (IPv4) or 32 hex digits and the port (IPv6).
-                let port = value.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-                facts.listening.insert(port.ok_or_else(|| bad("not an address:port in hex"))?);
+                let port = value
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                facts
+                    .listening
+                    .insert(port.ok_or_else(|| bad("not an address:port in hex"))?);
             }
             "disk_path" => facts.disk_path = value.to_string(),
-            "disk_free_kib" => facts.disk_free_kib = value.trim().parse().map_err(|_| bad("not a size"))?,
+            "disk_free_kib" => {
+                facts.disk_free_kib = value.trim().parse().map_err(|_| bad("not a size"))?
+            }
             "file" => {
-                let (hash, path) = value.split_once(char::is_whitespace).ok_or_else(|| bad("not `<sha256>  <path>`"))?;
-                facts.files.insert(path.trim().to_string(), hash.to_string());
+                let (hash, path) = value
+                    .split_once(char::is_whitespace)
+                    .ok_or_else(|| bad("not `<sha256>  <path>`"))?;
+                facts
+                    .files
+                    .insert(path.trim().to_string(), hash.to_string());
             }
             "unit" => {
                 let (unit, state) = value.split_once(' ').unwrap_or((value, ""));
-                facts.units.insert(unit.to_string(), state.trim().to_string());
+                facts
+                    .units
+                    .insert(unit.to_string(), state.trim().to_string());
             }
             "end" => ended = true,
             key if key.starts_with("marker_") => {
-                facts.marker.insert(key["marker_".len()..].to_string(), value.to_string());
+                facts
+                    .marker
+                    .insert(key["marker_".len()..].to_string(), value.to_string());
             }
             _ => {}
         }
@@ -201,8 +229,14 @@ mod tests {
 
     #[test]
     fn a_cut_output_or_a_bad_line_is_an_error() {
-        assert!(matches!(parse("time=1\nuid=0\n"), Err(ProbeError::Truncated(_))));
-        assert!(matches!(parse("listen=zz\nend=1\n"), Err(ProbeError::BadLine { .. })));
+        assert!(matches!(
+            parse("time=1\nuid=0\n"),
+            Err(ProbeError::Truncated(_))
+        ));
+        assert!(matches!(
+            parse("listen=zz\nend=1\n"),
+            Err(ProbeError::BadLine { .. })
+        ));
     }
 
     #[test]

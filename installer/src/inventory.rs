@@ -96,7 +96,11 @@ impl Node {
 
     /// The node's API URL, as written in configs and certificates.
     pub fn url(&self, inventory: &Inventory) -> String {
-        format!("https://{}:{}", url_host(&self.address), self.port(inventory))
+        format!(
+            "https://{}:{}",
+            url_host(&self.address),
+            self.port(inventory)
+        )
     }
 
     /// `user@address:port`, for messages.
@@ -298,7 +302,12 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn error<T>(&self, line: u64, key: impl Into<String>, reason: impl Into<String>) -> Result<T, InventoryError> {
+    fn error<T>(
+        &self,
+        line: u64,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Result<T, InventoryError> {
         Err(InventoryError {
             file: self.file.to_string(),
             line: (line > 0).then_some(line),
@@ -312,7 +321,11 @@ impl Checker<'_> {
         if !valid_name(&name.value, 40) {
             return self.error(name.referenced.line(), "name", format!("{:?} is not a cluster name: 1 to 40 letters, digits or '-', starting with a letter", name.value));
         }
-        let ssh_defaults = raw.ssh.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+        let ssh_defaults = raw
+            .ssh
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default();
         let ports = self.ports(raw.ports.unwrap_or_default())?;
         let data_dirs = self.data_dirs(raw.data_dirs.unwrap_or_default())?;
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default())?;
@@ -349,14 +362,22 @@ impl Checker<'_> {
         for node in &nodes {
             let key = format!("{}s[{}]", node.role, index_of(&nodes, node));
             if !names.insert(node.name.clone()) {
-                return self.error(node.line, format!("{key}.name"), format!("{:?} names two nodes; names must be unique", node.name));
+                return self.error(
+                    node.line,
+                    format!("{key}.name"),
+                    format!("{:?} names two nodes; names must be unique", node.name),
+                );
             }
             let port = match node.role {
                 Role::Master => ports.master,
                 Role::Agent => ports.agent,
             };
             if !endpoints.insert((node.address.clone(), port)) {
-                return self.error(node.line, format!("{key}.address"), format!("{}:{port} is listed twice", node.address));
+                return self.error(
+                    node.line,
+                    format!("{key}.address"),
+                    format!("{}:{port} is listed twice", node.address),
+                );
             }
         }
         Ok(Inventory {
@@ -371,8 +392,14 @@ impl Checker<'_> {
     }
 
     fn ports(&self, raw: PortsFile) -> Result<Ports, InventoryError> {
-        let mut ports = Ports { master: MASTER_PORT, agent: AGENT_PORT };
-        for (key, value, slot) in [("ports.master", raw.master, &mut ports.master), ("ports.agent", raw.agent, &mut ports.agent)] {
+        let mut ports = Ports {
+            master: MASTER_PORT,
+            agent: AGENT_PORT,
+        };
+        for (key, value, slot) in [
+            ("ports.master", raw.master, &mut ports.master),
+            ("ports.agent", raw.agent, &mut ports.agent),
+        ] {
             if let Some(value) = value {
                 if value.value == 0 {
                     return self.error(value.referenced.line(), key, "0 is not a port");
@@ -388,7 +415,10 @@ impl Checker<'_> {
             master: PathBuf::from("/var/lib/dcos-rs/master"),
             agent: PathBuf::from("/var/lib/dcos-rs/agent"),
         };
-        for (key, value, slot) in [("data_dirs.master", raw.master, &mut dirs.master), ("data_dirs.agent", raw.agent, &mut dirs.agent)] {
+        for (key, value, slot) in [
+            ("data_dirs.master", raw.master, &mut dirs.master),
+            ("data_dirs.agent", raw.agent, &mut dirs.agent),
+        ] {
             if let Some(value) = value {
                 let path = Path::new(&value.value);
                 if !path.is_absolute() || !safe_remote_path(&value.value) {
@@ -401,16 +431,45 @@ impl Checker<'_> {
     }
 
     fn timeouts(&self, raw: TimeoutsFile) -> Result<Timeouts, InventoryError> {
-        let mut timeouts = Timeouts { connect_s: 10, command_s: 300, quorum_s: 120, agents_s: 120 };
+        let mut timeouts = Timeouts {
+            connect_s: 10,
+            command_s: 300,
+            quorum_s: 120,
+            agents_s: 120,
+        };
         for (key, value, slot, max) in [
-            ("timeouts.connect_s", raw.connect_s, &mut timeouts.connect_s, 300),
-            ("timeouts.command_s", raw.command_s, &mut timeouts.command_s, 3600),
-            ("timeouts.quorum_s", raw.quorum_s, &mut timeouts.quorum_s, 3600),
-            ("timeouts.agents_s", raw.agents_s, &mut timeouts.agents_s, 3600),
+            (
+                "timeouts.connect_s",
+                raw.connect_s,
+                &mut timeouts.connect_s,
+                300,
+            ),
+            (
+                "timeouts.command_s",
+                raw.command_s,
+                &mut timeouts.command_s,
+                3600,
+            ),
+            (
+                "timeouts.quorum_s",
+                raw.quorum_s,
+                &mut timeouts.quorum_s,
+                3600,
+            ),
+            (
+                "timeouts.agents_s",
+                raw.agents_s,
+                &mut timeouts.agents_s,
+                3600,
+            ),
         ] {
             if let Some(value) = value {
                 if !(1..=max).contains(&value.value) {
-                    return self.error(value.referenced.line(), key, format!("{} is out of range: 1 to {max} seconds", value.value));
+                    return self.error(
+                        value.referenced.line(),
+                        key,
+                        format!("{} is out of range: 1 to {max} seconds", value.value),
+                    );
                 }
                 *slot = value.value;
             }
@@ -419,7 +478,11 @@ impl Checker<'_> {
     }
 
     fn preflight(&self, raw: PreflightFile) -> Result<PreflightLimits, InventoryError> {
-        let mut limits = PreflightLimits { min_free_disk_mib_master: 512, min_free_disk_mib_agent: 1024, max_clock_skew_ms: 2_000 };
+        let mut limits = PreflightLimits {
+            min_free_disk_mib_master: 512,
+            min_free_disk_mib_agent: 1024,
+            max_clock_skew_ms: 2_000,
+        };
         if let Some(v) = raw.min_free_disk_mib_master {
             limits.min_free_disk_mib_master = v;
         }
@@ -435,26 +498,55 @@ impl Checker<'_> {
         Ok(limits)
     }
 
-    fn node(&self, spanned: &Spanned<NodeFile>, role: Role, index: usize, defaults: &SshFile) -> Result<Node, InventoryError> {
+    fn node(
+        &self,
+        spanned: &Spanned<NodeFile>,
+        role: Role,
+        index: usize,
+        defaults: &SshFile,
+    ) -> Result<Node, InventoryError> {
         let raw = &spanned.value;
         let line = spanned.referenced.line();
         let key = |field: &str| format!("{role}s[{index}].{field}");
         let address = raw.address.value.trim();
         if !valid_address(address) {
-            return self.error(raw.address.referenced.line(), key("address"), format!("{address:?} is neither an IP address nor a host name"));
+            return self.error(
+                raw.address.referenced.line(),
+                key("address"),
+                format!("{address:?} is neither an IP address nor a host name"),
+            );
         }
         let name = match &raw.name {
             Some(name) if !valid_name(&name.value, 63) => {
                 return self.error(name.referenced.line(), key("name"), format!("{:?} is not a node name: 1 to 63 letters, digits or '-', starting with a letter", name.value));
             }
             Some(name) => name.value.clone(),
-            None => format!("{}{}", if role == Role::Master { "m" } else { "a" }, index + 1),
+            None => format!(
+                "{}{}",
+                if role == Role::Master { "m" } else { "a" },
+                index + 1
+            ),
         };
-        let own = raw.ssh.as_ref().map(|s| s.value.clone()).unwrap_or_default();
-        let ssh_line = raw.ssh.as_ref().map(|s| s.referenced.line()).unwrap_or(line);
-        let user = own.user.or_else(|| defaults.user.clone()).unwrap_or_else(|| "root".to_string());
+        let own = raw
+            .ssh
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default();
+        let ssh_line = raw
+            .ssh
+            .as_ref()
+            .map(|s| s.referenced.line())
+            .unwrap_or(line);
+        let user = own
+            .user
+            .or_else(|| defaults.user.clone())
+            .unwrap_or_else(|| "root".to_string());
         if !valid_user(&user) {
-            return self.error(ssh_line, key("ssh.user"), format!("{user:?} is not a user name"));
+            return self.error(
+                ssh_line,
+                key("ssh.user"),
+                format!("{user:?} is not a user name"),
+            );
         }
         let port = own.port.or(defaults.port).unwrap_or(22);
         if port == 0 {
@@ -464,7 +556,11 @@ impl Checker<'_> {
             None => None,
             Some(k) if k == "agent" => None,
             Some(k) if k.trim().is_empty() => {
-                return self.error(ssh_line, key("ssh.key"), "empty: give a private key file, or `agent` for the ssh-agent");
+                return self.error(
+                    ssh_line,
+                    key("ssh.key"),
+                    "empty: give a private key file, or `agent` for the ssh-agent",
+                );
             }
             Some(k) => Some(self.key_path(&k).ok_or_else(|| InventoryError {
                 file: self.file.to_string(),
@@ -474,35 +570,74 @@ impl Checker<'_> {
             })?),
         };
 
-        let attributes = raw.attributes.as_ref().map(|a| (a.value.clone(), a.referenced.line())).unwrap_or_default();
+        let attributes = raw
+            .attributes
+            .as_ref()
+            .map(|a| (a.value.clone(), a.referenced.line()))
+            .unwrap_or_default();
         if role == Role::Master && !attributes.0.is_empty() {
-            return self.error(attributes.1, key("attributes"), "masters run no tasks: attributes belong to agents");
+            return self.error(
+                attributes.1,
+                key("attributes"),
+                "masters run no tasks: attributes belong to agents",
+            );
         }
         for (name, value) in &attributes.0 {
             if !valid_attribute(name) || name == "hostname" {
                 return self.error(attributes.1, key(&format!("attributes.{name}")), "attribute names are 1 to 63 letters, digits, '-', '_' or '.' (and `hostname` is always set by the agent)");
             }
             if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
-                return self.error(attributes.1, key(&format!("attributes.{name}")), "the value must be 1 to 255 characters, without control characters");
+                return self.error(
+                    attributes.1,
+                    key(&format!("attributes.{name}")),
+                    "the value must be 1 to 255 characters, without control characters",
+                );
             }
         }
-        let resources = raw.resources.as_ref().map(|r| (r.value.clone(), r.referenced.line())).unwrap_or_default();
+        let resources = raw
+            .resources
+            .as_ref()
+            .map(|r| (r.value.clone(), r.referenced.line()))
+            .unwrap_or_default();
         if role == Role::Master && resources.0 != Resources::default() {
-            return self.error(resources.1, key("resources"), "masters run no tasks: resources belong to agents");
+            return self.error(
+                resources.1,
+                key("resources"),
+                "masters run no tasks: resources belong to agents",
+            );
         }
         if let Some(cpus) = resources.0.cpus {
             if !(cpus > 0.0 && cpus <= 4096.0) {
-                return self.error(resources.1, key("resources.cpus"), format!("{cpus} is out of range: more than 0, at most 4096"));
+                return self.error(
+                    resources.1,
+                    key("resources.cpus"),
+                    format!("{cpus} is out of range: more than 0, at most 4096"),
+                );
             }
         }
-        for (field, value) in [("mem_mib", resources.0.mem_mib), ("disk_mib", resources.0.disk_mib)] {
+        for (field, value) in [
+            ("mem_mib", resources.0.mem_mib),
+            ("disk_mib", resources.0.disk_mib),
+        ] {
             if value == Some(0) {
-                return self.error(resources.1, key(&format!("resources.{field}")), "must be more than 0");
+                return self.error(
+                    resources.1,
+                    key(&format!("resources.{field}")),
+                    "must be more than 0",
+                );
             }
         }
-        let host_paths = raw.host_paths.as_ref().map(|h| (h.value.clone(), h.referenced.line())).unwrap_or_default();
+        let host_paths = raw
+            .host_paths
+            .as_ref()
+            .map(|h| (h.value.clone(), h.referenced.line()))
+            .unwrap_or_default();
         if role == Role::Master && !host_paths.0.is_empty() {
-            return self.error(host_paths.1, key("host_paths"), "masters run no tasks: host_paths belong to agents");
+            return self.error(
+                host_paths.1,
+                key("host_paths"),
+                "masters run no tasks: host_paths belong to agents",
+            );
         }
         for path in &host_paths.0 {
             if !Path::new(path).is_absolute() || !safe_remote_path(path) || path == "/" {
@@ -513,7 +648,11 @@ impl Checker<'_> {
             name,
             role,
             address: address.to_string(),
-            ssh: SshTarget { user, port, key: key_path },
+            ssh: SshTarget {
+                user,
+                port,
+                key: key_path,
+            },
             master_id: (role == Role::Master).then_some(index as u64 + 1),
             attributes: attributes.0,
             resources: resources.0,
@@ -523,9 +662,13 @@ impl Checker<'_> {
     }
 
     fn path(&self, text: &str) -> PathBuf {
-        let path = Path::new(text);
+        // `./x` reads as `x`: paths are printed in messages and written to cli.toml.
+        let path: PathBuf = Path::new(text)
+            .components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect();
         if path.is_absolute() {
-            path.to_path_buf()
+            path
         } else {
             self.base.join(path)
         }
@@ -540,7 +683,11 @@ impl Checker<'_> {
 }
 
 fn index_of(nodes: &[Node], node: &Node) -> usize {
-    nodes.iter().filter(|n| n.role == node.role).position(|n| std::ptr::eq(n, node)).unwrap_or(0)
+    nodes
+        .iter()
+        .filter(|n| n.role == node.role)
+        .position(|n| std::ptr::eq(n, node))
+        .unwrap_or(0)
 }
 
 /// Letters, digits and '-', starting with a letter, at most `max` long.
@@ -552,14 +699,20 @@ fn valid_name(name: &str, max: usize) -> bool {
 }
 
 fn valid_attribute(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn valid_user(user: &str) -> bool {
     !user.is_empty()
         && user.len() <= 32
         && !user.starts_with('-')
-        && user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// An IP address or a DNS host name.
@@ -581,7 +734,9 @@ pub fn valid_address(address: &str) -> bool {
 /// A path the installer can put in shell commands and TOML without quoting surprises.
 fn safe_remote_path(path: &str) -> bool {
     !path.split('/').any(|part| part == "..")
-        && path.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.+@".contains(c))
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.+@".contains(c))
 }
 
 #[cfg(test)]

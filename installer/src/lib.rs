@@ -8,9 +8,13 @@ pub mod inventory;
 pub mod plan;
 pub mod preflight;
 pub mod render;
+pub mod ssh;
 
 /// sha256 of `bytes` in lower-case hex, as `sha256sum` prints it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -34,10 +34,19 @@ impl Step {
     pub fn label(&self) -> String {
         match &self.action {
             Action::Claim { .. } => "prepare directories".to_string(),
-            Action::Upload { file } if file.path == BINARY_PATH => format!("upload the binary ({} MB)", file.content.len().div_ceil(1 << 20)),
+            Action::Upload { file } if file.path == BINARY_PATH => format!(
+                "upload the binary ({} MB)",
+                file.content.len().div_ceil(1 << 20)
+            ),
             Action::Upload { file } => format!("write {}", file.path),
-            Action::Start { unit, restart: true } => format!("restart {unit}"),
-            Action::Start { unit, restart: false } => format!("start {unit}"),
+            Action::Start {
+                unit,
+                restart: true,
+            } => format!("restart {unit}"),
+            Action::Start {
+                unit,
+                restart: false,
+            } => format!("start {unit}"),
         }
     }
 }
@@ -66,7 +75,14 @@ pub struct Payload<'a> {
 
 /// The marker of a finished claim.
 pub fn marker(inventory: &Inventory, node: &Node) -> NodeFile {
-    NodeFile::new(MARKER_FILE, format!("cluster={}\nrole={}\nname={}\n", inventory.name, node.role, node.name), 0o644)
+    NodeFile::new(
+        MARKER_FILE,
+        format!(
+            "cluster={}\nrole={}\nname={}\n",
+            inventory.name, node.role, node.name
+        ),
+        0o644,
+    )
 }
 
 /// The steps for `node`.
@@ -79,7 +95,10 @@ pub fn node_plan(inventory: &Inventory, node: &Node, payload: &Payload, facts: &
     };
     let claimed = same(facts, &marker);
     steps.push(Step {
-        action: Action::Claim { marker, data_dir: data_dir.to_string_lossy().into_owned() },
+        action: Action::Claim {
+            marker,
+            data_dir: data_dir.to_string_lossy().into_owned(),
+        },
         skip: claimed.then(|| "already this cluster's".to_string()),
     });
 
@@ -101,13 +120,23 @@ pub fn node_plan(inventory: &Inventory, node: &Node, payload: &Payload, facts: &
     let active = facts.unit_active(&unit);
     steps.push(Step {
         skip: (active && !changed).then(|| "running, nothing changed".to_string()),
-        action: Action::Start { unit, restart: active && changed },
+        action: Action::Start {
+            unit,
+            restart: active && changed,
+        },
     });
-    NodePlan { node: node.name.clone(), role: node.role, steps }
+    NodePlan {
+        node: node.name.clone(),
+        role: node.role,
+        steps,
+    }
 }
 
 fn same(facts: &Facts, file: &NodeFile) -> bool {
-    facts.files.get(&file.path).is_some_and(|hash| *hash == file.sha256())
+    facts
+        .files
+        .get(&file.path)
+        .is_some_and(|hash| *hash == file.sha256())
 }
 
 #[cfg(test)]
@@ -133,7 +162,15 @@ mod tests {
     fn plan_with(facts: &Facts) -> NodePlan {
         let inventory = inventory();
         let (binary, secrets) = payload_files();
-        node_plan(&inventory, &inventory.nodes[1], &Payload { binary: &binary, secrets }, facts)
+        node_plan(
+            &inventory,
+            &inventory.nodes[1],
+            &Payload {
+                binary: &binary,
+                secrets,
+            },
+            facts,
+        )
     }
 
     /// The facts of a node where `plan` was carried out.
@@ -179,7 +216,10 @@ mod tests {
         let facts = after(&plan_with(&Facts::default()));
         let again = plan_with(&facts);
         assert_eq!(again.pending().count(), 0, "{again:?}");
-        assert_eq!(again.steps.last().unwrap().skip.as_deref(), Some("running, nothing changed"));
+        assert_eq!(
+            again.steps.last().unwrap().skip.as_deref(),
+            Some("running, nothing changed")
+        );
     }
 
     #[test]
@@ -189,7 +229,10 @@ mod tests {
         facts.files.remove("/etc/dcos-rs/agent.toml");
         let plan = plan_with(&facts);
         let pending: Vec<_> = plan.pending().map(Step::label).collect();
-        assert_eq!(pending, ["write /etc/dcos-rs/agent.toml", "start dcos-rs-agent"]);
+        assert_eq!(
+            pending,
+            ["write /etc/dcos-rs/agent.toml", "start dcos-rs-agent"]
+        );
     }
 
     #[test]
@@ -198,6 +241,9 @@ mod tests {
         facts.files.insert(BINARY_PATH.into(), "edited".into());
         let plan = plan_with(&facts);
         let pending: Vec<_> = plan.pending().map(Step::label).collect();
-        assert_eq!(pending, ["upload the binary (1 MB)", "restart dcos-rs-agent"]);
+        assert_eq!(
+            pending,
+            ["upload the binary (1 MB)", "restart dcos-rs-agent"]
+        );
     }
 }

@@ -31,9 +31,17 @@ pub struct Check {
 impl Check {
     fn new(name: &'static str, ok: bool, pass: String, fail: String) -> Check {
         if ok {
-            Check { name, verdict: Verdict::Pass, detail: pass }
+            Check {
+                name,
+                verdict: Verdict::Pass,
+                detail: pass,
+            }
         } else {
-            Check { name, verdict: Verdict::Fail, detail: fail }
+            Check {
+                name,
+                verdict: Verdict::Fail,
+                detail: fail,
+            }
         }
     }
 }
@@ -67,18 +75,35 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         "arch",
         facts.arch == context.arch,
         format!("{} ({})", facts.arch, facts.os),
-        format!("the node is {} but this binary is built for {}", facts.arch, context.arch),
+        format!(
+            "the node is {} but this binary is built for {}",
+            facts.arch, context.arch
+        ),
     ));
-    let minimum = if agent { AGENT_MIN_KERNEL } else { MASTER_MIN_KERNEL };
+    let minimum = if agent {
+        AGENT_MIN_KERNEL
+    } else {
+        MASTER_MIN_KERNEL
+    };
     let kernel_ok = facts.kernel_version().is_some_and(|v| v >= minimum);
     checks.push(Check::new(
         "kernel",
         kernel_ok,
         facts.kernel.clone(),
-        format!("kernel {} is older than {}.{}, the oldest a{} {} runs on", facts.kernel, minimum.0, minimum.1, if agent { "n" } else { "" }, node.role),
+        format!(
+            "kernel {} is older than {}.{}, the oldest a{} {} runs on",
+            facts.kernel,
+            minimum.0,
+            minimum.1,
+            if agent { "n" } else { "" },
+            node.role
+        ),
     ));
     if agent {
-        let missing: Vec<_> = AGENT_NAMESPACES.iter().filter(|ns| !facts.namespaces.contains(**ns)).collect();
+        let missing: Vec<_> = AGENT_NAMESPACES
+            .iter()
+            .filter(|ns| !facts.namespaces.contains(**ns))
+            .collect();
         checks.push(Check::new(
             "namespaces",
             missing.is_empty(),
@@ -87,11 +112,28 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         ));
         let v2 = facts.cgroup_fs == "cgroup2fs";
         let (have, mode): (Vec<&str>, &str) = if v2 {
-            (AGENT_CONTROLLERS.iter().copied().filter(|c| facts.cgroup_v2_controllers.contains(*c)).collect(), "v2")
+            (
+                AGENT_CONTROLLERS
+                    .iter()
+                    .copied()
+                    .filter(|c| facts.cgroup_v2_controllers.contains(*c))
+                    .collect(),
+                "v2",
+            )
         } else {
-            (AGENT_CONTROLLERS.iter().copied().filter(|c| facts.cgroup_v1.contains(*c)).collect(), "v1")
+            (
+                AGENT_CONTROLLERS
+                    .iter()
+                    .copied()
+                    .filter(|c| facts.cgroup_v1.contains(*c))
+                    .collect(),
+                "v1",
+            )
         };
-        let missing: Vec<_> = AGENT_CONTROLLERS.iter().filter(|c| !have.contains(c)).collect();
+        let missing: Vec<_> = AGENT_CONTROLLERS
+            .iter()
+            .filter(|c| !have.contains(c))
+            .collect();
         checks.push(Check::new(
             "cgroups",
             missing.is_empty(),
@@ -110,7 +152,8 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         facts.systemd && facts.systemctl,
         "running".into(),
         if facts.systemctl {
-            "systemctl is there but systemd is not the init system (/run/systemd/system is missing)".into()
+            "systemctl is there but systemd is not the init system (/run/systemd/system is missing)"
+                .into()
         } else {
             "no systemd: the installer runs the node's service as a systemd unit".into()
         },
@@ -127,7 +170,11 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         format!("port {port} is in use by another program: stop it, or choose another port under `ports:` in cluster.yaml"),
     ));
 
-    let needed_mib = if agent { inventory.preflight.min_free_disk_mib_agent } else { inventory.preflight.min_free_disk_mib_master };
+    let needed_mib = if agent {
+        inventory.preflight.min_free_disk_mib_agent
+    } else {
+        inventory.preflight.min_free_disk_mib_master
+    };
     let free_mib = facts.disk_free_kib / 1024;
     let data_dir = match node.role {
         Role::Master => &inventory.data_dirs.master,
@@ -145,7 +192,8 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         ),
     ));
 
-    let skew_ms = ((facts.time - context.local_time).abs() - context.half_round_trip).max(0.0) * 1000.0;
+    let skew_ms =
+        ((facts.time - context.local_time).abs() - context.half_round_trip).max(0.0) * 1000.0;
     let limit = inventory.preflight.max_clock_skew_ms as f64;
     checks.push(Check::new(
         "clock",
@@ -155,8 +203,13 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
     ));
 
     let conflict = match (facts.installed_cluster(), facts.marker.get("role")) {
-        (Some(name), _) if name != inventory.name => Some(format!("installed for cluster {name:?}")),
-        (Some(_), Some(role)) if role != node.role.as_str() => Some(format!("installed as a {role} of this cluster, listed as a {}", node.role)),
+        (Some(name), _) if name != inventory.name => {
+            Some(format!("installed for cluster {name:?}"))
+        }
+        (Some(_), Some(role)) if role != node.role.as_str() => Some(format!(
+            "installed as a {role} of this cluster, listed as a {}",
+            node.role
+        )),
         (None, _) if facts.files.keys().any(|f| f.ends_with(".toml")) => {
             Some("a dcos-rs config is there that no installer wrote (/etc/dcos-rs)".to_string())
         }
@@ -166,9 +219,17 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
         None => Check {
             name: "existing",
             verdict: Verdict::Pass,
-            detail: if ours { "this cluster's (rerun)".into() } else { "none".into() },
+            detail: if ours {
+                "this cluster's (rerun)".into()
+            } else {
+                "none".into()
+            },
         },
-        Some(what) if context.force => Check { name: "existing", verdict: Verdict::Warn, detail: format!("{what}: taken over (--force)") },
+        Some(what) if context.force => Check {
+            name: "existing",
+            verdict: Verdict::Warn,
+            detail: format!("{what}: taken over (--force)"),
+        },
         Some(what) => Check {
             name: "existing",
             verdict: Verdict::Fail,
@@ -208,12 +269,22 @@ mod tests {
 
     fn judge(facts: &Facts, node: usize, force: bool) -> Vec<Check> {
         let inventory = inventory();
-        let context = Context { inventory: &inventory, arch: "x86_64", local_time: 1000.5, half_round_trip: 0.1, force };
+        let context = Context {
+            inventory: &inventory,
+            arch: "x86_64",
+            local_time: 1000.5,
+            half_round_trip: 0.1,
+            force,
+        };
         checks(&context, &inventory.nodes[node], facts)
     }
 
     fn failed(checks: &[Check]) -> Vec<(&'static str, String)> {
-        checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| (c.name, c.detail.clone())).collect()
+        checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| (c.name, c.detail.clone()))
+            .collect()
     }
 
     #[test]
@@ -221,7 +292,22 @@ mod tests {
         let checks = judge(&good_facts(), 1, false);
         assert_eq!(failed(&checks), []);
         let names: Vec<_> = checks.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["login", "arch", "kernel", "namespaces", "cgroups", "overlayfs", "systemd", "ports", "disk", "clock", "existing"]);
+        assert_eq!(
+            names,
+            [
+                "login",
+                "arch",
+                "kernel",
+                "namespaces",
+                "cgroups",
+                "overlayfs",
+                "systemd",
+                "ports",
+                "disk",
+                "clock",
+                "existing"
+            ]
+        );
         // Masters skip what only containers need.
         assert_eq!(judge(&good_facts(), 0, false).len(), 8);
     }
@@ -230,16 +316,56 @@ mod tests {
     fn each_problem_fails_its_check_with_a_reason() {
         let cases: Vec<(&str, Box<dyn Fn(&mut Facts)>, &str)> = vec![
             ("login", Box::new(|f| f.uid = 1000), "passwordless sudo"),
-            ("arch", Box::new(|f| f.arch = "aarch64".into()), "built for x86_64"),
-            ("kernel", Box::new(|f| f.kernel = "5.4.0".into()), "older than 5.6"),
-            ("namespaces", Box::new(|f| { f.namespaces.remove("user"); }), "\"user\""),
-            ("cgroups", Box::new(|f| { f.cgroup_v1.remove("memory"); }), "\"memory\""),
+            (
+                "arch",
+                Box::new(|f| f.arch = "aarch64".into()),
+                "built for x86_64",
+            ),
+            (
+                "kernel",
+                Box::new(|f| f.kernel = "5.4.0".into()),
+                "older than 5.6",
+            ),
+            (
+                "namespaces",
+                Box::new(|f| {
+                    f.namespaces.remove("user");
+                }),
+                "\"user\"",
+            ),
+            (
+                "cgroups",
+                Box::new(|f| {
+                    f.cgroup_v1.remove("memory");
+                }),
+                "\"memory\"",
+            ),
             ("overlayfs", Box::new(|f| f.overlayfs = false), "overlay"),
-            ("systemd", Box::new(|f| f.systemd = false), "not the init system"),
-            ("ports", Box::new(|f| { f.listening.insert(5051); }), "port 5051 is in use"),
-            ("disk", Box::new(|f| f.disk_free_kib = 1024), "1 MiB free at /var/lib"),
+            (
+                "systemd",
+                Box::new(|f| f.systemd = false),
+                "not the init system",
+            ),
+            (
+                "ports",
+                Box::new(|f| {
+                    f.listening.insert(5051);
+                }),
+                "port 5051 is in use",
+            ),
+            (
+                "disk",
+                Box::new(|f| f.disk_free_kib = 1024),
+                "1 MiB free at /var/lib",
+            ),
             ("clock", Box::new(|f| f.time = 1010.0), "9400 ms off"),
-            ("existing", Box::new(|f| { f.marker.insert("cluster".into(), "other".into()); }), "cluster \"other\""),
+            (
+                "existing",
+                Box::new(|f| {
+                    f.marker.insert("cluster".into(), "other".into());
+                }),
+                "cluster \"other\"",
+            ),
         ];
         for (name, break_it, reason) in cases {
             let mut facts = good_facts();
@@ -266,8 +392,12 @@ mod tests {
         assert_eq!(forced.last().unwrap().verdict, Verdict::Warn);
 
         let mut by_hand = good_facts();
-        by_hand.files.insert("/etc/dcos-rs/agent.toml".into(), "ab".into());
-        assert!(failed(&judge(&by_hand, 1, false))[0].1.contains("no installer wrote"));
+        by_hand
+            .files
+            .insert("/etc/dcos-rs/agent.toml".into(), "ab".into());
+        assert!(failed(&judge(&by_hand, 1, false))[0]
+            .1
+            .contains("no installer wrote"));
     }
 
     #[test]

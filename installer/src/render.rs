@@ -18,7 +18,11 @@ pub struct NodeFile {
 
 impl NodeFile {
     pub fn new(path: impl Into<String>, content: impl Into<Vec<u8>>, mode: u32) -> NodeFile {
-        NodeFile { path: path.into(), content: content.into(), mode }
+        NodeFile {
+            path: path.into(),
+            content: content.into(),
+            mode,
+        }
     }
 
     pub fn sha256(&self) -> String {
@@ -64,10 +68,7 @@ fn header(inventory: &Inventory, node: &Node) -> String {
         "# Written by `dcos-rs install` for {} {} of cluster {}: a rerun of the installer\n\
          # replaces it. Change cluster.yaml and rerun instead of editing this file.\n\
          # Every key is documented in the repository's config/{}.toml.\n",
-        node.role,
-        node.name,
-        inventory.name,
-        node.role
+        node.role, node.name, inventory.name, node.role
     )
 }
 
@@ -77,7 +78,11 @@ pub fn master_config(inventory: &Inventory, node: &Node) -> NodeFile {
     text.push_str(&format!(
         "node_id = {}\nlisten = {}\nadvertise_url = {}\ndata_dir = {}\ninitial_masters = [\n",
         node.master_id.unwrap_or(0),
-        toml_string(&format!("{}:{}", listen_host(&node.address), inventory.ports.master)),
+        toml_string(&format!(
+            "{}:{}",
+            listen_host(&node.address),
+            inventory.ports.master
+        )),
         toml_string(&node.url(inventory)),
         toml_string(&inventory.data_dirs.master.to_string_lossy()),
     ));
@@ -97,10 +102,19 @@ pub fn agent_config(inventory: &Inventory, node: &Node) -> NodeFile {
     let mut text = header(inventory, node);
     text.push_str(&format!(
         "listen = {}\nadvertise_url = {}\nwork_dir = {}\nmasters = [{}]\n",
-        toml_string(&format!("{}:{}", listen_host(&node.address), inventory.ports.agent)),
+        toml_string(&format!(
+            "{}:{}",
+            listen_host(&node.address),
+            inventory.ports.agent
+        )),
         toml_string(&node.url(inventory)),
         toml_string(&inventory.data_dirs.agent.to_string_lossy()),
-        inventory.master_urls().iter().map(|u| toml_string(u)).collect::<Vec<_>>().join(", "),
+        inventory
+            .master_urls()
+            .iter()
+            .map(|u| toml_string(u))
+            .collect::<Vec<_>>()
+            .join(", "),
     ));
     if let Some(cpus) = node.resources.cpus {
         text.push_str(&format!("cpus = {cpus:?}\n"));
@@ -112,7 +126,11 @@ pub fn agent_config(inventory: &Inventory, node: &Node) -> NodeFile {
         text.push_str(&format!("disk_mib = {disk}\n"));
     }
     if !node.host_paths.is_empty() {
-        let paths: Vec<_> = node.host_paths.iter().map(|p| toml_string(&p.to_string_lossy())).collect();
+        let paths: Vec<_> = node
+            .host_paths
+            .iter()
+            .map(|p| toml_string(&p.to_string_lossy()))
+            .collect();
         text.push_str(&format!("host_paths = [{}]\n", paths.join(", ")));
     }
     text.push_str("\n[attributes]\n");
@@ -149,7 +167,15 @@ mod tests {
 
     fn inventory() -> Inventory {
         let text = include_str!("../../config/cluster.yaml");
-        parse(text, "cluster.yaml", Path::new("/x"), &Env { home: Some(Path::new("/root")) }).unwrap()
+        parse(
+            text,
+            "cluster.yaml",
+            Path::new("/x"),
+            &Env {
+                home: Some(Path::new("/root")),
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -160,28 +186,46 @@ mod tests {
         let parsed: toml_check::Table = toml_check::parse(&text);
         assert_eq!(parsed.get("node_id"), Some("2"));
         assert_eq!(parsed.get("listen"), Some("\"10.77.0.12:5050\""));
-        assert_eq!(parsed.get("advertise_url"), Some("\"https://10.77.0.12:5050\""));
-        assert!(text.contains("{ id = 3, url = \"https://10.77.0.13:5050\" }"), "{text}");
+        assert_eq!(
+            parsed.get("advertise_url"),
+            Some("\"https://10.77.0.12:5050\"")
+        );
+        assert!(
+            text.contains("{ id = 3, url = \"https://10.77.0.13:5050\" }"),
+            "{text}"
+        );
         assert_eq!(file.path, "/etc/dcos-rs/master.toml");
     }
 
     #[test]
     fn an_agent_config_carries_its_overrides() {
         let inventory = inventory();
-        let text = String::from_utf8(agent_config(&inventory, inventory.node("big-1").unwrap()).content).unwrap();
-        for line in ["cpus = 8.0", "mem_mib = 16384", "host_paths = [\"/srv/data\"]", "\"rack\" = \"r2\"", "work_dir = \"/var/lib/dcos-rs/agent\""] {
+        let text =
+            String::from_utf8(agent_config(&inventory, inventory.node("big-1").unwrap()).content)
+                .unwrap();
+        for line in [
+            "cpus = 8.0",
+            "mem_mib = 16384",
+            "host_paths = [\"/srv/data\"]",
+            "\"rack\" = \"r2\"",
+            "work_dir = \"/var/lib/dcos-rs/agent\"",
+        ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(text.contains("masters = [\"https://10.77.0.11:5050\", \"https://10.77.0.12:5050\", \"https://10.77.0.13:5050\"]"));
         // Same inventory, same bytes: reruns compare hashes.
-        assert_eq!(agent_config(&inventory, inventory.node("big-1").unwrap()), agent_config(&inventory, inventory.node("big-1").unwrap()));
+        assert_eq!(
+            agent_config(&inventory, inventory.node("big-1").unwrap()),
+            agent_config(&inventory, inventory.node("big-1").unwrap())
+        );
     }
 
     #[test]
     fn the_agent_unit_leaves_tasks_running_when_it_stops() {
         let unit = String::from_utf8(unit(Role::Agent).content).unwrap();
         assert!(unit.contains("\nKillMode=process\n") && unit.contains("\nDelegate=yes\n"));
-        assert!(unit.contains("ExecStart=/usr/local/bin/dcos-rs agent --config /etc/dcos-rs/agent.toml"));
+        assert!(unit
+            .contains("ExecStart=/usr/local/bin/dcos-rs agent --config /etc/dcos-rs/agent.toml"));
     }
 
     /// Just enough TOML reading for the assertions (the installer crate has no TOML parser;
@@ -199,7 +243,10 @@ mod tests {
         }
         impl Table {
             pub fn get(&self, key: &str) -> Option<&str> {
-                self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+                self.0
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
             }
         }
     }

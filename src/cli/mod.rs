@@ -118,6 +118,26 @@ pub enum Commands {
     /// Prepare the cluster: CA, node certificates, API tokens and this CLI's cli.toml (local files).
     #[command(subcommand)]
     Cluster(crate::cli::cluster::ClusterCommand),
+    /// Install a whole cluster over SSH from cluster.yaml (rerun to resume or fix drift).
+    #[command(
+        long_about = "Install a whole cluster over SSH, as cluster.yaml describes it.\n\n\
+        1. Preflight on every node in parallel (OS, kernel, namespaces, cgroups, overlayfs,\n   \
+           systemd, free ports and disk, clock skew, an existing install), shown as a table;\n   \
+           any failure stops here with its reason, before anything is changed.\n\
+        2. On this machine, in state_dir: the cluster CA (its key stays here), a certificate\n   \
+           per node, the admin token and cli.toml.\n\
+        3. Masters: this binary, config, certificates and the systemd unit, started; then a\n   \
+           wait for a leader elected by all of them. Then agents likewise, and a wait until\n   \
+           every one is registered.\n\n\
+        Each step prints a line naming node and step. Rerunning after a failure (a node\n\
+        unreachable, a port taken) skips what is already in place and fixes what drifted.\n\
+        Nodes need sshd, systemd and root (or passwordless sudo) for the SSH user.\n\n\
+        Examples:\n  \
+          dcos-rs install --config cluster.yaml --dry-run\n  \
+          dcos-rs install --config cluster.yaml\n  \
+          export DCOS_CONFIG=./dcos-rs-demo/cli.toml; dcos-rs node list"
+    )]
+    Install(crate::install::InstallArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -266,11 +286,17 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         }
         // Local files only: the master at --url is not contacted.
         Commands::Cluster(command) => return crate::cli::cluster::run(command, cli.url, json),
+        // Nodes over SSH; the masters it makes are contacted with its own state's client.
+        Commands::Install(args) => return crate::install::install(args, json).await,
         command => command,
     };
     let client = client_from_settings(cli.url)?;
     match command {
-        Commands::Up(_) | Commands::Master(_) | Commands::Agent(_) | Commands::Cluster(_) => {
+        Commands::Up(_)
+        | Commands::Master(_)
+        | Commands::Agent(_)
+        | Commands::Cluster(_)
+        | Commands::Install(_) => {
             unreachable!("handled above")
         }
         Commands::App(command) => app::app(&client, json, command).await,
@@ -328,7 +354,7 @@ fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|s| s.to_string()).collect()
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

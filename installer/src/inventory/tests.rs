@@ -1,7 +1,9 @@
 use super::*;
 
 fn env() -> Env<'static> {
-    Env { home: Some(Path::new("/home/ops")) }
+    Env {
+        home: Some(Path::new("/home/ops")),
+    }
 }
 
 fn parse_text(text: &str) -> Result<Inventory, InventoryError> {
@@ -17,8 +19,12 @@ fn the_documented_example_parses_with_its_defaults() {
     let text = include_str!("../../../config/cluster.yaml");
     let inventory = parse_text(text).unwrap();
     assert_eq!(inventory.name, "demo");
-    assert_eq!(inventory.state_dir, Path::new("/etc/clusters/./dcos-rs-demo"));
-    let names: Vec<_> = inventory.nodes.iter().map(|n| (n.name.as_str(), n.role, n.master_id)).collect();
+    assert_eq!(inventory.state_dir, Path::new("/etc/clusters/dcos-rs-demo"));
+    let names: Vec<_> = inventory
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.role, n.master_id))
+        .collect();
     assert_eq!(
         names,
         [
@@ -31,7 +37,10 @@ fn the_documented_example_parses_with_its_defaults() {
     );
     let big = inventory.node("big-1").unwrap();
     assert_eq!(big.ssh.user, "admin");
-    assert_eq!(big.ssh.key.as_deref(), Some(Path::new("/home/ops/.ssh/id_ed25519")));
+    assert_eq!(
+        big.ssh.key.as_deref(),
+        Some(Path::new("/home/ops/.ssh/id_ed25519"))
+    );
     assert_eq!(big.resources.cpus, Some(8.0));
     assert_eq!(big.host_paths, [PathBuf::from("/srv/data")]);
     assert_eq!(big.url(&inventory), "https://10.77.0.15:5051");
@@ -43,9 +52,25 @@ fn the_documented_example_parses_with_its_defaults() {
 fn a_minimal_file_takes_every_default() {
     let inventory = parse_text("name: c1\nmasters:\n  - address: m1.example.com\n").unwrap();
     let m1 = &inventory.nodes[0];
-    assert_eq!(m1.ssh, SshTarget { user: "root".into(), port: 22, key: None });
-    assert_eq!(inventory.ports, Ports { master: 5050, agent: 5051 });
-    assert_eq!(inventory.data_dirs.agent, Path::new("/var/lib/dcos-rs/agent"));
+    assert_eq!(
+        m1.ssh,
+        SshTarget {
+            user: "root".into(),
+            port: 22,
+            key: None
+        }
+    );
+    assert_eq!(
+        inventory.ports,
+        Ports {
+            master: 5050,
+            agent: 5051
+        }
+    );
+    assert_eq!(
+        inventory.data_dirs.agent,
+        Path::new("/var/lib/dcos-rs/agent")
+    );
     assert_eq!(inventory.state_dir, Path::new("/etc/clusters/dcos-rs-c1"));
     assert_eq!(inventory.agents().count(), 0);
 }
@@ -55,7 +80,10 @@ fn an_unknown_key_is_refused_with_its_line_and_name() {
     let e = error_of("name: c1\nmasters:\n  - address: 10.0.0.1\n    adress: 10.0.0.2\n");
     assert_eq!(e.line, Some(4), "{e}");
     assert_eq!(e.key, "adress", "{e}");
-    assert!(e.to_string().starts_with("cluster.yaml line 4: adress: "), "{e}");
+    assert!(
+        e.to_string().starts_with("cluster.yaml line 4: adress: "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -82,7 +110,11 @@ fn each_mistake_names_its_line_and_key() {
     ];
     for (text, line, key, reason) in cases {
         let e = error_of(text);
-        assert_eq!((e.line, e.key.as_str()), (Some(*line), *key), "{text}\n-> {e}");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(*line), *key),
+            "{text}\n-> {e}"
+        );
         assert!(e.reason.contains(reason), "{text}\n-> {e}");
     }
 }

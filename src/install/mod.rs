@@ -1,0 +1,702 @@
+//! `dcos-rs install --config cluster.yaml`: the shell around the installer crate. It reads
+//! the inventory, keeps the cluster's CA, tokens and certificates in the state dir, probes
+//! every node over SSH in parallel and prints the preflight table, plans (pure, in
+//! dcos-installer), then carries the plan out: masters first, a leader elected by a majority,
+//! then agents, each registered. Every step prints a progress line naming node and step; a
+//! failure names both and what the node said. A rerun skips what is in place.
+
+mod state;
+
+use anyhow::{bail, Context};
+use dcos_installer::facts::{self, Facts, BINARY_PATH, CONFIG_DIR};
+use dcos_installer::inventory::{self, Inventory, Node, Role};
+use dcos_installer::plan::{self, Action, NodePlan, Payload};
+use dcos_installer::preflight::{self, Check, Verdict};
+use dcos_installer::render::NodeFile;
+use dcos_installer::ssh::{shell_quote, Session, SshError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use state::State;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// The cluster inventory (YAML; every key documented in config/cluster.yaml).
+    #[arg(long, default_value = "cluster.yaml")]
+    pub config: PathBuf,
+    /// Probe, check and print the plan; change nothing on any node.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take over nodes that hold another cluster's install or a hand-made one.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A connected, probed node.
+struct Probed {
+    node: Node,
+    session: Session,
+    facts: Facts,
+    checks: Vec<Check>,
+}
+
+/// What became of one node's connection and probe.
+enum Reached {
+    Probed(Box<Probed>),
+    Failed {
+        node: Node,
+        step: &'static str,
+        reason: String,
+    },
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Reads and checks cluster.yaml.
+pub fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the inventory {}", path.display()))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base =
+        std::fs::canonicalize(base).with_context(|| format!("finding {}", base.display()))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let env = inventory::Env {
+        home: home.as_deref(),
+    };
+    Ok(inventory::parse(
+        &text,
+        &path.display().to_string(),
+        &base,
+        &env,
+    )?)
+}
+
+pub async fn install(args: InstallArgs, json: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let inventory = load_inventory(&args.config)?;
+    let progress = Progress { json };
+    let state = State::prepare(&inventory)?;
+    progress.line(&format!(
+        "cluster {}: {} masters, {} agents; state in {}",
+        inventory.name,
+        inventory.masters().count(),
+        inventory.agents().count(),
+        inventory.state_dir.display()
+    ));
+
+    let binary = own_binary()?;
+    let reached = probe_all(&inventory, &state, args.force).await;
+    let probed = report_preflight(&inventory, reached, &progress)?;
+
+    let mut plans = Vec::new();
+    for p in &probed {
+        let payload = Payload {
+            binary: &binary,
+            secrets: state.node_secrets(&inventory, &p.node)?,
+        };
+        plans.push(plan::node_plan(&inventory, &p.node, &payload, &p.facts));
+    }
+    if args.dry_run {
+        print_plan(&plans, json)?;
+        return Ok(());
+    }
+
+    let sessions: BTreeMap<String, Probed> = probed
+        .into_iter()
+        .map(|p| (p.node.name.clone(), p))
+        .collect();
+    let by_role = |role: Role| plans.iter().filter(move |p| p.role == role);
+    run_plans(&sessions, by_role(Role::Master), &progress).await?;
+    let client = state.client(&inventory)?;
+    wait_for_leader(&client, &inventory, &sessions, &progress).await?;
+    run_plans(&sessions, by_role(Role::Agent), &progress).await?;
+    wait_for_agents(&client, &inventory, &sessions, &progress).await?;
+    for probed in sessions.into_values() {
+        probed.session.close().await;
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let first = inventory
+        .masters()
+        .next()
+        .expect("an inventory has masters")
+        .url(&inventory);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "cluster": inventory.name,
+                "dashboard": format!("{first}/"),
+                "cliConfig": state.cli_config,
+                "token": state.token,
+                "seconds": elapsed,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("\ncluster {} is up ({elapsed:.1} s)", inventory.name);
+    println!(
+        "  dashboard   {first}/  (trust {} in the browser)",
+        state.ca_cert().display()
+    );
+    println!("  admin token {}", state.token);
+    println!("  cli.toml    {}", state.cli_config.display());
+    println!(
+        "next:\n  export DCOS_CONFIG={}\n  dcos-rs node list",
+        state.cli_config.display()
+    );
+    Ok(())
+}
+
+/// The running executable, to be installed on the nodes.
+fn own_binary() -> anyhow::Result<NodeFile> {
+    let path = std::env::current_exe().context("finding this binary")?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if has_interpreter(&bytes) {
+        eprintln!(
+            "warning: {} is dynamically linked: nodes need the same C library. Install from a static build (make static) to be safe",
+            path.display()
+        );
+    }
+    Ok(NodeFile::new(BINARY_PATH, bytes, 0o755))
+}
+
+/// An ELF executable with a PT_INTERP header (a dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let read = |at: usize, len: usize| elf.get(at..at + len);
+    let (Some(phoff), Some(size), Some(count)) = (read(0x20, 8), read(0x36, 2), read(0x38, 2))
+    else {
+        return false;
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(phoff.try_into().unwrap()) as usize;
+    let size = u16::from_le_bytes(size.try_into().unwrap()) as usize;
+    let count = u16::from_le_bytes(count.try_into().unwrap()) as usize;
+    (0..count).any(|i| read(phoff + i * size, 4).is_some_and(|t| t == 3u32.to_le_bytes()))
+}
+
+async fn probe_all(inventory: &Inventory, state: &State, force: bool) -> Vec<Reached> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, node) in inventory.nodes.iter().enumerate() {
+        let node = node.clone();
+        let inventory = inventory.clone();
+        let known_hosts = state.known_hosts();
+        tasks.spawn(async move { (index, probe_one(inventory, node, known_hosts, force).await) });
+    }
+    let mut reached: Vec<(usize, Reached)> = tasks.join_all().await;
+    reached.sort_by_key(|(i, _)| *i);
+    reached.into_iter().map(|(_, r)| r).collect()
+}
+
+async fn probe_one(inventory: Inventory, node: Node, known_hosts: PathBuf, force: bool) -> Reached {
+    let timeouts = inventory.timeouts;
+    let session = match Session::connect(
+        &node.address,
+        &node.ssh,
+        &known_hosts,
+        Duration::from_secs(timeouts.connect_s),
+        Duration::from_secs(timeouts.command_s),
+    )
+    .await
+    {
+        Ok(session) => session,
+        Err(e) => {
+            return Reached::Failed {
+                node,
+                step: "ssh",
+                reason: e.to_string(),
+            }
+        }
+    };
+    let data_dir = match node.role {
+        Role::Master => &inventory.data_dirs.master,
+        Role::Agent => &inventory.data_dirs.agent,
+    };
+    // The probe runs as the login user: it tells whether sudo works.
+    let mut session = session;
+    let sudo = std::mem::replace(&mut session.sudo, false);
+    let sent = now();
+    let output = session
+        .run(
+            &format!("sh -s -- {}", shell_quote(&data_dir.to_string_lossy())),
+            facts::probe_script().as_bytes(),
+        )
+        .await;
+    let received = now();
+    session.sudo = sudo;
+    let output = match output {
+        Ok(output) if output.success() => output,
+        Ok(output) => {
+            return Reached::Failed {
+                node,
+                step: "probe",
+                reason: format!("exit {:?}: {}", output.status, output.tail()),
+            }
+        }
+        Err(e) => {
+            return Reached::Failed {
+                node,
+                step: "probe",
+                reason: e.to_string(),
+            }
+        }
+    };
+    let facts = match facts::parse(&output.stdout_text()) {
+        Ok(facts) => facts,
+        Err(e) => {
+            return Reached::Failed {
+                node,
+                step: "probe",
+                reason: e.to_string(),
+            }
+        }
+    };
+    let context = preflight::Context {
+        inventory: &inventory,
+        arch: std::env::consts::ARCH,
+        local_time: (sent + received) / 2.0,
+        half_round_trip: (received - sent) / 2.0,
+        force,
+    };
+    let checks = preflight::checks(&context, &node, &facts);
+    Reached::Probed(Box::new(Probed {
+        node,
+        session,
+        facts,
+        checks,
+    }))
+}
+
+/// Prints the preflight table; fails if any node failed a check or could not be reached.
+fn report_preflight(
+    inventory: &Inventory,
+    reached: Vec<Reached>,
+    progress: &Progress,
+) -> anyhow::Result<Vec<Probed>> {
+    let names: Vec<&str> = reached
+        .iter()
+        .find_map(|r| match r {
+            Reached::Probed(p) => Some(p.checks.iter().map(|c| c.name).collect()),
+            Reached::Failed { .. } => None,
+        })
+        .unwrap_or_default();
+    let agent_names: Vec<&str> = reached
+        .iter()
+        .find_map(|r| match r {
+            Reached::Probed(p) if p.node.role == Role::Agent => {
+                Some(p.checks.iter().map(|c| c.name).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or(names);
+    let mut rows = vec![["NODE", "ROLE", "ADDRESS"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(agent_names.iter().map(|s| s.to_uppercase()))
+        .collect::<Vec<_>>()];
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut probed = Vec::new();
+    for r in reached {
+        match r {
+            Reached::Failed { node, step, reason } => {
+                let mut row = vec![
+                    node.name.clone(),
+                    node.role.to_string(),
+                    node.address.clone(),
+                    format!("{step} failed"),
+                ];
+                row.resize(rows[0].len(), String::new());
+                rows.push(row);
+                problems.push(format!(
+                    "{} ({}) {step}: {reason}",
+                    node.name,
+                    node.ssh_label()
+                ));
+            }
+            Reached::Probed(p) => {
+                let mut row = vec![
+                    p.node.name.clone(),
+                    p.node.role.to_string(),
+                    p.node.address.clone(),
+                ];
+                for name in &agent_names {
+                    row.push(match p.checks.iter().find(|c| c.name == *name) {
+                        None => "-".into(),
+                        Some(c) if c.verdict == Verdict::Pass => "ok".into(),
+                        Some(c) if c.verdict == Verdict::Warn => "warn".into(),
+                        Some(_) => "FAIL".into(),
+                    });
+                }
+                rows.push(row);
+                for check in &p.checks {
+                    let line = format!(
+                        "{} ({}) {}: {}",
+                        p.node.name, p.node.address, check.name, check.detail
+                    );
+                    match check.verdict {
+                        Verdict::Fail => problems.push(line),
+                        Verdict::Warn => warnings.push(line),
+                        Verdict::Pass => {}
+                    }
+                }
+                probed.push(*p);
+            }
+        }
+    }
+    if progress.json {
+        let table: Vec<_> = probed.iter().map(|p| serde_json::json!({"node": p.node.name, "address": p.node.address, "checks": p.checks})).collect();
+        eprintln!(
+            "{}",
+            serde_json::json!({"preflight": table, "problems": problems})
+        );
+    } else {
+        println!("preflight:");
+        crate::cli::print_table(&rows);
+        for warning in &warnings {
+            println!("warning: {warning}");
+        }
+    }
+    if !problems.is_empty() {
+        let failed = problems.len();
+        bail!(
+            "preflight failed ({failed} problem{}); nothing was changed on any node. Fix these and run `dcos-rs install --config ...` again:\n  {}",
+            if failed == 1 { "" } else { "s" },
+            problems.join("\n  ")
+        );
+    }
+    let _ = inventory;
+    Ok(probed)
+}
+
+fn print_plan(plans: &[NodePlan], json: bool) -> anyhow::Result<()> {
+    if json {
+        let value: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                let steps: Vec<_> = p
+                    .steps
+                    .iter()
+                    .map(|s| serde_json::json!({"step": s.label(), "skip": s.skip}))
+                    .collect();
+                serde_json::json!({"node": p.node, "role": p.role, "steps": steps})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("plan (--dry-run: nothing was changed):");
+    for p in plans {
+        println!("  {} ({}):", p.node, p.role);
+        for step in &p.steps {
+            match &step.skip {
+                None => println!("    do    {}", step.label()),
+                Some(why) => println!("    skip  {} ({why})", step.label()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the plans of several nodes in parallel; the first failure is the error (the other
+/// nodes finish their current plan).
+async fn run_plans<'a>(
+    sessions: &BTreeMap<String, Probed>,
+    plans: impl Iterator<Item = &'a NodePlan>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let runs = plans.map(|plan| run_plan(&sessions[&plan.node], plan, progress));
+    let results = futures_util::future::join_all(runs).await;
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
+    if !failures.is_empty() {
+        bail!(
+            "{}\nfix the cause and run `dcos-rs install` again: finished steps are skipped",
+            failures.join("\n")
+        );
+    }
+    Ok(())
+}
+
+async fn run_plan(probed: &Probed, plan: &NodePlan, progress: &Progress) -> anyhow::Result<()> {
+    let node = &probed.node;
+    for step in plan.pending() {
+        let label = step.label();
+        let started = Instant::now();
+        let result = run_action(&probed.session, &step.action).await;
+        match result {
+            Ok(()) => progress.step(
+                node,
+                &label,
+                &format!("done {:.1} s", started.elapsed().as_secs_f64()),
+            ),
+            Err(reason) => {
+                progress.step(node, &label, "FAILED");
+                bail!(
+                    "{} ({}) step \"{label}\" failed: {reason}",
+                    node.name,
+                    node.address
+                );
+            }
+        }
+    }
+    if plan.pending().next().is_none() {
+        progress.step(node, "everything in place", "skipped");
+    }
+    Ok(())
+}
+
+async fn run_action(session: &Session, action: &Action) -> Result<(), String> {
+    let checked = |output: Result<dcos_installer::ssh::Output, SshError>| match output {
+        Ok(output) if output.success() => Ok(output),
+        Ok(output) => Err(format!(
+            "exit {}: {}",
+            output
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or("by signal".into()),
+            output.tail()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    match action {
+        Action::Claim { marker, data_dir } => {
+            checked(
+                session
+                    .run(
+                        &format!(
+                            "set -e; mkdir -p {CONFIG_DIR} {dir}; chmod 700 {dir}",
+                            dir = shell_quote(data_dir)
+                        ),
+                        b"",
+                    )
+                    .await,
+            )?;
+            checked(
+                session
+                    .write_file(&marker.path, &marker.content, marker.mode)
+                    .await,
+            )?;
+        }
+        Action::Upload { file } => {
+            checked(
+                session
+                    .write_file(&file.path, &file.content, file.mode)
+                    .await,
+            )?;
+        }
+        Action::Start { unit, restart } => {
+            let verb = if *restart { "restart" } else { "start" };
+            let command = format!("set -e; systemctl daemon-reload; systemctl enable --quiet {unit}; systemctl {verb} {unit}; sleep 0.5; systemctl is-active {unit} >/dev/null || {{ journalctl -u {unit} -n 20 --no-pager >&2; exit 1; }}");
+            checked(session.run(&command, b"").await)?;
+        }
+    }
+    Ok(())
+}
+
+/// The last lines of a unit's journal on a node, for a failed wait.
+async fn journal(probed: &Probed) -> String {
+    let unit = preflight::unit_name(probed.node.role);
+    match probed
+        .session
+        .run(&format!("journalctl -u {unit} -n 8 --no-pager -o cat"), b"")
+        .await
+    {
+        Ok(output) => output.tail(),
+        Err(e) => format!("(journal unreadable: {e})"),
+    }
+}
+
+async fn wait_for_leader(
+    client: &crate::cli::client::Client,
+    inventory: &Inventory,
+    sessions: &BTreeMap<String, Probed>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(inventory.timeouts.quorum_s);
+    let masters = inventory.masters().count();
+    let mut last;
+    loop {
+        match client
+            .get::<dcos_api::cluster::NodesView>(dcos_api::routes::cluster::NODES)
+            .await
+        {
+            Ok(nodes) => {
+                let leaders = nodes.masters.iter().filter(|m| m.role == "leader").count();
+                if leaders == 1 && nodes.masters.len() == masters {
+                    progress.line(&format!(
+                        "masters: a leader elected by {masters} masters ({:.1} s)",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    return Ok(());
+                }
+                last = format!(
+                    "{} of {masters} masters known, {leaders} leader",
+                    nodes.masters.len()
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            let mut journals = Vec::new();
+            for probed in sessions.values().filter(|p| p.node.role == Role::Master) {
+                journals.push(format!(
+                    "{} ({}): {}",
+                    probed.node.name,
+                    probed.node.address,
+                    journal(probed).await
+                ));
+            }
+            bail!(
+                "step \"wait for a leader\" failed: no leader within {} s (timeouts.quorum_s): {last}\nthe masters' last log lines:\n  {}",
+                inventory.timeouts.quorum_s,
+                journals.join("\n  ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_for_agents(
+    client: &crate::cli::client::Client,
+    inventory: &Inventory,
+    sessions: &BTreeMap<String, Probed>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(inventory.timeouts.agents_s);
+    let wanted: Vec<&Node> = inventory.agents().collect();
+    loop {
+        let registered: Vec<String> = match client
+            .get::<dcos_api::cluster::NodesView>(dcos_api::routes::cluster::NODES)
+            .await
+        {
+            Ok(nodes) => nodes
+                .agents
+                .iter()
+                .filter(|a| a.state == "active")
+                .map(|a| a.url.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let missing: Vec<&&Node> = wanted
+            .iter()
+            .filter(|n| !registered.contains(&n.url(inventory)))
+            .collect();
+        if missing.is_empty() {
+            progress.line(&format!(
+                "agents: {} registered and active ({:.1} s)",
+                wanted.len(),
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut lines = Vec::new();
+            for node in missing {
+                let journal = match sessions.get(&node.name) {
+                    Some(probed) => journal(probed).await,
+                    None => String::new(),
+                };
+                lines.push(format!(
+                    "{} ({}): not registered; its log: {journal}",
+                    node.name, node.address
+                ));
+            }
+            bail!(
+                "step \"wait for agents\" failed after {} s (timeouts.agents_s):\n  {}",
+                inventory.timeouts.agents_s,
+                lines.join("\n  ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Progress lines on stderr (stdout keeps the result, for scripts).
+struct Progress {
+    json: bool,
+}
+
+impl Progress {
+    fn line(&self, text: &str) {
+        if self.json {
+            eprintln!("{}", serde_json::json!({ "progress": text }));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn step(&self, node: &Node, step: &str, outcome: &str) {
+        if self.json {
+            eprintln!(
+                "{}",
+                serde_json::json!({ "node": node.name, "step": step, "outcome": outcome })
+            );
+        } else {
+            eprintln!("[{:<8}] {step} ... {outcome}", node.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_is_told_from_a_static_one() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // The test binary is built for the host's glibc: dynamic.
+        assert!(has_interpreter(&me));
+        assert!(!has_interpreter(b"\x7fELF\x02 not really"));
+        assert!(!has_interpreter(b"#!/bin/sh\n"));
+    }
+
+    #[test]
+    fn the_rendered_configs_are_what_the_master_and_agent_read() {
+        let text = include_str!("../../config/cluster.yaml");
+        let inventory = inventory::parse(
+            text,
+            "cluster.yaml",
+            Path::new("/x"),
+            &inventory::Env {
+                home: Some(Path::new("/root")),
+            },
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens"),
+            crate::auth::token_line("dcos_0123456789012345678901234567890123456789012", "admin")
+                + "\n",
+        )
+        .unwrap();
+        let master = dcos_installer::render::config(&inventory, inventory.node("m2").unwrap());
+        std::fs::write(dir.path().join("master.toml"), &master.content).unwrap();
+        let parsed =
+            crate::master::config::MasterConfig::load(&dir.path().join("master.toml")).unwrap();
+        assert_eq!(parsed.node_id, 2);
+        assert_eq!(parsed.initial_masters.len(), 3);
+        let agent = dcos_installer::render::config(&inventory, inventory.node("big-1").unwrap());
+        std::fs::write(dir.path().join("agent.toml"), &agent.content).unwrap();
+        let parsed =
+            crate::agent::config::AgentFileConfig::load(&dir.path().join("agent.toml")).unwrap();
+        assert_eq!(parsed.mem_mib, Some(16384));
+        assert_eq!(parsed.attributes["rack"], "r2");
+    }
+}
