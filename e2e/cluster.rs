@@ -31,6 +31,25 @@ const BODY_MAX: usize = 16 << 20;
 /// and bridge have fixed names. A `flock` on this file, held by the `Cluster`.
 const LOCK_FILE: &str = "/tmp/dcos-rs-e2e.lock";
 
+/// Waits for and holds the machine-wide e2e lock (released when the file is dropped).
+pub fn one_at_a_time() -> std::fs::File {
+    let guard = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap();
+    // SAFETY: flock on an fd we own; released when the file is closed.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&guard), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "locking {LOCK_FILE}: {}",
+        std::io::Error::last_os_error()
+    );
+    guard
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
     Master,
@@ -98,20 +117,7 @@ impl Cluster {
             nix::unistd::Uid::effective().is_root(),
             "the e2e tests create network namespaces: run them as root (CI does)"
         );
-        let guard = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .unwrap();
-        // SAFETY: flock on an fd we own; released when the file is closed.
-        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&guard), libc::LOCK_EX) };
-        assert_eq!(
-            locked,
-            0,
-            "locking {LOCK_FILE}: {}",
-            std::io::Error::last_os_error()
-        );
+        let guard = one_at_a_time();
         let net = Net::up(hosts);
         let dir = TempDir::new().unwrap();
         // The CA, an admin token (its hash in ca/tokens) and the CLI's cli.toml.

@@ -6,8 +6,10 @@
 
 mod cluster;
 mod frameworks;
+mod installer;
 mod jobs;
 mod net;
+mod testbed;
 
 use cluster::{master_url, wait_for, Cluster, UNREACHABLE_TIMEOUT_MS};
 use hyper::{Method, StatusCode};

@@ -1,0 +1,353 @@
+//! The installer against real sshd and systemd (nspawn hosts, e2e/testbed.rs): a whole
+//! cluster from one command, reruns, drift, and the failures it must name precisely.
+
+use crate::cluster::{wait_for, BIN};
+use crate::net;
+use crate::testbed::Testbed;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The installer's working directory: cluster.yaml, the binary it installs, its state.
+struct Admin {
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl Admin {
+    /// A copy of the binary without its debug sections (the installer uploads itself: 70 MB
+    /// instead of 180), in the testbed's directory.
+    fn new(testbed: &Testbed) -> Admin {
+        let dir = testbed.dir.path().join("admin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("dcos-rs");
+        let stripped = Command::new("objcopy")
+            .args(["--strip-debug", BIN, binary.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stripped {
+            std::fs::copy(BIN, &binary).unwrap();
+        }
+        Admin { dir, binary }
+    }
+
+    fn write_inventory(&self, text: &str) {
+        std::fs::write(self.dir.join("cluster.yaml"), text).unwrap();
+    }
+
+    fn dcos(&self, args: &[&str]) -> Output {
+        Command::new(&self.binary)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("HOME", &self.dir)
+            .env("DCOS_CONFIG", self.dir.join("state/cli.toml"))
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap()
+    }
+
+    fn install(&self) -> Output {
+        let output = self.dcos(&["install", "--config", "cluster.yaml"]);
+        eprintln!(
+            "--- install: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.dcos(&all);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn inventory(key: &Path, masters: &[u32], agents: &[(u32, &str)], extra: &str) -> String {
+    let mut text = format!(
+        "name: e2e\nssh:\n  key: {}\nstate_dir: ./state\n{extra}masters:\n",
+        key.display()
+    );
+    for host in masters {
+        text.push_str(&format!("  - address: {}\n", net::address(*host)));
+    }
+    text.push_str("agents:\n");
+    for (host, node_extra) in agents {
+        text.push_str(&format!(
+            "  - address: {}\n{node_extra}",
+            net::address(*host)
+        ));
+    }
+    text
+}
+
+/// Tasks of `app` running, as `task list --json` shows them.
+fn running(admin: &Admin, app: &str) -> Vec<Value> {
+    let tasks = admin.json(&["task", "list"]);
+    let list = tasks
+        .as_array()
+        .cloned()
+        .or_else(|| tasks["tasks"].as_array().cloned())
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|t| t["appId"] == app && t["state"] == "TASK_RUNNING")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_installs_three_masters_and_two_agents_and_a_rerun_fixes_only_drift() {
+    let testbed = Testbed::up(5, &[4, 5]);
+    let admin = Admin::new(&testbed);
+    admin.write_inventory(&inventory(
+        &testbed.key,
+        &[1, 2, 3],
+        &[(4, ""), (5, "    attributes:\n      rack: r2\n")],
+        "",
+    ));
+
+    let first = admin.install();
+    assert!(first.status.success());
+    let (out, err) = (text(&first.stdout), text(&first.stderr));
+    assert!(out.contains("cluster e2e is up"), "{out}");
+    assert!(
+        out.contains("dashboard   https://10.77.0.11:5050/"),
+        "{out}"
+    );
+    for node in ["m1", "m2", "m3", "a1", "a2"] {
+        assert!(
+            err.contains(&format!("[{node:<8}] upload the binary")),
+            "{node}: {err}"
+        );
+    }
+    assert!(
+        err.contains("masters: a leader elected by 3 masters"),
+        "{err}"
+    );
+    assert!(err.contains("agents: 2 registered and active"), "{err}");
+    // The preflight table came first, one row per node.
+    assert!(out.contains("NODE  ROLE    ADDRESS"), "{out}");
+
+    // The admin's cli.toml works; the cluster is what cluster.yaml says.
+    let nodes = admin.json(&["node", "list"]);
+    assert_eq!(nodes["masters"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        nodes["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "leader")
+            .count(),
+        1
+    );
+    let agents = nodes["agents"].as_array().unwrap();
+    assert_eq!(
+        agents.iter().filter(|a| a["state"] == "active").count(),
+        2,
+        "{nodes}"
+    );
+
+    // Real systemd units, enabled; the CA key never left this machine.
+    for host in 1..=5 {
+        let unit = if host <= 3 {
+            "dcos-rs-master"
+        } else {
+            "dcos-rs-agent"
+        };
+        assert_eq!(
+            testbed.sh(
+                host,
+                &format!("systemctl is-enabled {unit}; systemctl is-active {unit}")
+            ),
+            "enabled\nactive\n"
+        );
+        let config = if host <= 3 { "master.toml" } else { "agent.toml" };
+        let mut expected = vec!["ca.crt", "installed", config, "node.crt", "node.key", "tokens"];
+        expected.sort();
+        let listed = testbed.sh(host, "ls /etc/dcos-rs");
+        assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "h{host}");
+        assert_eq!(
+            testbed.sh(host, "stat -c %a /etc/dcos-rs/node.key"),
+            "600\n"
+        );
+    }
+    assert!(admin.dir.join("state/ca/ca.key").exists());
+
+    // An app deployed through the installed cluster runs on the installed agents.
+    std::fs::write(admin.dir.join("web.json"), r#"{"id": "/web", "cmd": "sleep 100000", "cpus": 0.1, "mem": 32, "instances": 2, "constraints": [["hostname", "UNIQUE"]]}"#).unwrap();
+    let deployed = admin.dcos(&["app", "deploy", "web.json"]);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    let web = wait_for(
+        "2 tasks of /web running",
+        Duration::from_secs(60),
+        async || {
+            let tasks = running(&admin, "/web");
+            (tasks.len() == 2).then_some(tasks)
+        },
+    )
+    .await;
+
+    // A rerun changes nothing.
+    let again = admin.install();
+    assert!(again.status.success());
+    let err = text(&again.stderr);
+    assert_eq!(
+        err.matches("everything in place ... skipped").count(),
+        5,
+        "{err}"
+    );
+
+    // Drift: a hand edit on a1 is put back, and only a1's agent restarts; its task lives on.
+    testbed.sh(4, "echo '# edited by hand' >> /etc/dcos-rs/agent.toml");
+    let mended = admin.install();
+    assert!(mended.status.success());
+    let err = text(&mended.stderr);
+    assert!(
+        err.contains("[a1      ] write /etc/dcos-rs/agent.toml ... done"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[a1      ] restart dcos-rs-agent ... done"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("everything in place ... skipped").count(),
+        4,
+        "{err}"
+    );
+    assert!(!testbed
+        .sh(4, "cat /etc/dcos-rs/agent.toml")
+        .contains("edited by hand"));
+    let ids = |tasks: &[Value]| {
+        tasks
+            .iter()
+            .map(|t| t["id"].to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let after = wait_for(
+        "both /web tasks still running",
+        Duration::from_secs(30),
+        async || {
+            let tasks = running(&admin, "/web");
+            (tasks.len() == 2).then_some(tasks)
+        },
+    )
+    .await;
+    assert_eq!(
+        ids(&after),
+        ids(&web),
+        "the agent's restart must not replace its task"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_node_and_cause_of_each_failure_and_a_rerun_completes_once_fixed() {
+    let testbed = Testbed::up(5, &[2, 3, 4, 5]);
+    let admin = Admin::new(&testbed);
+    let wrong_key = admin.dir.join("wrong_key");
+    let made = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            wrong_key.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broken = |key: &Path| {
+        inventory(
+            &testbed.key,
+            &[1],
+            &[
+                (2, ""),
+                (3, ""),
+                (4, &format!("    ssh:\n      key: {}\n", key.display())),
+                (5, ""),
+            ],
+            "timeouts:\n  connect_s: 5\n",
+        )
+    };
+
+    // h2: port 5051 taken; h3: a 1 MiB data disk; h4: a key it does not accept; h5: no sshd.
+    testbed.sh(2, "systemd-run --unit=squat perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalAddr => \"10.77.0.12:5051\", Listen => 1, ReuseAddr => 1) or die; sleep 100000'");
+    testbed.sh(
+        3,
+        "mkdir -p /var/lib/dcos-rs && mount -t tmpfs -o size=1m tmpfs /var/lib/dcos-rs",
+    );
+    testbed.sh(
+        5,
+        "systemctl stop ssh.service ssh.socket 2>/dev/null; systemctl stop ssh.service",
+    );
+    admin.write_inventory(&broken(&wrong_key));
+    wait_for(
+        "the squatter listening on h2",
+        Duration::from_secs(10),
+        async || {
+            testbed
+                .sh(2, "cat /proc/net/tcp")
+                .contains(":13BB 00000000:0000 0A")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let failed = admin.install();
+    assert!(!failed.status.success());
+    let err = text(&failed.stderr);
+    let out = text(&failed.stdout);
+    assert!(
+        err.contains("preflight failed (4 problems); nothing was changed on any node"),
+        "{err}"
+    );
+    assert!(
+        err.contains("a1 (10.77.0.12) ports: port 5051 is in use by another program"),
+        "{err}"
+    );
+    assert!(
+        err.contains("a2 (10.77.0.13) disk: 1 MiB free at /var/lib/dcos-rs"),
+        "{err}"
+    );
+    assert!(
+        err.contains("a3 (root@10.77.0.14:22) ssh: root@10.77.0.14 refused the key"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "a4 (root@10.77.0.15:22) ssh: cannot connect to 10.77.0.15:22: Connection refused"
+        ),
+        "{err}"
+    );
+    assert!(out.contains("ssh failed"), "{out}");
+    // Nothing was touched on the reachable nodes.
+    for host in [1, 2, 3] {
+        assert_eq!(
+            testbed.exec(host, "test -e /etc/dcos-rs").status.code(),
+            Some(1),
+            "h{host}"
+        );
+    }
+
+    // Each cause fixed: the same command completes.
+    testbed.sh(2, "systemctl stop squat");
+    testbed.sh(3, "umount /var/lib/dcos-rs");
+    testbed.sh(5, "systemctl start ssh.service");
+    admin.write_inventory(&broken(&testbed.key));
+    let fixed = admin.install();
+    assert!(fixed.status.success(), "{}", text(&fixed.stderr));
+    assert!(text(&fixed.stderr).contains("agents: 4 registered and active"));
+}
