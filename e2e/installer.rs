@@ -107,8 +107,8 @@ fn running(admin: &Admin, app: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_command_installs_three_masters_and_two_agents_and_a_rerun_fixes_only_drift() {
-    let testbed = Testbed::up(5, &[4, 5]);
+async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls() {
+    let testbed = Testbed::up(6, &[4, 5, 6]);
     let admin = Admin::new(&testbed);
     admin.write_inventory(&inventory(
         &testbed.key,
@@ -172,8 +172,19 @@ async fn one_command_installs_three_masters_and_two_agents_and_a_rerun_fixes_onl
             ),
             "enabled\nactive\n"
         );
-        let config = if host <= 3 { "master.toml" } else { "agent.toml" };
-        let mut expected = vec!["ca.crt", "installed", config, "node.crt", "node.key", "tokens"];
+        let config = if host <= 3 {
+            "master.toml"
+        } else {
+            "agent.toml"
+        };
+        let mut expected = vec![
+            "ca.crt",
+            "installed",
+            config,
+            "node.crt",
+            "node.key",
+            "tokens",
+        ];
         expected.sort();
         let listed = testbed.sh(host, "ls /etc/dcos-rs");
         assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "h{host}");
@@ -249,6 +260,88 @@ async fn one_command_installs_three_masters_and_two_agents_and_a_rerun_fixes_onl
         ids(&web),
         "the agent's restart must not replace its task"
     );
+    // node add: a third agent over SSH, nothing copied by hand.
+    let added = admin.dcos(&[
+        "node",
+        "add",
+        "root@10.77.0.16",
+        "--role",
+        "agent",
+        "--attr",
+        "rack=r3",
+        "--config",
+        "cluster.yaml",
+    ]);
+    let (out, err) = (text(&added.stdout), text(&added.stderr));
+    assert!(added.status.success(), "{out}{err}");
+    assert!(
+        out.contains("a3 (10.77.0.16) joined as an agent, active"),
+        "{out}"
+    );
+    assert!(
+        err.contains("[a3      ] start dcos-rs-agent ... done"),
+        "{err}"
+    );
+    let nodes = admin.json(&["node", "list"]);
+    assert_eq!(
+        nodes["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "active")
+            .count(),
+        3,
+        "{nodes}"
+    );
+    // It is part of the cluster now: a rerun of the install knows it.
+    let again = admin.install();
+    assert!(again.status.success());
+    assert!(text(&again.stderr).contains("[a3      ] everything in place ... skipped"));
+
+    // Drain a1: its task moves (to a3: a2 holds the other one, UNIQUE hostname); remove it,
+    // which uninstalls it over SSH.
+    let drained = admin.dcos(&["node", "drain", "10.77.0.14", "--wait", "--timeout", "60"]);
+    assert!(drained.status.success(), "{}", text(&drained.stderr));
+    let moved = wait_for("/web on a2 and a3", Duration::from_secs(60), async || {
+        let tasks = running(&admin, "/web");
+        let hosts: std::collections::BTreeSet<String> = tasks
+            .iter()
+            .map(|t| t["host"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (tasks.len() == 2 && !hosts.contains("h4") && !hosts.contains("10.77.0.14"))
+            .then_some(hosts)
+    })
+    .await;
+    eprintln!("/web now on {moved:?}");
+    let removed = admin.dcos(&["node", "remove", "10.77.0.14", "--config", "cluster.yaml"]);
+    assert!(
+        removed.status.success(),
+        "{}{}",
+        text(&removed.stdout),
+        text(&removed.stderr)
+    );
+    assert_eq!(testbed.exec(4, "test -e /etc/dcos-rs || test -e /usr/local/bin/dcos-rs || test -e /etc/systemd/system/dcos-rs-agent.service").status.code(), Some(1));
+    let nodes = admin.json(&["node", "list"]);
+    assert!(
+        !nodes["agents"].to_string().contains("10.77.0.14"),
+        "{nodes}"
+    );
+
+    // Uninstall: every node back to before, tasks killed, the state dir kept.
+    let refused = admin.dcos(&["uninstall", "--config", "cluster.yaml"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("give --yes"));
+    let uninstalled = admin.dcos(&["uninstall", "--config", "cluster.yaml", "--yes"]);
+    assert!(
+        uninstalled.status.success(),
+        "{}",
+        text(&uninstalled.stderr)
+    );
+    for host in 1..=6 {
+        let leftovers = testbed.sh(host, "ls /etc/dcos-rs /usr/local/bin/dcos-rs /etc/systemd/system/dcos-rs-* /var/lib/dcos-rs/* 2>/dev/null; pgrep -f 'sleep 10000[0]' || true");
+        assert_eq!(leftovers, "", "h{host}");
+    }
+    assert!(admin.dir.join("state/ca/ca.key").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,8 +81,12 @@ pub struct Node {
     pub attributes: BTreeMap<String, String>,
     pub resources: Resources,
     pub host_paths: Vec<PathBuf>,
-    /// The line of this node in cluster.yaml, for messages.
+    /// The line of this node in its file, for messages.
     pub line: u64,
+    /// Added to the running cluster by `dcos-rs node add` (kept in the state dir's
+    /// `added-nodes.yaml`, not in cluster.yaml). An added master joins the cluster instead of
+    /// founding it.
+    pub added: bool,
 }
 
 impl Node {
@@ -247,6 +251,9 @@ struct PreflightFile {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     address: Spanned<String>,
+    /// Masters: the Raft node id (default: the position, 1, 2, ...). `node add` writes it.
+    #[serde(default)]
+    id: Option<Spanned<u64>>,
     #[serde(default)]
     name: Option<Spanned<String>>,
     #[serde(default)]
@@ -264,10 +271,45 @@ pub struct Env<'a> {
     pub home: Option<&'a Path>,
 }
 
+/// Nodes added to a running cluster (`dcos-rs node add`), kept beside the CA in the state
+/// dir: the same node entries as cluster.yaml's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddedFile {
+    #[serde(default)]
+    masters: Vec<Spanned<NodeFile>>,
+    #[serde(default)]
+    agents: Vec<Spanned<NodeFile>>,
+}
+
+/// The file in the state dir that lists the nodes `node add` added.
+pub const ADDED_FILE: &str = "added-nodes.yaml";
+
 /// Parses and checks cluster.yaml's `text`; `file` names it in errors, `base` is its
 /// directory (relative paths are relative to it).
 pub fn parse(text: &str, file: &str, base: &Path, env: &Env) -> Result<Inventory, InventoryError> {
-    let raw: File = serde_saphyr::from_str(text).map_err(|e| {
+    parse_with_added(text, file, base, env, None)
+}
+
+/// `parse`, with the nodes of `added` (the state dir's added-nodes.yaml: its text and path)
+/// after cluster.yaml's own.
+pub fn parse_with_added(
+    text: &str,
+    file: &str,
+    base: &Path,
+    env: &Env,
+    added: Option<(&str, &str)>,
+) -> Result<Inventory, InventoryError> {
+    let raw: File = from_yaml(text, file)?;
+    let added_raw = match added {
+        Some((text, name)) => Some((from_yaml::<AddedFile>(text, name)?, name)),
+        None => None,
+    };
+    Checker { file, base, env }.inventory(raw, added_raw)
+}
+
+fn from_yaml<'a, T: Deserialize<'a>>(text: &'a str, file: &str) -> Result<T, InventoryError> {
+    serde_saphyr::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let message = e.without_snippet().to_string();
         InventoryError {
@@ -276,8 +318,7 @@ pub fn parse(text: &str, file: &str, base: &Path, env: &Env) -> Result<Inventory
             key: key_of_message(&message),
             reason: first_line(&message),
         }
-    })?;
-    Checker { file, base, env }.inventory(raw)
+    })
 }
 
 /// serde's messages name the field in backquotes (`unknown field `foo``); the key of a parse
@@ -316,7 +357,11 @@ impl Checker<'_> {
         })
     }
 
-    fn inventory(&self, raw: File) -> Result<Inventory, InventoryError> {
+    fn inventory(
+        &self,
+        raw: File,
+        added: Option<(AddedFile, &str)>,
+    ) -> Result<Inventory, InventoryError> {
         let name = &raw.name;
         if !valid_name(&name.value, 40) {
             return self.error(name.referenced.line(), "name", format!("{:?} is not a cluster name: 1 to 40 letters, digits or '-', starting with a letter", name.value));
@@ -356,9 +401,30 @@ impl Checker<'_> {
         for (i, node) in raw.agents.iter().enumerate() {
             nodes.push(self.node(node, Role::Agent, i, &ssh_defaults)?);
         }
+        if let Some((added, file)) = added {
+            let checker = Checker {
+                file,
+                base: self.base,
+                env: self.env,
+            };
+            let (masters, agents) = (masters.value.len(), raw.agents.len());
+            for (i, node) in added.masters.iter().enumerate() {
+                let mut node = checker.node(node, Role::Master, masters + i, &ssh_defaults)?;
+                node.added = true;
+                nodes.push(node);
+            }
+            for (i, node) in added.agents.iter().enumerate() {
+                let mut node = checker.node(node, Role::Agent, agents + i, &ssh_defaults)?;
+                node.added = true;
+                nodes.push(node);
+            }
+            // Masters first, in id order.
+            nodes.sort_by_key(|n| (n.role, n.master_id));
+        }
 
         let mut names = BTreeSet::new();
         let mut endpoints = BTreeSet::new();
+        let mut ids = BTreeSet::new();
         for node in &nodes {
             let key = format!("{}s[{}]", node.role, index_of(&nodes, node));
             if !names.insert(node.name.clone()) {
@@ -372,6 +438,15 @@ impl Checker<'_> {
                 Role::Master => ports.master,
                 Role::Agent => ports.agent,
             };
+            if let Some(id) = node.master_id {
+                if !ids.insert(id) {
+                    return self.error(
+                        node.line,
+                        format!("{key}.id"),
+                        format!("master id {id} is used twice"),
+                    );
+                }
+            }
             if !endpoints.insert((node.address.clone(), port)) {
                 return self.error(
                     node.line,
@@ -653,11 +728,22 @@ impl Checker<'_> {
                 port,
                 key: key_path,
             },
-            master_id: (role == Role::Master).then_some(index as u64 + 1),
+            master_id: match (&raw.id, role) {
+                (Some(id), Role::Master) if id.value >= 1 => Some(id.value),
+                (Some(id), Role::Master) => {
+                    return self.error(id.referenced.line(), key("id"), "master ids start at 1");
+                }
+                (Some(id), Role::Agent) => {
+                    return self.error(id.referenced.line(), key("id"), "only masters have an id");
+                }
+                (None, Role::Master) => Some(index as u64 + 1),
+                (None, Role::Agent) => None,
+            },
             attributes: attributes.0,
             resources: resources.0,
             host_paths: host_paths.0.into_iter().map(PathBuf::from).collect(),
             line,
+            added: false,
         })
     }
 

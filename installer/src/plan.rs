@@ -63,6 +63,12 @@ impl NodePlan {
     pub fn pending(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(|s| s.skip.is_none())
     }
+
+    /// The node's service runs and will be restarted.
+    pub fn restarts(&self) -> bool {
+        self.pending()
+            .any(|s| matches!(s.action, Action::Start { restart: true, .. }))
+    }
 }
 
 /// What the installer has for a node besides its config and unit: the binary and the

@@ -76,7 +76,7 @@ fn header(inventory: &Inventory, node: &Node) -> String {
 pub fn master_config(inventory: &Inventory, node: &Node) -> NodeFile {
     let mut text = header(inventory, node);
     text.push_str(&format!(
-        "node_id = {}\nlisten = {}\nadvertise_url = {}\ndata_dir = {}\ninitial_masters = [\n",
+        "node_id = {}\nlisten = {}\nadvertise_url = {}\ndata_dir = {}\n",
         node.master_id.unwrap_or(0),
         toml_string(&format!(
             "{}:{}",
@@ -86,14 +86,22 @@ pub fn master_config(inventory: &Inventory, node: &Node) -> NodeFile {
         toml_string(&node.url(inventory)),
         toml_string(&inventory.data_dirs.master.to_string_lossy()),
     ));
-    for master in inventory.masters() {
-        text.push_str(&format!(
-            "  {{ id = {}, url = {} }},\n",
-            master.master_id.unwrap_or(0),
-            toml_string(&master.url(inventory))
-        ));
+    if node.added {
+        // It joins the running cluster: `node add` makes it a learner, then a voter.
+        text.push_str("# Joined a running cluster (`dcos-rs node add`): no initial_masters.\n");
+    } else {
+        // The founding voters: cluster.yaml's masters, the same list on each of them.
+        text.push_str("initial_masters = [\n");
+        for master in inventory.masters().filter(|m| !m.added) {
+            text.push_str(&format!(
+                "  {{ id = {}, url = {} }},\n",
+                master.master_id.unwrap_or(0),
+                toml_string(&master.url(inventory))
+            ));
+        }
+        text.push_str("]\n");
     }
-    text.push_str("]\n\n[tls]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"node.key\"\n\n[auth]\ntokens_file = \"tokens\"\n");
+    text.push_str("\n[tls]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"node.key\"\n\n[auth]\ntokens_file = \"tokens\"\n");
     NodeFile::new(config_path(Role::Master), text, 0o644)
 }
 

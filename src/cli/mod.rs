@@ -138,6 +138,18 @@ pub enum Commands {
           export DCOS_CONFIG=./dcos-rs-demo/cli.toml; dcos-rs node list"
     )]
     Install(crate::install::InstallArgs),
+    /// Remove what `dcos-rs install` put on every node (optionally keeping the data).
+    #[command(
+        long_about = "Remove a cluster that `dcos-rs install` made, over SSH.\n\n\
+        On every node of cluster.yaml (and those `node add` added), agents first: the service\n\
+        is stopped and disabled (an agent's tasks are killed with it), the unit, the binary\n\
+        and /etc/dcos-rs are removed, and the data dir too unless --keep-data. The state dir\n\
+        on this machine (CA, tokens, cli.toml) is kept. Without --yes it only says what it\n\
+        would do. Safe to repeat.\n\n\
+        Example:\n  \
+          dcos-rs uninstall --config cluster.yaml --keep-data --yes"
+    )]
+    Uninstall(crate::install::UninstallArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -288,6 +300,41 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Commands::Cluster(command) => return crate::cli::cluster::run(command, cli.url, json),
         // Nodes over SSH; the masters it makes are contacted with its own state's client.
         Commands::Install(args) => return crate::install::install(args, json).await,
+        Commands::Uninstall(args) => return crate::install::uninstall(args, json).await,
+        Commands::Node(NodeCommand::Add {
+            target: Some(target),
+            role,
+            attributes,
+            ssh_key,
+            name,
+            config,
+            force,
+            ..
+        }) => {
+            let attributes = attributes
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--attr {a:?}: give NAME=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let role = if role == "master" {
+                dcos_installer::inventory::Role::Master
+            } else {
+                dcos_installer::inventory::Role::Agent
+            };
+            let add = crate::install::AddNode {
+                target,
+                role,
+                name,
+                attributes,
+                ssh_key,
+                config,
+                force,
+            };
+            return crate::install::add_node(add, json).await;
+        }
         command => command,
     };
     let client = client_from_settings(cli.url)?;
@@ -296,7 +343,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         | Commands::Master(_)
         | Commands::Agent(_)
         | Commands::Cluster(_)
-        | Commands::Install(_) => {
+        | Commands::Install(_)
+        | Commands::Uninstall(_) => {
             unreachable!("handled above")
         }
         Commands::App(command) => app::app(&client, json, command).await,

@@ -7,27 +7,51 @@ use clap::Subcommand;
 use dcos_api::routes::cluster as cluster_routes;
 use dcos_api::NodesView;
 use hyper::Method;
+use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
     /// List masters and agents with their state and resources.
     List,
-    /// Add a master to a running cluster (as a learner, promoted once it has caught up).
-    #[command(long_about = "Add a master to a running cluster.\n\n\
-        Start the new master first (`dcos-rs master --config` with no initial_masters), then\n\
-        add it: it joins as a learner, receives the log (or a snapshot), and is promoted to a\n\
-        voter once it has caught up (this waits up to 60 s). Keep 3 or 5 voting masters.\n\n\
-        Example:\n  \
+    /// Add a node over SSH (preflight, provision, join), or register a master started by hand.
+    #[command(long_about = "Add a node to a running cluster.\n\n\
+        With USER@HOST (the cluster made by `dcos-rs install`): the same preflight and\n\
+        provisioning as the install, for this one host, with the CA, tokens and settings of\n\
+        cluster.yaml's state dir; no token or certificate is copied by hand. An agent is\n\
+        done once it is registered and active; a master joins as a learner and is promoted\n\
+        to a voter once it has caught up (up to 60 s). The node is recorded in the state\n\
+        dir's added-nodes.yaml, so later installs, upgrades and uninstalls include it.\n\n\
+        Without USER@HOST, only `--role master --id N --advertise-url URL`: asks the cluster\n\
+        to take a master you started yourself (no initial_masters in its master.toml).\n\n\
+        Examples:\n  \
+        dcos-rs node add root@10.77.0.16 --role agent --attr rack=r3 --config cluster.yaml\n  \
+        dcos-rs node add admin@10.77.0.17:2222 --role master --ssh-key ~/.ssh/id_ed25519\n  \
         dcos-rs node add --role master --id 4 --advertise-url https://10.77.0.14:5050")]
     Add {
-        /// Only `master`: agents join by starting `dcos-rs agent` with the masters' URLs.
+        /// The new node over SSH: [USER@]HOST[:PORT] (defaults from cluster.yaml's `ssh`).
+        target: Option<String>,
+        /// What the new node runs.
         #[arg(long, value_parser = ["master", "agent"])]
         role: String,
-        /// The new master's node_id (its master.toml).
+        /// An agent attribute for placement constraints, NAME=VALUE (repeat for several).
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attributes: Vec<String>,
+        /// The private key to log in with [default: cluster.yaml's ssh.key].
+        #[arg(long, value_name = "PATH")]
+        ssh_key: Option<PathBuf>,
+        /// The node's name [default: the first free m<N> or a<N>].
+        #[arg(long)]
+        name: Option<String>,
+        /// The cluster's inventory (its state dir holds the CA and tokens).
+        #[arg(long, default_value = "cluster.yaml")]
+        config: PathBuf,
+        /// Take over a host that holds another cluster's install.
+        #[arg(long)]
+        force: bool,
+        /// Without USER@HOST: the master's node_id (its master.toml).
         #[arg(long)]
         id: Option<u64>,
-        /// The new master's advertise_url (https://host:port). (`--url` is the master the
-        /// CLI talks to.)
+        /// Without USER@HOST: the master's advertise_url (https://host:port).
         #[arg(long)]
         advertise_url: Option<String>,
     },
@@ -67,6 +91,11 @@ pub enum NodeCommand {
         /// NODE is a master id.
         #[arg(long)]
         master: bool,
+        /// Also uninstall the node over SSH (the cluster made by `dcos-rs install` from this
+        /// inventory) and forget it there. NODE is then its address or name, as in the
+        /// inventory; for an agent, also as `node list` shows it.
+        #[arg(long, value_name = "CLUSTER_YAML")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -86,13 +115,17 @@ pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> a
     match command {
         NodeCommand::List => unreachable!("handled by the caller"),
         NodeCommand::Add {
+            target: Some(_), ..
+        } => unreachable!("handled by the caller (over SSH)"),
+        NodeCommand::Add {
             role,
             id,
             advertise_url: url,
+            ..
         } => {
             anyhow::ensure!(
                 role == "master",
-                "--role agent: agents join by themselves: start `dcos-rs agent --config agent.toml` on the host, with the masters' URLs in `masters`"
+                "--role agent needs the host: dcos-rs node add root@<host> --role agent (over SSH), or start `dcos-rs agent --config agent.toml` on it yourself"
             );
             let (Some(id), Some(url)) = (id, url) else {
                 anyhow::bail!("--role master needs --id (the new master's node_id) and --advertise-url (its advertise_url)");
@@ -157,7 +190,24 @@ pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> a
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
-        NodeCommand::Remove { node, master } => {
+        NodeCommand::Remove {
+            node,
+            master,
+            config,
+        } => {
+            // With --config, NODE may be an inventory name or address: find the id.
+            let inventory_node = match &config {
+                Some(config) => crate::install::load_inventory(config)?
+                    .nodes
+                    .into_iter()
+                    .find(|n| n.name == node || n.address == node),
+                None => None,
+            };
+            let node = match (&inventory_node, master) {
+                (Some(n), true) => n.master_id.map(|id| id.to_string()).unwrap_or(node),
+                (Some(n), false) => n.address.clone(),
+                (None, _) => node,
+            };
             let (path, what) = if master {
                 let id: u64 = node
                     .parse()
@@ -168,6 +218,9 @@ pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> a
                 (cluster_routes::agent(&id), format!("agent {id}"))
             };
             let answer: serde_json::Value = client.send_json(Method::DELETE, &path, b"").await?;
+            if let (Some(config), Some(n)) = (&config, &inventory_node) {
+                crate::install::remove_node(config, &n.address, json).await?;
+            }
             if json {
                 return print_json(&answer);
             }

@@ -5,6 +5,7 @@
 //! then agents, each registered. Every step prints a progress line naming node and step; a
 //! failure names both and what the node said. A rerun skips what is in place.
 
+mod nodes;
 mod state;
 
 use anyhow::{bail, Context};
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use nodes::{add_node, remove_node, AddNode};
 pub use state::State;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -58,7 +60,8 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Reads and checks cluster.yaml.
+/// Reads and checks cluster.yaml, with the nodes `node add` added since (the state dir's
+/// added-nodes.yaml).
 pub fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the inventory {}", path.display()))?;
@@ -72,11 +75,21 @@ pub fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
     let env = inventory::Env {
         home: home.as_deref(),
     };
-    Ok(inventory::parse(
+    let file = path.display().to_string();
+    let alone = inventory::parse(&text, &file, &base, &env)?;
+    let added_path = alone.state_dir.join(inventory::ADDED_FILE);
+    let added = match std::fs::read_to_string(&added_path) {
+        Ok(added) => added,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(alone),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", added_path.display())),
+    };
+    let added_name = added_path.display().to_string();
+    Ok(inventory::parse_with_added(
         &text,
-        &path.display().to_string(),
+        &file,
         &base,
         &env,
+        Some((&added, &added_name)),
     )?)
 }
 
@@ -115,11 +128,21 @@ pub async fn install(args: InstallArgs, json: bool) -> anyhow::Result<()> {
         .map(|p| (p.node.name.clone(), p))
         .collect();
     let by_role = |role: Role| plans.iter().filter(move |p| p.role == role);
-    run_plans(&sessions, by_role(Role::Master), &progress).await?;
     let client = state.client(&inventory)?;
+    // New masters start together (a majority must be up to elect anyone); running masters
+    // that must restart go one at a time, each back in a cluster with a leader before the
+    // next, so the quorum holds.
+    let (restarts, starts): (Vec<&NodePlan>, Vec<&NodePlan>) =
+        by_role(Role::Master).partition(|p| p.restarts());
+    run_plans(&sessions, starts.into_iter(), &progress).await?;
+    for plan in restarts {
+        run_plans(&sessions, std::iter::once(plan), &progress).await?;
+        wait_for_leader(&client, &inventory, &sessions, &progress).await?;
+    }
     wait_for_leader(&client, &inventory, &sessions, &progress).await?;
     run_plans(&sessions, by_role(Role::Agent), &progress).await?;
-    wait_for_agents(&client, &inventory, &sessions, &progress).await?;
+    let agents: Vec<Node> = inventory.agents().cloned().collect();
+    wait_for_agents(&client, &inventory, &agents, &sessions, &progress).await?;
     for probed in sessions.into_values() {
         probed.session.close().await;
     }
@@ -187,8 +210,18 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 async fn probe_all(inventory: &Inventory, state: &State, force: bool) -> Vec<Reached> {
+    probe_nodes(inventory, &inventory.nodes, state, force).await
+}
+
+/// Connects to `nodes` in parallel and probes them; in `nodes`' order.
+async fn probe_nodes(
+    inventory: &Inventory,
+    nodes: &[Node],
+    state: &State,
+    force: bool,
+) -> Vec<Reached> {
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, node) in inventory.nodes.iter().enumerate() {
+    for (index, node) in nodes.iter().enumerate() {
         let node = node.clone();
         let inventory = inventory.clone();
         let known_hosts = state.known_hosts();
@@ -508,6 +541,166 @@ async fn run_action(session: &Session, action: &Action) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct UninstallArgs {
+    /// The cluster inventory the cluster was installed from.
+    #[arg(long, default_value = "cluster.yaml")]
+    pub config: PathBuf,
+    /// Keep each node's data dir (the masters' Raft log and state, the agents' sandboxes).
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Really remove: without it, the command only says what it would remove.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// What uninstalling a node runs: its service stopped (an agent's tasks killed with it),
+/// then every file the installer put there, the data too unless kept.
+fn uninstall_script(inventory: &Inventory, node: &Node, keep_data: bool) -> String {
+    let unit = preflight::unit_name(node.role);
+    let data_dir = match node.role {
+        Role::Master => &inventory.data_dirs.master,
+        Role::Agent => &inventory.data_dirs.agent,
+    };
+    let mut script = format!(
+        "set -e\n\
+         if [ -f /etc/systemd/system/{unit}.service ]; then\n\
+         \x20 systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true\n\
+         \x20 systemctl disable --now --quiet {unit} 2>/dev/null || true\n\
+         \x20 rm -f /etc/systemd/system/{unit}.service\n\
+         \x20 systemctl daemon-reload\n\
+         fi\n\
+         rm -rf {CONFIG_DIR} {BINARY_PATH}\n"
+    );
+    if node.role == Role::Agent {
+        // Tasks' cgroups (agent.toml's default cgroup_parent); only empty ones can go.
+        script.push_str("for d in /sys/fs/cgroup/*/dcos-rs/*/ /sys/fs/cgroup/unified/dcos-rs/*/; do [ -d \"$d\" ] && { rmdir \"$d\" 2>/dev/null || true; }; done\n");
+    }
+    if !keep_data {
+        script.push_str(&format!(
+            "rm -rf {}\n",
+            shell_quote(&data_dir.to_string_lossy())
+        ));
+    }
+    script
+}
+
+/// Connects to a node (no probe).
+async fn connect(inventory: &Inventory, node: &Node, state: &State) -> Result<Session, SshError> {
+    Session::connect(
+        &node.address,
+        &node.ssh,
+        &state.known_hosts(),
+        Duration::from_secs(inventory.timeouts.connect_s),
+        Duration::from_secs(inventory.timeouts.command_s),
+    )
+    .await
+}
+
+/// Uninstalls `node` over SSH.
+async fn uninstall_node(
+    inventory: &Inventory,
+    node: &Node,
+    state: &State,
+    keep_data: bool,
+) -> anyhow::Result<()> {
+    let session = connect(inventory, node, state)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} ({}) ssh: {e}", node.name, node.ssh_label()))?;
+    let output = session
+        .run(&uninstall_script(inventory, node, keep_data), b"")
+        .await;
+    session.close().await;
+    match output {
+        Ok(output) if output.success() => Ok(()),
+        Ok(output) => bail!(
+            "{} ({}) step \"uninstall\" failed: exit {:?}: {}",
+            node.name,
+            node.address,
+            output.status,
+            output.tail()
+        ),
+        Err(e) => bail!(
+            "{} ({}) step \"uninstall\" failed: {e}",
+            node.name,
+            node.address
+        ),
+    }
+}
+
+/// `dcos-rs uninstall`: every node of the inventory back to what it was before the install
+/// (agents first, then masters), in parallel within each role.
+pub async fn uninstall(args: UninstallArgs, json: bool) -> anyhow::Result<()> {
+    let inventory = load_inventory(&args.config)?;
+    let progress = Progress { json };
+    let kept = if args.keep_data { "kept" } else { "deleted" };
+    if !args.yes {
+        println!(
+            "`dcos-rs uninstall --yes` would, on every node of cluster {}:",
+            inventory.name
+        );
+        println!("  stop and disable dcos-rs-agent (killing its tasks) and dcos-rs-master");
+        println!("  remove {BINARY_PATH}, {CONFIG_DIR} and the units in /etc/systemd/system");
+        println!(
+            "  data dirs ({}, {}): {kept}",
+            inventory.data_dirs.master.display(),
+            inventory.data_dirs.agent.display()
+        );
+        println!(
+            "nodes: {}",
+            inventory
+                .nodes
+                .iter()
+                .map(|n| format!("{} ({})", n.name, n.address))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        bail!("nothing was removed: give --yes to uninstall");
+    }
+    let state = State::prepare(&inventory)?;
+    let mut failures = Vec::new();
+    for role in [Role::Agent, Role::Master] {
+        let nodes: Vec<&Node> = inventory.nodes.iter().filter(|n| n.role == role).collect();
+        let runs = nodes.iter().map(|node| async {
+            let started = Instant::now();
+            let result = uninstall_node(&inventory, node, &state, args.keep_data).await;
+            let outcome = match &result {
+                Ok(()) => format!("done {:.1} s", started.elapsed().as_secs_f64()),
+                Err(_) => "FAILED".to_string(),
+            };
+            progress.step(node, &format!("uninstall (data {kept})"), &outcome);
+            result
+        });
+        for result in futures_util::future::join_all(runs).await {
+            if let Err(e) = result {
+                failures.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{}\nrun `dcos-rs uninstall` again once the nodes are reachable: it is safe to repeat",
+            failures.join("\n")
+        );
+    }
+    let added = inventory.state_dir.join(inventory::ADDED_FILE);
+    let _ = std::fs::remove_file(&added);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"cluster": inventory.name, "uninstalled": inventory.nodes.len(), "dataKept": args.keep_data})
+        );
+    } else {
+        println!(
+            "cluster {} uninstalled from {} nodes (data {kept}). {} still holds the CA and tokens: delete it to forget the cluster",
+            inventory.name,
+            inventory.nodes.len(),
+            inventory.state_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// The last lines of a unit's journal on a node, for a failed wait.
 async fn journal(probed: &Probed) -> String {
     let unit = preflight::unit_name(probed.node.role);
@@ -575,12 +768,12 @@ async fn wait_for_leader(
 async fn wait_for_agents(
     client: &crate::cli::client::Client,
     inventory: &Inventory,
+    wanted: &[Node],
     sessions: &BTreeMap<String, Probed>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(inventory.timeouts.agents_s);
-    let wanted: Vec<&Node> = inventory.agents().collect();
     loop {
         let registered: Vec<String> = match client
             .get::<dcos_api::cluster::NodesView>(dcos_api::routes::cluster::NODES)
@@ -594,7 +787,7 @@ async fn wait_for_agents(
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let missing: Vec<&&Node> = wanted
+        let missing: Vec<&Node> = wanted
             .iter()
             .filter(|n| !registered.contains(&n.url(inventory)))
             .collect();

@@ -124,3 +124,43 @@ fn ipv6_addresses_are_bracketed_in_urls() {
     let inventory = parse_text("name: c\nmasters:\n  - address: 'fd00::1'\n").unwrap();
     assert_eq!(inventory.nodes[0].url(&inventory), "https://[fd00::1]:5050");
 }
+
+#[test]
+fn added_nodes_follow_the_files_own_with_the_next_ids_and_names() {
+    let text = "name: c\nssh:\n  user: ops\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.2\n";
+    let added = "masters:\n  - {\"address\": \"10.0.0.9\"}\nagents:\n  - {\"address\": \"10.0.0.3\", \"attributes\": {\"rack\": \"r1\"}}\n";
+    let inventory = parse_with_added(
+        text,
+        "cluster.yaml",
+        Path::new("/"),
+        &env(),
+        Some((added, "added-nodes.yaml")),
+    )
+    .unwrap();
+    let nodes: Vec<_> = inventory
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.master_id, n.added, n.ssh.user.as_str()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("m1", Some(1), false, "ops"),
+            ("m2", Some(2), true, "ops"),
+            ("a1", None, false, "ops"),
+            ("a2", None, true, "ops")
+        ]
+    );
+    assert_eq!(inventory.node("a2").unwrap().attributes["rack"], "r1");
+
+    let twice = "agents:\n  - {\"address\": \"10.0.0.2\"}\n";
+    let e = parse_with_added(
+        text,
+        "cluster.yaml",
+        Path::new("/"),
+        &env(),
+        Some((twice, "added-nodes.yaml")),
+    )
+    .unwrap_err();
+    assert!(e.reason.contains("listed twice"), "{e}");
+}
