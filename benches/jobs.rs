@@ -136,6 +136,7 @@ fn tick_cost() {
             ports: Vec::new(),
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: Default::default(),
         };

@@ -444,3 +444,192 @@ async fn preflight_names_node_and_cause_of_each_failure_and_a_rerun_completes_on
     assert!(fixed.status.success(), "{}", text(&fixed.stderr));
     assert!(text(&fixed.stderr).contains("agents: 4 registered and active"));
 }
+
+/// A task answering HTTP on its first port, with what the nspawn root has (perl-base).
+const PERL_HTTP: &str = r#"perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => $ENV{PORT0}, Listen => 64, ReuseAddr => 1) or die "listen: $!"; while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n"; close $c }'"#;
+
+/// One GET to `address`: true if it answered 200.
+async fn http_ok(address: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        answer.starts_with(b"HTTP/1.0 200").then_some(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_keeps_a_service_answering_and_every_node_ends_on_the_new_build() {
+    let testbed = Testbed::up(5, &[4, 5]);
+    let admin = Admin::new(&testbed);
+    admin.write_inventory(&inventory(
+        &testbed.key,
+        &[1, 2, 3],
+        &[(4, ""), (5, "")],
+        "",
+    ));
+    assert!(admin.install().status.success());
+    let app = serde_json::json!({
+        "id": "/echo", "cmd": PERL_HTTP, "cpus": 0.1, "mem": 32, "instances": 2,
+        "portDefinitions": [{"port": 0}], "constraints": [["hostname", "UNIQUE"]]
+    });
+    std::fs::write(admin.dir.join("echo.json"), app.to_string()).unwrap();
+    assert!(admin.dcos(&["app", "deploy", "echo.json"]).status.success());
+    let tasks = wait_for(
+        "2 /echo tasks answering",
+        Duration::from_secs(60),
+        async || {
+            let tasks = running(&admin, "/echo");
+            let mut endpoints = Vec::new();
+            for task in &tasks {
+                let host = task["host"].as_str()?;
+                let address = if host.starts_with("10.") {
+                    host.to_string()
+                } else {
+                    net::address(host.trim_start_matches('h').parse().ok()?)
+                };
+                let endpoint = format!("{address}:{}", task["ports"][0].as_u64()?);
+                if !http_ok(&endpoint).await {
+                    return None;
+                }
+                endpoints.push(endpoint);
+            }
+            (endpoints.len() == 2).then_some((tasks, endpoints))
+        },
+    )
+    .await;
+    let (before, endpoints) = tasks;
+
+    // The new build: the same program with other bytes, so another sha256 and version.
+    let new_binary = admin.dir.join("dcos-rs-new");
+    let mut bytes = std::fs::read(&admin.binary).unwrap();
+    bytes.extend_from_slice(b"\0e2e: a rebuilt dcos-rs\0");
+    std::fs::write(&new_binary, &bytes).unwrap();
+    std::fs::set_permissions(
+        &new_binary,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let new_version = text(
+        &Command::new(&new_binary)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .trim_start_matches("dcos-rs ")
+    .to_string();
+    let old_version = text(&admin.dcos(&["--version"]).stdout)
+        .trim()
+        .trim_start_matches("dcos-rs ")
+        .to_string();
+    assert_ne!(new_version, old_version);
+
+    // Sample the service all along: every request must be answered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for endpoint in &endpoints {
+                    sent += 1;
+                    if !http_ok(endpoint).await {
+                        failed.push(endpoint.clone());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (sent, failed)
+        })
+    };
+    let upgraded = admin.dcos(&[
+        "cluster",
+        "upgrade",
+        "--binary",
+        new_binary.to_str().unwrap(),
+        "--config",
+        "cluster.yaml",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = sampler.await.unwrap();
+    let (out, err) = (text(&upgraded.stdout), text(&upgraded.stderr));
+    eprintln!(
+        "--- upgrade:\n{out}{err}\nservice: {sent} requests, {} failed",
+        failed.len()
+    );
+    assert!(upgraded.status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("runs {new_version}: 5 node(s) upgraded")),
+        "{out}"
+    );
+    assert!(err.contains("leadership handed to"), "{err}");
+    assert!(sent > 20, "{sent}");
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "the service must answer all along"
+    );
+
+    // Every node on the new build, the same tasks (agents' restarts kept them).
+    let nodes = admin.json(&["node", "list"]);
+    for agent in nodes["agents"].as_array().unwrap() {
+        assert_eq!(agent["version"], new_version.as_str(), "{agent}");
+    }
+    for host in 1..=3 {
+        let client = dcos_rs::cli::client::Client::with_auth(
+            &format!("https://{}:5050", net::address(host)),
+            Some(&toml_token(&admin)),
+            Some(&admin.dir.join("state/ca/ca.crt")),
+        )
+        .unwrap();
+        let view: Value = client.get("/cluster/v1/nodes").await.unwrap();
+        let me = view["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["version"].is_string())
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            me["version"],
+            new_version.as_str(),
+            "master on h{host}: {view}"
+        );
+    }
+    let after = running(&admin, "/echo");
+    let ids = |tasks: &[Value]| {
+        tasks
+            .iter()
+            .map(|t| t["id"].to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(ids(&after), ids(&before));
+
+    // A second run has nothing left to do.
+    let again = admin.dcos(&[
+        "cluster",
+        "upgrade",
+        "--binary",
+        new_binary.to_str().unwrap(),
+        "--config",
+        "cluster.yaml",
+    ]);
+    assert!(again.status.success());
+    assert!(text(&again.stdout).contains("runs ") && text(&again.stdout).contains("already"));
+}
+
+fn toml_token(admin: &Admin) -> String {
+    let text = std::fs::read_to_string(admin.dir.join("state/cli.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    table["token"].as_str().unwrap().to_string()
+}

@@ -2,7 +2,6 @@
 //! before any thread exists (libcontainer clones the calling process; setns into a mount or
 //! user namespace needs a single thread), then runs the CLI on a tokio runtime.
 
-use clap::Parser;
 use dcos_rs::cli::{AgentArgs, Cli, Commands, MasterArgs, UpArgs};
 use std::process::ExitCode;
 
@@ -37,7 +36,24 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(dcos_runtime::check_exec::run(&args[2..]) as u8);
     }
-    let cli = Cli::parse();
+    // The build (a hash of this executable) only when asked: it reads the whole binary.
+    let wants_version = std::env::args()
+        .skip(1)
+        .any(|a| a == "--version" || a == "-V");
+    let mut command = <Cli as clap::CommandFactory>::command();
+    if wants_version {
+        command = command.version(dcos_rs::build_version());
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if matches!(
+        cli.command,
+        Commands::Master(_) | Commands::Agent(_) | Commands::Up(_)
+    ) {
+        dcos_rs::prefetch_build_version();
+    }
     if matches!(
         cli.command,
         Commands::Up(_) | Commands::Master(_) | Commands::Agent(_)

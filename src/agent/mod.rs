@@ -332,6 +332,7 @@ impl Agent {
             ports: self.config.ports.clone(),
             certificate: None,
             certificate_serial: None,
+            version: crate::build_version().to_string(),
             images: self.image_keys(),
             attributes: self.config.attributes.clone(),
         }

@@ -26,6 +26,20 @@ pub const TOKEN_NAME_DEFAULT: &str = "admin";
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
+    /// Replace the binary on every node, one at a time, each health-gated (rolling).
+    #[command(
+        long_about = "Upgrade a cluster made by `dcos-rs install` to another binary, over SSH.\n\n\
+        Masters go one at a time, followers first; before the leader's turn an upgraded\n\
+        master takes the leadership over, so the cluster changes leader once. Then agents\n\
+        one at a time; their tasks keep running through the agent's restart. After each\n\
+        restart the node must be back on the new build (`dcos-rs --version`): a master\n\
+        answering with a leader known, an agent registered and active with its tasks. A\n\
+        node that does not come back stops the upgrade with its log; fix the cause and\n\
+        run the same command with --resume. Nodes on the new binary already are skipped.\n\n\
+        Example:\n  \
+          dcos-rs cluster upgrade --binary ./dcos-rs-new --config cluster.yaml"
+    )]
+    Upgrade(crate::install::UpgradeArgs),
     /// Create the cluster's certificate authority (ca.crt and ca.key).
     #[command(
         long_about = "Create the cluster's certificate authority: ca.crt and ca.key in --dir.\n\n\
@@ -127,6 +141,7 @@ fn role_parser() -> impl TypedValueParser<Value = Role> {
 /// global `--url` (or DCOS_URL): `setup` writes it to cli.toml.
 pub fn run(command: ClusterCommand, url: Option<String>, json: bool) -> anyhow::Result<()> {
     match command {
+        ClusterCommand::Upgrade(_) => unreachable!("over SSH: crate::install::upgrade"),
         ClusterCommand::Setup {
             ca_dir,
             name,

@@ -297,6 +297,9 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled by main")
         }
         // Local files only: the master at --url is not contacted.
+        Commands::Cluster(crate::cli::cluster::ClusterCommand::Upgrade(args)) => {
+            return crate::install::upgrade(args, json).await
+        }
         Commands::Cluster(command) => return crate::cli::cluster::run(command, cli.url, json),
         // Nodes over SSH; the masters it makes are contacted with its own state's client.
         Commands::Install(args) => return crate::install::install(args, json).await,

@@ -7,6 +7,7 @@
 
 mod nodes;
 mod state;
+mod upgrade;
 
 use anyhow::{bail, Context};
 use dcos_installer::facts::{self, Facts, BINARY_PATH, CONFIG_DIR};
@@ -21,6 +22,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use nodes::{add_node, remove_node, AddNode};
 pub use state::State;
+pub use upgrade::{upgrade, UpgradeArgs};
+
+/// A command's exit 0, or its status and the tail of what it printed.
+fn exit_ok(output: dcos_installer::ssh::Output) -> Result<(), String> {
+    if output.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "exit {}: {}",
+            output
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or("by signal".into()),
+            output.tail()
+        ))
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InstallArgs {

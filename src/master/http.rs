@@ -89,6 +89,7 @@ pub fn router(
         .route(cluster::NODES, get(nodes))
         .route(cluster::TASKS, get(tasks))
         .route(cluster::MASTERS, get(masters).post(add_master))
+        .route(cluster::LEADERSHIP, post(take_leadership))
         .route(cluster::MASTER, delete(remove_master))
         .route(cluster::AGENT_DRAIN, post(drain_agent))
         .route(cluster::AGENT, delete(remove_agent))
@@ -210,6 +211,10 @@ async fn writes_to_leader(
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if read_only || master.raft.is_leader() {
+        return next.run(request).await;
+    }
+    // Asks this very master to stand for election: nothing to pass on.
+    if request.uri().path() == cluster::LEADERSHIP {
         return next.run(request).await;
     }
     // A framework's subscription is a stream that cannot be passed on: Mesos's followers
@@ -451,6 +456,24 @@ async fn add_master(
     }
     tracing::info!(node_id = add.id, url, "master added and promoted to voter");
     json_ok(&master.raft.status())
+}
+
+/// `POST /cluster/v1/leadership`: this master stands for election now and answers once it
+/// leads (200 with the Raft status), or 503 if it did not win within 5 s (its log behind a
+/// majority's, or it is a learner).
+async fn take_leadership(State(master): State<Arc<Master>>) -> Response {
+    match master.raft.campaign(std::time::Duration::from_secs(5)).await {
+        Ok(true) => {
+            tracing::info!("took the leadership when asked (POST {})", cluster::LEADERSHIP);
+            json_ok(&master.raft.status())
+        }
+        Ok(false) => api_error(ApiError::new(
+            503,
+            "not_elected",
+            "this master stood for election but another leads: its log may be behind a majority's, or it is a learner".to_string(),
+        )),
+        Err(e) => api_error(ApiError::new(503, "raft", e.to_string())),
+    }
 }
 
 async fn remove_master(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Response {
@@ -714,6 +737,10 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
                 },
                 commit_index: me.then_some(status.commit_index),
                 lag: m.lag,
+                version: me
+                    .then(crate::build_version_if_known)
+                    .flatten()
+                    .map(str::to_string),
             }
         })
         .collect();
@@ -727,6 +754,7 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
             last_log_index: Some(status.last_log_index),
             commit_index: Some(status.commit_index),
             lag: None,
+            version: crate::build_version_if_known().map(str::to_string),
         });
     }
     Json(master.read(|s| NodesView {

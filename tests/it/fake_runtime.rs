@@ -326,6 +326,7 @@ async fn an_agent_that_does_not_read_its_link_cannot_stall_the_master() {
         ports: vec![],
         certificate: None,
         certificate_serial: None,
+        version: String::new(),
         images: Default::default(),
         attributes: Default::default(),
     };

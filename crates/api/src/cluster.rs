@@ -19,6 +19,9 @@ pub struct AgentView {
     pub used_mem: u64,
     pub tasks: usize,
     pub registered_at: String,
+    /// The agent's build (`dcos-rs --version`) as it registered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,9 @@ pub struct MasterView {
     /// Entries behind the leader's log (known on the leader only).
     #[serde(default)]
     pub lag: Option<u64>,
+    /// The master's build (`dcos-rs --version`): known for the answering master only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +71,7 @@ pub fn agent_view(state: &ClusterState, agent: &Agent) -> AgentView {
             .filter(|t| t.agent_id == agent.id && !t.state.is_terminal())
             .count(),
         registered_at: iso8601(agent.registered_at_ms),
+        version: agent.version.clone(),
     }
 }
 

@@ -46,6 +46,9 @@ pub mod cluster {
     /// Every task with this system's fields (`TaskView`); Marathon's `/v2/tasks` has fewer.
     pub const TASKS: &str = "/cluster/v1/tasks";
     pub const MASTERS: &str = "/cluster/v1/masters";
+    /// POST to a master: it stands for election now (upgrades move the leadership off the
+    /// master they restart next). Served by the master called, never passed on.
+    pub const LEADERSHIP: &str = "/cluster/v1/leadership";
     pub const MASTER: &str = "/cluster/v1/masters/{id}";
     pub const AGENT: &str = "/cluster/v1/agents/{id}";
     pub const AGENT_DRAIN: &str = "/cluster/v1/agents/{id}/drain";

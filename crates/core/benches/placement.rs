@@ -31,6 +31,7 @@ fn agent(i: usize) -> Agent {
         }],
         certificate: None,
         certificate_serial: None,
+        version: String::new(),
         images: Default::default(),
         attributes: Default::default(),
     }

@@ -172,6 +172,7 @@ mod tests {
             ports: vec![],
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: rack
                 .map(|r| BTreeMap::from([("rack".to_string(), r.to_string())]))

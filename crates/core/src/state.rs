@@ -824,6 +824,7 @@ pub(crate) mod tests {
             }],
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: Default::default(),
         }

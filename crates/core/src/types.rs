@@ -91,6 +91,10 @@ pub struct Agent {
     /// The serial of that certificate (hex): revoked when the agent is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_serial: Option<String>,
+    /// The agent's build (`dcos-rs --version`), as it registered: upgrades wait for it.
+    /// Empty for registrations written before agents reported it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     /// The images the agent's store holds, as presence keys (`name:tag` normalized, and
     /// `sha256:` digests): reported at registration and on every change, so placement knows
     /// where a task's image is without asking. Empty for registrations written before agents

@@ -26,6 +26,7 @@ fn command(i: u64) -> Command {
             ports: vec![],
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: Default::default(),
         },

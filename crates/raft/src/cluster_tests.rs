@@ -177,6 +177,7 @@ fn register(i: u64) -> Command {
             ports: vec![],
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: Default::default(),
         },

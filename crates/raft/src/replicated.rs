@@ -685,6 +685,30 @@ impl ReplicatedState {
     /// longest election timeout (a sole voter needs no one). A leader cut off from the majority stops
     /// leading after the lease, so it neither hands out work nor keeps agents attached while
     /// the majority elects another; openraft itself only steps down when it hears a newer term.
+    /// Asks this master to stand for election now (a higher term), so that it takes the
+    /// leadership over if its log is as recent as a majority's: the way an upgrade moves the
+    /// leadership off a master before restarting it (openraft 0.9 has no leadership
+    /// transfer). Waits up to `within` for the outcome; true if this master leads.
+    pub async fn campaign(&self, within: std::time::Duration) -> Result<bool, RaftError> {
+        if self.is_leader() {
+            return Ok(true);
+        }
+        self.inner
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| RaftError::Fatal(format!("starting an election: {e}")))?;
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.is_leader() {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(self.is_leader())
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leadership() == Some(true)
     }

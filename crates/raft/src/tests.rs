@@ -29,6 +29,7 @@ fn agent(id: &str) -> Agent {
         ports: vec![],
         certificate: None,
         certificate_serial: None,
+        version: String::new(),
         images: Default::default(),
         attributes: Default::default(),
     }

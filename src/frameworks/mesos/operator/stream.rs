@@ -269,6 +269,7 @@ mod tests {
             ports: Vec::new(),
             certificate: None,
             certificate_serial: None,
+            version: String::new(),
             images: Default::default(),
             attributes: Default::default(),
         }
