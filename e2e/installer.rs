@@ -466,7 +466,8 @@ async fn http_ok(address: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_upgrade_keeps_a_service_answering_and_every_node_ends_on_the_new_build() {
+async fn a_rolling_upgrade_keeps_a_service_answering_then_backup_wipe_restore_and_quorum_loss_recovery(
+) {
     let testbed = Testbed::up(5, &[4, 5]);
     let admin = Admin::new(&testbed);
     admin.write_inventory(&inventory(
@@ -626,6 +627,68 @@ async fn a_rolling_upgrade_keeps_a_service_answering_and_every_node_ends_on_the_
     ]);
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("runs ") && text(&again.stdout).contains("already"));
+    // Backup, wipe (uninstall with the data, install afresh), restore: /echo comes back.
+    let backup = admin.dcos(&["cluster", "backup", "backup.json"]);
+    assert!(backup.status.success(), "{}", text(&backup.stderr));
+    assert!(
+        text(&backup.stdout).contains("1 apps"),
+        "{}",
+        text(&backup.stdout)
+    );
+    wipe_and_restore(&admin, "backup.json").await;
+
+    // Quorum lost for good: two of three masters gone with their data. The survivor still
+    // answers reads: its backup restores into a new cluster.
+    for host in [2, 3] {
+        testbed.sh(
+            host,
+            "systemctl stop dcos-rs-master && rm -rf /var/lib/dcos-rs/master",
+        );
+    }
+    let survivor = admin.dcos(&[
+        "--url",
+        "https://10.77.0.11:5050",
+        "cluster",
+        "backup",
+        "survivor.json",
+    ]);
+    assert!(survivor.status.success(), "{}", text(&survivor.stderr));
+    assert!(
+        text(&survivor.stdout).contains("1 apps"),
+        "{}",
+        text(&survivor.stdout)
+    );
+    wipe_and_restore(&admin, "survivor.json").await;
+}
+
+/// Uninstalls the cluster with its data, installs it afresh, restores `file` and waits for
+/// /echo's two instances.
+async fn wipe_and_restore(admin: &Admin, file: &str) {
+    let wiped = admin.dcos(&["uninstall", "--config", "cluster.yaml", "--yes"]);
+    assert!(wiped.status.success(), "{}", text(&wiped.stderr));
+    assert!(admin.install().status.success());
+    assert_eq!(running(admin, "/echo").len(), 0);
+    let restored = admin.dcos(&["cluster", "restore", file]);
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+    assert!(
+        text(&restored.stdout).contains("1 apps"),
+        "{}",
+        text(&restored.stdout)
+    );
+    wait_for(
+        "/echo restored and running",
+        Duration::from_secs(60),
+        async || (running(admin, "/echo").len() == 2).then_some(()),
+    )
+    .await;
+    // A second restore over it must be asked to replace.
+    let again = admin.dcos(&["cluster", "restore", file]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("replace"),
+        "{}",
+        text(&again.stderr)
+    );
 }
 
 fn toml_token(admin: &Admin) -> String {

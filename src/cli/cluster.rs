@@ -40,6 +40,42 @@ pub enum ClusterCommand {
           dcos-rs cluster upgrade --binary ./dcos-rs-new --config cluster.yaml"
     )]
     Upgrade(crate::install::UpgradeArgs),
+    /// Save the whole replicated state to a file (any master answers, even without quorum).
+    #[command(
+        long_about = "Save the cluster's whole replicated state to FILE (JSON, mode 0600).\n\n\
+        The master the CLI talks to (--url or cli.toml) answers with its copy at one applied\n\
+        index: agents, tasks, apps with their versions and groups, jobs with their history,\n\
+        external frameworks, roles' weights and quotas, drained and removed agents and\n\
+        revoked certificates. Any master answers, a follower too, even one that lost its\n\
+        quorum: after losing most masters for good, back up a survivor and restore into a\n\
+        new cluster (docs/OPERATIONS.md). The CA's key and the tokens are not in it: they\n\
+        stay in the installer's state dir.\n\n\
+        Example:\n  \
+          dcos-rs cluster backup backup-$(date +%F).json"
+    )]
+    Backup {
+        /// The file to write (replaced if it exists).
+        file: PathBuf,
+    },
+    /// Load a backup's apps, jobs and frameworks into this (fresh) cluster.
+    #[command(
+        long_about = "Restore a backup (from `dcos-rs cluster backup`) into the cluster.\n\n\
+        The backup's apps and groups (with their versions), jobs (with their history),\n\
+        external frameworks and roles become this cluster's, in one replicated change. Its\n\
+        agents and tasks do not: they were the old cluster's machines. The services\n\
+        framework starts every app's instances on this cluster's agents; job runs that were\n\
+        under way are gone (their history stays). A cluster that already holds apps, jobs or\n\
+        frameworks refuses unless --replace.\n\n\
+        Example:\n  \
+          dcos-rs cluster restore backup-2026-12-04.json"
+    )]
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace the apps, jobs and frameworks this cluster holds.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Create the cluster's certificate authority (ca.crt and ca.key).
     #[command(
         long_about = "Create the cluster's certificate authority: ca.crt and ca.key in --dir.\n\n\
@@ -142,6 +178,9 @@ fn role_parser() -> impl TypedValueParser<Value = Role> {
 pub fn run(command: ClusterCommand, url: Option<String>, json: bool) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Upgrade(_) => unreachable!("over SSH: crate::install::upgrade"),
+        ClusterCommand::Backup { .. } | ClusterCommand::Restore { .. } => {
+            unreachable!("API calls: backup_or_restore")
+        }
         ClusterCommand::Setup {
             ca_dir,
             name,
@@ -463,5 +502,82 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("tokens:1:"), "{error:#}");
+    }
+}
+
+/// `cluster backup` and `cluster restore`, through the cluster's API.
+pub async fn backup_or_restore(
+    client: &crate::cli::client::Client,
+    command: ClusterCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    use dcos_api::routes::cluster as routes;
+    match command {
+        ClusterCommand::Backup { file } => {
+            let backup: serde_json::Value = client.get(routes::BACKUP).await?;
+            let text = serde_json::to_vec(&backup)?;
+            tls::write_atomically(&file, &text, 0o600)
+                .with_context(|| format!("writing the backup to {}", file.display()))?;
+            let state = &backup["state"];
+            let count = |v: &serde_json::Value| v.as_object().map(|o| o.len()).unwrap_or(0);
+            let summary = serde_json::json!({
+                "file": file,
+                "bytes": text.len(),
+                "master": backup["master"],
+                "appliedIndex": backup["appliedIndex"],
+                "apps": count(&state["services"]["apps"]),
+                "jobs": count(&state["jobs"]["jobs"]),
+                "frameworks": count(&state["frameworks"]["frameworks"]),
+                "agents": count(&state["agents"]),
+                "tasks": count(&state["tasks"]),
+            });
+            if json {
+                return print_json(&summary);
+            }
+            println!(
+                "wrote {} ({} bytes): master {} ({}) at index {}: {} apps, {} jobs, {} frameworks, {} agents, {} tasks",
+                file.display(),
+                text.len(),
+                backup["master"],
+                backup["role"].as_str().unwrap_or("?"),
+                backup["appliedIndex"],
+                summary["apps"],
+                summary["jobs"],
+                summary["frameworks"],
+                summary["agents"],
+                summary["tasks"]
+            );
+            Ok(())
+        }
+        ClusterCommand::Restore { file, replace } => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut backup: serde_json::Value =
+                serde_json::from_slice(&text).with_context(|| {
+                    format!(
+                        "{} is not a backup (JSON) of `dcos-rs cluster backup`",
+                        file.display()
+                    )
+                })?;
+            backup["replace"] = serde_json::Value::Bool(replace);
+            let body = serde_json::to_vec(&backup)?;
+            let answer: serde_json::Value = client
+                .send_json(hyper::Method::POST, routes::RESTORE, &body)
+                .await?;
+            if json {
+                return print_json(&answer);
+            }
+            let restored = &answer["restored"];
+            println!(
+                "restored from {}: {} apps, {} groups, {} jobs, {} frameworks; the apps' instances start on this cluster's agents",
+                file.display(),
+                restored["apps"],
+                restored["groups"],
+                restored["jobs"],
+                restored["frameworks"]
+            );
+            Ok(())
+        }
+        _ => unreachable!("only backup and restore"),
     }
 }

@@ -300,6 +300,13 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Commands::Cluster(crate::cli::cluster::ClusterCommand::Upgrade(args)) => {
             return crate::install::upgrade(args, json).await
         }
+        Commands::Cluster(
+            command @ (crate::cli::cluster::ClusterCommand::Backup { .. }
+            | crate::cli::cluster::ClusterCommand::Restore { .. }),
+        ) => {
+            let client = client_from_settings(cli.url)?;
+            return crate::cli::cluster::backup_or_restore(&client, command, json).await;
+        }
         Commands::Cluster(command) => return crate::cli::cluster::run(command, cli.url, json),
         // Nodes over SSH; the masters it makes are contacted with its own state's client.
         Commands::Install(args) => return crate::install::install(args, json).await,

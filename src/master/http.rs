@@ -90,6 +90,8 @@ pub fn router(
         .route(cluster::TASKS, get(tasks))
         .route(cluster::MASTERS, get(masters).post(add_master))
         .route(cluster::LEADERSHIP, post(take_leadership))
+        .route(cluster::BACKUP, get(backup))
+        .route(cluster::RESTORE, post(restore))
         .route(cluster::MASTER, delete(remove_master))
         .route(cluster::AGENT_DRAIN, post(drain_agent))
         .route(cluster::AGENT, delete(remove_agent))
@@ -456,6 +458,102 @@ async fn add_master(
     }
     tracing::info!(node_id = add.id, url, "master added and promoted to voter");
     json_ok(&master.raft.status())
+}
+
+/// The format of `GET /cluster/v1/backup`'s answer (and of `dcos-rs cluster backup`'s file).
+pub const BACKUP_FORMAT: &str = "dcos-rs-backup/1";
+/// The largest restore body: the definitions must also fit one Raft entry (2 MiB), which
+/// the write checks with its own 413.
+const RESTORE_BODY_MAX_BYTES: usize = 64 << 20;
+
+/// `GET /cluster/v1/backup`: this master's copy of the whole replicated state at one applied
+/// index (any master answers: after losing the quorum, a survivor still can).
+async fn backup(State(master): State<Arc<Master>>) -> Response {
+    let status = master.raft.status();
+    let answer = master.read(|s| {
+        serde_json::json!({
+            "format": BACKUP_FORMAT,
+            "takenAt": dcos_core::time::iso8601(now_ms()),
+            "master": status.node_id,
+            "role": status.role,
+            "appliedIndex": status.commit_index,
+            "term": status.term,
+            "version": crate::build_version_if_known(),
+            "state": s,
+        })
+    });
+    json_ok(&answer)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreRequest {
+    format: String,
+    state: dcos_core::ClusterState,
+    #[serde(default)]
+    replace: bool,
+}
+
+/// `POST /cluster/v1/restore`: a backup (as `GET /cluster/v1/backup` answered, plus
+/// `replace`) becomes this cluster's apps, jobs and frameworks (`Command::Restore`).
+async fn restore(State(master): State<Arc<Master>>, body: axum::body::Body) -> Response {
+    let body = match axum::body::to_bytes(body, RESTORE_BODY_MAX_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            return api_error(ApiError::new(
+                413,
+                "too_large",
+                format!("reading the backup: {e} (at most {RESTORE_BODY_MAX_BYTES} bytes)"),
+            ))
+        }
+    };
+    let request: RestoreRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return api_error(ApiError::invalid(
+                "backup",
+                &[FieldError::new(
+                    "state",
+                    format!("not a dcos-rs backup: {e}"),
+                )],
+            ))
+        }
+    };
+    if request.format != BACKUP_FORMAT {
+        return api_error(ApiError::invalid(
+            "backup",
+            &[FieldError::new(
+                "format",
+                format!(
+                    "{:?} is not {BACKUP_FORMAT:?}, the format this master restores",
+                    request.format
+                ),
+            )],
+        ));
+    }
+    let state = request.state;
+    let counts = serde_json::json!({
+        "apps": state.services.apps.len(),
+        "groups": state.services.groups.len(),
+        "jobs": state.jobs.jobs.len(),
+        "frameworks": state.frameworks.frameworks.len(),
+    });
+    match master
+        .write(Command::Restore {
+            services: state.services,
+            jobs: state.jobs,
+            frameworks: state.frameworks,
+            replace: request.replace,
+        })
+        .await
+    {
+        Ok(Outcome::Applied) => {
+            tracing::info!(%counts, "restored a backup");
+            json_ok(&serde_json::json!({ "restored": counts }))
+        }
+        Ok(Outcome::Rejected(reject)) => api_error(ApiError::conflict(reject.to_string())),
+        Err(e) => api_error(raft_error(e)),
+    }
 }
 
 /// `POST /cluster/v1/leadership`: this master stands for election now and answers once it

@@ -49,6 +49,10 @@ pub mod cluster {
     /// POST to a master: it stands for election now (upgrades move the leadership off the
     /// master they restart next). Served by the master called, never passed on.
     pub const LEADERSHIP: &str = "/cluster/v1/leadership";
+    /// GET: this master's copy of the whole replicated state, at one applied index.
+    pub const BACKUP: &str = "/cluster/v1/backup";
+    /// POST: a backup's definitions (apps, jobs, frameworks) into this cluster.
+    pub const RESTORE: &str = "/cluster/v1/restore";
     pub const MASTER: &str = "/cluster/v1/masters/{id}";
     pub const AGENT: &str = "/cluster/v1/agents/{id}";
     pub const AGENT_DRAIN: &str = "/cluster/v1/agents/{id}/drain";

@@ -192,6 +192,18 @@ pub enum Command {
     /// An operator forgets the agent: allowed once it is drained (no live tasks) or when it
     /// is unreachable, whose remaining tasks become TASK_LOST. The id may not register again.
     RemoveAgent { agent_id: String, at_ms: u64 },
+    /// A backup's definitions (`dcos-rs cluster restore`) replace the frameworks' parts of
+    /// the state: apps and groups, jobs and their history, external frameworks and roles.
+    /// Agents and tasks stay this cluster's: the backup's tasks ran on the old cluster's
+    /// agents, so its job runs under way and unacknowledged updates are dropped and the
+    /// services framework starts each app's instances anew. Refused over a state holding an
+    /// app, a job or a framework unless `replace`.
+    Restore {
+        services: crate::services::ServicesState,
+        jobs: crate::jobs::state::JobsState,
+        frameworks: crate::mesos::state::FrameworksState,
+        replace: bool,
+    },
     /// Several commands in one log entry (one fsync for all), applied in order as if each
     /// were its own entry (`ClusterState::apply_entry`, one outcome each). Not nested: a
     /// batch inside a batch, or given to `apply`, is refused with `Reject::NestedBatch`.
@@ -294,4 +306,10 @@ pub enum Reject {
     },
     #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
     PortsUnavailable { agent_id: String, ports: Vec<u16> },
+    #[error("this cluster already holds {apps} app(s), {jobs} job(s) and {frameworks} framework(s): a restore replaces them only when asked to (replace)")]
+    NotFresh {
+        apps: usize,
+        jobs: usize,
+        frameworks: usize,
+    },
 }

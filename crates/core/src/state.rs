@@ -614,6 +614,39 @@ impl ClusterState {
                 }
                 self.draining.insert(agent_id.clone());
             }
+            Command::Restore {
+                services,
+                jobs,
+                frameworks,
+                replace,
+            } => {
+                let held = (
+                    self.services.apps.len(),
+                    self.jobs.jobs.len(),
+                    self.frameworks.frameworks.len(),
+                );
+                if held != (0, 0, 0) && !replace {
+                    return Err(Reject::NotFresh {
+                        apps: held.0,
+                        jobs: held.1,
+                        frameworks: held.2,
+                    });
+                }
+                // This cluster's tasks of the replaced definitions are no one's now.
+                let mut services = services.clone();
+                let mut jobs = jobs.clone();
+                let mut frameworks = frameworks.clone();
+                jobs.runs.clear();
+                jobs.output_bytes = 0;
+                frameworks.updates.clear();
+                services
+                    .apps
+                    .values_mut()
+                    .for_each(|app| app.consecutive_failures = 0);
+                self.services = services;
+                self.jobs = jobs;
+                self.frameworks = frameworks;
+            }
             Command::RemoveAgent { agent_id, at_ms } => {
                 let agent = self
                     .agents
@@ -1400,5 +1433,37 @@ pub(crate) mod tests {
             batched.apply(&Command::Batch(vec![])),
             Outcome::Rejected(Reject::NestedBatch)
         );
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_takes_definitions_only_and_only_into_a_fresh_state_unless_asked() {
+        let mut source = ClusterState::default();
+        let put = Command::PutApp {
+            app: super::tests::app("/web", 2),
+            create: true,
+            at_ms: 1,
+            deployment_id: "d1".into(),
+        };
+        assert_eq!(source.apply(&put), Outcome::Applied);
+        let mut fresh = ClusterState::default();
+        let restore = |replace| Command::Restore {
+            services: source.services.clone(),
+            jobs: source.jobs.clone(),
+            frameworks: source.frameworks.clone(),
+            replace,
+        };
+        assert_eq!(fresh.apply(&restore(false)), Outcome::Applied);
+        assert!(fresh.services.apps.contains_key("/web"));
+        // Now it holds an app: a second restore must be asked to replace it.
+        assert!(matches!(
+            fresh.apply(&restore(false)),
+            Outcome::Rejected(Reject::NotFresh { apps: 1, .. })
+        ));
+        assert_eq!(fresh.apply(&restore(true)), Outcome::Applied);
     }
 }
