@@ -10,7 +10,7 @@ MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 FUZZ_SECS ?= 60
 FUZZ_TARGETS := app_definition layer_unpack wal_records
 
-.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers
+.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -29,7 +29,7 @@ test-core:
 	$(CARGO) test -p dcos-core
 
 ## bench: every benchmark (numbers only, never pass/fail; format in ARCHITECTURE.md, Benchmarks)
-bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers
+bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install
 
 ## bench-runtime: start /bin/true through the static binary's shim, runc and crun (root; apt-get install -y runc crun busybox-static)
 bench-runtime: static
@@ -63,6 +63,11 @@ bench-offers:
 ## scheduled instant -> task launch on 100 emulated agents (fake runtime), over two minutes
 bench-jobs:
 	$(CARGO) bench --bench jobs
+
+## bench-install: `dcos-rs install` of 3 masters + 2 agents (nspawn hosts with sshd and systemd)
+## from the static build, then a rolling `cluster upgrade` of them (root; systemd-container, mmdebstrap)
+bench-install: static
+	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/$(MUSL_TARGET)/release/dcos-rs) $(CARGO) bench --bench install
 
 ## bench-failover: kill -9 of the leading master -> first acknowledged write, 20 trials (root)
 bench-failover:

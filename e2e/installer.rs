@@ -95,7 +95,14 @@ fn inventory(key: &Path, masters: &[u32], agents: &[(u32, &str)], extra: &str) -
 
 /// Tasks of `app` running, as `task list --json` shows them.
 fn running(admin: &Admin, app: &str) -> Vec<Value> {
-    let tasks = admin.json(&["task", "list"]);
+    running_via(admin, &[], app)
+}
+
+/// `running`, with `args` before the command (e.g. `--url` of a master).
+fn running_via(admin: &Admin, args: &[&str], app: &str) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.extend(["task", "list"]);
+    let tasks = admin.json(&all);
     let list = tasks
         .as_array()
         .cloned()
@@ -300,7 +307,7 @@ async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls
 
     // Drain a1: its task moves (to a3: a2 holds the other one, UNIQUE hostname); remove it,
     // which uninstalls it over SSH.
-    let drained = admin.dcos(&["node", "drain", "10.77.0.14", "--wait", "--timeout", "60"]);
+    let drained = admin.dcos(&["node", "drain", "10.77.0.14", "--deadline", "1m"]);
     assert!(drained.status.success(), "{}", text(&drained.stderr));
     let moved = wait_for("/web on a2 and a3", Duration::from_secs(60), async || {
         let tasks = running(&admin, "/web");
@@ -324,6 +331,51 @@ async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls
     let nodes = admin.json(&["node", "list"]);
     assert!(
         !nodes["agents"].to_string().contains("10.77.0.14"),
+        "{nodes}"
+    );
+
+    // cluster.yaml forgets h4 (a1); the others keep their names (pinned in the state dir).
+    admin.write_inventory(&inventory(
+        &testbed.key,
+        &[1, 2, 3],
+        &[(5, "    attributes:\n      rack: r2\n")],
+        "",
+    ));
+    let rerun = admin.install();
+    assert!(rerun.status.success());
+    let err = text(&rerun.stderr);
+    assert!(
+        err.contains("[a2      ] everything in place ... skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[a3      ] everything in place ... skipped"),
+        "{err}"
+    );
+
+    // node add of a master: h4, uninstalled by its removal, joins as m4 (learner, then voter).
+    let master = admin.dcos(&[
+        "node",
+        "add",
+        "root@10.77.0.14",
+        "--role",
+        "master",
+        "--config",
+        "cluster.yaml",
+    ]);
+    let (out, err) = (text(&master.stdout), text(&master.stderr));
+    assert!(master.status.success(), "{out}{err}");
+    assert!(
+        out.contains("m4 (10.77.0.14) joined as master 4, a voter"),
+        "{out}"
+    );
+    let nodes = admin.json(&["node", "list"]);
+    let masters = nodes["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 4, "{nodes}");
+    assert!(
+        masters
+            .iter()
+            .all(|m| m["role"] == "leader" || m["role"] == "follower"),
         "{nodes}"
     );
 
@@ -474,7 +526,7 @@ async fn a_rolling_upgrade_keeps_a_service_answering_then_backup_wipe_restore_an
         &testbed.key,
         &[1, 2, 3],
         &[(4, ""), (5, "")],
-        "",
+        "timeouts:\n  quorum_s: 15\n",
     ));
     assert!(admin.install().status.success());
     let app = serde_json::json!({
@@ -533,6 +585,47 @@ async fn a_rolling_upgrade_keeps_a_service_answering_then_backup_wipe_restore_an
         .trim_start_matches("dcos-rs ")
         .to_string();
     assert_ne!(new_version, old_version);
+
+    // A build that does not start: the upgrade stops at its first master, naming it, and the
+    // cluster goes on with the other two.
+    let broken = admin.dir.join("dcos-rs-broken");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'dcos-rs 0.1.0+broken'; exit 0; }\necho 'this build is broken' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let failed = admin.dcos(&[
+        "cluster",
+        "upgrade",
+        "--binary",
+        broken.to_str().unwrap(),
+        "--config",
+        "cluster.yaml",
+    ]);
+    let err = text(&failed.stderr);
+    assert!(!failed.status.success(), "{err}");
+    assert!(err.contains("step \"health gate\" failed"), "{err}");
+    assert!(
+        err.contains("this build is broken"),
+        "the node's log: {err}"
+    );
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(
+        err.matches("upload the binary ... done").count(),
+        1,
+        "one node touched: {err}"
+    );
+    // The CLI's master may be the broken one: ask one the upgrade did not touch.
+    let healthy = (1..=3)
+        .map(net::address)
+        .find(|a| !err.contains(&format!("({a})")))
+        .unwrap();
+    let url = format!("https://{healthy}:5050");
+    assert_eq!(running_via(&admin, &["--url", &url], "/echo").len(), 2);
+    for endpoint in &endpoints {
+        assert!(http_ok(endpoint).await);
+    }
 
     // Sample the service all along: every request must be answered.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

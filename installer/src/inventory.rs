@@ -83,6 +83,9 @@ pub struct Node {
     pub host_paths: Vec<PathBuf>,
     /// The line of this node in its file, for messages.
     pub line: u64,
+    /// The name was given in the file (else it is a default, which `pin` may replace by
+    /// the name the node had before).
+    pub named: bool,
     /// Added to the running cluster by `dcos-rs node add` (kept in the state dir's
     /// `added-nodes.yaml`, not in cluster.yaml). An added master joins the cluster instead of
     /// founding it.
@@ -111,6 +114,91 @@ impl Node {
     pub fn ssh_label(&self) -> String {
         format!("{}@{}:{}", self.ssh.user, self.address, self.ssh.port)
     }
+}
+
+/// What a node was called (and, for a master, its id) when the cluster was installed,
+/// keyed by `pin_key`: kept in the state dir so that a node keeps its name, and so its
+/// certificate, when nodes before it leave cluster.yaml.
+pub type Pins = BTreeMap<String, Pin>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Pin {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+}
+
+pub fn pin_key(node: &Node) -> String {
+    format!("{} {}", node.role, node.address)
+}
+
+/// Gives each node without a name of its own the name (and master id) it had before, and
+/// nodes new to the pins a default name no other node holds; returns the pins of every node
+/// now. Refuses when two nodes would share a name or a master id.
+pub fn pin(inventory: &mut Inventory, pins: &Pins) -> Result<Pins, String> {
+    for node in inventory.nodes.iter_mut() {
+        if let Some(pin) = pins.get(&pin_key(node)) {
+            if !node.named {
+                node.name = pin.name.clone();
+            }
+            if node.role == Role::Master {
+                node.master_id = pin.id.or(node.master_id);
+            }
+        }
+    }
+    // A default name taken by a pinned node goes to the first free one.
+    let pinned: BTreeSet<String> = inventory
+        .nodes
+        .iter()
+        .filter(|n| n.named || pins.contains_key(&pin_key(n)))
+        .map(|n| n.name.clone())
+        .collect();
+    let mut taken = pinned.clone();
+    for i in 0..inventory.nodes.len() {
+        let node = &inventory.nodes[i];
+        if node.named || pins.contains_key(&pin_key(node)) {
+            continue;
+        }
+        if taken.contains(&node.name) {
+            let prefix = if node.role == Role::Master { "m" } else { "a" };
+            let free = (1..)
+                .map(|n| format!("{prefix}{n}"))
+                .find(|n| !taken.contains(n))
+                .expect("a free name");
+            inventory.nodes[i].name = free;
+        }
+        taken.insert(inventory.nodes[i].name.clone());
+    }
+    let mut names = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for node in &inventory.nodes {
+        if !names.insert(node.name.clone()) {
+            return Err(format!(
+                "two nodes would be called {:?}: give one of them another `name`",
+                node.name
+            ));
+        }
+        if let Some(id) = node.master_id {
+            if !ids.insert(id) {
+                return Err(format!(
+                    "two masters would have id {id}: give one of them another `id`"
+                ));
+            }
+        }
+    }
+    Ok(inventory
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                pin_key(n),
+                Pin {
+                    name: n.name.clone(),
+                    id: n.master_id,
+                },
+            )
+        })
+        .collect())
 }
 
 /// An IPv6 address in brackets, anything else as it is.
@@ -743,6 +831,7 @@ impl Checker<'_> {
             resources: resources.0,
             host_paths: host_paths.0.into_iter().map(PathBuf::from).collect(),
             line,
+            named: raw.name.is_some(),
             added: false,
         })
     }

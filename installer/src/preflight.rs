@@ -314,7 +314,8 @@ mod tests {
 
     #[test]
     fn each_problem_fails_its_check_with_a_reason() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Facts)>, &str)> = vec![
+        type Breaker = Box<dyn Fn(&mut Facts)>;
+        let cases: Vec<(&str, Breaker, &str)> = vec![
             ("login", Box::new(|f| f.uid = 1000), "passwordless sudo"),
             (
                 "arch",

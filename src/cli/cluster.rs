@@ -440,71 +440,6 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn toml_strings_round_trip() {
-        for text in ["https://m1:5050", "/tmp/a \"b\"\\c", "tab\there", "ü"] {
-            let parsed: toml::Table =
-                toml::from_str(&format!("k = {}", toml_string(text))).unwrap();
-            assert_eq!(parsed["k"].as_str(), Some(text));
-        }
-    }
-
-    #[test]
-    fn setup_makes_the_ca_a_token_and_cli_toml_and_refuses_to_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_dir = dir.path().join("ca");
-        let cli = dir.path().join("conf/cli.toml");
-        let made = setup(&ca_dir, Some("https://m1:5050/"), "admin", &cli, false).unwrap();
-        assert!(made.ca_created && made.ca.is_absolute());
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&cli), 0o600);
-        assert_eq!(mode(&made.tokens_file), 0o600);
-        let config = CliConfig::load(&cli).unwrap().unwrap();
-        assert_eq!(config.url.as_deref(), Some("https://m1:5050"));
-        assert_eq!(config.ca.as_deref(), Some(made.ca.as_path()));
-        let token = config.token.unwrap();
-        let tokens = auth::TokenSet::load(&made.tokens_file).unwrap();
-        assert_eq!(tokens.verify(&token), Some("admin"));
-
-        let error = setup(&ca_dir, Some("https://m1:5050"), "ci", &cli, false).unwrap_err();
-        assert!(format!("{error:#}").contains("--force"), "{error:#}");
-        // A second token for another user: same CA, both tokens valid.
-        let other = dir.path().join("ci.toml");
-        let again = setup(&ca_dir, Some("https://m1:5050"), "ci", &other, false).unwrap();
-        assert!(!again.ca_created);
-        let second = CliConfig::load(&other).unwrap().unwrap().token.unwrap();
-        let tokens = auth::TokenSet::load(&made.tokens_file).unwrap();
-        assert_eq!(
-            (tokens.verify(&token), tokens.verify(&second)),
-            (Some("admin"), Some("ci"))
-        );
-
-        for (url, name, expected) in [
-            (None, "admin", "--url is required"),
-            (Some("m1:5050"), "admin", "must start with https://"),
-            (Some("https://m1"), "a b", "--name"),
-        ] {
-            let error = setup(&ca_dir, url, name, &dir.path().join("x.toml"), false).unwrap_err();
-            assert!(format!("{error:#}").contains(expected), "{error:#}");
-        }
-        std::fs::write(&made.tokens_file, "garbage\n").unwrap();
-        let error = setup(
-            &ca_dir,
-            Some("https://m1"),
-            "x",
-            &dir.path().join("y.toml"),
-            false,
-        )
-        .unwrap_err();
-        assert!(format!("{error:#}").contains("tokens:1:"), "{error:#}");
-    }
-}
-
 /// `cluster backup` and `cluster restore`, through the cluster's API.
 pub async fn backup_or_restore(
     client: &crate::cli::client::Client,
@@ -579,5 +514,70 @@ pub async fn backup_or_restore(
             Ok(())
         }
         _ => unreachable!("only backup and restore"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn toml_strings_round_trip() {
+        for text in ["https://m1:5050", "/tmp/a \"b\"\\c", "tab\there", "ü"] {
+            let parsed: toml::Table =
+                toml::from_str(&format!("k = {}", toml_string(text))).unwrap();
+            assert_eq!(parsed["k"].as_str(), Some(text));
+        }
+    }
+
+    #[test]
+    fn setup_makes_the_ca_a_token_and_cli_toml_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        let cli = dir.path().join("conf/cli.toml");
+        let made = setup(&ca_dir, Some("https://m1:5050/"), "admin", &cli, false).unwrap();
+        assert!(made.ca_created && made.ca.is_absolute());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cli), 0o600);
+        assert_eq!(mode(&made.tokens_file), 0o600);
+        let config = CliConfig::load(&cli).unwrap().unwrap();
+        assert_eq!(config.url.as_deref(), Some("https://m1:5050"));
+        assert_eq!(config.ca.as_deref(), Some(made.ca.as_path()));
+        let token = config.token.unwrap();
+        let tokens = auth::TokenSet::load(&made.tokens_file).unwrap();
+        assert_eq!(tokens.verify(&token), Some("admin"));
+
+        let error = setup(&ca_dir, Some("https://m1:5050"), "ci", &cli, false).unwrap_err();
+        assert!(format!("{error:#}").contains("--force"), "{error:#}");
+        // A second token for another user: same CA, both tokens valid.
+        let other = dir.path().join("ci.toml");
+        let again = setup(&ca_dir, Some("https://m1:5050"), "ci", &other, false).unwrap();
+        assert!(!again.ca_created);
+        let second = CliConfig::load(&other).unwrap().unwrap().token.unwrap();
+        let tokens = auth::TokenSet::load(&made.tokens_file).unwrap();
+        assert_eq!(
+            (tokens.verify(&token), tokens.verify(&second)),
+            (Some("admin"), Some("ci"))
+        );
+
+        for (url, name, expected) in [
+            (None, "admin", "--url is required"),
+            (Some("m1:5050"), "admin", "must start with https://"),
+            (Some("https://m1"), "a b", "--name"),
+        ] {
+            let error = setup(&ca_dir, url, name, &dir.path().join("x.toml"), false).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
+        std::fs::write(&made.tokens_file, "garbage\n").unwrap();
+        let error = setup(
+            &ca_dir,
+            Some("https://m1"),
+            "x",
+            &dir.path().join("y.toml"),
+            false,
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("tokens:1:"), "{error:#}");
     }
 }

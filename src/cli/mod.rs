@@ -378,6 +378,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 "CPUS (USED/TOTAL)",
                 "MEM MiB (USED/TOTAL)",
                 "TASKS",
+                "VERSION",
+                "HEARD",
             ])];
             for m in &nodes.masters {
                 rows.push(vec![
@@ -388,6 +390,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     String::new(),
                     String::new(),
                     node::master_progress(m),
+                    m.version.clone().unwrap_or_default(),
+                    String::new(),
                 ]);
             }
             for a in &nodes.agents {
@@ -399,6 +403,10 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     format!("{:.2}/{:.2}", a.used_cpus, a.cpus),
                     format!("{}/{}", a.used_mem, a.mem),
                     a.tasks.to_string(),
+                    a.version.clone(),
+                    a.last_heartbeat_ms_ago
+                        .map(|ms| format!("{:.1} s ago", ms as f64 / 1000.0))
+                        .unwrap_or_default(),
                 ]);
             }
             print_table(&rows);

@@ -73,6 +73,10 @@ pub enum NodeCommand {
         /// Longest wait with --wait, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Wait until the agent is empty, at most this long (`90s`, `5m`, `1h`; a number is
+        /// seconds): --wait with --timeout in one.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_s)]
+        deadline: Option<u64>,
     },
     /// Forget a drained or unreachable agent, or (with --master) remove a master.
     #[command(
@@ -147,7 +151,12 @@ pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> a
             agent,
             wait,
             timeout,
+            deadline,
         } => {
+            let (wait, timeout) = match deadline {
+                Some(seconds) => (true, seconds),
+                None => (wait, timeout),
+            };
             let id = resolve_agent(client, &agent).await?;
             let view: dcos_api::AgentView = client
                 .send_json(Method::POST, &cluster_routes::agent_drain(&id), b"")
@@ -255,5 +264,47 @@ async fn resolve_agent(client: &Client, name: &str) -> anyhow::Result<String> {
             "no agent {name:?}: give an agent id, hostname or address from `dcos-rs node list`"
         ),
         _ => anyhow::bail!("{name:?} names {} agents: give the agent id", matches.len()),
+    }
+}
+
+/// `90`, `90s`, `5m` or `1h` in seconds (at most a week).
+fn parse_duration_s(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?}: give seconds, or a number with s, m or h (5m)"
+            ))
+        }
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|s| (1..=7 * 24 * 3600).contains(s))
+        .ok_or_else(|| format!("{text:?}: from 1 s to 7 days (5m, 90s, 1h)"))?;
+    Ok(seconds)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration_s;
+
+    #[test]
+    fn deadlines_read_as_seconds() {
+        assert_eq!(parse_duration_s("90"), Ok(90));
+        assert_eq!(parse_duration_s("90s"), Ok(90));
+        assert_eq!(parse_duration_s("5m"), Ok(300));
+        assert_eq!(parse_duration_s("1h"), Ok(3600));
+        assert!(parse_duration_s("0").is_err());
+        assert!(parse_duration_s("5d").is_err());
+        assert!(parse_duration_s("m").is_err());
     }
 }

@@ -62,6 +62,8 @@ struct Probed {
 }
 
 /// What became of one node's connection and probe.
+// One per node and run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Reached {
     Probed(Box<Probed>),
     Failed {
@@ -96,19 +98,45 @@ pub fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
     let file = path.display().to_string();
     let alone = inventory::parse(&text, &file, &base, &env)?;
     let added_path = alone.state_dir.join(inventory::ADDED_FILE);
-    let added = match std::fs::read_to_string(&added_path) {
-        Ok(added) => added,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(alone),
+    let mut inventory = match std::fs::read_to_string(&added_path) {
+        Ok(added) => {
+            let added_name = added_path.display().to_string();
+            inventory::parse_with_added(&text, &file, &base, &env, Some((&added, &added_name)))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => alone,
         Err(e) => return Err(e).with_context(|| format!("reading {}", added_path.display())),
     };
-    let added_name = added_path.display().to_string();
-    Ok(inventory::parse_with_added(
-        &text,
-        &file,
-        &base,
-        &env,
-        Some((&added, &added_name)),
-    )?)
+    pin_names(&mut inventory)?;
+    Ok(inventory)
+}
+
+/// The state dir's record of each node's name and master id (see `inventory::pin`).
+const PINS_FILE: &str = "names.json";
+
+/// Nodes keep the names (and so the certificates) and master ids they were installed with,
+/// when nodes before them leave cluster.yaml.
+fn pin_names(inventory: &mut Inventory) -> anyhow::Result<()> {
+    let path = inventory.state_dir.join(PINS_FILE);
+    let pins: inventory::Pins = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged: fix or delete it", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    inventory::pin(inventory, &pins).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Records the names of `inventory`'s nodes in the state dir (merged with earlier ones).
+fn save_pins(inventory: &Inventory) -> anyhow::Result<()> {
+    let path = inventory.state_dir.join(PINS_FILE);
+    let mut pins: inventory::Pins = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let mut now = inventory.clone();
+    pins.extend(inventory::pin(&mut now, &pins).map_err(anyhow::Error::msg)?);
+    crate::tls::write_atomically(&path, &serde_json::to_vec_pretty(&pins)?, 0o600)
 }
 
 pub async fn install(args: InstallArgs, json: bool) -> anyhow::Result<()> {

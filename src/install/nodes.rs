@@ -164,6 +164,8 @@ pub async fn add_node(args: AddNode, json: bool) -> anyhow::Result<()> {
         &env,
         Some((&doc_text, "node add")),
     )?;
+    let mut grown = grown;
+    super::pin_names(&mut grown)?;
     let node = grown.node(&name).expect("the node just added").clone();
 
     let state = State::prepare(&grown)?;
@@ -191,7 +193,7 @@ pub async fn add_node(args: AddNode, json: bool) -> anyhow::Result<()> {
         .collect();
     run_plans(&sessions, plans.iter(), &progress).await?;
 
-    let client = state.client(&inventory)?;
+    let client = state.reachable_client(&inventory).await?;
     let summary = match node.role {
         Role::Master => {
             let id = node.master_id.expect("masters have ids");

@@ -41,6 +41,7 @@ impl State {
                     .with_context(|| format!("making {} private", sub.display()))?;
             }
         }
+        super::save_pins(inventory)?;
         let cli_config = dir.join("cli.toml");
         let first_master = inventory
             .masters()
@@ -140,6 +141,30 @@ impl State {
         let identity = dcos_pki::PeerIdentity::from_certificate(cert);
         identity.is_ok_and(|id| id.role == role && id.name == node.name)
             && dcos_pki::certificate_names_host(cert, &node.address)
+    }
+
+    /// A client of the first master that answers (in the inventory's order), for work that
+    /// must go on while a master is down (an upgrade that stopped at a broken build).
+    pub async fn reachable_client(&self, inventory: &Inventory) -> anyhow::Result<Client> {
+        let mut errors = Vec::new();
+        for master in inventory.masters() {
+            let client = Client::with_auth(
+                &master.url(inventory),
+                Some(&self.token),
+                Some(&self.ca_cert()),
+            )?;
+            let asked =
+                client.get::<dcos_api::cluster::NodesView>(dcos_api::routes::cluster::NODES);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
+                Ok(Ok(_)) => return Ok(client),
+                Ok(Err(e)) => errors.push(format!("{} ({}): {e}", master.name, master.address)),
+                Err(_) => errors.push(format!(
+                    "{} ({}): no answer within 5 s",
+                    master.name, master.address
+                )),
+            }
+        }
+        anyhow::bail!("no master answers:\n  {}", errors.join("\n  "))
     }
 
     /// An API client for the first master with the admin token, trusting only the cluster CA.

@@ -99,7 +99,7 @@ pub async fn upgrade(args: UpgradeArgs, json: bool) -> anyhow::Result<()> {
         );
     }
 
-    let client = state.client(&inventory)?;
+    let client = state.reachable_client(&inventory).await?;
     let view: NodesView = client
         .get(dcos_api::routes::cluster::NODES)
         .await

@@ -855,10 +855,16 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
             version: crate::build_version_if_known().map(str::to_string),
         });
     }
-    Json(master.read(|s| NodesView {
+    let mut view = master.read(|s| NodesView {
         masters,
         agents: s.agents.values().map(|a| agent_view(s, a)).collect(),
-    }))
+    });
+    if master.raft.is_leader() {
+        for agent in &mut view.agents {
+            agent.last_heartbeat_ms_ago = master.heard_ms_ago(&agent.id);
+        }
+    }
+    Json(view)
 }
 
 #[cfg(test)]

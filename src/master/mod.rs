@@ -126,6 +126,13 @@ impl Master {
         connected
     }
 
+    /// How long ago (ms) this master, as leader, last heard from the agent; `None` if it
+    /// has not (a follower, or no link since it leads).
+    pub fn heard_ms_ago(&self, agent_id: &str) -> Option<u64> {
+        let seen = self.agent_seen.lock().expect("seen lock");
+        seen.get(agent_id).map(|at| at.elapsed().as_millis() as u64)
+    }
+
     /// Leadership changes and silent agents; runs on every tick.
     async fn check_agents(&self) {
         let leading = self.raft.is_leader();

@@ -22,6 +22,9 @@ pub struct AgentView {
     /// The agent's build (`dcos-rs --version`) as it registered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
+    /// How long ago the leader last heard from the agent (ms): known on the leader only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ms_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ pub fn agent_view(state: &ClusterState, agent: &Agent) -> AgentView {
             .count(),
         registered_at: iso8601(agent.registered_at_ms),
         version: agent.version.clone(),
+        last_heartbeat_ms_ago: None,
     }
 }
 

@@ -164,3 +164,37 @@ fn added_nodes_follow_the_files_own_with_the_next_ids_and_names() {
     .unwrap_err();
     assert!(e.reason.contains("listed twice"), "{e}");
 }
+
+#[test]
+fn nodes_keep_their_names_when_others_leave_the_file() {
+    let first = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.2\n  - address: 10.0.0.3\n").unwrap();
+    let mut first = first;
+    let pins = pin(&mut first, &Pins::new()).unwrap();
+    assert_eq!(pins["agent 10.0.0.3"].name, "a2");
+    assert_eq!(
+        pins["master 10.0.0.1"],
+        Pin {
+            name: "m1".into(),
+            id: Some(1)
+        }
+    );
+
+    // 10.0.0.2 leaves; 10.0.0.3 stays a2, and a newcomer takes the free a1... or a3? a1 is free.
+    let mut second = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.3\n  - address: 10.0.0.4\n").unwrap();
+    // Unpinned, 10.0.0.3 would be a1 and 10.0.0.4 a2.
+    let again = pin(&mut second, &pins).unwrap();
+    let names: Vec<_> = second
+        .nodes
+        .iter()
+        .map(|n| (n.address.as_str(), n.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("10.0.0.1", "m1"), ("10.0.0.3", "a2"), ("10.0.0.4", "a1")]
+    );
+    assert_eq!(again["agent 10.0.0.4"].name, "a1");
+
+    // A name given in the file wins over the pin, but may not take another node's.
+    let mut clash = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.3\n  - address: 10.0.0.4\n    name: a2\n").unwrap();
+    assert!(pin(&mut clash, &pins).unwrap_err().contains("\"a2\""));
+}
