@@ -227,6 +227,9 @@ async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls
     );
 
     // Drift: a hand edit on a1 is put back, and only a1's agent restarts; its task lives on.
+    let task_pid = |host| testbed.sh(host, "pgrep -f 'sleep 10000[0]'");
+    let pid_before = task_pid(4);
+    assert!(!pid_before.trim().is_empty());
     testbed.sh(4, "echo '# edited by hand' >> /etc/dcos-rs/agent.toml");
     let mended = admin.install();
     assert!(mended.status.success());
@@ -267,6 +270,18 @@ async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls
         ids(&web),
         "the agent's restart must not replace its task"
     );
+    // The very process: the restarted agent (registered again) adopted it.
+    assert_eq!(task_pid(4), pid_before);
+    wait_for("a1 registered again", Duration::from_secs(30), async || {
+        let nodes = admin.json(&["node", "list"]);
+        let a1 = nodes["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["url"] == "https://10.77.0.14:5051")?
+            .clone();
+        (a1["state"] == "active" && a1["tasks"] == 1).then_some(())
+    })
+    .await;
     // node add: a third agent over SSH, nothing copied by hand.
     let added = admin.dcos(&[
         "node",
@@ -760,7 +775,14 @@ async fn wipe_and_restore(admin: &Admin, file: &str) {
     let wiped = admin.dcos(&["uninstall", "--config", "cluster.yaml", "--yes"]);
     assert!(wiped.status.success(), "{}", text(&wiped.stderr));
     assert!(admin.install().status.success());
-    assert_eq!(running(admin, "/echo").len(), 0);
+    // Nothing of the old cluster is left: no app at all.
+    let apps = admin.json(&["app", "list"]);
+    assert!(
+        apps.as_array()
+            .map(|a| a.is_empty())
+            .unwrap_or_else(|| apps["apps"].as_array().is_some_and(|a| a.is_empty())),
+        "{apps}"
+    );
     let restored = admin.dcos(&["cluster", "restore", file]);
     assert!(restored.status.success(), "{}", text(&restored.stderr));
     assert!(

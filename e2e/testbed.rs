@@ -252,6 +252,20 @@ impl Drop for Testbed {
                 )));
             }
         }
+        // The installed agents' task cgroups, made in the machine's own v1 hierarchies
+        // (`dcos-rs`, agent.toml's default cgroup_parent): empty once the hosts are off. Only
+        // empty groups go, so nothing another test runs is touched.
+        for controller in CONTROLLERS {
+            let parent = format!("/sys/fs/cgroup/{controller}/dcos-rs");
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for entry in entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                {
+                    remove_empty_tree(&entry.path());
+                }
+            }
+        }
         self.net.take();
     }
 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const BINARY_PATH: &str = "/usr/local/bin/dcos-rs";
 pub const CONFIG_DIR: &str = "/etc/dcos-rs";
 pub const UNIT_DIR: &str = "/etc/systemd/system";
-/// Written last by a finished install: `cluster=<name>` and `role=<role>`.
+/// Written first when the installer claims a node (`cluster=`, `role=`, `name=`): a rerun
+/// after a failure knows the node is this cluster's.
 pub const MARKER_FILE: &str = "/etc/dcos-rs/installed";
 
 /// The files whose sha256 the probe reports, so the plan can skip identical uploads.
@@ -172,12 +173,13 @@ pub fn parse(output: &str) -> Result<Facts, ProbeError> {
                 facts.disk_free_kib = value.trim().parse().map_err(|_| bad("not a size"))?
             }
             "file" => {
-                let (hash, path) = value
-                    .split_once(char::is_whitespace)
-                    .ok_or_else(|| bad("not `<sha256>  <path>`"))?;
-                facts
-                    .files
-                    .insert(path.trim().to_string(), hash.to_string());
+                // `file=` alone: the file is there but unreadable (not root): its hash is
+                // unknown, so the plan writes it again.
+                if let Some((hash, path)) = value.split_once(char::is_whitespace) {
+                    facts
+                        .files
+                        .insert(path.trim().to_string(), hash.to_string());
+                }
             }
             "unit" => {
                 let (unit, state) = value.split_once(' ').unwrap_or((value, ""));

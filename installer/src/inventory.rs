@@ -153,13 +153,17 @@ pub fn pin(inventory: &mut Inventory, pins: &Pins) -> Result<Pins, String> {
         .filter(|n| n.named || pins.contains_key(&pin_key(n)))
         .map(|n| n.name.clone())
         .collect();
+    // Every name and id ever given stays taken: a removed node's certificate names it, and
+    // a Raft id is never given to a second master.
     let mut taken = pinned.clone();
+    taken.extend(pins.values().map(|p| p.name.clone()));
+    let mut ids_taken: BTreeSet<u64> = pins.values().filter_map(|p| p.id).collect();
     for i in 0..inventory.nodes.len() {
         let node = &inventory.nodes[i];
-        if node.named || pins.contains_key(&pin_key(node)) {
+        if pins.contains_key(&pin_key(node)) {
             continue;
         }
-        if taken.contains(&node.name) {
+        if !node.named && taken.contains(&node.name) {
             let prefix = if node.role == Role::Master { "m" } else { "a" };
             let free = (1..)
                 .map(|n| format!("{prefix}{n}"))
@@ -168,6 +172,15 @@ pub fn pin(inventory: &mut Inventory, pins: &Pins) -> Result<Pins, String> {
             inventory.nodes[i].name = free;
         }
         taken.insert(inventory.nodes[i].name.clone());
+        if let Some(id) = inventory.nodes[i].master_id {
+            let id = if ids_taken.contains(&id) {
+                (1..).find(|n| !ids_taken.contains(n)).expect("a free id")
+            } else {
+                id
+            };
+            inventory.nodes[i].master_id = Some(id);
+            ids_taken.insert(id);
+        }
     }
     let mut names = BTreeSet::new();
     let mut ids = BTreeSet::new();
@@ -535,6 +548,18 @@ impl Checker<'_> {
                     );
                 }
             }
+            if node.role == Role::Agent {
+                if let Some(master) = nodes
+                    .iter()
+                    .find(|n| n.address == node.address && n.role == Role::Master)
+                {
+                    return self.error(
+                        node.line,
+                        format!("{key}.address"),
+                        format!("{} is also {} (a master): a host is a master or an agent, not both (they would share /etc/dcos-rs)", node.address, master.name),
+                    );
+                }
+            }
             if !endpoints.insert((node.address.clone(), port)) {
                 return self.error(
                     node.line,
@@ -584,6 +609,10 @@ impl Checker<'_> {
         ] {
             if let Some(value) = value {
                 let path = Path::new(&value.value);
+                let normal = value.value.trim_end_matches('/');
+                if SYSTEM_DIRS.contains(&normal) {
+                    return self.error(value.referenced.line(), key, format!("{:?} is a system directory: the installer makes the data dir private (chmod 700) and uninstall deletes it; give a directory of its own, e.g. /var/lib/dcos-rs/{}", value.value, key.trim_start_matches("data_dirs.")));
+                }
                 if !path.is_absolute() || !safe_remote_path(&value.value) {
                     return self.error(value.referenced.line(), key, format!("{:?} must be an absolute path on the nodes, without '..', quotes, spaces or '$'", value.value));
                 }
@@ -905,6 +934,35 @@ pub fn valid_address(address: &str) -> bool {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
+
+/// Directories a data dir may not be (`/` is ""): the installer makes the data dir private
+/// and uninstall deletes it.
+const SYSTEM_DIRS: [&str; 24] = [
+    "",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/local",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+];
 
 /// A path the installer can put in shell commands and TOML without quoting surprises.
 fn safe_remote_path(path: &str) -> bool {

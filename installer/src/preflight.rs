@@ -68,7 +68,7 @@ pub fn checks(context: &Context, node: &Node, facts: &Facts) -> Vec<Check> {
     checks.push(Check::new(
         "login",
         facts.uid == 0 || facts.sudo,
-        if facts.uid == 0 { "root".into() } else { "passwordless sudo".into() },
+        if facts.sudo { "passwordless sudo".into() } else { "root".into() },
         format!("{} is not root and `sudo -n` asks for a password: log in as root or allow passwordless sudo", node.ssh.user),
     ));
     checks.push(Check::new(

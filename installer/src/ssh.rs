@@ -92,10 +92,34 @@ impl client::Handler for Handler {
             ));
             return Ok(false);
         };
+        // The admin's own ~/.ssh/known_hosts first: a key pinned there must match.
+        if let Some(home) = std::env::var_os("HOME") {
+            let own = Path::new(&home).join(".ssh/known_hosts");
+            match keys::check_known_hosts_path(&self.address, self.port, key, &own) {
+                Ok(true) => return Ok(true),
+                Err(keys::Error::KeyChanged { line }) => {
+                    *self.refused.lock().unwrap() = Some(SshError::HostKeyChanged {
+                        address: self.address.clone(),
+                        port: self.port,
+                        known_hosts: own,
+                        line,
+                    });
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
         match keys::check_known_hosts_path(&self.address, self.port, key, &self.known_hosts) {
             Ok(true) => Ok(true),
             Ok(false) => {
                 // First contact: trust and remember (as OpenSSH's StrictHostKeyChecking=accept-new).
+                eprintln!(
+                    "trusting the host key of {}:{} on first contact: {} (recorded in {})",
+                    self.address,
+                    self.port,
+                    key.fingerprint(Default::default()),
+                    self.known_hosts.display()
+                );
                 if let Err(e) = keys::known_hosts::learn_known_hosts_path(
                     &self.address,
                     self.port,

@@ -116,15 +116,21 @@ const PINS_FILE: &str = "names.json";
 /// Nodes keep the names (and so the certificates) and master ids they were installed with,
 /// when nodes before them leave cluster.yaml.
 fn pin_names(inventory: &mut Inventory) -> anyhow::Result<()> {
-    let path = inventory.state_dir.join(PINS_FILE);
-    let pins: inventory::Pins = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is damaged: fix or delete it", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    inventory::pin(inventory, &pins).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let pins = read_pins(inventory)?;
+    inventory::pin(inventory, &pins)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", inventory.state_dir.join(PINS_FILE).display()))?;
     Ok(())
+}
+
+/// The names and master ids every node of the cluster was given (names.json).
+fn read_pins(inventory: &Inventory) -> anyhow::Result<inventory::Pins> {
+    let path = inventory.state_dir.join(PINS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged: fix or delete it", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Records the names of `inventory`'s nodes in the state dir (merged with earlier ones).
@@ -183,7 +189,16 @@ pub async fn install(args: InstallArgs, json: bool) -> anyhow::Result<()> {
     run_plans(&sessions, starts.into_iter(), &progress).await?;
     for plan in restarts {
         run_plans(&sessions, std::iter::once(plan), &progress).await?;
-        wait_for_leader(&client, &inventory, &sessions, &progress).await?;
+        // Asked of the restarted master itself: the membership lists it while it is down.
+        let node = &sessions[&plan.node].node;
+        if let Err(reason) = upgrade::master_gate(&inventory, &state, node, None).await {
+            bail!(
+                "{} ({}) step \"health gate\" failed after its restart: {reason}\nits log: {}",
+                node.name,
+                node.address,
+                journal(&sessions[&plan.node]).await
+            );
+        }
     }
     wait_for_leader(&client, &inventory, &sessions, &progress).await?;
     run_plans(&sessions, by_role(Role::Agent), &progress).await?;
@@ -302,45 +317,57 @@ async fn probe_one(inventory: Inventory, node: Node, known_hosts: PathBuf, force
         Role::Master => &inventory.data_dirs.master,
         Role::Agent => &inventory.data_dirs.agent,
     };
-    // The probe runs as the login user: it tells whether sudo works.
+    // The probe runs as the login user first: it tells whether sudo works. A user other
+    // than root with sudo then probes again as root, to read root-only files' hashes.
     let mut session = session;
-    let sudo = std::mem::replace(&mut session.sudo, false);
-    let sent = now();
-    let output = session
-        .run(
-            &format!("sh -s -- {}", shell_quote(&data_dir.to_string_lossy())),
-            facts::probe_script().as_bytes(),
-        )
-        .await;
-    let received = now();
-    session.sudo = sudo;
-    let output = match output {
-        Ok(output) if output.success() => output,
-        Ok(output) => {
-            return Reached::Failed {
-                node,
-                step: "probe",
-                reason: format!("exit {:?}: {}", output.status, output.tail()),
+    session.sudo = false;
+    let script = facts::probe_script();
+    let command = format!("sh -s -- {}", shell_quote(&data_dir.to_string_lossy()));
+    let mut probed = None;
+    for attempt in 0..2 {
+        let sent = now();
+        let output = session.run(&command, script.as_bytes()).await;
+        let received = now();
+        let output = match output {
+            Ok(output) if output.success() => output,
+            Ok(output) => {
+                let reason = format!("exit {:?}: {}", output.status, output.tail());
+                return Reached::Failed {
+                    node,
+                    step: "probe",
+                    reason,
+                };
             }
-        }
-        Err(e) => {
-            return Reached::Failed {
-                node,
-                step: "probe",
-                reason: e.to_string(),
+            Err(e) => {
+                return Reached::Failed {
+                    node,
+                    step: "probe",
+                    reason: e.to_string(),
+                }
             }
-        }
-    };
-    let facts = match facts::parse(&output.stdout_text()) {
-        Ok(facts) => facts,
-        Err(e) => {
-            return Reached::Failed {
-                node,
-                step: "probe",
-                reason: e.to_string(),
+        };
+        let facts = match facts::parse(&output.stdout_text()) {
+            Ok(facts) => facts,
+            Err(e) => {
+                return Reached::Failed {
+                    node,
+                    step: "probe",
+                    reason: e.to_string(),
+                }
             }
+        };
+        let again = attempt == 0 && facts.uid != 0 && facts.sudo;
+        probed = Some((facts, sent, received));
+        if !again {
+            break;
         }
-    };
+        session.sudo = true;
+    }
+    let (mut facts, sent, received) = probed.expect("probed at least once");
+    if session.sudo {
+        // As root the probe sees uid 0; the login is still the user's, through sudo.
+        facts.sudo = true;
+    }
     let context = preflight::Context {
         inventory: &inventory,
         arch: std::env::consts::ARCH,
@@ -384,6 +411,10 @@ fn report_preflight(
         .map(|s| s.to_string())
         .chain(agent_names.iter().map(|s| s.to_uppercase()))
         .collect::<Vec<_>>()];
+    if agent_names.is_empty() {
+        // No node was probed: one column for what stopped each.
+        rows[0].push("RESULT".into());
+    }
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut probed = Vec::new();
@@ -619,8 +650,18 @@ fn uninstall_script(inventory: &Inventory, node: &Node, keep_data: bool) -> Stri
          rm -rf {CONFIG_DIR} {BINARY_PATH}\n"
     );
     if node.role == Role::Agent {
+        // On a cgroup v2 host the tasks' cgroups are outside the agent's unit: end them
+        // there. (On v1 they stay in the unit's name=systemd group, which the kill reached.)
+        script.push_str(
+            "if [ \"$(stat -fc %T /sys/fs/cgroup)\" = cgroup2fs ]; then\n\
+             \x20 for d in /sys/fs/cgroup/dcos-rs/*/; do\n\
+             \x20   [ -f \"$d/cgroup.kill\" ] && echo 1 > \"$d/cgroup.kill\" 2>/dev/null\n\
+             \x20   [ -f \"$d/cgroup.procs\" ] && xargs -r kill -9 < \"$d/cgroup.procs\" 2>/dev/null\n\
+             \x20 done; sleep 0.2\n\
+             fi\n",
+        );
         // Tasks' cgroups (agent.toml's default cgroup_parent); only empty ones can go.
-        script.push_str("for d in /sys/fs/cgroup/*/dcos-rs/*/ /sys/fs/cgroup/unified/dcos-rs/*/; do [ -d \"$d\" ] && { rmdir \"$d\" 2>/dev/null || true; }; done\n");
+        script.push_str("for d in /sys/fs/cgroup/*/dcos-rs/*/ /sys/fs/cgroup/dcos-rs/*/; do [ -d \"$d\" ] && { rmdir \"$d\" 2>/dev/null || true; }; done\n");
     }
     if !keep_data {
         script.push_str(&format!(
@@ -820,6 +861,7 @@ async fn wait_for_agents(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(inventory.timeouts.agents_s);
+    let mut last_error: Option<String> = None;
     loop {
         let registered: Vec<String> = match client
             .get::<dcos_api::cluster::NodesView>(dcos_api::routes::cluster::NODES)
@@ -831,7 +873,10 @@ async fn wait_for_agents(
                 .filter(|a| a.state == "active")
                 .map(|a| a.url.clone())
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(e) => {
+                last_error = Some(e.to_string());
+                Vec::new()
+            }
         };
         let missing: Vec<&Node> = wanted
             .iter()
@@ -856,6 +901,9 @@ async fn wait_for_agents(
                     "{} ({}): not registered; its log: {journal}",
                     node.name, node.address
                 ));
+            }
+            if let Some(e) = &last_error {
+                lines.push(format!("the masters' last answer: {e}"));
             }
             bail!(
                 "step \"wait for agents\" failed after {} s (timeouts.agents_s):\n  {}",
@@ -909,7 +957,7 @@ mod tests {
     #[test]
     fn the_rendered_configs_are_what_the_master_and_agent_read() {
         let text = include_str!("../../config/cluster.yaml");
-        let inventory = inventory::parse(
+        let mut inventory = inventory::parse(
             text,
             "cluster.yaml",
             Path::new("/x"),
@@ -931,6 +979,13 @@ mod tests {
             crate::master::config::MasterConfig::load(&dir.path().join("master.toml")).unwrap();
         assert_eq!(parsed.node_id, 2);
         assert_eq!(parsed.initial_masters.len(), 3);
+        // The agent checks its host paths exist: one that does here.
+        let big = inventory
+            .nodes
+            .iter()
+            .position(|n| n.name == "big-1")
+            .unwrap();
+        inventory.nodes[big].host_paths = vec![dir.path().to_path_buf()];
         let agent = dcos_installer::render::config(&inventory, inventory.node("big-1").unwrap());
         std::fs::write(dir.path().join("agent.toml"), &agent.content).unwrap();
         let parsed =

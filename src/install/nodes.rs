@@ -86,11 +86,12 @@ fn write_added(path: &Path, doc: &Value) -> anyhow::Result<()> {
     crate::tls::write_atomically(path, text.as_bytes(), 0o600)
 }
 
-/// The first free name `<prefix><n>`.
+/// The first `<prefix><n>` no node has or had (names.json keeps every name given).
 fn free_name(inventory: &Inventory, prefix: &str) -> String {
+    let pins = super::read_pins(inventory).unwrap_or_default();
     (1..)
         .map(|n| format!("{prefix}{n}"))
-        .find(|name| inventory.node(name).is_none())
+        .find(|name| inventory.node(name).is_none() && !pins.values().any(|p| p.name == *name))
         .expect("some name is free")
 }
 
@@ -111,9 +112,14 @@ pub async fn add_node(args: AddNode, json: bool) -> anyhow::Result<()> {
     });
     let mut entry = json!({ "address": host, "name": name });
     if args.role == Role::Master {
+        let pinned_ids = super::read_pins(&inventory)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|p| p.id);
         let next = inventory
             .masters()
             .filter_map(|m| m.master_id)
+            .chain(pinned_ids)
             .max()
             .unwrap_or(0)
             + 1;
@@ -261,11 +267,21 @@ pub async fn remove_node(config: &Path, address: &str, json: bool) -> anyhow::Re
         );
     };
     let state = State::prepare(&inventory)?;
-    match uninstall_node(&inventory, &node, &state, false).await {
-        Ok(()) => progress.step(&node, "uninstall", "done"),
-        Err(e) => eprintln!(
-            "warning: {e:#}\nthe node is out of the cluster; uninstall it later with `dcos-rs node remove --config ...` again, or by hand"
-        ),
+    let uninstalled = match uninstall_node(&inventory, &node, &state, false).await {
+        Ok(()) => {
+            progress.step(&node, "uninstall", "done");
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {e:#}\nthe node is out of the cluster; uninstall it later with `dcos-rs node remove {} --config ...` again (it stays in the inventory until then), or by hand",
+                node.address
+            );
+            false
+        }
+    };
+    if !uninstalled {
+        return Ok(());
     }
     if node.added {
         let path = added_path(&inventory);

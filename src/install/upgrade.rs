@@ -100,23 +100,94 @@ pub async fn upgrade(args: UpgradeArgs, json: bool) -> anyhow::Result<()> {
     }
 
     let client = state.reachable_client(&inventory).await?;
-    let view: NodesView = client
-        .get(dcos_api::routes::cluster::NODES)
-        .await
-        .context("asking the cluster for its masters")?;
-    let leader = view
-        .masters
+
+    // --resume: the nodes on the new binary already must be healthy on it (the node whose
+    // gate failed is one of them) before anything else is touched.
+    let mut resumed: Vec<&Probed> = nodes.iter().filter(|p| upgraded(p)).collect();
+    resumed.sort_by_key(|p| (p.node.role, p.node.master_id));
+    for probed in resumed {
+        let node = &probed.node;
+        let unit = unit_name(node.role);
+        let started = probed
+            .session
+            .run(
+                &format!("systemctl is-active --quiet {unit} || systemctl restart {unit}"),
+                b"",
+            )
+            .await;
+        check(
+            node,
+            &format!("start {unit}"),
+            started.map_err(|e| e.to_string()).and_then(super::exit_ok),
+        )?;
+        let gate = match node.role {
+            Role::Master => master_gate(&inventory, &state, node, Some(&version)).await,
+            Role::Agent => agent_gate(&client, &inventory, node, &version, None).await,
+        };
+        if let Err(reason) = gate {
+            bail!(
+                "{} ({}) step \"health gate\" failed again: {reason}\nits log: {}\nnothing else was touched; fix the cause (or upgrade to another build) and run the command again",
+                node.name,
+                node.address,
+                journal(probed).await
+            );
+        }
+        progress.step(
+            node,
+            &format!("healthy on {version} (upgraded before)"),
+            "done",
+        );
+    }
+
+    // Masters that do not answer go first (restarting them cannot cost the quorum: they are
+    // out of it), as after an upgrade to a build that could not start; then the others, each
+    // with all the rest back before it.
+    let mut down = std::collections::BTreeSet::new();
+    for probed in nodes
         .iter()
-        .find(|m| m.role == "leader")
-        .map(|m| m.id);
+        .filter(|p| p.node.role == Role::Master && !upgraded(p))
+    {
+        let node = &probed.node;
+        let asked = master_client(&inventory, &state, node)?;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            asked.get::<NodesView>(dcos_api::routes::cluster::NODES),
+        )
+        .await;
+        if !matches!(answer, Ok(Ok(_))) {
+            progress.step(node, "does not answer: upgraded first", "noted");
+            down.insert(node.name.clone());
+        }
+    }
+
+    let leader_now = async || -> Option<u64> {
+        let view: NodesView = client.get(dcos_api::routes::cluster::NODES).await.ok()?;
+        view.masters
+            .iter()
+            .find(|m| m.role == "leader")
+            .map(|m| m.id)
+    };
+    let leader = leader_now().await;
     // Followers first, the leader last; then agents in the file's order.
     let mut order: Vec<&Probed> = nodes.iter().filter(|p| !upgraded(p)).collect();
-    order.sort_by_key(|p| (p.node.role, p.node.master_id == leader, p.node.master_id));
+    order.sort_by_key(|p| {
+        let up = !down.contains(&p.node.name);
+        (
+            p.node.role,
+            up,
+            p.node.master_id == leader,
+            p.node.master_id,
+        )
+    });
 
     let mut count = 0;
     for probed in order {
         let node = &probed.node;
-        if node.role == Role::Master && node.master_id == leader {
+        // The leadership may have moved since: ask again before each master.
+        if node.role == Role::Master
+            && node.master_id.is_some()
+            && node.master_id == leader_now().await
+        {
             hand_over_leadership(&inventory, &state, &nodes, &sha, node, &progress).await?;
         }
         let tasks_before = match node.role {
@@ -149,7 +220,7 @@ pub async fn upgrade(args: UpgradeArgs, json: bool) -> anyhow::Result<()> {
         )?;
         let gate_started = Instant::now();
         let gate = match node.role {
-            Role::Master => master_gate(&inventory, &state, node, &version).await,
+            Role::Master => master_gate(&inventory, &state, node, Some(&version)).await,
             Role::Agent => agent_gate(&client, &inventory, node, &version, tasks_before).await,
         };
         if let Err(reason) = gate {
@@ -253,12 +324,13 @@ async fn hand_over_leadership(
     Ok(())
 }
 
-/// The upgraded master answers with the new build, a leader is known, and it has caught up.
-async fn master_gate(
+/// The master answers, itself a follower or the leader, with a leader known, and (given a
+/// version) runs that build.
+pub(super) async fn master_gate(
     inventory: &Inventory,
     state: &State,
     node: &Node,
-    version: &str,
+    version: Option<&str>,
 ) -> Result<(), String> {
     let client = master_client(inventory, state, node).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(inventory.timeouts.quorum_s);
@@ -273,7 +345,7 @@ async fn master_gate(
                 let leader = view.masters.iter().any(|m| m.role == "leader");
                 match me {
                     Some(me)
-                        if me.version.as_deref() == Some(version)
+                        if (version.is_none() || me.version.as_deref() == version)
                             && leader
                             && matches!(me.role.as_str(), "leader" | "follower") =>
                     {
@@ -292,8 +364,9 @@ async fn master_gate(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let on = version.map(|v| format!(" on {v}")).unwrap_or_default();
     Err(format!(
-        "not healthy on {version} within {} s (timeouts.quorum_s): {last}",
+        "not healthy{on} within {} s (timeouts.quorum_s): {last}",
         inventory.timeouts.quorum_s
     ))
 }

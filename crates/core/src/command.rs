@@ -306,7 +306,7 @@ pub enum Reject {
     },
     #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
     PortsUnavailable { agent_id: String, ports: Vec<u16> },
-    #[error("this cluster already holds {apps} app(s), {jobs} job(s) and {frameworks} framework(s): a restore replaces them only when asked to (replace)")]
+    #[error("this cluster already holds {apps} app(s) and group(s), {jobs} job(s) and {frameworks} framework(s): a restore replaces them only when asked to (replace)")]
     NotFresh {
         apps: usize,
         jobs: usize,

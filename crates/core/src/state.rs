@@ -621,7 +621,7 @@ impl ClusterState {
                 replace,
             } => {
                 let held = (
-                    self.services.apps.len(),
+                    self.services.apps.len() + self.services.groups.len(),
                     self.jobs.jobs.len(),
                     self.frameworks.frameworks.len(),
                 );
@@ -1464,6 +1464,17 @@ mod restore_tests {
             fresh.apply(&restore(false)),
             Outcome::Rejected(Reject::NotFresh { apps: 1, .. })
         ));
+        // Replacing: what the cluster held goes, with the runs and updates of the old tasks.
+        let other = Command::PutApp {
+            app: super::tests::app("/other", 1),
+            create: true,
+            at_ms: 2,
+            deployment_id: "d2".into(),
+        };
+        assert_eq!(fresh.apply(&other), Outcome::Applied);
         assert_eq!(fresh.apply(&restore(true)), Outcome::Applied);
+        let apps: Vec<&String> = fresh.services.apps.keys().collect();
+        assert_eq!(apps, ["/web"]);
+        assert!(fresh.jobs.runs.is_empty() && fresh.frameworks.updates.is_empty());
     }
 }

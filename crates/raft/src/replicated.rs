@@ -681,14 +681,12 @@ impl ReplicatedState {
             .map_err(RaftError::from)
     }
 
-    /// This node leads and holds the lease: a majority acknowledged it within twice the
-    /// longest election timeout (a sole voter needs no one). A leader cut off from the majority stops
-    /// leading after the lease, so it neither hands out work nor keeps agents attached while
-    /// the majority elects another; openraft itself only steps down when it hears a newer term.
     /// Asks this master to stand for election now (a higher term), so that it takes the
     /// leadership over if its log is as recent as a majority's: the way an upgrade moves the
     /// leadership off a master before restarting it (openraft 0.9 has no leadership
-    /// transfer). Waits up to `within` for the outcome; true if this master leads.
+    /// transfer). Voters refuse it while the leader's lease holds, so it wins once the old
+    /// leader steps down: one election, with no leader for about a lease. Waits up to
+    /// `within` for the outcome; true if this master leads.
     pub async fn campaign(&self, within: std::time::Duration) -> Result<bool, RaftError> {
         if self.is_leader() {
             return Ok(true);
@@ -709,6 +707,10 @@ impl ReplicatedState {
         Ok(self.is_leader())
     }
 
+    /// This node leads and holds the lease: a majority acknowledged it within twice the
+    /// longest election timeout (a sole voter needs no one). A leader cut off from the majority stops
+    /// leading after the lease, so it neither hands out work nor keeps agents attached while
+    /// the majority elects another; openraft itself only steps down when it hears a newer term.
     pub fn is_leader(&self) -> bool {
         self.leadership() == Some(true)
     }

@@ -179,7 +179,8 @@ fn nodes_keep_their_names_when_others_leave_the_file() {
         }
     );
 
-    // 10.0.0.2 leaves; 10.0.0.3 stays a2, and a newcomer takes the free a1... or a3? a1 is free.
+    // 10.0.0.2 leaves; 10.0.0.3 stays a2, and a newcomer gets a3: a1 stays 10.0.0.2's (its
+    // certificate names it).
     let mut second = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.3\n  - address: 10.0.0.4\n").unwrap();
     // Unpinned, 10.0.0.3 would be a1 and 10.0.0.4 a2.
     let again = pin(&mut second, &pins).unwrap();
@@ -190,11 +191,52 @@ fn nodes_keep_their_names_when_others_leave_the_file() {
         .collect();
     assert_eq!(
         names,
-        [("10.0.0.1", "m1"), ("10.0.0.3", "a2"), ("10.0.0.4", "a1")]
+        [("10.0.0.1", "m1"), ("10.0.0.3", "a2"), ("10.0.0.4", "a3")]
     );
-    assert_eq!(again["agent 10.0.0.4"].name, "a1");
+    assert_eq!(again["agent 10.0.0.4"].name, "a3");
 
     // A name given in the file wins over the pin, but may not take another node's.
     let mut clash = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.3\n  - address: 10.0.0.4\n    name: a2\n").unwrap();
     assert!(pin(&mut clash, &pins).unwrap_err().contains("\"a2\""));
+}
+
+#[test]
+fn a_data_dir_may_not_be_a_system_directory_and_a_host_has_one_role() {
+    for dir in ["/", "/var/lib", "/home/", "/usr"] {
+        let e = error_of(&format!(
+            "name: c\ndata_dirs:\n  agent: {dir}\nmasters:\n  - address: 10.0.0.1\n"
+        ));
+        assert!(e.reason.contains("system directory"), "{dir}: {e}");
+    }
+    assert!(parse_text(
+        "name: c\ndata_dirs:\n  agent: /data/dcos\nmasters:\n  - address: 10.0.0.1\n"
+    )
+    .is_ok());
+    let e = error_of("name: c\nmasters:\n  - address: 10.0.0.1\nagents:\n  - address: 10.0.0.1\n");
+    assert!(e.reason.contains("not both"), "{e}");
+}
+
+#[test]
+fn a_new_master_never_takes_an_id_a_former_one_had() {
+    let mut first = parse_text("name: c\nmasters:\n  - address: 10.0.0.1\n").unwrap();
+    let mut pins = pin(&mut first, &Pins::new()).unwrap();
+    // A master added then removed had id 2.
+    pins.insert(
+        "master 10.0.0.9".into(),
+        Pin {
+            name: "m2".into(),
+            id: Some(2),
+        },
+    );
+    let mut later = parse_text(
+        "name: c\nmasters:\n  - address: 10.0.0.1\n  - address: 10.0.0.2\n  - address: 10.0.0.3\n",
+    )
+    .unwrap();
+    pin(&mut later, &pins).unwrap();
+    let got: Vec<_> = later
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.master_id))
+        .collect();
+    assert_eq!(got, [("m1", Some(1)), ("m3", Some(3)), ("m4", Some(4))]);
 }
