@@ -715,6 +715,18 @@ async fn a_rolling_upgrade_keeps_a_service_answering_then_backup_wipe_restore_an
             "master on h{host}: {view}"
         );
     }
+    // Every master recorded its new build in the cluster state (protocol gate).
+    wait_for(
+        "every master's new build recorded",
+        Duration::from_secs(30),
+        async || {
+            let nodes = admin.json(&["node", "list"]);
+            let masters = nodes["masters"].as_array()?.clone();
+            (masters.len() == 3 && masters.iter().all(|m| m["version"] == new_version.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
     let after = running(&admin, "/echo");
     let ids = |tasks: &[Value]| {
         tasks

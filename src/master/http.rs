@@ -51,6 +51,7 @@ pub fn router(
     // Raft between masters: bigger bodies, never redirected, masters' certificates only.
     let internal = Router::new()
         .route(internal::RAFT, post(raft_rpc))
+        .route(internal::MASTER_BUILD, post(master_build))
         .layer(DefaultBodyLimit::max(
             dcos_raft::network::RPC_BODY_MAX_BYTES,
         ))
@@ -372,6 +373,36 @@ pub(crate) fn not_leader_response(master: &Master, path: &str) -> Response {
         _ => api_error(
             ApiError::new(503, "no_leader", "no master leads right now (an election is under way or a majority of masters is unreachable); retry shortly"),
         ),
+    }
+}
+
+/// A master reports its build to the leader (masters' certificates only).
+async fn master_build(
+    State(master): State<Arc<Master>>,
+    crate::tls::Peer(peer): crate::tls::Peer,
+    body: Bytes,
+) -> Response {
+    if !peer.is_some_and(|p| p.role == crate::tls::Role::Master) {
+        return api_error(ApiError::new(
+            403,
+            "forbidden",
+            "only masters report their build, with a cluster certificate of the master role",
+        ));
+    }
+    let report: crate::master::BuildReport = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(e) => return api_error(ApiError::bad_request(format!("not a build report: {e}"))),
+    };
+    if !master.raft.is_leader() {
+        return api_error(ApiError::new(
+            503,
+            "not_leader",
+            "this master does not lead: report to the leader",
+        ));
+    }
+    match master.raft.write(report.command()).await {
+        Ok(_) => json_ok(&serde_json::json!({ "recorded": report.master_id })),
+        Err(e) => api_error(raft_error(e)),
     }
 }
 
@@ -835,10 +866,12 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
                 },
                 commit_index: me.then_some(status.commit_index),
                 lag: m.lag,
-                version: me
-                    .then(crate::build_version_if_known)
-                    .flatten()
-                    .map(str::to_string),
+                // Its own build; the others' as they recorded it.
+                version: if me {
+                    crate::build_version_if_known().map(str::to_string)
+                } else {
+                    master.read(|s| s.masters.get(&m.node_id).map(|b| b.version.clone()))
+                },
             }
         })
         .collect();

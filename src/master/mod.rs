@@ -77,6 +77,8 @@ pub struct Master {
     unreachable_timeout: Option<Duration>,
     /// When each remote agent was last heard from (leader memory only).
     agent_seen: Mutex<HashMap<String, Instant>>,
+    /// When this master last tried to record its build (`report_build`).
+    build_reported: Mutex<Option<Instant>>,
     /// Since when this master leads (None while it follows): agents get the unreachable
     /// timeout as a grace period from there to reconnect after a failover.
     leading_since: Mutex<Option<Instant>>,
@@ -108,6 +110,7 @@ impl Master {
             leader_client: std::sync::OnceLock::new(),
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
+            build_reported: Mutex::new(None),
             leading_since: Mutex::new(None),
             share: std::sync::OnceLock::new(),
         })
@@ -196,7 +199,98 @@ impl Master {
     }
 
     pub async fn write(&self, command: Command) -> Result<Outcome, RaftError> {
+        // A command of a newer log protocol waits until every voter applies it (none yet:
+        // every command so far is protocol 1).
+        let needs = command.protocol();
+        if needs > 1 {
+            let voters = self.voters();
+            let (cluster, behind) = self.read(|s| s.protocol_of(&voters, needs));
+            if cluster < needs {
+                return Ok(Outcome::Rejected(dcos_core::Reject::ProtocolTooNew {
+                    needs,
+                    cluster,
+                    behind,
+                }));
+            }
+        }
         self.raft.write(command).await
+    }
+
+    /// The voting masters' ids.
+    fn voters(&self) -> Vec<u64> {
+        let status = self.raft.status();
+        status
+            .members
+            .iter()
+            .filter(|m| m.role != "learner")
+            .map(|m| m.node_id)
+            .collect()
+    }
+
+    /// Records this master's build and log protocol in the cluster state once it is known
+    /// and differs from what is recorded: through Raft on the leader, else through the
+    /// leader's internal endpoint (this master's certificate). At most one try per 2 s.
+    fn report_build(self: &Arc<Self>) {
+        let Some(version) = crate::build_version_if_known() else {
+            return;
+        };
+        let me = self.raft.status().node_id;
+        let recorded = self.read(|s| s.masters.get(&me).cloned());
+        if recorded
+            .is_some_and(|b| b.version == version && b.protocol == dcos_core::command::PROTOCOL)
+        {
+            return;
+        }
+        {
+            let mut last = self.build_reported.lock().expect("build lock");
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let report = BuildReport {
+            master_id: me,
+            version: version.to_string(),
+            protocol: dcos_core::command::PROTOCOL,
+        };
+        let master = Arc::clone(self);
+        tokio::spawn(async move {
+            if master.raft.is_leader() {
+                if let Err(e) = master.raft.write(report.command()).await {
+                    tracing::debug!(error = %e, "recording this master's build");
+                }
+                return;
+            }
+            let (Some(client), Some(leader)) =
+                (master.leader_client(), master.raft.status().leader_addr)
+            else {
+                return;
+            };
+            let url = format!(
+                "{}{}",
+                leader.trim_end_matches('/'),
+                dcos_api::routes::internal::MASTER_BUILD
+            );
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            let body = serde_json::to_vec(&report).unwrap_or_default();
+            let sent = client
+                .request(
+                    hyper::Method::POST,
+                    &url,
+                    body,
+                    headers,
+                    Duration::from_secs(5),
+                    64 << 10,
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "reporting this master's build to the leader");
+            }
+        });
     }
 
     /// Stops launching and replacing tasks (used before a shutdown that kills tasks).
@@ -265,7 +359,10 @@ impl Master {
         let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = agents_tick.tick() => self.check_agents().await,
+                _ = agents_tick.tick() => {
+                    self.check_agents().await;
+                    self.report_build();
+                }
                 message = from_agents.recv() => match message {
                     Some(message) => self.handle_agent_messages(message, &mut from_agents).await,
                     None => break,
@@ -896,4 +993,23 @@ pub fn start(
         tokio::spawn(master.run(from_agents, shutdown.clone())),
         tokio::spawn(crate::tls::serve(listener, tls, router, shutdown)),
     ]
+}
+
+/// A master's build, as a follower reports it to the leader (`internal::MASTER_BUILD`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildReport {
+    pub master_id: u64,
+    pub version: String,
+    pub protocol: u32,
+}
+
+impl BuildReport {
+    pub fn command(&self) -> Command {
+        Command::MasterBuild {
+            master_id: self.master_id,
+            version: self.version.clone(),
+            protocol: self.protocol,
+        }
+    }
 }

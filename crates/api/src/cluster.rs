@@ -45,7 +45,8 @@ pub struct MasterView {
     /// Entries behind the leader's log (known on the leader only).
     #[serde(default)]
     pub lag: Option<u64>,
-    /// The master's build (`dcos-rs --version`): known for the answering master only.
+    /// The master's build (`dcos-rs --version`): the answering master's own; the others'
+    /// as they recorded it in the cluster state (`Command::MasterBuild`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }

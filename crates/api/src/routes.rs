@@ -128,6 +128,8 @@ pub mod internal {
     pub const AGENT_IMAGES: &str = "/internal/agent/v1/images";
     /// `append`, `vote` or `snapshot` (see `dcos_raft::network`).
     pub const RAFT: &str = "/internal/raft/{rpc}";
+    /// POST by a master to the leader: the build it runs (`Command::MasterBuild`).
+    pub const MASTER_BUILD: &str = "/internal/master/v1/build";
 }
 
 #[cfg(test)]

@@ -8,6 +8,13 @@ use crate::types::{Agent, Resources, Task, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// The log protocol this build writes and applies. A build that adds a command (or a field
+/// an older build would drop) raises it and gives that command `Command::protocol` the new
+/// number; the leader then refuses the command until every voting master has reported a
+/// build that applies it (`ClusterState::protocol_of`), so masters of adjacent builds run
+/// together during a rolling upgrade.
+pub const PROTOCOL: u32 = 1;
+
 // An app definition makes `PutApp` several times the size of the other commands; commands
 // are built once per write and moved a few times, so boxing it would buy nothing measurable.
 #[allow(clippy::large_enum_variant)]
@@ -192,6 +199,12 @@ pub enum Command {
     /// An operator forgets the agent: allowed once it is drained (no live tasks) or when it
     /// is unreachable, whose remaining tasks become TASK_LOST. The id may not register again.
     RemoveAgent { agent_id: String, at_ms: u64 },
+    /// A master reports the build it runs and the log protocol it applies (`PROTOCOL`).
+    MasterBuild {
+        master_id: u64,
+        version: String,
+        protocol: u32,
+    },
     /// A backup's definitions (`dcos-rs cluster restore`) replace the frameworks' parts of
     /// the state: apps and groups, jobs and their history, external frameworks and roles.
     /// Agents and tasks stay this cluster's: the backup's tasks ran on the old cluster's
@@ -306,10 +319,27 @@ pub enum Reject {
     },
     #[error("agent {agent_id} cannot give ports {ports:?} (outside its ranges or in use)")]
     PortsUnavailable { agent_id: String, ports: Vec<u16> },
+    #[error("this change needs log protocol {needs} but master(s) {behind:?} apply only {cluster}: it waits until every master runs a newer build (finish the upgrade)")]
+    ProtocolTooNew {
+        needs: u32,
+        cluster: u32,
+        behind: Vec<u64>,
+    },
     #[error("this cluster already holds {apps} app(s) and group(s), {jobs} job(s) and {frameworks} framework(s): a restore replaces them only when asked to (replace)")]
     NotFresh {
         apps: usize,
         jobs: usize,
         frameworks: usize,
     },
+}
+
+impl Command {
+    /// The lowest log protocol whose builds apply this command (see `PROTOCOL`). Every
+    /// command so far is protocol 1.
+    pub fn protocol(&self) -> u32 {
+        match self {
+            Command::Batch(commands) => commands.iter().map(Command::protocol).max().unwrap_or(1),
+            _ => 1,
+        }
+    }
 }

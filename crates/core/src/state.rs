@@ -45,6 +45,9 @@ pub struct ClusterState {
         skip_serializing_if = "crate::mesos::state::FrameworksState::is_empty"
     )]
     pub frameworks: crate::mesos::state::FrameworksState,
+    /// The build and log protocol each master reported (`Command::MasterBuild`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub masters: BTreeMap<u64, MasterBuild>,
     /// What the live tasks of each agent hold (a sum over `tasks`, never stored: rebuilt on
     /// restore), so a launch checks its agent's room without looking at any task.
     #[serde(skip)]
@@ -91,6 +94,15 @@ struct StateRecord {
     jobs: JobsState,
     #[serde(default)]
     frameworks: crate::mesos::state::FrameworksState,
+    #[serde(default)]
+    masters: BTreeMap<u64, MasterBuild>,
+}
+
+/// What a master runs: `dcos-rs --version` and the log protocol it applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterBuild {
+    pub version: String,
+    pub protocol: u32,
 }
 
 impl From<StateRecord> for ClusterState {
@@ -113,11 +125,25 @@ impl From<StateRecord> for ClusterState {
             services,
             jobs: record.jobs,
             frameworks: record.frameworks,
+            masters: record.masters,
         }
     }
 }
 
 impl ClusterState {
+    /// The log protocol every one of `voters` applies: the lowest they reported (a master
+    /// that has not reported yet counts as protocol 1), and those below `needs`.
+    pub fn protocol_of(&self, voters: &[u64], needs: u32) -> (u32, Vec<u64>) {
+        let of = |id: &u64| self.masters.get(id).map(|b| b.protocol).unwrap_or(1);
+        let lowest = voters
+            .iter()
+            .map(of)
+            .min()
+            .unwrap_or(crate::command::PROTOCOL);
+        let behind = voters.iter().filter(|id| of(id) < needs).copied().collect();
+        (lowest, behind)
+    }
+
     /// Applies one log entry: a command, or each command of a `Command::Batch` in order.
     /// One outcome per command.
     pub fn apply_entry(&mut self, command: &Command) -> Vec<Outcome> {
@@ -613,6 +639,19 @@ impl ClusterState {
                     });
                 }
                 self.draining.insert(agent_id.clone());
+            }
+            Command::MasterBuild {
+                master_id,
+                version,
+                protocol,
+            } => {
+                self.masters.insert(
+                    *master_id,
+                    MasterBuild {
+                        version: version.clone(),
+                        protocol: *protocol,
+                    },
+                );
             }
             Command::Restore {
                 services,
@@ -1476,5 +1515,35 @@ mod restore_tests {
         let apps: Vec<&String> = fresh.services.apps.keys().collect();
         assert_eq!(apps, ["/web"]);
         assert!(fresh.jobs.runs.is_empty() && fresh.frameworks.updates.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_applies_the_lowest_protocol_its_voters_reported() {
+        let mut s = ClusterState::default();
+        let report = |id, protocol| Command::MasterBuild {
+            master_id: id,
+            version: format!("0.{protocol}.0+abc"),
+            protocol,
+        };
+        // Nobody reported: protocol 1, everyone behind a protocol 2 command.
+        assert_eq!(s.protocol_of(&[1, 2, 3], 2), (1, vec![1, 2, 3]));
+        for id in [1, 2] {
+            assert_eq!(s.apply(&report(id, 2)), Outcome::Applied);
+        }
+        // Master 3 still runs the old build: the cluster is at 1 until it reports 2.
+        assert_eq!(s.protocol_of(&[1, 2, 3], 2), (1, vec![3]));
+        assert_eq!(s.apply(&report(3, 2)), Outcome::Applied);
+        assert_eq!(s.protocol_of(&[1, 2, 3], 2), (2, vec![]));
+        // A master that left the membership does not hold the cluster back.
+        assert_eq!(s.apply(&report(4, 1)), Outcome::Applied);
+        assert_eq!(s.protocol_of(&[1, 2, 3], 2), (2, vec![]));
+        assert_eq!(s.masters[&3].version, "0.2.0+abc");
+        // Every command so far is protocol 1.
+        assert_eq!(Command::Batch(vec![report(1, 2)]).protocol(), 1);
     }
 }
