@@ -571,17 +571,8 @@ async fn run_plan(probed: &Probed, plan: &NodePlan, progress: &Progress) -> anyh
 }
 
 async fn run_action(session: &Session, action: &Action) -> Result<(), String> {
-    let checked = |output: Result<dcos_installer::ssh::Output, SshError>| match output {
-        Ok(output) if output.success() => Ok(output),
-        Ok(output) => Err(format!(
-            "exit {}: {}",
-            output
-                .status
-                .map(|s| s.to_string())
-                .unwrap_or("by signal".into()),
-            output.tail()
-        )),
-        Err(e) => Err(e.to_string()),
+    let checked = |output: Result<dcos_installer::ssh::Output, SshError>| {
+        output.map_err(|e| e.to_string()).and_then(exit_ok)
     };
     match action {
         Action::Claim { marker, data_dir } => {

@@ -382,7 +382,7 @@ async fn master_build(
     crate::tls::Peer(peer): crate::tls::Peer,
     body: Bytes,
 ) -> Response {
-    if !peer.is_some_and(|p| p.role == crate::tls::Role::Master) {
+    if peer.is_none_or(|p| p.role != crate::tls::Role::Master) {
         return api_error(ApiError::new(
             403,
             "forbidden",
