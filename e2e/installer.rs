@@ -748,8 +748,30 @@ async fn a_rolling_upgrade_keeps_a_service_answering_then_backup_wipe_restore_an
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("runs ") && text(&again.stdout).contains("already"));
     // Backup, wipe (uninstall with the data, install afresh), restore: /echo comes back.
-    let backup = admin.dcos(&["cluster", "backup", "backup.json"]);
+    let backup = admin.dcos(&[
+        "cluster",
+        "backup",
+        "backup.json",
+        "--config",
+        "cluster.yaml",
+    ]);
     assert!(backup.status.success(), "{}", text(&backup.stderr));
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(admin.dir.join("backup.json")).unwrap()).unwrap();
+    assert!(saved["caCertificate"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    assert!(saved["tokens"].as_str().unwrap().contains("sha256:"));
+    assert!(
+        !saved.to_string().contains("PRIVATE KEY"),
+        "never a key in a backup"
+    );
+    assert!(
+        saved["state"]["services"]["apps"]["/echo"].is_object(),
+        "{}",
+        saved["state"]
+    );
     assert!(
         text(&backup.stdout).contains("1 apps"),
         "{}",

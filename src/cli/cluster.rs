@@ -56,6 +56,10 @@ pub enum ClusterCommand {
     Backup {
         /// The file to write (replaced if it exists).
         file: PathBuf,
+        /// The inventory of a cluster made by `dcos-rs install`: the backup then also holds
+        /// its state dir's CA certificate and tokens file (hashes only; never the CA key).
+        #[arg(long, value_name = "CLUSTER_YAML")]
+        config: Option<PathBuf>,
     },
     /// Load a backup's apps, jobs and frameworks into this (fresh) cluster.
     #[command(
@@ -448,14 +452,28 @@ pub async fn backup_or_restore(
 ) -> anyhow::Result<()> {
     use dcos_api::routes::cluster as routes;
     match command {
-        ClusterCommand::Backup { file } => {
-            let backup: serde_json::Value = client.get(routes::BACKUP).await?;
+        ClusterCommand::Backup { file, config } => {
+            let mut backup: serde_json::Value = client.get(routes::BACKUP).await?;
+            if let Some(config) = config {
+                let inventory = crate::install::load_inventory(&config)?;
+                let ca = inventory.state_dir.join("ca");
+                for (key, name) in [
+                    ("caCertificate", tls::CA_CERT_FILE),
+                    ("tokens", TOKENS_FILE),
+                ] {
+                    let path = ca.join(name);
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {} for the backup", path.display()))?;
+                    backup[key] = serde_json::Value::String(text);
+                }
+            }
             let text = serde_json::to_vec(&backup)?;
             tls::write_atomically(&file, &text, 0o600)
                 .with_context(|| format!("writing the backup to {}", file.display()))?;
             let state = &backup["state"];
             let count = |v: &serde_json::Value| v.as_object().map(|o| o.len()).unwrap_or(0);
             let summary = serde_json::json!({
+                "withCaAndTokens": backup.get("tokens").is_some(),
                 "file": file,
                 "bytes": text.len(),
                 "master": backup["master"],
@@ -468,6 +486,9 @@ pub async fn backup_or_restore(
             });
             if json {
                 return print_json(&summary);
+            }
+            if backup.get("tokens").is_some() {
+                println!("with the CA certificate and the tokens file (hashes) of the state dir");
             }
             println!(
                 "wrote {} ({} bytes): master {} ({}) at index {}: {} apps, {} jobs, {} frameworks, {} agents, {} tasks",
@@ -503,6 +524,11 @@ pub async fn backup_or_restore(
                 return print_json(&answer);
             }
             let restored = &answer["restored"];
+            if backup.get("tokens").is_some() {
+                eprintln!(
+                    "note: the backup holds the old cluster's CA certificate and tokens file; this cluster keeps its own. To accept the old tokens, put the backup's `tokens` in <state_dir>/ca/tokens and run `dcos-rs install` again"
+                );
+            }
             println!(
                 "restored from {}: {} apps, {} groups, {} jobs, {} frameworks; the apps' instances start on this cluster's agents",
                 file.display(),
