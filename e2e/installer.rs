@@ -393,6 +393,37 @@ async fn one_command_installs_a_cluster_that_grows_drains_shrinks_and_uninstalls
             .all(|m| m["role"] == "leader" || m["role"] == "follower"),
         "{nodes}"
     );
+    // node remove of that master: out of the membership, its certificate revoked, uninstalled.
+    let removed = admin.dcos(&[
+        "node",
+        "remove",
+        "m4",
+        "--master",
+        "--config",
+        "cluster.yaml",
+    ]);
+    let (out, err) = (text(&removed.stdout), text(&removed.stderr));
+    assert!(removed.status.success(), "{out}{err}");
+    assert!(err.contains("revoked m4's certificate"), "{err}");
+    assert_eq!(
+        admin.json(&["node", "list"])["masters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let backup = admin.dcos(&["cluster", "backup", "after-m4.json"]);
+    assert!(backup.status.success(), "{}", text(&backup.stderr));
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(admin.dir.join("after-m4.json")).unwrap()).unwrap();
+    let revoked = saved["state"]["revoked_certificates"]
+        .as_array()
+        .map(|a| a.len());
+    assert_eq!(revoked, Some(2), "a1's and m4's: {}", saved["state"]);
+    assert_eq!(
+        testbed.exec(4, "test -e /etc/dcos-rs").status.code(),
+        Some(1)
+    );
 
     // Uninstall: every node back to before, tasks killed, the state dir kept.
     let refused = admin.dcos(&["uninstall", "--config", "cluster.yaml"]);

@@ -228,6 +228,18 @@ pub(super) async fn node(client: &Client, json: bool, command: NodeCommand) -> a
             };
             let answer: serde_json::Value = client.send_json(Method::DELETE, &path, b"").await?;
             if let (Some(config), Some(n)) = (&config, &inventory_node) {
+                if master {
+                    // Its certificate, from the installer's state dir: every master refuses
+                    // it from now on.
+                    let serial = crate::install::certificate_serial(config, n)?;
+                    let body = serde_json::to_vec(&serde_json::json!({ "serial": serial }))?;
+                    let _: serde_json::Value = client
+                        .send_json(Method::POST, cluster_routes::REVOKED, &body)
+                        .await?;
+                    if !json {
+                        eprintln!("revoked {}'s certificate (serial {serial})", n.name);
+                    }
+                }
                 crate::install::remove_node(config, &n.address, json).await?;
             }
             if json {

@@ -110,6 +110,20 @@ pub fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
     Ok(inventory)
 }
 
+/// The serial (hex) of the certificate the state dir issued to `node`.
+pub fn certificate_serial(config: &Path, node: &Node) -> anyhow::Result<String> {
+    let inventory = load_inventory(config)?;
+    let path = inventory
+        .state_dir
+        .join("nodes")
+        .join(format!("{}.crt", node.name));
+    let certs = dcos_pki::load_certs(&path, "node certificate")?;
+    let cert = certs
+        .first()
+        .with_context(|| format!("{} holds no certificate", path.display()))?;
+    Ok(dcos_pki::certificate_serial(cert)?)
+}
+
 /// The state dir's record of each node's name and master id (see `inventory::pin`).
 const PINS_FILE: &str = "names.json";
 

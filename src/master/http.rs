@@ -92,6 +92,7 @@ pub fn router(
         .route(cluster::MASTERS, get(masters).post(add_master))
         .route(cluster::LEADERSHIP, post(take_leadership))
         .route(cluster::BACKUP, get(backup))
+        .route(cluster::REVOKED, post(revoke_certificate))
         .route(cluster::RESTORE, post(restore))
         .route(cluster::MASTER, delete(remove_master))
         .route(cluster::AGENT_DRAIN, post(drain_agent))
@@ -376,12 +377,80 @@ pub(crate) fn not_leader_response(master: &Master, path: &str) -> Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    serial: String,
+}
+
+/// `POST /cluster/v1/certificates/revoked`: every master refuses the certificate from now on
+/// (Raft between masters, agents' calls). `dcos-rs node remove --master --config` sends a
+/// removed master's.
+async fn revoke_certificate(State(master): State<Arc<Master>>, body: Bytes) -> Response {
+    let revoke: Revoke = match serde_json::from_slice(&body) {
+        Ok(revoke) => revoke,
+        Err(e) => {
+            return api_error(ApiError::invalid(
+                "revocation",
+                &[FieldError::new(
+                    "serial",
+                    format!("give {{\"serial\": \"<hex>\"}}: {e}"),
+                )],
+            ))
+        }
+    };
+    let serial = revoke.serial.trim().to_ascii_lowercase();
+    if serial.is_empty() || serial.len() > 64 || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+        return api_error(ApiError::invalid(
+            "revocation",
+            &[FieldError::new(
+                "serial",
+                "1 to 64 hex digits, as `openssl x509 -serial` prints them",
+            )],
+        ));
+    }
+    match master
+        .write(Command::RevokeCertificate {
+            serial: serial.clone(),
+        })
+        .await
+    {
+        Ok(Outcome::Applied) => {
+            tracing::info!(%serial, "certificate revoked");
+            json_ok(&serde_json::json!({ "revoked": serial }))
+        }
+        Ok(Outcome::Rejected(reject)) => api_error(reject_error(reject)),
+        Err(e) => api_error(raft_error(e)),
+    }
+}
+
+/// A peer master's certificate is not revoked (a removed master's is).
+fn revoked_master(master: &Master, extensions: &axum::http::Extensions) -> Option<Response> {
+    let serial = crate::tls::peer_certificate(extensions).map(|c| c.serial.clone());
+    match serial {
+        Some(serial) if !master.read(|s| s.revoked_certificates.contains(&serial)) => None,
+        Some(serial) => Some(api_error(ApiError::new(
+            403,
+            "certificate_revoked",
+            format!("this master certificate (serial {serial}) was revoked when its master was removed (dcos-rs node remove --master): a master that joins again needs a new certificate"),
+        ))),
+        None => Some(api_error(ApiError::new(403, "forbidden", "the master's certificate could not be read (no serial number)"))),
+    }
+}
+
 /// A master reports its build to the leader (masters' certificates only).
 async fn master_build(
     State(master): State<Arc<Master>>,
     crate::tls::Peer(peer): crate::tls::Peer,
-    body: Bytes,
+    request: Request,
 ) -> Response {
+    if let Some(refused) = revoked_master(&master, request.extensions()) {
+        return refused;
+    }
+    let body = match read_body(request.into_body(), 64 << 10).await {
+        Ok(body) => body,
+        Err(error) => return api_error(error),
+    };
     if peer.is_none_or(|p| p.role != crate::tls::Role::Master) {
         return api_error(ApiError::new(
             403,
@@ -414,7 +483,11 @@ async fn raft_rpc(
 ) -> Response {
     // The extractors above read no body: it is read only for a master's certificate.
     match peer {
-        Some(peer) if peer.role == crate::tls::Role::Master => {}
+        Some(peer) if peer.role == crate::tls::Role::Master => {
+            if let Some(refused) = revoked_master(&master, request.extensions()) {
+                return refused;
+            }
+        }
         _ => {
             return api_error(ApiError::new(
                 403,

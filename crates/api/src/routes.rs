@@ -49,6 +49,8 @@ pub mod cluster {
     /// POST to a master: it stands for election now (upgrades move the leadership off the
     /// master they restart next). Served by the master called, never passed on.
     pub const LEADERSHIP: &str = "/cluster/v1/leadership";
+    /// POST `{"serial": "<hex>"}`: every master refuses that certificate from then on.
+    pub const REVOKED: &str = "/cluster/v1/certificates/revoked";
     /// GET: this master's copy of the whole replicated state, at one applied index.
     pub const BACKUP: &str = "/cluster/v1/backup";
     /// POST: a backup's definitions (apps, jobs, frameworks) into this cluster.

@@ -199,6 +199,9 @@ pub enum Command {
     /// An operator forgets the agent: allowed once it is drained (no live tasks) or when it
     /// is unreachable, whose remaining tasks become TASK_LOST. The id may not register again.
     RemoveAgent { agent_id: String, at_ms: u64 },
+    /// An operator revokes a certificate (its serial, hex): every master refuses it from
+    /// then on (a removed master's; a removed agent's serial is revoked by `RemoveAgent`).
+    RevokeCertificate { serial: String },
     /// A master reports the build it runs and the log protocol it applies (`PROTOCOL`).
     MasterBuild {
         master_id: u64,

@@ -640,6 +640,10 @@ impl ClusterState {
                 }
                 self.draining.insert(agent_id.clone());
             }
+            Command::RevokeCertificate { serial } => {
+                self.revoked_certificates
+                    .insert(serial.to_ascii_lowercase());
+            }
             Command::MasterBuild {
                 master_id,
                 version,
@@ -1543,6 +1547,14 @@ mod protocol_tests {
         assert_eq!(s.apply(&report(4, 1)), Outcome::Applied);
         assert_eq!(s.protocol_of(&[1, 2, 3], 2), (2, vec![]));
         assert_eq!(s.masters[&3].version, "0.2.0+abc");
+        // A revoked certificate is kept in lower case, as peers' serials are read.
+        assert_eq!(
+            s.apply(&Command::RevokeCertificate {
+                serial: "0BADC0DE".into()
+            }),
+            Outcome::Applied
+        );
+        assert!(s.revoked_certificates.contains("0badc0de"));
         // Every command so far is protocol 1.
         assert_eq!(Command::Batch(vec![report(1, 2)]).protocol(), 1);
     }
