@@ -24,6 +24,12 @@ async fn dashboard_lists_node_app_and_running_task_in_chromium() {
         dom.contains(&cluster.handle().agent.id),
         "the agent node is listed:\n{dom}"
     );
+    // Each node's build (`dcos-rs --version`), as the dashboard shows it.
+    let build = dcos_rs::build_version();
+    assert!(
+        dom.contains(&format!("<td>{build}</td>")),
+        "the build {build} is shown:\n{dom}"
+    );
     // The frameworks: the built-in services framework with its task and its share.
     let frameworks = element(&dom, "frameworks", "</table>");
     assert!(
