@@ -48,7 +48,8 @@ pub fn unit(role: Role) -> NodeFile {
     NodeFile::new(unit_path(role), text, 0o644)
 }
 
-/// A TOML basic string.
+/// A TOML basic string: quotes, backslashes and control characters escaped (also
+/// `cluster setup`'s cli.toml).
 pub fn toml_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {

@@ -13,6 +13,7 @@ use crate::tls::{self, Role};
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Subcommand;
+use dcos_installer::render::toml_string;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -379,22 +380,6 @@ fn ends_with_newline(path: &Path, length: u64) -> std::io::Result<bool> {
     let mut last = [0u8; 1];
     file.read_exact(&mut last)?;
     Ok(last[0] == b'\n')
-}
-
-/// A TOML basic string: quotes, backslashes and control characters escaped.
-fn toml_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn print_setup(made: &SetupReport, ca_dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -823,7 +823,10 @@ async fn wait_for_leader(
         {
             Ok(nodes) => {
                 let leaders = nodes.masters.iter().filter(|m| m.role == "leader").count();
-                if leaders == 1 && nodes.masters.len() == masters {
+                // Every master's build recorded too: commands of the newest log protocol
+                // (restore, revocations) are refused until then.
+                let recorded = nodes.masters.iter().all(|m| m.version.is_some());
+                if leaders == 1 && nodes.masters.len() == masters && recorded {
                     progress.line(&format!(
                         "masters: a leader elected by {masters} masters ({:.1} s)",
                         started.elapsed().as_secs_f64()
@@ -831,7 +834,7 @@ async fn wait_for_leader(
                     return Ok(());
                 }
                 last = format!(
-                    "{} of {masters} masters known, {leaders} leader",
+                    "{} of {masters} masters known, {leaders} leader, builds recorded: {recorded}",
                     nodes.masters.len()
                 );
             }

@@ -469,10 +469,9 @@ async fn master_build(
             "this master does not lead: report to the leader",
         ));
     }
-    match master.raft.write(report.command()).await {
-        Ok(_) => json_ok(&serde_json::json!({ "recorded": report.master_id })),
-        Err(e) => api_error(raft_error(e)),
-    }
+    let id = report.master_id;
+    master.take_build_report(report);
+    json_ok(&serde_json::json!({ "reported": id }))
 }
 
 async fn raft_rpc(

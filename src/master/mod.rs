@@ -77,8 +77,10 @@ pub struct Master {
     unreachable_timeout: Option<Duration>,
     /// When each remote agent was last heard from (leader memory only).
     agent_seen: Mutex<HashMap<String, Instant>>,
-    /// When this master last tried to record its build (`report_build`).
+    /// When this master last reported or recorded builds (`throttle_builds`).
     build_reported: Mutex<Option<Instant>>,
+    /// On the leader: the masters' reported builds, with when they came (`record_builds`).
+    build_reports: Mutex<BTreeMap<u64, (Instant, BuildReport)>>,
     /// Since when this master leads (None while it follows): agents get the unreachable
     /// timeout as a grace period from there to reconnect after a failover.
     leading_since: Mutex<Option<Instant>>,
@@ -111,6 +113,7 @@ impl Master {
             unreachable_timeout,
             agent_seen: Mutex::new(HashMap::new()),
             build_reported: Mutex::new(None),
+            build_reports: Mutex::new(BTreeMap::new()),
             leading_since: Mutex::new(None),
             share: std::sync::OnceLock::new(),
         })
@@ -228,39 +231,28 @@ impl Master {
     }
 
     /// Records this master's build and log protocol in the cluster state once it is known
-    /// and differs from what is recorded: through Raft on the leader, else through the
-    /// leader's internal endpoint (this master's certificate). At most one try per 2 s.
+    /// and differs from what is recorded: a follower reports it to the leader's internal
+    /// endpoint (this master's certificate) at most every 2 s; the leader keeps the reports
+    /// (`take_build_report`) and records them (`record_builds`).
     fn report_build(self: &Arc<Self>) {
         let Some(version) = crate::build_version_if_known() else {
             return;
         };
-        let me = self.raft.status().node_id;
-        let recorded = self.read(|s| s.masters.get(&me).cloned());
-        if recorded
-            .is_some_and(|b| b.version == version && b.protocol == dcos_core::command::PROTOCOL)
-        {
-            return;
-        }
-        {
-            let mut last = self.build_reported.lock().expect("build lock");
-            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
         let report = BuildReport {
-            master_id: me,
+            master_id: self.raft.status().node_id,
             version: version.to_string(),
             protocol: dcos_core::command::PROTOCOL,
         };
+        if self.raft.is_leader() {
+            self.take_build_report(report);
+            return;
+        }
+        let recorded = self.read(|s| s.masters.get(&report.master_id).cloned());
+        if recorded.is_some_and(|b| b == report.build()) || !self.throttle_builds() {
+            return;
+        }
         let master = Arc::clone(self);
         tokio::spawn(async move {
-            if master.raft.is_leader() {
-                if let Err(e) = master.raft.write(report.command()).await {
-                    tracing::debug!(error = %e, "recording this master's build");
-                }
-                return;
-            }
             let (Some(client), Some(leader)) =
                 (master.leader_client(), master.raft.status().leader_addr)
             else {
@@ -289,6 +281,71 @@ impl Master {
                 .await;
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "reporting this master's build to the leader");
+            }
+        });
+    }
+
+    /// True at most once per 2 s (build reports and records).
+    fn throttle_builds(&self) -> bool {
+        let mut last = self.build_reported.lock().expect("build lock");
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// On the leader: a master's report of its build (its own, or a follower's).
+    pub(crate) fn take_build_report(self: &Arc<Self>, report: BuildReport) {
+        self.build_reports
+            .lock()
+            .expect("reports lock")
+            .insert(report.master_id, (Instant::now(), report));
+        self.record_builds();
+    }
+
+    /// On the leader: writes the voters' reported builds, but only once every voter has a
+    /// record or reported within `BUILD_REPORT_FRESH`. A master of a build before
+    /// `MasterBuild` never reports and could not apply the entry: while one votes, nothing
+    /// is written (and the protocol gate counts it as protocol 1). Going back to such a
+    /// build after its record exists is not covered.
+    fn record_builds(self: &Arc<Self>) {
+        let voters = self.voters();
+        let reports: BTreeMap<u64, BuildReport> = {
+            let mut reports = self.build_reports.lock().expect("reports lock");
+            reports.retain(|_, (at, _)| at.elapsed() < BUILD_REPORT_FRESH);
+            reports
+                .iter()
+                .map(|(id, (_, r))| (*id, r.clone()))
+                .collect()
+        };
+        let stale: Option<Vec<Command>> = self.read(|s| {
+            // A voter with a record reported a build that reads these entries before.
+            let all_known = voters
+                .iter()
+                .all(|v| reports.contains_key(v) || s.masters.contains_key(v));
+            all_known.then(|| {
+                reports
+                    .values()
+                    .filter(|r| voters.contains(&r.master_id))
+                    .filter(|r| s.masters.get(&r.master_id) != Some(&r.build()))
+                    .map(BuildReport::command)
+                    .collect()
+            })
+        });
+        let Some(stale) = stale.filter(|stale| !voters.is_empty() && !stale.is_empty()) else {
+            return;
+        };
+        if !self.throttle_builds() {
+            return;
+        }
+        let master = Arc::clone(self);
+        tokio::spawn(async move {
+            for command in stale {
+                if let Err(e) = master.raft.write(command).await {
+                    tracing::debug!(error = %e, "recording a master's build");
+                    return;
+                }
             }
         });
     }
@@ -1004,7 +1061,18 @@ pub struct BuildReport {
     pub protocol: u32,
 }
 
+/// A report counts towards recording the builds for this long: a master that stopped
+/// reporting (an older build took its place) holds the records back again.
+const BUILD_REPORT_FRESH: Duration = Duration::from_secs(30);
+
 impl BuildReport {
+    fn build(&self) -> dcos_core::state::MasterBuild {
+        dcos_core::state::MasterBuild {
+            version: self.version.clone(),
+            protocol: self.protocol,
+        }
+    }
+
     pub fn command(&self) -> Command {
         Command::MasterBuild {
             master_id: self.master_id,

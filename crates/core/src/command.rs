@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 /// number; the leader then refuses the command until every voting master has reported a
 /// build that applies it (`ClusterState::protocol_of`), so masters of adjacent builds run
 /// together during a rolling upgrade.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 // An app definition makes `PutApp` several times the size of the other commands; commands
 // are built once per write and moved a few times, so boxing it would buy nothing measurable.
@@ -337,11 +337,15 @@ pub enum Reject {
 }
 
 impl Command {
-    /// The lowest log protocol whose builds apply this command (see `PROTOCOL`). Every
-    /// command so far is protocol 1.
+    /// The lowest log protocol whose builds apply this command (see `PROTOCOL`): 2 for
+    /// the commands the installer's build added (builds before it cannot read them), 1 for
+    /// the rest.
     pub fn protocol(&self) -> u32 {
         match self {
             Command::Batch(commands) => commands.iter().map(Command::protocol).max().unwrap_or(1),
+            Command::MasterBuild { .. }
+            | Command::RevokeCertificate { .. }
+            | Command::Restore { .. } => 2,
             _ => 1,
         }
     }

@@ -1555,7 +1555,14 @@ mod protocol_tests {
             Outcome::Applied
         );
         assert!(s.revoked_certificates.contains("0badc0de"));
-        // Every command so far is protocol 1.
-        assert_eq!(Command::Batch(vec![report(1, 2)]).protocol(), 1);
+        // The commands builds before the protocol gate cannot read are protocol 2.
+        assert_eq!(Command::Batch(vec![report(1, 2)]).protocol(), 2);
+        assert_eq!(
+            Command::ExpungeTask {
+                task_id: "t".into()
+            }
+            .protocol(),
+            1
+        );
     }
 }
