@@ -917,6 +917,7 @@ async fn tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
 
 async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
     let status = master.raft.status();
+    let builds = master.read(|s| s.masters.clone());
     let mut masters: Vec<MasterView> = status
         .members
         .iter()
@@ -942,7 +943,7 @@ async fn nodes(State(master): State<Arc<Master>>) -> Json<NodesView> {
                 version: if me {
                     crate::build_version_if_known().map(str::to_string)
                 } else {
-                    master.read(|s| s.masters.get(&m.node_id).map(|b| b.version.clone()))
+                    builds.get(&m.node_id).map(|b| b.version.clone())
                 },
             }
         })

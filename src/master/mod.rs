@@ -243,12 +243,15 @@ impl Master {
             version: version.to_string(),
             protocol: dcos_core::command::PROTOCOL,
         };
+        let recorded = self.read(|s| s.masters.get(&report.master_id).cloned());
+        if recorded.is_some_and(|b| b == report.build()) {
+            return;
+        }
         if self.raft.is_leader() {
             self.take_build_report(report);
             return;
         }
-        let recorded = self.read(|s| s.masters.get(&report.master_id).cloned());
-        if recorded.is_some_and(|b| b == report.build()) || !self.throttle_builds() {
+        if !self.throttle_builds() {
             return;
         }
         let master = Arc::clone(self);
