@@ -10,7 +10,7 @@ MUSL_CC ?= $(or $(shell command -v musl-gcc 2>/dev/null),gcc)
 FUZZ_SECS ?= 60
 FUZZ_TARGETS := app_definition layer_unpack wal_records
 
-.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install
+.PHONY: run build test test-core static fmt lint clean-state fuzz bench bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install bench-dashboard screenshots
 
 ## run: build (release) and start the embedded single-node cluster on http://127.0.0.1:5050
 run:
@@ -24,12 +24,18 @@ build:
 test:
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
+## screenshots: the dashboard's browser test (chromium, Playwright), then the README's three screenshots from it into docs/screenshots/
+screenshots:
+	DCOS_RS_SCREENSHOTS=$(abspath $(TARGET_DIR))/screenshots $(CARGO) test --test it -- dashboard:: --test-threads=1
+	mkdir -p docs/screenshots
+	cp $(TARGET_DIR)/screenshots/overview.png $(TARGET_DIR)/screenshots/service.png $(TARGET_DIR)/screenshots/job.png docs/screenshots/
+
 ## test-core: the pure core alone, in seconds
 test-core:
 	$(CARGO) test -p dcos-core
 
 ## bench: every benchmark (numbers only, never pass/fail; format in ARCHITECTURE.md, Benchmarks)
-bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install
+bench: bench-runtime bench-raft bench-raft-single bench-failover bench-detection bench-placement bench-scheduling bench-jobs bench-offers bench-install bench-dashboard
 
 ## bench-runtime: start /bin/true through the static binary's shim, runc and crun (root; apt-get install -y runc crun busybox-static)
 bench-runtime: static
@@ -53,6 +59,10 @@ bench-placement:
 ## runtime), then 100 real instances on one agent (root; the release binary runs the tasks)
 bench-scheduling: build
 	DCOS_RS_BIN=$(abspath $(TARGET_DIR)/release/dcos-rs) $(CARGO) bench --bench scheduling
+
+## bench-dashboard: the dashboard's pages in headless chromium with 1,000 tasks (fake runtime)
+bench-dashboard:
+	$(CARGO) bench --bench dashboard
 
 ## bench-offers: external frameworks (Mesos's v1 scheduler API) on 1,000 emulated agents, 10
 ## frameworks: launches through offers per second, and task end -> offer received (p99)

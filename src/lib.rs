@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod auth;
 pub mod cli;
+pub mod dashboard;
 pub mod frameworks;
 pub mod http_guard;
 pub mod http_util;

@@ -113,6 +113,11 @@ pub async fn start(
     );
     let builtin = crate::frameworks::builtin();
     let master = Master::new(raft, master_url.clone(), builtin.frameworks, None);
+    // The agent's API is plain HTTP (its URL is `up`'s own): the dashboard's task logs,
+    // usage and files are asked there with the caller's token. No https URL is trusted.
+    master.reach_agents_with(crate::tls::NodeClient::allowing_http(
+        crate::tls::client_config_trusting_none(),
+    ));
 
     let (to_master, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let agent_config = AgentConfig {

@@ -1,7 +1,7 @@
-//! The agent's HTTP API (default port 5051): task logs (`/files/...`), the image store
-//! (`/images`, including pulls from registries) and local containers. Read by the CLI and
-//! the master; it changes no cluster state. Bearer tokens (and master certificates) are
-//! checked by `crate::auth` before any handler.
+//! The agent's HTTP API (default port 5051): task logs and sandboxes (`/files/...`), the
+//! image store (`/images`, including pulls from registries) and local containers. Read by
+//! the CLI and the master; it changes no cluster state. Bearer tokens (and master
+//! certificates) are checked by `crate::auth` before any handler.
 
 use super::Agent;
 use crate::agent::registry::{Credentials, PullError, RegistryClient};
@@ -57,6 +57,8 @@ pub fn router(
         .route(super::mesos::STATE_OF_SLAVE, get(mesos_state))
         .route(super::mesos::FILES_READ, get(files_read))
         .route(super::mesos::FILES_READ_PLAIN, get(files_read))
+        .route(super::mesos::FILES_BROWSE, get(files_browse))
+        .route(super::mesos::FILES_BROWSE_PLAIN, get(files_browse))
         .fallback(|| async { api_error(ApiError::not_found("no such endpoint")) });
     if let Some(auth) = auth {
         api = api.layer(axum::middleware::from_fn_with_state(
@@ -94,6 +96,28 @@ async fn files_read(
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(error)) => api_error(error),
         Err(e) => api_error(ApiError::internal(format!("reading the file: {e}"))),
+    }
+}
+
+/// Mesos's `/files/browse.json` (`super::mesos`): the entries, and
+/// `ENTRIES_TRUNCATED_HEADER` when some were left out.
+async fn files_browse(
+    State(agent): State<Arc<Agent>>,
+    Query(query): Query<super::mesos::BrowseQuery>,
+) -> Response {
+    match tokio::task::spawn_blocking(move || agent.browse(&query)).await {
+        Ok(Ok(browse)) => {
+            let mut response = Json(browse.entries).into_response();
+            if browse.truncated {
+                response.headers_mut().insert(
+                    axum::http::HeaderName::from_static(super::mesos::ENTRIES_TRUNCATED_HEADER),
+                    axum::http::HeaderValue::from_static("true"),
+                );
+            }
+            response
+        }
+        Ok(Err(error)) => api_error(error),
+        Err(e) => api_error(ApiError::internal(format!("listing the directory: {e}"))),
     }
 }
 

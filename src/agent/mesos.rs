@@ -10,6 +10,16 @@
 //!   Nothing else on the agent is readable: the task's spec (its environment) and the
 //!   agent's own files stay private, and no symbolic link is followed (a task could point
 //!   one anywhere on the host).
+//! - `GET /files/browse.json?path=` (also `/files/browse`): the entries of a directory as
+//!   Mesos lists them (`[{path, size, mode, mtime, nlink, uid, gid}]`, `mode` as `ls`
+//!   writes it, `mtime` in seconds): a task's directory (only its logs and `sandbox`
+//!   shown) or one under its working directory, with the same confinement as reading; at
+//!   most `BROWSE_ENTRIES_MAX` entries (`ENTRIES_TRUNCATED_HEADER` says when more were
+//!   left out).
+//!
+//! Both take a sandbox's real path (the `directory` of `/state`) or Mesos's virtual one,
+//! `/frameworks/<framework id>/executors/<executor id>/runs/latest[/...]`, which a master
+//! builds from the task alone (`crate::link::sandbox_virtual_path`).
 
 use super::Agent;
 use dcos_api::ApiError;
@@ -24,10 +34,19 @@ use std::path::Path;
 pub const STATE: &str = "/state";
 /// Mesos's agent answers under its process id too.
 pub const STATE_OF_SLAVE: &str = "/slave(1)/state";
-pub const FILES_READ: &str = "/files/read.json";
+pub const FILES_READ: &str = dcos_api::routes::agent::FILES_READ;
 pub const FILES_READ_PLAIN: &str = "/files/read";
+pub const FILES_BROWSE: &str = dcos_api::routes::agent::FILES_BROWSE;
+pub const FILES_BROWSE_PLAIN: &str = "/files/browse";
 /// Most bytes one `/files/read.json` answers (Mesos's CLI reads in pages of this or less).
 pub const FILES_READ_MAX_BYTES: u64 = 1 << 20;
+/// Most entries one `/files/browse.json` answers: a directory with more is cut (in the
+/// order the directory gives them) and the answer carries `ENTRIES_TRUNCATED_HEADER`.
+pub const BROWSE_ENTRIES_MAX: usize = 1000;
+/// Set (`true`) on a `/files/browse.json` answer that left entries out.
+pub const ENTRIES_TRUNCATED_HEADER: &str = crate::link::ENTRIES_TRUNCATED_HEADER;
+/// How Mesos's virtual path of a sandbox starts.
+const VIRTUAL_SANDBOX_PREFIX: &str = "/frameworks/";
 /// Most sandboxes `/state` lists (the sandbox collector keeps far fewer).
 const STATE_SANDBOXES_MAX: usize = 10_000;
 
@@ -175,9 +194,112 @@ impl Agent {
         self.config.work_dir.join("tasks")
     }
 
+    /// `path` with Mesos's virtual sandbox prefix
+    /// (`/frameworks/<framework id>/executors/<executor id>/runs/latest`) replaced by the
+    /// real directory of that task under the tasks dir; any other path as it is. Blocking:
+    /// reads the spec of the (at most two) tasks it could name.
+    fn resolve_virtual(&self, path: &str) -> Result<String, ApiError> {
+        let Some(rest) = path.strip_prefix(VIRTUAL_SANDBOX_PREFIX) else {
+            return Ok(path.to_string());
+        };
+        let not_found = || ApiError::not_found(format!("no sandbox at {path} on this agent"));
+        let mut parts = rest.splitn(6, '/');
+        let (
+            Some(framework_id),
+            Some("executors"),
+            Some(executor_id),
+            Some("runs"),
+            Some("latest"),
+        ) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        )
+        else {
+            return Err(not_found());
+        };
+        let below = parts.next();
+        // A registered framework's task is kept as `<framework id>.<its id>`, a built-in
+        // framework's under its own id; the spec says which framework it belongs to.
+        let names_it = |task_id: &str| {
+            super::valid_task_id(task_id)
+                && crate::link::executor_id(framework_id, task_id) == executor_id
+                && TaskDir::new(self.tasks_dir().join(task_id))
+                    .read_spec()
+                    .is_ok_and(|spec| {
+                        spec.framework_id == framework_id
+                            // Specs written before they named their framework.
+                            || (spec.framework_id.is_empty() && task_id == executor_id)
+                    })
+        };
+        let task_id = [
+            format!("{framework_id}.{executor_id}"),
+            executor_id.to_string(),
+        ]
+        .into_iter()
+        .find(|candidate| names_it(candidate.as_str()))
+        .ok_or_else(not_found)?;
+        let mut real = format!("{}/{task_id}", self.tasks_dir().display());
+        if let Some(below) = below {
+            real.push('/');
+            real.push_str(below);
+        }
+        Ok(real)
+    }
+
+    /// `/files/browse.json`. Blocking.
+    pub fn browse(&self, query: &BrowseQuery) -> Result<Browse, ApiError> {
+        // `dir/` is `dir`, as Mesos takes it.
+        let requested = query.path.trim_end_matches('/');
+        let real = self.resolve_virtual(requested)?;
+        let (relative, task_root) = browsable_path(&self.tasks_dir(), &real)?;
+        let listing =
+            read_dir_beneath(&self.tasks_dir(), &relative).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => ApiError::not_found(format!("no directory {requested}")),
+                Some(libc::ENOTDIR) => ApiError::bad_request(format!(
+                    "path: {requested} is not a directory (read a file with {FILES_READ})"
+                )),
+                Some(libc::ELOOP) | Some(libc::EXDEV) => ApiError::new(
+                    403,
+                    "forbidden",
+                    format!("{requested}: symbolic links in a sandbox are not followed"),
+                ),
+                _ => ApiError::internal(format!("listing {requested}: {e}")),
+            })?;
+        let mut names = Names::default();
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for entry in listing {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // In a task's directory, only what `read.json` serves: its logs and sandbox.
+            if task_root && !(is_log_name(&name) || name == "sandbox") {
+                continue;
+            }
+            if entries.len() == BROWSE_ENTRIES_MAX {
+                truncated = true;
+                break;
+            }
+            // Not following a symbolic link (the entry shows as one); gone meanwhile: left out.
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            entries.push(file_info(
+                &format!("{requested}/{name}"),
+                &metadata,
+                &mut names,
+            ));
+        }
+        entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        Ok(Browse { entries, truncated })
+    }
+
     /// `/files/read.json`. Blocking.
     pub fn read_file(&self, query: &FilesQuery) -> Result<Value, ApiError> {
-        let relative = readable_path(&self.tasks_dir(), &query.path)?;
+        let path = self.resolve_virtual(&query.path)?;
+        let relative = readable_path(&self.tasks_dir(), &path)?;
         let offset = match query.offset {
             None | Some(-1) => None,
             Some(offset) if offset < 0 => {
@@ -253,6 +375,148 @@ pub struct FilesQuery {
     pub length: Option<u64>,
 }
 
+/// `/files/browse.json`'s query: the directory, by its real or Mesos's virtual path.
+#[derive(Deserialize)]
+pub struct BrowseQuery {
+    pub path: String,
+}
+
+/// What `/files/browse.json` answers: the entries (Mesos's shape, by path), and whether
+/// some were left out (`BROWSE_ENTRIES_MAX`).
+pub struct Browse {
+    /// `{path, size, mode, mtime, nlink, uid, gid}` each, by path.
+    pub entries: Vec<Value>,
+    /// The directory held more than `BROWSE_ENTRIES_MAX` entries.
+    pub truncated: bool,
+}
+
+/// User and group names by id, looked up once per listing.
+#[derive(Default)]
+struct Names {
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+}
+
+impl Names {
+    /// The user's name, or its id as text when it has none on this host (as Mesos does).
+    fn user(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| uid.to_string(), |user| user.name)
+            })
+            .clone()
+    }
+
+    /// The group's name, or its id as text.
+    fn group(&mut self, gid: u32) -> String {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| gid.to_string(), |group| group.name)
+            })
+            .clone()
+    }
+}
+
+/// One entry as Mesos's `/files/browse.json` shows it.
+fn file_info(path: &str, metadata: &std::fs::Metadata, names: &mut Names) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    json!({
+        "path": path,
+        "size": metadata.size(),
+        "mode": mode_string(metadata),
+        "mtime": metadata.mtime(),
+        "nlink": metadata.nlink(),
+        "uid": names.user(metadata.uid()),
+        "gid": names.group(metadata.gid()),
+    })
+}
+
+/// The type and permissions as `ls -l` writes them (`drwxr-xr-x`, `-rw-r--r--`), as Mesos
+/// shows them (no setuid, setgid or sticky letters).
+fn mode_string(metadata: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let kind = metadata.file_type();
+    let type_letter = if kind.is_dir() {
+        'd'
+    } else if kind.is_symlink() {
+        'l'
+    } else if kind.is_char_device() {
+        'c'
+    } else if kind.is_block_device() {
+        'b'
+    } else if kind.is_fifo() {
+        'p'
+    } else if kind.is_socket() {
+        's'
+    } else {
+        '-'
+    };
+    let mode = metadata.mode();
+    let mut text = String::with_capacity(10);
+    text.push(type_letter);
+    for (bit, letter) in [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ] {
+        text.push(if mode & bit != 0 { letter } else { '-' });
+    }
+    text
+}
+
+/// A task's log file: `stdout`, `stderr`, or one of their rotated files (`stdout.3`).
+fn is_log_name(name: &str) -> bool {
+    ["stdout", "stderr"].iter().any(|stream| {
+        name == *stream
+            || name
+                .strip_prefix(stream)
+                .and_then(|n| n.strip_prefix('.'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The part of `path` below `tasks_dir` when it names a directory a caller may list: a
+/// task's directory (then `true`: only its logs and `sandbox` are shown) or one under its
+/// `sandbox/`.
+fn browsable_path(tasks_dir: &Path, path: &str) -> Result<(String, bool), ApiError> {
+    let refused = || {
+        ApiError::new(
+            403,
+            "forbidden",
+            format!("path: {path} cannot be listed: only a task's directory (the `directory` of /state: its logs and sandbox) and what is under its sandbox directory"),
+        )
+    };
+    let prefix = format!("{}/", tasks_dir.display());
+    let relative = path.strip_prefix(&prefix).ok_or_else(refused)?;
+    let parts: Vec<&str> = relative.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+        || !super::valid_task_id(parts[0])
+    {
+        return Err(refused());
+    }
+    match parts.as_slice() {
+        [_] => Ok((relative.to_string(), true)),
+        [_, "sandbox", ..] => Ok((relative.to_string(), false)),
+        _ => Err(refused()),
+    }
+}
+
 /// The part of `path` below `tasks_dir` when it names something a caller may read: a
 /// task's `stdout`/`stderr` (or `stdout.N`) or anything under its `sandbox/`.
 fn readable_path(tasks_dir: &Path, path: &str) -> Result<String, ApiError> {
@@ -273,17 +537,8 @@ fn readable_path(tasks_dir: &Path, path: &str) -> Result<String, ApiError> {
     {
         return Err(refused());
     }
-    let log = |name: &str| {
-        ["stdout", "stderr"].iter().any(|stream| {
-            name == *stream
-                || name
-                    .strip_prefix(stream)
-                    .and_then(|n| n.strip_prefix('.'))
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-    };
     let allowed = match parts.as_slice() {
-        [_, name] => log(name),
+        [_, name] => is_log_name(name),
         [_, "sandbox", _, ..] => true,
         _ => false,
     };
@@ -298,6 +553,33 @@ fn readable_path(tasks_dir: &Path, path: &str) -> Result<String, ApiError> {
 /// without leaving `dir` (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`); a FIFO
 /// does not block the open.
 fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
+    let path_fd = path_beneath(dir, relative, false)?;
+    // SAFETY: fstat fills a zeroed stat for a valid fd.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(path_fd.as_raw_fd(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A hard link to a file elsewhere on the host (a task could make one where hard links
+    // are not protected) is not the task's file.
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG || stat.st_nlink != 1 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Opened for reading through the very file found above.
+    std::fs::File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
+}
+
+/// The entries of the directory `relative` below `dir`, found as `open_beneath` finds a
+/// file (no symbolic link followed, `dir` never left; ENOTDIR for anything but a
+/// directory). The entries' metadata is read relative to that very directory.
+fn read_dir_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::ReadDir> {
+    let path_fd = path_beneath(dir, relative, true)?;
+    std::fs::read_dir(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
+}
+
+/// An `O_PATH` descriptor of `relative` below `dir` (nothing of it opened yet: a device's
+/// driver is not called), resolved with `openat2` and `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`; with `directory`, only a directory.
+fn path_beneath(dir: &Path, relative: &str, directory: bool) -> std::io::Result<OwnedFd> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let dir_c = CString::new(dir.as_os_str().as_bytes())?;
@@ -316,9 +598,10 @@ fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
     let dir_fd = unsafe { OwnedFd::from_raw_fd(dir_fd) };
     // SAFETY: open_how is plain integers (non-exhaustive: built from zeroes).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    // O_PATH: nothing of the file is opened yet (a device's driver is not called) until it
-    // is known to be a regular file with no other name.
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    // O_PATH: nothing of the file is opened yet (a device's driver is not called) until the
+    // caller knows what it is.
+    let only_directory = if directory { libc::O_DIRECTORY } else { 0 };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC | only_directory) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 with a valid dir fd, a NUL-terminated path and a filled open_how of
     // the size passed.
@@ -335,19 +618,7 @@ fn open_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel returned a new fd that nothing else owns.
-    let path_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: fstat fills a zeroed stat for a valid fd.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(path_fd.as_raw_fd(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // A hard link to a file elsewhere on the host (a task could make one where hard links
-    // are not protected) is not the task's file.
-    if stat.st_mode & libc::S_IFMT != libc::S_IFREG || stat.st_nlink != 1 {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // Opened for reading through the very file found above.
-    std::fs::File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
@@ -378,6 +649,79 @@ mod tests {
             let error = readable_path(tasks, refused).unwrap_err();
             assert_eq!(error.code, "forbidden", "{refused}");
         }
+    }
+
+    #[test]
+    fn only_a_tasks_directory_and_what_is_under_its_sandbox_can_be_listed() {
+        let tasks = Path::new("/var/lib/dcos-rs/agent/tasks");
+        assert_eq!(
+            browsable_path(tasks, "/var/lib/dcos-rs/agent/tasks/t1").unwrap(),
+            ("t1".to_string(), true)
+        );
+        assert_eq!(
+            browsable_path(tasks, "/var/lib/dcos-rs/agent/tasks/t1/sandbox/out").unwrap(),
+            ("t1/sandbox/out".to_string(), false)
+        );
+        for refused in [
+            "/var/lib/dcos-rs/agent/tasks",
+            "/var/lib/dcos-rs/agent/tasks/t1/other",
+            "/var/lib/dcos-rs/agent/tasks/t1/sandbox/../..",
+            "/var/lib/dcos-rs/agent/tasks/t1//sandbox",
+            "/var/lib/dcos-rs/agent/tasks/../agent",
+            "/etc",
+        ] {
+            let error = browsable_path(tasks, refused).unwrap_err();
+            assert_eq!(error.code, "forbidden", "{refused}");
+        }
+        for (name, log) in [
+            ("stdout", true),
+            ("stderr.12", true),
+            ("stdout.", false),
+            ("task.json", false),
+        ] {
+            assert_eq!(is_log_name(name), log, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_listing_follows_no_symbolic_link_and_shows_modes_as_ls_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let tasks = root.path().join("tasks");
+        let sandbox = tasks.join("t1/sandbox");
+        std::fs::create_dir_all(sandbox.join("dir")).unwrap();
+        std::fs::write(sandbox.join("file"), "x").unwrap();
+        std::fs::set_permissions(sandbox.join("file"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        std::fs::set_permissions(sandbox.join("dir"), std::fs::Permissions::from_mode(0o750))
+            .unwrap();
+        std::os::unix::fs::symlink(root.path(), sandbox.join("link")).unwrap();
+        let mut listed: Vec<(String, String)> = read_dir_beneath(&tasks, "t1/sandbox")
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let mode = mode_string(&entry.metadata().unwrap());
+                (entry.file_name().to_string_lossy().into_owned(), mode)
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("dir".to_string(), "drwxr-x---".to_string()),
+                ("file".to_string(), "-rw-r--r--".to_string()),
+                ("link".to_string(), "lrwxrwxrwx".to_string()),
+            ]
+        );
+        let error = |relative: &str| {
+            read_dir_beneath(&tasks, relative)
+                .unwrap_err()
+                .raw_os_error()
+        };
+        assert_eq!(error("t1/sandbox/link"), Some(libc::ELOOP));
+        assert_eq!(error("t1/sandbox/file"), Some(libc::ENOTDIR));
+        assert_eq!(error("t1/sandbox/missing"), Some(libc::ENOENT));
+        assert!(read_dir_beneath(&tasks, "../tasks").is_err());
     }
 
     #[test]

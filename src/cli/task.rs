@@ -32,12 +32,17 @@ pub(super) fn print_tasks(json: bool, tasks: &TasksEnvelope) -> anyhow::Result<(
         return print_json(tasks);
     }
     let mut rows = vec![row(&[
-        "ID", "APP", "HOST", "STATE", "CPUS", "MEM", "STARTED", "MESSAGE",
+        "ID", "OWNER", "HOST", "STATE", "CPUS", "MEM", "STARTED", "MESSAGE",
     ])];
     for t in &tasks.tasks {
+        // A service's app id as before; `job:<id>` or `framework:<id>` for the others.
+        let owner = match t.owner.kind.as_str() {
+            "service" | "" => t.app_id.clone(),
+            kind => format!("{kind}:{}", t.owner.id),
+        };
         rows.push(vec![
             t.id.clone(),
-            t.app_id.clone(),
+            owner,
             t.host.clone(),
             t.state.as_str().to_string(),
             t.cpus.to_string(),

@@ -1,7 +1,8 @@
 //! The master's HTTP API: this system's `/cluster/v1` (nodes, masters, drain and removal of
-//! agents), Prometheus `/metrics`, health endpoints, the embedded dashboard at `/`, the Raft
-//! RPCs between masters, and the routes of the built-in frameworks (`crate::frameworks`,
-//! merged in by the caller).
+//! agents; a task's logs, usage and files from its agent, `task_detail`; the cluster's
+//! usage over the last hour, `usage`), Prometheus `/metrics`, health endpoints, the
+//! embedded dashboard at `/`, the Raft RPCs between masters, and the routes of the built-in
+//! frameworks (`crate::frameworks`, merged in by the caller).
 //!
 //! Handlers validate input and turn it into `Command`s; every refusal is a JSON `ApiError`
 //! naming the field and the reason. Nothing here changes state except through Raft. Bearer
@@ -18,7 +19,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dcos_api::routes::{cluster, internal, marathon};
@@ -31,7 +32,6 @@ use std::time::{Duration, Instant};
 /// Largest request body the API accepts (app definitions are small).
 pub const API_BODY_MAX_BYTES: usize = 1 << 20;
 
-const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
 /// The API's description, as kept in the repository (tested against the server by
 /// schemathesis in `tests/it/clients.rs`).
 const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
@@ -59,7 +59,11 @@ pub fn router(
     // Open to anyone: load balancers probe these, and the page holds no data (it asks for a
     // token when the API answers 401).
     let open = Router::new()
-        .route(cluster::DASHBOARD, get(dashboard))
+        .route(cluster::DASHBOARD, get(crate::dashboard::index))
+        .route(
+            &format!("{}/{{*path}}", crate::dashboard::ASSETS_PREFIX),
+            get(crate::dashboard::asset),
+        )
         .route(
             cluster::OPENAPI,
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
@@ -89,6 +93,14 @@ pub fn router(
         .merge(framework_routes)
         .route(cluster::NODES, get(nodes))
         .route(cluster::TASKS, get(tasks))
+        .route(cluster::TASK_LOG, get(super::task_detail::task_log))
+        .route(cluster::TASK_USAGE, get(super::task_detail::task_usage))
+        .route(cluster::TASK_FILES, get(super::task_detail::task_files))
+        .route(
+            cluster::TASK_FILE_READ,
+            get(super::task_detail::task_file_read),
+        )
+        .route(cluster::USAGE, get(super::usage::usage))
         .route(cluster::MASTERS, get(masters).post(add_master))
         .route(cluster::LEADERSHIP, post(take_leadership))
         .route(cluster::BACKUP, get(backup))
@@ -766,10 +778,6 @@ fn url_host(url: &str) -> String {
     authority.split(':').next().unwrap_or(authority).to_string()
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD_HTML)
-}
-
 async fn ready(State(master): State<Arc<Master>>) -> Response {
     if master.raft.is_leader() || master.raft.status().leader_id.is_some() {
         (StatusCode::OK, "ready").into_response()
@@ -909,7 +917,7 @@ async fn tasks(State(master): State<Arc<Master>>) -> Json<TasksEnvelope> {
             tasks: s
                 .tasks
                 .values()
-                .filter_map(|t| dcos_api::task_view(s, t))
+                .map(|t| dcos_api::any_task_view(s, t))
                 .collect(),
         }
     }))

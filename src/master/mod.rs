@@ -1,7 +1,9 @@
 //! The master: the replicated state (through `dcos-raft`), leadership, the links to its
 //! agents, and the loop that runs the built-in frameworks (`Framework`) and performs what
 //! they propose (propose a command, then tell the agent), feeding agent reports back into
-//! the log. Nothing here knows of any one framework.
+//! the log. Nothing here knows of any one framework. Beside it, what the dashboard reads
+//! through any master: a task's logs, usage and sandbox from its agent (`task_detail`), and
+//! the cluster's usage over the last hour (`usage`, sampled in this master's memory).
 //!
 //! Leader-only memory (agent links, kills in flight) is rebuilt when agents register.
 
@@ -11,6 +13,8 @@ mod framework;
 pub mod http;
 pub mod metrics;
 pub mod serve;
+mod task_detail;
+mod usage;
 
 pub use framework::{Framework, Proposal, Round};
 
@@ -87,6 +91,17 @@ pub struct Master {
     /// The allocator the built-in frameworks' launches go through (the Mesos framework's,
     /// set when it starts): they take their share as external frameworks do.
     share: std::sync::OnceLock<Arc<crate::frameworks::mesos::Mesos>>,
+    /// How this master reaches agents' APIs for the dashboard (a task's logs, usage and
+    /// files): over mutual TLS with its certificate in a cluster, plain HTTP in `up`.
+    /// Without it those endpoints answer 503.
+    agent_client: std::sync::OnceLock<crate::tls::NodeClient>,
+    /// Log streams this master passes on from agents right now, at most
+    /// `task_detail::LOG_FOLLOWS_MAX`: each holds a connection to an agent.
+    log_follows: Arc<tokio::sync::Semaphore>,
+    /// The cluster's usage as this master sampled it, oldest first: one sample every
+    /// `usage::USAGE_SAMPLE_INTERVAL_MS`, at most `usage::USAGE_SAMPLES_MAX` (memory only:
+    /// a restarted master starts again).
+    usage_samples: Mutex<std::collections::VecDeque<dcos_api::UsageSample>>,
 }
 
 impl Master {
@@ -116,6 +131,9 @@ impl Master {
             build_reports: Mutex::new(BTreeMap::new()),
             leading_since: Mutex::new(None),
             share: std::sync::OnceLock::new(),
+            agent_client: std::sync::OnceLock::new(),
+            log_follows: Arc::new(tokio::sync::Semaphore::new(task_detail::LOG_FOLLOWS_MAX)),
+            usage_samples: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -372,6 +390,17 @@ impl Master {
 
     pub(crate) fn leader_client(&self) -> Option<&crate::tls::NodeClient> {
         self.leader_client.get()
+    }
+
+    /// From now on this master reaches agents' APIs (the dashboard's task logs, usage and
+    /// files) through `client`: its own certificate in a cluster (agents accept masters'),
+    /// plain HTTP in `dcos-rs up`.
+    pub fn reach_agents_with(&self, client: crate::tls::NodeClient) {
+        let _ = self.agent_client.set(client);
+    }
+
+    pub(crate) fn agent_client(&self) -> Option<&crate::tls::NodeClient> {
+        self.agent_client.get()
     }
 
     pub fn stop_scheduling(&self) {
@@ -1017,6 +1046,10 @@ pub async fn start_local(
     let raft = ReplicatedState::open_single(dcos_raft::RaftOptions::single(raft_dir, &url)).await?;
     let builtin = crate::frameworks::builtin();
     let master = Master::new(raft, url, builtin.frameworks, None);
+    // Its agents are in this process, their APIs (if any) plain HTTP on loopback.
+    master.reach_agents_with(crate::tls::NodeClient::allowing_http(
+        crate::tls::client_config_trusting_none(),
+    ));
     let (to_master, from_agents) = mpsc::channel(crate::link::LINK_QUEUE_MAX);
     let router = http::router(
         master.clone(),
@@ -1050,6 +1083,7 @@ pub fn start(
         framework.spawn(master.clone(), shutdown.clone());
     }
     vec![
+        tokio::spawn(master.clone().sample_usage_every_interval(shutdown.clone())),
         tokio::spawn(master.run(from_agents, shutdown.clone())),
         tokio::spawn(crate::tls::serve(listener, tls, router, shutdown)),
     ]

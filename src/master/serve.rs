@@ -118,6 +118,9 @@ pub async fn start(
         builtin.frameworks,
         Some(Duration::from_millis(config.agents.unreachable_timeout_ms)),
     );
+    // Agents take a master's certificate on their APIs: the dashboard's task logs, usage
+    // and files go through it.
+    master.reach_agents_with(NodeClient::new(client_config.clone()));
     master.proxy_writes_with(NodeClient::new(client_config));
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let auth = ApiAuth::tokens(Arc::new(tokens));

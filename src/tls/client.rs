@@ -53,7 +53,8 @@ pub fn https_connector(
 /// Why a `NodeClient` request failed. Messages do not repeat the URL: callers add it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeClientError {
-    /// The request could not be sent as given (not an `https://` URL, bad header).
+    /// The request could not be sent as given (not an `https://` URL, or plain `http://`
+    /// to a client not `allowing_http`; a bad header).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// No connection to send the request on: refused, DNS failure, connect timeout, or TLS
@@ -83,11 +84,15 @@ impl NodeClientError {
 /// How the reason of a TLS failure starts.
 const TLS_FAILED: &str = "TLS handshake failed";
 
-/// An HTTPS client for calls between nodes: `https://` only, HTTP/1.1, connections pooled
-/// per node, trust and client certificate from the `ClientConfig` it is built with.
+/// An HTTPS client for calls between nodes: `https://` only (unless built with
+/// `allowing_http`), HTTP/1.1, connections pooled per node, trust and client certificate
+/// from the `ClientConfig` it is built with.
 #[derive(Clone)]
 pub struct NodeClient {
     http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Plain `http://` URLs are sent too: `dcos-rs up`'s master reaching its agent's API on
+    /// loopback. Between the nodes of a cluster, never.
+    allow_http: bool,
 }
 
 impl fmt::Debug for NodeClient {
@@ -99,13 +104,23 @@ impl fmt::Debug for NodeClient {
 impl NodeClient {
     /// A client using `config` (from `client_config` or `client_config_ca_only`).
     pub fn new(config: Arc<ClientConfig>) -> NodeClient {
-        let https = https_connector(&config, false, Some(NODE_CONNECT_TIMEOUT_MS));
+        NodeClient::build(config, false)
+    }
+
+    /// A client that also sends plain `http://` requests (`https://` ones still with
+    /// `config`): for `dcos-rs up`, whose agent serves plain HTTP on loopback.
+    pub fn allowing_http(config: Arc<ClientConfig>) -> NodeClient {
+        NodeClient::build(config, true)
+    }
+
+    fn build(config: Arc<ClientConfig>, allow_http: bool) -> NodeClient {
+        let https = https_connector(&config, allow_http, Some(NODE_CONNECT_TIMEOUT_MS));
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_millis(NODE_POOL_IDLE_TIMEOUT_MS))
             .pool_max_idle_per_host(NODE_POOL_IDLE_PER_HOST_MAX)
             .build(https);
-        NodeClient { http }
+        NodeClient { http, allow_http }
     }
 
     /// Sends one request and reads the whole answer, all within `timeout`; a body larger
@@ -187,8 +202,16 @@ impl NodeClient {
     ) -> Result<hyper::Response<Incoming>, NodeClientError> {
         let invalid = NodeClientError::InvalidRequest;
         let uri: Uri = url.parse().map_err(|e| invalid(format!("{e}")))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(invalid("only https:// URLs are used between nodes".into()));
+        let allowed = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => self.allow_http,
+            _ => false,
+        };
+        if !allowed {
+            return Err(invalid(match self.allow_http {
+                true => "only http:// and https:// URLs are sent".into(),
+                false => "only https:// URLs are used between nodes".into(),
+            }));
         }
         let mut request = Request::builder()
             .method(method)

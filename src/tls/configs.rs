@@ -70,6 +70,18 @@ pub fn client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// A TLS configuration that trusts no server at all, for a client that speaks only plain
+/// HTTP (`dcos-rs up`'s master calling its agent on loopback): an `https://` URL then fails
+/// instead of reaching a server nobody vouched for.
+pub fn client_config_trusting_none() -> Arc<ClientConfig> {
+    let config = ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// `client_config_ca_only`, for agents' endpoints: the server must also present a
 /// certificate with the agent role (`agent:<name>`), so a token meant for an agent's API
 /// reaches no master, admin or other holder of a cluster certificate.

@@ -22,4 +22,5 @@ mod process;
 mod readiness;
 mod registry;
 mod remote_agents;
+mod task_detail;
 mod tls;

@@ -1,10 +1,12 @@
-//! This system's own `/cluster/v1` shapes: nodes (masters and agents) and task counts.
+//! This system's own `/cluster/v1` shapes: nodes (masters and agents), task counts, and
+//! the cluster's usage over time.
 
 use dcos_core::time::iso8601;
-use dcos_core::{Agent, ClusterState, Resources, TaskState};
+use dcos_core::{Agent, ClusterState, Resources, TaskState, Usage};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// An agent as `/cluster/v1/nodes` shows it: what it offers, what its tasks hold, how it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentView {
@@ -17,8 +19,15 @@ pub struct AgentView {
     pub disk: u64,
     pub used_cpus: f64,
     pub used_mem: u64,
+    /// MiB of `disk` its live tasks hold (absent from masters before it was shown).
+    #[serde(default)]
+    pub used_disk: u64,
     pub tasks: usize,
     pub registered_at: String,
+    /// The operator's labels of the agent (`rack`, `zone`, ...), for constraints; absent
+    /// when it has none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// The agent's build (`dcos-rs --version`) as it registered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
@@ -69,12 +78,14 @@ pub fn agent_view(state: &ClusterState, agent: &Agent) -> AgentView {
         disk: agent.resources.disk_mib,
         used_cpus: used.cpus(),
         used_mem: used.mem_mib,
+        used_disk: used.disk_mib,
         tasks: state
             .tasks
             .values()
             .filter(|t| t.agent_id == agent.id && !t.state.is_terminal())
             .count(),
         registered_at: iso8601(agent.registered_at_ms),
+        attributes: agent.attributes.clone(),
         version: agent.version.clone(),
         last_heartbeat_ms_ago: None,
     }
@@ -87,6 +98,70 @@ pub fn tasks_by_state(state: &ClusterState) -> BTreeMap<TaskState, usize> {
         *counts.entry(task.state).or_default() += 1;
     }
     counts
+}
+
+/// How much of one resource is taken, of how much (cpus, or MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsedOf<T> {
+    pub used: T,
+    pub total: T,
+}
+
+/// The cluster's usage at one moment (`GET /cluster/v1/usage`): what the active agents
+/// offer and what live tasks hold, and every task by state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSample {
+    /// When the master took it (ISO 8601).
+    pub at: String,
+    pub cpus: UsedOf<f64>,
+    /// MiB.
+    pub mem: UsedOf<u64>,
+    /// MiB.
+    pub disk: UsedOf<u64>,
+    /// Tasks by state (`TASK_RUNNING`, ...), every state present, ended tasks still kept
+    /// included.
+    pub tasks: BTreeMap<String, usize>,
+    /// Active agents (those whose resources `total` sums).
+    pub agents: usize,
+}
+
+impl UsageSample {
+    /// `usage` as taken at `at_ms`.
+    pub fn of(at_ms: u64, usage: &Usage) -> UsageSample {
+        UsageSample {
+            at: iso8601(at_ms),
+            cpus: UsedOf {
+                used: usage.used.cpus(),
+                total: usage.total.cpus(),
+            },
+            mem: UsedOf {
+                used: usage.used.mem_mib,
+                total: usage.total.mem_mib,
+            },
+            disk: UsedOf {
+                used: usage.used.disk_mib,
+                total: usage.total.disk_mib,
+            },
+            tasks: usage
+                .tasks
+                .iter()
+                .map(|(state, n)| (state.as_str().to_string(), *n))
+                .collect(),
+            agents: usage.agents,
+        }
+    }
+}
+
+/// `GET /cluster/v1/usage`: the samples the answering master took, oldest first, one every
+/// `interval_seconds` since it started (at most an hour of them), and one taken for the
+/// request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageHistory {
+    pub interval_seconds: u64,
+    pub samples: Vec<UsageSample>,
+    pub now: UsageSample,
 }
 
 /// Resources as the views show them: cpus, MiB.

@@ -14,12 +14,13 @@ pub mod routes;
 pub use agent::{ImageView, ImagesEnvelope};
 pub use cluster::{
     agent_view, frameworks_view, tasks_by_state, AgentView, FrameworkTaskView, FrameworkView,
-    MasterView, NodesView, ResourcesView,
+    MasterView, NodesView, ResourcesView, UsageHistory, UsageSample, UsedOf,
 };
 pub use dcos_core::time::iso8601;
 pub use error::ApiError;
 pub use marathon::{
-    app_converged, app_view, deployment_view, readiness_check_results, task_view, AppEnvelope,
-    AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult, DeploymentView,
-    MarathonTask, MarathonTasksEnvelope, TaskView, TasksEnvelope, VersionInfo, VersionsEnvelope,
+    any_task_view, app_converged, app_view, deployment_view, readiness_check_results, task_view,
+    AppEnvelope, AppVersionView, AppView, AppsEnvelope, DeploymentRef, DeploymentResult,
+    DeploymentView, MarathonTask, MarathonTasksEnvelope, TaskOwnerView, TaskView, TasksEnvelope,
+    VersionInfo, VersionsEnvelope,
 };

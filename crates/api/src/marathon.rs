@@ -135,6 +135,41 @@ pub struct TaskView {
     pub kill_requested: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_results: Option<Vec<HealthCheckResult>>,
+    /// Who owns it: `/cluster/v1/tasks` lists every framework's tasks (`app_id` and
+    /// `version` are empty for those that are not a service's).
+    #[serde(default)]
+    pub owner: TaskOwnerView,
+    /// When its state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// Who owns a task, as this system shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskOwnerView {
+    /// `service`, `job` or `framework`.
+    pub kind: String,
+    /// The app's id, the job's id, or the framework's id.
+    pub id: String,
+    /// The job's run it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl TaskOwnerView {
+    pub fn of(owner: &TaskOwner) -> TaskOwnerView {
+        let (kind, id, run_id) = match owner {
+            TaskOwner::Service { app_id, .. } => ("service", app_id, None),
+            TaskOwner::JobRun { job_id, run_id } => ("job", job_id, Some(run_id.clone())),
+            TaskOwner::Framework { framework_id } => ("framework", framework_id, None),
+        };
+        TaskOwnerView {
+            kind: kind.to_string(),
+            id: id.clone(),
+            run_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,24 +387,30 @@ pub fn app_converged(record: &AppRecord, tasks: &[&Task]) -> bool {
 /// Marathon's view of a service's task; `None` for tasks other frameworks own (Marathon's
 /// `/v2/tasks` lists only its own).
 pub fn task_view(state: &ClusterState, task: &Task) -> Option<TaskView> {
-    let TaskOwner::Service {
-        app_id,
-        config_version_ms,
-    } = &task.owner
-    else {
-        return None;
+    matches!(task.owner, TaskOwner::Service { .. }).then(|| any_task_view(state, task))
+}
+
+/// Any framework's task as `/cluster/v1/tasks` shows it (`app_id` and `version` empty but
+/// for a service's).
+pub fn any_task_view(state: &ClusterState, task: &Task) -> TaskView {
+    let (app_id, version) = match &task.owner {
+        TaskOwner::Service {
+            app_id,
+            config_version_ms,
+        } => (app_id.clone(), iso8601(*config_version_ms)),
+        _ => (String::new(), String::new()),
     };
     let agent: Option<&Agent> = state.agents.get(&task.agent_id);
-    Some(TaskView {
+    TaskView {
         id: task.id.clone(),
-        app_id: app_id.clone(),
+        app_id,
         host: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
         slave_id: task.agent_id.clone(),
         agent_url: agent.map(|a| a.url.clone()).unwrap_or_default(),
         state: task.state,
         staged_at: iso8601(task.staged_at_ms),
         started_at: task.started_at_ms.map(iso8601),
-        version: iso8601(*config_version_ms),
+        version,
         cpus: task.resources.cpus(),
         mem: task.resources.mem_mib,
         ports: task.ports.clone(),
@@ -377,5 +418,7 @@ pub fn task_view(state: &ClusterState, task: &Task) -> Option<TaskView> {
         exit_code: task.exit_code,
         kill_requested: task.kill_requested,
         health_check_results: HealthCheckResult::of(task),
-    })
+        owner: TaskOwnerView::of(&task.owner),
+        updated_at: Some(iso8601(task.updated_at_ms)),
+    }
 }

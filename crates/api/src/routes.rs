@@ -45,6 +45,18 @@ pub mod cluster {
     pub const NODES: &str = "/cluster/v1/nodes";
     /// Every task with this system's fields (`TaskView`); Marathon's `/v2/tasks` has fewer.
     pub const TASKS: &str = "/cluster/v1/tasks";
+    /// A task's `stdout` or `stderr` through the master, from its agent (`?offset=N`, and
+    /// `follow=true` to stream it while the task runs): for the dashboard, which reaches
+    /// only the master's origin.
+    pub const TASK_LOG: &str = "/cluster/v1/tasks/{id}/logs/{stream}";
+    /// A running task's resource usage as its agent measures it (cgroup counters).
+    pub const TASK_USAGE: &str = "/cluster/v1/tasks/{id}/usage";
+    /// The entries of a directory of a task's sandbox (`?path=`, relative to the sandbox).
+    pub const TASK_FILES: &str = "/cluster/v1/tasks/{id}/files";
+    /// A page of a file of a task's sandbox (`?path=&offset=&length=`).
+    pub const TASK_FILE_READ: &str = "/cluster/v1/tasks/{id}/files/read";
+    /// The cluster's usage over the last hour, as the answering master sampled it.
+    pub const USAGE: &str = "/cluster/v1/usage";
     pub const MASTERS: &str = "/cluster/v1/masters";
     /// POST to a master: it stands for election now (upgrades move the leadership off the
     /// master they restart next). Served by the master called, never passed on.
@@ -100,6 +112,23 @@ pub mod cluster {
     pub fn agent_drain(id: &str) -> String {
         format!("{}/drain", agent(id))
     }
+
+    /// `/cluster/v1/tasks/<id>/logs/stdout`.
+    pub fn task_log(task_id: &str, stream: &str) -> String {
+        format!("{TASKS}/{task_id}/logs/{stream}")
+    }
+
+    pub fn task_usage(task_id: &str) -> String {
+        format!("{TASKS}/{task_id}/usage")
+    }
+
+    pub fn task_files(task_id: &str) -> String {
+        format!("{TASKS}/{task_id}/files")
+    }
+
+    pub fn task_file_read(task_id: &str) -> String {
+        format!("{TASKS}/{task_id}/files/read")
+    }
 }
 
 /// An agent's own API (logs, images, containers), on the agent's port.
@@ -111,6 +140,17 @@ pub mod agent {
     pub const IMAGES_PULL: &str = "/images/pull";
     pub const IMAGE: &str = "/images/{*reference}";
     pub const CONTAINERS: &str = "/containers";
+    /// Mesos's `/files/read.json?path=&offset=&length=`: a page of a task's log or of a
+    /// file under its working directory.
+    pub const FILES_READ: &str = "/files/read.json";
+    /// Mesos's `/files/browse.json?path=`: the entries of a directory of a task's sandbox.
+    pub const FILES_BROWSE: &str = "/files/browse.json";
+    /// Mesos's virtual path of a task's sandbox on its agent (the executor's latest run),
+    /// which the `/files` endpoints take as well as the sandbox's real path: a caller that
+    /// knows the task, but not the agent's work dir, names the sandbox with it.
+    pub fn sandbox_virtual_path(framework_id: &str, executor_id: &str) -> String {
+        format!("/frameworks/{framework_id}/executors/{executor_id}/runs/latest")
+    }
 
     /// `/files/tasks/<id>/stdout`.
     pub fn task_log(task_id: &str, stream: &str) -> String {
@@ -145,6 +185,28 @@ mod tests {
         assert_eq!(cluster::master(4), "/cluster/v1/masters/4");
         assert_eq!(cluster::agent_drain("a1"), "/cluster/v1/agents/a1/drain");
         assert_eq!(agent::task_log("t", "stderr"), "/files/tasks/t/stderr");
+        assert_eq!(
+            agent::sandbox_virtual_path("f1", "t1"),
+            "/frameworks/f1/executors/t1/runs/latest"
+        );
+        assert_eq!(
+            cluster::task_log("web.1", "stdout"),
+            "/cluster/v1/tasks/web.1/logs/stdout"
+        );
+        assert_eq!(cluster::task_usage("t"), "/cluster/v1/tasks/t/usage");
+        assert_eq!(cluster::task_files("t"), "/cluster/v1/tasks/t/files");
+        assert_eq!(
+            cluster::task_file_read("t"),
+            "/cluster/v1/tasks/t/files/read"
+        );
+        for (route, built) in [
+            (cluster::TASK_LOG, cluster::task_log("{id}", "{stream}")),
+            (cluster::TASK_USAGE, cluster::task_usage("{id}")),
+            (cluster::TASK_FILES, cluster::task_files("{id}")),
+            (cluster::TASK_FILE_READ, cluster::task_file_read("{id}")),
+        ] {
+            assert_eq!(route, built);
+        }
         assert_eq!(agent::image("busybox:1"), "/images/busybox:1");
     }
 }

@@ -15,6 +15,7 @@ pub mod services;
 pub mod state;
 pub mod time;
 pub mod types;
+pub mod usage;
 
 pub use command::{Command, Outcome, Reject};
 pub use placement::{allocate_ports, Ask, PassedOver, Placed, Pool, Unfit, WhyNot};
@@ -29,3 +30,4 @@ pub use types::{
     TaskFetch, TaskHealth, TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskReadiness,
     TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec, IMAGES_PER_AGENT_MAX,
 };
+pub use usage::Usage;

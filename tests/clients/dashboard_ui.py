@@ -1,0 +1,193 @@
+"""The dashboard in Debian's headless chromium, driven by Playwright (PyPI), as a user would:
+log in with the token, deploy an app from the editor (first with a mistake the editor must
+show at its field), see it running without a reload, scale it, read a line of its task's
+live log, run a job and see the run in its history with its output, drain the agent.
+The browser's console must stay free of errors (the one deliberate 422 aside). A
+screenshot of every page is written to the directory given.
+
+usage: dashboard_ui.py <master url> <token> <screenshots dir> <the build nodes show>
+"""
+import json
+import os
+import sys
+import urllib.request
+
+from playwright.sync_api import sync_playwright, expect
+
+from checks import check
+
+URL, TOKEN, SHOTS, BUILD = sys.argv[1:5]
+os.makedirs(SHOTS, exist_ok=True)
+TIMEOUT_MS = 30_000
+APP = "/dash/web"
+JOB_PARENT, JOB = "dash-extract", "dash-report"
+LOG_LINE = "dashboard says hello"
+JOB_LINE = "the report is done"
+
+
+def api(method, path, body=None):
+    """The API directly, for what the test sets up beside the page (a job with a parent)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(URL + path, data=data, method=method, headers={
+        "Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def shot(page, name):
+    page.wait_for_timeout(300)
+    page.evaluate("document.getElementById('toasts').replaceChildren()")
+    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
+
+
+def main():
+    expect.set_options(timeout=TIMEOUT_MS)
+    # Two jobs, the second after the first (Chronos's parents), for the graph and a run.
+    api("POST", "/v1/jobs", {"id": JOB_PARENT, "run": {"cmd": "echo extracted", "cpus": 0.1, "mem": 32, "disk": 0}})
+    api("POST", "/scheduler/dependency", {"name": JOB, "command": f"echo '{JOB_LINE}'", "parents": [JOB_PARENT],
+                                          "cpus": 0.1, "mem": 32, "owner": "ops@example.com"})
+
+    console_errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, color_scheme="light")
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+        page.on("pageerror", lambda e: console_errors.append("uncaught: " + str(e)))
+
+        # Log in: without a token the page asks for one; a wrong one is refused with a reason.
+        page.goto(URL + "/")
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        shot(page, "login")
+        page.get_by_label("API token").fill("dcos_" + "x" * 43)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("alert")).to_contain_text("The token was refused")
+        # The console shows that 401 (the browser reports every failed request); nothing else.
+        check("the refused token", len(console_errors) == 1 and "401" in console_errors[0],
+              f"one 401 in the console: {console_errors}")
+        console_errors.clear()
+        page.get_by_label("API token").fill(TOKEN)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        expect(page.get_by_role("heading", name="Masters")).to_be_visible()
+        expect(page.locator("#live")).to_have_text("● live")
+
+        # Deploy from the editor: a mistake first, shown at its field's line.
+        page.get_by_role("link", name="Services", exact=True).click()
+        page.get_by_role("link", name="Deploy a service").click()
+        editor = page.get_by_label("Definition (JSON)")
+        definition = {"id": APP, "cmd": f"i=0; while true; do echo \"{LOG_LINE} $i\"; i=$((i+1)); sleep 1; done",
+                      "cpus": -1, "mem": 32, "instances": 1}
+        editor.fill(json.dumps(definition, indent=2))
+        page.get_by_role("button", name="Deploy").click()
+        errors = page.locator("ul.editor-errors")
+        expect(errors).to_contain_text("line 4")
+        expect(errors).to_contain_text("/cpus")
+        expect(page.locator(".editor-backdrop .err-line")).to_have_count(1)
+        shot(page, "service-editor-error")
+        # The one error the console may show: the API's 422 for that definition.
+        check("the invalid definition", len(console_errors) == 1 and "422" in console_errors[0],
+              f"one 422 in the console: {console_errors}")
+        console_errors.clear()
+        definition["cpus"] = 0.1
+        editor.fill(json.dumps(definition, indent=2))
+        page.get_by_role("button", name="Deploy").click()
+
+        # Its page; it becomes running without a reload (the event stream redraws it).
+        expect(page.get_by_role("heading", name="Service " + APP)).to_be_visible()
+        page.evaluate("window.__noReload = true")
+        summary = page.locator("section", has=page.get_by_role("heading", name="Summary"))
+        expect(summary).to_contain_text("1 running, 0 staged of 1 wanted")
+        check("no reload", page.evaluate("window.__noReload === true"), "the page was reloaded")
+
+        # Scale to 2 through the dialog.
+        page.get_by_role("button", name="Scale").click()
+        page.get_by_label("Instances").fill("2")
+        page.get_by_role("dialog").get_by_role("button", name="Scale").click()
+        expect(summary).to_contain_text("2 running, 0 staged of 2 wanted")
+        check("no reload", page.evaluate("window.__noReload === true"), "the page was reloaded")
+        expect(page.get_by_role("heading", name="Versions (2)")).to_be_visible()
+        shot(page, "service")
+
+        # A task's page: its live log shows a line the task prints.
+        page.locator("section", has=page.get_by_role("heading", name="Tasks", exact=True)).get_by_role("link").first.click()
+        expect(page.get_by_role("heading", name="Status history")).to_be_visible()
+        log = page.get_by_label("Task log")
+        expect(log).to_contain_text(LOG_LINE)
+        first = log.inner_text()
+        expect(log).not_to_have_text(first)  # it follows: more lines arrive
+        expect(page.locator("section", has=page.get_by_role("heading", name="Sandbox"))).to_contain_text("stdout")
+        shot(page, "task")
+
+        page.get_by_role("link", name="Tasks", exact=True).click()
+        expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+        page.get_by_label("Filter tasks").fill("dash_web")
+        expect(page.locator("main tbody tr")).to_have_count(2)
+        shot(page, "tasks")
+
+        # Jobs: the list says the schedule in words; run the parent now, its child follows,
+        # and the child's run shows up in its history with its output.
+        page.get_by_role("link", name="Jobs", exact=True).click()
+        expect(page.get_by_role("link", name=JOB)).to_be_visible()
+        shot(page, "jobs")
+        page.get_by_role("link", name=JOB_PARENT).click()
+        expect(page.get_by_role("group", name="Dependency graph of " + JOB_PARENT)).to_be_visible()
+        page.get_by_role("button", name="Run now").click()
+        expect(page.get_by_role("heading", name="Run history (1)")).to_be_visible()
+        page.get_by_role("group", name="Dependency graph of " + JOB_PARENT).get_by_role("link", name=JOB).click()
+        expect(page.get_by_role("heading", name="Job " + JOB)).to_be_visible()
+        run = page.locator("details.run").first
+        expect(run).to_contain_text("success")
+        run.locator("summary").click()
+        expect(run).to_contain_text(JOB_LINE)
+        shot(page, "job")
+
+        page.get_by_role("link", name="Frameworks", exact=True).click()
+        expect(page.get_by_role("heading", name="marathon")).to_be_visible()
+        shot(page, "frameworks")
+
+        page.get_by_role("link", name="Overview", exact=True).click()
+        expect(page.get_by_role("heading", name="Recent events")).to_be_visible()
+        expect(page.locator("section", has=page.get_by_role("heading", name="Tasks", exact=True))).to_contain_text("running")
+        shot(page, "overview")
+
+        # Drain the agent from its page.
+        page.get_by_role("link", name="Nodes", exact=True).click()
+        expect(page.get_by_role("heading", name="Agents")).to_be_visible()
+        expect(page.locator("main")).to_contain_text(BUILD)
+        shot(page, "nodes")
+        page.locator("section", has=page.get_by_role("heading", name="Agents")).get_by_role("link").first.click()
+        page.get_by_role("button", name="Drain").click()
+        page.get_by_role("dialog").get_by_role("button", name="Drain").click()
+        expect(page.get_by_role("button", name="Draining")).to_be_disabled()
+        expect(page.locator(".page-head .badge")).to_have_text("draining")
+        shot(page, "node")
+
+        # The same pages at phone width and in the dark theme.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
+        mobile = phone.new_page()
+        mobile.on("console", lambda m: m.type == "error" and console_errors.append("phone: " + m.text))
+        mobile.goto(URL + "/?token=" + TOKEN + "#/services")
+        expect(mobile.get_by_role("link", name=APP)).to_be_visible()
+        check("the token leaves the address bar", "token" not in mobile.url, mobile.url)
+        width = mobile.evaluate("document.documentElement.scrollWidth")
+        check("phone width", width <= 390, f"the page is {width} px wide at 390")
+        shot(mobile, "services-phone-dark")
+
+        # Keyboard: the skip link, then the navigation, reached with Tab alone.
+        page.goto(URL + "/#/services")
+        page.keyboard.press("Tab")
+        check("keyboard", page.evaluate("document.activeElement.textContent") == "Skip to content", "Tab reaches the skip link first")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        check("keyboard", page.evaluate("document.activeElement.textContent") == "Overview", "Tab reaches the navigation")
+
+        browser.close()
+    check("console", not console_errors, f"the browser's console shows errors: {console_errors}")
+    print("dashboard ok; screenshots in", SHOTS)
+
+
+main()
