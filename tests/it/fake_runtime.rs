@@ -105,7 +105,7 @@ impl FakeCluster {
                 let tasks = self.tasks().await;
                 let live: Vec<_> = tasks
                     .into_iter()
-                    .filter(|t| !t.state.is_terminal())
+                    .filter(|t| t.app_id == "/web" && !t.state.is_terminal())
                     .collect();
                 (live.len() == n && live.iter().all(|t| t.state == TaskState::Running))
                     .then_some(live)
@@ -223,12 +223,23 @@ async fn services_run_end_to_end_on_fake_agents_without_root() {
         "the services framework must not kill a job's task"
     );
     // Marathon's task list shows only the services framework's live tasks, in Marathon's
-    // shape (the failed one stays in /cluster/v1/tasks for a while).
+    // shape (the failed one stays in /cluster/v1/tasks for a while, which lists every
+    // framework's tasks: the job's too).
     let marathon: dcos_api::MarathonTasksEnvelope = cluster.client.get("/v2/tasks").await.unwrap();
     let live = cluster.tasks().await;
     assert_eq!(
         marathon.tasks.len(),
-        live.iter().filter(|t| !t.state.is_terminal()).count()
+        live.iter()
+            .filter(|t| !t.state.is_terminal() && t.owner.kind == "service")
+            .count()
+    );
+    let job_task = live
+        .iter()
+        .find(|t| t.id == "job-backup.r1")
+        .expect("listed");
+    assert_eq!(
+        (job_task.owner.kind.as_str(), job_task.app_id.as_str()),
+        ("job", "")
     );
     assert!(marathon.tasks.iter().all(|t| t.app_id == "/web"));
 
