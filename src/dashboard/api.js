@@ -38,7 +38,7 @@ export class ApiError extends Error {
   }
 }
 
-/** Told when a request is refused for its credentials (401) or not allowed (403). */
+/** Told when a request is refused for its credentials (401). */
 let onAuthFailure = () => {};
 export function whenUnauthorized(handler) {
   onAuthFailure = handler;
@@ -61,11 +61,13 @@ export async function call(method, path, body, signal) {
   const text = await response.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
-  if (response.status === 401 || response.status === 403) {
+  if (response.status === 401) {
     const error = new ApiError(response.status, json, path);
     onAuthFailure(error);
     throw error;
   }
+  // A 403 is about this request (every token is an admin; an agent refuses a symbolic
+  // link with it): shown where it happened, not as a login problem.
   if (!response.ok) throw new ApiError(response.status, json, path);
   return json;
 }
@@ -80,7 +82,7 @@ export async function followEvents(onEvent, onState, signal) {
   while (!signal.aborted) {
     try {
       const response = await fetch("/cluster/v1/events", { headers: headers({ "Accept": "text/event-stream" }), signal });
-      if (response.status === 401 || response.status === 403) {
+      if (response.status === 401) {
         onAuthFailure(new ApiError(response.status, null, "/cluster/v1/events"));
         return;
       }
@@ -117,21 +119,25 @@ export async function followEvents(onEvent, onState, signal) {
   }
 }
 
-/** Streams a task's `stream` (stdout|stderr) through the master from `offset`, following
- *  while the task runs: `onText(text)` per chunk. Resolves when the log ends. */
-export async function followLog(taskId, stream, onText, signal) {
-  const path = `/cluster/v1/tasks/${encodeURIComponent(taskId)}/logs/${stream}?follow=true`;
+/** Streams a task's `stream` (stdout|stderr) through the master from byte `offset`,
+ *  following while the task runs: `onText(text)` per chunk. Resolves with the offset
+ *  reached when the master ends the stream (the task ended, or the follow's time limit:
+ *  ask again from there). */
+export async function followLog(taskId, stream, offset, onText, signal) {
+  const path = `/cluster/v1/tasks/${encodeURIComponent(taskId)}/logs/${stream}?follow=true&offset=${offset}`;
   const response = await fetch(path, { headers: headers({ "Accept": "text/plain" }), signal });
   if (!response.ok) {
     let body = null;
     try { body = await response.json(); } catch { body = null; }
     throw new ApiError(response.status, body, path);
   }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
-    onText(value);
+    if (done) return offset;
+    offset += value.byteLength;
+    onText(decoder.decode(value, { stream: true }));
   }
 }
 

@@ -46,12 +46,15 @@ function route() {
   return { path: path || "/", query: new URLSearchParams(query || "") };
 }
 
+/** The navigation: drawn once, then only `aria-current` moves (the links keep focus). */
 function drawNav(path) {
   const nav = document.getElementById("nav");
-  nav.replaceChildren(...NAV.map(([href, text]) => {
+  if (!nav.children.length) nav.append(...NAV.map(([href, text]) => el("a", { href: "#" + href }, text)));
+  NAV.forEach(([href], i) => {
     const active = href === "/" ? path === "/" : path === href || path.startsWith(href + "/");
-    return el("a", { href: "#" + href, "aria-current": active ? "page" : null }, text);
-  }));
+    if (active) nav.children[i].setAttribute("aria-current", "page");
+    else nav.children[i].removeAttribute("aria-current");
+  });
 }
 
 async function show() {
@@ -76,8 +79,12 @@ async function show() {
     if (current !== ctx) return;
     main.replaceChildren(node);
   } catch (e) {
-    if (current !== ctx || e.status === 401 || e.status === 403) return;
-    main.replaceChildren(el("section.card.error-page", el("h1", title), el("p.error", e.message)));
+    if (current !== ctx || e.status === 401) return;
+    main.replaceChildren(e.status === 403
+      ? el("section.card.error-page", { role: "alert" }, el("h1", "Not allowed"),
+        el("p", "The API refused this page's data with 403: ", e.message),
+        el("div.actions", el("button", { type: "button", onclick: () => history.back() }, "Back")))
+      : el("section.card.error-page", el("h1", title), el("p.error", e.message)));
   }
 }
 
@@ -91,13 +98,33 @@ function makeContext(query) {
     query,
     onRedraw(fn) { redraws.push(fn); },
     async redraw() {
+      const focus = focusKey(document.activeElement);
       for (const fn of redraws) {
         try { await fn(); } catch (e) { if (!abort.signal.aborted && e.status !== 401) console.warn("redraw:", e.message); }
       }
+      refocus(focus);
     },
     leave() { abort.abort(); redraws.length = 0; },
     go(path) { location.hash = "#" + path; },
   };
+}
+
+/** What identifies a focused control across a redraw that rebuilt it: its kind, its
+ *  words, and the heading of the section it is in. */
+function focusKey(node) {
+  if (!node || node === document.body || !document.getElementById("main").contains(node)) return null;
+  const section = node.closest("section, .page-head");
+  const heading = section && section.querySelector("h1, h2");
+  return [node.tagName, node.getAttribute("aria-label") || node.textContent.trim().slice(0, 80), heading ? heading.textContent : ""].join("|");
+}
+
+/** Puts the focus back on the control a redraw replaced (keyboard users keep their place). */
+function refocus(key) {
+  if (!key || document.getElementById("main").contains(document.activeElement)) return;
+  const [tag] = key.split("|");
+  for (const node of document.getElementById("main").querySelectorAll(tag)) {
+    if (focusKey(node) === key) { node.focus({ preventScroll: true }); return; }
+  }
 }
 
 /** Asks for a redraw of the page on screen, at most once per REDRAW_MIN_MS. */
@@ -113,28 +140,57 @@ function scheduleRedraw() {
 
 function setLive(state) {
   const live = document.getElementById("live");
-  live.textContent = state === "live" ? "● live" : "○ reconnecting…";
+  live.textContent = state === "live" || state === "shared" ? "● live" : "○ reconnecting…";
+  live.title = state === "shared" ? "events come through another tab of this dashboard" : "";
   live.className = "live " + (state === "live" ? "on" : "off");
 }
 
+/** Events seen by this tab (or passed on by the tab that reads the stream). */
+function onEvent(type, data) {
+  if (type === "event_stream_attached") return;
+  api.remember(type, data);
+  scheduleRedraw();
+}
+
+/** One event stream for all of this origin's tabs: a browser keeps at most 6 connections
+ *  to a host (HTTP/1.1), so each tab holding its own would starve the rest. The tab holding
+ *  the lock reads it and passes every event on (BroadcastChannel); when it closes, another
+ *  tab takes the lock over. Without Web Locks (an insecure context), each tab reads its own. */
 function startEvents() {
   if (eventsAbort) eventsAbort.abort();
   eventsAbort = new AbortController();
-  api.followEvents((type, data) => {
-    if (type === "event_stream_attached") return;
-    api.remember(type, data);
-    scheduleRedraw();
-  }, setLive, eventsAbort.signal);
+  const signal = eventsAbort.signal;
+  if (!navigator.locks || !window.BroadcastChannel) {
+    api.followEvents(onEvent, setLive, signal);
+    return;
+  }
+  const channel = new BroadcastChannel("dcos-rs-events");
+  channel.onmessage = m => (m.data.state ? setLive(m.data.state) : onEvent(m.data.type, m.data.data));
+  signal.addEventListener("abort", () => channel.close(), { once: true });
+  setLive("shared");
+  navigator.locks.request("dcos-rs-events", { signal }, () => api.followEvents((type, data) => {
+    onEvent(type, data);
+    channel.postMessage({ type, data });
+  }, state => {
+    setLive(state);
+    channel.postMessage({ state });
+  }, signal)).catch(() => {});
 }
 
 function showLogin(message) {
+  // Already asking (several requests were refused at once): keep what the user typed.
+  const asking = document.getElementById("login-error");
+  if (asking) {
+    asking.textContent = message;
+    return;
+  }
   if (current) current.leave();
   current = null;
   if (eventsAbort) eventsAbort.abort();
   eventsAbort = null;
   document.title = "Log in · dcos-rs";
   const input = el("input#token", { type: "password", autocomplete: "off", placeholder: "dcos_…", required: true, "aria-describedby": "login-help" });
-  const error = el("p.error", { role: "alert" }, message);
+  const error = el("p#login-error.error", { role: "alert" }, message);
   const form = el("form.login", {
     onsubmit: async ev => {
       ev.preventDefault();
@@ -143,7 +199,12 @@ function showLogin(message) {
       try {
         await api.get("/cluster/v1/nodes");
       } catch (e) {
-        return; // showLogin ran again with the reason
+        // A 401 has said why through showLogin; anything else is said here.
+        if (e.status !== 401) {
+          api.setToken(null);
+          error.textContent = "The API cannot be reached: " + e.message;
+        }
+        return;
       }
       startEvents();
       show();
@@ -161,19 +222,9 @@ function showLogin(message) {
 }
 
 api.whenUnauthorized(error => {
-  if (error.status === 403) {
-    // The token is valid but may not do this: say so in place of the page.
-    if (current) current.leave();
-    current = null;
-    document.getElementById("main").replaceChildren(el("section.card.error-page", { role: "alert" },
-      el("h1", "Not allowed"),
-      el("p", "The API refused this with 403: ", error.message),
-      el("div.actions",
-        el("button", { type: "button", onclick: () => history.back() }, "Back"),
-        el("button.primary", { type: "button", onclick: () => { api.setToken(null); showLogin("Log in with another token."); } }, "Use another token"))));
-    return;
-  }
   const had = api.token();
+  // The other requests refused with the same token have nothing to add.
+  if (!had && document.getElementById("login-error")) return;
   api.setToken(null);
   showLogin(had ? "The token was refused (" + error.message + "). Paste a valid one." : "This cluster asks for an API token.");
 });
@@ -184,7 +235,14 @@ document.getElementById("logout").addEventListener("click", () => {
 });
 
 api.takeTokenFromAddress();
-window.addEventListener("hashchange", show);
+// The skip link moves the focus to the page (its `#main` is no route).
+document.querySelector("a.skip").addEventListener("click", ev => {
+  ev.preventDefault();
+  document.getElementById("main").focus();
+});
+window.addEventListener("hashchange", () => {
+  if (!location.hash || location.hash.startsWith("#/")) show();
+});
 setInterval(() => { if (current && document.visibilityState === "visible") current.redraw(); }, REDRAW_IDLE_MS);
 if (api.token()) startEvents();
 show();

@@ -69,7 +69,8 @@ export function fieldLines(text) {
 /** The line of `pointer` in `text`, or of its nearest parent that is there. */
 export function lineOf(text, pointer) {
   const lines = fieldLines(text);
-  let p = pointer || "";
+  // Marathon names array items `/portDefinitions(0)/port`; a JSON pointer `/portDefinitions/0/port`.
+  let p = (pointer || "").replace(/\((\d+)\)/g, "/$1");
   while (!(p in lines)) p = p.slice(0, Math.max(0, p.lastIndexOf("/")));
   return lines[p];
 }
@@ -85,7 +86,7 @@ function parseErrorLine(text, error) {
  *  ApiError whose `details` name fields. Returns `{node, setText}`. */
 export function jsonEditor(text, submitText, submit) {
   const backdrop = el("pre.editor-backdrop", { "aria-hidden": "true" });
-  const area = el("textarea.editor-text", { spellcheck: false, rows: 22, "aria-label": "Definition (JSON)", autocapitalize: "off", autocomplete: "off" });
+  const area = el("textarea.editor-text", { spellcheck: "false", rows: 22, "aria-label": "Definition (JSON)", autocapitalize: "off", autocomplete: "off" });
   area.value = text;
   const errors = el("ul.editor-errors", { role: "alert", "aria-live": "assertive" });
   const button = el("button.primary", { type: "submit" }, submitText);

@@ -157,15 +157,24 @@ export function facts(pairs) {
   return el("dl.facts", pairs.filter(p => p).flatMap(([k, v]) => [el("dt", k), el("dd", v == null || v === "" ? "—" : v)]));
 }
 
-/** Does an action (`request`), says `done` or the error, and redraws the page. */
-export async function act(ctx, request, done) {
+/** Does an action (`request`), says `done` or the error, then moves to `then` (a route)
+ *  or redraws the page. */
+export async function act(ctx, request, done, then) {
   try {
     await request();
-    toast(done);
-    await ctx.redraw();
-    return true;
   } catch (e) {
     toast(e.message, "error");
     return false;
   }
+  toast(done);
+  if (then) ctx.go(then);
+  else await ctx.redraw();
+  return true;
+}
+
+/** `promise`'s failure said in a toast, unless the page was left (its requests abort). */
+export function shown(ctx, promise) {
+  return promise.catch(e => {
+    if (!ctx.signal.aborted && e.name !== "AbortError") toast(e.message, "error");
+  });
 }

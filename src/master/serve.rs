@@ -120,7 +120,9 @@ pub async fn start(
     );
     // Agents take a master's certificate on their APIs: the dashboard's task logs, usage
     // and files go through it.
-    master.reach_agents_with(NodeClient::new(client_config.clone()));
+    master.reach_agents_with(NodeClient::new(
+        tls::master_to_agent_client_config(&files).context("loading the master's TLS files")?,
+    ));
     master.proxy_writes_with(NodeClient::new(client_config));
     let (inbox, from_agents) = mpsc::channel(LINK_QUEUE_MAX);
     let auth = ApiAuth::tokens(Arc::new(tokens));

@@ -35,6 +35,8 @@ use std::time::Duration;
 /// Followed logs one master passes on at once (each holds a connection to an agent and
 /// one from a browser); past it, 503.
 pub const LOG_FOLLOWS_MAX: usize = 64;
+/// Longest one followed log is passed on; the caller asks again from where it was.
+pub const LOG_FOLLOW_MAX_MS: u64 = 10 * 60 * 1000;
 /// Most bytes of a log one request without `follow` answers; the rest is for the next
 /// request, from `X-Dcos-Log-Next-Offset`.
 pub const LOG_READ_MAX_BYTES: usize = 1 << 20;
@@ -138,7 +140,7 @@ async fn log_answer(
             Method::GET,
             &url,
             Vec::new(),
-            passed_on(headers),
+            passed_on(&url, headers),
             head_timeout,
         )
         .await
@@ -153,7 +155,11 @@ async fn log_answer(
         Some(permit) => {
             // The permit goes when the stream does: at its end, or when the caller goes
             // (axum drops the body, which closes the connection to the agent).
-            let chunks = body.into_data_stream().map(move |chunk| {
+            // A follow ends after LOG_FOLLOW_MAX_MS even on a quiet log, so a caller that
+            // vanished without closing (a laptop asleep) holds no permit for long; the
+            // dashboard follows again from where it was.
+            let ends = tokio::time::sleep(Duration::from_millis(LOG_FOLLOW_MAX_MS));
+            let chunks = body.into_data_stream().take_until(ends).map(move |chunk| {
                 let _held = &permit;
                 chunk
             });
@@ -183,6 +189,15 @@ async fn log_answer(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     answer_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The task wrote this text: a browser must never take it for a page of this origin.
+    answer_headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    answer_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
     Ok(response)
 }
 
@@ -231,10 +246,10 @@ async fn usage_answer(
     usage.insert("agentId".into(), json!(task.agent_id));
     usage.insert("sampledAt".into(), json!(sampled_at));
     usage.insert("cpusAllotted".into(), json!(task.cpus));
-    // Whatever the agent measures, as it names it.
+    // Whatever else the agent measures, as it names it (never over the fields above).
     if let Some(stats) = container["stats"].as_object() {
         for (key, value) in stats {
-            usage.insert(key.clone(), value.clone());
+            usage.entry(key.clone()).or_insert_with(|| value.clone());
         }
     }
     Ok(Value::Object(usage))
@@ -530,7 +545,7 @@ async fn get_json(
             Method::GET,
             url,
             Vec::new(),
-            passed_on(headers),
+            passed_on(url, headers),
             Duration::from_millis(AGENT_REQUEST_TIMEOUT_MS),
             max_bytes,
         )
@@ -591,12 +606,16 @@ fn agent_client(master: &Master) -> Result<&NodeClient, ApiError> {
     })
 }
 
-/// The caller's credentials, passed on to the agent (which also takes this master's
-/// certificate over https).
-fn passed_on(headers: &HeaderMap) -> HeaderMap {
+/// What of the caller's request goes to the agent at `url`: over https nothing (the agent
+/// takes this master's certificate, so no viewer's token is handed to an agent node);
+/// over plain http (`dcos-rs up`'s own agent on loopback, which shares its tokens) the
+/// caller's `Authorization`.
+fn passed_on(url: &str, headers: &HeaderMap) -> HeaderMap {
     let mut passed = HeaderMap::new();
-    for value in headers.get_all(header::AUTHORIZATION) {
-        passed.append(header::AUTHORIZATION, value.clone());
+    if url.starts_with("http://") {
+        for value in headers.get_all(header::AUTHORIZATION) {
+            passed.append(header::AUTHORIZATION, value.clone());
+        }
     }
     passed
 }

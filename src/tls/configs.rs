@@ -59,6 +59,27 @@ pub fn client_config(files: &TlsFiles) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// `client_config` for a master calling agents' APIs (a task's log, usage and files for
+/// the dashboard): presents the master's certificate, and the server must present one
+/// with the agent role, so these calls reach no other holder of a cluster certificate.
+pub fn master_to_agent_client_config(files: &TlsFiles) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = ring_provider();
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let (chain, key) = load_own(files, &roots, &provider)?;
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .context("building the certificate verifier")?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AgentRoleVerifier { inner }))
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| key_error(e, files))?;
+    Ok(Arc::new(config))
+}
+
 /// The TLS configuration of a user without a certificate (a CLI with a bearer token): trusts
 /// the cluster CA in `ca` only and presents nothing.
 pub fn client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {

@@ -14,7 +14,7 @@ pub mod server;
 pub use client::{https_connector, NodeClient, NodeClientError, NODE_CONNECT_TIMEOUT_MS};
 pub use configs::{
     agent_client_config_ca_only, client_config, client_config_ca_only, client_config_trusting_none,
-    probe_client_config, server_config, TlsFiles,
+    master_to_agent_client_config, probe_client_config, server_config, TlsFiles,
 };
 pub use dcos_pki::{
     certificate_common_name, check_node_name, init_ca, issue_cert, subject_common_name,

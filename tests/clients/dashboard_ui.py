@@ -20,8 +20,9 @@ URL, TOKEN, SHOTS, BUILD = sys.argv[1:5]
 os.makedirs(SHOTS, exist_ok=True)
 TIMEOUT_MS = 30_000
 APP = "/dash/web"
-JOB_PARENT, JOB = "dash-extract", "dash-report"
+JOB_PARENT, JOB, JOB_CRON = "dash-extract", "dash-report", "dash-nightly"
 LOG_LINE = "dashboard says hello"
+ERR_LINE = "dashboard complains"
 JOB_LINE = "the report is done"
 
 
@@ -47,6 +48,10 @@ def main():
     api("POST", "/v1/jobs", {"id": JOB_PARENT, "run": {"cmd": "echo extracted", "cpus": 0.1, "mem": 32, "disk": 0}})
     api("POST", "/scheduler/dependency", {"name": JOB, "command": f"echo '{JOB_LINE}'", "parents": [JOB_PARENT],
                                           "cpus": 0.1, "mem": 32, "owner": "ops@example.com"})
+    # And one on a cron schedule (Metronome's), to disable and enable from its page.
+    api("POST", "/v1/jobs", {"id": JOB_CRON, "run": {"cmd": "true", "cpus": 0.1, "mem": 32, "disk": 0}})
+    api("POST", f"/v1/jobs/{JOB_CRON}/schedules", {"id": "nightly", "cron": "30 2 * * *", "timezone": "UTC",
+                                                    "enabled": True})
 
     console_errors = []
     with sync_playwright() as p:
@@ -79,7 +84,7 @@ def main():
         page.get_by_role("link", name="Services", exact=True).click()
         page.get_by_role("link", name="Deploy a service").click()
         editor = page.get_by_label("Definition (JSON)")
-        definition = {"id": APP, "cmd": f"i=0; while true; do echo \"{LOG_LINE} $i\"; i=$((i+1)); sleep 1; done",
+        definition = {"id": APP, "cmd": f"i=0; while true; do echo \"{LOG_LINE} $i\"; echo \"{ERR_LINE} $i\" >&2; i=$((i+1)); sleep 1; done",
                       "cpus": -1, "mem": 32, "instances": 1}
         editor.fill(json.dumps(definition, indent=2))
         page.get_by_role("button", name="Deploy").click()
@@ -110,6 +115,9 @@ def main():
         expect(summary).to_contain_text("2 running, 0 staged of 2 wanted")
         check("no reload", page.evaluate("window.__noReload === true"), "the page was reloaded")
         expect(page.get_by_role("heading", name="Versions (2)")).to_be_visible()
+        # The diff of the two versions: the instances changed, nothing else is shown.
+        expect(page.locator("pre.diff-lines .d-del")).to_have_text('-   "instances": 1,')
+        expect(page.locator("pre.diff-lines .d-add")).to_have_text('+   "instances": 2,')
         shot(page, "service")
 
         # A task's page: its live log shows a line the task prints.
@@ -119,13 +127,39 @@ def main():
         expect(log).to_contain_text(LOG_LINE)
         first = log.inner_text()
         expect(log).not_to_have_text(first)  # it follows: more lines arrive
-        expect(page.locator("section", has=page.get_by_role("heading", name="Sandbox"))).to_contain_text("stdout")
+        log_section = page.locator("section", has=page.get_by_role("heading", name="Log", exact=True))
+        log_section.get_by_role("button", name="stderr").click()
+        expect(log).to_contain_text(ERR_LINE)
+        expect(log).not_to_contain_text(LOG_LINE)
+        log_section.get_by_role("button", name="stdout").click()
+        expect(log).to_contain_text(LOG_LINE)
+        sandbox = page.locator("section", has=page.get_by_role("heading", name="Sandbox"))
+        sandbox.get_by_role("button", name="stdout").click()
+        expect(sandbox.locator("pre.file")).to_contain_text(LOG_LINE)
+        expect(page.locator("section", has=page.get_by_role("heading", name="Live usage"))).to_contain_text("Memory Bytes")
         shot(page, "task")
+
+        # Back on the service: roll back to one instance, then restart it (a new task).
+        page.go_back()
+        expect(page.get_by_role("heading", name="Service " + APP)).to_be_visible()
+        page.get_by_role("button", name="Roll back").click()
+        page.get_by_role("dialog").get_by_role("button", name="Roll back").click()
+        expect(summary).to_contain_text("1 running, 0 staged of 1 wanted")
+        tasks_section = page.locator("section", has=page.get_by_role("heading", name="Tasks", exact=True))
+        expect(tasks_section.get_by_role("link")).to_have_count(1)
+        before = tasks_section.get_by_role("link").inner_text()
+        page.get_by_role("button", name="Restart").click()
+        page.get_by_role("dialog").get_by_role("button", name="Restart").click()
+        expect(tasks_section.get_by_role("link", name=before)).to_have_count(0)
+        expect(tasks_section.get_by_role("link")).to_have_count(1)
+        expect(summary).to_contain_text("1 running, 0 staged of 1 wanted")
 
         page.get_by_role("link", name="Tasks", exact=True).click()
         expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
-        page.get_by_label("Filter tasks").fill("dash_web")
-        expect(page.locator("main tbody tr")).to_have_count(2)
+        page.get_by_label("Filter tasks").fill("dash/web")
+        expect(page.locator("main")).to_contain_text("killed")  # the instance rolled back, the one restarted
+        page.get_by_label("State").select_option("TASK_RUNNING")
+        expect(page.locator("main tbody tr")).to_have_count(1)
         shot(page, "tasks")
 
         # Jobs: the list says the schedule in words; run the parent now, its child follows,
@@ -145,6 +179,17 @@ def main():
         expect(run).to_contain_text(JOB_LINE)
         shot(page, "job")
 
+        # A cron job's schedule, disabled and enabled again from its page.
+        page.get_by_role("link", name="Jobs", exact=True).click()
+        page.get_by_role("link", name=JOB_CRON).click()
+        expect(page.locator("main")).to_contain_text("at 02:30")
+        page.get_by_role("button", name="Disable").click()
+        expect(page.get_by_role("button", name="Enable")).to_be_visible()
+        expect(page.locator("main")).to_contain_text("(disabled)")
+        page.get_by_role("button", name="Enable").click()
+        expect(page.get_by_role("button", name="Disable")).to_be_visible()
+        expect(page.locator("main")).not_to_contain_text("(disabled)")
+
         page.get_by_role("link", name="Frameworks", exact=True).click()
         expect(page.get_by_role("heading", name="marathon")).to_be_visible()
         shot(page, "frameworks")
@@ -153,6 +198,14 @@ def main():
         expect(page.get_by_role("heading", name="Recent events")).to_be_visible()
         expect(page.locator("section", has=page.get_by_role("heading", name="Tasks", exact=True))).to_contain_text("running")
         shot(page, "overview")
+
+        # Remove the service from its page.
+        page.get_by_role("link", name="Services", exact=True).click()
+        page.get_by_role("link", name=APP).click()
+        page.get_by_role("button", name="Remove").click()
+        page.get_by_role("dialog").get_by_role("button", name="Remove").click()
+        expect(page.get_by_role("heading", name="Services")).to_be_visible()
+        expect(page.get_by_text("No services yet")).to_be_visible()
 
         # Drain the agent from its page.
         page.get_by_role("link", name="Nodes", exact=True).click()
@@ -170,18 +223,18 @@ def main():
         phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
         mobile = phone.new_page()
         mobile.on("console", lambda m: m.type == "error" and console_errors.append("phone: " + m.text))
-        mobile.goto(URL + "/?token=" + TOKEN + "#/services")
-        expect(mobile.get_by_role("link", name=APP)).to_be_visible()
+        mobile.goto(URL + "/?token=" + TOKEN + "#/jobs")
+        expect(mobile.get_by_role("link", name=JOB_CRON)).to_be_visible()
         check("the token leaves the address bar", "token" not in mobile.url, mobile.url)
         width = mobile.evaluate("document.documentElement.scrollWidth")
         check("phone width", width <= 390, f"the page is {width} px wide at 390")
-        shot(mobile, "services-phone-dark")
+        shot(mobile, "jobs-phone-dark")
 
         # Keyboard: the skip link, then the navigation, reached with Tab alone.
         keys = context.new_page()
         keys.on("console", lambda m: m.type == "error" and console_errors.append("keyboard: " + m.text))
         keys.goto(URL + "/?token=" + TOKEN + "#/services")
-        expect(keys.get_by_role("link", name=APP)).to_be_visible()
+        expect(keys.get_by_text("No services yet")).to_be_visible()
         focused = lambda: keys.evaluate("document.activeElement.textContent")
         keys.keyboard.press("Tab")
         check("keyboard", focused() == "Skip to content", f"Tab reaches the skip link first, not {focused()!r}")
@@ -190,6 +243,13 @@ def main():
         check("keyboard", focused() == "Overview", f"Tab reaches the navigation, not {focused()!r}")
         keys.keyboard.press("Enter")
         expect(keys.get_by_role("heading", name="Overview")).to_be_visible()
+        # The skip link moves the focus to the page and leaves the route alone.
+        keys.keyboard.press("Shift+Tab")
+        keys.keyboard.press("Shift+Tab")
+        check("keyboard", focused() == "Skip to content", f"back on the skip link, not {focused()!r}")
+        keys.keyboard.press("Enter")
+        check("skip link", keys.evaluate("document.activeElement.id") == "main" and keys.url.endswith("#/"),
+              keys.url)
 
         browser.close()
     check("console", not console_errors, f"the browser's console shows errors: {console_errors}")

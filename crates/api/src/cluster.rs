@@ -187,6 +187,10 @@ impl From<Resources> for ResourcesView {
 #[serde(rename_all = "camelCase")]
 pub struct FrameworkTaskView {
     pub id: String,
+    /// Its id in the cluster (`/cluster/v1/tasks`): an external framework's tasks are
+    /// `<framework id>.<id>` there.
+    #[serde(default)]
+    pub task_id: String,
     pub agent_id: String,
     pub state: String,
     pub resources: ResourcesView,
@@ -324,6 +328,7 @@ pub fn frameworks_view(
                 .get_or_insert_with(Vec::new)
                 .push(FrameworkTaskView {
                     id: own_id.to_string(),
+                    task_id: task.id.clone(),
                     agent_id: task.agent_id.clone(),
                     state: label.to_string(),
                     resources: task.resources.into(),

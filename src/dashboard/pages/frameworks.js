@@ -3,7 +3,7 @@
 // (opened) its tasks.
 
 import { get } from "../api.js";
-import { el, link, enc, badge, table, section, num, mib, meter, when } from "../ui.js";
+import { el, link, enc, badge, table, section, num, mib, meter, when, shown } from "../ui.js";
 
 export default async function frameworks(ctx) {
   const body = el("div.grid");
@@ -12,15 +12,22 @@ export default async function frameworks(ctx) {
     const list = await get("/cluster/v1/frameworks", ctx.signal);
     const cards = await Promise.all(list.map(async f => {
       const byState = Object.entries(f.tasksByState).map(([s, n]) => el("span.count", badge(s), " ", String(n)));
-      const details = el("details", { open: open.has(f.id), ontoggle: ev => { if (ev.target.open) { open.add(f.id); fill(); } else open.delete(f.id); } },
-        el("summary", "Tasks"));
+      // Filled once per draw: opening it fills it, and a draw fills those already open
+      // (whose `toggle` event then finds them filled).
+      let filled = false;
+      const details = el("details", { open: open.has(f.id), ontoggle: ev => {
+        if (!ev.target.open) return open.delete(f.id);
+        open.add(f.id);
+        if (!filled) shown(ctx, fill());
+      } }, el("summary", "Tasks"));
       async function fill() {
+        filled = true;
         const full = await get("/cluster/v1/frameworks/" + enc(f.id), ctx.signal);
         details.replaceChildren(details.firstChild, table(["Task", "State", "Agent", "CPUs", "Memory"], (full.tasks || []).map(t => [
-          link("/tasks/" + enc(t.id), t.id), badge(t.state), link("/nodes/" + enc(t.agentId), t.agentId), num(t.resources.cpus), mib(t.resources.mem)]),
+          link("/tasks/" + enc(t.taskId || t.id), t.id), badge(t.state), link("/nodes/" + enc(t.agentId), t.agentId), num(t.resources.cpus), mib(t.resources.mem)]),
         "No tasks."));
       }
-      if (open.has(f.id)) await fill();
+      if (open.has(f.id)) await shown(ctx, fill());
       return section(f.name,
         el("p", badge(f.builtin ? "built-in" : f.state), " ", el("code", f.id), ` · role ${f.role} (weight ${f.weight})`,
           f.registeredAt ? ` · registered ${when(f.registeredAt)}` : ""),

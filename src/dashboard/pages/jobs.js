@@ -3,7 +3,7 @@
 // its dependency graph, and the actions run now, enable/disable, edit and remove.
 
 import { get, call } from "../api.js";
-import { el, link, enc, badge, table, section, facts, when, ago, ask, toast, act } from "../ui.js";
+import { el, link, enc, badge, table, section, facts, when, ago, ask, toast, act, shown } from "../ui.js";
 import { jsonEditor } from "../editor.js";
 import { jobGraph } from "../graph.js";
 
@@ -53,6 +53,8 @@ export async function detail(ctx, id) {
   const editBox = el("details.card", el("summary", el("h2.inline", "Edit definition")));
   let job = null;
   let editorLoaded = false;
+  /** Runs the viewer opened: they stay open across redraws. */
+  const openRuns = new Set();
 
   async function draw() {
     const [record, { jobs }] = await Promise.all([get("/cluster/v1/jobs/" + enc(id), ctx.signal), get("/cluster/v1/jobs", ctx.signal)]);
@@ -81,7 +83,10 @@ export async function detail(ctx, id) {
     const output = [];
     if (run.stdout) output.push(el("h4", "stdout (end)"), el("pre.log.small", run.stdout));
     if (run.stderr) output.push(el("h4", "stderr (end)"), el("pre.log.small", run.stderr));
-    return el("details.run", { dataset: { run: run.id } },
+    return el("details.run", {
+      dataset: { run: run.id }, open: openRuns.has(run.id),
+      ontoggle: ev => (ev.target.open ? openRuns.add(run.id) : openRuns.delete(run.id)),
+    },
       el("summary", badge(run.status), " ", el("strong", when(run.createdAt)), ` · ${run.trigger}`,
         run.finishedAt ? ` · finished ${ago(run.finishedAt)}` : " · in progress", attempts ? ` · attempts: ${attempts}` : ""),
       facts([["Run", run.id], ["Workflow", run.workflowId], run.scheduledAt ? ["Scheduled for", when(run.scheduledAt)] : null,
@@ -94,30 +99,35 @@ export async function detail(ctx, id) {
     const enabled = job.schedule && job.schedule.enabled;
     return el("div.actions",
       button("Run now", () => act(ctx, () => call("POST", `/cluster/v1/jobs/${enc(id)}/runs`, {}), `Started a run of ${id}`), ".primary"),
-      job.schedule ? button(enabled ? "Disable" : "Enable", async () => {
+      // Metronome's cron schedules; Chronos's ISO 8601 ones change through Chronos's API.
+      job.schedule && job.schedule.kind === "cron" ? button(enabled ? "Disable" : "Enable", async () => {
         const path = `/v1/jobs/${enc(id)}/schedules/${enc(job.schedule.id)}`;
         await act(ctx, async () => {
-          const schedule = await get(path);
-          await call("PUT", path, { ...schedule, enabled: !enabled });
+          const s = await get(path, ctx.signal);
+          // What Metronome's PUT takes (its answer also has `nextRunAt`, which it refuses).
+          await call("PUT", path, {
+            id: s.id, cron: s.cron, timezone: s.timezone, startingDeadlineSeconds: s.startingDeadlineSeconds,
+            concurrencyPolicy: s.concurrencyPolicy, enabled: !enabled,
+          });
         }, `${enabled ? "Disabled" : "Enabled"} the schedule of ${id}`);
       }) : null,
       button("Remove", async () => {
         const v = await ask(`Remove job ${id} and its history?`, [], "Remove", true);
-        if (v && await act(ctx, () => call("DELETE", `/v1/jobs/${enc(id)}`), `Removed ${id}`)) ctx.go("/jobs");
+        if (v) await act(ctx, () => call("DELETE", `/v1/jobs/${enc(id)}`), `Removed ${id}`, "/jobs");
       }, ".danger"));
   }
 
-  editBox.addEventListener("toggle", async () => {
+  editBox.addEventListener("toggle", () => shown(ctx, (async () => {
     if (!editBox.open || editorLoaded) return;
+    const definition = await get(`/v1/jobs/${enc(id)}`, ctx.signal);
     editorLoaded = true;
-    const definition = await get(`/v1/jobs/${enc(id)}`);
     const editor = jsonEditor(JSON.stringify(definition, null, 2), "Save", async value => {
       await call("PUT", `/v1/jobs/${enc(id)}`, value);
       toast(`Saved ${id}`);
       await ctx.redraw();
     });
     editBox.append(el("p.hint", "Metronome's job definition (", el("code", "PUT /v1/jobs/" + id), "); schedules are kept."), editor.node);
-  });
+  })()));
 
   ctx.onRedraw(draw);
   await draw();

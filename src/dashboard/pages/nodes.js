@@ -71,7 +71,7 @@ export async function detail(ctx, id) {
       } }, draining ? "Draining" : "Drain"),
       el("button.danger", { type: "button", onclick: async () => {
         const v = await ask(`Remove ${agent.hostname}? Its tasks (if any) are lost and the id may not register again.`, [], "Remove", true);
-        if (v && await act(ctx, () => call("DELETE", `/cluster/v1/agents/${enc(id)}`), `Removed ${agent.hostname}`)) ctx.go("/nodes");
+        if (v) await act(ctx, () => call("DELETE", `/cluster/v1/agents/${enc(id)}`), `Removed ${agent.hostname}`, "/nodes");
       } }, "Remove"));
   }
 

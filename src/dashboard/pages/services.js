@@ -4,7 +4,7 @@
 // deploying a new one from the JSON editor.
 
 import { get, call } from "../api.js";
-import { el, link, enc, badge, table, section, facts, num, mib, when, ago, ask, toast, act } from "../ui.js";
+import { el, link, enc, badge, table, section, facts, num, mib, when, ago, ask, toast, act, shown } from "../ui.js";
 import { jsonEditor } from "../editor.js";
 import { diffLines } from "../diff.js";
 
@@ -148,11 +148,11 @@ export async function detail(ctx, id) {
           : el("span.d" + (l.op === "+" ? "-add" : l.op === "-" ? "-del" : "-same"), l.op + " " + l.line + "\n")))
         : el("p.empty", "The two versions are the same."));
     }
-    from.addEventListener("change", compare);
-    to.addEventListener("change", compare);
+    from.addEventListener("change", () => shown(ctx, compare()));
+    to.addEventListener("change", () => shown(ctx, compare()));
     versionsBox.replaceChildren(section(`Versions (${versions.length})`,
       el("div.toolbar", el("label", "Compare ", from), el("label", " with ", to)), out));
-    await compare();
+    await shown(ctx, compare());
   }
 
   function actions() {
@@ -167,17 +167,17 @@ export async function detail(ctx, id) {
         const v = await ask(`Restart ${app.id}?`, [], "Restart");
         if (v) await act(ctx, () => call("POST", appPath + "/restart"), `Restarting ${app.id}`);
       }),
-      button("Roll back", async () => {
-        const { versions } = await get(appPath + "/versions");
+      button("Roll back", () => shown(ctx, (async () => {
+        const { versions } = await get(appPath + "/versions", ctx.signal);
         const older = versions.filter(v => v !== app.version);
         if (!older.length) return toast("There is no earlier version to roll back to.", "error");
         const v = await ask(`Roll ${app.id} back`, [{ name: "version", label: "To version", options: older.map(x => ({ value: x, label: when(x) })), value: older[0] }], "Roll back");
         if (v) await act(ctx, () => call("PUT", appPath, { version: v.version }), `Rolling ${app.id} back to ${when(v.version)}`);
-      }),
+      })())),
       button("Remove", async () => {
         const v = await ask(`Remove ${app.id}?`, [], "Remove", true);
         if (!v) return;
-        if (await act(ctx, () => call("DELETE", appPath), `Removing ${app.id}`)) ctx.go("/services");
+        await act(ctx, () => call("DELETE", appPath), `Removing ${app.id}`, "/services");
       }, ".danger"));
   }
 

@@ -8,6 +8,9 @@ import { el, link, enc, badge, paged, section, facts, num, mib, bytes, when, ago
 const STATES = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_UNREACHABLE", "TASK_GONE"];
 /** The most log text kept on screen; older text is dropped from the top. */
 const LOG_KEPT_CHARS = 256 * 1024;
+/** The most of a sandbox file shown. */
+const FILE_SHOWN_BYTES = 64 * 1024;
+const TERMINAL = ["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_GONE", "TASK_DROPPED", "TASK_GONE_BY_OPERATOR"];
 
 export async function list(ctx) {
   const text = el("input", { type: "search", placeholder: "Filter by task, app or host", "aria-label": "Filter tasks", value: ctx.query.get("q") || "" });
@@ -44,7 +47,9 @@ export async function detail(ctx, id) {
   const filesBox = el("div");
   let task = null;
   let sandboxPath = "";
-  const log = logViewer(ctx, id);
+  /** Counts listings asked for: an answer that is not the latest is dropped. */
+  let listing = 0;
+  const log = logViewer(ctx, id, () => task && !TERMINAL.includes(task.state));
   let started = false;
 
   async function draw() {
@@ -92,28 +97,34 @@ export async function detail(ctx, id) {
 
   async function drawFiles(path) {
     sandboxPath = path;
+    const mine = ++listing;
     try {
       const entries = await get(`/cluster/v1/tasks/${enc(id)}/files?path=${encodeURIComponent(path)}`, ctx.signal);
+      if (mine !== listing) return;
       const up = path ? [[el("button.linklike", { type: "button", onclick: () => drawFiles(path.split("/").slice(0, -1).join("/")) }, ".."), "", "", ""]] : [];
       const rows = up.concat(entries.map(e => {
         const name = e.path.split("/").pop();
         const isDir = e.mode.startsWith("d");
-        const open = isDir
-          ? el("button.linklike", { type: "button", onclick: () => drawFiles(e.path) }, name + "/")
-          : el("button.linklike", { type: "button", onclick: () => showFile(e.path) }, name);
+        // A symbolic link is listed but never followed (the agent refuses it).
+        const open = e.mode.startsWith("l") ? el("span", name + " (symbolic link)")
+          : isDir ? el("button.linklike", { type: "button", onclick: () => drawFiles(e.path) }, name + "/")
+            : el("button.linklike", { type: "button", onclick: () => showFile(e.path, e.size) }, name);
         return [open, isDir ? "—" : bytes(e.size), e.mode, when(new Date(e.mtime * 1000).toISOString())];
       }));
       filesBox.replaceChildren(section("Sandbox" + (path ? ": " + path : ""), table(["Name", "Size", "Mode", "Modified"], rows, "Empty."), el("div#file-view")));
     } catch (e) {
-      filesBox.replaceChildren(section("Sandbox", el("p.empty", e.message)));
+      if (mine !== listing || ctx.signal.aborted) return;
+      filesBox.replaceChildren(section("Sandbox", el("p.empty", e.status === 404 && TERMINAL.includes(task.state)
+        ? "The sandbox is gone: the task ended and its agent removed it." : e.message)));
     }
   }
 
-  async function showFile(path) {
+  async function showFile(path, size) {
     const view = filesBox.querySelector("#file-view");
     try {
-      const read = await get(`/cluster/v1/tasks/${enc(id)}/files/read?path=${encodeURIComponent(path)}&offset=0&length=65536`, ctx.signal);
-      view.replaceChildren(el("h3", path), el("pre.file", read.data || "(empty)"));
+      const read = await get(`/cluster/v1/tasks/${enc(id)}/files/read?path=${encodeURIComponent(path)}&offset=0&length=${FILE_SHOWN_BYTES}`, ctx.signal);
+      view.replaceChildren(el("h3", path + (size > FILE_SHOWN_BYTES ? ` (the first ${bytes(FILE_SHOWN_BYTES)} of ${bytes(size)})` : "")),
+        el("pre.file", { tabIndex: 0 }, read.data || "(empty)"));
     } catch (e) {
       view.replaceChildren(el("p.error", e.message));
     }
@@ -155,46 +166,51 @@ function usageFacts(usage) {
   return pairs;
 }
 
-/** The log, followed once `follow(stream)` is called: stdout or stderr, appended as it
- *  comes, scrolled along while the viewer is at the bottom. */
-function logViewer(ctx, id) {
+/** The log, followed once `follow(stream)` is called: stdout or stderr from its last
+ *  LOG_KEPT_CHARS, appended as it comes, scrolled along while the viewer is at the bottom;
+ *  followed again from where it was when the master ends a long follow. `live()` says
+ *  whether the task still runs. */
+function logViewer(ctx, id, live) {
   const out = el("pre.log", { tabIndex: 0, "aria-label": "Task log", "aria-live": "off" });
-  const status = el("span.hint");
+  const status = el("span.hint", { role: "status" });
   let abort = null;
-  const tabs = ["stdout", "stderr"].map(stream => el("button", {
-    type: "button", role: "tab", "aria-selected": "false",
+  const buttons = ["stdout", "stderr"].map(stream => el("button", {
+    type: "button", "aria-pressed": "false",
     onclick: () => follow(stream),
   }, stream));
+  const append = text => {
+    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+    out.textContent = (out.textContent + text).slice(-LOG_KEPT_CHARS);
+    if (atBottom) out.scrollTop = out.scrollHeight;
+  };
   async function follow(stream) {
     if (abort) abort.abort();
     abort = new AbortController();
-    ctx.signal.addEventListener("abort", () => abort.abort(), { once: true });
     const mine = abort;
-    tabs.forEach(t => t.setAttribute("aria-selected", String(t.textContent === stream)));
+    ctx.signal.addEventListener("abort", () => mine.abort(), { once: true });
+    buttons.forEach(b => b.setAttribute("aria-pressed", String(b.textContent === stream)));
     out.textContent = "";
     status.textContent = "following " + stream + "…";
-    for (let attempt = 0; !mine.signal.aborted; attempt++) {
-      try {
-        await followLog(id, stream, text => {
-          const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
-          out.textContent = (out.textContent + text).slice(-LOG_KEPT_CHARS);
-          if (atBottom) out.scrollTop = out.scrollHeight;
-        }, mine.signal);
-        status.textContent = stream + ": the task has ended; this is all of it.";
-        return;
-      } catch (e) {
-        if (mine.signal.aborted) return;
-        // A task that is still staging has no log yet: ask again shortly.
-        if (e.status === 404 && attempt < 30) {
-          status.textContent = "waiting for the task's log…";
-          await new Promise(r => setTimeout(r, 1000));
-          continue;
-        }
-        status.textContent = e.message;
-        return;
+    const base = `/cluster/v1/tasks/${enc(id)}/files/read?path=${stream}`;
+    try {
+      // Only the end of a long log: from its size less what is kept on screen.
+      const { offset: size } = await get(base + "&offset=-1", mine.signal);
+      let offset = Math.max(0, size - LOG_KEPT_CHARS);
+      if (offset) append(`… (${bytes(offset)} before this)\n`);
+      for (;;) {
+        offset = await followLog(id, stream, offset, append, mine.signal);
+        if (!live()) break;
+        // Ended by the master's time limit (or just before the task's end is known).
+        await new Promise(r => setTimeout(r, 1000));
       }
+      status.textContent = stream + ": the task has ended; this is all of it.";
+    } catch (e) {
+      if (mine.signal.aborted) return;
+      status.textContent = e.status === 404 && !live()
+        ? "The log is gone: the task ended and its agent removed its sandbox."
+        : e.message;
     }
   }
   status.textContent = "the log is shown once the task has reached its agent";
-  return { node: section("Log", el("div.tabs", { role: "tablist", "aria-label": "Log stream" }, tabs, status), out), follow };
+  return { node: section("Log", el("div.tabs", { role: "group", "aria-label": "Log stream" }, buttons, status), out), follow };
 }

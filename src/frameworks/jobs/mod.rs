@@ -251,6 +251,10 @@ fn job_summary(
         let live = schedule.enabled && !spec.disabled;
         serde_json::json!({
             "id": schedule.id,
+            "kind": match &schedule.kind {
+                dcos_core::jobs::state::ScheduleKind::Cron(_) => "cron",
+                dcos_core::jobs::state::ScheduleKind::Iso8601(_) => "iso8601",
+            },
             "expression": match &schedule.kind {
                 dcos_core::jobs::state::ScheduleKind::Cron(text)
                 | dcos_core::jobs::state::ScheduleKind::Iso8601(text) => text,
