@@ -97,7 +97,10 @@ function makeContext(query) {
     signal: abort.signal,
     query,
     onRedraw(fn) { redraws.push(fn); },
+    /** An action is under way (`ui.act`): redraws wait for its end. */
+    busy: false,
     async redraw() {
+      if (this.busy) return;
       const focus = focusKey(document.activeElement);
       for (const fn of redraws) {
         try { await fn(); } catch (e) { if (!abort.signal.aborted && e.status !== 401) console.warn("redraw:", e.message); }

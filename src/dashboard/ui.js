@@ -160,15 +160,20 @@ export function facts(pairs) {
 /** Does an action (`request`), says `done` or the error, then moves to `then` (a route)
  *  or redraws the page. */
 export async function act(ctx, request, done, then) {
+  // No redraw while the action is under way: one after a removal was applied would ask for
+  // what is gone (404s), and the page redraws right after anyway.
+  ctx.busy = true;
   try {
     await request();
   } catch (e) {
+    ctx.busy = false;
     toast(e.message, "error");
     return false;
   }
   toast(done);
-  if (then) ctx.go(then);
-  else await ctx.redraw();
+  if (then) return ctx.go(then), true;
+  ctx.busy = false;
+  await ctx.redraw();
   return true;
 }
 

@@ -54,6 +54,7 @@ def main():
                                                     "enabled": True})
 
     console_errors = []
+    failed_requests = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
@@ -62,6 +63,8 @@ def main():
         page.set_default_timeout(TIMEOUT_MS)
         page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
         page.on("pageerror", lambda e: console_errors.append("uncaught: " + str(e)))
+        # Which requests failed, to name them when the console shows their errors.
+        context.on("response", lambda r: r.status >= 400 and failed_requests.append(f"{r.status} {r.request.method} {r.url}"))
 
         # Log in: without a token the page asks for one; a wrong one is refused with a reason.
         page.goto(URL + "/")
@@ -252,7 +255,8 @@ def main():
               keys.url)
 
         browser.close()
-    check("console", not console_errors, f"the browser's console shows errors: {console_errors}")
+    check("console", not console_errors,
+          f"the browser's console shows errors: {console_errors}; failed requests: {failed_requests}")
     print("dashboard ok; screenshots in", SHOTS)
 
 
