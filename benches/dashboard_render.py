@@ -14,8 +14,8 @@ URL, TASKS, ROUNDS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 PAGES = [
     ("overview", "/", "text=All %d tasks" % TASKS),
     ("tasks", "/tasks", "text=%d of %d task(s)" % (TASKS, TASKS)),
-    ("services", "/services", "text=/bench/app-9"),
-    ("nodes", "/nodes", "text=emulated-9"),
+    ("services", "/services", "text=\"/bench/app-9\""),
+    ("nodes", "/nodes", "text=\"emulated-9\""),
 ]
 
 with sync_playwright() as p:
