@@ -532,6 +532,39 @@ async fn marathon_python_pointed_at_a_follower_deploys_scales_and_removes() {
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 
+/// The dashboard on a follower (tests/clients/dashboard_follower.py, chromium): a deploy
+/// from its editor reaches the leader, and a task's log and usage come through the
+/// follower from the task's agent over mutual TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_on_a_follower_deploys_and_follows_a_task_log_over_mutual_tls() {
+    let cluster = three_masters_two_agents().await;
+    let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
+    let follower = MASTERS.into_iter().find(|m| *m != leader).unwrap();
+    let script = format!(
+        "{}/tests/clients/dashboard_follower.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (url, token) = (master_url(follower), cluster.token().to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg(token)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("all checks passed"),
+        "{stdout}\n{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masters_4_and_5_join_at_runtime_and_one_is_removed_with_one_leader_and_the_same_state() {
     let mut cluster = Cluster::new(5);

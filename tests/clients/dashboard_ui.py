@@ -231,6 +231,8 @@ def main():
         check("the token leaves the address bar", "token" not in mobile.url, mobile.url)
         width = mobile.evaluate("document.documentElement.scrollWidth")
         check("phone width", width <= 390, f"the page is {width} px wide at 390")
+        background = mobile.evaluate("getComputedStyle(document.body).backgroundColor")
+        check("dark theme", background == "rgb(15, 20, 27)", f"the system's dark theme is followed: {background}")
         shot(mobile, "jobs-phone-dark")
 
         # Keyboard: the skip link, then the navigation, reached with Tab alone.
