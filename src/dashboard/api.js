@@ -114,16 +114,17 @@ export async function followEvents(onEvent, onState, signal) {
       if (signal.aborted) return;
     }
     onState("reconnecting");
-    await new Promise(r => setTimeout(r, pause));
+    await sleep(pause, signal);
     pause = Math.min(pause * 2, 15000);
   }
 }
 
 /** Streams a task's `stream` (stdout|stderr) through the master from byte `offset`,
- *  following while the task runs: `onText(text)` per chunk. Resolves with the offset
- *  reached when the master ends the stream (the task ended, or the follow's time limit:
- *  ask again from there). */
-export async function followLog(taskId, stream, offset, onText, signal) {
+ *  following while the task runs: `onText(text)` per chunk, decoded by `decoder` (one per
+ *  log, so a character split between two follows comes out whole). Resolves with the
+ *  offset reached when the master ends the stream (the task ended, or the follow's time
+ *  limit: ask again from there). */
+export async function followLog(taskId, stream, offset, decoder, onText, signal) {
   const path = `/cluster/v1/tasks/${encodeURIComponent(taskId)}/logs/${stream}?follow=true&offset=${offset}`;
   const response = await fetch(path, { headers: headers({ "Accept": "text/plain" }), signal });
   if (!response.ok) {
@@ -132,13 +133,20 @@ export async function followLog(taskId, stream, offset, onText, signal) {
     throw new ApiError(response.status, body, path);
   }
   const reader = response.body.getReader();
-  const decoder = new TextDecoder();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return offset;
     offset += value.byteLength;
     onText(decoder.decode(value, { stream: true }));
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms, signal) {
+  return new Promise(resolve => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
 }
 
 /** The latest events this page has seen since it was opened, newest first (the overview

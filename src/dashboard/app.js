@@ -97,15 +97,15 @@ function makeContext(query) {
     signal: abort.signal,
     query,
     onRedraw(fn) { redraws.push(fn); },
-    /** An action is under way (`ui.act`): redraws wait for its end. */
-    busy: false,
+    /** Actions under way (`ui.act`): redraws wait for their end. */
+    busy: 0,
     async redraw() {
-      if (this.busy) return;
+      if (this.busy > 0) return;
       const focus = focusKey(document.activeElement);
       for (const fn of redraws) {
         try { await fn(); } catch (e) { if (!abort.signal.aborted && e.status !== 401) console.warn("redraw:", e.message); }
       }
-      refocus(focus);
+      if (!abort.signal.aborted) refocus(focus);
     },
     leave() { abort.abort(); redraws.length = 0; },
     go(path) { location.hash = "#" + path; },
@@ -123,7 +123,8 @@ function focusKey(node) {
 
 /** Puts the focus back on the control a redraw replaced (keyboard users keep their place). */
 function refocus(key) {
-  if (!key || document.getElementById("main").contains(document.activeElement)) return;
+  // Only when the focus was lost with the rebuilt control, not moved elsewhere meanwhile.
+  if (!key || (document.activeElement && document.activeElement !== document.body)) return;
   const [tag] = key.split("|");
   for (const node of document.getElementById("main").querySelectorAll(tag)) {
     if (focusKey(node) === key) { node.focus({ preventScroll: true }); return; }
@@ -141,12 +142,19 @@ function scheduleRedraw() {
   }, wait);
 }
 
+/** The event stream's state as the header shows it; back to live, the page is redrawn
+ *  (events may have been missed meanwhile). */
 function setLive(state) {
   const live = document.getElementById("live");
-  live.textContent = state === "live" || state === "shared" ? "● live" : "○ reconnecting…";
-  live.title = state === "shared" ? "events come through another tab of this dashboard" : "";
+  const was = live.dataset.state;
+  live.dataset.state = state;
+  live.textContent = state === "live" ? "● live" : state === "waiting" ? "○ connecting…" : "○ reconnecting…";
+  live.title = shared ? "events come through another tab of this dashboard" : "";
   live.className = "live " + (state === "live" ? "on" : "off");
+  if (state === "live" && was && was !== "live") scheduleRedraw();
 }
+/** This tab gets its events from another one. */
+let shared = false;
 
 /** Events seen by this tab (or passed on by the tab that reads the stream). */
 function onEvent(type, data) {
@@ -168,16 +176,34 @@ function startEvents() {
     return;
   }
   const channel = new BroadcastChannel("dcos-rs-events");
-  channel.onmessage = m => (m.data.state ? setLive(m.data.state) : onEvent(m.data.type, m.data.data));
+  let holding = false;
+  let state = "waiting";
+  channel.onmessage = m => {
+    if (m.data.hello) {
+      // A new tab asks how the stream is: the holder says.
+      if (holding) channel.postMessage({ state });
+    } else if (m.data.state) {
+      if (!holding) setLive(m.data.state);
+    } else {
+      onEvent(m.data.type, m.data.data);
+    }
+  };
   signal.addEventListener("abort", () => channel.close(), { once: true });
-  setLive("shared");
-  navigator.locks.request("dcos-rs-events", { signal }, () => api.followEvents((type, data) => {
-    onEvent(type, data);
-    channel.postMessage({ type, data });
-  }, state => {
-    setLive(state);
-    channel.postMessage({ state });
-  }, signal)).catch(() => {});
+  shared = true;
+  setLive("waiting");
+  channel.postMessage({ hello: true });
+  navigator.locks.request("dcos-rs-events", { signal }, () => {
+    holding = true;
+    shared = false;
+    return api.followEvents((type, data) => {
+      onEvent(type, data);
+      channel.postMessage({ type, data });
+    }, next => {
+      state = next;
+      setLive(next);
+      channel.postMessage({ state: next });
+    }, signal);
+  }).catch(() => {});
 }
 
 function showLogin(message) {

@@ -162,17 +162,18 @@ export function facts(pairs) {
 export async function act(ctx, request, done, then) {
   // No redraw while the action is under way: one after a removal was applied would ask for
   // what is gone (404s), and the page redraws right after anyway.
-  ctx.busy = true;
+  ctx.busy++;
   try {
     await request();
   } catch (e) {
-    ctx.busy = false;
+    ctx.busy--;
     toast(e.message, "error");
     return false;
   }
   toast(done);
-  if (then) return ctx.go(then), true;
-  ctx.busy = false;
+  // Gone to its next page, unless the viewer left this one meanwhile.
+  if (then) return ctx.signal.aborted || ctx.go(then), true;
+  ctx.busy--;
   await ctx.redraw();
   return true;
 }

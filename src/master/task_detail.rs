@@ -3,8 +3,9 @@
 //! files (`.../files`, `.../files/read`). A browser reaches only the master's origin (no
 //! CORS, and an agent may serve https with the cluster CA), so the master looks the task
 //! up in its replicated state and asks the task's agent: with its own certificate over
-//! mutual TLS in a cluster (agents accept masters'), over plain HTTP on `up`'s loopback,
-//! passing the caller's `Authorization` on either way. The agent's own refusals pass
+//! mutual TLS in a cluster (agents accept masters', and this master accepts only an
+//! agent's certificate back; no viewer's token goes to an agent), over plain HTTP with the
+//! caller's `Authorization` on `up`'s loopback. The agent's own refusals pass
 //! through (a task still staging has no sandbox yet: 404); an agent that cannot be asked
 //! is a 502 naming it and the URL.
 //!

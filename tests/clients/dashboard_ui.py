@@ -256,6 +256,15 @@ def main():
         check("skip link", keys.evaluate("document.activeElement.id") == "main" and keys.url.endswith("#/"),
               keys.url)
 
+        # One event stream for the tabs: this second tab gets its events through the first;
+        # once the first closes, it reads the stream itself and still sees changes live.
+        expect(keys.locator("#live")).to_have_text("● live")
+        keys.goto(URL + "/#/services")
+        page.close()
+        api("POST", "/v2/apps", {"id": "/dash/late", "cmd": "sleep 600", "cpus": 0.1, "mem": 16})
+        expect(keys.get_by_role("link", name="/dash/late")).to_be_visible(timeout=10_000)
+        expect(keys.locator("#live")).to_have_text("● live")
+
         browser.close()
     check("console", not console_errors,
           f"the browser's console shows errors: {console_errors}; failed requests: {failed_requests}")

@@ -18,7 +18,7 @@ export default async function frameworks(ctx) {
       const details = el("details", { open: open.has(f.id), ontoggle: ev => {
         if (!ev.target.open) return open.delete(f.id);
         open.add(f.id);
-        if (!filled) shown(ctx, fill());
+        if (!filled) shown(ctx, fill().catch(e => { filled = false; throw e; }));
       } }, el("summary", "Tasks"));
       async function fill() {
         filled = true;

@@ -2,12 +2,15 @@
 // timeline, resources and live usage, its sandbox's files, and its log (stdout or stderr)
 // followed live through the master.
 
-import { get, followLog } from "../api.js";
+import { get, followLog, sleep } from "../api.js";
 import { el, link, enc, badge, paged, section, facts, num, mib, bytes, when, ago, table } from "../ui.js";
 
 const STATES = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_UNREACHABLE", "TASK_GONE"];
 /** The most log text kept on screen; older text is dropped from the top. */
 const LOG_KEPT_CHARS = 256 * 1024;
+/** Shortest and longest pause before following a log again (longer while nothing new came). */
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30000;
 /** The most of a sandbox file shown. */
 const FILE_SHOWN_BYTES = 64 * 1024;
 const TERMINAL = ["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_GONE", "TASK_DROPPED", "TASK_GONE_BY_OPERATOR"];
@@ -191,24 +194,50 @@ function logViewer(ctx, id, live) {
     buttons.forEach(b => b.setAttribute("aria-pressed", String(b.textContent === stream)));
     out.textContent = "";
     status.textContent = "following " + stream + "…";
-    const base = `/cluster/v1/tasks/${enc(id)}/files/read?path=${stream}`;
-    try {
-      // Only the end of a long log: from its size less what is kept on screen.
-      const { offset: size } = await get(base + "&offset=-1", mine.signal);
-      let offset = Math.max(0, size - LOG_KEPT_CHARS);
-      if (offset) append(`… (${bytes(offset)} before this)\n`);
-      for (;;) {
-        offset = await followLog(id, stream, offset, append, mine.signal);
-        if (!live()) break;
-        // Ended by the master's time limit (or just before the task's end is known).
-        await new Promise(r => setTimeout(r, 1000));
+    const decoder = new TextDecoder();
+    let offset = null;
+    let pause = RETRY_MIN_MS;
+    while (!mine.signal.aborted) {
+      try {
+        // Where to (re)start: the end of a long log less what is kept on screen; after a
+        // rotation (the file is shorter than what was read), the new file's start.
+        const size = await logSize(stream, mine.signal);
+        if (offset === null || size < offset) {
+          if (offset !== null) append("\n… (the log was rotated)\n");
+          offset = Math.max(0, size - LOG_KEPT_CHARS);
+          if (offset) append(`… (${bytes(offset)} before this)\n`);
+        }
+        const reached = await followLog(id, stream, offset, decoder, append, mine.signal);
+        pause = reached > offset ? RETRY_MIN_MS : Math.min(pause * 2, RETRY_MAX_MS);
+        offset = reached;
+        if (!live()) {
+          append(decoder.decode());
+          status.textContent = stream + ": the task has ended; this is all of it.";
+          return;
+        }
+        status.textContent = "following " + stream + "…";
+      } catch (e) {
+        if (mine.signal.aborted) return;
+        if (!live() || (e.status >= 400 && e.status < 500)) {
+          status.textContent = e.status === 404 && !live()
+            ? "The log is gone: the task ended and its agent removed its sandbox."
+            : e.message;
+          return;
+        }
+        // An agent restarting, a master at its follow limit: ask again while the task runs.
+        status.textContent = e.message + " (trying again)";
+        pause = Math.min(pause * 2, RETRY_MAX_MS);
       }
-      status.textContent = stream + ": the task has ended; this is all of it.";
+      await sleep(pause, mine.signal);
+    }
+  }
+  /** The log's size now; 0 while its file is not there yet (the follow waits for it). */
+  async function logSize(stream, signal) {
+    try {
+      return (await get(`/cluster/v1/tasks/${enc(id)}/files/read?path=${stream}&offset=-1`, signal)).offset;
     } catch (e) {
-      if (mine.signal.aborted) return;
-      status.textContent = e.status === 404 && !live()
-        ? "The log is gone: the task ended and its agent removed its sandbox."
-        : e.message;
+      if (e.status === 404 && live()) return 0;
+      throw e;
     }
   }
   status.textContent = "the log is shown once the task has reached its agent";
