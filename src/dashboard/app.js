@@ -195,6 +195,8 @@ function startEvents() {
   navigator.locks.request("dcos-rs-events", { signal }, () => {
     holding = true;
     shared = false;
+    // Events may have passed while no tab read the stream: redrawn once it is live.
+    setLive("waiting");
     return api.followEvents((type, data) => {
       onEvent(type, data);
       channel.postMessage({ type, data });
