@@ -61,22 +61,13 @@ async fn run() {
         config.cpus = Some(64.0);
         config.mem_mib = Some(256 * 1024);
         config.disk_mib = Some(1024 * 1024);
-        let api = dcos_rs::agent::AgentApi {
-            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tls: None,
-            auth: None,
-            guard: dcos_rs::http_guard::RequestGuard::new(),
-        };
-        let agent = dcos_rs::agent::start(
+        let agent = common::start_emulated_agent(
             config,
-            to_master.clone(),
             Arc::new(FakeRuntime::default()),
-            api,
-            shutdown_rx.clone(),
+            &to_master,
+            &shutdown_rx,
         )
-        .await
-        .expect("an emulated agent starts")
-        .agent;
+        .await;
         ids.push(agent.id.clone());
     }
     let client = Client::new(&url);

@@ -274,23 +274,9 @@ async fn emulated() {
         config.mem_mib = Some(mem_mib);
         config.disk_mib = Some(1024 * 1024);
         config.monitor_interval_ms = EMULATED_MONITOR_INTERVAL_MS;
-        let api = dcos_rs::agent::AgentApi {
-            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tls: None,
-            auth: None,
-            guard: dcos_rs::http_guard::RequestGuard::new(),
-        };
         let runtime = Arc::new(FakeRuntime::default());
-        let agent = dcos_rs::agent::start(
-            config,
-            to_master.clone(),
-            runtime.clone(),
-            api,
-            shutdown_rx.clone(),
-        )
-        .await
-        .expect("an emulated agent starts")
-        .agent;
+        let agent =
+            common::start_emulated_agent(config, runtime.clone(), &to_master, &shutdown_rx).await;
         ids.push(agent.id.clone());
         runtimes.push(runtime);
     }

@@ -94,23 +94,9 @@ async fn bench() {
         // Ends are seen within a second; the latency measured starts when the master has
         // them, so this costs the emulation less and changes no figure.
         config.monitor_interval_ms = 1_000;
-        let api = dcos_rs::agent::AgentApi {
-            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tls: None,
-            auth: None,
-            guard: dcos_rs::http_guard::RequestGuard::new(),
-        };
         let runtime = Arc::new(FakeRuntime::default());
-        let agent = dcos_rs::agent::start(
-            config,
-            to_master.clone(),
-            runtime.clone(),
-            api,
-            shutdown_rx.clone(),
-        )
-        .await
-        .expect("an emulated agent starts")
-        .agent;
+        let agent =
+            common::start_emulated_agent(config, runtime.clone(), &to_master, &shutdown_rx).await;
         runtimes.insert(agent.id.clone(), runtime);
     }
     let ids: Vec<String> = runtimes.keys().cloned().collect();

@@ -106,22 +106,13 @@ async fn emulated() {
             end: 32999,
         }];
         config.monitor_interval_ms = EMULATED_MONITOR_INTERVAL_MS;
-        let api = dcos_rs::agent::AgentApi {
-            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tls: None,
-            auth: None,
-            guard: dcos_rs::http_guard::RequestGuard::new(),
-        };
-        let agent = dcos_rs::agent::start(
+        let agent = common::start_emulated_agent(
             config,
-            to_master.clone(),
             Arc::new(FakeRuntime::default()),
-            api,
-            shutdown_rx.clone(),
+            &to_master,
+            &shutdown_rx,
         )
-        .await
-        .expect("an emulated agent starts")
-        .agent;
+        .await;
         ids.push(agent.id.clone());
     }
     wait("every agent registered", || {

@@ -504,32 +504,34 @@ async fn marathon_python_pointed_at_a_follower_deploys_scales_and_removes() {
     let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
     let follower = MASTERS.into_iter().find(|m| *m != leader).unwrap();
     let urls = format!("{},{}", master_url(follower), master_url(leader));
-    let script = format!(
-        "{}/tests/clients/marathon_python_ha.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let (token, ca) = (cluster.token().to_string(), cluster.admin_tls().ca);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(urls)
-            .arg(token)
-            .arg(ca)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    let ca = cluster.admin_tls().ca.display().to_string();
+    let (success, stdout, stderr) =
+        client_script("marathon_python_ha.py", &[&urls, cluster.token(), &ca]).await;
     assert!(
         !stderr.contains("No module named 'marathon'"),
         "marathon is missing: pip install marathon==0.13.0 (.ci/run does)"
     );
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(success, "{stdout}\n{stderr}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+/// Runs `tests/clients/<script>` with `args`: whether it succeeded, its stdout and stderr.
+async fn client_script(script: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().expect("python3 runs"))
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The dashboard on a follower (tests/clients/dashboard_follower.py, chromium): a deploy
@@ -540,27 +542,13 @@ async fn the_dashboard_on_a_follower_deploys_and_follows_a_task_log_over_mutual_
     let cluster = three_masters_two_agents().await;
     let leader = cluster.leader(&MASTERS, Duration::from_secs(20)).await;
     let follower = MASTERS.into_iter().find(|m| *m != leader).unwrap();
-    let script = format!(
-        "{}/tests/clients/dashboard_follower.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let (url, token) = (master_url(follower), cluster.token().to_string());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(token)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    let (success, stdout, stderr) = client_script(
+        "dashboard_follower.py",
+        &[&master_url(follower), cluster.token()],
+    )
+    .await;
     assert!(
-        output.status.success() && stdout.contains("all checks passed"),
+        success && stdout.contains("all checks passed"),
         "{stdout}\n{stderr}"
     );
 }

@@ -1,5 +1,5 @@
-//! What the benchmarks on the e2e hosts share: percentiles, units, settings from the
-//! environment, and the load average they print next to their figures.
+//! What the benchmarks share: percentiles, units, settings from the
+//! environment, the load average they print next to their figures, and emulated agents.
 
 use std::time::Duration;
 
@@ -30,4 +30,24 @@ pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// Starts an agent in this process whose tasks run in `runtime` (the fake one: the
+/// benchmarks emulate many machines), its API on a loopback port without tokens.
+pub async fn start_emulated_agent(
+    config: dcos_rs::agent::AgentConfig,
+    runtime: std::sync::Arc<dcos_rs::agent::fake::FakeRuntime>,
+    to_master: &tokio::sync::mpsc::Sender<dcos_rs::link::ToMaster>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> std::sync::Arc<dcos_rs::agent::Agent> {
+    let api = dcos_rs::agent::AgentApi {
+        listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tls: None,
+        auth: None,
+        guard: dcos_rs::http_guard::RequestGuard::new(),
+    };
+    dcos_rs::agent::start(config, to_master.clone(), runtime, api, shutdown.clone())
+        .await
+        .expect("an emulated agent starts")
+        .agent
 }

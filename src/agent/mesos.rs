@@ -489,6 +489,17 @@ fn is_log_name(name: &str) -> bool {
     })
 }
 
+/// The part of `path` below `tasks_dir` and its parts, when it is under a task's directory
+/// (a valid task id first) with no empty, `.` or `..` part.
+fn task_parts<'p>(tasks_dir: &Path, path: &'p str) -> Option<(&'p str, Vec<&'p str>)> {
+    let relative = path.strip_prefix(&format!("{}/", tasks_dir.display()))?;
+    let parts: Vec<&str> = relative.split('/').collect();
+    let clean = parts
+        .iter()
+        .all(|p| !p.is_empty() && *p != "." && *p != "..");
+    (clean && super::valid_task_id(parts[0])).then_some((relative, parts))
+}
+
 /// The part of `path` below `tasks_dir` when it names a directory a caller may list: a
 /// task's directory (then `true`: only its logs and `sandbox` are shown) or one under its
 /// `sandbox/`.
@@ -500,16 +511,7 @@ fn browsable_path(tasks_dir: &Path, path: &str) -> Result<(String, bool), ApiErr
             format!("path: {path} cannot be listed: only a task's directory (the `directory` of /state: its logs and sandbox) and what is under its sandbox directory"),
         )
     };
-    let prefix = format!("{}/", tasks_dir.display());
-    let relative = path.strip_prefix(&prefix).ok_or_else(refused)?;
-    let parts: Vec<&str> = relative.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
-        || !super::valid_task_id(parts[0])
-    {
-        return Err(refused());
-    }
+    let (relative, parts) = task_parts(tasks_dir, path).ok_or_else(refused)?;
     match parts.as_slice() {
         [_] => Ok((relative.to_string(), true)),
         [_, "sandbox", ..] => Ok((relative.to_string(), false)),
@@ -527,16 +529,7 @@ fn readable_path(tasks_dir: &Path, path: &str) -> Result<String, ApiError> {
             format!("path: {path} is not readable: only a task's stdout, stderr (and their rotated files) and what is under its sandbox directory (the `directory` of /state)"),
         )
     };
-    let prefix = format!("{}/", tasks_dir.display());
-    let relative = path.strip_prefix(&prefix).ok_or_else(refused)?;
-    let parts: Vec<&str> = relative.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
-        || !super::valid_task_id(parts[0])
-    {
-        return Err(refused());
-    }
+    let (relative, parts) = task_parts(tasks_dir, path).ok_or_else(refused)?;
     let allowed = match parts.as_slice() {
         [_, name] => is_log_name(name),
         [_, "sandbox", _, ..] => true,

@@ -66,15 +66,12 @@ pub fn master_to_agent_client_config(files: &TlsFiles) -> anyhow::Result<Arc<Cli
     let provider = ring_provider();
     let roots = Arc::new(load_roots(&files.ca)?);
     let (chain, key) = load_own(files, &roots, &provider)?;
-    let inner =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .context("building the certificate verifier")?;
+    let verifier = AgentRoleVerifier::new(roots, &provider)?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AgentRoleVerifier { inner }))
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(|e| key_error(e, files))?;
     Ok(Arc::new(config))
@@ -108,17 +105,12 @@ pub fn client_config_trusting_none() -> Arc<ClientConfig> {
 /// reaches no master, admin or other holder of a cluster certificate.
 pub fn agent_client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = ring_provider();
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(load_roots(ca)?),
-        provider.clone(),
-    )
-    .build()
-    .context("building the certificate verifier")?;
+    let verifier = AgentRoleVerifier::new(Arc::new(load_roots(ca)?), &provider)?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AgentRoleVerifier { inner }))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
@@ -127,6 +119,20 @@ pub fn agent_client_config_ca_only(ca: &Path) -> anyhow::Result<Arc<ClientConfig
 #[derive(Debug)]
 struct AgentRoleVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl AgentRoleVerifier {
+    /// Verifies against `roots` (the cluster CA) with `provider`'s algorithms.
+    fn new(
+        roots: Arc<RootCertStore>,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> anyhow::Result<Arc<AgentRoleVerifier>> {
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .context("building the certificate verifier")?;
+        Ok(Arc::new(AgentRoleVerifier { inner }))
+    }
 }
 
 impl rustls::client::danger::ServerCertVerifier for AgentRoleVerifier {
