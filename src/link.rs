@@ -179,21 +179,15 @@ pub fn bounded_status_message(message: String) -> String {
 /// most `agent::mesos::BROWSE_ENTRIES_MAX`); the master passes it on.
 pub const ENTRIES_TRUNCATED_HEADER: &str = "x-dcos-entries-truncated";
 
-/// The task's id as its framework knows it, which Mesos's agent endpoints show as its
-/// executor's id (a registered framework's tasks are kept as `<framework id>.<its id>`).
-pub fn executor_id<'a>(framework_id: &str, task_id: &'a str) -> &'a str {
-    task_id
-        .strip_prefix(framework_id)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(task_id)
-}
-
 /// Mesos's virtual path of a task's sandbox on its agent
 /// (`/frameworks/<framework id>/executors/<executor id>/runs/latest`): the master names a
 /// sandbox with it without knowing the agent's work dir, and the agent's `/files`
 /// endpoints resolve it back to the task (`agent::mesos`).
 pub fn sandbox_virtual_path(framework_id: &str, task_id: &str) -> String {
-    dcos_api::routes::agent::sandbox_virtual_path(framework_id, executor_id(framework_id, task_id))
+    dcos_api::routes::agent::sandbox_virtual_path(
+        framework_id,
+        dcos_core::framework_own_task_id(framework_id, task_id),
+    )
 }
 
 pub fn now_ms() -> u64 {
@@ -234,6 +228,7 @@ mod tests {
 
     #[test]
     fn a_sandbox_is_named_by_its_framework_and_the_id_its_framework_knows() {
+        use dcos_core::framework_own_task_id as executor_id;
         assert_eq!(executor_id("f1", "f1.t1"), "t1");
         assert_eq!(executor_id("dcos-rs-services", "web.abc"), "web.abc");
         assert_eq!(executor_id("f1", "f10.t1"), "f10.t1");

@@ -225,7 +225,7 @@ impl Agent {
         // framework's under its own id; the spec says which framework it belongs to.
         let names_it = |task_id: &str| {
             super::valid_task_id(task_id)
-                && crate::link::executor_id(framework_id, task_id) == executor_id
+                && dcos_core::framework_own_task_id(framework_id, task_id) == executor_id
                 && TaskDir::new(self.tasks_dir().join(task_id))
                     .read_spec()
                     .is_ok_and(|spec| {

@@ -316,11 +316,9 @@ pub fn frameworks_view(
         }
         if with_tasks {
             let own_id = match &task.owner {
-                dcos_core::TaskOwner::Framework { framework_id } => task
-                    .id
-                    .strip_prefix(framework_id.as_str())
-                    .and_then(|rest| rest.strip_prefix('.'))
-                    .unwrap_or(&task.id),
+                dcos_core::TaskOwner::Framework { framework_id } => {
+                    dcos_core::framework_own_task_id(framework_id, &task.id)
+                }
                 _ => &task.id,
             };
             views[i]

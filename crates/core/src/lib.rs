@@ -26,8 +26,9 @@ pub use services::planner::{returning_tasks, Action};
 pub use services::{AppRecord, ServicesState};
 pub use state::ClusterState;
 pub use types::{
-    Agent, AgentState, LaunchSpec, PortMapping, PortRange, ReadinessResponse, Resources, Task,
-    TaskFetch, TaskHealth, TaskHealthCheck, TaskNetworkMode, TaskOwner, TaskReadiness,
-    TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec, IMAGES_PER_AGENT_MAX,
+    framework_own_task_id, Agent, AgentState, LaunchSpec, PortMapping, PortRange,
+    ReadinessResponse, Resources, Task, TaskFetch, TaskHealth, TaskHealthCheck, TaskNetworkMode,
+    TaskOwner, TaskReadiness, TaskReadinessCheck, TaskState, TmpfsSpec, VolumeSpec,
+    IMAGES_PER_AGENT_MAX,
 };
 pub use usage::Usage;

@@ -425,6 +425,16 @@ pub enum TaskOwner {
     Framework { framework_id: String },
 }
 
+/// The id a framework knows its task by: a registered framework's tasks are kept as
+/// `<framework id>.<its id>`; other tasks' ids are their own (Mesos's agent endpoints show
+/// it as the task's executor id).
+pub fn framework_own_task_id<'a>(framework_id: &str, task_id: &'a str) -> &'a str {
+    task_id
+        .strip_prefix(framework_id)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(task_id)
+}
+
 impl TaskOwner {
     /// The service app this task is an instance of, if it is one.
     pub fn service_app(&self) -> Option<&str> {
